@@ -1,0 +1,133 @@
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from paysys.api.fields import StrictIntegerField, TextField
+from paysys.api.pagination import NewestFirstPagination
+from orders.models import MAX_AMOUNT, Order
+from orders.selectors import order_get, order_list
+from orders.services import order_create, order_pay_url
+
+ERROR = inline_serializer(
+    "Error",
+    fields={
+        "error": inline_serializer(
+            "ErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(child=serializers.CharField(), required=False),
+            },
+        )
+    },
+)
+
+
+def error_responses(*codes: int) -> dict:
+    descriptions = {
+        400: "invalid input",
+        401: "missing or invalid API key",
+        404: "no such order (or another merchant's)",
+        409: "merchant_order_no reused with different fields",
+        413: "request body too large",
+        429: "too many requests for this API key",
+    }
+    return {code: OpenApiResponse(ERROR, description=descriptions[code]) for code in codes}
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    pay_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Order
+        fields = [
+            "merchant_order_no", "out_trade_no", "amount", "currency", "subject", "payer_id", "notify_url",
+            "status", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
+        ]
+
+    def get_pay_url(self, order: Order) -> str:
+        return order_pay_url(order)
+
+
+class OrderPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = OrderOutputSerializer(many=True)
+
+
+class OrdersApi(APIView):
+    """``POST /api/v1/orders`` creates (idempotently); ``GET /api/v1/orders`` lists, newest first."""
+
+    class CreateInputSerializer(serializers.Serializer):
+        merchant_order_no = TextField(max_length=64, min_length=1)
+        amount = StrictIntegerField(min_value=1, max_value=MAX_AMOUNT)
+        currency = TextField(min_length=3, max_length=3, default="CNY")
+        subject = TextField(min_length=1, max_length=128, trim_whitespace=False)
+        payer_id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
+        notify_url = serializers.URLField(max_length=512, required=False, allow_blank=True, default="")
+
+        def validate_merchant_order_no(self, value: str) -> str:
+            if not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+                raise serializers.ValidationError("letters, digits, '-' and '_' only")
+            return value
+
+        def validate_currency(self, value: str) -> str:
+            if value not in settings.ORDER_CURRENCIES:
+                raise serializers.ValidationError(f"one of {', '.join(settings.ORDER_CURRENCIES)}")
+            return value
+
+        def validate_subject(self, value: str) -> str:
+            if not value.strip():
+                raise serializers.ValidationError("must not be blank")
+            return value
+
+        def validate_notify_url(self, value: str) -> str:
+            if value and not value.lower().startswith(("http://", "https://")):
+                raise serializers.ValidationError("must be an http(s) URL")
+            return value
+
+    class ListFilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
+        created_after = serializers.DateTimeField(required=False)
+        created_before = serializers.DateTimeField(required=False)
+
+    @extend_schema(
+        operation_id="orders_create",
+        request=CreateInputSerializer,
+        responses={
+            201: OrderOutputSerializer,
+            200: OpenApiResponse(OrderOutputSerializer, description="identical replay: the existing order"),
+            **error_responses(400, 401, 409, 413, 429),
+        },
+    )
+    def post(self, request):
+        data = self.CreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order, created = order_create(merchant=request.user, **data.validated_data)
+        return Response(
+            OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(
+        operation_id="orders_list",
+        parameters=[ListFilterSerializer],
+        responses={200: OrderPageSerializer, **error_responses(400, 401, 404, 429)},
+    )
+    def get(self, request):
+        filters = self.ListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        orders = order_list(merchant=request.user, **filters.validated_data)
+        paginator = NewestFirstPagination()
+        page = paginator.paginate_queryset(orders, request, view=self)
+        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(
+        operation_id="orders_retrieve",
+        responses={200: OrderOutputSerializer, **error_responses(401, 404, 429)},
+    )
+    def get(self, request, merchant_order_no: str):
+        return Response(OrderOutputSerializer(order_get(merchant=request.user, merchant_order_no=merchant_order_no)).data)

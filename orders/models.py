@@ -1,0 +1,77 @@
+from django.db import models
+from django.utils import timezone
+
+from paysys.api.exceptions import Conflict
+
+MAX_AMOUNT = 100_000_000_000  # 10^11 minor units
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        CREATED = "CREATED"
+        PAYING = "PAYING"
+        SUCCESS = "SUCCESS"
+        CLOSED = "CLOSED"
+        FAILED = "FAILED"
+
+    # every legal move, in one place; PAYING -> CREATED is a TCC cancel releasing the order
+    TRANSITIONS = {
+        Status.CREATED: {Status.PAYING, Status.CLOSED, Status.FAILED},
+        Status.PAYING: {Status.SUCCESS, Status.CREATED, Status.FAILED},
+        Status.SUCCESS: set(),
+        Status.CLOSED: set(),
+        Status.FAILED: set(),
+    }
+
+    out_trade_no = models.CharField(max_length=32, unique=True, help_text="the platform's order number at the bank")
+    merchant_id = models.BigIntegerField(help_text="core merchant id (another database: no foreign key)")
+    merchant_order_no = models.CharField(max_length=64)
+    amount = models.BigIntegerField(help_text="minor units")
+    currency = models.CharField(max_length=3)
+    subject = models.CharField(max_length=128)
+    payer_id = models.BigIntegerField()
+    notify_url = models.URLField(max_length=512, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    bank_trade_no = models.CharField(max_length=64, blank=True, default="")
+    expires_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant_id", "merchant_order_no"], name="order_unique_merchant_order_no"),
+            models.CheckConstraint(
+                condition=models.Q(amount__gte=1, amount__lte=MAX_AMOUNT), name="order_amount_in_range"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["merchant_id", "-id"], name="order_merchant_recent"),
+            models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.out_trade_no} {self.status}"
+
+    @classmethod
+    def check_transition(cls, current: str, new: str) -> None:
+        if new not in cls.TRANSITIONS[cls.Status(current)]:
+            raise IllegalTransition(f"order cannot move from {current} to {new}")
+
+    def transition(self, new: str, **changes) -> None:
+        """Move to ``new`` if legal and if the row still holds the status this object read.
+
+        The update is conditional on the old status, so two workers cannot both make the same move.
+        """
+        self.check_transition(self.status, new)
+        changes["status"] = new
+        changes.setdefault("updated_at", timezone.now())
+        updated = Order.objects.filter(pk=self.pk, status=self.status).update(**changes)
+        if updated != 1:
+            raise IllegalTransition(f"order {self.out_trade_no} changed concurrently (was {self.status})")
+        for field, value in changes.items():
+            setattr(self, field, value)

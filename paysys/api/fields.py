@@ -1,0 +1,35 @@
+"""Strict input fields shared by the API serializers."""
+
+from rest_framework import serializers
+
+
+def no_surrogates(value: str) -> None:
+    # JSON may carry lone UTF-16 surrogates ("\ud800") that no database can store
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("must be valid Unicode text") from None
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer and nothing else: no "100", no 100.0, no true."""
+
+    default_error_messages = {"invalid": "must be a JSON integer"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TextField(serializers.CharField):
+    """A JSON string (not a number coerced to text) of valid Unicode."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators.append(no_surrogates)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -1,0 +1,38 @@
+from django.db import models
+
+
+class Merchant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        FROZEN = "frozen"
+
+    name = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    notify_url = models.URLField(max_length=512)
+    fee_rate_bp = models.PositiveIntegerField(default=60, help_text="fee in basis points of the amount")
+    # API key "psk_<prefix>_<secret>": the prefix finds the row, the SHA-256 of the whole key is
+    # compared in constant time; the key itself is shown once and never stored
+    api_key_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    api_key_hash = models.CharField(max_length=64, editable=False)
+    webhook_secret = models.CharField(max_length=128, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(fee_rate_bp__lte=10_000), name="merchant_fee_rate_bp_lte_10000"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class Payer(models.Model):
+    name = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"

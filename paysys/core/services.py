@@ -1,0 +1,62 @@
+import base64
+import hashlib
+import hmac
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+
+from paysys.core.models import Merchant, Payer
+
+API_KEY_PREFIX = "psk_"
+
+
+def _hash_api_key(api_key: str) -> str:
+    # API keys carry 192 random bits, so a fast hash is enough (no dictionary to attack)
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def generate_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def merchant_create(*, name: str, notify_url: str, fee_rate_bp: int = 60) -> tuple[Merchant, str]:
+    """Create a merchant; returns it with its API key, which is shown this once and never stored."""
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise ValidationError({"name": "1-128 characters"})
+    URLValidator(schemes=["http", "https"])(notify_url)
+    if not 0 <= fee_rate_bp <= 10_000:
+        raise ValidationError({"fee_rate_bp": "between 0 and 10000 basis points"})
+    prefix = secrets.token_hex(6)
+    api_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(24)}"
+    merchant = Merchant.objects.create(
+        name=name,
+        notify_url=notify_url,
+        fee_rate_bp=fee_rate_bp,
+        api_key_prefix=prefix,
+        api_key_hash=_hash_api_key(api_key),
+        webhook_secret=generate_webhook_secret(),
+    )
+    return merchant, api_key
+
+
+def merchant_by_api_key(api_key: str) -> Merchant | None:
+    """The merchant owning ``api_key``, or None; frozen merchants are returned (the caller decides)."""
+    if not api_key.startswith(API_KEY_PREFIX):
+        return None
+    prefix, sep, _ = api_key[len(API_KEY_PREFIX):].partition("_")
+    if not sep or len(prefix) != 12:
+        return None
+    merchant = Merchant.objects.filter(api_key_prefix=prefix).first()
+    if merchant is None or not hmac.compare_digest(merchant.api_key_hash, _hash_api_key(api_key)):
+        return None
+    return merchant
+
+
+def payer_create(*, name: str) -> Payer:
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise ValidationError({"name": "1-128 characters"})
+    return Payer.objects.create(name=name)

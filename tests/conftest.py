@@ -1,0 +1,68 @@
+"""Shared fixtures: merchants, payers, API clients, and an in-memory broker for in-process code.
+
+Tests run against whatever the environment configures: SQLite files in the embedded default,
+MariaDB + Redis in CI (``DATABASE_URL`` / ``CELERY_BROKER_URL``). In-process code publishes to
+an in-memory broker so unit tests never leave tasks in a shared Redis; fault tests start real
+worker processes on the real broker themselves.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from paysys.celery import app as celery_app
+from paysys.core.services import merchant_create, payer_create
+
+ALL_DATABASES = "__all__"
+_counter = itertools.count(1)
+
+
+def pytest_configure(config):
+    celery_app.conf.broker_url = "memory://"
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # the throttle counters live in the cache (Redis in CI): start every test from zero
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def make_merchant(db):
+    def make(name: str | None = None, notify_url: str = "http://127.0.0.1:9/notify", fee_rate_bp: int = 60):
+        return merchant_create(name=name or f"merchant-{next(_counter)}", notify_url=notify_url, fee_rate_bp=fee_rate_bp)
+
+    return make
+
+
+@pytest.fixture
+def merchant_and_key(make_merchant):
+    return make_merchant()
+
+
+@pytest.fixture
+def merchant(merchant_and_key):
+    return merchant_and_key[0]
+
+
+@pytest.fixture
+def payer(db):
+    return payer_create(name=f"payer-{next(_counter)}")
+
+
+@pytest.fixture
+def api(merchant_and_key) -> APIClient:
+    """An API client authenticated as ``merchant``."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
+    return client
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()
