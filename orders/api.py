@@ -116,7 +116,7 @@ class OrdersApi(APIView):
         responses={200: OrderPageSerializer, **error_responses(400, 401, 404, 429)},
     )
     def get(self, request):
-        filters = self.ListFilterSerializer(data=request.query_params)
+        filters = self.ListFilterSerializer(data=request.query_params.dict())  # a plain dict: "" is a value, not "omitted"
         filters.is_valid(raise_exception=True)
         orders = order_list(merchant=request.user, **filters.validated_data)
         paginator = NewestFirstPagination()

@@ -18,5 +18,5 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view):
         merchant = getattr(request, "user", None)
         if merchant is None or not getattr(merchant, "pk", None):
-            return self.cache_format % {"scope": self.scope, "ident": "anon:" + self.get_ident(request)}
+            return self.cache_format % {"scope": self.scope, "ident": f"anon:{self.get_ident(request) or 'unknown'}"}
         return self.cache_format % {"scope": self.scope, "ident": merchant.api_key_prefix}

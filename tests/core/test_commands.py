@@ -1,0 +1,117 @@
+import json
+import os
+import subprocess
+import sys
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from paysys.core.models import Merchant, Payer
+from paysys.core.services import merchant_by_api_key
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def test_create_merchant_json_output_and_hashed_key():
+    out = StringIO()
+
+    call_command("create_merchant", "--name", "Shop", "--notify-url", "https://shop.example/notify", "--json", stdout=out)
+
+    data = json.loads(out.getvalue())
+    assert set(data) == {"merchant_id", "api_key", "webhook_secret"}
+    merchant = Merchant.objects.get(pk=data["merchant_id"])
+    assert data["webhook_secret"].startswith("whsec_")
+    assert data["api_key"] not in merchant.api_key_hash and merchant.api_key_hash != data["api_key"]
+    assert data["api_key"].startswith("psk_" + merchant.api_key_prefix + "_")
+    assert merchant_by_api_key(data["api_key"]) == merchant
+    assert merchant.fee_rate_bp == 60
+
+
+def test_webhook_secret_is_standard_webhooks_format():
+    from standardwebhooks.webhooks import Webhook
+
+    out = StringIO()
+    call_command("create_merchant", "--name", "Shop", "--notify-url", "https://shop.example/n", "--json", stdout=out)
+
+    Webhook(json.loads(out.getvalue())["webhook_secret"])  # raises on a malformed secret
+
+
+def test_create_merchant_rejects_bad_input_and_writes_nothing():
+    with pytest.raises(CommandError, match="merchant not created"):
+        call_command("create_merchant", "--name", "Shop", "--notify-url", "not-a-url", "--json")
+    with pytest.raises(CommandError):
+        call_command("create_merchant", "--name", "Shop", "--notify-url", "https://x.example", "--fee-rate-bp", "20000")
+
+    assert Merchant.objects.count() == 0
+
+
+def test_create_payer_json_output():
+    out = StringIO()
+
+    call_command("create_payer", "--name", "Alice", "--json", stdout=out)
+
+    assert Payer.objects.get(pk=json.loads(out.getvalue())["payer_id"]).name == "Alice"
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "BANK_SHARED_SECRET"}
+    }
+    env.update(
+        DEBUG="false",
+        SECRET_KEY="k9$Zq!v2" * 8,
+        ALLOWED_HOSTS="pay.example.com",
+        BANK_SHARED_SECRET="bank-secret-from-the-vault",
+        PUBLIC_BASE_URL="https://pay.example.com",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env["DEBUG"] = "false"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_beat_schedules_are_synced_from_code(settings):
+    from django_celery_beat.models import PeriodicTask
+
+    from paysys.core.schedules import sync_beat_schedules
+
+    settings.CELERY_BEAT_SCHEDULE = {
+        **settings.CELERY_BEAT_SCHEDULE,
+        "orders.extra": {"task": "orders.close_expired_orders", "schedule": 7.0},
+    }
+    sync_beat_schedules()
+    assert PeriodicTask.objects.get(name="orders.extra").interval.every == 7
+
+    del settings.CELERY_BEAT_SCHEDULE["orders.extra"]
+    removed = sync_beat_schedules()
+
+    assert removed == ["orders.extra"]
+    assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(settings.CELERY_BEAT_SCHEDULE)
+    assert not PeriodicTask.objects.filter(name="orders.extra").exists()
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert set(response.json()["databases"]) == set(settings.DATABASES)

@@ -1,0 +1,306 @@
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from orders.models import Order
+from orders.services import orders_close_expired
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def order_body(payer, **overrides):
+    body = {"merchant_order_no": "M-1001", "amount": 1234, "currency": "CNY", "subject": "a book", "payer_id": payer.pk}
+    body.update(overrides)
+    return body
+
+
+# --- create: idempotency ------------------------------------------------------------------
+
+
+def test_create_returns_201_with_status_and_pay_url(api, payer, merchant):
+    response = api.post("/api/v1/orders", order_body(payer), format="json")
+
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["status"] == "CREATED"
+    assert data["amount"] == 1234
+    assert "/sandbox/bank/pay/" in data["pay_url"]
+    order = Order.objects.get(merchant_id=merchant.pk, merchant_order_no="M-1001")
+    assert order.out_trade_no == data["out_trade_no"]
+    assert order.expires_at > timezone.now()
+
+
+def test_identical_replay_returns_200_and_the_same_order(api, payer):
+    first = api.post("/api/v1/orders", order_body(payer), format="json")
+    replay = api.post("/api/v1/orders", order_body(payer), format="json")
+
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert replay.json()["out_trade_no"] == first.json()["out_trade_no"]
+    assert Order.objects.count() == 1
+
+
+def test_conflicting_replay_returns_409_and_changes_nothing(api, payer):
+    api.post("/api/v1/orders", order_body(payer), format="json")
+
+    response = api.post("/api/v1/orders", order_body(payer, amount=9999), format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_conflict"
+    assert "amount" in response.json()["error"]["fields"]
+    assert list(Order.objects.values_list("amount", flat=True)) == [1234]
+
+
+def test_same_merchant_order_no_for_two_merchants_is_two_orders(api, payer, make_merchant):
+    _, other_key = make_merchant()
+    api.post("/api/v1/orders", order_body(payer), format="json")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
+
+    response = api.post("/api/v1/orders", order_body(payer, amount=1), format="json")
+
+    assert response.status_code == 201
+    assert Order.objects.count() == 2
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_concurrent_identical_creates_make_one_order(merchant_and_key, payer):
+    from rest_framework.test import APIClient
+
+    statuses, barrier = [], threading.Barrier(6)
+
+    def create():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
+        barrier.wait()
+        try:
+            statuses.append(client.post("/api/v1/orders", order_body(payer), format="json").status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sorted(statuses) == [200] * 5 + [201]
+    assert Order.objects.count() == 1
+
+
+# --- create: validation -------------------------------------------------------------------
+
+INVALID = [
+    ("merchant_order_no", ""),
+    ("merchant_order_no", "x" * 65),
+    ("merchant_order_no", "has space"),
+    ("merchant_order_no", "semi;colon"),
+    ("merchant_order_no", "ünïcode"),
+    ("merchant_order_no", 12345),
+    ("amount", 0),
+    ("amount", -1),
+    ("amount", 100_000_000_001),
+    ("amount", 12.5),
+    ("amount", 100.0),
+    ("amount", "100"),
+    ("amount", True),
+    ("amount", None),
+    ("currency", "USD"),
+    ("currency", "cny"),
+    ("currency", "CNYX"),
+    ("currency", 156),
+    ("subject", ""),
+    ("subject", "   "),
+    ("subject", "s" * 129),
+    ("subject", "\ud800"),
+    ("subject", "nul\x00byte"),
+    ("payer_id", 0),
+    ("payer_id", "1"),
+    ("payer_id", 2**63),
+    ("payer_id", 999_999_999),
+    ("notify_url", "ftp://example.com/x"),
+    ("notify_url", "not a url"),
+    ("notify_url", "http://" + "a" * 600 + ".com"),
+]
+
+
+@pytest.mark.parametrize("field,value", INVALID)
+def test_invalid_field_is_400_naming_the_field_and_writes_nothing(api, payer, field, value):
+    # json.dumps escapes to ASCII, so even a lone surrogate travels as the client sent it
+    body = json.dumps(order_body(payer, **{field: value}))
+    response = api.generic("POST", "/api/v1/orders", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["fields"].keys() == {field}
+    assert Order.objects.count() == 0
+
+
+@pytest.mark.parametrize("field", ["merchant_order_no", "amount", "subject", "payer_id"])
+def test_missing_required_field_is_400(api, payer, field):
+    body = order_body(payer)
+    del body[field]
+
+    response = api.post("/api/v1/orders", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert Order.objects.count() == 0
+
+
+def test_boundaries_are_accepted(api, payer):
+    response = api.post(
+        "/api/v1/orders",
+        order_body(payer, merchant_order_no="A" * 64, amount=100_000_000_000, subject="s" * 128, notify_url="https://m.example/n"),
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'"a string"', "application/json"),
+        (b"", "application/json"),
+        (b"merchant_order_no=x", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "application/json"),
+    ],
+)
+def test_malformed_bodies_get_a_json_4xx(api, body, content_type):
+    response = api.generic("POST", "/api/v1/orders", body, content_type=content_type)
+
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+    assert Order.objects.count() == 0
+
+
+def test_oversized_body_is_refused(api, payer):
+    response = api.post("/api/v1/orders", order_body(payer, subject="x" * 100_000), format="json")
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert Order.objects.count() == 0
+
+
+# --- auth and tenancy ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Bearer ", "Bearer psk_nope", "Basic abc", "bearer psk_000000000000_x", "Bearer psk_000000000000_wrong"],
+)
+def test_missing_or_wrong_key_is_401(anon_api, payer, header):
+    if header is not None:
+        anon_api.credentials(HTTP_AUTHORIZATION=header)
+
+    responses = [
+        anon_api.post("/api/v1/orders", order_body(payer), format="json"),
+        anon_api.get("/api/v1/orders"),
+        anon_api.get("/api/v1/orders/M-1001"),
+    ]
+
+    assert [r.status_code for r in responses] == [401, 401, 401]
+    assert all(r.json()["error"]["code"] in {"not_authenticated", "authentication_failed"} for r in responses)
+    assert Order.objects.count() == 0
+
+
+def test_right_prefix_wrong_secret_is_401(anon_api, merchant_and_key, payer):
+    _, key = merchant_and_key
+    anon_api.credentials(HTTP_AUTHORIZATION=f"Bearer {key[:-3]}abc")
+
+    assert anon_api.get("/api/v1/orders").status_code == 401
+
+
+def test_frozen_merchant_is_401(api, merchant):
+    merchant.status = "frozen"
+    merchant.save()
+
+    assert api.get("/api/v1/orders").status_code == 401
+
+
+def test_another_merchants_order_is_404(api, payer, make_merchant):
+    api.post("/api/v1/orders", order_body(payer), format="json")
+    _, other_key = make_merchant()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
+
+    response = api.get("/api/v1/orders/M-1001")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert api.get("/api/v1/orders").json()["results"] == []
+
+
+def test_get_own_order(api, payer):
+    api.post("/api/v1/orders", order_body(payer), format="json")
+
+    response = api.get("/api/v1/orders/M-1001")
+
+    assert response.status_code == 200
+    assert response.json()["merchant_order_no"] == "M-1001"
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+def test_list_is_paginated_newest_first_and_filters(api, payer):
+    for i in range(5):
+        api.post("/api/v1/orders", order_body(payer, merchant_order_no=f"M-{i}"), format="json")
+    Order.objects.filter(merchant_order_no="M-0").update(status=Order.Status.CLOSED)
+
+    page = api.get("/api/v1/orders?limit=2").json()
+    closed = api.get("/api/v1/orders?status=CLOSED").json()
+    future = api.get("/api/v1/orders", {"created_after": (timezone.now() + timedelta(hours=1)).isoformat()}).json()
+
+    assert [o["merchant_order_no"] for o in page["results"]] == ["M-4", "M-3"]
+    second = api.get(page["next"]).json()
+    assert [o["merchant_order_no"] for o in second["results"]] == ["M-2", "M-1"]
+    assert [o["merchant_order_no"] for o in closed["results"]] == ["M-0"]
+    assert future["results"] == []
+
+
+@pytest.mark.parametrize("query", ["status=NOPE", "created_after=yesterday", "created_before=2020-13-45", "cursor=garbage"])
+def test_bad_list_filters_are_4xx(api, query):
+    response = api.get(f"/api/v1/orders?{query}")
+
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+# --- throttling ---------------------------------------------------------------------------
+
+
+def test_throttled_per_api_key(api, settings, make_merchant):
+    settings.API_RATE_LIMIT = "3/min"
+    _, other_key = make_merchant()
+
+    statuses = [api.get("/api/v1/orders").status_code for _ in range(4)]
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
+    other = api.get("/api/v1/orders").status_code
+
+    assert statuses == [200, 200, 200, 429]
+    assert other == 200
+
+
+# --- expiry -------------------------------------------------------------------------------
+
+
+def test_expired_created_orders_are_closed_and_others_untouched(api, payer):
+    for no in ("OLD", "NEW", "PAID"):
+        api.post("/api/v1/orders", order_body(payer, merchant_order_no=no), format="json")
+    past = timezone.now() - timedelta(minutes=1)
+    Order.objects.filter(merchant_order_no__in=["OLD", "PAID"]).update(expires_at=past)
+    Order.objects.filter(merchant_order_no="PAID").update(status=Order.Status.SUCCESS)
+
+    closed = orders_close_expired()
+
+    assert closed == 1
+    assert dict(Order.objects.values_list("merchant_order_no", "status")) == {
+        "OLD": "CLOSED",
+        "NEW": "CREATED",
+        "PAID": "SUCCESS",
+    }
+    assert orders_close_expired() == 0
