@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "paysys.core",
+    "paysys.messaging",
     "paysys.gateway",
     "paysys.sandbox",
     "orders",
@@ -232,6 +233,17 @@ BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 
+# --- reliable messages (paysys/messaging) --------------------------------------------------
+
+# waits after the 1st, 2nd, ... send of a message before it is resent; due again after the
+# last one -> DEAD (the course: 0 s, 1, 2, 5, 15 min)
+MESSAGE_RESEND_SCHEDULE = [int(x) for x in env_list("MESSAGE_RESEND_SCHEDULE", "0,60,120,300,900")]
+MESSAGE_CHECK_BACK_DELAY = int(os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60"))  # a PREPARED message this old is checked
+MESSAGE_CHECK_BACK_INTERVAL = int(os.environ.get("MESSAGE_CHECK_BACK_INTERVAL", "60"))
+MESSAGE_CHECK_BACK_MAX = int(os.environ.get("MESSAGE_CHECK_BACK_MAX", "15"))  # undecided this often -> DEAD
+MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
+MESSAGING_SERVICE_TOKEN = os.environ.get("MESSAGING_SERVICE_TOKEN", "dev-messaging-token" if DEBUG else "")
+
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 SERVICE_QUEUES = ["core", "orders", "funds", "points", "accounting", "notifications", "sandbox"]
@@ -270,6 +282,7 @@ CELERY_BEAT_SCHEDULER = "paysys.core.schedules:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     "orders.close_expired_orders": {"task": "orders.close_expired_orders", "schedule": 30.0},
     "sandbox.resend_bank_notifies": {"task": "sandbox.resend_bank_notifies", "schedule": 5.0},
+    "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
 }
 
 LOGGING = {

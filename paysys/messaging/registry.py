@@ -1,0 +1,81 @@
+"""Who consumes which topic, and who answers check-backs. Domains register here; this package
+never imports a domain (DESIGN.md, "Dependency rules")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    topic: str
+    queue: str
+    handler: Callable
+
+    @property
+    def alias(self) -> str:
+        """The consumer's own database: its handler and inbox row commit there together."""
+        return alias_for_queue(self.queue)
+
+
+_consumers: dict[str, Consumer] = {}
+_check_backs: dict[str, Callable[[str], bool | None]] = {}
+
+
+def alias_for_queue(queue: str) -> str:
+    for alias, service in settings.SERVICE_ALIASES.items():
+        if service == queue:
+            return alias
+    raise LookupError(f"no database alias for queue {queue!r}")
+
+
+def queue_for_alias(alias: str) -> str:
+    return settings.SERVICE_ALIASES[alias]
+
+
+def consumer(topic: str, *, queue: str, name: str | None = None):
+    """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
+
+    The handler gets a :class:`paysys.messaging.services.Delivery` (id, topic, payload, send
+    count) and must do all its writes in the consumer's alias, so they commit with the inbox row.
+    """
+
+    def register(handler: Callable) -> Callable:
+        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler)
+        known = _consumers.get(spec.name)
+        if known is not None and known.handler.__qualname__ != handler.__qualname__:
+            raise ValueError(f"consumer name {spec.name!r} is already taken")
+        _consumers[spec.name] = spec
+        return handler
+
+    return register
+
+
+def check_back(name: str):
+    """Register ``resolve(business_key) -> True (committed) | False (never committed) | None (undecided)``."""
+
+    def register(resolve: Callable[[str], bool | None]):
+        _check_backs[name] = resolve
+        return resolve
+
+    return register
+
+
+def consumers_of(topic: str) -> list[Consumer]:
+    return [c for c in _consumers.values() if c.topic == topic]
+
+
+def get_consumer(name: str) -> Consumer:
+    return _consumers[name]
+
+
+def get_check_back(name: str) -> Callable[[str], bool | None] | None:
+    return _check_backs.get(name)
+
+
+def topics() -> set[str]:
+    return {c.topic for c in _consumers.values()}

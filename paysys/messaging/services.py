@@ -1,0 +1,349 @@
+"""The reliable message service: outbox, relay, consumption, acknowledgement, recovery.
+
+Life of a message (one outbox row per consumer, in the producer's alias):
+
+    publish() in the producer's transaction        -> SENDING, due now
+    (or prepare() -> PREPARED, confirm() -> SENDING; discard() deletes it)
+    relay_due(): claim due rows, count the send, set the next due time, send batches to the
+                 consumers' queues after commit (one Celery task per batch, not per message)
+    consume_batch(): each message in its consumer's transaction with its inbox row; then one
+                 acknowledgement UPDATE for the batch -> CONSUMED
+    a message still SENDING when due again is resent on the schedule; past it -> DEAD
+
+The database is the source of truth: whatever the broker loses, the next relay pass resends.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from paysys.messaging import registry
+from paysys.messaging.models import InboxEntry, Message
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+BATCH_SIZE = 100  # messages per consume task
+CLAIM_LIMIT = 1000  # rows claimed per relay pass and alias
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a consumer's handler receives."""
+
+    id: int
+    message_id: uuid.UUID
+    topic: str
+    payload: dict
+    send_count: int
+
+
+class UnknownTopic(ValueError):
+    pass
+
+
+def resend_schedule() -> list[int]:
+    """Seconds to wait after the 1st, 2nd, ... send before resending; past the end -> DEAD."""
+    return list(settings.MESSAGE_RESEND_SCHEDULE)
+
+
+def _rows(topic: str, payload: dict, *, status: str, due, **extra) -> list[Message]:
+    consumers = registry.consumers_of(topic)
+    if not consumers:
+        raise UnknownTopic(f"no consumer is registered for topic {topic!r}")
+    message_id = uuid.uuid4()
+    return [
+        Message(
+            message_id=message_id, topic=topic, consumer=c.name, queue=c.queue, payload=payload,
+            status=status, next_send_at=due, **extra,
+        )
+        for c in consumers
+    ]
+
+
+def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
+    """Write the message to ``using``'s outbox inside the caller's transaction.
+
+    Must be called inside ``transaction.atomic(using=using)``: the message exists if and only if
+    the business change commits. Delivery is kicked after commit, never before.
+    """
+    if not transaction.get_connection(using).in_atomic_block:
+        raise RuntimeError("publish() must run inside the producer's transaction.atomic(using=...)")
+    now = timezone.now()
+    rows = Message.objects.using(using).bulk_create(
+        _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now)
+    )
+    transaction.on_commit(lambda: kick_relay(using), using=using)
+    return rows[0].message_id
+
+
+# --- two-phase: for producers that cannot write the outbox in their own transaction --------
+
+
+def prepare(topic: str, payload: dict, *, using: str = "default", business_key: str, check_back: str) -> uuid.UUID:
+    """Store a PREPARED message; it is sent only when confirmed. ``check_back`` names a
+    registered resolver or is the producer's URL, asked if no confirm/discard comes in time."""
+    due = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY)
+    with transaction.atomic(using=using):
+        rows = Message.objects.using(using).bulk_create(
+            _rows(topic, payload, status=Status.PREPARED, due=due, business_key=business_key, check_back=check_back)
+        )
+    return rows[0].message_id
+
+
+def confirm(message_id: uuid.UUID, *, using: str = "default") -> int:
+    """PREPARED -> SENDING, due now. Idempotent: confirming twice (or a sent message) changes nothing."""
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        confirmed = (
+            Message.objects.using(using)
+            .filter(message_id=message_id, status=Status.PREPARED)
+            .update(status=Status.SENDING, next_send_at=now, confirmed_at=now)
+        )
+        if confirmed:
+            transaction.on_commit(lambda: kick_relay(using), using=using)
+    return confirmed
+
+
+def discard(message_id: uuid.UUID, *, using: str = "default") -> int:
+    """Drop a PREPARED message (its producer's transaction rolled back). Sent messages stay."""
+    deleted, _ = Message.objects.using(using).filter(message_id=message_id, status=Status.PREPARED).delete()
+    return deleted
+
+
+# --- relay: outbox -> broker, batched ------------------------------------------------------
+
+
+def kick_relay(alias: str) -> None:
+    """Ask for a relay pass on ``alias`` soon. Kicks arriving while one is pending coalesce, so
+    one pass ships the messages of many transactions; a lost kick only waits for recovery."""
+    if not cache.add(f"messaging:kick:{alias}", 1, timeout=settings.MESSAGE_KICK_TTL):
+        return
+    from paysys.messaging.tasks import relay
+
+    try:
+        relay.apply_async(args=[alias], queue=registry.queue_for_alias(alias))
+    except Exception:  # broker down: the recovery pass will send what is due
+        cache.delete(f"messaging:kick:{alias}")
+        logger.warning("relay kick for %s not sent; recovery will deliver", alias, exc_info=True)
+
+
+def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
+    """Claim the due SENDING rows of ``alias``, count the send, and ship them. Returns rows sent.
+
+    Rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED (SQLite serialises writers instead),
+    and their next due time is moved forward in the same transaction, so concurrent passes on
+    several machines never send the same row twice in one round.
+    """
+    now = now or timezone.now()
+    schedule = resend_schedule()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Message.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(status=Status.SENDING, next_send_at__lte=now)
+            .order_by("next_send_at")
+            .only("id", "message_id", "topic", "consumer", "queue", "payload", "send_count")[:limit]
+        )
+        exhausted = [r.id for r in rows if r.send_count >= len(schedule)]
+        if exhausted:
+            Message.objects.using(alias).filter(id__in=exhausted).update(status=Status.DEAD, next_send_at=None)
+            logger.error("%d message(s) in %s are DEAD after %d sends", len(exhausted), alias, len(schedule))
+        rows = [r for r in rows if r.send_count < len(schedule)]
+        by_count: dict[int, list[int]] = {}
+        for row in rows:
+            by_count.setdefault(row.send_count, []).append(row.id)
+        for count, ids in by_count.items():
+            wait = schedule[count + 1] if count + 1 < len(schedule) else schedule[-1]
+            Message.objects.using(alias).filter(id__in=ids).update(
+                send_count=F("send_count") + 1, next_send_at=now + timedelta(seconds=wait)
+            )
+    if rows:
+        _ship(alias, rows)
+    return len(rows)
+
+
+def _ship(alias: str, rows: list[Message]) -> None:
+    from paysys.messaging.tasks import consume
+
+    by_queue: dict[str, list[dict]] = {}
+    for row in rows:
+        by_queue.setdefault(row.queue, []).append(
+            {
+                "id": row.id,
+                "message_id": str(row.message_id),
+                "topic": row.topic,
+                "consumer": row.consumer,
+                "payload": row.payload,
+                "send_count": row.send_count + 1,
+            }
+        )
+    try:
+        with consume.app.producer_or_acquire() as producer:
+            for queue, deliveries in by_queue.items():
+                for start in range(0, len(deliveries), BATCH_SIZE):
+                    consume.apply_async(
+                        args=[alias, deliveries[start : start + BATCH_SIZE]], queue=queue, producer=producer
+                    )
+    except Exception:  # the rows stay SENDING with a due time: recovery resends them
+        logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(rows), alias, exc_info=True)
+
+
+# --- consumption and acknowledgement -------------------------------------------------------
+
+
+def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int]]:
+    """Process each delivery once in its consumer's transaction; acknowledge the batch.
+
+    A duplicate (inbox row exists) is acknowledged without running the handler. A handler that
+    raises rolls back its own transaction only; its message stays SENDING with the error.
+    """
+    acked: list[int] = []
+    failed: dict[int, str] = {}
+    for item in deliveries:
+        try:
+            spec = registry.get_consumer(item["consumer"])
+        except KeyError:
+            failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
+            continue
+        message_id = uuid.UUID(item["message_id"])
+        delivery = Delivery(item["id"], message_id, item["topic"], item["payload"], item["send_count"])
+        try:
+            with transaction.atomic(using=spec.alias):
+                InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=message_id, topic=spec.topic)
+                spec.handler(delivery)
+            acked.append(delivery.id)
+        except IntegrityError as exc:
+            if _already_consumed(spec, message_id):
+                acked.append(delivery.id)
+            else:
+                failed[delivery.id] = _describe(exc)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never lost
+            failed[delivery.id] = _describe(exc)
+            logger.warning("consumer %s failed on message %s: %s", spec.name, message_id, failed[delivery.id])
+    acknowledge(origin, acked)
+    record_failures(origin, failed)
+    return {"acked": acked, "failed": sorted(failed)}
+
+
+def _already_consumed(spec: registry.Consumer, message_id: uuid.UUID) -> bool:
+    try:
+        return InboxEntry.objects.using(spec.alias).filter(consumer=spec.name, message_id=message_id).exists()
+    except DatabaseError:
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"[:2000]
+
+
+def acknowledge(origin: str, ids: list[int]) -> int:
+    """Mark consumed, in one UPDATE. If the producer's database is unreachable the rows stay
+    SENDING and are resent; the consumer's inbox turns the resend into a no-op."""
+    if not ids:
+        return 0
+    try:
+        return (
+            Message.objects.using(origin)
+            .filter(id__in=ids, status__in=[Status.SENDING, Status.DEAD])
+            .update(status=Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error="")
+        )
+    except DatabaseError:
+        logger.warning("ack of %d message(s) to %s failed; they will be resent and deduplicated", len(ids), origin)
+        return 0
+
+
+def record_failures(origin: str, failures: dict[int, str]) -> None:
+    for message_id, error in failures.items():
+        try:
+            Message.objects.using(origin).filter(id=message_id, status=Status.SENDING).update(last_error=error)
+        except DatabaseError:
+            logger.warning("could not record failure of message %s in %s", message_id, origin)
+
+
+# --- recovery and check-back ---------------------------------------------------------------
+
+
+def outbox_aliases() -> list[str]:
+    return list(settings.DATABASES)
+
+
+def recover_messages(*, now=None) -> dict[str, int]:
+    """One pass of the recovery subsystem: resend due messages, resolve stale PREPARED ones.
+
+    Each alias is handled on its own: one unreachable database does not stop the others.
+    """
+    totals = {"resent": 0, "checked": 0}
+    for alias in outbox_aliases():
+        try:
+            totals["resent"] += relay_due(alias, now=now)
+            totals["checked"] += check_back_due(alias, now=now)
+        except DatabaseError:
+            logger.warning("recovery skipped alias %s: database unavailable", alias, exc_info=True)
+    return totals
+
+
+def check_back_due(alias: str, *, now=None, limit: int = 100) -> int:
+    """Ask the producer of each stale PREPARED message whether its transaction committed."""
+    from paysys.messaging.check_back import ask_producer
+
+    now = now or timezone.now()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Message.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(status=Status.PREPARED, next_send_at__lte=now)
+            .order_by("next_send_at")[:limit]
+        )
+        # push the due time forward first: a slow producer must not be asked by two passes at once
+        Message.objects.using(alias).filter(id__in=[r.id for r in rows]).update(
+            check_count=F("check_count") + 1,
+            next_send_at=now + timedelta(seconds=settings.MESSAGE_CHECK_BACK_INTERVAL),
+        )
+    seen = set()
+    for row in rows:
+        if row.message_id in seen:
+            continue
+        seen.add(row.message_id)
+        verdict, error = ask_producer(row.check_back, row.business_key, row.message_id)
+        if verdict is True:
+            confirm(row.message_id, using=alias)
+        elif verdict is False:
+            discard(row.message_id, using=alias)
+        elif row.check_count + 1 >= settings.MESSAGE_CHECK_BACK_MAX:
+            Message.objects.using(alias).filter(message_id=row.message_id, status=Status.PREPARED).update(
+                status=Status.DEAD, next_send_at=None, last_error=f"check-back undecided after {row.check_count + 1} asks: {error}"
+            )
+        else:
+            Message.objects.using(alias).filter(message_id=row.message_id, status=Status.PREPARED).update(last_error=error)
+    return len(seen)
+
+
+# --- human actions (admin, commands) -------------------------------------------------------
+
+
+def resend(alias: str, ids: Iterable[int]) -> int:
+    """Make messages due now and clear their dead state; their send count starts over."""
+    updated = (
+        Message.objects.using(alias)
+        .filter(id__in=list(ids), status__in=[Status.SENDING, Status.DEAD])
+        .update(status=Status.SENDING, send_count=0, next_send_at=timezone.now())
+    )
+    if updated:
+        kick_relay(alias)
+    return updated
+
+
+def resend_dead_messages(alias: str, *, queue: str) -> int:
+    ids = Message.objects.using(alias).filter(status=Status.DEAD, queue=queue).values_list("id", flat=True)
+    return resend(alias, list(ids))
