@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.utils import timezone
 
-from orders.models import Order
+from orders.models import Order, PaymentRecord
 
 
 @admin.register(Order)
@@ -16,3 +17,25 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(PaymentRecord)
+class PaymentRecordAdmin(admin.ModelAdmin):
+    """Bank payments seen by orders; FLAGGED ones wait for a human (refund or manual fix)."""
+
+    list_display = ["bank_trade_no", "out_trade_no", "amount", "currency", "source", "outcome", "reason", "reviewed_at", "created_at"]
+    list_filter = ["outcome", "source", ("reviewed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["bank_trade_no", "out_trade_no"]
+    readonly_fields = [f.name for f in PaymentRecord._meta.fields]
+    actions = ["mark_reviewed"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Mark selected flagged payments as reviewed")
+    def mark_reviewed(self, request, queryset):
+        updated = queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).update(reviewed_at=timezone.now())
+        self.message_user(request, f"{updated} payment(s) marked reviewed")

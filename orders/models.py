@@ -39,6 +39,9 @@ class Order(models.Model):
     bank_trade_no = models.CharField(max_length=64, blank=True, default="")
     expires_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
+    # order polling: when to ask the bank next while no notify has arrived (null: stop asking)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,6 +55,7 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["merchant_id", "-id"], name="order_merchant_recent"),
             models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
+            models.Index(fields=["status", "next_poll_at"], name="order_status_poll"),
         ]
 
     def __str__(self) -> str:
@@ -75,3 +79,34 @@ class Order(models.Model):
             raise IllegalTransition(f"order {self.out_trade_no} changed concurrently (was {self.status})")
         for field, value in changes.items():
             setattr(self, field, value)
+
+
+class PaymentRecord(models.Model):
+    """Every bank payment the orders service has seen, once per bank trade number.
+
+    APPLIED: it completed its order. FLAGGED: it could not (unknown order, amount or currency
+    mismatch, order closed or already paid by another payment) and waits for a human in admin:
+    money arrived that no order accounts for, so it is never dropped and never auto-completed.
+    """
+
+    class Outcome(models.TextChoices):
+        APPLIED = "APPLIED"
+        FLAGGED = "FLAGGED"
+
+    bank_trade_no = models.CharField(max_length=64, unique=True)
+    out_trade_no = models.CharField(max_length=64, db_index=True)
+    order_id = models.BigIntegerField(null=True, blank=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    paid_at = models.DateTimeField()
+    source = models.CharField(max_length=16, help_text="notify: the bank told us; poll: we asked the bank")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["outcome", "reviewed_at"], name="payment_record_review")]
+
+    def __str__(self) -> str:
+        return f"{self.bank_trade_no} {self.outcome}"

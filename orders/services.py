@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from paysys import bank
 from paysys.api.exceptions import ApiError, Conflict
 from paysys.core.models import Merchant, Payer
-from orders.models import Order
+from paysys.core.money import fee_for
+from paysys.messaging.services import publish
+from orders.models import Order, PaymentRecord
+
+logger = logging.getLogger(__name__)
 
 # fields that must match for a replayed create to be "the same order"
 IDEMPOTENT_FIELDS = ("amount", "currency", "subject", "payer_id", "notify_url")
@@ -49,6 +56,7 @@ def order_create(
                     merchant_id=merchant.pk,
                     merchant_order_no=merchant_order_no,
                     expires_at=timezone.now() + timedelta(seconds=settings.ORDER_EXPIRY_SECONDS),
+                    next_poll_at=timezone.now() + timedelta(seconds=settings.ORDER_POLL_SCHEDULE[0]),
                     **wanted,
                 )
             return order, True
@@ -82,3 +90,102 @@ def orders_close_expired(*, now=None) -> int:
     return Order.objects.filter(status=Order.Status.CREATED, expires_at__lt=now).update(
         status=Order.Status.CLOSED, updated_at=now
     )
+
+
+# --- bank payments: from the gateway's notify message, or found by polling the bank ---------
+
+TOPIC_ORDER_PAID = "order.paid"
+
+
+def bank_payment_apply(
+    *, out_trade_no: str, bank_trade_no: str, amount: int, currency: str, paid_at: str, source: str
+) -> PaymentRecord:
+    """Apply one bank payment to its order, once. Runs inside ``atomic(using="orders")``.
+
+    Completes a payable order whose amount and currency match (-> SUCCESS, publishes
+    ``order.paid`` in the same transaction). Anything else is recorded FLAGGED for a human.
+    Replays of the same bank trade number return the first record and change nothing.
+    """
+    existing = PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
+    if existing is not None:
+        return existing
+    paid_at_dt = parse_datetime(paid_at) if isinstance(paid_at, str) else paid_at
+    record = PaymentRecord(
+        bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount, currency=currency,
+        paid_at=paid_at_dt, source=source, outcome=PaymentRecord.Outcome.FLAGGED,
+    )
+    order = Order.objects.select_for_update().filter(out_trade_no=out_trade_no).first()
+    record.order_id = order.pk if order else None
+    record.reason = _why_not_payable(order, amount=amount, currency=currency)
+    if not record.reason:
+        order.transition(Order.Status.PAYING)
+        order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at_dt, next_poll_at=None)
+        record.outcome = PaymentRecord.Outcome.APPLIED
+        publish(TOPIC_ORDER_PAID, order_paid_payload(order), using="orders")
+    else:
+        logger.error("bank payment %s flagged for review: %s", bank_trade_no, record.reason)
+    record.save()
+    return record
+
+
+def _why_not_payable(order: Order | None, *, amount: int, currency: str) -> str:
+    if order is None:
+        return "no order with this out_trade_no"
+    if order.status == Order.Status.SUCCESS:
+        return f"order already paid by bank trade {order.bank_trade_no}"
+    if order.status != Order.Status.CREATED:
+        return f"order is {order.status}, not payable"
+    if amount != order.amount or currency != order.currency:
+        return f"paid {amount} {currency}, order is {order.amount} {order.currency}"
+    return ""
+
+
+def order_paid_payload(order: Order) -> dict:
+    merchant = Merchant.objects.get(pk=order.merchant_id)
+    return {
+        "order_id": order.pk,
+        "out_trade_no": order.out_trade_no,
+        "merchant_id": order.merchant_id,
+        "merchant_order_no": order.merchant_order_no,
+        "payer_id": order.payer_id,
+        "amount": order.amount,
+        "currency": order.currency,
+        "fee": fee_for(order.amount, merchant.fee_rate_bp),
+        "bank_trade_no": order.bank_trade_no,
+        "paid_at": order.paid_at.isoformat(),
+        "notify_url": order.notify_url or merchant.notify_url,
+    }
+
+
+# --- order polling: ask the bank when no notify has come -----------------------------------
+
+
+def _next_poll_at(order: Order, now):
+    """Waits between polls: ORDER_POLL_SCHEDULE, then every ORDER_POLL_LATE_INTERVAL until expiry."""
+    schedule, done = settings.ORDER_POLL_SCHEDULE, order.poll_count + 1
+    wait = schedule[done] if done < len(schedule) else settings.ORDER_POLL_LATE_INTERVAL
+    due = now + timedelta(seconds=wait)
+    return due if due <= order.expires_at else None
+
+
+def orders_poll_bank(*, now=None, limit: int = 200) -> int:
+    """One polling pass: for each CREATED order whose poll is due, ask the bank; a found payment
+    goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked."""
+    now = now or timezone.now()
+    with transaction.atomic(using="orders"):
+        due = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(status=Order.Status.CREATED, next_poll_at__lte=now)
+            .order_by("next_poll_at")[:limit]
+        )
+        for order in due:  # claim: move the next poll forward before asking
+            Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=_next_poll_at(order, now))
+    for order in due:
+        payment = bank.query_payment(order.out_trade_no)
+        if payment is not None and payment["status"] == "SUCCESS":
+            with transaction.atomic(using="orders"):
+                bank_payment_apply(
+                    out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
+                    amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
+                )
+    return len(due)

@@ -1,8 +1,13 @@
 from celery import shared_task
 
-from orders.services import orders_close_expired
+from orders.services import orders_close_expired, orders_poll_bank
 
 
 @shared_task(name="orders.close_expired_orders")
 def close_expired_orders() -> int:
     return orders_close_expired()
+
+
+@shared_task(name="orders.poll_bank")
+def poll_bank() -> int:
+    return orders_poll_bank()

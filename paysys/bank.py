@@ -44,3 +44,27 @@ def read_pay_token(token: str) -> dict | None:
     except signing.BadSignature:
         return None
     return {"out_trade_no": data["o"], "amount": data["a"], "currency": data["c"], "subject": data["s"], "expires_at": data["e"]}
+
+
+def query_payment(out_trade_no: str) -> dict | None:
+    """Ask the bank what happened to ``out_trade_no``. The answer is signed like a notify.
+
+    Returns the payment dict, or None when the bank knows no payment or cannot be asked now
+    (unreachable, bad signature): polling simply asks again later.
+    """
+    import json
+    import logging
+
+    import requests
+
+    try:
+        response = requests.get(f"{settings.BANK_QUERY_URL}{out_trade_no}", timeout=3)
+    except requests.RequestException as exc:
+        logging.getLogger(__name__).warning("bank query for %s failed: %s", out_trade_no, exc)
+        return None
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200 or not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
+        logging.getLogger(__name__).warning("bank query for %s: unusable answer %s", out_trade_no, response.status_code)
+        return None
+    return json.loads(response.content)

@@ -213,6 +213,9 @@ REST_FRAMEWORK = {
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "1200/min")  # per API key
 ORDER_CURRENCIES = env_list("ORDER_CURRENCIES", "CNY")
 ORDER_EXPIRY_SECONDS = int(os.environ.get("ORDER_EXPIRY_SECONDS", str(30 * 60)))
+# order polling (roncoo-pay's order-polling app): seconds between asks while no notify came
+ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10,20,30")]
+ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "paysys API",
@@ -230,6 +233,7 @@ if not BANK_SHARED_SECRET:
         raise RuntimeError("BANK_SHARED_SECRET must be set when DEBUG is off")
     BANK_SHARED_SECRET = "dev-bank-shared-secret"
 BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/bank/notify")
+BANK_QUERY_URL = os.environ.get("BANK_QUERY_URL", f"{PUBLIC_BASE_URL}/sandbox/bank/payments/")
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 
@@ -283,6 +287,7 @@ CELERY_BEAT_SCHEDULE = {
     "orders.close_expired_orders": {"task": "orders.close_expired_orders", "schedule": 30.0},
     "sandbox.resend_bank_notifies": {"task": "sandbox.resend_bank_notifies", "schedule": 5.0},
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
+    "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
 }
 
 LOGGING = {
