@@ -1,0 +1,40 @@
+"""Helpers for driving the message service in-process, without a broker."""
+
+from __future__ import annotations
+
+from paysys.messaging import services
+from paysys.messaging.models import Message
+
+
+def deliveries_for(alias: str, **filters) -> list[dict]:
+    """The delivery dicts the relay would ship for the matching outbox rows."""
+    return [
+        {
+            "id": m.id,
+            "message_id": str(m.message_id),
+            "topic": m.topic,
+            "consumer": m.consumer,
+            "payload": m.payload,
+            "send_count": m.send_count,
+        }
+        for m in Message.objects.using(alias).filter(**filters).order_by("id")
+    ]
+
+
+def deliver_all(alias: str, **filters) -> dict:
+    """Consume every SENDING message of ``alias`` in this process, as a worker would."""
+    return services.consume_batch(alias, deliveries_for(alias, status=Message.Status.SENDING, **filters))
+
+
+class ShipRecorder:
+    """Stands in for the broker hand-off of relay_due: records what would have been sent."""
+
+    def __init__(self):
+        self.shipped: list[tuple[str, list[int]]] = []
+
+    def __call__(self, alias, rows):
+        self.shipped.append((alias, [r.id for r in rows]))
+
+    @property
+    def ids(self) -> list[int]:
+        return [i for _, ids in self.shipped for i in ids]
