@@ -1,0 +1,189 @@
+"""Booking vouchers: the only writes of the accounting service.
+
+Every voucher is validated before anything is written (positive one-sided lines, known
+accounts, Σ debit = Σ credit > 0) and its written lines are summed again inside the same
+transaction before it commits: on MariaDB a check after commit (django-hordak's lesson) would
+be too late to stop an unbalanced voucher. One voucher per business event: ``source`` is unique,
+and a second booking of the same source returns the first voucher.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+
+from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
+
+logger = logging.getLogger(__name__)
+
+ALIAS = "accounting"
+TOPIC_ORDER_PAID = "order.paid"
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+SOURCE_MAX_LENGTH = Voucher._meta.get_field("source").max_length
+DESCRIPTION_MAX_LENGTH = Voucher._meta.get_field("description").max_length
+
+Line = tuple[str, int, int]  # account code, debit, credit (minor units; exactly one is > 0)
+
+
+class VoucherError(ValueError):
+    """A voucher that must not be booked."""
+
+
+class InvalidVoucher(VoucherError):
+    pass
+
+
+class UnbalancedVoucher(VoucherError):
+    pass
+
+
+class UnknownAccount(VoucherError):
+    pass
+
+
+def chart_of_accounts_seed() -> int:
+    """Create the standard accounts that are missing; returns how many were created.
+
+    Migration 0002 seeds the chart; this restores it where the rows were removed (a test
+    database flushed by a transactional test). Existing accounts are left as they are.
+    """
+    created = 0
+    with transaction.atomic(using=ALIAS):
+        for code, name, kind, normal_side in CHART_OF_ACCOUNTS:
+            _, was_created = Account.objects.using(ALIAS).get_or_create(
+                code=code, defaults={"name": name, "kind": kind, "normal_side": normal_side}
+            )
+            created += was_created
+    return created
+
+
+def voucher_book(
+    *,
+    source: str,
+    currency: str,
+    lines: list[Line],
+    description: str = "",
+    message_id: uuid.UUID | str | None = None,
+) -> tuple[Voucher, bool]:
+    """Book a balanced voucher for the business event ``source``, once.
+
+    Returns ``(voucher, True)`` when booked now and ``(existing voucher, False)`` when ``source``
+    was booked before (a redelivered message, a concurrent duplicate). Raises
+    :class:`UnbalancedVoucher`, :class:`InvalidVoucher` or :class:`UnknownAccount` and writes
+    nothing when the voucher is wrong.
+    """
+    _validate_header(source=source, currency=currency)
+    lines = [_validated_line(line) for line in lines]
+    total_debit = sum(debit for _, debit, _ in lines)
+    total_credit = sum(credit for _, _, credit in lines)
+    if total_debit != total_credit or total_debit <= 0:
+        raise UnbalancedVoucher(f"voucher {source!r} does not balance: debits {total_debit}, credits {total_credit}")
+
+    with transaction.atomic(using=ALIAS):
+        accounts = {a.code: a for a in Account.objects.using(ALIAS).filter(code__in={code for code, _, _ in lines})}
+        unknown = sorted({code for code, _, _ in lines} - set(accounts))
+        if unknown:
+            raise UnknownAccount(f"voucher {source!r} uses unknown account(s): {', '.join(unknown)}")
+        try:
+            # a savepoint: the duplicate's IntegrityError must not poison a caller's transaction
+            with transaction.atomic(using=ALIAS):
+                voucher = Voucher.objects.using(ALIAS).create(
+                    source=source, currency=currency, description=description[:DESCRIPTION_MAX_LENGTH],
+                    message_id=message_id,
+                )
+        except IntegrityError:
+            existing = Voucher.objects.using(ALIAS).filter(source=source).first()
+            if existing is None:  # not a duplicate source: something else is wrong
+                raise
+            _warn_if_different(existing, currency=currency, lines=lines)
+            return existing, False
+        VoucherLine.objects.using(ALIAS).bulk_create(
+            VoucherLine(voucher=voucher, account=accounts[code], debit=debit, credit=credit)
+            for code, debit, credit in lines
+        )
+        _assert_balanced_in_database(voucher)
+    return voucher, True
+
+
+def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool]:
+    """Book an ``order.paid`` event: the bank holds the amount, the merchant is owed amount − fee,
+    the platform earned the fee. The fee comes from the payload (orders computed it with
+    ``paysys.core.money.fee_for``); recomputing it here could disagree with what funds credited.
+    """
+    try:
+        out_trade_no = payload["out_trade_no"]
+        amount = payload["amount"]
+        fee = payload["fee"]
+        currency = payload["currency"]
+    except KeyError as exc:
+        raise InvalidVoucher(f"order.paid payload lacks {exc.args[0]!r}") from None
+    if not _is_int(amount) or not _is_int(fee) or amount <= 0 or not 0 <= fee <= amount:
+        raise InvalidVoucher(
+            f"order.paid {out_trade_no}: need amount > 0 and 0 <= fee <= amount, got {amount!r}, {fee!r}"
+        )
+    lines = [
+        (AccountCode.BANK_CLEARING, amount, 0),
+        (AccountCode.MERCHANT_PAYABLE, 0, amount - fee),
+        (AccountCode.FEE_INCOME, 0, fee),
+    ]
+    return voucher_book(
+        source=f"{TOPIC_ORDER_PAID}:{out_trade_no}",
+        currency=currency,
+        lines=[line for line in lines if line[1] or line[2]],  # no zero lines (a fee-free merchant)
+        description=(
+            f"order {out_trade_no} paid: merchant {payload.get('merchant_id')} "
+            f"order {payload.get('merchant_order_no')}, bank trade {payload.get('bank_trade_no')}"
+        ),
+        message_id=message_id,
+    )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_header(*, source: str, currency: str) -> None:
+    if not isinstance(source, str) or not source or len(source) > SOURCE_MAX_LENGTH:
+        raise InvalidVoucher(f"source must be 1..{SOURCE_MAX_LENGTH} characters, got {source!r}")
+    if not isinstance(currency, str) or not CURRENCY_RE.match(currency):
+        raise InvalidVoucher(f"currency must be a 3-letter upper-case code, got {currency!r}")
+
+
+def _validated_line(line) -> Line:
+    try:
+        code, debit, credit = line
+    except (TypeError, ValueError):
+        raise InvalidVoucher(f"a line is (account code, debit, credit), got {line!r}") from None
+    if not isinstance(code, str) or not _is_int(debit) or not _is_int(credit):
+        raise InvalidVoucher(f"a line is (str, int, int), got {line!r}")
+    if debit < 0 or credit < 0 or (debit > 0) == (credit > 0):
+        raise InvalidVoucher(f"a line debits or credits a positive amount, not both: {line!r}")
+    return code, debit, credit
+
+
+def _assert_balanced_in_database(voucher: Voucher) -> None:
+    """Sum what was written, before commit; raising here rolls the whole voucher back."""
+    sums = VoucherLine.objects.using(ALIAS).filter(voucher=voucher).aggregate(debit=Sum("debit"), credit=Sum("credit"))
+    if not sums["debit"] or sums["debit"] != sums["credit"]:
+        raise UnbalancedVoucher(
+            f"voucher {voucher.source!r} does not balance as written: debits {sums['debit']}, credits {sums['credit']}"
+        )
+
+
+def _warn_if_different(existing: Voucher, *, currency: str, lines: list[Line]) -> None:
+    """A replay should carry the same event; a different one means a producer bug: say so loudly."""
+    booked = sorted(
+        VoucherLine.objects.using(ALIAS).filter(voucher=existing).values_list("account__code", "debit", "credit")
+    )
+    if existing.currency != currency or booked != sorted(lines):
+        logger.error(
+            "voucher %s already booked with %s %s; a replay asked for %s %s (kept the first)",
+            existing.source, existing.currency, booked, currency, sorted(lines),
+        )

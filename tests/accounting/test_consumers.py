@@ -1,0 +1,55 @@
+import pytest
+from django.db import transaction
+
+from accounting.models import Voucher, VoucherLine
+from accounting.selectors import trial_balance
+from paysys.messaging.models import InboxEntry, Message
+from paysys.messaging.services import consume_batch, publish
+from tests.accounting.factories import deliveries_for, order_paid_payload
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+CONSUMER = "accounting.book_order_paid"
+
+
+def publish_order_paid(payload: dict) -> None:
+    # orders publishes order.paid in its own transaction; the relay kick after commit goes to
+    # the in-memory test broker and is irrelevant here: the test delivers in-process
+    with transaction.atomic(using="orders"):
+        publish("order.paid", payload, using="orders")
+
+
+def test_order_paid_message_is_booked_once_however_often_it_is_delivered():
+    payload = order_paid_payload(amount=1234, fee_rate_bp=60)
+    publish_order_paid(payload)
+    deliveries = deliveries_for("orders", consumer=CONSUMER)
+    assert len(deliveries) == 1
+
+    first = consume_batch("orders", deliveries)
+    second = consume_batch("orders", deliveries)  # a redelivery (lost ack, recovery resend)
+
+    assert first == second == {"acked": [deliveries[0]["id"]], "failed": []}
+    voucher = Voucher.objects.using("accounting").get()
+    assert voucher.source == f"order.paid:{payload['out_trade_no']}"
+    assert str(voucher.message_id) == deliveries[0]["message_id"]
+    assert sorted(VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")) == [
+        ("1002", 1234, 0), ("2202", 0, 1227), ("6001", 0, 7),
+    ]
+    assert InboxEntry.objects.using("accounting").filter(consumer=CONSUMER).count() == 1
+    assert Message.objects.using("orders").get(consumer=CONSUMER).status == Message.Status.CONSUMED
+    tb = trial_balance()
+    assert tb.total_debit == tb.total_credit == 1234
+
+
+def test_a_bad_order_paid_message_books_nothing_and_stays_for_a_human():
+    publish_order_paid(order_paid_payload(amount=1000, fee=2000))
+    deliveries = deliveries_for("orders", consumer=CONSUMER)
+
+    result = consume_batch("orders", deliveries)
+
+    assert result == {"acked": [], "failed": [deliveries[0]["id"]]}
+    assert not Voucher.objects.using("accounting").exists()
+    assert not InboxEntry.objects.using("accounting").filter(consumer=CONSUMER).exists()
+    message = Message.objects.using("orders").get(consumer=CONSUMER)
+    assert message.status == Message.Status.SENDING
+    assert "InvalidVoucher" in message.last_error

@@ -1,0 +1,213 @@
+import threading
+import uuid
+
+import pytest
+from django.db import connections, transaction
+
+from accounting.models import Voucher, VoucherLine
+from accounting.services import (
+    InvalidVoucher,
+    UnbalancedVoucher,
+    UnknownAccount,
+    voucher_book,
+    voucher_book_order_paid,
+)
+from paysys.core.money import fee_for
+from tests.accounting.factories import order_paid_payload
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def lines_of(voucher: Voucher) -> list[tuple[str, int, int]]:
+    return list(
+        VoucherLine.objects.using("accounting").filter(voucher=voucher).order_by("account__code")
+        .values_list("account__code", "debit", "credit")
+    )
+
+
+def nothing_booked() -> bool:
+    return not Voucher.objects.using("accounting").exists() and not VoucherLine.objects.using("accounting").exists()
+
+
+# --- order.paid ---------------------------------------------------------------------------------
+
+
+def test_order_paid_debits_bank_clearing_and_credits_merchant_and_fee():
+    assert fee_for(1234, 60) == 7
+    payload = order_paid_payload(amount=1234, fee_rate_bp=60)
+    message_id = uuid.uuid4()
+
+    voucher, created = voucher_book_order_paid(payload, message_id=message_id)
+
+    assert created is True
+    assert voucher.source == f"order.paid:{payload['out_trade_no']}"
+    assert voucher.currency == "CNY"
+    assert voucher.message_id == message_id
+    assert payload["out_trade_no"] in voucher.description
+    assert lines_of(voucher) == [("1002", 1234, 0), ("2202", 0, 1227), ("6001", 0, 7)]
+
+
+def test_order_paid_takes_the_fee_from_the_payload_not_a_recomputation():
+    payload = order_paid_payload(amount=1000, fee=13)  # whatever orders decided, accounting books
+
+    voucher, _ = voucher_book_order_paid(payload)
+
+    assert lines_of(voucher) == [("1002", 1000, 0), ("2202", 0, 987), ("6001", 0, 13)]
+
+
+def test_order_paid_without_fee_books_two_lines():
+    payload = order_paid_payload(amount=500, fee_rate_bp=0)
+    assert payload["fee"] == 0
+
+    voucher, _ = voucher_book_order_paid(payload)
+
+    assert lines_of(voucher) == [("1002", 500, 0), ("2202", 0, 500)]
+
+
+def test_order_paid_twice_books_one_voucher():
+    payload = order_paid_payload()
+
+    first, first_created = voucher_book_order_paid(payload)
+    second, second_created = voucher_book_order_paid(payload)
+
+    assert (first_created, second_created) == (True, False)
+    assert second.pk == first.pk
+    assert Voucher.objects.using("accounting").count() == 1
+    assert VoucherLine.objects.using("accounting").count() == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"fee": 2000, "amount": 1000}, {"fee": -1}, {"amount": 0, "fee": 0}, {"amount": "1234", "fee": 7}, {"fee": 1.5}],
+    ids=["fee-above-amount", "negative-fee", "zero-amount", "string-amount", "float-fee"],
+)
+def test_order_paid_with_impossible_amounts_is_refused(overrides):
+    with pytest.raises(InvalidVoucher):
+        voucher_book_order_paid(order_paid_payload(**overrides))
+
+    assert nothing_booked()
+
+
+def test_order_paid_without_amount_is_refused():
+    payload = order_paid_payload()
+    del payload["amount"]
+
+    with pytest.raises(InvalidVoucher, match="amount"):
+        voucher_book_order_paid(payload)
+
+
+# --- voucher_book -------------------------------------------------------------------------------
+
+
+def test_unbalanced_voucher_is_refused_and_nothing_is_written():
+    with pytest.raises(UnbalancedVoucher, match="debits 100, credits 99"):
+        voucher_book(source="test:unbalanced", currency="CNY", lines=[("1002", 100, 0), ("2202", 0, 99)])
+
+    assert nothing_booked()
+
+
+def test_empty_voucher_is_refused():
+    with pytest.raises(UnbalancedVoucher):
+        voucher_book(source="test:empty", currency="CNY", lines=[])
+
+    assert nothing_booked()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [("2202", 0, 0), ("2202", 5, 5), ("2202", -5, 0), ("2202", 0, -5), ("2202", True, 0), ("2202", 5), None],
+    ids=["zero", "both-sides", "negative-debit", "negative-credit", "bool", "short", "none"],
+)
+def test_line_that_is_not_one_positive_side_is_refused(line):
+    with pytest.raises(InvalidVoucher):
+        voucher_book(source="test:bad-line", currency="CNY", lines=[("1002", 5, 0), line])
+
+    assert nothing_booked()
+
+
+def test_unknown_account_is_refused_and_nothing_is_written():
+    with pytest.raises(UnknownAccount, match="9999"):
+        voucher_book(source="test:unknown", currency="CNY", lines=[("1002", 5, 0), ("9999", 0, 5)])
+
+    assert nothing_booked()
+
+
+@pytest.mark.parametrize("source,currency", [("", "CNY"), ("x" * 129, "CNY"), ("test:cur", "cny"), ("test:cur", "")])
+def test_bad_source_or_currency_is_refused(source, currency):
+    with pytest.raises(InvalidVoucher):
+        voucher_book(source=source, currency=currency, lines=[("1002", 5, 0), ("2202", 0, 5)])
+
+    assert nothing_booked()
+
+
+def test_voucher_check_runs_inside_the_transaction_before_commit(monkeypatch):
+    """Given lines that pass validation but are written wrongly, the in-transaction sum catches it
+    and the voucher rolls back: an after-commit check would be too late."""
+    from django.db.models.query import QuerySet
+
+    real_bulk_create = QuerySet.bulk_create
+
+    def bulk_create_losing_the_last_line(self, objs, *args, **kwargs):
+        objs = list(objs)
+        if self.model is VoucherLine:
+            objs = objs[:-1]
+        return real_bulk_create(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", bulk_create_losing_the_last_line)
+    with pytest.raises(UnbalancedVoucher, match="as written"):
+        voucher_book(source="test:lost-line", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+
+    monkeypatch.undo()
+    assert nothing_booked()
+
+
+def test_duplicate_does_not_break_the_callers_transaction():
+    lines = [("1002", 5, 0), ("2202", 0, 5)]
+    voucher_book(source="test:dup", currency="CNY", lines=lines)
+
+    with transaction.atomic(using="accounting"):
+        _, created = voucher_book(source="test:dup", currency="CNY", lines=lines)
+        # the caller's transaction is still usable after the swallowed IntegrityError
+        voucher_book(source="test:after-dup", currency="CNY", lines=lines)
+
+    assert created is False
+    assert set(Voucher.objects.using("accounting").values_list("source", flat=True)) == {"test:dup", "test:after-dup"}
+
+
+def test_duplicate_with_different_lines_keeps_the_first_and_logs(caplog):
+    voucher_book(source="test:conflict", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+
+    voucher, created = voucher_book(source="test:conflict", currency="CNY", lines=[("1002", 6, 0), ("2202", 0, 6)])
+
+    assert created is False
+    assert lines_of(voucher) == [("1002", 5, 0), ("2202", 0, 5)]
+    assert "already booked" in caplog.text
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_concurrent_bookings_of_one_source_make_one_voucher():
+    """Two workers book the same event at once: the unique source admits one, the other gets it back."""
+    payload = order_paid_payload()
+    start = threading.Barrier(2)
+    results, errors = [], []
+
+    def book():
+        try:
+            start.wait(timeout=10)
+            results.append(voucher_book_order_paid(payload))
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=book) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert errors == []
+    assert sorted(created for _, created in results) == [False, True]
+    assert len({voucher.pk for voucher, _ in results}) == 1
+    assert Voucher.objects.using("accounting").count() == 1
+    assert VoucherLine.objects.using("accounting").count() == 3
