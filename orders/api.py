@@ -4,7 +4,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paysys.api.fields import StrictIntegerField, TextField
+from paysys.api.fields import StrictIntegerField, TextField, reject_unknown_params
 from paysys.api.pagination import NewestFirstPagination
 from orders.models import MAX_AMOUNT, Order
 from orders.selectors import order_get, order_list
@@ -92,6 +92,8 @@ class OrdersApi(APIView):
         status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
         created_after = serializers.DateTimeField(required=False)
         created_before = serializers.DateTimeField(required=False)
+        cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
 
     @extend_schema(
         operation_id="orders_create",
@@ -116,8 +118,11 @@ class OrdersApi(APIView):
         responses={200: OrderPageSerializer, **error_responses(400, 401, 404, 429)},
     )
     def get(self, request):
+        reject_unknown_params(request.query_params, set(self.ListFilterSerializer().fields))
         filters = self.ListFilterSerializer(data=request.query_params.dict())  # a plain dict: "" is a value, not "omitted"
         filters.is_valid(raise_exception=True)
+        filters.validated_data.pop("cursor", None)
+        filters.validated_data.pop("limit", None)
         orders = order_list(merchant=request.user, **filters.validated_data)
         paginator = NewestFirstPagination()
         page = paginator.paginate_queryset(orders, request, view=self)
@@ -130,4 +135,5 @@ class OrderDetailApi(APIView):
         responses={200: OrderOutputSerializer, **error_responses(401, 404, 429)},
     )
     def get(self, request, merchant_order_no: str):
+        reject_unknown_params(request.query_params, set())
         return Response(OrderOutputSerializer(order_get(merchant=request.user, merchant_order_no=merchant_order_no)).data)

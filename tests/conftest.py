@@ -9,6 +9,7 @@ worker processes on the real broker themselves.
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from django.core.cache import cache
@@ -22,6 +23,8 @@ _counter = itertools.count(1)
 
 
 def pytest_configure(config):
+    # Celery prefers the CELERY_BROKER_URL environment variable over its configuration
+    os.environ.pop("CELERY_BROKER_URL", None)
     celery_app.conf.broker_url = "memory://"
 
 

@@ -33,3 +33,10 @@ class TextField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+def reject_unknown_params(params, allowed: set[str]) -> None:
+    """A misspelled filter must fail loudly, not silently return everything."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise serializers.ValidationError({name or "(empty name)": "unknown query parameter" for name in unknown})

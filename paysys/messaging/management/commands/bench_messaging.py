@@ -1,0 +1,165 @@
+"""Throughput of the reliable message service, and the cost of the recovery scan.
+
+    manage.py bench_messaging [--messages 20000] [--producers 4] [--scan-rows 1000000]
+
+Starts one Celery worker with two pool processes on the configured broker, publishes
+``--messages`` messages (each in its own producer transaction, from ``--producers`` threads)
+to a no-op consumer, and reports messages/s from the first publish to the last
+acknowledgement. Then fills the outbox with ``--scan-rows`` CONSUMED rows and times recovery
+passes over it. Everything it writes is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections, transaction
+from django.utils import timezone
+
+from paysys.messaging import services
+from paysys.messaging.consumers import BENCH_TOPIC
+from paysys.messaging.models import InboxEntry, Message
+
+ALIAS = "default"
+
+
+class Command(BaseCommand):
+    help = "Measure messages/s through outbox -> consumer -> ack, and the recovery scan time."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--messages", type=int, default=20000)
+        parser.add_argument("--producers", type=int, default=4)
+        parser.add_argument("--worker-processes", type=int, default=2)
+        parser.add_argument("--scan-rows", type=int, default=1_000_000, help="0 skips the scan benchmark")
+        parser.add_argument("--scan-passes", type=int, default=200)
+
+    def handle(self, *args, **opts):
+        if settings.CELERY_BROKER_URL.startswith("filesystem"):
+            self.stdout.write(self.style.WARNING("embedded broker: figures are not representative; use MariaDB + Redis"))
+        self._cleanup()
+        try:
+            if opts["messages"]:
+                self._throughput(opts["messages"], opts["producers"], opts["worker_processes"])
+            if opts["scan_rows"]:
+                self._scan(opts["scan_rows"], opts["scan_passes"])
+        finally:
+            self.stdout.write("cleaning up bench rows ...")
+            self._cleanup()
+
+    # --- throughput ----------------------------------------------------------------------
+
+    def _throughput(self, total: int, producers: int, processes: int) -> None:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", "core", f"--concurrency={processes}",
+             "--pool=prefork", "-n", f"bench-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+             "--loglevel=WARNING"],
+            cwd=settings.BASE_DIR, start_new_session=True,
+        )
+        try:
+            time.sleep(3)  # let the pool start before the clock does
+            self.stdout.write(f"publishing {total} messages from {producers} producer threads ...")
+            started = time.monotonic()
+            threads = [threading.Thread(target=self._publish, args=(total // producers,)) for _ in range(producers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            published = time.monotonic() - started
+            sent = (total // producers) * producers
+            self.stdout.write(f"  published {sent} in {published:.2f}s ({sent / published:.0f}/s)")
+            consumed = 0
+            while consumed < sent:
+                time.sleep(0.5)
+                consumed = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, status=Message.Status.CONSUMED).count()
+                elapsed = time.monotonic() - started
+                self.stdout.write(f"  consumed {consumed}/{sent} after {elapsed:.1f}s", ending="\r")
+                if elapsed > 600:
+                    raise CommandError("not all messages were consumed within 10 minutes: are the broker and database up?")
+            elapsed = time.monotonic() - started
+            latencies = self._latencies()
+            self.stdout.write("")
+            self.stdout.write(self.style.SUCCESS(
+                f"throughput: {sent / elapsed:.0f} messages/s end to end ({sent} messages, {elapsed:.2f}s, "
+                f"{processes} worker processes)"
+            ))
+            self.stdout.write(
+                f"latency publish->ack: p50 {latencies[0]:.0f} ms, p99 {latencies[1]:.0f} ms"
+            )
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+
+    def _publish(self, count: int) -> None:
+        try:
+            for n in range(count):
+                with transaction.atomic(using=ALIAS):
+                    services.publish(BENCH_TOPIC, {"n": n}, using=ALIAS)
+        finally:
+            connections.close_all()
+
+    def _latencies(self) -> tuple[float, float]:
+        rows = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).values_list("created_at", "consumed_at")
+        ms = sorted((c - p).total_seconds() * 1000 for p, c in rows if c)
+        return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
+
+    # --- recovery scan -------------------------------------------------------------------
+
+    def _scan(self, rows: int, passes: int) -> None:
+        self.stdout.write(f"filling the outbox with {rows} CONSUMED messages ...")
+        started = time.monotonic()
+        self._fill_consumed(rows)
+        self.stdout.write(f"  filled in {time.monotonic() - started:.1f}s")
+        timings = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            services.relay_due(ALIAS)
+            services.check_back_due(ALIAS)
+            timings.append((time.perf_counter() - t0) * 1000)
+        timings.sort()
+        self.stdout.write(self.style.SUCCESS(
+            f"recovery scan over {rows} consumed messages: median {statistics.median(timings):.2f} ms, "
+            f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms per pass ({passes} passes)"
+        ))
+
+    def _fill_consumed(self, rows: int) -> None:
+        connection = connections[ALIAS]
+        now = timezone.now()
+        if connection.vendor == "mysql":
+            chunk = 100_000
+            with connection.cursor() as cursor:
+                for start in range(0, rows, chunk):
+                    n = min(chunk, rows - start)
+                    cursor.execute(
+                        f"INSERT INTO messaging_message (message_id, topic, consumer, queue, payload, status, send_count,"
+                        f" next_send_at, business_key, check_back, check_count, last_error, created_at, confirmed_at,"
+                        f" consumed_at) SELECT REPLACE(UUID(), '-', ''), %s, 'core.bench_noop', 'core', '{{}}', 'CONSUMED', 1,"
+                        f" NULL, '', '', 0, '', %s, %s, %s FROM seq_1_to_{n}",
+                        [BENCH_TOPIC, now, now, now],
+                    )
+                    self.stdout.write(f"  {start + n}/{rows}", ending="\r")
+            self.stdout.write("")
+            return
+        batch = []
+        for i in range(rows):
+            batch.append(Message(topic=BENCH_TOPIC, consumer="core.bench_noop", queue="core", payload={},
+                                 status=Message.Status.CONSUMED, send_count=1, consumed_at=now))
+            if len(batch) == 10_000:
+                Message.objects.using(ALIAS).bulk_create(batch)
+                batch.clear()
+        Message.objects.using(ALIAS).bulk_create(batch)
+
+    def _cleanup(self) -> None:
+        while True:
+            ids = list(Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).values_list("id", flat=True)[:50_000])
+            if not ids:
+                break
+            Message.objects.using(ALIAS).filter(id__in=ids).delete()
+        InboxEntry.objects.using(ALIAS).filter(topic=BENCH_TOPIC).delete()

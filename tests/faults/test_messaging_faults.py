@@ -1,0 +1,168 @@
+"""The reliable message service under real faults (issue: "Faults that must be survived").
+
+Each test runs real Celery worker processes on MariaDB + Redis and breaks something for real:
+a killed pool process, a flushed broker, a database behind a closed proxy, a stopped worker,
+a producer process killed between prepare and confirm.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import redis
+from django.db import connections, transaction
+from django.test import Client
+
+from orders.models import Order, PaymentRecord
+from orders.services import order_create
+from paysys import bank
+from paysys.messaging import services
+from paysys.messaging.models import InboxEntry, Message
+from tests.faults.harness import ROOT, wait_for
+
+pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
+
+
+@pytest.fixture
+def order(merchant, payer):
+    order, _ = order_create(
+        merchant=merchant, merchant_order_no="F-1", amount=1234, currency="CNY", subject="fault", payer_id=payer.pk
+    )
+    return order
+
+
+def bank_notify(order: Order, bank_trade_no: str = "BF1") -> None:
+    body = json.dumps(
+        {
+            "bank_trade_no": bank_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "amount": order.amount,
+            "currency": order.currency,
+            "status": "SUCCESS",
+            "paid_at": "2026-11-27T10:00:00+00:00",
+        }
+    ).encode()
+    response = Client().post(
+        "/gateway/bank/notify", body, content_type="application/json", headers={bank.SIGNATURE_HEADER: bank.sign(body)}
+    )
+    assert response.status_code == 200, response.content
+
+
+def order_status(order: Order) -> str:
+    return Order.objects.get(pk=order.pk).status
+
+
+def assert_paid_exactly_once(order: Order) -> None:
+    assert order_status(order) == "SUCCESS"
+    assert PaymentRecord.objects.filter(out_trade_no=order.out_trade_no).count() == 1
+    assert InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
+    paid = Message.objects.using("orders").filter(topic="order.paid")
+    assert paid.values("message_id").distinct().count() == 1
+    notified = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    assert notified.status == "CONSUMED"
+
+
+def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers):
+    workers("core")
+    orders_worker = workers("orders")
+
+    # hold the order's row lock so the orders consumer blocks inside its transaction
+    with transaction.atomic(using="orders"):
+        Order.objects.select_for_update().get(pk=order.pk)
+        bank_notify(order)
+        with connections["orders"].cursor() as cursor:
+
+            def consumer_waits_for_lock():
+                cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+                return cursor.fetchone()[0] > 0
+
+            wait_for(consumer_waits_for_lock, timeout=30, what="the orders consumer to block on the order row")
+        killed = orders_worker.kill_child()
+
+    wait_for(lambda: order_status(order) == "SUCCESS", timeout=60, what=f"redelivery after killing pid {killed}")
+    assert_paid_exactly_once(order)
+
+
+def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast_schedule):
+    workers("core")
+    bank_notify(order)
+    # the gateway's relay has shipped the message to the orders queue; nobody consumes it yet
+    wait_for(
+        lambda: Message.objects.using("default").filter(topic="bank.payment_succeeded", send_count=1).exists(),
+        what="the relay to ship the message",
+    )
+
+    redis.Redis.from_url(broker_url).flushdb()  # the broker loses everything in flight
+    workers("orders")
+
+    assert order_status(order) == "CREATED"
+    wait_for(lambda: services.recover_messages()["resent"] and False or order_status(order) == "SUCCESS",
+             timeout=30, what="recovery to resend from the database")
+    assert_paid_exactly_once(order)
+
+
+def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order, workers, db_proxy, fast_schedule):
+    workers("core")
+    workers("orders", ports={"orders": db_proxy.port})
+    db_proxy.close()  # orders' database: connection refused
+
+    bank_notify(order)
+    message = Message.objects.using("default").filter(topic="bank.payment_succeeded")
+    wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
+    assert message.get().status == "SENDING"
+    assert "OperationalError" in message.get().last_error
+    services.recover_messages()  # resent while still down: fails again, still SENDING
+    assert order_status(order) == "CREATED"
+
+    db_proxy.open()
+    wait_for(lambda: services.recover_messages() is not None and order_status(order) == "SUCCESS",
+             timeout=30, interval=1.0, what="the message to be processed once the database is back")
+    assert_paid_exactly_once(order)
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["business-committed", "business-rolled-back"])
+def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(committed, settings):
+    script = textwrap.dedent(
+        f"""
+        import os, signal, django
+        django.setup()
+        from django.db import transaction
+        from django.utils import timezone
+        from paysys.gateway.models import BankNotify
+        from paysys.messaging import services
+        services.prepare(
+            "bank.payment_succeeded",
+            {{"bank_trade_no": "BK-2PC", "out_trade_no": "PSX", "amount": 5, "currency": "CNY",
+              "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify"}},
+            business_key="BK-2PC", check_back="gateway.bank_notify_stored",
+        )
+        if {committed!r}:
+            with transaction.atomic():
+                BankNotify.objects.create(bank_trade_no="BK-2PC", out_trade_no="PSX", amount=5, currency="CNY",
+                                          status="SUCCESS", paid_at=timezone.now(), raw_body="{{}}", signature="x")
+        os.kill(os.getpid(), signal.SIGKILL)  # dies before confirm
+        """
+    )
+    from tests.faults.harness import service_env
+
+    env = service_env("memory://", DJANGO_SETTINGS_MODULE="paysys.settings")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == -9
+
+    rows = Message.objects.using("default").filter(business_key="BK-2PC")
+    assert set(rows.values_list("status", flat=True)) == {"PREPARED"}
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+    services.check_back_due("default", now=later)
+
+    if committed:
+        assert set(rows.values_list("status", flat=True)) == {"SENDING"}
+    else:
+        assert not rows.exists()
