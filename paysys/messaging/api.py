@@ -1,0 +1,342 @@
+"""The two-phase message API over HTTP, for producers that cannot write the outbox themselves.
+
+An outside service prepares a message before its own local transaction, then confirms it after
+commit or discards it after rollback. If neither comes in time, the check-back subsystem asks
+``check_back_url`` (DESIGN.md, "Reliable message service"). Callers authenticate with the
+shared service token, never with a merchant API key.
+
+    POST /api/v1/messages                       prepare   -> 201 PREPARED
+    POST /api/v1/messages/{message_id}/confirm  confirm   -> 200 (idempotent)
+    POST /api/v1/messages/{message_id}/discard  discard   -> 200 DISCARDED
+    GET  /api/v1/messages/{message_id}          the state of each consumer's row
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import authentication, exceptions, permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from paysys.api.exceptions import ApiError, Conflict, NotFound, ServiceUnavailable
+from paysys.api.fields import TextField, no_surrogates, reject_unknown_params
+from paysys.messaging import services
+from paysys.messaging.models import Message
+
+# Messages from HTTP producers live in core's outbox: the producer has no alias of its own.
+ALIAS = "default"
+# MariaDB's JSON functions (the JSON_VALID check on the column) stop at 32 levels of nesting.
+MAX_PAYLOAD_DEPTH = 20
+
+Status = Message.Status
+
+
+# --- authentication: one shared service token ----------------------------------------------
+
+
+class MessagingService:
+    """The authenticated caller: a trusted internal producer, not a merchant."""
+
+    is_authenticated = True
+
+    def __str__(self) -> str:
+        return "messaging service"
+
+
+class ServiceTokenAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <settings.MESSAGING_SERVICE_TOKEN>``.
+
+    An empty configured token disables the API (503) rather than letting an empty bearer in.
+    """
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        expected = settings.MESSAGING_SERVICE_TOKEN
+        if not expected:
+            raise ServiceUnavailable("the messaging API is disabled: MESSAGING_SERVICE_TOKEN is not set", code="disabled")
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme != self.keyword or not token:
+            raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <service token>'")
+        if not hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
+            raise exceptions.AuthenticationFailed("invalid service token")
+        return MessagingService(), None
+
+    def authenticate_header(self, request):
+        return f'{self.keyword} realm="messaging"'
+
+
+class IsMessagingService(permissions.BasePermission):
+    def has_permission(self, request, view):
+        return isinstance(request.user, MessagingService)
+
+
+class ServiceTokenScheme(OpenApiAuthenticationExtension):
+    target_class = ServiceTokenAuthentication
+    name = "serviceToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "the messaging service token (MESSAGING_SERVICE_TOKEN)"}
+
+
+class MessagingApi(APIView):
+    authentication_classes = [ServiceTokenAuthentication]
+    permission_classes = [IsMessagingService]
+    # trusted internal callers; failed authentication never reaches a throttle anyway
+    throttle_classes: list = []
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def message_rows(message_id: uuid.UUID) -> list[Message]:
+    """The outbox rows of one message (one per consumer), in core's outbox."""
+    return list(Message.objects.using(ALIAS).filter(message_id=message_id).order_by("id"))
+
+
+def overall_status(rows: list[Message]) -> str:
+    """One state for the message: the least advanced of its rows, DEAD before SENDING."""
+    statuses = {row.status for row in rows}
+    for state in (Status.PREPARED, Status.DEAD, Status.SENDING):
+        if state in statuses:
+            return state
+    return Status.CONSUMED
+
+
+def rows_or_404(message_id: uuid.UUID) -> list[Message]:
+    rows = message_rows(message_id)
+    if not rows:
+        raise NotFound("no such message (never prepared, or discarded)")
+    return rows
+
+
+# --- serializers and schema ----------------------------------------------------------------
+
+
+ERROR = inline_serializer(
+    "MessagingError",
+    fields={
+        "error": inline_serializer(
+            "MessagingErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(child=serializers.CharField(), required=False),
+            },
+        )
+    },
+)
+
+
+def error_responses(*codes: int) -> dict:
+    descriptions = {
+        400: "invalid input (or an unknown query parameter), or no consumer is registered for the topic",
+        401: "missing or invalid service token",
+        404: "no such message (never prepared, or discarded)",
+        409: "the message was already confirmed: it cannot be discarded",
+        413: "request body too large",
+        415: "the body is not JSON",
+        503: "the messaging API is disabled, or its database is unavailable",
+    }
+    return {code: OpenApiResponse(ERROR, description=descriptions[code]) for code in codes}
+
+
+class NamedEnumField(serializers.CharField):
+    """A string from a fixed set, documented as its own named enum component.
+
+    Named here because spectacular names enums after the property: another "status" enum in
+    the schema would otherwise rename the orders API's ``StatusEnum``.
+    """
+
+    enum_name = ""
+    enum: list[str] = []
+
+
+class MessageStatusField(NamedEnumField):
+    enum_name = "MessageStatusEnum"
+    enum = list(Status.values)
+
+
+class DiscardedStatusField(NamedEnumField):
+    enum_name = "MessageDiscardedStatusEnum"
+    enum = ["DISCARDED"]
+
+
+class NamedEnumFieldScheme(OpenApiSerializerFieldExtension):
+    target_class = NamedEnumField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        field = self.target
+        component = ResolvedComponent(
+            name=field.enum_name, type=ResolvedComponent.SCHEMA, object=field.enum_name,
+            schema={"type": "string", "enum": field.enum},
+        )
+        auto_schema.registry.register_on_missing(component)
+        return component.ref
+
+
+class MessageStateSerializer(serializers.Serializer):
+    message_id = serializers.UUIDField()
+    status = MessageStatusField()
+
+
+class MessageDiscardedSerializer(serializers.Serializer):
+    message_id = serializers.UUIDField()
+    status = DiscardedStatusField()
+
+
+class MessageDeliverySerializer(serializers.Serializer):
+    consumer = serializers.CharField()
+    queue = serializers.CharField()
+    status = MessageStatusField()
+    send_count = serializers.IntegerField()
+    consumed_at = serializers.DateTimeField(allow_null=True)
+
+
+class MessageDetailSerializer(serializers.Serializer):
+    message_id = serializers.UUIDField()
+    topic = serializers.CharField()
+    business_key = serializers.CharField()
+    status = MessageStatusField(help_text="the least advanced state of its deliveries")
+    created_at = serializers.DateTimeField()
+    confirmed_at = serializers.DateTimeField(allow_null=True)
+    deliveries = MessageDeliverySerializer(many=True, help_text="one per registered consumer of the topic")
+
+
+def message_detail(rows: list[Message]) -> dict:
+    first = rows[0]
+    return {
+        "message_id": first.message_id,
+        "topic": first.topic,
+        "business_key": first.business_key,
+        "status": overall_status(rows),
+        "created_at": first.created_at,
+        "confirmed_at": first.confirmed_at,
+        "deliveries": rows,
+    }
+
+
+def _check_json_text(value, depth: int = 0) -> None:
+    """Strings storable in every database, nesting within what MariaDB's JSON check accepts."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise serializers.ValidationError(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if isinstance(value, str):
+        no_surrogates(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            no_surrogates(key)
+            _check_json_text(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_text(item, depth + 1)
+
+
+def request_body(request):
+    try:
+        return request.data
+    except RecursionError:  # json.loads on absurd nesting; within the body size limit
+        raise ApiError("the JSON body is nested too deeply", code="malformed") from None
+
+
+# --- views: one per operation --------------------------------------------------------------
+
+
+class MessagePrepareApi(MessagingApi):
+    """``POST /api/v1/messages``: store a PREPARED message; it is sent only once confirmed."""
+
+    class MessagePrepareInputSerializer(serializers.Serializer):
+        topic = TextField(min_length=1, max_length=100)
+        payload = serializers.DictField(help_text="any JSON object; delivered to the consumers as is")
+        business_key = TextField(
+            min_length=1, max_length=128, trim_whitespace=False,
+            help_text="what the check-back asks about, e.g. the producer's transaction id",
+        )
+        check_back_url = serializers.URLField(
+            max_length=512,
+            help_text="asked with POST {message_id, business_key} when no confirm or discard comes in time; "
+            "answers {\"status\": \"COMMITTED\" | \"ROLLED_BACK\" | \"UNKNOWN\"}",
+        )
+
+        def validate_payload(self, value: dict) -> dict:
+            _check_json_text(value)
+            return value
+
+        def validate_business_key(self, value: str) -> str:
+            if not value.strip():
+                raise serializers.ValidationError("must not be blank")
+            return value
+
+        def validate_check_back_url(self, value: str) -> str:
+            if not value.lower().startswith(("http://", "https://")):
+                raise serializers.ValidationError("must be an http(s) URL")
+            return value
+
+    @extend_schema(
+        operation_id="messages_prepare",
+        request=MessagePrepareInputSerializer,
+        responses={201: MessageStateSerializer, **error_responses(400, 401, 413, 415, 503)},
+    )
+    def post(self, request):
+        data = self.MessagePrepareInputSerializer(data=request_body(request))
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            message_id = services.prepare(
+                values["topic"], values["payload"], using=ALIAS,
+                business_key=values["business_key"], check_back=values["check_back_url"],
+            )
+        except services.UnknownTopic as exc:
+            raise ApiError(str(exc), code="unknown_topic", fields={"topic": "no consumer is registered for this topic"}) from None
+        return Response({"message_id": message_id, "status": Status.PREPARED}, status=status.HTTP_201_CREATED)
+
+
+class MessageDetailApi(MessagingApi):
+    """``GET /api/v1/messages/{message_id}``: where each consumer's copy of the message is."""
+
+    @extend_schema(operation_id="messages_retrieve", responses={200: MessageDetailSerializer, **error_responses(400, 401, 404, 503)})
+    def get(self, request, message_id: uuid.UUID):
+        reject_unknown_params(request.query_params, set())
+        return Response(MessageDetailSerializer(message_detail(rows_or_404(message_id))).data)
+
+
+class MessageConfirmApi(MessagingApi):
+    """``POST /api/v1/messages/{message_id}/confirm``: the producer committed; send it.
+
+    Idempotent: confirming again (a retry after a lost response) answers the current state.
+    """
+
+    @extend_schema(
+        operation_id="messages_confirm", request=None,
+        responses={200: MessageStateSerializer, **error_responses(401, 404, 503)},
+    )
+    def post(self, request, message_id: uuid.UUID):
+        services.confirm(message_id, using=ALIAS)
+        return Response({"message_id": message_id, "status": overall_status(rows_or_404(message_id))})
+
+
+class MessageDiscardApi(MessagingApi):
+    """``POST /api/v1/messages/{message_id}/discard``: the producer rolled back; drop it.
+
+    A retry after the message is gone answers 404, which the producer may take as done.
+    """
+
+    @extend_schema(
+        operation_id="messages_discard", request=None,
+        responses={200: MessageDiscardedSerializer, **error_responses(401, 404, 409, 503)},
+    )
+    def post(self, request, message_id: uuid.UUID):
+        if services.discard(message_id, using=ALIAS):
+            return Response({"message_id": message_id, "status": "DISCARDED"})
+        current = overall_status(rows_or_404(message_id))
+        raise Conflict(f"the message is {current}: only a PREPARED message can be discarded", code="not_prepared")

@@ -1,0 +1,132 @@
+"""Outbox health, for Prometheus (``GET /metrics``) and the admin dashboard.
+
+Everything is read from the outbox tables at scrape time (the database is the source of truth),
+through a collector registered in a fresh registry per request: no process-global state, so
+every web process answers the same numbers. The ``service`` label is the database alias that
+owns the outbox (``default`` is core). An unreachable database is skipped and reported as
+``paysys_database_up{alias="..."} 0``; it never turns the scrape into a 500.
+
+    paysys_messages{service,queue,status}          rows by state (every state of every queue seen)
+    paysys_messages_dead{service,queue}            DEAD rows: a human must look (admin, "Resend")
+    paysys_message_oldest_pending_seconds{service} age of the oldest PREPARED or SENDING row, 0 if none
+    paysys_message_resends_total{service}          sum of max(send_count - 1, 0) over all rows
+    paysys_database_up{alias}                      1 when the alias answered, else 0
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count, Min, Q, Sum
+from django.http import HttpResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from paysys.messaging.models import Message
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+PENDING = (Status.PREPARED, Status.SENDING)
+
+
+@dataclass
+class OutboxStats:
+    """One alias's outbox at a moment."""
+
+    alias: str
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, status) -> rows
+    oldest_pending_at: datetime | None = None
+    resends: int = 0
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted({queue for queue, _ in self.counts})
+
+    def count(self, queue: str, status: str) -> int:
+        return self.counts.get((queue, status), 0)
+
+    def oldest_pending_seconds(self, now: datetime) -> float:
+        if self.oldest_pending_at is None:
+            return 0.0
+        return max((now - self.oldest_pending_at).total_seconds(), 0.0)
+
+
+def outbox_stats(alias: str) -> OutboxStats:
+    """Counts by (queue, status), the oldest pending row and the resend total of one alias.
+
+    Two queries; raises DatabaseError when the alias is unreachable.
+    """
+    messages = Message.objects.using(alias)
+    counts = {
+        (queue, status): n
+        for queue, status, n in messages.order_by().values_list("queue", "status").annotate(n=Count("id"))
+    }
+    # sum(send_count) - count over rows sent at least once == sum(max(send_count - 1, 0)),
+    # without ever computing 0 - 1 on an unsigned column (MySQL refuses that)
+    totals = messages.aggregate(
+        oldest=Min("created_at", filter=Q(status__in=PENDING)),
+        sends=Sum("send_count", filter=Q(send_count__gt=0)),
+        sent_rows=Count("id", filter=Q(send_count__gt=0)),
+    )
+    return OutboxStats(
+        alias=alias, counts=counts, oldest_pending_at=totals["oldest"],
+        resends=(totals["sends"] or 0) - totals["sent_rows"],
+    )
+
+
+def outbox_stats_by_alias(aliases: list[str] | None = None) -> dict[str, OutboxStats | None]:
+    """Every alias's stats; ``None`` for an alias whose database did not answer."""
+    result: dict[str, OutboxStats | None] = {}
+    for alias in aliases if aliases is not None else list(settings.DATABASES):
+        try:
+            result[alias] = outbox_stats(alias)
+        except DatabaseError:
+            logger.warning("outbox stats skipped alias %s: database unavailable", alias, exc_info=True)
+            result[alias] = None
+    return result
+
+
+class OutboxCollector(Collector):
+    def __init__(self, aliases: list[str] | None = None):
+        self.aliases = aliases
+
+    def collect(self):
+        now = timezone.now()
+        messages = GaugeMetricFamily("paysys_messages", "Outbox rows by state.", labels=["service", "queue", "status"])
+        dead = GaugeMetricFamily("paysys_messages_dead", "DEAD outbox rows, waiting for a human.", labels=["service", "queue"])
+        oldest = GaugeMetricFamily(
+            "paysys_message_oldest_pending_seconds", "Age of the oldest PREPARED or SENDING row.", labels=["service"]
+        )
+        resends = CounterMetricFamily(
+            "paysys_message_resends", "Sends beyond the first, summed over the outbox rows.", labels=["service"]
+        )
+        up = GaugeMetricFamily("paysys_database_up", "Whether the database alias answered this scrape.", labels=["alias"])
+        for alias, stats in outbox_stats_by_alias(self.aliases).items():
+            up.add_metric([alias], 0 if stats is None else 1)
+            if stats is None:
+                continue
+            for queue in stats.queues:
+                for status in Status.values:
+                    messages.add_metric([alias, queue, status], stats.count(queue, status))
+                dead.add_metric([alias, queue], stats.count(queue, Status.DEAD))
+            oldest.add_metric([alias], stats.oldest_pending_seconds(now))
+            resends.add_metric([alias], stats.resends)
+        yield from (messages, dead, oldest, resends, up)
+
+
+@require_safe
+@never_cache
+def metrics_view(request):
+    """Prometheus text exposition of the outbox of every database alias."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OutboxCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

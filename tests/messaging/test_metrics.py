@@ -1,0 +1,125 @@
+"""GET /metrics: outbox counts per service, queue and state, straight from every database."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connections
+from django.urls import path
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+import paysys.urls
+from paysys.messaging.metrics import metrics_view, outbox_stats
+from paysys.messaging.models import Message
+
+# Until paysys/urls.py mounts /metrics, this module is the URLconf (the project's route wins once it exists).
+urlpatterns = [*paysys.urls.urlpatterns, path("metrics", metrics_view)]
+
+pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.urls(__name__)]
+
+Status = Message.Status
+
+
+def add(alias: str, status: str, *, queue: str = "accounting", send_count: int = 0, age: timedelta | None = None) -> Message:
+    row = Message.objects.using(alias).create(
+        topic="test.metrics", consumer="accounting.test_metrics", queue=queue, payload={}, status=status,
+        send_count=send_count,
+    )
+    if age is not None:  # created_at is auto_now_add: move it back afterwards
+        Message.objects.using(alias).filter(pk=row.pk).update(created_at=timezone.now() - age)
+    return row
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def labels(**values) -> tuple:
+    return tuple(sorted(values.items()))
+
+
+def test_counts_match_the_rows_of_two_services(client):
+    for status, n in [(Status.SENDING, 2), (Status.CONSUMED, 3), (Status.DEAD, 1)]:
+        for _ in range(n):
+            add("orders", status)
+    add("orders", Status.PREPARED, queue="notifications")
+    for _ in range(4):
+        add("accounting", Status.DEAD, queue="funds")
+
+    samples = scrape(client)
+
+    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="SENDING"))] == 2
+    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="CONSUMED"))] == 3
+    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="DEAD"))] == 1
+    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="PREPARED"))] == 0
+    assert samples[("paysys_messages", labels(service="orders", queue="notifications", status="PREPARED"))] == 1
+    assert samples[("paysys_messages", labels(service="accounting", queue="funds", status="DEAD"))] == 4
+    assert samples[("paysys_messages_dead", labels(service="orders", queue="accounting"))] == 1
+    assert samples[("paysys_messages_dead", labels(service="orders", queue="notifications"))] == 0
+    assert samples[("paysys_messages_dead", labels(service="accounting", queue="funds"))] == 4
+    # nothing from a service with an empty outbox but its health and zero age
+    assert not any(name == "paysys_messages" and ("service", "funds") in lbls for name, lbls in samples)
+    assert samples[("paysys_message_oldest_pending_seconds", labels(service="funds"))] == 0
+    for alias in connections:
+        assert samples[("paysys_database_up", labels(alias=alias))] == 1
+
+
+def test_oldest_pending_ignores_consumed_and_dead(client):
+    add("orders", Status.CONSUMED, age=timedelta(days=2))
+    add("orders", Status.DEAD, age=timedelta(days=1))
+    add("orders", Status.SENDING, age=timedelta(minutes=10))
+    add("orders", Status.PREPARED, age=timedelta(minutes=5))
+
+    age = scrape(client)[("paysys_message_oldest_pending_seconds", labels(service="orders"))]
+
+    assert 600 <= age < 660
+
+
+def test_resends_total_counts_sends_beyond_the_first(client):
+    for send_count, status in [(0, Status.SENDING), (1, Status.CONSUMED), (3, Status.CONSUMED), (5, Status.DEAD), (2, Status.SENDING)]:
+        add("notifications", status, send_count=send_count)
+    add("points", Status.SENDING, send_count=4)
+
+    samples = scrape(client)
+
+    assert samples[("paysys_message_resends_total", labels(service="notifications"))] == 0 + 0 + 2 + 4 + 1
+    assert samples[("paysys_message_resends_total", labels(service="points"))] == 3
+    assert samples[("paysys_message_resends_total", labels(service="default"))] == 0
+    assert outbox_stats("notifications").resends == 7
+
+
+def test_a_database_that_is_down_is_skipped_not_a_500(client):
+    add("orders", Status.DEAD)
+    add("funds", Status.DEAD)
+
+    def refuse(execute, sql, params, many, context):
+        raise OperationalError("(2003) can't connect to MySQL server")
+
+    with connections["orders"].execute_wrapper(refuse):
+        samples = scrape(client)
+
+    assert samples[("paysys_database_up", labels(alias="orders"))] == 0
+    assert samples[("paysys_database_up", labels(alias="funds"))] == 1
+    assert samples[("paysys_messages_dead", labels(service="funds", queue="accounting"))] == 1
+    assert not any(("service", "orders") in lbls for _, lbls in samples)
+
+
+def test_each_scrape_reads_the_database_afresh(client):
+    before = scrape(client)
+    add("sandbox", Status.DEAD)
+
+    after = scrape(client)
+
+    assert ("paysys_messages_dead", labels(service="sandbox", queue="accounting")) not in before
+    assert after[("paysys_messages_dead", labels(service="sandbox", queue="accounting"))] == 1
+
+
+def test_metrics_is_read_only(client):
+    assert client.post("/metrics").status_code == 405
