@@ -1,1 +1,9 @@
-urlpatterns = []
+from django.urls import path
+
+from paysys.sandbox import views
+
+urlpatterns = [
+    path("bank/pay/<str:token>", views.BankPayView.as_view(), name="sandbox-bank-pay"),
+    path("bank/release", views.bank_release, name="sandbox-bank-release"),
+    path("bank/payments/<str:out_trade_no>", views.bank_payment_query, name="sandbox-bank-payment"),
+]

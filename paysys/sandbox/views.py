@@ -1,0 +1,116 @@
+"""The bank simulator's HTTP side: what an outside bank shows payers and answers platforms.
+
+Plain Django views (csrf_exempt: these are another party's pages, not the platform's).
+Errors are JSON ``{"error": {"code", "message"}}`` like the platform's, or a page for browsers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from paysys import bank
+from paysys.api.exceptions import ApiError, error_body
+from paysys.sandbox import services
+from paysys.sandbox.selectors import bank_payment_get
+
+FORM_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+# minor units per major unit, by currency exponent (ISO 4217); 2 unless listed
+ZERO_DECIMAL_CURRENCIES = {"JPY", "KRW", "VND"}
+
+
+def major_units(amount: int, currency: str) -> str:
+    """1234 CNY -> "12.34" (amounts are integers in minor units)."""
+    if currency in ZERO_DECIMAL_CURRENCIES:
+        return str(amount)
+    return f"{amount // 100}.{amount % 100:02d}"
+
+
+def wants_html(request) -> bool:
+    """The page's Pay button (a browser form post) gets a page back; programs get JSON."""
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept:
+        return False
+    return "text/html" in accept or request.content_type in FORM_CONTENT_TYPES
+
+
+def error_json(exc: ApiError) -> JsonResponse:
+    return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class BankPayView(View):
+    """``GET /sandbox/bank/pay/<token>``: the pay page. ``POST``: pay (the page's button, or a
+    program with optional JSON test options ``{"duplicates", "delay", "hold"}``)."""
+
+    def get(self, request, token: str):
+        try:
+            order = services.pay_token_read(token)
+        except ApiError as exc:
+            return self.page(request, None, error=exc)
+        return self.page(request, order, payment=bank_payment_get(out_trade_no=order["out_trade_no"]))
+
+    def post(self, request, token: str):
+        html, order = wants_html(request), None
+        try:
+            order = services.pay_token_read(token)
+            options = services.PayOptions() if html else services.pay_options_parse(self.json_body(request))
+            payment, _ = services.bank_pay(order=order, options=options)
+        except ApiError as exc:
+            return self.page(request, order, error=exc) if html else error_json(exc)
+        if html:
+            return self.page(request, order, payment=payment)
+        return JsonResponse(
+            {
+                "bank_trade_no": payment.bank_trade_no,
+                "out_trade_no": payment.out_trade_no,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "status": payment.status,
+                "paid_at": payment.paid_at.isoformat(),
+            }
+        )
+
+    @staticmethod
+    def json_body(request) -> dict:
+        if not request.body.strip():
+            return {}
+        try:
+            return json.loads(request.body)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError("the body is not JSON", code="malformed") from None
+
+    @staticmethod
+    def page(request, order: dict | None, *, payment=None, error: ApiError | None = None):
+        context = {"order": order, "payment": payment, "error": error}
+        if order is not None:
+            context["amount_major"] = major_units(order["amount"], order["currency"])
+            context["expired"] = payment is None and services.pay_token_expired(order)
+        return render(request, "sandbox/bank_pay.html", context, status=error.status_code if error else 200)
+
+
+@csrf_exempt
+@require_POST
+def bank_release(request):
+    """``POST /sandbox/bank/release``: send every held notify, the latest payment first."""
+    released = services.notifies_release()
+    return JsonResponse({"released": len(released), "out_trade_nos": [p.out_trade_no for p in released]})
+
+
+@require_GET
+def bank_payment_query(request, out_trade_no: str):
+    """``GET /sandbox/bank/payments/<out_trade_no>``: what the bank knows, signed like a notify."""
+    payment = bank_payment_get(out_trade_no=out_trade_no)
+    if payment is None:
+        document = {"status": "NOT_FOUND", "out_trade_no": out_trade_no, **error_body("not_found", "no payment for this order")}
+        status = 404
+    else:
+        document, status = services.payment_document(payment), 200
+    body, signature = services.signed_body(document)
+    return HttpResponse(body, status=status, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})
