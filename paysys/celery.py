@@ -7,3 +7,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paysys.settings")
 app = Celery("paysys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _ensure_broker_folders() -> None:
+    """kombu's filesystem transport (the embedded broker) expects its folders to exist."""
+    from django.conf import settings
+
+    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+        folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
+
+@app.on_after_configure.connect
+def _prepare_broker(sender, **kwargs) -> None:
+    _ensure_broker_folders()

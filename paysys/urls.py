@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
+from paysys.messaging.metrics import metrics_view
 
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
@@ -13,6 +14,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orders.urls")),
+    path("api/v1/", include("paysys.messaging.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),

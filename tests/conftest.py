@@ -25,7 +25,17 @@ _counter = itertools.count(1)
 def pytest_configure(config):
     # Celery prefers the CELERY_BROKER_URL environment variable over its configuration
     os.environ.pop("CELERY_BROKER_URL", None)
-    celery_app.conf.broker_url = "memory://"
+    celery_app.conf.CELERY_BROKER_URL = "memory://"  # the namespaced key is the one Celery reads
+
+
+@pytest.fixture(autouse=True)
+def chart_of_accounts(request):
+    """Migration 0002 seeds the chart, but a transactional test's flush removes those rows, and
+    with --reuse-db the flushed state outlives the session: restore what is missing."""
+    if request.node.get_closest_marker("django_db"):
+        from accounting.services import chart_of_accounts_seed
+
+        chart_of_accounts_seed()
 
 
 @pytest.fixture(autouse=True)

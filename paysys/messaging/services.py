@@ -334,16 +334,19 @@ def check_back_due(alias: str, *, now=None, limit: int = 100) -> int:
 
 def resend(alias: str, ids: Iterable[int]) -> int:
     """Make messages due now and clear their dead state; their send count starts over."""
-    updated = (
-        Message.objects.using(alias)
-        .filter(id__in=list(ids), status__in=[Status.SENDING, Status.DEAD])
-        .update(status=Status.SENDING, send_count=0, next_send_at=timezone.now())
+    return _resend(alias, Message.objects.using(alias).filter(id__in=list(ids)))
+
+
+def resend_dead_messages(alias: str, *, queue: str) -> int:
+    return _resend(alias, Message.objects.using(alias).filter(status=Status.DEAD, queue=queue))
+
+
+def _resend(alias: str, messages) -> int:
+    # never-confirmed messages (dead after an undecided check-back) are not resent: sending
+    # them would assume a producer commit nobody has seen; confirm or discard them instead
+    updated = messages.filter(status__in=[Status.SENDING, Status.DEAD], confirmed_at__isnull=False).update(
+        status=Status.SENDING, send_count=0, next_send_at=timezone.now()
     )
     if updated:
         kick_relay(alias)
     return updated
-
-
-def resend_dead_messages(alias: str, *, queue: str) -> int:
-    ids = Message.objects.using(alias).filter(status=Status.DEAD, queue=queue).values_list("id", flat=True)
-    return resend(alias, list(ids))

@@ -32,11 +32,10 @@ def require_full_stack():
 
 
 def _use_broker(url: str) -> None:
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    # kombu keeps one connection pool per broker URL; dropping the app's handles is enough
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
-    celery_app.conf.broker_url = url
+    celery_app.conf.CELERY_BROKER_URL = url
 
 
 @pytest.fixture

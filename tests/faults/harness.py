@@ -131,6 +131,10 @@ class TcpProxy:
     def close(self) -> None:
         self._stopping.set()
         if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone would leave it listening
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -4,18 +4,13 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connections
-from django.urls import path
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-import paysys.urls
-from paysys.messaging.metrics import metrics_view, outbox_stats
+from paysys.messaging.metrics import outbox_stats
 from paysys.messaging.models import Message
 
-# Until paysys/urls.py mounts /metrics, this module is the URLconf (the project's route wins once it exists).
-urlpatterns = [*paysys.urls.urlpatterns, path("metrics", metrics_view)]
-
-pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.urls(__name__)]
+pytestmark = [pytest.mark.django_db(databases="__all__")]
 
 Status = Message.Status
 
