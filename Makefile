@@ -1,0 +1,79 @@
+# paysys: set-up and run. Every target that needs Python depends on the venv, which is
+# (re)installed only when requirements.txt changes (stamp file .venv/.installed).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# the interpreter the venv is built from: python3.11 when on PATH, else python3 (>= 3.11 either way)
+ifeq ($(origin PYTHON),undefined)
+PYTHON  := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+endif
+PORT    ?= 8000
+QUEUE   ?=
+ARGS    ?=
+QUEUES  := core orders funds points accounting notifications sandbox
+
+# Procfile commands (python, celery) resolve to the venv's. Every process of the stack gets the
+# same public address: honcho hands each process type its own PORT, which must not change it.
+run demo: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+run demo: export PORT := $(PORT)
+run demo: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
+
+.PHONY: help venv run demo test migrate worker beat clean
+
+help:
+	@echo "paysys make targets:"
+	@echo "  make run                 migrate, print where to click, start web + one worker per queue + beat (PORT=$(PORT))"
+	@echo "  make demo                pay three orders over HTTP against PUBLIC_BASE_URL (starts the stack if nothing answers)"
+	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
+	@echo "  make migrate             create and migrate every service database"
+	@echo "  make worker QUEUE=NAME   run one service's Celery worker alone (NAME: $(QUEUES))"
+	@echo "  make beat                run the beat scheduler alone"
+	@echo "  make venv                create .venv and install requirements.txt"
+	@echo "  make clean               delete var/ (embedded databases, broker, demo merchant) and caches"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: no python3.11 or python3 on PATH; install Python 3.11 or newer (or run: make PYTHON=/path/to/python3.x venv)" >&2; exit 1; fi
+	@if ! "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+		echo "error: $(PYTHON) is Python $$("$(PYTHON)" -c 'import platform; print(platform.python_version())'); paysys needs 3.11 or newer." >&2; \
+		echo "       install python3.11 (or newer) or run: make PYTHON=/path/to/python3.11 venv" >&2; exit 1; fi
+	@if [ -x "$(PY)" ] && ! "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+		echo "removing $(VENV): it was built with a Python older than 3.11"; rm -rf "$(VENV)"; fi
+	@if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv "$(VENV)"; fi
+	@"$(PY)" -m pip install --disable-pip-version-check -q -r requirements.txt || { \
+		echo "error: pip install -r requirements.txt failed." >&2; \
+		echo "       mysqlclient builds from source: on Debian/Ubuntu run 'apt-get install -y libmariadb-dev pkg-config' and retry." >&2; \
+		exit 1; }
+	@touch "$(STAMP)"
+	@echo "$(VENV) is ready ($$("$(PY)" -c 'import platform; print(platform.python_version())'))"
+
+migrate: venv
+	$(PY) manage.py migrate_all
+
+run: migrate
+	$(PY) manage.py run_banner
+	$(VENV)/bin/honcho start -f Procfile
+
+demo: venv
+	$(PY) manage.py demo
+
+test: venv
+	$(VENV)/bin/pytest $(ARGS)
+
+worker: venv
+	@if [ -z "$(QUEUE)" ]; then echo "usage: make worker QUEUE=<$(shell echo $(QUEUES) | tr ' ' '|')>" >&2; exit 2; fi
+	@case " $(QUEUES) " in *" $(QUEUE) "*) ;; *) echo "error: unknown queue '$(QUEUE)'; one of: $(QUEUES)" >&2; exit 2;; esac
+	$(VENV)/bin/celery -A paysys worker -Q $(QUEUE) -n $(QUEUE)@%h --concurrency=1 --loglevel=INFO
+
+beat: venv
+	$(VENV)/bin/celery -A paysys beat --loglevel=INFO
+
+clean:
+	rm -rf var/ staticfiles/ .pytest_cache/ .hypothesis/
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,123 @@
+"""``manage.py run_banner``: what ``make run`` prints before it starts the stack.
+
+Where to click (admin, API docs), the mode (embedded or full stack) and a demo merchant's API
+key. The key is shown once by design (only its hash is stored), so the merchant is created once
+and ``create_merchant --json``'s output is kept in ``var/demo-merchant.json`` for later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from io import StringIO
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from paysys.core.models import Payer
+from paysys.core.services import merchant_by_api_key, payer_create
+
+DEMO_MERCHANT_NAME = "Demo Merchant"
+DEMO_PAYER_NAME = "Demo Payer"
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "admin"
+
+
+def demo_merchant_file() -> Path:
+    return settings.VAR_DIR / "demo-merchant.json"
+
+
+def merchant_notify_url() -> str:
+    """Where demo merchants take their paid-order notifications: the sandbox merchant simulator."""
+    return f"{settings.PUBLIC_BASE_URL}/sandbox/merchant/notify"
+
+
+def is_embedded() -> bool:
+    """True in the embedded default (SQLite files under var/), the only mode with a dev superuser."""
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def _write_private(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a secret
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def ensure_demo_merchant() -> tuple[dict, bool]:
+    """The saved demo merchant if its key still works in this database, else a new one; (data, created)."""
+    path = demo_merchant_file()
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved and merchant_by_api_key(str(saved.get("api_key", ""))) is not None:
+        payer_id = saved.get("payer_id")
+        if payer_id and Payer.objects.filter(pk=payer_id).exists():
+            return saved, False
+        saved["payer_id"] = payer_create(name=DEMO_PAYER_NAME).pk
+        _write_private(path, saved)
+        return saved, False
+    out = StringIO()
+    call_command("create_merchant", "--name", DEMO_MERCHANT_NAME, "--notify-url", merchant_notify_url(), "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    data["payer_id"] = payer_create(name=DEMO_PAYER_NAME).pk  # so the curl example works as printed
+    _write_private(path, data)
+    return data, True
+
+
+def ensure_dev_superuser() -> str:
+    """Create admin/admin if there is no ``admin`` user; an existing one is left as it is."""
+    User = get_user_model()
+    if User.objects.filter(username=ADMIN_USERNAME).exists():
+        return "existing"
+    User.objects.create_superuser(ADMIN_USERNAME, email="", password=ADMIN_PASSWORD)
+    return "created"
+
+
+class Command(BaseCommand):
+    help = "Print where to click (admin, API docs) and a demo merchant's API key; what `make run` shows first."
+
+    def handle(self, *args, **options):
+        base = settings.PUBLIC_BASE_URL
+        merchant, merchant_created = ensure_demo_merchant()
+        bold = self.style.MIGRATE_HEADING
+        lines = ["", bold("paysys is starting"), ""]
+        if is_embedded():
+            mode = f"embedded default: SQLite files and a filesystem broker under {settings.VAR_DIR}"
+        else:
+            mode = "full stack: DATABASE_URL / CELERY_BROKER_URL from the environment"
+        lines.append(f"  mode       {mode}")
+        lines.append(f"  web        {base}/   (web, one Celery worker per queue, and beat; Ctrl-C stops all)")
+        if is_embedded() and settings.DEBUG:
+            state = ensure_dev_superuser()
+            note = "created now" if state == "created" else "unless you changed its password"
+            lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME} / password {ADMIN_PASSWORD} ({note})")
+            lines.append("             (this dev superuser exists in the embedded mode only)")
+        else:
+            lines.append(f"  admin      {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
+        lines.append(f"  API docs   {base}/api/docs/")
+        lines.append(
+            f"  merchant   #{merchant['merchant_id']} {DEMO_MERCHANT_NAME}: API key {merchant['api_key']}"
+        )
+        saved = "saved" if merchant_created else "kept"
+        lines.append(f"             ({saved} in {demo_merchant_file()}; the key is shown once by design)")
+        lines.append(f"  payer      #{merchant['payer_id']} {DEMO_PAYER_NAME}")
+        lines.append("")
+        lines.append("  try it:")
+        lines.append(
+            f"    curl -s -X POST {base}/api/v1/orders -H 'Authorization: Bearer {merchant['api_key']}' "
+            "-H 'Content-Type: application/json' \\"
+        )
+        lines.append(
+            f"      -d '{{\"merchant_order_no\": \"try-1\", \"amount\": 1999, \"currency\": \"CNY\", "
+            f"\"subject\": \"Tea\", \"payer_id\": {merchant['payer_id']}}}'"
+        )
+        lines.append(f"    curl -s {base}/api/v1/orders/try-1 -H 'Authorization: Bearer {merchant['api_key']}'")
+        lines.append("  or, in another terminal: make demo")
+        lines.append("")
+        self.stdout.write("\n".join(lines))
