@@ -49,7 +49,8 @@ def service_env(broker_url: str, *, ports: dict[str, int] | None = None, **extra
         service = settings.SERVICE_ALIASES[alias]
         env[f"DATABASE_URL_{service.upper()}"] = mysql_url(db, port=(ports or {}).get(alias))
     env["CELERY_BROKER_URL"] = broker_url
-    env["CACHE_URL"] = broker_url
+    # one cache for all processes, as in production (the relay's kick coalescing lives there)
+    env["CACHE_URL"] = settings.CACHES["default"]["LOCATION"]
     env.update(extra)
     return env
 

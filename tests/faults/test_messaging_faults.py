@@ -175,3 +175,73 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
         assert set(rows.values_list("status", flat=True)) == {"SENDING"}
     else:
         assert not rows.exists()
+
+
+def pay(order: Order, bank_trade_no: str) -> None:
+    bank_notify(order, bank_trade_no)
+
+
+def accounting_messages():
+    return Message.objects.using("orders").filter(topic="order.paid", queue="accounting")
+
+
+def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers):
+    from accounting.models import Voucher
+
+    workers("core")
+    workers("orders")
+    orders = [
+        order_create(merchant=merchant, merchant_order_no=f"ACC-{n}", amount=1000 + n, currency="CNY", subject="s",
+                     payer_id=payer.pk)[0]
+        for n in range(5)
+    ]
+    for n, order in enumerate(orders):
+        pay(order, f"BACC{n}")
+    wait_for(lambda: Order.objects.filter(status="SUCCESS").count() == 5, what="all orders paid")
+
+    # accounting is down: its messages wait, nothing is booked
+    assert Voucher.objects.count() == 0
+    assert set(accounting_messages().values_list("status", flat=True)) == {"SENDING"}
+
+    workers("accounting")  # the service comes back
+    wait_for(lambda: not accounting_messages().exclude(status="CONSUMED").exists(), what="the backlog to drain")
+
+    assert Voucher.objects.count() == 5
+    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"order.paid:{o.out_trade_no}" for o in orders)
+    assert InboxEntry.objects.using("accounting").count() == 5
+
+
+def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once(
+    order, workers, fast_schedule, admin_client
+):
+    from accounting.models import Account, Voucher
+    from accounting.services import chart_of_accounts_seed
+
+    Account.objects.filter(code="6001").delete()  # a misconfigured chart: the fee account is gone
+    workers("core")
+    workers("orders")
+    workers("accounting")
+
+    pay(order, "BPOISON")
+    wait_for(lambda: accounting_messages().filter(last_error__contains="6001").exists(), what="the first failure")
+    wait_for(lambda: services.recover_messages() is not None and accounting_messages().get().status == "DEAD",
+             timeout=60, interval=1.1, what="the schedule to run out")
+    dead = accounting_messages().get()
+    assert dead.send_count == len(fast_schedule)
+    assert Voucher.objects.count() == 0
+
+    page = admin_client.get("/admin/messaging/message/", {"service": "orders", "status__exact": "DEAD"})
+    assert page.status_code == 200
+    assert str(dead.message_id) in page.content.decode()
+
+    chart_of_accounts_seed()  # the cause is fixed
+    response = admin_client.post(
+        "/admin/messaging/message/",
+        {"action": "resend_selected", "_selected_action": [dead.pk], "service": "orders"},
+        QUERY_STRING="service=orders",
+    )
+    assert response.status_code in (200, 302)
+    wait_for(lambda: accounting_messages().get().status == "CONSUMED", what="the resent message to be consumed")
+
+    assert Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").count() == 1
+    assert InboxEntry.objects.using("accounting").count() == 1
