@@ -262,6 +262,9 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "store_processed": False,
         "polling_interval": 0.05,
     }
+    # prefork workers poll a non-async transport about once per second per task; the solo pool
+    # consumes back to back (it cannot enforce time limits: an embedded-mode trade-off)
+    CELERY_WORKER_POOL = "solo"
 else:
     # longer than any countdown paysys uses (CELERY_MAX_COUNTDOWN), so no early redelivery
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

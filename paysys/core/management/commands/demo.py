@@ -27,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.utils import timezone
 
+from accounting.models import Voucher
 from paysys.core.management.commands.run_banner import merchant_notify_url
 from paysys.core.services import merchant_create, payer_create
 from paysys.gateway.models import BankNotify
@@ -46,6 +47,12 @@ class DemoOrder:
     status: str = "CREATED"
     bank_trade_no: str = ""
     notify_stored: bool = False
+    voucher: str = ""
+
+    @property
+    def settled(self) -> bool:
+        """Paid and booked: what the reliable-message flow promises for every payment."""
+        return self.status == "SUCCESS" and bool(self.voucher)
 
 
 class Stack:
@@ -261,7 +268,7 @@ class Command(BaseCommand):
         self.say(f"order {order.merchant_order_no}: paid at the bank, bank_trade_no {order.bank_trade_no}")
 
     def wait(self, base: str, orders: list[DemoOrder], timeout: float) -> None:
-        self.stdout.write(f"  waiting up to {timeout:.0f} s for the bank notifies and the orders ", ending="")
+        self.stdout.write(f"  waiting up to {timeout:.0f} s for the bank notifies, the orders and their vouchers ", ending="")
         deadline = time.monotonic() + timeout
         while True:
             for order in orders:
@@ -270,7 +277,9 @@ class Command(BaseCommand):
                     if response.status_code == 200:
                         order.status = response.json()["status"]
                 order.notify_stored = BankNotify.objects.filter(out_trade_no=order.out_trade_no).exists()
-            if all(o.status in FINAL_STATUSES for o in orders) or time.monotonic() > deadline:
+                voucher = Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").first()
+                order.voucher = f"#{voucher.pk}" if voucher else ""
+            if all(o.settled or o.status in FINAL_STATUSES - {"SUCCESS"} for o in orders) or time.monotonic() > deadline:
                 break
             self.stdout.write(".", ending="")
             self.stdout.flush()
@@ -278,9 +287,9 @@ class Command(BaseCommand):
         self.stdout.write(" done")
 
     def print_table(self, orders: list[DemoOrder]) -> None:
-        header = ("merchant_order_no", "amount", "status", "bank notify stored?")
-        rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.status, "yes" if o.notify_stored else "NO")
-                for o in orders]
+        header = ("merchant_order_no", "amount", "status", "bank notify stored?", "voucher")
+        rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.status, "yes" if o.notify_stored else "NO",
+                 o.voucher or "none yet") for o in orders]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         line = "  ".join("{:<%d}" % w for w in widths)
         self.stdout.write("")
@@ -290,9 +299,16 @@ class Command(BaseCommand):
         self.stdout.write("")
 
     def conclude(self, orders: list[DemoOrder], timeout: float) -> None:
-        if all(o.status == "SUCCESS" for o in orders):
-            self.stdout.write(self.style.SUCCESS("every order is paid (SUCCESS)"))
+        if all(o.settled for o in orders):
+            self.stdout.write(self.style.SUCCESS("every order is paid (SUCCESS) and booked (one voucher each)"))
             return
+        unbooked = [o.merchant_order_no for o in orders if o.status == "SUCCESS" and not o.voucher]
+        if unbooked and len(unbooked) == sum(o.status == "SUCCESS" for o in orders) == len(orders):
+            raise CommandError(
+                f"paid but not booked after {timeout:.0f} s: {', '.join(unbooked)}. Is the accounting worker running "
+                "(`make worker QUEUE=accounting`)? Its order.paid messages wait in the outbox and are delivered "
+                "once it runs (see /admin/messaging/message/?service=orders)."
+            )
         missing = [o.merchant_order_no for o in orders if not o.notify_stored and o.status != "SUCCESS"]
         if missing:
             raise CommandError(
@@ -310,11 +326,11 @@ class Command(BaseCommand):
                 f"still PAYING when the wait ended: {', '.join(stuck)}. Completing an order needs the orders, funds "
                 "and points workers (`make run` starts them all); recovery finishes it once they are up."
             )
-        self.stdout.write(self.style.WARNING(
-            f"every bank notify is stored by the gateway, but after {timeout:.0f} s the orders are still CREATED: "
-            "order processing has not taken them up. Check that the core and orders workers run "
-            "(`make worker QUEUE=orders`); stored messages are redelivered by recovery once they do."
-        ))
+        raise CommandError(
+            f"every bank notify is stored by the gateway, but after {timeout:.0f} s not every order is paid and booked: "
+            "check that the core, orders and accounting workers run (`make run` starts them all); stored messages "
+            "are redelivered by recovery once they do (see /admin/messaging/message/)."
+        )
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 
     manage.py bench_messaging [--messages 20000] [--producers 4] [--scan-rows 1000000]
 
-Starts one Celery worker with two pool processes on the configured broker, publishes
-``--messages`` messages (each in its own producer transaction, from ``--producers`` threads)
-to a no-op consumer, and reports messages/s from the first publish to the last
-acknowledgement. Then fills the outbox with ``--scan-rows`` CONSUMED rows and times recovery
+Starts one Celery worker with two pool processes on the configured broker and measures:
+
+* backlog drain: ``--messages`` committed messages become due at once (as after an outage);
+  messages/s through relay -> consume -> acknowledgement, the message service alone;
+* end to end: ``--producers`` processes publish ``--messages`` messages, each in its own
+  producer transaction, while the worker consumes; messages/s from the first publish to the
+  last acknowledgement, and publish-to-ack latency. Then fills the outbox with ``--scan-rows`` CONSUMED rows and times recovery
 passes over it. Everything it writes is deleted at the end.
 """
 
@@ -16,8 +19,9 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
+import multiprocessing
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -36,7 +40,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--messages", type=int, default=20000)
-        parser.add_argument("--producers", type=int, default=4)
+        parser.add_argument("--producers", type=int, default=8, help="producer processes")
         parser.add_argument("--worker-processes", type=int, default=2)
         parser.add_argument("--scan-rows", type=int, default=1_000_000, help="0 skips the scan benchmark")
         parser.add_argument("--scan-passes", type=int, default=200)
@@ -65,27 +69,23 @@ class Command(BaseCommand):
         )
         try:
             time.sleep(3)  # let the pool start before the clock does
-            self.stdout.write(f"publishing {total} messages from {producers} producer threads ...")
+            self._drain(total)
+            self._cleanup()
+            self.stdout.write(f"publishing {total} messages from {producers} producer processes ...")
+            connections.close_all()  # children must open their own connections
+            fork = multiprocessing.get_context("fork")
             started = time.monotonic()
-            threads = [threading.Thread(target=self._publish, args=(total // producers,)) for _ in range(producers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            procs = [fork.Process(target=self._publish, args=(total // producers,)) for _ in range(producers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
             published = time.monotonic() - started
             sent = (total // producers) * producers
             self.stdout.write(f"  published {sent} in {published:.2f}s ({sent / published:.0f}/s)")
-            consumed = 0
-            while consumed < sent:
-                time.sleep(0.5)
-                consumed = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, status=Message.Status.CONSUMED).count()
-                elapsed = time.monotonic() - started
-                self.stdout.write(f"  consumed {consumed}/{sent} after {elapsed:.1f}s", ending="\r")
-                if elapsed > 600:
-                    raise CommandError("not all messages were consumed within 10 minutes: are the broker and database up?")
+            self._wait_consumed(sent, started)
             elapsed = time.monotonic() - started
             latencies = self._latencies()
-            self.stdout.write("")
             self.stdout.write(self.style.SUCCESS(
                 f"throughput: {sent / elapsed:.0f} messages/s end to end ({sent} messages, {elapsed:.2f}s, "
                 f"{processes} worker processes)"
@@ -96,6 +96,36 @@ class Command(BaseCommand):
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
+
+    def _drain(self, total: int) -> None:
+        """A backlog of ``total`` committed messages becomes due at once (as after an outage):
+        the relay -> consume -> acknowledge pipeline alone, without producers competing for CPU."""
+        self.stdout.write(f"writing a backlog of {total} messages (not yet due) ...")
+        later = timezone.now() + timedelta(hours=1)
+        for start in range(0, total, 500):
+            with transaction.atomic(using=ALIAS):
+                for n in range(start, min(start + 500, total)):
+                    services.publish(BENCH_TOPIC, {"n": n}, using=ALIAS)
+                Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, send_count=0).update(next_send_at=later)
+        started = time.monotonic()
+        Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).update(next_send_at=timezone.now())
+        services.kick_relay(ALIAS)
+        self._wait_consumed(total, started)
+        elapsed = time.monotonic() - started
+        self.stdout.write(self.style.SUCCESS(
+            f"backlog drain (relay -> consume -> ack): {total / elapsed:.0f} messages/s ({total} in {elapsed:.2f}s)"
+        ))
+
+    def _wait_consumed(self, total: int, started: float) -> None:
+        consumed = 0
+        while consumed < total:
+            time.sleep(0.25)
+            consumed = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, status=Message.Status.CONSUMED).count()
+            elapsed = time.monotonic() - started
+            self.stdout.write(f"  consumed {consumed}/{total} after {elapsed:.1f}s", ending="\r")
+            if elapsed > 600:
+                raise CommandError("not all messages were consumed within 10 minutes: are the broker and database up?")
+        self.stdout.write("")
 
     def _publish(self, count: int) -> None:
         try:
