@@ -1,0 +1,118 @@
+"""Check-back over HTTP: a two-phase producer that only answers at its check-back URL."""
+
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from paysys.messaging import registry, services
+from paysys.messaging.models import Message
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@registry.consumer("test.check_back", queue="accounting", name="accounting.test_check_back")
+def on_message(message):
+    pass
+
+
+class Producer(BaseHTTPRequestHandler):
+    """Answers from ``server.verdicts``: business key -> COMMITTED / ROLLED_BACK / UNKNOWN / (500)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.asked.append(body)
+        verdict = self.server.verdicts.get(body["business_key"], "UNKNOWN")
+        if verdict == 500:
+            self.send_response(500)
+            self.end_headers()
+            return
+        payload = json.dumps({"status": verdict}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def producer():
+    server = HTTPServer(("127.0.0.1", 0), Producer)
+    server.verdicts, server.asked = {}, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_kick(monkeypatch):
+    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+
+
+def prepare(producer, business_key):
+    url = f"http://127.0.0.1:{producer.server_port}/check-back"
+    return services.prepare("test.check_back", {"k": business_key}, business_key=business_key, check_back=url)
+
+
+def statuses(message_id):
+    return set(Message.objects.filter(message_id=message_id).values_list("status", flat=True))
+
+
+def later(settings):
+    return timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+
+@pytest.mark.parametrize(
+    "verdict,expected",
+    [("COMMITTED", {"SENDING"}), ("ROLLED_BACK", set()), ("UNKNOWN", {"PREPARED"}), (500, {"PREPARED"}), ("maybe", {"PREPARED"})],
+)
+def test_check_back_url_verdicts(producer, settings, verdict, expected):
+    producer.verdicts["order-9"] = verdict
+    message_id = prepare(producer, "order-9")
+
+    services.check_back_due("default", now=later(settings))
+
+    assert statuses(message_id) == expected
+    assert producer.asked == [{"message_id": str(message_id), "business_key": "order-9"}]
+
+
+def test_undecided_check_back_records_why_and_waits_an_interval(producer, settings):
+    producer.verdicts["k"] = 500
+    message_id = prepare(producer, "k")
+    now = later(settings)
+
+    services.check_back_due("default", now=now)
+    services.check_back_due("default", now=now)  # not due again yet: not asked twice
+
+    row = Message.objects.get(message_id=message_id)
+    assert len(producer.asked) == 1
+    assert "500" in row.last_error
+    assert row.next_send_at == now + timedelta(seconds=settings.MESSAGE_CHECK_BACK_INTERVAL)
+
+
+def test_a_fresh_prepared_message_is_not_checked_yet(producer):
+    prepare(producer, "fresh")
+
+    assert services.check_back_due("default") == 0
+    assert producer.asked == []
+
+
+def test_recover_messages_command_runs_one_pass(producer, settings):
+    producer.verdicts["cmd"] = "COMMITTED"
+    message_id = prepare(producer, "cmd")
+    Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+    out = StringIO()
+
+    call_command("recover_messages", stdout=out)
+
+    assert statuses(message_id) == {"SENDING"}
+    assert "checked back 1 prepared message(s)" in out.getvalue()
