@@ -1,40 +1,28 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paysys.api.fields import StrictIntegerField, TextField, reject_unknown_params
 from paysys.api.pagination import NewestFirstPagination
+from paysys.api.schema import error_responses as shared_error_responses
 from orders.models import MAX_AMOUNT, Order
 from orders.selectors import order_get, order_list
 from orders.services import order_create, order_pay_url
 
-ERROR = inline_serializer(
-    "Error",
-    fields={
-        "error": inline_serializer(
-            "ErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(child=serializers.CharField(), required=False),
-            },
-        )
-    },
-)
+ERRORS = {
+    400: "invalid input",
+    401: "missing or invalid API key",
+    404: "no such order (or another merchant's)",
+    409: "merchant_order_no reused with different fields",
+    413: "request body too large",
+    429: "too many requests for this API key",
+}
 
 
 def error_responses(*codes: int) -> dict:
-    descriptions = {
-        400: "invalid input",
-        401: "missing or invalid API key",
-        404: "no such order (or another merchant's)",
-        409: "merchant_order_no reused with different fields",
-        413: "request body too large",
-        429: "too many requests for this API key",
-    }
-    return {code: OpenApiResponse(ERROR, description=descriptions[code]) for code in codes}
+    return shared_error_responses(ERRORS, *codes)
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):

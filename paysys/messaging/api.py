@@ -19,13 +19,14 @@ import uuid
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paysys.api.exceptions import ApiError, Conflict, NotFound, ServiceUnavailable
 from paysys.api.fields import TextField, no_surrogates, reject_unknown_params
+from paysys.api.schema import error_responses as shared_error_responses
 from paysys.messaging import services
 from paysys.messaging.models import Message
 
@@ -123,32 +124,19 @@ def rows_or_404(message_id: uuid.UUID) -> list[Message]:
 # --- serializers and schema ----------------------------------------------------------------
 
 
-ERROR = inline_serializer(
-    "MessagingError",
-    fields={
-        "error": inline_serializer(
-            "MessagingErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(child=serializers.CharField(), required=False),
-            },
-        )
-    },
-)
+ERRORS = {
+    400: "invalid input (or an unknown query parameter), or no consumer is registered for the topic",
+    401: "missing or invalid service token",
+    404: "no such message (never prepared, or discarded)",
+    409: "the message was already confirmed: it cannot be discarded",
+    413: "request body too large",
+    415: "the body is not JSON",
+    503: "the messaging API is disabled, or its database is unavailable",
+}
 
 
 def error_responses(*codes: int) -> dict:
-    descriptions = {
-        400: "invalid input (or an unknown query parameter), or no consumer is registered for the topic",
-        401: "missing or invalid service token",
-        404: "no such message (never prepared, or discarded)",
-        409: "the message was already confirmed: it cannot be discarded",
-        413: "request body too large",
-        415: "the body is not JSON",
-        503: "the messaging API is disabled, or its database is unavailable",
-    }
-    return {code: OpenApiResponse(ERROR, description=descriptions[code]) for code in codes}
+    return shared_error_responses(ERRORS, *codes)
 
 
 class NamedEnumField(serializers.CharField):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from paysys.core.money import fee_for
-from paysys.messaging.models import Message
+from tests.messaging.helpers import deliveries_for  # noqa: F401 - re-exported for the accounting tests
 
 _numbers = itertools.count(1)
 
@@ -27,18 +27,3 @@ def order_paid_payload(*, amount: int = 1234, fee_rate_bp: int = 60, **overrides
     }
     payload.update(overrides)
     return payload
-
-
-def deliveries_for(alias: str, **filters) -> list[dict]:
-    """The delivery dicts the relay would ship for the matching outbox rows of ``alias``."""
-    return [
-        {
-            "id": m.id,
-            "message_id": str(m.message_id),
-            "topic": m.topic,
-            "consumer": m.consumer,
-            "payload": m.payload,
-            "send_count": m.send_count,
-        }
-        for m in Message.objects.using(alias).filter(**filters).order_by("id")
-    ]
