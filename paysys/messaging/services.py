@@ -83,7 +83,7 @@ def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
     rows = Message.objects.using(using).bulk_create(
         _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now)
     )
-    transaction.on_commit(lambda: kick_relay(using), using=using)
+    transaction.on_commit(lambda: kick_relay(using), using=using, robust=True)
     return rows[0].message_id
 
 
@@ -111,7 +111,7 @@ def confirm(message_id: uuid.UUID, *, using: str = "default") -> int:
             .update(status=Status.SENDING, next_send_at=now, confirmed_at=now)
         )
         if confirmed:
-            transaction.on_commit(lambda: kick_relay(using), using=using)
+            transaction.on_commit(lambda: kick_relay(using), using=using, robust=True)
     return confirmed
 
 
@@ -127,15 +127,19 @@ def discard(message_id: uuid.UUID, *, using: str = "default") -> int:
 def kick_relay(alias: str) -> None:
     """Ask for a relay pass on ``alias`` soon. Kicks arriving while one is pending coalesce, so
     one pass ships the messages of many transactions; a lost kick only waits for recovery."""
-    if not cache.add(f"messaging:kick:{alias}", 1, timeout=settings.MESSAGE_KICK_TTL):
-        return
     from paysys.messaging.tasks import relay
 
+    key = f"messaging:kick:{alias}"
     try:
-        relay.apply_async(args=[alias], queue=registry.queue_for_alias(alias))
-    except Exception:  # broker down: the recovery pass will send what is due
-        cache.delete(f"messaging:kick:{alias}")
+        if not cache.add(key, 1, timeout=settings.MESSAGE_KICK_TTL):
+            return
+        relay.apply_async(args=[alias], queue=registry.queue_for_alias(alias), retry=False)
+    except Exception:  # cache or broker down: the committed messages wait for the recovery pass
         logger.warning("relay kick for %s not sent; recovery will deliver", alias, exc_info=True)
+        try:
+            cache.delete(key)
+        except Exception:  # noqa: BLE001 - the key expires on its own
+            pass
 
 
 def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:

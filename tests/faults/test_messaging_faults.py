@@ -245,3 +245,27 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
 
     assert Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").count() == 1
     assert InboxEntry.objects.using("accounting").count() == 1
+
+
+def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
+    order, workers, broker_url, fast_schedule
+):
+    from tests.faults.conftest import _use_broker
+    from tests.faults.harness import TcpProxy
+
+    redis_proxy = TcpProxy("127.0.0.1", 6379).open()
+    _use_broker(broker_url.replace(":6379/", f":{redis_proxy.port}/"))
+    redis_proxy.close()  # the broker refuses connections
+    try:
+        bank_notify(order)  # must still answer 200: the notify and its message are in the database
+
+        assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "SENDING"
+        services.recover_messages()  # the broker is still down: nothing lost, nothing sent
+        assert Message.objects.using("default").get(topic="bank.payment_succeeded").send_count == 1
+    finally:
+        _use_broker(broker_url)  # the broker is back
+        redis_proxy.close()
+
+    workers("orders")
+    wait_for(recovered_and_consumed, timeout=30, interval=1.1, what="recovery after the broker returned")
+    assert_paid_exactly_once(order)
