@@ -245,8 +245,13 @@ MESSAGE_RESEND_SCHEDULE = [int(x) for x in env_list("MESSAGE_RESEND_SCHEDULE", "
 MESSAGE_CHECK_BACK_DELAY = int(os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60"))  # a PREPARED message this old is checked
 MESSAGE_CHECK_BACK_INTERVAL = int(os.environ.get("MESSAGE_CHECK_BACK_INTERVAL", "60"))
 MESSAGE_CHECK_BACK_MAX = int(os.environ.get("MESSAGE_CHECK_BACK_MAX", "15"))  # undecided this often -> DEAD
+MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one recovery pass may spend asking producers
+MESSAGE_BROKER_RETRY_SECONDS = 5  # a message the broker refused is tried again this soon
 MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
-MESSAGING_SERVICE_TOKEN = os.environ.get("MESSAGING_SERVICE_TOKEN", "dev-messaging-token" if DEBUG else "")
+# the two-phase HTTP API (/api/v1/messages) is off until a token is set, and open only to the
+# topics listed: an outside producer must never be able to announce e.g. a bank payment
+MESSAGING_SERVICE_TOKEN = os.environ.get("MESSAGING_SERVICE_TOKEN", "")
+MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 

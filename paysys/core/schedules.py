@@ -17,7 +17,14 @@ def sync_beat_schedules() -> list[str]:
         interval, _ = IntervalSchedule.objects.get_or_create(every=int(entry["schedule"]), period=IntervalSchedule.SECONDS)
         PeriodicTask.objects.update_or_create(
             name=name,
-            defaults={"task": entry["task"], "interval": interval, "enabled": True, "description": "paysys: defined in settings.CELERY_BEAT_SCHEDULE"},
+            defaults={
+                "task": entry["task"],
+                "interval": interval,
+                "enabled": True,
+                # a pass still queued when the next one is due is dropped, so slow passes never pile up
+                "expire_seconds": max(int(entry["schedule"]), 1),
+                "description": "paysys: defined in settings.CELERY_BEAT_SCHEDULE",
+            },
         )
     stale = PeriodicTask.objects.filter(description__startswith="paysys:").exclude(name__in=wanted)
     removed = list(stale.values_list("name", flat=True))

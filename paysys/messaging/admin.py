@@ -218,6 +218,7 @@ class MessageAdmin(admin.ModelAdmin):
             path("dashboard/", wrap(self.dashboard_view), name="%s_%s_dashboard" % info),
             path("resend-dead/", wrap(self.resend_dead_view), name="%s_%s_resend_dead" % info),
             path("<path:object_id>/resend/", wrap(self.resend_view), name="%s_%s_resend" % info),
+            path("<path:object_id>/settle/<str:verdict>/", wrap(self.settle_view), name="%s_%s_settle" % info),
             *super().get_urls(),
         ]
 
@@ -248,6 +249,8 @@ class MessageAdmin(admin.ModelAdmin):
         context = {
             "can_resend": self.has_resend_permission(request),
             "resend_url": self._url("resend", object_id, query=request.GET.dict() or None),
+            "confirm_url": self._url("settle", object_id, "confirm", query=request.GET.dict() or None),
+            "discard_url": self._url("settle", object_id, "discard", query=request.GET.dict() or None),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, context)
@@ -279,6 +282,28 @@ class MessageAdmin(admin.ModelAdmin):
         resent = services.resend(obj._state.db, [obj.pk])
         logger.info("admin %s resent message row %s in %s: %d", request.user, obj.pk, obj._state.db, resent)
         self._report_resend(request, resent, 1)
+        return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
+
+    def settle_view(self, request, object_id, verdict):
+        """POST from the detail page of a never-confirmed message: a human answers the check-back
+        (the producer committed -> confirm and send; it rolled back -> discard)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_resend_permission(request) or verdict not in {"confirm", "discard"}:
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        alias = obj._state.db
+        settle = services.confirm if verdict == "confirm" else services.discard
+        changed = settle(obj.message_id, using=alias)
+        logger.info("admin %s chose %s for message %s in %s: %d row(s)", request.user, verdict, obj.message_id, alias, changed)
+        if not changed:
+            self.message_user(request, "Nothing changed: the message is no longer waiting for its producer.", messages.WARNING)
+            return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
+        self.message_user(request, f"Message {obj.message_id}: {verdict}ed ({changed} consumer row(s)).", messages.SUCCESS)
+        if verdict == "discard":
+            return HttpResponseRedirect(self._url("changelist", query={"service": alias}))
         return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
 
     def resend_dead_view(self, request):

@@ -273,17 +273,25 @@ class MessagePrepareApi(MessagingApi):
     @extend_schema(
         operation_id="messages_prepare",
         request=MessagePrepareInputSerializer,
-        responses={201: MessageStateSerializer, **error_responses(400, 401, 413, 415, 503)},
+        responses={201: MessageStateSerializer, **error_responses(400, 401, 409, 413, 415, 503)},
     )
     def post(self, request):
         data = self.MessagePrepareInputSerializer(data=request_body(request))
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        if values["topic"] not in settings.MESSAGING_HTTP_TOPICS:
+            raise ApiError(
+                f"topic {values['topic']!r} is not open to HTTP producers",
+                code="topic_not_allowed",
+                fields={"topic": "not listed in MESSAGING_HTTP_TOPICS"},
+            )
         try:
             message_id = services.prepare(
                 values["topic"], values["payload"], using=ALIAS,
                 business_key=values["business_key"], check_back=values["check_back_url"],
             )
+        except services.DuplicateBusinessKey as exc:
+            raise Conflict(str(exc), code="business_key_reused", fields={"payload": "differs from the first prepare"}) from None
         except services.UnknownTopic as exc:
             raise ApiError(str(exc), code="unknown_topic", fields={"topic": "no consumer is registered for this topic"}) from None
         return Response({"message_id": message_id, "status": Status.PREPARED}, status=status.HTTP_201_CREATED)

@@ -27,13 +27,19 @@ class Message(models.Model):
     business_key = models.CharField(max_length=128, blank=True, default="", help_text="what a check-back asks about")
     check_back = models.CharField(max_length=512, blank=True, default="", help_text="registered name or producer URL")
     check_count = models.PositiveIntegerField(default=0)
+    # two-phase messages only: "<topic>:<business key>", unique per consumer, so a retried
+    # prepare returns the first message instead of announcing one transaction twice
+    producer_key = models.CharField(max_length=240, null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["message_id", "consumer"], name="message_unique_per_consumer")]
+        constraints = [
+            models.UniqueConstraint(fields=["message_id", "consumer"], name="message_unique_per_consumer"),
+            models.UniqueConstraint(fields=["producer_key", "consumer"], name="message_unique_producer_key"),
+        ]
         indexes = [
             models.Index(fields=["status", "next_send_at"], name="message_due"),
             models.Index(fields=["status", "queue"], name="message_state_queue"),

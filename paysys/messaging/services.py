@@ -16,6 +16,7 @@ The database is the source of truth: whatever the broker loses, the next relay p
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -90,25 +91,47 @@ def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
 # --- two-phase: for producers that cannot write the outbox in their own transaction --------
 
 
+class DuplicateBusinessKey(ValueError):
+    """A prepare replayed for the same (topic, business key) with a different payload."""
+
+
 def prepare(topic: str, payload: dict, *, using: str = "default", business_key: str, check_back: str) -> uuid.UUID:
     """Store a PREPARED message; it is sent only when confirmed. ``check_back`` names a
-    registered resolver or is the producer's URL, asked if no confirm/discard comes in time."""
+    registered resolver or is the producer's URL, asked if no confirm/discard comes in time.
+
+    Idempotent on (topic, business key): a producer retrying after a lost answer gets the same
+    message back, so a committed transaction is never announced twice.
+    """
+    producer_key = f"{topic}:{business_key}"
     due = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY)
-    with transaction.atomic(using=using):
-        rows = Message.objects.using(using).bulk_create(
-            _rows(topic, payload, status=Status.PREPARED, due=due, business_key=business_key, check_back=check_back)
-        )
-    return rows[0].message_id
+    rows = _rows(topic, payload, status=Status.PREPARED, due=due, business_key=business_key,
+                 check_back=check_back, producer_key=producer_key)
+    try:
+        with transaction.atomic(using=using):
+            Message.objects.using(using).bulk_create(rows)
+        return rows[0].message_id
+    except IntegrityError:
+        existing = Message.objects.using(using).filter(producer_key=producer_key).first()
+        if existing is None:
+            raise
+        if existing.payload != payload:
+            raise DuplicateBusinessKey(f"business key {business_key!r} was prepared with another payload") from None
+        return existing.message_id
+
+
+def _unconfirmed(message_id: uuid.UUID, using: str):
+    """PREPARED rows, and DEAD ones that were never confirmed (check-back stayed undecided)."""
+    return Message.objects.using(using).filter(
+        message_id=message_id, status__in=[Status.PREPARED, Status.DEAD], confirmed_at__isnull=True
+    )
 
 
 def confirm(message_id: uuid.UUID, *, using: str = "default") -> int:
-    """PREPARED -> SENDING, due now. Idempotent: confirming twice (or a sent message) changes nothing."""
+    """-> SENDING, due now. Idempotent: confirming twice (or a sent message) changes nothing."""
     now = timezone.now()
     with transaction.atomic(using=using):
-        confirmed = (
-            Message.objects.using(using)
-            .filter(message_id=message_id, status=Status.PREPARED)
-            .update(status=Status.SENDING, next_send_at=now, confirmed_at=now)
+        confirmed = _unconfirmed(message_id, using).update(
+            status=Status.SENDING, send_count=0, next_send_at=now, confirmed_at=now
         )
         if confirmed:
             transaction.on_commit(lambda: kick_relay(using), using=using, robust=True)
@@ -116,8 +139,8 @@ def confirm(message_id: uuid.UUID, *, using: str = "default") -> int:
 
 
 def discard(message_id: uuid.UUID, *, using: str = "default") -> int:
-    """Drop a PREPARED message (its producer's transaction rolled back). Sent messages stay."""
-    deleted, _ = Message.objects.using(using).filter(message_id=message_id, status=Status.PREPARED).delete()
+    """Drop an unconfirmed message (its producer's transaction rolled back). Sent messages stay."""
+    deleted, _ = _unconfirmed(message_id, using).delete()
     return deleted
 
 
@@ -173,11 +196,19 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
                 send_count=F("send_count") + 1, next_send_at=now + timedelta(seconds=wait)
             )
     if rows:
-        _ship(alias, rows)
-    return len(rows)
+        unsent = _ship(alias, rows)
+        if unsent:
+            # the broker refused them: that was no send, so it must not bring them nearer DEAD
+            Message.objects.using(alias).filter(id__in=unsent).update(
+                send_count=F("send_count") - 1,
+                next_send_at=timezone.now() + timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS),
+            )
+        return len(rows) - len(unsent)
+    return 0
 
 
-def _ship(alias: str, rows: list[Message]) -> None:
+def _ship(alias: str, rows: list[Message]) -> list[int]:
+    """Publish the rows to their queues, 100 per task. Returns the ids the broker did not take."""
     from paysys.messaging.tasks import consume
 
     by_queue: dict[str, list[dict]] = {}
@@ -192,15 +223,24 @@ def _ship(alias: str, rows: list[Message]) -> None:
                 "send_count": row.send_count + 1,
             }
         )
+    batches = [
+        (queue, deliveries[start : start + BATCH_SIZE])
+        for queue, deliveries in by_queue.items()
+        for start in range(0, len(deliveries), BATCH_SIZE)
+    ]
+    unsent: list[int] = []
     try:
         with consume.app.producer_or_acquire() as producer:
-            for queue, deliveries in by_queue.items():
-                for start in range(0, len(deliveries), BATCH_SIZE):
-                    consume.apply_async(
-                        args=[alias, deliveries[start : start + BATCH_SIZE]], queue=queue, producer=producer
-                    )
-    except Exception:  # the rows stay SENDING with a due time: recovery resends them
-        logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(rows), alias, exc_info=True)
+            for n, (queue, batch) in enumerate(batches):
+                try:
+                    consume.apply_async(args=[alias, batch], queue=queue, producer=producer)
+                except Exception:
+                    unsent.extend(d["id"] for later in batches[n:] for d in later[1])
+                    raise
+    except Exception:  # the rows stay SENDING: recovery resends them once the broker is back
+        unsent = unsent or [r.id for r in rows]
+        logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(unsent), alias, exc_info=True)
+    return unsent
 
 
 # --- consumption and acknowledgement -------------------------------------------------------
@@ -283,21 +323,28 @@ def outbox_aliases() -> list[str]:
 
 
 def recover_messages(*, now=None) -> dict[str, int]:
-    """One pass of the recovery subsystem: resend due messages, resolve stale PREPARED ones.
+    """One pass of the recovery subsystem: resend due messages, then resolve stale PREPARED ones.
 
-    Each alias is handled on its own: one unreachable database does not stop the others.
+    Each alias is handled on its own: one unreachable database does not stop the others. Every
+    alias is relayed before any producer is asked anything, so a slow check-back never delays
+    a resend; check-backs stop when the pass's time budget is spent and go on next pass.
     """
     totals = {"resent": 0, "checked": 0}
     for alias in outbox_aliases():
         try:
             totals["resent"] += relay_due(alias, now=now)
-            totals["checked"] += check_back_due(alias, now=now)
         except DatabaseError:
             logger.warning("recovery skipped alias %s: database unavailable", alias, exc_info=True)
+    deadline = time.monotonic() + settings.MESSAGE_CHECK_BACK_BUDGET
+    for alias in outbox_aliases():
+        try:
+            totals["checked"] += check_back_due(alias, now=now, deadline=deadline)
+        except DatabaseError:
+            logger.warning("check-back skipped alias %s: database unavailable", alias, exc_info=True)
     return totals
 
 
-def check_back_due(alias: str, *, now=None, limit: int = 100) -> int:
+def check_back_due(alias: str, *, now=None, limit: int = 100, deadline: float | None = None) -> int:
     """Ask the producer of each stale PREPARED message whether its transaction committed."""
     from paysys.messaging.check_back import ask_producer
 
@@ -316,6 +363,8 @@ def check_back_due(alias: str, *, now=None, limit: int = 100) -> int:
         )
     seen = set()
     for row in rows:
+        if deadline is not None and time.monotonic() > deadline:
+            break  # out of time: the rest were pushed an interval forward and are asked then
         if row.message_id in seen:
             continue
         seen.add(row.message_id)

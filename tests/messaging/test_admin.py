@@ -389,3 +389,22 @@ def test_no_add_permission(admin_client, rf, admin_user):
     assert not model_admin.has_change_permission(request)
     assert not model_admin.has_delete_permission(request)
     assert model_admin.has_resend_permission(request)
+
+
+@pytest.mark.parametrize("verdict,expected", [("confirm", {"SENDING"}), ("discard", set())])
+def test_admin_settles_a_never_confirmed_dead_message(admin_client, verdict, expected, monkeypatch):
+    from paysys.messaging import services as message_services
+
+    monkeypatch.setattr(message_services, "kick_relay", lambda alias: None)
+    message_id = message_services.prepare(
+        "test.topic", {"n": 1}, using="orders", business_key="undecided", check_back="nobody.answers"
+    )
+    Message.objects.using("orders").update(status="DEAD", next_send_at=None)
+    row = Message.objects.using("orders").filter(message_id=message_id).first()
+
+    page = admin_client.get(f"/admin/messaging/message/{row.pk}/change/?service=orders")
+    assert "Confirm (producer committed)" in page.content.decode()
+    response = admin_client.post(f"/admin/messaging/message/{row.pk}/settle/{verdict}/?service=orders")
+
+    assert response.status_code == 302
+    assert set(Message.objects.using("orders").filter(message_id=message_id).values_list("status", flat=True)) == expected

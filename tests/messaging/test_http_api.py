@@ -29,6 +29,7 @@ def on_http_message_too(message):
 @pytest.fixture(autouse=True)
 def _token(settings, monkeypatch):
     settings.MESSAGING_SERVICE_TOKEN = TOKEN
+    settings.MESSAGING_HTTP_TOPICS = ["test.http_api", "nobody.listens"]
     monkeypatch.setattr(services, "kick_relay", lambda alias: None)
 
 
@@ -319,3 +320,18 @@ def test_the_schema_documents_the_api_and_stays_valid(tmp_path):
     schema = out.read_text()
     assert "/api/v1/messages/{message_id}/confirm" in schema
     assert "serviceToken" in schema
+
+
+def test_a_topic_not_open_to_http_producers_is_refused_and_nothing_is_stored(client):
+    # bank.payment_succeeded has consumers, but only the gateway may announce a bank payment
+    response = client.post(
+        "/api/v1/messages",
+        {"topic": "bank.payment_succeeded", "payload": {"out_trade_no": "PSX"}, "business_key": "k",
+         "check_back_url": "http://127.0.0.1:9/cb"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "topic_not_allowed"
+    assert not Message.objects.using("default").exists()
+

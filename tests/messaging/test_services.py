@@ -297,3 +297,43 @@ def test_check_back_gives_up_to_dead_after_the_limit(monkeypatch, settings):
     rows = Message.objects.using("default").filter(message_id=message_id)
     assert set(rows.values_list("status", flat=True)) == {"DEAD"}
     assert "undecided after 3 asks" in rows.first().last_error
+
+
+def test_prepare_is_idempotent_on_topic_and_business_key(monkeypatch):
+    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+
+    first = services.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
+    replay = services.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
+
+    assert replay == first
+    assert Message.objects.using("default").filter(business_key="tx-1").count() == 2  # one per consumer
+    with pytest.raises(services.DuplicateBusinessKey):
+        services.prepare("test.ping", {"n": 2}, business_key="tx-1", check_back="test.payer_exists")
+
+
+def test_a_human_settles_a_message_dead_after_undecided_check_backs(monkeypatch):
+    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    committed = services.prepare("test.ping", {}, business_key="c", check_back="test.payer_exists")
+    rolled_back = services.prepare("test.ping", {}, business_key="r", check_back="test.payer_exists")
+    Message.objects.using("default").update(status="DEAD", next_send_at=None)
+
+    assert services.resend_dead_messages("default", queue="notifications") == 0  # never confirmed: not resent
+    assert services.confirm(committed) == 2
+    assert services.discard(rolled_back) == 2
+
+    rows = Message.objects.using("default")
+    assert set(rows.values_list("status", flat=True)) == {"SENDING"}
+    assert all(r.confirmed_at and r.send_count == 0 for r in rows)
+    assert services.discard(committed) == 0  # confirmed messages are never dropped
+
+
+def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
+    from django_celery_beat.models import PeriodicTask
+
+    from paysys.core.schedules import sync_beat_schedules
+
+    sync_beat_schedules()
+
+    poll = PeriodicTask.objects.get(name="orders.poll_bank")
+    assert poll.expire_seconds == 1
+    assert PeriodicTask.objects.get(name="messaging.recover_messages").expire_seconds == 5
