@@ -142,7 +142,10 @@ def _configure(db: dict) -> dict:
         options.setdefault("charset", "utf8mb4")
         options.setdefault("isolation_level", "read committed")
         options.setdefault("connect_timeout", 5)
+        # identifiers (merchant_order_no, trade numbers, voucher sources) compare exactly, as on
+        # SQLite: "abc" and "ABC" are two orders, never a replay of each other
         db.setdefault("TEST", {}).setdefault("CHARSET", "utf8mb4")
+        db["TEST"].setdefault("COLLATION", "utf8mb4_bin")
     return db
 
 

@@ -32,7 +32,7 @@ def ensure_database(alias: str) -> bool:
         cursor = server.cursor()
         created = cursor.execute("SHOW DATABASES LIKE %s", [db["NAME"]]) == 0
         if created:
-            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         return created
     finally:
         server.close()
