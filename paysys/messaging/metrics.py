@@ -9,7 +9,8 @@ owns the outbox (``default`` is core). An unreachable database is skipped and re
     paysys_messages{service,queue,status}          rows by state (every state of every queue seen)
     paysys_messages_dead{service,queue}            DEAD rows: a human must look (admin, "Resend")
     paysys_message_oldest_pending_seconds{service} age of the oldest PREPARED or SENDING row, 0 if none
-    paysys_message_resends_total{service}          sum of max(send_count - 1, 0) over all rows
+    paysys_message_resends{service}                sum of max(send_count - 1, 0) over the rows kept
+                                                   (a gauge: an admin resend restarts a row's count)
     paysys_database_up{alias}                      1 when the alias answered, else 0
 """
 
@@ -27,7 +28,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from paysys.messaging.models import Message
@@ -106,7 +107,7 @@ class OutboxCollector(Collector):
         oldest = GaugeMetricFamily(
             "paysys_message_oldest_pending_seconds", "Age of the oldest PREPARED or SENDING row.", labels=["service"]
         )
-        resends = CounterMetricFamily(
+        resends = GaugeMetricFamily(
             "paysys_message_resends", "Sends beyond the first, summed over the outbox rows.", labels=["service"]
         )
         up = GaugeMetricFamily("paysys_database_up", "Whether the database alias answered this scrape.", labels=["alias"])

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import redis
@@ -149,11 +150,12 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
               "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify"}},
             business_key="BK-2PC", check_back="gateway.bank_notify_stored",
         )
-        if {committed!r}:
-            with transaction.atomic():
-                BankNotify.objects.create(bank_trade_no="BK-2PC", out_trade_no="PSX", amount=5, currency="CNY",
-                                          status="SUCCESS", paid_at=timezone.now(), raw_body="{{}}", signature="x")
-        os.kill(os.getpid(), signal.SIGKILL)  # dies before confirm
+        with transaction.atomic():
+            BankNotify.objects.create(bank_trade_no="BK-2PC", out_trade_no="PSX", amount=5, currency="CNY",
+                                      status="SUCCESS", paid_at=timezone.now(), raw_body="{{}}", signature="x")
+            if not {committed!r}:
+                os.kill(os.getpid(), signal.SIGKILL)  # dies inside its business transaction
+        os.kill(os.getpid(), signal.SIGKILL)  # committed, dies before confirm
         """
     )
     from tests.faults.harness import service_env
@@ -185,7 +187,7 @@ def accounting_messages():
     return Message.objects.using("orders").filter(topic="order.paid", queue="accounting")
 
 
-def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers):
+def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers, fast_schedule):
     from accounting.models import Voucher
 
     workers("core")
@@ -199,9 +201,13 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
         pay(order, f"BACC{n}")
     wait_for(lambda: Order.objects.filter(status="SUCCESS").count() == 5, what="all orders paid")
 
-    # accounting is down: its messages wait, nothing is booked
+    # accounting is down: its messages wait and are resent on schedule, nothing is booked
+    for _ in range(2):
+        time.sleep(1.1)
+        services.recover_messages()
     assert Voucher.objects.count() == 0
     assert set(accounting_messages().values_list("status", flat=True)) == {"SENDING"}
+    assert min(accounting_messages().values_list("send_count", flat=True)) >= 2
 
     workers("accounting")  # the service comes back
     wait_for(lambda: not accounting_messages().exclude(status="CONSUMED").exists(), what="the backlog to drain")

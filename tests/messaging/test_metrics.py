@@ -77,16 +77,16 @@ def test_oldest_pending_ignores_consumed_and_dead(client):
     assert 600 <= age < 660
 
 
-def test_resends_total_counts_sends_beyond_the_first(client):
+def test_resends_counts_sends_beyond_the_first(client):
     for send_count, status in [(0, Status.SENDING), (1, Status.CONSUMED), (3, Status.CONSUMED), (5, Status.DEAD), (2, Status.SENDING)]:
         add("notifications", status, send_count=send_count)
     add("points", Status.SENDING, send_count=4)
 
     samples = scrape(client)
 
-    assert samples[("paysys_message_resends_total", labels(service="notifications"))] == 0 + 0 + 2 + 4 + 1
-    assert samples[("paysys_message_resends_total", labels(service="points"))] == 3
-    assert samples[("paysys_message_resends_total", labels(service="default"))] == 0
+    assert samples[("paysys_message_resends", labels(service="notifications"))] == 0 + 0 + 2 + 4 + 1
+    assert samples[("paysys_message_resends", labels(service="points"))] == 3
+    assert samples[("paysys_message_resends", labels(service="default"))] == 0
     assert outbox_stats("notifications").resends == 7
 
 
