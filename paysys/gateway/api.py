@@ -20,6 +20,9 @@ class BankSignatureInvalid(ApiError):
 class BankNotifyApi(APIView):
     """``POST /gateway/bank/notify``: the bank's signed payment result. Store it, acknowledge it.
 
+    A notify repeating a stored bank_trade_no is acknowledged as a duplicate; when its content
+    differs the stored notify is flagged for a human and the answer says ``"flagged": true``.
+
     Nothing else happens here: the gateway must keep accepting notifies while orders is down.
     """
 
@@ -42,12 +45,21 @@ class BankNotifyApi(APIView):
         if not bank.signature_valid(raw_body, signature):
             raise BankSignatureInvalid("missing or invalid bank signature")
         try:
-            payload = json.loads(raw_body)
-        except (UnicodeDecodeError, ValueError):
+            # json.loads would also take UTF-16 or UTF-32 bytes; the bank speaks UTF-8 (RFC 8259)
+            text = raw_body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError("body is not UTF-8 text", code="malformed") from None
+        try:
+            # a leading BOM is ignored, as json.loads of the bytes did; the stored text keeps it
+            payload = json.loads(text.removeprefix("\ufeff"))
+        except ValueError:
             raise ApiError("body is not JSON", code="malformed") from None
         if not isinstance(payload, dict):
             raise ApiError("body must be a JSON object", code="malformed")
         data = self.InputSerializer(data=payload)
         data.is_valid(raise_exception=True)
-        notify, created = bank_notify_store(data=data.validated_data, raw_body=raw_body, signature=signature)
-        return Response({"result": "success", "bank_trade_no": notify.bank_trade_no, "duplicate": not created})
+        stored = bank_notify_store(data=data.validated_data, raw_body=text, signature=signature)
+        body = {"result": "success", "bank_trade_no": stored.notify.bank_trade_no, "duplicate": not stored.created}
+        if stored.flagged:
+            body["flagged"] = True  # acknowledged all the same: a human resolves it, not a resend
+        return Response(body)

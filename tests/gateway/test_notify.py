@@ -94,8 +94,89 @@ def test_replayed_notify_is_acknowledged_both_times_and_stored_once():
 
     assert first.status_code == replay.status_code == 200
     assert (first.json()["duplicate"], replay.json()["duplicate"]) == (False, True)
-    assert BankNotify.objects.get().duplicates == 1
+    assert "flagged" not in replay.json()
+    notify = BankNotify.objects.get()
+    assert (notify.duplicates, notify.flag, notify.conflicting_body) == (1, "", "")
     assert stored() == (1, 1)  # the replay publishes nothing
+
+
+def test_replay_stating_the_same_instant_in_another_offset_is_an_identical_duplicate():
+    post(encode(notify_body(paid_at="2026-11-27T10:00:00+00:00")))
+
+    replay = post(encode(notify_body(paid_at="2026-11-27T18:00:00+08:00")))
+
+    assert replay.status_code == 200
+    assert "flagged" not in replay.json()
+    notify = BankNotify.objects.get()
+    assert (notify.duplicates, notify.flag) == (1, "")
+
+
+@pytest.mark.parametrize(
+    "change,difference",
+    [
+        pytest.param({"out_trade_no": "PSOTHER"}, "out_trade_no PSOTHER != PS20261127ABCDEF0123456789", id="out_trade_no"),
+        pytest.param({"amount": 100}, "amount 100 != 1234", id="amount"),
+        pytest.param({"currency": "USD"}, "currency USD != CNY", id="currency"),
+        pytest.param(
+            {"paid_at": "2026-11-27T10:00:01+00:00"},
+            "paid_at 2026-11-27T10:00:01+00:00 != 2026-11-27T10:00:00+00:00",
+            id="paid_at",
+        ),
+    ],
+)
+def test_conflicting_duplicate_is_acknowledged_but_flagged_and_keeps_the_first(caplog, change, difference):
+    first = encode(notify_body())
+    conflicting = encode(notify_body(**change))
+    post(first)
+
+    with caplog.at_level("ERROR", logger="paysys.gateway"):
+        response = post(conflicting)
+
+    assert response.status_code == 200  # acknowledged: the bank must stop resending
+    assert response.json() == {"result": "success", "bank_trade_no": "B20261127100000AB12", "duplicate": True, "flagged": True}
+    notify = BankNotify.objects.get()
+    assert notify.flag == f"a later notify with the same bank_trade_no differed: {difference}"
+    assert (notify.out_trade_no, notify.amount, notify.currency) == ("PS20261127ABCDEF0123456789", 1234, "CNY")
+    assert notify.raw_body == first.decode() and notify.conflicting_body == conflicting.decode()
+    assert notify.duplicates == 0  # counts identical replays only
+    assert stored() == (1, 1)  # the conflicting notify publishes nothing
+    assert [r.levelname for r in caplog.records if difference in r.getMessage()] == ["ERROR"]
+
+
+def test_flag_names_every_differing_field():
+    post(encode(notify_body()))
+
+    post(encode(notify_body(amount=100, currency="USD")))
+
+    assert BankNotify.objects.get().flag.endswith(": amount 100 != 1234, currency USD != CNY")
+
+
+def test_flag_too_long_for_its_column_is_truncated_and_the_full_body_kept():
+    post(encode(notify_body(out_trade_no="P" * 64)))
+    conflicting = encode(notify_body(out_trade_no="Q" * 64, amount=10**15, currency="USD", paid_at="2027-01-01T00:00:00Z"))
+
+    response = post(conflicting)
+
+    assert response.json()["flagged"] is True
+    notify = BankNotify.objects.get()
+    assert len(notify.flag) == 255 and notify.flag.endswith("…")
+    assert notify.conflicting_body == conflicting.decode()
+
+
+def test_latest_conflicting_notify_wins_and_an_identical_replay_keeps_the_flag():
+    post(encode(notify_body()))
+    post(encode(notify_body(amount=100)))
+    latest = encode(notify_body(amount=200))
+    post(latest)
+
+    replay = post(encode(notify_body()))
+
+    assert replay.json()["duplicate"] is True and "flagged" not in replay.json()
+    notify = BankNotify.objects.get()
+    assert notify.flag.endswith("amount 200 != 1234")
+    assert notify.conflicting_body == latest.decode()
+    assert (notify.amount, notify.duplicates) == (1234, 1)
+    assert stored() == (1, 1)
 
 
 def test_notifies_of_two_bank_trades_are_two_rows():
@@ -112,6 +193,27 @@ def test_malformed_json_is_400_and_nothing_is_stored(raw):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed"
     assert stored() == (0, 0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_signed_body_that_is_not_utf8_is_400_and_nothing_is_stored(encoding):
+    raw = json.dumps(notify_body()).encode(encoding)  # json.loads would accept these bytes
+
+    response = post(raw)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed"
+    assert stored() == (0, 0)
+
+
+def test_utf8_body_with_a_byte_order_mark_is_accepted_and_stored_verbatim():
+    raw = json.dumps(notify_body()).encode("utf-8-sig")
+
+    response = post(raw)
+
+    assert response.status_code == 200
+    assert BankNotify.objects.get().raw_body.encode() == raw  # exactly the signed bytes
+    assert stored() == (1, 1)
 
 
 def _without(field: str) -> dict:
