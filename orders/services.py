@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -15,9 +16,14 @@ from paysys.api.exceptions import ApiError, Conflict
 from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for
 from paysys.messaging.services import publish
-from orders.models import Order, PaymentRecord
+from orders.models import IllegalTransition, Order, PaymentRecord
 
 logger = logging.getLogger(__name__)
+
+# one polling or expiry pass stops asking the bank after this long; the next pass goes on
+BANK_PASS_BUDGET_SECONDS = 20
+# an expired order whose bank cannot be asked is closed anyway once expired this long
+DEFAULT_CLOSE_GRACE_SECONDS = 600
 
 # fields that must match for a replayed create to be "the same order"
 IDEMPOTENT_FIELDS = ("amount", "currency", "subject", "payer_id", "notify_url")
@@ -83,15 +89,6 @@ def order_pay_url(order: Order) -> str:
     )
 
 
-def orders_close_expired(*, now=None) -> int:
-    """CREATED orders past their expiry -> CLOSED. The status filter makes it a legal, race-free move."""
-    Order.check_transition(Order.Status.CREATED, Order.Status.CLOSED)
-    now = now or timezone.now()
-    return Order.objects.filter(status=Order.Status.CREATED, expires_at__lt=now).update(
-        status=Order.Status.CLOSED, updated_at=now
-    )
-
-
 # --- bank payments: from the gateway's notify message, or found by polling the bank ---------
 
 TOPIC_ORDER_PAID = "order.paid"
@@ -105,26 +102,34 @@ def bank_payment_apply(
     Completes a payable order whose amount and currency match (-> SUCCESS, publishes
     ``order.paid`` in the same transaction). Anything else is recorded FLAGGED for a human.
     Replays of the same bank trade number return the first record and change nothing.
+
+    A notify and a poll of the same payment may race: the order row is locked first, then the
+    record is inserted in a savepoint before anything else changes; the unique bank trade number
+    decides which one applies, and the loser returns the winner's record.
     """
-    existing = PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
-    if existing is not None:
-        return existing
     paid_at_dt = parse_datetime(paid_at) if isinstance(paid_at, str) else paid_at
-    record = PaymentRecord(
-        bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount, currency=currency,
-        paid_at=paid_at_dt, source=source, outcome=PaymentRecord.Outcome.FLAGGED,
-    )
     order = Order.objects.select_for_update().filter(out_trade_no=out_trade_no).first()
-    record.order_id = order.pk if order else None
-    record.reason = _why_not_payable(order, amount=amount, currency=currency)
-    if not record.reason:
-        order.transition(Order.Status.PAYING)
-        order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at_dt, next_poll_at=None)
-        record.outcome = PaymentRecord.Outcome.APPLIED
-        publish(TOPIC_ORDER_PAID, order_paid_payload(order), using="orders")
-    else:
-        logger.error("bank payment %s flagged for review: %s", bank_trade_no, record.reason)
-    record.save()
+    reason = _why_not_payable(order, amount=amount, currency=currency)
+    record = PaymentRecord(
+        bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, order_id=order.pk if order else None,
+        amount=amount, currency=currency, paid_at=paid_at_dt, source=source, reason=reason,
+        outcome=PaymentRecord.Outcome.FLAGGED if reason else PaymentRecord.Outcome.APPLIED,
+    )
+    try:
+        with transaction.atomic(using="orders"):
+            record.save(force_insert=True)
+    except IntegrityError:
+        # a locking read: it sees the winner's committed row whatever this transaction's snapshot
+        existing = PaymentRecord.objects.select_for_update().filter(bank_trade_no=bank_trade_no).first()
+        if existing is None:
+            raise  # not a replay: a real integrity problem
+        return existing
+    if reason:
+        logger.error("bank payment %s flagged for review: %s", bank_trade_no, reason)
+        return record
+    order.transition(Order.Status.PAYING)
+    order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at_dt, next_poll_at=None)
+    publish(TOPIC_ORDER_PAID, order_paid_payload(order), using="orders")
     return record
 
 
@@ -168,9 +173,13 @@ def _next_poll_at(order: Order, now):
     return due if due <= order.expires_at else None
 
 
-def orders_poll_bank(*, now=None, limit: int = 200) -> int:
+def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK_PASS_BUDGET_SECONDS) -> int:
     """One polling pass: for each CREATED order whose poll is due, ask the bank; a found payment
-    goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked."""
+    goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked.
+
+    The claim moves every claimed order's next poll forward before any question, so an order the
+    pass does not reach (bank down, budget spent) is simply asked at its next poll time.
+    """
     now = now or timezone.now()
     with transaction.atomic(using="orders"):
         due = list(
@@ -180,12 +189,84 @@ def orders_poll_bank(*, now=None, limit: int = 200) -> int:
         )
         for order in due:  # claim: move the next poll forward before asking
             Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=_next_poll_at(order, now))
+    deadline = time.monotonic() + budget_seconds
+    asked = 0
     for order in due:
-        payment = bank.query_payment(order.out_trade_no)
+        if time.monotonic() >= deadline:
+            logger.warning("poll pass spent its %s s budget: %d claimed orders wait for their next poll",
+                           budget_seconds, len(due) - asked)
+            break
+        asked += 1
+        try:
+            payment = bank.query_payment(order.out_trade_no)
+        except bank.BankUnavailable as exc:
+            logger.warning("polling %s: %s; asking again at its next poll", order.out_trade_no, exc)
+            continue
         if payment is not None and payment["status"] == "SUCCESS":
-            with transaction.atomic(using="orders"):
-                bank_payment_apply(
-                    out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
-                    amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
-                )
-    return len(due)
+            _bank_payment_apply_found(payment)
+    return asked
+
+
+def _bank_payment_apply_found(payment: dict) -> PaymentRecord | None:
+    """Apply a payment the bank reported when asked, in its own transaction. A pass goes on
+    whatever one payment does: a failure is logged (the order stays CREATED, asked again) -> None."""
+    try:
+        with transaction.atomic(using="orders"):
+            return bank_payment_apply(
+                out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
+                amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
+            )
+    except Exception:
+        logger.exception("applying bank payment %s of %s failed", payment.get("bank_trade_no"), payment.get("out_trade_no"))
+        return None
+
+
+# --- order expiry: close what the bank says was not paid ---------------------------------
+
+
+def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = BANK_PASS_BUDGET_SECONDS) -> int:
+    """One expiry pass over CREATED orders past their expiry, oldest first. Returns orders closed.
+
+    A payer may pay in the last minutes while the bank's notify is still on its way, so each
+    order's bank is asked before closing: paid -> the payment is applied (SUCCESS), as polling
+    does; no payment -> CLOSED; the bank cannot be asked -> the order stays CREATED for the next
+    pass, until it expired more than ``ORDER_CLOSE_GRACE_SECONDS`` ago: then it is closed anyway
+    and a payment arriving later is flagged for a human.
+    """
+    now = now or timezone.now()
+    grace = timedelta(seconds=getattr(settings, "ORDER_CLOSE_GRACE_SECONDS", DEFAULT_CLOSE_GRACE_SECONDS))
+    with transaction.atomic(using="orders"):  # skip orders another pass holds; hold nothing while asking
+        expired = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(status=Order.Status.CREATED, expires_at__lt=now)
+            .order_by("expires_at")[:limit]
+        )
+    deadline = time.monotonic() + budget_seconds
+    closed = 0
+    for order in expired:
+        if time.monotonic() >= deadline:
+            logger.warning("expiry pass spent its %s s budget: the next pass takes over", budget_seconds)
+            break
+        try:
+            payment = bank.query_payment(order.out_trade_no)
+        except bank.BankUnavailable as exc:
+            if order.expires_at > now - grace:
+                logger.warning("expired order %s stays CREATED until the bank answers: %s", order.out_trade_no, exc)
+                continue
+            logger.warning("closing %s without the bank's answer, expired over %s ago: %s", order.out_trade_no, grace, exc)
+        else:
+            if payment is not None and payment["status"] == "SUCCESS":
+                record = _bank_payment_apply_found(payment)
+                if record is None or record.outcome == PaymentRecord.Outcome.APPLIED:
+                    continue
+                # flagged (amount or currency mismatch): waits for a human, the order still expires
+        closed += _order_close_if_created(order)
+    return closed
+
+
+def _order_close_if_created(order: Order) -> int:
+    try:
+        order.transition(Order.Status.CLOSED)
+    except IllegalTransition:  # paid or closed meanwhile
+        return 0
+    return 1

@@ -12,12 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
+import requests
 from django.conf import settings
 from django.core import signing
 
 SIGNATURE_HEADER = "X-Bank-Signature"
 PAY_TOKEN_SALT = "paysys.bank.pay"
+QUERY_TIMEOUT_SECONDS = 3
+PAYMENT_FIELDS = ("bank_trade_no", "out_trade_no", "amount", "currency", "status", "paid_at")
+
+
+class BankUnavailable(Exception):
+    """The bank cannot be asked now: unreachable, too slow, or an answer we cannot trust.
+
+    It says nothing about the payment: never read it as "not paid". Callers ask again later (order
+    expiry closes anyway only after a grace period; a payment arriving then is flagged for a human).
+    """
 
 
 def sign(body: bytes) -> str:
@@ -25,7 +37,13 @@ def sign(body: bytes) -> str:
 
 
 def signature_valid(body: bytes, signature: str | None) -> bool:
-    return bool(signature) and hmac.compare_digest(sign(body), signature.strip().lower())
+    if not signature:
+        return False
+    try:
+        given = signature.strip().lower().encode("ascii")
+    except UnicodeEncodeError:  # a hex digest is ASCII: anything else is simply not it
+        return False
+    return hmac.compare_digest(sign(body).encode("ascii"), given)
 
 
 def pay_url(*, out_trade_no: str, amount: int, currency: str, subject: str, expires_at: int) -> str:
@@ -49,22 +67,27 @@ def read_pay_token(token: str) -> dict | None:
 def query_payment(out_trade_no: str) -> dict | None:
     """Ask the bank what happened to ``out_trade_no``. The answer is signed like a notify.
 
-    Returns the payment dict, or None when the bank knows no payment or cannot be asked now
-    (unreachable, bad signature): polling simply asks again later.
+    Returns the payment dict, or None when the bank answers (signed 404) that it knows no
+    payment. Raises :class:`BankUnavailable` when it cannot be asked now (connection error,
+    timeout, another status, bad signature, unreadable answer): "no answer" is never "not paid",
+    since callers close orders on None. An unsigned 404 (a proxy, a wrong URL) is no answer.
     """
-    import json
-    import logging
-
-    import requests
-
     try:
-        response = requests.get(f"{settings.BANK_QUERY_URL}{out_trade_no}", timeout=3)
+        response = requests.get(f"{settings.BANK_QUERY_URL}{out_trade_no}", timeout=QUERY_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
-        logging.getLogger(__name__).warning("bank query for %s failed: %s", out_trade_no, exc)
-        return None
+        raise BankUnavailable(f"bank query for {out_trade_no} failed: {exc}") from exc
+    if response.status_code not in (200, 404):
+        raise BankUnavailable(f"bank query for {out_trade_no}: unexpected status {response.status_code}")
+    if not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
+        raise BankUnavailable(f"bank query for {out_trade_no}: answer {response.status_code} not signed by the bank")
     if response.status_code == 404:
         return None
-    if response.status_code != 200 or not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
-        logging.getLogger(__name__).warning("bank query for %s: unusable answer %s", out_trade_no, response.status_code)
-        return None
-    return json.loads(response.content)
+    try:
+        payment = json.loads(response.content)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BankUnavailable(f"bank query for {out_trade_no}: answer is not JSON") from exc
+    if not isinstance(payment, dict) or any(field not in payment for field in PAYMENT_FIELDS):
+        raise BankUnavailable(f"bank query for {out_trade_no}: answer lacks payment fields")
+    if payment["out_trade_no"] != out_trade_no:
+        raise BankUnavailable(f"bank query for {out_trade_no}: answer is about {payment['out_trade_no']!r}")
+    return payment

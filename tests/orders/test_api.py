@@ -6,8 +6,11 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from orders.models import Order
+from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
+from paysys import bank as bank_protocol
+from paysys.messaging.models import Message
+from tests.orders.conftest import pay_with_notify_held
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -288,19 +291,58 @@ def test_throttled_per_api_key(api, settings, make_merchant):
 # --- expiry -------------------------------------------------------------------------------
 
 
-def test_expired_created_orders_are_closed_and_others_untouched(api, payer):
-    for no in ("OLD", "NEW", "PAID"):
-        api.post("/api/v1/orders", order_body(payer, merchant_order_no=no), format="json")
-    past = timezone.now() - timedelta(minutes=1)
-    Order.objects.filter(merchant_order_no__in=["OLD", "PAID"]).update(expires_at=past)
+def expire(*merchant_order_nos, ago=timedelta(minutes=1)):
+    Order.objects.filter(merchant_order_no__in=merchant_order_nos).update(expires_at=timezone.now() - ago)
+
+
+def statuses():
+    return dict(Order.objects.values_list("merchant_order_no", "status"))
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, payer, bank):
+    created = {
+        no: api.post("/api/v1/orders", order_body(payer, merchant_order_no=no), format="json").json()
+        for no in ("OLD", "NEW", "PAID", "LATE")
+    }
+    bank_trade_no = pay_with_notify_held(created["LATE"]["pay_url"])  # paid in the last minute, notify delayed
+    expire("OLD", "PAID", "LATE")
     Order.objects.filter(merchant_order_no="PAID").update(status=Order.Status.SUCCESS)
 
     closed = orders_close_expired()
 
     assert closed == 1
-    assert dict(Order.objects.values_list("merchant_order_no", "status")) == {
-        "OLD": "CLOSED",
-        "NEW": "CREATED",
-        "PAID": "SUCCESS",
-    }
+    assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}
+    record = PaymentRecord.objects.get()
+    assert (record.bank_trade_no, record.outcome, record.source) == (bank_trade_no, "APPLIED", "poll")
+    assert Message.objects.using("orders").filter(topic="order.paid").exists()
     assert orders_close_expired() == 0
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_expired_orders_wait_for_an_unreachable_bank_until_the_grace_period_ends(api, payer, settings):
+    settings.BANK_QUERY_URL = "http://127.0.0.1:9/sandbox/bank/payments/"  # connection refused
+    settings.ORDER_CLOSE_GRACE_SECONDS = 600
+    for no in ("JUST", "LONG-AGO"):
+        api.post("/api/v1/orders", order_body(payer, merchant_order_no=no), format="json")
+    expire("JUST", ago=timedelta(minutes=1))
+    expire("LONG-AGO", ago=timedelta(minutes=11))
+
+    closed = orders_close_expired()
+
+    assert closed == 1
+    assert statuses() == {"JUST": "CREATED", "LONG-AGO": "CLOSED"}  # JUST: its notify may still come
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_an_expired_order_whose_payment_is_flagged_is_closed(api, payer, monkeypatch):
+    order_no = api.post("/api/v1/orders", order_body(payer, merchant_order_no="ODD"), format="json").json()["out_trade_no"]
+    expire("ODD")
+    wrong_amount = {"bank_trade_no": "B-ODD", "out_trade_no": order_no, "amount": 1, "currency": "CNY",
+                    "status": "SUCCESS", "paid_at": "2026-11-27T10:00:00+00:00"}
+    monkeypatch.setattr(bank_protocol, "query_payment", lambda out_trade_no: wrong_amount)
+
+    assert orders_close_expired() == 1
+
+    assert statuses() == {"ODD": "CLOSED"}
+    assert PaymentRecord.objects.get().outcome == "FLAGGED"  # for a human, as any payment it cannot apply

@@ -1,12 +1,14 @@
 """Bank payment -> order: via the gateway's stored notify and the reliable message to orders."""
 
 import json
+import threading
 
 import pytest
+from django.db import connections, transaction
 from django.test import Client
 
 from orders.models import Order, PaymentRecord
-from orders.services import order_create
+from orders.services import bank_payment_apply, order_create
 from paysys import bank
 from paysys.core.money import fee_for
 from paysys.gateway.models import BankNotify
@@ -127,3 +129,37 @@ def test_second_payment_for_a_paid_order_is_flagged(order):
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
     assert Order.objects.get(pk=order.pk).bank_trade_no == "B1"
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_a_notify_and_a_poll_racing_apply_one_payment_once(order):
+    """The consumer (notify) and the poller find the same payment at the same moment: on MariaDB
+    both used to see no record, and the loser's insert raised IntegrityError (1062)."""
+    barrier, records, errors = threading.Barrier(2), [], []
+
+    def apply(source):
+        try:
+            barrier.wait(timeout=10)
+            with transaction.atomic(using="orders"):
+                records.append(bank_payment_apply(
+                    out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=order.amount,
+                    currency=order.currency, paid_at="2026-11-27T10:00:00+00:00", source=source,
+                ))
+        except Exception as exc:  # noqa: BLE001 - the test asserts none escapes
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=apply, args=(source,)) for source in ("notify", "poll")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    record = PaymentRecord.objects.get()
+    assert (record.bank_trade_no, record.outcome) == ("B-RACE", "APPLIED")
+    assert [(r.pk, r.outcome) for r in records] == [(record.pk, "APPLIED")] * 2  # the loser returns the winner's
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    paid = Message.objects.using("orders").filter(topic="order.paid")
+    assert paid.values("message_id").distinct().count() == 1

@@ -4,27 +4,21 @@ A lost notify costs latency, never a payment; a late notify after polling change
 """
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
+from orders import services
 from orders.models import Order, PaymentRecord
 from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
+from paysys import bank as bank_protocol
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
+from tests.orders.conftest import pay_with_notify_held as pay_at_bank
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
-
-
-@pytest.fixture
-def bank(live_server, settings):
-    """The bank simulator and the gateway, served over real HTTP."""
-    settings.BANK_QUERY_URL = live_server.url + "/sandbox/bank/payments/"
-    settings.BANK_NOTIFY_URL = live_server.url + "/gateway/bank/notify"
-    return live_server
 
 
 @pytest.fixture
@@ -35,11 +29,17 @@ def order(merchant, payer):
     return order
 
 
+@pytest.fixture
+def second_order(merchant, payer):
+    order, _ = order_create(
+        merchant=merchant, merchant_order_no="POLL-2", amount=3100, currency="CNY", subject="s", payer_id=payer.pk
+    )
+    return order
+
+
 def pay_with_notify_held(order):
     """The payer pays, but the bank's notify is held back: as if it were lost on the way."""
-    response = Client().post(urlsplit(order_pay_url(order)).path, {"hold": True}, content_type="application/json")
-    assert response.status_code == 200
-    return response.json()["bank_trade_no"]
+    return pay_at_bank(order_pay_url(order))
 
 
 def poll_now(order):
@@ -98,6 +98,67 @@ def test_bank_unreachable_polling_asks_again_later(order, settings, live_server)
 
     order.refresh_from_db()
     assert order.status == "CREATED" and order.next_poll_at is not None
+
+
+def make_due(*orders):
+    """Due now, asked in the given order."""
+    for n, order in enumerate(orders):
+        Order.objects.filter(pk=order.pk).update(next_poll_at=timezone.now() - timedelta(seconds=len(orders) - n))
+
+
+def test_one_order_the_bank_cannot_answer_does_not_stop_the_pass(order, second_order, bank, monkeypatch):
+    for o in (order, second_order):
+        pay_with_notify_held(o)
+    real_query = bank_protocol.query_payment
+
+    def query(out_trade_no):
+        if out_trade_no == order.out_trade_no:
+            raise bank_protocol.BankUnavailable("timed out")
+        return real_query(out_trade_no)
+
+    monkeypatch.setattr(bank_protocol, "query_payment", query)
+    make_due(order, second_order)
+
+    assert orders_poll_bank() == 2
+
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert Order.objects.get(pk=second_order.pk).status == "SUCCESS"
+    assert Order.objects.get(pk=order.pk).next_poll_at > timezone.now()  # asked again later
+
+
+def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(order, second_order, bank, monkeypatch):
+    failing = pay_with_notify_held(order)
+    pay_with_notify_held(second_order)
+    real_apply = services.bank_payment_apply
+
+    def apply(**payment):
+        if payment["bank_trade_no"] == failing:
+            raise RuntimeError("a bug in one payment")
+        return real_apply(**payment)
+
+    monkeypatch.setattr(services, "bank_payment_apply", apply)
+    make_due(order, second_order)
+
+    assert orders_poll_bank() == 2
+
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert Order.objects.get(pk=second_order.pk).status == "SUCCESS"
+    assert list(PaymentRecord.objects.values_list("out_trade_no", flat=True)) == [second_order.out_trade_no]
+
+
+def test_a_pass_over_its_budget_leaves_the_rest_for_their_next_poll(order, second_order, bank):
+    for o in (order, second_order):
+        pay_with_notify_held(o)
+    make_due(order, second_order)
+
+    assert orders_poll_bank(budget_seconds=0) == 0
+
+    claimed = Order.objects.filter(pk__in=[order.pk, second_order.pk])
+    assert set(claimed.values_list("status", "poll_count")) == {("CREATED", 1)}
+    assert all(o.next_poll_at > timezone.now() for o in claimed)  # not lost: due again later
+    make_due(order, second_order)
+    assert orders_poll_bank() == 2
+    assert set(claimed.values_list("status", flat=True)) == {"SUCCESS"}
 
 
 def test_poll_schedule_then_every_few_minutes_until_expiry(settings):

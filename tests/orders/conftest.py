@@ -1,0 +1,22 @@
+"""Orders fixtures: the bank simulator and the gateway over real HTTP, paying with the notify held."""
+
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+
+@pytest.fixture
+def bank(live_server, settings):
+    """The bank simulator and the gateway, served over real HTTP."""
+    settings.BANK_QUERY_URL = live_server.url + "/sandbox/bank/payments/"
+    settings.BANK_NOTIFY_URL = live_server.url + "/gateway/bank/notify"
+    return live_server
+
+
+def pay_with_notify_held(pay_url: str) -> str:
+    """The payer pays, but the bank's notify is held back: as if it were lost on the way.
+    Returns the bank trade number."""
+    response = Client().post(urlsplit(pay_url).path, {"hold": True}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()["bank_trade_no"]
