@@ -219,6 +219,9 @@ ORDER_EXPIRY_SECONDS = int(os.environ.get("ORDER_EXPIRY_SECONDS", str(30 * 60)))
 # order polling (roncoo-pay's order-polling app): seconds between asks while no notify came
 ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10,20,30")]
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
+# an expired order is closed once the bank says it was not paid; if the bank cannot be asked,
+# it is closed anyway this long after expiry (a payment arriving later is flagged for a human)
+ORDER_CLOSE_GRACE_SECONDS = int(os.environ.get("ORDER_CLOSE_GRACE_SECONDS", "600"))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "paysys API",
