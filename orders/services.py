@@ -22,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 # one polling or expiry pass stops asking the bank after this long; the next pass goes on
 BANK_PASS_BUDGET_SECONDS = 20
-# an expired order whose bank cannot be asked is closed anyway once expired this long
-DEFAULT_CLOSE_GRACE_SECONDS = 600
 
 # fields that must match for a replayed create to be "the same order"
 IDEMPOTENT_FIELDS = ("amount", "currency", "subject", "payer_id", "notify_url")
@@ -234,7 +232,7 @@ def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = 
     and a payment arriving later is flagged for a human.
     """
     now = now or timezone.now()
-    grace = timedelta(seconds=getattr(settings, "ORDER_CLOSE_GRACE_SECONDS", DEFAULT_CLOSE_GRACE_SECONDS))
+    grace = timedelta(seconds=settings.ORDER_CLOSE_GRACE_SECONDS)
     with transaction.atomic(using="orders"):  # skip orders another pass holds; hold nothing while asking
         expired = list(
             Order.objects.select_for_update(skip_locked=True)
