@@ -6,6 +6,7 @@ from django.urls import path
 
 from accounting.models import Account, Voucher, VoucherLine
 from accounting.selectors import trial_balances
+from paysys.core.admin_base import ReadOnlyAdmin
 
 
 @admin.register(Account)
@@ -42,7 +43,7 @@ class VoucherLineInline(admin.TabularInline):
 
 
 @admin.register(Voucher)
-class VoucherAdmin(admin.ModelAdmin):
+class VoucherAdmin(ReadOnlyAdmin):
     """Vouchers are booked only by the accounting service; here they are read, never edited
     (a correction is a new, reversing voucher)."""
 
@@ -60,15 +61,6 @@ class VoucherAdmin(admin.ModelAdmin):
     @admin.display(description="amount (Σ debit, minor units)", ordering="amount")
     def amount(self, obj):
         return obj.amount
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         urls = [

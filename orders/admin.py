@@ -2,25 +2,20 @@ from django.contrib import admin
 from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
+from paysys.core.admin_base import RecordAdmin
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(RecordAdmin):
     list_display = ["out_trade_no", "merchant_id", "merchant_order_no", "amount", "currency", "status", "created_at", "paid_at"]
     list_filter = ["status", "currency", "created_at"]
     search_fields = ["out_trade_no", "merchant_order_no", "bank_trade_no"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Order._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(PaymentRecord)
-class PaymentRecordAdmin(admin.ModelAdmin):
+class PaymentRecordAdmin(RecordAdmin):
     """Bank payments seen by orders; FLAGGED ones wait for a human (refund or manual fix)."""
 
     list_display = ["bank_trade_no", "out_trade_no", "amount", "currency", "source", "outcome", "reason", "reviewed_at", "created_at"]
@@ -28,12 +23,6 @@ class PaymentRecordAdmin(admin.ModelAdmin):
     search_fields = ["bank_trade_no", "out_trade_no"]
     readonly_fields = [f.name for f in PaymentRecord._meta.fields]
     actions = ["mark_reviewed"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Mark selected flagged payments as reviewed")
     def mark_reviewed(self, request, queryset):

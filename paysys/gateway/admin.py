@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from paysys.core.admin_base import RecordAdmin
 from paysys.gateway.models import BankNotify
 
 
@@ -21,7 +22,7 @@ class FlaggedFilter(admin.SimpleListFilter):
 
 
 @admin.register(BankNotify)
-class BankNotifyAdmin(admin.ModelAdmin):
+class BankNotifyAdmin(RecordAdmin):
     list_display = [
         "bank_trade_no", "out_trade_no", "amount", "currency", "status", "paid_at", "received_at", "duplicates", "flag",
     ]
@@ -29,9 +30,3 @@ class BankNotifyAdmin(admin.ModelAdmin):
     search_fields = ["bank_trade_no", "out_trade_no"]
     date_hierarchy = "received_at"
     readonly_fields = [f.name for f in BankNotify._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

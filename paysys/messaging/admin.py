@@ -34,6 +34,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
+from paysys.core.admin_base import ReadOnlyAdmin
 from paysys.messaging import services
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.messaging.models import Message
@@ -149,7 +150,7 @@ class ResendDeadForm(forms.Form):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin):
     list_display = [
         "message_id", "topic", "consumer", "queue", "status", "send_count", "next_send_at", "created_at",
         "last_error_excerpt",
@@ -181,16 +182,7 @@ class MessageAdmin(admin.ModelAdmin):
         except IncorrectLookupParameters:
             return None
 
-    # --- permissions: read-only, resends only ------------------------------------------------
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # --- permissions: read-only (ReadOnlyAdmin), resends only --------------------------------
 
     def has_resend_permission(self, request) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")

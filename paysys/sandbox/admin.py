@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from paysys.core.admin_base import RecordAdmin
 from paysys.sandbox import services
 from paysys.sandbox.models import BankNotifyAttempt, BankPayment
 
@@ -16,7 +17,7 @@ class BankNotifyAttemptInline(admin.TabularInline):
 
 
 @admin.register(BankPayment)
-class BankPaymentAdmin(admin.ModelAdmin):
+class BankPaymentAdmin(RecordAdmin):
     """The simulated bank's payments and their notifies: ACKED, PENDING (unacknowledged, due
     again at next_attempt_at), HELD (waiting for a release), GAVE_UP (schedule exhausted)."""
 
@@ -30,12 +31,6 @@ class BankPaymentAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in BankPayment._meta.fields]
     inlines = [BankNotifyAttemptInline]
     actions = ["retry_notify"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Retry the notify of selected payments that gave up")
     def retry_notify(self, request, queryset):
