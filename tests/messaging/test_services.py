@@ -337,3 +337,28 @@ def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
     poll = PeriodicTask.objects.get(name="orders.poll_bank")
     assert poll.expire_seconds == 1
     assert PeriodicTask.objects.get(name="messaging.recover_messages").expire_seconds == 5
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_two_workers_consuming_the_same_delivery_at_once_apply_it_once():
+    publish_ping({"n": 42})
+    deliveries = [d for d in deliveries_for("orders") if d["consumer"] == "notifications.test_ping"]
+    barrier, results = threading.Barrier(2), []
+
+    def consume():
+        barrier.wait()
+        try:
+            results.append(services.consume_batch("orders", deliveries))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=consume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert handled == [{"n": 42}]
+    assert InboxEntry.objects.using("notifications").filter(consumer="side-effect").count() == 1
+    assert [r["acked"] for r in results] == [[deliveries[0]["id"]]] * 2
+    assert Message.objects.using("orders").get(id=deliveries[0]["id"]).status == "CONSUMED"
