@@ -15,7 +15,10 @@ The database is the source of truth: whatever the broker loses, the next relay p
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -84,7 +87,7 @@ def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
     rows = Message.objects.using(using).bulk_create(
         _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now)
     )
-    transaction.on_commit(lambda: kick_relay(using), using=using, robust=True)
+    transaction.on_commit(lambda: request_relay(using), using=using, robust=True)
     return rows[0].message_id
 
 
@@ -134,7 +137,7 @@ def confirm(message_id: uuid.UUID, *, using: str = "default") -> int:
             status=Status.SENDING, send_count=0, next_send_at=now, confirmed_at=now
         )
         if confirmed:
-            transaction.on_commit(lambda: kick_relay(using), using=using, robust=True)
+            transaction.on_commit(lambda: request_relay(using), using=using, robust=True)
     return confirmed
 
 
@@ -145,6 +148,58 @@ def discard(message_id: uuid.UUID, *, using: str = "default") -> int:
 
 
 # --- relay: outbox -> broker, batched ------------------------------------------------------
+
+
+class _Kicker:
+    """Sends relay kicks from a background thread of this process, so a producer's commit never
+    waits on the cache or the broker (a hung Redis must not hang the bank's notify), and the
+    kicks of many commits in the same few milliseconds become one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: set[str] = set()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pid: int | None = None
+
+    def request(self, alias: str) -> None:
+        with self._lock:
+            self._pending.add(alias)
+            self._idle.clear()
+            if self._pid != os.getpid():  # first kick in this process, or in a forked child
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="paysys-relay-kicker", daemon=True).start()
+        self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every requested kick was sent (for short-lived producers before they exit)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                aliases, self._pending = self._pending, set()
+            for alias in aliases:
+                kick_relay(alias)
+            with self._lock:
+                if not self._pending:
+                    self._idle.set()
+
+
+_kicker = _Kicker()
+atexit.register(_kicker.flush)
+
+
+def request_relay(alias: str) -> None:
+    """After a commit: have the relay of ``alias`` run soon, without waiting for it."""
+    _kicker.request(alias)
+
+
+def flush_relay_requests(timeout: float = 5.0) -> bool:
+    return _kicker.flush(timeout)
 
 
 def kick_relay(alias: str) -> None:
@@ -247,37 +302,81 @@ def _ship(alias: str, rows: list[Message]) -> list[int]:
 
 
 def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int]]:
-    """Process each delivery once in its consumer's transaction; acknowledge the batch.
+    """Process each delivery once, with its inbox row; acknowledge the batch.
 
-    A duplicate (inbox row exists) is acknowledged without running the handler. A handler that
-    raises rolls back its own transaction only; its message stays SENDING with the error.
+    Each message runs in a savepoint of one transaction per consumer database, committed once for
+    the batch: a message's writes and its inbox row stand or fall together, a handler that raises
+    rolls back only its own savepoint (its message stays SENDING with the error), and nothing is
+    acknowledged before the commit that makes it durable. A duplicate (inbox row exists) is
+    acknowledged without running the handler.
     """
     acked: list[int] = []
     failed: dict[int, str] = {}
+    by_alias: dict[str, list[tuple[registry.Consumer, Delivery]]] = {}
     for item in deliveries:
         try:
             spec = registry.get_consumer(item["consumer"])
         except KeyError:
             failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
             continue
-        message_id = uuid.UUID(item["message_id"])
-        delivery = Delivery(item["id"], message_id, item["topic"], item["payload"], item["send_count"])
+        delivery = Delivery(item["id"], uuid.UUID(item["message_id"]), item["topic"], item["payload"], item["send_count"])
+        by_alias.setdefault(spec.alias, []).append((spec, delivery))
+    for alias, batch in by_alias.items():
+        done: list[int] = []
         try:
-            with transaction.atomic(using=spec.alias):
-                InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=message_id, topic=spec.topic)
-                spec.handler(delivery)
-            acked.append(delivery.id)
-        except IntegrityError as exc:
-            if _already_consumed(spec, message_id):
-                acked.append(delivery.id)
-            else:
-                failed[delivery.id] = _describe(exc)
-        except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never lost
-            failed[delivery.id] = _describe(exc)
-            logger.warning("consumer %s failed on message %s: %s", spec.name, message_id, failed[delivery.id])
+            with transaction.atomic(using=alias):
+                for spec, delivery in batch:
+                    error = _consume_one(spec, delivery)
+                    if error:
+                        failed[delivery.id] = error
+                    else:
+                        done.append(delivery.id)
+                if transaction.get_connection(alias).needs_rollback:  # a savepoint could not be rolled back
+                    raise DatabaseError("the consumer's transaction was lost (e.g. a deadlock rolled it back)")
+        except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
+            # one message must not sink the others (a deadlock victim, a handler that breaks the
+            # transaction): go again, each message in a transaction of its own
+            logger.warning("batch of %d message(s) in %s did not commit; retrying one by one", len(batch), alias)
+            done = []
+            for spec, delivery in batch:  # all of them: a failure inside a lost batch proves nothing
+                failed.pop(delivery.id, None)
+                error = _consume_alone(spec, delivery)
+                if error:
+                    failed[delivery.id] = error
+                else:
+                    done.append(delivery.id)
+        acked.extend(done)
     acknowledge(origin, acked)
     record_failures(origin, failed)
     return {"acked": acked, "failed": sorted(failed)}
+
+
+def _consume_alone(spec: registry.Consumer, delivery: Delivery) -> str:
+    try:
+        with transaction.atomic(using=spec.alias):
+            error = _consume_one(spec, delivery)
+            if transaction.get_connection(spec.alias).needs_rollback:
+                raise DatabaseError("the consumer's transaction was lost")
+        return error
+    except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
+        return f"not committed: {_describe(exc)}"
+
+
+def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
+    """Run one handler with its inbox row in a savepoint. Returns "" when consumed (or already
+    consumed before), else the error, after rolling back everything this message wrote."""
+    try:
+        with transaction.atomic(using=spec.alias):
+            InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
+            spec.handler(delivery)
+        return ""
+    except IntegrityError as exc:
+        if _already_consumed(spec, delivery.message_id):
+            return ""
+        return _describe(exc)
+    except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never lost
+        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
+        return _describe(exc)
 
 
 def _already_consumed(spec: registry.Consumer, message_id: uuid.UUID) -> bool:

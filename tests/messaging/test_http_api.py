@@ -187,6 +187,7 @@ def test_confirm_kicks_the_relay_after_commit(client, monkeypatch, django_captur
     with django_capture_on_commit_callbacks(execute=True):
         client.post(f"/api/v1/messages/{message_id}/confirm")
 
+    assert services.flush_relay_requests()
     assert kicked == ["default"]
 
 

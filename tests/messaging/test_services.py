@@ -1,4 +1,5 @@
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -101,7 +102,28 @@ def test_delivery_is_kicked_only_after_commit(django_capture_on_commit_callbacks
 
     for callback in callbacks:
         callback()
+    assert services.flush_relay_requests()  # kicks leave from a background thread
     assert kicked == ["orders"]
+
+
+def test_kicks_of_many_commits_coalesce_and_never_block_the_commit(monkeypatch):
+    import threading as _threading
+
+    release, kicked = _threading.Event(), []
+
+    def slow_kick(alias):  # a hung cache or broker
+        release.wait(5)
+        kicked.append(alias)
+
+    monkeypatch.setattr(services, "kick_relay", slow_kick)
+    started = time.monotonic()
+    for _ in range(20):
+        services.request_relay("orders")
+    assert time.monotonic() - started < 0.5  # the producers did not wait
+
+    release.set()
+    assert services.flush_relay_requests()
+    assert 1 <= kicked.count("orders") <= 2
 
 
 # --- consume and acknowledge --------------------------------------------------------------
@@ -362,3 +384,37 @@ def test_two_workers_consuming_the_same_delivery_at_once_apply_it_once():
     assert InboxEntry.objects.using("notifications").filter(consumer="side-effect").count() == 1
     assert [r["acked"] for r in results] == [[deliveries[0]["id"]]] * 2
     assert Message.objects.using("orders").get(id=deliveries[0]["id"]).status == "CONSUMED"
+
+
+@registry.consumer("test.batch", queue="notifications", name="notifications.test_batch")
+def on_batch(message):
+    if message.payload.get("explode"):
+        raise RuntimeError("handler exploded")
+    if message.payload.get("lose_transaction"):
+        # what a deadlock does on MariaDB: the server rolls back the whole transaction
+        with connections["notifications"].cursor() as cursor:
+            cursor.execute("ROLLBACK")
+    InboxEntry.objects.using("notifications").create(consumer="batch-effect", message_id=message.message_id, topic="x")
+
+
+def publish_batch(*payloads):
+    with transaction.atomic(using="orders"):
+        return [services.publish("test.batch", p, using="orders") for p in payloads]
+
+
+@pytest.mark.parametrize("poison", ["explode", "lose_transaction"])
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_one_failing_message_in_a_batch_fails_alone(poison):
+    if poison == "lose_transaction" and connections["notifications"].vendor != "mysql":
+        pytest.skip("a transaction lost mid-batch (a deadlock victim) is a MariaDB behaviour; CI runs it there")
+    good, bad, also_good = publish_batch({"n": 1}, {poison: True}, {"n": 3})
+
+    result = deliver_all("orders")
+
+    assert len(result["acked"]) == 2 and len(result["failed"]) == 1
+    effects = set(InboxEntry.objects.using("notifications").filter(consumer="batch-effect").values_list("message_id", flat=True))
+    assert effects == {good, also_good}
+    assert not InboxEntry.objects.using("notifications").filter(message_id=bad).exists()
+    statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))
+    assert statuses == {good: "CONSUMED", bad: "SENDING", also_good: "CONSUMED"}
+    assert Message.objects.using("orders").get(message_id=bad).last_error

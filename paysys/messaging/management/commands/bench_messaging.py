@@ -132,6 +132,7 @@ class Command(BaseCommand):
             for n in range(count):
                 with transaction.atomic(using=ALIAS):
                     services.publish(BENCH_TOPIC, {"n": n}, using=ALIAS)
+            services.flush_relay_requests()  # a forked child exits without running atexit
         finally:
             connections.close_all()
 
