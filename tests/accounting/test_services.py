@@ -1,8 +1,7 @@
-import threading
 import uuid
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 
 from accounting.models import Voucher, VoucherLine
 from accounting.services import (
@@ -14,6 +13,7 @@ from accounting.services import (
 )
 from paysys.core.money import fee_for
 from tests.accounting.factories import order_paid_payload
+from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -188,25 +188,8 @@ def test_duplicate_with_different_lines_keeps_the_first_and_logs(caplog):
 def test_concurrent_bookings_of_one_source_make_one_voucher():
     """Two workers book the same event at once: the unique source admits one, the other gets it back."""
     payload = order_paid_payload()
-    start = threading.Barrier(2)
-    results, errors = [], []
+    results = run_at_once(*[lambda: voucher_book_order_paid(payload)] * 2)  # raises if either raised
 
-    def book():
-        try:
-            start.wait(timeout=10)
-            results.append(voucher_book_order_paid(payload))
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=book) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-
-    assert errors == []
     assert sorted(created for _, created in results) == [False, True]
     assert len({voucher.pk for voucher, _ in results}) == 1
     assert Voucher.objects.using("accounting").count() == 1

@@ -9,6 +9,7 @@ from django.utils import timezone
 from paysys.core.models import Payer
 from paysys.messaging import registry, services
 from paysys.messaging.models import InboxEntry, Message
+from tests.concurrency import run_at_once
 from tests.messaging.helpers import ShipRecorder, deliver_all, deliveries_for
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -107,9 +108,7 @@ def test_delivery_is_kicked_only_after_commit(django_capture_on_commit_callbacks
 
 
 def test_kicks_of_many_commits_coalesce_and_never_block_the_commit(monkeypatch):
-    import threading as _threading
-
-    release, kicked = _threading.Event(), []
+    release, kicked = threading.Event(), []
 
     def slow_kick(alias):  # a hung cache or broker
         release.wait(5)
@@ -245,20 +244,7 @@ def test_a_late_consumption_of_a_dead_message_counts(ship):
 def test_concurrent_relay_passes_send_each_row_once(ship):
     for n in range(40):
         publish_ping({"n": n})
-    barrier = threading.Barrier(4)
-
-    def relay():
-        barrier.wait()
-        try:
-            services.relay_due("orders")
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=relay) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_at_once(*[lambda: services.relay_due("orders")] * 4)
 
     assert len(ship.ids) == 80
     assert len(set(ship.ids)) == 80
@@ -365,20 +351,7 @@ def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
 def test_two_workers_consuming_the_same_delivery_at_once_apply_it_once():
     publish_ping({"n": 42})
     deliveries = [d for d in deliveries_for("orders") if d["consumer"] == "notifications.test_ping"]
-    barrier, results = threading.Barrier(2), []
-
-    def consume():
-        barrier.wait()
-        try:
-            results.append(services.consume_batch("orders", deliveries))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=consume) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_at_once(*[lambda: services.consume_batch("orders", deliveries)] * 2)
 
     assert handled == [{"n": 42}]
     assert InboxEntry.objects.using("notifications").filter(consumer="side-effect").count() == 1

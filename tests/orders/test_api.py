@@ -1,15 +1,14 @@
 import json
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
 from paysys import bank as bank_protocol
 from paysys.messaging.models import Message
+from tests.concurrency import run_at_once
 from tests.orders.conftest import pay_with_notify_held
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -72,22 +71,12 @@ def test_same_merchant_order_no_for_two_merchants_is_two_orders(api, payer, make
 def test_concurrent_identical_creates_make_one_order(merchant_and_key, payer):
     from rest_framework.test import APIClient
 
-    statuses, barrier = [], threading.Barrier(6)
-
     def create():
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
-        barrier.wait()
-        try:
-            statuses.append(client.post("/api/v1/orders", order_body(payer), format="json").status_code)
-        finally:
-            connections.close_all()
+        return client.post("/api/v1/orders", order_body(payer), format="json").status_code
 
-    threads = [threading.Thread(target=create) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = run_at_once(*[create] * 6)
 
     assert sorted(statuses) == [200] * 5 + [201]
     assert Order.objects.count() == 1

@@ -1,10 +1,9 @@
 """Bank payment -> order: via the gateway's stored notify and the reliable message to orders."""
 
 import json
-import threading
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 from django.test import Client
 
 from orders.models import Order, PaymentRecord
@@ -13,6 +12,7 @@ from paysys import bank
 from paysys.core.money import fee_for
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
+from tests.concurrency import run_at_once
 from tests.messaging.helpers import deliver_all
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -135,28 +135,15 @@ def test_second_payment_for_a_paid_order_is_flagged(order):
 def test_a_notify_and_a_poll_racing_apply_one_payment_once(order):
     """The consumer (notify) and the poller find the same payment at the same moment: on MariaDB
     both used to see no record, and the loser's insert raised IntegrityError (1062)."""
-    barrier, records, errors = threading.Barrier(2), [], []
-
     def apply(source):
-        try:
-            barrier.wait(timeout=10)
-            with transaction.atomic(using="orders"):
-                records.append(bank_payment_apply(
-                    out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=order.amount,
-                    currency=order.currency, paid_at="2026-11-27T10:00:00+00:00", source=source,
-                ))
-        except Exception as exc:  # noqa: BLE001 - the test asserts none escapes
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        with transaction.atomic(using="orders"):
+            return bank_payment_apply(
+                out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=order.amount,
+                currency=order.currency, paid_at="2026-11-27T10:00:00+00:00", source=source,
+            )
 
-    threads = [threading.Thread(target=apply, args=(source,)) for source in ("notify", "poll")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    records = run_at_once(lambda: apply("notify"), lambda: apply("poll"))  # raises if either raised
 
-    assert errors == []
     record = PaymentRecord.objects.get()
     assert (record.bank_trade_no, record.outcome) == ("B-RACE", "APPLIED")
     assert [(r.pk, r.outcome) for r in records] == [(record.pk, "APPLIED")] * 2  # the loser returns the winner's
