@@ -46,11 +46,6 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
-class PaymentRequired(ApiError):
-    status_code = status.HTTP_402_PAYMENT_REQUIRED
-    code = "payment_required"
-
-
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     error = {"code": code, "message": message}
     if fields:

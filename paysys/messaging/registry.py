@@ -76,6 +76,3 @@ def get_consumer(name: str) -> Consumer:
 def get_check_back(name: str) -> Callable[[str], bool | None] | None:
     return _check_backs.get(name)
 
-
-def topics() -> set[str]:
-    return {c.topic for c in _consumers.values()}

@@ -283,19 +283,17 @@ def _ship(alias: str, rows: list[Message]) -> list[int]:
         for queue, deliveries in by_queue.items()
         for start in range(0, len(deliveries), BATCH_SIZE)
     ]
-    unsent: list[int] = []
+    shipped = 0
     try:
         with consume.app.producer_or_acquire() as producer:
-            for n, (queue, batch) in enumerate(batches):
-                try:
-                    consume.apply_async(args=[alias, batch], queue=queue, producer=producer)
-                except Exception:
-                    unsent.extend(d["id"] for later in batches[n:] for d in later[1])
-                    raise
-    except Exception:  # the rows stay SENDING: recovery resends them once the broker is back
-        unsent = unsent or [r.id for r in rows]
+            for queue, batch in batches:
+                consume.apply_async(args=[alias, batch], queue=queue, producer=producer)
+                shipped += 1
+    except Exception:  # the rest stay SENDING: recovery resends them once the broker is back
+        unsent = [d["id"] for _, batch in batches[shipped:] for d in batch]
         logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(unsent), alias, exc_info=True)
-    return unsent
+        return unsent
+    return []
 
 
 # --- consumption and acknowledgement -------------------------------------------------------
