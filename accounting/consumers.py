@@ -1,10 +1,11 @@
 """What accounting learns from other services: only message payloads (DESIGN.md, "Dependency rules")."""
 
-from accounting.services import TOPIC_ORDER_PAID, voucher_book_order_paid
+from accounting.services import voucher_book_order_paid
+from paysys.contracts import OrderPaid
 from paysys.messaging.registry import consumer
 
 
-@consumer(TOPIC_ORDER_PAID, queue="accounting")
+@consumer(OrderPaid.TOPIC, queue="accounting")
 def book_order_paid(message) -> None:
     """Runs in ``atomic(using="accounting")`` with the inbox row; a redelivery books nothing twice
     (the inbox drops it, and the voucher's unique source would too)."""

@@ -17,11 +17,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
+from paysys.contracts import ContractError, OrderPaid
 
 logger = logging.getLogger(__name__)
 
 ALIAS = "accounting"
-TOPIC_ORDER_PAID = "order.paid"
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 SOURCE_MAX_LENGTH = Voucher._meta.get_field("source").max_length
 DESCRIPTION_MAX_LENGTH = Voucher._meta.get_field("description").max_length
@@ -115,28 +115,22 @@ def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None
     ``paysys.core.money.fee_for``); recomputing it here could disagree with what funds credited.
     """
     try:
-        out_trade_no = payload["out_trade_no"]
-        amount = payload["amount"]
-        fee = payload["fee"]
-        currency = payload["currency"]
-    except KeyError as exc:
-        raise InvalidVoucher(f"order.paid payload lacks {exc.args[0]!r}") from None
-    if not _is_int(amount) or not _is_int(fee) or amount <= 0 or not 0 <= fee <= amount:
-        raise InvalidVoucher(
-            f"order.paid {out_trade_no}: need amount > 0 and 0 <= fee <= amount, got {amount!r}, {fee!r}"
-        )
+        event = OrderPaid.from_payload(payload)
+    except ContractError as exc:
+        raise InvalidVoucher(str(exc)) from exc
+    amount, fee = event.amount, event.fee
     lines = [
         (AccountCode.BANK_CLEARING, amount, 0),
         (AccountCode.MERCHANT_PAYABLE, 0, amount - fee),
         (AccountCode.FEE_INCOME, 0, fee),
     ]
     return voucher_book(
-        source=f"{TOPIC_ORDER_PAID}:{out_trade_no}",
-        currency=currency,
+        source=f"{event.TOPIC}:{event.out_trade_no}",
+        currency=event.currency,
         lines=[line for line in lines if line[1] or line[2]],  # no zero lines (a fee-free merchant)
         description=(
-            f"order {out_trade_no} paid: merchant {payload.get('merchant_id')} "
-            f"order {payload.get('merchant_order_no')}, bank trade {payload.get('bank_trade_no')}"
+            f"order {event.out_trade_no} paid: merchant {event.merchant_id} "
+            f"order {event.merchant_order_no}, bank trade {event.bank_trade_no}"
         ),
         message_id=message_id,
     )

@@ -1,11 +1,12 @@
+from paysys.contracts import BankPaymentSucceeded
 from paysys.messaging.registry import consumer
 from orders.services import bank_payment_apply
 
 
-@consumer("bank.payment_succeeded", queue="orders")
+@consumer(BankPaymentSucceeded.TOPIC, queue="orders")
 def apply_bank_payment(message) -> None:
-    p = message.payload
+    event = BankPaymentSucceeded.from_payload(message.payload)
     bank_payment_apply(
-        out_trade_no=p["out_trade_no"], bank_trade_no=p["bank_trade_no"], amount=p["amount"],
-        currency=p["currency"], paid_at=p["paid_at"], source=p.get("source", "notify"),
+        out_trade_no=event.out_trade_no, bank_trade_no=event.bank_trade_no, amount=event.amount,
+        currency=event.currency, paid_at=event.paid_at, source=event.source,
     )

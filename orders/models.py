@@ -1,7 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
-from paysys.api.exceptions import Conflict
+from paysys.core.errors import Conflict
 
 MAX_AMOUNT = 100_000_000_000  # 10^11 minor units
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from paysys.api.exceptions import NotFound
+from paysys.core.errors import NotFound
 from paysys.core.models import Merchant
 from orders.models import Order
 

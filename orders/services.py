@@ -12,7 +12,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from paysys import bank
-from paysys.api.exceptions import ApiError, Conflict
+from paysys.core.errors import Conflict, InvalidInput
+from paysys.contracts import OrderPaid
 from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for
 from paysys.messaging.services import publish
@@ -47,12 +48,12 @@ def order_create(
     a replay with different fields raises Conflict and changes nothing.
     """
     if currency not in settings.ORDER_CURRENCIES:
-        raise ApiError("unsupported currency", fields={"currency": f"one of {', '.join(settings.ORDER_CURRENCIES)}"})
+        raise InvalidInput("unsupported currency", fields={"currency": f"one of {', '.join(settings.ORDER_CURRENCIES)}"})
     wanted = {"amount": amount, "currency": currency, "subject": subject, "payer_id": payer_id, "notify_url": notify_url or ""}
     existing = Order.objects.filter(merchant_id=merchant.pk, merchant_order_no=merchant_order_no).first()
     if existing is None:
         if not Payer.objects.filter(pk=payer_id).exists():
-            raise ApiError("unknown payer", fields={"payer_id": "no such payer"})
+            raise InvalidInput("unknown payer", fields={"payer_id": "no such payer"})
         try:
             with transaction.atomic(using="orders"):
                 order = Order.objects.create(
@@ -89,9 +90,6 @@ def order_pay_url(order: Order) -> str:
 
 # --- bank payments: from the gateway's notify message, or found by polling the bank ---------
 
-TOPIC_ORDER_PAID = "order.paid"
-
-
 def bank_payment_apply(
     *, out_trade_no: str, bank_trade_no: str, amount: int, currency: str, paid_at: str, source: str
 ) -> PaymentRecord:
@@ -127,7 +125,8 @@ def bank_payment_apply(
         return record
     order.transition(Order.Status.PAYING)
     order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at_dt, next_poll_at=None)
-    publish(TOPIC_ORDER_PAID, order_paid_payload(order), using="orders")
+    event = order_paid_event(order)
+    publish(event.TOPIC, event.to_payload(), using="orders")
     return record
 
 
@@ -143,21 +142,15 @@ def _why_not_payable(order: Order | None, *, amount: int, currency: str) -> str:
     return ""
 
 
-def order_paid_payload(order: Order) -> dict:
+def order_paid_event(order: Order) -> OrderPaid:
     merchant = Merchant.objects.get(pk=order.merchant_id)
-    return {
-        "order_id": order.pk,
-        "out_trade_no": order.out_trade_no,
-        "merchant_id": order.merchant_id,
-        "merchant_order_no": order.merchant_order_no,
-        "payer_id": order.payer_id,
-        "amount": order.amount,
-        "currency": order.currency,
-        "fee": fee_for(order.amount, merchant.fee_rate_bp),
-        "bank_trade_no": order.bank_trade_no,
-        "paid_at": order.paid_at.isoformat(),
-        "notify_url": order.notify_url or merchant.notify_url,
-    }
+    return OrderPaid(
+        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=order.merchant_id,
+        merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=order.amount,
+        currency=order.currency, fee=fee_for(order.amount, merchant.fee_rate_bp),
+        bank_trade_no=order.bank_trade_no, paid_at=order.paid_at.isoformat(),
+        notify_url=order.notify_url or merchant.notify_url,
+    )
 
 
 # --- order polling: ask the bank when no notify has come -----------------------------------

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "paysys.messaging",
     "paysys.gateway",
     "paysys.sandbox",
+    "paysys.demo",
     "orders",
     "accounts",
     "accounting",

@@ -1,7 +1,8 @@
 """One shape for every API error: ``{"error": {"code", "message", "fields"?}}``.
 
-Domain errors raise :class:`ApiError` subclasses (or Django's ValidationError) from services;
-this handler is the one place that maps them to HTTP.
+Services raise domain errors (``paysys.core.errors``) or Django's ValidationError; this handler
+is the one place that maps them to HTTP. :class:`ApiError` is for the HTTP layer's own
+complaints (a malformed body, a bad signature header).
 """
 
 from __future__ import annotations
@@ -16,34 +17,33 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from paysys.core import errors
+
 logger = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(errors.DomainError):
     status_code = status.HTTP_400_BAD_REQUEST
-    code = "bad_request"
-
-    def __init__(self, message: str, *, fields: dict | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.fields = fields
-        if code:
-            self.code = code
 
 
-class Conflict(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
+# domain error -> HTTP status; the most specific class wins (ApiError carries its own)
+DOMAIN_STATUS = {
+    errors.InvalidInput: status.HTTP_400_BAD_REQUEST,
+    errors.NotFound: status.HTTP_404_NOT_FOUND,
+    errors.Conflict: status.HTTP_409_CONFLICT,
+    errors.Forbidden: status.HTTP_403_FORBIDDEN,
+    errors.InsufficientFunds: status.HTTP_402_PAYMENT_REQUIRED,
+    errors.Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
 
-class NotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-
-
-class ServiceUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "service_unavailable"
+def status_for(exc: errors.DomainError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status_code
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return status.HTTP_400_BAD_REQUEST
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -72,8 +72,11 @@ def _flatten(detail) -> dict:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, ApiError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, errors.DomainError):
+        response = Response(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
+        if isinstance(exc, errors.Unavailable):
+            response["Retry-After"] = "5"
+        return response
     if isinstance(exc, DjangoValidationError):
         fields = {k: "; ".join(v) for k, v in exc.message_dict.items()} if hasattr(exc, "error_dict") else None
         return Response(error_body("invalid", "; ".join(exc.messages), fields), status=400)

@@ -8,12 +8,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils.text import Truncator
 
+from paysys.contracts import BankPaymentSucceeded
 from paysys.gateway.models import BankNotify
 from paysys.messaging.services import publish
 
 logger = logging.getLogger(__name__)
-
-TOPIC_PAYMENT_SUCCEEDED = "bank.payment_succeeded"
 
 # what a notify says about its payment: a later notify with the same bank_trade_no must agree
 NOTIFY_CONTENT_FIELDS = ("out_trade_no", "amount", "currency", "status", "paid_at")
@@ -33,18 +32,11 @@ def bank_notify_store(*, data: dict, raw_body: str, signature: str) -> BankNotif
     try:
         with transaction.atomic(using="default"):
             notify = BankNotify.objects.create(raw_body=raw_body, signature=signature, **data)
-            publish(
-                TOPIC_PAYMENT_SUCCEEDED,
-                {
-                    "bank_trade_no": notify.bank_trade_no,
-                    "out_trade_no": notify.out_trade_no,
-                    "amount": notify.amount,
-                    "currency": notify.currency,
-                    "paid_at": notify.paid_at.isoformat(),
-                    "source": "notify",
-                },
-                using="default",
+            event = BankPaymentSucceeded(
+                bank_trade_no=notify.bank_trade_no, out_trade_no=notify.out_trade_no, amount=notify.amount,
+                currency=notify.currency, paid_at=notify.paid_at.isoformat(), source="notify",
             )
+            publish(event.TOPIC, event.to_payload(), using="default")
         return BankNotifyStored(notify, created=True, flagged=False)
     except IntegrityError:
         stored = BankNotify.objects.filter(bank_trade_no=data["bank_trade_no"]).first()

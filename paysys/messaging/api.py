@@ -24,7 +24,8 @@ from rest_framework import authentication, exceptions, permissions, serializers,
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paysys.api.exceptions import ApiError, Conflict, NotFound, ServiceUnavailable
+from paysys.api.exceptions import ApiError
+from paysys.core.errors import Conflict, NotFound, Unavailable as ServiceUnavailable
 from paysys.api.fields import TextField, no_surrogates, reject_unknown_params
 from paysys.api.schema import error_responses as shared_error_responses
 from paysys.messaging import services

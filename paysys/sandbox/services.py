@@ -33,7 +33,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from paysys import bank
-from paysys.api.exceptions import ApiError, Conflict, NotFound
+from paysys.core.errors import Conflict, InvalidInput, NotFound
 from paysys.sandbox.models import BankNotifyAttempt, BankPayment
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class PayOptions:
 
 
 def pay_options_parse(data) -> PayOptions:
-    """The JSON body of a programmatic pay -> PayOptions; bad values raise ApiError (400)."""
+    """The JSON body of a programmatic pay -> PayOptions; bad values raise InvalidInput."""
     if not isinstance(data, dict):
-        raise ApiError("the body must be a JSON object of options", code="invalid")
+        raise InvalidInput("the body must be a JSON object of options", code="invalid")
     fields = {name: "unknown option" for name in set(data) - {"duplicates", "delay", "hold"}}
     limits = {"duplicates": MAX_DUPLICATES, "delay": MAX_DELAY}
     for name, limit in limits.items():
@@ -72,7 +72,7 @@ def pay_options_parse(data) -> PayOptions:
     if not isinstance(data.get("hold", False), bool):
         fields["hold"] = "true or false"
     if fields:
-        raise ApiError("invalid pay options", code="invalid", fields=fields)
+        raise InvalidInput("invalid pay options", code="invalid", fields=fields)
     return PayOptions(duplicates=data.get("duplicates", 0), delay=data.get("delay", 0), hold=data.get("hold", False))
 
 

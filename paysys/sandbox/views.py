@@ -16,7 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from paysys import bank
-from paysys.api.exceptions import ApiError, error_body
+from paysys.api.exceptions import ApiError, error_body, status_for
+from paysys.core.errors import DomainError
 from paysys.sandbox import services
 from paysys.sandbox.selectors import bank_payment_get
 
@@ -40,8 +41,8 @@ def wants_html(request) -> bool:
     return "text/html" in accept or request.content_type in FORM_CONTENT_TYPES
 
 
-def error_json(exc: ApiError) -> JsonResponse:
-    return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+def error_json(exc: DomainError) -> JsonResponse:
+    return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -52,7 +53,7 @@ class BankPayView(View):
     def get(self, request, token: str):
         try:
             order = services.pay_token_read(token)
-        except ApiError as exc:
+        except DomainError as exc:
             return self.page(request, None, error=exc)
         return self.page(request, order, payment=bank_payment_get(out_trade_no=order["out_trade_no"]))
 
@@ -62,7 +63,7 @@ class BankPayView(View):
             order = services.pay_token_read(token)
             options = services.PayOptions() if html else services.pay_options_parse(self.json_body(request))
             payment, _ = services.bank_pay(order=order, options=options)
-        except ApiError as exc:
+        except DomainError as exc:
             return self.page(request, order, error=exc) if html else error_json(exc)
         if html:
             return self.page(request, order, payment=payment)
@@ -87,12 +88,12 @@ class BankPayView(View):
             raise ApiError("the body is not JSON", code="malformed") from None
 
     @staticmethod
-    def page(request, order: dict | None, *, payment=None, error: ApiError | None = None):
+    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None):
         context = {"order": order, "payment": payment, "error": error}
         if order is not None:
             context["amount_major"] = major_units(order["amount"], order["currency"])
             context["expired"] = payment is None and services.pay_token_expired(order)
-        return render(request, "sandbox/bank_pay.html", context, status=error.status_code if error else 200)
+        return render(request, "sandbox/bank_pay.html", context, status=status_for(error) if error else 200)
 
 
 @csrf_exempt

@@ -11,7 +11,9 @@ from django.conf import settings
 from paysys.celery import app as celery_app
 from tests.faults.harness import TcpProxy, Worker, service_env, with_redis_db
 
-FAULT_REDIS_DB = 9  # this suite's own Redis database: flushing it never touches anyone else's
+# this suite's own Redis database: flushing it never touches anyone else's (several checkouts on
+# one machine each set their own PAYSYS_FAULT_REDIS_DB)
+FAULT_REDIS_DB = int(os.environ.get("PAYSYS_FAULT_REDIS_DB", "9"))
 
 
 def _full_stack() -> bool:

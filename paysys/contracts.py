@@ -1,0 +1,130 @@
+"""Message contracts: every topic and the shape of its payload, written once.
+
+Producers build a contract and publish ``contract.to_payload()`` under ``contract.TOPIC``;
+consumers call ``Contract.from_payload(message.payload)`` before touching anything, and tests
+import the same classes. A payload that does not match its contract raises
+:class:`ContractError`: the consumer's transaction rolls back, the message stays SENDING with the
+error and goes DEAD after the resend schedule, never half-applied.
+
+Payloads are versioned (``"v"``). A consumer accepts every version it knows; a payload without
+``v`` is version 1 (what was published before versions existed). Keys a consumer does not know
+are ignored, so a producer may add optional fields without a new version; removing or changing
+a field is a new version, which consumers learn before producers send it (a rolling deploy of
+one service never breaks another).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+
+class ContractError(ValueError):
+    """A payload that does not match its topic's contract."""
+
+
+def _is_instance(value, annotation) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_instance(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+@dataclass(frozen=True)
+class Contract:
+    TOPIC: ClassVar[str]
+    VERSION: ClassVar[int] = 1  # the version producers send
+    ACCEPTS: ClassVar[frozenset[int]] = frozenset({1})  # the versions consumers read
+
+    def to_payload(self) -> dict:
+        return {"v": self.VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_payload(cls, payload) -> Self:
+        if not isinstance(payload, dict):
+            raise ContractError(f"{cls.TOPIC}: payload must be an object, got {type(payload).__name__}")
+        version = payload.get("v", 1)
+        if version not in cls.ACCEPTS:
+            raise ContractError(f"{cls.TOPIC}: version {version!r} is not one of {sorted(cls.ACCEPTS)}")
+        hints = typing.get_type_hints(cls)
+        values, problems = {}, []
+        for field in dataclasses.fields(cls):
+            if field.name not in payload:
+                if field.default is dataclasses.MISSING:
+                    problems.append(f"{field.name} is missing")
+                continue
+            value = payload[field.name]
+            if not _is_instance(value, hints[field.name]):
+                problems.append(f"{field.name} must be {_type_name(hints[field.name])}, got {value!r}")
+            values[field.name] = value
+        if problems:
+            raise ContractError(f"{cls.TOPIC} v{version}: " + "; ".join(problems))
+        instance = cls(**values)
+        instance.check()
+        return instance
+
+    def check(self) -> None:
+        """Rules across fields; raise ContractError. Types are already checked."""
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    return "null" if annotation is type(None) else annotation.__name__
+
+
+# --- the topics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BankPaymentSucceeded(Contract):
+    """The bank says a payment succeeded: from the gateway's notify intake, or found by polling.
+    Producer: gateway (``default``). Consumer: orders."""
+
+    TOPIC: ClassVar[str] = "bank.payment_succeeded"
+
+    bank_trade_no: str
+    out_trade_no: str
+    amount: int  # minor units
+    currency: str
+    paid_at: str  # ISO 8601
+    source: str = "notify"  # notify | poll
+
+    def check(self) -> None:
+        if self.amount <= 0:
+            raise ContractError(f"{self.TOPIC}: amount must be positive, got {self.amount}")
+
+
+@dataclass(frozen=True)
+class OrderPaid(Contract):
+    """An order reached SUCCESS. Producer: orders, in the transaction that completes the order.
+    Consumers: accounting (voucher), notifications (merchant notify)."""
+
+    TOPIC: ClassVar[str] = "order.paid"
+
+    order_id: int
+    out_trade_no: str
+    merchant_id: int
+    merchant_order_no: str
+    payer_id: int | None
+    amount: int  # minor units
+    currency: str
+    fee: int  # computed once by orders with paysys.core.money.fee_for
+    bank_trade_no: str | None  # None for a balance payment
+    paid_at: str  # ISO 8601
+    notify_url: str = ""
+    method: str = "bank"  # bank | balance
+    points_awarded: int = 0
+
+    def check(self) -> None:
+        if self.amount <= 0 or not 0 <= self.fee <= self.amount:
+            raise ContractError(
+                f"{self.TOPIC} {self.out_trade_no}: need amount > 0 and 0 <= fee <= amount, "
+                f"got {self.amount}, {self.fee}"
+            )
