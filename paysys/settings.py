@@ -244,6 +244,13 @@ BANK_QUERY_URL = os.environ.get("BANK_QUERY_URL", f"{PUBLIC_BASE_URL}/sandbox/ba
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 
+# --- outbound requests (paysys/core/netguard.py) ------------------------------------------
+
+# private networks the platform may send to (merchant notify and check-back URLs); anything
+# loopback, private, link-local, multicast or reserved is refused unless listed here. With DEBUG
+# on (local development) loopback is allowed so a merchant server on the same machine works.
+NOTIFY_ALLOWED_NETWORKS = env_list("NOTIFY_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if DEBUG else "")
+
 # --- reliable messages (paysys/messaging) --------------------------------------------------
 
 # waits after the 1st, 2nd, ... send of a message before it is resent; due again after the

@@ -1,0 +1,80 @@
+"""Where the platform may send requests (merchant notify URLs, check-back URLs): never to its own
+network unless allowed. The single place that decides; callers check twice, when a URL is
+accepted (a clear 400) and on the address actually connected to when sending (DNS rebinding).
+
+``NOTIFY_ALLOWED_NETWORKS`` (comma-separated CIDRs) lists the private ranges that are allowed;
+the embedded default allows loopback, production settings allow none.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from paysys.core.errors import InvalidInput
+
+
+@lru_cache(maxsize=8)
+def _networks(spec: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in spec)
+
+
+def allowed_networks() -> tuple:
+    return _networks(tuple(settings.NOTIFY_ALLOWED_NETWORKS))
+
+
+def address_refusal(address: str) -> str | None:
+    """Why the platform must not connect to ``address`` (an IP literal), or None if it may."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed_networks()):
+        return None
+    for kind in ("loopback", "link_local", "multicast", "reserved", "unspecified", "private"):
+        if getattr(ip, f"is_{kind}"):
+            return f"{ip} is a {kind.replace('_', '-')} address (allow it with NOTIFY_ALLOWED_NETWORKS)"
+    if not ip.is_global:
+        return f"{ip} is not a public address (allow it with NOTIFY_ALLOWED_NETWORKS)"
+    return None
+
+
+def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -> str | None:
+    """Why ``url`` is not an acceptable outbound target, or None. Resolves the host name and
+    refuses it if any of its addresses is refused. A name that does not resolve (yet) is accepted
+    unless ``must_resolve``: the check on the address connected to, at send time, still holds."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "must be an http(s) URL with a host"
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    host = parts.hostname
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return address_refusal(host)
+    except ValueError:
+        pass
+    if not resolve:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"host {host!r} does not resolve ({exc})" if must_resolve else None
+    for *_, sockaddr in infos:
+        reason = address_refusal(sockaddr[0])
+        if reason:
+            return f"{host} resolves to {reason}"
+    return None
+
+
+def check_url(url: str, *, field: str) -> None:
+    """Raise InvalidInput (a 400 naming ``field``) unless ``url`` is an acceptable target."""
+    reason = url_refusal(url)
+    if reason:
+        raise InvalidInput(f"{field} is not an allowed target: {reason}", fields={field: reason})
