@@ -32,18 +32,21 @@ class BankUnavailable(Exception):
     """
 
 
-def sign(body: bytes) -> str:
-    return hmac.new(settings.BANK_SHARED_SECRET.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, *, secret: str | None = None) -> str:
+    """HMAC of ``body`` under ``secret``: the platform's BANK_SHARED_SECRET unless the caller is
+    the other side (the bank simulator passes its own SANDBOX_BANK_SECRET)."""
+    key = secret if secret is not None else settings.BANK_SHARED_SECRET
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
-def signature_valid(body: bytes, signature: str | None) -> bool:
+def signature_valid(body: bytes, signature: str | None, *, secret: str | None = None) -> bool:
     if not signature:
         return False
     try:
         given = signature.strip().lower().encode("ascii")
     except UnicodeEncodeError:  # a hex digest is ASCII: anything else is simply not it
         return False
-    return hmac.compare_digest(sign(body).encode("ascii"), given)
+    return hmac.compare_digest(sign(body, secret=secret).encode("ascii"), given)
 
 
 def pay_url(*, out_trade_no: str, amount: int, currency: str, subject: str, expires_at: int) -> str:
@@ -53,12 +56,12 @@ def pay_url(*, out_trade_no: str, amount: int, currency: str, subject: str, expi
         salt=PAY_TOKEN_SALT,
         compress=True,
     )
-    return f"{settings.PUBLIC_BASE_URL}/sandbox/bank/pay/{token}"
+    return f"{settings.BANK_PAY_URL}{token}"
 
 
-def read_pay_token(token: str) -> dict | None:
+def read_pay_token(token: str, *, secret: str | None = None) -> dict | None:
     try:
-        data = signing.loads(token, key=settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT)
+        data = signing.loads(token, key=secret if secret is not None else settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT)
     except signing.BadSignature:
         return None
     return {"out_trade_no": data["o"], "amount": data["a"], "currency": data["c"], "subject": data["s"], "expires_at": data["e"]}

@@ -10,11 +10,14 @@ Two modes share one code path:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -33,15 +36,54 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise RuntimeError("SECRET_KEY must be set when DEBUG is off: export SECRET_KEY=<50+ random chars>")
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
+# the embedded default (no DATABASE_URL): a developer's machine, the only place with dev secrets
+EMBEDDED = not os.environ.get("DATABASE_URL")
+
+MIN_SECRET_LENGTH = 32
+_GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def env_secret(name: str, *, dev_default: str | None = None, required: bool = True) -> str:
+    """A secret from the environment, at least MIN_SECRET_LENGTH characters.
+
+    ``dev_default`` is used only in the embedded default with DEBUG on; anywhere else a missing
+    required secret stops start-up with a message saying what to set.
+    """
+    value = os.environ.get(name, "")
+    if not value:
+        if dev_default is not None and EMBEDDED and DEBUG:
+            return dev_default
+        if not required:
+            return ""
+        raise ImproperlyConfigured(
+            f"{name} is not set. Outside the embedded default (no DATABASE_URL, DEBUG on) every secret "
+            f"comes from the environment: export {name}=$({_GENERATE})"
+        )
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ImproperlyConfigured(
+            f"{name} is {len(value)} characters long; use at least {MIN_SECRET_LENGTH} random characters: "
+            f"export {name}=$({_GENERATE})"
+        )
+    return value
+
+
+SECRET_KEY = env_secret("SECRET_KEY", dev_default="dev-only-insecure-key-do-not-use-in-production-0123456789abcdef")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
 PORT = int(os.environ.get("PORT", "8000"))
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+
+# --- the sandbox (bank simulator): an outside party, mounted only where enabled --------------
+
+# on by default only with DEBUG on (the embedded default, the dev full stack, tests); turning it
+# on with DEBUG off is refused unless SANDBOX_ALLOW_IN_PRODUCTION says so explicitly (staging)
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
+SANDBOX_ALLOW_IN_PRODUCTION = env_bool("SANDBOX_ALLOW_IN_PRODUCTION", False)
+if SANDBOX_ENABLED and not DEBUG and not SANDBOX_ALLOW_IN_PRODUCTION:
+    raise ImproperlyConfigured(
+        "SANDBOX_ENABLED is on with DEBUG off: the bank simulator would let anyone mark orders paid. "
+        "Unset SANDBOX_ENABLED, or set SANDBOX_ALLOW_IN_PRODUCTION=true for a staging deployment whose bank it is."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -56,7 +98,7 @@ INSTALLED_APPS = [
     "paysys.core",
     "paysys.messaging",
     "paysys.gateway",
-    "paysys.sandbox",
+    *(["paysys.sandbox"] if SANDBOX_ENABLED else []),
     "paysys.demo",
     "orders",
     "accounts",
@@ -189,18 +231,40 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 
-# --- security: on whenever DEBUG is off ---------------------------------------------------
+# --- security: HTTPS from the environment, safe defaults whenever DEBUG is off ----------------
 
-if not DEBUG:
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_HSTS_SECONDS = 31_536_000
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# only behind a proxy that sets it (and strips it from clients): "HTTP_X_FORWARDED_PROTO,https".
+# Trusting the header without such a proxy lets any client claim HTTPS, so it is off unless set.
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# preloading asks browsers' lists to never accept plain HTTP for the domain, hard to undo: opt in
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", PUBLIC_BASE_URL if DEBUG else "")
+# Content-Security-Policy of every response (paysys.api.middleware.ContentSecurityPolicyMiddleware):
+# everything from this origin only; Swagger UI's assets are served locally (drf-spectacular-sidecar)
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+    "frame-ancestors 'none'; form-action 'self'",
+)
+# client addresses: REMOTE_ADDR, unless this many trusted proxies append X-Forwarded-For
+NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
+# requests per client address on the public endpoints (paysys.api.throttling.PublicRateLimitMiddleware)
+PUBLIC_RATE_LIMITS = {
+    "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "12000/min"),
+    "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "1200/min"),
+    "admin_login": os.environ.get("ADMIN_LOGIN_RATE_LIMIT", "20/min"),
+}
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus' bearer_token); off unset
+METRICS_TOKEN = env_secret("METRICS_TOKEN", required=False)
 
 # --- API ----------------------------------------------------------------------------------
 
@@ -208,11 +272,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["paysys.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["paysys.api.authentication.IsMerchant"],
     "DEFAULT_THROTTLE_CLASSES": ["paysys.api.throttling.ApiKeyRateThrottle"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["paysys.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "paysys.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": NUM_PROXIES,
 }
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "1200/min")  # per API key
 ORDER_CURRENCIES = env_list("ORDER_CURRENCIES", "CNY")
@@ -232,15 +297,33 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# --- bank simulator and gateway -----------------------------------------------------------
+# --- the bank: the platform's side (gateway, pay links, polling) --------------------------
 
-BANK_SHARED_SECRET = os.environ.get("BANK_SHARED_SECRET", "")
-if not BANK_SHARED_SECRET:
-    if not DEBUG:
-        raise RuntimeError("BANK_SHARED_SECRET must be set when DEBUG is off")
-    BANK_SHARED_SECRET = "dev-bank-shared-secret"
+# the platform trusts notifies and query answers signed with this; the sandbox never reads it
+BANK_SHARED_SECRET = env_secret("BANK_SHARED_SECRET", dev_default="dev-bank-shared-secret-embedded-default-only")
+# where payers pay and where polling asks: the bank's addresses, the simulator's only with the sandbox
+_bank_url_default = f"{PUBLIC_BASE_URL}/sandbox/bank/" if SANDBOX_ENABLED else ""
+BANK_PAY_URL = os.environ.get("BANK_PAY_URL", _bank_url_default and _bank_url_default + "pay/")
+BANK_QUERY_URL = os.environ.get("BANK_QUERY_URL", _bank_url_default and _bank_url_default + "payments/")
+if not BANK_PAY_URL or not BANK_QUERY_URL:
+    raise ImproperlyConfigured(
+        "the sandbox is off, so the bank is a real one: set BANK_PAY_URL (payers are sent to BANK_PAY_URL<token>) "
+        "and BANK_QUERY_URL (order polling asks BANK_QUERY_URL<out_trade_no>)"
+    )
+
+# --- the sandbox's own settings (the bank simulator is another party: its own secret, token) ----
+
+if SANDBOX_ENABLED:
+    # With DEBUG on the simulator is the dev stack's bank, so it signs with what the platform trusts.
+    # With DEBUG off (SANDBOX_ALLOW_IN_PRODUCTION) both must be set explicitly: a staging platform
+    # whose bank is the simulator, never a production secret copied over by default.
+    SANDBOX_BANK_SECRET = env_secret("SANDBOX_BANK_SECRET", required=not DEBUG) or BANK_SHARED_SECRET
+    # the sandbox's control endpoints (release held notifies, pay with test options)
+    SANDBOX_TOKEN = env_secret("SANDBOX_TOKEN", required=not DEBUG) or hmac.new(
+        SANDBOX_BANK_SECRET.encode(), b"paysys.sandbox.control-token", hashlib.sha256
+    ).hexdigest()
+# where the simulated bank sends its notifies
 BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/bank/notify")
-BANK_QUERY_URL = os.environ.get("BANK_QUERY_URL", f"{PUBLIC_BASE_URL}/sandbox/bank/payments/")
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 
@@ -264,12 +347,15 @@ MESSAGE_BROKER_RETRY_SECONDS = 5  # a message the broker refused is tried again 
 MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
 # the two-phase HTTP API (/api/v1/messages) is off until a token is set, and open only to the
 # topics listed: an outside producer must never be able to announce e.g. a bank payment
-MESSAGING_SERVICE_TOKEN = os.environ.get("MESSAGING_SERVICE_TOKEN", "")
+MESSAGING_SERVICE_TOKEN = env_secret("MESSAGING_SERVICE_TOKEN", required=False)
 MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
-SERVICE_QUEUES = ["core", "orders", "funds", "points", "accounting", "notifications", "sandbox"]
+# "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
+SERVICE_QUEUES = ["core", "orders", "polling", "funds", "points", "accounting", "notifications"]
+if SANDBOX_ENABLED:
+    SERVICE_QUEUES.append("sandbox")
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
     _broker_dir = VAR_DIR / "broker"
@@ -290,7 +376,12 @@ else:
 CELERY_MAX_COUNTDOWN = 600
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in SERVICE_QUEUES]
 CELERY_TASK_DEFAULT_QUEUE = "core"
-CELERY_TASK_ROUTES = {f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES}
+CELERY_TASK_ROUTES = {
+    # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
+    "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
+    "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
+    **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -307,10 +398,11 @@ CELERY_BEAT_SCHEDULER = "paysys.core.schedules:Scheduler"
 # after every migrate and when beat starts (entries removed here are removed there too).
 CELERY_BEAT_SCHEDULE = {
     "orders.close_expired_orders": {"task": "orders.close_expired_orders", "schedule": 30.0},
-    "sandbox.resend_bank_notifies": {"task": "sandbox.resend_bank_notifies", "schedule": 5.0},
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
 }
+if SANDBOX_ENABLED:
+    CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}
 
 LOGGING = {
     "version": 1,

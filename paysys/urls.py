@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -19,8 +20,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),
-    path("sandbox/", include("paysys.sandbox.urls")),
 ]
+if settings.SANDBOX_ENABLED:  # an outside party's pages: absent (404) wherever it is off
+    urlpatterns.append(path("sandbox/", include("paysys.sandbox.urls")))
 
 handler400 = json_error_view(400, "bad_request", "bad request")
 handler403 = json_error_view(403, "forbidden", "forbidden")

@@ -1,5 +1,3 @@
-import json
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -9,6 +7,7 @@ from rest_framework.views import APIView
 from paysys import bank
 from paysys.api.exceptions import ApiError
 from paysys.api.fields import StrictIntegerField, TextField
+from paysys.api.parsers import loads_strict
 from paysys.gateway.services import bank_notify_store
 
 
@@ -51,7 +50,7 @@ class BankNotifyApi(APIView):
             raise ApiError("body is not UTF-8 text", code="malformed") from None
         try:
             # a leading BOM is ignored, as json.loads of the bytes did; the stored text keeps it
-            payload = json.loads(text.removeprefix("\ufeff"))
+            payload = loads_strict(text.removeprefix("\ufeff"))
         except ValueError:
             raise ApiError("body is not JSON", code="malformed") from None
         if not isinstance(payload, dict):

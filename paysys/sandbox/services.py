@@ -78,7 +78,7 @@ def pay_options_parse(data) -> PayOptions:
 
 def pay_token_read(token: str) -> dict:
     """The order a pay link carries; a tampered or foreign token raises NotFound."""
-    order = bank.read_pay_token(token)
+    order = bank.read_pay_token(token, secret=settings.SANDBOX_BANK_SECRET)
     if order is None:
         raise NotFound("unknown or tampered pay link", code="invalid_pay_token")
     return order
@@ -154,7 +154,7 @@ def payment_document(payment: BankPayment) -> dict:
 
 def signed_body(document: dict) -> tuple[bytes, str]:
     body = json.dumps(document, separators=(",", ":")).encode()
-    return body, bank.sign(body)
+    return body, bank.sign(body, secret=settings.SANDBOX_BANK_SECRET)
 
 
 # --- sending notifies ------------------------------------------------------------------------

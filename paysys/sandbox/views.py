@@ -6,8 +6,9 @@ Errors are JSON ``{"error": {"code", "message"}}`` like the platform's, or a pag
 
 from __future__ import annotations
 
-import json
+import hmac
 
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from paysys import bank
 from paysys.api.exceptions import ApiError, error_body, status_for
+from paysys.api.parsers import loads_strict
 from paysys.core.errors import DomainError
 from paysys.sandbox import services
 from paysys.sandbox.selectors import bank_payment_get
@@ -45,10 +47,24 @@ def error_json(exc: DomainError) -> JsonResponse:
     return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
 
 
+class SandboxTokenMissing(ApiError):
+    status_code = 401
+    code = "sandbox_token_required"
+
+
+def require_sandbox_token(request) -> None:
+    """Control endpoints answer only ``Authorization: Bearer <SANDBOX_TOKEN>``, the sandbox's own
+    token: paying a pay link is open to its holder, steering the bank's notifies is not."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), settings.SANDBOX_TOKEN.encode()):
+        raise SandboxTokenMissing("this sandbox control needs 'Authorization: Bearer <SANDBOX_TOKEN>'")
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class BankPayView(View):
     """``GET /sandbox/bank/pay/<token>``: the pay page. ``POST``: pay (the page's button, or a
-    program with optional JSON test options ``{"duplicates", "delay", "hold"}``)."""
+    program with optional JSON test options ``{"duplicates", "delay", "hold"}``, which need the
+    sandbox token)."""
 
     def get(self, request, token: str):
         try:
@@ -62,6 +78,8 @@ class BankPayView(View):
         try:
             order = services.pay_token_read(token)
             options = services.PayOptions() if html else services.pay_options_parse(self.json_body(request))
+            if options != services.PayOptions():
+                require_sandbox_token(request)  # test options steer the bank's notifies
             payment, _ = services.bank_pay(order=order, options=options)
         except DomainError as exc:
             return self.page(request, order, error=exc) if html else error_json(exc)
@@ -83,8 +101,8 @@ class BankPayView(View):
         if not request.body.strip():
             return {}
         try:
-            return json.loads(request.body)
-        except (UnicodeDecodeError, ValueError):
+            return loads_strict(request.body)
+        except ValueError:  # UnicodeDecodeError, NaN or infinities, nesting too deep included
             raise ApiError("the body is not JSON", code="malformed") from None
 
     @staticmethod
@@ -100,6 +118,10 @@ class BankPayView(View):
 @require_POST
 def bank_release(request):
     """``POST /sandbox/bank/release``: send every held notify, the latest payment first."""
+    try:
+        require_sandbox_token(request)
+    except DomainError as exc:
+        return error_json(exc)
     released = services.notifies_release()
     return JsonResponse({"released": len(released), "out_trade_nos": [p.out_trade_no for p in released]})
 

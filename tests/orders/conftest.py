@@ -3,6 +3,7 @@
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 
@@ -17,6 +18,9 @@ def bank(live_server, settings):
 def pay_with_notify_held(pay_url: str) -> str:
     """The payer pays, but the bank's notify is held back: as if it were lost on the way.
     Returns the bank trade number."""
-    response = Client().post(urlsplit(pay_url).path, {"hold": True}, content_type="application/json")
+    response = Client().post(
+        urlsplit(pay_url).path, {"hold": True}, content_type="application/json",
+        headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"},
+    )
     assert response.status_code == 200, response.content
     return response.json()["bank_trade_no"]

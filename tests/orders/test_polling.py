@@ -6,6 +6,7 @@ A lost notify costs latency, never a payment; a late notify after polling change
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -69,7 +70,7 @@ def test_the_late_notify_after_polling_changes_nothing(order, bank):
     poll_now(order)
     paid_messages = Message.objects.using("orders").filter(topic="order.paid").count()
 
-    Client().post("/sandbox/bank/release")  # the "lost" notify finally arrives
+    Client().post("/sandbox/bank/release", headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"})  # the "lost" notify arrives
     from paysys.sandbox.tasks import resend_bank_notifies
 
     resend_bank_notifies()

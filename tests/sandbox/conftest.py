@@ -7,6 +7,7 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from orders.services import order_create, order_pay_url
@@ -19,8 +20,15 @@ def pay_path(order) -> str:
     return urlsplit(order_pay_url(order)).path
 
 
+def sandbox_auth() -> dict:
+    """The header the sandbox's control endpoints (release, pay with test options) need."""
+    return {"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"}
+
+
 def pay(order, options: dict | None = None, **headers):
-    """Pay the order as a program does: POST the pay link, optional JSON test options."""
+    """Pay the order as a program does: POST the pay link, optional JSON test options (sent with
+    the sandbox token unless ``headers`` say otherwise)."""
+    headers = headers or (sandbox_auth() if options else {})
     return Client().post(pay_path(order), options or {}, content_type="application/json", headers=headers)
 
 

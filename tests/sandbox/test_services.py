@@ -16,7 +16,7 @@ from paysys.gateway.models import BankNotify
 from paysys.sandbox import services
 from paysys.sandbox.models import BankNotifyAttempt, BankPayment
 from paysys.sandbox.tasks import resend_bank_notifies, send_bank_notifies, send_bank_notify
-from tests.sandbox.conftest import pay
+from tests.sandbox.conftest import pay, sandbox_auth
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -174,7 +174,7 @@ def test_held_notifies_reach_the_gateway_in_reverse_payment_order_on_release(mak
         paid(order, {"hold": True})
     assert BankNotify.objects.count() == 0
 
-    response = Client().post("/sandbox/bank/release")
+    response = Client().post("/sandbox/bank/release", headers=sandbox_auth())
 
     assert response.json()["released"] == 3
     received = list(BankNotify.objects.order_by("id").values_list("out_trade_no", flat=True))

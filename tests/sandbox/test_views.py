@@ -4,13 +4,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils.dateparse import parse_datetime
 
 from paysys import bank
 from paysys.sandbox import services
 from paysys.sandbox.models import BankPayment
-from tests.sandbox.conftest import pay, pay_path
+from tests.sandbox.conftest import pay, pay_path, sandbox_auth
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -208,7 +209,7 @@ def test_release_frees_held_notifies_latest_payment_first(make_order, enqueued, 
     pay(not_held)
 
     with django_capture_on_commit_callbacks(using="sandbox", execute=True):
-        response = Client().post("/sandbox/bank/release")
+        response = Client().post("/sandbox/bank/release", headers=sandbox_auth())
 
     assert response.status_code == 200
     expected = [o.out_trade_no for o in reversed(orders)]
@@ -216,7 +217,7 @@ def test_release_frees_held_notifies_latest_payment_first(make_order, enqueued, 
     ids = [BankPayment.objects.get(out_trade_no=n).pk for n in expected]
     assert enqueued == [("send_bank_notifies", (ids,), 0)]
     assert set(BankPayment.objects.filter(pk__in=ids).values_list("notify_state", flat=True)) == {"PENDING"}
-    again = Client().post("/sandbox/bank/release")
+    again = Client().post("/sandbox/bank/release", headers=sandbox_auth())
     assert again.json()["released"] == 0
 
 
@@ -245,3 +246,40 @@ def test_status_query_of_an_unpaid_order_is_a_signed_404(order):
     assert bank.signature_valid(response.content, response.headers[bank.SIGNATURE_HEADER])
     assert response.json()["status"] == "NOT_FOUND"
     assert response.json()["out_trade_no"] == order.out_trade_no
+
+
+# --- the sandbox's own token guards its controls (issue 6) ------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+def test_release_needs_the_sandbox_token(make_order, headers):
+    pay(make_order(), {"hold": True})
+
+    response = Client().post("/sandbox/bank/release", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "sandbox_token_required"
+    assert BankPayment.objects.get().notify_state == "HELD"
+
+
+def test_test_options_need_the_sandbox_token_a_plain_pay_does_not(make_order):
+    refused = pay(make_order(), {"hold": True}, Authorization="Bearer wrong")
+    plain = Client().post(pay_path(make_order()), {}, content_type="application/json")
+
+    assert refused.status_code == 401 and plain.status_code == 200
+    assert list(BankPayment.objects.values_list("notify_state", flat=True)) == ["PENDING"]
+
+
+def test_the_sandbox_token_is_not_a_platform_secret():
+    assert settings.SANDBOX_TOKEN not in {settings.BANK_SHARED_SECRET, settings.SECRET_KEY}
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 30000 + b"]" * 30000, b'{"delay": 1e999}', b'{"delay": NaN}', b'{"hold": -Infinity}']
+)
+def test_deep_nesting_and_infinities_are_400_not_500(order, raw):
+    response = Client().post(pay_path(order), raw, content_type="application/json", headers=sandbox_auth())
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed"
+    assert BankPayment.objects.count() == 0

@@ -1,0 +1,14 @@
+"""Settings of a test run: paysys.settings with secrets of this run's own.
+
+Outside the embedded default every secret must come from the environment (paysys.settings
+refuses to start otherwise). A test run makes random ones unless CI exported its own, and puts
+them in the environment so the processes it starts (workers, servers) share them.
+"""
+
+import os
+import secrets
+
+for _name in ("SECRET_KEY", "BANK_SHARED_SECRET"):
+    os.environ.setdefault(_name, secrets.token_urlsafe(48))
+
+from paysys.settings import *  # noqa: E402,F401,F403
