@@ -4,9 +4,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paysys.api.fields import StrictIntegerField, TextField, reject_unknown_params
+from paysys.api.fields import StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
 from paysys.api.pagination import NewestFirstPagination
 from paysys.api.schema import error_responses as shared_error_responses
+from paysys.core.netguard import check_url
 from orders.models import MAX_AMOUNT, Order
 from orders.selectors import order_get, order_list
 from orders.services import order_create, order_pay_url
@@ -17,7 +18,7 @@ ERRORS = {
     404: "no such order (or another merchant's)",
     409: "merchant_order_no reused with different fields",
     413: "request body too large",
-    429: "too many requests for this API key",
+    429: "too many requests for this API key, or too many open unpaid orders",
 }
 
 
@@ -48,7 +49,7 @@ class OrderPageSerializer(serializers.Serializer):
 class OrdersApi(APIView):
     """``POST /api/v1/orders`` creates (idempotently); ``GET /api/v1/orders`` lists, newest first."""
 
-    class CreateInputSerializer(serializers.Serializer):
+    class CreateInputSerializer(StrictInputSerializer):
         merchant_order_no = TextField(max_length=64, min_length=1)
         amount = StrictIntegerField(min_value=1, max_value=MAX_AMOUNT)
         currency = TextField(min_length=3, max_length=3, default="CNY")
@@ -74,6 +75,8 @@ class OrdersApi(APIView):
         def validate_notify_url(self, value: str) -> str:
             if value and not value.lower().startswith(("http://", "https://")):
                 raise serializers.ValidationError("must be an http(s) URL")
+            if value:
+                check_url(value, field="notify_url")  # never the platform's own network (SSRF)
             return value
 
     class ListFilterSerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from paysys import bank
-from paysys.core.errors import Conflict, InvalidInput
+from paysys.core.errors import Conflict, InvalidInput, LimitReached
 from paysys.contracts import OrderPaid
 from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for
@@ -54,6 +54,7 @@ def order_create(
     if existing is None:
         if not Payer.objects.filter(pk=payer_id).exists():
             raise InvalidInput("unknown payer", fields={"payer_id": "no such payer"})
+        _check_open_orders_cap(merchant)
         try:
             with transaction.atomic(using="orders"):
                 order = Order.objects.create(
@@ -76,6 +77,20 @@ def order_create(
             code="idempotency_conflict",
         )
     return existing, False
+
+
+def _check_open_orders_cap(merchant: Merchant) -> None:
+    """Every open unpaid order is polled at the bank until it expires: one merchant creating
+    orders faster than they are paid must not make lost-notify recovery fall behind for everyone.
+    Counts at most cap + 1 rows. A soft cap: concurrent creates may pass it by a few."""
+    cap = settings.ORDER_MAX_OPEN_PER_MERCHANT
+    open_orders = Order.objects.filter(merchant_id=merchant.pk, status=Order.Status.CREATED, expires_at__gt=timezone.now())
+    if open_orders.values("pk")[: cap + 1].count() >= cap:
+        raise LimitReached(
+            f"this merchant has {cap} open unpaid orders, the most allowed; "
+            "create more once some are paid, closed or expired",
+            code="too_many_open_orders",
+        )
 
 
 def order_pay_url(order: Order) -> str:

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from this origin (CSP 'self'), not a CDN
     "django_celery_beat",
     "paysys.core",
     "paysys.messaging",
@@ -108,6 +109,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "paysys.api.middleware.ContentSecurityPolicyMiddleware",
+    "paysys.api.middleware.PublicRateLimitMiddleware",
     "paysys.api.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -252,12 +255,14 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", PUBLIC_BASE_URL if DEBUG
 # everything from this origin only; Swagger UI's assets are served locally (drf-spectacular-sidecar)
 CONTENT_SECURITY_POLICY = os.environ.get(
     "CONTENT_SECURITY_POLICY",
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
-    "frame-ancestors 'none'; form-action 'self'",
+    # scripts only from files of this origin; inline styles allowed (the admin's and Swagger UI's
+    # style attributes), which cannot run code
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'",
 )
 # client addresses: REMOTE_ADDR, unless this many trusted proxies append X-Forwarded-For
 NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
-# requests per client address on the public endpoints (paysys.api.throttling.PublicRateLimitMiddleware)
+# requests per client address on the public endpoints (paysys.api.middleware.PublicRateLimitMiddleware)
 PUBLIC_RATE_LIMITS = {
     "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "12000/min"),
     "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "1200/min"),
@@ -282,6 +287,8 @@ REST_FRAMEWORK = {
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "1200/min")  # per API key
 ORDER_CURRENCIES = env_list("ORDER_CURRENCIES", "CNY")
 ORDER_EXPIRY_SECONDS = int(os.environ.get("ORDER_EXPIRY_SECONDS", str(30 * 60)))
+# open (CREATED, unexpired) orders a merchant may have; beyond it creating one is a 429
+ORDER_MAX_OPEN_PER_MERCHANT = int(os.environ.get("ORDER_MAX_OPEN_PER_MERCHANT", "1000"))
 # order polling (roncoo-pay's order-polling app): seconds between asks while no notify came
 ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10,20,30")]
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
@@ -295,6 +302,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    # a feature that is off is not in the schema (the message API without its token)
+    "PREPROCESSING_HOOKS": ["paysys.messaging.api.hide_when_disabled"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "paysys.api.schema.strict_request_bodies",
+    ],
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- the bank: the platform's side (gateway, pay links, polling) --------------------------

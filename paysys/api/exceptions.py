@@ -33,6 +33,7 @@ DOMAIN_STATUS = {
     errors.Conflict: status.HTTP_409_CONFLICT,
     errors.Forbidden: status.HTTP_403_FORBIDDEN,
     errors.InsufficientFunds: status.HTTP_402_PAYMENT_REQUIRED,
+    errors.LimitReached: status.HTTP_429_TOO_MANY_REQUESTS,
     errors.Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 

@@ -1,6 +1,22 @@
 """Strict input fields shared by the API serializers."""
 
+from collections.abc import Mapping
+
 from rest_framework import serializers
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """The base of every request body's serializer: a field the API does not know is a 400
+    naming it, never silently ignored (a client sending ``"status": "SUCCESS"`` or ``"fee": 0``
+    must learn that it decides neither). The schema says so too (``additionalProperties: false``,
+    paysys.api.schema.strict_request_bodies)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name or "(empty name)": "unknown field" for name in unknown})
+        return super().to_internal_value(data)
 
 
 def no_surrogates(value: str) -> None:

@@ -1,5 +1,9 @@
+import time
+
 from django.conf import settings
+from django.core.cache import cache
 from django.http import JsonResponse
+from rest_framework.settings import api_settings
 
 from paysys.api.exceptions import error_body
 
@@ -24,3 +28,81 @@ class BodySizeLimitMiddleware:
                 error_body("too_large", f"request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"), status=413
             )
         return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Send ``settings.CONTENT_SECURITY_POLICY`` with every response that has none of its own.
+
+    The admin and the API docs are the platform's only HTML; everything they load (Swagger UI
+    included, from drf-spectacular-sidecar) comes from this origin, so ``'self'`` is the policy.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if settings.CONTENT_SECURITY_POLICY:
+            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
+
+
+# public endpoints (no API key) -> scope in settings.PUBLIC_RATE_LIMITS; methods None = all
+PUBLIC_SCOPES = [
+    ("/gateway/", None, "gateway"),
+    ("/sandbox/", None, "sandbox"),
+    ("/admin/login/", {"POST"}, "admin_login"),
+]
+PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def client_address(request) -> str:
+    """REMOTE_ADDR, or the address NUM_PROXIES trusted proxies put in X-Forwarded-For (a client
+    can write anything there: without proxies it is never read)."""
+    proxies = api_settings.NUM_PROXIES or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        return hops[-min(proxies, len(hops))]
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    count, _, period = rate.partition("/")
+    return int(count), PERIODS[period]
+
+
+class PublicRateLimitMiddleware:
+    """Requests per client address on the endpoints anyone may call without an API key: the bank
+    gateway, the sandbox, admin log-in attempts. A fixed window per (scope, address) in the shared
+    cache: one ``add`` and one ``incr``. Beyond the limit: 429 JSON with ``Retry-After``. A cache
+    that does not answer lets the request through (the limit protects; it must not take down)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        for prefix, methods, scope in PUBLIC_SCOPES:
+            if request.path.startswith(prefix) and (methods is None or request.method in methods):
+                refused = self.refused(request, scope)
+                if refused is not None:
+                    return refused
+                break
+        return self.get_response(request)
+
+    @staticmethod
+    def refused(request, scope: str):
+        limit, period = parse_rate(settings.PUBLIC_RATE_LIMITS[scope])
+        now = time.time()
+        window = int(now // period)
+        key = f"throttle:{scope}:{client_address(request)}:{window}"
+        try:
+            cache.add(key, 0, timeout=period + 1)
+            count = cache.incr(key)
+        except Exception:  # noqa: BLE001 - a cache outage must not refuse the bank's notifies
+            return None
+        if count <= limit:
+            return None
+        response = JsonResponse(error_body("throttled", f"too many requests from this address ({scope})"), status=429)
+        response["Retry-After"] = str(max(1, int((window + 1) * period - now)))
+        return response

@@ -21,3 +21,12 @@ ERROR = inline_serializer(
 def error_responses(descriptions: dict[int, str], *codes: int) -> dict:
     """``{status: OpenApiResponse(ERROR)}`` for ``codes``, described from ``descriptions``."""
     return {code: OpenApiResponse(ERROR, description=descriptions[code]) for code in codes}
+
+
+def strict_request_bodies(result, generator, request, public):
+    """Postprocessing hook: request bodies (``...Request`` components, COMPONENT_SPLIT_REQUEST)
+    take no property they do not list, as StrictInputSerializer enforces."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
+    return result

@@ -42,6 +42,12 @@ class InsufficientFunds(DomainError):
     code = "insufficient_funds"
 
 
+class LimitReached(DomainError):
+    """A quota of the caller is used up (e.g. open orders per merchant); retry after some are done."""
+
+    code = "limit_reached"
+
+
 class Unavailable(DomainError):
     """A service or database needed for the operation does not answer; retrying later may work."""
 

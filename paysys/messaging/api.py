@@ -25,8 +25,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paysys.api.exceptions import ApiError
-from paysys.core.errors import Conflict, NotFound, Unavailable as ServiceUnavailable
-from paysys.api.fields import TextField, no_surrogates, reject_unknown_params
+from paysys.core.errors import Conflict, NotFound
+from paysys.core.netguard import check_url
+from paysys.api.fields import StrictInputSerializer, TextField, no_surrogates, reject_unknown_params
 from paysys.api.schema import error_responses as shared_error_responses
 from paysys.messaging import services
 from paysys.messaging.models import Message
@@ -54,15 +55,16 @@ class MessagingService:
 class ServiceTokenAuthentication(authentication.BaseAuthentication):
     """``Authorization: Bearer <settings.MESSAGING_SERVICE_TOKEN>``.
 
-    An empty configured token disables the API (503) rather than letting an empty bearer in.
+    An empty configured token disables the API (MessagingApi answers 404 before authenticating),
+    never letting an empty bearer in.
     """
 
     keyword = "Bearer"
 
     def authenticate(self, request):
         expected = settings.MESSAGING_SERVICE_TOKEN
-        if not expected:
-            raise ServiceUnavailable("the messaging API is disabled: MESSAGING_SERVICE_TOKEN is not set", code="disabled")
+        if not expected:  # the views refuse first; an empty token must never match either
+            raise NotFound("not found")
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
@@ -96,6 +98,20 @@ class MessagingApi(APIView):
     permission_classes = [IsMessagingService]
     # trusted internal callers; failed authentication never reaches a throttle anyway
     throttle_classes: list = []
+
+    def initial(self, request, *args, **kwargs):
+        # off without a token: not there at all (404, and absent from the schema), not a 503,
+        # which would mean "try again later"
+        if not settings.MESSAGING_SERVICE_TOKEN:
+            raise NotFound("not found")
+        super().initial(request, *args, **kwargs)
+
+
+def hide_when_disabled(endpoints):
+    """drf-spectacular preprocessing hook: the message API is in the schema only when it is on."""
+    if settings.MESSAGING_SERVICE_TOKEN:
+        return endpoints
+    return [endpoint for endpoint in endpoints if not issubclass(getattr(endpoint[3], "cls", object), MessagingApi)]
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -132,7 +148,7 @@ ERRORS = {
     409: "the message was already confirmed: it cannot be discarded",
     413: "request body too large",
     415: "the body is not JSON",
-    503: "the messaging API is disabled, or its database is unavailable",
+    503: "a database is unavailable",
 }
 
 
@@ -244,7 +260,7 @@ def request_body(request):
 class MessagePrepareApi(MessagingApi):
     """``POST /api/v1/messages``: store a PREPARED message; it is sent only once confirmed."""
 
-    class MessagePrepareInputSerializer(serializers.Serializer):
+    class MessagePrepareInputSerializer(StrictInputSerializer):
         topic = TextField(min_length=1, max_length=100)
         payload = serializers.DictField(help_text="any JSON object; delivered to the consumers as is")
         business_key = TextField(
@@ -269,6 +285,7 @@ class MessagePrepareApi(MessagingApi):
         def validate_check_back_url(self, value: str) -> str:
             if not value.lower().startswith(("http://", "https://")):
                 raise serializers.ValidationError("must be an http(s) URL")
+            check_url(value, field="check_back_url")  # never the platform's own network (SSRF)
             return value
 
     @extend_schema(

@@ -6,16 +6,22 @@ every web process answers the same numbers. The ``service`` label is the databas
 owns the outbox (``default`` is core). An unreachable database is skipped and reported as
 ``paysys_database_up{alias="..."} 0``; it never turns the scrape into a 500.
 
-    paysys_messages{service,queue,status}          rows by state (every state of every queue seen)
+A scrape is one grouped query per alias over the rows not yet CONSUMED (index ``status, queue``):
+its cost follows the backlog, never the consumed history, whose size would also tell anyone
+reading it the business volume. It answers only ``Authorization: Bearer <METRICS_TOKEN>``
+(Prometheus' ``bearer_token``), and is off (404) while no token is set.
+
+    paysys_messages{service,queue,status}          PREPARED, SENDING and DEAD rows (every queue seen)
     paysys_messages_dead{service,queue}            DEAD rows: a human must look (admin, "Resend")
     paysys_message_oldest_pending_seconds{service} age of the oldest PREPARED or SENDING row, 0 if none
-    paysys_message_resends{service}                sum of max(send_count - 1, 0) over the rows kept
+    paysys_message_resends{service}                sum of max(send_count - 1, 0) over the rows not consumed
                                                    (a gauge: an admin resend restarts a row's count)
     paysys_database_up{alias}                      1 when the alias answered, else 0
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +29,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q, Sum
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -31,12 +37,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from paysys.api.exceptions import error_body
 from paysys.messaging.models import Message
 
 logger = logging.getLogger(__name__)
 
 Status = Message.Status
 PENDING = (Status.PREPARED, Status.SENDING)
+NOT_CONSUMED = (Status.PREPARED, Status.SENDING, Status.DEAD)
 
 
 @dataclass
@@ -61,12 +69,16 @@ class OutboxStats:
         return max((now - self.oldest_pending_at).total_seconds(), 0.0)
 
 
-def outbox_stats(alias: str) -> OutboxStats:
+def outbox_stats(alias: str, *, consumed: bool = True) -> OutboxStats:
     """Counts by (queue, status), the oldest pending row and the resend total of one alias.
 
-    Two queries; raises DatabaseError when the alias is unreachable.
+    Two queries over the whole outbox for the admin's dashboard; with ``consumed=False`` (the
+    scrape) one grouped query over the rows not consumed. Raises DatabaseError when the alias is
+    unreachable.
     """
     messages = Message.objects.using(alias)
+    if not consumed:
+        return _backlog_stats(alias, messages.filter(status__in=NOT_CONSUMED))
     counts = {
         (queue, status): n
         for queue, status, n in messages.order_by().values_list("queue", "status").annotate(n=Count("id"))
@@ -84,12 +96,26 @@ def outbox_stats(alias: str) -> OutboxStats:
     )
 
 
-def outbox_stats_by_alias(aliases: list[str] | None = None) -> dict[str, OutboxStats | None]:
+def _backlog_stats(alias: str, rows) -> OutboxStats:
+    stats = OutboxStats(alias=alias)
+    groups = rows.order_by().values_list("queue", "status").annotate(
+        n=Count("id"), oldest=Min("created_at"),
+        sends=Sum("send_count", filter=Q(send_count__gt=0)), sent_rows=Count("id", filter=Q(send_count__gt=0)),
+    )
+    for queue, status, n, oldest, sends, sent_rows in groups:
+        stats.counts[(queue, status)] = n
+        stats.resends += (sends or 0) - sent_rows
+        if status in PENDING and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
+            stats.oldest_pending_at = oldest
+    return stats
+
+
+def outbox_stats_by_alias(aliases: list[str] | None = None, *, consumed: bool = True) -> dict[str, OutboxStats | None]:
     """Every alias's stats; ``None`` for an alias whose database did not answer."""
     result: dict[str, OutboxStats | None] = {}
     for alias in aliases if aliases is not None else list(settings.DATABASES):
         try:
-            result[alias] = outbox_stats(alias)
+            result[alias] = outbox_stats(alias, consumed=consumed)
         except DatabaseError:
             logger.warning("outbox stats skipped alias %s: database unavailable", alias, exc_info=True)
             result[alias] = None
@@ -111,12 +137,12 @@ class OutboxCollector(Collector):
             "paysys_message_resends", "Sends beyond the first, summed over the outbox rows.", labels=["service"]
         )
         up = GaugeMetricFamily("paysys_database_up", "Whether the database alias answered this scrape.", labels=["alias"])
-        for alias, stats in outbox_stats_by_alias(self.aliases).items():
+        for alias, stats in outbox_stats_by_alias(self.aliases, consumed=False).items():
             up.add_metric([alias], 0 if stats is None else 1)
             if stats is None:
                 continue
             for queue in stats.queues:
-                for status in Status.values:
+                for status in NOT_CONSUMED:
                     messages.add_metric([alias, queue, status], stats.count(queue, status))
                 dead.add_metric([alias, queue], stats.count(queue, Status.DEAD))
             oldest.add_metric([alias], stats.oldest_pending_seconds(now))
@@ -127,7 +153,16 @@ class OutboxCollector(Collector):
 @require_safe
 @never_cache
 def metrics_view(request):
-    """Prometheus text exposition of the outbox of every database alias."""
+    """Prometheus text exposition of the outbox of every database alias, for the bearer of
+    METRICS_TOKEN only (404 while none is set: the endpoint is off)."""
+    expected = settings.METRICS_TOKEN
+    if not expected:
+        return JsonResponse(error_body("not_found", "not found"), status=404)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        response = JsonResponse(error_body("not_authenticated", "use 'Authorization: Bearer <METRICS_TOKEN>'"), status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

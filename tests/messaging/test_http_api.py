@@ -13,7 +13,7 @@ from paysys.messaging.models import Message
 
 pytestmark = [pytest.mark.django_db(databases="__all__")]
 
-TOKEN = "test-service-token-0123456789"
+TOKEN = "test-service-token-0123456789-abcdef"
 
 
 @registry.consumer("test.http_api", queue="accounting", name="accounting.test_http_api")
@@ -301,16 +301,64 @@ def test_every_operation_needs_the_token(client, method, suffix):
     assert {m.status for m in rows(message_id)} == {Message.Status.PREPARED}
 
 
-def test_an_empty_configured_token_disables_the_api(settings):
+def test_an_empty_configured_token_turns_the_api_off_404_and_out_of_the_schema(settings, tmp_path):
     settings.MESSAGING_SERVICE_TOKEN = ""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Bearer ")
 
     anonymous = APIClient().post("/api/v1/messages", body(), format="json")
     empty_bearer = client.post("/api/v1/messages", body(), format="json")
+    detail = client.get(f"/api/v1/messages/{uuid.uuid4()}")
 
-    assert (anonymous.status_code, empty_bearer.status_code) == (503, 503)
-    assert anonymous.json()["error"]["code"] == "disabled"
+    # 503 would say "try again later"; a feature that is off is simply not there
+    assert (anonymous.status_code, empty_bearer.status_code, detail.status_code) == (404, 404, 404)
+    assert anonymous.json()["error"]["code"] == "not_found"
+    assert not Message.objects.using("default").exists()
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    assert "/api/v1/messages" not in out.read_text() and "serviceToken" not in out.read_text()
+
+
+# --- issue 6: input that used to be a 500 or silently accepted ------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"topic": "test.http_api", "payload": {"a": 1e999}, "business_key": "k", "check_back_url": "https://p.example/cb"}',
+        b'{"topic": "test.http_api", "payload": {"a": -1e400}, "business_key": "k", "check_back_url": "https://p.example/cb"}',
+        b'{"topic": "test.http_api", "payload": {"a": NaN}, "business_key": "k", "check_back_url": "https://p.example/cb"}',
+        b'{"topic": "test.http_api", "payload": {"a": [Infinity]}, "business_key": "k", "check_back_url": "https://p.example/cb"}',
+        b"[" * 30000 + b"]" * 30000,
+        b'{"payload": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+    ],
+)
+def test_infinities_nan_and_deep_nesting_are_400_and_nothing_is_stored(client, raw):
+    response = client.generic("POST", "/api/v1/messages", raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "parse_error"
+    assert not Message.objects.using("default").exists()
+
+
+def test_an_unknown_body_field_is_a_400_naming_it(client):
+    response = client.post("/api/v1/messages", body(status="SENDING", send_count=0), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"send_count": "unknown field", "status": "unknown field"}
+    assert not Message.objects.using("default").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/cb", "http://[::ffff:169.254.169.254]/cb"]
+)
+def test_a_check_back_url_into_the_platforms_network_is_refused_at_prepare(client, url, settings):
+    settings.NOTIFY_ALLOWED_NETWORKS = []
+
+    response = client.post("/api/v1/messages", body(check_back_url=url), format="json")
+
+    assert response.status_code == 400
+    assert "check_back_url" in response.json()["error"]["fields"]
     assert not Message.objects.using("default").exists()
 
 

@@ -335,3 +335,81 @@ def test_an_expired_order_whose_payment_is_flagged_is_closed(api, payer, monkeyp
 
     assert statuses() == {"ODD": "CLOSED"}
     assert PaymentRecord.objects.get().outcome == "FLAGGED"  # for a human, as any payment it cannot apply
+
+
+# --- issue 6: hardening -------------------------------------------------------------------
+
+
+def test_unknown_body_fields_are_a_400_naming_them_and_nothing_is_created(api, payer):
+    response = api.post("/api/v1/orders", order_body(payer, status="SUCCESS", fee=0), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"fee": "unknown field", "status": "unknown field"}
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/notify", "http://127.0.0.1:8000/admin/",
+     "http://[::1]/x", "http://0.0.0.0/x"],
+)
+def test_a_notify_url_into_the_platforms_network_is_refused_at_creation(api, payer, settings, url):
+    settings.NOTIFY_ALLOWED_NETWORKS = []  # production: no private network allowed
+
+    response = api.post("/api/v1/orders", order_body(payer, notify_url=url), format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "notify_url" in error["fields"] and "not an allowed target" in error["message"]
+    assert not Order.objects.exists()
+
+
+def test_a_public_notify_url_is_accepted(api, payer, settings):
+    settings.NOTIFY_ALLOWED_NETWORKS = []
+
+    response = api.post("/api/v1/orders", order_body(payer, notify_url="https://93.184.215.14/notify"), format="json")
+
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["cD1hYmM%3D",  # "p=abc": a position that is not an id (was a 500)
+     "cD0xZTk5OQ%3D%3D",  # "p=1e999"
+     "cD05OTk5OTk5OTk5OTk5OTk5OTk5OTk5OQ%3D%3D",  # an id beyond any column
+     "garbage", "%FF%FE", "%C3%A9t%C3%A9", "cj1ub3Q%3D", "bz0tMQ%3D%3D", ""],
+)
+def test_a_bad_cursor_is_a_400_naming_it(api, payer, cursor):
+    response = api.get(f"/api/v1/orders?cursor={cursor}")
+
+    assert response.status_code == 400, response.content
+    assert "cursor" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 30000 + b"]" * 30000, b'{"amount": 1e999}', b'{"amount": NaN}', b'{"amount": Infinity}']
+)
+def test_deep_nesting_and_infinities_are_400_not_500(api, raw):
+    response = api.generic("POST", "/api/v1/orders", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_open_unpaid_orders_per_merchant_are_capped_429(api, payer, settings, make_merchant):
+    settings.ORDER_MAX_OPEN_PER_MERCHANT = 3
+    for i in range(3):
+        assert api.post("/api/v1/orders", order_body(payer, merchant_order_no=f"CAP-{i}"), format="json").status_code == 201
+
+    refused = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-3"), format="json")
+    replay = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json")
+    Order.objects.filter(merchant_order_no="CAP-0").update(status=Order.Status.CLOSED)
+    after_one_closed = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-4"), format="json")
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_open_orders"
+    assert replay.status_code == 200  # a replay creates nothing: never refused
+    assert after_one_closed.status_code == 201
+    _, other_key = make_merchant()  # the cap is per merchant
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
+    assert api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json").status_code == 201
