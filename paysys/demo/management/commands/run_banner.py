@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from io import StringIO
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from paysys.core.services import merchant_by_api_key, payer_create
 DEMO_MERCHANT_NAME = "Demo Merchant"
 DEMO_PAYER_NAME = "Demo Payer"
 ADMIN_USERNAME = "admin"
-ADMIN_PASSWORD = "admin"
+# the password every earlier checkout gave the dev superuser: found on a running stack, replaced
+PUBLISHED_ADMIN_PASSWORD = "admin"
 
 
 def demo_merchant_file() -> Path:
@@ -70,13 +72,29 @@ def ensure_demo_merchant() -> tuple[dict, bool]:
     return data, True
 
 
-def ensure_dev_superuser() -> str:
-    """Create admin/admin if there is no ``admin`` user; an existing one is left as it is."""
+def dev_admin_file() -> Path:
+    return settings.VAR_DIR / "dev-admin.json"
+
+
+def ensure_dev_superuser() -> tuple[str, str | None]:
+    """The dev superuser ``admin`` with a random password, kept in ``var/dev-admin.json``.
+
+    Returns ``(state, password)``: ("created", pw) the first time, or ("reset", pw) when an existing
+    ``admin`` still has the published password ``admin``; the password is then shown once. Else
+    ("existing", None): its password is in the file (or was changed by its owner).
+    """
     User = get_user_model()
-    if User.objects.filter(username=ADMIN_USERNAME).exists():
-        return "existing"
-    User.objects.create_superuser(ADMIN_USERNAME, email="", password=ADMIN_PASSWORD)
-    return "created"
+    user = User.objects.filter(username=ADMIN_USERNAME).first()
+    if user is not None and not user.check_password(PUBLISHED_ADMIN_PASSWORD):
+        return "existing", None
+    password = secrets.token_urlsafe(12)
+    if user is None:
+        User.objects.create_superuser(ADMIN_USERNAME, email="", password=password)
+    else:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    _write_private(dev_admin_file(), {"username": ADMIN_USERNAME, "password": password})
+    return ("created" if user is None else "reset"), password
 
 
 class Command(BaseCommand):
@@ -94,10 +112,12 @@ class Command(BaseCommand):
         lines.append(f"  mode       {mode}")
         lines.append(f"  web        {base}/   (web, one Celery worker per queue, and beat; Ctrl-C stops all)")
         if is_embedded() and settings.DEBUG:
-            state = ensure_dev_superuser()
-            note = "created now" if state == "created" else "unless you changed its password"
-            lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME} / password {ADMIN_PASSWORD} ({note})")
-            lines.append("             (this dev superuser exists in the embedded mode only)")
+            state, password = ensure_dev_superuser()
+            if password is not None:  # shown this once; kept in the file for later
+                lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME} / password {password} ({state} now)")
+            else:
+                lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME}, password in {dev_admin_file()}")
+            lines.append(f"             (a random password, kept in {dev_admin_file()}; this dev superuser exists in the embedded mode only)")
         else:
             lines.append(f"  admin      {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
         lines.append(f"  API docs   {base}/api/docs/")

@@ -1,0 +1,94 @@
+"""Public endpoints (issue 6): a Content-Security-Policy on every page, Swagger UI from this
+origin, and per-address request limits on the gateway, the sandbox and admin log-in."""
+
+import itertools
+import re
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+_hosts = itertools.count(1)
+
+
+def new_address() -> str:
+    """A client address no other test used in this rate window (the counters live in a shared cache)."""
+    n = next(_hosts)
+    return f"198.51.{(n // 250) % 250}.{n % 250 + 1}"
+
+
+def test_docs_are_served_from_this_origin_under_a_strict_csp(client):
+    page = client.get("/api/docs/")
+    script = client.get("/api/docs/?script=")
+
+    assert page.status_code == 200 and script.status_code == 200
+    csp = page["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    html = page.content.decode()
+    assert "cdn.jsdelivr" not in html and "@latest" not in html
+    assert "<script>" not in html  # no inline script: the start-up script is a file (?script=)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(url.startswith("/") for url in assets), assets
+    for url in assets:
+        if url.startswith("/static/"):
+            assert finders.find(url.removeprefix("/static/")), url  # shipped by drf-spectacular-sidecar
+
+
+@pytest.mark.parametrize("path", ["/admin/login/", "/healthz", "/api/v1/orders"])
+def test_every_response_carries_the_csp(client, path):
+    assert "default-src 'self'" in client.get(path)["Content-Security-Policy"]
+
+
+def bank_notify(client):
+    return client.post("/gateway/bank/notify", b"{}", content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "scope, call",
+    [
+        ("gateway", bank_notify),
+        ("sandbox", lambda client: client.get("/sandbox/bank/payments/PSNONE")),
+        ("admin_login", lambda client: client.post("/admin/login/", {"username": "admin", "password": "guess"})),
+    ],
+)
+def test_public_endpoints_are_limited_per_client_address(settings, scope, call):
+    settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, scope: "2/min"}
+    attacker = Client(REMOTE_ADDR=new_address())
+    other = Client(REMOTE_ADDR=new_address())
+
+    first, second, third = (call(attacker).status_code for _ in range(3))
+    # a forged X-Forwarded-For is not another client: no proxy is trusted unless NUM_PROXIES says so
+    spoofed = Client(REMOTE_ADDR=attacker.defaults["REMOTE_ADDR"], HTTP_X_FORWARDED_FOR=new_address())
+
+    assert 429 not in (first, second)
+    assert third == 429
+    assert call(spoofed).status_code == 429
+    assert call(other).status_code != 429
+    response = call(attacker)
+    assert response.json()["error"]["code"] == "throttled" and int(response["Retry-After"]) >= 1
+
+
+def test_behind_trusted_proxies_the_forwarded_address_is_the_client(settings):
+    from rest_framework.settings import api_settings
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    api_settings.reload()
+    settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, "gateway": "1/min"}
+    try:
+        proxy = new_address()
+        one = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=new_address())
+        two = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=new_address())
+        assert [bank_notify(one).status_code, bank_notify(one).status_code] == [401, 429]
+        assert bank_notify(two).status_code == 401
+    finally:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 0}
+        api_settings.reload()
+
+
+def test_admin_login_page_views_are_not_limited(settings):
+    settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, "admin_login": "1/min"}
+    client = Client(REMOTE_ADDR=new_address())
+
+    assert [client.get("/admin/login/").status_code for _ in range(3)] == [200, 200, 200]
