@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 
 from django.conf import settings
@@ -184,7 +185,10 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
     goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked.
 
     The claim moves every claimed order's next poll forward before any question, so an order the
-    pass does not reach (bank down, budget spent) is simply asked at its next poll time.
+    pass does not reach (bank down, budget spent) is simply asked at its next poll time. The bank
+    is asked ``ORDER_POLL_CONCURRENCY`` questions at a time (HTTP only, in threads); found payments
+    are applied here, one transaction each. The pass runs on the ``polling`` queue, in a worker of
+    its own, so however long it takes it never holds back the orders worker's payments.
     """
     now = now or timezone.now()
     with transaction.atomic(using="orders"):
@@ -195,22 +199,38 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
         )
         for order in due:  # claim: move the next poll forward before asking
             Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=_next_poll_at(order, now))
+    if not due:
+        return 0
     deadline = time.monotonic() + budget_seconds
     asked = 0
-    for order in due:
-        if time.monotonic() >= deadline:
-            logger.warning("poll pass spent its %s s budget: %d claimed orders wait for their next poll",
-                           budget_seconds, len(due) - asked)
-            break
-        asked += 1
-        try:
-            payment = bank.query_payment(order.out_trade_no)
-        except bank.BankUnavailable as exc:
-            logger.warning("polling %s: %s; asking again at its next poll", order.out_trade_no, exc)
-            continue
-        if payment is not None and payment["status"] == "SUCCESS":
-            _bank_payment_apply_found(payment)
+    with ThreadPoolExecutor(max_workers=max(1, min(settings.ORDER_POLL_CONCURRENCY, len(due))), thread_name_prefix="poll") as pool:
+        answers = [pool.submit(_ask_bank_before, order.out_trade_no, deadline) for order in due]
+        for answer in as_completed(answers):
+            payment = answer.result()
+            if payment is _NOT_ASKED:
+                continue
+            asked += 1
+            if payment is not None and payment["status"] == "SUCCESS":
+                _bank_payment_apply_found(payment)
+    if asked < len(due):
+        logger.warning("poll pass spent its %s s budget: %d claimed orders wait for their next poll",
+                       budget_seconds, len(due) - asked)
     return asked
+
+
+_NOT_ASKED = object()
+
+
+def _ask_bank_before(out_trade_no: str, deadline: float):
+    """The bank's answer about one order (payment dict or None), None when it cannot be asked now,
+    or _NOT_ASKED once the pass's budget is spent. Runs in a polling thread: HTTP only, no database."""
+    if time.monotonic() >= deadline:
+        return _NOT_ASKED
+    try:
+        return bank.query_payment(out_trade_no)
+    except bank.BankUnavailable as exc:
+        logger.warning("polling %s: %s; asking again at its next poll", out_trade_no, exc)
+        return None
 
 
 def _bank_payment_apply_found(payment: dict) -> PaymentRecord | None:

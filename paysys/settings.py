@@ -292,6 +292,8 @@ ORDER_MAX_OPEN_PER_MERCHANT = int(os.environ.get("ORDER_MAX_OPEN_PER_MERCHANT", 
 # order polling (roncoo-pay's order-polling app): seconds between asks while no notify came
 ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10,20,30")]
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
+# questions one polling pass asks the bank at a time (threads doing HTTP only)
+ORDER_POLL_CONCURRENCY = int(os.environ.get("ORDER_POLL_CONCURRENCY", "8"))
 # an expired order is closed once the bank says it was not paid; if the bank cannot be asked,
 # it is closed anyway this long after expiry (a payment arriving later is flagged for a human)
 ORDER_CLOSE_GRACE_SECONDS = int(os.environ.get("ORDER_CLOSE_GRACE_SECONDS", "600"))

@@ -142,7 +142,7 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
 
     # and: the web server and one real worker, as `make run` starts them (orders expire at once)
     web = processes.start("web", "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", env=web_env)
-    processes.start("worker", "-m", "celery", "-A", "paysys", "worker", "-Q", "orders,sandbox,core", "--pool=solo",
+    processes.start("worker", "-m", "celery", "-A", "paysys", "worker", "-Q", "orders,polling,sandbox,core", "--pool=solo",
                     "-n", f"smoke-{port}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
                     env=web_env)  # the same PUBLIC_BASE_URL: expiry asks this server's bank simulator
     merchant = json.loads(processes.run(

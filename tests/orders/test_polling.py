@@ -178,3 +178,42 @@ def test_poll_schedule_then_every_few_minutes_until_expiry(settings):
     assert waits[:6] == [3, 5, 10, 20, 30, 180]
     assert set(waits[5:]) == {180}
     assert now <= order.expires_at
+
+
+# --- issue 6: polling never delays payments and never falls behind alone ----------------------
+
+
+def test_polling_asks_the_bank_concurrently_within_the_bound(merchant, payer, settings, monkeypatch):
+    import threading
+    import time as _time
+
+    settings.ORDER_POLL_CONCURRENCY = 3
+    for i in range(9):
+        order_create(merchant=merchant, merchant_order_no=f"CC-{i}", amount=100, currency="CNY", subject="s", payer_id=payer.pk)
+    Order.objects.update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    lock, in_flight, most = threading.Lock(), [0], [0]
+
+    def slow_bank(out_trade_no):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        _time.sleep(0.2)  # a bank taking its time: only then do questions overlap
+        with lock:
+            in_flight[0] -= 1
+        return None
+
+    monkeypatch.setattr(bank_protocol, "query_payment", slow_bank)
+
+    assert orders_poll_bank() == 9
+    assert most[0] == 3
+
+
+def test_bank_asking_passes_run_on_their_own_queue_not_the_payments_one():
+    from paysys.celery import app
+
+    router = app.amqp.router
+    for task in ("orders.poll_bank", "orders.close_expired_orders"):
+        assert router.route({}, task)["queue"].name == "polling"
+    assert "polling" in settings.SERVICE_QUEUES
+    procfile = (settings.BASE_DIR / "Procfile").read_text()
+    assert any(line.startswith("polling:") and "-Q polling" in line for line in procfile.splitlines())
