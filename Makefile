@@ -1,5 +1,5 @@
 # paysys: set-up and run. Every target that needs Python depends on the venv, which is
-# (re)installed only when requirements.txt changes (stamp file .venv/.installed).
+# (re)installed only when the lock file changes (stamp file .venv/.installed).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -7,6 +7,9 @@ SHELL := /bin/bash
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# the whole dependency tree, pinned with hashes (pip-compile --generate-hashes of requirements-dev.txt):
+# a fresh clone installs exactly what CI tested
+LOCK    := requirements-dev.lock
 # the interpreter the venv is built from: python3.11 when on PATH, else python3 (>= 3.11 either way)
 ifeq ($(origin PYTHON),undefined)
 PYTHON  := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
@@ -32,12 +35,12 @@ help:
 	@echo "  make migrate             create and migrate every service database"
 	@echo "  make worker QUEUE=NAME   run one service's Celery worker alone (NAME: $(QUEUES))"
 	@echo "  make beat                run the beat scheduler alone"
-	@echo "  make venv                create .venv and install requirements.txt"
+	@echo "  make venv                create .venv and install the hashed lock ($(LOCK))"
 	@echo "  make clean               delete var/ (embedded databases, broker, demo merchant) and caches"
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(LOCK)
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "error: no python3.11 or python3 on PATH; install Python 3.11 or newer (or run: make PYTHON=/path/to/python3.x venv)" >&2; exit 1; fi
 	@if ! "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
@@ -46,8 +49,8 @@ $(STAMP): requirements.txt
 	@if [ -x "$(PY)" ] && ! "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
 		echo "removing $(VENV): it was built with a Python older than 3.11"; rm -rf "$(VENV)"; fi
 	@if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv "$(VENV)"; fi
-	@"$(PY)" -m pip install --disable-pip-version-check -q -r requirements.txt || { \
-		echo "error: pip install -r requirements.txt failed." >&2; \
+	@"$(PY)" -m pip install --disable-pip-version-check -q --require-hashes -r $(LOCK) || { \
+		echo "error: pip install -r $(LOCK) failed." >&2; \
 		echo "       mysqlclient builds from source: on Debian/Ubuntu run 'apt-get install -y libmariadb-dev pkg-config' and retry." >&2; \
 		exit 1; }
 	@touch "$(STAMP)"
