@@ -265,7 +265,7 @@ NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
 # requests per client address on the public endpoints (paysys.api.middleware.PublicRateLimitMiddleware)
 PUBLIC_RATE_LIMITS = {
     "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "12000/min"),
-    "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "1200/min"),
+    "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "12000/min"),  # the platform polls its query API
     "admin_login": os.environ.get("ADMIN_LOGIN_RATE_LIMIT", "20/min"),
 }
 # /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus' bearer_token); off unset
