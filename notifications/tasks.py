@@ -1,0 +1,12 @@
+from celery import shared_task
+from django.core.cache import cache
+
+from notifications import delivery
+from notifications.services import KICK_KEY
+
+
+@shared_task(name="notifications.deliver_due")
+def deliver_due() -> dict:
+    """One delivery pass (beat every second, and kicked after a record is created or resent)."""
+    cache.delete(KICK_KEY)  # a record made due while this pass runs kicks the next one
+    return delivery.deliver_due().as_dict()
