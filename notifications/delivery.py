@@ -1,0 +1,341 @@
+"""The delivery engine: claim due records, send them concurrently, record every attempt.
+
+Concurrency model. One pass runs in the delivery worker (queue ``notify_delivery``): its main
+thread does all database work, synchronously; HTTP runs on an asyncio event loop in one
+background thread of the same process. A request in flight is a coroutine and a socket, not a
+thread, so a hanging merchant costs almost nothing while it waits out its 15 s, and thousands
+can wait at once. Limits: ``NOTIFY_MAX_IN_FLIGHT`` requests per process, and
+``NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT`` per endpoint; an endpoint at its limit is left out of the
+next claim, so its backlog waits for it alone while every other merchant is served.
+
+A pass loops: record the attempts that finished (a few statements per batch), then claim as many
+due records as there is room for with ``SELECT … FOR UPDATE SKIP LOCKED`` (several machines
+never claim the same record) and push each one's due time a lease ahead (a worker killed
+mid-delivery loses nothing: when the lease expires another pass sends it, with the same
+webhook-id), sign, and hand them to the loop. It polls for newly due records every
+``NOTIFY_POLL_INTERVAL`` while anything is in flight, stops claiming after ``NOTIFY_PASS_SECONDS``
+and ends when nothing is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from notifications import http
+from notifications.models import Attempt, Endpoint, Notification
+from notifications.services import ALIAS, retry_schedules
+from notifications.signing import signed_headers
+
+logger = logging.getLogger(__name__)
+
+Status = Notification.Status
+
+
+@dataclass
+class PassResult:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0  # attempts that failed (the record may still be PENDING)
+    exhausted: int = 0  # records that became FAILED
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _InFlight:
+    record: Notification
+    number: int
+    trigger: str
+    headers: dict
+    response: http.Response | None = None
+
+
+# --- the event loop thread -----------------------------------------------------------------
+
+
+class _Loop:
+    """One asyncio loop per process, in a daemon thread; restarted in a forked child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="paysys-notify-http", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+
+_loop = _Loop()
+
+
+# --- a pass --------------------------------------------------------------------------------
+
+
+def deliver_due(*, now: datetime | None = None, budget_seconds: float | None = None) -> PassResult:
+    """One delivery pass. ``now`` (tests) fixes the clock used to find due records and to
+    schedule retries; the request's ``webhook-timestamp`` is always the real time."""
+    budget = settings.NOTIFY_PASS_SECONDS if budget_seconds is None else budget_seconds
+    return _Pass(now=now).run(budget)
+
+
+class _Pass:
+    def __init__(self, *, now: datetime | None) -> None:
+        self.fixed_now = now
+        self.loop = _loop.get()
+        self.done: queue.Queue[_InFlight] = queue.Queue()
+        self.in_flight = 0
+        self.by_endpoint: dict[int, int] = {}
+        self.result = PassResult()
+
+    def now(self) -> datetime:
+        return self.fixed_now or timezone.now()
+
+    def run(self, budget: float) -> PassResult:
+        started = time.monotonic()
+        deadline = started + budget
+        try:
+            while True:
+                self._record(self._drain())
+                claimed = 0
+                if time.monotonic() < deadline:
+                    claimed = self._claim_and_send()
+                if self.in_flight == 0 and (claimed == 0 or time.monotonic() >= deadline):
+                    break
+                if claimed == 0 or self.in_flight >= settings.NOTIFY_MAX_IN_FLIGHT:
+                    self._wait(settings.NOTIFY_POLL_INTERVAL)
+        finally:
+            # never leave an attempt unrecorded when this pass ends (a raise included): the
+            # requests already sent finish within the total timeout
+            while self.in_flight:
+                self._wait(settings.NOTIFY_TOTAL_TIMEOUT + 5)
+                self._record(self._drain())
+        self.result.seconds = round(time.monotonic() - started, 3)
+        return self.result
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until an attempt finishes or ``timeout`` passes; finished ones stay queued."""
+        try:
+            item = self.done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self.done.put(item)
+        time.sleep(0.005)  # let a few more finish: one transaction records them all
+
+    def _drain(self) -> list[_InFlight]:
+        items = []
+        while True:
+            try:
+                items.append(self.done.get_nowait())
+            except queue.Empty:
+                return items
+
+    # --- claim and send --------------------------------------------------------------------
+
+    def _claim_and_send(self) -> int:
+        room = settings.NOTIFY_MAX_IN_FLIGHT - self.in_flight
+        if room <= 0:
+            return 0
+        per_endpoint = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
+        full = [endpoint_id for endpoint_id, n in self.by_endpoint.items() if n >= per_endpoint]
+        now = self.now()
+        with transaction.atomic(using=ALIAS):
+            candidates = list(
+                Notification.objects.using(ALIAS)
+                .select_for_update(skip_locked=True)
+                .filter(next_attempt_at__lte=now)
+                .exclude(endpoint_id__in=full)
+                .order_by("next_attempt_at")
+                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "body", "attempt_count", "step")[:room]
+            )
+            if not candidates:
+                return 0
+            disabled = dict(
+                Endpoint.objects.using(ALIAS)
+                .filter(id__in={c.endpoint_id for c in candidates}, disabled_at__isnull=False)
+                .values_list("id", "disabled_reason")
+            )
+            taken, counts = [], dict(self.by_endpoint)
+            for record in candidates:
+                if record.endpoint_id in disabled:
+                    continue
+                if counts.get(record.endpoint_id, 0) >= per_endpoint:
+                    continue  # left due and unchanged; claimed when the endpoint has room
+                counts[record.endpoint_id] = counts.get(record.endpoint_id, 0) + 1
+                taken.append(record)
+            if disabled:
+                # no request to a disabled endpoint: the record waits for a human, with the reason
+                for endpoint_id, reason in disabled.items():
+                    ids = [c.id for c in candidates if c.endpoint_id == endpoint_id]
+                    self.result.exhausted += Notification.objects.using(ALIAS).filter(id__in=ids).update(
+                        status=Status.FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}"
+                    )
+            if taken:
+                Notification.objects.using(ALIAS).filter(id__in=[r.id for r in taken]).update(
+                    next_attempt_at=now + timedelta(seconds=settings.NOTIFY_CLAIM_LEASE)
+                )
+        if taken:
+            self._send(taken)
+        self.result.claimed += len(taken)
+        return len(candidates) - sum(1 for c in candidates if c.endpoint_id not in disabled and c not in taken) or 0
+
+    def _send(self, records: list[Notification]) -> None:
+        secrets = _merchant_secrets({r.merchant_id for r in records})
+        timestamp = int(time.time())
+        for record in records:
+            headers = signed_headers(secrets[record.merchant_id], record.webhook_id, timestamp, record.body)
+            trigger = Attempt.Trigger.RESEND if record.step == 0 and record.attempt_count > 0 else Attempt.Trigger.SCHEDULE
+            item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers)
+            self.in_flight += 1
+            self.by_endpoint[record.endpoint_id] = self.by_endpoint.get(record.endpoint_id, 0) + 1
+            future = asyncio.run_coroutine_threadsafe(
+                http.post(
+                    record.url, headers, record.body.encode(),
+                    connect_timeout=settings.NOTIFY_CONNECT_TIMEOUT, total_timeout=settings.NOTIFY_TOTAL_TIMEOUT,
+                ),
+                self.loop,
+            )
+            future.add_done_callback(lambda f, item=item: self._finished(item, f))
+
+    def _finished(self, item: _InFlight, future) -> None:  # runs on the loop thread
+        try:
+            item.response = future.result()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the client is still an attempt, recorded
+            item.response = http.Response(
+                started_at=timezone.now(), error_class="internal", error=f"{exc.__class__.__name__}: {exc}"
+            )
+        self.done.put(item)
+
+    # --- record outcomes -------------------------------------------------------------------
+
+    def _record(self, items: list[_InFlight]) -> None:
+        if not items:
+            return
+        for item in items:
+            self.in_flight -= 1
+            self.by_endpoint[item.record.endpoint_id] -= 1
+            if not self.by_endpoint[item.record.endpoint_id]:
+                del self.by_endpoint[item.record.endpoint_id]
+        record_attempts(items, now=self.now(), result=self.result)
+
+
+def _merchant_secrets(merchant_ids: set[int]) -> dict[int, list[str]]:
+    from paysys.core.models import Merchant  # core identity: every app may read it
+    from paysys.core.services import merchant_webhook_secrets
+
+    return {m.pk: merchant_webhook_secrets(m) for m in Merchant.objects.filter(pk__in=merchant_ids)}
+
+
+def classify(response: http.Response) -> tuple[str, str, str]:
+    """(outcome, error_class, error) of one attempt."""
+    if response.refused:
+        return Attempt.Outcome.REFUSED, response.error_class, response.error
+    code = response.status_code
+    if code is None:
+        return Attempt.Outcome.FAILED, response.error_class or "connect", response.error
+    if 200 <= code < 300:
+        return Attempt.Outcome.SUCCEEDED, "", ""
+    if 300 <= code < 400:
+        where = f" to {response.location}" if response.location else ""
+        return Attempt.Outcome.FAILED, "redirect", f"HTTP {code}: redirect{where} not followed (answer 2xx at the URL itself)"
+    if code == 410:
+        return Attempt.Outcome.FAILED, "gone", "HTTP 410 Gone: endpoint disabled until re-enabled"
+    return Attempt.Outcome.FAILED, "http_status", f"HTTP {code}"
+
+
+def next_wait(schedule: list[int], step: int, retry_after: float | None) -> float | None:
+    """Seconds until the next attempt after a failed attempt at ``step``, or None if that was
+    the last. The schedule's wait gets ±NOTIFY_RETRY_JITTER; a Retry-After longer than that is
+    honoured up to twice the step's wait (a merchant cannot park its notifications for days)."""
+    if step >= len(schedule):
+        return None
+    base = schedule[step]
+    jitter = settings.NOTIFY_RETRY_JITTER
+    wait = base * random.uniform(1 - jitter, 1 + jitter)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, base * 2))
+    return wait
+
+
+def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult) -> None:
+    """Write the attempts of a batch and move each record on: a handful of statements in one
+    transaction, whatever the batch size (successes in one UPDATE)."""
+    attempts, succeeded, failures, gone = [], {}, [], {}
+    endpoint_ok: dict[int, datetime] = {}
+    endpoint_failed: dict[int, int] = {}
+    for item in items:
+        record, response = item.record, item.response
+        outcome, error_class, error = classify(response)
+        attempts.append(
+            Attempt(
+                notification_id=record.id, merchant_id=record.merchant_id, number=item.number, trigger=item.trigger,
+                started_at=response.started_at, url=record.url, address=response.address,
+                request_headers=item.headers, request_body=record.body, status_code=response.status_code,
+                response_excerpt=response.excerpt, duration_ms=response.duration_ms, outcome=outcome,
+                error_class=error_class, error=error[:2000],
+            )
+        )
+        if outcome == Attempt.Outcome.SUCCEEDED:
+            succeeded.setdefault(response.status_code, []).append(record.id)
+            endpoint_ok[record.endpoint_id] = response.started_at
+            result.succeeded += 1
+            continue
+        result.failed += 1
+        endpoint_failed[record.endpoint_id] = endpoint_failed.get(record.endpoint_id, 0) + 1
+        if error_class == "gone":
+            gone[record.endpoint_id] = record.url
+        failures.append((record, response, error or error_class))
+    schedules = retry_schedules({record.merchant_id for record, _, _ in failures})
+    with transaction.atomic(using=ALIAS):
+        Attempt.objects.using(ALIAS).bulk_create(attempts)
+        for code, ids in succeeded.items():
+            Notification.objects.using(ALIAS).filter(id__in=ids).update(
+                status=Status.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None,
+                succeeded_at=now, last_status_code=code, last_error="", updated_at=now,
+            )
+        for endpoint_id, url in gone.items():
+            Endpoint.objects.using(ALIAS).filter(id=endpoint_id, disabled_at__isnull=True).update(
+                disabled_at=now, disabled_reason=f"410 Gone from {url}"[:255]
+            )
+        for record, response, error in failures:
+            wait = None if record.endpoint_id in gone else next_wait(schedules[record.merchant_id], record.step, response.retry_after)
+            changes = {"attempt_count": F("attempt_count") + 1, "last_status_code": response.status_code,
+                       "last_error": error[:2000], "updated_at": now}
+            if wait is None:
+                changes.update(status=Status.FAILED, next_attempt_at=None)
+                result.exhausted += 1
+            else:
+                changes.update(step=record.step + 1, next_attempt_at=now + timedelta(seconds=wait))
+            # only a record still PENDING moves: a concurrent success (or a resend) wins
+            Notification.objects.using(ALIAS).filter(id=record.id, status=Status.PENDING).update(**changes)
+        if endpoint_ok:
+            Endpoint.objects.using(ALIAS).filter(id__in=list(endpoint_ok)).update(
+                consecutive_failures=0, last_attempt_at=now, last_success_at=now
+            )
+        for endpoint_id, n in endpoint_failed.items():
+            if endpoint_id in endpoint_ok:
+                continue  # it answers: one 2xx in the batch says it is up
+            Endpoint.objects.using(ALIAS).filter(id=endpoint_id).update(
+                consecutive_failures=F("consecutive_failures") + n, last_attempt_at=now
+            )
+    if gone:
+        logger.warning("endpoint(s) disabled after 410 Gone: %s", ", ".join(gone.values()))

@@ -1,0 +1,196 @@
+"""One webhook POST, asynchronously, to the address that was checked.
+
+Why a small client of our own (asyncio streams + h11, the HTTP/1.1 parser under httpx) instead
+of ``requests``/``httpx``: the SSRF guard must hold on the address actually connected to. Here
+the name is resolved once, every address is checked with ``paysys.core.netguard.address_refusal``,
+and the socket is opened to that checked IP (TLS still verifies the certificate against the host
+name), so a DNS answer that changes between check and connect (rebinding) cannot slip through.
+Redirects are never followed; the whole attempt (resolve, connect, send, answer) is bounded by
+one deadline, and the connect alone by its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from urllib.parse import urlsplit
+
+import h11
+
+from paysys.core.netguard import address_refusal
+
+EXCERPT_BYTES = 2048
+USER_AGENT = "paysys-webhooks/1"
+
+_tls_context: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    global _tls_context
+    if _tls_context is None:
+        _tls_context = ssl.create_default_context()
+    return _tls_context
+
+
+@dataclass
+class Response:
+    """What came of one attempt. ``error_class`` is empty for an HTTP answer of any status."""
+
+    started_at: datetime
+    duration_ms: int = 0
+    address: str = ""
+    status_code: int | None = None
+    excerpt: str = ""
+    retry_after: float | None = None
+    location: str = ""
+    error_class: str = ""
+    error: str = ""
+    refused: bool = False  # never connected: the target is not allowed
+    headers: dict = field(default_factory=dict)
+
+
+class Refused(Exception):
+    pass
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address of ``host`` (an IP literal resolves to itself). Uses socket.getaddrinfo,
+    looked up at call time, so tests can make a name resolve anywhere."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.run_in_executor(None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    addresses: list[str] = []
+    for *_, sockaddr in infos:
+        if sockaddr[0] not in addresses:
+            addresses.append(sockaddr[0])
+    return addresses
+
+
+async def post(url: str, headers: dict[str, str], body: bytes, *, connect_timeout: float, total_timeout: float) -> Response:
+    result = Response(started_at=datetime.now(tz=dt_timezone.utc))
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(_post(result, url, headers, body, connect_timeout), timeout=total_timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        result.error_class = result.error_class or "timeout"
+        result.error = result.error or f"no complete answer within {total_timeout:g} s"
+    except Refused as exc:
+        result.refused = True
+        result.error_class = result.error_class or "refused_target"
+        result.error = str(exc)
+    except ssl.SSLError as exc:
+        result.error_class, result.error = "tls", f"{exc.__class__.__name__}: {exc}"
+    except (h11.ProtocolError, UnicodeError, ValueError) as exc:
+        result.error_class, result.error = "protocol", f"{exc.__class__.__name__}: {exc}"
+    except OSError as exc:
+        result.error_class = result.error_class or "connect"
+        result.error = result.error or f"{exc.__class__.__name__}: {exc}"
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    return result
+
+
+async def _post(result: Response, url: str, headers: dict[str, str], body: bytes, connect_timeout: float) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
+        result.error_class = "invalid_url"
+        raise Refused(f"{url!r} is not an http(s) URL with a host and no credentials")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = await resolve(host, port)
+    except socket.gaierror as exc:
+        result.error_class = "connect"
+        raise OSError(f"{host} does not resolve: {exc}") from exc
+    # every address must pass, not just the one we would use: an attacker's name that resolves
+    # to both a public and a private address is refused outright
+    for address in addresses:
+        reason = address_refusal(address)
+        if reason:
+            raise Refused(f"{host} resolves to {reason}" if address != host.strip("[]") else reason)
+    reader, writer = await _connect(result, addresses, port, host if parts.scheme == "https" else None, connect_timeout)
+    try:
+        await _exchange(result, reader, writer, parts, host, port, headers, body)
+    finally:
+        writer.transport.abort()  # we never reuse the connection; do not wait for a polite close
+
+
+async def _connect(result, addresses, port, tls_host, connect_timeout):
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    address, port, ssl=tls_context() if tls_host else None, server_hostname=tls_host,
+                ),
+                timeout=connect_timeout,
+            )
+            result.address = address
+            return reader, writer
+        except (TimeoutError, asyncio.TimeoutError):
+            result.error_class = "timeout"
+            error = OSError(f"connect to {address}:{port} timed out after {connect_timeout:g} s")
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            result.error_class = "connect"
+            error = OSError(f"connect to {address}:{port}: {exc.strerror or exc}")
+    raise error or OSError("no address to connect to")
+
+
+async def _exchange(result, reader, writer, parts, host, port, headers, body) -> None:
+    conn = h11.Connection(our_role=h11.CLIENT)
+    default_port = 443 if parts.scheme == "https" else 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request_headers = [
+        ("Host", host if port == default_port else f"{host}:{port}"),
+        ("User-Agent", USER_AGENT),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *headers.items(),
+    ]
+    writer.write(conn.send(h11.Request(method="POST", target=target, headers=request_headers)))
+    writer.write(conn.send(h11.Data(data=body)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+    excerpt = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.InformationalResponse):
+            continue
+        if isinstance(event, h11.Response):
+            result.status_code = event.status_code
+            result.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            result.retry_after = parse_retry_after(result.headers.get("retry-after"))
+            result.location = result.headers.get("location", "")
+        elif isinstance(event, h11.Data):
+            excerpt += event.data[: EXCERPT_BYTES - len(excerpt)]
+            if len(excerpt) >= EXCERPT_BYTES:
+                break  # enough to show a human; the rest is not read
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            break
+    result.excerpt = excerpt.decode("utf-8", errors="replace")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds the server asked us to wait: delta-seconds or an HTTP date; None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt_timezone.utc)
+    return max(0.0, (when - datetime.now(tz=dt_timezone.utc)).total_seconds())
