@@ -202,11 +202,19 @@ class _Pass:
         secrets = _merchant_secrets({r.merchant_id for r in records})
         timestamp = int(time.time())
         for record in records:
-            headers = signed_headers(secrets[record.merchant_id], record.webhook_id, timestamp, record.body)
+            keys = secrets.get(record.merchant_id)
+            headers = signed_headers(keys, record.webhook_id, timestamp, record.body) if keys else {}
             trigger = Attempt.Trigger.RESEND if record.step == 0 and record.attempt_count > 0 else Attempt.Trigger.SCHEDULE
             item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers)
             self.in_flight += 1
             self.by_endpoint[record.endpoint_id] = self.by_endpoint.get(record.endpoint_id, 0) + 1
+            if not keys:  # nothing to sign with: an attempt that never left, with the reason
+                item.response = http.Response(
+                    started_at=timezone.now(), refused=True, error_class="no_secret",
+                    error=f"merchant #{record.merchant_id} has no webhook secret (not found)",
+                )
+                self.done.put(item)
+                continue
             future = asyncio.run_coroutine_threadsafe(
                 http.post(
                     record.url, headers, record.body.encode(),

@@ -321,3 +321,27 @@ def test_attempt_body_is_the_exact_signed_body(merchant, notify, receiver):
     deliver_due()
     attempt = Attempt.objects.get(notification=record)
     assert json.loads(attempt.request_body)["data"]["out_trade_no"] == record.out_trade_no
+
+
+def test_retry_notifications_command_runs_one_pass(merchant, notify, receiver):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    record = notify(merchant)
+    out = StringIO()
+
+    call_command("retry_notifications", "--json", stdout=out)
+
+    assert json.loads(out.getvalue())["succeeded"] == 1
+    record.refresh_from_db()
+    assert record.status == Notification.Status.SUCCEEDED
+
+
+def test_the_delivery_task_runs_a_pass(merchant, notify, receiver):
+    from notifications.tasks import deliver_due as task
+
+    notify(merchant)
+
+    assert task.apply().get()["succeeded"] == 1
+    assert task.name == "notifications.deliver_due"
