@@ -230,6 +230,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # "status" is a field of orders and of notifications, with different choices
+    "ENUM_NAME_OVERRIDES": {"NotificationStatusEnum": "notifications.models.Notification.Status"},
 }
 
 # --- bank simulator and gateway -----------------------------------------------------------
@@ -284,6 +286,7 @@ NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT_PER
 NOTIFY_CLAIM_LEASE = float(os.environ.get("NOTIFY_CLAIM_LEASE", "60"))
 NOTIFY_PASS_SECONDS = float(os.environ.get("NOTIFY_PASS_SECONDS", "20"))  # a pass stops claiming after this
 NOTIFY_POLL_INTERVAL = 0.1  # seconds between due scans while a pass has requests in flight
+NOTIFY_LINGER_SECONDS = 2.0  # a pass with nothing in flight waits for records due this soon
 NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
 if NOTIFY_CLAIM_LEASE <= NOTIFY_TOTAL_TIMEOUT:
     raise RuntimeError("NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT")
