@@ -124,10 +124,16 @@ class OutboxCollector(Collector):
         yield from (messages, dead, oldest, resends, up)
 
 
+# collector classes other apps add in their AppConfig.ready() (infrastructure imports no domain)
+APP_COLLECTORS: list[type[Collector]] = []
+
+
 @require_safe
 @never_cache
 def metrics_view(request):
-    """Prometheus text exposition of the outbox of every database alias."""
+    """Prometheus text exposition of the outbox of every database alias, and the apps' collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector())
+    for collector in APP_COLLECTORS:
+        registry.register(collector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
