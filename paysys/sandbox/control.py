@@ -18,4 +18,5 @@ def sandbox_control(view):
     def control(request, *args, **kwargs):
         return view(request, *args, **kwargs)
 
+    control.sandbox_control = True  # tests check every control carries it
     return csrf_exempt(control)

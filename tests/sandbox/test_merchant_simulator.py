@@ -292,3 +292,35 @@ def test_nothing_in_the_platform_imports_the_simulator():
         if "paysys.sandbox.merchant" in path.read_text(errors="replace"):
             offenders.append(relative)
     assert offenders == []
+
+
+def test_every_merchant_control_goes_through_the_one_gate_and_receivers_do_not():
+    from django.urls import resolve
+
+    controls = ["/sandbox/merchant/1", "/sandbox/merchant/1/received"]
+    receivers = ["/sandbox/merchant/notify", "/sandbox/merchant/1/notify"]
+
+    assert all(getattr(resolve(path).func, "sandbox_control", False) for path in controls)
+    assert not any(getattr(resolve(path).func, "sandbox_control", False) for path in receivers)
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def test_admin_shows_what_the_merchant_received_and_never_the_secret(admin_client, shop, secret):
+    post(f"/sandbox/merchant/{shop}/notify", *signed(secret))
+    body, headers = signed(secret, msg_id="msg_bad")
+    post(f"/sandbox/merchant/{shop}/notify", body.replace("1999", "1"), headers)
+    delivery = MerchantDelivery.objects.get(webhook_id="msg_bad")
+
+    deliveries = admin_client.get("/admin/sandbox/merchantdelivery/").content.decode()
+    unverified = admin_client.get("/admin/sandbox/merchantdelivery/", {"verified__exact": "0"}).content.decode()
+    detail = admin_client.get(f"/admin/sandbox/merchantdelivery/{delivery.pk}/change/").content.decode()
+    received = admin_client.get("/admin/sandbox/merchantnotification/").content.decode()
+    endpoint = admin_client.get(f"/admin/sandbox/merchantendpoint/{MerchantEndpoint.objects.get().pk}/change/").content.decode()
+
+    assert "msg_1" in deliveries and "msg_bad" in deliveries and "msg_1" not in unverified
+    assert "No matching signature found" in detail and "webhook-signature" in detail
+    assert "P123" in received
+    assert secret not in endpoint and 'name="fail_next"' in endpoint  # switches editable, secret hidden
+    assert admin_client.get("/admin/sandbox/merchantdelivery/add/").status_code == 403
