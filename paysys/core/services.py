@@ -49,7 +49,7 @@ def merchant_create(*, name: str, notify_url: str, fee_rate_bp: int = 60) -> tup
 
 def webhook_secret_grace() -> timedelta:
     """How long a rotated-out secret keeps signing: ``NOTIFY_SECRET_GRACE`` seconds, default 24 h."""
-    return timedelta(seconds=getattr(settings, "NOTIFY_SECRET_GRACE", 24 * 3600))
+    return timedelta(seconds=settings.NOTIFY_SECRET_GRACE)
 
 
 def merchant_webhook_secrets(merchant: Merchant) -> list[str]:
