@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import socket
 import ssl
 import time
@@ -58,15 +59,30 @@ class Refused(Exception):
     pass
 
 
+DNS_CACHE_SECONDS = 5.0
+_dns_cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+
 async def resolve(host: str, port: int) -> list[str]:
     """Every address of ``host`` (an IP literal resolves to itself). Uses socket.getaddrinfo,
-    looked up at call time, so tests can make a name resolve anywhere."""
+    looked up at call time, so tests can make a name resolve anywhere. Answers are kept a few
+    seconds: safe for the guard, which checks (and connects to) exactly the addresses returned."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    cached = _dns_cache.get((host, port))
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
     loop = asyncio.get_running_loop()
     infos = await loop.run_in_executor(None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     addresses: list[str] = []
     for *_, sockaddr in infos:
         if sockaddr[0] not in addresses:
             addresses.append(sockaddr[0])
+    if len(_dns_cache) > 10_000:
+        _dns_cache.clear()
+    _dns_cache[(host, port)] = (time.monotonic() + DNS_CACHE_SECONDS, addresses)
     return addresses
 
 
@@ -74,8 +90,9 @@ async def post(url: str, headers: dict[str, str], body: bytes, *, connect_timeou
     result = Response(started_at=datetime.now(tz=dt_timezone.utc))
     started = time.monotonic()
     try:
-        await asyncio.wait_for(_post(result, url, headers, body, connect_timeout), timeout=total_timeout)
-    except (TimeoutError, asyncio.TimeoutError):
+        async with asyncio.timeout(total_timeout):
+            await _post(result, url, headers, body, connect_timeout)
+    except TimeoutError:
         result.error_class = result.error_class or "timeout"
         result.error = result.error or f"no complete answer within {total_timeout:g} s"
     except Refused as exc:
@@ -122,15 +139,13 @@ async def _connect(result, addresses, port, tls_host, connect_timeout):
     error: OSError | None = None
     for address in addresses:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(connect_timeout):
+                reader, writer = await asyncio.open_connection(
                     address, port, ssl=tls_context() if tls_host else None, server_hostname=tls_host,
-                ),
-                timeout=connect_timeout,
-            )
+                )
             result.address = address
             return reader, writer
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             result.error_class = "timeout"
             error = OSError(f"connect to {address}:{port} timed out after {connect_timeout:g} s")
         except ssl.SSLError:

@@ -105,7 +105,8 @@ class Notification(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["next_attempt_at"], name="notification_due"),
+            # the due scan: in due order, skipping endpoints at their limit within the index
+            models.Index(fields=["next_attempt_at", "endpoint"], name="notification_due"),
             models.Index(fields=["merchant_id", "status", "created_at"], name="notification_merchant_status"),
             models.Index(fields=["merchant_id", "created_at"], name="notification_merchant_time"),
         ]

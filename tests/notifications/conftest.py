@@ -40,3 +40,13 @@ def notify(receiver):
         return notification_create_for_order_paid(order_paid(merchant, notify_url=receiver.url(path), **overrides))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _forget_dns_answers():
+    """Delivery keeps DNS answers a few seconds; tests make names resolve differently."""
+    from notifications import http
+
+    http._dns_cache.clear()
+    yield
+    http._dns_cache.clear()
