@@ -168,9 +168,11 @@ async def _exchange(result, reader, writer, parts, host, port, headers, body) ->
         ("Connection", "close"),
         *headers.items(),
     ]
-    writer.write(conn.send(h11.Request(method="POST", target=target, headers=request_headers)))
-    writer.write(conn.send(h11.Data(data=body)))
-    writer.write(conn.send(h11.EndOfMessage()))
+    writer.write(b"".join((  # one write, one segment: the request is small
+        conn.send(h11.Request(method="POST", target=target, headers=request_headers)),
+        conn.send(h11.Data(data=body)),
+        conn.send(h11.EndOfMessage()),
+    )))
     await writer.drain()
     excerpt = bytearray()
     while True:

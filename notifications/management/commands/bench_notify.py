@@ -3,7 +3,7 @@
     manage.py bench_notify [--count 10000] [--endpoints 50] [--rate 300] [--seconds 10] [--json]
 
 Starts a local merchant server (``notifications.bench_receiver``, its own process) and one
-delivery worker (``celery worker -Q notify_delivery --concurrency=1``, as in the Procfile), and
+delivery worker (``celery worker -Q notify_delivery --concurrency=2``, as in the Procfile), and
 plays beat (a ``notifications.deliver_due`` every second). Measures:
 
 * throughput: ``--count`` records due at once across ``--endpoints`` endpoints; deliveries/s
@@ -52,6 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--endpoints", type=int, default=50)
         parser.add_argument("--rate", type=int, default=300, help="records coming due per second (isolation runs)")
         parser.add_argument("--seconds", type=int, default=10, help="length of each isolation run")
+        parser.add_argument("--worker-processes", type=int, default=2, help="as the Procfile's notify-delivery worker")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **opts):
@@ -69,7 +70,8 @@ class Command(BaseCommand):
         receiver.stdout.readline()
         self.base_url = f"http://127.0.0.1:{port}"
         self.merchant, _ = merchant_create(name="bench-notify", notify_url=f"{self.base_url}/ok")
-        worker = self._start_worker()
+        worker = self._start_worker(opts["worker_processes"])
+        figures["worker"]["processes"] = opts["worker_processes"]
         beat_stop = threading.Event()
         try:
             threading.Thread(target=_beat, args=(beat_stop,), daemon=True).start()
@@ -102,11 +104,11 @@ class Command(BaseCommand):
         if not self.quiet:
             self.stdout.write(text)
 
-    def _start_worker(self) -> subprocess.Popen:
+    def _start_worker(self, processes: int) -> subprocess.Popen:
         log = open(settings.VAR_DIR / "bench-notify-worker.log", "ab") if settings.VAR_DIR.exists() else subprocess.DEVNULL
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", settings.NOTIFY_DELIVERY_QUEUE,
-             "--concurrency=1", "-n", f"bench-notify-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+             f"--concurrency={processes}", "-n", f"bench-notify-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
              "--loglevel=WARNING"],
             cwd=settings.BASE_DIR, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
         )
