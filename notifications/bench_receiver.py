@@ -10,22 +10,26 @@ from __future__ import annotations
 import asyncio
 import sys
 
-ANSWER = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+ANSWER = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        await reader.readexactly(length)
-        if head.split(b" ", 2)[1].startswith(b"/hang"):
-            await reader.read()  # until the sender closes
-            return
-        writer.write(ANSWER)
-        await writer.drain()
+        while True:  # HTTP/1.1 keep-alive: requests one after another on the connection
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return  # the sender closed the connection
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            if head.split(b" ", 2)[1].startswith(b"/hang"):
+                await reader.read()  # until the sender gives up and closes
+                return
+            writer.write(ANSWER)
+            await writer.drain()
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError, IndexError):
         pass
     finally:

@@ -15,6 +15,7 @@ class Received:
     headers: dict
     body: str
     at: float  # time.time()
+    client: tuple = ()  # the sender's (address, port): the same port means a reused connection
 
 
 @dataclass
@@ -23,6 +24,9 @@ class Behaviour:
     headers: dict = field(default_factory=dict)
     body: str = "ok"
     hang: bool = False  # hold the connection without answering until released
+    keep_alive: bool = False  # answer without "Connection: close" and keep the connection open
+    drop: bool = False  # read the request, close the connection without a word
+    drop_after: bool = False  # with keep_alive: promise keep-alive, then close anyway (a server's idle timeout)
 
 
 class Receiver:
@@ -45,19 +49,25 @@ class Receiver:
                 behaviour = receiver._next(self.path)
                 with receiver._lock:
                     receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time(),
+                                 self.client_address)
                     )
                 if behaviour.hang:
                     receiver.released.wait(60)
+                    return
+                if behaviour.drop:
+                    self.close_connection = True
                     return
                 payload = behaviour.body.encode()
                 self.send_response(behaviour.status)
                 for name, value in behaviour.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Connection", "close")
+                if not behaviour.keep_alive:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
+                self.close_connection = not behaviour.keep_alive or behaviour.drop_after
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default 5 would refuse a burst of parallel deliveries

@@ -345,3 +345,56 @@ def test_the_delivery_task_runs_a_pass(merchant, notify, receiver):
 
     assert task.apply().get()["succeeded"] == 1
     assert task.name == "notifications.deliver_due"
+
+
+def test_a_keep_alive_connection_is_reused_for_the_next_notification(merchant, notify, receiver):
+    receiver.answer("/notify", Behaviour(keep_alive=True))
+    notify(merchant)
+    deliver_due()
+    notify(merchant)
+    deliver_due()
+
+    first, second = receiver.requests()
+    assert first.client == second.client  # one TCP connection, two requests
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_and_the_attempt_succeeds(merchant, notify, receiver):
+    receiver.answer("/notify", Behaviour(keep_alive=True, drop_after=True))
+    notify(merchant)
+    deliver_due()
+    record = notify(merchant)
+
+    deliver_due()
+
+    record.refresh_from_db()
+    assert record.status == Notification.Status.SUCCEEDED and record.attempts.count() == 1
+    first, second = receiver.requests()
+    assert first.client != second.client
+
+
+def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(merchant, notify, receiver):
+    # the race every keep-alive client meets: the server closes its idle connection just as the
+    # next request goes out on it; nothing was answered, so the request goes again, same id
+    receiver.answer("/notify", Behaviour(keep_alive=True), Behaviour(drop=True), Behaviour(keep_alive=True))
+    notify(merchant)
+    deliver_due()
+    record = notify(merchant)
+
+    deliver_due()
+
+    record.refresh_from_db()
+    assert record.status == Notification.Status.SUCCEEDED and record.attempts.count() == 1
+    first, dropped, retried = receiver.requests()
+    assert first.client == dropped.client != retried.client
+    assert dropped.headers["webhook-id"] == retried.headers["webhook-id"] == record.webhook_id
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_a_failed_attempt(merchant, notify, receiver):
+    receiver.answer("/notify", Behaviour(drop=True))
+    record = notify(merchant)
+
+    deliver_due()
+
+    attempt = record.attempts.get()
+    assert (attempt.outcome, attempt.error_class, attempt.status_code) == ("failed", "protocol", None)
+    assert len(receiver.requests()) == 1
