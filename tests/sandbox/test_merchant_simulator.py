@@ -324,3 +324,11 @@ def test_admin_shows_what_the_merchant_received_and_never_the_secret(admin_clien
     assert "P123" in received
     assert secret not in endpoint and 'name="fail_next"' in endpoint  # switches editable, secret hidden
     assert admin_client.get("/admin/sandbox/merchantdelivery/add/").status_code == 403
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_two_first_set_ups_at_once_make_one_endpoint(secret):
+    set_up = lambda: services.endpoint_configure(merchant_id=9, data={"webhook_secret": secret}).merchant_id  # noqa: E731
+
+    assert run_at_once(set_up, set_up, set_up) == [9, 9, 9]
+    assert MerchantEndpoint.objects.count() == 1

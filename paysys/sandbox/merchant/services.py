@@ -97,7 +97,14 @@ def endpoint_options_parse(data, *, creating: bool) -> dict:
 
 def endpoint_configure(*, merchant_id: int, data) -> MerchantEndpoint:
     """Set up the merchant's receiver (its secret is required the first time) or change how it
-    behaves; only the options given change."""
+    behaves; only the options given change. Two first set-ups at once: the loser updates."""
+    try:
+        return _endpoint_configure(merchant_id, data)
+    except IntegrityError:
+        return _endpoint_configure(merchant_id, data)
+
+
+def _endpoint_configure(merchant_id: int, data) -> MerchantEndpoint:
     with transaction.atomic(using=ALIAS):
         endpoint = MerchantEndpoint.objects.select_for_update().filter(merchant_id=merchant_id).first()
         changes = endpoint_options_parse(data, creating=endpoint is None)
