@@ -72,21 +72,70 @@ class _InFlight:
 # --- the event loop thread -----------------------------------------------------------------
 
 
-class _Loop:
-    """One asyncio loop per process, in a daemon thread; restarted in a forked child."""
+class _Flight:
+    """The requests in flight in this process: the event loop thread that runs them, how many
+    there are (overall and per endpoint, the limits' counters) and the queue of finished ones.
+    It outlives a pass: a pass that ends at its deadline leaves its slow requests running, and
+    the next pass in this process records them, so no pass ever stops claiming to wait out a
+    hanging merchant's 15 s."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid: int | None = None
+        self.lock = threading.Lock()
+        self.done: queue.Queue[_InFlight] = queue.Queue()
+        self.count = 0
+        self.by_endpoint: dict[int, int] = {}
+        self.tasks: set[asyncio.Task] = set()  # the loop keeps only weak references
+        self.loop = _new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="paysys-notify-http", daemon=True).start()
 
-    def get(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():
-                loop = _new_event_loop()
-                threading.Thread(target=loop.run_forever, name="paysys-notify-http", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
+    def full_endpoints(self) -> list[int]:
+        limit = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
+        with self.lock:
+            return [endpoint_id for endpoint_id, n in self.by_endpoint.items() if n >= limit]
+
+    def room(self) -> tuple[int, dict[int, int]]:
+        with self.lock:
+            return settings.NOTIFY_MAX_IN_FLIGHT - self.count, dict(self.by_endpoint)
+
+    def add(self, item: _InFlight) -> None:
+        with self.lock:
+            self.count += 1
+            endpoint_id = item.record.endpoint_id
+            self.by_endpoint[endpoint_id] = self.by_endpoint.get(endpoint_id, 0) + 1
+
+    def remove(self, items: list[_InFlight]) -> None:
+        with self.lock:
+            for item in items:
+                self.count -= 1
+                endpoint_id = item.record.endpoint_id
+                self.by_endpoint[endpoint_id] -= 1
+                if not self.by_endpoint[endpoint_id]:
+                    del self.by_endpoint[endpoint_id]
+
+    def start(self, items: list[_InFlight]) -> None:
+        # one hand-off to the loop thread per batch, not one wake-up per request
+        self.loop.call_soon_threadsafe(self._start, items)
+
+    def _start(self, items: list[_InFlight]) -> None:  # runs on the loop thread
+        for item in items:
+            task = self.loop.create_task(
+                http.post(
+                    item.record.url, item.headers, item.record.body.encode(),
+                    connect_timeout=settings.NOTIFY_CONNECT_TIMEOUT, total_timeout=settings.NOTIFY_TOTAL_TIMEOUT,
+                )
+            )
+            self.tasks.add(task)
+            task.add_done_callback(lambda t, item=item: self._finished(item, t))
+
+    def _finished(self, item: _InFlight, task) -> None:  # runs on the loop thread
+        self.tasks.discard(task)
+        try:
+            item.response = task.result()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the client is still an attempt, recorded
+            item.response = http.Response(
+                started_at=timezone.now(), error_class="internal", error=f"{exc.__class__.__name__}: {exc}"
+            )
+        self.done.put(item)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -98,27 +147,37 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-_loop = _Loop()
+_flights: dict[int, _Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def _flight() -> _Flight:
+    """This process's flight; a forked child (prefork worker) starts its own."""
+    with _flights_lock:
+        flight = _flights.get(os.getpid())
+        if flight is None:
+            flight = _flights[os.getpid()] = _Flight()
+        return flight
 
 
 # --- a pass --------------------------------------------------------------------------------
 
 
-def deliver_due(*, now: datetime | None = None, budget_seconds: float | None = None) -> PassResult:
+def deliver_due(*, now: datetime | None = None, budget_seconds: float | None = None, drain: bool = True) -> PassResult:
     """One delivery pass. ``now`` (tests) fixes the clock used to find due records and to
-    schedule retries; the request's ``webhook-timestamp`` is always the real time."""
+    schedule retries; the request's ``webhook-timestamp`` is always the real time.
+
+    With ``drain`` the pass returns only when every request it started is recorded (commands,
+    tests); without (the worker's task), a pass that reaches its deadline returns at once and
+    leaves slow requests to the next pass of this process."""
     budget = settings.NOTIFY_PASS_SECONDS if budget_seconds is None else budget_seconds
-    return _Pass(now=now).run(budget)
+    return _Pass(now=now).run(budget, drain=drain)
 
 
 class _Pass:
     def __init__(self, *, now: datetime | None) -> None:
         self.fixed_now = now
-        self.loop = _loop.get()
-        self.done: queue.Queue[_InFlight] = queue.Queue()
-        self.in_flight = 0
-        self.by_endpoint: dict[int, int] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.flight = _flight()
         self._disabled_cache: dict[int, str] = {}
         self._disabled_at: float | None = None
         self._secrets_cache: dict[int, list[str]] = {}
@@ -128,26 +187,30 @@ class _Pass:
     def now(self) -> datetime:
         return self.fixed_now or timezone.now()
 
-    def run(self, budget: float) -> PassResult:
+    @property
+    def in_flight(self) -> int:
+        return self.flight.count
+
+    def run(self, budget: float, *, drain: bool = True) -> PassResult:
         started = time.monotonic()
         deadline = started + budget
         try:
-            while True:
+            while time.monotonic() < deadline:
                 self._record(self._drain())
-                progress = self._claim_and_send() if time.monotonic() < deadline else 0
-                if progress or self.in_flight >= settings.NOTIFY_MAX_IN_FLIGHT:
-                    # a claim takes all the room or all that is due: what comes next is made
+                if self._claim_all() or self.in_flight >= settings.NOTIFY_MAX_IN_FLIGHT:
+                    # the claims took all the room or all that is due: what comes next is made
                     # possible by attempts finishing, so collect them, then record them together
                     self._wait(settings.NOTIFY_POLL_INTERVAL)
                     continue
-                wait = self._until_next_due() if time.monotonic() < deadline else None
-                if self.in_flight == 0 and not progress and (wait is None or wait > settings.NOTIFY_LINGER_SECONDS):
+                wait = self._until_next_due()
+                if self.in_flight == 0 and (wait is None or wait > settings.NOTIFY_LINGER_SECONDS):
                     break  # nothing in flight, nothing due in a moment: the next beat takes over
                 self._wait(min(settings.NOTIFY_POLL_INTERVAL, wait if wait is not None else settings.NOTIFY_POLL_INTERVAL))
         finally:
-            # never leave an attempt unrecorded when this pass ends (a raise included): the
-            # requests already sent finish within the total timeout
-            while self.in_flight:
+            self._record(self._drain())
+            # the requests still running finish within the total timeout: wait for them, or
+            # leave them to the next pass here (a killed process loses them to the lease only)
+            while drain and self.in_flight:
                 self._wait(settings.NOTIFY_TOTAL_TIMEOUT + 5)
                 self._record(self._drain())
         self.result.seconds = round(time.monotonic() - started, 3)
@@ -158,7 +221,7 @@ class _Pass:
         None if none is; a pass with a fixed clock (tests) never waits for the future."""
         if self.fixed_now is not None:
             return None
-        full = self._full_endpoints()
+        full = self.flight.full_endpoints()
         first = (
             Notification.objects.using(ALIAS).filter(next_attempt_at__isnull=False)
             .exclude(endpoint_id__in=full).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
@@ -168,35 +231,42 @@ class _Pass:
         # a record due now that this pass could not claim is locked by another pass for a moment
         return max((first - self.now()).total_seconds(), 0.01)
 
-    def _full_endpoints(self) -> list[int]:
-        limit = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
-        return [endpoint_id for endpoint_id, n in self.by_endpoint.items() if n >= limit]
-
     def _wait(self, timeout: float) -> None:
         """Sleep until an attempt finishes or ``timeout`` passes; finished ones stay queued."""
         try:
-            item = self.done.get(timeout=timeout)
+            item = self.flight.done.get(timeout=timeout)
         except queue.Empty:
             return
-        self.done.put(item)
+        self.flight.done.put(item)
         time.sleep(0.01)  # let more finish: one transaction records them all
 
     def _drain(self) -> list[_InFlight]:
         items = []
         while True:
             try:
-                items.append(self.done.get_nowait())
+                items.append(self.flight.done.get_nowait())
             except queue.Empty:
                 return items
 
     # --- claim and send --------------------------------------------------------------------
 
-    def _claim_and_send(self) -> int:
-        room = settings.NOTIFY_MAX_IN_FLIGHT - self.in_flight
+    def _claim_all(self) -> int:
+        """Claim until the room is used or nothing more is claimable. A claim that stopped at
+        endpoints reaching their limit (a backlog of one merchant fills the first rows) is
+        followed at once by another that leaves those endpoints out."""
+        progress = 0
+        while True:
+            taken, saturated = self._claim_and_send()
+            progress += taken
+            if not saturated or not taken or self.in_flight >= settings.NOTIFY_MAX_IN_FLIGHT:
+                return progress
+
+    def _claim_and_send(self) -> tuple[int, bool]:
+        room, by_endpoint = self.flight.room()
         if room <= 0:
-            return 0
+            return 0, False
         per_endpoint = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
-        full = self._full_endpoints()
+        full = [endpoint_id for endpoint_id, n in by_endpoint.items() if n >= per_endpoint]
         now = self.now()
         with transaction.atomic(using=ALIAS):
             candidates = list(
@@ -205,12 +275,12 @@ class _Pass:
                 .filter(next_attempt_at__lte=now)
                 .exclude(endpoint_id__in=full)
                 .order_by("next_attempt_at")
-                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "body", "attempt_count", "step")[:room]
+                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "attempt_count", "step")[:room]
             )
             if not candidates:
-                return 0
+                return 0, False
             disabled = {c.endpoint_id: self._disabled()[c.endpoint_id] for c in candidates if c.endpoint_id in self._disabled()}
-            taken, counts = [], dict(self.by_endpoint)
+            taken, counts = [], by_endpoint
             for record in candidates:
                 if record.endpoint_id in disabled:
                     continue
@@ -230,9 +300,15 @@ class _Pass:
                     next_attempt_at=now + timedelta(seconds=settings.NOTIFY_CLAIM_LEASE)
                 )
         if taken:
+            # bodies are read only for the records taken: candidates left for a busy endpoint
+            # cost no more than their index entries
+            bodies = dict(Notification.objects.using(ALIAS).filter(id__in=[r.id for r in taken]).values_list("id", "body"))
+            for record in taken:
+                record.body = bodies[record.id]
             self._send(taken)
         self.result.claimed += len(taken)
-        return len(taken) + sum(1 for c in candidates if c.endpoint_id in disabled)
+        progress = len(taken) + sum(1 for c in candidates if c.endpoint_id in disabled)
+        return progress, progress < len(candidates)  # some were left for endpoints at their limit
 
     def _disabled(self) -> dict[int, str]:
         """Disabled endpoints and why, read at most once a second (a disable applies within it)."""
@@ -261,51 +337,27 @@ class _Pass:
             headers = signed_headers(keys, record.webhook_id, timestamp, record.body) if keys else {}
             trigger = Attempt.Trigger.RESEND if record.step == 0 and record.attempt_count > 0 else Attempt.Trigger.SCHEDULE
             item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers)
-            self.in_flight += 1
-            self.by_endpoint[record.endpoint_id] = self.by_endpoint.get(record.endpoint_id, 0) + 1
+            self.flight.add(item)
             if not keys:  # nothing to sign with: an attempt that never left, with the reason
                 item.response = http.Response(
                     started_at=timezone.now(), refused=True, error_class="no_secret",
                     error=f"merchant #{record.merchant_id} has no webhook secret (not found)",
                 )
-                self.done.put(item)
+                self.flight.done.put(item)
                 continue
             started.append(item)
-        # one hand-off to the loop thread per batch, not one wake-up per request
-        self.loop.call_soon_threadsafe(self._start, started)
-
-    def _start(self, items: list[_InFlight]) -> None:  # runs on the loop thread
-        for item in items:
-            task = self.loop.create_task(
-                http.post(
-                    item.record.url, item.headers, item.record.body.encode(),
-                    connect_timeout=settings.NOTIFY_CONNECT_TIMEOUT, total_timeout=settings.NOTIFY_TOTAL_TIMEOUT,
-                )
-            )
-            self.tasks.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(lambda t, item=item: self._finished(item, t))
-
-    def _finished(self, item: _InFlight, future) -> None:  # runs on the loop thread
-        self.tasks.discard(future)
-        try:
-            item.response = future.result()
-        except BaseException as exc:  # noqa: BLE001 - a bug in the client is still an attempt, recorded
-            item.response = http.Response(
-                started_at=timezone.now(), error_class="internal", error=f"{exc.__class__.__name__}: {exc}"
-            )
-        self.done.put(item)
+        self.flight.start(started)
 
     # --- record outcomes -------------------------------------------------------------------
 
     def _record(self, items: list[_InFlight]) -> None:
         if not items:
             return
-        for item in items:
-            self.in_flight -= 1
-            self.by_endpoint[item.record.endpoint_id] -= 1
-            if not self.by_endpoint[item.record.endpoint_id]:
-                del self.by_endpoint[item.record.endpoint_id]
-        record_attempts(items, now=self.now(), result=self.result)
+        try:
+            record_attempts(items, now=self.now(), result=self.result)
+        finally:
+            # unrecorded (database down): their leases expire and they are sent again
+            self.flight.remove(items)
 
 
 def _merchant_secrets(merchant_ids: set[int]) -> dict[int, list[str]]:

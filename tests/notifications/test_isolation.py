@@ -70,3 +70,24 @@ def test_two_passes_at_once_send_each_record_once(merchant, notify, receiver):
     assert len(receiver.requests()) == 60
     assert {r.headers["webhook-id"] for r in receiver.requests()} == {r.webhook_id for r in records}
     assert Notification.objects.filter(status="SUCCEEDED", attempt_count=1).count() == 60
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_pass_at_its_deadline_leaves_slow_requests_to_the_next_pass(merchant, notify, receiver, settings):
+    settings.NOTIFY_TOTAL_TIMEOUT = 2
+    receiver.answer("/hang", Behaviour(hang=True))
+    slow = notify(merchant, "/hang")
+    started = time.monotonic()
+
+    deliver_due(budget_seconds=0.3, drain=False)  # what the worker's task does
+
+    assert time.monotonic() - started < 1.5  # it did not wait out the hanging merchant
+    slow.refresh_from_db()
+    assert slow.attempt_count == 0 and len(receiver.requests("/hang")) == 1
+    fast = notify(merchant, "/ok")
+    deliver_due()  # the next pass sends at once, and records the slow one when it times out
+    slow.refresh_from_db()
+    fast.refresh_from_db()
+    assert fast.status == Notification.Status.SUCCEEDED
+    assert slow.attempts.get().error_class == "timeout"
+    assert receiver.requests("/ok")[0].at < receiver.requests("/hang")[0].at + 2

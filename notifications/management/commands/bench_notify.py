@@ -138,7 +138,8 @@ class Command(BaseCommand):
         self._cleanup()
         self._say(f"throughput: {count} records due at once across {endpoints} endpoints ...")
         now = timezone.now()
-        self._records(self._endpoints(endpoints, 0), [now] * count)
+        # due in the order they were created, a microsecond apart, as consumed order.paid makes them
+        self._records(self._endpoints(endpoints, 0), [now - timedelta(microseconds=count - i) for i in range(count)])
         started = timezone.now()
         deliver_due.apply_async()
         mine = Notification.objects.filter(merchant_id=self.merchant.pk)
