@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from notifications import http
@@ -268,14 +268,23 @@ class _Pass:
         per_endpoint = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
         full = [endpoint_id for endpoint_id, n in by_endpoint.items() if n >= per_endpoint]
         now = self.now()
+        # which records: a plain read of the due index alone (no row locks, so the backlog of a
+        # merchant at its limit, which the scan passes over, is neither read nor locked) ...
+        due = list(
+            Notification.objects.using(ALIAS).filter(next_attempt_at__lte=now).exclude(endpoint_id__in=full)
+            .order_by("next_attempt_at").values_list("id", flat=True)[:room]
+        )
+        if not due:
+            return 0, False
         with transaction.atomic(using=ALIAS):
+            # ... then lock exactly those still due; another pass's claims are skipped, or no
+            # longer due (their lease moved them)
             candidates = list(
                 Notification.objects.using(ALIAS)
                 .select_for_update(skip_locked=True)
-                .filter(next_attempt_at__lte=now)
-                .exclude(endpoint_id__in=full)
+                .filter(id__in=due, next_attempt_at__lte=now)
                 .order_by("next_attempt_at")
-                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "attempt_count", "step")[:room]
+                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "attempt_count", "step")
             )
             if not candidates:
                 return 0, False
@@ -465,9 +474,11 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
             # only a record still PENDING moves: a concurrent success (or a resend) wins
             Notification.objects.using(ALIAS).filter(id=record.id, status=Status.PENDING).update(**changes)
         if endpoint_ok:
-            Endpoint.objects.using(ALIAS).filter(id__in=list(endpoint_ok)).update(
-                consecutive_failures=0, last_attempt_at=now, last_success_at=now
-            )
+            # health to the second is enough: a busy endpoint's row is written about once a
+            # second, not in every batch of every worker (they would queue on its row lock)
+            Endpoint.objects.using(ALIAS).filter(id__in=list(endpoint_ok)).filter(
+                Q(consecutive_failures__gt=0) | Q(last_success_at__isnull=True) | Q(last_success_at__lt=now - timedelta(seconds=1))
+            ).update(consecutive_failures=0, last_attempt_at=now, last_success_at=now)
         for endpoint_id, n in endpoint_failed.items():
             if endpoint_id in endpoint_ok:
                 continue  # it answers: one 2xx in the batch says it is up
