@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -410,6 +410,8 @@ def next_wait(schedule: list[int], step: int, retry_after: float | None) -> floa
 def _insert_attempts(attempts: list[Attempt]) -> None:
     """``bulk_create`` without the query compiler: on the hot path (1,000+ rows a second) Django
     building the INSERT cost more CPU than the database took to run it. One multi-row INSERT."""
+    if not attempts:
+        return
     connection = connections[ALIAS]
     fields = [f for f in Attempt._meta.concrete_fields if not f.primary_key]
     sql = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -452,7 +454,15 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
         failures.append((record, response, error or error_class))
     schedules = retry_schedules({record.merchant_id for record, _, _ in failures})
     with transaction.atomic(using=ALIAS):
-        _insert_attempts(attempts)
+        try:
+            with transaction.atomic(using=ALIAS):
+                _insert_attempts(attempts)
+        except IntegrityError:
+            # a record deleted while its request was in flight (retention, a test's cleanup):
+            # its attempt has nothing to belong to; the others of the batch must not be lost
+            alive = set(Notification.objects.using(ALIAS).filter(id__in=[a.notification_id for a in attempts]).values_list("id", flat=True))
+            logger.warning("%d attempt(s) of deleted notifications dropped", sum(a.notification_id not in alive for a in attempts))
+            _insert_attempts([a for a in attempts if a.notification_id in alive])
         for code, ids in succeeded.items():
             Notification.objects.using(ALIAS).filter(id__in=ids).update(
                 status=Status.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None,

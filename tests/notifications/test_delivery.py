@@ -398,3 +398,17 @@ def test_a_fresh_connection_closed_without_an_answer_is_a_failed_attempt(merchan
     attempt = record.attempts.get()
     assert (attempt.outcome, attempt.error_class, attempt.status_code) == ("failed", "protocol", None)
     assert len(receiver.requests()) == 1
+
+
+def test_a_record_deleted_while_in_flight_does_not_sink_the_others_of_its_batch(merchant, notify, receiver, settings):
+    settings.NOTIFY_TOTAL_TIMEOUT = 1
+    receiver.answer("/hang", Behaviour(hang=True))
+    doomed = notify(merchant, "/hang")
+    deliver_due(budget_seconds=0.2, drain=False)  # leaves the hanging request in flight
+    doomed.delete()
+    survivor = notify(merchant)
+
+    deliver_due()  # records the doomed one's timeout and the survivor's success in one batch
+
+    survivor.refresh_from_db()
+    assert survivor.status == Notification.Status.SUCCEEDED and survivor.attempts.count() == 1
