@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from notifications import http
@@ -55,6 +55,7 @@ class PassResult:
     failed: int = 0  # attempts that failed (the record may still be PENDING)
     exhausted: int = 0  # records that became FAILED
     seconds: float = 0.0
+    busy: bool = False  # it ended at its deadline with work going on: the next pass should start now
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -214,6 +215,7 @@ class _Pass:
                 self._wait(settings.NOTIFY_TOTAL_TIMEOUT + 5)
                 self._record(self._drain())
         self.result.seconds = round(time.monotonic() - started, 3)
+        self.result.busy = time.monotonic() >= deadline
         return self.result
 
     def _until_next_due(self) -> float | None:
@@ -472,17 +474,27 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
             Endpoint.objects.using(ALIAS).filter(id=endpoint_id, disabled_at__isnull=True).update(
                 disabled_at=now, disabled_reason=f"410 Gone from {url}"[:255]
             )
+        # failures alike (same answer, same step) move in one UPDATE, each to its own jittered
+        # due time: a hanging merchant's timeouts arrive together and must not cost one
+        # statement each while other merchants wait
+        groups: dict[tuple, dict[int, datetime | None]] = {}
         for record, response, error in failures:
             wait = None if record.endpoint_id in gone else next_wait(schedules[record.merchant_id], record.step, response.retry_after)
-            changes = {"attempt_count": F("attempt_count") + 1, "last_status_code": response.status_code,
-                       "last_error": error[:2000], "updated_at": now}
-            if wait is None:
+            key = (response.status_code, error[:2000], None if wait is None else record.step + 1)
+            groups.setdefault(key, {})[record.id] = None if wait is None else now + timedelta(seconds=wait)
+        for (status_code, error, step), due in groups.items():
+            changes = {"attempt_count": F("attempt_count") + 1, "last_status_code": status_code,
+                       "last_error": error, "updated_at": now}
+            if step is None:
                 changes.update(status=Status.FAILED, next_attempt_at=None)
-                result.exhausted += 1
+                result.exhausted += len(due)
             else:
-                changes.update(step=record.step + 1, next_attempt_at=now + timedelta(seconds=wait))
+                changes.update(step=step, next_attempt_at=Case(
+                    *(When(id=record_id, then=Value(at)) for record_id, at in due.items()),
+                    output_field=Notification._meta.get_field("next_attempt_at"),
+                ))
             # only a record still PENDING moves: a concurrent success (or a resend) wins
-            Notification.objects.using(ALIAS).filter(id=record.id, status=Status.PENDING).update(**changes)
+            Notification.objects.using(ALIAS).filter(id__in=list(due), status=Status.PENDING).update(**changes)
         if endpoint_ok:
             # health to the second is enough: a busy endpoint's row is written about once a
             # second, not in every batch of every worker (they would queue on its row lock)

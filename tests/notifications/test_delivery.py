@@ -412,3 +412,18 @@ def test_a_record_deleted_while_in_flight_does_not_sink_the_others_of_its_batch(
 
     survivor.refresh_from_db()
     assert survivor.status == Notification.Status.SUCCEEDED and survivor.attempts.count() == 1
+
+
+def test_failures_of_one_batch_each_get_their_own_jittered_retry_time(merchant, notify, receiver):
+    receiver.answer("/notify", Behaviour(status=503))
+    records = [notify(merchant) for _ in range(6)]
+    now = timezone.now()
+
+    deliver_due(now=now)
+
+    dues = []
+    for record in records:
+        record.refresh_from_db()
+        assert (record.status, record.step, record.attempt_count, record.last_status_code) == ("PENDING", 1, 1, 503)
+        dues.append((record.next_attempt_at - now).total_seconds())
+    assert all(12 - 0.01 <= d <= 18 + 0.01 for d in dues) and len(set(dues)) == 6
