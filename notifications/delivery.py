@@ -9,16 +9,15 @@ can wait at once. Limits: ``NOTIFY_MAX_IN_FLIGHT`` requests per process, and
 next claim, so its backlog waits for it alone while every other merchant is served.
 
 A pass loops: record the attempts that finished (a few statements per batch), then claim as many
-due records as there is room for with ``SELECT … FOR UPDATE SKIP LOCKED`` (several machines
-never claim the same record) and push each one's due time a lease ahead (a worker killed
-mid-delivery loses nothing: when the lease expires another pass sends it, with the same
-webhook-id), sign, and hand them to the loop. It polls for newly due records every
-``NOTIFY_POLL_INTERVAL`` while anything is in flight or comes due within ``NOTIFY_LINGER_SECONDS``
-(so a retry is sent when due, not at the next beat), stops claiming after ``NOTIFY_PASS_SECONDS``,
-and ends when nothing is in flight.
-
-Between scans it sleeps until the next claimable record is due (at most the poll interval) or
-an attempt finishes, whichever is first.
+due records as there is room for (a plain read of the due index, then ``SELECT … FOR UPDATE SKIP
+LOCKED`` of exactly those: several machines never claim the same record) and push each one's due
+time a lease ahead (a worker killed mid-delivery loses nothing: when the lease expires another
+pass sends it, with the same webhook-id), sign, and hand them to the loop. Between scans it
+sleeps until the next claimable record is due (at most ``NOTIFY_POLL_INTERVAL``) or an attempt
+finishes; it ends when nothing is in flight and nothing comes due within
+``NOTIFY_LINGER_SECONDS``, or after ``NOTIFY_PASS_SECONDS``. The requests in flight belong to the
+process (``_Flight``), not to the pass: the worker's pass ends without waiting out a hanging
+merchant, and the next pass in the process records what it left running.
 """
 
 from __future__ import annotations
