@@ -313,6 +313,8 @@ SPECTACULAR_SETTINGS = {
     ],
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # "status" is a field of orders and of notifications, with different choices
+    "ENUM_NAME_OVERRIDES": {"NotificationStatusEnum": "notifications.models.Notification.Status"},
 }
 
 # --- the bank: the platform's side (gateway, pay links, polling) --------------------------
@@ -368,6 +370,30 @@ MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
 MESSAGING_SERVICE_TOKEN = env_secret("MESSAGING_SERVICE_TOKEN", required=False)
 MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 
+# --- merchant notifications (notifications/) ----------------------------------------------
+
+# waits in seconds after attempt 1, 2, ... (the first attempt is immediate): 15 s, 1 min, 5 min,
+# 30 min, 2 h, 6 h, 12 h, 24 h -> 9 attempts over ~45 h; then FAILED, waiting for a human.
+# A merchant may have its own (notifications.MerchantSchedule).
+NOTIFY_RETRY_SCHEDULE = [int(x) for x in env_list("NOTIFY_RETRY_SCHEDULE", "15,60,300,1800,7200,21600,43200,86400")]
+NOTIFY_RETRY_JITTER = float(os.environ.get("NOTIFY_RETRY_JITTER", "0.2"))  # +-20 % on every wait
+NOTIFY_CONNECT_TIMEOUT = float(os.environ.get("NOTIFY_CONNECT_TIMEOUT", "5"))
+NOTIFY_TOTAL_TIMEOUT = float(os.environ.get("NOTIFY_TOTAL_TIMEOUT", "15"))  # whole attempt, connect included
+# requests in flight at once per delivery worker process, and per endpoint within it
+NOTIFY_MAX_IN_FLIGHT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT", "256"))
+NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT", "8"))
+# a claimed record is due again this long after its claim unless its attempt is recorded first:
+# a worker killed mid-delivery loses nothing (must exceed NOTIFY_TOTAL_TIMEOUT)
+NOTIFY_CLAIM_LEASE = float(os.environ.get("NOTIFY_CLAIM_LEASE", "60"))
+NOTIFY_PASS_SECONDS = float(os.environ.get("NOTIFY_PASS_SECONDS", "20"))  # a pass stops claiming after this
+NOTIFY_POLL_INTERVAL = 0.1  # seconds between due scans while a pass has requests in flight
+NOTIFY_LINGER_SECONDS = 2.0  # a pass with nothing in flight waits for records due this soon
+NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
+# after a webhook secret rotation the old secret keeps signing (next to the new one) this long
+NOTIFY_SECRET_GRACE = int(os.environ.get("NOTIFY_SECRET_GRACE", str(24 * 3600)))
+if NOTIFY_CLAIM_LEASE <= NOTIFY_TOTAL_TIMEOUT:
+    raise RuntimeError("NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT")
+
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 # "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
@@ -392,12 +418,16 @@ else:
     # longer than any countdown paysys uses (CELERY_MAX_COUNTDOWN), so no early redelivery
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_MAX_COUNTDOWN = 600
-CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in SERVICE_QUEUES]
+# notify delivery (long passes with requests in flight) has its own queue and worker, so it never
+# holds up the notifications worker's consumption of order.paid
+NOTIFY_DELIVERY_QUEUE = "notify_delivery"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE]]
 CELERY_TASK_DEFAULT_QUEUE = "core"
 CELERY_TASK_ROUTES = {
     # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
     "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
     "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
+    "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -418,6 +448,7 @@ CELERY_BEAT_SCHEDULE = {
     "orders.close_expired_orders": {"task": "orders.close_expired_orders", "schedule": 30.0},
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
+    "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}

@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("paysys.messaging.urls")),
+    path("api/v1/", include("notifications.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     # the split view serves its start-up script as a file: no inline script, so CSP script-src 'self' holds

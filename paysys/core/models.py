@@ -15,6 +15,11 @@ class Merchant(models.Model):
     api_key_prefix = models.CharField(max_length=16, unique=True, editable=False)
     api_key_hash = models.CharField(max_length=64, editable=False)
     webhook_secret = models.CharField(max_length=128, editable=False)
+    # after a rotation the old secret still signs (next to the new one) until the grace ends, so
+    # a merchant can deploy the new secret without rejecting a single notification meanwhile
+    previous_webhook_secret = models.CharField(max_length=128, blank=True, default="", editable=False)
+    previous_webhook_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,10 +2,15 @@ import base64
 import hashlib
 import hmac
 import secrets
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
+from django.db import transaction
+from django.utils import timezone
 
+from paysys.core.errors import InvalidInput, NotFound
 from paysys.core.models import Merchant, Payer
 
 API_KEY_PREFIX = "psk_"
@@ -40,6 +45,44 @@ def merchant_create(*, name: str, notify_url: str, fee_rate_bp: int = 60) -> tup
         webhook_secret=generate_webhook_secret(),
     )
     return merchant, api_key
+
+
+def webhook_secret_grace() -> timedelta:
+    """How long a rotated-out secret keeps signing: ``NOTIFY_SECRET_GRACE`` seconds, default 24 h."""
+    return timedelta(seconds=settings.NOTIFY_SECRET_GRACE)
+
+
+def merchant_webhook_secrets(merchant: Merchant) -> list[str]:
+    """The secrets a notification to ``merchant`` is signed with: the current one first, then the
+    previous one while its grace lasts (Standard Webhooks allows several space-separated
+    signatures, so a merchant verifying with either secret accepts it)."""
+    secrets_ = [merchant.webhook_secret]
+    until = merchant.previous_webhook_secret_until
+    if merchant.previous_webhook_secret and until is not None and timezone.now() < until:
+        secrets_.append(merchant.previous_webhook_secret)
+    return secrets_
+
+
+def merchant_rotate_webhook_secret(*, merchant_id: int, grace: timedelta | None = None) -> Merchant:
+    """Give the merchant a new webhook secret; the old one keeps signing for ``grace`` (default
+    ``NOTIFY_SECRET_GRACE``; zero ends it at once, e.g. after a leak). A secret rotated out
+    earlier and still in its grace is dropped: only the last two secrets ever sign."""
+    grace = webhook_secret_grace() if grace is None else grace
+    if grace < timedelta(0):
+        raise InvalidInput("the grace period cannot be negative", fields={"grace": "must be >= 0"})
+    with transaction.atomic(using="default"):
+        merchant = Merchant.objects.select_for_update().filter(pk=merchant_id).first()
+        if merchant is None:
+            raise NotFound(f"merchant {merchant_id} not found")
+        now = timezone.now()
+        merchant.previous_webhook_secret = merchant.webhook_secret
+        merchant.previous_webhook_secret_until = now + grace
+        merchant.webhook_secret = generate_webhook_secret()
+        merchant.webhook_secret_rotated_at = now
+        merchant.save(update_fields=[
+            "webhook_secret", "previous_webhook_secret", "previous_webhook_secret_until", "webhook_secret_rotated_at",
+        ])
+    return merchant
 
 
 def merchant_by_api_key(api_key: str) -> Merchant | None:

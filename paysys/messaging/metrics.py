@@ -150,6 +150,10 @@ class OutboxCollector(Collector):
         yield from (messages, dead, oldest, resends, up)
 
 
+# collector classes other apps add in their AppConfig.ready() (infrastructure imports no domain)
+APP_COLLECTORS: list[type[Collector]] = []
+
+
 @require_safe
 @never_cache
 def metrics_view(request):
@@ -165,4 +169,6 @@ def metrics_view(request):
         return response
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector())
+    for collector in APP_COLLECTORS:
+        registry.register(collector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

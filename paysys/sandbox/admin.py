@@ -36,3 +36,5 @@ class BankPaymentAdmin(RecordAdmin):
     def retry_notify(self, request, queryset):
         retried = services.notifies_retry(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{retried} notify(s) scheduled again; the next resend pass sends them")
+
+from paysys.sandbox.merchant import admin as merchant_admin  # noqa: E402,F401  registers the merchant simulator

@@ -63,3 +63,6 @@ class BankNotifyAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.payment_id}: {self.status_code or self.error[:40]}"
+
+
+from paysys.sandbox.merchant.models import MerchantDelivery, MerchantEndpoint, MerchantNotification  # noqa: E402,F401  the merchant simulator

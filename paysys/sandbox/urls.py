@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from paysys.sandbox import views
 
@@ -6,4 +6,5 @@ urlpatterns = [
     path("bank/pay/<str:token>", views.BankPayView.as_view(), name="sandbox-bank-pay"),
     path("bank/release", views.bank_release, name="sandbox-bank-release"),
     path("bank/payments/<str:out_trade_no>", views.bank_payment_query, name="sandbox-bank-payment"),
+    path("", include("paysys.sandbox.merchant.urls")),
 ]

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from paysys import bank
 from paysys.api.exceptions import ApiError, error_body, status_for
+from paysys.sandbox.control import require_sandbox_token
 from paysys.api.parsers import loads_strict
 from paysys.core.errors import DomainError
 from paysys.sandbox import services
@@ -45,19 +46,6 @@ def wants_html(request) -> bool:
 
 def error_json(exc: DomainError) -> JsonResponse:
     return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
-
-
-class SandboxTokenMissing(ApiError):
-    status_code = 401
-    code = "sandbox_token_required"
-
-
-def require_sandbox_token(request) -> None:
-    """Control endpoints answer only ``Authorization: Bearer <SANDBOX_TOKEN>``, the sandbox's own
-    token: paying a pay link is open to its holder, steering the bank's notifies is not."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), settings.SANDBOX_TOKEN.encode()):
-        raise SandboxTokenMissing("this sandbox control needs 'Authorization: Bearer <SANDBOX_TOKEN>'")
 
 
 @method_decorator(csrf_exempt, name="dispatch")

@@ -1,7 +1,9 @@
 """``manage.py demo`` (``make demo``): the happy path over HTTP, as a merchant and a payer see it.
 
-Against ``PUBLIC_BASE_URL``: create a merchant and a payer, create three orders through the API,
-pay each at the bank simulator, wait for the outcome and print a table. When nothing answers
+Against ``PUBLIC_BASE_URL``: create a merchant and a payer, set the merchant up in the sandbox's
+merchant simulator (its notify URL, holding its webhook secret as a merchant would), create three
+orders through the API, pay each at the bank simulator, wait until each is paid, booked, and its
+notification received and verified by the merchant simulator, and print a table. When nothing answers
 ``/healthz`` there, the demo starts the stack itself (honcho with the Procfile) and stops it at
 the end. The database is shared with the server, so the merchant and payer are made with the
 core services and the stored bank notifies are read straight from the gateway's table.
@@ -28,7 +30,7 @@ from django.db import connections
 from django.utils import timezone
 
 from accounting.models import Voucher
-from paysys.core.management.commands.run_banner import merchant_notify_url
+from paysys.demo.management.commands.run_banner import merchant_notify_url
 from paysys.core.services import merchant_create, payer_create
 from paysys.gateway.models import BankNotify
 
@@ -48,11 +50,17 @@ class DemoOrder:
     bank_trade_no: str = ""
     notify_stored: bool = False
     voucher: str = ""
+    merchant_notified: str = ""  # "verified", or why the merchant simulator did not verify it
+
+    @property
+    def booked(self) -> bool:
+        """Paid and booked: what the reliable-message flow promises for every payment."""
+        return self.status == "SUCCESS" and bool(self.voucher)
 
     @property
     def settled(self) -> bool:
-        """Paid and booked: what the reliable-message flow promises for every payment."""
-        return self.status == "SUCCESS" and bool(self.voucher)
+        """Booked, and the merchant's server received and verified the notification."""
+        return self.booked and self.merchant_notified == "verified"
 
 
 class Stack:
@@ -230,15 +238,31 @@ class Command(BaseCommand):
         merchant, api_key = merchant_create(name=f"Demo Shop {stamp}", notify_url=merchant_notify_url())
         payer = payer_create(name=f"Demo Payer {stamp}")
         self.say(f"merchant #{merchant.pk} {merchant.name} and payer #{payer.pk} created")
+        self.set_up_merchant_server(base, merchant)
         self.http.headers["Authorization"] = f"Bearer {api_key}"
 
         orders = [self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
                   for i, (amount, subject) in enumerate(DEMO_ORDERS, start=1)]
         for order in orders:
             self.pay(order)
-        self.wait(base, orders, timeout)
+        self.wait(base, orders, merchant.pk, timeout)
         self.print_table(orders)
         self.conclude(orders, timeout)
+
+    def set_up_merchant_server(self, base: str, merchant) -> None:
+        """What a merchant does once: keep the webhook secret paysys gave it on its server (here the
+        sandbox's merchant simulator, over HTTP like any outside party)."""
+        url = f"{base}/sandbox/merchant/{merchant.pk}"
+        response = self.request("POST", url, json={"webhook_secret": merchant.webhook_secret}, headers=self.sandbox_control)
+        if response.status_code == 404:
+            raise CommandError(
+                f"the merchant simulator is not there: POST {url} answered 404. It is part of the sandbox app "
+                "(mounted where SANDBOX is enabled); update your checkout and run `make demo` again."
+            )
+        if not response.ok:
+            raise CommandError(f"setting the merchant up in the merchant simulator failed ({response.status_code}): "
+                               f"{response.text[:500]}")
+        self.say(f"merchant server: the sandbox merchant simulator at {merchant.notify_url}")
 
     def create_order(self, base: str, merchant_order_no: str, amount: int, subject: str, payer_id: int) -> DemoOrder:
         body = {"merchant_order_no": merchant_order_no, "amount": amount, "currency": "CNY", "subject": subject,
@@ -267,8 +291,11 @@ class Command(BaseCommand):
         order.bank_trade_no = data["bank_trade_no"]
         self.say(f"order {order.merchant_order_no}: paid at the bank, bank_trade_no {order.bank_trade_no}")
 
-    def wait(self, base: str, orders: list[DemoOrder], timeout: float) -> None:
-        self.stdout.write(f"  waiting up to {timeout:.0f} s for the bank notifies, the orders and their vouchers ", ending="")
+    def wait(self, base: str, orders: list[DemoOrder], merchant_id: int, timeout: float) -> None:
+        self.stdout.write(
+            f"  waiting up to {timeout:.0f} s for the bank notifies, the orders, their vouchers and the merchant's "
+            "notifications ", ending="",
+        )
         deadline = time.monotonic() + timeout
         while True:
             for order in orders:
@@ -279,6 +306,7 @@ class Command(BaseCommand):
                 order.notify_stored = BankNotify.objects.filter(out_trade_no=order.out_trade_no).exists()
                 voucher = Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").first()
                 order.voucher = f"#{voucher.pk}" if voucher else ""
+            self.read_merchant_server(base, merchant_id, orders)
             if all(o.settled or o.status in FINAL_STATUSES - {"SUCCESS"} for o in orders) or time.monotonic() > deadline:
                 break
             self.stdout.write(".", ending="")
@@ -286,10 +314,26 @@ class Command(BaseCommand):
             time.sleep(0.5)
         self.stdout.write(" done")
 
+    def read_merchant_server(self, base: str, merchant_id: int, orders: list[DemoOrder]) -> None:
+        """What the merchant simulator received, by order: "verified" once a notification for it
+        passed the standardwebhooks verifier, else the last reason it did not."""
+        response = self.request("GET", f"{base}/sandbox/merchant/{merchant_id}/received", headers=self.sandbox_control)
+        if response.status_code != 200:
+            return
+        received = response.json()["results"]  # newest first
+        for order in orders:
+            if order.merchant_notified == "verified":
+                continue
+            mine = [d for d in received if order.out_trade_no in (d.get("body") or "")]
+            if any(d["verified"] and d["status_code"] < 300 for d in mine):
+                order.merchant_notified = "verified"
+            elif mine:
+                order.merchant_notified = f"NOT verified: {mine[0]['error'] or mine[0]['status_code']}"
+
     def print_table(self, orders: list[DemoOrder]) -> None:
-        header = ("merchant_order_no", "amount", "status", "bank notify stored?", "voucher")
+        header = ("merchant_order_no", "amount", "status", "bank notify stored?", "voucher", "merchant notified")
         rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.status, "yes" if o.notify_stored else "NO",
-                 o.voucher or "none yet") for o in orders]
+                 o.voucher or "none yet", o.merchant_notified or "not yet") for o in orders]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         line = "  ".join("{:<%d}" % w for w in widths)
         self.stdout.write("")
@@ -300,8 +344,26 @@ class Command(BaseCommand):
 
     def conclude(self, orders: list[DemoOrder], timeout: float) -> None:
         if all(o.settled for o in orders):
-            self.stdout.write(self.style.SUCCESS("every order is paid (SUCCESS) and booked (one voucher each)"))
+            self.stdout.write(self.style.SUCCESS(
+                "every order is paid (SUCCESS), booked (one voucher each), and its notification was received and "
+                "verified (standardwebhooks) by the merchant's server"
+            ))
+            self.say("what the merchant's server received: /admin/sandbox/merchantdelivery/; "
+                     "what paysys sent: /admin/notifications/notification/")
             return
+        if all(o.booked for o in orders):
+            unverified = [f"{o.merchant_order_no} ({o.merchant_notified})" for o in orders if o.merchant_notified]
+            if unverified:
+                raise CommandError(
+                    f"the merchant simulator received but did not verify: {', '.join(unverified)}. See what it received "
+                    "at /admin/sandbox/merchantdelivery/ and what paysys sent at /admin/notifications/notification/."
+                )
+            raise CommandError(
+                f"paid and booked, but after {timeout:.0f} s the merchant's server has not been notified of "
+                f"{', '.join(o.merchant_order_no for o in orders if not o.settled)}. Are the notifications and "
+                "notify-delivery workers running (`make run` starts them)? The records wait in "
+                "/admin/notifications/notification/ and are delivered once they run."
+            )
         unbooked = [o.merchant_order_no for o in orders if o.status == "SUCCESS" and not o.voucher]
         if unbooked and len(unbooked) == sum(o.status == "SUCCESS" for o in orders) == len(orders):
             raise CommandError(
@@ -333,6 +395,11 @@ class Command(BaseCommand):
         )
 
     # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def sandbox_control(self) -> dict:
+        """The simulators' control endpoints need the sandbox's token (the same settings as the stack)."""
+        return {"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"}
 
     def request(self, method: str, url: str, **kwargs) -> requests.Response:
         try:

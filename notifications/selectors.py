@@ -1,0 +1,67 @@
+"""Reads of notify records for the merchant API and admin (writes are ``notifications.services``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from notifications.models import Attempt, Notification
+from paysys.core.errors import NotFound
+
+ALIAS = "notifications"
+
+
+def notification_get(*, merchant_id: int, notification_id: str) -> Notification:
+    """The merchant's own record by its id (the webhook-id it received); another merchant's is
+    indistinguishable from a missing one."""
+    notification = (
+        Notification.objects.using(ALIAS).select_related("endpoint")
+        .filter(merchant_id=merchant_id, webhook_id=notification_id).first()
+    )
+    if notification is None:
+        raise NotFound("no such notification")
+    return notification
+
+
+def notification_list(
+    *,
+    merchant_id: int,
+    status: str | None = None,
+    merchant_order_no: str | None = None,
+    out_trade_no: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Notification]:
+    """The merchant's records; the (merchant_id[, status], created_at) indexes serve it newest first."""
+    qs = Notification.objects.using(ALIAS).filter(merchant_id=merchant_id)
+    if status:
+        qs = qs.filter(status=status)
+    if merchant_order_no:
+        qs = qs.filter(merchant_order_no=merchant_order_no)
+    if out_trade_no:
+        qs = qs.filter(out_trade_no=out_trade_no)
+    if created_after:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs
+
+
+def notification_attempts(notification: Notification, *, limit: int = 100) -> list[Attempt]:
+    """Its latest ``limit`` attempts in order (resends can make many; the count says how many)."""
+    latest = list(notification.attempts.using(ALIAS).order_by("-number")[:limit])
+    return latest[::-1]
+
+
+def success_rates(merchant_ids, *, since: datetime | None = None) -> dict[int, tuple[int, int]]:
+    """(succeeded, all) attempts per merchant since ``since`` (default: the last 24 h), from the
+    (merchant_id, started_at) index: only the window's rows are read."""
+    since = since or timezone.now() - timedelta(hours=24)
+    rows = (
+        Attempt.objects.using(ALIAS).filter(merchant_id__in=list(merchant_ids), started_at__gte=since)
+        .values("merchant_id")
+        .annotate(total=Count("id"), succeeded=Count("id", filter=Q(outcome=Attempt.Outcome.SUCCEEDED)))
+    )
+    return {row["merchant_id"]: (row["succeeded"], row["total"]) for row in rows}

@@ -1,0 +1,212 @@
+"""Notify records: creating them from events, and what a human (admin, API, commands) does to them.
+
+The delivery engine (claiming due records, sending, recording attempts) is
+``notifications.delivery``; everything here is a short database write in the ``notifications``
+alias, followed by a kick so the change is delivered at once rather than at the next beat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from notifications.models import Endpoint, MerchantSchedule, Notification
+from paysys.contracts import OrderPaid
+from paysys.core.errors import Conflict, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+ALIAS = "notifications"
+Status = Notification.Status
+KICK_KEY = "notifications:kick"
+
+
+def new_webhook_id() -> str:
+    # Standard Webhooks: unique per message, the same on every retry, no "."
+    return f"msg_{uuid.uuid4().hex}"
+
+
+# --- schedule ------------------------------------------------------------------------------
+
+
+def _valid_schedule(schedule) -> list[int]:
+    if (
+        not isinstance(schedule, list)
+        or not 1 <= len(schedule) <= 30
+        or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 7 * 86400 for w in schedule)
+    ):
+        raise InvalidInput(
+            "retry_schedule must be a list of 1-30 waits in whole seconds, each 1 s to 7 days",
+            fields={"retry_schedule": "list of 1-30 integers between 1 and 604800"},
+        )
+    return schedule
+
+
+def retry_schedules(merchant_ids) -> dict[int, list[int]]:
+    """Waits after attempt 1, 2, ... for each merchant: its own schedule, else the default."""
+    ids = set(merchant_ids)
+    own = dict(MerchantSchedule.objects.using(ALIAS).filter(merchant_id__in=ids).values_list("merchant_id", "retry_schedule"))
+    default = list(settings.NOTIFY_RETRY_SCHEDULE)
+    return {merchant_id: own.get(merchant_id) or default for merchant_id in ids}
+
+
+def merchant_schedule_set(*, merchant_id: int, retry_schedule: list[int] | None) -> MerchantSchedule | None:
+    """Give a merchant its own retry schedule, or back to the default with ``None``. Applies from
+    the next failed attempt of each record (a wait already scheduled stays)."""
+    if retry_schedule is None:
+        MerchantSchedule.objects.using(ALIAS).filter(merchant_id=merchant_id).delete()
+        return None
+    schedule, _ = MerchantSchedule.objects.using(ALIAS).update_or_create(
+        merchant_id=merchant_id, defaults={"retry_schedule": _valid_schedule(retry_schedule)}
+    )
+    return schedule
+
+
+# --- endpoints -----------------------------------------------------------------------------
+
+
+def endpoint_get_or_create(*, merchant_id: int, url: str) -> Endpoint:
+    """The endpoint row of (merchant, url). Two consumers creating it at once: the unique
+    constraint decides, the loser reads the winner's row."""
+    endpoint = Endpoint.objects.using(ALIAS).filter(merchant_id=merchant_id, url=url).first()
+    if endpoint:
+        return endpoint
+    try:
+        with transaction.atomic(using=ALIAS):
+            return Endpoint.objects.using(ALIAS).create(merchant_id=merchant_id, url=url)
+    except IntegrityError:
+        return Endpoint.objects.using(ALIAS).select_for_update().get(merchant_id=merchant_id, url=url)
+
+
+def endpoint_disable(endpoint: Endpoint, *, reason: str) -> Endpoint:
+    """Stop sending to the endpoint until it is enabled again; its due records fail with the
+    reason when their turn comes (no request is made)."""
+    reason = (reason or "disabled by an operator")[:255]
+    Endpoint.objects.using(ALIAS).filter(pk=endpoint.pk, disabled_at__isnull=True).update(
+        disabled_at=timezone.now(), disabled_reason=reason
+    )
+    endpoint.refresh_from_db(using=ALIAS)
+    return endpoint
+
+
+def endpoint_enable(endpoint: Endpoint, *, recover: bool = True) -> int:
+    """Send to the endpoint again. With ``recover`` (the default), the records that failed while
+    it was disabled are resent (same webhook-id, schedule from the start). Returns how many."""
+    disabled_at = endpoint.disabled_at
+    Endpoint.objects.using(ALIAS).filter(pk=endpoint.pk).update(disabled_at=None, disabled_reason="", consecutive_failures=0)
+    endpoint.refresh_from_db(using=ALIAS)
+    if not recover or disabled_at is None:
+        return 0
+    return _resend(Notification.objects.using(ALIAS).filter(endpoint=endpoint, status=Status.FAILED, updated_at__gte=disabled_at))
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def order_paid_body(event: OrderPaid, *, timestamp: datetime) -> str:
+    """The request body, fixed once: every attempt sends (and signs) exactly these bytes."""
+    return json.dumps(
+        {
+            "type": OrderPaid.TOPIC,
+            "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+            "data": {
+                "merchant_order_no": event.merchant_order_no,
+                "out_trade_no": event.out_trade_no,
+                "amount": event.amount,
+                "currency": event.currency,
+                "fee": event.fee,
+                "status": "SUCCESS",
+                "paid_at": event.paid_at,
+                "method": event.method,
+                "points_awarded": event.points_awarded,
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def notification_create_for_order_paid(event: OrderPaid, *, message_id: uuid.UUID | None = None) -> Notification:
+    """One record per (order, event type), due now. A duplicate event returns the existing record
+    unchanged (same webhook-id, no second delivery). Runs inside the consumer's transaction."""
+    existing = Notification.objects.using(ALIAS).filter(order_id=event.order_id, event_type=OrderPaid.TOPIC).first()
+    if existing:
+        return existing
+    url = event.notify_url or _merchant_notify_url(event.merchant_id)
+    endpoint = endpoint_get_or_create(merchant_id=event.merchant_id, url=url)
+    now = timezone.now()
+    record = Notification(
+        webhook_id=new_webhook_id(), merchant_id=event.merchant_id, order_id=event.order_id,
+        out_trade_no=event.out_trade_no, merchant_order_no=event.merchant_order_no, event_type=OrderPaid.TOPIC,
+        endpoint=endpoint, url=url, body=order_paid_body(event, timestamp=now), next_attempt_at=now,
+        message_id=message_id,
+    )
+    try:
+        with transaction.atomic(using=ALIAS):
+            record.save(using=ALIAS, force_insert=True)
+    except IntegrityError:
+        # a concurrent consumer of a duplicate event won; a locking read sees its committed row
+        existing = Notification.objects.using(ALIAS).select_for_update().filter(
+            order_id=event.order_id, event_type=OrderPaid.TOPIC
+        ).first()
+        if existing is None:
+            raise
+        return existing
+    transaction.on_commit(request_delivery, using=ALIAS)
+    return record
+
+
+def _merchant_notify_url(merchant_id: int) -> str:
+    from paysys.core.models import Merchant  # core identity: every app may read it
+
+    return Merchant.objects.only("notify_url").get(pk=merchant_id).notify_url
+
+
+def notification_resend(notification: Notification) -> Notification:
+    """Deliver again now, with the same webhook-id and body; the schedule starts over. Works in
+    any state (a merchant may ask for a SUCCEEDED one again). Its endpoint must be enabled."""
+    if notification.endpoint.is_disabled:
+        raise Conflict(
+            f"the endpoint {notification.url} is disabled ({notification.endpoint.disabled_reason}); enable it first",
+            code="endpoint_disabled",
+        )
+    _resend(Notification.objects.using(ALIAS).filter(pk=notification.pk))
+    notification.refresh_from_db(using=ALIAS)
+    return notification
+
+
+def notifications_recover_failed(*, merchant_id: int, since: datetime) -> int:
+    """Resend every FAILED record of the merchant created since ``since`` whose endpoint is
+    enabled (Svix's "recover"). Returns how many were made due."""
+    return _resend(
+        Notification.objects.using(ALIAS).filter(
+            merchant_id=merchant_id, status=Status.FAILED, created_at__gte=since, endpoint__disabled_at__isnull=True
+        )
+    )
+
+
+def _resend(records) -> int:
+    updated = records.update(status=Status.PENDING, step=0, next_attempt_at=timezone.now(), updated_at=timezone.now())
+    if updated:
+        request_delivery()
+    return updated
+
+
+# --- kick ----------------------------------------------------------------------------------
+
+
+def request_delivery() -> None:
+    """Have a delivery pass run soon. Kicks coalesce; a lost kick only waits for the next beat."""
+    from notifications.tasks import deliver_due
+
+    try:
+        if cache.add(KICK_KEY, 1, timeout=settings.NOTIFY_KICK_TTL):
+            deliver_due.apply_async(retry=False)
+    except Exception:  # noqa: BLE001 - cache or broker down: beat runs the due records anyway
+        logger.warning("notification delivery kick not sent; the next beat delivers", exc_info=True)
