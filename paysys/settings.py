@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "paysys.core",
     "paysys.messaging",
+    "paysys.tcc",
     "paysys.gateway",
     "paysys.sandbox",
     "paysys.demo",
@@ -267,6 +268,16 @@ MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
 MESSAGING_SERVICE_TOKEN = os.environ.get("MESSAGING_SERVICE_TOKEN", "")
 MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 
+# --- TCC (paysys/tcc) ----------------------------------------------------------------------
+
+TCC_TRY_TIMEOUT = float(os.environ.get("TCC_TRY_TIMEOUT", "2"))  # seconds one try may take
+TCC_DECISION_GRACE = 5  # seconds past the tries' timeouts before recovery cancels a TRYING one
+TCC_TRY_THREADS = 64  # per process; a try beyond that many stuck ones fails at once
+# waits before recovery resends an unfinished phase two: after the decision, after the 1st
+# resend, ...; due again after the last -> flagged for a human (about an hour by default)
+TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]
+TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
+
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 SERVICE_QUEUES = ["core", "orders", "funds", "points", "accounting", "notifications", "sandbox"]
@@ -310,6 +321,7 @@ CELERY_BEAT_SCHEDULE = {
     "sandbox.resend_bank_notifies": {"task": "sandbox.resend_bank_notifies", "schedule": 5.0},
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
+    "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
 }
 
 LOGGING = {

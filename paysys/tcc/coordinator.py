@@ -1,0 +1,267 @@
+"""The TCC coordinator: ``run()`` drives one global transaction through its tries and commits the
+decision; phase two then runs in the participants' workers (``paysys.tcc.phase_two``).
+
+    run(name, business_key=, branches=)
+      1. begin: the key's open transaction is resumed; a confirmed key returns ``already``;
+         otherwise a new transaction (new xid, attempt + 1) with its branches, in ``default``
+      2. tries, one after another, each in a try thread with its own connection and bounded by
+         TCC_TRY_TIMEOUT: a participant database that does not answer is a failed try
+      3. decision committed in ``default``: CONFIRMING (all tried) or CANCELLING (one failed)
+      4. phase two handed to the dispatcher (one task per participant queue per batch)
+
+Why tries never share the caller's connection: a try must commit on its own (its barrier row and
+reservation are what phase two finds), not with whatever transaction the caller has open. For
+the same reason ``run`` refuses to start inside an open transaction on ``default`` or on any
+participant's alias: the decision would not be committed before phase two, and a try could wait
+forever on a lock that the caller's transaction holds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import os
+import queue as queue_module
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.utils import timezone
+
+from paysys.core.errors import DomainError, Unavailable
+from paysys.tcc import barrier, registry
+from paysys.tcc.models import GlobalTransaction, TransactionBranch
+
+logger = logging.getLogger(__name__)
+
+Status = GlobalTransaction.Status
+BranchStatus = TransactionBranch.Status
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One participant action of a global transaction, with its payload (JSON-serialisable)."""
+
+    action: str
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    xid: str
+    status: str  # CONFIRMING or CONFIRMED
+    attempt: int
+    already: bool = False  # the key was confirmed before; nothing new ran
+
+
+class TryFailed(Exception):
+    """A try failed and the CANCEL decision is committed (the cancels are on their way).
+
+    ``cause`` is the participant's exception, a ``TimeoutError`` (no answer within
+    TCC_TRY_TIMEOUT), a database error, or ``barrier.BarrierRefused``.
+    """
+
+    def __init__(self, action: str | None, xid: str, cause: BaseException):
+        super().__init__(f"TCC try {action or '(transaction)'} of {xid} failed: {cause.__class__.__name__}: {cause}")
+        self.action = action
+        self.xid = xid
+        self.cause = cause
+
+    @property
+    def is_transient(self) -> bool:
+        """True when trying again later may succeed (a service down or slow, a lost race);
+        False for a business refusal (a DomainError such as InsufficientFunds or Conflict)."""
+        return not isinstance(self.cause, DomainError) or isinstance(self.cause, Unavailable)
+
+
+def run(name: str, *, business_key: str, branches: list[Branch]) -> Outcome:
+    """Run global transaction ``name`` for ``business_key`` over ``branches``; returns once the
+    CONFIRM decision is committed, raises :class:`TryFailed` once the CANCEL decision is."""
+    if not branches:
+        raise ValueError("a TCC transaction needs at least one branch")
+    specs = [registry.get_participant(b.action) for b in branches]
+    _refuse_open_transactions({"default", *(spec.alias for spec in specs)})
+    gtx, rows = begin(name, business_key=business_key, branches=branches)
+    if gtx.status != Status.TRYING:
+        return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+    for row in rows:
+        try:
+            run_try(registry.get_participant(row.action), xid=gtx.xid, branch=row.branch_no, payload=row.payload)
+        except Exception as exc:  # noqa: BLE001 - any failure of a try cancels the transaction
+            if not decide_cancel(gtx, failed=row, error=exc):
+                gtx.refresh_from_db()
+                if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
+                    return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+            raise TryFailed(row.action, gtx.xid, exc) from exc
+    return decide_confirm(gtx, rows)
+
+
+def _refuse_open_transactions(aliases: set[str]) -> None:
+    open_on = sorted(alias for alias in aliases if connections[alias].in_atomic_block)
+    if open_on:
+        raise RuntimeError(
+            f"tcc.run() inside an open transaction on {', '.join(open_on)}: run it outside "
+            "(e.g. a non-atomic consumer), so tries and the decision commit on their own"
+        )
+
+
+# --- 1. begin or resume --------------------------------------------------------------------
+
+
+def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[GlobalTransaction, list[TransactionBranch]]:
+    """The key's transaction to work on: its open TRYING one (resumed, with its own branches), a
+    confirmed one (returned as is: nothing to do), or a new one after the last cancelled."""
+    for _ in range(5):  # a concurrent run may create the same attempt first: look again
+        latest = GlobalTransaction.objects.filter(business_key=business_key).order_by("-attempt").first()
+        if latest is not None and latest.status != Status.CANCELLING and latest.status != Status.CANCELLED:
+            return latest, list(latest.branches.order_by("branch_no")) if latest.status == Status.TRYING else []
+        try:
+            return _create(name, business_key, (latest.attempt + 1) if latest else 1, branches)
+        except IntegrityError:
+            continue
+    raise Unavailable(f"could not start a TCC transaction for {business_key!r}: too much contention")
+
+
+def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
+    now = timezone.now()
+    deadline = now + timedelta(seconds=settings.TCC_TRY_TIMEOUT * len(branches) + settings.TCC_DECISION_GRACE)
+    with transaction.atomic(using="default"):
+        gtx = GlobalTransaction.objects.create(
+            xid=uuid.uuid4().hex, name=name, business_key=business_key, attempt=attempt,
+            deadline=deadline, next_retry_at=deadline,
+        )
+        rows = TransactionBranch.objects.bulk_create(
+            [TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload) for i, b in enumerate(branches, 1)]
+        )
+    return gtx, rows
+
+
+# --- 2. tries, each bounded by TCC_TRY_TIMEOUT ---------------------------------------------
+
+
+def run_try(spec: registry.Participant, *, xid: str, branch: int, payload: dict) -> str:
+    """Run one try on a try thread and wait at most TCC_TRY_TIMEOUT for it."""
+    future = _try_threads.submit(_try_on_own_connection, spec, xid, branch, payload)
+    try:
+        return future.result(timeout=settings.TCC_TRY_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"{spec.action} did not answer within {settings.TCC_TRY_TIMEOUT}s") from None
+
+
+def _try_on_own_connection(spec: registry.Participant, xid: str, branch: int, payload: dict) -> str:
+    connection = connections[spec.alias]
+    connection.close_if_unusable_or_obsolete()
+    try:
+        return barrier.run_op(spec, xid=xid, branch=branch, op=barrier.TRY, payload=payload)
+    except DatabaseError:
+        connection.close()  # whatever state it is in, the next try starts on a fresh one
+        raise
+
+
+class _TryThreads:
+    """Threads that run tries, each keeping its own database connections between tries.
+
+    A try that times out keeps its thread until the database answers or the connection's read
+    timeout fires; meanwhile new threads serve other tries (up to TCC_TRY_THREADS, beyond which
+    a try fails at once rather than queueing behind a dead database).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue_module.SimpleQueue] = []
+        self._count = 0
+        self._pid: int | None = None
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process, or in a forked child
+                self._pid, self._idle, self._count = os.getpid(), [], 0
+            if self._idle:
+                inbox = self._idle.pop()
+            elif self._count < settings.TCC_TRY_THREADS:
+                self._count += 1
+                inbox = queue_module.SimpleQueue()
+                threading.Thread(target=self._serve, args=(inbox, self._pid), name="paysys-tcc-try", daemon=True).start()
+            else:
+                future.set_exception(Unavailable("every TCC try thread is waiting on a database"))
+                return future
+        inbox.put((future, fn, args))
+        return future
+
+    def _serve(self, inbox: queue_module.SimpleQueue, pid: int) -> None:
+        _bound_reads()
+        while True:
+            future, fn, args = inbox.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(exc)
+            with self._lock:
+                if self._pid != pid:
+                    return
+                self._idle.append(inbox)
+
+
+def _bound_reads() -> None:
+    """This thread's MySQL connections give up on a silent server after about TCC_TRY_TIMEOUT
+    (the client library retries a read up to 3 times), so a hung try frees its thread."""
+    seconds = max(1, math.ceil(settings.TCC_TRY_TIMEOUT))
+    for alias in settings.DATABASES:
+        connection = connections[alias]
+        if connection.vendor == "mysql":
+            options = {**connection.settings_dict.get("OPTIONS", {}), "read_timeout": seconds, "write_timeout": seconds}
+            connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
+
+
+_try_threads = _TryThreads()
+
+
+# --- 3. the decision, committed before phase two -------------------------------------------
+
+
+def decide_confirm(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Outcome:
+    from paysys.tcc import phase_two
+
+    now = timezone.now()
+    try:
+        decided = GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(
+            status=Status.CONFIRMING, confirmed_key=gtx.business_key, decided_at=now,
+            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
+        )
+    except IntegrityError:  # another transaction of this key is confirmed: this one must not be
+        logger.error("TCC %s: key %r already confirmed by another transaction; cancelling", gtx.xid, gtx.business_key)
+        decide_cancel(gtx, failed=None, error=None)
+        confirmed = GlobalTransaction.objects.get(confirmed_key=gtx.business_key)
+        return Outcome(confirmed.xid, confirmed.status, confirmed.attempt, already=True)
+    if not decided:  # recovery (deadline passed) or a concurrent run decided first
+        gtx.refresh_from_db()
+        if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):
+            return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+        raise TryFailed(None, gtx.xid, Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"))
+    phase_two.dispatch(gtx.xid, "confirm", rows)
+    return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)
+
+
+def decide_cancel(gtx: GlobalTransaction, *, failed: TransactionBranch | None, error: BaseException | None) -> bool:
+    """Commit CANCELLING (if still TRYING) and send every branch's cancel: an untried branch's
+    cancel is an empty cancel, and it bars that try if it is still on its way."""
+    from paysys.tcc import phase_two
+
+    now = timezone.now()
+    reason = f"{failed.action}: {error.__class__.__name__}: {error}"[:2000] if failed is not None else ""
+    with transaction.atomic(using="default"):
+        decided = GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(
+            status=Status.CANCELLING, decided_at=now, last_error=reason,
+            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
+        )
+        if decided and failed is not None:
+            TransactionBranch.objects.filter(pk=failed.pk).update(status=BranchStatus.TRY_FAILED, last_error=reason)
+    if decided:
+        phase_two.dispatch(gtx.xid, "cancel", list(gtx.branches.order_by("branch_no")))
+    return bool(decided)
