@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -52,15 +52,9 @@ def fund_account_for_update(*, owner_type: str, owner_id: int, currency: str, cr
     )
     account = locked.first()
     if account is None and create:
-        try:
-            with transaction.atomic(using=FUNDS):
-                account = FundAccount.objects.using(FUNDS).create(
-                    owner_type=owner_type, owner_id=owner_id, currency=currency
-                )
-        except IntegrityError:
-            account = locked.first()  # a locking read: sees the concurrent creator's committed row
-            if account is None:
-                raise
+        _create_if_missing(FundAccount, FUNDS, owner_type=owner_type, owner_id=owner_id, currency=currency,
+                           balance=0, frozen=0, pending_in=0)
+        account = locked.get()
     return account
 
 
@@ -68,14 +62,34 @@ def points_account_for_update(*, payer_id: int, create: bool) -> PointsAccount |
     locked = PointsAccount.objects.using(POINTS).select_for_update().filter(payer_id=payer_id)
     account = locked.first()
     if account is None and create:
-        try:
-            with transaction.atomic(using=POINTS):
-                account = PointsAccount.objects.using(POINTS).create(payer_id=payer_id)
-        except IntegrityError:
-            account = locked.first()
-            if account is None:
-                raise
+        _create_if_missing(PointsAccount, POINTS, payer_id=payer_id, balance=0, pending=0)
+        account = locked.get()
     return account
+
+
+_CREATE_IF_MISSING = {
+    "mysql": "INSERT INTO {table} ({columns}) VALUES ({values}) ON DUPLICATE KEY UPDATE {pk} = {pk}",
+    "sqlite": "INSERT OR IGNORE INTO {table} ({columns}) VALUES ({values})",
+    "postgresql": "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING",
+}
+
+
+def _create_if_missing(model, alias: str, **values) -> None:
+    """Insert the row unless one with its unique key exists, without failing.
+
+    Not ``create()`` + IntegrityError: on InnoDB every loser of that race keeps a shared lock on
+    the winner's row, and their following SELECT ... FOR UPDATE deadlock on it. ON DUPLICATE KEY
+    UPDATE takes the exclusive lock at once, so first users of an account queue instead."""
+    connection = connections[alias]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = {**values, "created_at": now, "updated_at": now}
+    quote = connection.ops.quote_name
+    sql = _CREATE_IF_MISSING[connection.vendor].format(
+        table=quote(model._meta.db_table), columns=", ".join(quote(c) for c in values),
+        values=", ".join(["%s"] * len(values)), pk=quote(model._meta.pk.column),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(values.values()))
 
 
 # --- what a fund action is about: parsed from a TCC payload or given by a caller --------------
