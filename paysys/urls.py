@@ -6,6 +6,7 @@ from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
 from paysys.messaging.metrics import metrics_view
+from paysys.tcc.metrics import with_tcc_metrics
 
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
@@ -16,7 +17,7 @@ urlpatterns = [
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("paysys.messaging.urls")),
-    path("metrics", metrics_view, name="metrics"),
+    path("metrics", with_tcc_metrics(metrics_view), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),

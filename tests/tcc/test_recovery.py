@@ -1,0 +1,151 @@
+"""Recovery: expired tries cancelled, unfinished phase two resent on a backoff, a human flagged
+past the limit, several passes at once never doing the same work twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from paysys import tcc
+from paysys.tcc import barrier, coordinator, phase_two, recovery, registry
+from paysys.tcc.models import GlobalTransaction, TransactionBranch
+from paysys.tcc.registry import get_participant
+from tests.concurrency import run_at_once
+
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
+
+Status = GlobalTransaction.Status
+_keys = itertools.count(1)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """What recovery hands to the broker (the unit tests' broker is memory://). The initiator's
+    own dispatch is dropped, as if its process died right after the decision."""
+    items: list[dict] = []
+    monkeypatch.setattr(phase_two._dispatcher, "submit", lambda batch: None)
+    real_send = phase_two.send
+
+    def record(batch):
+        items.extend(batch)
+        return real_send(batch)
+
+    monkeypatch.setattr(phase_two, "send", record)
+    return items
+
+
+def new_key() -> str:
+    return f"rec:{next(_keys)}:{id(new_key)}"
+
+
+BRANCHES = [tcc.Branch("test.orders", {"amount": 1}), tcc.Branch("test.funds", {"amount": 994})]
+
+
+def due(gtx: GlobalTransaction) -> None:
+    GlobalTransaction.objects.filter(pk=gtx.pk).update(next_retry_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_transaction_trying_past_its_deadline_is_cancelled(ledgers, sent):
+    # the coordinator died after trying branch 1 of 2
+    gtx, rows = coordinator.begin("complete_order", business_key=new_key(), branches=BRANCHES)
+    barrier.run_op(get_participant("test.orders"), xid=gtx.xid, branch=1, op="try", payload=rows[0].payload)
+    assert recovery.recover_tcc()["cancelled"] == 0  # not yet past its deadline
+    due(gtx)
+
+    assert recovery.recover_tcc()["cancelled"] == 1
+    gtx.refresh_from_db()
+    assert gtx.status == Status.CANCELLING and "deadline" in gtx.last_error
+    assert sorted((i["branch"], i["op"]) for i in sent) == [(1, "cancel"), (2, "cancel")]
+    phase_two.execute(sent)
+    gtx.refresh_from_db()
+    assert gtx.status == Status.CANCELLED
+    assert ledgers("orders", gtx.xid) == [("test.orders", "try", 1), ("test.orders", "cancel", 1)]
+    assert ledgers("funds", gtx.xid) == []
+
+
+def test_unfinished_phase_two_is_resent_with_backoff_until_done(ledgers, sent, fast_tcc):
+    fast_tcc.TCC_RETRY_SCHEDULE = [5, 7, 11]
+    outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)  # its tasks are lost
+    gtx = GlobalTransaction.objects.get(xid=outcome.xid)
+    assert recovery.recover_tcc()["resent"] == 0  # not due yet
+    due(gtx)
+
+    before = timezone.now()
+    assert recovery.recover_tcc()["resent"] == 1
+    gtx.refresh_from_db()
+    assert gtx.attempts == 1 and gtx.next_retry_at >= before + timedelta(seconds=7)
+    assert sorted((i["branch"], i["op"]) for i in sent) == [(1, "confirm"), (2, "confirm")]
+    phase_two.execute(sent)
+    phase_two.execute(sent)  # and a duplicate delivery of the resend
+    gtx.refresh_from_db()
+    assert gtx.status == Status.CONFIRMED
+    assert ledgers("funds", gtx.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
+
+
+def test_a_transaction_whose_branches_are_done_but_not_reported_is_finished(ledgers, sent):
+    outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)
+    gtx = GlobalTransaction.objects.get(xid=outcome.xid)
+    TransactionBranch.objects.filter(gtx=gtx).update(status=TransactionBranch.Status.CONFIRMED)
+    due(gtx)
+    assert recovery.recover_tcc() == {"cancelled": 0, "resent": 0, "flagged": 0, "finished": 1}
+    gtx.refresh_from_db()
+    assert gtx.status == Status.CONFIRMED and not sent
+
+
+def test_past_the_retry_limit_a_human_is_flagged_and_can_retry_now(ledgers, sent, fast_tcc):
+    fast_tcc.TCC_RETRY_SCHEDULE = [1, 1]
+    outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)
+    gtx = GlobalTransaction.objects.get(xid=outcome.xid)
+    for expected in ({"resent": 1}, {"resent": 1}, {"resent": 0, "flagged": 1}):
+        due(gtx)
+        totals = recovery.recover_tcc()
+        assert {k: totals[k] for k in expected} == expected
+    gtx.refresh_from_db()
+    assert gtx.needs_human and gtx.next_retry_at is None and gtx.status == Status.CONFIRMING  # never dropped
+    assert recovery.recover_tcc()["resent"] == 0  # no unseen retries while flagged
+    assert len(sent) == 4
+
+    assert recovery.retry_now([gtx.pk]) == 1
+    gtx.refresh_from_db()
+    assert not gtx.needs_human and gtx.attempts == 0 and gtx.next_retry_at is not None
+    phase_two.execute(sent[-2:])
+    gtx.refresh_from_db()
+    assert gtx.status == Status.CONFIRMED
+
+
+def test_failed_phase_two_ops_are_recorded_on_their_branch(ledgers, monkeypatch):
+    outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)
+    spec = get_participant("test.funds")
+
+    def broken(payload, *, xid):
+        raise RuntimeError("funds confirm broke")
+
+    monkeypatch.setitem(registry._participants, "test.funds", dataclasses.replace(spec, confirm=broken))
+    result = phase_two.finish([outcome.xid])
+    branch = TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=2)
+    assert result == 2 and branch.status == TransactionBranch.Status.PENDING
+    assert branch.attempts == 1 and "funds confirm broke" in branch.last_error
+    # the orders confirm in the same task still committed
+    assert TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=1).status == TransactionBranch.Status.CONFIRMED
+    assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMING
+
+
+def test_several_recovery_passes_at_once_resend_each_transaction_once(ledgers, sent):
+    rows = [GlobalTransaction.objects.get(xid=tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid)
+            for _ in range(6)]
+    for gtx in rows:
+        due(gtx)
+    results = run_at_once(*[recovery.recover_tcc] * 4)
+    assert sum(r["resent"] for r in results) == 6
+    assert sorted(i["id"] for i in sent) == sorted(TransactionBranch.objects.filter(gtx__in=rows).values_list("id", flat=True))
+    assert set(GlobalTransaction.objects.filter(pk__in=[g.pk for g in rows]).values_list("attempts", flat=True)) == {1}
+
+
+def test_recover_tcc_command_runs_one_pass(ledgers, capsys):
+    call_command("recover_tcc")
+    assert "resent" in capsys.readouterr().out
