@@ -1,6 +1,7 @@
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -135,6 +136,7 @@ class OrderDetailApi(APIView):
 class OrderPayApi(APIView):
     """``POST /api/v1/orders/{merchant_order_no}/pay``: pay the order from its payer's wallet."""
 
+    @extend_schema_serializer(component_name="OrderPay")
     class InputSerializer(serializers.Serializer):
         method = serializers.ChoiceField(choices=["balance"], help_text="balance: the payer's wallet pays")
         payer_token = TextField(min_length=1, max_length=128, help_text="the payer's consent, from create_payer")
@@ -167,3 +169,12 @@ class OrderPayApi(APIView):
             merchant=request.user, merchant_order_no=merchant_order_no, payer_token=data.validated_data["payer_token"]
         )
         return Response(OrderOutputSerializer(order).data)
+
+
+class ClosedOrderPayInput(OpenApiSerializerExtension):
+    """The schema says what the view does: an unknown field is refused (additionalProperties: false)."""
+
+    target_class = OrderPayApi.InputSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        return {**auto_schema._map_basic_serializer(self.target, direction), "additionalProperties": False}
