@@ -27,35 +27,37 @@ class CurrencyField(serializers.ChoiceField):
         super().__init__(choices=settings.ORDER_CURRENCIES, required=False, help_text="default: the first accepted currency", **kwargs)
 
 
+class BalanceOutputSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    available = serializers.IntegerField(help_text="balance − frozen, minor units")
+    frozen = serializers.IntegerField(help_text="reserved for outgoing payments not yet confirmed, minor units")
+    pending_in = serializers.IntegerField(help_text="incoming payments not yet confirmed, minor units")
+
+
 class BalanceApi(APIView):
     """``GET /api/v1/balance``: the merchant's own fund account (zeros before its first payment)."""
 
     class InputSerializer(serializers.Serializer):
         currency = CurrencyField()
 
-    class OutputSerializer(serializers.Serializer):
-        currency = serializers.CharField()
-        available = serializers.IntegerField(help_text="balance − frozen, minor units")
-        frozen = serializers.IntegerField(help_text="reserved for outgoing transfers, minor units")
-        pending_in = serializers.IntegerField(help_text="incoming, not yet confirmed, minor units")
-
     @extend_schema(
         operation_id="balance_retrieve",
         parameters=[InputSerializer],
-        responses={200: OutputSerializer, **error_responses(400, 401, 429)},
+        responses={200: BalanceOutputSerializer, **error_responses(400, 401, 429)},
     )
     def get(self, request):
         reject_unknown_params(request.query_params, set(self.InputSerializer().fields))
         query = self.InputSerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         currency = query.validated_data.get("currency") or settings.ORDER_CURRENCIES[0]
-        return Response(self.OutputSerializer(merchant_balance(merchant=request.user, currency=currency)).data)
+        return Response(BalanceOutputSerializer(merchant_balance(merchant=request.user, currency=currency)).data)
 
 
 class EntryOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = FundEntry
         fields = ["amount", "direction", "balance_after", "out_trade_no", "reason", "created_at"]
+        read_only_fields = fields  # output only: every field is always present
 
 
 class EntryPageSerializer(serializers.Serializer):
