@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from accounts.models import FundAccount, FundEntry, PointsAccount, PointsEntry
@@ -35,7 +36,7 @@ class CreditWalletForm(forms.Form):
 
 @admin.register(FundAccount)
 class FundAccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner_type", "owner_id", "currency", "balance", "available", "frozen", "pending_in", "updated_at"]
+    list_display = ["id", "owner_type", "owner_id", "currency", "balance", "available", "frozen", "pending_in", "entries", "updated_at"]
     list_filter = ["owner_type", "currency"]
     search_fields = ["=owner_id"]
     readonly_fields = [*list_display, "created_at"]
@@ -45,6 +46,11 @@ class FundAccountAdmin(ReadOnlyAdmin):
     @admin.display(description="available (balance − frozen)")
     def available(self, obj):
         return obj.available
+
+    @admin.display(description="entries")
+    def entries(self, obj):
+        url = reverse(f"admin:{self.opts.app_label}_fundentry_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?account__id__exact={}">entries</a>', url, obj.pk)
 
     def has_credit_wallet_permission(self, request) -> bool:
         return request.user.has_perm("accounts.credit_wallet")
@@ -111,7 +117,7 @@ class FundAccountAdmin(ReadOnlyAdmin):
 @admin.register(FundEntry)
 class FundEntryAdmin(ReadOnlyAdmin):
     list_display = ["id", "account", "kind", "direction", "amount", "balance_after", "out_trade_no", "xid", "reason", "created_by", "created_at"]
-    list_filter = ["kind", "direction", "account__owner_type", "created_at"]
+    list_filter = ["kind", "direction", "account__owner_type", "created_at"]  # and ?account__id__exact=<id>
     search_fields = ["=xid", "=out_trade_no", "=account__owner_id", "created_by"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Case, F, Q, QuerySet, Sum, When
 
-from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount
+from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
 from paysys.core.models import Merchant
 
 FUNDS = "funds"
@@ -67,6 +67,25 @@ def fund_account_mismatches() -> list[dict]:
     for account in FundAccount.objects.using(FUNDS).order_by("pk"):
         expected = sums.get(account.pk, {"balance": 0, "frozen": 0, "pending_in": 0})
         actual = {"balance": account.balance, "frozen": account.frozen, "pending_in": account.pending_in}
+        if any((expected[k] or 0) != v for k, v in actual.items()):
+            mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
+                               "from_entries": {k: expected[k] or 0 for k in actual}})
+    return mismatches
+
+
+def points_account_mismatches() -> list[dict]:
+    """Points accounts whose balance / pending differ from their entries (expect none)."""
+    sums = {
+        row["account"]: row
+        for row in PointsEntry.objects.using(POINTS).values("account").annotate(
+            balance=Sum(Case(When(kind=EntryKind.POSTED, then=F("points")), default=0)),
+            pending=Sum(Case(When(kind=EntryKind.HOLD, then=F("points")), default=-F("points"))),
+        )
+    }
+    mismatches = []
+    for account in PointsAccount.objects.using(POINTS).order_by("pk"):
+        expected = sums.get(account.pk, {"balance": 0, "pending": 0})
+        actual = {"balance": account.balance, "pending": account.pending}
         if any((expected[k] or 0) != v for k, v in actual.items()):
             mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
                                "from_entries": {k: expected[k] or 0 for k in actual}})

@@ -63,6 +63,8 @@ def test_credit_wallet_form_credits_with_the_admin_user_as_who(admin_client, pay
     entry = FundEntry.objects.using("funds").get()
     assert (entry.amount, entry.balance_after, entry.reason, entry.created_by) == (2500, 2500, "goodwill", "admin:boss")
     assert Message.objects.using("funds").filter(topic=WalletCredited.TOPIC).count() == 1
+    entries = admin_client.get(response["Location"])  # the wallet's entries
+    assert entries.status_code == 200 and b"goodwill" in entries.content
 
 
 def test_credit_wallet_form_shows_errors_and_writes_nothing(admin_client):

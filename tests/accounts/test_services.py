@@ -4,7 +4,7 @@ import pytest
 from django.db import transaction
 
 from accounts.models import EntryKind, FundEntry, PointsAccount, PointsEntry
-from accounts.selectors import fund_account_mismatches, points_account_get
+from accounts.selectors import fund_account_mismatches, points_account_get, points_account_mismatches
 from accounts.services import LedgerError
 from paysys.core.errors import InsufficientFunds, InvalidInput
 from paysys.core.money import points_for
@@ -283,3 +283,15 @@ def test_mismatches_show_a_balance_changed_behind_the_entries_back():
 
     [mismatch] = fund_account_mismatches()
     assert mismatch["actual"]["balance"] == 999 and mismatch["from_entries"]["balance"] == 1000
+
+
+def test_points_entries_sum_to_balance_and_pending():
+    award(5, 10)
+    award(5, 7, ("try", "cancel"))
+    award(5, 3, ("try",))
+    assert points_account_mismatches() == []
+
+    PointsAccount.objects.using("points").filter(payer_id=5).update(balance=11)
+
+    [mismatch] = points_account_mismatches()
+    assert mismatch["actual"] == {"balance": 11, "pending": 3} and mismatch["from_entries"] == {"balance": 10, "pending": 3}
