@@ -44,8 +44,8 @@ def _op(action: str, op: str):
     alias = ACTIONS[action][0]
 
     def run(payload: dict, *, xid: str) -> None:
-        if op == "try" and payload.get("sleep"):
-            time.sleep(payload["sleep"])
+        if payload.get(f"{op}_sleep"):  # {"try_sleep": 3}: a slow op, to be killed or timed out
+            time.sleep(payload[f"{op}_sleep"])
         with connections[alias].cursor() as cursor:
             cursor.execute(f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
                            [xid, action, op, payload.get("amount", 0)])

@@ -134,7 +134,7 @@ def test_run_refuses_an_open_transaction_on_a_participant_alias(ledgers, key):
 
 def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(ledgers, key, fast_tcc):
     with pytest.raises(tcc.TryFailed) as failed:
-        tcc.run("complete_order", business_key=key, branches=branches(points={"sleep": 2}))
+        tcc.run("complete_order", business_key=key, branches=branches(points={"try_sleep": 2}))
     assert isinstance(failed.value.cause, TimeoutError) and failed.value.is_transient
     xid = failed.value.xid
     # the cancel reaches points while the slow try holds its barrier row: it waits for the try's
