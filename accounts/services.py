@@ -1,8 +1,8 @@
 """The only writes of the funds and points services.
 
 Every balance change is one conditional UPDATE with F() expressions on a row this transaction
-has locked (``*_for_update`` helpers, always in primary-key order), plus its entry; nothing is
-read, changed in Python and written back. The database's CheckConstraints are the last word:
+has locked (the ``*_for_update`` helpers; each step locks exactly one account), plus its entry;
+nothing is read, changed in Python and written back. The database's CheckConstraints are the last word:
 even a bug here cannot make a balance, a reservation or an available amount negative.
 
 The TCC phases (``fund_credit_*``, ``fund_debit_*``, ``points_award_*``) run inside the
@@ -23,6 +23,7 @@ from django.utils import timezone
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
 from paysys.contracts import WalletCredited
 from paysys.core.errors import InsufficientFunds, InvalidInput, NotFound
+from paysys.core.models import Payer  # core identity: every app may read it
 from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,9 @@ class LedgerError(RuntimeError):
     business outcome. Raised so the phase is retried and, past its limit, shown to a human."""
 
 
-# --- locks: always taken in primary-key order, so two transactions never wait on each other ----
-
-
-def fund_accounts_for_update(ids) -> list[FundAccount]:
-    return list(FundAccount.objects.using(FUNDS).filter(pk__in=ids).order_by("pk").select_for_update())
+# --- locks: each step locks one account row, by its unique key; a transaction running several
+# steps (a phase-two batch) must run them in one order (owner type, owner id) or risk a deadlock,
+# which InnoDB resolves by rolling one back (the framework then redoes its ops one by one)
 
 
 def fund_account_for_update(*, owner_type: str, owner_id: int, currency: str, create: bool) -> FundAccount | None:
@@ -259,8 +258,6 @@ def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
 def wallet_credit(*, payer_id: int, amount: int, reason: str, credited_by: str, currency: str | None = None) -> FundEntry:
     """Credit a payer's wallet by hand (admin, command): posts the credit with who and why and
     publishes ``WalletCredited`` in the same funds transaction, so accounting books it exactly once."""
-    from paysys.core.models import Payer  # core identity: every app may read it
-
     currency = currency or settings.ORDER_CURRENCIES[0]
     reason = (reason or "").strip()
     problems = {}
