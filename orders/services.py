@@ -217,6 +217,7 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
         outcome = tcc.run("pay_order_balance", business_key=order.out_trade_no,
                           branches=pay_branches(order, method=PayMethod.BALANCE))
     except tcc.TryFailed as exc:
+        logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
         if exc.is_transient:
             raise Unavailable(f"a service did not answer ({exc.action}); nothing was charged, retry later") from exc
         if isinstance(exc.cause, DomainError):
