@@ -211,7 +211,10 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
         raise Forbidden("payer_token is not this order's payer's consent", code="payer_token_mismatch")
     if order.status == Order.Status.SUCCESS and order.pay_method == PayMethod.BALANCE:
         return order  # a replay of the call that paid it
-    if order.status != Order.Status.CREATED:
+    # PAYING by a balance payment: a concurrent call, or one whose answer was lost; tcc.run with
+    # the same business key resumes it or finds it decided, so this call gets the same answer
+    in_flight = order.status == Order.Status.PAYING and order.pay_method == PayMethod.BALANCE
+    if order.status != Order.Status.CREATED and not in_flight:
         raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
     try:
         outcome = tcc.run("pay_order_balance", business_key=order.out_trade_no,

@@ -185,10 +185,10 @@ def test_another_merchants_order_is_404(api, payer, wallet, payer_token, make_me
     assert pay(api, "NO-SUCH", payer_token).status_code == 404
 
 
-@pytest.mark.parametrize("status", ["CLOSED", "FAILED", "PAYING"])
-def test_an_order_that_is_not_payable_is_409(api, merchant, payer, wallet, payer_token, status):
+@pytest.mark.parametrize("status,method", [("CLOSED", ""), ("FAILED", ""), ("PAYING", "bank")])
+def test_an_order_that_is_not_payable_is_409(api, merchant, payer, wallet, payer_token, status, method):
     order = make_order(merchant, payer)
-    Order.objects.filter(pk=order.pk).update(status=status)
+    Order.objects.filter(pk=order.pk).update(status=status, pay_method=method)
 
     response = pay(api, "BAL-1", payer_token)
 
@@ -209,6 +209,21 @@ def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is
     replay = pay(api, "BAL-1", payer_token)  # a retry after a lost answer: paid once, same answer
 
     assert replay.status_code == 200 and replay.json()["status"] == "SUCCESS"
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+
+
+def test_a_retry_while_the_payment_is_in_phase_two_gets_the_same_200(api, merchant, payer, wallet, payer_token):
+    """The first call's answer was lost after the decision; the retry finds the decided
+    transaction of the same key instead of a 409 for the PAYING order, and charges nothing more."""
+    order = make_order(merchant, payer)
+    assert pay(api, "BAL-1", payer_token).status_code == 200
+    assert Order.objects.get(pk=order.pk).status == "PAYING"
+
+    retry = pay(api, "BAL-1", payer_token)
+    tcc.finish()
+
+    assert retry.status_code == 200
+    assert GlobalTransaction.objects.count() == 1
     assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
 
 
