@@ -115,6 +115,10 @@ def _refuse_open_transactions(aliases: set[str]) -> None:
 def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[GlobalTransaction, list[TransactionBranch]]:
     """The key's transaction to work on: its open TRYING one (resumed, with its own branches), a
     confirmed one (returned as is: nothing to do), or a new one after the last cancelled."""
+    try:  # the common case, a key seen for the first time: one insert, no look-up
+        return _create(name, business_key, 1, branches)
+    except IntegrityError:
+        pass
     for _ in range(5):  # a concurrent run may create the same attempt first: look again
         latest = GlobalTransaction.objects.filter(business_key=business_key).order_by("-attempt").first()
         if latest is not None and latest.status != Status.CANCELLING and latest.status != Status.CANCELLED:
