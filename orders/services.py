@@ -217,8 +217,7 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
     if order.status != Order.Status.CREATED and not in_flight:
         raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
     try:
-        outcome = tcc.run("pay_order_balance", business_key=order.out_trade_no,
-                          branches=pay_branches(order, method=PayMethod.BALANCE))
+        tcc.run("pay_order_balance", business_key=order.out_trade_no, branches=pay_branches(order, method=PayMethod.BALANCE))
     except tcc.TryFailed as exc:
         logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
         if exc.is_transient:
@@ -226,10 +225,10 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
         if isinstance(exc.cause, DomainError):
             raise exc.cause from exc
         raise
-    return _order_after_decision(order, xid=outcome.xid)
+    return _order_after_decision(order)
 
 
-def _order_after_decision(order: Order, *, xid: str) -> Order:
+def _order_after_decision(order: Order) -> Order:
     """The decision is committed, the order will be SUCCESS; give its confirm a moment to land."""
     deadline = time.monotonic() + PAY_CONFIRM_WAIT_SECONDS
     while True:
