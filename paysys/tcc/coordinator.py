@@ -85,19 +85,23 @@ def run(name: str, *, business_key: str, branches: list[Branch]) -> Outcome:
         raise ValueError("a TCC transaction needs at least one branch")
     specs = [registry.get_participant(b.action) for b in branches]
     _refuse_open_transactions({"default", *(spec.alias for spec in specs)})
-    gtx, rows = begin(name, business_key=business_key, branches=branches)
-    if gtx.status != Status.TRYING:
-        return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
-    for row in rows:
-        try:
-            run_try(registry.get_participant(row.action), xid=gtx.xid, branch=row.branch_no, payload=row.payload)
-        except Exception as exc:  # noqa: BLE001 - any failure of a try cancels the transaction
-            if not decide_cancel(gtx, failed=row, error=exc):
-                gtx.refresh_from_db()
-                if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
-                    return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
-            raise TryFailed(row.action, gtx.xid, exc) from exc
-    return decide_confirm(gtx, rows)
+    try:
+        gtx, rows = begin(name, business_key=business_key, branches=branches)
+        if gtx.status != Status.TRYING:
+            return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+        for row in rows:
+            try:
+                run_try(registry.get_participant(row.action), xid=gtx.xid, branch=row.branch_no, payload=row.payload)
+            except Exception as exc:  # noqa: BLE001 - any failure of a try cancels the transaction
+                if not decide_cancel(gtx, failed=row, error=exc):
+                    gtx.refresh_from_db()
+                    if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
+                        return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+                raise TryFailed(row.action, gtx.xid, exc) from exc
+        return decide_confirm(gtx, rows)
+    except DatabaseError as exc:  # the coordinator's own database: nothing could be decided
+        # (an open transaction left TRYING is cancelled by recovery after its deadline)
+        raise Unavailable(f"TCC coordinator database unavailable: {exc}") from exc
 
 
 def _refuse_open_transactions(aliases: set[str]) -> None:
@@ -121,8 +125,11 @@ def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[Glob
         pass
     for _ in range(5):  # a concurrent run may create the same attempt first: look again
         latest = GlobalTransaction.objects.filter(business_key=business_key).order_by("-attempt").first()
-        if latest is not None and latest.status != Status.CANCELLING and latest.status != Status.CANCELLED:
-            return latest, list(latest.branches.order_by("branch_no")) if latest.status == Status.TRYING else []
+        if latest is not None and latest.status == Status.TRYING:
+            _extend_deadline(latest)  # resumed: its tries run again now
+            return latest, list(latest.branches.order_by("branch_no"))
+        if latest is not None and latest.status in (Status.CONFIRMING, Status.CONFIRMED):
+            return latest, []
         try:
             return _create(name, business_key, (latest.attempt + 1) if latest else 1, branches)
         except IntegrityError:
@@ -130,9 +137,17 @@ def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[Glob
     raise Unavailable(f"could not start a TCC transaction for {business_key!r}: too much contention")
 
 
+def _deadline(branches: int):
+    return timezone.now() + timedelta(seconds=settings.TCC_TRY_TIMEOUT * branches + settings.TCC_DECISION_GRACE)
+
+
+def _extend_deadline(gtx: GlobalTransaction) -> None:
+    gtx.deadline = _deadline(gtx.branches.count())
+    GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(deadline=gtx.deadline, next_retry_at=gtx.deadline)
+
+
 def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
-    now = timezone.now()
-    deadline = now + timedelta(seconds=settings.TCC_TRY_TIMEOUT * len(branches) + settings.TCC_DECISION_GRACE)
+    deadline = _deadline(len(branches))
     with transaction.atomic(using="default"):
         gtx = GlobalTransaction.objects.create(
             xid=uuid.uuid4().hex, name=name, business_key=business_key, attempt=attempt,

@@ -143,3 +143,26 @@ def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(le
     phase_two.finish([xid])
     assert ledgers("points", xid) == [("test.points", "try", 10), ("test.points", "cancel", 10)]
     assert GlobalTransaction.objects.get(xid=xid).status == Status.CANCELLED
+
+
+def test_the_coordinator_database_not_answering_is_unavailable_and_nothing_runs(ledgers, key, monkeypatch):
+    from django.db import OperationalError
+
+    from paysys.core.errors import Unavailable
+    from paysys.tcc import coordinator
+
+    def down(*args, **kwargs):
+        raise OperationalError(2003, "Can't connect to MySQL server")
+
+    monkeypatch.setattr(coordinator, "_create", down)
+    with pytest.raises(Unavailable):
+        tcc.run("complete_order", business_key=key, branches=branches())
+    assert not GlobalTransaction.objects.filter(business_key=key).exists()
+
+
+def test_a_resumed_transaction_gets_a_new_deadline(ledgers, key):
+    gtx, _ = tcc_begin(key)
+    GlobalTransaction.objects.filter(pk=gtx.pk).update(deadline=gtx.created_at, next_retry_at=gtx.created_at)
+    resumed, _ = tcc_begin(key)
+    assert resumed.pk == gtx.pk and resumed.deadline > gtx.deadline
+    assert GlobalTransaction.objects.get(pk=gtx.pk).next_retry_at == resumed.deadline
