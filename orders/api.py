@@ -22,9 +22,12 @@ ERRORS = {
     409: "merchant_order_no reused with different fields",
     413: "request body too large",
     429: "too many requests for this API key",
-    503: "a service did not answer; nothing changed (order and balances as before): retry after Retry-After seconds",
+    503: (
+        "a service did not answer, or another payment holds the order for a moment; nothing changed "
+        "(order and balances as before): retry after Retry-After seconds"
+    ),
 }
-PAY_CONFLICT = "the order is not payable (paid, paying, closed or failed)"
+PAY_CONFLICT = "the order is not payable (paid, closed or failed, or being paid at the bank)"
 
 
 def error_responses(*codes: int) -> dict:

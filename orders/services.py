@@ -136,7 +136,7 @@ def bank_payment_apply(
     already paid; no TCC). Raises :class:`PaymentNotCompleted` when the TCC cancelled.
 
     Must run outside any transaction on ``orders``: the orders try commits on its own. Replays
-    are safe: the TCC's business key is the bank trade number, so a redelivery resumes the open
+    are safe: the TCC's business key is ``bank:<bank trade number>``, so a redelivery resumes the open
     transaction or finds it confirmed, and a payment is never completed twice.
     """
     recorded = PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
@@ -148,7 +148,7 @@ def bank_payment_apply(
         return _payment_flag(order, bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount,
                              currency=currency, paid_at=paid_at, source=source, reason=reason)
     try:
-        tcc.run("complete_order", business_key=bank_trade_no,
+        tcc.run("complete_order", business_key=f"bank:{bank_trade_no}",
                 branches=pay_branches(order, method=PayMethod.BANK, bank_trade_no=bank_trade_no, paid_at=paid_at,
                                       source=source))
     except tcc.TryFailed as exc:
@@ -203,8 +203,9 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
 
     Raises NotFound (another merchant's order), Forbidden (the token is not the payer's),
     OrderNotPayable, InsufficientFunds, or Unavailable when a service did not answer (cancelled:
-    nothing changed). Concurrent calls for one order share one business key: one pays, the
-    others find it paid (or refused by the order's try).
+    nothing changed; also while another payment holds the order). Concurrent calls for one order
+    share one business key, ``balance:<out_trade_no>``: one pays, the others resume it or find it
+    decided (or are refused by the order's try).
     """
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
     if not payer_token_check(order.payer_id, payer_token):
@@ -217,11 +218,16 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
     if order.status != Order.Status.CREATED and not in_flight:
         raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
     try:
-        tcc.run("pay_order_balance", business_key=order.out_trade_no, branches=pay_branches(order, method=PayMethod.BALANCE))
+        tcc.run("pay_order_balance", business_key=f"balance:{order.out_trade_no}",
+                branches=pay_branches(order, method=PayMethod.BALANCE))
     except tcc.TryFailed as exc:
         logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
         if exc.is_transient:
             raise Unavailable(f"a service did not answer ({exc.action}); nothing was charged, retry later") from exc
+        if exc.action == ACTION and Order.objects.filter(pk=order.pk, status=Order.Status.PAYING).exists():
+            # held by another payment still in flight, or by an earlier attempt whose cancel is on
+            # its way: not a final refusal
+            raise Unavailable("the order is being paid or released by another payment; retry later") from exc
         if isinstance(exc.cause, DomainError):
             raise exc.cause from exc
         raise

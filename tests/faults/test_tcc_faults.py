@@ -135,7 +135,7 @@ def test_participant_database_unreachable_during_try_cancels_then_the_payment_co
     bank_notify(order)
 
     wait_for(lambda: "not completed" in notify_message().last_error, timeout=60, what="the TCC to cancel")
-    wait_for(lambda: attempts("BT1") == [(1, "CANCELLED")], timeout=60, interval=0.5, what="the cancels to run")
+    wait_for(lambda: attempts("bank:BT1") == [(1, "CANCELLED")], timeout=60, interval=0.5, what="the cancels to run")
     assert alias in GlobalTransaction.objects.get().last_error
     assert notify_message().status == "SENDING"
     assert_nothing_changed(order, merchant, payer)
@@ -143,8 +143,8 @@ def test_participant_database_unreachable_during_try_cancels_then_the_payment_co
     db_proxy.open()  # the database is back
     wait_for(lambda: recover() or notify_message().status == "CONSUMED", timeout=60, interval=1.1,
              what="the resent message to complete the payment")
-    assert_paid_once(order, merchant, payer, key="BT1")
-    assert attempts("BT1") == [(1, "CANCELLED"), (2, "CONFIRMED")]
+    assert_paid_once(order, merchant, payer, key="bank:BT1")
+    assert attempts("bank:BT1") == [(1, "CANCELLED"), (2, "CONFIRMED")]
 
 
 def lock_waits() -> int:
@@ -176,8 +176,8 @@ def test_orders_database_cut_during_its_try_cancels_then_the_payment_completes_o
     db_proxy.open()
     wait_for(lambda: recover() or notify_message().status == "CONSUMED", timeout=60, interval=1.1,
              what="the resent message to complete the payment")
-    assert_paid_once(order, merchant, payer, key="BT1")
-    assert attempts("BT1") == [(1, "CANCELLED"), (2, "CONFIRMED")]
+    assert_paid_once(order, merchant, payer, key="bank:BT1")
+    assert attempts("bank:BT1") == [(1, "CANCELLED"), (2, "CONFIRMED")]
 
 
 # --- a participant's worker down during phase two -------------------------------------------
@@ -197,7 +197,7 @@ def test_funds_worker_stopped_during_phase_two_confirms_once_when_it_returns(ord
 
     start("funds")  # back: it finds the confirm four times over in its queue
 
-    assert_paid_once(order, merchant, payer, key="BT1")
+    assert_paid_once(order, merchant, payer, key="bank:BT1")
 
 
 def test_funds_worker_killed_inside_the_confirm_applies_it_once_after_restart(order, merchant, payer, start):
@@ -220,9 +220,9 @@ def test_funds_worker_killed_inside_the_confirm_applies_it_once_after_restart(or
             wait_for(confirm_waits, timeout=60, what="the funds confirm to wait on the merchant's account")
         killed = funds.kill_child()
 
-    wait_for(lambda: recover() or attempts("BT1")[-1][1] == "CONFIRMED", timeout=60, interval=1.1,
+    wait_for(lambda: recover() or attempts("bank:BT1")[-1][1] == "CONFIRMED", timeout=60, interval=1.1,
              what=f"the confirm to be redone after killing pid {killed}")
-    assert_paid_once(order, merchant, payer, key="BT1")
+    assert_paid_once(order, merchant, payer, key="bank:BT1")
 
 
 # --- one wallet, many payments ----------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishe
     assert merchant_balance(merchant) == (1234 - 7, 0)
     assert payer_points(payer) == (12, 0)
     gtx = GlobalTransaction.objects.get()
-    assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "B1", "CONFIRMED")
+    assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "bank:B1", "CONFIRMED")
     assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
 
 
@@ -149,7 +149,7 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
 
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert merchant_balance(merchant) == (1227, 0) and payer_points(payer) == (12, 0)
-    attempts = GlobalTransaction.objects.filter(business_key="B1").order_by("attempt")
+    attempts = GlobalTransaction.objects.filter(business_key="bank:B1").order_by("attempt")
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
     assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
 
@@ -228,7 +228,7 @@ def test_a_second_payment_arriving_while_the_first_holds_the_order_waits_then_is
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
     assert merchant_balance(merchant) == (1227, 0)
-    assert GlobalTransaction.objects.get(status="CONFIRMED").business_key == "B1"
+    assert GlobalTransaction.objects.get(status="CONFIRMED").business_key == "bank:B1"
 
 
 def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):

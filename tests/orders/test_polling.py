@@ -78,7 +78,7 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
     merchant_account = fund_account_get(owner_type="merchant", owner_id=order.merchant_id, currency="CNY")
     assert merchant_account.balance == 2500 - fee_for(2500, 60)
     assert points_account_get(payer_id=order.payer_id).balance == 25
-    assert GlobalTransaction.objects.get().business_key == bank_trade_no
+    assert GlobalTransaction.objects.get().business_key == f"bank:{bank_trade_no}"
 
 
 def test_the_late_notify_after_polling_changes_nothing(order, bank):
