@@ -7,6 +7,8 @@ who and why in the entry and publishes ``WalletCredited`` for accounting.
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -28,10 +30,13 @@ class CreditWalletForm(forms.Form):
     amount = forms.IntegerField(min_value=1, max_value=MAX_AMOUNT, help_text="minor units (fen): 1000 = 10.00")
     currency = forms.ChoiceField(choices=[])
     reason = forms.CharField(max_length=255, help_text="why: kept in the entry and the voucher")
+    # one key per rendered form: submitting it twice (a double click, the back button) credits once
+    request_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["currency"].choices = [(c, c) for c in settings.ORDER_CURRENCIES]
+        self.fields["request_key"].initial = uuid.uuid4().hex
 
 
 @admin.register(FundAccount)
@@ -92,6 +97,7 @@ class FundAccountAdmin(ReadOnlyAdmin):
                 entry = wallet_credit(
                     payer_id=data["payer_id"], amount=data["amount"], currency=data["currency"],
                     reason=data["reason"], credited_by=f"admin:{request.user.get_username()}",
+                    request_key=data["request_key"],
                 )
             except DomainError as exc:
                 for field, message in (exc.fields or {"__all__": exc.message}).items():

@@ -77,6 +77,10 @@ class FundEntry(models.Model):
     out_trade_no = models.CharField(max_length=32, blank=True, default="")
     reason = models.CharField(max_length=255, blank=True, default="")
     created_by = models.CharField(max_length=150, blank=True, default="", help_text="who, for a manual change")
+    request_key = models.CharField(
+        max_length=64, null=True, blank=True, unique=True,
+        help_text="a manual credit's idempotency key: the same request submitted twice credits once",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

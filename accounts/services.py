@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
 from paysys.contracts import WalletCredited
-from paysys.core.errors import InsufficientFunds, InvalidInput, NotFound
+from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
 from paysys.messaging import publish
 
@@ -143,7 +143,7 @@ def _is_int(value) -> bool:
 
 def _fund_change(
     account: FundAccount, move: FundMove, *, kind: str, direction: str, xid: str | None,
-    condition: Q, changes: dict, balance_delta: int = 0, created_by: str = "",
+    condition: Q, changes: dict, balance_delta: int = 0, created_by: str = "", request_key: str | None = None,
 ) -> FundEntry | None:
     """One conditional UPDATE on the locked ``account`` and its entry; None if ``condition`` failed."""
     updated = FundAccount.objects.using(FUNDS).filter(condition, pk=account.pk).update(
@@ -155,7 +155,7 @@ def _fund_change(
     return FundEntry.objects.using(FUNDS).create(
         account=account, kind=kind, direction=direction, amount=move.amount,
         balance_after=account.balance + balance_delta, xid=xid, out_trade_no=move.out_trade_no,
-        reason=move.reason, created_by=created_by,
+        reason=move.reason, created_by=created_by, request_key=request_key,
     )
 
 
@@ -255,9 +255,15 @@ def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
 # --- funds: a payer's wallet credited by hand ---------------------------------------------------
 
 
-def wallet_credit(*, payer_id: int, amount: int, reason: str, credited_by: str, currency: str | None = None) -> FundEntry:
+def wallet_credit(
+    *, payer_id: int, amount: int, reason: str, credited_by: str, currency: str | None = None,
+    request_key: str | None = None,
+) -> FundEntry:
     """Credit a payer's wallet by hand (admin, command): posts the credit with who and why and
-    publishes ``WalletCredited`` in the same funds transaction, so accounting books it exactly once."""
+    publishes ``WalletCredited`` in the same funds transaction, so accounting books it exactly once.
+
+    ``request_key`` makes a resubmission (a double click, a retried command) return the first
+    credit instead of crediting again; the same key for a different credit is a Conflict."""
     currency = currency or settings.ORDER_CURRENCIES[0]
     reason = (reason or "").strip()
     problems = {}
@@ -269,6 +275,8 @@ def wallet_credit(*, payer_id: int, amount: int, reason: str, credited_by: str, 
         problems["currency"] = f"one of {', '.join(settings.ORDER_CURRENCIES)}"
     if not credited_by or len(credited_by) > 150:
         problems["credited_by"] = "1-150 characters: who credits"
+    if request_key is not None and not (isinstance(request_key, str) and 1 <= len(request_key) <= 64):
+        problems["request_key"] = "1-64 characters"
     if problems:
         raise InvalidInput("wallet not credited", fields=problems)
     if not _is_int(payer_id) or not Payer.objects.filter(pk=payer_id).exists():
@@ -277,9 +285,17 @@ def wallet_credit(*, payer_id: int, amount: int, reason: str, credited_by: str, 
     move = FundMove(owner_type=Owner.PAYER, owner_id=payer_id, amount=amount, currency=currency, reason=reason)
     with transaction.atomic(using=FUNDS):
         account = fund_account_for_update(owner_type=Owner.PAYER, owner_id=payer_id, currency=currency, create=True)
+        if request_key is not None:
+            # looked up under the account's lock: a concurrent resubmission waits for this one
+            earlier = FundEntry.objects.using(FUNDS).filter(request_key=request_key).first()
+            if earlier is not None:
+                if (earlier.account_id, earlier.amount) != (account.pk, amount):
+                    raise Conflict("this request key was used for another credit", code="request_key_reused")
+                return earlier
         entry = _fund_change(
             account, move, kind=EntryKind.POSTED, direction=Direction.CREDIT, xid=None, condition=Q(),
             changes={"balance": F("balance") + amount}, balance_delta=amount, created_by=credited_by,
+            request_key=request_key,
         )
         event = WalletCredited(
             entry_id=entry.pk, payer_id=payer_id, amount=amount, currency=currency, reason=reason,

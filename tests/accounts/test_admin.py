@@ -56,7 +56,8 @@ def test_lists_and_rows_show_and_nothing_is_editable(admin_client, accounts_with
 
 def test_credit_wallet_form_credits_with_the_admin_user_as_who(admin_client, payer):
     response = admin_client.post(
-        reverse(CREDIT_URL), {"payer_id": payer.pk, "amount": 2500, "currency": "CNY", "reason": "goodwill"}
+        reverse(CREDIT_URL),
+        {"payer_id": payer.pk, "amount": 2500, "currency": "CNY", "reason": "goodwill", "request_key": "k1"},
     )
 
     assert response.status_code == 302
@@ -68,11 +69,15 @@ def test_credit_wallet_form_credits_with_the_admin_user_as_who(admin_client, pay
 
 
 def test_credit_wallet_form_shows_errors_and_writes_nothing(admin_client):
-    response = admin_client.post(reverse(CREDIT_URL), {"payer_id": 999, "amount": 0, "currency": "CNY", "reason": ""})
+    response = admin_client.post(
+        reverse(CREDIT_URL), {"payer_id": 999, "amount": 0, "currency": "CNY", "reason": "", "request_key": "k1"}
+    )
     assert response.status_code == 200
     assert not FundEntry.objects.using("funds").exists()
 
-    response = admin_client.post(reverse(CREDIT_URL), {"payer_id": 999, "amount": 10, "currency": "CNY", "reason": "x"})
+    response = admin_client.post(
+        reverse(CREDIT_URL), {"payer_id": 999, "amount": 10, "currency": "CNY", "reason": "x", "request_key": "k1"}
+    )
     assert response.status_code == 200
     assert b"no payer #999" in response.content
     assert not FundEntry.objects.using("funds").exists()
@@ -95,7 +100,24 @@ def test_without_the_permission_no_wallet_is_credited(staff_client, payer):
     assert staff_client.get(reverse("admin:accounts_fundaccount_changelist")).status_code == 200
     assert b"Credit a payer" not in staff_client.get(reverse("admin:accounts_fundaccount_changelist")).content
 
-    response = staff_client.post(reverse(CREDIT_URL), {"payer_id": payer.pk, "amount": 1, "currency": "CNY", "reason": "x"})
+    response = staff_client.post(
+        reverse(CREDIT_URL), {"payer_id": payer.pk, "amount": 1, "currency": "CNY", "reason": "x", "request_key": "k1"}
+    )
 
     assert response.status_code == 403
     assert not FundEntry.objects.using("funds").exists()
+
+
+def test_the_same_form_submitted_twice_credits_once(admin_client, payer):
+    form = admin_client.get(reverse(CREDIT_URL))
+    key = form.context["form"].fields["request_key"].initial
+    assert f'name="request_key" value="{key}"'.encode() in form.content
+    data = {"payer_id": payer.pk, "amount": 700, "currency": "CNY", "reason": "goodwill", "request_key": key}
+
+    admin_client.post(reverse(CREDIT_URL), data)
+    admin_client.post(reverse(CREDIT_URL), data)
+
+    assert FundEntry.objects.using("funds").get().amount == 700
+    assert FundAccount.objects.using("funds").get(owner_type="payer", owner_id=payer.pk).balance == 700
+    assert Message.objects.using("funds").filter(topic=WalletCredited.TOPIC).count() == 1
+    assert admin_client.get(reverse(CREDIT_URL)).context["form"].fields["request_key"].initial != key  # a new form, a new key

@@ -106,3 +106,15 @@ def test_issuing_a_new_token_revokes_the_old_one(payer):
 
     assert not payer_token_check(payer.pk, old)
     assert payer_token_check(payer.pk, new)
+
+
+def test_credit_wallet_with_a_request_key_credits_once(payer):
+    args = ["--payer", str(payer.pk), "--amount", "300", "--reason", "ticket 7", "--request-key", "ticket-7"]
+    call_command("credit_wallet", *args, stdout=StringIO())
+    call_command("credit_wallet", *args, stdout=StringIO())
+
+    assert account("payer", payer.pk).balance == 300
+    assert Message.objects.using("funds").filter(topic=WalletCredited.TOPIC).count() == 1
+    with pytest.raises(CommandError, match="request key was used for another credit"):
+        call_command("credit_wallet", "--payer", str(payer.pk), "--amount", "301", "--reason", "x",
+                     "--request-key", "ticket-7", stdout=StringIO())

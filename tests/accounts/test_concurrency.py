@@ -54,3 +54,16 @@ def test_concurrent_first_credits_create_one_account():
     assert FundAccount.objects.using("funds").filter(owner_type="merchant", owner_id=42).count() == 1
     assert account("merchant", 42).pending_in == 80
     assert fund_account_mismatches() == []
+
+
+def test_concurrent_resubmissions_of_one_manual_credit_credit_once(payer):
+    from accounts.services import wallet_credit
+
+    def submit():
+        return wallet_credit(payer_id=payer.pk, amount=500, reason="goodwill", credited_by="test", request_key="form-1").pk
+
+    entry_ids = run_at_once(*[submit for _ in range(6)], timeout=60)
+
+    assert len(set(entry_ids)) == 1
+    assert account("payer", payer.pk).balance == 500
+    assert fund_account_mismatches() == []

@@ -15,6 +15,9 @@ class Command(BaseCommand):
         parser.add_argument("--amount", type=int, required=True, help="minor units (fen): 1000 = 10.00")
         parser.add_argument("--reason", required=True, help="why; kept in the entry and the voucher")
         parser.add_argument("--currency", help="default: the first of ORDER_CURRENCIES")
+        parser.add_argument(
+            "--request-key", help="idempotency key: running the command again with it credits once (e.g. a ticket id)"
+        )
         parser.add_argument("--json", action="store_true", help="print {entry_id, payer_id, amount, currency, balance}")
 
     def handle(self, *args, **options):
@@ -25,7 +28,7 @@ class Command(BaseCommand):
         try:
             entry = wallet_credit(
                 payer_id=options["payer"], amount=options["amount"], currency=options["currency"],
-                reason=options["reason"], credited_by=f"command:{who}",
+                reason=options["reason"], credited_by=f"command:{who}", request_key=options["request_key"],
             )
         except DomainError as exc:
             details = "; ".join(f"{k}: {v}" for k, v in (exc.fields or {}).items())
