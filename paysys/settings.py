@@ -272,7 +272,7 @@ MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 
 TCC_TRY_TIMEOUT = float(os.environ.get("TCC_TRY_TIMEOUT", "2"))  # seconds one try may take
 TCC_DECISION_GRACE = 5  # seconds past the tries' timeouts before recovery cancels a TRYING one
-TCC_TRY_THREADS = 64  # per process; a try beyond that many stuck ones fails at once
+TCC_TRY_THREADS = 8  # per process and participant alias: its try threads, each with one connection
 # waits before recovery resends an unfinished phase two: after the decision, after the 1st
 # resend, ...; due again after the last -> flagged for a human (about an hour by default)
 TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]

@@ -163,11 +163,13 @@ def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
 
 
 def run_try(spec: registry.Participant, *, xid: str, branch: int, payload: dict) -> str:
-    """Run one try on a try thread and wait at most TCC_TRY_TIMEOUT for it."""
-    future = _try_threads.submit(_try_on_own_connection, spec, xid, branch, payload)
+    """Run one try on a try thread of its alias and wait at most TCC_TRY_TIMEOUT for it (time
+    queued for a free thread included)."""
+    future = _try_threads.submit(spec.alias, _try_on_own_connection, spec, xid, branch, payload)
     try:
         return future.result(timeout=settings.TCC_TRY_TIMEOUT)
     except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued: it never runs
         raise TimeoutError(f"{spec.action} did not answer within {settings.TCC_TRY_TIMEOUT}s") from None
 
 
@@ -182,60 +184,74 @@ def _try_on_own_connection(spec: registry.Participant, xid: str, branch: int, pa
 
 
 class _TryThreads:
-    """Threads that run tries, each keeping its own database connections between tries.
+    """Per database alias, up to TCC_TRY_THREADS threads that run tries, each keeping its one
+    connection to that alias between tries (a process opens at most that many per alias).
 
     A try that times out keeps its thread until the database answers or the connection's read
-    timeout fires; meanwhile new threads serve other tries (up to TCC_TRY_THREADS, beyond which
-    a try fails at once rather than queueing behind a dead database).
+    timeout fires; tries queued behind it time out too, which is right: that database does not
+    answer. Other aliases' tries never wait for it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[queue_module.SimpleQueue] = []
-        self._count = 0
+        self._pools: dict[str, _AliasThreads] = {}
         self._pid: int | None = None
+
+    def submit(self, alias: str, fn, *args) -> concurrent.futures.Future:
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process, or in a forked child
+                self._pid, self._pools = os.getpid(), {}
+            pool = self._pools.get(alias)
+            if pool is None:
+                pool = self._pools[alias] = _AliasThreads(alias)
+        return pool.submit(fn, *args)
+
+
+class _AliasThreads:
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._jobs: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a job
+        self._queued = 0  # jobs no thread has taken yet
 
     def submit(self, fn, *args) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            if self._pid != os.getpid():  # first use in this process, or in a forked child
-                self._pid, self._idle, self._count = os.getpid(), [], 0
-            if self._idle:
-                inbox = self._idle.pop()
-            elif self._count < settings.TCC_TRY_THREADS:
-                self._count += 1
-                inbox = queue_module.SimpleQueue()
-                threading.Thread(target=self._serve, args=(inbox, self._pid), name="paysys-tcc-try", daemon=True).start()
-            else:
-                future.set_exception(Unavailable("every TCC try thread is waiting on a database"))
-                return future
-        inbox.put((future, fn, args))
+            self._queued += 1
+            grow = self._queued > self._idle and self._threads < settings.TCC_TRY_THREADS
+            if grow:
+                self._threads += 1
+        self._jobs.put((future, fn, args))
+        if grow:
+            threading.Thread(target=self._serve, name=f"paysys-tcc-try-{self.alias}", daemon=True).start()
         return future
 
-    def _serve(self, inbox: queue_module.SimpleQueue, pid: int) -> None:
-        _bound_reads()
+    def _serve(self) -> None:
+        _bound_reads(self.alias)
         while True:
-            future, fn, args = inbox.get()
+            with self._lock:
+                self._idle += 1
+            future, fn, args = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+                self._queued -= 1
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args))
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                     future.set_exception(exc)
-            with self._lock:
-                if self._pid != pid:
-                    return
-                self._idle.append(inbox)
 
 
-def _bound_reads() -> None:
-    """This thread's MySQL connections give up on a silent server after about TCC_TRY_TIMEOUT
+def _bound_reads(alias: str) -> None:
+    """This thread's MySQL connection gives up on a silent server after about TCC_TRY_TIMEOUT
     (the client library retries a read up to 3 times), so a hung try frees its thread."""
     seconds = max(1, math.ceil(settings.TCC_TRY_TIMEOUT))
-    for alias in settings.DATABASES:
-        connection = connections[alias]
-        if connection.vendor == "mysql":
-            options = {**connection.settings_dict.get("OPTIONS", {}), "read_timeout": seconds, "write_timeout": seconds}
-            connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
+    connection = connections[alias]
+    if connection.vendor == "mysql":
+        options = {**connection.settings_dict.get("OPTIONS", {}), "read_timeout": seconds, "write_timeout": seconds}
+        connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
 
 
 _try_threads = _TryThreads()
