@@ -166,3 +166,24 @@ def test_a_resumed_transaction_gets_a_new_deadline(ledgers, key):
     resumed, _ = tcc_begin(key)
     assert resumed.pk == gtx.pk and resumed.deadline > gtx.deadline
     assert GlobalTransaction.objects.get(pk=gtx.pk).next_retry_at == resumed.deadline
+
+
+def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_unaffected(ledgers, fast_tcc, monkeypatch):
+    import time
+
+    from paysys.tcc import coordinator
+
+    fast_tcc.TCC_TRY_THREADS = 1
+    monkeypatch.setattr(coordinator, "_try_threads", coordinator._TryThreads())
+    with pytest.raises(tcc.TryFailed):  # holds the only points thread for 2.5 s
+        tcc.run("complete_order", business_key=f"stuck:{id(ledgers)}", branches=branches(points={"try_sleep": 2.5}))
+    started = time.monotonic()
+    with pytest.raises(tcc.TryFailed) as failed:
+        tcc.run("complete_order", business_key=f"queued:{id(ledgers)}", branches=branches())
+    assert failed.value.action == "test.points" and isinstance(failed.value.cause, TimeoutError)
+    assert time.monotonic() - started < 1 + 1  # orders and funds had threads of their own
+    xid = failed.value.xid
+    assert ledgers("funds", xid) == [("test.funds", "try", 994)]
+    time.sleep(2)  # the stuck try ends; the queued one was dropped, not run late
+    assert ledgers("points", xid) == []
+    phase_two.finish()
