@@ -7,12 +7,14 @@ who and why in the entry and publishes ``WalletCredited`` for accounting.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -23,6 +25,8 @@ from accounts.models import FundAccount, FundEntry, PointsAccount, PointsEntry
 from accounts.services import MAX_AMOUNT, wallet_credit
 from paysys.core.admin_base import ReadOnlyAdmin
 from paysys.core.errors import DomainError
+
+logger = logging.getLogger(__name__)
 
 
 class CreditWalletForm(forms.Form):
@@ -102,6 +106,9 @@ class FundAccountAdmin(ReadOnlyAdmin):
             except DomainError as exc:
                 for field, message in (exc.fields or {"__all__": exc.message}).items():
                     form.add_error(field if field in form.fields else None, message)
+            except DatabaseError:
+                logger.warning("credit wallet: a database is unavailable", exc_info=True)
+                form.add_error(None, "A database is unavailable. Submit again later: this form credits at most once.")
             else:
                 self.message_user(
                     request,

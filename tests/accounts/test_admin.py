@@ -121,3 +121,25 @@ def test_the_same_form_submitted_twice_credits_once(admin_client, payer):
     assert FundAccount.objects.using("funds").get(owner_type="payer", owner_id=payer.pk).balance == 700
     assert Message.objects.using("funds").filter(topic=WalletCredited.TOPIC).count() == 1
     assert admin_client.get(reverse(CREDIT_URL)).context["form"].fields["request_key"].initial != key  # a new form, a new key
+
+
+def test_a_database_down_during_the_credit_is_an_error_on_the_form_and_resubmitting_credits_once(admin_client, payer, monkeypatch):
+    from django.db import OperationalError
+
+    from accounts import services
+
+    data = {"payer_id": payer.pk, "amount": 900, "currency": "CNY", "reason": "goodwill", "request_key": "k-down"}
+    real = services.publish
+
+    def broken(*args, **kwargs):
+        raise OperationalError("funds database gone")
+
+    monkeypatch.setattr(services, "publish", broken)
+    response = admin_client.post(reverse(CREDIT_URL), data)
+    assert response.status_code == 200 and b"A database is unavailable" in response.content
+    assert not FundEntry.objects.using("funds").exists()
+
+    monkeypatch.setattr(services, "publish", real)
+    admin_client.post(reverse(CREDIT_URL), data)
+    admin_client.post(reverse(CREDIT_URL), data)
+    assert FundAccount.objects.using("funds").get(owner_type="payer", owner_id=payer.pk).balance == 900
