@@ -104,6 +104,7 @@ class Barrier(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["xid", "branch", "op"], name="tcc_barrier_unique_op")]
+        indexes = [models.Index(fields=["created_at"], name="tcc_barrier_created")]  # the retention purge
 
     def __str__(self) -> str:
         return f"{self.xid}/{self.branch}/{self.op} ({self.reason})"

@@ -8,6 +8,10 @@
 * due again after the last wait of the schedule -> flagged for a human (admin, "Retry phase two
   now"), never dropped and never retried unseen.
 
+``purge_barriers`` (beat, hourly) deletes barrier rows of transactions that ended more than
+TCC_BARRIER_RETENTION_DAYS ago (Seata cleans its fence log after a day): no op of a final
+transaction can arrive any more, and a try never outlives its seconds-long timeout.
+
 Rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED and pushed to their next due time in the
 same transaction, so several passes at once never work on the same transaction; the resends
 are sent after that commit. Everything sent twice is applied once (the barrier).
@@ -20,12 +24,12 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from paysys.tcc import phase_two
-from paysys.tcc.models import GlobalTransaction, TransactionBranch
+from paysys.tcc.models import Barrier, GlobalTransaction, TransactionBranch
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +120,25 @@ def retry_now(gtx_ids: list[int]) -> int:
     items = [entry for gtx in rows for entry in phase_two.pending_items(gtx)]
     phase_two.send(items)  # a human sees a broker error
     return len(rows)
+
+
+def purge_barriers(*, now=None, limit: int = 2000) -> int:
+    """Delete the barrier rows, in every alias, of final transactions older than the retention.
+    Rows of transactions not final (flagged for a human) or unknown to the coordinator are kept.
+    Returns rows deleted."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.TCC_BARRIER_RETENTION_DAYS)
+    deleted = 0
+    for alias in settings.DATABASES:
+        try:
+            xids = list(
+                Barrier.objects.using(alias).filter(created_at__lt=cutoff).order_by().values_list("xid", flat=True).distinct()[:limit]
+            )
+            final = list(
+                GlobalTransaction.objects.filter(xid__in=xids, status__in=[Status.CONFIRMED, Status.CANCELLED])
+                .values_list("xid", flat=True)
+            )
+            if final:
+                deleted += Barrier.objects.using(alias).filter(xid__in=final).delete()[0]
+        except DatabaseError:
+            logger.warning("TCC barrier purge skipped alias %s: database unavailable", alias, exc_info=True)
+    return deleted

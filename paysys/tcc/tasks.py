@@ -12,3 +12,8 @@ def phase_two_batch(items: list[dict]) -> dict:
 @shared_task(name="tcc.recover_tcc")
 def recover_tcc() -> dict:
     return recovery.recover_tcc()
+
+
+@shared_task(name="tcc.purge_barriers")
+def purge_barriers() -> int:
+    return recovery.purge_barriers()

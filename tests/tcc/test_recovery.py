@@ -149,3 +149,20 @@ def test_several_recovery_passes_at_once_resend_each_transaction_once(ledgers, s
 def test_recover_tcc_command_runs_one_pass(ledgers, capsys):
     call_command("recover_tcc")
     assert "resent" in capsys.readouterr().out
+
+
+def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledgers, settings):
+    from paysys.tcc.models import Barrier
+
+    settings.TCC_BARRIER_RETENTION_DAYS = 7
+    done = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
+    phase_two.finish([done])
+    stuck = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid  # CONFIRMING: kept
+    week_ago = timezone.now() - timedelta(days=8)
+    for alias in ("orders", "funds"):
+        Barrier.objects.using(alias).filter(xid__in=[done, stuck]).update(created_at=week_ago)
+
+    assert recovery.purge_barriers() == 4  # try + confirm rows of 2 branches
+    assert not Barrier.objects.using("funds").filter(xid=done).exists()
+    assert Barrier.objects.using("funds").filter(xid=stuck).exists()
+    assert recovery.purge_barriers() == 0
