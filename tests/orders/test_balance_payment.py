@@ -348,3 +348,16 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, mer
     assert FundAccount.objects.get(owner_type="merchant").balance == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
     assert PointsAccount.objects.get(payer_id=payer.pk).balance == 12
     assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+
+
+def test_the_openapi_schema_says_exactly_what_the_endpoint_does(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    operation = schema["paths"]["/api/v1/orders/{merchant_order_no}/pay"]["post"]
+
+    assert sorted(operation["responses"]) == ["200", "400", "401", "402", "403", "404", "409", "413", "429", "503"]
+    assert "Retry-After" in operation["responses"]["503"]["headers"]
+    body = schema["components"]["schemas"][operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert body["required"] == ["method", "payer_token"] and body["additionalProperties"] is False
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/OrderOutput")
