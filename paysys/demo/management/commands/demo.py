@@ -428,6 +428,16 @@ class Command(BaseCommand):
             problems.append(f"voucher of the wallet credit: {got or 'none'}, expected {want}")
         return problems
 
+    def print_vouchers(self, orders: list[DemoOrder]) -> None:
+        sources = [f"order.paid:{o.out_trade_no}" for o in orders] + [f"wallet.credited:{self.wallet_entry.pk}"]
+        self.stdout.write(self.style.MIGRATE_HEADING("vouchers (Dr / Cr account amount)"))
+        for source in sources:
+            lines = VoucherLine.objects.filter(voucher__source=source).order_by("-debit", "account__code")
+            text = ", ".join(f"{'Dr' if line.debit else 'Cr'} {line.account.code} {line.debit or line.credit}"
+                             for line in lines.select_related("account"))
+            self.stdout.write(f"{source:<48} {text or 'not booked yet'}")
+        self.stdout.write("")
+
     def check_accounts(self, base: str, merchant, payer, orders: list[DemoOrder], before: dict, timeout: float) -> None:
         """Merchant balance, payer wallet and points, and vouchers must agree with the paid orders
         once phase two has run (confirms are asynchronous); exit non-zero if they do not."""
@@ -439,6 +449,7 @@ class Command(BaseCommand):
             if (observed == expected and not problems) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
+        self.print_vouchers(orders)
         width = max(len(k) for k in expected)
         self.stdout.write(self.style.MIGRATE_HEADING(f"{'change during the demo':<{width}}  expected  observed"))
         for key, want in expected.items():
