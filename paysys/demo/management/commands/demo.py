@@ -384,8 +384,8 @@ class Command(BaseCommand):
         points = points_account_get(payer_id=payer.pk)
         return {
             "merchant": response.json(),
-            "wallet": wallet.available if wallet else 0,
-            "points": points.balance if points else 0,
+            "wallet": (wallet.balance, wallet.frozen) if wallet else (0, 0),
+            "points": (points.balance, points.pending) if points else (0, 0),
         }
 
     def expected_changes(self, merchant, orders: list[DemoOrder]) -> dict:
@@ -394,8 +394,10 @@ class Command(BaseCommand):
             "merchant available": sum(o.amount - fee_for(o.amount, merchant.fee_rate_bp) for o in paid),
             "merchant frozen": 0,
             "merchant pending_in": 0,
-            "payer wallet": DEMO_WALLET_CREDIT - sum(o.amount for o in paid if o.method == "balance"),
+            "payer wallet balance": DEMO_WALLET_CREDIT - sum(o.amount for o in paid if o.method == "balance"),
+            "payer wallet frozen": 0,
             "payer points": sum(points_for(o.amount, o.currency) for o in paid),
+            "payer points pending": 0,
         }
 
     def observed_changes(self, base: str, merchant, payer, before: dict) -> dict:
@@ -404,8 +406,10 @@ class Command(BaseCommand):
             "merchant available": now["merchant"]["available"] - before["merchant"]["available"],
             "merchant frozen": now["merchant"]["frozen"] - before["merchant"]["frozen"],
             "merchant pending_in": now["merchant"]["pending_in"] - before["merchant"]["pending_in"],
-            "payer wallet": now["wallet"] - before["wallet"],
-            "payer points": now["points"] - before["points"],
+            "payer wallet balance": now["wallet"][0] - before["wallet"][0],
+            "payer wallet frozen": now["wallet"][1] - before["wallet"][1],
+            "payer points": now["points"][0] - before["points"][0],
+            "payer points pending": now["points"][1] - before["points"][1],
         }
 
     def voucher_problems(self, merchant, orders: list[DemoOrder]) -> list[str]:
