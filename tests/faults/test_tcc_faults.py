@@ -9,8 +9,14 @@ flushed, suspension - are in tests/tcc.)
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
+import requests
 from django.db import connections, transaction
 from django.test import Client
 from rest_framework.test import APIClient
@@ -27,7 +33,7 @@ from paysys.messaging import services as messaging
 from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
-from tests.faults.harness import Worker, service_env, wait_for
+from tests.faults.harness import ROOT, Worker, service_env, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
 
@@ -178,6 +184,84 @@ def test_orders_database_cut_during_its_try_cancels_then_the_payment_completes_o
              what="the resent message to complete the payment")
     assert_paid_once(order, merchant, payer, key="bank:BT1")
     assert attempts("bank:BT1") == [(1, "CANCELLED"), (2, "CONFIRMED")]
+
+
+@pytest.fixture
+def web(broker_url, tmp_path):
+    """``web(ports=...)``: the API served by a real ``runserver`` process; killed at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start_web(*, ports: dict[str, int]) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = open(tmp_path / "web.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            cwd=ROOT, env=service_env(broker_url, ports=ports, **FAST), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"runserver exited: {(tmp_path / 'web.log').read_text()[-3000:]}")
+            try:
+                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.5, what="the web server")
+        return base
+
+    yield start_web
+    for proc in started:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_funds_unreachable_from_the_web_server_a_balance_payment_is_503_and_nothing_changes(
+    merchant_and_key, payer, start, web, db_proxy
+):
+    """The API process reaches funds through a proxy the test closes: the payer's debit try fails,
+    the TCC cancels, the merchant gets 503 with Retry-After, and the order and every balance are
+    as before; with funds back the same call pays."""
+    merchant, api_key = merchant_and_key
+    start("core,orders")
+    start("funds,points")
+    base = web(ports={"funds": db_proxy.port})
+    wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    token = payer_token_issue(payer=payer)
+    order = order_create(merchant=merchant, merchant_order_no="TF-BAL", amount=AMOUNT, currency="CNY",
+                         subject="s", payer_id=payer.pk)[0]
+    key = f"balance:{order.out_trade_no}"
+
+    def pay() -> requests.Response:
+        return requests.post(f"{base}/api/v1/orders/TF-BAL/pay", json={"method": "balance", "payer_token": token},
+                             headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+
+    db_proxy.close()
+    refused = pay()
+
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["Retry-After"]) > 0
+    wait_for(lambda: attempts(key) == [(1, "CANCELLED")], timeout=60, interval=0.5, what="the cancels to run")
+    assert GlobalTransaction.objects.get(business_key=key).last_error.startswith("funds.debit: ")
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert funds_of("payer", payer.pk) == (10_000, 0, 0)
+    assert funds_of("merchant", merchant.pk) == (0, 0, 0)
+    assert points_of(payer) == (0, 0)
+
+    db_proxy.open()
+    paid = pay()
+
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "SUCCESS"  # the orders worker confirmed within the answer's wait
+    wait_for(lambda: attempts(key)[-1][1] == "CONFIRMED", timeout=60, interval=0.5, what="phase two")
+    assert funds_of("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+    assert funds_of("merchant", merchant.pk) == (AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp), 0, 0)
+    assert points_of(payer) == (points_for(AMOUNT, "CNY"), 0)
 
 
 # --- a participant's worker down during phase two -------------------------------------------
