@@ -86,6 +86,7 @@ class TransactionBranch(models.Model):
     class Meta:
         verbose_name = "branch"
         constraints = [models.UniqueConstraint(fields=["gtx", "branch_no"], name="tcc_branch_unique_no")]
+        indexes = [models.Index(fields=["status", "action"], name="tcc_branch_unfinished")]  # phase-two passes
 
     def __str__(self) -> str:
         return f"{self.branch_no}: {self.action} [{self.status}]"

@@ -1,16 +1,22 @@
 """Phase two: confirms and cancels, run by the participant's own worker on its own queue.
 
-    dispatch()   after the decision is committed: branch items go to a background thread of this
-                 process that sends them, per participant queue, as one ``tcc.phase_two`` task per
-                 batch (the many decisions of a few milliseconds become one task per queue)
-    execute()    in the participant's worker: a batch's ops of one alias in one transaction, each
-                 behind its barrier (a lost batch is redone op by op); then one report to the
-                 coordinator: branches done, failures recorded, transactions whose every branch is
-                 done become CONFIRMED / CANCELLED
+    dispatch()   after the decision is committed: a background thread of this process kicks a
+                 phase-two pass on each participant queue concerned; kicks arriving while one is
+                 pending coalesce (a cache key, as the message relay does)
+    run_pass()   in the participant's worker (task ``tcc.phase_two_pass``): claims the queue's
+                 unfinished branches of decided transactions from the coordinator (SKIP LOCKED),
+                 runs them as one batch per alias, records them, then finishes the transactions
+                 whose every branch is done. So the decisions of any number of initiator processes
+                 become one task and one batch per participant queue.
+    send()       recovery's resends and a human's "retry now": explicit branch items in tasks
+                 ``tcc.phase_two`` (a branch that failed once is only retried this way, on the
+                 backoff, never by passes)
+    execute()    runs a list of items: per alias one transaction, each op behind its barrier (a
+                 lost batch is redone op by op), then one report to the coordinator
 
-Nothing here is the source of truth: a batch lost anywhere (the dispatching process killed, the
-broker flushed, the worker killed) is resent by recovery from the coordinator's tables, and the
-barrier makes the resend apply once.
+Nothing here is the source of truth: a kick or batch lost anywhere (the dispatching process
+killed, the broker flushed, the worker killed) is resent by recovery from the coordinator's
+tables, and the barrier makes the resend apply once.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from collections import defaultdict
 from typing import Iterable
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.core.cache import cache
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -61,10 +68,35 @@ def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
 
 
 def dispatch(xid: str, op: str, rows: list[TransactionBranch]) -> None:
-    """After the decision's commit: have phase two of these branches sent soon, without waiting."""
-    unfinished = [row for row in rows if row.status in TransactionBranch.UNFINISHED]
-    if unfinished:
-        _dispatcher.submit([item(unfinished[0].gtx_id, xid, op, row) for row in unfinished])
+    """After the decision's commit: have phase two of these branches run soon, without waiting."""
+    queues = set()
+    for row in rows:
+        try:
+            queues.add(registry.get_participant(row.action).queue)
+        except registry.UnknownParticipant:
+            logger.error("TCC %s: participant %s is not registered here; recovery will resend", xid, row.action)
+    if queues:
+        _dispatcher.submit(sorted(queues))
+
+
+def kick_key(queue: str) -> str:
+    return f"tcc:kick:{queue}"
+
+
+def kick(queue: str) -> None:
+    """Ask for a phase-two pass on ``queue`` soon; kicks while one is pending coalesce."""
+    from paysys.tcc.tasks import phase_two_pass
+
+    try:
+        if not cache.add(kick_key(queue), 1, timeout=settings.TCC_KICK_TTL):
+            return
+        phase_two_pass.apply_async(args=[queue], queue=queue, routing_key=queue, retry=False)
+    except Exception:  # cache or broker down: the decided branches wait for recovery
+        logger.warning("TCC phase-two kick for %s not sent; recovery will resend", queue, exc_info=True)
+        try:
+            cache.delete(kick_key(queue))
+        except Exception:  # noqa: BLE001 - the key expires on its own
+            pass
 
 
 def send(items: list[dict]) -> int:
@@ -83,20 +115,20 @@ def send(items: list[dict]) -> int:
 
 
 class _Dispatcher:
-    """Sends phase-two items from a background thread of this process: the initiator returns as
-    soon as its decision is committed, and the items of concurrent decisions share tasks."""
+    """Kicks phase-two passes from a background thread of this process: the initiator returns as
+    soon as its decision is committed, never waiting on the cache or the broker."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending: list[dict] = []
+        self._pending: set[str] = set()
         self._idle = threading.Event()
         self._idle.set()
         self._pid: int | None = None
 
-    def submit(self, items: list[dict]) -> None:
+    def submit(self, queues: list[str]) -> None:
         with self._lock:
-            self._pending.extend(items)
+            self._pending.update(queues)
             self._idle.clear()
             if self._pid != os.getpid():  # first use in this process, or in a forked child
                 self._pid = os.getpid()
@@ -112,11 +144,9 @@ class _Dispatcher:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
-                items, self._pending = self._pending, []
-            try:
-                send(items)
-            except Exception:  # broker down: the committed decisions wait for recovery
-                logger.warning("TCC phase two of %d branch(es) not sent; recovery will resend", len(items), exc_info=True)
+                queues, self._pending = self._pending, set()
+            for queue in sorted(queues):
+                kick(queue)
             with self._lock:
                 if not self._pending:
                     self._idle.set()
@@ -133,8 +163,58 @@ def flush_dispatch(timeout: float = 5.0) -> bool:
 # --- in the participant's worker -------------------------------------------------------------
 
 
+def run_pass(queue: str, *, limit: int | None = None) -> int:
+    """One phase-two pass of ``queue``'s participants: claim, run, record, finish. Returns the
+    branches claimed (the caller kicks another pass when it got a full batch)."""
+    limit = limit or settings.TCC_PHASE_TWO_BATCH
+    actions = registry.actions_of_queue(queue)
+    if not actions:
+        return 0
+    # candidates first, joined, without locks (a locking join would also lock the transactions'
+    # rows, and another queue's pass would then skip its own branches of them)
+    candidates = list(
+        TransactionBranch.objects.filter(
+            action__in=actions, status__in=TransactionBranch.UNFINISHED, attempts=0,
+            gtx__status__in=GlobalTransaction.PHASE_TWO, gtx__needs_human=False,
+        ).order_by("id").values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
+    )
+    if not candidates:
+        return 0
+    decided = {branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates}
+    claim = connections["default"].features.has_select_for_update_skip_locked
+    with transaction.atomic(using="default") if claim else _nothing():
+        # a concurrent pass of this queue (another pool process) holds its claim: skip those
+        rows = list(
+            TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED)
+            .select_for_update(skip_locked=True)
+            .order_by("id")
+        ) if claim else list(TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED))
+        items = []
+        for row in rows:
+            gtx_id, xid, status = decided[row.pk]
+            items.append(item(gtx_id, xid, barrier.CONFIRM if status == Status.CONFIRMING else barrier.CANCEL, row))
+        done, failed = _apply(items)
+        _record(done, failed)
+    _finish_reported(done)
+    return len(candidates)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def execute(items: list[dict]) -> dict[str, list[int]]:
     """Run a batch of confirms / cancels and report them to the coordinator."""
+    done, failed = _apply(items)
+    report(done, failed)
+    return {"done": sorted(e["id"] for e in done), "failed": sorted(failed)}
+
+
+def _apply(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
     done: list[dict] = []
     failed: dict[int, str] = {}
     by_alias: dict[str, list[tuple[registry.Participant, dict]]] = defaultdict(list)
@@ -159,8 +239,7 @@ def execute(items: list[dict]) -> dict[str, list[int]]:
                     done.append(entry)
                 except Exception as exc:  # noqa: BLE001 - recorded on the branch; recovery resends
                     failed[entry["id"]] = f"{entry['op']}: {exc.__class__.__name__}: {exc}"[:2000]
-    report(done, failed)
-    return {"done": sorted(e["id"] for e in done), "failed": sorted(failed)}
+    return done, failed
 
 
 def _run(spec: registry.Participant, entry: dict, *, savepoint: bool) -> str:
@@ -171,15 +250,27 @@ def report(done: list[dict], failed: dict[int, str]) -> None:
     """Tell the coordinator. If ``default`` does not answer, recovery resends later and the
     barrier turns the resend into no-ops that report again."""
     try:
-        for op, status in OP_DONE.items():
-            ids = [e["id"] for e in done if e["op"] == op]
-            if ids:
-                TransactionBranch.objects.filter(id__in=ids, status__in=TransactionBranch.UNFINISHED).update(status=status)
-        for branch_id, error in failed.items():
-            TransactionBranch.objects.filter(id=branch_id).update(attempts=F("attempts") + 1, last_error=error)
-        finish_transactions({e["gtx"] for e in done})
+        _record(done, failed)
     except DatabaseError:
         logger.warning("TCC phase-two report of %d branch(es) lost; recovery will resend", len(done), exc_info=True)
+        return
+    _finish_reported(done)
+
+
+def _record(done: list[dict], failed: dict[int, str]) -> None:
+    for op, status in OP_DONE.items():
+        ids = [e["id"] for e in done if e["op"] == op]
+        if ids:
+            TransactionBranch.objects.filter(id__in=ids, status__in=TransactionBranch.UNFINISHED).update(status=status)
+    for branch_id, error in failed.items():
+        TransactionBranch.objects.filter(id=branch_id).update(attempts=F("attempts") + 1, last_error=error)
+
+
+def _finish_reported(done: list[dict]) -> None:
+    try:
+        finish_transactions({e["gtx"] for e in done})
+    except DatabaseError:
+        logger.warning("TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True)
 
 
 def finish_transactions(gtx_ids: Iterable[int]) -> int:

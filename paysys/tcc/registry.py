@@ -50,6 +50,10 @@ def get_participant(action: str) -> Participant:
         raise UnknownParticipant(f"no TCC participant {action!r} is registered in this process") from None
 
 
+def actions_of_queue(queue: str) -> list[str]:
+    return sorted(action for action, spec in _participants.items() if spec.queue == queue)
+
+
 def unregister(action: str) -> None:
     """For tests that register throwaway participants."""
     _participants.pop(action, None)

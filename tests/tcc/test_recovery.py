@@ -166,3 +166,45 @@ def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledger
     assert not Barrier.objects.using("funds").filter(xid=done).exists()
     assert Barrier.objects.using("funds").filter(xid=stuck).exists()
     assert recovery.purge_barriers() == 0
+
+
+def test_a_phase_two_pass_claims_its_queues_decided_branches_in_one_batch(ledgers, sent, monkeypatch):
+    xids = [tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid for _ in range(3)]
+    with pytest.raises(tcc.TryFailed) as failed:
+        tcc.run("complete_order", business_key=new_key(), branches=[BRANCHES[0], tcc.Branch("test.funds", {"refuse": True})])
+    flagged = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
+    GlobalTransaction.objects.filter(xid=flagged).update(needs_human=True)  # only a human retries it
+    batches: list[list[dict]] = []
+    real_apply = phase_two._apply
+    monkeypatch.setattr(phase_two, "_apply", lambda items: batches.append(items) or real_apply(items))
+
+    assert phase_two.run_pass("orders") == 4  # 3 confirms and 1 cancel, one batch
+    assert [sorted(i["op"] for i in batch) for batch in batches] == [["cancel", "confirm", "confirm", "confirm"]]
+    assert phase_two.run_pass("orders") == 0
+    assert phase_two.run_pass("funds") == 4
+    assert {g.xid: g.status for g in GlobalTransaction.objects.filter(xid__in=xids + [failed.value.xid])} == {
+        **{xid: Status.CONFIRMED for xid in xids}, failed.value.xid: Status.CANCELLED,
+    }
+    assert GlobalTransaction.objects.get(xid=flagged).status == Status.CONFIRMING
+
+
+def test_a_branch_that_failed_once_is_left_to_recovery_s_backoff(ledgers, sent):
+    xid = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
+    TransactionBranch.objects.filter(gtx__xid=xid, branch_no=2).update(attempts=1, last_error="funds down")
+    assert phase_two.run_pass("funds") == 0
+    assert phase_two.run_pass("orders") == 1
+
+
+def test_kicks_of_one_queue_coalesce_until_its_pass_starts(monkeypatch):
+    from django.core.cache import cache
+
+    from paysys.tcc import tasks
+
+    kicked: list[str] = []
+    monkeypatch.setattr(tasks.phase_two_pass, "apply_async", lambda args, **kw: kicked.append(args[0]))
+    cache.delete(phase_two.kick_key("funds"))
+    for _ in range(3):
+        phase_two.kick("funds")
+    phase_two.kick("points")
+    assert kicked == ["funds", "points"]
+    cache.delete_many([phase_two.kick_key("funds"), phase_two.kick_key("points")])

@@ -1,11 +1,11 @@
 """Throughput of TCC ``complete_order``, against the same writes without TCC.
 
-    manage.py bench_tcc [--payments 3000] [--initiators 4] [--merchants 8] [--payers 64] [--json]
+    manage.py bench_tcc [--payments 3000] [--initiators 2] [--threads 4] [--merchants 8] [--payers 64] [--json]
 
 Uses the real participants (``orders.pay``, ``funds.credit``, ``points.award``) with their own
 workers, one per queue (``orders``, ``funds``, ``points``), as deployed. Measures, in one run:
 
-* **TCC**: ``--initiators`` processes run ``tcc.run("complete_order", ...)`` for ``--payments``
+* **TCC**: ``--initiators`` processes of ``--threads`` threads run ``tcc.run("complete_order", ...)`` for ``--payments``
   bank payments of fresh orders; TCC/s = payments / (first run -> last transaction CONFIRMED),
   so phase two (batched confirms in the participants' workers) is inside the figure;
 * **without TCC**: the same processes do the same business writes for as many other orders,
@@ -46,7 +46,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--payments", type=int, default=3000, help="payments per mode")
-        parser.add_argument("--initiators", type=int, default=4, help="initiator processes")
+        parser.add_argument("--initiators", type=int, default=2, help="initiator processes")
+        parser.add_argument("--threads", type=int, default=4, help="initiator threads per process")
+        parser.add_argument("--worker-processes", type=int, default=4, help="pool processes of each participant's worker")
         parser.add_argument("--merchants", type=int, default=8)
         parser.add_argument("--payers", type=int, default=64)
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -57,6 +59,7 @@ class Command(BaseCommand):
         if settings.CELERY_BROKER_URL.startswith("filesystem"):
             self._say(opts, self.style.WARNING("embedded broker: figures are not representative; use MariaDB + Redis"))
         self.run_id = uuid.uuid4().hex[:8]
+        self.threads = opts["threads"]
         self.merchants, self.payers = self._owners(opts["merchants"], opts["payers"])
         total = opts["payments"]
         warmup = max(opts["merchants"], opts["payers"])
@@ -72,7 +75,7 @@ class Command(BaseCommand):
                                                           paid_at=now, source="bench")])
             for o in orders
         ]
-        workers = self._start_workers()
+        workers = self._start_workers(opts["worker_processes"])
         try:
             time.sleep(4)  # let the pools start before the clock does
             self._run(self._direct_worker, payments[:warmup], opts["initiators"])  # accounts exist in both modes
@@ -88,6 +91,8 @@ class Command(BaseCommand):
         figures = {
             "payments": total,
             "initiators": opts["initiators"],
+            "threads": opts["threads"],
+            "worker_processes": opts["worker_processes"],
             "tcc_per_second": round(total / tcc_seconds, 1),
             "tcc_decisions_per_second": round(total / decided_seconds, 1),
             "without_tcc_per_second": round(total / direct_seconds, 1),
@@ -97,7 +102,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(figures))
         else:
             self.stdout.write(
-                f"complete_order, {total} payments, {opts['initiators']} initiator processes:\n"
+                f"complete_order, {total} payments, {opts['initiators']} initiator processes x {opts['threads']} threads:\n"
                 f"  TCC (tries + decision + phase two confirmed): {figures['tcc_per_second']:8.1f} /s\n"
                 f"  TCC decisions committed (initiators' view):   {figures['tcc_decisions_per_second']:8.1f} /s\n"
                 f"  same writes without TCC:                      {figures['without_tcc_per_second']:8.1f} /s\n"
@@ -132,10 +137,10 @@ class Command(BaseCommand):
         Order.objects.bulk_create(rows, batch_size=1000)
         return list(Order.objects.filter(merchant_order_no__startswith=f"bench-{self.run_id}-").order_by("pk"))
 
-    def _start_workers(self) -> list[subprocess.Popen]:
+    def _start_workers(self, processes: int) -> list[subprocess.Popen]:
         return [
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", queue, "--concurrency=1",
+                [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", queue, f"--concurrency={processes}",
                  "--pool=prefork", "-n", f"bench-tcc-{queue}-{os.getpid()}@%h", "--without-gossip",
                  "--without-mingle", "--loglevel=WARNING"],
                 cwd=settings.BASE_DIR, start_new_session=True,
@@ -146,11 +151,13 @@ class Command(BaseCommand):
     # --- measuring -------------------------------------------------------------------------------
 
     def _run(self, target, payments: list, initiators: int) -> float:
-        """Seconds for ``initiators`` forked processes to run ``target`` over their share."""
+        """Seconds for ``initiators`` forked processes, each with ``--threads`` threads, to run
+        ``target`` over their share (threads of one process share its phase-two dispatcher, as
+        a web or worker process's requests and consumers do)."""
         connections.close_all()  # children open their own connections
         fork = multiprocessing.get_context("fork")
         started = time.monotonic()
-        procs = [fork.Process(target=target, args=(payments[i::initiators],)) for i in range(initiators)]
+        procs = [fork.Process(target=_threaded, args=(target, payments[i::initiators], self.threads)) for i in range(initiators)]
         for proc in procs:
             proc.start()
         for proc in procs:
@@ -179,7 +186,6 @@ class Command(BaseCommand):
 
         for key, branches in payments:
             tcc.run("complete_order", business_key=key, branches=[tcc.Branch(action, payload) for action, payload in branches])
-        phase_two.flush_dispatch(30)
         connections.close_all()
 
     @staticmethod
@@ -193,6 +199,7 @@ class Command(BaseCommand):
                     spec.try_(payload, xid=xid)
                     spec.confirm(payload, xid=xid)
         connections.close_all()
+
 
     # --- clean-up --------------------------------------------------------------------------------
 
@@ -223,3 +230,25 @@ class Command(BaseCommand):
         PointsAccount.objects.filter(payer_id__in=payer_ids).delete()
         Merchant.objects.filter(pk__in=merchant_ids).delete()
         Payer.objects.filter(pk__in=payer_ids).delete()
+
+
+def _threaded(target, payments: list, threads: int) -> None:
+    """One initiator process: ``threads`` threads share ``payments``."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run(share):
+        try:
+            target(share)
+        except BaseException as exc:  # noqa: BLE001 - fails the process below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(payments[i::threads],)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    phase_two.flush_dispatch(30)
+    if errors:
+        raise errors[0]
