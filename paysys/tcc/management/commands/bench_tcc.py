@@ -1,9 +1,11 @@
 """Throughput of TCC ``complete_order``, against the same writes without TCC.
 
-    manage.py bench_tcc [--payments 3000] [--initiators 2] [--threads 4] [--merchants 8] [--payers 64] [--json]
+    manage.py bench_tcc [--payments 3000] [--initiators 2] [--threads 4] [--worker-processes 1]
+                        [--merchants 8] [--payers 64] [--json]
 
 Uses the real participants (``orders.pay``, ``funds.credit``, ``points.award``) with their own
-workers, one per queue (``orders``, ``funds``, ``points``), as deployed. Measures, in one run:
+workers, one per queue (``orders``, ``funds``, ``points``; ``--worker-processes`` pool processes
+each, 1 as in the Procfile). Measures, in one run:
 
 * **TCC**: ``--initiators`` processes of ``--threads`` threads run ``tcc.run("complete_order", ...)`` for ``--payments``
   bank payments of fresh orders; TCC/s = payments / (first run -> last transaction CONFIRMED),
@@ -48,7 +50,7 @@ class Command(BaseCommand):
         parser.add_argument("--payments", type=int, default=3000, help="payments per mode")
         parser.add_argument("--initiators", type=int, default=2, help="initiator processes")
         parser.add_argument("--threads", type=int, default=4, help="initiator threads per process")
-        parser.add_argument("--worker-processes", type=int, default=4, help="pool processes of each participant's worker")
+        parser.add_argument("--worker-processes", type=int, default=1, help="pool processes of each participant's worker")
         parser.add_argument("--merchants", type=int, default=8)
         parser.add_argument("--payers", type=int, default=64)
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
