@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
-from paysys.contracts import ContractError, OrderPaid
+from paysys.contracts import ContractError, OrderPaid, WalletCredited
 
 logger = logging.getLogger(__name__)
 
@@ -109,29 +109,54 @@ def voucher_book(
     return voucher, True
 
 
+# where the money of a payment comes from, by ``order.paid``'s method: the bank holds it, or
+# it leaves the payer's wallet (a liability the platform held for the payer)
+PAID_FROM = {"bank": AccountCode.BANK_CLEARING, "balance": AccountCode.PAYER_WALLETS}
+
+
 def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool]:
-    """Book an ``order.paid`` event: the bank holds the amount, the merchant is owed amount − fee,
-    the platform earned the fee. The fee comes from the payload (orders computed it with
-    ``paysys.core.money.fee_for``); recomputing it here could disagree with what funds credited.
+    """Book an ``order.paid`` event: the money came from the bank (bank clearing) or from the
+    payer's wallet (payer wallets), the merchant is owed amount − fee, the platform earned the
+    fee. The fee comes from the payload (orders computed it with ``paysys.core.money.fee_for``);
+    recomputing it here could disagree with what funds credited.
     """
     try:
         event = OrderPaid.from_payload(payload)
     except ContractError as exc:
         raise InvalidVoucher(str(exc)) from exc
+    if event.method not in PAID_FROM:
+        raise InvalidVoucher(f"{event.TOPIC} {event.out_trade_no}: unknown payment method {event.method!r}")
     amount, fee = event.amount, event.fee
     lines = [
-        (AccountCode.BANK_CLEARING, amount, 0),
+        (PAID_FROM[event.method], amount, 0),
         (AccountCode.MERCHANT_PAYABLE, 0, amount - fee),
         (AccountCode.FEE_INCOME, 0, fee),
     ]
+    paid_by = f"bank trade {event.bank_trade_no}" if event.method == "bank" else f"payer {event.payer_id}'s wallet"
     return voucher_book(
         source=f"{event.TOPIC}:{event.out_trade_no}",
         currency=event.currency,
         lines=[line for line in lines if line[1] or line[2]],  # no zero lines (a fee-free merchant)
         description=(
             f"order {event.out_trade_no} paid: merchant {event.merchant_id} "
-            f"order {event.merchant_order_no}, bank trade {event.bank_trade_no}"
+            f"order {event.merchant_order_no}, {paid_by}"
         ),
+        message_id=message_id,
+    )
+
+
+def voucher_book_wallet_credited(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool]:
+    """Book a payer's wallet credited by hand: the money is at the bank, the platform now holds
+    it for the payer. One voucher per fund entry."""
+    try:
+        event = WalletCredited.from_payload(payload)
+    except ContractError as exc:
+        raise InvalidVoucher(str(exc)) from exc
+    return voucher_book(
+        source=f"{event.TOPIC}:{event.entry_id}",
+        currency=event.currency,
+        lines=[(AccountCode.BANK_CLEARING, event.amount, 0), (AccountCode.PAYER_WALLETS, 0, event.amount)],
+        description=f"wallet of payer {event.payer_id} credited by {event.credited_by}: {event.reason}",
         message_id=message_id,
     )
 

@@ -6,3 +6,8 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     verbose_name = "Accounts: funds and points"
+
+    def ready(self):
+        from accounts import participants
+
+        participants.register()

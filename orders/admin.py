@@ -7,9 +7,10 @@ from paysys.core.admin_base import RecordAdmin
 
 @admin.register(Order)
 class OrderAdmin(RecordAdmin):
-    list_display = ["out_trade_no", "merchant_id", "merchant_order_no", "amount", "currency", "status", "created_at", "paid_at"]
-    list_filter = ["status", "currency", "created_at"]
-    search_fields = ["out_trade_no", "merchant_order_no", "bank_trade_no"]
+    list_display = ["out_trade_no", "merchant_id", "merchant_order_no", "amount", "currency", "status", "pay_method", "created_at", "paid_at"]
+    list_filter = ["status", "pay_method", "currency", "created_at"]
+    # tcc_xid: from an order to its TCC transaction in the coordinator's admin, and back
+    search_fields = ["out_trade_no", "merchant_order_no", "bank_trade_no", "tcc_xid"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Order._meta.fields]
 

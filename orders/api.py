@@ -1,5 +1,6 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,16 +11,23 @@ from paysys.api.schema import error_responses as shared_error_responses
 from paysys.core.netguard import check_url
 from orders.models import MAX_AMOUNT, Order
 from orders.selectors import order_get, order_list
-from orders.services import order_create, order_pay_url
+from orders.services import order_create, order_pay_url, order_pay_with_balance
 
 ERRORS = {
     400: "invalid input",
     401: "missing or invalid API key",
+    402: "the payer's wallet cannot afford the order (nothing was charged)",
+    403: "payer_token is not the consent of the order's payer",
     404: "no such order (or another merchant's)",
     409: "merchant_order_no reused with different fields",
     413: "request body too large",
     429: "too many requests for this API key, or too many open unpaid orders",
+    503: (
+        "a service did not answer, or another payment holds the order for a moment; nothing changed "
+        "(order and balances as before): retry after Retry-After seconds"
+    ),
 }
+PAY_CONFLICT = "the order is not payable (paid, closed or failed, or being paid at the bank)"
 
 
 def error_responses(*codes: int) -> dict:
@@ -33,7 +41,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         model = Order
         fields = [
             "merchant_order_no", "out_trade_no", "amount", "currency", "subject", "payer_id", "notify_url",
-            "status", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
+            "status", "pay_method", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
         ]
 
     def get_pay_url(self, order: Order) -> str:
@@ -128,3 +136,35 @@ class OrderDetailApi(APIView):
     def get(self, request, merchant_order_no: str):
         reject_unknown_params(request.query_params, set())
         return Response(OrderOutputSerializer(order_get(merchant=request.user, merchant_order_no=merchant_order_no)).data)
+
+
+class OrderPayApi(APIView):
+    """``POST /api/v1/orders/{merchant_order_no}/pay``: pay the order from its payer's wallet."""
+
+    @extend_schema_serializer(component_name="OrderPay")
+    class InputSerializer(StrictInputSerializer):
+        method = serializers.ChoiceField(choices=["balance"], help_text="balance: the payer's wallet pays")
+        payer_token = TextField(min_length=1, max_length=128, help_text="the payer's consent, from create_payer")
+
+    @extend_schema(
+        operation_id="orders_pay",
+        request=InputSerializer,
+        responses={
+            200: OpenApiResponse(OrderOutputSerializer, description="paid: the order (SUCCESS)"),
+            **shared_error_responses({**ERRORS, 409: PAY_CONFLICT}, 400, 401, 402, 403, 404, 409, 413, 429, 503),
+        },
+        parameters=[
+            OpenApiParameter("Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[503],
+                             description="seconds to wait before trying again"),
+        ],
+    )
+    def post(self, request, merchant_order_no: str):
+        reject_unknown_params(request.query_params, set())
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"non_field_errors": "a JSON object is required"})
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order = order_pay_with_balance(
+            merchant=request.user, merchant_order_no=merchant_order_no, payer_token=data.validated_data["payer_token"]
+        )
+        return Response(OrderOutputSerializer(order).data)

@@ -1,9 +1,13 @@
-from paysys.contracts import BankPaymentSucceeded
-from paysys.messaging.registry import consumer
 from orders.services import bank_payment_apply
+from paysys.contracts import BankPaymentSucceeded
+from paysys.messaging import consumer
 
 
-@consumer(BankPaymentSucceeded.TOPIC, queue="orders")
+# not atomic: the TCC's tries and decision commit on their own (tcc.run refuses an open
+# transaction). Acknowledged once the payment is FLAGGED or its confirm decision is committed;
+# a cancelled TCC raises, so the message stays SENDING with the error and is resent, and the next
+# attempt (same business key, the bank trade number) completes it.
+@consumer(BankPaymentSucceeded.TOPIC, queue="orders", atomic=False)
 def apply_bank_payment(message) -> None:
     event = BankPaymentSucceeded.from_payload(message.payload)
     bank_payment_apply(

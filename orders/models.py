@@ -10,6 +10,15 @@ class IllegalTransition(Conflict):
     code = "illegal_transition"
 
 
+class PayMethod(models.TextChoices):
+    BANK = "bank"
+    BALANCE = "balance"
+
+
+class OrderNotPayable(Conflict):
+    code = "order_not_payable"
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         CREATED = "CREATED"
@@ -37,6 +46,9 @@ class Order(models.Model):
     notify_url = models.URLField(max_length=512, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
     bank_trade_no = models.CharField(max_length=64, blank=True, default="")
+    # the TCC transaction holding (PAYING) or having paid (SUCCESS) the order, and how it pays
+    tcc_xid = models.CharField(max_length=64, blank=True, default="")
+    pay_method = models.CharField(max_length=8, choices=PayMethod.choices, blank=True, default="")
     expires_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
     # order polling: when to ask the bank next while no notify has arrived (null: stop asking)

@@ -12,18 +12,22 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from paysys import bank
-from paysys.core.errors import Conflict, InvalidInput, LimitReached
-from paysys.contracts import OrderPaid
+from paysys import bank, tcc
+from paysys.core.errors import Conflict, DomainError, Forbidden, InvalidInput, LimitReached, Unavailable
 from paysys.core.models import Merchant, Payer
-from paysys.core.money import fee_for
-from paysys.messaging.services import publish
-from orders.models import IllegalTransition, Order, PaymentRecord
+from paysys.core.money import fee_for, points_for
+from paysys.core.services import payer_token_check
+from orders.models import IllegalTransition, Order, OrderNotPayable, PayMethod, PaymentRecord
+from orders.participants import ACTION
+from orders.selectors import order_get
 
 logger = logging.getLogger(__name__)
 
 # one polling or expiry pass stops asking the bank after this long; the next pass goes on
 BANK_PASS_BUDGET_SECONDS = 20
+
+# a balance payment's answer waits this long for the orders confirm to land after the decision
+PAY_CONFIRM_WAIT_SECONDS = 2.0
 
 # fields that must match for a replayed create to be "the same order"
 IDEMPOTENT_FIELDS = ("amount", "currency", "subject", "payer_id", "notify_url")
@@ -104,69 +108,156 @@ def order_pay_url(order: Order) -> str:
     )
 
 
+# --- completing a paid order: a TCC over orders, funds and points --------------------------
+
+
+def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at: str = "", source: str = "") -> list:
+    """The branches of one payment of ``order``. Fee and points are computed here, once, and
+    every participant gets the same figures (participants are named, never imported)."""
+    merchant = Merchant.objects.get(pk=order.merchant_id)
+    fee = fee_for(order.amount, merchant.fee_rate_bp)
+    points = points_for(order.amount, order.currency)
+    common = {"out_trade_no": order.out_trade_no, "currency": order.currency}
+    branches = [
+        tcc.Branch(ACTION, {
+            **common, "amount": order.amount, "method": method, "bank_trade_no": bank_trade_no, "paid_at": paid_at,
+            "source": source, "fee": fee, "points": points, "notify_url": order.notify_url or merchant.notify_url,
+        }),
+    ]
+    if method == PayMethod.BALANCE:
+        branches.append(tcc.Branch("funds.debit", {**common, "owner_type": "payer", "owner_id": order.payer_id,
+                                                    "amount": order.amount}))
+    if order.amount - fee:
+        branches.append(tcc.Branch("funds.credit", {**common, "owner_type": "merchant", "owner_id": order.merchant_id,
+                                                     "amount": order.amount - fee}))
+    if points:
+        branches.append(tcc.Branch("points.award", {**common, "payer_id": order.payer_id, "points": points}))
+    return branches
+
+
 # --- bank payments: from the gateway's notify message, or found by polling the bank ---------
+
+
+class PaymentNotCompleted(Exception):
+    """A bank payment whose TCC cancelled (a service down, or the order held by another payment):
+    nothing changed; whoever delivered it tries again later (message recovery, the next poll)."""
+
 
 def bank_payment_apply(
     *, out_trade_no: str, bank_trade_no: str, amount: int, currency: str, paid_at: str, source: str
-) -> PaymentRecord:
-    """Apply one bank payment to its order, once. Runs inside ``atomic(using="orders")``.
+) -> str:
+    """Complete the order of one bank payment, once. Returns the payment's outcome: APPLIED (the
+    confirm decision is committed: order, merchant credit and points follow in phase two) or
+    FLAGGED (recorded for a human: unknown order, amount or currency mismatch, order closed or
+    already paid; no TCC). Raises :class:`PaymentNotCompleted` when the TCC cancelled.
 
-    Completes a payable order whose amount and currency match (-> SUCCESS, publishes
-    ``order.paid`` in the same transaction). Anything else is recorded FLAGGED for a human.
-    Replays of the same bank trade number return the first record and change nothing.
-
-    A notify and a poll of the same payment may race: the order row is locked first, then the
-    record is inserted in a savepoint before anything else changes; the unique bank trade number
-    decides which one applies, and the loser returns the winner's record.
+    Must run outside any transaction on ``orders``: the orders try commits on its own. Replays
+    are safe: the TCC's business key is ``bank:<bank trade number>``, so a redelivery resumes the open
+    transaction or finds it confirmed, and a payment is never completed twice.
     """
-    paid_at_dt = parse_datetime(paid_at) if isinstance(paid_at, str) else paid_at
-    order = Order.objects.select_for_update().filter(out_trade_no=out_trade_no).first()
+    recorded = PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
+    if recorded is not None:
+        return recorded.outcome
+    order = Order.objects.filter(out_trade_no=out_trade_no).first()
     reason = _why_not_payable(order, amount=amount, currency=currency)
-    record = PaymentRecord(
-        bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, order_id=order.pk if order else None,
-        amount=amount, currency=currency, paid_at=paid_at_dt, source=source, reason=reason,
-        outcome=PaymentRecord.Outcome.FLAGGED if reason else PaymentRecord.Outcome.APPLIED,
-    )
-    try:
-        with transaction.atomic(using="orders"):
-            record.save(force_insert=True)
-    except IntegrityError:
-        # a locking read: it sees the winner's committed row whatever this transaction's snapshot
-        existing = PaymentRecord.objects.select_for_update().filter(bank_trade_no=bank_trade_no).first()
-        if existing is None:
-            raise  # not a replay: a real integrity problem
-        return existing
     if reason:
+        return _payment_flag(order, bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount,
+                             currency=currency, paid_at=paid_at, source=source, reason=reason)
+    try:
+        tcc.run("complete_order", business_key=f"bank:{bank_trade_no}",
+                branches=pay_branches(order, method=PayMethod.BANK, bank_trade_no=bank_trade_no, paid_at=paid_at,
+                                      source=source))
+    except tcc.TryFailed as exc:
+        if exc.action == ACTION and not exc.is_transient:
+            # the order moved meanwhile: closed or paid by another payment -> flag; held by a
+            # payment still in flight -> try again later, when it has ended one way or the other
+            order.refresh_from_db()
+            reason = _why_not_payable(order, amount=amount, currency=currency)
+            if reason:
+                return _payment_flag(order, bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount,
+                                     currency=currency, paid_at=paid_at, source=source, reason=reason)
+        raise PaymentNotCompleted(f"bank payment {bank_trade_no} not completed: {exc}") from exc
+    return PaymentRecord.Outcome.APPLIED
+
+
+def _payment_flag(order: Order | None, *, bank_trade_no: str, out_trade_no: str, amount: int, currency: str,
+                  paid_at: str, source: str, reason: str) -> str:
+    paid_at_dt = parse_datetime(paid_at) if isinstance(paid_at, str) else paid_at
+    record, created = PaymentRecord.objects.get_or_create(
+        bank_trade_no=bank_trade_no,
+        defaults={"out_trade_no": out_trade_no, "order_id": order.pk if order else None, "amount": amount,
+                  "currency": currency, "paid_at": paid_at_dt, "source": source, "reason": reason,
+                  "outcome": PaymentRecord.Outcome.FLAGGED},
+    )
+    if created:
         logger.error("bank payment %s flagged for review: %s", bank_trade_no, reason)
-        return record
-    order.transition(Order.Status.PAYING)
-    order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at_dt, next_poll_at=None)
-    event = order_paid_event(order)
-    publish(event.TOPIC, event.to_payload(), using="orders")
-    return record
+    return record.outcome
 
 
 def _why_not_payable(order: Order | None, *, amount: int, currency: str) -> str:
+    """Why a bank payment can never complete this order ("" when it may: CREATED, or PAYING by a
+    transaction that may still cancel)."""
     if order is None:
         return "no order with this out_trade_no"
     if order.status == Order.Status.SUCCESS:
-        return f"order already paid by bank trade {order.bank_trade_no}"
-    if order.status != Order.Status.CREATED:
+        by = f"bank trade {order.bank_trade_no}" if order.bank_trade_no else f"{order.pay_method} payment {order.tcc_xid}"
+        return f"order already paid by {by}"
+    if order.status not in (Order.Status.CREATED, Order.Status.PAYING):
         return f"order is {order.status}, not payable"
     if amount != order.amount or currency != order.currency:
         return f"paid {amount} {currency}, order is {order.amount} {order.currency}"
     return ""
 
 
-def order_paid_event(order: Order) -> OrderPaid:
-    merchant = Merchant.objects.get(pk=order.merchant_id)
-    return OrderPaid(
-        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=order.merchant_id,
-        merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=order.amount,
-        currency=order.currency, fee=fee_for(order.amount, merchant.fee_rate_bp),
-        bank_trade_no=order.bank_trade_no, paid_at=order.paid_at.isoformat(),
-        notify_url=order.notify_url or merchant.notify_url,
-    )
+# --- balance payments: the payer's wallet pays, with the payer's consent ---------------------
+
+
+def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_token: str) -> Order:
+    """Pay the merchant's order from its payer's wallet: a TCC over orders (-> PAYING), funds
+    (payer debit, merchant credit of amount - fee) and points. Returns the order once the confirm
+    decision is committed, after waiting briefly for the orders confirm (``PAY_CONFIRM_WAIT_SECONDS``).
+
+    Raises NotFound (another merchant's order), Forbidden (the token is not the payer's),
+    OrderNotPayable, InsufficientFunds, or Unavailable when a service did not answer (cancelled:
+    nothing changed; also while another payment holds the order). Concurrent calls for one order
+    share one business key, ``balance:<out_trade_no>``: one pays, the others resume it or find it
+    decided (or are refused by the order's try).
+    """
+    order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
+    if not payer_token_check(order.payer_id, payer_token):
+        raise Forbidden("payer_token is not this order's payer's consent", code="payer_token_mismatch")
+    if order.status == Order.Status.SUCCESS and order.pay_method == PayMethod.BALANCE:
+        return order  # a replay of the call that paid it
+    # PAYING by a balance payment: a concurrent call, or one whose answer was lost; tcc.run with
+    # the same business key resumes it or finds it decided, so this call gets the same answer
+    in_flight = order.status == Order.Status.PAYING and order.pay_method == PayMethod.BALANCE
+    if order.status != Order.Status.CREATED and not in_flight:
+        raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+    try:
+        tcc.run("pay_order_balance", business_key=f"balance:{order.out_trade_no}",
+                branches=pay_branches(order, method=PayMethod.BALANCE))
+    except tcc.TryFailed as exc:
+        logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
+        if exc.is_transient:
+            raise Unavailable(f"a service did not answer ({exc.action}); nothing was charged, retry later") from exc
+        if exc.action == ACTION and Order.objects.filter(pk=order.pk, status=Order.Status.PAYING).exists():
+            # held by another payment still in flight, or by an earlier attempt whose cancel is on
+            # its way: not a final refusal
+            raise Unavailable("the order is being paid or released by another payment; retry later") from exc
+        if isinstance(exc.cause, DomainError):
+            raise exc.cause from exc
+        raise
+    return _order_after_decision(order)
+
+
+def _order_after_decision(order: Order) -> Order:
+    """The decision is committed, the order will be SUCCESS; give its confirm a moment to land."""
+    deadline = time.monotonic() + PAY_CONFIRM_WAIT_SECONDS
+    while True:
+        order.refresh_from_db()
+        if order.status == Order.Status.SUCCESS or time.monotonic() >= deadline:
+            return order
+        time.sleep(0.02)
 
 
 # --- order polling: ask the bank when no notify has come -----------------------------------
@@ -233,18 +324,19 @@ def _ask_bank_before(out_trade_no: str, deadline: float):
         return None
 
 
-def _bank_payment_apply_found(payment: dict) -> PaymentRecord | None:
-    """Apply a payment the bank reported when asked, in its own transaction. A pass goes on
+def _bank_payment_apply_found(payment: dict) -> str | None:
+    """Apply a payment the bank reported when asked, as a notify's message would. A pass goes on
     whatever one payment does: a failure is logged (the order stays CREATED, asked again) -> None."""
     try:
-        with transaction.atomic(using="orders"):
-            return bank_payment_apply(
-                out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
-                amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
-            )
+        return bank_payment_apply(
+            out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
+            amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
+        )
+    except PaymentNotCompleted as exc:
+        logger.warning("%s; asking again at its next poll", exc)
     except Exception:
         logger.exception("applying bank payment %s of %s failed", payment.get("bank_trade_no"), payment.get("out_trade_no"))
-        return None
+    return None
 
 
 # --- order expiry: close what the bank says was not paid ---------------------------------
@@ -282,8 +374,8 @@ def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = 
             logger.warning("closing %s without the bank's answer, expired over %s ago: %s", order.out_trade_no, grace, exc)
         else:
             if payment is not None and payment["status"] == "SUCCESS":
-                record = _bank_payment_apply_found(payment)
-                if record is None or record.outcome == PaymentRecord.Outcome.APPLIED:
+                outcome = _bank_payment_apply_found(payment)
+                if outcome is None or outcome == PaymentRecord.Outcome.APPLIED:
                     continue
                 # flagged (amount or currency mismatch): waits for a human, the order still expires
         closed += _order_close_if_created(order)

@@ -128,3 +128,24 @@ class OrderPaid(Contract):
                 f"{self.TOPIC} {self.out_trade_no}: need amount > 0 and 0 <= fee <= amount, "
                 f"got {self.amount}, {self.fee}"
             )
+
+
+@dataclass(frozen=True)
+class WalletCredited(Contract):
+    """Someone credited a payer's wallet by hand (admin action or ``manage.py credit_wallet``).
+    Producer: funds, in the transaction that posts the credit. Consumer: accounting (voucher
+    crediting payer wallets, 2241). ``entry_id`` is the fund entry: one voucher per credit."""
+
+    TOPIC: ClassVar[str] = "wallet.credited"
+
+    entry_id: int
+    payer_id: int
+    amount: int  # minor units
+    currency: str
+    reason: str
+    credited_by: str  # who: "admin:<username>" or "command:<os user>"
+    credited_at: str  # ISO 8601
+
+    def check(self) -> None:
+        if self.amount <= 0:
+            raise ContractError(f"{self.TOPIC} entry {self.entry_id}: amount must be positive, got {self.amount}")

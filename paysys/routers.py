@@ -17,14 +17,19 @@ APP_ALIASES = {
 # the accounts app holds two services: fund-side models start with "fund", points-side with "points"
 ACCOUNTS_PREFIXES = (("fund", "funds"), ("points", "points"))
 
-# infrastructure apps with one schema and a table in every alias (outbox/inbox, TCC barrier);
-# their rows are always read and written with an explicit .using(alias)
-SHARED_APPS = {"messaging", "tcc"}
+# infrastructure apps with one schema and a table in every alias (the outbox/inbox); their rows
+# are always read and written with an explicit .using(alias)
+SHARED_APPS = {"messaging"}
+# TCC: the coordinator's tables live in default only; the barrier table in every alias (next to
+# each participant's business rows, read and written with an explicit alias)
+TCC_SHARED_MODELS = {"barrier"}
 
 
 def alias_for(app_label: str, model_name: str | None) -> str | None:
     if app_label in SHARED_APPS:
         return None
+    if app_label == "tcc":
+        return None if (model_name or "").lower() in TCC_SHARED_MODELS else "default"
     if app_label == "accounts":
         for prefix, alias in ACCOUNTS_PREFIXES:
             if model_name and model_name.lower().startswith(prefix):
@@ -43,7 +48,7 @@ class ServiceRouter:
         return obj1._state.db == obj2._state.db
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
-        if app_label in SHARED_APPS:
+        if app_label in SHARED_APPS or (app_label == "tcc" and (model_name or "").lower() in TCC_SHARED_MODELS):
             return True
         if model_name is None and app_label == "accounts":
             return db in {alias for _, alias in ACCOUNTS_PREFIXES}

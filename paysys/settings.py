@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "paysys.core",
     "paysys.messaging",
+    "paysys.tcc",
     "paysys.gateway",
     *(["paysys.sandbox"] if SANDBOX_ENABLED else []),
     "paysys.demo",
@@ -393,6 +394,17 @@ NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
 NOTIFY_SECRET_GRACE = int(os.environ.get("NOTIFY_SECRET_GRACE", str(24 * 3600)))
 if NOTIFY_CLAIM_LEASE <= NOTIFY_TOTAL_TIMEOUT:
     raise RuntimeError("NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT")
+# --- TCC (paysys/tcc) ----------------------------------------------------------------------
+
+TCC_TRY_TIMEOUT = float(os.environ.get("TCC_TRY_TIMEOUT", "2"))  # seconds one try may take
+TCC_DECISION_GRACE = 5  # seconds past the tries' timeouts before recovery cancels a TRYING one
+TCC_TRY_THREADS = 8  # per process and participant alias: its try threads, each with one connection
+# waits before recovery resends an unfinished phase two: after the decision, after the 1st
+# resend, ...; due again after the last -> flagged for a human (about an hour by default)
+TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]
+TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
+TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
+TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
@@ -449,6 +461,8 @@ CELERY_BEAT_SCHEDULE = {
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
     "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
+    "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
+    "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}

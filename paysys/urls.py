@@ -15,6 +15,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orders.urls")),
+    path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("paysys.messaging.urls")),
     path("api/v1/", include("notifications.urls")),
     path("metrics", metrics_view, name="metrics"),

@@ -47,7 +47,8 @@ def _forget_relay_kicks():
     running stack may share, so the cache is never flushed. (Throttle counters need no reset:
     every test's merchant, hence every API key, is new.)
     """
-    cache.delete_many([f"messaging:kick:{alias}" for alias in settings.DATABASES])
+    cache.delete_many([f"messaging:kick:{alias}" for alias in settings.DATABASES]
+                      + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES])  # TCC phase-two kicks too
     yield
 
 

@@ -37,6 +37,9 @@ class Merchant(models.Model):
 
 class Payer(models.Model):
     name = models.CharField(max_length=128)
+    # the payer's consent for balance payments: SHA-256 of a token shown once and never stored
+    # (empty: no token issued, balance payments refused)
+    payer_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

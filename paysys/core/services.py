@@ -14,10 +14,11 @@ from paysys.core.errors import InvalidInput, NotFound
 from paysys.core.models import Merchant, Payer
 
 API_KEY_PREFIX = "psk_"
+PAYER_TOKEN_PREFIX = "ppt_"
 
 
 def _hash_api_key(api_key: str) -> str:
-    # API keys carry 192 random bits, so a fast hash is enough (no dictionary to attack)
+    # API keys (and payer tokens) carry 192 random bits, so a fast hash is enough (no dictionary to attack)
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
@@ -99,7 +100,39 @@ def merchant_by_api_key(api_key: str) -> Merchant | None:
 
 
 def payer_create(*, name: str) -> Payer:
+    """A payer without a payer token (no balance payments until :func:`payer_token_issue`)."""
     name = name.strip()
     if not name or len(name) > 128:
         raise ValidationError({"name": "1-128 characters"})
     return Payer.objects.create(name=name)
+
+
+def payer_create_with_token(*, name: str) -> tuple[Payer, str]:
+    """A payer and its payer token, which is shown this once and never stored."""
+    with transaction.atomic():
+        payer = payer_create(name=name)
+        return payer, payer_token_issue(payer=payer)
+
+
+def payer_token_issue(*, payer: Payer) -> str:
+    """Give the payer a new payer token (the previous one stops working); returned once."""
+    token = PAYER_TOKEN_PREFIX + secrets.token_urlsafe(24)
+    Payer.objects.filter(pk=payer.pk).update(payer_token_hash=_hash_api_key(token))
+    payer.payer_token_hash = _hash_api_key(token)
+    return token
+
+
+# compared against when the payer is unknown or has no token, so every refusal costs the same
+_NO_TOKEN_HASH = _hash_api_key(PAYER_TOKEN_PREFIX + "no-token")
+
+
+def payer_token_check(payer_id: int, token: str) -> bool:
+    """True when ``token`` is ``payer_id``'s payer token (the payer's consent to a balance payment).
+
+    Constant time in the token: the hashes are compared with hmac.compare_digest, and an unknown
+    payer or one without a token is compared against a dummy hash and refused."""
+    if not isinstance(token, str) or not isinstance(payer_id, int) or isinstance(payer_id, bool):
+        return False
+    stored = Payer.objects.filter(pk=payer_id).values_list("payer_token_hash", flat=True).first() or ""
+    matches = hmac.compare_digest(stored or _NO_TOKEN_HASH, _hash_api_key(token))
+    return bool(stored) and matches

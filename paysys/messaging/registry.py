@@ -15,6 +15,7 @@ class Consumer:
     topic: str
     queue: str
     handler: Callable
+    atomic: bool = True  # False: the handler runs outside any transaction (see consumer())
 
     @property
     def alias(self) -> str:
@@ -37,15 +38,21 @@ def queue_for_alias(alias: str) -> str:
     return settings.SERVICE_ALIASES[alias]
 
 
-def consumer(topic: str, *, queue: str, name: str | None = None):
+def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True):
     """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
 
     The handler gets a :class:`paysys.messaging.services.Delivery` (id, topic, payload, send
     count) and must do all its writes in the consumer's alias, so they commit with the inbox row.
+
+    ``atomic=False``: the handler runs outside any transaction and the inbox row is written after
+    it returns (a handler that raises is not acknowledged: the message is resent). For handlers
+    that commit on their own and are idempotent by themselves, e.g. one running a TCC
+    transaction (``tcc.run`` refuses an open transaction; its business key makes a resend resume
+    or return the confirmed outcome).
     """
 
     def register(handler: Callable) -> Callable:
-        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler)
+        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler, atomic=atomic)
         known = _consumers.get(spec.name)
         if known is not None and known.handler.__qualname__ != handler.__qualname__:
             raise ValueError(f"consumer name {spec.name!r} is already taken")

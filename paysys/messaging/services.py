@@ -318,6 +318,13 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
             failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
             continue
         delivery = Delivery(item["id"], uuid.UUID(item["message_id"]), item["topic"], item["payload"], item["send_count"])
+        if not spec.atomic:  # runs alone, outside any transaction (registry.consumer)
+            error = _consume_outside(spec, delivery)
+            if error:
+                failed[delivery.id] = error
+            else:
+                acked.append(delivery.id)
+            continue
         by_alias.setdefault(spec.alias, []).append((spec, delivery))
     for alias, batch in by_alias.items():
         done: list[int] = []
@@ -358,6 +365,23 @@ def _consume_alone(spec: registry.Consumer, delivery: Delivery) -> str:
         return error
     except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
         return f"not committed: {_describe(exc)}"
+
+
+def _consume_outside(spec: registry.Consumer, delivery: Delivery) -> str:
+    """A non-atomic consumer: skip if consumed, run the handler, then write the inbox row."""
+    try:
+        if _already_consumed(spec, delivery.message_id):
+            return ""
+        spec.handler(delivery)
+        try:
+            with transaction.atomic(using=spec.alias):
+                InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
+        except IntegrityError:
+            pass  # a concurrent delivery wrote the inbox row first
+        return ""
+    except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
+        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
+        return _describe(exc)
 
 
 def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from paysys.contracts import OrderPaid
+from paysys.contracts import OrderPaid, WalletCredited
 from paysys.core.money import fee_for
 from tests.messaging.helpers import deliveries_for  # noqa: F401 - re-exported for the accounting tests
 
@@ -24,4 +24,15 @@ def order_paid_payload(*, amount: int = 1234, fee_rate_bp: int = 60, **overrides
     payload.update({k: v for k, v in overrides.items() if v is not ...})
     for key in [k for k, v in overrides.items() if v is ...]:
         payload.pop(key, None)
+    return payload
+
+
+def wallet_credited_payload(*, amount: int = 10_000, **overrides) -> dict:
+    """A ``wallet.credited`` payload as funds publishes it."""
+    n = next(_numbers)
+    payload = {
+        "v": WalletCredited.VERSION, "entry_id": n, "payer_id": 11, "amount": amount, "currency": "CNY",
+        "reason": f"top-up {n}", "credited_by": "command:ops", "credited_at": "2025-01-02T03:04:05+00:00",
+    }
+    payload.update(overrides)
     return payload

@@ -53,3 +53,23 @@ def test_a_bad_order_paid_message_books_nothing_and_stays_for_a_human():
     message = Message.objects.using("orders").get(consumer=CONSUMER)
     assert message.status == Message.Status.SENDING
     assert "InvalidVoucher" in message.last_error
+
+
+def test_wallet_credited_message_is_booked_once_crediting_payer_wallets():
+    from tests.accounting.factories import wallet_credited_payload
+
+    payload = wallet_credited_payload(amount=30_000)
+    with transaction.atomic(using="funds"):  # funds publishes it when a wallet is credited by hand
+        publish("wallet.credited", payload, using="funds")
+    deliveries = deliveries_for("funds", consumer="accounting.book_wallet_credited")
+    assert len(deliveries) == 1
+
+    consume_batch("funds", deliveries)
+    consume_batch("funds", deliveries)  # redelivered
+
+    voucher = Voucher.objects.using("accounting").get()
+    assert voucher.source == f"wallet.credited:{payload['entry_id']}"
+    assert sorted(VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")) == [
+        ("1002", 30_000, 0), ("2241", 0, 30_000),
+    ]
+    assert Message.objects.using("funds").get().status == Message.Status.CONSUMED

@@ -10,9 +10,10 @@ from accounting.services import (
     UnknownAccount,
     voucher_book,
     voucher_book_order_paid,
+    voucher_book_wallet_credited,
 )
 from paysys.core.money import fee_for
-from tests.accounting.factories import order_paid_payload
+from tests.accounting.factories import order_paid_payload, wallet_credited_payload
 from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -62,6 +63,40 @@ def test_order_paid_without_fee_books_two_lines():
     voucher, _ = voucher_book_order_paid(payload)
 
     assert lines_of(voucher) == [("1002", 500, 0), ("2202", 0, 500)]
+
+
+def test_balance_payment_debits_payer_wallets_instead_of_bank_clearing():
+    payload = order_paid_payload(amount=1234, fee_rate_bp=60, method="balance", bank_trade_no=None, points_awarded=12)
+
+    voucher, created = voucher_book_order_paid(payload)
+
+    assert created is True
+    assert lines_of(voucher) == [("2202", 0, 1227), ("2241", 1234, 0), ("6001", 0, 7)]
+    assert "wallet" in voucher.description
+
+
+def test_order_paid_with_an_unknown_method_is_refused_and_nothing_is_written():
+    with pytest.raises(InvalidVoucher, match="method"):
+        voucher_book_order_paid(order_paid_payload(method="cash"))
+    assert nothing_booked()
+
+
+def test_wallet_credited_debits_bank_clearing_and_credits_payer_wallets_once():
+    payload = wallet_credited_payload(amount=50_000)
+
+    first, created = voucher_book_wallet_credited(payload)
+    again, created_again = voucher_book_wallet_credited(payload)
+
+    assert (created, created_again, again.pk) == (True, False, first.pk)
+    assert first.source == f"wallet.credited:{payload['entry_id']}"
+    assert lines_of(first) == [("1002", 50_000, 0), ("2241", 0, 50_000)]
+    assert payload["reason"] in first.description and payload["credited_by"] in first.description
+
+
+def test_wallet_credited_with_a_bad_amount_is_refused():
+    with pytest.raises(InvalidVoucher):
+        voucher_book_wallet_credited(wallet_credited_payload(amount=0))
+    assert nothing_booked()
 
 
 def test_order_paid_twice_books_one_voucher():

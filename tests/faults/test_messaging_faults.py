@@ -76,13 +76,17 @@ def assert_paid_exactly_once(order: Order) -> None:
     assert paid.values("message_id").distinct().count() == 1
     notified = Message.objects.using("default").get(topic="bank.payment_succeeded")
     assert notified.status == "CONSUMED"
+    # completed by one TCC (business key: the bank trade number), whatever was redelivered
+    from paysys.tcc.models import GlobalTransaction
+
+    assert GlobalTransaction.objects.filter(name="complete_order", status__in=["CONFIRMING", "CONFIRMED"]).count() == 1
 
 
 def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers):
     workers("core")
     orders_worker = workers("orders")
 
-    # hold the order's row lock so the orders consumer blocks inside its transaction
+    # hold the order's row lock so the orders consumer blocks inside the TCC's orders try
     with transaction.atomic(using="orders"):
         Order.objects.select_for_update().get(pk=order.pk)
         bank_notify(order)
@@ -92,7 +96,7 @@ def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers)
                 cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
                 return cursor.fetchone()[0] > 0
 
-            wait_for(consumer_waits_for_lock, timeout=30, what="the orders consumer to block on the order row")
+            wait_for(consumer_waits_for_lock, timeout=30, what="the orders try to block on the order row")
         killed = orders_worker.kill_child()
 
     wait_for(lambda: order_status(order) == "SUCCESS", timeout=60, what=f"redelivery after killing pid {killed}")

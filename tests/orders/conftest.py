@@ -24,3 +24,16 @@ def pay_with_notify_held(pay_url: str) -> str:
     )
     assert response.status_code == 200, response.content
     return response.json()["bank_trade_no"]
+
+
+@pytest.fixture
+def make_payer_with_token(db):
+    """``make() -> (payer, payer_token)``: a payer who can consent to balance payments."""
+    from paysys.core.services import payer_create_with_token
+
+    count = iter(range(1, 10_000))
+
+    def make():
+        return payer_create_with_token(name=f"token-payer-{next(count)}")
+
+    return make

@@ -7,6 +7,7 @@ from django.utils import timezone
 from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
 from paysys import bank as bank_protocol
+from paysys import tcc
 from paysys.messaging.models import Message
 from tests.concurrency import run_at_once
 from tests.orders.conftest import pay_with_notify_held
@@ -299,6 +300,7 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     Order.objects.filter(merchant_order_no="PAID").update(status=Order.Status.SUCCESS)
 
     closed = orders_close_expired()
+    tcc.finish()  # phase two of the found payment's TCC (the participants' workers' part)
 
     assert closed == 1
     assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}

@@ -1,21 +1,28 @@
-"""Bank payment -> order: via the gateway's stored notify and the reliable message to orders."""
+"""Bank payment -> order: via the gateway's stored notify, the reliable message to orders and
+the TCC ``complete_order`` over orders, funds (merchant credit) and points (payer award).
+
+Phase two, which the participants' workers run in production, runs here with ``tcc.finish()``.
+"""
 
 import json
 
 import pytest
-from django.db import transaction
 from django.test import Client
 
+from accounts.selectors import fund_account_get, points_account_get
 from orders.models import Order, PaymentRecord
-from orders.services import bank_payment_apply, order_create
-from paysys import bank
+from orders.services import PaymentNotCompleted, bank_payment_apply, order_create
+from paysys import bank, tcc
 from paysys.core.money import fee_for
 from paysys.gateway.models import BankNotify
-from paysys.messaging.models import Message
+from paysys.messaging.models import InboxEntry, Message
+from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.messaging.helpers import deliver_all
+from tests.orders.helpers import order_paid_payloads
 
-pytestmark = pytest.mark.django_db(databases="__all__")
+# transactional: tcc.run refuses to start inside an open transaction (a test's wrapping one too)
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 
 @pytest.fixture
@@ -45,8 +52,21 @@ def notify(order, *, bank_trade_no="B1", amount=None, currency=None, out_trade_n
 
 
 def process():
-    """What the workers do: orders consumes the gateway's messages."""
-    deliver_all("default", topic="bank.payment_succeeded")
+    """What the workers do: orders consumes the gateway's messages (running the TCC's tries and
+    decision), then the orders, funds and points workers run phase two."""
+    result = deliver_all("default", topic="bank.payment_succeeded")
+    tcc.finish()
+    return result
+
+
+def merchant_balance(merchant):
+    account = fund_account_get(owner_type="merchant", owner_id=merchant.pk, currency="CNY")
+    return (account.balance, account.pending_in) if account else (0, 0)
+
+
+def payer_points(payer):
+    account = points_account_get(payer_id=payer.pk)
+    return (account.balance, account.pending) if account else (0, 0)
 
 
 def test_notify_is_stored_and_published_in_one_transaction(order):
@@ -59,12 +79,12 @@ def test_notify_is_stored_and_published_in_one_transaction(order):
     assert Order.objects.get(pk=order.pk).status == "CREATED"  # the gateway moves nothing else
 
 
-def test_consumed_notify_completes_the_order_and_publishes_order_paid(order, merchant):
+def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishes_order_paid(order, merchant, payer):
     notify(order)
     process()
 
     order.refresh_from_db()
-    assert order.status == "SUCCESS"
+    assert (order.status, order.pay_method) == ("SUCCESS", "bank")
     assert order.bank_trade_no == "B1" and order.paid_at is not None
     record = PaymentRecord.objects.get()
     assert (record.outcome, record.order_id, record.source) == ("APPLIED", order.pk, "notify")
@@ -74,6 +94,63 @@ def test_consumed_notify_completes_the_order_and_publishes_order_paid(order, mer
     assert payload["amount"] == 1234
     assert payload["fee"] == fee_for(1234, merchant.fee_rate_bp) == 7
     assert payload["merchant_order_no"] == "PAY-1"
+    assert (payload["method"], payload["points_awarded"], payload["bank_trade_no"]) == ("bank", 12, "B1")
+    assert merchant_balance(merchant) == (1234 - 7, 0)
+    assert payer_points(payer) == (12, 0)
+    gtx = GlobalTransaction.objects.get()
+    assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "bank:B1", "CONFIRMED")
+    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+
+
+def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, merchant):
+    notify(order)
+    deliver_all("default", topic="bank.payment_succeeded")
+
+    # the confirm decision is committed: acknowledged; the order and balances follow in phase two
+    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert GlobalTransaction.objects.get().status == "CONFIRMING"
+    assert Order.objects.get(pk=order.pk).status == "PAYING"
+    assert merchant_balance(merchant) == (0, 1227)
+
+    tcc.finish()
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    assert merchant_balance(merchant) == (1227, 0)
+
+
+def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_completes_it(
+    order, merchant, payer, monkeypatch
+):
+    """funds' try fails (its database stands in for down here; tests/faults cuts it for real):
+    the TCC cancels, nothing changed, the message stays SENDING with the error; redelivered
+    once funds is back, a new attempt of the same key completes the payment."""
+    from django.db import OperationalError
+
+    from accounts import services as accounts_services
+
+    real_hold = accounts_services.fund_credit_hold
+
+    def unreachable(**kwargs):
+        raise OperationalError(2003, "Can't connect to MySQL server")
+
+    monkeypatch.setattr(accounts_services, "fund_credit_hold", unreachable)
+    notify(order)
+    result = process()
+
+    message = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    assert result["failed"] == [message.id]
+    assert message.status == "SENDING" and "not completed" in message.last_error
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert merchant_balance(merchant) == (0, 0) and payer_points(payer) == (0, 0)
+    assert not PaymentRecord.objects.exists() and order_paid_payloads(order) == []
+    assert not InboxEntry.objects.using("orders").exists()
+
+    monkeypatch.setattr(accounts_services, "fund_credit_hold", real_hold)  # funds is back
+    process()  # the resend
+
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    assert merchant_balance(merchant) == (1227, 0) and payer_points(payer) == (12, 0)
+    attempts = GlobalTransaction.objects.filter(business_key="bank:B1").order_by("attempt")
+    assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
     assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
 
 
@@ -88,6 +165,7 @@ def test_duplicate_notifies_and_redeliveries_complete_once(order):
     assert PaymentRecord.objects.count() == 1
     assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    assert GlobalTransaction.objects.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -107,6 +185,7 @@ def test_mismatched_payment_is_flagged_never_completed(order, change, reason):
     assert reason in record.reason
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert not Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert not GlobalTransaction.objects.exists()  # no TCC for a payment that cannot complete
     # consumed: a human acts on the flag; redelivering would not change the verdict
     assert Message.objects.using("default").get().status == "CONSUMED"
 
@@ -121,32 +200,80 @@ def test_payment_for_a_closed_order_is_flagged(order):
     assert Order.objects.get(pk=order.pk).status == "CLOSED"
 
 
-def test_second_payment_for_a_paid_order_is_flagged(order):
+def test_second_payment_for_a_paid_order_is_flagged(order, merchant):
     notify(order, bank_trade_no="B1")
+    process()
     notify(order, bank_trade_no="B2")
     process()
 
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
+    assert "already paid by bank trade B1" in PaymentRecord.objects.get(bank_trade_no="B2").reason
     assert Order.objects.get(pk=order.pk).bank_trade_no == "B1"
+    assert merchant_balance(merchant) == (1227, 0)
 
 
-@pytest.mark.django_db(databases="__all__", transaction=True)
-def test_a_notify_and_a_poll_racing_apply_one_payment_once(order):
-    """The consumer (notify) and the poller find the same payment at the same moment: on MariaDB
-    both used to see no record, and the loser's insert raised IntegrityError (1062)."""
+def test_a_second_payment_arriving_while_the_first_holds_the_order_waits_then_is_flagged(order, merchant):
+    """Two bank payments of one order in one batch: the second's orders try is refused (the
+    order is PAYING) and it is resent later, when the first has completed: then it is flagged."""
+    notify(order, bank_trade_no="B1")
+    notify(order, bank_trade_no="B2")
+    deliver_all("default", topic="bank.payment_succeeded")
+
+    second = Message.objects.using("default").get(payload__bank_trade_no="B2")
+    assert second.status == "SENDING" and "not completed" in second.last_error
+    tcc.finish()
+    process()  # the resend
+
+    records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
+    assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
+    assert merchant_balance(merchant) == (1227, 0)
+    assert GlobalTransaction.objects.get(status="CONFIRMED").business_key == "bank:B1"
+
+
+def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
+    """The check passed (CREATED), then the order closed before the orders try: flagged at once."""
+    from orders import services
+
+    real_run = tcc.run
+
+    def close_first(*args, **kwargs):
+        Order.objects.filter(pk=order.pk).update(status="CLOSED")
+        return real_run(*args, **kwargs)
+
+    services.tcc.run = close_first
+    try:
+        outcome = bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B9", amount=1234,
+                                     currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify")
+    finally:
+        services.tcc.run = real_run
+
+    assert outcome == "FLAGGED"
+    assert PaymentRecord.objects.get().reason == "order is CLOSED, not payable"
+
+
+def test_a_notify_and_a_poll_racing_apply_one_payment_once(order, merchant):
+    """The consumer (notify) and the poller find the same payment at the same moment: one TCC per
+    business key (the bank trade number) is ever confirmed, so it completes once. The loser either
+    resumed the same transaction, found it confirmed, or had its orders try refused (retried later)."""
     def apply(source):
-        with transaction.atomic(using="orders"):
+        try:
             return bank_payment_apply(
                 out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=order.amount,
                 currency=order.currency, paid_at="2026-11-27T10:00:00+00:00", source=source,
             )
+        except PaymentNotCompleted:
+            return "retry later"
 
-    records = run_at_once(lambda: apply("notify"), lambda: apply("poll"))  # raises if either raised
+    outcomes = run_at_once(lambda: apply("notify"), lambda: apply("poll"))  # raises if either raised
+    tcc.finish()
 
+    assert "APPLIED" in outcomes and set(outcomes) <= {"APPLIED", "retry later"}
     record = PaymentRecord.objects.get()
     assert (record.bank_trade_no, record.outcome) == ("B-RACE", "APPLIED")
-    assert [(r.pk, r.outcome) for r in records] == [(record.pk, "APPLIED")] * 2  # the loser returns the winner's
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
-    paid = Message.objects.using("orders").filter(topic="order.paid")
-    assert paid.values("message_id").distinct().count() == 1
+    assert len(order_paid_payloads(order)) == 1
+    assert merchant_balance(merchant) == (1227, 0)
+    assert GlobalTransaction.objects.filter(status="CONFIRMED").count() == 1
+    # the loser, asked again, finds it done
+    assert apply("poll") == "APPLIED"

@@ -14,6 +14,7 @@ from orders import services
 from orders.models import Order, PaymentRecord
 from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
 from paysys import bank as bank_protocol
+from paysys import tcc
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
@@ -45,7 +46,14 @@ def pay_with_notify_held(order):
 
 def poll_now(order):
     Order.objects.filter(pk=order.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
-    return orders_poll_bank()
+    return poll_and_finish()
+
+
+def poll_and_finish(**kwargs):
+    """A polling pass, then phase two of the TCCs it decided (the participants' workers' part)."""
+    asked = orders_poll_bank(**kwargs)
+    tcc.finish()
+    return asked
 
 
 def test_new_order_is_first_polled_after_the_first_wait(order, settings):
@@ -63,6 +71,15 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
     assert (order.status, order.bank_trade_no, order.next_poll_at) == ("SUCCESS", bank_trade_no, None)
     assert PaymentRecord.objects.get().source == "poll"
     assert Message.objects.using("orders").filter(topic="order.paid").exists()
+    # the same TCC as a notify: the merchant is credited and the payer awarded, once
+    from accounts.selectors import fund_account_get, points_account_get
+    from paysys.core.money import fee_for
+    from paysys.tcc.models import GlobalTransaction
+
+    merchant_account = fund_account_get(owner_type="merchant", owner_id=order.merchant_id, currency="CNY")
+    assert merchant_account.balance == 2500 - fee_for(2500, 60)
+    assert points_account_get(payer_id=order.payer_id).balance == 25
+    assert GlobalTransaction.objects.get().business_key == f"bank:{bank_trade_no}"
 
 
 def test_the_late_notify_after_polling_changes_nothing(order, bank):
@@ -120,7 +137,7 @@ def test_one_order_the_bank_cannot_answer_does_not_stop_the_pass(order, second_o
     monkeypatch.setattr(bank_protocol, "query_payment", query)
     make_due(order, second_order)
 
-    assert orders_poll_bank() == 2
+    assert poll_and_finish() == 2
 
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert Order.objects.get(pk=second_order.pk).status == "SUCCESS"
@@ -140,7 +157,7 @@ def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(order, second_or
     monkeypatch.setattr(services, "bank_payment_apply", apply)
     make_due(order, second_order)
 
-    assert orders_poll_bank() == 2
+    assert poll_and_finish() == 2
 
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert Order.objects.get(pk=second_order.pk).status == "SUCCESS"
@@ -152,13 +169,13 @@ def test_a_pass_over_its_budget_leaves_the_rest_for_their_next_poll(order, secon
         pay_with_notify_held(o)
     make_due(order, second_order)
 
-    assert orders_poll_bank(budget_seconds=0) == 0
+    assert poll_and_finish(budget_seconds=0) == 0
 
     claimed = Order.objects.filter(pk__in=[order.pk, second_order.pk])
     assert set(claimed.values_list("status", "poll_count")) == {("CREATED", 1)}
     assert all(o.next_poll_at > timezone.now() for o in claimed)  # not lost: due again later
     make_due(order, second_order)
-    assert orders_poll_bank() == 2
+    assert poll_and_finish() == 2
     assert set(claimed.values_list("status", flat=True)) == {"SUCCESS"}
 
 

@@ -7,6 +7,10 @@ notification received and verified by the merchant simulator, and print a table.
 ``/healthz`` there, the demo starts the stack itself (honcho with the Procfile) and stops it at
 the end. The database is shared with the server, so the merchant and payer are made with the
 core services and the stored bank notifies are read straight from the gateway's table.
+
+Then the TCC half: the payer's wallet is credited by hand and pays one more order over
+``POST /api/v1/orders/{no}/pay``; the merchant's balance (over the API), the payer's wallet and
+points, and the vouchers must agree with every paid order, or the demo exits non-zero.
 """
 
 from __future__ import annotations
@@ -29,12 +33,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.utils import timezone
 
-from accounting.models import Voucher
+from accounting.models import Voucher, VoucherLine
+from accounting.services import PAID_FROM
+from accounts.selectors import fund_account_get, points_account_get
+from accounts.services import wallet_credit
 from paysys.demo.management.commands.run_banner import merchant_notify_url
-from paysys.core.services import merchant_create, payer_create
+from paysys.core.money import fee_for, points_for
+from paysys.core.services import merchant_create, payer_create, payer_token_issue
 from paysys.gateway.models import BankNotify
 
 DEMO_ORDERS = [(1999, "Green tea, 250 g"), (4500, "Notebook"), (12800, "Headphones")]
+# paid from the payer's wallet (TCC), after crediting it by hand
+DEMO_WALLET_CREDIT = 20000
+DEMO_WALLET_ORDERS = [(6600, "Coffee beans, 1 kg")]
 FINAL_STATUSES = {"SUCCESS", "CLOSED", "FAILED"}
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -51,6 +62,7 @@ class DemoOrder:
     notify_stored: bool = False
     voucher: str = ""
     merchant_notified: str = ""  # "verified", or why the merchant simulator did not verify it
+    method: str = "bank"
 
     @property
     def booked(self) -> bool:
@@ -243,11 +255,14 @@ class Command(BaseCommand):
 
         orders = [self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
                   for i, (amount, subject) in enumerate(DEMO_ORDERS, start=1)]
+        before = self.accounts_snapshot(base, merchant, payer)
         for order in orders:
             self.pay(order)
+        orders += self.pay_from_wallet(base, stamp, payer)
         self.wait(base, orders, merchant.pk, timeout)
         self.print_table(orders)
         self.conclude(orders, timeout)
+        self.check_accounts(base, merchant, payer, orders, before, timeout)
 
     def set_up_merchant_server(self, base: str, merchant) -> None:
         """What a merchant does once: keep the webhook secret paysys gave it on its server (here the
@@ -331,9 +346,10 @@ class Command(BaseCommand):
                 order.merchant_notified = f"NOT verified: {mine[0]['error'] or mine[0]['status_code']}"
 
     def print_table(self, orders: list[DemoOrder]) -> None:
-        header = ("merchant_order_no", "amount", "status", "bank notify stored?", "voucher", "merchant notified")
-        rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.status, "yes" if o.notify_stored else "NO",
-                 o.voucher or "none yet", o.merchant_notified or "not yet") for o in orders]
+        header = ("merchant_order_no", "amount", "paid by", "status", "bank notify stored?", "voucher", "merchant notified")
+        rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.method, o.status,
+                 ("yes" if o.notify_stored else "NO") if o.method == "bank" else "-", o.voucher or "none yet",
+                 o.merchant_notified or "not yet") for o in orders]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         line = "  ".join("{:<%d}" % w for w in widths)
         self.stdout.write("")
@@ -371,7 +387,8 @@ class Command(BaseCommand):
                 "(`make worker QUEUE=accounting`)? Its order.paid messages wait in the outbox and are delivered "
                 "once it runs (see /admin/messaging/message/?service=orders)."
             )
-        missing = [o.merchant_order_no for o in orders if not o.notify_stored and o.status != "SUCCESS"]
+        missing = [o.merchant_order_no for o in orders
+                   if o.method == "bank" and not o.notify_stored and o.status != "SUCCESS"]
         if missing:
             raise CommandError(
                 f"no bank notify was stored for {', '.join(missing)}. The bank simulator sends it from the "
@@ -393,6 +410,127 @@ class Command(BaseCommand):
             "check that the core, orders and accounting workers run (`make run` starts them all); stored messages "
             "are redelivered by recovery once they do (see /admin/messaging/message/)."
         )
+
+    # --- TCC: balance payments, and balances, points and vouchers that agree ------------------
+
+    def pay_from_wallet(self, base: str, stamp: str, payer) -> list[DemoOrder]:
+        """Credit the payer's wallet by hand (booked by accounting), then the wallet pays an order."""
+        self.wallet_entry = wallet_credit(payer_id=payer.pk, amount=DEMO_WALLET_CREDIT, reason="demo top-up",
+                                          credited_by="command:demo")
+        payer_token = payer_token_issue(payer=payer)
+        self.say(f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; a payer token issued")
+        paid = []
+        for i, (amount, subject) in enumerate(DEMO_WALLET_ORDERS, start=len(DEMO_ORDERS) + 1):
+            order = self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
+            order.method = "balance"
+            response = self.request("POST", f"{base}/api/v1/orders/{order.merchant_order_no}/pay",
+                                    json={"method": "balance", "payer_token": payer_token})
+            if response.status_code != 200:
+                raise CommandError(
+                    f"POST /api/v1/orders/{order.merchant_order_no}/pay answered {response.status_code}: "
+                    f"{response.text[:500]}" + (" (a service is down: are the funds and points workers and "
+                                                "databases up?)" if response.status_code == 503 else "")
+                )
+            order.status = response.json()["status"]
+            self.say(f"order {order.merchant_order_no}: paid from the wallet, status {order.status}")
+            paid.append(order)
+        return paid
+
+    def accounts_snapshot(self, base: str, merchant, payer) -> dict:
+        """What the merchant (over the API) and the payer hold now; the demo compares changes, so
+        earlier runs with the same merchant or payer do not matter."""
+        response = self.request("GET", f"{base}/api/v1/balance")
+        if response.status_code != 200:
+            raise CommandError(f"GET /api/v1/balance answered {response.status_code}: {response.text[:300]}")
+        wallet = fund_account_get(owner_type="payer", owner_id=payer.pk, currency="CNY")
+        points = points_account_get(payer_id=payer.pk)
+        return {
+            "merchant": response.json(),
+            "wallet": (wallet.balance, wallet.frozen) if wallet else (0, 0),
+            "points": (points.balance, points.pending) if points else (0, 0),
+        }
+
+    def expected_changes(self, merchant, orders: list[DemoOrder]) -> dict:
+        paid = [o for o in orders if o.status == "SUCCESS"]
+        return {
+            "merchant available": sum(o.amount - fee_for(o.amount, merchant.fee_rate_bp) for o in paid),
+            "merchant frozen": 0,
+            "merchant pending_in": 0,
+            "payer wallet balance": DEMO_WALLET_CREDIT - sum(o.amount for o in paid if o.method == "balance"),
+            "payer wallet frozen": 0,
+            "payer points": sum(points_for(o.amount, o.currency) for o in paid),
+            "payer points pending": 0,
+        }
+
+    def observed_changes(self, base: str, merchant, payer, before: dict) -> dict:
+        now = self.accounts_snapshot(base, merchant, payer)
+        return {
+            "merchant available": now["merchant"]["available"] - before["merchant"]["available"],
+            "merchant frozen": now["merchant"]["frozen"] - before["merchant"]["frozen"],
+            "merchant pending_in": now["merchant"]["pending_in"] - before["merchant"]["pending_in"],
+            "payer wallet balance": now["wallet"][0] - before["wallet"][0],
+            "payer wallet frozen": now["wallet"][1] - before["wallet"][1],
+            "payer points": now["points"][0] - before["points"][0],
+            "payer points pending": now["points"][1] - before["points"][1],
+        }
+
+    def voucher_problems(self, merchant, orders: list[DemoOrder]) -> list[str]:
+        """Each paid order booked once, from the right account; the wallet credit booked once."""
+        problems = []
+        for o in orders:
+            if o.status != "SUCCESS":
+                continue
+            fee = fee_for(o.amount, merchant.fee_rate_bp)
+            want = sorted(line for line in [(PAID_FROM[o.method], o.amount, 0), ("2202", 0, o.amount - fee),
+                                            ("6001", 0, fee)] if line[1] or line[2])
+            got = sorted(VoucherLine.objects.filter(voucher__source=f"order.paid:{o.out_trade_no}")
+                         .values_list("account__code", "debit", "credit"))
+            if got != want:
+                problems.append(f"voucher of {o.merchant_order_no}: {got or 'none'}, expected {want}")
+        got = sorted(VoucherLine.objects.filter(voucher__source=f"wallet.credited:{self.wallet_entry.pk}")
+                     .values_list("account__code", "debit", "credit"))
+        want = [("1002", DEMO_WALLET_CREDIT, 0), ("2241", 0, DEMO_WALLET_CREDIT)]
+        if got != want:
+            problems.append(f"voucher of the wallet credit: {got or 'none'}, expected {want}")
+        return problems
+
+    def print_vouchers(self, orders: list[DemoOrder]) -> None:
+        sources = [f"order.paid:{o.out_trade_no}" for o in orders] + [f"wallet.credited:{self.wallet_entry.pk}"]
+        self.stdout.write(self.style.MIGRATE_HEADING("vouchers (Dr / Cr account amount)"))
+        for source in sources:
+            lines = VoucherLine.objects.filter(voucher__source=source).order_by("-debit", "account__code")
+            text = ", ".join(f"{'Dr' if line.debit else 'Cr'} {line.account.code} {line.debit or line.credit}"
+                             for line in lines.select_related("account"))
+            self.stdout.write(f"{source:<48} {text or 'not booked yet'}")
+        self.stdout.write("")
+
+    def check_accounts(self, base: str, merchant, payer, orders: list[DemoOrder], before: dict, timeout: float) -> None:
+        """Merchant balance, payer wallet and points, and vouchers must agree with the paid orders
+        once phase two has run (confirms are asynchronous); exit non-zero if they do not."""
+        expected = self.expected_changes(merchant, orders)
+        deadline = time.monotonic() + timeout
+        while True:
+            observed = self.observed_changes(base, merchant, payer, before)
+            problems = self.voucher_problems(merchant, orders)
+            if (observed == expected and not problems) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.print_vouchers(orders)
+        width = max(len(k) for k in expected)
+        self.stdout.write(self.style.MIGRATE_HEADING(f"{'change during the demo':<{width}}  expected  observed"))
+        for key, want in expected.items():
+            mark = "" if observed[key] == want else "   <- differs"
+            self.stdout.write(f"{key:<{width}}  {want:>8}  {observed[key]:>8}{mark}")
+        self.stdout.write("")
+        if observed != expected or problems:
+            raise CommandError(
+                "balances, points and vouchers do not agree with the paid orders after "
+                f"{timeout:.0f} s:\n  " + "\n  ".join(problems + [k for k in expected if observed[k] != expected[k]])
+                + "\nPhase two runs in the orders, funds and points workers and accounting books from messages: "
+                "are they all running? `manage.py recover_tcc` and `reconcile` tell more."
+            )
+        self.stdout.write(self.style.SUCCESS(
+            "merchant balance, payer wallet, payer points and vouchers agree with every paid order"))
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import FundEntry
+from accounts.selectors import merchant_balance, merchant_entry_list
+from paysys.api.fields import reject_unknown_params
+from paysys.api.pagination import NewestFirstPagination
+from paysys.api.schema import error_responses as shared_error_responses
+
+ERRORS = {
+    400: "invalid query parameters",
+    401: "missing or invalid API key",
+    404: "invalid cursor",
+    429: "too many requests for this API key",
+}
+
+
+def error_responses(*codes: int) -> dict:
+    return shared_error_responses(ERRORS, *codes)
+
+
+class CurrencyField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=settings.ORDER_CURRENCIES, required=False, help_text="default: the first accepted currency", **kwargs)
+
+
+class BalanceOutputSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    available = serializers.IntegerField(help_text="balance − frozen, minor units")
+    frozen = serializers.IntegerField(help_text="reserved for outgoing payments not yet confirmed, minor units")
+    pending_in = serializers.IntegerField(help_text="incoming payments not yet confirmed, minor units")
+
+
+class BalanceApi(APIView):
+    """``GET /api/v1/balance``: the merchant's own fund account (zeros before its first payment)."""
+
+    class InputSerializer(serializers.Serializer):
+        currency = CurrencyField()
+
+    @extend_schema(
+        operation_id="balance_retrieve",
+        parameters=[InputSerializer],
+        responses={200: BalanceOutputSerializer, **error_responses(400, 401, 429)},
+    )
+    def get(self, request):
+        reject_unknown_params(request.query_params, set(self.InputSerializer().fields))
+        query = self.InputSerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        currency = query.validated_data.get("currency") or settings.ORDER_CURRENCIES[0]
+        return Response(BalanceOutputSerializer(merchant_balance(merchant=request.user, currency=currency)).data)
+
+
+class EntryOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FundEntry
+        fields = ["amount", "direction", "balance_after", "out_trade_no", "reason", "created_at"]
+        read_only_fields = fields  # output only: every field is always present
+
+
+class EntryPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EntryOutputSerializer(many=True)
+
+
+class BalanceEntriesApi(APIView):
+    """``GET /api/v1/balance/entries``: the merchant's balance history (posted entries), newest first."""
+
+    class InputSerializer(serializers.Serializer):
+        currency = CurrencyField()
+        cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
+
+    @extend_schema(
+        operation_id="balance_entries_list",
+        parameters=[InputSerializer],
+        responses={200: EntryPageSerializer, **error_responses(400, 401, 404, 429)},
+    )
+    def get(self, request):
+        reject_unknown_params(request.query_params, set(self.InputSerializer().fields))
+        query = self.InputSerializer(data=request.query_params.dict())  # a plain dict: "" is a value
+        query.is_valid(raise_exception=True)
+        currency = query.validated_data.get("currency") or settings.ORDER_CURRENCIES[0]
+        entries = merchant_entry_list(merchant=request.user, currency=currency)
+        paginator = NewestFirstPagination()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(EntryOutputSerializer(page, many=True).data)

@@ -1,0 +1,92 @@
+"""Reads of the funds and points services."""
+
+from __future__ import annotations
+
+from django.db.models import Case, F, Q, QuerySet, Sum, When
+
+from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
+from paysys.core.models import Merchant
+
+FUNDS = "funds"
+POINTS = "points"
+
+
+def merchant_balance(*, merchant: Merchant, currency: str) -> dict:
+    """``{"currency", "available", "frozen", "pending_in"}``; zeros before the first credit."""
+    account = FundAccount.objects.using(FUNDS).filter(
+        owner_type=FundAccount.Owner.MERCHANT, owner_id=merchant.pk, currency=currency
+    ).first()
+    if account is None:
+        return {"currency": currency, "available": 0, "frozen": 0, "pending_in": 0}
+    return {"currency": currency, "available": account.available, "frozen": account.frozen, "pending_in": account.pending_in}
+
+
+def merchant_entry_list(*, merchant: Merchant, currency: str) -> QuerySet[FundEntry]:
+    """The merchant's balance history: posted entries only (holds show in frozen / pending_in)."""
+    return FundEntry.objects.using(FUNDS).filter(
+        account__owner_type=FundAccount.Owner.MERCHANT, account__owner_id=merchant.pk, account__currency=currency,
+        kind=EntryKind.POSTED,
+    )
+
+
+def fund_account_get(*, owner_type: str, owner_id: int, currency: str) -> FundAccount | None:
+    return FundAccount.objects.using(FUNDS).filter(owner_type=owner_type, owner_id=owner_id, currency=currency).first()
+
+
+def points_account_get(*, payer_id: int) -> PointsAccount | None:
+    return PointsAccount.objects.using(POINTS).filter(payer_id=payer_id).first()
+
+
+def fund_account_mismatches() -> list[dict]:
+    """Fund accounts whose columns differ from their entries (reconciliation: expect none).
+
+    balance = Σ posted credits − Σ posted debits; frozen = debit holds − their posts and
+    releases; pending_in = credit holds − their releases and the posts of those holds (a
+    manual credit is posted without a hold: it has no xid)."""
+    sums = {
+        row["account"]: row
+        for row in FundEntry.objects.using(FUNDS).values("account").annotate(
+            balance=Sum(Case(
+                When(kind=EntryKind.POSTED, direction=Direction.CREDIT, then=F("amount")),
+                When(kind=EntryKind.POSTED, direction=Direction.DEBIT, then=-F("amount")),
+                default=0,
+            )),
+            frozen=Sum(Case(
+                When(kind=EntryKind.HOLD, direction=Direction.DEBIT, then=F("amount")),
+                When(~Q(kind=EntryKind.HOLD), direction=Direction.DEBIT, then=-F("amount")),
+                default=0,
+            )),
+            pending_in=Sum(Case(
+                When(kind=EntryKind.HOLD, direction=Direction.CREDIT, then=F("amount")),
+                When(~Q(kind=EntryKind.HOLD), xid__isnull=False, direction=Direction.CREDIT, then=-F("amount")),
+                default=0,
+            )),
+        )
+    }
+    mismatches = []
+    for account in FundAccount.objects.using(FUNDS).order_by("pk"):
+        expected = sums.get(account.pk, {"balance": 0, "frozen": 0, "pending_in": 0})
+        actual = {"balance": account.balance, "frozen": account.frozen, "pending_in": account.pending_in}
+        if any((expected[k] or 0) != v for k, v in actual.items()):
+            mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
+                               "from_entries": {k: expected[k] or 0 for k in actual}})
+    return mismatches
+
+
+def points_account_mismatches() -> list[dict]:
+    """Points accounts whose balance / pending differ from their entries (expect none)."""
+    sums = {
+        row["account"]: row
+        for row in PointsEntry.objects.using(POINTS).values("account").annotate(
+            balance=Sum(Case(When(kind=EntryKind.POSTED, then=F("points")), default=0)),
+            pending=Sum(Case(When(kind=EntryKind.HOLD, then=F("points")), default=-F("points"))),
+        )
+    }
+    mismatches = []
+    for account in PointsAccount.objects.using(POINTS).order_by("pk"):
+        expected = sums.get(account.pk, {"balance": 0, "pending": 0})
+        actual = {"balance": account.balance, "pending": account.pending}
+        if any((expected[k] or 0) != v for k, v in actual.items()):
+            mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
+                               "from_entries": {k: expected[k] or 0 for k in actual}})
+    return mismatches

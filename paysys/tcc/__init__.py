@@ -1,0 +1,29 @@
+"""The TCC framework's public face: ``from paysys import tcc``; ``tcc.participant(...)``,
+``tcc.run(...)``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See /work/wt/notes/TCC_API.md
+and the README ("How TCC works here").
+
+Names resolve lazily (this package is also a Django app, imported before models are ready).
+Domains import from here only, never from the modules behind it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "participant": "paysys.tcc.registry",
+    "Branch": "paysys.tcc.coordinator",
+    "Outcome": "paysys.tcc.coordinator",
+    "TryFailed": "paysys.tcc.coordinator",
+    "run": "paysys.tcc.coordinator",
+    "finish": "paysys.tcc.phase_two",
+    "recover_tcc": "paysys.tcc.recovery",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'paysys.tcc' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

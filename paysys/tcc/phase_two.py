@@ -1,0 +1,317 @@
+"""Phase two: confirms and cancels, run by the participant's own worker on its own queue.
+
+    dispatch()   after the decision is committed: a background thread of this process kicks a
+                 phase-two pass on each participant queue concerned; kicks arriving while one is
+                 pending coalesce (a cache key, as the message relay does)
+    run_pass()   in the participant's worker (task ``tcc.phase_two_pass``): claims the queue's
+                 unfinished branches of decided transactions from the coordinator (SKIP LOCKED),
+                 runs them as one batch per alias, records them, then finishes the transactions
+                 whose every branch is done. So the decisions of any number of initiator processes
+                 become one task and one batch per participant queue.
+    send()       recovery's resends and a human's "retry now": explicit branch items in tasks
+                 ``tcc.phase_two`` (a branch that failed once is only retried this way, on the
+                 backoff, never by passes)
+    execute()    runs a list of items: per alias one transaction, each op behind its barrier (a
+                 lost batch is redone op by op), then one report to the coordinator
+
+Nothing here is the source of truth: a kick or batch lost anywhere (the dispatching process
+killed, the broker flushed, the worker killed) is resent by recovery from the coordinator's
+tables, and the barrier makes the resend apply once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import defaultdict
+from typing import Iterable
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from paysys.tcc import barrier, registry
+from paysys.tcc.models import GlobalTransaction, TransactionBranch
+
+logger = logging.getLogger(__name__)
+
+Status = GlobalTransaction.Status
+BranchStatus = TransactionBranch.Status
+OP_DONE = {barrier.CONFIRM: BranchStatus.CONFIRMED, barrier.CANCEL: BranchStatus.CANCELLED}
+
+
+def retry_delay(resends: int) -> int:
+    """Seconds before recovery resends phase two, after ``resends`` resends so far."""
+    schedule = settings.TCC_RETRY_SCHEDULE
+    return schedule[min(resends, len(schedule) - 1)]
+
+
+def item(gtx_id: int, xid: str, op: str, row: TransactionBranch) -> dict:
+    """One branch op as a task argument (JSON)."""
+    return {"id": row.pk, "gtx": gtx_id, "xid": xid, "branch": row.branch_no, "action": row.action, "op": op, "payload": row.payload}
+
+
+def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for entry in items:
+        try:
+            queue = registry.get_participant(entry["action"]).queue
+        except registry.UnknownParticipant:
+            logger.error("TCC branch %s: participant %s is not registered here", entry["id"], entry["action"])
+            continue
+        grouped[queue].append(entry)
+    return grouped
+
+
+def dispatch(xid: str, op: str, rows: list[TransactionBranch]) -> None:
+    """After the decision's commit: have phase two of these branches run soon, without waiting."""
+    queues = set()
+    for row in rows:
+        try:
+            queues.add(registry.get_participant(row.action).queue)
+        except registry.UnknownParticipant:
+            logger.error("TCC %s: participant %s is not registered here; recovery will resend", xid, row.action)
+    if queues:
+        _dispatcher.submit(sorted(queues))
+
+
+def kick_key(queue: str) -> str:
+    return f"tcc:kick:{queue}"
+
+
+def kick(queue: str) -> None:
+    """Ask for a phase-two pass on ``queue`` soon; kicks while one is pending coalesce."""
+    from paysys.tcc.tasks import phase_two_pass
+
+    try:
+        if not cache.add(kick_key(queue), 1, timeout=settings.TCC_KICK_TTL):
+            return
+        phase_two_pass.apply_async(args=[queue], queue=queue, routing_key=queue, retry=False)
+    except Exception:  # cache or broker down: the decided branches wait for recovery
+        logger.warning("TCC phase-two kick for %s not sent; recovery will resend", queue, exc_info=True)
+        try:
+            cache.delete(kick_key(queue))
+        except Exception:  # noqa: BLE001 - the key expires on its own
+            pass
+
+
+def send(items: list[dict]) -> int:
+    """Send phase-two tasks now, one per participant queue and chunk. Returns items sent; a
+    broker error propagates (recovery calls this and counts on the next pass)."""
+    from paysys.tcc.tasks import phase_two_batch
+
+    sent = 0
+    size = settings.TCC_PHASE_TWO_BATCH
+    for queue, entries in items_by_queue(items).items():
+        for start in range(0, len(entries), size):
+            chunk = entries[start:start + size]
+            phase_two_batch.apply_async(args=[chunk], queue=queue, routing_key=queue, retry=False)
+            sent += len(chunk)
+    return sent
+
+
+class _Dispatcher:
+    """Kicks phase-two passes from a background thread of this process: the initiator returns as
+    soon as its decision is committed, never waiting on the cache or the broker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: set[str] = set()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pid: int | None = None
+
+    def submit(self, queues: list[str]) -> None:
+        with self._lock:
+            self._pending.update(queues)
+            self._idle.clear()
+            if self._pid != os.getpid():  # first use in this process, or in a forked child
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="paysys-tcc-dispatch", daemon=True).start()
+        self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted was sent (short-lived processes, before they exit)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                queues, self._pending = self._pending, set()
+            for queue in sorted(queues):
+                kick(queue)
+            with self._lock:
+                if not self._pending:
+                    self._idle.set()
+
+
+_dispatcher = _Dispatcher()
+atexit.register(_dispatcher.flush)
+
+
+def flush_dispatch(timeout: float = 5.0) -> bool:
+    return _dispatcher.flush(timeout)
+
+
+# --- in the participant's worker -------------------------------------------------------------
+
+
+def run_pass(queue: str, *, limit: int | None = None) -> int:
+    """One phase-two pass of ``queue``'s participants: claim, run, record, finish. Returns the
+    branches claimed (the caller kicks another pass when it got a full batch)."""
+    limit = limit or settings.TCC_PHASE_TWO_BATCH
+    actions = registry.actions_of_queue(queue)
+    if not actions:
+        return 0
+    # candidates first, joined, without locks (a locking join would also lock the transactions'
+    # rows, and another queue's pass would then skip its own branches of them)
+    candidates = list(
+        TransactionBranch.objects.filter(
+            action__in=actions, status__in=TransactionBranch.UNFINISHED, attempts=0,
+            gtx__status__in=GlobalTransaction.PHASE_TWO, gtx__needs_human=False,
+        ).order_by("id").values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
+    )
+    if not candidates:
+        return 0
+    decided = {branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates}
+    claim = connections["default"].features.has_select_for_update_skip_locked
+    with transaction.atomic(using="default") if claim else _nothing():
+        # a concurrent pass of this queue (another pool process) holds its claim: skip those
+        rows = list(
+            TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED)
+            .select_for_update(skip_locked=True)
+            .order_by("id")
+        ) if claim else list(TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED))
+        items = []
+        for row in rows:
+            gtx_id, xid, status = decided[row.pk]
+            items.append(item(gtx_id, xid, barrier.CONFIRM if status == Status.CONFIRMING else barrier.CANCEL, row))
+        done, failed = _apply(items)
+        _record(done, failed)
+    _finish_reported(done)
+    return len(candidates)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def execute(items: list[dict]) -> dict[str, list[int]]:
+    """Run a batch of confirms / cancels and report them to the coordinator."""
+    done, failed = _apply(items)
+    report(done, failed)
+    return {"done": sorted(e["id"] for e in done), "failed": sorted(failed)}
+
+
+def _apply(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
+    done: list[dict] = []
+    failed: dict[int, str] = {}
+    by_alias: dict[str, list[tuple[registry.Participant, dict]]] = defaultdict(list)
+    for entry in items:
+        try:
+            spec = registry.get_participant(entry["action"])
+        except registry.UnknownParticipant as exc:
+            failed[entry["id"]] = str(exc)
+            continue
+        by_alias[spec.alias].append((spec, entry))
+    for alias, batch in by_alias.items():
+        try:
+            with transaction.atomic(using=alias):
+                for spec, entry in batch:
+                    _run(spec, entry, savepoint=False)
+            done.extend(entry for _, entry in batch)
+        except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
+            logger.warning("TCC phase-two batch of %d op(s) on %s did not commit; redoing one by one", len(batch), alias)
+            for spec, entry in batch:
+                try:
+                    _run(spec, entry, savepoint=True)
+                    done.append(entry)
+                except Exception as exc:  # noqa: BLE001 - recorded on the branch; recovery resends
+                    failed[entry["id"]] = f"{entry['op']}: {exc.__class__.__name__}: {exc}"[:2000]
+    return done, failed
+
+
+def _run(spec: registry.Participant, entry: dict, *, savepoint: bool) -> str:
+    return barrier.run_op(spec, xid=entry["xid"], branch=entry["branch"], op=entry["op"], payload=entry["payload"], savepoint=savepoint)
+
+
+def report(done: list[dict], failed: dict[int, str]) -> None:
+    """Tell the coordinator. If ``default`` does not answer, recovery resends later and the
+    barrier turns the resend into no-ops that report again."""
+    try:
+        _record(done, failed)
+    except DatabaseError:
+        logger.warning("TCC phase-two report of %d branch(es) lost; recovery will resend", len(done), exc_info=True)
+        return
+    _finish_reported(done)
+
+
+def _record(done: list[dict], failed: dict[int, str]) -> None:
+    for op, status in OP_DONE.items():
+        ids = [e["id"] for e in done if e["op"] == op]
+        if ids:
+            TransactionBranch.objects.filter(id__in=ids, status__in=TransactionBranch.UNFINISHED).update(status=status)
+    for branch_id, error in failed.items():
+        TransactionBranch.objects.filter(id=branch_id).update(attempts=F("attempts") + 1, last_error=error)
+
+
+def _finish_reported(done: list[dict]) -> None:
+    try:
+        finish_transactions({e["gtx"] for e in done})
+    except DatabaseError:
+        logger.warning("TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True)
+
+
+def finish_transactions(gtx_ids: Iterable[int]) -> int:
+    """CONFIRMING / CANCELLING transactions with no unfinished branch become final.
+
+    Each worker reports its own branches (committed) before looking at the others, so whichever
+    of two concurrent reporters looks last sees both done.
+    """
+    ids = set(gtx_ids)
+    if not ids:
+        return 0
+    unfinished = set(
+        TransactionBranch.objects.filter(gtx_id__in=ids, status__in=TransactionBranch.UNFINISHED).values_list("gtx_id", flat=True)
+    )
+    complete = ids - unfinished
+    if not complete:
+        return 0
+    now = timezone.now()
+    finished = 0
+    for current, final in ((Status.CONFIRMING, Status.CONFIRMED), (Status.CANCELLING, Status.CANCELLED)):
+        finished += GlobalTransaction.objects.filter(id__in=complete, status=current).update(
+            status=final, finished_at=now, next_retry_at=None
+        )
+    return finished
+
+
+def pending_items(gtx: GlobalTransaction) -> list[dict]:
+    op = barrier.CONFIRM if gtx.status == Status.CONFIRMING else barrier.CANCEL
+    rows = gtx.branches.filter(status__in=TransactionBranch.UNFINISHED).order_by("branch_no")
+    return [item(gtx.pk, gtx.xid, op, row) for row in rows]
+
+
+def finish(xids: Iterable[str] | None = None) -> int:
+    """Run the unfinished phase two of these transactions (default: every one deciding) here and
+    now, in this process: for tests, the demo and a shell. Returns branch ops run."""
+    transactions = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO)
+    if xids is not None:
+        transactions = transactions.filter(xid__in=list(xids))
+    transactions = list(transactions)
+    items = [entry for gtx in transactions for entry in pending_items(gtx)]
+    if items:
+        execute(items)
+    finish_transactions(gtx.pk for gtx in transactions)  # also those whose last report was lost
+    return len(items)

@@ -1,0 +1,363 @@
+"""Balance payment: ``POST /api/v1/orders/{merchant_order_no}/pay`` runs a TCC over orders (the
+order), funds (payer debit, merchant credit of amount - fee) and points (payer award).
+
+In-process: the tries run here; phase two, which the participants' workers run in production,
+is run with ``tcc.finish()`` (tests/faults runs it in real workers)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from accounts.models import FundAccount, FundEntry, PointsAccount
+from accounts.selectors import fund_account_get, points_account_get
+from accounts.services import wallet_credit
+from orders import services as order_services
+from orders.models import Order
+from orders.services import order_create
+from paysys import tcc
+from paysys.core.money import fee_for, points_for
+from paysys.core.services import payer_token_issue
+from paysys.messaging.models import Message
+from paysys.tcc.models import GlobalTransaction
+from tests.concurrency import run_at_once
+from tests.orders.helpers import order_paid_payloads
+
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
+
+AMOUNT = 1234
+
+
+@pytest.fixture(autouse=True)
+def answer_at_decision(monkeypatch):
+    """Nobody runs phase two while the API would wait for it here: answer at the decision."""
+    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+
+
+@pytest.fixture
+def payer_token(payer):
+    return payer_token_issue(payer=payer)
+
+
+@pytest.fixture
+def wallet(payer):
+    """The payer's wallet, credited by hand with 100.00."""
+    wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    return payer
+
+
+def make_order(merchant, payer, no="BAL-1", amount=AMOUNT):
+    return order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY", subject="s",
+                        payer_id=payer.pk)[0]
+
+
+def pay(api, no, token, **extra):
+    return api.post(f"/api/v1/orders/{no}/pay", {"method": "balance", "payer_token": token, **extra}, format="json")
+
+
+def available(owner_type, owner_id):
+    account = fund_account_get(owner_type=owner_type, owner_id=owner_id, currency="CNY")
+    return (account.balance, account.frozen, account.pending_in) if account else (0, 0, 0)
+
+
+def points(payer):
+    account = points_account_get(payer_id=payer.pk)
+    return (account.balance, account.pending) if account else (0, 0)
+
+
+def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer)
+    fee = fee_for(AMOUNT, merchant.fee_rate_bp)
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["merchant_order_no"] == "BAL-1"
+    # the decision is committed: the wallet's amount is frozen, the merchant's credit pending
+    assert Order.objects.get(pk=order.pk).status == "PAYING"
+    assert available("payer", payer.pk) == (10_000, AMOUNT, 0)
+    assert available("merchant", merchant.pk) == (0, 0, AMOUNT - fee)
+
+    tcc.finish()  # phase two, as the orders, funds and points workers run it
+
+    order.refresh_from_db()
+    assert (order.status, order.pay_method, order.bank_trade_no) == ("SUCCESS", "balance", "")
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+    assert available("merchant", merchant.pk) == (AMOUNT - fee, 0, 0)
+    assert points(payer) == (points_for(AMOUNT, "CNY"), 0) == (12, 0)
+    [paid] = order_paid_payloads(order)
+    assert (paid["method"], paid["points_awarded"], paid["fee"], paid["bank_trade_no"]) == ("balance", 12, fee, None)
+    assert api.get("/api/v1/orders/BAL-1").json()["status"] == "SUCCESS"
+    assert GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status == "CONFIRMED"
+
+
+def test_the_answer_waits_for_the_order_confirm(api, merchant, payer, wallet, payer_token, monkeypatch):
+    """With the orders worker running (here: a thread running phase two), the 200 carries SUCCESS."""
+    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 10)
+    make_order(merchant, payer)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            while not stop.is_set():
+                tcc.finish()
+                stop.wait(0.05)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        response = pay(api, "BAL-1", payer_token)
+    finally:
+        stop.set()
+        thread.join()
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["status"], response.json()["pay_method"]) == ("SUCCESS", "balance")
+
+
+def test_insufficient_balance_is_402_and_nothing_changes(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer, amount=10_001)
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 402, response.content
+    assert response.json()["error"]["code"] == "insufficient_funds"
+    tcc.finish()  # the cancels
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000, 0, 0)
+    assert available("merchant", merchant.pk) == (0, 0, 0)
+    assert points(payer) == (0, 0)
+    assert order_paid_payloads(order) == []
+    assert GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status == "CANCELLED"
+
+
+def test_a_payer_without_a_wallet_is_402(api, merchant, payer, payer_token):
+    make_order(merchant, payer)
+
+    assert pay(api, "BAL-1", payer_token).status_code == 402
+
+
+def test_after_a_402_the_topped_up_wallet_pays_the_same_order(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer, amount=15_000)
+    assert pay(api, "BAL-1", payer_token).status_code == 402
+    tcc.finish()
+    wallet_credit(payer_id=payer.pk, amount=5_000, reason="more", credited_by="command:test")
+
+    assert pay(api, "BAL-1", payer_token).status_code == 200
+    tcc.finish()
+
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    assert available("payer", payer.pk) == (0, 0, 0)
+    attempts = GlobalTransaction.objects.filter(business_key=f"balance:{order.out_trade_no}").order_by("attempt")
+    assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
+
+
+def test_a_retry_while_the_cancelled_attempt_still_holds_the_order_is_503_not_409(
+    api, merchant, payer, wallet, payer_token
+):
+    """Right after a 402 the order is PAYING until the orders worker runs the cancel: a retry
+    then is told to retry (503), not that the order cannot be paid."""
+    order = make_order(merchant, payer, amount=15_000)
+    assert pay(api, "BAL-1", payer_token).status_code == 402
+    assert Order.objects.get(pk=order.pk).status == "PAYING"  # the cancel is on its way
+
+    retry = pay(api, "BAL-1", payer_token)
+
+    assert retry.status_code == 503 and retry["Retry-After"]
+    tcc.finish()
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000, 0, 0)
+
+
+@pytest.mark.parametrize("token", ["ppt_not-the-token", ""])
+def test_a_token_that_is_not_the_payers_is_403_or_400_and_nothing_runs(api, merchant, payer, wallet, payer_token, token):
+    order = make_order(merchant, payer)
+
+    response = pay(api, "BAL-1", token)
+
+    assert response.status_code == (403 if token else 400), response.content
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert not GlobalTransaction.objects.exists()
+
+
+def test_another_payers_token_is_403(api, merchant, payer, wallet, make_payer_with_token):
+    make_order(merchant, payer)
+    _, other_token = make_payer_with_token()
+
+    response = pay(api, "BAL-1", other_token)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "payer_token_mismatch"
+
+
+def test_another_merchants_order_is_404(api, payer, wallet, payer_token, make_merchant):
+    other, _ = make_merchant()
+    make_order(other, payer)
+
+    assert pay(api, "BAL-1", payer_token).status_code == 404
+    assert pay(api, "NO-SUCH", payer_token).status_code == 404
+
+
+@pytest.mark.parametrize("status,method", [("CLOSED", ""), ("FAILED", ""), ("PAYING", "bank")])
+def test_an_order_that_is_not_payable_is_409(api, merchant, payer, wallet, payer_token, status, method):
+    order = make_order(merchant, payer)
+    Order.objects.filter(pk=order.pk).update(status=status, pay_method=method)
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 409
+    assert available("payer", payer.pk) == (10_000, 0, 0)
+
+
+def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is_200_once(
+    api, merchant, payer, wallet, payer_token
+):
+    bank_paid = make_order(merchant, payer, no="BANK-PAID")
+    Order.objects.filter(pk=bank_paid.pk).update(status="SUCCESS", pay_method="bank", bank_trade_no="B1")
+    assert pay(api, "BANK-PAID", payer_token).status_code == 409
+
+    make_order(merchant, payer)
+    assert pay(api, "BAL-1", payer_token).status_code == 200
+    tcc.finish()
+    replay = pay(api, "BAL-1", payer_token)  # a retry after a lost answer: paid once, same answer
+
+    assert replay.status_code == 200 and replay.json()["status"] == "SUCCESS"
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+
+
+def test_a_retry_while_the_payment_is_in_phase_two_gets_the_same_200(api, merchant, payer, wallet, payer_token):
+    """The first call's answer was lost after the decision; the retry finds the decided
+    transaction of the same key instead of a 409 for the PAYING order, and charges nothing more."""
+    order = make_order(merchant, payer)
+    assert pay(api, "BAL-1", payer_token).status_code == 200
+    assert Order.objects.get(pk=order.pk).status == "PAYING"
+
+    retry = pay(api, "BAL-1", payer_token)
+    tcc.finish()
+
+    assert retry.status_code == 200
+    assert GlobalTransaction.objects.count() == 1
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"method": "balance"},
+        {"method": "card", "payer_token": "x"},
+        {"method": "balance", "payer_token": 5},
+        {"method": "balance", "payer_token": "x", "amount": 1},
+        [],
+        "balance",
+    ],
+)
+def test_bad_bodies_are_400(api, merchant, payer, payer_token, body):
+    make_order(merchant, payer)
+
+    response = api.post("/api/v1/orders/BAL-1/pay", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_unknown_fields_are_named(api, merchant, payer, payer_token):
+    make_order(merchant, payer)
+
+    response = pay(api, "BAL-1", payer_token, tip=100)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"tip": "unknown field"}
+
+
+def test_a_service_down_during_the_tries_is_503_with_retry_after_and_nothing_changes(
+    api, merchant, payer, wallet, payer_token, monkeypatch
+):
+    """points.award's try cannot reach its database (a stand-in here for the real fault in
+    tests/faults/test_tcc_faults.py): cancel, 503, nothing moved."""
+    from django.db import OperationalError
+
+    from accounts import services as accounts_services
+
+    order = make_order(merchant, payer)
+
+    def unreachable(**kwargs):
+        raise OperationalError(2003, "Can't connect to MySQL server")
+
+    monkeypatch.setattr(accounts_services, "points_award_hold", unreachable)
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert response.json()["error"]["code"] == "service_unavailable"
+    tcc.finish()
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000, 0, 0)
+    assert available("merchant", merchant.pk) == (0, 0, 0)
+    assert points(payer) == (0, 0)
+
+
+def test_concurrent_calls_for_one_order_pay_it_once(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer)
+
+    responses = run_at_once(*[lambda: pay(api, "BAL-1", payer_token) for _ in range(6)])
+    tcc.finish()
+
+    # every call gets the same answer: it began, resumed or found decided the one transaction
+    assert [r.status_code for r in responses] == [200] * 6
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+    assert available("merchant", merchant.pk)[0] == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
+    assert FundEntry.objects.filter(account__owner_type="payer", kind="posted", direction="debit").count() == 1
+    assert GlobalTransaction.objects.filter(status="CONFIRMED").count() == 1
+    assert len(order_paid_payloads(order)) == 1
+
+
+def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, merchant, payer, wallet, payer_token):
+    """The orders try serialises them: whichever holds the order first pays; the other is
+    refused (the wallet's call: 503 or 409; the bank payment is retried, and flagged once the
+    order is paid)."""
+    from orders.services import PaymentNotCompleted, bank_payment_apply
+
+    order = make_order(merchant, payer)
+
+    def bank():
+        try:
+            return bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=AMOUNT,
+                                      currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify")
+        except PaymentNotCompleted:
+            return "retry later"
+
+    balance, bank_outcome = run_at_once(lambda: pay(api, "BAL-1", payer_token), bank)
+    tcc.finish()
+
+    order.refresh_from_db()
+    assert order.status == "SUCCESS"
+    assert len(order_paid_payloads(order)) == 1
+    if order.pay_method == "balance":
+        assert balance.status_code == 200 and bank_outcome in ("FLAGGED", "retry later")
+        assert available("payer", payer.pk)[0] == 10_000 - AMOUNT
+    else:
+        # refused by the order's try while the bank payment held it (503: retry), or after (409)
+        assert balance.status_code in (409, 503) and bank_outcome == "APPLIED"
+        assert available("payer", payer.pk)[0] == 10_000
+    assert FundAccount.objects.get(owner_type="merchant").balance == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
+    assert PointsAccount.objects.get(payer_id=payer.pk).balance == 12
+    assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+
+
+def test_the_openapi_schema_says_exactly_what_the_endpoint_does(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    operation = schema["paths"]["/api/v1/orders/{merchant_order_no}/pay"]["post"]
+
+    assert sorted(operation["responses"]) == ["200", "400", "401", "402", "403", "404", "409", "413", "429", "503"]
+    assert "Retry-After" in operation["responses"]["503"]["headers"]
+    body = schema["components"]["schemas"][operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert body["required"] == ["method", "payer_token"] and body["additionalProperties"] is False
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/OrderOutput")

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.tcc import participants
+
+
+@pytest.fixture
+def ledgers(django_db_blocker):
+    with django_db_blocker.unblock():
+        participants.create_ledgers()
+    return participants.ledger
+
+
+@pytest.fixture
+def fast_tcc(settings):
+    """Short tries and quick resends, so deadlines and recovery are observable within a test."""
+    settings.TCC_TRY_TIMEOUT = 1
+    settings.TCC_DECISION_GRACE = 1
+    settings.TCC_RETRY_SCHEDULE = [1, 1, 1]
+    return settings
