@@ -272,12 +272,18 @@ MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 SERVICE_QUEUES = ["core", "orders", "funds", "points", "accounting", "notifications", "sandbox"]
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's filesystem transport with atomic publishes (paysys/core/broker.py: kombu's own can
+    # hand a worker a half-written file, which kills it, and lose the message)
+    CELERY_BROKER_TRANSPORT = "paysys.core.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "processed_folder": str(_broker_dir / "processed"),
+        "staging_folder": str(_broker_dir / "staging"),  # messages are written here, then renamed
+        "claimed_folder": str(_broker_dir / "claimed"),
+        "failed_folder": str(_broker_dir / "failed"),  # undecodable files, set aside
         "store_processed": False,
         "polling_interval": 0.05,
     }
