@@ -18,6 +18,7 @@ from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for
 from paysys.messaging.services import publish
 from orders.models import IllegalTransition, Order, PaymentRecord
+from orders.selectors import order_notify_url
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def order_paid_event(order: Order) -> OrderPaid:
         merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=order.amount,
         currency=order.currency, fee=fee_for(order.amount, merchant.fee_rate_bp),
         bank_trade_no=order.bank_trade_no, paid_at=order.paid_at.isoformat(),
-        notify_url=order.notify_url or merchant.notify_url,
+        notify_url=order_notify_url(order, merchant),
     )
 
 
