@@ -25,7 +25,7 @@ FULL_STACK_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
 
 def embedded_env(var_dir: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in FULL_STACK_VARIABLES and not k.startswith("DATABASE_URL_")}
-    env.update(PAYSYS_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", **extra)
+    env.update({"PAYSYS_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
