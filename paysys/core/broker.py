@@ -114,3 +114,8 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self):
+        # no host: kombu would warn "No hostname was supplied" at every connection
+        return {"port": self.default_port}
