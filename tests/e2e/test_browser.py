@@ -7,7 +7,7 @@ on the full stack its MariaDB test schemas and a Redis database of its own.
   is back, an operator logs into admin, finds the DEAD message, resends it, and it is consumed;
 * ``/api/docs/`` renders the operations with no internet (every host but 127.0.0.1 unresolvable).
 
-Each step leaves a screenshot in ``var/e2e-screenshots/`` (kept by CI as artifacts). Without
+Each step leaves a screenshot in ``var/e2e-screenshots/<mode>/`` (kept by CI as artifacts). Without
 Chromium the tests are skipped, except in CI (``CI=true``), where they fail.
 """
 
@@ -33,12 +33,14 @@ from django.core.management import call_command
 from tests.core.test_runstack import alive, embedded_env
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SCREENSHOTS = Path(settings.VAR_DIR) / "e2e-screenshots"
+SCREENSHOTS = Path(settings.VAR_DIR) / "e2e-screenshots"  # then a folder per mode: full-stack/, embedded/
 ADMIN_USER, ADMIN_PASSWORD = "operator", "e2e-operator-pw-7431"
 E2E_REDIS_DB = int(os.environ.get("PAYSYS_FAULT_REDIS_DB", "9"))  # the fault tests' own database
 WAIT = 90  # seconds for anything asynchronous (a loaded 2-core CI machine)
 
-pytestmark = pytest.mark.browser
+# the stack's processes write the test databases (full stack); this process never does, but the
+# marker makes pytest-django create them even when these are the only tests run
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(databases="__all__")]
 
 
 def full_stack() -> bool:
@@ -114,6 +116,9 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
             pytest.fail(reason)
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("e2e")
+    logs = Path(settings.VAR_DIR) / "e2e-logs" / ("full-stack" if full_stack() else "embedded")  # CI artifacts too
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     common = {"PORT": str(port), "PUBLIC_BASE_URL": base, "PYTHONUNBUFFERED": "1",
@@ -128,6 +133,10 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
         redis_client = redis.Redis.from_url(broker)
         redis_client.flushdb()
         env = service_env(broker, PAYSYS_VAR_DIR=str(tmp / "var"), **common)  # the test schemas
+        with django_db_blocker.unblock():  # committed: an earlier test's flush may have emptied the chart
+            from accounting.services import chart_of_accounts_seed
+
+            chart_of_accounts_seed()
     else:
         env = embedded_env(tmp / "var", **common)
         manage(env, "migrate_all")
@@ -137,7 +146,7 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
     payer = json.loads(manage(env, "create_payer", "--name", "E2E Payer", "--json"))
 
     names = [n for n in ("web", *settings.SERVICE_QUEUES, "beat") if n != "accounting"]
-    live = LiveStack(base, env, tmp / "runstack.log", merchant["api_key"], payer["payer_id"], [])
+    live = LiveStack(base, env, logs / "runstack.log", merchant["api_key"], payer["payer_id"], [])
     runstack = live.start("runstack", "manage.py", "runstack", "--no-banner", *names)
 
     def up():
@@ -183,24 +192,18 @@ def browser(stack, request):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    folder = SCREENSHOTS / ("full-stack" if full_stack() else "embedded")
+    folder.mkdir(parents=True, exist_ok=True)
     steps = iter(range(1, 100))
 
     def shot(step: str) -> None:
-        driver.save_screenshot(str(SCREENSHOTS / f"{request.node.name}-{next(steps):02d}-{step}.png"))
+        driver.save_screenshot(str(folder / f"{request.node.name}-{next(steps):02d}-{step}.png"))
 
     driver.shot = shot
     yield driver
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        shot("failed")
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        shot("failed")  # the page the test failed on
     driver.quit()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
 
 
 def text_of(driver) -> str:
@@ -250,12 +253,18 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
 
     dead_list = f"{stack.base}/admin/messaging/message/?service=orders&dead=yes&topic=order.paid&queue=accounting"
 
-    def dead_row():
+    def this_orders_dead_message() -> str | None:
         browser.get(dead_list)
-        return browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")
+        links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")]
+        for href in links:  # another test's order may have a DEAD message too: the payload tells
+            browser.get(href)
+            if order["out_trade_no"] in text_of(browser):
+                browser.get(dead_list)
+                return href
+        return None
 
-    link = wait_until(dead_row, "the order.paid message to go DEAD", interval=2)[0]
-    browser.shot("dead-message")
+    detail = wait_until(this_orders_dead_message, "the order's order.paid message to go DEAD", interval=2)
+    browser.shot("dead-messages")
 
     # and: the accounting worker is back (its queue emptied of the sends that went unanswered)
     subprocess.run([sys.executable, "-m", "celery", "-A", "paysys", "purge", "-f", "-Q", "accounting"],
@@ -267,7 +276,7 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
     assert worker.poll() is None
 
     # when: the operator opens the message and clicks Resend
-    link.click()
+    browser.get(detail)
     wait_until(lambda: browser.find_elements(By.ID, "resend-form"), "the message page with its Resend button")
     assert "Dead" in browser.find_element(By.CSS_SELECTOR, ".field-status").text
     browser.shot("message-detail")
@@ -275,8 +284,6 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
     browser.shot("resent")
 
     # then: it is consumed
-    detail = browser.current_url
-
     def consumed():
         browser.get(detail)
         return "Consumed" in browser.find_element(By.CSS_SELECTOR, ".field-status").text
@@ -286,9 +293,9 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
 
     # and: the order is booked; its voucher is found by the merchant's order number
     browser.get(f"{stack.base}/admin/accounting/voucher/?q=e2e-dead-1")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")
-    assert [r.text for r in rows] == [f"order.paid:{order['out_trade_no']}"]
-    rows[0].click()
+    rows = [(a.text, a.get_attribute("href")) for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")]
+    assert [text for text, _ in rows] == [f"order.paid:{order['out_trade_no']}"]
+    browser.get(rows[0][1])
     assert "Merchant payable" in text_of(browser)
     browser.shot("voucher")
     browser.get(f"{stack.base}/admin/messaging/message/dashboard/")
