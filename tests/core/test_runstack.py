@@ -41,6 +41,12 @@ def wait_for_log(log: Path, pattern: str, *, process: subprocess.Popen, timeout:
         time.sleep(0.2)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,7 +87,7 @@ def stack(tmp_path):
 
 def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops_everything(stack, tmp_path):
     # given: a stack running the orders worker from the Procfile
-    runstack = stack("orders")
+    runstack = stack("orders", PORT="9001")
     first_pid = int(wait_for_log(stack.log, r"orders\.1\s+\| started \(pid=(\d+)\)", process=runstack)[0])
     wait_for_log(stack.log, r"orders@\S+ ready\.", process=runstack)
 
@@ -101,6 +107,14 @@ def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops
     )
     assert second.returncode == 1
     assert "already runs" in second.stderr and f"pid {runstack.pid}" in second.stderr, second.stderr
+
+    # and: a demo aimed where nothing answers does not start a second stack: it names the command
+    demo = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--base-url", f"http://127.0.0.1:{free_port()}"], cwd=settings.BASE_DIR,
+        env=embedded_env(tmp_path / "var"), capture_output=True, text=True, timeout=60,
+    )
+    assert demo.returncode == 1
+    assert "already runs" in demo.stderr and "PORT=9001 make demo" in demo.stderr, demo.stderr
 
     # when: Ctrl-C
     os.kill(runstack.pid, signal.SIGINT)
