@@ -17,10 +17,10 @@ endif
 PORT    ?= 8000
 QUEUE   ?=
 ARGS    ?=
-QUEUES  := core orders funds points accounting notifications sandbox
+QUEUES  := core orders polling funds points accounting notifications notify_delivery sandbox
 
-# Procfile commands (python, celery) resolve to the venv's. Every process of the stack gets the
-# same public address: honcho hands each process type its own PORT, which must not change it.
+# Procfile commands (python, celery) resolve to the venv's; every process of the stack gets the
+# same public address.
 run demo: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run demo: export PORT := $(PORT)
 run demo: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
@@ -29,7 +29,7 @@ run demo: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
 help:
 	@echo "paysys make targets:"
-	@echo "  make run                 migrate, print where to click, start web + one worker per queue + beat (PORT=$(PORT))"
+	@echo "  make run                 migrate, print where to click, run web + one worker per queue + beat, restarting any that exits (PORT=$(PORT))"
 	@echo "  make demo                pay three orders over HTTP against PUBLIC_BASE_URL (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
 	@echo "  make migrate             create and migrate every service database"
@@ -60,8 +60,7 @@ migrate: venv
 	$(PY) manage.py migrate_all
 
 run: migrate
-	$(PY) manage.py run_banner
-	$(VENV)/bin/honcho start -f Procfile
+	$(PY) manage.py runstack
 
 demo: venv
 	$(PY) manage.py demo

@@ -49,11 +49,16 @@ class VoucherAdmin(ReadOnlyAdmin):
 
     list_display = ["source", "currency", "amount", "description", "created_at", "message_id"]
     list_filter = ["currency", "created_at"]
-    search_fields = ["source"]
+    # the description names the merchant's order number and the bank trade number
+    search_fields = ["source", "description"]
+    search_help_text = "out_trade_no, merchant order number or bank trade number"
     date_hierarchy = "created_at"
     readonly_fields = ["source", "currency", "description", "created_at", "message_id"]
     inlines = [VoucherLineInline]
     change_list_template = "admin/accounting/voucher/change_list.html"
+
+    class Media:
+        css = {"all": ["accounting/voucher_admin.css"]}
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(amount=Sum("lines__debit"))

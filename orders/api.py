@@ -1,16 +1,17 @@
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paysys.api.fields import StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
+from paysys.api.fields import MinorUnitsField, StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
+from paysys.core.errors import NotFound
 from paysys.api.pagination import NewestFirstPagination
 from paysys.api.schema import error_responses as shared_error_responses
 from paysys.core.netguard import check_url
 from orders.models import MAX_AMOUNT, Order
-from orders.selectors import order_get, order_list
+from orders.selectors import order_get, order_list, order_notify_url
 from orders.services import order_create, order_pay_url, order_pay_with_balance
 
 ERRORS = {
@@ -35,7 +36,10 @@ def error_responses(*codes: int) -> dict:
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
+    """An order as its merchant sees it; needs ``context={"merchant": ...}`` (the effective notify URL)."""
+
     pay_url = serializers.SerializerMethodField()
+    notify_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Order
@@ -46,6 +50,11 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
     def get_pay_url(self, order: Order) -> str:
         return order_pay_url(order)
+
+    @extend_schema_field(serializers.URLField(help_text="where the paid-order notification goes: the order's "
+                                                        "notify_url, or the merchant's default when it had none"))
+    def get_notify_url(self, order: Order) -> str:
+        return order_notify_url(order, self.context["merchant"])
 
 
 class OrderPageSerializer(serializers.Serializer):
@@ -59,7 +68,7 @@ class OrdersApi(APIView):
 
     class CreateInputSerializer(StrictInputSerializer):
         merchant_order_no = TextField(max_length=64, min_length=1)
-        amount = StrictIntegerField(min_value=1, max_value=MAX_AMOUNT)
+        amount = MinorUnitsField(min_value=1, max_value=MAX_AMOUNT, help_text="an integer in minor units (fen): 1999 for 19.99")
         currency = TextField(min_length=3, max_length=3, default="CNY")
         subject = TextField(min_length=1, max_length=128, trim_whitespace=False)
         payer_id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
@@ -88,6 +97,7 @@ class OrdersApi(APIView):
             return value
 
     class ListFilterSerializer(serializers.Serializer):
+        out_trade_no = serializers.CharField(required=False, help_text="the platform's order number: finds that one order")
         status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
         created_after = serializers.DateTimeField(required=False)
         created_before = serializers.DateTimeField(required=False)
@@ -108,7 +118,8 @@ class OrdersApi(APIView):
         data.is_valid(raise_exception=True)
         order, created = order_create(merchant=request.user, **data.validated_data)
         return Response(
-            OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            OrderOutputSerializer(order, context={"merchant": request.user}).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(
@@ -125,7 +136,9 @@ class OrdersApi(APIView):
         orders = order_list(merchant=request.user, **filters.validated_data)
         paginator = NewestFirstPagination()
         page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            OrderOutputSerializer(page, many=True, context={"merchant": request.user}).data
+        )
 
 
 class OrderDetailApi(APIView):
@@ -135,7 +148,16 @@ class OrderDetailApi(APIView):
     )
     def get(self, request, merchant_order_no: str):
         reject_unknown_params(request.query_params, set())
-        return Response(OrderOutputSerializer(order_get(merchant=request.user, merchant_order_no=merchant_order_no)).data)
+        try:
+            order = order_get(merchant=request.user, merchant_order_no=merchant_order_no)
+        except NotFound:
+            if order_list(merchant=request.user, out_trade_no=merchant_order_no).exists():
+                raise NotFound(
+                    f"no order with merchant_order_no {merchant_order_no}; that is the platform's out_trade_no "
+                    f"of one of your orders: GET /api/v1/orders?out_trade_no={merchant_order_no}"
+                ) from None
+            raise
+        return Response(OrderOutputSerializer(order, context={"merchant": request.user}).data)
 
 
 class OrderPayApi(APIView):
@@ -167,4 +189,4 @@ class OrderPayApi(APIView):
         order = order_pay_with_balance(
             merchant=request.user, merchant_order_no=merchant_order_no, payer_token=data.validated_data["payer_token"]
         )
-        return Response(OrderOutputSerializer(order).data)
+        return Response(OrderOutputSerializer(order, context={"merchant": request.user}).data)

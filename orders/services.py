@@ -19,7 +19,7 @@ from paysys.core.money import fee_for, points_for
 from paysys.core.services import payer_token_check
 from orders.models import IllegalTransition, Order, OrderNotPayable, PayMethod, PaymentRecord
 from orders.participants import ACTION
-from orders.selectors import order_get
+from orders.selectors import order_get, order_notify_url
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at:
     branches = [
         tcc.Branch(ACTION, {
             **common, "amount": order.amount, "method": method, "bank_trade_no": bank_trade_no, "paid_at": paid_at,
-            "source": source, "fee": fee, "points": points, "notify_url": order.notify_url or merchant.notify_url,
+            "source": source, "fee": fee, "points": points, "notify_url": order_notify_url(order, merchant),
         }),
     ]
     if method == PayMethod.BALANCE:

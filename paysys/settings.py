@@ -94,7 +94,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "drf_spectacular_sidecar",  # Swagger UI served from this origin (CSP 'self'), not a CDN
+    "drf_spectacular_sidecar",  # Swagger UI served from this origin: offline, and CSP 'self' holds
     "django_celery_beat",
     "paysys.core",
     "paysys.messaging",
@@ -113,6 +113,7 @@ MIDDLEWARE = [
     "paysys.api.middleware.ContentSecurityPolicyMiddleware",
     "paysys.api.middleware.PublicRateLimitMiddleware",
     "paysys.api.middleware.BodySizeLimitMiddleware",
+    "paysys.api.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,6 +155,8 @@ SERVICE_ALIASES = {
 
 
 def _sqlite_database(path: Path) -> dict:
+    # SQLite creates the file but not its folder: a fresh clone's `manage.py migrate` needs var/
+    path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
@@ -414,12 +417,18 @@ if SANDBOX_ENABLED:
     SERVICE_QUEUES.append("sandbox")
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's filesystem transport with atomic publishes (paysys/core/broker.py: kombu's own can
+    # hand a worker a half-written file, which kills it, and lose the message)
+    CELERY_BROKER_TRANSPORT = "paysys.core.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "processed_folder": str(_broker_dir / "processed"),
+        "staging_folder": str(_broker_dir / "staging"),  # messages are written here, then renamed
+        "claimed_folder": str(_broker_dir / "claimed"),
+        "failed_folder": str(_broker_dir / "failed"),  # undecodable files, set aside
         "store_processed": False,
         "polling_interval": 0.05,
     }
@@ -471,7 +480,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # routine lines (beat's one-second polls, the bank's "no payment yet" 404s) are DEBUG
+    "filters": {"routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["routine_to_debug"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

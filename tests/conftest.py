@@ -27,6 +27,7 @@ def pytest_configure(config):
     # Celery prefers the CELERY_BROKER_URL environment variable over its configuration
     os.environ.pop("CELERY_BROKER_URL", None)
     celery_app.conf.CELERY_BROKER_URL = "memory://"  # the namespaced key is the one Celery reads
+    celery_app.conf.CELERY_BROKER_TRANSPORT = None  # the embedded mode's filesystem transport would win
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,8 @@
 """Strict input fields shared by the API serializers."""
 
+import json
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 
 from rest_framework import serializers
 
@@ -35,6 +37,25 @@ class StrictIntegerField(serializers.IntegerField):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MinorUnitsField(StrictIntegerField):
+    """An amount: an integer in minor units. "19.99" or 19.99 gets told what to send instead (1999)."""
+
+    default_error_messages = {"invalid": "amounts are integers in minor units (fen): 1999 for 19.99"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, (str, float)) and not isinstance(data, bool):
+            try:
+                minor = Decimal(str(data).strip()) * 100
+            except InvalidOperation:
+                minor = None
+            if minor is not None and minor == minor.to_integral_value():
+                raise serializers.ValidationError(
+                    f"amounts are integers in minor units (fen): send {int(minor)} for {data}, not {json.dumps(data)}",
+                    code="invalid",
+                )
         return super().to_internal_value(data)
 
 

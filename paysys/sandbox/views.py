@@ -6,9 +6,8 @@ Errors are JSON ``{"error": {"code", "message"}}`` like the platform's, or a pag
 
 from __future__ import annotations
 
-import hmac
+from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
@@ -44,6 +43,15 @@ def wants_html(request) -> bool:
     return "text/html" in accept or request.content_type in FORM_CONTENT_TYPES
 
 
+def back_url(request) -> str:
+    """The merchant page the payer came from (as a bank's "return to merchant" link), if known."""
+    referer = request.headers.get("Referer", "")
+    parts = urlsplit(referer)
+    if parts.scheme not in ("http", "https") or parts.path == request.path:
+        return ""
+    return referer
+
+
 def error_json(exc: DomainError) -> JsonResponse:
     return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
 
@@ -59,7 +67,8 @@ class BankPayView(View):
             order = services.pay_token_read(token)
         except DomainError as exc:
             return self.page(request, None, error=exc)
-        return self.page(request, order, payment=bank_payment_get(out_trade_no=order["out_trade_no"]))
+        payment = bank_payment_get(out_trade_no=order["out_trade_no"])
+        return self.page(request, order, payment=payment, already_paid=payment is not None)
 
     def post(self, request, token: str):
         html, order = wants_html(request), None
@@ -94,8 +103,9 @@ class BankPayView(View):
             raise ApiError("the body is not JSON", code="malformed") from None
 
     @staticmethod
-    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None):
-        context = {"order": order, "payment": payment, "error": error}
+    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None, already_paid: bool = False):
+        context = {"order": order, "payment": payment, "error": error, "already_paid": already_paid,
+                   "back_url": back_url(request)}
         if order is not None:
             context["amount_major"] = major_units(order["amount"], order["currency"])
             context["expired"] = payment is None and services.pay_token_expired(order)

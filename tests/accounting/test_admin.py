@@ -69,6 +69,22 @@ def test_voucher_is_read_only_with_its_lines(admin_client, booked):
     assert Voucher.objects.using("accounting").filter(pk=booked.pk).exists()
 
 
+def test_voucher_search_finds_the_merchant_order_number(admin_client, booked):
+    other = Voucher.objects.using("accounting").exclude(pk=booked.pk).get()
+    merchant_order_no = booked.description.split(" order ")[1].split(",")[0]
+
+    body = admin_client.get(reverse("admin:accounting_voucher_changelist"), {"q": merchant_order_no}).content.decode()
+
+    assert booked.source in body and other.source not in body
+
+
+def test_voucher_lines_are_not_captioned_with_their_own_label(admin_client, booked):
+    # Django's tabular inline puts each line's name (account and amount again) above its row
+    body = admin_client.get(reverse("admin:accounting_voucher_change", args=[booked.pk])).content.decode()
+
+    assert "accounting/voucher_admin.css" in body
+
+
 def test_account_changelist_lists_the_chart(admin_client):
     response = admin_client.get(reverse("admin:accounting_account_changelist"))
 

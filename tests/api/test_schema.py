@@ -42,6 +42,12 @@ def test_api_conforms_to_schema(case, auth_headers):
     # Every check runs except "schema-valid data must be accepted": the schema cannot say that
     # payer_id must name an existing payer, or which long hostnames a URL validator refuses.
     headers = auth_headers["service" if case.operation.path.startswith("/api/v1/messages") else "merchant"]
+    # Say what is really sent, so schemathesis re-validates the case: a query parameter whose value
+    # is an empty list or None is not sent at all; else `{"limit": 1, "<unknown>": []}` counts as
+    # invalid data that the API "accepted".
+    sent_query = {k: v for k, v in (case.query or {}).items() if v is not None and v != []}
+    if sent_query != (case.query or {}):
+        case.query = sent_query
     excluded = [positive_data_acceptance]
     if _headers_are_negative(case):
         # the valid credentials passed here replace the mutated Authorization header, so a 2xx is

@@ -346,6 +346,12 @@ def test_dashboard_counts_states_per_queue_of_every_service(admin_client):
     assert "Database unavailable" not in page
 
 
+def test_dashboard_headings_use_the_bars_link_colour(admin_client):
+    page = admin_client.get(f"{CHANGELIST}dashboard/").content.decode()
+
+    assert "messaging/dashboard.css" in page  # white links on the blue heading bar, not blue on blue
+
+
 def test_dashboard_survives_a_database_that_is_down(admin_client):
     add("funds", Status.DEAD)
 

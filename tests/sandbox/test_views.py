@@ -65,6 +65,24 @@ def test_pay_page_of_a_paid_order_shows_the_payment_not_the_button(order):
     assert "<form" not in page
 
 
+def test_pay_page_of_a_paid_order_says_already_paid_with_a_link_back_to_the_merchant(order):
+    pay(order)
+
+    page = Client().get(pay_path(order), headers={"Referer": "https://shop.example/checkout/42"}).content.decode()
+
+    assert 'id="already-paid"' in page and "already paid" in page
+    assert "notifies the merchant's platform now" not in page
+    assert '<a href="https://shop.example/checkout/42">Back to the merchant</a>' in page
+
+
+def test_without_a_referer_the_paid_page_says_to_return_to_the_merchant(order):
+    pay(order)
+
+    page = Client().get(pay_path(order)).content.decode()
+
+    assert "already paid" in page and "return to the merchant" in page and "<a href" not in page
+
+
 def test_tampered_pay_link_is_a_404_page_and_cannot_pay(order):
     path = tampered(pay_path(order))
 

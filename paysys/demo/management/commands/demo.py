@@ -1,12 +1,13 @@
 """``manage.py demo`` (``make demo``): the happy path over HTTP, as a merchant and a payer see it.
 
-Against ``PUBLIC_BASE_URL``: create a merchant and a payer, set the merchant up in the sandbox's
-merchant simulator (its notify URL, holding its webhook secret as a merchant would), create three
-orders through the API, pay each at the bank simulator, wait until each is paid, booked, and its
-notification received and verified by the merchant simulator, and print a table. When nothing answers
-``/healthz`` there, the demo starts the stack itself (honcho with the Procfile) and stops it at
-the end. The database is shared with the server, so the merchant and payer are made with the
-core services and the stored bank notifies are read straight from the gateway's table.
+Against ``PUBLIC_BASE_URL``: as the demo merchant (the one ``make run``'s banner shows, kept in
+``var/demo-merchant.json``) set the merchant up in the sandbox's merchant simulator (holding its
+webhook secret as a merchant would), create three orders through the API, pay each at the bank
+simulator, wait until each is paid, booked, and its notification received and verified by the
+merchant simulator, and print a table. When nothing answers ``/healthz`` there, the demo starts
+the stack itself (``manage.py runstack``) and stops it at the end; when a stack already runs on
+this ``var/`` at another address, it says which command reaches it. The database is shared with
+the server, so the stored bank notifies and vouchers are read straight from their tables.
 
 Then the TCC half: the payer's wallet is credited by hand and pays one more order over
 ``POST /api/v1/orders/{no}/pay``; the merchant's balance (over the API), the payer's wallet and
@@ -37,9 +38,11 @@ from accounting.models import Voucher, VoucherLine
 from accounting.services import PAID_FROM
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from paysys.demo.management.commands.run_banner import merchant_notify_url
+from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for, points_for
-from paysys.core.services import merchant_create, payer_create, payer_token_issue
+from paysys.core.services import payer_token_issue
+from paysys.core.stack import StackLock, describe
+from paysys.demo.management.commands.run_banner import ensure_demo_merchant
 from paysys.gateway.models import BankNotify
 
 DEMO_ORDERS = [(1999, "Green tea, 250 g"), (4500, "Notebook"), (12800, "Headphones")]
@@ -76,7 +79,7 @@ class DemoOrder:
 
 
 class Stack:
-    """The stack the demo started: honcho (its own process group) and the groups of its children."""
+    """The stack the demo started: ``runstack`` (its own process group) and the groups of its children."""
 
     def __init__(self, process: subprocess.Popen, log_path: Path):
         self.process = process
@@ -92,8 +95,8 @@ class Stack:
         return "\n".join(self.log().splitlines()[-lines:]) or "(empty log)"
 
     def child_pids(self) -> list[int]:
-        # honcho starts every Procfile process in its own session and logs "<name> started (pid=N)"
-        return [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", self.log())]
+        # runstack starts every Procfile process in its own session and logs "<name> started (pid=N)"
+        return [int(pid) for pid in re.findall(r"(?:started|restarted) \(pid=(\d+)\)", self.log())]
 
     def workers_not_ready(self) -> list[str]:
         """Queues whose worker has not logged "<queue>@<host> ready." yet."""
@@ -101,7 +104,7 @@ class Stack:
         return [q for q in settings.SERVICE_QUEUES if not re.search(rf"\b{re.escape(q)}@\S+ ready\.", text)]
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM honcho's group (honcho passes it to every child's group); SIGKILL what is left."""
+        """SIGTERM runstack (it stops every child's group); SIGKILL what is left."""
         if self.process.poll() is None:
             _killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -188,6 +191,13 @@ class Command(BaseCommand):
                 "Start paysys there, or point PUBLIC_BASE_URL at a local address (default http://127.0.0.1:8000)."
             )
         port = parts.port or (443 if parts.scheme == "https" else 80)
+        holder = StackLock(settings.VAR_DIR).holder()
+        if holder:
+            other = "make demo" if holder.get("port") in (None, 8000) else f"PORT={holder['port']} make demo"
+            raise CommandError(
+                f"nothing answers at {base}, but a paysys stack already runs on {settings.VAR_DIR} ({describe(holder)}).\n"
+                f"Run the demo against it: {other}"
+            )
         self.say(f"nothing answers at {base}; starting the stack (web, workers, beat) on port {port}")
         call_command("migrate_all", stdout=StringIO())
         connections.close_all()
@@ -203,7 +213,7 @@ class Command(BaseCommand):
         }
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "honcho", "start", "--no-colour", "-f", str(settings.BASE_DIR / "Procfile")],
+                [sys.executable, "manage.py", "runstack", "--no-banner"],
                 cwd=settings.BASE_DIR,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -246,12 +256,14 @@ class Command(BaseCommand):
     # --- the happy path ----------------------------------------------------------------------
 
     def run_demo(self, base: str, timeout: float) -> None:
-        stamp = timezone.now().strftime("%Y%m%d%H%M%S")
-        merchant, api_key = merchant_create(name=f"Demo Shop {stamp}", notify_url=merchant_notify_url())
-        payer = payer_create(name=f"Demo Payer {stamp}")
-        self.say(f"merchant #{merchant.pk} {merchant.name} and payer #{payer.pk} created")
+        stamp = timezone.now().strftime("%Y%m%d%H%M%S%f")
+        saved, created = ensure_demo_merchant()
+        merchant = Merchant.objects.get(pk=saved["merchant_id"])
+        payer = Payer.objects.get(pk=saved["payer_id"])
+        self.say(f"{'created' if created else 'using'} the demo merchant #{merchant.pk} and payer #{payer.pk} "
+                 "(saved in var/demo-merchant.json)")
         self.set_up_merchant_server(base, merchant)
-        self.http.headers["Authorization"] = f"Bearer {api_key}"
+        self.http.headers["Authorization"] = f"Bearer {saved['api_key']}"
 
         orders = [self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
                   for i, (amount, subject) in enumerate(DEMO_ORDERS, start=1)]

@@ -37,6 +37,13 @@ def merchant_notify_url() -> str:
     return f"{settings.PUBLIC_BASE_URL}/sandbox/merchant/notify"
 
 
+def demo_command() -> str:
+    """The exact ``make demo`` that reaches this stack (plain ``make demo`` targets port 8000)."""
+    if settings.PUBLIC_BASE_URL != f"http://127.0.0.1:{settings.PORT}":
+        return f"PUBLIC_BASE_URL={settings.PUBLIC_BASE_URL} make demo"
+    return "make demo" if settings.PORT == 8000 else f"PORT={settings.PORT} make demo"
+
+
 def is_embedded() -> bool:
     """True in the embedded default (SQLite files under var/), the only mode with a dev superuser."""
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
@@ -127,6 +134,8 @@ class Command(BaseCommand):
         saved = "saved" if merchant_created else "kept"
         lines.append(f"             ({saved} in {demo_merchant_file()}; the key is shown once by design)")
         lines.append(f"  payer      #{merchant['payer_id']} {DEMO_PAYER_NAME}")
+        if settings.SANDBOX_ENABLED:
+            lines.append(f"  sandbox    control token {settings.SANDBOX_TOKEN} (the simulators' control endpoints)")
         lines.append("")
         lines.append("  try it:")
         lines.append(
@@ -138,6 +147,6 @@ class Command(BaseCommand):
             f"\"subject\": \"Tea\", \"payer_id\": {merchant['payer_id']}}}'"
         )
         lines.append(f"    curl -s {base}/api/v1/orders/try-1 -H 'Authorization: Bearer {merchant['api_key']}'")
-        lines.append("  or, in another terminal: make demo")
+        lines.append(f"  or, in another terminal: {demo_command()}")
         lines.append("")
         self.stdout.write("\n".join(lines))

@@ -1,0 +1,72 @@
+"""``manage.py runstack [NAME ...]``: the whole stack from the Procfile (what ``make run`` starts).
+
+Web, one Celery worker per queue and beat, each restarted if it exits (paysys/core/stack.py);
+Ctrl-C stops them all. Refuses to start when another stack runs on the same ``var/`` folder or
+when the web port is taken, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from paysys.core.stack import StackLock, StackRunning, Supervisor, describe, port_taken, read_procfile, started_at_now, venv_path
+
+
+class Command(BaseCommand):
+    help = "Run web, every worker and beat from the Procfile; restart any that exits; Ctrl-C stops all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("names", nargs="*", help="only these Procfile entries (default: all)")
+        parser.add_argument("-f", "--procfile", default=str(settings.BASE_DIR / "Procfile"))
+        parser.add_argument("--no-banner", action="store_true", help="skip the banner (where to click)")
+
+    def handle(self, *args, **options):
+        procfile = Path(options["procfile"])
+        specs = read_procfile(procfile)
+        if options["names"]:
+            unknown = sorted(set(options["names"]) - {s.name for s in specs})
+            if unknown:
+                raise CommandError(f"not in {procfile}: {', '.join(unknown)} (there: {', '.join(s.name for s in specs)})")
+            specs = [s for s in specs if s.name in options["names"]]
+        port, bind = settings.PORT, os.environ.get("BIND") or "127.0.0.1"
+        base = settings.PUBLIC_BASE_URL
+
+        lock = StackLock(settings.VAR_DIR)
+        try:
+            lock.acquire({"pid": os.getpid(), "port": port, "base_url": base, "started_at": started_at_now(),
+                          "var_dir": str(settings.VAR_DIR)})
+        except StackRunning as running:
+            holder = running.holder
+            demo = "make demo" if holder.get("port") in (None, 8000) else f"PORT={holder['port']} make demo"
+            raise CommandError(
+                f"a paysys stack already runs on {settings.VAR_DIR} ({describe(holder)}).\n"
+                f"Use it (e.g. `{demo}`), stop it first (Ctrl-C in its terminal, or `kill {holder.get('pid', '<pid>')}`), "
+                "or give this one its own folder: PAYSYS_VAR_DIR=/path/to/other/var"
+            ) from None
+        try:
+            if any(s.name == "web" for s in specs) and port_taken(bind, port):
+                raise CommandError(
+                    f"port {port} on {bind} is taken by another process, so the web server cannot start.\n"
+                    f"Stop that process, or run paysys on another port: PORT={port + 1} make run"
+                )
+            if not options["no_banner"]:
+                call_command("run_banner", stdout=self.stdout)
+            env = {**os.environ, "PORT": str(port), "BIND": bind, "PUBLIC_BASE_URL": base,
+                   "PATH": venv_path(os.environ.get("PATH", "")), "PYTHONUNBUFFERED": "1"}
+            supervisor = Supervisor(specs, env=env, cwd=settings.BASE_DIR, write=self._write)
+            supervisor.run()
+        finally:
+            lock.release()
+
+    def _write(self, line: str) -> None:
+        try:
+            self.stdout.write(line)
+            self.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            sys.stderr.write(line + "\n")

@@ -1,0 +1,239 @@
+"""Running the whole stack from the Procfile: a small supervisor, and the lock on ``var/``.
+
+``manage.py runstack`` (what ``make run`` starts) runs every Procfile line as a child in its own
+session and prefixes its output with its name, as honcho did, with two differences that matter
+to a stack left running: a child that exits is started again (after 1, 2, 5, 10, then 30 s while
+it keeps failing) instead of taking every other process down with it, and only one stack runs on
+a ``var/`` folder at a time (``var/stack.lock`` says which one).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, TextIO
+
+RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds before the 1st, 2nd, ... restart of a failing process
+STABLE_AFTER = 60  # a process up this long counts as healthy again: its next restart is quick
+STOP_TIMEOUT = 15  # seconds for every process to stop after SIGTERM, then SIGKILL
+PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    command: str
+
+
+def read_procfile(path: Path) -> list[ProcessSpec]:
+    specs = []
+    for line in path.read_text().splitlines():
+        match = PROCFILE_LINE.match(line.strip())
+        if match and not line.lstrip().startswith("#"):
+            specs.append(ProcessSpec(match.group(1), match.group(2).strip()))
+    return specs
+
+
+# --- the lock: one stack per var/ folder ---------------------------------------------------------
+
+
+class StackRunning(Exception):
+    def __init__(self, holder: dict):
+        self.holder = holder
+        super().__init__(describe(holder))
+
+
+def describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')}, {holder.get('base_url', '?')}, "
+            f"started {holder.get('started_at', '?')}")
+
+
+class StackLock:
+    """``var/stack.lock``, held (flock) for the stack's lifetime; the kernel drops it when the
+    holder dies, so a crashed stack never leaves a stale lock behind."""
+
+    def __init__(self, var_dir: Path):
+        self.path = Path(var_dir) / "stack.lock"
+        self._file: TextIO | None = None
+
+    def acquire(self, info: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # not truncated: a refused second stack must not erase the first's details
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = _parse(f.read())
+            f.close()
+            raise StackRunning(holder) from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(info))
+        f.flush()
+        self._file = f  # kept open (not inherited by children: Python's files are non-inheritable)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def holder(self) -> dict | None:
+        """The running stack's details, or None when no stack holds the lock."""
+        try:
+            f = open(self.path)
+        except FileNotFoundError:
+            return None
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _parse(f.read())
+            return None
+
+
+def _parse(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what runserver sets too
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+# --- the supervisor --------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor is killed (Linux), so no process is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0  # consecutive quick exits
+    restart_at: float | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, specs: list[ProcessSpec], *, env: dict, cwd: Path, write: Callable[[str], None]):
+        self.children = [Child(spec) for spec in specs]
+        self.env = env
+        self.cwd = cwd
+        self.write = write
+        self.width = max(len(s.name) for s in specs) + 2
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def say(self, name: str, text: str) -> None:
+        with self._lock:
+            self.write(f"{datetime.now():%H:%M:%S} {name + '.1':<{self.width}} | {text}")
+
+    def run(self) -> int:
+        """Start everything; restart what exits; on SIGINT/SIGTERM/SIGHUP stop everything."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: self.stopping.set())
+        for child in self.children:
+            self._start(child)
+        while not self.stopping.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        self._start(child)
+                    continue
+                code = child.process.poll()
+                if code is None:
+                    continue
+                if now - child.started_at >= STABLE_AFTER:
+                    child.failures = 0
+                delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
+                child.failures += 1
+                child.restart_at = now + delay
+                self.say(child.spec.name, f"exited with code {code}; restarting in {delay} s (the rest of the stack runs on)")
+        self.stop()
+        return 0
+
+    def _start(self, child: Child) -> None:
+        restart = child.process is not None
+        child.process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {child.spec.command}"], cwd=self.cwd, env=self.env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor alone, which stops each in turn
+            preexec_fn=_die_with_parent,
+        )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        reader = threading.Thread(target=self._relay_output, args=(child.spec.name, child.process), daemon=True)
+        reader.start()
+        child.threads.append(reader)
+        self.say(child.spec.name, f"{'restarted' if restart else 'started'} (pid={child.process.pid})")
+
+    def _relay_output(self, name: str, process: subprocess.Popen) -> None:
+        for raw in process.stdout:
+            self.say(name, raw.decode(errors="replace").rstrip("\n"))
+
+    def stop(self) -> None:
+        self.say("system", "stopping every process")
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        for child in running:
+            _killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in running:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(child.spec.name, f"still running {STOP_TIMEOUT} s after SIGTERM: killing it")
+                _killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait(timeout=10)
+        for child in self.children:
+            for t in child.threads:
+                t.join(timeout=2)  # the last lines of output
+            self.say(child.spec.name, f"stopped (code {child.process.returncode})" if child.process else "stopped")
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)  # the group: a prefork worker's pool processes too
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def started_at_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def venv_path(env_path: str) -> str:
+    """PATH with this interpreter's bin first: the Procfile's ``python`` and ``celery`` are the venv's."""
+    return str(Path(sys.executable).parent) + os.pathsep + env_path

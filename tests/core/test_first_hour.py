@@ -1,0 +1,91 @@
+"""A new user's first hour: quiet logs, `manage.py migrate` on a fresh clone, API docs offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+from paysys.core.logfilters import RoutineToDebug
+
+
+def record(name: str, level: int, msg: str, *args, **extra) -> logging.LogRecord:
+    rec = logging.LogRecord(name, level, __file__, 1, msg, args, None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+@pytest.fixture
+def root_at_info():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(level)
+
+
+ROUTINE = [
+    record("celery.beat", logging.INFO, "Scheduler: Sending due task %s (%s)", "orders.poll_bank", "orders.poll_bank"),
+    record("celery.worker.strategy", logging.INFO, "Task %s[%s] received", "orders.poll_bank", "1b2c"),
+    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.recover_messages", "1b2c", 0.01, 0),
+    record("django.request", logging.WARNING, "Not Found: %s", "/sandbox/bank/payments/PS1", status_code=404),
+]
+KEPT = [
+    record("celery.app.trace", logging.ERROR, "Task %s[%s] raised unexpected: %r", "orders.poll_bank", "1b2c", "boom"),
+    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.consume", "1b2c", 0.01, None),
+    record("django.request", logging.WARNING, "Bad Request: %s", "/api/v1/orders", status_code=400),
+    record("orders.services", logging.WARNING, "polling %s: %s", "PS1", "bank down"),
+]
+
+
+@pytest.mark.parametrize("rec", ROUTINE, ids=lambda r: r.name)
+def test_routine_lines_become_debug_and_are_hidden_at_info(rec, root_at_info):
+    assert RoutineToDebug().filter(rec) is False
+    assert rec.levelname == "DEBUG"
+
+
+@pytest.mark.parametrize("rec", KEPT, ids=lambda r: f"{r.name}-{r.levelname}")
+def test_what_a_human_should_read_is_kept(rec, root_at_info):
+    level = rec.levelno
+    assert RoutineToDebug().filter(rec) is True
+    assert rec.levelno == level
+
+
+def test_routine_lines_show_with_log_level_debug():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        assert RoutineToDebug().filter(record("celery.beat", logging.INFO, "Sending due task orders.poll_bank")) is True
+    finally:
+        root.setLevel(level)
+
+
+def test_the_console_handler_uses_the_filter():
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["routine_to_debug"]
+
+
+def test_migrate_on_a_fresh_clone_creates_the_var_folder(tmp_path):
+    var_dir = tmp_path / "fresh" / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL")}
+    result = subprocess.run([sys.executable, "manage.py", "migrate", "--database", "default", "-v", "0"],
+                            cwd=settings.BASE_DIR, env={**env, "PAYSYS_VAR_DIR": str(var_dir)},
+                            capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert (var_dir / "core.sqlite3").is_file()
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_api_docs_are_served_from_the_package_not_a_cdn():
+    page = Client().get("/api/docs/").content.decode()
+
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")  # shipped in the package
