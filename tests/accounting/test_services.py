@@ -99,9 +99,18 @@ def test_order_paid_without_amount_is_refused():
 # --- voucher_book -------------------------------------------------------------------------------
 
 
-def test_unbalanced_voucher_is_refused_and_nothing_is_written():
-    with pytest.raises(UnbalancedVoucher, match="debits 100, credits 99"):
+def test_unbalanced_voucher_is_refused_before_the_database_is_touched(django_assert_num_queries):
+    """Σ debit = Σ credit is checked first; the sum in the database only backs it up."""
+    with django_assert_num_queries(0, using="accounting"), pytest.raises(UnbalancedVoucher) as refused:
         voucher_book(source="test:unbalanced", currency="CNY", lines=[("1002", 100, 0), ("2202", 0, 99)])
+
+    assert str(refused.value) == "voucher 'test:unbalanced' does not balance: debits 100, credits 99"
+    assert nothing_booked()
+
+
+def test_unbalanced_voucher_on_unknown_accounts_is_refused_as_unbalanced():
+    with pytest.raises(UnbalancedVoucher):
+        voucher_book(source="test:unbalanced", currency="CNY", lines=[("9998", 100, 0), ("9999", 0, 99)])
 
     assert nothing_booked()
 
