@@ -2,7 +2,7 @@
 
 from accounting.services import voucher_book_order_paid
 from paysys.contracts import OrderPaid
-from paysys.messaging.registry import consumer
+from paysys.messaging import consumer
 
 
 @consumer(OrderPaid.TOPIC, queue="accounting")

@@ -1,5 +1,5 @@
 from paysys.contracts import BankPaymentSucceeded
-from paysys.messaging.registry import consumer
+from paysys.messaging import consumer
 from orders.services import bank_payment_apply
 
 

@@ -16,7 +16,7 @@ from paysys.core.errors import Conflict, InvalidInput
 from paysys.contracts import OrderPaid
 from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for
-from paysys.messaging.services import publish
+from paysys.messaging import publish
 from orders.models import IllegalTransition, Order, PaymentRecord
 
 logger = logging.getLogger(__name__)

@@ -128,3 +128,13 @@ class OrderPaid(Contract):
                 f"{self.TOPIC} {self.out_trade_no}: need amount > 0 and 0 <= fee <= amount, "
                 f"got {self.amount}, {self.fee}"
             )
+
+
+@dataclass(frozen=True)
+class BenchPing(Contract):
+    """The message ``manage.py bench_messaging`` measures (and the schema tests prepare over
+    HTTP). Producer and consumer: core; the consumer only writes its inbox row."""
+
+    TOPIC: ClassVar[str] = "messaging.bench"
+
+    n: int = 0

@@ -10,7 +10,7 @@ from django.utils.text import Truncator
 
 from paysys.contracts import BankPaymentSucceeded
 from paysys.gateway.models import BankNotify
-from paysys.messaging.services import publish
+from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
 

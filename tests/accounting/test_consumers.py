@@ -4,7 +4,8 @@ from django.db import transaction
 from accounting.models import Voucher, VoucherLine
 from accounting.selectors import trial_balance
 from paysys.messaging.models import InboxEntry, Message
-from paysys.messaging.services import consume_batch, publish
+from paysys.messaging import publish
+from paysys.messaging.consumption import consume_batch
 from tests.accounting.factories import deliveries_for, order_paid_payload
 
 pytestmark = pytest.mark.django_db(databases="__all__")

@@ -21,7 +21,7 @@ from django.test import Client
 from orders.models import Order, PaymentRecord
 from orders.services import order_create
 from paysys import bank
-from paysys.messaging import services
+from paysys.messaging import outbox, recovery
 from paysys.messaging.models import InboxEntry, Message
 from tests.faults.harness import ROOT, wait_for
 
@@ -63,7 +63,7 @@ def notify_message_consumed() -> bool:
 
 def recovered_and_consumed() -> bool:
     """One recovery pass (what beat runs), then: has the notify message been acknowledged?"""
-    services.recover_messages()
+    recovery.recover_messages()
     return notify_message_consumed()
 
 
@@ -126,7 +126,7 @@ def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order,
     wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
     assert message.get().status == "SENDING"
     assert "OperationalError" in message.get().last_error
-    services.recover_messages()  # resent while still down: fails again, still SENDING
+    recovery.recover_messages()  # resent while still down: fails again, still SENDING
     assert order_status(order) == "CREATED"
 
     db_proxy.open()
@@ -143,8 +143,8 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
         from django.db import transaction
         from django.utils import timezone
         from paysys.gateway.models import BankNotify
-        from paysys.messaging import services
-        services.prepare(
+        from paysys.messaging import outbox
+        outbox.prepare(
             "bank.payment_succeeded",
             {{"bank_trade_no": "BK-2PC", "out_trade_no": "PSX", "amount": 5, "currency": "CNY",
               "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify"}},
@@ -171,7 +171,7 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
     from django.utils import timezone
 
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
-    services.check_back_due("default", now=later)
+    recovery.check_back_due("default", now=later)
 
     if committed:
         assert set(rows.values_list("status", flat=True)) == {"SENDING"}
@@ -204,7 +204,7 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
     # accounting is down: its messages wait and are resent on schedule, nothing is booked
     for _ in range(2):
         time.sleep(1.1)
-        services.recover_messages()
+        recovery.recover_messages()
     assert Voucher.objects.count() == 0
     assert set(accounting_messages().values_list("status", flat=True)) == {"SENDING"}
     assert min(accounting_messages().values_list("send_count", flat=True)) >= 2
@@ -230,7 +230,7 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
 
     pay(order, "BPOISON")
     wait_for(lambda: accounting_messages().filter(last_error__contains="6001").exists(), what="the first failure")
-    wait_for(lambda: services.recover_messages() is not None and accounting_messages().get().status == "DEAD",
+    wait_for(lambda: recovery.recover_messages() is not None and accounting_messages().get().status == "DEAD",
              timeout=60, interval=1.1, what="the schedule to run out")
     dead = accounting_messages().get()
     assert dead.send_count == len(fast_schedule)
@@ -270,7 +270,7 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
         # an outage longer than the whole resend schedule: refused publishes are not sends
         settings.MESSAGE_BROKER_RETRY_SECONDS = 0
         for _ in range(len(fast_schedule) + 2):
-            services.recover_messages()
+            recovery.recover_messages()
         assert (message.get().status, message.get().send_count) == ("SENDING", 0)
     finally:
         _use_broker(broker_url)  # the broker is back

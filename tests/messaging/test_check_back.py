@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from paysys.messaging import registry, services
+from paysys.messaging import kicks, outbox, recovery, registry
 from paysys.messaging.models import Message
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -55,12 +55,12 @@ def producer():
 
 @pytest.fixture(autouse=True)
 def no_kick(monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
 
 
 def prepare(producer, business_key):
     url = f"http://127.0.0.1:{producer.server_port}/check-back"
-    return services.prepare("test.check_back", {"k": business_key}, business_key=business_key, check_back=url)
+    return outbox.prepare("test.check_back", {"k": business_key}, business_key=business_key, check_back=url)
 
 
 def statuses(message_id):
@@ -79,7 +79,7 @@ def test_check_back_url_verdicts(producer, settings, verdict, expected):
     producer.verdicts["order-9"] = verdict
     message_id = prepare(producer, "order-9")
 
-    services.check_back_due("default", now=later(settings))
+    recovery.check_back_due("default", now=later(settings))
 
     assert statuses(message_id) == expected
     assert producer.asked == [{"message_id": str(message_id), "business_key": "order-9"}]
@@ -90,8 +90,8 @@ def test_undecided_check_back_records_why_and_waits_an_interval(producer, settin
     message_id = prepare(producer, "k")
     now = later(settings)
 
-    services.check_back_due("default", now=now)
-    services.check_back_due("default", now=now)  # not due again yet: not asked twice
+    recovery.check_back_due("default", now=now)
+    recovery.check_back_due("default", now=now)  # not due again yet: not asked twice
 
     row = Message.objects.get(message_id=message_id)
     assert len(producer.asked) == 1
@@ -102,7 +102,7 @@ def test_undecided_check_back_records_why_and_waits_an_interval(producer, settin
 def test_a_fresh_prepared_message_is_not_checked_yet(producer):
     prepare(producer, "fresh")
 
-    assert services.check_back_due("default") == 0
+    assert recovery.check_back_due("default") == 0
     assert producer.asked == []
 
 

@@ -7,10 +7,10 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from paysys.core.models import Payer
-from paysys.messaging import registry, services
+from paysys.messaging import actions, consumption, kicks, outbox, recovery, registry, relay
 from paysys.messaging.models import InboxEntry, Message
 from tests.concurrency import run_at_once
-from tests.messaging.helpers import ShipRecorder, deliver_all, deliveries_for
+from tests.messaging.helpers import ShipRecorder, deliver_all, deliveries_for, force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -46,13 +46,13 @@ def _reset():
 @pytest.fixture
 def ship(monkeypatch):
     recorder = ShipRecorder()
-    monkeypatch.setattr(services, "_ship", recorder)
+    monkeypatch.setattr(relay, "_ship", recorder)
     return recorder
 
 
 def publish_ping(payload=None, alias="orders"):
     with transaction.atomic(using=alias):
-        return services.publish("test.ping", payload or {"n": 1}, using=alias)
+        return outbox.publish("test.ping", payload or {"n": 1}, using=alias)
 
 
 # --- publish ------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def test_publish_writes_one_row_per_consumer_due_now():
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_publish_outside_a_transaction_is_refused():
     with pytest.raises(RuntimeError, match="inside the producer's transaction"):
-        services.publish("test.ping", {}, using="orders")
+        outbox.publish("test.ping", {}, using="orders")
 
     assert Message.objects.using("orders").count() == 0
 
@@ -81,21 +81,21 @@ def test_publish_outside_a_transaction_is_refused():
 def test_rolled_back_transaction_publishes_nothing():
     with pytest.raises(ZeroDivisionError):
         with transaction.atomic(using="orders"):
-            services.publish("test.ping", {"n": 1}, using="orders")
+            outbox.publish("test.ping", {"n": 1}, using="orders")
             1 / 0
 
     assert Message.objects.using("orders").count() == 0
 
 
 def test_unknown_topic_is_refused():
-    with pytest.raises(services.UnknownTopic):
+    with pytest.raises(outbox.UnknownTopic):
         with transaction.atomic(using="orders"):
-            services.publish("nobody.listens", {}, using="orders")
+            outbox.publish("nobody.listens", {}, using="orders")
 
 
 def test_delivery_is_kicked_only_after_commit(django_capture_on_commit_callbacks, monkeypatch):
     kicked = []
-    monkeypatch.setattr(services, "kick_relay", kicked.append)
+    monkeypatch.setattr(kicks, "kick_relay", kicked.append)
 
     with django_capture_on_commit_callbacks(using="orders", execute=False) as callbacks:
         publish_ping()
@@ -103,7 +103,7 @@ def test_delivery_is_kicked_only_after_commit(django_capture_on_commit_callbacks
 
     for callback in callbacks:
         callback()
-    assert services.flush_relay_requests()  # kicks leave from a background thread
+    assert kicks.flush_relay_requests()  # kicks leave from a background thread
     assert kicked == ["orders"]
 
 
@@ -114,14 +114,14 @@ def test_kicks_of_many_commits_coalesce_and_never_block_the_commit(monkeypatch):
         release.wait(5)
         kicked.append(alias)
 
-    monkeypatch.setattr(services, "kick_relay", slow_kick)
+    monkeypatch.setattr(kicks, "kick_relay", slow_kick)
     started = time.monotonic()
     for _ in range(20):
-        services.request_relay("orders")
+        kicks.request_relay("orders")
     assert time.monotonic() - started < 0.5  # the producers did not wait
 
     release.set()
-    assert services.flush_relay_requests()
+    assert kicks.flush_relay_requests()
     assert 1 <= kicked.count("orders") <= 2
 
 
@@ -142,11 +142,11 @@ def test_consume_runs_each_consumer_once_and_acknowledges():
 def test_duplicate_delivery_is_a_no_op_and_still_acknowledged():
     publish_ping()
     deliveries = deliveries_for("orders")
-    services.consume_batch("orders", deliveries)
-    Message.objects.using("orders").update(status="SENDING")  # as if the first ack was lost
+    consumption.consume_batch("orders", deliveries)
+    force_status(Message.objects.using("orders"), "SENDING")  # as if the first ack was lost
     handled.clear()
 
-    result = services.consume_batch("orders", deliveries)
+    result = consumption.consume_batch("orders", deliveries)
 
     assert handled == []
     assert len(result["acked"]) == 2
@@ -173,7 +173,7 @@ def test_unknown_consumer_is_recorded_not_raised():
     deliveries = deliveries_for("orders")
     deliveries[0]["consumer"] = "gone.consumer"
 
-    result = services.consume_batch("orders", deliveries)
+    result = consumption.consume_batch("orders", deliveries)
 
     assert result["failed"] == [deliveries[0]["id"]]
     assert "gone.consumer" in Message.objects.using("orders").get(id=deliveries[0]["id"]).last_error
@@ -187,13 +187,13 @@ def test_relay_ships_due_rows_and_schedules_the_resend(ship, settings):
     publish_ping()
     now = timezone.now()
 
-    sent = services.relay_due("orders", now=now)
+    sent = relay.relay_due("orders", now=now)
 
     assert sent == 2 and len(ship.ids) == 2
     for row in Message.objects.using("orders"):
         assert row.send_count == 1
         assert row.next_send_at == now + timedelta(seconds=60)
-    assert services.relay_due("orders", now=now) == 0  # not due again yet
+    assert relay.relay_due("orders", now=now) == 0  # not due again yet
 
 
 def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
@@ -204,28 +204,28 @@ def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
     waits = []
 
     for _ in range(5):
-        assert services.relay_due("orders", now=now) == 2
+        assert relay.relay_due("orders", now=now) == 2
         row = Message.objects.using("orders").get(id=row_id)
         waits.append(round((row.next_send_at - now).total_seconds()))
         now = row.next_send_at
 
     assert waits == [60, 120, 300, 900, 900]
-    assert services.relay_due("orders", now=now) == 0
+    assert relay.relay_due("orders", now=now) == 0
     assert set(Message.objects.using("orders").values_list("status", flat=True)) == {"DEAD"}
 
 
 def test_resend_clears_dead_and_starts_the_count_over(ship, monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
     publish_ping()
-    Message.objects.using("orders").update(status="DEAD", send_count=5, next_send_at=None)
+    force_status(Message.objects.using("orders"), "DEAD", send_count=5, next_send_at=None)
 
-    resent = services.resend_dead_messages("orders", queue="notifications")
+    resent = actions.resend_dead_messages("orders", queue="notifications")
 
     assert resent == 1
     row = Message.objects.using("orders").get(queue="notifications")
     assert (row.status, row.send_count) == ("SENDING", 0)
     assert Message.objects.using("orders").get(queue="accounting").status == "DEAD"
-    services.relay_due("orders")
+    relay.relay_due("orders")
     deliver_all("orders", queue="notifications")
     assert Message.objects.using("orders").get(queue="notifications").status == "CONSUMED"
 
@@ -233,9 +233,9 @@ def test_resend_clears_dead_and_starts_the_count_over(ship, monkeypatch):
 def test_a_late_consumption_of_a_dead_message_counts(ship):
     publish_ping()
     deliveries = deliveries_for("orders")
-    Message.objects.using("orders").update(status="DEAD")
+    force_status(Message.objects.using("orders"), "DEAD")
 
-    services.consume_batch("orders", deliveries)
+    consumption.consume_batch("orders", deliveries)
 
     assert set(Message.objects.using("orders").values_list("status", flat=True)) == {"CONSUMED"}
 
@@ -244,7 +244,7 @@ def test_a_late_consumption_of_a_dead_message_counts(ship):
 def test_concurrent_relay_passes_send_each_row_once(ship):
     for n in range(40):
         publish_ping({"n": n})
-    run_at_once(*[lambda: services.relay_due("orders")] * 4)
+    run_at_once(*[lambda: relay.relay_due("orders")] * 4)
 
     assert len(ship.ids) == 80
     assert len(set(ship.ids)) == 80
@@ -255,23 +255,23 @@ def test_concurrent_relay_passes_send_each_row_once(ship):
 
 
 def test_prepared_message_is_not_sent_until_confirmed(ship, monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
-    message_id = services.prepare("test.ping", {"n": 1}, business_key="k", check_back="test.payer_exists")
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    message_id = outbox.prepare("test.ping", {"n": 1}, business_key="k", check_back="test.payer_exists")
 
-    assert services.relay_due("default") == 0
-    assert services.confirm(message_id) == 2
-    assert services.confirm(message_id) == 0
-    assert services.relay_due("default") == 2
+    assert relay.relay_due("default") == 0
+    assert outbox.confirm(message_id) == 2
+    assert outbox.confirm(message_id) == 0
+    assert relay.relay_due("default") == 2
 
 
 def test_discard_drops_only_prepared(monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
-    kept = services.prepare("test.ping", {}, business_key="a", check_back="test.payer_exists")
-    dropped = services.prepare("test.ping", {}, business_key="b", check_back="test.payer_exists")
-    services.confirm(kept)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    kept = outbox.prepare("test.ping", {}, business_key="a", check_back="test.payer_exists")
+    dropped = outbox.prepare("test.ping", {}, business_key="b", check_back="test.payer_exists")
+    outbox.confirm(kept)
 
-    assert services.discard(dropped) == 2
-    assert services.discard(kept) == 0
+    assert outbox.discard(dropped) == 2
+    assert outbox.discard(kept) == 0
     assert Message.objects.using("default").filter(message_id=kept).count() == 2
 
 
@@ -280,27 +280,27 @@ def test_discard_drops_only_prepared(monkeypatch):
     [("alice", True, "SENDING"), ("bob", False, None), ("undecided", False, "PREPARED")],
 )
 def test_check_back_resolves_stale_prepared(business_key, committed, expected, monkeypatch, settings):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
     if committed:
         Payer.objects.create(name=business_key)
-    message_id = services.prepare("test.ping", {}, business_key=business_key, check_back="test.payer_exists")
+    message_id = outbox.prepare("test.ping", {}, business_key=business_key, check_back="test.payer_exists")
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
-    assert services.check_back_due("default", now=later) == 1
+    assert recovery.check_back_due("default", now=later) == 1
 
     statuses = set(Message.objects.using("default").filter(message_id=message_id).values_list("status", flat=True))
     assert statuses == ({expected} if expected else set())
 
 
 def test_check_back_gives_up_to_dead_after_the_limit(monkeypatch, settings):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
     settings.MESSAGE_CHECK_BACK_MAX = 3
-    message_id = services.prepare("test.ping", {}, business_key="undecided", check_back="test.payer_exists")
+    message_id = outbox.prepare("test.ping", {}, business_key="undecided", check_back="test.payer_exists")
     now = timezone.now()
 
     for _ in range(3):
         now += timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + settings.MESSAGE_CHECK_BACK_INTERVAL)
-        services.check_back_due("default", now=now)
+        recovery.check_back_due("default", now=now)
 
     rows = Message.objects.using("default").filter(message_id=message_id)
     assert set(rows.values_list("status", flat=True)) == {"DEAD"}
@@ -308,31 +308,31 @@ def test_check_back_gives_up_to_dead_after_the_limit(monkeypatch, settings):
 
 
 def test_prepare_is_idempotent_on_topic_and_business_key(monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
 
-    first = services.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
-    replay = services.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
+    first = outbox.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
+    replay = outbox.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
 
     assert replay == first
     assert Message.objects.using("default").filter(business_key="tx-1").count() == 2  # one per consumer
-    with pytest.raises(services.DuplicateBusinessKey):
-        services.prepare("test.ping", {"n": 2}, business_key="tx-1", check_back="test.payer_exists")
+    with pytest.raises(outbox.DuplicateBusinessKey):
+        outbox.prepare("test.ping", {"n": 2}, business_key="tx-1", check_back="test.payer_exists")
 
 
 def test_a_human_settles_a_message_dead_after_undecided_check_backs(monkeypatch):
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
-    committed = services.prepare("test.ping", {}, business_key="c", check_back="test.payer_exists")
-    rolled_back = services.prepare("test.ping", {}, business_key="r", check_back="test.payer_exists")
-    Message.objects.using("default").update(status="DEAD", next_send_at=None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    committed = outbox.prepare("test.ping", {}, business_key="c", check_back="test.payer_exists")
+    rolled_back = outbox.prepare("test.ping", {}, business_key="r", check_back="test.payer_exists")
+    force_status(Message.objects.using("default"), "DEAD", next_send_at=None)
 
-    assert services.resend_dead_messages("default", queue="notifications") == 0  # never confirmed: not resent
-    assert services.confirm(committed) == 2
-    assert services.discard(rolled_back) == 2
+    assert actions.resend_dead_messages("default", queue="notifications") == 0  # never confirmed: not resent
+    assert outbox.confirm(committed) == 2
+    assert outbox.discard(rolled_back) == 2
 
     rows = Message.objects.using("default")
     assert set(rows.values_list("status", flat=True)) == {"SENDING"}
     assert all(r.confirmed_at and r.send_count == 0 for r in rows)
-    assert services.discard(committed) == 0  # confirmed messages are never dropped
+    assert outbox.discard(committed) == 0  # confirmed messages are never dropped
 
 
 def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
@@ -351,7 +351,7 @@ def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
 def test_two_workers_consuming_the_same_delivery_at_once_apply_it_once():
     publish_ping({"n": 42})
     deliveries = [d for d in deliveries_for("orders") if d["consumer"] == "notifications.test_ping"]
-    results = run_at_once(*[lambda: services.consume_batch("orders", deliveries)] * 2)
+    results = run_at_once(*[lambda: consumption.consume_batch("orders", deliveries)] * 2)
 
     assert handled == [{"n": 42}]
     assert InboxEntry.objects.using("notifications").filter(consumer="side-effect").count() == 1
@@ -372,7 +372,7 @@ def on_batch(message):
 
 def publish_batch(*payloads):
     with transaction.atomic(using="orders"):
-        return [services.publish("test.batch", p, using="orders") for p in payloads]
+        return [outbox.publish("test.batch", p, using="orders") for p in payloads]
 
 
 @pytest.mark.parametrize("poison", ["explode", "lose_transaction"])
