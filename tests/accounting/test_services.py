@@ -12,6 +12,7 @@ from accounting.services import (
     voucher_book_order_paid,
 )
 from paysys.core.money import fee_for
+from paysys.contracts import OrderPaid
 from tests.accounting.factories import order_paid_payload
 from tests.concurrency import run_at_once
 
@@ -40,7 +41,7 @@ def test_order_paid_debits_bank_clearing_and_credits_merchant_and_fee():
     voucher, created = voucher_book_order_paid(payload, message_id=message_id)
 
     assert created is True
-    assert voucher.source == f"order.paid:{payload['out_trade_no']}"
+    assert voucher.source == f"{OrderPaid.TOPIC}:{payload['out_trade_no']}"
     assert voucher.currency == "CNY"
     assert voucher.message_id == message_id
     assert payload["out_trade_no"] in voucher.description

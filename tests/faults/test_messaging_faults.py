@@ -20,6 +20,7 @@ from django.test import Client
 
 from orders.models import Order, PaymentRecord
 from orders.services import order_create
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
 from paysys.messaging import outbox, recovery
 from paysys.messaging.models import InboxEntry, Message
@@ -58,7 +59,7 @@ def order_status(order: Order) -> str:
 
 
 def notify_message_consumed() -> bool:
-    return Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    return Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def recovered_and_consumed() -> bool:
@@ -72,9 +73,9 @@ def assert_paid_exactly_once(order: Order) -> None:
     assert order_status(order) == "SUCCESS"
     assert PaymentRecord.objects.filter(out_trade_no=order.out_trade_no).count() == 1
     assert InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
-    paid = Message.objects.using("orders").filter(topic="order.paid")
+    paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.values("message_id").distinct().count() == 1
-    notified = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    notified = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
     assert notified.status == "CONSUMED"
 
 
@@ -104,7 +105,7 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
     bank_notify(order)
     # the gateway's relay has shipped the message to the orders queue; nobody consumes it yet
     wait_for(
-        lambda: Message.objects.using("default").filter(topic="bank.payment_succeeded", send_count=1).exists(),
+        lambda: Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, send_count=1).exists(),
         what="the relay to ship the message",
     )
 
@@ -122,7 +123,7 @@ def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order,
     db_proxy.close()  # orders' database: connection refused
 
     bank_notify(order)
-    message = Message.objects.using("default").filter(topic="bank.payment_succeeded")
+    message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
     wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
     assert message.get().status == "SENDING"
     assert "OperationalError" in message.get().last_error
@@ -143,11 +144,12 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
         from django.db import transaction
         from django.utils import timezone
         from paysys.gateway.models import BankNotify
+        from paysys.contracts import BankPaymentSucceeded
         from paysys.messaging import outbox
+        event = BankPaymentSucceeded(bank_trade_no="BK-2PC", out_trade_no="PSX", amount=5, currency="CNY",
+                                     paid_at="2026-11-27T10:00:00+00:00")
         outbox.prepare(
-            "bank.payment_succeeded",
-            {{"bank_trade_no": "BK-2PC", "out_trade_no": "PSX", "amount": 5, "currency": "CNY",
-              "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify"}},
+            event.TOPIC, event.to_payload(),
             business_key="BK-2PC", check_back="gateway.bank_notify_stored",
         )
         with transaction.atomic():
@@ -184,7 +186,7 @@ def pay(order: Order, bank_trade_no: str) -> None:
 
 
 def accounting_messages():
-    return Message.objects.using("orders").filter(topic="order.paid", queue="accounting")
+    return Message.objects.using("orders").filter(topic=OrderPaid.TOPIC, queue="accounting")
 
 
 def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers, fast_schedule):
@@ -213,7 +215,7 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
     wait_for(lambda: not accounting_messages().exclude(status="CONSUMED").exists(), what="the backlog to drain")
 
     assert Voucher.objects.count() == 5
-    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"order.paid:{o.out_trade_no}" for o in orders)
+    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"{OrderPaid.TOPIC}:{o.out_trade_no}" for o in orders)
     assert InboxEntry.objects.using("accounting").count() == 5
 
 
@@ -249,7 +251,7 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
     assert response.status_code in (200, 302)
     wait_for(lambda: accounting_messages().get().status == "CONSUMED", what="the resent message to be consumed")
 
-    assert Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").count() == 1
+    assert Voucher.objects.filter(source=f"{OrderPaid.TOPIC}:{order.out_trade_no}").count() == 1
     assert InboxEntry.objects.using("accounting").count() == 1
 
 
@@ -265,7 +267,7 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     try:
         bank_notify(order)  # must still answer 200: the notify and its message are in the database
 
-        message = Message.objects.using("default").filter(topic="bank.payment_succeeded")
+        message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
         assert message.get().status == "SENDING"
         # an outage longer than the whole resend schedule: refused publishes are not sends
         settings.MESSAGE_BROKER_RETRY_SECONDS = 0

@@ -5,6 +5,7 @@ import json
 import pytest
 from django.test import Client
 
+from paysys.contracts import BankPaymentSucceeded
 from paysys import bank
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
@@ -43,7 +44,7 @@ def encode(body) -> bytes:
 
 def stored() -> tuple[int, int]:
     """(notifies stored, bank.payment_succeeded messages published)."""
-    return BankNotify.objects.count(), Message.objects.using("default").filter(topic="bank.payment_succeeded").count()
+    return BankNotify.objects.count(), Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC).count()
 
 
 def test_valid_signed_notify_is_stored_published_and_acknowledged():

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from paysys.contracts import BankPaymentSucceeded
 from paysys.messaging import kicks, registry
 from paysys.messaging.api import MAX_PAYLOAD_DEPTH
 from tests.messaging.helpers import force_status
@@ -328,7 +329,7 @@ def test_a_topic_not_open_to_http_producers_is_refused_and_nothing_is_stored(cli
     # bank.payment_succeeded has consumers, but only the gateway may announce a bank payment
     response = client.post(
         "/api/v1/messages",
-        {"topic": "bank.payment_succeeded", "payload": {"out_trade_no": "PSX"}, "business_key": "k",
+        {"topic": BankPaymentSucceeded.TOPIC, "payload": {"out_trade_no": "PSX"}, "business_key": "k",
          "check_back_url": "http://127.0.0.1:9/cb"},
         format="json",
     )

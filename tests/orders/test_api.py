@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
+from paysys.contracts import OrderPaid
 from paysys import bank as bank_protocol
 from paysys.messaging.models import Message
 from tests.concurrency import run_at_once
@@ -304,7 +305,7 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}
     record = PaymentRecord.objects.get()
     assert (record.bank_trade_no, record.outcome, record.source) == (bank_trade_no, "APPLIED", "poll")
-    assert Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert orders_close_expired() == 0
 
 

@@ -8,6 +8,7 @@ from django.test import Client
 
 from orders.models import Order, PaymentRecord
 from orders.services import bank_payment_apply, order_create
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
 from paysys.core.money import fee_for
 from paysys.gateway.models import BankNotify
@@ -46,14 +47,14 @@ def notify(order, *, bank_trade_no="B1", amount=None, currency=None, out_trade_n
 
 def process():
     """What the workers do: orders consumes the gateway's messages."""
-    deliver_all("default", topic="bank.payment_succeeded")
+    deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
 
 def test_notify_is_stored_and_published_in_one_transaction(order):
     notify(order)
 
     stored = BankNotify.objects.get()
-    message = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
     assert message.payload["bank_trade_no"] == stored.bank_trade_no == "B1"
     assert message.queue == "orders" and message.status == "SENDING"
     assert Order.objects.get(pk=order.pk).status == "CREATED"  # the gateway moves nothing else
@@ -68,13 +69,13 @@ def test_consumed_notify_completes_the_order_and_publishes_order_paid(order, mer
     assert order.bank_trade_no == "B1" and order.paid_at is not None
     record = PaymentRecord.objects.get()
     assert (record.outcome, record.order_id, record.source) == ("APPLIED", order.pk, "notify")
-    paid = Message.objects.using("orders").filter(topic="order.paid")
+    paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.count() == paid.values("message_id").distinct().count() * len({m.consumer for m in paid}) >= 1
     payload = paid.first().payload
     assert payload["amount"] == 1234
     assert payload["fee"] == fee_for(1234, merchant.fee_rate_bp) == 7
     assert payload["merchant_order_no"] == "PAY-1"
-    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def test_duplicate_notifies_and_redeliveries_complete_once(order):
@@ -86,7 +87,7 @@ def test_duplicate_notifies_and_redeliveries_complete_once(order):
 
     assert BankNotify.objects.get().duplicates == 1
     assert PaymentRecord.objects.count() == 1
-    assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).values("message_id").distinct().count() == 1
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
 
 
@@ -106,7 +107,7 @@ def test_mismatched_payment_is_flagged_never_completed(order, change, reason):
     assert record.outcome == "FLAGGED"
     assert reason in record.reason
     assert Order.objects.get(pk=order.pk).status == "CREATED"
-    assert not Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert not Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     # consumed: a human acts on the flag; redelivering would not change the verdict
     assert Message.objects.using("default").get().status == "CONSUMED"
 
@@ -148,5 +149,5 @@ def test_a_notify_and_a_poll_racing_apply_one_payment_once(order):
     assert (record.bank_trade_no, record.outcome) == ("B-RACE", "APPLIED")
     assert [(r.pk, r.outcome) for r in records] == [(record.pk, "APPLIED")] * 2  # the loser returns the winner's
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
-    paid = Message.objects.using("orders").filter(topic="order.paid")
+    paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.values("message_id").distinct().count() == 1
