@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from paysys.messaging import kicks
 from paysys.messaging.models import Message
+from paysys.messaging.selectors import dead_messages
 
 Status = Message.Status
 
@@ -19,7 +20,7 @@ def resend(alias: str, ids: Iterable[int]) -> int:
 
 def resend_dead_messages(alias: str, *, queue: str) -> int:
     """Resend every DEAD message of ``queue`` in ``alias``'s outbox."""
-    return _resend(alias, Message.objects.using(alias).filter(status=Status.DEAD, queue=queue))
+    return _resend(alias, dead_messages(alias, queue=queue))
 
 
 def _resend(alias: str, messages) -> int:

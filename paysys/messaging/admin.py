@@ -9,6 +9,7 @@ admin's preserved filters (``_changelist_filters``).
 Human actions, each calling the service layer (DESIGN.md: "one click fixes it"):
   * "Resend selected" (changelist action) and "Resend" (detail page)  -> actions.resend
   * "Resend all dead of a queue" (custom view)                         -> actions.resend_dead_messages
+    (its twin for scripts: ``manage.py resend_dead_messages --service S --queue Q``)
 Resending needs the ``messaging.change_message`` permission; nothing can be added, edited or
 deleted here.
 """
@@ -38,6 +39,7 @@ from paysys.core.admin_base import ReadOnlyAdmin
 from paysys.messaging import actions, outbox
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.messaging.models import Message
+from paysys.messaging.selectors import dead_messages
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +339,7 @@ class MessageAdmin(ReadOnlyAdmin):
         queue = form.data.get("queue") or form.initial.get("queue")
         if alias not in settings.DATABASES or queue not in settings.SERVICE_QUEUES:
             return None
-        dead = Message.objects.using(alias).filter(status=Status.DEAD, queue=queue)
+        dead = dead_messages(alias, queue=queue)
         try:
             return {
                 "service": service_label(alias), "queue": queue, "dead": dead.count(),

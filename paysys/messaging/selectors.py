@@ -21,3 +21,9 @@ def overall_status(rows: list[Message]) -> str:
         if state in statuses:
             return state
     return Status.CONSUMED
+
+
+def dead_messages(alias: str, *, queue: str):
+    """The DEAD rows of ``queue`` in ``alias``'s outbox: what "resend all dead of a queue" takes
+    (less the never-confirmed ones, which a human confirms or discards instead)."""
+    return Message.objects.using(alias).filter(status=Status.DEAD, queue=queue)
