@@ -1,3 +1,4 @@
+import re
 import uuid
 
 import pytest
@@ -116,38 +117,66 @@ def test_unbalanced_voucher_on_unknown_accounts_is_refused_as_unbalanced():
     assert nothing_booked()
 
 
-def test_empty_voucher_is_refused():
-    with pytest.raises(UnbalancedVoucher):
+def test_empty_voucher_is_refused_before_the_database_is_touched(django_assert_num_queries):
+    with django_assert_num_queries(0, using="accounting"), pytest.raises(UnbalancedVoucher, match="debits 0, credits 0"):
         voucher_book(source="test:empty", currency="CNY", lines=[])
 
     assert nothing_booked()
 
 
+def test_the_smallest_voucher_books():
+    """One fen each side: the lower bounds (> 0) are not off by one."""
+    voucher, created = voucher_book(source="test:one-fen", currency="CNY", lines=[("1002", 1, 0), ("2202", 0, 1)])
+
+    assert created is True
+    assert lines_of(voucher) == [("1002", 1, 0), ("2202", 0, 1)]
+    assert voucher.description == ""
+
+
 @pytest.mark.parametrize(
     "line",
-    [("2202", 0, 0), ("2202", 5, 5), ("2202", -5, 0), ("2202", 0, -5), ("2202", True, 0), ("2202", 5), None],
-    ids=["zero", "both-sides", "negative-debit", "negative-credit", "bool", "short", "none"],
+    [
+        ("2202", 0, 0), ("2202", 5, 5), ("2202", -5, 0), ("2202", 0, -5), ("2202", -5, 10), ("2202", 10, -5),
+        ("2202", True, 0), ("2202", 5), None,
+    ],
+    ids=["zero", "both-sides", "negative-debit", "negative-credit", "negative-debit-positive-credit",
+         "positive-debit-negative-credit", "bool", "short", "none"],
 )
 def test_line_that_is_not_one_positive_side_is_refused(line):
-    with pytest.raises(InvalidVoucher):
+    with pytest.raises(InvalidVoucher, match=r"^a line (is|debits or credits a positive amount, not both).*"
+                       + re.escape(repr(line)) + "$"):
         voucher_book(source="test:bad-line", currency="CNY", lines=[("1002", 5, 0), line])
 
     assert nothing_booked()
 
 
 def test_unknown_account_is_refused_and_nothing_is_written():
-    with pytest.raises(UnknownAccount, match="9999"):
-        voucher_book(source="test:unknown", currency="CNY", lines=[("1002", 5, 0), ("9999", 0, 5)])
+    with pytest.raises(UnknownAccount, match=r"^voucher 'test:unknown' uses unknown account\(s\): 9998, 9999$"):
+        voucher_book(source="test:unknown", currency="CNY", lines=[("1002", 5, 0), ("9999", 0, 3), ("9998", 0, 2)])
 
     assert nothing_booked()
 
 
-@pytest.mark.parametrize("source,currency", [("", "CNY"), ("x" * 129, "CNY"), ("test:cur", "cny"), ("test:cur", "")])
-def test_bad_source_or_currency_is_refused(source, currency):
-    with pytest.raises(InvalidVoucher):
+@pytest.mark.parametrize(
+    "source,currency,error",
+    [
+        ("", "CNY", "source must be 1..128 characters, got ''"),
+        ("x" * 129, "CNY", "source must be 1..128 characters, got 'xxx"),
+        ("test:cur", "cny", "currency must be a 3-letter upper-case code, got 'cny'"),
+        ("test:cur", "", "currency must be a 3-letter upper-case code, got ''"),
+    ],
+)
+def test_bad_source_or_currency_is_refused(source, currency, error):
+    with pytest.raises(InvalidVoucher, match="^" + re.escape(error)):
         voucher_book(source=source, currency=currency, lines=[("1002", 5, 0), ("2202", 0, 5)])
 
     assert nothing_booked()
+
+
+def test_a_source_of_the_longest_length_books():
+    voucher, _ = voucher_book(source="x" * 128, currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+
+    assert voucher.source == "x" * 128
 
 
 def test_voucher_check_runs_inside_the_transaction_before_commit(monkeypatch):
@@ -191,7 +220,29 @@ def test_duplicate_with_different_lines_keeps_the_first_and_logs(caplog):
 
     assert created is False
     assert lines_of(voucher) == [("1002", 5, 0), ("2202", 0, 5)]
-    assert "already booked" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "accounting.services"] == [
+        "voucher test:conflict already booked with CNY [('1002', 5, 0), ('2202', 0, 5)]; "
+        "a replay asked for CNY [('1002', 6, 0), ('2202', 0, 6)] (kept the first)"
+    ]
+
+
+def test_duplicate_in_another_currency_logs_it(caplog):
+    lines = [("1002", 5, 0), ("2202", 0, 5)]
+    voucher_book(source="test:currency", currency="CNY", lines=lines)
+
+    voucher_book(source="test:currency", currency="USD", lines=lines)
+
+    assert "already booked with CNY" in caplog.text and "a replay asked for USD" in caplog.text
+
+
+def test_identical_replay_logs_nothing(caplog):
+    lines = [("2202", 0, 5), ("1002", 5, 0)]  # in any order
+    voucher_book(source="test:same", currency="CNY", lines=lines)
+
+    voucher, created = voucher_book(source="test:same", currency="CNY", lines=list(reversed(lines)))
+
+    assert created is False and voucher.source == "test:same"
+    assert not [r for r in caplog.records if r.name == "accounting.services"]
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
