@@ -109,9 +109,3 @@ def test_beat_schedules_are_synced_from_code(settings):
     assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(settings.CELERY_BEAT_SCHEDULE)
     assert not PeriodicTask.objects.filter(name="orders.extra").exists()
 
-
-def test_healthz(client):
-    response = client.get("/healthz")
-
-    assert response.status_code == 200
-    assert set(response.json()["databases"]) == set(settings.DATABASES)
