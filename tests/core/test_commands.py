@@ -109,3 +109,14 @@ def test_beat_schedules_are_synced_from_code(settings):
     assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(settings.CELERY_BEAT_SCHEDULE)
     assert not PeriodicTask.objects.filter(name="orders.extra").exists()
 
+
+def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
+    from django_celery_beat.models import PeriodicTask
+
+    from paysys.core.schedules import sync_beat_schedules
+
+    sync_beat_schedules()
+
+    poll = PeriodicTask.objects.get(name="orders.poll_bank")
+    assert poll.expire_seconds == 1
+    assert PeriodicTask.objects.get(name="messaging.recover_messages").expire_seconds == 5

@@ -1,4 +1,5 @@
-"""Check-back over HTTP: a two-phase producer that only answers at its check-back URL."""
+"""Recovery's check-back: stale PREPARED messages resolved by asking their producer, through a
+registered resolver or over HTTP at its check-back URL."""
 
 import json
 import threading
@@ -10,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from paysys.core.models import Payer
 from paysys.messaging import kicks, outbox, recovery, registry
 from paysys.messaging.models import Message
 
@@ -116,3 +118,38 @@ def test_recover_messages_command_runs_one_pass(producer, settings):
 
     assert statuses(message_id) == {"SENDING"}
     assert "checked back 1 prepared message(s)" in out.getvalue()
+
+
+# --- check-back through a registered resolver -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "business_key,committed,expected",
+    [("alice", True, "SENDING"), ("bob", False, None), ("undecided", False, "PREPARED")],
+)
+def test_check_back_resolves_stale_prepared(business_key, committed, expected, monkeypatch, settings):
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    if committed:
+        Payer.objects.create(name=business_key)
+    message_id = outbox.prepare("test.ping", {}, business_key=business_key, check_back="test.payer_exists")
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    assert recovery.check_back_due("default", now=later) == 1
+
+    statuses = set(Message.objects.using("default").filter(message_id=message_id).values_list("status", flat=True))
+    assert statuses == ({expected} if expected else set())
+
+
+def test_check_back_gives_up_to_dead_after_the_limit(monkeypatch, settings):
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    settings.MESSAGE_CHECK_BACK_MAX = 3
+    message_id = outbox.prepare("test.ping", {}, business_key="undecided", check_back="test.payer_exists")
+    now = timezone.now()
+
+    for _ in range(3):
+        now += timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + settings.MESSAGE_CHECK_BACK_INTERVAL)
+        recovery.check_back_due("default", now=now)
+
+    rows = Message.objects.using("default").filter(message_id=message_id)
+    assert set(rows.values_list("status", flat=True)) == {"DEAD"}
+    assert "undecided after 3 asks" in rows.first().last_error
