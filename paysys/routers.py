@@ -17,7 +17,8 @@ APP_ALIASES = {
 # the accounts app holds two services: fund-side models start with "fund", points-side with "points"
 ACCOUNTS_PREFIXES = (("fund", "funds"), ("points", "points"))
 
-# infrastructure apps with one schema and a table in every alias (outbox/inbox, TCC barrier);
+# infrastructure apps with one schema and a table in every alias: messaging (outbox, inbox) and
+# tcc (its barrier; planned: listed now so the barrier migrates everywhere once the app exists);
 # their rows are always read and written with an explicit .using(alias)
 SHARED_APPS = {"messaging", "tcc"}
 
