@@ -1,6 +1,6 @@
 import pytest
 
-from paysys.messaging import relay
+from paysys.messaging import kicks, relay
 from tests.messaging.helpers import ShipRecorder, handled
 
 
@@ -15,3 +15,11 @@ def ship(monkeypatch):
     recorder = ShipRecorder()
     monkeypatch.setattr(relay, "_ship", recorder)
     return recorder
+
+
+@pytest.fixture
+def kicked(monkeypatch):
+    """Relay kicks, recorded (the aliases asked for) instead of sent."""
+    aliases: list[str] = []
+    monkeypatch.setattr(kicks, "kick_relay", aliases.append)
+    return aliases

@@ -12,7 +12,7 @@ from paysys.messaging import kicks, outbox, registry
 from tests.messaging.helpers import force_status
 from paysys.messaging.models import Message
 
-pytestmark = pytest.mark.django_db(databases="__all__")
+pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.usefixtures("kicked")]
 
 Status = Message.Status
 CHANGELIST = "/admin/messaging/message/"
@@ -22,12 +22,6 @@ CHANGELIST = "/admin/messaging/message/"
 def on_test_topic(message):
     pass
 
-
-@pytest.fixture(autouse=True)
-def kicked(monkeypatch):
-    aliases: list[str] = []
-    monkeypatch.setattr(kicks, "kick_relay", aliases.append)
-    return aliases
 
 
 @pytest.fixture

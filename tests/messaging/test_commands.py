@@ -6,19 +6,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from paysys.messaging import kicks
 from paysys.messaging.models import Message
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 Status = Message.Status
-
-
-@pytest.fixture
-def kicked(monkeypatch):
-    aliases: list[str] = []
-    monkeypatch.setattr(kicks, "kick_relay", aliases.append)
-    return aliases
 
 
 def row(alias: str, queue: str, status: str = Status.DEAD, *, confirmed: bool = True) -> Message:

@@ -49,12 +49,8 @@ def test_a_status_never_changes_outside_the_table():
     assert Message.objects.using("orders").get(pk=row.pk).status == Status.CONSUMED
 
 
-def test_a_late_resend_leaves_a_consumed_message_alone(monkeypatch):
+def test_a_late_resend_leaves_a_consumed_message_alone(kicked):
     """A human resends a row whose acknowledgement lands first: it stays consumed, unsent."""
-    from paysys.messaging import kicks
-
-    kicked = []
-    monkeypatch.setattr(kicks, "kick_relay", kicked.append)
     consumed, dead = row_in(Status.CONSUMED), row_in(Status.DEAD)
 
     assert actions.resend("orders", [consumed.pk, dead.pk]) == 1
