@@ -4,8 +4,9 @@ import uuid
 import pytest
 from django.db import transaction
 
-from accounting.models import Voucher, VoucherLine
+from accounting.models import Account, AccountCode, Voucher, VoucherLine
 from accounting.services import (
+    chart_of_accounts_seed,
     InvalidVoucher,
     UnbalancedVoucher,
     UnknownAccount,
@@ -255,3 +256,19 @@ def test_concurrent_bookings_of_one_source_make_one_voucher():
     assert len({voucher.pk for voucher, _ in results}) == 1
     assert Voucher.objects.using("accounting").count() == 1
     assert VoucherLine.objects.using("accounting").count() == 3
+
+
+def test_the_services_name_their_database_and_need_no_router(settings, caplog):
+    """Every read and write says ``using="accounting"``: the service does not lean on the router
+    (which would send an unrouted query to the default database, where no voucher table is)."""
+    settings.DATABASE_ROUTERS = []
+    Account.objects.using("accounting").filter(code=AccountCode.FEE_INCOME).delete()
+    payload = order_paid_payload()
+
+    assert chart_of_accounts_seed() == 1
+    voucher, created = voucher_book_order_paid(payload)
+    again, replayed = voucher_book_order_paid({**payload, "fee": 0})
+
+    assert (created, replayed, again.pk) == (True, False, voucher.pk)
+    assert lines_of(voucher) == [("1002", 1234, 0), ("2202", 0, 1227), ("6001", 0, 7)]
+    assert "already booked" in caplog.text
