@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import Truncator
 from rest_framework import serializers
@@ -30,11 +30,7 @@ logger = logging.getLogger(__name__)
 # what a notify says about its payment: a later notify with the same bank_trade_no must agree
 NOTIFY_CONTENT_FIELDS = ("out_trade_no", "amount", "currency", "status", "paid_at")
 FLAG_PREFIX = "a later notify with the same bank_trade_no differed: "
-
-
 Receipt = BankNotifyReceipt.State
-# a RECEIVED receipt older than this was left by a process that died while reading it
-STRANDED_AFTER = timedelta(minutes=1)
 
 
 class BankNotifyRejected(InvalidInput):
@@ -91,14 +87,6 @@ def bank_notify_reprocess(receipt_id: int) -> BankNotifyReceipt:
             except BankNotifyRejected:
                 pass  # recorded on the receipt
     return BankNotifyReceipt.objects.get(pk=receipt_id)
-
-
-def bank_notify_receipts_to_reprocess():
-    """Every REJECTED receipt, and RECEIVED ones a dead process left behind."""
-    stranded = timezone.now() - STRANDED_AFTER
-    return BankNotifyReceipt.objects.filter(
-        Q(state=Receipt.REJECTED) | Q(state=Receipt.RECEIVED, received_at__lt=stranded)
-    ).order_by("pk")
 
 
 def bank_notify_read(raw_body: bytes) -> tuple[dict, str]:

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from paysys.gateway.models import BankNotifyReceipt
-from paysys.gateway.services import bank_notify_receipts_to_reprocess, bank_notify_reprocess
+from paysys.gateway.selectors import bank_notify_receipts_to_reprocess
+from paysys.gateway.services import bank_notify_reprocess
 
 
 class Command(BaseCommand):
