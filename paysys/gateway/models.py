@@ -69,4 +69,5 @@ class BankNotifyReceipt(models.Model):
 
     @classmethod
     def sources_of(cls, new: str) -> list[str]:
+        """The states a receipt may move to ``new`` from."""
         return [old for old, targets in cls.TRANSITIONS.items() if new in targets]

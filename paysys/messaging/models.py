@@ -2,12 +2,6 @@ import uuid
 
 from django.db import models
 
-from paysys.core.errors import Conflict
-
-
-class IllegalTransition(Conflict):
-    code = "illegal_transition"
-
 
 class MessageQuerySet(models.QuerySet):
     """Every status change of a message goes through :meth:`transition`."""
@@ -16,12 +10,12 @@ class MessageQuerySet(models.QuerySet):
         """Move the rows that may legally move to ``new`` (``Message.TRANSITIONS``), in one UPDATE
         conditional on their current status; rows in any other state stay as they are (a late
         resend of a CONSUMED message, an acknowledgement racing a human). Returns rows moved."""
-        allowed = [old for old, targets in Message.TRANSITIONS.items() if new in targets]
-        return super(MessageQuerySet, self.filter(status__in=allowed)).update(status=new, **changes)
+        movable = self.filter(status__in=Message.sources_of(new))
+        return super(MessageQuerySet, movable).update(status=new, **changes)
 
     def update(self, **changes) -> int:
-        if "status" in changes:
-            raise IllegalTransition("a message's status changes only through transition()")
+        if "status" in changes:  # a programming error, not a state the data can be in
+            raise TypeError("a message's status changes only through transition()")
         return super().update(**changes)
 
 
@@ -81,6 +75,11 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} -> {self.consumer} [{self.status}]"
+
+    @classmethod
+    def sources_of(cls, new: str) -> list[str]:
+        """The states a message may move to ``new`` from."""
+        return [old for old, targets in cls.TRANSITIONS.items() if new in targets]
 
 
 class InboxEntry(models.Model):
