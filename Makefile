@@ -68,12 +68,15 @@ test: venv
 	$(VENV)/bin/pytest $(ARGS)
 
 # mutmut runs the embedded default (SQLite files under mutants/var/): one mutant at a time, since
-# the mutants share those files. MUTATE narrows the run, e.g. MUTATE='paysys.core.money*'.
+# the mutants share those files. Each run starts afresh (mutmut would keep a survivor's verdict
+# after the test that kills it was added). MUTATE narrows it, e.g. MUTATE='paysys.core.money*'.
 MUTATE ?=
 mutate: venv
+	rm -rf mutants
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(VENV)/bin/mutmut run --max-children 1 $(MUTATE)
+	@mkdir -p var
 	$(VENV)/bin/mutmut results --all true > var/mutmut-results.txt || true
-	@echo "results: mutmut results / mutmut show <name>; list in var/mutmut-results.txt"
+	@echo "survivors: $(VENV)/bin/mutmut results; one mutant: mutmut show <name>; all: var/mutmut-results.txt"
 
 worker: venv
 	@if [ -z "$(QUEUE)" ]; then echo "usage: make worker QUEUE=<$(shell echo $(QUEUES) | tr ' ' '|')>" >&2; exit 2; fi
