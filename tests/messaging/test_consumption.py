@@ -54,6 +54,33 @@ def test_failing_handler_rolls_back_its_writes_and_keeps_the_message_sending():
     assert Message.objects.using("orders").get(consumer="accounting.test_ping").status == "CONSUMED"
 
 
+@registry.consumer("test.unique", queue="notifications", name="notifications.test_unique")
+def on_unique(message):
+    """Writes a row unique on its payload's key: a second message with the same key breaks it."""
+    InboxEntry.objects.using("notifications").create(consumer="unique-effect", message_id=message.payload["key"], topic="x")
+
+
+def test_a_handlers_own_integrity_error_is_a_failure_not_a_duplicate():
+    """Only the consumer's inbox row for this very message makes an IntegrityError a duplicate:
+    not its inbox rows of other messages, nor another consumer's row for this one."""
+    key = "00000000-0000-0000-0000-000000000001"
+    with transaction.atomic(using="orders"):
+        first = outbox.publish("test.unique", {"key": key}, using="orders")
+        second = outbox.publish("test.unique", {"key": key}, using="orders")
+    InboxEntry.objects.using("notifications").create(consumer="someone.else", message_id=second, topic="test.unique")
+
+    result = deliver_all("orders")
+
+    statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))
+    assert statuses == {first: "CONSUMED", second: "SENDING"}
+    assert len(result["failed"]) == 1
+    assert "IntegrityError" in Message.objects.using("orders").get(message_id=second).last_error
+
+
+def test_a_long_error_is_kept_to_2000_characters():
+    assert consumption._describe(RuntimeError("x" * 5000)) == "RuntimeError: " + "x" * 1986
+
+
 def test_unknown_consumer_is_recorded_not_raised():
     publish_ping()
     deliveries = deliveries_for("orders")

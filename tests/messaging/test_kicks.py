@@ -33,11 +33,28 @@ def test_kicks_of_many_commits_coalesce_and_never_block_the_commit(monkeypatch):
         kicked.append(alias)
 
     monkeypatch.setattr(kicks, "kick_relay", slow_kick)
+    kicker = kicks._Kicker()  # a fresh one: this process's may have a thread from another test
     started = time.monotonic()
     for _ in range(20):
-        kicks.request_relay("orders")
+        kicker.request("orders")
+    kicker.request("accounting")
     assert time.monotonic() - started < 0.5  # the producers did not wait
+    assert kicker.flush(0.05) is False  # a kick is still hanging
 
     release.set()
-    assert kicks.flush_relay_requests()
+    assert kicker.flush(5) is True
     assert 1 <= kicked.count("orders") <= 2
+    assert kicked.count("accounting") == 1
+
+
+def test_flush_waits_at_most_its_timeout(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: release.wait(5))
+    kicks.request_relay("orders")
+
+    started = time.monotonic()
+    assert kicks.flush_relay_requests(0.1) is False
+    assert time.monotonic() - started < 2
+
+    release.set()
+    assert kicks.flush_relay_requests() is True

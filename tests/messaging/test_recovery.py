@@ -9,6 +9,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.utils import timezone
 
 from paysys.core.models import Payer
@@ -127,29 +128,91 @@ def test_recover_messages_command_runs_one_pass(producer, settings):
     "business_key,committed,expected",
     [("alice", True, "SENDING"), ("bob", False, None), ("undecided", False, "PREPARED")],
 )
-def test_check_back_resolves_stale_prepared(business_key, committed, expected, monkeypatch, settings):
-    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+def test_check_back_resolves_stale_prepared(business_key, committed, expected, settings):
+    """In the producer's own outbox (here orders'), not in core's."""
     if committed:
         Payer.objects.create(name=business_key)
-    message_id = outbox.prepare("test.ping", {}, business_key=business_key, check_back="test.payer_exists")
+    message_id = outbox.prepare("test.ping", {}, using="orders", business_key=business_key, check_back="test.payer_exists")
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
-    assert recovery.check_back_due("default", now=later) == 1
+    assert recovery.check_back_due("orders", now=later) == 1
 
-    statuses = set(Message.objects.using("default").filter(message_id=message_id).values_list("status", flat=True))
-    assert statuses == ({expected} if expected else set())
+    rows = Message.objects.using("orders").filter(message_id=message_id)
+    assert set(rows.values_list("status", flat=True)) == ({expected} if expected else set())
+    assert set(rows.values_list("check_count", flat=True)) <= {1}
 
 
-def test_check_back_gives_up_to_dead_after_the_limit(monkeypatch, settings):
-    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+def test_check_back_gives_up_to_dead_after_the_limit(settings):
     settings.MESSAGE_CHECK_BACK_MAX = 3
-    message_id = outbox.prepare("test.ping", {}, business_key="undecided", check_back="test.payer_exists")
+    message_id = outbox.prepare("test.ping", {}, using="orders", business_key="undecided", check_back="test.payer_exists")
     now = timezone.now()
 
     for _ in range(3):
         now += timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + settings.MESSAGE_CHECK_BACK_INTERVAL)
-        recovery.check_back_due("default", now=now)
+        recovery.check_back_due("orders", now=now)
 
-    rows = Message.objects.using("default").filter(message_id=message_id)
-    assert set(rows.values_list("status", flat=True)) == {"DEAD"}
-    assert "undecided after 3 asks" in rows.first().last_error
+    rows = Message.objects.using("orders").filter(message_id=message_id)
+    assert set(rows.values_list("status", "next_send_at", "check_count")) == {("DEAD", None, 3)}
+    assert rows.first().last_error == "check-back undecided after 3 asks: "
+
+
+def test_a_check_back_decides_for_its_own_message_only(settings):
+    """Two stale messages, one producer answer each: neither answer touches the other message."""
+    Payer.objects.create(name="alice")
+    committed = outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
+    undecided = outbox.prepare("test.ping", {}, using="orders", business_key="undecided", check_back="nobody.answers")
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    assert recovery.check_back_due("orders", now=later) == 2
+
+    rows = Message.objects.using("orders")
+    assert set(rows.filter(message_id=committed).values_list("status", "last_error")) == {("SENDING", "")}
+    assert set(rows.filter(message_id=undecided).values_list("status", "last_error")) == {
+        ("PREPARED", "no check-back 'nobody.answers' is registered")
+    }
+
+
+def test_check_backs_stop_when_the_pass_is_out_of_time(settings, monkeypatch):
+    """A slow producer must not hold up the pass: past its budget the rest wait for the next pass
+    (they were pushed an interval forward, so no other pass asks them meanwhile)."""
+    clock = iter(range(100))
+    monkeypatch.setattr(recovery.time, "monotonic", lambda: next(clock))  # each look: one second on
+    ids = [
+        outbox.prepare("test.ping", {}, using="orders", business_key=key, check_back="test.payer_exists")
+        for key in ("a", "b", "c")  # no such payers: each answer is "rolled back", a discard
+    ]
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    # rows in order a, a, b, b, c, c; the clock reads 0, 1, 2 (not past the deadline), then 3
+    asked = recovery.check_back_due("orders", now=later, deadline=2)
+
+    assert asked == 2
+    left = Message.objects.using("orders")
+    assert set(left.values_list("message_id", flat=True)) == {ids[2]}
+    assert set(left.values_list("next_send_at", flat=True)) == {later + timedelta(seconds=settings.MESSAGE_CHECK_BACK_INTERVAL)}
+
+
+def test_a_recovery_pass_resends_due_messages_in_every_outbox_and_counts_them(ship, settings):
+    settings.MESSAGE_CHECK_BACK_BUDGET = 60
+    for alias in ("orders", "accounting"):
+        with transaction.atomic(using=alias):
+            outbox.publish("test.ping", {"alias": alias}, using=alias)  # two consumers: two rows
+    ship.shipped.clear()
+    Payer.objects.create(name="alice")
+    outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    totals = recovery.recover_messages(now=later)
+
+    assert totals == {"resent": 4, "checked": 1}
+    assert sorted(alias for alias, _ in ship.shipped) == ["accounting", "orders"]
+
+
+def test_a_recovery_pass_sends_nothing_before_it_is_due(ship):
+    with transaction.atomic(using="orders"):
+        outbox.publish("test.ping", {}, using="orders")
+    recovery.recover_messages()  # the first send
+    ship.shipped.clear()
+
+    assert recovery.recover_messages() == {"resent": 0, "checked": 0}  # its resend is not due yet
+    assert recovery.recover_messages(now=timezone.now() + timedelta(hours=1))["resent"] == 2
