@@ -70,16 +70,18 @@ def test_discard_drops_only_prepared(monkeypatch):
     assert Message.objects.using("default").filter(message_id=kept).count() == 2
 
 
-def test_prepare_is_idempotent_on_topic_and_business_key(monkeypatch):
-    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+@pytest.mark.parametrize("alias", ["default", "orders"])
+def test_prepare_is_idempotent_on_topic_and_business_key(alias, kicked):
+    def prepare(payload):
+        return outbox.prepare("test.ping", payload, using=alias, business_key="tx-1", check_back="test.payer_exists")
 
-    first = outbox.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
-    replay = outbox.prepare("test.ping", {"n": 1}, business_key="tx-1", check_back="test.payer_exists")
+    first = prepare({"n": 1})
+    replay = prepare({"n": 1})
 
     assert replay == first
-    assert Message.objects.using("default").filter(business_key="tx-1").count() == 2  # one per consumer
-    with pytest.raises(outbox.DuplicateBusinessKey):
-        outbox.prepare("test.ping", {"n": 2}, business_key="tx-1", check_back="test.payer_exists")
+    assert Message.objects.using(alias).filter(business_key="tx-1").count() == 2  # one per consumer
+    with pytest.raises(outbox.DuplicateBusinessKey, match="business key 'tx-1' was prepared with another payload"):
+        prepare({"n": 2})
 
 
 def test_a_human_settles_a_message_dead_after_undecided_check_backs(monkeypatch):
