@@ -70,6 +70,30 @@ def test_discard_drops_only_prepared(monkeypatch):
     assert Message.objects.using("default").filter(message_id=kept).count() == 2
 
 
+def test_a_sent_message_that_went_dead_is_neither_confirmed_nor_discarded(ship, kicked):
+    """Only never-confirmed messages wait for their producer: one that was sent is a resend's."""
+    message_id = outbox.prepare("test.ping", {}, using="orders", business_key="k", check_back="test.payer_exists")
+    outbox.confirm(message_id, using="orders")
+    relay.relay_due("orders")
+    force_status(Message.objects.using("orders"), "DEAD")
+
+    assert outbox.confirm(message_id, using="orders") == 0
+    assert outbox.discard(message_id, using="orders") == 0
+    assert set(Message.objects.using("orders").values_list("status", "send_count")) == {("DEAD", 1)}
+
+
+def test_a_confirm_kicks_the_relay_after_its_own_commit(django_capture_on_commit_callbacks, kicked):
+    message_id = outbox.prepare("test.ping", {}, using="orders", business_key="k", check_back="test.payer_exists")
+
+    with django_capture_on_commit_callbacks(using="orders", execute=True) as callbacks:
+        assert outbox.confirm(message_id, using="orders") == 2
+        assert kicked == []  # not before the confirm commits
+
+    assert len(callbacks) == 1
+    assert kicks.flush_relay_requests()
+    assert kicked == ["orders"]
+
+
 @pytest.mark.parametrize("alias", ["default", "orders"])
 def test_prepare_is_idempotent_on_topic_and_business_key(alias, kicked):
     def prepare(payload):
