@@ -1,5 +1,7 @@
 """Consumption and acknowledgement: once per consumer, inbox-deduplicated, failures kept apart."""
 
+import uuid
+
 import pytest
 from django.db import connections, transaction
 
@@ -23,6 +25,78 @@ def test_consume_runs_each_consumer_once_and_acknowledges():
     assert sorted(map(str, handled)) == sorted(map(str, [{"n": 7}, {"accounting": {"n": 7}}]))
     assert set(Message.objects.using("orders").values_list("status", flat=True)) == {"CONSUMED"}
     assert InboxEntry.objects.using("notifications").filter(consumer="notifications.test_ping", message_id=message_id).count() == 1
+
+
+echoed: list = []
+
+
+@registry.consumer("test.echo", queue="notifications", name="notifications.test_echo")
+def on_echo(message):
+    """Records what it was handed; writes, then fails when asked to (its write must not stay)."""
+    InboxEntry.objects.using("notifications").create(consumer="echo-effect", message_id=message.payload["key"], topic="x")
+    echoed.append(message)
+    if message.payload.get("explode"):
+        raise RuntimeError("echo exploded")
+
+
+def publish_echo(**payload) -> uuid.UUID:
+    payload.setdefault("key", str(uuid.uuid4()))
+    with transaction.atomic(using="orders"):
+        return outbox.publish("test.echo", payload, using="orders")
+
+
+def test_a_handler_gets_the_delivery_and_the_acknowledgement_closes_the_row(caplog):
+    echoed.clear()
+    message_id = publish_echo(n=1)
+    row = Message.objects.using("orders").get()
+    force_status(Message.objects.using("orders"), "SENDING", send_count=3, last_error="earlier failure")
+
+    consumption.consume_batch("orders", deliveries_for("orders"))
+
+    (delivery,) = echoed
+    assert delivery == consumption.Delivery(row.id, message_id, "test.echo", {"n": 1, "key": row.payload["key"]}, 3)
+    row.refresh_from_db()
+    assert (row.status, row.next_send_at, row.last_error) == ("CONSUMED", None, "")
+    assert row.consumed_at is not None
+    inbox = InboxEntry.objects.using("notifications").get(consumer="notifications.test_echo")
+    assert (inbox.message_id, inbox.topic) == (message_id, "test.echo")
+
+
+def test_a_batch_commits_once_even_with_a_failing_message(caplog):
+    """Each message in its own savepoint of one transaction: a handler that writes then fails
+    leaves nothing, the others commit together, and the batch never falls back to one
+    transaction per message."""
+    echoed.clear()
+    good = publish_echo(n=1)
+    bad = publish_echo(n=2, explode=True)
+    also_good = publish_echo(n=3)
+
+    result = consumption.consume_batch("orders", deliveries_for("orders"))
+
+    assert len(result["acked"]) == 2 and len(result["failed"]) == 1
+    statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))
+    assert statuses == {good: "CONSUMED", bad: "SENDING", also_good: "CONSUMED"}
+    assert InboxEntry.objects.using("notifications").filter(consumer="echo-effect").count() == 2
+    assert "retrying one by one" not in caplog.text
+    assert "echo exploded" in Message.objects.using("orders").get(message_id=bad).last_error
+
+
+def test_a_failure_is_recorded_on_its_own_row_while_it_is_sending():
+    publish_echo(explode=True)
+    other = publish_echo(n=2)
+    publish_ping()  # another topic, other rows
+    deliveries = [d for d in deliveries_for("orders") if d["message_id"] != str(other)]
+    force_status(Message.objects.using("orders").filter(topic="test.ping"), "CONSUMED")
+
+    consumption.consume_batch("orders", deliveries)
+
+    errors = dict(Message.objects.using("orders").values_list("topic", "last_error").exclude(last_error=""))
+    assert list(errors) == ["test.echo"] and "echo exploded" in errors["test.echo"]
+    assert Message.objects.using("orders").get(message_id=other).last_error == ""
+
+
+def test_nothing_to_acknowledge_is_zero():
+    assert consumption.acknowledge("orders", []) == 0
 
 
 def test_duplicate_delivery_is_a_no_op_and_still_acknowledged():
@@ -89,6 +163,7 @@ def test_unknown_consumer_is_recorded_not_raised():
     result = consumption.consume_batch("orders", deliveries)
 
     assert result["failed"] == [deliveries[0]["id"]]
+    assert result["acked"] == [deliveries[1]["id"]]  # the rest of the batch goes on
     assert "gone.consumer" in Message.objects.using("orders").get(id=deliveries[0]["id"]).last_error
 
 
