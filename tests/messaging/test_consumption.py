@@ -95,6 +95,17 @@ def test_a_failure_is_recorded_on_its_own_row_while_it_is_sending():
     assert Message.objects.using("orders").get(message_id=other).last_error == ""
 
 
+def test_a_late_failure_is_not_written_onto_a_consumed_row():
+    """A duplicate delivery failing in a second worker after the first consumed the message."""
+    publish_ping()
+    force_status(Message.objects.using("orders"), "CONSUMED")
+    row = Message.objects.using("orders").first()
+
+    consumption.record_failures("orders", {row.pk: "late failure"})
+
+    assert Message.objects.using("orders").get(pk=row.pk).last_error == ""
+
+
 def test_nothing_to_acknowledge_is_zero():
     assert consumption.acknowledge("orders", []) == 0
 

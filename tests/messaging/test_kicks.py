@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from paysys.messaging import kicks
+from paysys.messaging import kicks, tasks
 from tests.messaging.helpers import publish_ping
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -58,3 +58,31 @@ def test_flush_waits_at_most_its_timeout(monkeypatch):
 
     release.set()
     assert kicks.flush_relay_requests() is True
+
+
+
+def test_a_kick_asks_the_aliass_queue_for_one_relay_pass_at_a_time(monkeypatch):
+    from django.core.cache import cache
+
+    sent = []
+    monkeypatch.setattr(tasks.relay, "apply_async", lambda **kwargs: sent.append(kwargs))
+
+    kicks.kick_relay("orders")
+    kicks.kick_relay("orders")  # one is pending: coalesced
+    assert sent == [{"args": ["orders"], "queue": "orders", "retry": False}]
+
+    cache.delete(kicks.kick_key("orders"))  # what the relay task does as it starts
+    kicks.kick_relay("orders")
+    assert len(sent) == 2
+
+
+def test_a_kick_the_broker_refuses_does_not_block_the_next(monkeypatch):
+    from django.core.cache import cache
+
+    def broker_down(**kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.relay, "apply_async", broker_down)
+    kicks.kick_relay("accounting")  # logged, not raised
+
+    assert cache.get(kicks.kick_key("accounting")) is None  # the next commit may kick again

@@ -158,17 +158,23 @@ def test_check_back_gives_up_to_dead_after_the_limit(settings):
 
 def test_a_check_back_decides_for_its_own_message_only(settings):
     """Two stale messages, one producer answer each: neither answer touches the other message."""
+    settings.MESSAGE_CHECK_BACK_MAX = 1  # the undecided one gives up at once
     Payer.objects.create(name="alice")
     committed = outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
     undecided = outbox.prepare("test.ping", {}, using="orders", business_key="undecided", check_back="nobody.answers")
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+    fresh = outbox.prepare("test.ping", {}, using="orders", business_key="fresh", check_back="nobody.answers")
+    Message.objects.using("orders").filter(message_id=fresh).update(next_send_at=later + timedelta(hours=1))
 
     assert recovery.check_back_due("orders", now=later) == 2
+    assert set(Message.objects.using("orders").filter(message_id=fresh).values_list("status", "last_error")) == {
+        ("PREPARED", "")
+    }
 
     rows = Message.objects.using("orders")
     assert set(rows.filter(message_id=committed).values_list("status", "last_error")) == {("SENDING", "")}
     assert set(rows.filter(message_id=undecided).values_list("status", "last_error")) == {
-        ("PREPARED", "no check-back 'nobody.answers' is registered")
+        ("DEAD", "check-back undecided after 1 asks: no check-back 'nobody.answers' is registered")
     }
 
 
@@ -216,3 +222,33 @@ def test_a_recovery_pass_sends_nothing_before_it_is_due(ship):
 
     assert recovery.recover_messages() == {"resent": 0, "checked": 0}  # its resend is not due yet
     assert recovery.recover_messages(now=timezone.now() + timedelta(hours=1))["resent"] == 2
+
+
+
+def test_a_due_message_that_is_sending_is_never_checked_back(ship, settings):
+    with transaction.atomic(using="orders"):
+        outbox.publish("test.ping", {}, using="orders")  # SENDING and due now
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    assert recovery.check_back_due("orders", now=later) == 0
+    assert set(Message.objects.using("orders").values_list("check_count", flat=True)) == {0}
+
+
+def test_a_recovery_pass_keeps_to_its_check_back_budget(settings, monkeypatch):
+    settings.MESSAGE_CHECK_BACK_BUDGET = 0
+    clock = iter(range(100))
+    monkeypatch.setattr(recovery.time, "monotonic", lambda: next(clock))
+    outbox.prepare("test.ping", {}, using="orders", business_key="a", check_back="test.payer_exists")
+    later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
+
+    assert recovery.recover_messages(now=later) == {"resent": 0, "checked": 0}
+
+
+def test_an_https_check_back_is_asked_over_http(settings):
+    message_id = outbox.prepare(
+        "test.check_back", {}, business_key="k", check_back="https://127.0.0.1:9/check-back"  # nothing listens
+    )
+
+    recovery.check_back_due("default", now=later(settings))
+
+    assert Message.objects.filter(message_id=message_id).first().last_error.startswith("check-back https://127.0.0.1:9/check-back failed")

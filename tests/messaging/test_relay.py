@@ -46,7 +46,7 @@ def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
 
     assert waits == [60, 120, 300, 900, 900]
     assert relay.relay_due("orders", now=now) == 0
-    assert set(Message.objects.using("orders").values_list("status", flat=True)) == {"DEAD"}
+    assert set(Message.objects.using("orders").values_list("status", "next_send_at")) == {("DEAD", None)}
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
@@ -104,16 +104,17 @@ def test_the_relay_sends_each_queue_its_deliveries_100_per_task(monkeypatch):
 
 
 def test_what_the_broker_refuses_was_no_send(monkeypatch, settings):
-    """The broker goes down after the first task: the rest stay SENDING, their count not
-    spent, due again after MESSAGE_BROKER_RETRY_SECONDS."""
-    broker = Broker(refuse_from=2)
+    """The broker goes down after two tasks: the rest stay SENDING, their count not spent,
+    due again after MESSAGE_BROKER_RETRY_SECONDS."""
+    broker = Broker(refuse_from=3)
     monkeypatch.setattr(tasks.consume, "apply_async", broker)
-    publish_pings(100)  # 100 rows per queue: one task each
+    publish_pings(150)  # 150 rows per queue: two tasks each (100 + 50), one queue after the other
 
     before = timezone.now()
-    assert relay.relay_due("orders") == 100
+    assert relay.relay_due("orders") == 150
 
-    (_, shipped_queue, shipped), = broker.tasks
+    assert [len(batch) for _, _, batch in broker.tasks] == [100, 50]
+    (shipped_queue,) = {queue for _, queue, _ in broker.tasks}
     rows = Message.objects.using("orders")
     assert set(rows.filter(queue=shipped_queue).values_list("send_count", flat=True)) == {1}
     refused = rows.exclude(queue=shipped_queue)
