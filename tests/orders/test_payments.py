@@ -72,9 +72,13 @@ def test_consumed_notify_completes_the_order_and_publishes_order_paid(order, mer
     paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.count() == paid.values("message_id").distinct().count() * len({m.consumer for m in paid}) >= 1
     payload = paid.first().payload
-    assert payload["amount"] == 1234
-    assert payload["fee"] == fee_for(1234, merchant.fee_rate_bp) == 7
-    assert payload["merchant_order_no"] == "PAY-1"
+    assert payload == OrderPaid(
+        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=merchant.pk, merchant_order_no="PAY-1",
+        payer_id=order.payer_id, amount=1234, currency="CNY", fee=fee_for(1234, merchant.fee_rate_bp),
+        bank_trade_no="B1", paid_at=order.paid_at.isoformat(), notify_url=merchant.notify_url,
+    ).to_payload()
+    assert payload["fee"] == 7
+    assert (record.amount, record.currency, record.bank_trade_no) == (1234, "CNY", "B1")
     assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
