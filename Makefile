@@ -25,13 +25,14 @@ run demo: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run demo: export PORT := $(PORT)
 run demo: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: help venv run demo test migrate worker beat clean
+.PHONY: help venv run demo test mutate migrate worker beat clean
 
 help:
 	@echo "paysys make targets:"
 	@echo "  make run                 migrate, print where to click, run web + one worker per queue + beat, restarting any that exits (PORT=$(PORT))"
 	@echo "  make demo                pay three orders over HTTP against PUBLIC_BASE_URL (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
+	@echo "  make mutate [MUTATE=...] mutation testing of the money and messaging core (slow; setup.cfg [mutmut])"
 	@echo "  make migrate             create and migrate every service database"
 	@echo "  make worker QUEUE=NAME   run one service's Celery worker alone (NAME: $(QUEUES))"
 	@echo "  make beat                run the beat scheduler alone"
@@ -68,6 +69,17 @@ demo: venv
 test: venv
 	$(VENV)/bin/pytest $(ARGS)
 
+# mutmut runs the embedded default (SQLite files under mutants/var/): one mutant at a time, since
+# the mutants share those files. Each run starts afresh (mutmut would keep a survivor's verdict
+# after the test that kills it was added). MUTATE narrows it, e.g. MUTATE='paysys.core.money*'.
+MUTATE ?=
+mutate: venv
+	rm -rf mutants
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(VENV)/bin/mutmut run --max-children 1 $(MUTATE)
+	@mkdir -p var
+	$(VENV)/bin/mutmut results --all true > var/mutmut-results.txt || true
+	@echo "survivors: $(VENV)/bin/mutmut results; one mutant: mutmut show <name>; all: var/mutmut-results.txt"
+
 worker: venv
 	@if [ -z "$(QUEUE)" ]; then echo "usage: make worker QUEUE=<$(shell echo $(QUEUES) | tr ' ' '|')>" >&2; exit 2; fi
 	@case " $(QUEUES) " in *" $(QUEUE) "*) ;; *) echo "error: unknown queue '$(QUEUE)'; one of: $(QUEUES)" >&2; exit 2;; esac
@@ -77,5 +89,5 @@ beat: venv
 	$(VENV)/bin/celery -A paysys beat --loglevel=INFO
 
 clean:
-	rm -rf var/ staticfiles/ .pytest_cache/ .hypothesis/
+	rm -rf var/ mutants/ staticfiles/ .pytest_cache/ .hypothesis/
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

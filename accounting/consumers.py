@@ -2,7 +2,7 @@
 
 from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited
 from paysys.contracts import OrderPaid, WalletCredited
-from paysys.messaging.registry import consumer
+from paysys.messaging import consumer
 
 
 @consumer(OrderPaid.TOPIC, queue="accounting")

@@ -226,7 +226,9 @@ def fund_debit_freeze(*, move: FundMove, xid: str) -> FundEntry:
             condition=Q(balance__gte=F("frozen") + move.amount), changes={"frozen": F("frozen") + move.amount},
         )
     if entry is None:
-        raise InsufficientFunds(f"the {move.owner_type}'s available balance is below {move.amount} {move.currency}")
+        raise InsufficientFunds(
+            f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
+        )
     return entry
 
 

@@ -149,3 +149,13 @@ class WalletCredited(Contract):
     def check(self) -> None:
         if self.amount <= 0:
             raise ContractError(f"{self.TOPIC} entry {self.entry_id}: amount must be positive, got {self.amount}")
+
+
+@dataclass(frozen=True)
+class BenchPing(Contract):
+    """The message ``manage.py bench_messaging`` measures (and the schema tests prepare over
+    HTTP). Producer and consumer: core; the consumer only writes its inbox row."""
+
+    TOPIC: ClassVar[str] = "messaging.bench"
+
+    n: int = 0

@@ -203,7 +203,8 @@ DATABASES = {alias: _service_database(service) for alias, service in SERVICE_ALI
 DATABASE_ROUTERS = ["paysys.routers.ServiceRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- cache (throttling): Redis in full stack, a file cache shared by processes otherwise -----
+# --- cache: API throttling, and pending relay kicks (one pass for many commits) -------------
+# Redis in full stack, a file cache shared by processes otherwise
 
 CACHE_URL = os.environ.get("CACHE_URL", "")
 _broker_env = os.environ.get("CELERY_BROKER_URL", "")
@@ -293,7 +294,8 @@ ORDER_CURRENCIES = env_list("ORDER_CURRENCIES", "CNY")
 ORDER_EXPIRY_SECONDS = int(os.environ.get("ORDER_EXPIRY_SECONDS", str(30 * 60)))
 # open (CREATED, unexpired) orders a merchant may have; beyond it creating one is a 429
 ORDER_MAX_OPEN_PER_MERCHANT = int(os.environ.get("ORDER_MAX_OPEN_PER_MERCHANT", "1000"))
-# order polling (roncoo-pay's order-polling app): seconds between asks while no notify came
+# order polling: a notify may be lost, so orders asks the bank itself; seconds between asks
+# while no notify came, then every ORDER_POLL_LATE_INTERVAL until the order expires
 ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10,20,30")]
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
 # questions one polling pass asks the bank at a time (threads doing HTTP only)
@@ -360,8 +362,8 @@ NOTIFY_ALLOWED_NETWORKS = env_list("NOTIFY_ALLOWED_NETWORKS", "127.0.0.0/8,::1/1
 
 # --- reliable messages (paysys/messaging) --------------------------------------------------
 
-# waits after the 1st, 2nd, ... send of a message before it is resent; due again after the
-# last one -> DEAD (the course: 0 s, 1, 2, 5, 15 min)
+# when each send happens: the 1st at once (0), the next ones 60, 120, 300 and 900 s after the
+# previous send; a message still not consumed 900 s after its 5th send goes DEAD (admin resends)
 MESSAGE_RESEND_SCHEDULE = [int(x) for x in env_list("MESSAGE_RESEND_SCHEDULE", "0,60,120,300,900")]
 MESSAGE_CHECK_BACK_DELAY = int(os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60"))  # a PREPARED message this old is checked
 MESSAGE_CHECK_BACK_INTERVAL = int(os.environ.get("MESSAGE_CHECK_BACK_INTERVAL", "60"))

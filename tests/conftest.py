@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 
+import hypothesis
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -18,6 +19,13 @@ from rest_framework.test import APIClient
 
 from paysys.celery import app as celery_app
 from paysys.core.services import merchant_create, payer_create
+
+# CI (CI=true) draws the same examples every run, so a failure there reproduces anywhere with
+# CI=true; elsewhere examples vary from run to run, and a failure prints its seed
+# (pytest --hypothesis-seed=N reproduces it).
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis.settings.register_profile("dev", print_blob=True)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ALL_DATABASES = "__all__"
 _counter = itertools.count(1)

@@ -51,7 +51,15 @@ class MinorUnitsField(StrictIntegerField):
                 minor = Decimal(str(data).strip()) * 100
             except InvalidOperation:
                 minor = None
-            if minor is not None and minor == minor.to_integral_value():
+            whole = minor is not None and (minor / 100) == (minor / 100).to_integral_value()
+            if whole:  # "1999" or 1999.0: the amount is right, only its JSON type is not
+                units = int(minor / 100)
+                raise serializers.ValidationError(
+                    f"amounts are JSON integers in minor units (fen): send {units}, not {json.dumps(data)} "
+                    f"(or {units * 100} if you meant {units}.00)",
+                    code="invalid",
+                )
+            if minor is not None and minor == minor.to_integral_value():  # 19.99: major units
                 raise serializers.ValidationError(
                     f"amounts are integers in minor units (fen): send {int(minor)} for {data}, not {json.dumps(data)}",
                     code="invalid",

@@ -1,7 +1,10 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from paysys.core.admin_base import RecordAdmin
-from paysys.gateway.models import BankNotify
+from paysys.gateway.models import BankNotify, BankNotifyReceipt
+from paysys.gateway.services import bank_notify_reprocess
 
 
 class FlaggedFilter(admin.SimpleListFilter):
@@ -30,3 +33,36 @@ class BankNotifyAdmin(RecordAdmin):
     search_fields = ["bank_trade_no", "out_trade_no"]
     date_hierarchy = "received_at"
     readonly_fields = [f.name for f in BankNotify._meta.fields]
+
+
+@admin.register(BankNotifyReceipt)
+class BankNotifyReceiptAdmin(RecordAdmin):
+    """Every signed body as received. A REJECTED one is reprocessed, after a fix, by the action
+    (or ``manage.py reprocess_bank_notifies``)."""
+
+    list_display = ["id", "state", "received_at", "attempts", "bank_notify", "error_excerpt"]
+    list_filter = ["state", "received_at"]
+    search_fields = ["bank_notify__bank_trade_no"]
+    date_hierarchy = "received_at"
+    ordering = ["-id"]
+    actions = ["reprocess_selected"]
+    fields = ["state", "error", "attempts", "bank_notify", "received_at", "processed_at", "signature", "body"]
+    readonly_fields = fields
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: BankNotifyReceipt) -> str:
+        return Truncator(obj.error).chars(80)
+
+    @admin.display(description="body (as signed)")
+    def body(self, obj: BankNotifyReceipt) -> str:
+        text = bytes(obj.raw_body).decode("utf-8", errors="backslashreplace")
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    @admin.action(description="Reprocess selected receipts (rejected or stranded)", permissions=["change"])
+    def reprocess_selected(self, request, queryset):
+        states = [bank_notify_reprocess(pk).state for pk in queryset.values_list("pk", flat=True)]
+        processed = states.count(BankNotifyReceipt.State.PROCESSED)
+        rejected = states.count(BankNotifyReceipt.State.REJECTED)
+        self.message_user(
+            request, f"{processed} processed, {rejected} still rejected.", messages.SUCCESS if not rejected else messages.WARNING
+        )

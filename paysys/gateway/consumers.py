@@ -1,7 +1,7 @@
 """The gateway's side of the message service: it consumes nothing, but answers check-backs."""
 
 from paysys.gateway.models import BankNotify
-from paysys.messaging.registry import check_back
+from paysys.messaging import check_back
 
 
 @check_back("gateway.bank_notify_stored")

@@ -1,4 +1,13 @@
+"""The gateway's intake of bank notifies: store first, validate second, then store the notify
+once and publish ``bank.payment_succeeded`` in the same local transaction.
+
+    signed body -> BankNotifyReceipt RECEIVED (committed before anything reads it)
+                -> read and validated -> BankNotify + message, receipt PROCESSED (one transaction)
+                -> or unreadable      -> receipt REJECTED with the reason (admin, reprocess)
+"""
+
 from __future__ import annotations
+
 
 import logging
 from datetime import UTC, datetime
@@ -6,17 +15,27 @@ from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 from django.utils.text import Truncator
+from rest_framework import serializers
 
+from paysys.api.fields import StrictIntegerField, TextField
 from paysys.contracts import BankPaymentSucceeded
-from paysys.gateway.models import BankNotify
-from paysys.messaging.services import publish
+from paysys.core.errors import InvalidInput
+from paysys.api.parsers import loads_strict
+from paysys.gateway.models import BankNotify, BankNotifyReceipt
+from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
 
 # what a notify says about its payment: a later notify with the same bank_trade_no must agree
 NOTIFY_CONTENT_FIELDS = ("out_trade_no", "amount", "currency", "status", "paid_at")
 FLAG_PREFIX = "a later notify with the same bank_trade_no differed: "
+Receipt = BankNotifyReceipt.State
+
+
+class BankNotifyRejected(InvalidInput):
+    """A correctly signed notify the gateway cannot read. Its receipt is REJECTED with the reason."""
 
 
 class BankNotifyStored(NamedTuple):
@@ -25,7 +44,76 @@ class BankNotifyStored(NamedTuple):
     flagged: bool  # a duplicate whose content differs from the stored notify
 
 
-def bank_notify_store(*, data: dict, raw_body: str, signature: str) -> BankNotifyStored:
+class BankNotifyDocument(serializers.Serializer):
+    """What a notify body must say."""
+
+    bank_trade_no = TextField(min_length=1, max_length=64)
+    out_trade_no = TextField(min_length=1, max_length=64)
+    amount = StrictIntegerField(min_value=1, max_value=10**15)
+    currency = TextField(min_length=3, max_length=3)
+    status = serializers.ChoiceField(choices=["SUCCESS"])
+    paid_at = serializers.DateTimeField()
+
+
+def bank_notify_receive(*, raw_body: bytes, signature: str) -> BankNotifyStored:
+    """Store a correctly signed body first, then read it (``bank_notify_process``). The caller
+    has checked the signature: an unsigned body is the caller's to refuse, never stored."""
+    receipt = BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
+    return bank_notify_process(receipt)
+
+
+def bank_notify_process(receipt: BankNotifyReceipt) -> BankNotifyStored:
+    """Read a stored receipt and store its notify. Raises :class:`BankNotifyRejected` after
+    recording why on the receipt."""
+    try:
+        data, text = bank_notify_read(bytes(receipt.raw_body))
+    except BankNotifyRejected as exc:
+        _receipt_move(receipt, Receipt.REJECTED, error=_describe(exc))
+        raise
+    return bank_notify_store(data=data, raw_body=text, signature=receipt.signature, receipt=receipt)
+
+
+def bank_notify_reprocess(receipt_id: int) -> BankNotifyReceipt:
+    """Read a REJECTED (or stranded RECEIVED) receipt again, after a fix; returns it as it ends
+    up. One reader at a time: the receipt is locked while it is read."""
+    with transaction.atomic(using="default"):
+        receipt = (
+            BankNotifyReceipt.objects.select_for_update()
+            .filter(pk=receipt_id, state__in=BankNotifyReceipt.sources_of(Receipt.PROCESSED))
+            .first()
+        )
+        if receipt is not None:
+            try:
+                bank_notify_process(receipt)
+            except BankNotifyRejected:
+                pass  # recorded on the receipt
+    return BankNotifyReceipt.objects.get(pk=receipt_id)
+
+
+def bank_notify_read(raw_body: bytes) -> tuple[dict, str]:
+    """The validated fields of a notify body and its text, or BankNotifyRejected."""
+    try:
+        # json.loads would also take UTF-16 or UTF-32 bytes; the bank speaks UTF-8 (RFC 8259)
+        text = raw_body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BankNotifyRejected("body is not UTF-8 text", code="malformed") from None
+    try:
+        # a leading BOM is ignored, as json.loads of the bytes did; the stored text keeps it
+        payload = loads_strict(text.removeprefix("\ufeff"))  # no NaN, infinity or absurd nesting
+    except ValueError:
+        raise BankNotifyRejected("body is not JSON", code="malformed") from None
+    if not isinstance(payload, dict):
+        raise BankNotifyRejected("body must be a JSON object", code="malformed")
+    document = BankNotifyDocument(data=payload)
+    if not document.is_valid():
+        fields = {name: "; ".join(str(m) for m in messages) for name, messages in document.errors.items()}
+        raise BankNotifyRejected("the request has invalid fields", fields=fields)
+    return document.validated_data, text
+
+
+def bank_notify_store(
+    *, data: dict, raw_body: str, signature: str, receipt: BankNotifyReceipt | None = None
+) -> BankNotifyStored:
     """Store a verified notify once and publish ``bank.payment_succeeded`` in the same local
     transaction. An identical duplicate only bumps a counter; a differing one keeps the stored
     data, flags the row for a human and keeps its raw body (the latest one wins)."""
@@ -37,12 +125,28 @@ def bank_notify_store(*, data: dict, raw_body: str, signature: str) -> BankNotif
                 currency=notify.currency, paid_at=notify.paid_at.isoformat(), source="notify",
             )
             publish(event.TOPIC, event.to_payload(), using="default")
+            if receipt is not None:
+                _receipt_move(receipt, Receipt.PROCESSED, bank_notify=notify)
         return BankNotifyStored(notify, created=True, flagged=False)
     except IntegrityError:
         stored = BankNotify.objects.filter(bank_trade_no=data["bank_trade_no"]).first()
         if stored is None:
             raise  # not a duplicate notify: a real integrity problem
+    if receipt is not None:
+        _receipt_move(receipt, Receipt.PROCESSED, bank_notify=stored)
     return _bank_notify_duplicate(stored, data=data, raw_body=raw_body)
+
+
+def _receipt_move(receipt: BankNotifyReceipt, new: str, *, error: str = "", bank_notify: BankNotify | None = None) -> None:
+    """Record the outcome of one reading, if the receipt may still move there."""
+    BankNotifyReceipt.objects.filter(pk=receipt.pk, state__in=BankNotifyReceipt.sources_of(new)).update(
+        state=new, error=error, bank_notify=bank_notify, attempts=F("attempts") + 1, processed_at=timezone.now()
+    )
+
+
+def _describe(exc: BankNotifyRejected) -> str:
+    fields = "".join(f"\n{name}: {problem}" for name, problem in (exc.fields or {}).items())
+    return f"{exc.code}: {exc.message}{fields}"
 
 
 def _bank_notify_duplicate(stored: BankNotify, *, data: dict, raw_body: str) -> BankNotifyStored:

@@ -7,8 +7,9 @@ actions and the other filters follow. Links into a detail page carry the choice 
 admin's preserved filters (``_changelist_filters``).
 
 Human actions, each calling the service layer (DESIGN.md: "one click fixes it"):
-  * "Resend selected" (changelist action) and "Resend" (detail page)  -> services.resend
-  * "Resend all dead of a queue" (custom view)                         -> services.resend_dead_messages
+  * "Resend selected" (changelist action) and "Resend" (detail page)  -> actions.resend
+  * "Resend all dead of a queue" (custom view)                         -> actions.resend_dead_messages
+    (its twin for scripts: ``manage.py resend_dead_messages --service S --queue Q``)
 Resending needs the ``messaging.change_message`` permission; nothing can be added, edited or
 deleted here.
 """
@@ -35,15 +36,16 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from paysys.core.admin_base import ReadOnlyAdmin
-from paysys.messaging import services
+from paysys.messaging import actions, outbox
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.messaging.models import Message
+from paysys.messaging.selectors import dead_messages
 
 logger = logging.getLogger(__name__)
 
 Status = Message.Status
 DEFAULT_SERVICE = "default"
-RESEND_CHUNK = 500  # ids per services.resend call: stays under every database's parameter limit
+RESEND_CHUNK = 500  # ids per actions.resend call: stays under every database's parameter limit
 
 
 def service_label(alias: str) -> str:
@@ -251,7 +253,7 @@ class MessageAdmin(ReadOnlyAdmin):
     def resend_selected(self, request, queryset):
         alias = queryset.db
         ids = list(queryset.values_list("id", flat=True))
-        resent = sum(services.resend(alias, ids[i : i + RESEND_CHUNK]) for i in range(0, len(ids), RESEND_CHUNK))
+        resent = sum(actions.resend(alias, ids[i : i + RESEND_CHUNK]) for i in range(0, len(ids), RESEND_CHUNK))
         logger.info("admin %s resent %d of %d selected message(s) in %s", request.user, resent, len(ids), alias)
         self._report_resend(request, resent, len(ids))
 
@@ -271,7 +273,7 @@ class MessageAdmin(ReadOnlyAdmin):
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        resent = services.resend(obj._state.db, [obj.pk])
+        resent = actions.resend(obj._state.db, [obj.pk])
         logger.info("admin %s resent message row %s in %s: %d", request.user, obj.pk, obj._state.db, resent)
         self._report_resend(request, resent, 1)
         return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
@@ -287,7 +289,7 @@ class MessageAdmin(ReadOnlyAdmin):
         if obj is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         alias = obj._state.db
-        settle = services.confirm if verdict == "confirm" else services.discard
+        settle = outbox.confirm if verdict == "confirm" else outbox.discard
         changed = settle(obj.message_id, using=alias)
         logger.info("admin %s chose %s for message %s in %s: %d row(s)", request.user, verdict, obj.message_id, alias, changed)
         if not changed:
@@ -307,7 +309,7 @@ class MessageAdmin(ReadOnlyAdmin):
             if form.is_valid():
                 alias, queue = form.cleaned_data["service"], form.cleaned_data["queue"]
                 try:
-                    resent = services.resend_dead_messages(alias, queue=queue)
+                    resent = actions.resend_dead_messages(alias, queue=queue)
                 except DatabaseError:
                     logger.warning("resend dead: database %s unavailable", alias, exc_info=True)
                     self.message_user(request, f"The {service_label(alias)} database is unavailable.", messages.ERROR)
@@ -337,7 +339,7 @@ class MessageAdmin(ReadOnlyAdmin):
         queue = form.data.get("queue") or form.initial.get("queue")
         if alias not in settings.DATABASES or queue not in settings.SERVICE_QUEUES:
             return None
-        dead = Message.objects.using(alias).filter(status=Status.DEAD, queue=queue)
+        dead = dead_messages(alias, queue=queue)
         try:
             return {
                 "service": service_label(alias), "queue": queue, "dead": dead.count(),

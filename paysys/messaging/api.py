@@ -29,8 +29,9 @@ from paysys.core.errors import Conflict, NotFound
 from paysys.core.netguard import check_url
 from paysys.api.fields import StrictInputSerializer, TextField, no_surrogates, reject_unknown_params
 from paysys.api.schema import error_responses as shared_error_responses
-from paysys.messaging import services
+from paysys.messaging import outbox
 from paysys.messaging.models import Message
+from paysys.messaging.selectors import message_rows, overall_status
 
 # Messages from HTTP producers live in core's outbox: the producer has no alias of its own.
 ALIAS = "default"
@@ -117,22 +118,8 @@ def hide_when_disabled(endpoints):
 # --- reads ---------------------------------------------------------------------------------
 
 
-def message_rows(message_id: uuid.UUID) -> list[Message]:
-    """The outbox rows of one message (one per consumer), in core's outbox."""
-    return list(Message.objects.using(ALIAS).filter(message_id=message_id).order_by("id"))
-
-
-def overall_status(rows: list[Message]) -> str:
-    """One state for the message: the least advanced of its rows, DEAD before SENDING."""
-    statuses = {row.status for row in rows}
-    for state in (Status.PREPARED, Status.DEAD, Status.SENDING):
-        if state in statuses:
-            return state
-    return Status.CONSUMED
-
-
 def rows_or_404(message_id: uuid.UUID) -> list[Message]:
-    rows = message_rows(message_id)
+    rows = message_rows(message_id, using=ALIAS)
     if not rows:
         raise NotFound("no such message (never prepared, or discarded)")
     return rows
@@ -297,13 +284,13 @@ class MessagePrepareApi(MessagingApi):
                 fields={"topic": "not listed in MESSAGING_HTTP_TOPICS"},
             )
         try:
-            message_id = services.prepare(
+            message_id = outbox.prepare(
                 values["topic"], values["payload"], using=ALIAS,
                 business_key=values["business_key"], check_back=values["check_back_url"],
             )
-        except services.DuplicateBusinessKey as exc:
+        except outbox.DuplicateBusinessKey as exc:
             raise Conflict(str(exc), code="business_key_reused", fields={"payload": "differs from the first prepare"}) from None
-        except services.UnknownTopic as exc:
+        except outbox.UnknownTopic as exc:
             raise ApiError(str(exc), code="unknown_topic", fields={"topic": "no consumer is registered for this topic"}) from None
         return Response({"message_id": message_id, "status": Status.PREPARED}, status=status.HTTP_201_CREATED)
 
@@ -328,7 +315,7 @@ class MessageConfirmApi(MessagingApi):
         responses={200: MessageStateSerializer, **error_responses(401, 404, 503)},
     )
     def post(self, request, message_id: uuid.UUID):
-        services.confirm(message_id, using=ALIAS)
+        outbox.confirm(message_id, using=ALIAS)
         return Response({"message_id": message_id, "status": overall_status(rows_or_404(message_id))})
 
 
@@ -343,7 +330,7 @@ class MessageDiscardApi(MessagingApi):
         responses={200: MessageDiscardedSerializer, **error_responses(401, 404, 409, 503)},
     )
     def post(self, request, message_id: uuid.UUID):
-        if services.discard(message_id, using=ALIAS):
+        if outbox.discard(message_id, using=ALIAS):
             return Response({"message_id": message_id, "status": "DISCARDED"})
         current = overall_status(rows_or_404(message_id))
         raise Conflict(f"the message is {current}: only a PREPARED message can be discarded", code="not_prepared")

@@ -1,8 +1,7 @@
-from paysys.messaging.registry import consumer
+from paysys.contracts import BenchPing
+from paysys.messaging import consumer
 
-BENCH_TOPIC = "messaging.bench"
 
-
-@consumer(BENCH_TOPIC, queue="core", name="core.bench_noop")
+@consumer(BenchPing.TOPIC, queue="core", name="core.bench_noop")
 def bench_noop(message) -> None:
     """The consumer `manage.py bench_messaging` measures: the inbox row is its only write."""

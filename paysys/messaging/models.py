@@ -3,6 +3,22 @@ import uuid
 from django.db import models
 
 
+class MessageQuerySet(models.QuerySet):
+    """Every status change of a message goes through :meth:`transition`."""
+
+    def transition(self, new: str, **changes) -> int:
+        """Move the rows that may legally move to ``new`` (``Message.TRANSITIONS``), in one UPDATE
+        conditional on their current status; rows in any other state stay as they are (a late
+        resend of a CONSUMED message, an acknowledgement racing a human). Returns rows moved."""
+        movable = self.filter(status__in=Message.sources_of(new))
+        return super(MessageQuerySet, movable).update(status=new, **changes)
+
+    def update(self, **changes) -> int:
+        if "status" in changes:  # a programming error, not a state the data can be in
+            raise TypeError("a message's status changes only through transition()")
+        return super().update(**changes)
+
+
 class Message(models.Model):
     """The outbox: one row per (message, consumer), in the producer's own database alias.
 
@@ -15,6 +31,16 @@ class Message(models.Model):
         SENDING = "SENDING"
         CONSUMED = "CONSUMED"
         DEAD = "DEAD"
+
+    # every legal move, in one place. Back to SENDING: confirm (PREPARED, or DEAD after an
+    # undecided check-back), a resend (SENDING restarts its count, DEAD is revived). CONSUMED
+    # is final: nothing a resend or a late relay pass does can send a consumed message again.
+    TRANSITIONS = {
+        Status.PREPARED: {Status.SENDING, Status.DEAD},
+        Status.SENDING: {Status.SENDING, Status.CONSUMED, Status.DEAD},
+        Status.DEAD: {Status.SENDING, Status.CONSUMED},
+        Status.CONSUMED: set(),
+    }
 
     message_id = models.UUIDField(default=uuid.uuid4, editable=False)
     topic = models.CharField(max_length=100)
@@ -35,6 +61,8 @@ class Message(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["message_id", "consumer"], name="message_unique_per_consumer"),
@@ -47,6 +75,11 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} -> {self.consumer} [{self.status}]"
+
+    @classmethod
+    def sources_of(cls, new: str) -> list[str]:
+        """The states a message may move to ``new`` from."""
+        return [old for old, targets in cls.TRANSITIONS.items() if new in targets]
 
 
 class InboxEntry(models.Model):

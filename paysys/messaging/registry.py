@@ -41,7 +41,7 @@ def queue_for_alias(alias: str) -> str:
 def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True):
     """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
 
-    The handler gets a :class:`paysys.messaging.services.Delivery` (id, topic, payload, send
+    The handler gets a :class:`paysys.messaging.Delivery` (id, topic, payload, send
     count) and must do all its writes in the consumer's alias, so they commit with the inbox row.
 
     ``atomic=False``: the handler runs outside any transaction and the inbox row is written after

@@ -1,10 +1,10 @@
-"""Routes of the message service: the two-phase HTTP API (mounted at ``api/v1/``) and the
-Prometheus endpoint (mounted at the site root as ``metrics``). The admin registers itself."""
+"""Routes of the message service's two-phase HTTP API, mounted at ``api/v1/``. The Prometheus
+endpoint (``paysys.messaging.metrics.metrics_view``) is mounted by ``paysys/urls.py`` at the site
+root; the admin registers itself."""
 
 from django.urls import path
 
 from paysys.messaging.api import MessageConfirmApi, MessageDetailApi, MessageDiscardApi, MessagePrepareApi
-from paysys.messaging.metrics import metrics_view
 
 api_urlpatterns = [
     path("messages", MessagePrepareApi.as_view(), name="messages"),
@@ -16,4 +16,4 @@ api_urlpatterns = [
 # include("paysys.messaging.urls") under "api/v1/" mounts the API
 urlpatterns = api_urlpatterns
 
-__all__ = ["api_urlpatterns", "metrics_view", "urlpatterns"]
+__all__ = ["api_urlpatterns", "urlpatterns"]

@@ -4,7 +4,9 @@ from django.db import transaction
 from accounting.models import Voucher, VoucherLine
 from accounting.selectors import trial_balance
 from paysys.messaging.models import InboxEntry, Message
-from paysys.messaging.services import consume_batch, publish
+from paysys.messaging import publish
+from paysys.messaging.consumption import consume_batch
+from paysys.contracts import OrderPaid
 from tests.accounting.factories import deliveries_for, order_paid_payload
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -16,7 +18,7 @@ def publish_order_paid(payload: dict) -> None:
     # orders publishes order.paid in its own transaction; the relay kick after commit goes to
     # the in-memory test broker and is irrelevant here: the test delivers in-process
     with transaction.atomic(using="orders"):
-        publish("order.paid", payload, using="orders")
+        publish(OrderPaid.TOPIC, payload, using="orders")
 
 
 def test_order_paid_message_is_booked_once_however_often_it_is_delivered():
@@ -30,7 +32,7 @@ def test_order_paid_message_is_booked_once_however_often_it_is_delivered():
 
     assert first == second == {"acked": [deliveries[0]["id"]], "failed": []}
     voucher = Voucher.objects.using("accounting").get()
-    assert voucher.source == f"order.paid:{payload['out_trade_no']}"
+    assert voucher.source == f"{OrderPaid.TOPIC}:{payload['out_trade_no']}"
     assert str(voucher.message_id) == deliveries[0]["message_id"]
     assert sorted(VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")) == [
         ("1002", 1234, 0), ("2202", 0, 1227), ("6001", 0, 7),

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.migrations.loader import MigrationLoader
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, Voucher, VoucherLine
@@ -52,12 +52,32 @@ def test_migration_chart_matches_the_code_chart():
 
 
 def test_chart_seed_restores_missing_accounts_and_keeps_edited_ones():
-    Account.objects.using("accounting").filter(code="6001").delete()
-    Account.objects.using("accounting").filter(code="1002").update(name="renamed by an accountant")
+    missing = [code for code, *_ in CHART_OF_ACCOUNTS[:2]]  # not the last: the count is a sum
+    Account.objects.using("accounting").filter(code__in=missing).delete()
+    kept = CHART_OF_ACCOUNTS[-1][0]
+    Account.objects.using("accounting").filter(code=kept).update(name="renamed by an accountant")
 
-    assert chart_of_accounts_seed() == 1
-    assert Account.objects.using("accounting").get(code="1002").name == "renamed by an accountant"
-    assert Account.objects.using("accounting").filter(code="6001").exists()
+    assert chart_of_accounts_seed() == 2
+    assert Account.objects.using("accounting").get(code=kept).name == "renamed by an accountant"
+    assert Account.objects.using("accounting").filter(code__in=missing).count() == 2
+
+
+def test_chart_seed_is_all_or_nothing(monkeypatch):
+    Account.objects.using("accounting").all().delete()
+    real_get_or_create = Account.objects.get_queryset().__class__.get_or_create
+    calls = []
+
+    def failing_on_the_third(self, **kwargs):
+        calls.append(kwargs["code"])
+        if len(calls) == 3:
+            raise DatabaseError("connection lost")
+        return real_get_or_create(self, **kwargs)
+
+    monkeypatch.setattr(Account.objects.get_queryset().__class__, "get_or_create", failing_on_the_third)
+    with pytest.raises(DatabaseError):
+        chart_of_accounts_seed()
+
+    assert not Account.objects.using("accounting").exists()
 
 
 @pytest.fixture

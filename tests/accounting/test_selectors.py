@@ -3,6 +3,7 @@ import pytest
 from accounting.models import Voucher, VoucherLine
 from accounting.selectors import trial_balance, trial_balances, unbalanced_vouchers, voucher_get
 from accounting.services import voucher_book, voucher_book_order_paid
+from paysys.contracts import OrderPaid
 from tests.accounting.factories import order_paid_payload
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -66,5 +67,5 @@ def test_voucher_get_by_source():
     payload = order_paid_payload()
     voucher, _ = voucher_book_order_paid(payload)
 
-    assert voucher_get(source=f"order.paid:{payload['out_trade_no']}") == voucher
-    assert voucher_get(source="order.paid:nope") is None
+    assert voucher_get(source=f"{OrderPaid.TOPIC}:{payload['out_trade_no']}") == voucher
+    assert voucher_get(source=f"{OrderPaid.TOPIC}:nope") is None

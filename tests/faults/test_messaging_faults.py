@@ -20,8 +20,9 @@ from django.test import Client
 
 from orders.models import Order, PaymentRecord
 from orders.services import order_create
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
-from paysys.messaging import services
+from paysys.messaging import outbox, recovery
 from paysys.messaging.models import InboxEntry, Message
 from tests.faults.harness import ROOT, wait_for
 
@@ -58,12 +59,12 @@ def order_status(order: Order) -> str:
 
 
 def notify_message_consumed() -> bool:
-    return Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    return Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def recovered_and_consumed() -> bool:
     """One recovery pass (what beat runs), then: has the notify message been acknowledged?"""
-    services.recover_messages()
+    recovery.recover_messages()
     return notify_message_consumed()
 
 
@@ -72,9 +73,9 @@ def assert_paid_exactly_once(order: Order) -> None:
     assert order_status(order) == "SUCCESS"
     assert PaymentRecord.objects.filter(out_trade_no=order.out_trade_no).count() == 1
     assert InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
-    paid = Message.objects.using("orders").filter(topic="order.paid")
+    paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.values("message_id").distinct().count() == 1
-    notified = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    notified = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
     assert notified.status == "CONSUMED"
     # completed by one TCC (business key: the bank trade number), whatever was redelivered
     from paysys.tcc.models import GlobalTransaction
@@ -108,7 +109,7 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
     bank_notify(order)
     # the gateway's relay has shipped the message to the orders queue; nobody consumes it yet
     wait_for(
-        lambda: Message.objects.using("default").filter(topic="bank.payment_succeeded", send_count=1).exists(),
+        lambda: Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, send_count=1).exists(),
         what="the relay to ship the message",
     )
 
@@ -126,11 +127,11 @@ def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order,
     db_proxy.close()  # orders' database: connection refused
 
     bank_notify(order)
-    message = Message.objects.using("default").filter(topic="bank.payment_succeeded")
+    message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
     wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
     assert message.get().status == "SENDING"
     assert "OperationalError" in message.get().last_error
-    services.recover_messages()  # resent while still down: fails again, still SENDING
+    recovery.recover_messages()  # resent while still down: fails again, still SENDING
     assert order_status(order) == "CREATED"
 
     db_proxy.open()
@@ -147,11 +148,12 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
         from django.db import transaction
         from django.utils import timezone
         from paysys.gateway.models import BankNotify
-        from paysys.messaging import services
-        services.prepare(
-            "bank.payment_succeeded",
-            {{"bank_trade_no": "BK-2PC", "out_trade_no": "PSX", "amount": 5, "currency": "CNY",
-              "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify"}},
+        from paysys.contracts import BankPaymentSucceeded
+        from paysys.messaging import outbox
+        event = BankPaymentSucceeded(bank_trade_no="BK-2PC", out_trade_no="PSX", amount=5, currency="CNY",
+                                     paid_at="2026-11-27T10:00:00+00:00")
+        outbox.prepare(
+            event.TOPIC, event.to_payload(),
             business_key="BK-2PC", check_back="gateway.bank_notify_stored",
         )
         with transaction.atomic():
@@ -175,7 +177,7 @@ def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(c
     from django.utils import timezone
 
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
-    services.check_back_due("default", now=later)
+    recovery.check_back_due("default", now=later)
 
     if committed:
         assert set(rows.values_list("status", flat=True)) == {"SENDING"}
@@ -188,7 +190,7 @@ def pay(order: Order, bank_trade_no: str) -> None:
 
 
 def accounting_messages():
-    return Message.objects.using("orders").filter(topic="order.paid", queue="accounting")
+    return Message.objects.using("orders").filter(topic=OrderPaid.TOPIC, queue="accounting")
 
 
 def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers, fast_schedule):
@@ -208,7 +210,7 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
     # accounting is down: its messages wait and are resent on schedule, nothing is booked
     for _ in range(2):
         time.sleep(1.1)
-        services.recover_messages()
+        recovery.recover_messages()
     assert Voucher.objects.count() == 0
     assert set(accounting_messages().values_list("status", flat=True)) == {"SENDING"}
     assert min(accounting_messages().values_list("send_count", flat=True)) >= 2
@@ -217,7 +219,7 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
     wait_for(lambda: not accounting_messages().exclude(status="CONSUMED").exists(), what="the backlog to drain")
 
     assert Voucher.objects.count() == 5
-    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"order.paid:{o.out_trade_no}" for o in orders)
+    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"{OrderPaid.TOPIC}:{o.out_trade_no}" for o in orders)
     assert InboxEntry.objects.using("accounting").count() == 5
 
 
@@ -234,7 +236,7 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
 
     pay(order, "BPOISON")
     wait_for(lambda: accounting_messages().filter(last_error__contains="6001").exists(), what="the first failure")
-    wait_for(lambda: services.recover_messages() is not None and accounting_messages().get().status == "DEAD",
+    wait_for(lambda: recovery.recover_messages() is not None and accounting_messages().get().status == "DEAD",
              timeout=60, interval=1.1, what="the schedule to run out")
     dead = accounting_messages().get()
     assert dead.send_count == len(fast_schedule)
@@ -253,7 +255,7 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
     assert response.status_code in (200, 302)
     wait_for(lambda: accounting_messages().get().status == "CONSUMED", what="the resent message to be consumed")
 
-    assert Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").count() == 1
+    assert Voucher.objects.filter(source=f"{OrderPaid.TOPIC}:{order.out_trade_no}").count() == 1
     assert InboxEntry.objects.using("accounting").count() == 1
 
 
@@ -269,12 +271,12 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     try:
         bank_notify(order)  # must still answer 200: the notify and its message are in the database
 
-        message = Message.objects.using("default").filter(topic="bank.payment_succeeded")
+        message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
         assert message.get().status == "SENDING"
         # an outage longer than the whole resend schedule: refused publishes are not sends
         settings.MESSAGE_BROKER_RETRY_SECONDS = 0
         for _ in range(len(fast_schedule) + 2):
-            services.recover_messages()
+            recovery.recover_messages()
         assert (message.get().status, message.get().send_count) == ("SENDING", 0)
     finally:
         _use_broker(broker_url)  # the broker is back

@@ -29,7 +29,7 @@ from orders.services import order_create
 from paysys import bank, tcc
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import payer_token_issue
-from paysys.messaging import services as messaging
+from paysys.messaging import recovery as messaging
 from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once

@@ -1,12 +1,14 @@
-"""``POST /gateway/bank/notify``: verify, store once, publish, acknowledge; refuse anything else."""
+"""``POST /gateway/bank/notify``: verify, store the body, read it, store the notify once, publish,
+acknowledge; refuse anything else (a signed body that cannot be read is kept, rejected)."""
 
 import json
 
 import pytest
 from django.test import Client
 
+from paysys.contracts import BankPaymentSucceeded
 from paysys import bank
-from paysys.gateway.models import BankNotify
+from paysys.gateway.models import BankNotify, BankNotifyReceipt
 from paysys.messaging.models import Message
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -43,7 +45,11 @@ def encode(body) -> bytes:
 
 def stored() -> tuple[int, int]:
     """(notifies stored, bank.payment_succeeded messages published)."""
-    return BankNotify.objects.count(), Message.objects.using("default").filter(topic="bank.payment_succeeded").count()
+    return BankNotify.objects.count(), Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC).count()
+
+
+def receipts() -> list[tuple[str, bytes]]:
+    return [(r.state, bytes(r.raw_body)) for r in BankNotifyReceipt.objects.order_by("pk")]
 
 
 def test_valid_signed_notify_is_stored_published_and_acknowledged():
@@ -57,6 +63,8 @@ def test_valid_signed_notify_is_stored_published_and_acknowledged():
     assert (notify.out_trade_no, notify.amount, notify.currency, notify.status) == ("PS20261127ABCDEF0123456789", 1234, "CNY", "SUCCESS")
     assert notify.raw_body == raw.decode() and notify.signature == bank.sign(raw)
     assert stored() == (1, 1)
+    receipt = BankNotifyReceipt.objects.get()
+    assert (receipt.state, bytes(receipt.raw_body), receipt.bank_notify, receipt.attempts) == ("PROCESSED", raw, notify, 1)
 
 
 def test_invalid_signature_is_401_and_nothing_is_stored():
@@ -67,6 +75,7 @@ def test_invalid_signature_is_401_and_nothing_is_stored():
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_signature"
     assert stored() == (0, 0)
+    assert receipts() == []  # only a correctly signed body is kept
 
 
 def test_signature_of_another_body_is_401_and_nothing_is_stored():
@@ -77,6 +86,7 @@ def test_signature_of_another_body_is_401_and_nothing_is_stored():
 
     assert response.status_code == 401
     assert stored() == (0, 0)
+    assert receipts() == []  # only a correctly signed body is kept
 
 
 @pytest.mark.parametrize("signature", [None, ""])
@@ -85,6 +95,7 @@ def test_missing_signature_is_401_and_nothing_is_stored(signature):
 
     assert response.status_code == 401
     assert stored() == (0, 0)
+    assert receipts() == []  # only a correctly signed body is kept
 
 
 def test_replayed_notify_is_acknowledged_both_times_and_stored_once():
@@ -98,6 +109,7 @@ def test_replayed_notify_is_acknowledged_both_times_and_stored_once():
     notify = BankNotify.objects.get()
     assert (notify.duplicates, notify.flag, notify.conflicting_body) == (1, "", "")
     assert stored() == (1, 1)  # the replay publishes nothing
+    assert [(r.state, r.bank_notify_id) for r in BankNotifyReceipt.objects.all()] == [("PROCESSED", notify.pk)] * 2
 
 
 def test_replay_stating_the_same_instant_in_another_offset_is_an_identical_duplicate():
@@ -187,16 +199,18 @@ def test_notifies_of_two_bank_trades_are_two_rows():
 
 
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b""])
-def test_malformed_json_is_400_and_nothing_is_stored(raw):
+def test_malformed_json_is_400_and_kept_rejected(raw):
     response = post(raw)
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed"
     assert stored() == (0, 0)
+    assert receipts() == [("REJECTED", raw)]
+    assert BankNotifyReceipt.objects.get().error.startswith("malformed: body is not")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
-def test_signed_body_that_is_not_utf8_is_400_and_nothing_is_stored(encoding):
+def test_signed_body_that_is_not_utf8_is_400_and_kept_rejected(encoding):
     raw = json.dumps(notify_body()).encode(encoding)  # json.loads would accept these bytes
 
     response = post(raw)
@@ -204,6 +218,7 @@ def test_signed_body_that_is_not_utf8_is_400_and_nothing_is_stored(encoding):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed"
     assert stored() == (0, 0)
+    assert receipts() == [("REJECTED", raw)]  # the exact bytes that were signed
 
 
 def test_utf8_body_with_a_byte_order_mark_is_accepted_and_stored_verbatim():
@@ -243,12 +258,24 @@ def _without(field: str) -> dict:
         pytest.param(None, id="json-null"),
     ],
 )
-def test_wrong_shape_is_400_and_nothing_is_stored(body):
+def test_wrong_shape_is_400_and_kept_rejected(body):
     response = post(encode(body))
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] in {"invalid", "malformed"}
     assert stored() == (0, 0)
+    assert receipts() == [("REJECTED", encode(body))]
+    error = response.json()["error"]
+    assert BankNotifyReceipt.objects.get().error.startswith(f"{error['code']}: {error['message']}")
+
+
+def test_a_rejected_field_is_named_in_the_answer_and_on_the_receipt():
+    response = post(encode(notify_body(amount="100")))
+
+    assert response.json()["error"] == {
+        "code": "invalid", "message": "the request has invalid fields", "fields": {"amount": "must be a JSON integer"},
+    }
+    assert BankNotifyReceipt.objects.get().error == "invalid: the request has invalid fields\namount: must be a JSON integer"
 
 
 def test_oversized_body_is_refused_with_4xx_not_500():
@@ -259,6 +286,7 @@ def test_oversized_body_is_refused_with_4xx_not_500():
     assert 400 <= response.status_code < 500
     assert response.status_code == 413
     assert stored() == (0, 0)
+    assert receipts() == []  # only a correctly signed body is kept
 
 
 def test_get_is_not_allowed_and_stores_nothing():

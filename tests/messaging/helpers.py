@@ -2,8 +2,49 @@
 
 from __future__ import annotations
 
-from paysys.messaging import services
-from paysys.messaging.models import Message
+from django.db import transaction
+from django.db.models import QuerySet
+
+from paysys.core.models import Payer
+from paysys.messaging import consumption, outbox, registry
+from paysys.messaging.models import InboxEntry, Message
+
+# --- test consumers: "test.ping" has two, one of which writes, so rollback is observable --------
+
+handled: list[dict] = []  # payloads the test.ping consumers ran on (emptied before each test)
+
+
+@registry.consumer("test.ping", queue="notifications", name="notifications.test_ping")
+def on_ping(message):
+    if message.payload.get("explode"):
+        raise RuntimeError("handler exploded")
+    # a real write in the consumer's alias, so rollback is observable
+    InboxEntry.objects.using("notifications").create(consumer="side-effect", message_id=message.message_id, topic="x")
+    handled.append(message.payload)
+
+
+@registry.consumer("test.ping", queue="accounting", name="accounting.test_ping")
+def on_ping_accounting(message):
+    handled.append({"accounting": message.payload})
+
+
+@registry.check_back("test.payer_exists")
+def payer_exists(business_key: str):
+    """Committed iff a payer of that name exists; "undecided" never decides."""
+    if business_key == "undecided":
+        return None
+    return Payer.objects.filter(name=business_key).exists()
+
+
+def publish_ping(payload=None, alias="orders"):
+    with transaction.atomic(using=alias):
+        return outbox.publish("test.ping", payload or {"n": 1}, using=alias)
+
+
+def force_status(messages, status: str, **changes) -> int:
+    """Arrange a test's starting state: set ``status`` on ``messages`` past Message.TRANSITIONS
+    (a lost acknowledgement, a message that went DEAD earlier). Services never do this."""
+    return QuerySet.update(messages, status=status, **changes)
 
 
 def deliveries_for(alias: str, **filters) -> list[dict]:
@@ -23,7 +64,7 @@ def deliveries_for(alias: str, **filters) -> list[dict]:
 
 def deliver_all(alias: str, **filters) -> dict:
     """Consume every SENDING message of ``alias`` in this process, as a worker would."""
-    return services.consume_batch(alias, deliveries_for(alias, status=Message.Status.SENDING, **filters))
+    return consumption.consume_batch(alias, deliveries_for(alias, status=Message.Status.SENDING, **filters))
 
 
 class ShipRecorder:

@@ -8,10 +8,11 @@ from django.contrib.auth.models import Permission
 from django.db import OperationalError, connections
 from django.utils import timezone
 
-from paysys.messaging import registry, services
+from paysys.messaging import kicks, outbox, registry
+from tests.messaging.helpers import force_status
 from paysys.messaging.models import Message
 
-pytestmark = pytest.mark.django_db(databases="__all__")
+pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.usefixtures("kicked")]
 
 Status = Message.Status
 CHANGELIST = "/admin/messaging/message/"
@@ -21,12 +22,6 @@ CHANGELIST = "/admin/messaging/message/"
 def on_test_topic(message):
     pass
 
-
-@pytest.fixture(autouse=True)
-def kicked(monkeypatch):
-    kicks: list[str] = []
-    monkeypatch.setattr(services, "kick_relay", kicks.append)
-    return kicks
 
 
 @pytest.fixture
@@ -399,13 +394,13 @@ def test_no_add_permission(admin_client, rf, admin_user):
 
 @pytest.mark.parametrize("verdict,expected", [("confirm", {"SENDING"}), ("discard", set())])
 def test_admin_settles_a_never_confirmed_dead_message(admin_client, verdict, expected, monkeypatch):
-    from paysys.messaging import services as message_services
+    from paysys.messaging import kicks, outbox
 
-    monkeypatch.setattr(message_services, "kick_relay", lambda alias: None)
-    message_id = message_services.prepare(
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+    message_id = outbox.prepare(
         "test.topic", {"n": 1}, using="orders", business_key="undecided", check_back="nobody.answers"
     )
-    Message.objects.using("orders").update(status="DEAD", next_send_at=None)
+    force_status(Message.objects.using("orders"), "DEAD", next_send_at=None)
     row = Message.objects.using("orders").filter(message_id=message_id).first()
 
     page = admin_client.get(f"/admin/messaging/message/{row.pk}/change/?service=orders")

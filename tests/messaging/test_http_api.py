@@ -7,8 +7,10 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from paysys.messaging import registry, services
+from paysys.contracts import BankPaymentSucceeded
+from paysys.messaging import kicks, registry
 from paysys.messaging.api import MAX_PAYLOAD_DEPTH
+from tests.messaging.helpers import force_status
 from paysys.messaging.models import Message
 
 pytestmark = [pytest.mark.django_db(databases="__all__")]
@@ -30,7 +32,7 @@ def on_http_message_too(message):
 def _token(settings, monkeypatch):
     settings.MESSAGING_SERVICE_TOKEN = TOKEN
     settings.MESSAGING_HTTP_TOPICS = ["test.http_api", "nobody.listens"]
-    monkeypatch.setattr(services, "kick_relay", lambda alias: None)
+    monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
 
 
 @pytest.fixture
@@ -181,13 +183,13 @@ def test_confirm_twice_is_idempotent(client):
 
 def test_confirm_kicks_the_relay_after_commit(client, monkeypatch, django_capture_on_commit_callbacks):
     kicked = []
-    monkeypatch.setattr(services, "kick_relay", kicked.append)
+    monkeypatch.setattr(kicks, "kick_relay", kicked.append)
     message_id = prepare(client)
 
     with django_capture_on_commit_callbacks(execute=True):
         client.post(f"/api/v1/messages/{message_id}/confirm")
 
-    assert services.flush_relay_requests()
+    assert kicks.flush_relay_requests()
     assert kicked == ["default"]
 
 
@@ -216,8 +218,8 @@ def test_discard_after_confirm_is_409_and_keeps_the_message(client):
 def test_get_shows_each_consumers_row(client):
     message_id = prepare(client)
     client.post(f"/api/v1/messages/{message_id}/confirm")
-    Message.objects.using("default").filter(message_id=message_id, queue="accounting").update(
-        status=Message.Status.CONSUMED, send_count=1
+    force_status(
+        Message.objects.using("default").filter(message_id=message_id, queue="accounting"), Message.Status.CONSUMED, send_count=1
     )
 
     response = client.get(f"/api/v1/messages/{message_id}")
@@ -246,7 +248,7 @@ def test_get_rejects_unknown_query_parameters(client):
 def test_get_of_a_fully_consumed_message_is_consumed(client):
     message_id = prepare(client)
     client.post(f"/api/v1/messages/{message_id}/confirm")
-    Message.objects.using("default").filter(message_id=message_id).update(status=Message.Status.CONSUMED)
+    force_status(Message.objects.using("default").filter(message_id=message_id), Message.Status.CONSUMED)
 
     assert client.get(f"/api/v1/messages/{message_id}").json()["status"] == "CONSUMED"
 
@@ -375,7 +377,7 @@ def test_a_topic_not_open_to_http_producers_is_refused_and_nothing_is_stored(cli
     # bank.payment_succeeded has consumers, but only the gateway may announce a bank payment
     response = client.post(
         "/api/v1/messages",
-        {"topic": "bank.payment_succeeded", "payload": {"out_trade_no": "PSX"}, "business_key": "k",
+        {"topic": BankPaymentSucceeded.TOPIC, "payload": {"out_trade_no": "PSX"}, "business_key": "k",
          "check_back_url": "http://127.0.0.1:9/cb"},
         format="json",
     )

@@ -20,7 +20,8 @@ from notifications.services import (
     notifications_recover_failed,
 )
 from paysys.core.services import merchant_rotate_webhook_secret
-from paysys.messaging.services import consume_batch, publish
+from paysys.messaging import publish
+from paysys.messaging.consumption import consume_batch
 from tests.messaging.helpers import deliveries_for
 from tests.notifications.conftest import order_paid
 from tests.notifications.receiver import Behaviour

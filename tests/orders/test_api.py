@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
+from paysys.contracts import OrderPaid
 from paysys import bank as bank_protocol
 from paysys import tcc
 from paysys.messaging.models import Message
@@ -306,7 +307,7 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}
     record = PaymentRecord.objects.get()
     assert (record.bank_trade_no, record.outcome, record.source) == (bank_trade_no, "APPLIED", "poll")
-    assert Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert orders_close_expired() == 0
 
 
@@ -415,3 +416,19 @@ def test_open_unpaid_orders_per_merchant_are_capped_429(api, payer, settings, ma
     _, other_key = make_merchant()  # the cap is per merchant
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
     assert api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json").status_code == 201
+
+
+# --- identifiers compare exactly on every backend (MariaDB's default collations ignore case) ----
+
+
+def test_merchant_order_numbers_differing_in_case_are_different_orders(api, payer):
+    body = {"amount": 100, "currency": "CNY", "subject": "s", "payer_id": payer.pk}
+
+    lower = api.post("/api/v1/orders", {**body, "merchant_order_no": "abc"}, format="json")
+    upper = api.post("/api/v1/orders", {**body, "merchant_order_no": "ABC", "amount": 200}, format="json")
+
+    assert (lower.status_code, upper.status_code) == (201, 201)
+    assert Order.objects.count() == 2
+    assert api.get("/api/v1/orders/ABC").json()["amount"] == 200
+    assert api.get("/api/v1/orders/abc").json()["amount"] == 100
+    assert api.get("/api/v1/orders/Abc").status_code == 404

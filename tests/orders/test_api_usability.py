@@ -59,7 +59,12 @@ def test_no_authorization_header_says_to_send_a_bearer_key(anon_api):
     assert response["WWW-Authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("amount,hint", [("19.99", "send 1999 for 19.99"), (19.99, "send 1999 for 19.99"), ("20", "send 2000 for 20")])
+@pytest.mark.parametrize(
+    "amount,hint",
+    [("19.99", "send 1999 for 19.99"), (19.99, "send 1999 for 19.99"),
+     # a whole number in the wrong JSON type: the amount itself is most likely right
+     ("20", 'send 20, not "20" (or 2000 if you meant 20.00)'), (1999.0, "send 1999, not 1999.0")],
+)
 def test_a_decimal_amount_is_told_to_use_minor_units(api, payer, amount, hint):
     response = api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
 

@@ -13,12 +13,13 @@ from accounts.selectors import fund_account_get, points_account_get
 from orders.models import Order, PaymentRecord
 from orders.services import PaymentNotCompleted, bank_payment_apply, order_create
 from paysys import bank, tcc
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.core.money import fee_for
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import InboxEntry, Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
-from tests.messaging.helpers import deliver_all
+from tests.messaging.helpers import deliver_all, force_status
 from tests.orders.helpers import order_paid_payloads
 
 # transactional: tcc.run refuses to start inside an open transaction (a test's wrapping one too)
@@ -54,7 +55,7 @@ def notify(order, *, bank_trade_no="B1", amount=None, currency=None, out_trade_n
 def process():
     """What the workers do: orders consumes the gateway's messages (running the TCC's tries and
     decision), then the orders, funds and points workers run phase two."""
-    result = deliver_all("default", topic="bank.payment_succeeded")
+    result = deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
     tcc.finish()
     return result
 
@@ -73,7 +74,7 @@ def test_notify_is_stored_and_published_in_one_transaction(order):
     notify(order)
 
     stored = BankNotify.objects.get()
-    message = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
     assert message.payload["bank_trade_no"] == stored.bank_trade_no == "B1"
     assert message.queue == "orders" and message.status == "SENDING"
     assert Order.objects.get(pk=order.pk).status == "CREATED"  # the gateway moves nothing else
@@ -88,26 +89,29 @@ def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishe
     assert order.bank_trade_no == "B1" and order.paid_at is not None
     record = PaymentRecord.objects.get()
     assert (record.outcome, record.order_id, record.source) == ("APPLIED", order.pk, "notify")
-    paid = Message.objects.using("orders").filter(topic="order.paid")
+    paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.count() == paid.values("message_id").distinct().count() * len({m.consumer for m in paid}) >= 1
     payload = paid.first().payload
-    assert payload["amount"] == 1234
-    assert payload["fee"] == fee_for(1234, merchant.fee_rate_bp) == 7
-    assert payload["merchant_order_no"] == "PAY-1"
-    assert (payload["method"], payload["points_awarded"], payload["bank_trade_no"]) == ("bank", 12, "B1")
+    assert payload == OrderPaid(  # exactly the contract, field by field
+        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=merchant.pk, merchant_order_no="PAY-1",
+        payer_id=order.payer_id, amount=1234, currency="CNY", fee=fee_for(1234, merchant.fee_rate_bp),
+        bank_trade_no="B1", paid_at=Order.objects.get(pk=order.pk).paid_at.isoformat(), notify_url=merchant.notify_url,
+        method="bank", points_awarded=12,
+    ).to_payload()
+    assert payload["fee"] == 7
     assert merchant_balance(merchant) == (1234 - 7, 0)
     assert payer_points(payer) == (12, 0)
     gtx = GlobalTransaction.objects.get()
     assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "bank:B1", "CONFIRMED")
-    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, merchant):
     notify(order)
-    deliver_all("default", topic="bank.payment_succeeded")
+    deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     # the confirm decision is committed: acknowledged; the order and balances follow in phase two
-    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
     assert GlobalTransaction.objects.get().status == "CONFIRMING"
     assert Order.objects.get(pk=order.pk).status == "PAYING"
     assert merchant_balance(merchant) == (0, 1227)
@@ -136,7 +140,7 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     notify(order)
     result = process()
 
-    message = Message.objects.using("default").get(topic="bank.payment_succeeded")
+    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
     assert result["failed"] == [message.id]
     assert message.status == "SENDING" and "not completed" in message.last_error
     assert Order.objects.get(pk=order.pk).status == "CREATED"
@@ -151,19 +155,19 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     assert merchant_balance(merchant) == (1227, 0) and payer_points(payer) == (12, 0)
     attempts = GlobalTransaction.objects.filter(business_key="bank:B1").order_by("attempt")
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
-    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def test_duplicate_notifies_and_redeliveries_complete_once(order):
     notify(order)
     notify(order)
     process()
-    Message.objects.using("default").update(status="SENDING")  # the broker redelivers too
+    force_status(Message.objects.using("default"), "SENDING")  # the broker redelivers too
     process()
 
     assert BankNotify.objects.get().duplicates == 1
     assert PaymentRecord.objects.count() == 1
-    assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).values("message_id").distinct().count() == 1
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert GlobalTransaction.objects.count() == 1
 
@@ -184,7 +188,7 @@ def test_mismatched_payment_is_flagged_never_completed(order, change, reason):
     assert record.outcome == "FLAGGED"
     assert reason in record.reason
     assert Order.objects.get(pk=order.pk).status == "CREATED"
-    assert not Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert not Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert not GlobalTransaction.objects.exists()  # no TCC for a payment that cannot complete
     # consumed: a human acts on the flag; redelivering would not change the verdict
     assert Message.objects.using("default").get().status == "CONSUMED"
@@ -218,7 +222,7 @@ def test_a_second_payment_arriving_while_the_first_holds_the_order_waits_then_is
     order is PAYING) and it is resent later, when the first has completed: then it is flagged."""
     notify(order, bank_trade_no="B1")
     notify(order, bank_trade_no="B2")
-    deliver_all("default", topic="bank.payment_succeeded")
+    deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     second = Message.objects.using("default").get(payload__bank_trade_no="B2")
     assert second.status == "SENDING" and "not completed" in second.last_error

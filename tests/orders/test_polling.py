@@ -13,6 +13,7 @@ from django.utils import timezone
 from orders import services
 from orders.models import Order, PaymentRecord
 from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank as bank_protocol
 from paysys import tcc
 from paysys.gateway.models import BankNotify
@@ -70,7 +71,7 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
     order.refresh_from_db()
     assert (order.status, order.bank_trade_no, order.next_poll_at) == ("SUCCESS", bank_trade_no, None)
     assert PaymentRecord.objects.get().source == "poll"
-    assert Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     # the same TCC as a notify: the merchant is credited and the payer awarded, once
     from accounts.selectors import fund_account_get, points_account_get
     from paysys.core.money import fee_for
@@ -85,18 +86,18 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
 def test_the_late_notify_after_polling_changes_nothing(order, bank):
     pay_with_notify_held(order)
     poll_now(order)
-    paid_messages = Message.objects.using("orders").filter(topic="order.paid").count()
+    paid_messages = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).count()
 
     Client().post("/sandbox/bank/release", headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"})  # the "lost" notify arrives
     from paysys.sandbox.tasks import resend_bank_notifies
 
     resend_bank_notifies()
     assert BankNotify.objects.count() == 1
-    deliver_all("default", topic="bank.payment_succeeded")
+    deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     assert PaymentRecord.objects.count() == 1
-    assert Message.objects.using("orders").filter(topic="order.paid").count() == paid_messages
-    assert Message.objects.using("default").get(topic="bank.payment_succeeded").status == "CONSUMED"
+    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).count() == paid_messages
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
 
 
 def test_unpaid_order_keeps_being_polled_and_nothing_changes(order, bank):

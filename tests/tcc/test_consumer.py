@@ -13,7 +13,7 @@ from paysys import tcc
 from paysys.messaging import publish, registry
 from paysys.messaging.models import InboxEntry, Message
 from paysys.tcc.models import GlobalTransaction
-from tests.messaging.helpers import deliver_all
+from tests.messaging.helpers import deliver_all, force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -73,7 +73,7 @@ def test_a_failed_try_leaves_the_message_unacknowledged_and_a_redelivery_complet
 
 def test_a_duplicate_delivery_runs_nothing_again(message_key):
     deliver_all("default", topic=TOPIC, payload__key=message_key)
-    Message.objects.filter(pk=message(message_key).pk).update(status=Message.Status.SENDING)  # as if the ack was lost
+    force_status(Message.objects.filter(pk=message(message_key).pk), Message.Status.SENDING)  # as if the ack was lost
     deliver_all("default", topic=TOPIC, payload__key=message_key)
     assert seen == [False]  # the inbox row answered the second one
     assert GlobalTransaction.objects.filter(business_key=message_key).count() == 1

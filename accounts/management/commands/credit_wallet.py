@@ -32,7 +32,7 @@ class Command(BaseCommand):
             )
         except DomainError as exc:
             details = "; ".join(f"{k}: {v}" for k, v in (exc.fields or {}).items())
-            raise CommandError(f"wallet not credited: {exc.message}" + (f" ({details})" if details else "")) from exc
+            raise CommandError(exc.message + (f" ({details})" if details else "")) from exc
         currency = entry.account.currency
         if options["json"]:
             self.stdout.write(json.dumps({

@@ -1,15 +1,20 @@
 """Throughput of the reliable message service, and the cost of the recovery scan.
 
-    manage.py bench_messaging [--messages 20000] [--producers 4] [--scan-rows 1000000]
+    manage.py bench_messaging [--messages 20000] [--producers 8] [--worker-processes 2]
+                              [--scan-rows 1000000] [--scan-passes 200]
 
-Starts one Celery worker with two pool processes on the configured broker and measures:
+Starts one Celery worker (``--worker-processes`` pool processes) on the configured broker and
+measures:
 
 * backlog drain: ``--messages`` committed messages become due at once (as after an outage);
   messages/s through relay -> consume -> acknowledgement, the message service alone;
 * end to end: ``--producers`` processes publish ``--messages`` messages, each in its own
   producer transaction, while the worker consumes; messages/s from the first publish to the
-  last acknowledgement, and publish-to-ack latency. Then fills the outbox with ``--scan-rows`` CONSUMED rows and times recovery
-passes over it. Everything it writes is deleted at the end.
+  last acknowledgement, and publish-to-ack latency;
+* recovery scan: fills the outbox with ``--scan-rows`` CONSUMED rows and times
+  ``--scan-passes`` recovery passes over it.
+
+Everything it writes is deleted at the end.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections, transaction
 from django.utils import timezone
 
-from paysys.messaging import services
-from paysys.messaging.consumers import BENCH_TOPIC
+from paysys.contracts import BenchPing
+from paysys.messaging import kicks, outbox, recovery, relay
 from paysys.messaging.models import InboxEntry, Message
 
 ALIAS = "default"
@@ -105,11 +110,11 @@ class Command(BaseCommand):
         for start in range(0, total, 500):
             with transaction.atomic(using=ALIAS):
                 for n in range(start, min(start + 500, total)):
-                    services.publish(BENCH_TOPIC, {"n": n}, using=ALIAS)
-                Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, send_count=0).update(next_send_at=later)
+                    outbox.publish(BenchPing.TOPIC, BenchPing(n=n).to_payload(), using=ALIAS)
+                Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC, send_count=0).update(next_send_at=later)
         started = time.monotonic()
-        Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).update(next_send_at=timezone.now())
-        services.kick_relay(ALIAS)
+        Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).update(next_send_at=timezone.now())
+        kicks.kick_relay(ALIAS)
         self._wait_consumed(total, started)
         elapsed = time.monotonic() - started
         self.stdout.write(self.style.SUCCESS(
@@ -120,7 +125,7 @@ class Command(BaseCommand):
         consumed = 0
         while consumed < total:
             time.sleep(0.25)
-            consumed = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC, status=Message.Status.CONSUMED).count()
+            consumed = Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC, status=Message.Status.CONSUMED).count()
             elapsed = time.monotonic() - started
             self.stdout.write(f"  consumed {consumed}/{total} after {elapsed:.1f}s", ending="\r")
             if elapsed > 600:
@@ -131,13 +136,13 @@ class Command(BaseCommand):
         try:
             for n in range(count):
                 with transaction.atomic(using=ALIAS):
-                    services.publish(BENCH_TOPIC, {"n": n}, using=ALIAS)
-            services.flush_relay_requests()  # a forked child exits without running atexit
+                    outbox.publish(BenchPing.TOPIC, BenchPing(n=n).to_payload(), using=ALIAS)
+            kicks.flush_relay_requests()  # a forked child exits without running atexit
         finally:
             connections.close_all()
 
     def _latencies(self) -> tuple[float, float]:
-        rows = Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).values_list("created_at", "consumed_at")
+        rows = Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).values_list("created_at", "consumed_at")
         ms = sorted((c - p).total_seconds() * 1000 for p, c in rows if c)
         return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
 
@@ -151,8 +156,8 @@ class Command(BaseCommand):
         timings = []
         for _ in range(passes):
             t0 = time.perf_counter()
-            services.relay_due(ALIAS)
-            services.check_back_due(ALIAS)
+            relay.relay_due(ALIAS)
+            recovery.check_back_due(ALIAS)
             timings.append((time.perf_counter() - t0) * 1000)
         timings.sort()
         self.stdout.write(self.style.SUCCESS(
@@ -173,14 +178,14 @@ class Command(BaseCommand):
                         f" next_send_at, business_key, check_back, check_count, last_error, created_at, confirmed_at,"
                         f" consumed_at) SELECT REPLACE(UUID(), '-', ''), %s, 'core.bench_noop', 'core', '{{}}', 'CONSUMED', 1,"
                         f" NULL, '', '', 0, '', %s, %s, %s FROM seq_1_to_{n}",
-                        [BENCH_TOPIC, now, now, now],
+                        [BenchPing.TOPIC, now, now, now],
                     )
                     self.stdout.write(f"  {start + n}/{rows}", ending="\r")
             self.stdout.write("")
             return
         batch = []
         for i in range(rows):
-            batch.append(Message(topic=BENCH_TOPIC, consumer="core.bench_noop", queue="core", payload={},
+            batch.append(Message(topic=BenchPing.TOPIC, consumer="core.bench_noop", queue="core", payload={},
                                  status=Message.Status.CONSUMED, send_count=1, consumed_at=now))
             if len(batch) == 10_000:
                 Message.objects.using(ALIAS).bulk_create(batch)
@@ -189,8 +194,8 @@ class Command(BaseCommand):
 
     def _cleanup(self) -> None:
         while True:
-            ids = list(Message.objects.using(ALIAS).filter(topic=BENCH_TOPIC).values_list("id", flat=True)[:50_000])
+            ids = list(Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).values_list("id", flat=True)[:50_000])
             if not ids:
                 break
             Message.objects.using(ALIAS).filter(id__in=ids).delete()
-        InboxEntry.objects.using(ALIAS).filter(topic=BENCH_TOPIC).delete()
+        InboxEntry.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).delete()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from paysys.messaging.services import recover_messages
+from paysys.messaging import recover_messages
 
 
 class Command(BaseCommand):

@@ -11,15 +11,9 @@ from django.test import Client
 
 from paysys import bank
 from paysys.gateway.models import BankNotify
+from tests.gateway.test_notify import notify_body
 
-PAYMENT = {
-    "bank_trade_no": "B20261127100000AB12",
-    "out_trade_no": "PS20261127ABCDEF0123456789",
-    "amount": 1234,
-    "currency": "CNY",
-    "status": "SUCCESS",
-    "paid_at": "2026-11-27T10:00:00+00:00",
-}
+PAYMENT = notify_body()  # the bank answers a query with what it notifies
 
 
 # --- signatures ---------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""Consumption and acknowledgement: each delivery runs in its consumer's transaction with its
+inbox row (a duplicate is a no-op); then one acknowledgement UPDATE for the batch -> CONSUMED."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from paysys.messaging import registry
+from paysys.messaging.models import InboxEntry, Message
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a consumer's handler receives."""
+
+    id: int
+    message_id: uuid.UUID
+    topic: str
+    payload: dict
+    send_count: int
+
+
+def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int]]:
+    """Process each delivery once, with its inbox row; acknowledge the batch.
+
+    Each message runs in a savepoint of one transaction per consumer database, committed once for
+    the batch: a message's writes and its inbox row stand or fall together, a handler that raises
+    rolls back only its own savepoint (its message stays SENDING with the error), and nothing is
+    acknowledged before the commit that makes it durable. A duplicate (inbox row exists) is
+    acknowledged without running the handler.
+    """
+    acked: list[int] = []
+    failed: dict[int, str] = {}
+    by_alias: dict[str, list[tuple[registry.Consumer, Delivery]]] = {}
+    for item in deliveries:
+        try:
+            spec = registry.get_consumer(item["consumer"])
+        except KeyError:
+            failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
+            continue
+        delivery = Delivery(item["id"], uuid.UUID(item["message_id"]), item["topic"], item["payload"], item["send_count"])
+        if not spec.atomic:  # runs alone, outside any transaction (registry.consumer)
+            error = _consume_outside(spec, delivery)
+            if error:
+                failed[delivery.id] = error
+            else:
+                acked.append(delivery.id)
+            continue
+        by_alias.setdefault(spec.alias, []).append((spec, delivery))
+    for alias, batch in by_alias.items():
+        done: list[int] = []
+        try:
+            with transaction.atomic(using=alias):
+                for spec, delivery in batch:
+                    error = _consume_one(spec, delivery)
+                    if error:
+                        failed[delivery.id] = error
+                    else:
+                        done.append(delivery.id)
+                if transaction.get_connection(alias).needs_rollback:  # a savepoint could not be rolled back
+                    raise DatabaseError("the consumer's transaction was lost (e.g. a deadlock rolled it back)")
+        except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
+            # one message must not sink the others (a deadlock victim, a handler that breaks the
+            # transaction): go again, each message in a transaction of its own
+            logger.warning("batch of %d message(s) in %s did not commit; retrying one by one", len(batch), alias)
+            done = []
+            for spec, delivery in batch:  # all of them: a failure inside a lost batch proves nothing
+                failed.pop(delivery.id, None)
+                error = _consume_alone(spec, delivery)
+                if error:
+                    failed[delivery.id] = error
+                else:
+                    done.append(delivery.id)
+        acked.extend(done)
+    acknowledge(origin, acked)
+    record_failures(origin, failed)
+    return {"acked": acked, "failed": sorted(failed)}
+
+
+def _consume_alone(spec: registry.Consumer, delivery: Delivery) -> str:
+    try:
+        with transaction.atomic(using=spec.alias):
+            error = _consume_one(spec, delivery)
+            if transaction.get_connection(spec.alias).needs_rollback:
+                raise DatabaseError("the consumer's transaction was lost")
+        return error
+    except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
+        return f"not committed: {_describe(exc)}"
+
+
+def _consume_outside(spec: registry.Consumer, delivery: Delivery) -> str:
+    """A non-atomic consumer: skip if consumed, run the handler, then write the inbox row."""
+    try:
+        if _already_consumed(spec, delivery.message_id):
+            return ""
+        spec.handler(delivery)
+        try:
+            with transaction.atomic(using=spec.alias):
+                InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
+        except IntegrityError:
+            pass  # a concurrent delivery wrote the inbox row first
+        return ""
+    except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
+        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
+        return _describe(exc)
+
+
+def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
+    """Run one handler with its inbox row in a savepoint. Returns "" when consumed (or already
+    consumed before), else the error, after rolling back everything this message wrote."""
+    try:
+        with transaction.atomic(using=spec.alias):
+            InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
+            spec.handler(delivery)
+        return ""
+    except IntegrityError as exc:
+        if _already_consumed(spec, delivery.message_id):
+            return ""
+        return _describe(exc)
+    except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never lost
+        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
+        return _describe(exc)
+
+
+def _already_consumed(spec: registry.Consumer, message_id: uuid.UUID) -> bool:
+    try:
+        return InboxEntry.objects.using(spec.alias).filter(consumer=spec.name, message_id=message_id).exists()
+    except DatabaseError:
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"[:2000]
+
+
+def acknowledge(origin: str, ids: list[int]) -> int:
+    """Mark consumed, in one UPDATE. If the producer's database is unreachable the rows stay
+    SENDING and are resent; the consumer's inbox turns the resend into a no-op."""
+    if not ids:
+        return 0
+    try:
+        return (
+            Message.objects.using(origin)
+            .filter(id__in=ids)
+            .transition(Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error="")
+        )
+    except DatabaseError:
+        logger.warning("ack of %d message(s) to %s failed; they will be resent and deduplicated", len(ids), origin)
+        return 0
+
+
+def record_failures(origin: str, failures: dict[int, str]) -> None:
+    for message_id, error in failures.items():
+        try:
+            Message.objects.using(origin).filter(id=message_id, status=Status.SENDING).update(last_error=error)
+        except DatabaseError:
+            logger.warning("could not record failure of message %s in %s", message_id, origin)

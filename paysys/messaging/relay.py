@@ -1,0 +1,101 @@
+"""The relay: claim due SENDING rows, count the send, ship them to their consumers' queues in
+batches (one Celery task per batch, not per message); past the resend schedule -> DEAD."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from paysys.messaging.models import Message
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+BATCH_SIZE = 100  # messages per consume task
+CLAIM_LIMIT = 1000  # rows claimed per relay pass and alias
+
+
+def resend_schedule() -> list[int]:
+    """Seconds to wait after the 1st, 2nd, ... send before resending; past the end -> DEAD."""
+    return list(settings.MESSAGE_RESEND_SCHEDULE)
+
+
+def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
+    """Claim the due SENDING rows of ``alias``, count the send, and ship them. Returns rows sent.
+
+    Rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED (SQLite serialises writers instead),
+    and their next due time is moved forward in the same transaction, so concurrent passes on
+    several machines never send the same row twice in one round.
+    """
+    now = now or timezone.now()
+    schedule = resend_schedule()
+    with transaction.atomic(using=alias):
+        rows = list(
+            Message.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(status=Status.SENDING, next_send_at__lte=now)
+            .order_by("next_send_at")
+            .only("id", "message_id", "topic", "consumer", "queue", "payload", "send_count")[:limit]
+        )
+        exhausted = [r.id for r in rows if r.send_count >= len(schedule)]
+        if exhausted:
+            Message.objects.using(alias).filter(id__in=exhausted).transition(Status.DEAD, next_send_at=None)
+            logger.error("%d message(s) in %s are DEAD after %d sends", len(exhausted), alias, len(schedule))
+        rows = [r for r in rows if r.send_count < len(schedule)]
+        by_count: dict[int, list[int]] = {}
+        for row in rows:
+            by_count.setdefault(row.send_count, []).append(row.id)
+        for count, ids in by_count.items():
+            wait = schedule[count + 1] if count + 1 < len(schedule) else schedule[-1]
+            Message.objects.using(alias).filter(id__in=ids).update(
+                send_count=F("send_count") + 1, next_send_at=now + timedelta(seconds=wait)
+            )
+    if rows:
+        unsent = _ship(alias, rows)
+        if unsent:
+            # the broker refused them: that was no send, so it must not bring them nearer DEAD
+            Message.objects.using(alias).filter(id__in=unsent, status=Status.SENDING).update(
+                send_count=F("send_count") - 1,
+                next_send_at=timezone.now() + timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS),
+            )
+        return len(rows) - len(unsent)
+    return 0
+
+
+def _ship(alias: str, rows: list[Message]) -> list[int]:
+    """Publish the rows to their queues, 100 per task. Returns the ids the broker did not take."""
+    from paysys.messaging.tasks import consume
+
+    by_queue: dict[str, list[dict]] = {}
+    for row in rows:
+        by_queue.setdefault(row.queue, []).append(
+            {
+                "id": row.id,
+                "message_id": str(row.message_id),
+                "topic": row.topic,
+                "consumer": row.consumer,
+                "payload": row.payload,
+                "send_count": row.send_count + 1,
+            }
+        )
+    batches = [
+        (queue, deliveries[start : start + BATCH_SIZE])
+        for queue, deliveries in by_queue.items()
+        for start in range(0, len(deliveries), BATCH_SIZE)
+    ]
+    shipped = 0
+    try:
+        with consume.app.producer_or_acquire() as producer:
+            for queue, batch in batches:
+                consume.apply_async(args=[alias, batch], queue=queue, producer=producer)
+                shipped += 1
+    except Exception:  # the rest stay SENDING: recovery resends them once the broker is back
+        unsent = [d["id"] for _, batch in batches[shipped:] for d in batch]
+        logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(unsent), alias, exc_info=True)
+        return unsent
+    return []

@@ -1,0 +1,26 @@
+import pytest
+from django.conf import settings
+from django.db import OperationalError, connections
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "databases": {alias: "ok" for alias in settings.DATABASES}}
+
+
+def test_healthz_names_the_database_that_does_not_answer(client, monkeypatch):
+    def refused():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connections["accounting"], "cursor", refused)
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded"
+    assert response.json()["databases"]["accounting"] == "down: OperationalError"
+    assert response.json()["databases"]["orders"] == "ok"

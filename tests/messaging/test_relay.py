@@ -1,0 +1,123 @@
+"""The relay: due rows shipped once per round, resent on schedule, then DEAD."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from paysys.messaging import outbox, relay, tasks
+from paysys.messaging.models import Message
+from tests.concurrency import run_at_once
+from tests.messaging.helpers import publish_ping
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+# --- relay, resend schedule, dead -----------------------------------------------------------
+
+
+def test_relay_ships_due_rows_and_schedules_the_resend(ship, settings):
+    settings.MESSAGE_RESEND_SCHEDULE = [0, 60, 120, 300, 900]
+    publish_ping()
+    now = timezone.now()
+
+    sent = relay.relay_due("orders", now=now)
+
+    assert sent == 2 and len(ship.ids) == 2
+    for row in Message.objects.using("orders"):
+        assert row.send_count == 1
+        assert row.next_send_at == now + timedelta(seconds=60)
+    assert relay.relay_due("orders", now=now) == 0  # not due again yet
+
+
+def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
+    settings.MESSAGE_RESEND_SCHEDULE = [0, 60, 120, 300, 900]
+    publish_ping()
+    row_id = Message.objects.using("orders").order_by("id").first().id
+    now = timezone.now()
+    waits = []
+
+    for _ in range(5):
+        assert relay.relay_due("orders", now=now) == 2
+        row = Message.objects.using("orders").get(id=row_id)
+        waits.append(round((row.next_send_at - now).total_seconds()))
+        now = row.next_send_at
+
+    assert waits == [60, 120, 300, 900, 900]
+    assert relay.relay_due("orders", now=now) == 0
+    assert set(Message.objects.using("orders").values_list("status", "next_send_at")) == {("DEAD", None)}
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_concurrent_relay_passes_send_each_row_once(ship):
+    for n in range(40):
+        publish_ping({"n": n})
+    run_at_once(*[lambda: relay.relay_due("orders")] * 4)
+
+    assert len(ship.ids) == 80
+    assert len(set(ship.ids)) == 80
+    assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {1}
+
+
+
+# --- the hand-off to the broker ----------------------------------------------------------------
+
+
+class Broker:
+    """Stands in for consume.apply_async: records each task, refuses from the ``refuse_from``-th."""
+
+    def __init__(self, refuse_from: int | None = None):
+        self.tasks: list[tuple[str, str, list[dict]]] = []
+        self.refuse_from = refuse_from
+
+    def __call__(self, *, args, queue, producer):
+        if self.refuse_from is not None and len(self.tasks) + 1 >= self.refuse_from:
+            raise ConnectionError("broker down")
+        assert producer is not None  # one connection for the whole pass
+        origin, batch = args
+        self.tasks.append((origin, queue, batch))
+
+
+def publish_pings(n: int) -> None:
+    with transaction.atomic(using="orders"):
+        for i in range(n):
+            outbox.publish("test.ping", {"n": i}, using="orders")
+
+
+def test_the_relay_sends_each_queue_its_deliveries_100_per_task(monkeypatch):
+    broker = Broker()
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    publish_pings(101)  # two consumers: 101 rows for each queue
+
+    assert relay.relay_due("orders") == 202
+
+    sizes = sorted((queue, len(batch)) for _, queue, batch in broker.tasks)
+    assert sizes == [("accounting", 1), ("accounting", 100), ("notifications", 1), ("notifications", 100)]
+    assert {origin for origin, _, _ in broker.tasks} == {"orders"}
+    row = Message.objects.using("orders").get(consumer="accounting.test_ping", payload__n=0)
+    delivery = next(d for _, _, batch in broker.tasks for d in batch if d["id"] == row.id)
+    assert delivery == {
+        "id": row.id, "message_id": str(row.message_id), "topic": "test.ping", "consumer": "accounting.test_ping",
+        "payload": {"n": 0}, "send_count": 1,
+    }
+
+
+def test_what_the_broker_refuses_was_no_send(monkeypatch, settings):
+    """The broker goes down after two tasks: the rest stay SENDING, their count not spent,
+    due again after MESSAGE_BROKER_RETRY_SECONDS."""
+    broker = Broker(refuse_from=3)
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    publish_pings(150)  # 150 rows per queue: two tasks each (100 + 50), one queue after the other
+
+    before = timezone.now()
+    assert relay.relay_due("orders") == 150
+
+    assert [len(batch) for _, _, batch in broker.tasks] == [100, 50]
+    (shipped_queue,) = {queue for _, queue, _ in broker.tasks}
+    rows = Message.objects.using("orders")
+    assert set(rows.filter(queue=shipped_queue).values_list("send_count", flat=True)) == {1}
+    refused = rows.exclude(queue=shipped_queue)
+    assert set(refused.values_list("status", "send_count")) == {("SENDING", 0)}
+    retry = timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS)
+    assert all(before + retry <= r.next_send_at <= timezone.now() + retry for r in refused)
