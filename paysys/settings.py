@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -110,6 +111,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "paysys.api.middleware.ConcurrencyLimitMiddleware",
     "paysys.api.middleware.ContentSecurityPolicyMiddleware",
     "paysys.api.middleware.PublicRateLimitMiddleware",
     "paysys.api.middleware.BodySizeLimitMiddleware",
@@ -171,10 +173,17 @@ def _sqlite_database(path: Path) -> dict:
     }
 
 
+# Persistent connections pay off in long-lived threads (Celery workers, a WSGI server's pool).
+# runserver starts a thread per request, so a kept connection outlives its thread and leaks until
+# the database times it out: concurrent requests could exhaust MySQL's connections. There,
+# every request closes its connections.
+DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "0" if sys.argv[1:2] == ["runserver"] else "60"))
+
+
 def _service_database(service: str) -> dict:
     override = os.environ.get(f"DATABASE_URL_{service.upper()}")
     if override:
-        return _configure(dj_database_url.parse(override, conn_max_age=60, conn_health_checks=True))
+        return _configure(dj_database_url.parse(override, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True))
     base = os.environ.get("DATABASE_URL")
     if not base:
         return _sqlite_database(VAR_DIR / f"{service}.sqlite3")
@@ -183,7 +192,7 @@ def _service_database(service: str) -> dict:
     parts = urlsplit(base)
     prefix = parts.path.lstrip("/") or "paysys"
     url = urlunsplit(parts._replace(path=f"/{prefix}_{service}"))
-    return _configure(dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True))
+    return _configure(dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True))
 
 
 def _configure(db: dict) -> dict:
@@ -234,6 +243,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# requests in progress at once per web process (each may hold a connection to every service
+# database it touches): beyond it a request waits WEB_QUEUE_SECONDS for a slot, then gets a 503
+WEB_MAX_CONCURRENT_REQUESTS = int(os.environ.get("WEB_MAX_CONCURRENT_REQUESTS", "12"))
+WEB_QUEUE_SECONDS = float(os.environ.get("WEB_QUEUE_SECONDS", "2"))
 
 # Refuse oversized request bodies before they are parsed (a notify or an order is < 4 KB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
@@ -486,5 +500,10 @@ LOGGING = {
     "filters": {"routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["routine_to_debug"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # a request with a foreign Host header is answered 400; a traceback per request would let
+        # anyone flood the log (and its alerts)
+        "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
 }

@@ -33,8 +33,8 @@ def address_refusal(address: str) -> str | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address!r} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):  # IPv4 carried inside IPv6 is judged as that IPv4
+        ip = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None) or ip
     if any(ip in network for network in allowed_networks()):
         return None
     for kind in ("loopback", "link_local", "multicast", "reserved", "unspecified", "private"):
@@ -54,6 +54,12 @@ def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -
         return "must be an http(s) URL with a host"
     if parts.username or parts.password:
         return "must not carry credentials"
+    try:
+        port = parts.port
+    except ValueError:  # "host:99999"
+        return "has a port out of range"
+    if port == 0:
+        return "has port 0"
     host = parts.hostname
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
@@ -63,7 +69,7 @@ def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -
     if not resolve:
         return None
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         return f"host {host!r} does not resolve ({exc})" if must_resolve else None
     for *_, sockaddr in infos:

@@ -50,3 +50,19 @@ def test_two_checkouts_get_different_passwords(settings, tmp_path):
     _, second = ensure_dev_superuser()
 
     assert first != second
+
+
+def test_production_settings_create_no_demo_merchant_and_print_no_key(settings, db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from paysys.core.models import Merchant
+
+    settings.SANDBOX_ENABLED = False
+    out = StringIO()
+
+    call_command("run_banner", stdout=out)
+
+    assert not Merchant.objects.exists()
+    assert "psk_" not in out.getvalue() and "create_merchant" in out.getvalue()

@@ -109,7 +109,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         base = settings.PUBLIC_BASE_URL
-        merchant, merchant_created = ensure_demo_merchant()
         bold = self.style.MIGRATE_HEADING
         lines = ["", bold("paysys is starting"), ""]
         if is_embedded():
@@ -128,14 +127,20 @@ class Command(BaseCommand):
         else:
             lines.append(f"  admin      {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
         lines.append(f"  API docs   {base}/api/docs/")
+        if not settings.SANDBOX_ENABLED:
+            # production settings: no demo merchant (its key would sit in the log and in var/)
+            lines.append("  merchants  .venv/bin/python manage.py create_merchant --name N --notify-url U --json")
+            lines.append("")
+            self.stdout.write("\n".join(lines))
+            return
+        merchant, merchant_created = ensure_demo_merchant()
         lines.append(
             f"  merchant   #{merchant['merchant_id']} {DEMO_MERCHANT_NAME}: API key {merchant['api_key']}"
         )
         saved = "saved" if merchant_created else "kept"
         lines.append(f"             ({saved} in {demo_merchant_file()}; the key is shown once by design)")
         lines.append(f"  payer      #{merchant['payer_id']} {DEMO_PAYER_NAME}")
-        if settings.SANDBOX_ENABLED:
-            lines.append(f"  sandbox    control token {settings.SANDBOX_TOKEN} (the simulators' control endpoints)")
+        lines.append(f"  sandbox    control token {settings.SANDBOX_TOKEN} (the simulators' control endpoints)")
         lines.append("")
         lines.append("  try it:")
         lines.append(
