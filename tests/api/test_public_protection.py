@@ -4,6 +4,7 @@ origin, and per-address request limits on the gateway, the sandbox and admin log
 import itertools
 import json
 import re
+import secrets
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -13,12 +14,14 @@ from django.test import Client, RequestFactory
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 _hosts = itertools.count(1)
+_run = secrets.randbelow(2**16)  # another run within the same rate window must not share addresses
 
 
 def new_address() -> str:
-    """A client address no other test used in this rate window (the counters live in a shared cache)."""
+    """A client address no test used in this rate window (the counters live in a shared cache
+    that outlives a test run)."""
     n = next(_hosts)
-    return f"198.51.{(n // 250) % 250}.{n % 250 + 1}"
+    return f"2001:db8:{_run:x}::{n:x}"
 
 
 def test_docs_are_served_from_this_origin_under_a_strict_csp(client):
