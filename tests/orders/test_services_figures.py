@@ -315,3 +315,19 @@ def test_an_expiry_pass_closes_only_what_it_may(merchant, payer, monkeypatch):
     # when the pass closes it, the transition is refused and not counted
     assert orders_close_expired() == 0
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+
+
+def test_the_next_poll_is_the_scheduled_wait_ahead_and_none_past_expiry(settings):
+    # given a schedule of 2, 3 s then every 60 s, and an order expiring in 100 s
+    settings.ORDER_POLL_SCHEDULE = [2, 3]
+    settings.ORDER_POLL_LATE_INTERVAL = 60
+    now = timezone.now()
+    order = Order(expires_at=now + timedelta(seconds=100), poll_count=0)
+
+    # then after the first poll the next is 3 s ahead, after the second 60 s ahead
+    assert services._next_poll_at(order, now) == now + timedelta(seconds=3)
+    order.poll_count = 1
+    assert services._next_poll_at(order, now) == now + timedelta(seconds=60)
+    # a poll exactly at expiry still happens, one past it does not
+    assert services._next_poll_at(order, now + timedelta(seconds=40)) == order.expires_at
+    assert services._next_poll_at(order, now + timedelta(seconds=41)) is None
