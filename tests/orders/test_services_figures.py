@@ -331,3 +331,26 @@ def test_the_next_poll_is_the_scheduled_wait_ahead_and_none_past_expiry(settings
     # a poll exactly at expiry still happens, one past it does not
     assert services._next_poll_at(order, now + timedelta(seconds=40)) == order.expires_at
     assert services._next_poll_at(order, now + timedelta(seconds=41)) is None
+
+
+def test_an_order_waiting_for_the_bank_does_not_hold_back_the_next_ones(merchant, payer, monkeypatch):
+    # given two orders expired a minute ago (within the grace period): the bank cannot be asked
+    # about the older one, and says the younger was not paid
+    now = timezone.now()
+    older, younger = create(merchant, payer, no="X-OLD"), create(merchant, payer, no="X-NEW")
+    Order.objects.filter(pk=older.pk).update(expires_at=now - timedelta(seconds=61))
+    Order.objects.filter(pk=younger.pk).update(expires_at=now - timedelta(seconds=60))
+
+    def bank_answers(out_trade_no):
+        if out_trade_no == older.out_trade_no:
+            raise bank_protocol.BankUnavailable("timed out")
+        return None
+
+    monkeypatch.setattr(bank_protocol, "query_payment", bank_answers)
+
+    # when the expiry pass runs
+    closed = orders_close_expired()
+
+    # then the older waits for the bank, and the pass goes on to close the younger
+    assert closed == 1
+    assert dict(Order.objects.values_list("merchant_order_no", "status")) == {"X-OLD": "CREATED", "X-NEW": "CLOSED"}
