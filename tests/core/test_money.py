@@ -31,3 +31,10 @@ def test_fee_refuses_a_negative_amount_or_a_rate_outside_0_to_10000(amount, rate
 @pytest.mark.parametrize("amount,rate_bp", [(0, 0), (0, 10_000)])
 def test_fee_accepts_the_bounds(amount, rate_bp):
     assert fee_for(amount, rate_bp) == 0
+
+
+def test_points_for_a_negative_amount_is_refused_with_its_reason():
+    from paysys.core.money import points_for
+
+    with pytest.raises(ValueError, match=r"^amount must be >= 0$"):
+        points_for(-1, "CNY")
