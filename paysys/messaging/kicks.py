@@ -24,12 +24,15 @@ def kick_key(alias: str) -> str:
     return f"messaging:kick:{alias}"
 
 
-class _Kicker:
-    """Sends relay kicks from a background thread of this process, so a producer's commit never
-    waits on the cache or the broker (a hung Redis must not hang the bank's notify), and the
-    kicks of many commits in the same few milliseconds become one."""
+class BackgroundKicks:
+    """Sends kicks from a background thread of this process, so a caller's commit never waits on
+    the cache or the broker (a hung Redis must not hang the bank's notify), and the kicks of many
+    commits in the same few milliseconds become one per key. ``send(key)`` is called for each
+    pending key, in order. Used for relay kicks here and for TCC phase-two kicks."""
 
-    def __init__(self) -> None:
+    def __init__(self, send, *, name: str) -> None:
+        self._send = send
+        self._name = name
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: set[str] = set()
@@ -37,17 +40,20 @@ class _Kicker:
         self._idle.set()
         self._pid: int | None = None
 
-    def request(self, alias: str) -> None:
+    def submit(self, keys) -> None:
         with self._lock:
-            self._pending.add(alias)
+            self._pending.update(keys)
             self._idle.clear()
-            if self._pid != os.getpid():  # first kick in this process, or in a forked child
+            if self._pid != os.getpid():  # first use in this process, or in a forked child
                 self._pid = os.getpid()
-                threading.Thread(target=self._run, name="paysys-relay-kicker", daemon=True).start()
+                threading.Thread(target=self._run, name=self._name, daemon=True).start()
         self._wake.set()
 
+    def request(self, key: str) -> None:
+        self.submit([key])
+
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every requested kick was sent (for short-lived producers before they exit)."""
+        """Wait until every requested kick was sent (short-lived processes, before they exit)."""
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
@@ -55,12 +61,17 @@ class _Kicker:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
-                aliases, self._pending = self._pending, set()
-            for alias in aliases:
-                kick_relay(alias)
+                keys, self._pending = self._pending, set()
+            for key in sorted(keys):
+                self._send(key)
             with self._lock:
                 if not self._pending:
                     self._idle.set()
+
+
+def _Kicker() -> BackgroundKicks:
+    """The relay's kicker (late-bound ``kick_relay``, so tests may replace it)."""
+    return BackgroundKicks(lambda alias: kick_relay(alias), name="paysys-relay-kicker")
 
 
 _kicker = _Kicker()

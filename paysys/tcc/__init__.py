@@ -1,6 +1,6 @@
 """The TCC framework's public face: ``from paysys import tcc``; ``tcc.participant(...)``,
-``tcc.run(...)``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See /work/wt/notes/TCC_API.md
-and the README ("How TCC works here").
+``tcc.run(...)``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See the README ("TCC:
+completing a payment all or nothing").
 
 Names resolve lazily (this package is also a Django app, imported before models are ready).
 Domains import from here only, never from the modules behind it.

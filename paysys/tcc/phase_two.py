@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import threading
 from collections import defaultdict
 from typing import Iterable
 
@@ -34,6 +32,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from paysys.messaging.kicks import BackgroundKicks
 from paysys.tcc import barrier, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
@@ -114,45 +113,9 @@ def send(items: list[dict]) -> int:
     return sent
 
 
-class _Dispatcher:
-    """Kicks phase-two passes from a background thread of this process: the initiator returns as
-    soon as its decision is committed, never waiting on the cache or the broker."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._pending: set[str] = set()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._pid: int | None = None
-
-    def submit(self, queues: list[str]) -> None:
-        with self._lock:
-            self._pending.update(queues)
-            self._idle.clear()
-            if self._pid != os.getpid():  # first use in this process, or in a forked child
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="paysys-tcc-dispatch", daemon=True).start()
-        self._wake.set()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything submitted was sent (short-lived processes, before they exit)."""
-        return self._idle.wait(timeout)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                queues, self._pending = self._pending, set()
-            for queue in sorted(queues):
-                kick(queue)
-            with self._lock:
-                if not self._pending:
-                    self._idle.set()
-
-
-_dispatcher = _Dispatcher()
+# kicks phase-two passes from a background thread: the initiator returns as soon as its decision
+# is committed, never waiting on the cache or the broker
+_dispatcher = BackgroundKicks(lambda queue: kick(queue), name="paysys-tcc-dispatch")
 atexit.register(_dispatcher.flush)
 
 
