@@ -1,5 +1,5 @@
 """The TCC framework's public face: ``from paysys import tcc``; ``tcc.participant(...)``,
-``tcc.run(...)``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See the README ("TCC:
+``tcc.run(...)``, ``tcc.run_many(...)``, ``tcc.many``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See the README ("TCC:
 completing a payment all or nothing").
 
 Names resolve lazily (this package is also a Django app, imported before models are ready).
@@ -12,10 +12,13 @@ import importlib
 
 _EXPORTS = {
     "participant": "paysys.tcc.registry",
+    "many": "paysys.tcc.registry",
+    "BranchOp": "paysys.tcc.registry",
     "Branch": "paysys.tcc.coordinator",
     "Outcome": "paysys.tcc.coordinator",
     "TryFailed": "paysys.tcc.coordinator",
     "run": "paysys.tcc.coordinator",
+    "run_many": "paysys.tcc.coordinator",
     "finish": "paysys.tcc.phase_two",
     "recover_tcc": "paysys.tcc.recovery",
 }

@@ -21,7 +21,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from paysys.tcc.models import Barrier
-from paysys.tcc.registry import Participant
+from paysys.tcc.registry import BranchOp, Participant
 
 TRY, CONFIRM, CANCEL = "try", "confirm", "cancel"
 APPLIED, DUPLICATE, EMPTY = "applied", "duplicate", "empty"
@@ -65,7 +65,7 @@ def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict, 
             if op == TRY and _cancelled(alias, xid, branch):
                 raise BarrierRefused(f"try of {xid}/{branch} arrived after its cancel")
             return DUPLICATE
-        spec.op(op)(payload, xid=xid)
+        spec.apply(op, [BranchOp(xid, payload)])
         return APPLIED
 
 

@@ -1,5 +1,18 @@
 """Participants registered by action name. The initiator names an action (``"funds.credit"``)
-and never imports the participant's code (DESIGN.md, "Dependency rules")."""
+and never imports the participant's code (DESIGN.md, "Dependency rules").
+
+An op is either **single**, ``fn(payload, *, xid)``, or **batched**, ``fn(ops: list[Op])``
+marked with :func:`many`. The framework runs a batched op over many branches at once (one
+transaction, one barrier insert, set-based SQL in the participant); a single op is run once per
+branch. Either way the op runs inside ``atomic(using=alias)`` with the barrier rows, and:
+
+* a batched op applies **all** of its ops or raises; the framework then rolls the batch back and
+  runs each op again alone, as ``fn([op])``, so per-op outcomes (one refused try among many)
+  come from that one-op call, which must behave exactly as a single op would;
+* the ops of one call belong to distinct branches; rows are locked in a fixed order (sorted by
+  their key), so two concurrent batches on shared rows cannot deadlock (if InnoDB still picks a
+  victim, the one-by-one redo absorbs it).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +21,25 @@ from typing import Callable
 
 from django.conf import settings
 
-Op = Callable[..., None]  # fn(payload: dict, *, xid: str) -> None
+Op = Callable[..., None]  # fn(payload: dict, *, xid: str) -> None, or @many fn(ops: list[BranchOp]) -> None
+
+
+@dataclass(frozen=True)
+class BranchOp:
+    """One branch's op as a batched op receives it."""
+
+    xid: str
+    payload: dict
+
+
+def many(fn: Callable[[list[BranchOp]], None]) -> Callable[[list[BranchOp]], None]:
+    """Mark ``fn(ops: list[BranchOp])`` as a batched op (see the module docstring)."""
+    fn.tcc_many = True
+    return fn
+
+
+def is_many(fn) -> bool:
+    return getattr(fn, "tcc_many", False)
 
 
 @dataclass(frozen=True)
@@ -22,6 +53,16 @@ class Participant:
 
     def op(self, name: str) -> Op:
         return {"try": self.try_, "confirm": self.confirm, "cancel": self.cancel}[name]
+
+    def apply(self, name: str, ops: list[BranchOp]) -> None:
+        """Run op ``name`` over ``ops`` (in the caller's transaction): one call of a batched op,
+        else one call per op."""
+        fn = self.op(name)
+        if is_many(fn):
+            fn(ops)
+        else:
+            for entry in ops:
+                fn(entry.payload, xid=entry.xid)
 
 
 _participants: dict[str, Participant] = {}
