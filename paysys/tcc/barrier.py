@@ -17,7 +17,7 @@ waits for it (then cancels it) or wins (and the try is refused).
 
 from __future__ import annotations
 
-from django.db import connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from paysys.tcc.models import Barrier
@@ -32,33 +32,54 @@ class BarrierRefused(Exception):
 
 
 _INSERT_IGNORE = {
-    "mysql": "INSERT IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES (%s, %s, %s, %s, %s)",
-    "sqlite": "INSERT OR IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES (%s, %s, %s, %s, %s)",
-    "postgresql": "INSERT INTO {table} (xid, branch, op, reason, created_at) VALUES (%s, %s, %s, %s, %s) "
-    "ON CONFLICT DO NOTHING",
+    "mysql": "INSERT IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES {rows}",
+    "sqlite": "INSERT OR IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES {rows}",
+    "postgresql": "INSERT INTO {table} (xid, branch, op, reason, created_at) VALUES {rows} ON CONFLICT DO NOTHING",
 }
 
 
-def _insert(alias: str, xid: str, branch: int, op: str, reason: str) -> bool:
-    """Insert-ignore one barrier row; True when it was inserted (one round trip, no savepoint)."""
+def _insert(alias: str, rows: list[tuple[str, int, str, str]]) -> int:
+    """Insert-ignore barrier rows (xid, branch, op, reason) in one statement; returns how many
+    were inserted (one round trip, no savepoint)."""
     connection = connections[alias]
-    sql = _INSERT_IGNORE[connection.vendor].format(table=connection.ops.quote_name(Barrier._meta.db_table))
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    sql = _INSERT_IGNORE[connection.vendor].format(
+        table=connection.ops.quote_name(Barrier._meta.db_table), rows=", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [xid, branch, op, reason, now])
-        return cursor.rowcount == 1
+        cursor.execute(sql, [value for row in rows for value in (*row, now)])
+        return cursor.rowcount
 
 
-def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict, savepoint: bool = True) -> str:
-    """Run ``op`` of one branch behind the barrier; returns APPLIED, DUPLICATE or EMPTY.
+class NotFresh(Exception):
+    """A batch met a barrier row that already existed (a duplicate or a cancelled branch): it is
+    redone op by op, where each op gets its own answer."""
 
-    ``savepoint=False`` when a caller batches several ops in one transaction of its own (phase
-    two): a failure then fails the whole batch, which the caller redoes op by op.
+
+def run_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> None:
+    """Run ``op`` for many branches (xid, branch, payload) of one participant in ONE transaction
+    of its alias: one barrier insert for all of them, then the op once over all (a batched op,
+    ``registry.many``, turns that into set-based SQL). All or nothing: raises :class:`NotFresh`
+    when any branch already has its barrier row, or whatever the op raised; the caller then
+    runs each op alone with :func:`run_op`.
+
+    Only for try and confirm: a cancel must first bar its try (see the module docstring), so
+    cancels (rare) always run op by op.
     """
+    if op == CANCEL:
+        raise ValueError("cancels run op by op (run_op): each first bars its try")
+    with transaction.atomic(using=spec.alias):
+        if _insert(spec.alias, [(xid, branch, op, op) for xid, branch, _ in items]) != len(items):
+            raise NotFresh(f"{spec.action} {op}: a branch of the batch ran before")
+        spec.apply(op, [BranchOp(xid, payload) for xid, _, payload in items])
+
+
+def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict) -> str:
+    """Run ``op`` of one branch behind the barrier; returns APPLIED, DUPLICATE or EMPTY."""
     alias = spec.alias
-    with transaction.atomic(using=alias, savepoint=savepoint):
-        origin_inserted = op == CANCEL and _insert(alias, xid, branch, TRY, CANCEL)
-        current_inserted = _insert(alias, xid, branch, op, op)
+    with transaction.atomic(using=alias):
+        origin_inserted = op == CANCEL and _insert(alias, [(xid, branch, TRY, CANCEL)]) == 1
+        current_inserted = _insert(alias, [(xid, branch, op, op)]) == 1
         if origin_inserted:
             return EMPTY
         if not current_inserted:
@@ -67,6 +88,46 @@ def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict, 
             return DUPLICATE
         spec.apply(op, [BranchOp(xid, payload)])
         return APPLIED
+
+
+def run_all(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:
+    """Run ``op`` for every branch (xid, branch, payload): as one batch when it can, else op by op.
+    Returns, per item, APPLIED / DUPLICATE / EMPTY or the exception that op raised."""
+    if op != CANCEL and len(items) > 1:
+        try:
+            run_batch(spec, op=op, items=items)
+            return [APPLIED] * len(items)
+        except Exception as exc:  # noqa: BLE001 - nothing of the batch committed: redo op by op
+            if not _answers(spec.alias, exc):
+                return [exc] * len(items)
+    return run_each(spec, op=op, items=items)
+
+
+def run_each(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:
+    """Each op in a transaction of its own. Once the database stops answering, the ops left are
+    failed with that error untried (each would only wait for its own timeout)."""
+    results: list[str | Exception] = []
+    for xid, branch, payload in items:
+        if results and isinstance(results[-1], Exception) and not _answers(spec.alias, results[-1]):
+            results.append(results[-1])
+            continue
+        try:
+            results.append(run_op(spec, xid=xid, branch=branch, op=op, payload=payload))
+        except Exception as exc:  # noqa: BLE001 - this op's answer
+            results.append(exc)
+    return results
+
+
+def _answers(alias: str, error: Exception) -> bool:
+    """False when ``error`` came from a database that no longer answers (a lost or refused
+    connection), rather than from the op, a constraint or a lock."""
+    if not isinstance(error, DatabaseError) or isinstance(error, IntegrityError):
+        return True
+    connection = connections[alias]
+    try:
+        return connection.connection is not None and connection.is_usable()
+    except Exception:  # noqa: BLE001 - asking failed: it does not answer
+        return False
 
 
 def _cancelled(alias: str, xid: str, branch: int) -> bool:

@@ -1,12 +1,18 @@
 """The TCC coordinator: ``run()`` drives one global transaction through its tries and commits the
-decision; phase two then runs in the participants' workers (``paysys.tcc.phase_two``).
+decision; ``run_many()`` does the same for many business keys at once, batched; phase two then
+runs in the participants' workers (``paysys.tcc.phase_two``).
 
-    run(name, business_key=, branches=)
-      1. begin: the key's open transaction is resumed; a confirmed key returns ``already``;
-         otherwise a new transaction (new xid, attempt + 1) with its branches, in ``default``
-      2. tries, one after another, each in a try thread with its own connection and bounded by
-         TCC_TRY_TIMEOUT: a participant database that does not answer is a failed try
-      3. decision committed in ``default``: CONFIRMING (all tried) or CANCELLING (one failed)
+    run(name, business_key=, branches=)          = run_many(name, [(business_key, branches)])
+    run_many(name, [(business_key, branches), ...])
+      1. begin: new keys get their transactions in one insert; a key seen before is resumed (its
+         open transaction), answered ``already`` (confirmed), or given a new attempt (cancelled)
+      2. tries, branch position by branch position (a failed try stops its transaction's later
+         ones): per position, one batch per participant (one transaction, one barrier insert,
+         set-based SQL for batched ops; op by op if the batch fails), on a try thread of its
+         alias with its own connection, aliases in parallel, bounded by TCC_TRY_TIMEOUT: a
+         participant database that does not answer is a failed try
+      3. decisions committed in ``default``: CONFIRMING for all that tried (one UPDATE),
+         CANCELLING for each that failed
       4. phase two handed to the dispatcher (one task per participant queue per batch)
 
 Why tries never share the caller's connection: a try must commit on its own (its barrier row and
@@ -19,17 +25,21 @@ forever on a lock that the caller's transaction holds.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import os
 import queue as queue_module
 import threading
+import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from paysys.core.errors import DomainError, Unavailable
@@ -78,30 +88,59 @@ class TryFailed(Exception):
         return not isinstance(self.cause, DomainError) or isinstance(self.cause, Unavailable)
 
 
+Job = tuple[str, list[Branch]]  # (business key, branches)
+
+
 def run(name: str, *, business_key: str, branches: list[Branch]) -> Outcome:
     """Run global transaction ``name`` for ``business_key`` over ``branches``; returns once the
     CONFIRM decision is committed, raises :class:`TryFailed` once the CANCEL decision is."""
-    if not branches:
+    result = run_many(name, [(business_key, branches)])[0]
+    if isinstance(result, TryFailed):
+        raise result
+    return result
+
+
+def run_many(name: str, jobs: list[Job]) -> list[Outcome | TryFailed]:
+    """:func:`run` for many business keys at once, batched: one insert of their transactions,
+    per branch position one batch of tries per participant (set-based when it registered
+    batched ops), one confirm decision for all that tried. Returns, per job, its Outcome or its
+    TryFailed; raises Unavailable when the coordinator's database does not answer (nothing was
+    decided; recovery cancels what was begun). A key given twice gets the same answer twice."""
+    if not jobs or any(not branches for _, branches in jobs):
         raise ValueError("a TCC transaction needs at least one branch")
-    specs = [registry.get_participant(b.action) for b in branches]
-    _refuse_open_transactions({"default", *(spec.alias for spec in specs)})
+    specs = {b.action: registry.get_participant(b.action) for _, branches in jobs for b in branches}
+    _refuse_open_transactions({"default", *(spec.alias for spec in specs.values())})
+    unique = list(dict.fromkeys(key for key, _ in jobs))
+    first = {key: branches for key, branches in reversed(jobs)}
     try:
-        gtx, rows = begin(name, business_key=business_key, branches=branches)
-        if gtx.status != Status.TRYING:
-            return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
-        for row in rows:
-            try:
-                run_try(registry.get_participant(row.action), xid=gtx.xid, branch=row.branch_no, payload=row.payload)
-            except Exception as exc:  # noqa: BLE001 - any failure of a try cancels the transaction
-                if not decide_cancel(gtx, failed=row, error=exc):
-                    gtx.refresh_from_db()
-                    if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
-                        return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
-                raise TryFailed(row.action, gtx.xid, exc) from exc
-        return decide_confirm(gtx, rows)
+        started = begin_many(name, [(key, first[key]) for key in unique])
+        answers: dict[str, Outcome | TryFailed] = {}
+        trying = []
+        for key, (gtx, rows) in zip(unique, started):
+            if gtx.status != Status.TRYING:
+                answers[key] = Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+            else:
+                trying.append((key, gtx, rows))
+        failures = _run_tries([(gtx, rows) for _, gtx, rows in trying])
+        tried = [(key, gtx, rows) for key, gtx, rows in trying if gtx.pk not in failures]
+        answers.update(zip([key for key, _, _ in tried], decide_confirm_many([(gtx, rows) for _, gtx, rows in tried])))
+        for key, gtx, rows in trying:
+            if gtx.pk in failures:
+                answers[key] = _cancelled(gtx, *failures[gtx.pk])
     except DatabaseError as exc:  # the coordinator's own database: nothing could be decided
         # (an open transaction left TRYING is cancelled by recovery after its deadline)
         raise Unavailable(f"TCC coordinator database unavailable: {exc}") from exc
+    return [answers[key] for key, _ in jobs]
+
+
+def _cancelled(gtx: GlobalTransaction, row: TransactionBranch, error: Exception) -> Outcome | TryFailed:
+    if not decide_cancel(gtx, failed=row, error=error):
+        gtx.refresh_from_db()
+        if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
+            return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
+    failed = TryFailed(row.action, gtx.xid, error)
+    failed.__cause__ = error
+    return failed
 
 
 def _refuse_open_transactions(aliases: set[str]) -> None:
@@ -137,6 +176,15 @@ def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[Glob
     raise Unavailable(f"could not start a TCC transaction for {business_key!r}: too much contention")
 
 
+def begin_many(name: str, jobs: list[Job]) -> list[tuple[GlobalTransaction, list[TransactionBranch]]]:
+    """:func:`begin` for many distinct keys: keys seen for the first time (the common case) in
+    one transaction of two inserts; if any key was seen before, each key on its own."""
+    try:
+        return _create_many(name, [(key, 1, branches) for key, branches in jobs])
+    except IntegrityError:
+        return [begin(name, business_key=key, branches=branches) for key, branches in jobs]
+
+
 def _deadline(branches: int):
     return timezone.now() + timedelta(seconds=settings.TCC_TRY_TIMEOUT * branches + settings.TCC_DECISION_GRACE)
 
@@ -147,40 +195,68 @@ def _extend_deadline(gtx: GlobalTransaction) -> None:
 
 
 def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
-    deadline = _deadline(len(branches))
+    return _create_many(name, [(business_key, attempt, branches)])[0]
+
+
+def _create_many(name: str, jobs: list[tuple[str, int, list[Branch]]]):
+    """New transactions (key, attempt, branches) with their branches: two inserts, one commit."""
     with transaction.atomic(using="default"):
-        gtx = GlobalTransaction.objects.create(
-            xid=uuid.uuid4().hex, name=name, business_key=business_key, attempt=attempt,
-            deadline=deadline, next_retry_at=deadline,
-        )
-        rows = TransactionBranch.objects.bulk_create(
-            [TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload) for i, b in enumerate(branches, 1)]
-        )
-    return gtx, rows
+        made = GlobalTransaction.objects.bulk_create([
+            GlobalTransaction(xid=uuid.uuid4().hex, name=name, business_key=key, attempt=attempt, deadline=deadline,
+                              next_retry_at=deadline)
+            for key, attempt, branches in jobs for deadline in [_deadline(len(branches))]
+        ])
+        rows = TransactionBranch.objects.bulk_create([
+            TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload)
+            for gtx, (_, _, branches) in zip(made, jobs) for i, b in enumerate(branches, 1)
+        ])
+    by_gtx: dict[int, list[TransactionBranch]] = {gtx.pk: [] for gtx in made}
+    for row in rows:
+        by_gtx[row.gtx_id].append(row)
+    return [(gtx, by_gtx[gtx.pk]) for gtx in made]
 
 
 # --- 2. tries, each bounded by TCC_TRY_TIMEOUT ---------------------------------------------
 
 
-def run_try(spec: registry.Participant, *, xid: str, branch: int, payload: dict) -> str:
-    """Run one try on a try thread of its alias and wait at most TCC_TRY_TIMEOUT for it (time
-    queued for a free thread included)."""
-    future = _try_threads.submit(spec.alias, _try_on_own_connection, spec, xid, branch, payload)
-    try:
-        return future.result(timeout=settings.TCC_TRY_TIMEOUT)
-    except concurrent.futures.TimeoutError:
-        future.cancel()  # still queued: it never runs
-        raise TimeoutError(f"{spec.action} did not answer within {settings.TCC_TRY_TIMEOUT}s") from None
+def _run_tries(started: list[tuple[GlobalTransaction, list[TransactionBranch]]]) -> dict[int, tuple[TransactionBranch, Exception]]:
+    """Every transaction's tries, branch position by branch position (a failed try stops that
+    transaction's later ones). Each position's tries are batched per participant and run on a
+    try thread of its alias, the aliases in parallel, all bounded by TCC_TRY_TIMEOUT. Returns
+    the failed transactions: gtx id -> (branch, error)."""
+    failures: dict[int, tuple[TransactionBranch, Exception]] = {}
+    for position in range(max((len(rows) for _, rows in started), default=0)):
+        by_alias: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for gtx, rows in started:
+            if gtx.pk not in failures and position < len(rows):
+                row = rows[position]
+                by_alias[registry.get_participant(row.action).alias][row.action].append((gtx, row))
+        deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT  # time queued for a free thread included
+        futures = {alias: _try_threads.submit(alias, _tries_on_own_connection, alias, groups) for alias, groups in by_alias.items()}
+        for alias, future in futures.items():
+            try:
+                results = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                future.cancel()  # still queued: it never runs
+                results = [(gtx, row, TimeoutError(f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"))
+                           for group in by_alias[alias].values() for gtx, row in group]
+            for gtx, row, result in results:
+                if isinstance(result, Exception):
+                    failures[gtx.pk] = (row, result)
+    return failures
 
 
-def _try_on_own_connection(spec: registry.Participant, xid: str, branch: int, payload: dict) -> str:
-    connection = connections[spec.alias]
+def _tries_on_own_connection(alias: str, groups: dict[str, list]) -> list[tuple[GlobalTransaction, TransactionBranch, object]]:
+    connection = connections[alias]
     connection.close_if_unusable_or_obsolete()
-    try:
-        return barrier.run_op(spec, xid=xid, branch=branch, op=barrier.TRY, payload=payload)
-    except DatabaseError:
+    results = []
+    for action, pairs in groups.items():
+        answers = barrier.run_all(registry.get_participant(action), op=barrier.TRY,
+                                  items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
+        results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
+    if any(isinstance(answer, DatabaseError) for _, _, answer in results):
         connection.close()  # whatever state it is in, the next try starts on a fresh one
-        raise
+    return results
 
 
 class _TryThreads:
@@ -260,7 +336,38 @@ _try_threads = _TryThreads()
 # --- 3. the decision, committed before phase two -------------------------------------------
 
 
-def decide_confirm(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Outcome:
+def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionBranch]]]) -> list[Outcome | TryFailed]:
+    """Commit CONFIRMING for transactions whose every try succeeded, in one UPDATE, then hand
+    their phase two to the dispatcher. A transaction decided meanwhile (recovery cancelled it
+    past its deadline, or a concurrent run of its xid decided) gets the decision that stands."""
+    from paysys.tcc import phase_two
+
+    if not started:
+        return []
+    now = timezone.now()
+    ids = [gtx.pk for gtx, _ in started]
+    try:
+        decided = GlobalTransaction.objects.filter(pk__in=ids, status=Status.TRYING).update(
+            status=Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
+            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
+        )
+    except IntegrityError:  # another transaction of one of these keys is confirmed: decide each alone
+        return [_decide_confirm_alone(gtx, rows) for gtx, rows in started]
+    statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
+    if decided != len(ids):
+        statuses = dict(GlobalTransaction.objects.filter(pk__in=ids).values_list("pk", "status"))
+    phase_two.dispatch("+".join(gtx.xid for gtx, _ in started[:3]), "confirm",
+                       [row for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
+    return [_decided(gtx, statuses[gtx.pk]) for gtx, _ in started]
+
+
+def _decided(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
+    if status in (Status.CONFIRMING, Status.CONFIRMED):
+        return Outcome(gtx.xid, status, gtx.attempt)
+    return TryFailed(None, gtx.xid, Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"))
+
+
+def _decide_confirm_alone(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Outcome | TryFailed:
     from paysys.tcc import phase_two
 
     now = timezone.now()
@@ -276,9 +383,8 @@ def decide_confirm(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Out
         return Outcome(confirmed.xid, confirmed.status, confirmed.attempt, already=True)
     if not decided:  # recovery (deadline passed) or a concurrent run decided first
         gtx.refresh_from_db()
-        if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):
-            return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
-        raise TryFailed(None, gtx.xid, Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"))
+        outcome = _decided(gtx, gtx.status)
+        return dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
     phase_two.dispatch(gtx.xid, "confirm", rows)
     return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)
 

@@ -178,35 +178,28 @@ def execute(items: list[dict]) -> dict[str, list[int]]:
 
 
 def _apply(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
+    """Per participant and op, one batch (``barrier.run_all``: one transaction, op by op if it
+    fails). Returns the items done and the failed ones' errors."""
     done: list[dict] = []
     failed: dict[int, str] = {}
-    by_alias: dict[str, list[tuple[registry.Participant, dict]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for entry in items:
+        groups[entry["action"], entry["op"]].append(entry)
+    for (action, op), batch in groups.items():
         try:
-            spec = registry.get_participant(entry["action"])
+            spec = registry.get_participant(action)
         except registry.UnknownParticipant as exc:
-            failed[entry["id"]] = str(exc)
+            failed.update((entry["id"], str(exc)) for entry in batch)
             continue
-        by_alias[spec.alias].append((spec, entry))
-    for alias, batch in by_alias.items():
-        try:
-            with transaction.atomic(using=alias):
-                for spec, entry in batch:
-                    _run(spec, entry, savepoint=False)
-            done.extend(entry for _, entry in batch)
-        except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
-            logger.warning("TCC phase-two batch of %d op(s) on %s did not commit; redoing one by one", len(batch), alias)
-            for spec, entry in batch:
-                try:
-                    _run(spec, entry, savepoint=True)
-                    done.append(entry)
-                except Exception as exc:  # noqa: BLE001 - recorded on the branch; recovery resends
-                    failed[entry["id"]] = f"{entry['op']}: {exc.__class__.__name__}: {exc}"[:2000]
+        results = barrier.run_all(spec, op=op, items=[(e["xid"], e["branch"], e["payload"]) for e in batch])
+        for entry, result in zip(batch, results):
+            if isinstance(result, Exception):  # recorded on the branch; recovery resends
+                failed[entry["id"]] = f"{op}: {result.__class__.__name__}: {result}"[:2000]
+            else:
+                done.append(entry)
+    if failed:
+        logger.warning("TCC phase two: %d of %d op(s) failed; recovery resends them", len(failed), len(items))
     return done, failed
-
-
-def _run(spec: registry.Participant, entry: dict, *, savepoint: bool) -> str:
-    return barrier.run_op(spec, xid=entry["xid"], branch=entry["branch"], op=entry["op"], payload=entry["payload"], savepoint=savepoint)
 
 
 def report(done: list[dict], failed: dict[int, str]) -> None:

@@ -154,7 +154,7 @@ def test_the_coordinator_database_not_answering_is_unavailable_and_nothing_runs(
     def down(*args, **kwargs):
         raise OperationalError(2003, "Can't connect to MySQL server")
 
-    monkeypatch.setattr(coordinator, "_create", down)
+    monkeypatch.setattr(coordinator, "_create_many", down)
     with pytest.raises(Unavailable):
         tcc.run("complete_order", business_key=key, branches=branches())
     assert not GlobalTransaction.objects.filter(business_key=key).exists()

@@ -1,15 +1,17 @@
 """Throughput of TCC ``complete_order``, against the same writes without TCC.
 
-    manage.py bench_tcc [--payments 3000] [--initiators 2] [--threads 4] [--worker-processes 1]
-                        [--merchants 8] [--payers 64] [--json]
+    manage.py bench_tcc [--payments 3000] [--batch 50] [--initiators 2] [--threads 4]
+                        [--worker-processes 1] [--merchants 8] [--payers 64] [--json]
 
 Uses the real participants (``orders.pay``, ``funds.credit``, ``points.award``) with their own
 workers, one per queue (``orders``, ``funds``, ``points``; ``--worker-processes`` pool processes
 each, 1 as in the Procfile). Measures, in one run:
 
-* **TCC**: ``--initiators`` processes of ``--threads`` threads run ``tcc.run("complete_order", ...)`` for ``--payments``
-  bank payments of fresh orders; TCC/s = payments / (first run -> last transaction CONFIRMED),
-  so phase two (batched confirms in the participants' workers) is inside the figure;
+* **TCC**: ``--initiators`` processes of ``--threads`` threads run ``tcc.run_many("complete_order",
+  ...)`` over ``--batch`` payments at a time (as a consumer does with a delivery batch;
+  ``--batch 1`` is one ``tcc.run`` per payment) for ``--payments`` bank payments of fresh
+  orders; TCC/s = payments / (first run -> last transaction CONFIRMED), so phase two (batched
+  confirms in the participants' workers) is inside the figure;
 * **without TCC**: the same processes do the same business writes for as many other orders,
   each payment as one local transaction per database (orders, funds, points: a single
   transaction cannot span three databases), calling the participants' own try and confirm
@@ -48,6 +50,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--payments", type=int, default=3000, help="payments per mode")
+        parser.add_argument("--batch", type=int, default=50, help="payments per tcc.run_many call (1: tcc.run)")
         parser.add_argument("--initiators", type=int, default=2, help="initiator processes")
         parser.add_argument("--threads", type=int, default=4, help="initiator threads per process")
         parser.add_argument("--worker-processes", type=int, default=1, help="pool processes of each participant's worker")
@@ -62,6 +65,7 @@ class Command(BaseCommand):
             self._say(opts, self.style.WARNING("embedded broker: figures are not representative; use MariaDB + Redis"))
         self.run_id = uuid.uuid4().hex[:8]
         self.threads = opts["threads"]
+        self.batch = max(1, opts["batch"])
         self.merchants, self.payers = self._owners(opts["merchants"], opts["payers"])
         total = opts["payments"]
         warmup = max(opts["merchants"], opts["payers"])
@@ -94,6 +98,7 @@ class Command(BaseCommand):
             "payments": total,
             "initiators": opts["initiators"],
             "threads": opts["threads"],
+            "batch": self.batch,
             "worker_processes": opts["worker_processes"],
             "tcc_per_second": round(total / tcc_seconds, 1),
             "tcc_decisions_per_second": round(total / decided_seconds, 1),
@@ -104,7 +109,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(figures))
         else:
             self.stdout.write(
-                f"complete_order, {total} payments, {opts['initiators']} initiator processes x {opts['threads']} threads:\n"
+                f"complete_order, {total} payments, {opts['initiators']} initiator processes x {opts['threads']} threads, "
+                f"{self.batch} per call:\n"
                 f"  TCC (tries + decision + phase two confirmed): {figures['tcc_per_second']:8.1f} /s\n"
                 f"  TCC decisions committed (initiators' view):   {figures['tcc_decisions_per_second']:8.1f} /s\n"
                 f"  same writes without TCC:                      {figures['without_tcc_per_second']:8.1f} /s\n"
@@ -172,7 +178,8 @@ class Command(BaseCommand):
 
     def _measure_tcc(self, payments: list, initiators: int) -> tuple[float, float]:
         started = time.monotonic()
-        decided = self._run(self._tcc_worker, payments, initiators)
+        batch = self.batch
+        decided = self._run(self._tcc_worker, [payments[i:i + batch] for i in range(0, len(payments), batch)], initiators)
         keys = [key for key, _ in payments]
         pending = GlobalTransaction.objects.filter(business_key__startswith=f"bench:{self.run_id}:").exclude(status=Status.CONFIRMED)
         deadline = time.monotonic() + 600
@@ -183,11 +190,14 @@ class Command(BaseCommand):
         return time.monotonic() - started, decided
 
     @staticmethod
-    def _tcc_worker(payments: list) -> None:
+    def _tcc_worker(batches: list) -> None:
         from paysys import tcc
 
-        for key, branches in payments:
-            tcc.run("complete_order", business_key=key, branches=[tcc.Branch(action, payload) for action, payload in branches])
+        for batch in batches:
+            jobs = [(key, [tcc.Branch(action, payload) for action, payload in branches]) for key, branches in batch]
+            failed = [r for r in tcc.run_many("complete_order", jobs) if isinstance(r, tcc.TryFailed)]
+            if failed:
+                raise failed[0]
         connections.close_all()
 
     @staticmethod
