@@ -56,10 +56,28 @@ def _op(action: str, op: str):
     return run
 
 
+def _batched(op: str):
+    """``test.batched``: a batched op (``tcc.many``); each row's amount is the size of the call
+    it ran in, so a test sees which ops ran together."""
+
+    @tcc.many
+    def run(ops: list[tcc.BranchOp]) -> None:
+        with connections["funds"].cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
+                               [(entry.xid, "test.batched", op, len(ops)) for entry in ops])
+        if op == "try" and any(entry.payload.get("refuse") for entry in ops):
+            raise InsufficientFunds("test participant refuses")
+
+    run.__qualname__ = f"test.batched.{op}"
+    return run
+
+
 def register() -> None:
     for action, (alias, queue) in ACTIONS.items():
         tcc.participant(action, alias=alias, queue=queue,
                         try_=_op(action, "try"), confirm=_op(action, "confirm"), cancel=_op(action, "cancel"))
+    tcc.participant("test.batched", alias="funds", queue="funds",
+                    try_=_batched("try"), confirm=_batched("confirm"), cancel=_op("test.funds", "cancel"))
 
 
 register()
