@@ -4,6 +4,7 @@ import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -111,10 +112,11 @@ def order_pay_url(order: Order) -> str:
 # --- completing a paid order: a TCC over orders, funds and points --------------------------
 
 
-def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at: str = "", source: str = "") -> list:
+def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at: str = "", source: str = "",
+                 merchant: Merchant | None = None) -> list:
     """The branches of one payment of ``order``. Fee and points are computed here, once, and
     every participant gets the same figures (participants are named, never imported)."""
-    merchant = Merchant.objects.get(pk=order.merchant_id)
+    merchant = merchant or Merchant.objects.get(pk=order.merchant_id)
     fee = fee_for(order.amount, merchant.fee_rate_bp)
     points = points_for(order.amount, order.currency)
     common = {"out_trade_no": order.out_trade_no, "currency": order.currency}
@@ -143,54 +145,82 @@ class PaymentNotCompleted(Exception):
     nothing changed; whoever delivered it tries again later (message recovery, the next poll)."""
 
 
+@dataclass(frozen=True)
+class BankPayment:
+    out_trade_no: str
+    bank_trade_no: str
+    amount: int
+    currency: str
+    paid_at: str
+    source: str
+
+
 def bank_payment_apply(
     *, out_trade_no: str, bank_trade_no: str, amount: int, currency: str, paid_at: str, source: str
 ) -> str:
-    """Complete the order of one bank payment, once. Returns the payment's outcome: APPLIED (the
-    confirm decision is committed: order, merchant credit and points follow in phase two) or
-    FLAGGED (recorded for a human: unknown order, amount or currency mismatch, order closed or
-    already paid; no TCC). Raises :class:`PaymentNotCompleted` when the TCC cancelled.
+    """Complete the order of one bank payment, once: :func:`bank_payments_apply` of one."""
+    result = bank_payments_apply([BankPayment(out_trade_no, bank_trade_no, amount, currency, paid_at, source)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    Must run outside any transaction on ``orders``: the orders try commits on its own. Replays
-    are safe: the TCC's business key is ``bank:<bank trade number>``, so a redelivery resumes the open
-    transaction or finds it confirmed, and a payment is never completed twice.
+
+def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCompleted]:
+    """Complete the orders of many bank payments, each once, with one ``tcc.run_many``. Per
+    payment: APPLIED (the confirm decision is committed: order, merchant credit and points follow
+    in phase two), FLAGGED (recorded for a human: unknown order, amount or currency mismatch,
+    order closed or already paid; no TCC), or a :class:`PaymentNotCompleted` when its TCC
+    cancelled (nothing changed; whoever delivered it tries again later).
+
+    Must run outside any transaction on ``orders``: the orders tries commit on their own. Replays
+    are safe: the TCC's business key is ``bank:<bank trade number>``, so a redelivery resumes the
+    open transaction or finds it confirmed, and a payment is never completed twice.
     """
-    recorded = PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
-    if recorded is not None:
-        return recorded.outcome
-    order = Order.objects.filter(out_trade_no=out_trade_no).first()
-    reason = _why_not_payable(order, amount=amount, currency=currency)
-    if reason:
-        return _payment_flag(order, bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount,
-                             currency=currency, paid_at=paid_at, source=source, reason=reason)
-    try:
-        tcc.run("complete_order", business_key=f"bank:{bank_trade_no}",
-                branches=pay_branches(order, method=PayMethod.BANK, bank_trade_no=bank_trade_no, paid_at=paid_at,
-                                      source=source))
-    except tcc.TryFailed as exc:
-        if exc.action == ACTION and not exc.is_transient:
-            # the order moved meanwhile: closed or paid by another payment -> flag; held by a
-            # payment still in flight -> try again later, when it has ended one way or the other
-            order.refresh_from_db()
-            reason = _why_not_payable(order, amount=amount, currency=currency)
-            if reason:
-                return _payment_flag(order, bank_trade_no=bank_trade_no, out_trade_no=out_trade_no, amount=amount,
-                                     currency=currency, paid_at=paid_at, source=source, reason=reason)
-        raise PaymentNotCompleted(f"bank payment {bank_trade_no} not completed: {exc}") from exc
-    return PaymentRecord.Outcome.APPLIED
+    recorded = dict(PaymentRecord.objects.filter(bank_trade_no__in=[p.bank_trade_no for p in payments])
+                    .values_list("bank_trade_no", "outcome"))
+    orders = Order.objects.in_bulk([p.out_trade_no for p in payments], field_name="out_trade_no")
+    merchants = Merchant.objects.in_bulk({o.merchant_id for o in orders.values()})
+    results: dict[int, str | PaymentNotCompleted] = {}
+    jobs: dict[int, tuple[str, list]] = {}
+    for i, payment in enumerate(payments):
+        order = orders.get(payment.out_trade_no)
+        if payment.bank_trade_no in recorded:
+            results[i] = recorded[payment.bank_trade_no]
+        elif reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
+            results[i] = _payment_flag(order, payment, reason=reason)
+        else:
+            jobs[i] = (f"bank:{payment.bank_trade_no}", pay_branches(
+                order, method=PayMethod.BANK, bank_trade_no=payment.bank_trade_no, paid_at=payment.paid_at,
+                source=payment.source, merchant=merchants[order.merchant_id]))
+    answers = tcc.run_many("complete_order", list(jobs.values())) if jobs else []
+    for i, answer in zip(jobs, answers):
+        results[i] = PaymentRecord.Outcome.APPLIED if isinstance(answer, tcc.Outcome) else _not_completed(
+            payments[i], orders[payments[i].out_trade_no], answer)
+    return [results[i] for i in range(len(payments))]
 
 
-def _payment_flag(order: Order | None, *, bank_trade_no: str, out_trade_no: str, amount: int, currency: str,
-                  paid_at: str, source: str, reason: str) -> str:
-    paid_at_dt = parse_datetime(paid_at) if isinstance(paid_at, str) else paid_at
+def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) -> str | PaymentNotCompleted:
+    if failed.action == ACTION and not failed.is_transient:
+        # the order moved meanwhile: closed or paid by another payment -> flag; held by a
+        # payment still in flight -> try again later, when it has ended one way or the other
+        order.refresh_from_db()
+        if reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
+            return _payment_flag(order, payment, reason=reason)
+    error = PaymentNotCompleted(f"bank payment {payment.bank_trade_no} not completed: {failed}")
+    error.__cause__ = failed
+    return error
+
+
+def _payment_flag(order: Order | None, payment: BankPayment, *, reason: str) -> str:
+    paid_at = parse_datetime(payment.paid_at) if isinstance(payment.paid_at, str) else payment.paid_at
     record, created = PaymentRecord.objects.get_or_create(
-        bank_trade_no=bank_trade_no,
-        defaults={"out_trade_no": out_trade_no, "order_id": order.pk if order else None, "amount": amount,
-                  "currency": currency, "paid_at": paid_at_dt, "source": source, "reason": reason,
-                  "outcome": PaymentRecord.Outcome.FLAGGED},
+        bank_trade_no=payment.bank_trade_no,
+        defaults={"out_trade_no": payment.out_trade_no, "order_id": order.pk if order else None,
+                  "amount": payment.amount, "currency": payment.currency, "paid_at": paid_at,
+                  "source": payment.source, "reason": reason, "outcome": PaymentRecord.Outcome.FLAGGED},
     )
     if created:
-        logger.error("bank payment %s flagged for review: %s", bank_trade_no, reason)
+        logger.error("bank payment %s flagged for review: %s", payment.bank_trade_no, reason)
     return record.outcome
 
 

@@ -42,6 +42,7 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
     acked: list[int] = []
     failed: dict[int, str] = {}
     by_alias: dict[str, list[tuple[registry.Consumer, Delivery]]] = {}
+    outside: dict[str, list[Delivery]] = {}
     for item in deliveries:
         try:
             spec = registry.get_consumer(item["consumer"])
@@ -49,14 +50,14 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
             failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
             continue
         delivery = Delivery(item["id"], uuid.UUID(item["message_id"]), item["topic"], item["payload"], item["send_count"])
-        if not spec.atomic:  # runs alone, outside any transaction (registry.consumer)
-            error = _consume_outside(spec, delivery)
-            if error:
-                failed[delivery.id] = error
-            else:
-                acked.append(delivery.id)
+        if not spec.atomic:  # outside any transaction (registry.consumer)
+            outside.setdefault(spec.name, []).append(delivery)
             continue
         by_alias.setdefault(spec.alias, []).append((spec, delivery))
+    for name, batch in outside.items():
+        errors = _consume_outside(registry.get_consumer(name), batch)
+        failed.update(errors)
+        acked.extend(delivery.id for delivery in batch if delivery.id not in errors)
     for alias, batch in by_alias.items():
         done: list[int] = []
         try:
@@ -98,21 +99,38 @@ def _consume_alone(spec: registry.Consumer, delivery: Delivery) -> str:
         return f"not committed: {_describe(exc)}"
 
 
-def _consume_outside(spec: registry.Consumer, delivery: Delivery) -> str:
-    """A non-atomic consumer: skip if consumed, run the handler, then write the inbox row."""
+def _consume_outside(spec: registry.Consumer, deliveries: list[Delivery]) -> dict[int, str]:
+    """A non-atomic consumer: skip the consumed, run the handler (once over all of them for a
+    batch consumer, else once per delivery), then write the inbox rows of those it consumed.
+    Returns the errors of the deliveries not consumed."""
     try:
-        if _already_consumed(spec, delivery.message_id):
-            return ""
-        spec.handler(delivery)
+        consumed = _consumed(spec, [d.message_id for d in deliveries])
+    except DatabaseError:
+        consumed = set()  # the handler is idempotent by itself: run it again
+    todo = [d for d in deliveries if d.message_id not in consumed]
+    errors: dict[int, str] = {}
+    if spec.batch and todo:
         try:
-            with transaction.atomic(using=spec.alias):
-                InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
-        except IntegrityError:
-            pass  # a concurrent delivery wrote the inbox row first
-        return ""
-    except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
-        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
-        return _describe(exc)
+            errors = {int(k): str(v) for k, v in (spec.handler(todo) or {}).items()}
+        except Exception as exc:  # noqa: BLE001 - recorded on every message, resent on schedule
+            errors = {d.id: _describe(exc) for d in todo}
+    elif todo:
+        for delivery in todo:
+            try:
+                spec.handler(delivery)
+            except Exception as exc:  # noqa: BLE001 - recorded on the message, resent on schedule
+                errors[delivery.id] = _describe(exc)
+    for delivery_id, error in errors.items():
+        logger.warning("consumer %s failed on delivery %s: %s", spec.name, delivery_id, error)
+    done = [d for d in todo if d.id not in errors]
+    try:
+        InboxEntry.objects.using(spec.alias).bulk_create(
+            [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in done],
+            ignore_conflicts=True,  # a concurrent delivery wrote the inbox row first
+        )
+    except DatabaseError as exc:  # not acknowledged: resent, and the handler's own idempotency absorbs it
+        errors.update((d.id, _describe(exc)) for d in done)
+    return errors
 
 
 def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
@@ -134,9 +152,14 @@ def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
 
 def _already_consumed(spec: registry.Consumer, message_id: uuid.UUID) -> bool:
     try:
-        return InboxEntry.objects.using(spec.alias).filter(consumer=spec.name, message_id=message_id).exists()
+        return bool(_consumed(spec, [message_id]))
     except DatabaseError:
         return False
+
+
+def _consumed(spec: registry.Consumer, message_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    return set(InboxEntry.objects.using(spec.alias).filter(consumer=spec.name, message_id__in=message_ids)
+               .values_list("message_id", flat=True))
 
 
 def _describe(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ class Consumer:
     queue: str
     handler: Callable
     atomic: bool = True  # False: the handler runs outside any transaction (see consumer())
+    batch: bool = False  # True (with atomic=False): the handler takes a list of deliveries
 
     @property
     def alias(self) -> str:
@@ -38,7 +39,7 @@ def queue_for_alias(alias: str) -> str:
     return settings.SERVICE_ALIASES[alias]
 
 
-def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True):
+def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True, batch: bool = False):
     """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
 
     The handler gets a :class:`paysys.messaging.Delivery` (id, topic, payload, send
@@ -49,10 +50,18 @@ def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = 
     that commit on their own and are idempotent by themselves, e.g. one running a TCC
     transaction (``tcc.run`` refuses an open transaction; its business key makes a resend resume
     or return the confirmed outcome).
+
+    ``batch=True`` (only with ``atomic=False``): the handler gets every delivery of a relay batch
+    at once, ``handler(deliveries) -> {delivery.id: error}``, and returns the errors of those it
+    did not consume (the others are acknowledged); raising fails them all. For handlers that
+    batch their own work, e.g. ``tcc.run_many``.
     """
+    if batch and atomic:
+        raise ValueError("a batch consumer runs outside any transaction: pass atomic=False")
 
     def register(handler: Callable) -> Callable:
-        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler, atomic=atomic)
+        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler,
+                        atomic=atomic, batch=batch)
         known = _consumers.get(spec.name)
         if known is not None and known.handler.__qualname__ != handler.__qualname__:
             raise ValueError(f"consumer name {spec.name!r} is already taken")

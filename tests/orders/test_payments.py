@@ -239,18 +239,18 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
     """The check passed (CREATED), then the order closed before the orders try: flagged at once."""
     from orders import services
 
-    real_run = tcc.run
+    real_run = tcc.run_many
 
     def close_first(*args, **kwargs):
         Order.objects.filter(pk=order.pk).update(status="CLOSED")
         return real_run(*args, **kwargs)
 
-    services.tcc.run = close_first
+    services.tcc.run_many = close_first
     try:
         outcome = bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B9", amount=1234,
                                      currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify")
     finally:
-        services.tcc.run = real_run
+        services.tcc.run_many = real_run
 
     assert outcome == "FLAGGED"
     assert PaymentRecord.objects.get().reason == "order is CLOSED, not payable"
