@@ -78,7 +78,8 @@ def _accounts_for_update(model, alias: str, key_fields: tuple[str, ...], keys, *
     Why not lock by the unique keys directly: on a small table MariaDB plans an OR of keys as a
     table scan, which locks in scan order and waits on every row, and deadlocks against the same
     query planned on the index; an id list is always a range of the primary key, locked in
-    order. The ids cannot go stale: accounts are never deleted and their keys never change."""
+    order. The ids cannot go stale: keys never change, and accounts are not deleted while in use
+    (only bench_tcc's cleanup deletes any; a vanished one is left out, as a missing one)."""
     keys = set(keys)
     if not keys:
         return {}
