@@ -1,6 +1,7 @@
 """The funds and points services as TCC participants, registered by name (never imported by the
 initiator). The framework runs each function inside ``atomic(using=<alias>)`` together with its
-barrier row, so duplicate, empty and late phases never reach this code.
+barrier rows, so duplicate, empty and late phases never reach this code. A batched function
+(``tcc.many``) gets many branches' ops and applies all or raises (see ``paysys.tcc.registry``).
 
 Payloads (built by the initiator; the framework hands the same payload to all three phases):
 
@@ -14,19 +15,35 @@ Payloads (built by the initiator; the framework hands the same payload to all th
 from __future__ import annotations
 
 from accounts import services
-from accounts.services import FundMove, PointsAward
+from accounts.services import FundMove, PointsAward, XidAward, XidMove
+from paysys import tcc
+
+# Credits and awards are batched (``tcc.many``): the framework hands them many branches at once,
+# a payment's merchant credit and points award being the hot path. Debits stay one at a time:
+# each try is refused or not on its own (InsufficientFunds), and balance payments are rarer.
 
 
-def credit_try(payload: dict, *, xid: str) -> None:
-    services.fund_credit_hold(move=FundMove.from_payload(payload), xid=xid)
+def _moves(ops: list[tcc.BranchOp]) -> list[XidMove]:
+    return [(op.xid, FundMove.from_payload(op.payload)) for op in ops]
 
 
-def credit_confirm(payload: dict, *, xid: str) -> None:
-    services.fund_credit_post(move=FundMove.from_payload(payload), xid=xid)
+def _awards(ops: list[tcc.BranchOp]) -> list[XidAward]:
+    return [(op.xid, PointsAward.from_payload(op.payload)) for op in ops]
 
 
-def credit_cancel(payload: dict, *, xid: str) -> None:
-    services.fund_credit_release(move=FundMove.from_payload(payload), xid=xid)
+@tcc.many
+def credit_try(ops: list[tcc.BranchOp]) -> None:
+    services.fund_credit_hold(moves=_moves(ops))
+
+
+@tcc.many
+def credit_confirm(ops: list[tcc.BranchOp]) -> None:
+    services.fund_credit_post(moves=_moves(ops))
+
+
+@tcc.many
+def credit_cancel(ops: list[tcc.BranchOp]) -> None:
+    services.fund_credit_release(moves=_moves(ops))
 
 
 def debit_try(payload: dict, *, xid: str) -> None:
@@ -41,16 +58,19 @@ def debit_cancel(payload: dict, *, xid: str) -> None:
     services.fund_debit_unfreeze(move=FundMove.from_payload(payload), xid=xid)
 
 
-def award_try(payload: dict, *, xid: str) -> None:
-    services.points_award_hold(award=PointsAward.from_payload(payload), xid=xid)
+@tcc.many
+def award_try(ops: list[tcc.BranchOp]) -> None:
+    services.points_award_hold(awards=_awards(ops))
 
 
-def award_confirm(payload: dict, *, xid: str) -> None:
-    services.points_award_post(award=PointsAward.from_payload(payload), xid=xid)
+@tcc.many
+def award_confirm(ops: list[tcc.BranchOp]) -> None:
+    services.points_award_post(awards=_awards(ops))
 
 
-def award_cancel(payload: dict, *, xid: str) -> None:
-    services.points_award_release(award=PointsAward.from_payload(payload), xid=xid)
+@tcc.many
+def award_cancel(ops: list[tcc.BranchOp]) -> None:
+    services.points_award_release(awards=_awards(ops))
 
 
 # action name -> (alias = queue, try, confirm, cancel)
@@ -62,7 +82,5 @@ ACTIONS = {
 
 
 def register() -> None:
-    from paysys import tcc
-
     for action, (alias, try_, confirm, cancel) in ACTIONS.items():
         tcc.participant(action, alias=alias, queue=alias, try_=try_, confirm=confirm, cancel=cancel)

@@ -7,15 +7,8 @@ import uuid
 from django.db import transaction
 from django.db.models import Case, F, Sum, When
 
-from accounts import participants
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry
-
-ALIAS = {"funds.credit": "funds", "funds.debit": "funds", "points.award": "points"}
-OPS = {
-    "funds.credit": (participants.credit_try, participants.credit_confirm, participants.credit_cancel),
-    "funds.debit": (participants.debit_try, participants.debit_confirm, participants.debit_cancel),
-    "points.award": (participants.award_try, participants.award_confirm, participants.award_cancel),
-}
+from paysys.tcc.registry import BranchOp, get_participant
 
 
 def new_xid() -> str:
@@ -24,9 +17,14 @@ def new_xid() -> str:
 
 def phase(action: str, op: str, payload: dict, xid: str) -> None:
     """One phase of ``action`` in its own ``atomic(using=<alias>)``, as the framework runs it."""
-    fn = dict(zip(("try", "confirm", "cancel"), OPS[action]))[op]
-    with transaction.atomic(using=ALIAS[action]):
-        fn(payload, xid=xid)
+    batch(action, op, [BranchOp(xid, payload)])
+
+
+def batch(action: str, op: str, ops: list[BranchOp]) -> None:
+    """One phase of many branches of ``action`` in one ``atomic(using=<alias>)`` (no barrier)."""
+    spec = get_participant(action)
+    with transaction.atomic(using=spec.alias):
+        spec.apply(op, ops)
 
 
 def fund_payload(owner_type: str, owner_id: int, amount: int, **extra) -> dict:

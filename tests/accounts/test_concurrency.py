@@ -6,7 +6,8 @@ import pytest
 from accounts.models import FundAccount, FundEntry
 from accounts.selectors import fund_account_mismatches
 from paysys.core.errors import InsufficientFunds
-from tests.accounts.helpers import account, fund_payload, new_xid, phase, posted_sum
+from paysys.tcc.registry import BranchOp
+from tests.accounts.helpers import account, batch, fund_payload, new_xid, phase, posted_sum
 from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -53,6 +54,35 @@ def test_concurrent_first_credits_create_one_account():
 
     assert FundAccount.objects.using("funds").filter(owner_type="merchant", owner_id=42).count() == 1
     assert account("merchant", 42).pending_in == 80
+    assert fund_account_mismatches() == []
+
+
+def test_concurrent_credit_batches_on_shared_merchant_accounts_add_up():
+    """Each batch locks its accounts in key order, whatever the order of its ops, so batches
+    sharing accounts queue instead of deadlocking: every op of every batch is applied once."""
+    for merchant_id in (42, 43):
+        phase("funds.credit", "try", fund_payload("merchant", merchant_id, 1), xid := new_xid())
+        phase("funds.credit", "confirm", fund_payload("merchant", merchant_id, 1), xid)
+
+    def worker(n: int):
+        owners = [("merchant", 43), ("merchant", 42), ("payer", 100 + n)]  # payer: created by the batch
+        owners = owners if n % 2 else owners[::-1]
+
+        def call() -> None:
+            ops = [BranchOp(new_xid(), fund_payload(*owner, 10)) for _ in range(5) for owner in owners]
+            batch("funds.credit", "try", ops)
+            batch("funds.credit", "confirm", ops)
+
+        return call
+
+    run_at_once(*[worker(n) for n in range(6)], timeout=120)
+
+    for merchant_id in (42, 43):
+        merchant = account("merchant", merchant_id)
+        assert (merchant.balance, merchant.pending_in) == (1 + 6 * 5 * 10, 0)
+        assert posted_sum(merchant) == merchant.balance
+    assert [account("payer", 100 + n).balance for n in range(6)] == [50] * 6
+    assert FundEntry.objects.using("funds").filter(kind="posted").count() == 2 + 6 * 15
     assert fund_account_mismatches() == []
 
 

@@ -3,12 +3,13 @@
 import pytest
 from django.db import transaction
 
-from accounts.models import EntryKind, FundEntry, PointsAccount, PointsEntry
+from accounts.models import EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
 from accounts.selectors import fund_account_mismatches, points_account_get, points_account_mismatches
 from accounts.services import LedgerError
 from paysys.core.errors import InsufficientFunds, InvalidInput
 from paysys.core.money import points_for
-from tests.accounts.helpers import account, fund_payload, new_xid, phase, posted_sum
+from paysys.tcc.registry import BranchOp
+from tests.accounts.helpers import account, batch, fund_payload, new_xid, phase, posted_sum
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -249,6 +250,123 @@ def test_points_for_follows_the_setting(settings):
     settings.POINTS_PER_UNIT = 3
 
     assert points_for(250, "CNY") == 6
+
+
+# --- many branches at once: credits and awards are batched (tcc.many) -------------------------
+
+
+def credit_ops(*moves) -> list[BranchOp]:
+    """``(owner_type, owner_id, amount)`` each, as branches of distinct transactions."""
+    return [BranchOp(new_xid(), fund_payload(owner_type, owner_id, amount)) for owner_type, owner_id, amount in moves]
+
+
+def test_a_credit_batch_over_several_accounts_runs_each_balance_in_op_order():
+    credit("merchant", MERCHANT, 100)
+    ops = credit_ops(("merchant", MERCHANT, 10), ("merchant", 8, 20), ("merchant", MERCHANT, 30),
+                     ("payer", 3, 5), ("merchant", MERCHANT, 1))
+
+    batch("funds.credit", "try", ops)
+    acc = account("merchant", MERCHANT)
+    assert (acc.balance, acc.pending_in) == (100, 41)
+    assert account("merchant", 8).pending_in == 20 and account("payer", 3).pending_in == 5
+
+    batch("funds.credit", "confirm", ops)
+
+    accounts = [account("merchant", MERCHANT), account("merchant", 8), account("payer", 3)]
+    assert [(a.balance, a.pending_in) for a in accounts] == [(141, 0), (20, 0), (5, 0)]
+    entries = FundEntry.objects.using("funds").filter(xid__in=[op.xid for op in ops]).order_by("id")
+    assert [(e.xid, e.kind, e.amount) for e in entries] == [
+        (op.xid, kind, op.payload["amount"]) for kind in ("hold", "posted") for op in ops
+    ]
+    # a hold leaves the balance; posts run through it in op order, per account
+    assert [e.balance_after for e in entries] == [100, 0, 100, 0, 100] + [110, 20, 140, 5, 141]
+    assert posted_sum(account("merchant", MERCHANT)) == 141
+    assert fund_account_mismatches() == []
+
+
+def test_a_credit_batch_creates_each_missing_account_once():
+    credit("merchant", MERCHANT, 100)
+
+    batch("funds.credit", "try", credit_ops(("merchant", 9, 1), ("merchant", MERCHANT, 2), ("merchant", 9, 3),
+                                            ("payer", 9, 4), ("merchant", 9, 5)))
+
+    assert FundAccount.objects.using("funds").filter(owner_id=9).count() == 2  # merchant #9, payer #9
+    assert account("merchant", 9).pending_in == 9 and account("payer", 9).pending_in == 4
+    assert account("merchant", MERCHANT).pending_in == 2
+    assert fund_account_mismatches() == []
+
+
+def test_a_confirm_batch_with_one_unreserved_op_applies_nothing_and_the_one_op_call_names_it():
+    reserved = credit_ops(("merchant", MERCHANT, 10), ("merchant", 8, 20))
+    batch("funds.credit", "try", reserved)
+    unreserved = credit_ops(("merchant", MERCHANT, 5))  # its try never ran: pending_in 10 < 10 + 5
+    before = FundEntry.objects.using("funds").count()
+
+    with pytest.raises(LedgerError):
+        batch("funds.credit", "confirm", reserved + unreserved)
+
+    assert (account("merchant", MERCHANT).pending_in, account("merchant", 8).pending_in) == (10, 20)
+    assert account("merchant", MERCHANT).balance == account("merchant", 8).balance == 0
+    assert FundEntry.objects.using("funds").count() == before
+    # what the framework does next: op by op, the bad one alone fails
+    for op in reserved:
+        batch("funds.credit", "confirm", [op])
+    with pytest.raises(LedgerError, match=unreserved[0].xid):
+        batch("funds.credit", "confirm", unreserved)
+    assert (account("merchant", MERCHANT).balance, account("merchant", 8).balance) == (10, 20)
+
+
+def test_a_credit_cancel_batch_releases_every_reservation():
+    ops = credit_ops(("merchant", MERCHANT, 10), ("merchant", MERCHANT, 20))
+    batch("funds.credit", "try", ops)
+
+    batch("funds.credit", "cancel", ops)
+
+    assert (account("merchant", MERCHANT).balance, account("merchant", MERCHANT).pending_in) == (0, 0)
+    assert FundEntry.objects.using("funds").filter(kind="released").count() == 2
+    assert fund_account_mismatches() == []
+
+
+def test_one_malformed_payload_fails_the_whole_batch():
+    ops = credit_ops(("merchant", MERCHANT, 10)) + [BranchOp(new_xid(), fund_payload("merchant", MERCHANT, 0))]
+
+    with pytest.raises(InvalidInput):
+        batch("funds.credit", "try", ops)
+
+    assert not FundAccount.objects.using("funds").exists()
+
+
+def test_an_award_batch_skips_zero_points_and_runs_each_balance_in_op_order():
+    ops = [BranchOp(new_xid(), {"payer_id": payer_id, "points": points}) for payer_id, points in
+           [(5, 10), (6, 3), (5, 0), (5, 7)]]
+
+    batch("points.award", "try", ops)
+    batch("points.award", "confirm", ops)
+
+    accounts = PointsAccount.objects.using("points").order_by("payer_id")
+    assert [(a.payer_id, a.balance, a.pending) for a in accounts] == [(5, 17, 0), (6, 3, 0)]
+    posted = PointsEntry.objects.using("points").filter(kind="posted").order_by("id")
+    assert [(e.xid, e.points, e.balance_after) for e in posted] == [
+        (ops[0].xid, 10, 10), (ops[1].xid, 3, 3), (ops[3].xid, 7, 17)
+    ]
+    assert points_account_mismatches() == []
+
+
+def test_an_award_confirm_batch_beyond_the_reservation_applies_nothing():
+    tried = BranchOp(new_xid(), {"payer_id": 5, "points": 10})
+    batch("points.award", "try", [tried])
+
+    with pytest.raises(LedgerError):
+        batch("points.award", "confirm", [tried, BranchOp(new_xid(), {"payer_id": 5, "points": 1})])
+
+    acc = points_account_get(payer_id=5)
+    assert (acc.balance, acc.pending) == (0, 10)
+
+
+def test_a_batch_of_zero_point_awards_creates_no_account():
+    batch("points.award", "try", [BranchOp(new_xid(), {"payer_id": 5, "points": 0}) for _ in range(3)])
+
+    assert not PointsAccount.objects.using("points").exists()
 
 
 # --- entries agree with balances ----------------------------------------------------------------

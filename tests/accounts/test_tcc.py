@@ -3,13 +3,14 @@
 import uuid
 
 import pytest
+from django.db import transaction
 
-from accounts.models import FundEntry, PointsEntry
+from accounts.models import FundEntry, PointsAccount, PointsEntry
 from accounts.selectors import fund_account_mismatches, points_account_get
 from paysys import tcc
 from paysys.core.errors import InsufficientFunds
 from paysys.tcc import barrier
-from paysys.tcc.registry import get_participant
+from paysys.tcc.registry import BranchOp, get_participant, is_many
 from tests.accounts.helpers import account, fund_payload, new_xid, phase
 from tests.concurrency import run_at_once
 
@@ -153,3 +154,48 @@ def test_forty_balance_payments_from_a_wallet_that_affords_ten_confirm_exactly_t
     assert (merchant.balance, merchant.pending_in) == (10 * (PRICE - 6), 0)
     assert points_account_get(payer_id=PAYER).balance == 10 * (PRICE // 100)
     assert fund_account_mismatches() == []
+
+
+# --- batched ops: the framework's one call applies many branches with set-based SQL ------------
+
+
+def test_credits_and_awards_are_batched_debits_are_not():
+    for action in ("funds.credit", "points.award"):
+        spec = get_participant(action)
+        assert all(is_many(spec.op(name)) for name in ("try", "confirm", "cancel"))
+    assert not is_many(get_participant("funds.debit").try_)
+
+
+@pytest.mark.parametrize("accounts_exist,max_queries", [(True, 6), (False, 8)])
+def test_twenty_credits_over_three_accounts_take_a_constant_handful_of_queries(
+    django_assert_max_num_queries, accounts_exist, max_queries
+):
+    """Ids by key and one lock query (new accounts: + one insert and ids again), one UPDATE per
+    account, one insert of all entries: not a round of queries per op."""
+    owners = [("merchant", MERCHANT), ("merchant", MERCHANT + 1), ("payer", PAYER)]
+    if accounts_exist:
+        for owner in owners:
+            phase("funds.credit", "try", fund_payload(*owner, 1), new_xid())
+    ops = [BranchOp(new_xid(), fund_payload(*owners[i % 3], 10 + i)) for i in range(20)]
+    spec = get_participant("funds.credit")
+
+    for op in ("try", "confirm"):
+        with transaction.atomic(using="funds"), django_assert_max_num_queries(max_queries if op == "try" else 6,
+                                                                              using="funds"):
+            spec.apply(op, ops)
+
+    assert sum(account(*owner).balance for owner in owners) == sum(10 + i for i in range(20))
+    assert FundEntry.objects.using("funds").filter(xid__in=[op.xid for op in ops]).count() == 40
+    assert fund_account_mismatches() == []
+
+
+def test_twenty_awards_over_three_payers_take_a_constant_handful_of_queries(django_assert_max_num_queries):
+    ops = [BranchOp(new_xid(), {"payer_id": PAYER + i % 3, "points": 1 + i}) for i in range(20)]
+    spec = get_participant("points.award")
+
+    with transaction.atomic(using="points"), django_assert_max_num_queries(8, using="points"):
+        spec.apply("try", ops)
+    with transaction.atomic(using="points"), django_assert_max_num_queries(6, using="points"):
+        spec.apply("confirm", ops)
+
+    assert sum(PointsAccount.objects.using("points").values_list("balance", flat=True)) == sum(range(1, 21))
