@@ -8,10 +8,11 @@ from orders.models import Order, OrderNotPayable, PaymentRecord
 from orders.participants import pay_cancel, pay_confirm, pay_try
 from orders.services import order_create
 from paysys import tcc
-from paysys.tcc.registry import get_participant
+from paysys.tcc.registry import BranchOp, get_participant
 from tests.orders.helpers import order_paid_payloads
 
 pytestmark = pytest.mark.django_db(databases="__all__")
+op_name = {pay_try: "try", pay_confirm: "confirm", pay_cancel: "cancel"}
 
 
 @pytest.fixture
@@ -29,8 +30,9 @@ def payload(order, **overrides):
 
 
 def run(op, order, xid="X1", **overrides):
+    """One branch's op, as the framework calls it (a batched op with one op)."""
     with transaction.atomic(using="orders"):
-        op(payload(order, **overrides), xid=xid)
+        get_participant("orders.pay").apply(op_name[op], [BranchOp(xid, payload(order, **overrides))])
     order.refresh_from_db()
     return order
 
@@ -76,7 +78,7 @@ def test_a_confirm_that_fails_after_publishing_publishes_nothing(order, monkeypa
     from orders import participants
 
     run(pay_try, order)
-    monkeypatch.setattr(participants, "publish", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broker")))
+    monkeypatch.setattr(participants, "publish_many", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broker")))
     with pytest.raises(RuntimeError):
         run(pay_confirm, order)
 
