@@ -35,16 +35,19 @@ ACTION = "orders.pay"
 
 
 def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
-    """The order of each op, all locked by ONE ``select_for_update``; NotFound names the first
-    op whose order does not exist.
+    """The order of each op, all locked by ONE ``select_for_update`` in primary-key order (the
+    registry's deadlock rule); NotFound names the first op whose order does not exist.
 
-    Every op of this participant locks through the unique ``out_trade_no`` index, and MariaDB
-    walks an IN list in sorted order, so any two batches lock shared rows in the same order (the
-    registry's deadlock rule); ``order_by("pk")`` fixes the order the rows come back in.
+    Several orders are locked by primary key, looked up first: locking through the
+    ``out_trade_no`` index would take the rows in whatever order the plan the optimizer picks
+    for that IN list walks them (by out_trade_no on a large table, by pk on a small one), and two
+    batches on different plans could deadlock. One order needs no order, nor the lookup.
     """
     numbers = [op.payload["out_trade_no"] for op in ops]
-    found = Order.objects.select_for_update().filter(out_trade_no__in=numbers).order_by("pk")
-    locked = {order.out_trade_no: order for order in found}
+    rows = Order.objects.filter(out_trade_no__in=numbers)
+    if len(set(numbers)) > 1:
+        rows = Order.objects.filter(pk__in=list(rows.values_list("pk", flat=True)))
+    locked = {order.out_trade_no: order for order in rows.select_for_update().order_by("pk")}
     for number in numbers:
         if number not in locked:
             raise NotFound(f"no order {number}")

@@ -275,15 +275,30 @@ def test_confirm_applies_a_bank_payment_recorded_flagged_before(order):
 
 
 def test_a_batch_of_twenty_runs_in_a_constant_number_of_queries(make_orders, django_assert_max_num_queries):
-    """Set-based: lock, UPDATE, upsert, outbox INSERT, whatever the batch's size."""
+    """Set-based: pk lookup, lock, UPDATE, upsert, outbox INSERT, whatever the batch's size."""
     ops = branch_ops(make_orders(20))
     orders_db = connections["orders"]
 
     with transaction.atomic(using="orders"):
-        with django_assert_max_num_queries(2, connection=orders_db):  # lock, UPDATE
+        with django_assert_max_num_queries(3, connection=orders_db):  # pk lookup, lock, UPDATE
             get_participant("orders.pay").apply("try", ops)
     with transaction.atomic(using="orders"):
-        with django_assert_max_num_queries(4, connection=orders_db):  # lock, UPDATE, upsert, outbox
+        with django_assert_max_num_queries(5, connection=orders_db):  # pk lookup, lock, UPDATE, upsert, outbox
             get_participant("orders.pay").apply("confirm", ops)
 
     assert Order.objects.filter(status="SUCCESS").count() == 20
+
+
+def test_a_batch_locks_its_orders_by_primary_key(make_orders, django_assert_max_num_queries):
+    """By pk, not through the out_trade_no index, whose walk order depends on the plan."""
+    if not connections["orders"].features.has_select_for_update:
+        pytest.skip("this database takes no row locks")
+    orders = make_orders(3)
+    ops = branch_ops(orders)[::-1]
+
+    with transaction.atomic(using="orders"):
+        with django_assert_max_num_queries(3, connection=connections["orders"]) as queries:
+            get_participant("orders.pay").apply("try", ops)
+
+    [lock] = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert "out_trade_no" not in lock.split("WHERE")[1] and "ORDER BY" in lock
