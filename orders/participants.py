@@ -41,7 +41,8 @@ def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
     Several orders are locked by primary key, looked up first: locking through the
     ``out_trade_no`` index would take the rows in whatever order the plan the optimizer picks
     for that IN list walks them (by out_trade_no on a large table, by pk on a small one), and two
-    batches on different plans could deadlock. One order needs no order, nor the lookup.
+    batches on different plans could deadlock. A single order needs neither the lookup nor an
+    order.
     """
     numbers = [op.payload["out_trade_no"] for op in ops]
     rows = Order.objects.filter(out_trade_no__in=numbers)
@@ -56,7 +57,7 @@ def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
 
 @tcc.many
 def pay_try(ops: list[tcc.BranchOp]) -> None:
-    """Hold every op's order for its transaction: one lock query and one UPDATE for the batch."""
+    """Hold every op's order for its transaction: one lock and one UPDATE for the whole batch."""
     orders = _locked_orders(ops)
     for op, order in zip(ops, orders):
         payload = op.payload
@@ -74,7 +75,7 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
 @tcc.many
 def pay_confirm(ops: list[tcc.BranchOp]) -> None:
     """Complete every op's order, record its bank payment APPLIED and publish ``order.paid``:
-    one statement each for the lock, the orders, the payment records and the outbox."""
+    one lock and one statement each for the orders, the payment records and the outbox."""
     orders = _locked_orders(ops)
     moves = []
     for op, order in zip(ops, orders):
