@@ -6,8 +6,11 @@
              one transaction of the ``orders`` database
     cancel   PAYING -> CREATED; an order already final is left as it is
 
-The framework runs each operation in ``atomic(using="orders")`` with its barrier row, so
-duplicates, empty cancels and late tries never reach this code. The payload is built once by
+Try and confirm are batched (``tcc.many``): one call takes the ops of many branches and applies
+them set-based (one lock query, one UPDATE, one upsert, one outbox INSERT), or raises, and the
+framework reruns each op alone, so a one-op call is the single op. The framework runs every
+call in ``atomic(using="orders")`` with its barrier rows, so duplicates, empty cancels and late
+tries never reach this code. The payload is built once by
 the initiator (:func:`orders.services.pay_branches`): fee and points are computed there, so
 ``order.paid`` says exactly what funds credited and points awarded.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -23,55 +27,100 @@ from orders.models import Order, OrderNotPayable, PayMethod, PaymentRecord
 from paysys import tcc
 from paysys.contracts import OrderPaid
 from paysys.core.errors import NotFound
-from paysys.messaging import publish
+from paysys.messaging import publish_many
 
 logger = logging.getLogger(__name__)
 
 ACTION = "orders.pay"
 
 
-def _locked_order(out_trade_no: str) -> Order:
-    order = Order.objects.select_for_update().filter(out_trade_no=out_trade_no).first()
-    if order is None:
-        raise NotFound(f"no order {out_trade_no}")
-    return order
+def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
+    """The order of each op, all locked by ONE ``select_for_update`` in primary-key order (the
+    registry's deadlock rule); NotFound names the first op whose order does not exist.
+
+    Several orders are locked by primary key, looked up first: locking through the
+    ``out_trade_no`` index would take the rows in whatever order the plan the optimizer picks
+    for that IN list walks them (by out_trade_no on a large table, by pk on a small one), and two
+    batches on different plans could deadlock. A single order needs neither the lookup nor an
+    order.
+    """
+    numbers = [op.payload["out_trade_no"] for op in ops]
+    rows = Order.objects.filter(out_trade_no__in=numbers)
+    if len(set(numbers)) > 1:
+        rows = Order.objects.filter(pk__in=list(rows.values_list("pk", flat=True)))
+    locked = {order.out_trade_no: order for order in rows.select_for_update().order_by("pk")}
+    for number in numbers:
+        if number not in locked:
+            raise NotFound(f"no order {number}")
+    return [locked[number] for number in numbers]
 
 
-def pay_try(payload: dict, *, xid: str) -> None:
-    order = _locked_order(payload["out_trade_no"])
-    if (order.amount, order.currency) != (payload["amount"], payload["currency"]):
-        raise OrderNotPayable(
-            f"paying {payload['amount']} {payload['currency']}, order is {order.amount} {order.currency}"
+@tcc.many
+def pay_try(ops: list[tcc.BranchOp]) -> None:
+    """Hold every op's order for its transaction: one lock and one UPDATE for the whole batch."""
+    orders = _locked_orders(ops)
+    for op, order in zip(ops, orders):
+        payload = op.payload
+        if (order.amount, order.currency) != (payload["amount"], payload["currency"]):
+            raise OrderNotPayable(
+                f"paying {payload['amount']} {payload['currency']}, order is {order.amount} {order.currency}"
+            )
+        if order.status != Order.Status.CREATED:
+            raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+    Order.transition_many(Order.Status.PAYING, [
+        (order, {"tcc_xid": op.xid, "pay_method": op.payload["method"]}) for op, order in zip(ops, orders)
+    ])
+
+
+@tcc.many
+def pay_confirm(ops: list[tcc.BranchOp]) -> None:
+    """Complete every op's order, record its bank payment APPLIED and publish ``order.paid``:
+    one lock and one statement each for the orders, the payment records and the outbox."""
+    orders = _locked_orders(ops)
+    moves = []
+    for op, order in zip(ops, orders):
+        if order.status != Order.Status.PAYING or order.tcc_xid != op.xid:
+            # the barrier lets a confirm through only after this xid's try committed: whatever
+            # moved the order since is a bug; raising keeps the branch retried, then flagged for a human
+            raise OrderNotPayable(
+                f"confirm of {op.xid}: order {order.out_trade_no} is {order.status} held by {order.tcc_xid!r}"
+            )
+        paid_at = parse_datetime(op.payload["paid_at"]) if op.payload.get("paid_at") else timezone.now()
+        moves.append((order, {"bank_trade_no": op.payload.get("bank_trade_no") or "", "paid_at": paid_at,
+                              "next_poll_at": None}))
+    Order.transition_many(Order.Status.SUCCESS, moves)
+    _record_applied([
+        PaymentRecord(
+            bank_trade_no=order.bank_trade_no, out_trade_no=order.out_trade_no, order_id=order.pk,
+            amount=order.amount, currency=order.currency, paid_at=order.paid_at,
+            source=op.payload.get("source", "notify"), outcome=PaymentRecord.Outcome.APPLIED, reason="",
         )
-    if order.status != Order.Status.CREATED:
-        raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
-    order.transition(Order.Status.PAYING, tcc_xid=xid, pay_method=payload["method"])
+        for op, order in zip(ops, orders) if op.payload["method"] == PayMethod.BANK
+    ])
+    events = [
+        order_paid_event(order, fee=op.payload["fee"], points=op.payload["points"], notify_url=op.payload["notify_url"])
+        for op, order in zip(ops, orders)
+    ]
+    publish_many(OrderPaid.TOPIC, [event.to_payload() for event in events], using="orders")
 
 
-def pay_confirm(payload: dict, *, xid: str) -> None:
-    order = _locked_order(payload["out_trade_no"])
-    if order.status != Order.Status.PAYING or order.tcc_xid != xid:
-        # the barrier lets a confirm through only after this xid's try committed: whatever moved
-        # the order since is a bug; raising keeps the branch retried and then flagged for a human
-        raise OrderNotPayable(f"confirm of {xid}: order {order.out_trade_no} is {order.status} held by {order.tcc_xid!r}")
-    paid_at = parse_datetime(payload["paid_at"]) if payload.get("paid_at") else timezone.now()
-    bank_trade_no = payload.get("bank_trade_no") or ""
-    order.transition(Order.Status.SUCCESS, bank_trade_no=bank_trade_no, paid_at=paid_at, next_poll_at=None)
-    if payload["method"] == PayMethod.BANK:
-        PaymentRecord.objects.update_or_create(
-            bank_trade_no=bank_trade_no,
-            defaults={
-                "out_trade_no": order.out_trade_no, "order_id": order.pk, "amount": order.amount,
-                "currency": order.currency, "paid_at": paid_at, "source": payload.get("source", "notify"),
-                "outcome": PaymentRecord.Outcome.APPLIED, "reason": "",
-            },
-        )
-    event = order_paid_event(order, fee=payload["fee"], points=payload["points"], notify_url=payload["notify_url"])
-    publish(event.TOPIC, event.to_payload(), using="orders")
+def _record_applied(records: list[PaymentRecord]) -> None:
+    """Upsert bank payments as APPLIED, one statement: a record already there for a bank trade
+    number (FLAGGED earlier, say) takes these values, as ``update_or_create`` would."""
+    if not records:
+        return
+    features = connections["orders"].features
+    PaymentRecord.objects.bulk_create(
+        records, update_conflicts=True,
+        # MariaDB upserts on any unique key and takes no conflict target
+        unique_fields=["bank_trade_no"] if features.supports_update_conflicts_with_target else None,
+        update_fields=["out_trade_no", "order_id", "amount", "currency", "paid_at", "source", "outcome", "reason"],
+    )
 
 
 def pay_cancel(payload: dict, *, xid: str) -> None:
-    order = _locked_order(payload["out_trade_no"])
+    """Single: a cancel is the rare path (one failed try), not worth a set-based version."""
+    [order] = _locked_orders([tcc.BranchOp(xid, payload)])
     if order.status == Order.Status.PAYING and order.tcc_xid == xid:
         order.transition(Order.Status.CREATED, tcc_xid="", pay_method="")
     else:  # final already, or never held by this xid: nothing of this try is left to undo

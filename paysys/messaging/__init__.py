@@ -2,7 +2,7 @@
 
 Life of a message (one outbox row per consumer, in the producer's alias), module by module:
 
-    outbox       publish() in the producer's transaction                -> SENDING, due now
+    outbox       publish() (or publish_many()) in the producer's transaction -> SENDING, due now
                  (or prepare() -> PREPARED, confirm() -> SENDING; discard() deletes it)
     kicks        after commit, a relay pass is asked for (a hint: recovery never needs one)
     relay        claim due rows, count the send, set the next due time, send batches to the
@@ -27,6 +27,7 @@ import importlib
 
 _EXPORTS = {
     "publish": "paysys.messaging.outbox",
+    "publish_many": "paysys.messaging.outbox",
     "prepare": "paysys.messaging.outbox",
     "confirm": "paysys.messaging.outbox",
     "discard": "paysys.messaging.outbox",

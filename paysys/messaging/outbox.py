@@ -44,14 +44,22 @@ def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
     Must be called inside ``transaction.atomic(using=using)``: the message exists if and only if
     the business change commits. Delivery is kicked after commit, never before.
     """
+    return publish_many(topic, [payload], using=using)[0]
+
+
+def publish_many(topic: str, payloads: list[dict], *, using: str) -> list[uuid.UUID]:
+    """:func:`publish` of several messages of one topic, one per payload (ids in that order).
+
+    For producers that change many rows in one transaction (batched TCC ops): one INSERT for all
+    the rows and one relay kick, instead of a round trip and a kick per message.
+    """
     if not transaction.get_connection(using).in_atomic_block:
         raise RuntimeError("publish() must run inside the producer's transaction.atomic(using=...)")
     now = timezone.now()
-    rows = Message.objects.using(using).bulk_create(
-        _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now)
-    )
+    messages = [_rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now) for payload in payloads]
+    Message.objects.using(using).bulk_create([row for rows in messages for row in rows])
     transaction.on_commit(lambda: kicks.request_relay(using), using=using, robust=True)
-    return rows[0].message_id
+    return [rows[0].message_id for rows in messages]
 
 
 # --- two-phase -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Writing the outbox: publish in the producer's transaction; prepare, confirm, discard."""
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from paysys.messaging import actions, kicks, outbox, relay
@@ -47,6 +47,31 @@ def test_unknown_topic_is_refused():
     with pytest.raises(outbox.UnknownTopic, match="^no consumer is registered for topic 'nobody.listens'$"):
         with transaction.atomic(using="orders"):
             outbox.publish("nobody.listens", {}, using="orders")
+
+
+def test_publish_many_writes_every_message_in_one_insert_and_kicks_once(
+    django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    payloads = [{"n": n} for n in range(5)]
+
+    with django_capture_on_commit_callbacks(using="orders") as callbacks:
+        with transaction.atomic(using="orders"):
+            with django_assert_num_queries(1, connection=connections["orders"]):
+                message_ids = outbox.publish_many("test.ping", payloads, using="orders")
+
+    assert len(set(message_ids)) == 5 and len(callbacks) == 1
+    rows = Message.objects.using("orders").order_by("id")
+    assert rows.count() == 10  # one row per consumer of each message
+    assert {row.message_id: row.payload for row in rows} == dict(zip(message_ids, payloads))
+    assert {(row.status, row.confirmed_at is not None) for row in rows} == {("SENDING", True)}
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_publish_many_outside_a_transaction_is_refused():
+    with pytest.raises(RuntimeError, match=r"must run inside the producer's transaction"):
+        outbox.publish_many("test.ping", [{}], using="orders")
+
+    assert Message.objects.using("orders").count() == 0
 
 
 def test_prepared_message_is_not_sent_until_confirmed(ship, monkeypatch):
