@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from paysys.tcc import phase_two
 from paysys.tcc.models import Barrier, GlobalTransaction
-from paysys.tcc.registry import get_participant
+from paysys.tcc.registry import BranchOp, get_participant
 
 Status = GlobalTransaction.Status
 
@@ -208,8 +208,8 @@ class Command(BaseCommand):
             for action, payload in branches:
                 spec = get_participant(action)
                 with transaction.atomic(using=spec.alias):
-                    spec.try_(payload, xid=xid)
-                    spec.confirm(payload, xid=xid)
+                    spec.apply("try", [BranchOp(xid, payload)])
+                    spec.apply("confirm", [BranchOp(xid, payload)])
         connections.close_all()
 
 
