@@ -217,31 +217,51 @@ def _shift(
     model, alias: str, accounts: dict, moves: list[Move], *, source: str | None, target: str | None, phase: str
 ) -> list[int]:
     """Move each amount from column ``source`` into column ``target`` of its locked account (None:
-    from or to outside the account), with one conditional UPDATE per account for the sum of its
-    amounts; LedgerError if an account is missing or its ``source`` holds less than that sum.
+    from or to outside the account), in ONE conditional UPDATE for every account (each by the
+    sum of its amounts: ``CASE id WHEN ... END``); LedgerError if an account is missing or its
+    ``source`` holds less than its sum.
 
     Returns each move's balance_after: the account's balance running through the moves in order
     (exact: this transaction holds the accounts' locks since it read them)."""
     totals: dict[tuple, int] = {}
     for _, key, amount in moves:
         totals[key] = totals.get(key, 0) + amount
-    now = timezone.now()
-    for key, total in totals.items():
-        changes, condition = {"updated_at": now}, Q()
-        if source:
-            changes[source], condition = F(source) - total, Q(**{f"{source}__gte": total})
-        if target:
-            changes[target] = F(target) + total
-        account = accounts.get(key)
-        if account is None or model.objects.using(alias).filter(condition, pk=account.pk).update(**changes) != 1:
-            xids = ", ".join(xid for xid, k, _ in moves if k == key)
-            raise LedgerError(f"{phase} {xids}: nothing reserved for {total} on {model.__name__} {key}")
+    missing = [key for key in totals if key not in accounts]
+    if missing or _update_by_case(model, alias, {accounts[k].pk: t for k, t in totals.items()}, source, target) != len(totals):
+        short = missing or list(totals)
+        xids = ", ".join(xid for xid, key, _ in moves if key in short)
+        raise LedgerError(f"{phase} {xids}: nothing reserved for these amounts on {model.__name__} {', '.join(map(str, short))}")
     balances, running = [], {key: accounts[key].balance for key in totals}
     for _, key, amount in moves:
         if target == "balance":  # a hold or a release leaves the balance as it is
             running[key] += amount
         balances.append(running[key])
     return balances
+
+
+def _update_by_case(model, alias: str, amounts: dict[int, int], source: str | None, target: str | None) -> int:
+    """``source -= amount, target += amount`` per account id, where ``source >= amount``: one
+    statement for any number of accounts. Returns the rows it matched (all of them, or the batch
+    is short somewhere). Plain SQL: the ORM's Case/When compiles each WHEN, per column."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    pk = quote(model._meta.pk.column)
+    case = f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(amounts))} END"
+    by_id = [value for pair in amounts.items() for value in pair]
+    sets, where = [f"{quote('updated_at')} = %s"], [f"{pk} IN ({', '.join(['%s'] * len(amounts))})"]
+    params_set, params_where = [connection.ops.adapt_datetimefield_value(timezone.now())], list(amounts)
+    if source:
+        sets.append(f"{quote(source)} = {quote(source)} - {case}")
+        params_set += by_id
+        where.append(f"{quote(source)} >= {case}")
+        params_where += by_id
+    if target:
+        sets.append(f"{quote(target)} = {quote(target)} + {case}")
+        params_set += by_id
+    sql = f"UPDATE {quote(model._meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params_set + params_where)
+        return cursor.rowcount
 
 
 # --- funds: credit (incoming), many moves at once -----------------------------------------------
