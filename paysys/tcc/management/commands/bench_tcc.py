@@ -16,7 +16,9 @@ each, 1 as in the Procfile). Measures, in one run:
   each payment as one local transaction per database (orders, funds, points: a single
   transaction cannot span three databases), calling the participants' own try and confirm
   code back to back, with no coordinator, barrier or phase-two task;
-* the ratio TCC / without (DTM publishes 341 / 551 = 0.62 for its saga with barrier).
+* **without TCC, batched**: the same again, ``--batch`` payments per local transaction per
+  database, so the ops run set-based exactly as in the TCC mode: what TCC itself costs;
+* the ratios TCC / without (DTM publishes 341 / 551 = 0.62 for its saga with barrier).
 
 Run it on a stack of its own (as ``bench`` in CI): it pays real orders of bench merchants and
 deletes every row it wrote at the end, but an ``order.paid`` delivery already relayed to the
@@ -25,6 +27,7 @@ accounting or notifications queue would be consumed by such a worker on the same
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -69,7 +72,7 @@ class Command(BaseCommand):
         self.merchants, self.payers = self._owners(opts["merchants"], opts["payers"])
         total = opts["payments"]
         warmup = max(opts["merchants"], opts["payers"])
-        orders = self._orders(2 * total + warmup)
+        orders = self._orders(3 * total + warmup)
         self.order_ids = [o.pk for o in orders]
         self.outs = [o.out_trade_no for o in orders]
         from orders.services import pay_branches
@@ -86,7 +89,10 @@ class Command(BaseCommand):
             time.sleep(4)  # let the pools start before the clock does
             self._run(self._direct_worker, payments[:warmup], opts["initiators"])  # accounts exist in both modes
             tcc_seconds, decided_seconds = self._measure_tcc(payments[warmup:warmup + total], opts["initiators"])
-            direct_seconds = self._run(self._direct_worker, payments[warmup + total:], opts["initiators"])
+            direct_seconds = self._run(self._direct_worker, payments[warmup + total:warmup + 2 * total], opts["initiators"])
+            rest = payments[warmup + 2 * total:]
+            batched_seconds = self._run(self._direct_worker, [rest[i:i + self.batch] for i in range(0, total, self.batch)],
+                                        opts["initiators"], batched=True)
         finally:
             for proc in workers:
                 proc.terminate()
@@ -103,7 +109,9 @@ class Command(BaseCommand):
             "tcc_per_second": round(total / tcc_seconds, 1),
             "tcc_decisions_per_second": round(total / decided_seconds, 1),
             "without_tcc_per_second": round(total / direct_seconds, 1),
+            "without_tcc_batched_per_second": round(total / batched_seconds, 1),
             "ratio": round(direct_seconds / tcc_seconds, 3),
+            "ratio_batched": round(batched_seconds / tcc_seconds, 3),
         }
         if opts["json"]:
             self.stdout.write(json.dumps(figures))
@@ -113,8 +121,10 @@ class Command(BaseCommand):
                 f"{self.batch} per call:\n"
                 f"  TCC (tries + decision + phase two confirmed): {figures['tcc_per_second']:8.1f} /s\n"
                 f"  TCC decisions committed (initiators' view):   {figures['tcc_decisions_per_second']:8.1f} /s\n"
-                f"  same writes without TCC:                      {figures['without_tcc_per_second']:8.1f} /s\n"
-                f"  ratio TCC / without:                          {figures['ratio']:8.3f}"
+                f"  same writes without TCC, one per transaction: {figures['without_tcc_per_second']:8.1f} /s\n"
+                f"  same writes without TCC, {self.batch:3d} per transaction: {figures['without_tcc_batched_per_second']:8.1f} /s\n"
+                f"  ratio TCC / without (one per transaction):    {figures['ratio']:8.3f}\n"
+                f"  ratio TCC / without (batched alike):          {figures['ratio_batched']:8.3f}"
             )
 
     def _say(self, opts, text: str) -> None:
@@ -158,14 +168,15 @@ class Command(BaseCommand):
 
     # --- measuring -------------------------------------------------------------------------------
 
-    def _run(self, target, payments: list, initiators: int) -> float:
+    def _run(self, target, payments: list, initiators: int, **kwargs) -> float:
         """Seconds for ``initiators`` forked processes, each with ``--threads`` threads, to run
         ``target`` over their share (threads of one process share its phase-two dispatcher, as
         a web or worker process's requests and consumers do)."""
         connections.close_all()  # children open their own connections
         fork = multiprocessing.get_context("fork")
         started = time.monotonic()
-        procs = [fork.Process(target=_threaded, args=(target, payments[i::initiators], self.threads)) for i in range(initiators)]
+        procs = [fork.Process(target=_threaded, args=(functools.partial(target, **kwargs), payments[i::initiators], self.threads))
+                 for i in range(initiators)]
         for proc in procs:
             proc.start()
         for proc in procs:
@@ -201,15 +212,20 @@ class Command(BaseCommand):
         connections.close_all()
 
     @staticmethod
-    def _direct_worker(payments: list) -> None:
-        """The same business writes, one local transaction per database, no TCC."""
-        for key, branches in payments:
-            xid = uuid.uuid4().hex
-            for action, payload in branches:
+    def _direct_worker(payments: list, batched: bool = False) -> None:
+        """The same business writes, no TCC: per payment (or per batch of payments) one local
+        transaction per database, each participant's try and confirm back to back."""
+        for batch in payments if batched else [[payment] for payment in payments]:
+            by_action: dict[str, list] = {}
+            for key, branches in batch:
+                xid = uuid.uuid4().hex
+                for action, payload in branches:
+                    by_action.setdefault(action, []).append(BranchOp(xid, payload))
+            for action, ops in by_action.items():
                 spec = get_participant(action)
                 with transaction.atomic(using=spec.alias):
-                    spec.apply("try", [BranchOp(xid, payload)])
-                    spec.apply("confirm", [BranchOp(xid, payload)])
+                    spec.apply("try", ops)
+                    spec.apply("confirm", ops)
         connections.close_all()
 
 
