@@ -232,3 +232,57 @@ def test_one_failing_message_in_a_batch_fails_alone(poison):
     statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))
     assert statuses == {good: "CONSUMED", bad: "SENDING", also_good: "CONSUMED"}
     assert Message.objects.using("orders").get(message_id=bad).last_error
+
+
+# --- batch consumers (atomic=False, batch=True): the handler takes a relay batch at once ------
+
+batches: list[list] = []
+
+
+@registry.consumer("test.bulk", queue="notifications", name="notifications.test_bulk", atomic=False, batch=True)
+def on_bulk(deliveries):
+    """Records each call's deliveries; fails the ones asked to, or the whole call."""
+    batches.append(list(deliveries))
+    if any(d.payload.get("raise") for d in deliveries):
+        raise RuntimeError("bulk handler exploded")
+    return {d.id: "refused by the test" for d in deliveries if d.payload.get("refuse")}
+
+
+def publish_bulk(*payloads) -> list[uuid.UUID]:
+    with transaction.atomic(using="orders"):
+        return [outbox.publish("test.bulk", payload, using="orders") for payload in payloads]
+
+
+def test_a_batch_consumer_gets_the_whole_batch_in_one_call_and_its_errors_stay_apart():
+    batches.clear()
+    ids = publish_bulk({"n": 1}, {"n": 2, "refuse": True}, {"n": 3})
+
+    result = consumption.consume_batch("orders", deliveries_for("orders"))
+
+    assert [[d.payload["n"] for d in call] for call in batches] == [[1, 2, 3]]
+    rows = {m.message_id: m for m in Message.objects.using("orders")}
+    assert [rows[i].status for i in ids] == ["CONSUMED", "SENDING", "CONSUMED"]
+    assert rows[ids[1]].last_error == "refused by the test" and result["failed"] == [rows[ids[1]].id]
+    inbox = set(InboxEntry.objects.using("notifications").filter(consumer="notifications.test_bulk")
+                .values_list("message_id", flat=True))
+    assert inbox == {ids[0], ids[2]}
+
+    batches.clear()
+    consumption.consume_batch("orders", deliveries_for("orders"))  # everything again: a redelivery
+    assert [[d.payload["n"] for d in call] for call in batches] == [[2]]  # the consumed ones are skipped
+
+
+def test_a_batch_consumer_that_raises_fails_every_delivery_of_the_call():
+    batches.clear()
+    publish_bulk({"n": 1}, {"n": 2, "raise": True})
+
+    result = consumption.consume_batch("orders", deliveries_for("orders"))
+
+    assert result["acked"] == [] and len(result["failed"]) == 2
+    assert {m.last_error for m in Message.objects.using("orders")} == {"RuntimeError: bulk handler exploded"}
+    assert not InboxEntry.objects.using("notifications").filter(consumer="notifications.test_bulk").exists()
+
+
+def test_a_batch_consumer_must_run_outside_transactions():
+    with pytest.raises(ValueError, match="atomic=False"):
+        registry.consumer("test.bulk2", queue="notifications", batch=True)
