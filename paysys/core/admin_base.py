@@ -1,6 +1,9 @@
 """Admin bases for rows that only services write (STYLE: store first, change through services)."""
 
+from datetime import timedelta
+
 from django.contrib import admin
+from django.utils import timezone
 
 
 class RecordAdmin(admin.ModelAdmin):
@@ -18,3 +21,23 @@ class ReadOnlyAdmin(RecordAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class AgeFilter(admin.SimpleListFilter):
+    """"Older than 1 minute / 1 hour / 1 day", on ``created_at``."""
+
+    title = "age"
+    parameter_name = "older_than"
+    AGES = {
+        "1m": ("Older than 1 minute", timedelta(minutes=1)),
+        "1h": ("Older than 1 hour", timedelta(hours=1)),
+        "1d": ("Older than 1 day", timedelta(days=1)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.AGES.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.AGES:
+            return queryset.filter(created_at__lte=timezone.now() - self.AGES[self.value()][1])
+        return queryset

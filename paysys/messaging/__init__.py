@@ -23,7 +23,7 @@ Domains import from here only, never from the modules behind it.
 
 from __future__ import annotations
 
-import importlib
+from paysys.core.lazy import lazy_exports
 
 _EXPORTS = {
     "publish": "paysys.messaging.outbox",
@@ -44,7 +44,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'paysys.messaging' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

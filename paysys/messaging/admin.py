@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 
 from django import forms
 from django.conf import settings
@@ -35,7 +34,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from paysys.core.admin_base import ReadOnlyAdmin
+from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin
 from paysys.messaging import actions, outbox
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.messaging.models import Message
@@ -114,24 +113,6 @@ class DeadFilter(admin.SimpleListFilter):
             return queryset.filter(status=Status.DEAD)
         if self.value() == "no":
             return queryset.exclude(status=Status.DEAD)
-        return queryset
-
-
-class AgeFilter(admin.SimpleListFilter):
-    title = "age"
-    parameter_name = "older_than"
-    AGES = {
-        "1m": ("Older than 1 minute", timedelta(minutes=1)),
-        "1h": ("Older than 1 hour", timedelta(hours=1)),
-        "1d": ("Older than 1 day", timedelta(days=1)),
-    }
-
-    def lookups(self, request, model_admin):
-        return [(key, label) for key, (label, _) in self.AGES.items()]
-
-    def queryset(self, request, queryset):
-        if self.value() in self.AGES:
-            return queryset.filter(created_at__lte=timezone.now() - self.AGES[self.value()][1])
         return queryset
 
 

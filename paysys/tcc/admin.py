@@ -9,36 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 
 from django.contrib import admin, messages
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from paysys.core.admin_base import ReadOnlyAdmin
+from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin
 from paysys.tcc import recovery
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
 logger = logging.getLogger(__name__)
-
-
-class AgeFilter(admin.SimpleListFilter):
-    title = "age"
-    parameter_name = "older_than"
-    AGES = {
-        "1m": ("Older than 1 minute", timedelta(minutes=1)),
-        "1h": ("Older than 1 hour", timedelta(hours=1)),
-        "1d": ("Older than 1 day", timedelta(days=1)),
-    }
-
-    def lookups(self, request, model_admin):
-        return [(key, label) for key, (label, _) in self.AGES.items()]
-
-    def queryset(self, request, queryset):
-        if self.value() in self.AGES:
-            return queryset.filter(created_at__lte=timezone.now() - self.AGES[self.value()][1])
-        return queryset
 
 
 class BranchInline(admin.TabularInline):
