@@ -85,3 +85,14 @@ def test_beat_entries_expire_so_slow_passes_do_not_pile_up():
     poll = PeriodicTask.objects.get(name="orders.poll_bank")
     assert poll.expire_seconds == 1
     assert PeriodicTask.objects.get(name="messaging.recover_messages").expire_seconds == 5
+
+
+def test_create_merchant_warns_when_its_notify_url_would_be_refused_at_delivery(settings):
+    settings.NOTIFY_ALLOWED_NETWORKS = ()
+    out, err = StringIO(), StringIO()
+
+    call_command("create_merchant", "--name", "Shop", "--notify-url", "http://169.254.169.254/notify", "--json",
+                 stdout=out, stderr=err)
+
+    assert "will be refused at delivery" in err.getvalue() and "link-local" in err.getvalue()
+    assert Merchant.objects.filter(pk=json.loads(out.getvalue())["merchant_id"]).exists()

@@ -3,6 +3,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from paysys.core.netguard import url_refusal
 from paysys.core.services import merchant_create
 
 
@@ -22,6 +23,11 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(f"merchant not created: {'; '.join(exc.messages)}") from exc
+        refusal = url_refusal(merchant.notify_url)
+        if refusal:  # created all the same: NOTIFY_ALLOWED_NETWORKS may be widened later
+            self.stderr.write(self.style.WARNING(
+                f"warning: notifications to {merchant.notify_url} will be refused at delivery: {refusal}"
+            ))
         out = {"merchant_id": merchant.pk, "api_key": api_key, "webhook_secret": merchant.webhook_secret}
         if options["json"]:
             self.stdout.write(json.dumps(out))
