@@ -183,20 +183,32 @@ def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCom
     results: dict[int, str | PaymentNotCompleted] = {}
     jobs: dict[int, tuple[str, list]] = {}
     for i, payment in enumerate(payments):
-        order = orders.get(payment.out_trade_no)
-        if payment.bank_trade_no in recorded:
-            results[i] = recorded[payment.bank_trade_no]
-        elif reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
-            results[i] = _payment_flag(order, payment, reason=reason)
-        else:
-            jobs[i] = (f"bank:{payment.bank_trade_no}", pay_branches(
-                order, method=PayMethod.BANK, bank_trade_no=payment.bank_trade_no, paid_at=payment.paid_at,
-                source=payment.source, merchant=merchants[order.merchant_id]))
+        try:  # one payment's failure is its own: it must not sink the others of the batch
+            order = orders.get(payment.out_trade_no)
+            if payment.bank_trade_no in recorded:
+                results[i] = recorded[payment.bank_trade_no]
+            elif reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
+                results[i] = _payment_flag(order, payment, reason=reason)
+            else:
+                jobs[i] = (f"bank:{payment.bank_trade_no}", pay_branches(
+                    order, method=PayMethod.BANK, bank_trade_no=payment.bank_trade_no, paid_at=payment.paid_at,
+                    source=payment.source, merchant=merchants.get(order.merchant_id)))
+        except Exception as exc:  # noqa: BLE001 - this payment's answer; its message is resent
+            results[i] = _failed(payment, exc)
     answers = tcc.run_many("complete_order", list(jobs.values())) if jobs else []
     for i, answer in zip(jobs, answers):
-        results[i] = PaymentRecord.Outcome.APPLIED if isinstance(answer, tcc.Outcome) else _not_completed(
-            payments[i], orders[payments[i].out_trade_no], answer)
+        try:
+            results[i] = PaymentRecord.Outcome.APPLIED if isinstance(answer, tcc.Outcome) else _not_completed(
+                payments[i], orders[payments[i].out_trade_no], answer)
+        except Exception as exc:  # noqa: BLE001 - as above
+            results[i] = _failed(payments[i], exc)
     return [results[i] for i in range(len(payments))]
+
+
+def _failed(payment: BankPayment, cause: Exception) -> PaymentNotCompleted:
+    error = PaymentNotCompleted(f"bank payment {payment.bank_trade_no} not completed: {cause.__class__.__name__}: {cause}")
+    error.__cause__ = cause
+    return error
 
 
 def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) -> str | PaymentNotCompleted:
@@ -206,9 +218,7 @@ def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) ->
         order.refresh_from_db()
         if reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
             return _payment_flag(order, payment, reason=reason)
-    error = PaymentNotCompleted(f"bank payment {payment.bank_trade_no} not completed: {failed}")
-    error.__cause__ = failed
-    return error
+    return _failed(payment, failed)
 
 
 def _payment_flag(order: Order | None, payment: BankPayment, *, reason: str) -> str:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 class BranchInline(admin.TabularInline):
     model = TransactionBranch
+    verbose_name_plural = "branches"
     fields = ["branch_no", "action", "status", "attempts", "last_error", "payload_pretty", "updated_at"]
     readonly_fields = fields
     ordering = ["branch_no"]

@@ -69,7 +69,9 @@ def run_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dict]])
     if op == CANCEL:
         raise ValueError("cancels run op by op (run_op): each first bars its try")
     with transaction.atomic(using=spec.alias):
-        if _insert(spec.alias, [(xid, branch, op, op) for xid, branch, _ in items]) != len(items):
+        # in key order: two batches sharing branches (resumed transactions) take their barrier
+        # rows' locks in one order
+        if _insert(spec.alias, sorted((xid, branch, op, op) for xid, branch, _ in items)) != len(items):
             raise NotFresh(f"{spec.action} {op}: a branch of the batch ran before")
         spec.apply(op, [BranchOp(xid, payload) for xid, _, payload in items])
 
@@ -98,7 +100,7 @@ def run_all(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -
             run_batch(spec, op=op, items=items)
             return [APPLIED] * len(items)
         except Exception as exc:  # noqa: BLE001 - nothing of the batch committed: redo op by op
-            if not _answers(spec.alias, exc):
+            if not database_answers(spec.alias, exc):
                 return [exc] * len(items)
     return run_each(spec, op=op, items=items)
 
@@ -108,7 +110,7 @@ def run_each(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) 
     failed with that error untried (each would only wait for its own timeout)."""
     results: list[str | Exception] = []
     for xid, branch, payload in items:
-        if results and isinstance(results[-1], Exception) and not _answers(spec.alias, results[-1]):
+        if results and isinstance(results[-1], Exception) and not database_answers(spec.alias, results[-1]):
             results.append(results[-1])
             continue
         try:
@@ -118,7 +120,7 @@ def run_each(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) 
     return results
 
 
-def _answers(alias: str, error: Exception) -> bool:
+def database_answers(alias: str, error: Exception) -> bool:
     """False when ``error`` came from a database that no longer answers (a lost or refused
     connection), rather than from the op, a constraint or a lock."""
     if not isinstance(error, DatabaseError) or isinstance(error, IntegrityError):

@@ -105,7 +105,8 @@ def run_many(name: str, jobs: list[Job]) -> list[Outcome | TryFailed]:
     per branch position one batch of tries per participant (set-based when it registered
     batched ops), one confirm decision for all that tried. Returns, per job, its Outcome or its
     TryFailed; raises Unavailable when the coordinator's database does not answer (nothing was
-    decided; recovery cancels what was begun). A key given twice gets the same answer twice."""
+    decided; recovery cancels what was begun). A key given twice is one transaction, run with the
+    branches of its first job, and gets the same answer twice."""
     if not jobs or any(not branches for _, branches in jobs):
         raise ValueError("a TCC transaction needs at least one branch")
     specs = {b.action: registry.get_participant(b.action) for _, branches in jobs for b in branches}
@@ -206,6 +207,10 @@ def _create_many(name: str, jobs: list[tuple[str, int, list[Branch]]]):
                               next_retry_at=deadline)
             for key, attempt, branches in jobs for deadline in [_deadline(len(branches))]
         ])
+        if any(gtx.pk is None for gtx in made):  # MySQL returns no ids from a bulk insert (MariaDB, SQLite do)
+            ids = dict(GlobalTransaction.objects.filter(xid__in=[gtx.xid for gtx in made]).values_list("xid", "pk"))
+            for gtx in made:
+                gtx.pk = ids[gtx.xid]
         rows = TransactionBranch.objects.bulk_create([
             TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload)
             for gtx, (_, _, branches) in zip(made, jobs) for i, b in enumerate(branches, 1)
@@ -221,9 +226,11 @@ def _create_many(name: str, jobs: list[tuple[str, int, list[Branch]]]):
 
 def _run_tries(started: list[tuple[GlobalTransaction, list[TransactionBranch]]]) -> dict[int, tuple[TransactionBranch, Exception]]:
     """Every transaction's tries, branch position by branch position (a failed try stops that
-    transaction's later ones). Each position's tries are batched per participant and run on a
-    try thread of its alias, the aliases in parallel, all bounded by TCC_TRY_TIMEOUT. Returns
-    the failed transactions: gtx id -> (branch, error)."""
+    transaction's later ones). Per position, one batch per participant on a try thread of its
+    alias (aliases in parallel), bounded by TCC_TRY_TIMEOUT; a batch that failed on an op (not
+    on a silent database) is redone op by op, with a TCC_TRY_TIMEOUT of its own, so one refused
+    or slow op does not fail its batch-mates. Returns the failed transactions: gtx id ->
+    (branch, error)."""
     failures: dict[int, tuple[TransactionBranch, Exception]] = {}
     for position in range(max((len(rows) for _, rows in started), default=0)):
         by_alias: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -231,31 +238,74 @@ def _run_tries(started: list[tuple[GlobalTransaction, list[TransactionBranch]]])
             if gtx.pk not in failures and position < len(rows):
                 row = rows[position]
                 by_alias[registry.get_participant(row.action).alias][row.action].append((gtx, row))
-        deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT  # time queued for a free thread included
-        futures = {alias: _try_threads.submit(alias, _tries_on_own_connection, alias, groups) for alias, groups in by_alias.items()}
-        for alias, future in futures.items():
-            try:
-                results = future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except concurrent.futures.TimeoutError:
-                future.cancel()  # still queued: it never runs
-                results = [(gtx, row, TimeoutError(f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"))
-                           for group in by_alias[alias].values() for gtx, row in group]
-            for gtx, row, result in results:
-                if isinstance(result, Exception):
-                    failures[gtx.pk] = (row, result)
+        redo = _on_try_threads(by_alias, _try_batches, failures)
+        if redo:
+            _on_try_threads(redo, _try_each, failures)
     return failures
 
 
-def _tries_on_own_connection(alias: str, groups: dict[str, list]) -> list[tuple[GlobalTransaction, TransactionBranch, object]]:
-    connection = connections[alias]
-    connection.close_if_unusable_or_obsolete()
+def _on_try_threads(by_alias: dict[str, dict[str, list]], job, failures: dict) -> dict[str, dict[str, list]]:
+    """Run ``job(alias, groups)`` on a try thread of each alias and wait at most TCC_TRY_TIMEOUT
+    for all of them (time queued for a free thread included); records failures, returns the
+    groups the jobs want redone op by op."""
+    deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
+    futures = {alias: _try_threads.submit(alias, job, alias, groups) for alias, groups in by_alias.items()}
+    redo = {}
+    for alias, future in futures.items():
+        try:
+            results, again = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # still queued: it never runs
+            results, again = [(gtx, row, TimeoutError(f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"))
+                              for group in by_alias[alias].values() for gtx, row in group], {}
+        for gtx, row, result in results:
+            if isinstance(result, Exception):
+                failures[gtx.pk] = (row, result)
+        if again:
+            redo[alias] = again
+    return redo
+
+
+def _try_batches(alias: str, groups: dict[str, list]):
+    """Per participant, its tries as one batch (a single one: alone). Returns the results and
+    the groups whose batch failed on an op, to be redone op by op."""
+    results, redo = [], {}
+    for action, pairs in _fresh_connection(alias, groups):
+        spec = registry.get_participant(action)
+        if len(pairs) == 1:
+            results.extend(_each(spec, pairs))
+            continue
+        try:
+            barrier.run_batch(spec, op=barrier.TRY, items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
+            results.extend((gtx, row, barrier.APPLIED) for gtx, row in pairs)
+        except Exception as exc:  # noqa: BLE001 - nothing of the batch committed
+            if barrier.database_answers(alias, exc):
+                redo[action] = pairs
+            else:
+                results.extend((gtx, row, exc) for gtx, row in pairs)
+    return _close_after_errors(alias, results), redo
+
+
+def _try_each(alias: str, groups: dict[str, list]):
     results = []
-    for action, pairs in groups.items():
-        answers = barrier.run_all(registry.get_participant(action), op=barrier.TRY,
-                                  items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
-        results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
+    for action, pairs in _fresh_connection(alias, groups):
+        results.extend(_each(registry.get_participant(action), pairs))
+    return _close_after_errors(alias, results), {}
+
+
+def _each(spec: registry.Participant, pairs: list) -> list:
+    answers = barrier.run_each(spec, op=barrier.TRY, items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
+    return [(gtx, row, answer) for (gtx, row), answer in zip(pairs, answers)]
+
+
+def _fresh_connection(alias: str, groups: dict[str, list]):
+    connections[alias].close_if_unusable_or_obsolete()
+    return groups.items()
+
+
+def _close_after_errors(alias: str, results: list) -> list:
     if any(isinstance(answer, DatabaseError) for _, _, answer in results):
-        connection.close()  # whatever state it is in, the next try starts on a fresh one
+        connections[alias].close()  # whatever state it is in, the next try starts on a fresh one
     return results
 
 
@@ -322,11 +372,14 @@ class _AliasThreads:
 
 def _bound_reads(alias: str) -> None:
     """This thread's MySQL connection gives up on a silent server after about TCC_TRY_TIMEOUT
-    (the client library retries a read up to 3 times), so a hung try frees its thread."""
+    (the client library retries a read up to 3 times), so a hung try frees its thread; and a
+    try waits at most half of it for a row lock, so a batch held up by one locked row fails in
+    time to be redone op by op (where only that op waits again)."""
     seconds = max(1, math.ceil(settings.TCC_TRY_TIMEOUT))
     connection = connections[alias]
     if connection.vendor == "mysql":
         options = {**connection.settings_dict.get("OPTIONS", {}), "read_timeout": seconds, "write_timeout": seconds}
+        options.setdefault("init_command", f"SET SESSION innodb_lock_wait_timeout = {max(1, seconds // 2)}")
         connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
 
 
@@ -356,12 +409,12 @@ def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionB
     statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
     if decided != len(ids):
         statuses = dict(GlobalTransaction.objects.filter(pk__in=ids).values_list("pk", "status"))
-    phase_two.dispatch("+".join(gtx.xid for gtx, _ in started[:3]), "confirm",
+    phase_two.dispatch(f"{started[0][0].xid} and {len(started) - 1} more", "confirm",
                        [row for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
-    return [_decided(gtx, statuses[gtx.pk]) for gtx, _ in started]
+    return [_outcome_of(gtx, statuses[gtx.pk]) for gtx, _ in started]
 
 
-def _decided(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
+def _outcome_of(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
     if status in (Status.CONFIRMING, Status.CONFIRMED):
         return Outcome(gtx.xid, status, gtx.attempt)
     return TryFailed(None, gtx.xid, Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"))
@@ -383,7 +436,7 @@ def _decide_confirm_alone(gtx: GlobalTransaction, rows: list[TransactionBranch])
         return Outcome(confirmed.xid, confirmed.status, confirmed.attempt, already=True)
     if not decided:  # recovery (deadline passed) or a concurrent run decided first
         gtx.refresh_from_db()
-        outcome = _decided(gtx, gtx.status)
+        outcome = _outcome_of(gtx, gtx.status)
         return dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
     phase_two.dispatch(gtx.xid, "confirm", rows)
     return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)

@@ -66,14 +66,15 @@ def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def dispatch(xid: str, op: str, rows: list[TransactionBranch]) -> None:
-    """After the decision's commit: have phase two of these branches run soon, without waiting."""
+def dispatch(label: str, op: str, rows: list[TransactionBranch]) -> None:
+    """After the decision's commit: have phase two of these branches run soon, without waiting.
+    ``label`` names the transaction(s) in the log."""
     queues = set()
     for row in rows:
         try:
             queues.add(registry.get_participant(row.action).queue)
         except registry.UnknownParticipant:
-            logger.error("TCC %s: participant %s is not registered here; recovery will resend", xid, row.action)
+            logger.error("TCC %s: participant %s is not registered here; recovery will resend", label, row.action)
     if queues:
         _dispatcher.submit(sorted(queues))
 

@@ -89,13 +89,13 @@ INITIATOR = textwrap.dedent(
     if crash == "after_decision":  # the decision is committed; nothing of phase two was sent
         phase_two.dispatch = die
     elif crash == "between_tries":  # branch 1 tried, then the process dies
-        real_tries, positions = coordinator._tries_on_own_connection, []
+        real_tries, positions = coordinator._try_batches, []
 
         def tries(alias, groups):  # branch position 1 tries, then the process dies
             positions.append(alias)
             return real_tries(alias, groups) if len(positions) == 1 else die()
 
-        coordinator._tries_on_own_connection = tries
+        coordinator._try_batches = tries
     started = time.monotonic()
     try:
         outcome = tcc.run("complete_order", business_key=key, branches=[tcc.Branch(a, p) for a, p in branches])
