@@ -187,7 +187,7 @@ def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCom
             order = orders.get(payment.out_trade_no)
             if payment.bank_trade_no in recorded:
                 results[i] = recorded[payment.bank_trade_no]
-            elif reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
+            elif reason := _why_not_payable(order, payment):
                 results[i] = _payment_flag(order, payment, reason=reason)
             else:
                 jobs[i] = (f"bank:{payment.bank_trade_no}", pay_branches(
@@ -216,7 +216,7 @@ def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) ->
         # the order moved meanwhile: closed or paid by another payment -> flag; held by a
         # payment still in flight -> try again later, when it has ended one way or the other
         order.refresh_from_db()
-        if reason := _why_not_payable(order, amount=payment.amount, currency=payment.currency):
+        if reason := _why_not_payable(order, payment):
             return _payment_flag(order, payment, reason=reason)
     return _failed(payment, failed)
 
@@ -234,14 +234,20 @@ def _payment_flag(order: Order | None, payment: BankPayment, *, reason: str) -> 
     return record.outcome
 
 
-def _why_not_payable(order: Order | None, *, amount: int, currency: str) -> str:
+def _why_not_payable(order: Order | None, payment: BankPayment) -> str:
     """Why a bank payment can never complete this order ("" when it may: CREATED, or PAYING by a
-    transaction that may still cancel)."""
+    transaction that may still cancel, or by this payment's own)."""
     if order is None:
         return "no order with this out_trade_no"
     if order.status == Order.Status.SUCCESS:
         by = f"bank trade {order.bank_trade_no}" if order.bank_trade_no else f"{order.pay_method} payment {order.tcc_xid}"
         return f"order already paid by {by}"
+    if order.status == Order.Status.PAYING:
+        # held by a transaction whose CONFIRM is decided: it will be SUCCESS, this payment never
+        holder = tcc.confirmed_key(order.tcc_xid)
+        if holder and holder != f"bank:{payment.bank_trade_no}":
+            return f"order already paid by {order.pay_method} payment {order.tcc_xid} ({holder}; completing)"
+    amount, currency = payment.amount, payment.currency
     if order.status not in (Order.Status.CREATED, Order.Status.PAYING):
         return f"order is {order.status}, not payable"
     if amount != order.amount or currency != order.currency:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "TryFailed": "paysys.tcc.coordinator",
     "run": "paysys.tcc.coordinator",
     "run_many": "paysys.tcc.coordinator",
+    "confirmed_key": "paysys.tcc.coordinator",
     "finish": "paysys.tcc.phase_two",
     "recover_tcc": "paysys.tcc.recovery",
 }

@@ -144,6 +144,12 @@ def _cancelled(gtx: GlobalTransaction, row: TransactionBranch, error: Exception)
     return failed
 
 
+def confirmed_key(xid: str) -> str | None:
+    """The business key transaction ``xid`` is confirmed for (its CONFIRM decision is committed:
+    phase two will follow), or None (trying, cancelled, unknown)."""
+    return GlobalTransaction.objects.filter(xid=xid).values_list("confirmed_key", flat=True).first()
+
+
 def _refuse_open_transactions(aliases: set[str]) -> None:
     open_on = sorted(alias for alias in aliases if connections[alias].in_atomic_block)
     if open_on:

@@ -105,3 +105,27 @@ def test_one_locked_order_fails_alone_the_others_of_its_batch_complete(merchant,
     assert "Lock wait timeout" in str(results[1])
     tcc.finish()
     assert bank_payments_apply([payment(orders[1], "L-1")]) == ["APPLIED"]  # the resend completes it
+
+
+def test_a_second_bank_payment_of_an_order_whose_first_is_confirmed_is_flagged_at_once(merchant, payer):
+    [order] = orders_of(merchant, payer, 1)
+
+    first, second = bank_payments_apply([payment(order, "D-1"), payment(order, "D-2")])
+
+    assert (first, second) == ("APPLIED", "FLAGGED")  # not left to a resend a minute later
+    record = PaymentRecord.objects.get(bank_trade_no="D-2")
+    assert record.outcome == "FLAGGED" and "completing" in record.reason and "bank:D-1" in record.reason
+    tcc.finish()
+    assert Order.objects.get(pk=order.pk).bank_trade_no == "D-1"
+
+
+def test_a_redelivery_while_its_own_confirm_is_on_its_way_is_applied_not_flagged(merchant, payer):
+    [order] = orders_of(merchant, payer, 1)
+    assert bank_payments_apply([payment(order, "R-1")]) == ["APPLIED"]
+    assert Order.objects.get(pk=order.pk).status == "PAYING"  # phase two has not run
+
+    assert bank_payments_apply([payment(order, "R-1")]) == ["APPLIED"]
+
+    assert not PaymentRecord.objects.filter(bank_trade_no="R-1").exists()  # written by the confirm only
+    tcc.finish()
+    assert PaymentRecord.objects.get(bank_trade_no="R-1").outcome == "APPLIED"

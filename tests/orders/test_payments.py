@@ -217,22 +217,34 @@ def test_second_payment_for_a_paid_order_is_flagged(order, merchant):
     assert merchant_balance(merchant) == (1227, 0)
 
 
-def test_a_second_payment_arriving_while_the_first_holds_the_order_waits_then_is_flagged(order, merchant):
+def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(order, merchant):
     """Two bank payments of one order in one batch: the second's orders try is refused (the
-    order is PAYING) and it is resent later, when the first has completed: then it is flagged."""
+    order is PAYING), and as the first's CONFIRM is already decided, it is flagged at once."""
     notify(order, bank_trade_no="B1")
     notify(order, bank_trade_no="B2")
     deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     second = Message.objects.using("default").get(payload__bank_trade_no="B2")
-    assert second.status == "SENDING" and "not completed" in second.last_error
+    assert second.status == "CONSUMED"
     tcc.finish()
-    process()  # the resend
 
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
     assert merchant_balance(merchant) == (1227, 0)
     assert GlobalTransaction.objects.get(status="CONFIRMED").business_key == "bank:B1"
+
+
+def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a_resend(order, merchant):
+    """The order is PAYING by a transaction that may still cancel: not flagged, resent later."""
+    from paysys.tcc import coordinator
+
+    gtx, _ = coordinator.begin("complete_order", business_key="bank:OTHER", branches=[tcc.Branch("orders.pay", {})])
+    Order.objects.filter(pk=order.pk).update(status="PAYING", tcc_xid=gtx.xid, pay_method="bank")
+
+    with pytest.raises(PaymentNotCompleted):
+        bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B3", amount=1234, currency="CNY",
+                           paid_at="2026-11-27T10:00:00+00:00", source="notify")
+    assert not PaymentRecord.objects.filter(bank_trade_no="B3").exists()
 
 
 def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
