@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "paysys.gateway",
     *(["paysys.sandbox"] if SANDBOX_ENABLED else []),
     "paysys.demo",
+    "paysys.reconcile",
     "orders",
     "accounts",
     "accounting",

@@ -1,0 +1,150 @@
+"""manage.py reconcile: the invariants between orders, funds, points, accounting and
+notifications hold after real payments, and each kind of break is named."""
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounting.models import Voucher, VoucherLine
+from accounts.models import Direction, EntryKind, FundAccount, FundEntry
+from notifications.models import Notification
+from orders.models import Order
+from orders.services import BankPayment, bank_payments_apply, order_create
+from paysys import tcc
+from paysys.messaging.models import Message
+from tests.messaging.helpers import deliver_all, force_status
+
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
+
+
+@pytest.fixture
+def paid(merchant, payer):
+    """Two bank-paid orders, every service caught up: phase two, vouchers, notifications sent."""
+    orders = [order_create(merchant=merchant, merchant_order_no=f"REC-{i}", amount=1000 + i, currency="CNY",
+                           subject="s", payer_id=payer.pk)[0] for i in range(2)]
+    payments = [BankPayment(o.out_trade_no, f"RB-{i}", o.amount, "CNY", "2026-11-27T10:00:00+00:00", "notify")
+                for i, o in enumerate(orders)]
+    assert bank_payments_apply(payments) == ["APPLIED", "APPLIED"]
+    tcc.finish()
+    deliver_all("orders")  # order.paid -> accounting (vouchers) and notifications (records)
+    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
+    return [Order.objects.get(pk=o.pk) for o in orders]
+
+
+def reconcile(*args) -> tuple[int, dict]:
+    out = StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("reconcile", "--json", *args, stdout=out)
+    return exit_.value.code, json.loads(out.getvalue())
+
+
+def age(orders, seconds=3600):
+    Order.objects.filter(pk__in=[o.pk for o in orders]).update(updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_paid_orders_with_every_service_caught_up_are_consistent_and_settled(paid):
+    code, report = reconcile("--strict")
+
+    assert code == 0 and report["consistent"] and report["settled"], report
+    assert report["checked"]["paid orders"] == 2 and report["checked"]["vouchers"] == 2
+
+
+def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, payer, monkeypatch):
+    from accounts.services import wallet_credit
+    from orders import services
+    from paysys.core.services import payer_token_issue
+
+    monkeypatch.setattr(services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    order = order_create(merchant=merchant, merchant_order_no="REC-BAL", amount=2500, currency="CNY", subject="s",
+                         payer_id=payer.pk)[0]
+    services.order_pay_with_balance(merchant=merchant, merchant_order_no="REC-BAL", payer_token=payer_token_issue(payer=payer))
+    tcc.finish()
+    deliver_all("orders")
+    deliver_all("funds")  # wallet.credited -> accounting
+    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
+
+    code, report = reconcile("--strict")
+    assert code == 0 and report["checked"]["paid orders"] == 3, report
+
+    FundEntry.objects.filter(out_trade_no=order.out_trade_no, direction=Direction.DEBIT, kind=EntryKind.POSTED).delete()
+    age([order])
+    code, report = reconcile()
+    assert code == 1 and "wallet debit" in report["problems"]
+
+
+def test_a_doubled_merchant_credit_is_named(paid):
+    original = FundEntry.objects.get(out_trade_no=paid[0].out_trade_no, kind=EntryKind.POSTED)
+    FundEntry.objects.create(account=original.account, kind=EntryKind.POSTED, direction=Direction.CREDIT,
+                             amount=original.amount, balance_after=original.balance_after + original.amount,
+                             xid="f" * 32, out_trade_no=original.out_trade_no)
+
+    code, report = reconcile()
+
+    assert code == 1 and not report["consistent"]
+    [detail] = report["problems"]["merchant credit"]["examples"]
+    assert paid[0].out_trade_no in detail and f"found [{original.amount}, {original.amount}]" in detail
+    assert "fund account vs entries" in report["problems"]  # the balance no longer matches its entries either
+
+
+def test_a_balance_changed_behind_the_ledger_is_named(paid, merchant):
+    FundAccount.objects.filter(owner_type="merchant", owner_id=merchant.pk).update(balance=1)
+
+    code, report = reconcile()
+
+    assert code == 1 and list(report["problems"]) == ["fund account vs entries"]
+
+
+def test_a_missing_voucher_is_in_flight_while_recent_then_inconsistent(paid):
+    Voucher.objects.filter(source=f"order.paid:{paid[1].out_trade_no}").delete()
+
+    code, report = reconcile()
+    assert code == 0 and report["in_flight"] == {"paid orders awaiting their voucher": 1}
+    assert reconcile("--strict")[0] == 1
+
+    age(paid)
+    code, report = reconcile()
+    assert code == 1 and paid[1].out_trade_no in report["problems"]["voucher"]["examples"][0]
+
+
+def test_an_unbalanced_voucher_is_named(paid):
+    fee = VoucherLine.objects.get(voucher__source=f"order.paid:{paid[0].out_trade_no}", account__code="6001")
+    VoucherLine.objects.filter(pk=fee.pk).update(credit=fee.credit + 1)
+
+    code, report = reconcile()
+
+    assert code == 1 and list(report["problems"]) == ["unbalanced voucher"]
+    assert paid[0].out_trade_no in report["problems"]["unbalanced voucher"]["examples"][0]
+
+
+def test_money_moved_for_an_order_that_is_not_paid_is_named(paid):
+    Order.objects.filter(pk=paid[0].pk).update(status="CREATED")
+
+    code, report = reconcile()
+
+    assert code == 1
+    assert any("credited, but the order is not paid" in d for d in report["problems"]["merchant credit"]["examples"])
+    assert any("booked, but the order is not paid" in d for d in report["problems"]["voucher"]["examples"])
+
+
+def test_dead_messages_are_stuck_listed_and_fail_only_strict(paid):
+    force_status(Message.objects.using("orders").filter(pk=Message.objects.using("orders").first().pk), "DEAD",
+                 next_send_at=None)
+
+    code, report = reconcile()
+    assert code == 0 and report["stuck"] == {"messages DEAD in orders": 1}
+    assert reconcile("--strict")[0] == 1
+
+
+def test_the_text_report_says_what_to_look_at(paid):
+    Voucher.objects.filter(source=f"order.paid:{paid[0].out_trade_no}").delete()
+    age(paid)
+    out = StringIO()
+    with pytest.raises(SystemExit):
+        call_command("reconcile", stdout=out)
+    text = out.getvalue()
+    assert "INCONSISTENT voucher: 1" in text and paid[0].out_trade_no in text and "nothing was changed" in text
