@@ -7,7 +7,8 @@ columns equal the sum of its entries; every voucher balances. Stuck and dead ite
 
 What a payment still completing lacks (its orders confirm landed, the funds confirm, the voucher
 or the notification not yet) is *in flight*, not inconsistent, while the order became SUCCESS
-less than ``grace`` seconds ago. Orders are read in chunks of ``CHUNK``, with one query per service
+less than ``grace`` seconds ago, and a missing voucher or notification also while its
+``order.paid`` message is still in the outbox (not consumed). Orders are read in chunks of ``CHUNK``, with one query per service
 per chunk.
 """
 
@@ -28,6 +29,7 @@ from orders.models import Order, PayMethod, PaymentRecord
 from paysys.contracts import OrderPaid
 from paysys.core.money import points_for
 from paysys.messaging.metrics import outbox_stats_by_alias
+from paysys.messaging.models import Message
 from paysys.tcc.metrics import tcc_stats
 from paysys.tcc.models import GlobalTransaction
 
@@ -94,6 +96,7 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
     vouchers = set(Voucher.objects.filter(source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs]).values_list("source", flat=True))
     notified = Counter(Notification.objects.filter(order_id__in=[o.pk for o in orders], event_type=OrderPaid.TOPIC)
                        .values_list("order_id", flat=True))
+    lacking = []
     for order in orders:
         report.checked["paid orders"] += 1
         source = f"{OrderPaid.TOPIC}:{order.out_trade_no}"
@@ -118,11 +121,32 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
             missing.append("notification")
         elif notified[order.pk] > 1:
             report.problem("notification", f"order {order.out_trade_no}: {notified[order.pk]} notifications")
+        if missing:
+            lacking.append((order, missing))
+    undelivered = _undelivered_order_paid([o.out_trade_no for o, missing in lacking if BOOKED_FROM_MESSAGE & set(missing)])
+    for order, missing in lacking:
         for check in missing:
             if order.updated_at > recent:  # became SUCCESS moments ago: the rest is on its way
                 report.in_flight[f"paid orders awaiting their {check}"] += 1
+            elif check in BOOKED_FROM_MESSAGE and order.out_trade_no in undelivered:
+                report.in_flight[f"paid orders awaiting their {check} (order.paid not yet consumed)"] += 1
             else:
                 report.problem(check, f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S}): no {check}")
+
+
+BOOKED_FROM_MESSAGE = {"voucher", "notification"}  # made by consumers of order.paid
+
+
+def _undelivered_order_paid(outs: list[str]) -> set[str]:
+    """Of these orders, those whose ``order.paid`` is still in the orders outbox, not consumed
+    (its voucher and notification are on their way; a DEAD one is listed as stuck)."""
+    if not outs:
+        return set()
+    pending = Message.objects.using("orders").filter(
+        topic=OrderPaid.TOPIC, status__in=[Message.Status.SENDING, Message.Status.PREPARED, Message.Status.DEAD],
+        payload__out_trade_no__in=outs,
+    )
+    return set(pending.values_list("payload__out_trade_no", flat=True))
 
 
 def _by_order(entries, column: str) -> dict[str, list[int]]:

@@ -110,6 +110,12 @@ def test_a_missing_voucher_is_in_flight_while_recent_then_inconsistent(paid):
     code, report = reconcile()
     assert code == 1 and paid[1].out_trade_no in report["problems"]["voucher"]["examples"][0]
 
+    # its order.paid not consumed yet (a resend on its way): in flight again, however old
+    force_status(Message.objects.using("orders").filter(topic="order.paid", consumer__startswith="accounting",
+                                                        payload__out_trade_no=paid[1].out_trade_no), "SENDING")
+    code, report = reconcile()
+    assert code == 0 and report["in_flight"]["paid orders awaiting their voucher (order.paid not yet consumed)"] == 1
+
 
 def test_an_unbalanced_voucher_is_named(paid):
     fee = VoucherLine.objects.get(voucher__source=f"order.paid:{paid[0].out_trade_no}", account__code="6001")
