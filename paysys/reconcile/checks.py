@@ -1,15 +1,16 @@
 """The cross-service invariants (DESIGN.md, "Reconciliation"), read-only.
 
-Every SUCCESS order has exactly one merchant credit (POSTED, for the voucher's merchant payable),
-one points award (when it earns points), one wallet debit (a balance payment), one voucher and
-one notification; no credit or voucher exists for an order that is not paid; every account's
-columns equal the sum of its entries; every voucher balances. Stuck and dead items are listed.
+Every SUCCESS order has exactly one voucher (booking the order's amount), one merchant credit
+(POSTED, for the voucher's merchant payable), one points award (when it earns points), one
+wallet debit (a balance payment) and one notification; no credit or voucher exists for an order
+that is not paid; every account's columns equal the sum of its entries; every voucher balances.
+What waits for a human is listed as stuck.
 
-What a payment still completing lacks (its orders confirm landed, the funds confirm, the voucher
-or the notification not yet) is *in flight*, not inconsistent, while the order became SUCCESS
-less than ``grace`` seconds ago, and a missing voucher or notification also while its
-``order.paid`` message is still in the outbox (not consumed). Orders are read in chunks of ``CHUNK``, with one query per service
-per chunk.
+What a paid order lacks is *in flight*, not inconsistent, while it is on its way: the order
+became SUCCESS less than ``grace`` seconds ago, its TCC's phase two is unfinished (a credit or
+award not yet posted: a participant down), or its ``order.paid`` is still in the outbox (a
+voucher or notification not yet made: a consumer down). Orders are read in chunks of
+``CHUNK``, with one query per service per chunk.
 """
 
 from __future__ import annotations
@@ -88,22 +89,25 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
     credits = _by_order(posted.filter(direction=Direction.CREDIT, account__owner_type="merchant"), "amount")
     debits = _by_order(posted.filter(direction=Direction.DEBIT, account__owner_type="payer"), "amount")
     awards = _by_order(PointsEntry.objects.filter(kind=EntryKind.POSTED, out_trade_no__in=outs), "points")
-    payable = dict(
-        VoucherLine.objects.filter(voucher__source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs],
-                                   account__code=AccountCode.MERCHANT_PAYABLE)
-        .values_list("voucher__source").annotate(credit=Sum("credit"))
-    )
-    vouchers = set(Voucher.objects.filter(source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs]).values_list("source", flat=True))
+    vouchers = {  # source -> (Σ debit, the merchant payable credited)
+        source: (debit, payable or 0)
+        for source, debit, payable in Voucher.objects.filter(source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs])
+        .annotate(debit=Sum("lines__debit"),
+                  payable=Sum("lines__credit", filter=Q(lines__account__code=AccountCode.MERCHANT_PAYABLE)))
+        .values_list("source", "debit", "payable")
+    }
     notified = Counter(Notification.objects.filter(order_id__in=[o.pk for o in orders], event_type=OrderPaid.TOPIC)
                        .values_list("order_id", flat=True))
     lacking = []
     for order in orders:
         report.checked["paid orders"] += 1
-        source = f"{OrderPaid.TOPIC}:{order.out_trade_no}"
-        owed = payable.get(source)
-        expected = {
-            "merchant credit": [owed] if owed != 0 else [],  # None: no voucher yet to say how much
-            "points award": [points_for(order.amount, order.currency)] if points_for(order.amount, order.currency) else [],
+        voucher = vouchers.get(f"{OrderPaid.TOPIC}:{order.out_trade_no}")
+        if voucher and voucher[0] != order.amount:
+            report.problem("voucher", f"order {order.out_trade_no}: the voucher books {voucher[0]}, the order is {order.amount}")
+        points = points_for(order.amount, order.currency)
+        expected = {  # how many of each, and what amount where it is known
+            "merchant credit": [] if voucher and voucher[1] == 0 else [voucher[1] if voucher else None],
+            "points award": [points] if points else [],
             "wallet debit": [order.amount] if order.pay_method == PayMethod.BALANCE else [],
         }
         found = {"merchant credit": credits.get(order.out_trade_no, []), "points award": awards.get(order.out_trade_no, []),
@@ -113,9 +117,14 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
             got = found[check]
             if len(got) < len(want):
                 missing.append(check)
-            elif len(got) > len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-                report.problem(check, f"order {order.out_trade_no}: expected {want}, found {got}")
-        if source not in vouchers:
+            elif len(got) > len(want):
+                report.problem(check, f"order {order.out_trade_no}: {len(got)} posted ({got}), expected {len(want)}")
+            elif check == "merchant credit" and got and want[0] is not None and got[0] != want[0]:
+                report.problem("merchant credit vs voucher",
+                               f"order {order.out_trade_no}: the voucher owes the merchant {want[0]}, the posted credit is {got[0]}")
+            elif got and want[0] is not None and got != want:
+                report.problem(check, f"order {order.out_trade_no}: posted {got[0]}, expected {want[0]}")
+        if voucher is None:
             missing.append("voucher")
         if notified[order.pk] == 0:
             missing.append("notification")
@@ -123,30 +132,49 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
             report.problem("notification", f"order {order.out_trade_no}: {notified[order.pk]} notifications")
         if missing:
             lacking.append((order, missing))
-    undelivered = _undelivered_order_paid([o.out_trade_no for o, missing in lacking if BOOKED_FROM_MESSAGE & set(missing)])
+    _missing_is_in_flight_or_wrong(report, lacking, recent)
+
+
+BOOKED_FROM_MESSAGE = {"voucher", "notification"}  # made by the consumers of order.paid
+POSTED_IN_PHASE_TWO = {"merchant credit", "points award", "wallet debit"}  # confirms of the order's TCC
+
+
+def _missing_is_in_flight_or_wrong(report: Report, lacking: list[tuple[Order, list[str]]], recent) -> None:
+    """What a paid order lacks is on its way while the order became SUCCESS moments ago, while its
+    TCC's phase two is unfinished (a participant down), or while its ``order.paid`` is still in
+    the outbox (a consumer down; DEAD: it waits for a human). Otherwise it is missing."""
+    old = [(order, missing) for order, missing in lacking if order.updated_at <= recent]
+    phase_two = set(GlobalTransaction.objects.filter(
+        xid__in=[o.tcc_xid for o, missing in old if POSTED_IN_PHASE_TWO & set(missing)],
+        status=GlobalTransaction.Status.CONFIRMING).values_list("xid", flat=True))
+    outbox = _order_paid_not_consumed([o.out_trade_no for o, missing in old if BOOKED_FROM_MESSAGE & set(missing)])
     for order, missing in lacking:
         for check in missing:
-            if order.updated_at > recent:  # became SUCCESS moments ago: the rest is on its way
+            if order.updated_at > recent:
                 report.in_flight[f"paid orders awaiting their {check}"] += 1
-            elif check in BOOKED_FROM_MESSAGE and order.out_trade_no in undelivered:
-                report.in_flight[f"paid orders awaiting their {check} (order.paid not yet consumed)"] += 1
+            elif check in POSTED_IN_PHASE_TWO and order.tcc_xid in phase_two:
+                report.in_flight[f"paid orders awaiting their {check} (phase two unfinished)"] += 1
+            elif check in BOOKED_FROM_MESSAGE and order.out_trade_no in outbox:
+                status = outbox[order.out_trade_no]
+                bucket = report.stuck if status == Message.Status.DEAD else report.in_flight
+                bucket[f"paid orders awaiting their {check} (order.paid {status})"] += 1
             else:
-                report.problem(check, f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S}): no {check}")
+                report.problem(check, f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S %Z}): no {check}")
 
 
-BOOKED_FROM_MESSAGE = {"voucher", "notification"}  # made by consumers of order.paid
-
-
-def _undelivered_order_paid(outs: list[str]) -> set[str]:
-    """Of these orders, those whose ``order.paid`` is still in the orders outbox, not consumed
-    (its voucher and notification are on their way; a DEAD one is listed as stuck)."""
+def _order_paid_not_consumed(outs: list[str]) -> dict[str, str]:
+    """Of these orders, those whose ``order.paid`` is still in the orders outbox, not consumed:
+    out_trade_no -> its status (SENDING, PREPARED or DEAD; DEAD first, as it waits for a human)."""
     if not outs:
-        return set()
-    pending = Message.objects.using("orders").filter(
+        return {}
+    rows = Message.objects.using("orders").filter(
         topic=OrderPaid.TOPIC, status__in=[Message.Status.SENDING, Message.Status.PREPARED, Message.Status.DEAD],
         payload__out_trade_no__in=outs,
-    )
-    return set(pending.values_list("payload__out_trade_no", flat=True))
+    ).order_by("status")  # "DEAD" sorts before "PREPARED" and "SENDING"
+    found: dict[str, str] = {}
+    for out_trade_no, status in rows.values_list("payload__out_trade_no", "status"):
+        found.setdefault(out_trade_no, status)
+    return found
 
 
 def _by_order(entries, column: str) -> dict[str, list[int]]:
@@ -191,7 +219,8 @@ def _count_in_flight_and_stuck(report: Report) -> None:
         for (_, status), n in (stats.counts.items() if stats else ()):
             bucket = report.stuck if status == "DEAD" else report.in_flight
             bucket[f"messages {status} in {alias}"] += n
-    report.stuck["bank payments FLAGGED for review"] = PaymentRecord.objects.filter(outcome=PaymentRecord.Outcome.FLAGGED).count()
+    report.stuck["bank payments FLAGGED, not yet reviewed"] = PaymentRecord.objects.filter(
+        outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).count()
     notifications = dict(Notification.objects.exclude(status=Notification.Status.SUCCEEDED)
                          .order_by().values_list("status").annotate(n=Count("id")))
     report.in_flight["notifications PENDING"] = notifications.get(Notification.Status.PENDING, 0)
