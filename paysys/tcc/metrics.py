@@ -4,7 +4,9 @@ Read from the coordinator's tables at scrape time, in a fresh registry per reque
 outbox metrics). ``default`` unreachable: these families are simply absent from the scrape
 (``paysys_database_up{alias="default"} 0`` from the outbox collector says why), never a 500.
 
-    paysys_tcc_transactions{name,status}     global transactions by state
+    paysys_tcc_transactions{name,status}     open global transactions by state (TRYING, CONFIRMING,
+                                             CANCELLING): final ones are history, not counted per
+                                             scrape (that would read every row ever written)
     paysys_tcc_needs_human{name}             transactions flagged for a human (admin: retry now)
     paysys_tcc_phase_two_lag_seconds         age of the oldest decision whose phase two is unfinished, 0 if none
     paysys_tcc_oldest_trying_seconds         age of the oldest TRYING transaction, 0 if none
@@ -27,10 +29,14 @@ logger = logging.getLogger(__name__)
 Status = GlobalTransaction.Status
 
 
+OPEN = (Status.TRYING, *GlobalTransaction.PHASE_TWO)
+
+
 def tcc_stats() -> dict:
-    """Counts by (name, status), needs-human counts by name, oldest decision and try. Raises
-    DatabaseError when ``default`` is unreachable."""
-    rows = GlobalTransaction.objects.order_by().values_list("name", "status").annotate(n=Count("id"))
+    """Open transactions by (name, status), needs-human counts by name, oldest decision and try:
+    each query reads only open or flagged rows, through an index. Raises DatabaseError when
+    ``default`` is unreachable."""
+    rows = GlobalTransaction.objects.filter(status__in=OPEN).order_by().values_list("name", "status").annotate(n=Count("id"))
     flagged = GlobalTransaction.objects.filter(needs_human=True).order_by().values_list("name").annotate(n=Count("id"))
     oldest = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO).aggregate(at=Min("decided_at"))["at"]
     trying = GlobalTransaction.objects.filter(status=Status.TRYING).aggregate(at=Min("created_at"))["at"]
@@ -54,10 +60,11 @@ class TccCollector(Collector):
             logger.warning("TCC metrics skipped: default database unavailable", exc_info=True)
             return
         now = timezone.now()
-        transactions = GaugeMetricFamily("paysys_tcc_transactions", "TCC global transactions by state.", labels=["name", "status"])
-        names = sorted({name for name, _ in stats["counts"]})
+        transactions = GaugeMetricFamily("paysys_tcc_transactions", "Open TCC global transactions by state.",
+                                         labels=["name", "status"])
+        names = sorted({name for name, _ in stats["counts"]} | set(stats["needs_human"]))
         for name in names:
-            for status in Status.values:
+            for status in OPEN:
                 transactions.add_metric([name, status], stats["counts"].get((name, status), 0))
         flagged = GaugeMetricFamily("paysys_tcc_needs_human", "TCC transactions flagged for a human.", labels=["name"])
         for name in names:
