@@ -13,6 +13,7 @@ from orders import services
 from orders.models import Order, PayMethod, PaymentRecord
 from orders.participants import ACTION
 from orders.services import (
+    BankPayment,
     _why_not_payable,
     bank_payment_apply,
     order_create,
@@ -111,7 +112,7 @@ def test_why_a_payment_cannot_complete_an_order(fields, amount, currency, reason
     order = Order(amount=500, currency="CNY", **fields)
 
     # then the verdict names exactly why (or is empty when it may complete it)
-    assert _why_not_payable(order, amount=amount, currency=currency) == reason
+    assert _why_not_payable(order, BankPayment("", "B-NEW", amount, currency, "", "notify")) == reason
 
 
 def test_a_flagged_payment_records_everything_a_human_needs(merchant, payer):
