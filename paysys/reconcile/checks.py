@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db import DatabaseError
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -211,12 +212,13 @@ def _check_ledgers(report: Report) -> None:
 
 def _count_in_flight_and_stuck(report: Report) -> None:
     report.in_flight["orders PAYING"] = Order.objects.filter(status=Order.Status.PAYING).count()
-    for (name, status), n in tcc_stats()["counts"].items():
-        if status not in (GlobalTransaction.Status.CONFIRMED, GlobalTransaction.Status.CANCELLED):
-            report.in_flight[f"TCC {name} {status}"] += n
+    for (name, status), n in tcc_stats()["counts"].items():  # open ones only
+        report.in_flight[f"TCC {name} {status}"] += n
     report.stuck["TCC transactions needing a human"] = GlobalTransaction.objects.filter(needs_human=True).count()
     for alias, stats in outbox_stats_by_alias(consumed=False).items():
-        for (_, status), n in (stats.counts.items() if stats else ()):
+        if stats is None:
+            raise DatabaseError(f"the {alias} database did not answer")
+        for (_, status), n in stats.counts.items():
             bucket = report.stuck if status == "DEAD" else report.in_flight
             bucket[f"messages {status} in {alias}"] += n
     report.stuck["bank payments FLAGGED, not yet reviewed"] = PaymentRecord.objects.filter(

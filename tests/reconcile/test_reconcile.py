@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from accounting.models import Voucher, VoucherLine
@@ -216,3 +217,25 @@ def test_a_reviewed_flagged_payment_is_no_longer_stuck(paid):
 
     PaymentRecord.objects.filter(pk=record.pk).update(reviewed_at=timezone.now())
     assert reconcile("--strict")[0] == 0
+
+
+@pytest.mark.skipif("connections['notifications'].vendor != 'mysql'", reason="a refused TCP connection needs a server")
+def test_a_database_that_does_not_answer_is_said_not_reconciled(paid):
+    """The notifications database refuses connections (a port nothing listens on)."""
+    import socket
+
+    from django.core.management import CommandError
+
+    with socket.socket() as s:  # a free port, closed again: connecting to it is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    connection = connections["notifications"]
+    connection.close()
+    real = connection.settings_dict
+    connection.settings_dict = {**real, "HOST": "127.0.0.1", "PORT": port}
+    try:
+        with pytest.raises(CommandError, match="not reconciled: a service database did not answer"):
+            call_command("reconcile", stdout=StringIO())
+    finally:
+        connection.close()
+        connection.settings_dict = real

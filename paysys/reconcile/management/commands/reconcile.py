@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from paysys.reconcile.checks import EXAMPLES, reconcile
 
@@ -22,7 +23,10 @@ class Command(BaseCommand):
                             help="seconds a paid order may still lack its credit, award, voucher or notification (in flight)")
 
     def handle(self, *args, **opts):
-        report = reconcile(grace=opts["grace"])
+        try:
+            report = reconcile(grace=opts["grace"])
+        except DatabaseError as exc:
+            raise CommandError(f"not reconciled: a service database did not answer ({exc}); run it again once it is back") from exc
         ok = report.settled if opts["strict"] else report.consistent
         if opts["json"]:
             self.stdout.write(json.dumps(report.as_dict(), default=str))
