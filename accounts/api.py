@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 from accounts.models import FundEntry
 from accounts.selectors import merchant_balance, merchant_entry_list
 from paysys.api.fields import reject_unknown_params
-from paysys.api.pagination import NewestFirstPagination
+from paysys.api.pagination import PageQuerySerializer, list_query, page_serializer, paginated_response
 from paysys.api.schema import error_responses as shared_error_responses
 
 ERRORS = {
@@ -60,19 +60,14 @@ class EntryOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields  # output only: every field is always present
 
 
-class EntryPageSerializer(serializers.Serializer):
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = EntryOutputSerializer(many=True)
+EntryPageSerializer = page_serializer(EntryOutputSerializer)
 
 
 class BalanceEntriesApi(APIView):
     """``GET /api/v1/balance/entries``: the merchant's balance history (posted entries), newest first."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(PageQuerySerializer):
         currency = CurrencyField()
-        cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
 
     @extend_schema(
         operation_id="balance_entries_list",
@@ -80,11 +75,6 @@ class BalanceEntriesApi(APIView):
         responses={200: EntryPageSerializer, **error_responses(400, 401, 404, 429)},
     )
     def get(self, request):
-        reject_unknown_params(request.query_params, set(self.InputSerializer().fields))
-        query = self.InputSerializer(data=request.query_params.dict())  # a plain dict: "" is a value
-        query.is_valid(raise_exception=True)
-        currency = query.validated_data.get("currency") or settings.ORDER_CURRENCIES[0]
+        currency = list_query(request, self.InputSerializer).get("currency") or settings.ORDER_CURRENCIES[0]
         entries = merchant_entry_list(merchant=request.user, currency=currency)
-        paginator = NewestFirstPagination()
-        page = paginator.paginate_queryset(entries, request, view=self)
-        return paginator.get_paginated_response(EntryOutputSerializer(page, many=True).data)
+        return paginated_response(request, self, entries, lambda page: EntryOutputSerializer(page, many=True).data)

@@ -16,7 +16,7 @@ from notifications.models import Attempt, Notification
 from notifications.selectors import notification_attempts, notification_get, notification_list
 from notifications.services import notification_resend
 from paysys.api.fields import reject_unknown_params
-from paysys.api.pagination import NewestFirstPagination
+from paysys.api.pagination import NewestFirstPagination, PageQuerySerializer, list_query, page_serializer, paginated_response
 from paysys.api.schema import error_responses as shared_error_responses
 
 ERRORS = {
@@ -75,23 +75,18 @@ class NotificationDetailOutputSerializer(NotificationOutputSerializer):
         return AttemptOutputSerializer(notification_attempts(notification), many=True).data
 
 
-class NotificationPageSerializer(serializers.Serializer):
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = NotificationOutputSerializer(many=True)
+NotificationPageSerializer = page_serializer(NotificationOutputSerializer)
 
 
 class NotificationListApi(APIView):
     """``GET /api/v1/notifications``: the merchant's notifications, newest first."""
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageQuerySerializer):
         status = serializers.ChoiceField(choices=Notification.Status.choices, required=False)
         merchant_order_no = serializers.CharField(max_length=64, required=False, help_text="the merchant's order number")
         out_trade_no = serializers.CharField(max_length=64, required=False, help_text="paysys' order number")
         created_after = serializers.DateTimeField(required=False)
         created_before = serializers.DateTimeField(required=False)
-        cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=NotificationPagination.max_page_size)
 
     @extend_schema(
         operation_id="notifications_list",
@@ -99,15 +94,9 @@ class NotificationListApi(APIView):
         responses={200: NotificationPageSerializer, **error_responses(400, 401, 404, 429)},
     )
     def get(self, request):
-        reject_unknown_params(request.query_params, set(self.FilterSerializer().fields))
-        filters = self.FilterSerializer(data=request.query_params.dict())
-        filters.is_valid(raise_exception=True)
-        filters.validated_data.pop("cursor", None)
-        filters.validated_data.pop("limit", None)
-        records = notification_list(merchant_id=request.user.pk, **filters.validated_data)
-        paginator = NotificationPagination()
-        page = paginator.paginate_queryset(records, request, view=self)
-        return paginator.get_paginated_response(NotificationOutputSerializer(page, many=True).data)
+        records = notification_list(merchant_id=request.user.pk, **list_query(request, self.FilterSerializer))
+        return paginated_response(request, self, records, lambda page: NotificationOutputSerializer(page, many=True).data,
+                                  pagination=NotificationPagination)
 
 
 class NotificationDetailApi(APIView):

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from paysys.api.fields import MinorUnitsField, StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
 from paysys.core.errors import NotFound
-from paysys.api.pagination import NewestFirstPagination
+from paysys.api.pagination import PageQuerySerializer, list_query, page_serializer, paginated_response
 from paysys.api.schema import error_responses as shared_error_responses
 from paysys.core.netguard import check_url
 from orders.models import MAX_AMOUNT, Order
@@ -57,10 +57,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         return order_notify_url(order, self.context["merchant"])
 
 
-class OrderPageSerializer(serializers.Serializer):
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = OrderOutputSerializer(many=True)
+OrderPageSerializer = page_serializer(OrderOutputSerializer)
 
 
 class OrdersApi(APIView):
@@ -96,13 +93,11 @@ class OrdersApi(APIView):
                 check_url(value, field="notify_url")  # never the platform's own network (SSRF)
             return value
 
-    class ListFilterSerializer(serializers.Serializer):
+    class ListFilterSerializer(PageQuerySerializer):
         out_trade_no = serializers.CharField(required=False, help_text="the platform's order number: finds that one order")
         status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
         created_after = serializers.DateTimeField(required=False)
         created_before = serializers.DateTimeField(required=False)
-        cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
 
     @extend_schema(
         operation_id="orders_create",
@@ -128,16 +123,9 @@ class OrdersApi(APIView):
         responses={200: OrderPageSerializer, **error_responses(400, 401, 404, 429)},
     )
     def get(self, request):
-        reject_unknown_params(request.query_params, set(self.ListFilterSerializer().fields))
-        filters = self.ListFilterSerializer(data=request.query_params.dict())  # a plain dict: "" is a value, not "omitted"
-        filters.is_valid(raise_exception=True)
-        filters.validated_data.pop("cursor", None)
-        filters.validated_data.pop("limit", None)
-        orders = order_list(merchant=request.user, **filters.validated_data)
-        paginator = NewestFirstPagination()
-        page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(
-            OrderOutputSerializer(page, many=True, context={"merchant": request.user}).data
+        orders = order_list(merchant=request.user, **list_query(request, self.ListFilterSerializer))
+        return paginated_response(
+            request, self, orders, lambda page: OrderOutputSerializer(page, many=True, context={"merchant": request.user}).data
         )
 
 

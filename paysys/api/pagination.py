@@ -1,7 +1,10 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+
+from paysys.api.fields import reject_unknown_params
 
 MAX_ID = 2**63 - 1
 
@@ -38,3 +41,39 @@ class NewestFirstPagination(CursorPagination):
             return field.to_python(position) is not None
         except (DjangoValidationError, ValueError, OverflowError):
             return False
+
+
+# --- a list endpoint: its query, its page, its schema -------------------------------------------
+
+
+class PageQuerySerializer(serializers.Serializer):
+    """The paging parameters every list endpoint takes; its filter serializer extends this."""
+
+    cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
+
+
+def list_query(request, query_serializer: type[PageQuerySerializer]) -> dict:
+    """A list endpoint's validated filters, without the paging parameters: an unknown parameter
+    is a 400, and the query is read as a plain dict ("" is a value, not "omitted")."""
+    reject_unknown_params(request.query_params, set(query_serializer().fields))
+    query = query_serializer(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    return {name: value for name, value in query.validated_data.items() if name not in PageQuerySerializer().fields}
+
+
+def paginated_response(request, view, queryset, serialize, pagination: type[NewestFirstPagination] = NewestFirstPagination):
+    """One page of ``queryset``, its items turned into JSON by ``serialize(page)``."""
+    paginator = pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serialize(page))
+
+
+def page_serializer(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of a page of ``item``: ``{next, previous, results}``, named after the item
+    (OrderOutputSerializer -> OrderPageSerializer)."""
+    return type(item.__name__.replace("OutputSerializer", "PageSerializer"), (serializers.Serializer,), {
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": item(many=True),
+    })
