@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-import random
-
 import pytest
 
 from notifications.services import notification_create_for_order_paid
-from paysys.contracts import OrderPaid
+from tests.notifications.factories import order_paid
 from tests.notifications.receiver import Receiver
-
-_orders = itertools.count(random.randrange(10**9, 2 * 10**9))
 
 
 @pytest.fixture
@@ -19,17 +14,6 @@ def receiver():
     server = Receiver().start()
     yield server
     server.stop()
-
-
-def order_paid(merchant, *, notify_url: str = "", **overrides) -> OrderPaid:
-    n = next(_orders)
-    fields = dict(
-        order_id=n, out_trade_no=f"P{n:020d}", merchant_id=merchant.pk, merchant_order_no=f"M-{n}", payer_id=11,
-        amount=1234, currency="CNY", fee=7, bank_trade_no=f"B{n:012d}", paid_at="2026-01-02T03:04:05+00:00",
-        notify_url=notify_url, method="bank", points_awarded=12,
-    )
-    fields.update(overrides)
-    return OrderPaid(**fields)
 
 
 @pytest.fixture

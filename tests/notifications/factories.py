@@ -15,10 +15,8 @@ from paysys.contracts import OrderPaid
 _orders = itertools.count(random.randrange(3 * 10**9, 4 * 10**9))
 
 
-def make_notification(merchant, *, notify_url: str = "https://shop.example/notify", status: str = "PENDING",
-                      created_at: datetime | None = None, **overrides) -> Notification:
-    """A record for a newly paid order of ``merchant`` (through the consumer's service), then put
-    in ``status`` / at ``created_at`` as delivery would have left it."""
+def order_paid(merchant, *, notify_url: str = "", **overrides) -> OrderPaid:
+    """An order.paid event of a new order of ``merchant``, as orders publishes it."""
     n = next(_orders)
     fields = dict(
         order_id=n, out_trade_no=f"P{n:020d}", merchant_id=merchant.pk, merchant_order_no=f"M-{n}", payer_id=11,
@@ -26,7 +24,14 @@ def make_notification(merchant, *, notify_url: str = "https://shop.example/notif
         notify_url=notify_url, method="bank", points_awarded=12,
     )
     fields.update(overrides)
-    record = notification_create_for_order_paid(OrderPaid(**fields))
+    return OrderPaid(**fields)
+
+
+def make_notification(merchant, *, notify_url: str = "https://shop.example/notify", status: str = "PENDING",
+                      created_at: datetime | None = None, **overrides) -> Notification:
+    """A record for a newly paid order of ``merchant`` (through the consumer's service), then put
+    in ``status`` / at ``created_at`` as delivery would have left it."""
+    record = notification_create_for_order_paid(order_paid(merchant, notify_url=notify_url, **overrides))
     changes = {"status": status}
     if status != "PENDING":
         changes["next_attempt_at"] = None

@@ -23,7 +23,7 @@ from paysys.core.services import merchant_rotate_webhook_secret
 from paysys.messaging import publish
 from paysys.messaging.consumption import consume_batch
 from tests.messaging.helpers import deliveries_for
-from tests.notifications.conftest import order_paid
+from tests.notifications.factories import order_paid
 from tests.notifications.receiver import Behaviour
 
 pytestmark = pytest.mark.django_db(databases="__all__")
