@@ -95,14 +95,20 @@ def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict) 
 def run_all(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:
     """Run ``op`` for every branch (xid, branch, payload): as one batch when it can, else op by op.
     Returns, per item, APPLIED / DUPLICATE / EMPTY or the exception that op raised."""
-    if op != CANCEL and len(items) > 1:
-        try:
-            run_batch(spec, op=op, items=items)
-            return [APPLIED] * len(items)
-        except Exception as exc:  # noqa: BLE001 - nothing of the batch committed: redo op by op
-            if not database_answers(spec.alias, exc):
-                return [exc] * len(items)
-    return run_each(spec, op=op, items=items)
+    return attempt_batch(spec, op=op, items=items) or run_each(spec, op=op, items=items)
+
+
+def attempt_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception] | None:
+    """:func:`run_batch` where it applies. Per item APPLIED when the batch committed, or the error
+    when the database stopped answering; None when the ops must run one by one (:func:`run_each`):
+    a cancel, a single op, or a batch that failed on an op (nothing of it committed)."""
+    if op == CANCEL or len(items) < 2:
+        return None
+    try:
+        run_batch(spec, op=op, items=items)
+        return [APPLIED] * len(items)
+    except Exception as exc:  # noqa: BLE001 - nothing of the batch committed
+        return None if database_answers(spec.alias, exc) else [exc] * len(items)
 
 
 def run_each(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:

@@ -273,46 +273,30 @@ def _on_try_threads(by_alias: dict[str, dict[str, list]], job, failures: dict) -
 
 
 def _try_batches(alias: str, groups: dict[str, list]):
-    """Per participant, its tries as one batch (a single one: alone). Returns the results and
-    the groups whose batch failed on an op, to be redone op by op."""
-    results, redo = [], {}
-    for action, pairs in _fresh_connection(alias, groups):
-        spec = registry.get_participant(action)
-        if len(pairs) == 1:
-            results.extend(_each(spec, pairs))
-            continue
-        try:
-            barrier.run_batch(spec, op=barrier.TRY, items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
-            results.extend((gtx, row, barrier.APPLIED) for gtx, row in pairs)
-        except Exception as exc:  # noqa: BLE001 - nothing of the batch committed
-            if barrier.database_answers(alias, exc):
-                redo[action] = pairs
-            else:
-                results.extend((gtx, row, exc) for gtx, row in pairs)
-    return _close_after_errors(alias, results), redo
+    """Per participant, its tries as one batch (a single try: alone). Returns the results and
+    the groups whose batch failed on an op, to be redone op by op by :func:`_try_each`."""
+    return _tries(alias, groups, batched=True)
 
 
 def _try_each(alias: str, groups: dict[str, list]):
-    results = []
-    for action, pairs in _fresh_connection(alias, groups):
-        results.extend(_each(registry.get_participant(action), pairs))
-    return _close_after_errors(alias, results), {}
+    return _tries(alias, groups, batched=False)
 
 
-def _each(spec: registry.Participant, pairs: list) -> list:
-    answers = barrier.run_each(spec, op=barrier.TRY, items=[(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs])
-    return [(gtx, row, answer) for (gtx, row), answer in zip(pairs, answers)]
-
-
-def _fresh_connection(alias: str, groups: dict[str, list]):
+def _tries(alias: str, groups: dict[str, list], *, batched: bool):
     connections[alias].close_if_unusable_or_obsolete()
-    return groups.items()
-
-
-def _close_after_errors(alias: str, results: list) -> list:
+    results, redo = [], {}
+    for action, pairs in groups.items():
+        spec = registry.get_participant(action)
+        items = [(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs]
+        answers = barrier.attempt_batch(spec, op=barrier.TRY, items=items) if batched else None
+        if answers is None and batched and len(items) > 1:
+            redo[action] = pairs
+            continue
+        answers = answers or barrier.run_each(spec, op=barrier.TRY, items=items)
+        results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
     if any(isinstance(answer, DatabaseError) for _, _, answer in results):
         connections[alias].close()  # whatever state it is in, the next try starts on a fresh one
-    return results
+    return results, redo
 
 
 class _TryThreads:
