@@ -59,7 +59,7 @@ def list_query(request, query_serializer: type[PageQuerySerializer]) -> dict:
     reject_unknown_params(request.query_params, set(query_serializer().fields))
     query = query_serializer(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
-    return {name: value for name, value in query.validated_data.items() if name not in PageQuerySerializer().fields}
+    return {name: value for name, value in query.validated_data.items() if name not in PageQuerySerializer._declared_fields}
 
 
 def paginated_response(request, view, queryset, serialize, pagination: type[NewestFirstPagination] = NewestFirstPagination):

@@ -111,7 +111,8 @@ def _consume_outside(spec: registry.Consumer, deliveries: list[Delivery]) -> dic
     errors: dict[int, str] = {}
     if spec.batch and todo:
         try:
-            errors = {int(k): str(v) for k, v in (spec.handler(todo) or {}).items()}
+            errors = {int(k): _describe(v) if isinstance(v, BaseException) else str(v)
+                      for k, v in (spec.handler(todo) or {}).items()}
         except Exception as exc:  # noqa: BLE001 - recorded on every message, resent on schedule
             errors = {d.id: _describe(exc) for d in todo}
     elif todo:

@@ -52,8 +52,8 @@ def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = 
     or return the confirmed outcome).
 
     ``batch=True`` (only with ``atomic=False``): the handler gets every delivery of a relay batch
-    at once, ``handler(deliveries) -> {delivery.id: error}``, and returns the errors of those it
-    did not consume (the others are acknowledged); raising fails them all. For handlers that
+    at once, ``handler(deliveries) -> {delivery.id: error}``, and returns the errors (exceptions
+    or texts) of those it did not consume (the others are acknowledged); raising fails them all. For handlers that
     batch their own work, e.g. ``tcc.run_many``.
     """
     if batch and atomic:
