@@ -30,6 +30,7 @@ from accounts.models import Direction, EntryKind, FundAccount, FundEntry, Points
 from paysys.contracts import WalletCredited
 from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
+from paysys.core.sql import insert_new_rows
 from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
@@ -98,29 +99,15 @@ def _ids_by_key(model, alias: str, key_fields: tuple[str, ...], keys: set) -> di
     return {tuple(row[:-1]): row[-1] for row in model.objects.using(alias).filter(match).values_list(*key_fields, "pk")}
 
 
-_CREATE_IF_MISSING = {
-    "mysql": "INSERT INTO {table} ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE {pk} = {pk}",
-    "sqlite": "INSERT OR IGNORE INTO {table} ({columns}) VALUES {rows}",
-    "postgresql": "INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT DO NOTHING",
-}
-
-
 def _create_if_missing(model, alias: str, rows: list[dict]) -> None:
     """Insert the rows (one statement) except those whose unique key exists, without failing.
 
     Not ``create()`` + IntegrityError: on InnoDB every loser of that race keeps a shared lock on
-    the winner's row, and their following SELECT ... FOR UPDATE deadlock on it. ON DUPLICATE KEY
-    UPDATE takes the exclusive lock at once, so first users of an account queue instead."""
-    connection = connections[alias]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    the winner's row, and their following SELECT ... FOR UPDATE deadlock on it. Locking the
+    existing row at once (``lock_existing``) makes first users of an account queue instead."""
+    now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
     columns = [*rows[0], "created_at", "updated_at"]
-    quote = connection.ops.quote_name
-    sql = _CREATE_IF_MISSING[connection.vendor].format(
-        table=quote(model._meta.db_table), columns=", ".join(quote(c) for c in columns),
-        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)), pk=quote(model._meta.pk.column),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in (*row.values(), now, now)])
+    insert_new_rows(alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True)
 
 
 # --- what a fund action is about: parsed from a TCC payload or given by a caller --------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
+from paysys.core.sql import insert_new_rows
 from paysys.tcc.models import Barrier
 from paysys.tcc.registry import BranchOp, Participant
 
@@ -31,24 +32,11 @@ class BarrierRefused(Exception):
     """A try arrived after its branch was cancelled (suspension): the xid is over."""
 
 
-_INSERT_IGNORE = {
-    "mysql": "INSERT IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES {rows}",
-    "sqlite": "INSERT OR IGNORE INTO {table} (xid, branch, op, reason, created_at) VALUES {rows}",
-    "postgresql": "INSERT INTO {table} (xid, branch, op, reason, created_at) VALUES {rows} ON CONFLICT DO NOTHING",
-}
-
-
 def _insert(alias: str, rows: list[tuple[str, int, str, str]]) -> int:
     """Insert-ignore barrier rows (xid, branch, op, reason) in one statement; returns how many
     were inserted (one round trip, no savepoint)."""
-    connection = connections[alias]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    sql = _INSERT_IGNORE[connection.vendor].format(
-        table=connection.ops.quote_name(Barrier._meta.db_table), rows=", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in (*row, now)])
-        return cursor.rowcount
+    now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
+    return insert_new_rows(alias, Barrier, ["xid", "branch", "op", "reason", "created_at"], [(*row, now) for row in rows])
 
 
 class NotFresh(Exception):

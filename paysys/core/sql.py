@@ -1,0 +1,33 @@
+"""The one statement the ORM does not offer: a multi-row insert that skips rows whose unique key
+exists, in each database's own words."""
+
+from __future__ import annotations
+
+from django.db import connections
+
+_INSERT_NEW = {
+    "mysql": "INSERT IGNORE INTO {table} ({columns}) VALUES {rows}",
+    "sqlite": "INSERT OR IGNORE INTO {table} ({columns}) VALUES {rows}",
+    "postgresql": "INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT DO NOTHING",
+}
+# MySQL: an existing row is "updated" to itself, so the statement takes its exclusive lock
+_INSERT_NEW_LOCKING = {**_INSERT_NEW, "mysql": "INSERT INTO {table} ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE {pk} = {pk}"}
+
+
+def insert_new_rows(alias: str, model, columns: list[str], rows: list[tuple], *, lock_existing: bool = False) -> int:
+    """Insert ``rows`` (tuples in ``columns`` order) into ``model``'s table in one statement,
+    skipping those whose unique key exists, without failing; returns the rows inserted (with
+    ``lock_existing`` on MySQL the count also includes the rows found, so do not rely on it).
+
+    ``lock_existing``: an existing row is locked as if written (MySQL's ON DUPLICATE KEY UPDATE),
+    where INSERT IGNORE would leave racing inserters holding shared locks that then deadlock their
+    own SELECT ... FOR UPDATE."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    sql = (_INSERT_NEW_LOCKING if lock_existing else _INSERT_NEW)[connection.vendor].format(
+        table=quote(model._meta.db_table), columns=", ".join(quote(c) for c in columns),
+        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)), pk=quote(model._meta.pk.column),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
+        return cursor.rowcount
