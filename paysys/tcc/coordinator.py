@@ -387,13 +387,9 @@ def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionB
 
     if not started:
         return []
-    now = timezone.now()
     ids = [gtx.pk for gtx, _ in started]
     try:
-        decided = GlobalTransaction.objects.filter(pk__in=ids, status=Status.TRYING).update(
-            status=Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
-            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
-        )
+        decided = _mark_confirming(ids)
     except IntegrityError:  # another transaction of one of these keys is confirmed: decide each alone
         return [_decide_confirm_alone(gtx, rows) for gtx, rows in started]
     statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
@@ -402,6 +398,18 @@ def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionB
     phase_two.dispatch(f"{started[0][0].xid} and {len(started) - 1} more", "confirm",
                        [row for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
     return [_outcome_of(gtx, statuses[gtx.pk]) for gtx, _ in started]
+
+
+def _mark_confirming(ids: list[int]) -> int:
+    """The CONFIRM decision of these TRYING transactions, in one UPDATE; returns how many it
+    moved. IntegrityError when one's key is already confirmed by another transaction."""
+    from paysys.tcc import phase_two
+
+    now = timezone.now()
+    return GlobalTransaction.objects.filter(pk__in=ids, status=Status.TRYING).update(
+        status=Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
+        next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
+    )
 
 
 def _outcome_of(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
@@ -413,12 +421,8 @@ def _outcome_of(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
 def _decide_confirm_alone(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Outcome | TryFailed:
     from paysys.tcc import phase_two
 
-    now = timezone.now()
     try:
-        decided = GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(
-            status=Status.CONFIRMING, confirmed_key=gtx.business_key, decided_at=now,
-            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
-        )
+        decided = _mark_confirming([gtx.pk])
     except IntegrityError:  # another transaction of this key is confirmed: this one must not be
         logger.error("TCC %s: key %r already confirmed by another transaction; cancelling", gtx.xid, gtx.business_key)
         decide_cancel(gtx, failed=None, error=None)
