@@ -44,8 +44,9 @@ MIN_SECRET_LENGTH = 32
 _GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
-def env_secret(name: str, *, dev_default: str | None = None, required: bool = True) -> str:
-    """A secret from the environment, at least MIN_SECRET_LENGTH characters.
+def env_secret(name: str, *, dev_default: str | None = None, required: bool = True,
+               min_length: int = MIN_SECRET_LENGTH) -> str:
+    """A secret from the environment, at least ``min_length`` characters.
 
     ``dev_default`` is used only in the embedded default with DEBUG on; anywhere else a missing
     required secret stops start-up with a message saying what to set.
@@ -60,15 +61,16 @@ def env_secret(name: str, *, dev_default: str | None = None, required: bool = Tr
             f"{name} is not set. Outside the embedded default (no DATABASE_URL, DEBUG on) every secret "
             f"comes from the environment: export {name}=$({_GENERATE})"
         )
-    if len(value) < MIN_SECRET_LENGTH:
+    if len(value) < min_length:
         raise ImproperlyConfigured(
-            f"{name} is {len(value)} characters long; use at least {MIN_SECRET_LENGTH} random characters: "
+            f"{name} is {len(value)} characters long; use at least {min_length} random characters: "
             f"export {name}=$({_GENERATE})"
         )
     return value
 
 
-SECRET_KEY = env_secret("SECRET_KEY", dev_default="dev-only-insecure-key-do-not-use-in-production-0123456789abcdef")
+# 50: the length below which `check --deploy` warns (security.W009)
+SECRET_KEY = env_secret("SECRET_KEY", min_length=50, dev_default="dev-only-insecure-key-do-not-use-in-production-0123456789abcdef")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
 PORT = int(os.environ.get("PORT", "8000"))
@@ -112,7 +114,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "paysys.api.middleware.ConcurrencyLimitMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "paysys.api.middleware.ContentSecurityPolicyMiddleware",
     "paysys.api.middleware.PublicRateLimitMiddleware",
     "paysys.api.middleware.BodySizeLimitMiddleware",
@@ -243,12 +245,25 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# the web process serves the admin's and the API docs' static files itself (whitenoise), with DEBUG
+# off too, found through the apps' static folders at start-up: no collectstatic step to forget.
+# A deployment that prefers collected files sets STATIC_ROOT and runs collectstatic.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
 
-# requests in progress at once per web process (each may hold a connection to every service
-# database it touches): beyond it a request waits WEB_QUEUE_SECONDS for a slot, then gets a 503
-WEB_MAX_CONCURRENT_REQUESTS = int(os.environ.get("WEB_MAX_CONCURRENT_REQUESTS", "12"))
+# --- web process (manage.py serve, paysys/core/serving.py) ----------------------------------------
+# WEB_WORKERS processes; in each, an event loop reads every request (a slow client costs no thread)
+# and WEB_THREADS threads run Django. A request whose body has not arrived WEB_READ_TIMEOUT seconds
+# after its headers is a 408; one that finds no thread free within WEB_QUEUE_SECONDS is a 503 with
+# Retry-After. Each thread may hold a connection to every service database it touches: workers x
+# threads x 7 must stay under the database's max_connections (MariaDB's default is 151).
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
+WEB_THREADS = int(os.environ.get("WEB_THREADS", "8"))
 WEB_QUEUE_SECONDS = float(os.environ.get("WEB_QUEUE_SECONDS", "2"))
+WEB_READ_TIMEOUT = float(os.environ.get("WEB_READ_TIMEOUT", "10"))
+WEB_KEEPALIVE_SECONDS = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "5"))
+WEB_GRACEFUL_SECONDS = int(os.environ.get("WEB_GRACEFUL_SECONDS", "10"))
+WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
 
 # Refuse oversized request bodies before they are parsed (a notify or an order is < 4 KB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024

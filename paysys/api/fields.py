@@ -1,8 +1,8 @@
 """Strict input fields shared by the API serializers."""
 
 import json
+import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 
 from rest_framework import serializers
 
@@ -40,31 +40,56 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class QueryIntegerField(serializers.IntegerField):
+    """An integer in a query string: ASCII digits only (int() would also take "١٢", " 1_0 " or 4,000
+    digits), checked before it is converted."""
+
+    default_error_messages = {"invalid": "must be a whole number written with the digits 0-9"}
+
+    def to_internal_value(self, data):
+        if not (isinstance(data, str) and data.isascii() and data.isdigit() and len(data) <= 19):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# A decimal that could be a mistaken amount ("19.99", "1999", 19.99), bounded before anything parses
+# it: a client may send "1e500000", whose conversion to an integer would hold the interpreter for
+# minutes. Only text matching this, at most 18 digits, is ever turned into a number here.
+_PLAIN_DECIMAL = re.compile(r"-?([0-9]{1,15})(?:\.([0-9]{1,3}))?")
+
+
 class MinorUnitsField(StrictIntegerField):
     """An amount: an integer in minor units. "19.99" or 19.99 gets told what to send instead (1999)."""
 
-    default_error_messages = {"invalid": "amounts are integers in minor units (fen): 1999 for 19.99"}
+    default_error_messages = {"invalid": "amounts are JSON integers in minor units (fen): 1999 for 19.99"}
 
     def to_internal_value(self, data):
-        if isinstance(data, (str, float)) and not isinstance(data, bool):
-            try:
-                minor = Decimal(str(data).strip()) * 100
-            except InvalidOperation:
-                minor = None
-            whole = minor is not None and (minor / 100) == (minor / 100).to_integral_value()
-            if whole:  # "1999" or 1999.0: the amount is right, only its JSON type is not
-                units = int(minor / 100)
-                raise serializers.ValidationError(
-                    f"amounts are JSON integers in minor units (fen): send {units}, not {json.dumps(data)} "
-                    f"(or {units * 100} if you meant {units}.00)",
-                    code="invalid",
-                )
-            if minor is not None and minor == minor.to_integral_value():  # 19.99: major units
-                raise serializers.ValidationError(
-                    f"amounts are integers in minor units (fen): send {int(minor)} for {data}, not {json.dumps(data)}",
-                    code="invalid",
-                )
+        if isinstance(data, (str, float)):
+            self._refuse_non_integer(data)
         return super().to_internal_value(data)
+
+    def _refuse_non_integer(self, data: str | float):
+        """Always raises. Text is matched against a bounded pattern before any conversion, and the
+        message repeats the client's value only when that pattern (short, plain digits) matched."""
+        text = repr(data) if isinstance(data, float) else data.strip()
+        match = _PLAIN_DECIMAL.fullmatch(text) if len(text) <= 20 else None
+        if match is None:
+            self.fail("invalid")
+        units, fraction = int(match[1]), (match[2] or "").rstrip("0")
+        sign = "-" if text.startswith("-") else ""
+        if not fraction:  # "1999" or 1999.0: the amount is right, only its JSON type is not
+            raise serializers.ValidationError(
+                f"amounts are JSON integers in minor units (fen): send {sign}{units}, not {json.dumps(data)} "
+                f"(or {sign}{units * 100} if you meant {sign}{units}.00)",
+                code="invalid",
+            )
+        if len(fraction) <= 2:  # 19.99: major units
+            minor = units * 100 + int(fraction.ljust(2, "0"))
+            raise serializers.ValidationError(
+                f"amounts are integers in minor units (fen): send {sign}{minor} for {text}, not {json.dumps(data)}",
+                code="invalid",
+            )
+        self.fail("invalid")
 
 
 class TextField(serializers.CharField):

@@ -1,4 +1,3 @@
-import threading
 import time
 
 from django.conf import settings
@@ -8,33 +7,6 @@ from rest_framework.settings import api_settings
 from django.urls import Resolver404, resolve
 
 from paysys.api.exceptions import error_body
-
-
-class ConcurrencyLimitMiddleware:
-    """At most ``WEB_MAX_CONCURRENT_REQUESTS`` requests in progress per web process; a request that
-    finds no slot within ``WEB_QUEUE_SECONDS`` gets a 503 JSON with ``Retry-After``.
-
-    Every request may open a connection to each service database it touches (``/healthz`` to all
-    seven): without a bound, a burst of concurrent requests from anyone, unauthenticated, could
-    take every MySQL connection and stop the whole platform, workers included. 0 turns it off
-    (a WSGI server with a fixed thread pool bounds it already)."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        limit = settings.WEB_MAX_CONCURRENT_REQUESTS
-        self.slots = threading.BoundedSemaphore(limit) if limit > 0 else None
-
-    def __call__(self, request):
-        if self.slots is None:
-            return self.get_response(request)
-        if not self.slots.acquire(timeout=settings.WEB_QUEUE_SECONDS):
-            response = JsonResponse(error_body("busy", "too many requests in progress, retry shortly"), status=503)
-            response["Retry-After"] = "1"
-            return response
-        try:
-            return self.get_response(request)
-        finally:
-            self.slots.release()
 
 
 class BodySizeLimitMiddleware:

@@ -1,10 +1,12 @@
+import datetime
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
-from paysys.api.fields import reject_unknown_params
+from paysys.api.fields import QueryIntegerField, reject_unknown_params
 
 MAX_ID = 2**63 - 1
 
@@ -38,7 +40,10 @@ class NewestFirstPagination(CursorPagination):
         if isinstance(field, (models.AutoField, models.BigAutoField, models.IntegerField)):
             return position.isascii() and position.isdigit() and int(position) <= MAX_ID
         try:
-            return field.to_python(position) is not None
+            value = field.to_python(position)
+            if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+                value.astimezone(datetime.timezone.utc)  # 9999-12-31T23:59:59-12:00 has no UTC time
+            return value is not None
         except (DjangoValidationError, ValueError, OverflowError):
             return False
 
@@ -50,7 +55,7 @@ class PageQuerySerializer(serializers.Serializer):
     """The paging parameters every list endpoint takes; its filter serializer extends this."""
 
     cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
+    limit = QueryIntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
 
 
 def list_query(request, query_serializer: type[PageQuerySerializer]) -> dict:

@@ -41,6 +41,12 @@ class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return loads_strict(stream.read().decode(encoding))
-        except ValueError as exc:  # UnicodeDecodeError included
+            text = stream.read().decode(encoding)
+        except LookupError:  # charset=rot13, zlib, hex: codecs Python has, but not text encodings
+            raise ParseError("JSON parse error - unsupported charset: send UTF-8 JSON") from None
+        except ValueError as exc:  # UnicodeDecodeError
+            raise ParseError(f"JSON parse error - {exc}") from None
+        try:
+            return loads_strict(text)
+        except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None

@@ -133,3 +133,28 @@ def test_any_cursor_is_a_page_or_a_4xx_never_a_5xx(api, cursor):
     response = api.get("/api/v1/orders", {"cursor": cursor})
 
     assert response.status_code < 500, (cursor, response.content[:300])
+
+
+# --- security round 3, item 6: inputs that were still 500s --------------------------------------
+
+
+@pytest.mark.parametrize("position", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+12:00"])
+def test_a_notifications_cursor_whose_time_has_no_utc_equivalent_is_a_400(api, position):
+    from urllib.parse import urlencode
+
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+
+    response = api.get("/api/v1/notifications", {"cursor": cursor})
+
+    assert response.status_code == 400, response.content[:300]
+    assert "cursor" in response.json()["error"]["fields"]
+
+
+@override_settings(MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN, MESSAGING_HTTP_TOPICS=["messaging.bench"])
+@pytest.mark.parametrize("method, path", [op for op in OPERATIONS if op[0] != "GET"])
+@pytest.mark.parametrize("charset", ["rot13", "zlib", "hex", "no-such-charset"])
+def test_a_json_body_in_a_charset_that_is_not_a_text_encoding_is_a_400(clients, method, path, charset):
+    response = client_for(clients, path).generic(method, path, b'{"a": 1}',
+                                                 content_type=f"application/json; charset={charset}")
+
+    assert_json_4xx(response)  # a 400 wherever the body is read; a confirm or discard ignores its body

@@ -99,37 +99,6 @@ def test_admin_login_page_views_are_not_limited(settings):
     assert [client.get("/admin/login/").status_code for _ in range(3)] == [200, 200, 200]
 
 
-# --- concurrency bound: a burst cannot take every database connection ---------------------
-
-
-def test_requests_beyond_the_concurrency_limit_get_a_503_with_retry_after(settings):
-    import threading
-
-    from paysys.api.middleware import ConcurrencyLimitMiddleware
-
-    settings.WEB_MAX_CONCURRENT_REQUESTS = 1
-    settings.WEB_QUEUE_SECONDS = 0.2
-    inside, release = threading.Event(), threading.Event()
-
-    def slow_view(request):
-        inside.set()
-        release.wait(5)
-        return HttpResponse("ok")
-
-    middleware = ConcurrencyLimitMiddleware(slow_view)
-    first = threading.Thread(target=middleware, args=(RequestFactory().get("/healthz"),))
-    first.start()
-    assert inside.wait(5)
-
-    refused = middleware(RequestFactory().get("/healthz"))
-    release.set()
-    first.join(5)
-
-    assert refused.status_code == 503 and refused["Retry-After"] == "1"
-    assert json.loads(refused.content)["error"]["code"] == "busy"
-    assert middleware(RequestFactory().get("/healthz")).status_code == 200  # the slot is free again
-
-
 def test_a_foreign_host_header_is_a_400_without_an_error_traceback_in_the_log(client, caplog):
     response = client.get("/healthz", HTTP_HOST="evil.example")
 

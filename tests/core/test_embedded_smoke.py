@@ -1,6 +1,6 @@
 """Smoke test of the embedded default: no DATABASE_URL, no CELERY_BROKER_URL, nothing but files.
 
-Real processes, as ``make run`` starts them: ``migrate_all``, ``runserver``, one Celery worker on
+Real processes, as ``make run`` starts them: ``migrate_all``, ``serve`` (the web process), one Celery worker on
 the filesystem broker, and the management commands a merchant is made with. Given a fresh
 ``PAYSYS_VAR_DIR``, when an order is created over HTTP and ``orders.close_expired_orders`` is sent
 through the broker by ``celery call``, then the worker runs it and the (already expired) order
@@ -141,7 +141,7 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
     )
 
     # and: the web server and one real worker, as `make run` starts them (orders expire at once)
-    web = processes.start("web", "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", env=web_env)
+    web = processes.start("web", "manage.py", "serve", env=web_env)
     processes.start("worker", "-m", "celery", "-A", "paysys", "worker", "-Q", "orders,polling,sandbox,core", "--pool=solo",
                     "-n", f"smoke-{port}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
                     env=web_env)  # the same PUBLIC_BASE_URL: expiry asks this server's bank simulator

@@ -96,6 +96,14 @@ def test_secrets_shorter_than_32_characters_are_refused(monkeypatch, name):
         load_settings(monkeypatch, **env)
 
 
+def test_a_secret_key_shorter_than_django_deploy_check_asks_is_refused(monkeypatch):
+    # security round 3, item 9: a 48-character SECRET_KEY passed, and `check --deploy` then warned W009
+    env = {"DATABASE_URL": FULL_STACK, "SECRET_KEY": secrets.token_urlsafe(36), "BANK_SHARED_SECRET": secret()}
+
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is 48 characters long; use at least 50"):
+        load_settings(monkeypatch, **env)
+
+
 def test_full_stack_with_secrets_set_uses_them(monkeypatch):
     key, bank = secret(), secret()
 

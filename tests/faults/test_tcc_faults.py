@@ -188,7 +188,7 @@ def test_orders_database_cut_during_its_try_cancels_then_the_payment_completes_o
 
 @pytest.fixture
 def web(broker_url, tmp_path):
-    """``web(ports=...)``: the API served by a real ``runserver`` process; killed at teardown."""
+    """``web(ports=...)``: the API served by a real ``manage.py serve`` process (the Procfile's web); killed at teardown."""
     started: list[subprocess.Popen] = []
 
     def start_web(*, ports: dict[str, int]) -> str:
@@ -197,8 +197,8 @@ def web(broker_url, tmp_path):
             port = probe.getsockname()[1]
         log = open(tmp_path / "web.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=ROOT, env=service_env(broker_url, ports=ports, **FAST), stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "serve"],
+            cwd=ROOT, env={**service_env(broker_url, ports=ports, **FAST), "PORT": str(port), "WEB_WORKERS": "1"}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         started.append(proc)
@@ -206,7 +206,7 @@ def web(broker_url, tmp_path):
 
         def healthy() -> bool:
             if proc.poll() is not None:
-                raise AssertionError(f"runserver exited: {(tmp_path / 'web.log').read_text()[-3000:]}")
+                raise AssertionError(f"the web server exited: {(tmp_path / 'web.log').read_text()[-3000:]}")
             try:
                 return requests.get(f"{base}/healthz", timeout=5).status_code == 200
             except requests.RequestException:

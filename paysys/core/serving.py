@@ -1,0 +1,167 @@
+"""The web process: uvicorn's event loop reads every request, Django answers it on a thread.
+
+Why not Django's WSGI application on a thread-per-connection server (runserver, gunicorn's sync
+or gthread workers): there a thread is taken as soon as a client connects and is held while the
+client sends its bytes, so a dozen sockets that announce a body and never send it hold every
+thread (a denial of service without credentials). Here the request, headers and body, is read by
+uvicorn's event loop, where a slow client costs a coroutine, not a thread, and the body has one
+deadline (``WEB_READ_TIMEOUT``, then 408). Only a request that has fully arrived takes one of the
+``WEB_THREADS`` threads, the only place Django code runs (each thread keeps its own persistent
+database connections); a request that finds no thread free within ``WEB_QUEUE_SECONDS`` is a 503
+with ``Retry-After``. Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are
+read, by their declared length or as soon as they grow past it.
+
+Responses are small (JSON, admin pages, static files of a few hundred KB), so each is built whole
+on its thread and then written by the loop: a client slow to read its answer holds no thread either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.retry_after = status, code, retry_after
+
+
+@dataclass
+class _Response:
+    status: int = 500
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+
+
+class BufferedWSGI:
+    """An ASGI application serving a WSGI application: each request is read whole by the event
+    loop, within ``read_timeout``, then handled on one of ``threads`` threads."""
+
+    def __init__(self, wsgi_app, *, threads: int, queue_seconds: float, read_timeout: float, max_body: int):
+        self.wsgi_app = wsgi_app
+        self.threads, self.queue_seconds = threads, queue_seconds
+        self.read_timeout, self.max_body = read_timeout, max_body
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="web")
+        self._slots: asyncio.Semaphore | None = None  # made on the serving loop
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # no lifespan or websocket handling
+            return
+        try:
+            body = await self._read_body(scope, receive)
+            if body is None:  # the client went away
+                return
+            response = await self._run(scope, body)
+        except _Refused as refused:
+            response = _error_response(refused)
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send({"type": "http.response.body", "body": b"".join(response.chunks)})
+
+    async def _read_body(self, scope, receive) -> bytes | None:
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            if not declared.isdigit():
+                raise _Refused(400, "bad_request", "invalid Content-Length")
+            raise _Refused(413, "too_large", f"request body over {self.max_body} bytes")
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                chunks, size = [], 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise _Refused(413, "too_large", f"request body over {self.max_body} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(408, "request_timeout", f"the request body did not arrive within {self.read_timeout:g} s") from None
+
+    async def _run(self, scope, body: bytes) -> _Response:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.threads)
+        try:
+            async with asyncio.timeout(self.queue_seconds):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _Refused(503, "busy", "too many requests in progress, retry shortly", retry_after=1) from None
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, self._call_wsgi, wsgi_environ(scope, body))
+        finally:
+            self._slots.release()
+
+    def _call_wsgi(self, environ: dict) -> _Response:
+        response = _Response()
+
+        def start_response(status, headers, exc_info=None):
+            response.status = int(status.split(" ", 1)[0])
+            response.headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            return response.chunks.append
+
+        result = self.wsgi_app(environ, start_response)
+        try:
+            response.chunks.extend(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return response
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _error_response(refused: _Refused) -> _Response:
+    body = json.dumps({"error": {"code": refused.code, "message": str(refused)}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refused.retry_after is not None:
+        headers.append((b"retry-after", str(refused.retry_after).encode()))
+    if refused.status in (400, 408, 413):  # what is left of the request on the socket is not read
+        headers.append((b"connection", b"close"))
+    return _Response(refused.status, headers, [body])
+
+
+def wsgi_environ(scope, body: bytes) -> dict:
+    """PEP 3333's environ for an ASGI HTTP scope whose body has been read."""
+    server_host, server_port = scope.get("server") or ("127.0.0.1", 80)
+    client = scope.get("client") or ("", 0)
+    environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": scope.get("root_path", "").encode("utf-8").decode("latin-1"),
+        "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": server_host,
+        "SERVER_PORT": str(server_port),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "REMOTE_ADDR": client[0],
+        "REMOTE_PORT": str(client[1]),
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").upper()
+        if "_" in key or key == "CONTENT-LENGTH":  # X_Forwarded_For must not pass as X-Forwarded-For
+            continue
+        key = key.replace("-", "_")
+        key = key if key == "CONTENT_TYPE" else f"HTTP_{key}"
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ

@@ -1,0 +1,189 @@
+"""The web process (paysys/core/serving.py, ``manage.py serve``): slow clients hold no thread.
+
+The attack it answers: a dozen sockets sending ``POST /gateway/bank/notify`` with
+``Content-Length: 100`` and no body used to make every request a 503 for as long as they stayed
+open (runserver had no read timeout, and the concurrency limit took its slot before the body was
+read). Given the real server, started as the Procfile starts it, with fewer threads than attacking
+sockets: other requests are still answered at once, and each slow request is a 408 at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from paysys.core.serving import BufferedWSGI
+from tests.core.test_embedded_smoke import free_port, processes, wait_for  # noqa: F401 - fixture
+
+READ_TIMEOUT = 3.0
+
+
+@pytest.fixture
+def server(processes):
+    port = free_port()
+    env = {**processes.env, "PORT": str(port), "WEB_WORKERS": "1", "WEB_THREADS": "2",
+           "WEB_READ_TIMEOUT": str(READ_TIMEOUT)}
+    processes.start("web", "manage.py", "serve", env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            return requests.get(f"{base}/api/v1/nowhere", timeout=2).status_code == 404
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, 60, "manage.py serve to answer", processes)
+    return port, base
+
+
+def slow_client(port: int, body_sent: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n" + body_sent)
+    return sock
+
+
+def read_status(sock: socket.socket) -> tuple[int, float]:
+    started = time.monotonic()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), time.monotonic() - started
+
+
+def test_slow_body_clients_hold_no_thread_and_get_a_408_at_their_deadline(server):
+    port, base = server
+    # given: twelve clients that announce a 100-byte body and never send it (the server has 2 threads)
+    attackers = [slow_client(port) for _ in range(12)]
+    time.sleep(0.3)
+    try:
+        # when: anyone else calls, several times, while they hang
+        started = time.monotonic()
+        answers = [requests.get(f"{base}/api/v1/orders", timeout=5) for _ in range(5)]
+        notify = requests.post(f"{base}/gateway/bank/notify", data=b"{}", headers={"Content-Type": "application/json"},
+                               timeout=5)
+        elapsed = time.monotonic() - started
+
+        # then: they are answered at once (no 503, no wait), the bank's notify path included
+        assert [r.status_code for r in answers] == [401] * 5
+        assert notify.status_code == 401 and notify.json()["error"]  # unsigned: refused, but answered
+        assert elapsed < 2.5, f"other requests waited {elapsed:.1f} s behind slow clients"
+
+        # and: each slow client is answered 408 JSON when its body deadline passes, not before
+        statuses = [read_status(sock) for sock in attackers]
+        assert {status for status, _ in statuses} == {408}
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_a_trickled_body_gets_one_deadline_not_one_per_byte(server):
+    port, _ = server
+    sock = slow_client(port, b"{")
+    started = time.monotonic()
+    try:
+        for _ in range(int(READ_TIMEOUT * 4)):  # one byte every 0.5 s: each arrives well within any per-read timeout
+            time.sleep(0.5)
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                break  # the server answered and closed
+        status, _ = read_status(sock)
+    finally:
+        sock.close()
+
+    assert status == 408
+    assert time.monotonic() - started < READ_TIMEOUT + 2.5
+
+
+def test_a_declared_body_over_the_limit_is_a_413_before_any_byte_is_read(server):
+    port, _ = server
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n")
+        status, elapsed = read_status(sock)
+    finally:
+        sock.close()
+
+    assert status == 413 and elapsed < 2
+
+
+# --- the adapter alone: the thread limit and what reaches Django -------------------------------
+
+
+def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int, dict, bytes]]:
+    """Each request (its list of ASGI receive messages) sent to ``app`` concurrently."""
+
+    async def one(messages):
+        queue = list(messages)
+        sent = []
+
+        async def receive():
+            return queue.pop(0) if queue else await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/x", "query_string": b"a=1", "http_version": "1.1",
+                 "headers": [(b"content-type", b"application/json"), (b"x_forwarded_for", b"6.6.6.6"),
+                             (b"x-forwarded-for", b"1.2.3.4")],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "scheme": "http"}
+        await app(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+    async def all_of_them():
+        return await asyncio.gather(*(one(messages) for messages in bodies))
+
+    return asyncio.run(all_of_them())
+
+
+def test_a_request_finding_no_thread_free_is_a_503_busy_with_retry_after():
+    release = threading.Event()
+    seen = []
+
+    def slow_wsgi(environ, start_response):
+        seen.append((environ["wsgi.input"].read(), environ.get("HTTP_X_FORWARDED_FOR"), environ["QUERY_STRING"]))
+        release.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    app = BufferedWSGI(slow_wsgi, threads=1, queue_seconds=0.3, read_timeout=5, max_body=100)
+    body = [{"type": "http.request", "body": b'{"a":', "more_body": True}, {"type": "http.request", "body": b"1}"}]
+    threading.Timer(1.0, release.set).start()
+
+    first, second = run_requests(app, [body, body])
+
+    statuses = sorted([first[0], second[0]])
+    assert statuses == [200, 503]
+    busy = first if first[0] == 503 else second
+    assert busy[1][b"retry-after"] == b"1" and json.loads(busy[2])["error"]["code"] == "busy"
+    # and: Django got the whole body, and a header spelled with "_" cannot pose as X-Forwarded-For
+    assert seen == [(b'{"a":1}', "1.2.3.4", "a=1")]
+
+
+def test_a_body_growing_past_the_limit_without_a_declared_length_is_a_413():
+    app = BufferedWSGI(lambda e, s: pytest.fail("must not reach Django"), threads=1, queue_seconds=1, read_timeout=5,
+                       max_body=10)
+    chunks = [{"type": "http.request", "body": b"x" * 6, "more_body": True}] * 3
+
+    [(status, _, body)] = run_requests(app, [chunks])
+
+    assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
+
+
+def test_static_files_are_served_with_debug_off(client, settings):
+    settings.DEBUG = False
+
+    response = client.get("/static/admin/css/base.css", secure=True)
+
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"/*")
