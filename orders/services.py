@@ -89,7 +89,7 @@ def _check_open_orders_cap(merchant: Merchant) -> None:
     """Every open unpaid order is polled at the bank until it expires: one merchant creating
     orders faster than they are paid must not make lost-notify recovery fall behind for everyone.
     Counts at most cap + 1 rows. A soft cap: concurrent creates may pass it by a few."""
-    cap = settings.ORDER_MAX_OPEN_PER_MERCHANT
+    cap = merchant.max_open_orders or settings.ORDER_MAX_OPEN_PER_MERCHANT
     open_orders = Order.objects.filter(merchant_id=merchant.pk, status=Order.Status.CREATED, expires_at__gt=timezone.now())
     if open_orders.values("pk")[: cap + 1].count() >= cap:
         raise LimitReached(

@@ -299,7 +299,7 @@ CONTENT_SECURITY_POLICY = os.environ.get(
 NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
 # requests per client address on the public endpoints (paysys.api.middleware.PublicRateLimitMiddleware)
 PUBLIC_RATE_LIMITS = {
-    "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "12000/min"),
+    "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "60000/min"),  # per bank address: at least the payment rate
     "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "12000/min"),  # the platform polls its query API
     "admin_login": os.environ.get("ADMIN_LOGIN_RATE_LIMIT", "20/min"),
 }

@@ -11,7 +11,7 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         return settings.API_RATE_LIMIT
 
     def allow_request(self, request, view):
-        self.rate = self.get_rate()
+        self.rate = getattr(request.user, "api_rate_limit", "") or self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
 

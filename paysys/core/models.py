@@ -1,3 +1,4 @@
+from django.core.validators import RegexValidator
 from django.db import models
 
 
@@ -20,6 +21,13 @@ class Merchant(models.Model):
     previous_webhook_secret = models.CharField(max_length=128, blank=True, default="", editable=False)
     previous_webhook_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # per-merchant limits, for a merchant whose volume is known (a large shop, a load test): empty
+    # means the platform's defaults (API_RATE_LIMIT, ORDER_MAX_OPEN_PER_MERCHANT)
+    api_rate_limit = models.CharField(max_length=32, blank=True, default="", validators=[RegexValidator(
+                                          r"^[1-9][0-9]{0,8}/(s|sec|m|min|h|hour|d|day)$", "like 6000/min")],
+                                      help_text="requests per API key, e.g. 6000/min; empty: API_RATE_LIMIT")
+    max_open_orders = models.PositiveIntegerField(null=True, blank=True,
+                                                  help_text="open unpaid orders at once; empty: ORDER_MAX_OPEN_PER_MERCHANT")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

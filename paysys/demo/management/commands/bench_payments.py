@@ -1,0 +1,347 @@
+"""``manage.py bench_payments``: whole payments through a running stack, against a monolith.
+
+Against ``PUBLIC_BASE_URL`` (``--base-url``), as ``make demo`` does, so the same command measures
+the embedded default, the full stack or a deployment whose databases this process can read:
+
+1. a bench merchant (its own per-key limits raised, nobody else's) whose server is a local
+   process verifying every notification with ``standardwebhooks`` (notifications.bench_receiver);
+2. ``--payments`` orders created over the API, then paid: signed bank notifies posted to the
+   gateway from ``--clients`` processes, and a share (``--balance-share``) paid from payers'
+   wallets (``POST /api/v1/orders/{no}/pay``);
+3. a payment is done when its order is SUCCESS, the merchant credited, the points awarded, the
+   voucher booked and the merchant's server has acknowledged the notification. Printed: payments/s
+   from the first notify to the last acknowledgement, notify -> acknowledgement latency, each
+   stage's share of it, CPU seconds and database queries per payment;
+4. the monolith: the same rows per payment in one local transaction, on 1 and 4 connections of
+   the same database server, and the ratio;
+5. every payment checked (nothing lost, nothing doubled) and ``reconcile --strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone as dt_timezone
+from io import StringIO
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from accounting.models import Voucher
+from accounts.models import FundEntry, PointsEntry
+from accounts.services import wallet_credit
+from notifications.models import Notification
+from orders.models import Order
+from paysys import bank
+from paysys.core.services import merchant_create, payer_create_with_token
+from paysys.demo.bench_client import post_notifies
+from paysys.demo.monolith import monolith_baseline
+
+STAGES = ["gateway", "orders / TCC", "funds", "points", "accounting", "notifications", "delivery"]
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+class Command(BaseCommand):
+    help = "Drive real payments through the running stack; print payments/s, latency and the monolith ratio."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--payments", type=int, default=5000)
+        parser.add_argument("--clients", type=int, default=8, help="client processes posting bank notifies")
+        parser.add_argument("--balance-share", type=float, default=0.1, help="share paid from wallets (TCC over HTTP)")
+        parser.add_argument("--base-url", default="", help="default: PUBLIC_BASE_URL")
+        parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every payment")
+        parser.add_argument("--no-baseline", action="store_true", help="skip the monolith baseline")
+        parser.add_argument("--quick", action="store_true", help="a small smoke run (CI): 60 payments, short baseline")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(self, *args, **options):
+        self.quiet = options["json"]
+        payments = 60 if options["quick"] else options["payments"]
+        base = (options["base_url"] or settings.PUBLIC_BASE_URL).rstrip("/")
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self._check_stack(base)
+        work = Path(tempfile.mkdtemp(prefix="bench-payments-"))
+        port = _free_port()
+        merchant, api_key = merchant_create(name=f"bench-{uuid.uuid4().hex[:8]}",
+                                            notify_url=f"http://127.0.0.1:{port}/hook", fee_rate_bp=60)
+        self._raise_limits(merchant)
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "notifications.bench_receiver", str(port), merchant.webhook_secret,
+             str(work / "acks.log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            if receiver.stdout.readline().strip() != b"ready":
+                raise CommandError("the bench merchant server did not start")
+            result = self._run(base, merchant, api_key, payments, options, work)
+        finally:
+            receiver.terminate()
+            receiver.wait(10)
+        if not options["no_baseline"]:
+            self.say("monolith baseline: the same rows per payment in one transaction ...")
+            result["baseline"] = monolith_baseline(payments=200 if options["quick"] else 4000)
+            result["baseline_per_s"] = max(result["baseline"].values())
+            result["ratio"] = round(result["payments_per_s"] / result["baseline_per_s"], 3)
+        else:
+            result.update(baseline_per_s=None, ratio=None)
+        result["reconcile_strict"] = self._reconcile()
+        self._report(result)
+        if result["lost"] or result["doubled"] or not result["reconcile_strict"]:
+            raise CommandError("payments lost or doubled, or reconcile --strict not clean (above)")
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _check_stack(self, base: str) -> None:
+        try:
+            ok = self.http.get(f"{base}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            ok = False
+        if not ok:
+            raise CommandError(f"nothing healthy answers at {base}/healthz: start the stack first (make run, "
+                               "or the full stack: DATABASE_URL=... CELERY_BROKER_URL=... make run), then run this again")
+
+    def _raise_limits(self, merchant) -> None:
+        from paysys.core.models import Merchant
+
+        Merchant.objects.filter(pk=merchant.pk).update(api_rate_limit="1000000/min", max_open_orders=10**7)
+
+    def _run(self, base, merchant, api_key, payments, options, work) -> dict:
+        api = requests.Session()
+        api.trust_env = False
+        api.headers["Authorization"] = f"Bearer {api_key}"
+        balance_count = int(payments * options["balance_share"])
+        payers = [payer_create_with_token(name=f"bench-payer-{i}") for i in range(max(1, options["clients"]))]
+        for payer, _ in payers:
+            wallet_credit(payer_id=payer.pk, amount=10**9, reason="bench_payments", credited_by="bench_payments")
+        stamp = uuid.uuid4().hex[:6]
+
+        self.say(f"creating {payments} orders over the API ...")
+        def create(i):
+            payer = payers[i % len(payers)][0]
+            body = {"merchant_order_no": f"B{stamp}-{i}", "amount": 1000 + i % 9000, "currency": "CNY",
+                    "subject": "bench", "payer_id": payer.pk}
+            response = api.post(f"{base}/api/v1/orders", json=body, timeout=30)
+            if response.status_code != 201:
+                raise CommandError(f"POST /api/v1/orders answered {response.status_code}: {response.text[:300]}")
+            return response.json()
+        with ThreadPoolExecutor(8) as pool:
+            orders = list(self._progress("orders", pool.map(create, range(payments)), payments))
+
+        bank_orders, wallet_orders = orders[balance_count:], orders[:balance_count]
+        now = datetime.now(dt_timezone.utc).isoformat()
+        documents = [{"bank_trade_no": f"BT{stamp}{o['out_trade_no']}", "out_trade_no": o["out_trade_no"],
+                      "amount": o["amount"], "currency": o["currency"], "status": "SUCCESS", "paid_at": now}
+                     for o in bank_orders]
+        shares = [(base, settings.BANK_SHARED_SECRET, documents[i::options["clients"]]) for i in range(options["clients"])]
+        before = _resources()
+        self.say(f"paying: {len(documents)} bank notifies from {options['clients']} processes, "
+                 f"{len(wallet_orders)} wallet payments ...")
+        sent: dict[str, float] = {}
+        statuses: Counter = Counter()
+        wallet_thread = threading.Thread(target=self._pay_from_wallets, args=(base, api, payers, wallet_orders, sent, statuses))
+        with multiprocessing.get_context("spawn").Pool(options["clients"]) as pool:
+            pool.map(post_notifies, [(base, "", [])] * options["clients"])  # started and imported before the clock
+            started = time.time()
+            wallet_thread.start()
+            for share in pool.imap_unordered(post_notifies, shares):
+                for out_trade_no, at, status in share:
+                    sent[out_trade_no] = at
+                    statuses[status] += 1
+        wallet_thread.join()
+        gateway_done = time.time()
+
+        acks = self._wait_for_acks(work / "acks.log", {o["out_trade_no"] for o in orders}, options["timeout"])
+        finished = max((at for at, _ in acks.values()), default=time.time())
+        after = _resources()
+        latencies = [(acks[no][0] - sent[no]) * 1000 for no in sent if no in acks]
+        done = len([no for no in sent if no in acks])
+        elapsed = max(finished - started, 1e-6)
+        outcome = self._check(merchant, orders, acks)
+        return {
+            "payments": len(orders), "done": done, "elapsed_s": round(elapsed, 1),
+            "payments_per_s": round(done / elapsed, 1),
+            "gateway_accepted_per_s": round(len(documents) / max(gateway_done - started, 1e-6), 1),
+            "answers": dict(statuses),
+            "latency_ms": {"p50": round(_percentile(latencies, 0.5)), "p95": round(_percentile(latencies, 0.95)),
+                           "p99": round(_percentile(latencies, 0.99))},
+            "stages_ms_p50": self._stages(orders, sent, acks),
+            "cpu_s_per_payment": {k: round(v / max(done, 1), 4) for k, v in _delta(before, after, "cpu").items()},
+            "queries_per_payment": round(_delta(before, after, "queries")["all"] / max(done, 1), 1),
+            **outcome,
+        }
+
+    def _pay_from_wallets(self, base, api, payers, orders, sent, statuses) -> None:
+        tokens = {payer.pk: token for payer, token in payers}
+        for order in orders:
+            sent[order["out_trade_no"]] = time.time()
+            response = api.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
+                                json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
+            statuses[response.status_code] += 1
+
+    def _wait_for_acks(self, log: Path, expected: set[str], timeout: float) -> dict[str, tuple[float, int]]:
+        """out_trade_no -> (first acknowledgement time, how many notifications arrived for it)."""
+        deadline = time.monotonic() + timeout
+        acks: dict[str, tuple[float, int]] = {}
+        while True:
+            acks = {}
+            for line in log.read_text().splitlines() if log.exists() else []:
+                at, _, out_trade_no, verdict = line.split()
+                if verdict == "ok" and out_trade_no in expected:
+                    first, count = acks.get(out_trade_no, (float(at), 0))
+                    acks[out_trade_no] = (min(first, float(at)), count + 1)
+            self._bar("acknowledged", len(acks), len(expected))
+            if len(acks) >= len(expected) or time.monotonic() > deadline:
+                if not self.quiet:
+                    self.stderr.write("")
+                return acks
+            time.sleep(0.5)
+
+    # --- the figures ----------------------------------------------------------------------------
+
+    def _stages(self, orders, sent, acks) -> dict[str, int]:
+        """Median ms each stage adds, from the rows' own timestamps (one clock: this machine)."""
+        from paysys.gateway.models import BankNotify
+
+        numbers = [o["out_trade_no"] for o in orders]
+        stored = dict(BankNotify.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", "received_at"))
+        paid = dict(Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS)
+                    .values_list("out_trade_no", "updated_at"))
+        credited = {no: at for no, at in FundEntry.objects.filter(out_trade_no__in=numbers, kind="posted")
+                    .values_list("out_trade_no", "created_at")}
+        awarded = {no: at for no, at in PointsEntry.objects.filter(out_trade_no__in=numbers, kind="posted")
+                   .values_list("out_trade_no", "created_at")}
+        booked = {source.split(":", 1)[1]: at for source, at in Voucher.objects.filter(
+            source__in=[f"order.paid:{no}" for no in numbers]).values_list("source", "created_at")}
+        notified = dict(Notification.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", "created_at"))
+        result = {}
+        for stage, start, end in [("gateway", None, stored), ("orders / TCC", stored, paid), ("funds", paid, credited),
+                                  ("points", paid, awarded), ("accounting", paid, booked),
+                                  ("notifications", paid, notified)]:
+            spans = [(end[no].timestamp() - (start[no].timestamp() if start else sent[no])) * 1000 for no in numbers
+                     if end.get(no) and (start.get(no) if start else sent.get(no))]
+            if spans:
+                result[stage] = round(statistics.median(spans))
+        spans = [(acks[no][0] - notified[no].timestamp()) * 1000 for no in numbers if no in acks and no in notified]
+        if spans:
+            result["delivery"] = round(statistics.median(spans))
+        return result
+    def _check(self, merchant, orders, acks) -> dict:
+        numbers = [o["out_trade_no"] for o in orders]
+        success = set(Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS)
+                      .values_list("out_trade_no", flat=True))
+        notifications = Counter(Notification.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", flat=True))
+        lost = sorted(no for no in numbers if no not in success or no not in acks or not notifications.get(no))
+        doubled = sorted(no for no, count in notifications.items() if count > 1)
+        return {"lost": len(lost), "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
+
+    def _reconcile(self) -> bool:
+        out = StringIO()
+        try:
+            call_command("reconcile", "--strict", stdout=out, stderr=out)
+            clean = True
+        except SystemExit as exit:
+            clean = not exit.code
+        except CommandError:
+            clean = False
+        if not clean:
+            self.say(out.getvalue()[-2000:])
+        return clean
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def _report(self, r: dict) -> None:
+        if self.quiet:
+            self.stdout.write(json.dumps(r))
+            return
+        lines = [
+            f"payments                 {r['done']} of {r['payments']} done in {r['elapsed_s']} s",
+            f"end to end               {r['payments_per_s']} payments/s (gateway accepted {r['gateway_accepted_per_s']} notifies/s)",
+            f"notify -> merchant ack   p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, p99 {r['latency_ms']['p99']} ms",
+            "stage medians (ms)       " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()),
+            "CPU s per payment        " + ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_payment"].items()),
+            f"queries per payment      {r['queries_per_payment']}",
+        ]
+        if r.get("baseline_per_s"):
+            lines.append("monolith                 " + ", ".join(f"{k} {v}/s" for k, v in r["baseline"].items())
+                         + f"  ->  ratio {r['ratio']}")
+        lines.append(f"lost {r['lost']}, doubled {r['doubled']}, reconcile --strict "
+                     f"{'clean' if r['reconcile_strict'] else 'NOT CLEAN'}")
+        self.stdout.write("\n".join(lines))
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            self.stderr.write(text)
+
+    def _bar(self, what: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        filled = int(30 * done / max(total, 1))
+        self.stderr.write(f"\r  {what:<13} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", ending="")
+        self.stderr.flush()
+
+    def _progress(self, what, items, total):
+        for i, item in enumerate(items, 1):
+            if i % 50 == 0 or i == total:
+                self._bar(what, i, total)
+            yield item
+        if not self.quiet:
+            self.stderr.write("")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- resources: CPU seconds of the stack's processes, queries of the database server --------------
+
+PROCESS_GROUPS = {"web": ("manage.py serve", "uvicorn", "multiprocessing.spawn"), "workers": ("celery",),
+                  "mariadb": ("mariadbd", "mysqld"), "redis": ("redis-server",)}
+
+
+def _resources() -> dict:
+    cpu = Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        for group, needles in PROCESS_GROUPS.items():
+            if any(n in cmdline for n in needles) and int(pid) != os.getpid():
+                cpu[group] += (int(fields[11]) + int(fields[12])) / tick
+                break
+    queries = 0
+    vendor = connections["default"].vendor
+    if vendor == "mysql":
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
+            queries = int(cursor.fetchone()[1])
+    return {"cpu": cpu, "queries": {"all": queries}}
+
+
+def _delta(before: dict, after: dict, what: str) -> dict:
+    keys = set(before[what]) | set(after[what])
+    return {k: after[what].get(k, 0) - before[what].get(k, 0) for k in sorted(keys)}
