@@ -1,8 +1,12 @@
+import logging
+
 from django.contrib import admin
 from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from paysys.core.admin_base import RecordAdmin
+
+logger = logging.getLogger(__name__)
 
 
 @admin.register(Order)
@@ -25,7 +29,9 @@ class PaymentRecordAdmin(RecordAdmin):
     readonly_fields = [f.name for f in PaymentRecord._meta.fields]
     actions = ["mark_reviewed"]
 
-    @admin.action(description="Mark selected flagged payments as reviewed")
+    # it takes a payment off the review queue: only for users who may change payment records
+    @admin.action(description="Mark selected flagged payments as reviewed", permissions=["change"])
     def mark_reviewed(self, request, queryset):
         updated = queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).update(reviewed_at=timezone.now())
+        logger.info("admin %s marked %d flagged payment(s) reviewed", request.user, updated)
         self.message_user(request, f"{updated} payment(s) marked reviewed")

@@ -1,11 +1,11 @@
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import JsonResponse
 from rest_framework.settings import api_settings
 from django.urls import Resolver404, resolve
 
+from paysys.api import ratelimit
 from paysys.api.exceptions import error_body
 
 
@@ -54,7 +54,6 @@ PUBLIC_SCOPES = [
     ("/sandbox/", None, "sandbox"),
     ("/admin/login/", {"POST"}, "admin_login"),
 ]
-PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 
 
 def client_address(request) -> str:
@@ -68,16 +67,10 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def parse_rate(rate: str) -> tuple[int, int]:
-    count, _, period = rate.partition("/")
-    return int(count), PERIODS[period]
-
-
 class PublicRateLimitMiddleware:
     """Requests per client address on the endpoints anyone may call without an API key: the bank
-    gateway, the sandbox, admin log-in attempts. A fixed window per (scope, address) in the shared
-    cache: one ``add`` and one ``incr``. Beyond the limit: 429 JSON with ``Retry-After``. A cache
-    that does not answer lets the request through (the limit protects; it must not take down)."""
+    gateway, the sandbox, admin log-in attempts, counted per (scope, address) by
+    ``paysys.api.ratelimit``. Beyond the limit: 429 JSON with ``Retry-After``."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -93,19 +86,11 @@ class PublicRateLimitMiddleware:
 
     @staticmethod
     def refused(request, scope: str):
-        limit, period = parse_rate(settings.PUBLIC_RATE_LIMITS[scope])
-        now = time.time()
-        window = int(now // period)
-        key = f"throttle:{scope}:{client_address(request)}:{window}"
-        try:
-            cache.add(key, 0, timeout=period + 1)
-            count = cache.incr(key)
-        except Exception:  # noqa: BLE001 - a cache outage must not refuse the bank's notifies
-            return None
-        if count <= limit:
+        wait = ratelimit.retry_after(f"{scope}:{client_address(request)}", settings.PUBLIC_RATE_LIMITS[scope])
+        if wait is None:
             return None
         response = JsonResponse(error_body("throttled", f"too many requests from this address ({scope})"), status=429)
-        response["Retry-After"] = str(max(1, int((window + 1) * period - now)))
+        response["Retry-After"] = str(wait)
         return response
 
 

@@ -1,22 +1,29 @@
 from django.conf import settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
+
+from paysys.api import ratelimit
 
 
-class ApiKeyRateThrottle(SimpleRateThrottle):
-    """Requests per merchant API key, at ``settings.API_RATE_LIMIT`` (read per request)."""
-
-    scope = "api_key"
-
-    def get_rate(self):
-        return settings.API_RATE_LIMIT
+class ApiKeyRateThrottle(BaseThrottle):
+    """Requests per merchant API key, at ``settings.API_RATE_LIMIT`` (read per request), counted
+    atomically by ``paysys.api.ratelimit`` (DRF's SimpleRateThrottle reads its history, changes it
+    and writes it back: parallel requests of one key all passed). Refused: DRF's 429 with
+    ``Retry-After``, shaped by the API's exception handler."""
 
     def allow_request(self, request, view):
-        self.rate = getattr(request.user, "api_rate_limit", "") or self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        self.wait_seconds = ratelimit.retry_after(f"api_key:{self.ident(request)}", self.rate_for(request))
+        return self.wait_seconds is None
 
-    def get_cache_key(self, request, view):
+    @staticmethod
+    def rate_for(request) -> str:
+        """The merchant's own limit when it has one (Merchant.api_rate_limit), else API_RATE_LIMIT."""
+        return getattr(request.user, "api_rate_limit", "") or settings.API_RATE_LIMIT
+
+    def wait(self):
+        return self.wait_seconds
+
+    def ident(self, request) -> str:
         merchant = getattr(request, "user", None)
         if merchant is None or not getattr(merchant, "pk", None):
-            return self.cache_format % {"scope": self.scope, "ident": f"anon:{self.get_ident(request) or 'unknown'}"}
-        return self.cache_format % {"scope": self.scope, "ident": merchant.api_key_prefix}
+            return f"anon:{self.get_ident(request) or 'unknown'}"
+        return merchant.api_key_prefix

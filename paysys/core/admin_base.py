@@ -23,6 +23,16 @@ class ReadOnlyAdmin(RecordAdmin):
         return False
 
 
+def action_needing(permission: str, action):
+    """``action``, an admin action a third-party admin declared for anyone who may view the list,
+    needing ``has_<permission>_permission`` instead (what ``@admin.action(permissions=...)`` says)."""
+
+    def needing(modeladmin, request, queryset):
+        return action(modeladmin, request, queryset)
+
+    return admin.action(permissions=[permission], description=action.short_description)(needing)
+
+
 class AgeFilter(admin.SimpleListFilter):
     """"Older than 1 minute / 1 hour / 1 day", on ``created_at``."""
 

@@ -32,7 +32,7 @@ class BankPaymentAdmin(RecordAdmin):
     inlines = [BankNotifyAttemptInline]
     actions = ["retry_notify"]
 
-    @admin.action(description="Retry the notify of selected payments that gave up")
+    @admin.action(description="Retry the notify of selected payments that gave up", permissions=["change"])
     def retry_notify(self, request, queryset):
         retried = services.notifies_retry(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{retried} notify(s) scheduled again; the next resend pass sends them")

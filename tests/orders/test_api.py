@@ -10,6 +10,7 @@ from paysys.contracts import OrderPaid
 from paysys import bank as bank_protocol
 from paysys import tcc
 from paysys.messaging.models import Message
+from tests.api.helpers import fresh_window
 from tests.concurrency import run_at_once
 from tests.orders.conftest import pay_with_notify_held
 
@@ -269,6 +270,7 @@ def test_bad_list_filters_are_4xx(api, query):
 
 def test_throttled_per_api_key(api, settings, make_merchant):
     settings.API_RATE_LIMIT = "3/min"
+    fresh_window(60, needed=5)
     _, other_key = make_merchant()
 
     statuses = [api.get("/api/v1/orders").status_code for _ in range(4)]
