@@ -401,6 +401,9 @@ MESSAGE_CHECK_BACK_MAX = int(os.environ.get("MESSAGE_CHECK_BACK_MAX", "15"))  # 
 MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one recovery pass may spend asking producers
 MESSAGE_BROKER_RETRY_SECONDS = 5  # a message the broker refused is tried again this soon
 MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
+# a paced relay pass ships one batch per queue while none is in flight (paysys/messaging/relay.py);
+# a worker that dies mid-batch holds its queue at most this long
+MESSAGE_BATCH_IN_FLIGHT_TTL = int(os.environ.get("MESSAGE_BATCH_IN_FLIGHT_TTL", "30"))
 # the two-phase HTTP API (/api/v1/messages) is off until a token is set, and open only to the
 # topics listed: an outside producer must never be able to announce e.g. a bank payment
 MESSAGING_SERVICE_TOKEN = env_secret("MESSAGING_SERVICE_TOKEN", required=False)

@@ -57,9 +57,19 @@ class BankNotifyDocument(serializers.Serializer):
 
 def bank_notify_receive(*, raw_body: bytes, signature: str) -> BankNotifyStored:
     """Store a correctly signed body first, then read it (``bank_notify_process``). The caller
-    has checked the signature: an unsigned body is the caller's to refuse, never stored."""
-    receipt = BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
-    return bank_notify_process(receipt)
+    has checked the signature: an unsigned body is the caller's to refuse, never stored.
+
+    One local transaction, one commit per notify: the receipt, the notify and its message commit
+    together. The notify is written in a savepoint (bank_notify_store's atomic block), so a body
+    that cannot be read still commits its receipt REJECTED with the reason, and any other failure
+    commits it RECEIVED, for a human to reprocess, before the error reaches the caller."""
+    with transaction.atomic(using="default"):
+        receipt = BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
+        try:
+            return bank_notify_process(receipt)
+        except Exception as exc:  # noqa: BLE001 - re-raised once the receipt is committed
+            failure = exc
+    raise failure
 
 
 def bank_notify_process(receipt: BankNotifyReceipt) -> BankNotifyStored:

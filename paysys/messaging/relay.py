@@ -1,5 +1,15 @@
 """The relay: claim due SENDING rows, count the send, ship them to their consumers' queues in
-batches (one Celery task per batch, not per message); past the resend schedule -> DEAD."""
+batches (one Celery task per batch, not per message); past the resend schedule -> DEAD.
+
+A kicked pass is *paced* (``paced=True``): it ships to a queue only while no batch of this alias
+is in flight there, one batch of up to BATCH_SIZE, and the consume task frees the queue and kicks
+the next pass when it ends. Without pacing, a consumer slower than the producer would find the
+broker full of one-message tasks (a pass runs after each commit and ships what is due then), and
+pay its fixed costs per message. Paced, what arrives while a batch is consumed waits in the
+outbox and goes as the next batch: batches grow with the backlog. A slot is a cache key with a
+TTL (``MESSAGE_BATCH_IN_FLIGHT_TTL``), so a worker that dies mid-batch holds its queue only that
+long; recovery passes (unpaced) resend overdue rows whatever is in flight.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +17,12 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from paysys.messaging import registry
 from paysys.messaging.models import Message
 
 logger = logging.getLogger(__name__)
@@ -25,18 +37,42 @@ def resend_schedule() -> list[int]:
     return list(settings.MESSAGE_RESEND_SCHEDULE)
 
 
-def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
+def slot_key(alias: str, queue: str) -> str:
+    """The cache key held while a paced batch of ``alias`` is being consumed on ``queue``."""
+    return f"messaging:in-flight:{alias}:{queue}"
+
+
+def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = False) -> int:
     """Claim the due SENDING rows of ``alias``, count the send, and ship them. Returns rows sent.
 
     Rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED (SQLite serialises writers instead),
     and their next due time is moved forward in the same transaction, so concurrent passes on
-    several machines never send the same row twice in one round.
+    several machines never send the same row twice in one round. ``paced``: one batch per queue
+    with no batch in flight (module docstring).
     """
+    if not paced:
+        return _relay(alias, Message.objects.using(alias), limit=limit, now=now)
+    sent = 0
+    for queue in registry.consumer_queues():
+        key = slot_key(alias, queue)
+        try:
+            if not cache.add(key, 1, timeout=settings.MESSAGE_BATCH_IN_FLIGHT_TTL):
+                continue  # a batch is being consumed: what is due now goes with the next one
+        except Exception:  # noqa: BLE001 - no cache: ship unpaced rather than not at all
+            key = None
+        shipped = _relay(alias, Message.objects.using(alias).filter(queue=queue), limit=BATCH_SIZE, now=now, slot=key)
+        if not shipped and key:
+            cache.delete(key)
+        sent += shipped
+    return sent
+
+
+def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = None) -> int:
     now = now or timezone.now()
     schedule = resend_schedule()
     with transaction.atomic(using=alias):
         rows = list(
-            Message.objects.using(alias)
+            messages
             .select_for_update(skip_locked=True)
             .filter(status=Status.SENDING, next_send_at__lte=now)
             .order_by("next_send_at")
@@ -56,7 +92,7 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
                 send_count=F("send_count") + 1, next_send_at=now + timedelta(seconds=wait)
             )
     if rows:
-        unsent = _ship(alias, rows)
+        unsent = _ship(alias, rows, slot=slot)
         if unsent:
             # the broker refused them: that was no send, so it must not bring them nearer DEAD
             Message.objects.using(alias).filter(id__in=unsent, status=Status.SENDING).update(
@@ -67,8 +103,9 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None) -> int:
     return 0
 
 
-def _ship(alias: str, rows: list[Message]) -> list[int]:
-    """Publish the rows to their queues, 100 per task. Returns the ids the broker did not take."""
+def _ship(alias: str, rows: list[Message], *, slot: str | None = None) -> list[int]:
+    """Publish the rows to their queues, 100 per task (a paced pass: one task, which frees
+    ``slot`` when it ends). Returns the ids the broker did not take."""
     from paysys.messaging.tasks import consume
 
     by_queue: dict[str, list[dict]] = {}
@@ -92,10 +129,13 @@ def _ship(alias: str, rows: list[Message]) -> list[int]:
     try:
         with consume.app.producer_or_acquire() as producer:
             for queue, batch in batches:
-                consume.apply_async(args=[alias, batch], queue=queue, producer=producer)
+                consume.apply_async(args=[alias, batch], kwargs={"slot": slot} if slot else {}, queue=queue,
+                                    producer=producer)
                 shipped += 1
     except Exception:  # the rest stay SENDING: recovery resends them once the broker is back
         unsent = [d["id"] for _, batch in batches[shipped:] for d in batch]
         logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(unsent), alias, exc_info=True)
+        if slot:
+            cache.delete(slot)
         return unsent
     return []

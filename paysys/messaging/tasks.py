@@ -8,15 +8,17 @@ from paysys.messaging import consumption, kicks, recovery, relay as relaying
 def relay(alias: str) -> int:
     # clear the kick first: a commit landing while this pass runs kicks the next one
     cache.delete(kicks.kick_key(alias))
-    sent = relaying.relay_due(alias)
-    if sent >= relaying.CLAIM_LIMIT:  # more may be due: continue in a fresh task, after the consumes queued meanwhile
-        kicks.kick_relay(alias)
-    return sent
+    return relaying.relay_due(alias, paced=True)  # each batch's consume kicks the next pass
 
 
 @shared_task(name="messaging.consume")
-def consume(origin: str, deliveries: list[dict]) -> dict:
-    return consumption.consume_batch(origin, deliveries)
+def consume(origin: str, deliveries: list[dict], slot: str | None = None) -> dict:
+    try:
+        return consumption.consume_batch(origin, deliveries)
+    finally:
+        if slot:  # a paced batch: its queue is free, and what waited meanwhile goes next
+            cache.delete(slot)
+            kicks.kick_relay(origin)
 
 
 @shared_task(name="messaging.recover_messages")

@@ -73,7 +73,7 @@ class ShipRecorder:
     def __init__(self):
         self.shipped: list[tuple[str, list[int]]] = []
 
-    def __call__(self, alias, rows) -> list[int]:
+    def __call__(self, alias, rows, slot=None) -> list[int]:
         self.shipped.append((alias, [r.id for r in rows]))
         return []  # the broker took them all
 

@@ -71,12 +71,17 @@ class Broker:
         self.tasks: list[tuple[str, str, list[dict]]] = []
         self.refuse_from = refuse_from
 
-    def __call__(self, *, args, queue, producer):
+    def __call__(self, *, args, kwargs, queue, producer):
         if self.refuse_from is not None and len(self.tasks) + 1 >= self.refuse_from:
             raise ConnectionError("broker down")
         assert producer is not None  # one connection for the whole pass
         origin, batch = args
         self.tasks.append((origin, queue, batch))
+        self.slots.append(kwargs.get("slot"))
+
+    @property
+    def slots(self) -> list:
+        return self.__dict__.setdefault("_slots", [])
 
 
 def publish_pings(n: int) -> None:
@@ -121,3 +126,62 @@ def test_what_the_broker_refuses_was_no_send(monkeypatch, settings):
     assert set(refused.values_list("status", "send_count")) == {("SENDING", 0)}
     retry = timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS)
     assert all(before + retry <= r.next_send_at <= timezone.now() + retry for r in refused)
+
+
+# --- paced passes: one batch per queue in flight, so batches grow with the backlog ---------------
+
+
+@pytest.fixture
+def clean_slots():
+    from django.core.cache import cache
+
+    keys = [relay.slot_key("orders", q) for q in ("accounting", "notifications")]
+    cache.delete_many(keys)
+    yield keys
+    cache.delete_many(keys)
+
+
+def test_a_paced_pass_ships_one_batch_per_free_queue_and_holds_it(monkeypatch, clean_slots):
+    broker = Broker()
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    publish_pings(150)
+
+    assert relay.relay_due("orders", paced=True) == 200  # 100 per queue, the rest waits
+
+    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [("accounting", 100), ("notifications", 100)]
+    assert sorted(broker.slots) == sorted(clean_slots)
+    # when: more commits kick more passes while both batches are being consumed
+    publish_pings(5)
+    assert relay.relay_due("orders", paced=True) == 0  # nothing ships: it waits in the outbox, due
+    assert Message.objects.using("orders").filter(status="SENDING", send_count=0).count() == 2 * (50 + 5)
+
+
+def test_the_end_of_a_paced_batch_frees_its_queue_and_kicks_the_next_pass(monkeypatch, clean_slots):
+    from django.core.cache import cache
+
+    broker = Broker()
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    kicks = []
+    monkeypatch.setattr(tasks.kicks, "kick_relay", kicks.append)
+    publish_pings(150)
+    relay.relay_due("orders", paced=True)
+    origin, queue, batch = broker.tasks[0]
+
+    tasks.consume.run(origin, batch, slot=broker.slots[0])  # the worker consumes the first batch
+
+    assert cache.get(broker.slots[0]) is None and cache.get(broker.slots[1]) is not None
+    assert kicks == ["orders"]
+    assert relay.relay_due("orders", paced=True) == 50  # that queue's rest, as one batch
+    assert [(q, len(b)) for _, q, b in broker.tasks[2:]] == [(queue, 50)]
+
+
+def test_recovery_resends_overdue_rows_whatever_is_in_flight(monkeypatch, clean_slots):
+    from django.core.cache import cache
+
+    broker = Broker()
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    cache.set_many({key: 1 for key in clean_slots}, timeout=60)  # batches in flight (or their worker died)
+    publish_pings(3)
+
+    assert relay.relay_due("orders", paced=True) == 0
+    assert relay.relay_due("orders") == 6  # the recovery pass (unpaced)
