@@ -1,0 +1,47 @@
+"""``manage.py bench_payments --quick``, as CI runs it: a small smoke of whole payments through a
+real stack (the embedded default, started as ``make run`` starts it). No timing is asserted
+(machines here are shared): only that every payment completed, none was lost or doubled,
+reconcile --strict was clean and the figures were printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import requests
+from django.conf import settings
+
+from tests.core.test_runstack import embedded_env, free_port, stack  # noqa: F401 - fixture
+
+
+def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(stack, tmp_path):
+    port = free_port()
+    env = embedded_env(tmp_path / "var", PORT=str(port), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=settings.BASE_DIR, env=env, check=True,
+                   capture_output=True, timeout=300)
+    runstack = stack(**{k: v for k, v in env.items() if k in ("PORT", "PUBLIC_BASE_URL")})
+    deadline = time.monotonic() + 90
+    while not _healthy(port):
+        assert runstack.poll() is None and time.monotonic() < deadline, stack.log.read_text()[-3000:]
+        time.sleep(0.5)
+
+    bench = subprocess.run([sys.executable, "manage.py", "bench_payments", "--quick", "--json", "--timeout", "240"],
+                           cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=420)
+
+    assert runstack.poll() is None
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    result = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert (result["payments"], result["done"], result["lost"], result["doubled"]) == (60, 60, 0, 0)
+    assert result["reconcile_strict"] is True
+    assert result["payments_per_s"] > 0 and result["baseline_per_s"] > 0 and result["ratio"] > 0
+    assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
