@@ -37,10 +37,10 @@ from django.db import connections, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from notifications import http
 from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import ALIAS, retry_schedules
 from notifications.signing import signed_headers
+from paysys.core import http
 
 logger = logging.getLogger(__name__)
 
