@@ -2,7 +2,7 @@
 
 Why a small client of our own (asyncio streams + h11, the HTTP/1.1 parser under httpx) instead
 of ``requests``/``httpx``: the SSRF guard must hold on the address actually connected to. Here
-the name is resolved once, every address is checked with ``paysys.core.netguard.address_refusal``,
+the name is resolved once, every address is checked with ``paysys.core.netguard.host_refusal``,
 and the socket is opened to that checked IP (TLS still verifies the certificate against the host
 name), so a DNS answer that changes between check and connect (rebinding) cannot slip through.
 Redirects are never followed; the whole attempt (resolve, connect, send, answer) is bounded by
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from paysys.core.netguard import address_refusal
+from paysys.core.netguard import host_refusal
 
 EXCERPT_BYTES = 2048
 USER_AGENT = "paysys-webhooks/1"
@@ -126,10 +126,9 @@ async def _post(result: Response, url: str, headers: dict[str, str], body: bytes
         raise OSError(f"{host} does not resolve: {exc}") from exc
     # every address must pass, not just the one we would use: an attacker's name that resolves
     # to both a public and a private address is refused outright
-    for address in addresses:
-        reason = address_refusal(address)
-        if reason:
-            raise Refused(f"{host} resolves to {reason}" if address != host.strip("[]") else reason)
+    reason = host_refusal(host, addresses)
+    if reason:
+        raise Refused(reason)
     key = (parts.scheme, host, port)
     tls_host = host if parts.scheme == "https" else None
     pool = _loop_pool()
