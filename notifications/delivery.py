@@ -132,9 +132,7 @@ class _Flight:
         try:
             item.response = task.result()
         except BaseException as exc:  # noqa: BLE001 - a bug in the client is still an attempt, recorded
-            item.response = http.Response(
-                started_at=timezone.now(), error_class="internal", error=f"{exc.__class__.__name__}: {exc}"
-            )
+            item.response = http.internal_error(exc)
         self.done.put(item)
 
 
