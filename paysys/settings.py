@@ -403,7 +403,8 @@ NOTIFY_RETRY_SCHEDULE = [int(x) for x in env_list("NOTIFY_RETRY_SCHEDULE", "15,6
 NOTIFY_RETRY_JITTER = float(os.environ.get("NOTIFY_RETRY_JITTER", "0.2"))  # +-20 % on every wait
 NOTIFY_CONNECT_TIMEOUT = float(os.environ.get("NOTIFY_CONNECT_TIMEOUT", "5"))
 NOTIFY_TOTAL_TIMEOUT = float(os.environ.get("NOTIFY_TOTAL_TIMEOUT", "15"))  # whole attempt, connect included
-# requests in flight at once per delivery worker process, and per endpoint within it
+# requests in flight at once per delivery worker process, and per endpoint host (host:port: the
+# URLs of one server share it) within it
 NOTIFY_MAX_IN_FLIGHT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT", "256"))
 NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT", "8"))
 # a claimed record is due again this long after its claim unless its attempt is recorded first:
