@@ -5,8 +5,9 @@ thread does all database work, synchronously; HTTP runs on an asyncio event loop
 background thread of the same process. A request in flight is a coroutine and a socket, not a
 thread, so a hanging merchant costs almost nothing while it waits out its 15 s, and thousands
 can wait at once. Limits: ``NOTIFY_MAX_IN_FLIGHT`` requests per process, and
-``NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT`` per endpoint; an endpoint at its limit is left out of the
-next claim, so its backlog waits for it alone while every other merchant is served.
+``NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT`` per host (name and port: the URLs ``?i=1`` … ``?i=N`` of
+one slow server share one limit); the endpoints of a host at its limit are left out of the next
+claim, so its backlog waits for it alone while every other merchant is served.
 
 A pass loops: record the attempts that finished (a few statements per batch), then claim as many
 due records as there is room for (a plain read of the due index, then ``SELECT … FOR UPDATE SKIP
@@ -31,16 +32,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from notifications import http
 from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import ALIAS, retry_schedules
 from notifications.signing import signed_headers
+from paysys.core import http
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,19 @@ class _InFlight:
     number: int
     trigger: str
     headers: dict
+    host: str  # host_key(record.url): what the in-flight limit counts
     response: http.Response | None = None
+
+
+def host_key(url: str) -> str:
+    """``host:port`` of a URL: the unit of the per-endpoint in-flight limit. Not the URL, which
+    a merchant varies at will (a query string, a path) to reach one server as many endpoints."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # never accepted; counted as itself
+        return url
+    return f"{(parts.hostname or '').rstrip('.')}:{port}"
 
 
 # --- the event loop thread -----------------------------------------------------------------
@@ -74,7 +88,7 @@ class _InFlight:
 
 class _Flight:
     """The requests in flight in this process: the event loop thread that runs them, how many
-    there are (overall and per endpoint, the limits' counters) and the queue of finished ones.
+    there are (overall and per host, the limits' counters) and the queue of finished ones.
     It outlives a pass: a pass that ends at its deadline leaves its slow requests running, and
     the next pass in this process records them, so no pass ever stops claiming to wait out a
     hanging merchant's 15 s."""
@@ -83,34 +97,43 @@ class _Flight:
         self.lock = threading.Lock()
         self.done: queue.Queue[_InFlight] = queue.Queue()
         self.count = 0
-        self.by_endpoint: dict[int, int] = {}
+        self.by_host: dict[str, int] = {}
+        self.host_endpoints: dict[str, set[int]] = {}  # the endpoints seen of each host
         self.tasks: set[asyncio.Task] = set()  # the loop keeps only weak references
         self.loop = _new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="paysys-notify-http", daemon=True).start()
 
     def full_endpoints(self) -> list[int]:
+        """Every endpoint seen of the hosts at their limit: the next claim leaves them out."""
         limit = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
         with self.lock:
-            return [endpoint_id for endpoint_id, n in self.by_endpoint.items() if n >= limit]
+            return [
+                endpoint_id for host, n in self.by_host.items() if n >= limit
+                for endpoint_id in self.host_endpoints.get(host, ())
+            ]
 
-    def room(self) -> tuple[int, dict[int, int]]:
+    def room(self) -> tuple[int, dict[str, int]]:
         with self.lock:
-            return settings.NOTIFY_MAX_IN_FLIGHT - self.count, dict(self.by_endpoint)
+            return settings.NOTIFY_MAX_IN_FLIGHT - self.count, dict(self.by_host)
+
+    def learn(self, endpoint_id: int, host: str) -> None:
+        with self.lock:
+            if len(self.host_endpoints) > 10_000:  # bounded: forget the hosts with nothing in flight
+                self.host_endpoints = {h: ids for h, ids in self.host_endpoints.items() if h in self.by_host}
+            self.host_endpoints.setdefault(host, set()).add(endpoint_id)
 
     def add(self, item: _InFlight) -> None:
         with self.lock:
             self.count += 1
-            endpoint_id = item.record.endpoint_id
-            self.by_endpoint[endpoint_id] = self.by_endpoint.get(endpoint_id, 0) + 1
+            self.by_host[item.host] = self.by_host.get(item.host, 0) + 1
 
     def remove(self, items: list[_InFlight]) -> None:
         with self.lock:
             for item in items:
                 self.count -= 1
-                endpoint_id = item.record.endpoint_id
-                self.by_endpoint[endpoint_id] -= 1
-                if not self.by_endpoint[endpoint_id]:
-                    del self.by_endpoint[endpoint_id]
+                self.by_host[item.host] -= 1
+                if not self.by_host[item.host]:
+                    del self.by_host[item.host]
 
     def start(self, items: list[_InFlight]) -> None:
         # one hand-off to the loop thread per batch, not one wake-up per request
@@ -132,9 +155,7 @@ class _Flight:
         try:
             item.response = task.result()
         except BaseException as exc:  # noqa: BLE001 - a bug in the client is still an attempt, recorded
-            item.response = http.Response(
-                started_at=timezone.now(), error_class="internal", error=f"{exc.__class__.__name__}: {exc}"
-            )
+            item.response = http.internal_error(exc)
         self.done.put(item)
 
 
@@ -263,11 +284,11 @@ class _Pass:
                 return progress
 
     def _claim_and_send(self) -> tuple[int, bool]:
-        room, by_endpoint = self.flight.room()
+        room, by_host = self.flight.room()
         if room <= 0:
             return 0, False
-        per_endpoint = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
-        full = [endpoint_id for endpoint_id, n in by_endpoint.items() if n >= per_endpoint]
+        per_host = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
+        full = self.flight.full_endpoints()
         now = self.now()
         # which records: a plain read of the due index alone (no row locks, so the backlog of a
         # merchant at its limit, which the scan passes over, is neither read nor locked) ...
@@ -290,13 +311,15 @@ class _Pass:
             if not candidates:
                 return 0, False
             disabled = {c.endpoint_id: self._disabled()[c.endpoint_id] for c in candidates if c.endpoint_id in self._disabled()}
-            taken, counts = [], by_endpoint
+            taken, counts = [], by_host
             for record in candidates:
+                host = host_key(record.url)
+                self.flight.learn(record.endpoint_id, host)
                 if record.endpoint_id in disabled:
                     continue
-                if counts.get(record.endpoint_id, 0) >= per_endpoint:
-                    continue  # left due and unchanged; claimed when the endpoint has room
-                counts[record.endpoint_id] = counts.get(record.endpoint_id, 0) + 1
+                if counts.get(host, 0) >= per_host:
+                    continue  # left due and unchanged; claimed when its host has room
+                counts[host] = counts.get(host, 0) + 1
                 taken.append(record)
             if disabled:
                 # no request to a disabled endpoint: the record waits for a human, with the reason
@@ -346,7 +369,8 @@ class _Pass:
             keys = secrets.get(record.merchant_id)
             headers = signed_headers(keys, record.webhook_id, timestamp, record.body) if keys else {}
             trigger = Attempt.Trigger.RESEND if record.step == 0 and record.attempt_count > 0 else Attempt.Trigger.SCHEDULE
-            item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers)
+            item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers,
+                             host=host_key(record.url))
             self.flight.add(item)
             if not keys:  # nothing to sign with: an attempt that never left, with the reason
                 item.response = http.Response(

@@ -398,7 +398,10 @@ MESSAGE_RESEND_SCHEDULE = [int(x) for x in env_list("MESSAGE_RESEND_SCHEDULE", "
 MESSAGE_CHECK_BACK_DELAY = int(os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60"))  # a PREPARED message this old is checked
 MESSAGE_CHECK_BACK_INTERVAL = int(os.environ.get("MESSAGE_CHECK_BACK_INTERVAL", "60"))
 MESSAGE_CHECK_BACK_MAX = int(os.environ.get("MESSAGE_CHECK_BACK_MAX", "15"))  # undecided this often -> DEAD
-MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one recovery pass may spend asking producers
+MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one check-back pass may spend asking producers
+# one deadline for a whole check-back over HTTP (resolve, connect, send, answer): a producer
+# answering a byte at a time is undecided after this, and asked again next interval
+MESSAGE_CHECK_BACK_TIMEOUT = float(os.environ.get("MESSAGE_CHECK_BACK_TIMEOUT", "5"))
 MESSAGE_BROKER_RETRY_SECONDS = 5  # a message the broker refused is tried again this soon
 MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
 # a paced relay pass ships one batch per queue while none is in flight (paysys/messaging/relay.py);
@@ -418,7 +421,8 @@ NOTIFY_RETRY_SCHEDULE = [int(x) for x in env_list("NOTIFY_RETRY_SCHEDULE", "15,6
 NOTIFY_RETRY_JITTER = float(os.environ.get("NOTIFY_RETRY_JITTER", "0.2"))  # +-20 % on every wait
 NOTIFY_CONNECT_TIMEOUT = float(os.environ.get("NOTIFY_CONNECT_TIMEOUT", "5"))
 NOTIFY_TOTAL_TIMEOUT = float(os.environ.get("NOTIFY_TOTAL_TIMEOUT", "15"))  # whole attempt, connect included
-# requests in flight at once per delivery worker process, and per endpoint within it
+# requests in flight at once per delivery worker process, and per endpoint host (host:port: the
+# URLs of one server share it) within it
 NOTIFY_MAX_IN_FLIGHT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT", "256"))
 NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT", "8"))
 # a claimed record is due again this long after its claim unless its attempt is recorded first:
@@ -477,13 +481,19 @@ CELERY_MAX_COUNTDOWN = 600
 # notify delivery (long passes with requests in flight) has its own queue and worker, so it never
 # holds up the notifications worker's consumption of order.paid
 NOTIFY_DELIVERY_QUEUE = "notify_delivery"
-CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE]]
+# message check-backs wait on producers' servers: their own queue and worker, never ahead of (or
+# behind) the core worker that relays bank payments
+MESSAGE_CHECK_BACK_QUEUE = "check_back"
+CELERY_TASK_QUEUES = [
+    Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MESSAGE_CHECK_BACK_QUEUE]
+]
 CELERY_TASK_DEFAULT_QUEUE = "core"
 CELERY_TASK_ROUTES = {
     # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
     "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
     "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
+    "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -503,6 +513,7 @@ CELERY_BEAT_SCHEDULER = "paysys.core.schedules:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     "orders.close_expired_orders": {"task": "orders.close_expired_orders", "schedule": 30.0},
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
+    "messaging.check_back": {"task": "messaging.check_back", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
     "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},

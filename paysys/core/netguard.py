@@ -27,6 +27,12 @@ def allowed_networks() -> tuple:
     return _networks(tuple(settings.NOTIFY_ALLOWED_NETWORKS))
 
 
+# never public, though Python's ``is_global`` says otherwise for parts of them: IPv6 site-local
+# (deprecated, still routed inside some networks) and the IETF protocol assignments block
+# (192.0.0.9 and .10 are anycast services of the provider's own network, not the internet)
+NOT_PUBLIC = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("192.0.0.0/24"))
+
+
 def address_refusal(address: str) -> str | None:
     """Why the platform must not connect to ``address`` (an IP literal), or None if it may."""
     try:
@@ -40,9 +46,31 @@ def address_refusal(address: str) -> str | None:
     for kind in ("loopback", "link_local", "multicast", "reserved", "unspecified", "private"):
         if getattr(ip, f"is_{kind}"):
             return f"{ip} is a {kind.replace('_', '-')} address (allow it with NOTIFY_ALLOWED_NETWORKS)"
-    if not ip.is_global:
+    if not ip.is_global or any(ip in network for network in NOT_PUBLIC):
         return f"{ip} is not a public address (allow it with NOTIFY_ALLOWED_NETWORKS)"
     return None
+
+
+def host_refusal(host: str, addresses: list[str]) -> str | None:
+    """Why the platform must not connect to ``host`` (a name or an IP literal) given every
+    address it resolved to, or None. All must pass: a name with one internal address among public
+    ones is refused. The reason for a name never says what it resolves to, so whoever supplied
+    the URL learns nothing of the platform's own network from it."""
+    for address in addresses:
+        reason = address_refusal(address)
+        if reason:
+            if is_ip_literal(host):
+                return reason  # the caller wrote this address: naming it reveals nothing
+            return f"{host} is not a public address (allow its network with NOTIFY_ALLOWED_NETWORKS)"
+    return None
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -> str | None:
@@ -61,26 +89,19 @@ def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -
     if port == 0:
         return "has port 0"
     host = parts.hostname
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+    if is_ip_literal(host):
         return address_refusal(host)
-    except ValueError:
-        pass
     if not resolve:
         return None
     try:
         infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         return f"host {host!r} does not resolve ({exc})" if must_resolve else None
-    for *_, sockaddr in infos:
-        reason = address_refusal(sockaddr[0])
-        if reason:
-            return f"{host} resolves to {reason}"
-    return None
+    return host_refusal(host, [sockaddr[0] for *_, sockaddr in infos])
 
 
-def check_url(url: str, *, field: str) -> None:
+def check_url(url: str, *, field: str, must_resolve: bool = False) -> None:
     """Raise InvalidInput (a 400 naming ``field``) unless ``url`` is an acceptable target."""
-    reason = url_refusal(url)
+    reason = url_refusal(url, must_resolve=must_resolve)
     if reason:
         raise InvalidInput(f"{field} is not an allowed target: {reason}", fields={field: reason})

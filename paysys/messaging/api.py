@@ -250,7 +250,9 @@ class MessagePrepareApi(MessagingApi):
         check_back_url = serializers.URLField(
             max_length=512,
             help_text="asked with POST {message_id, business_key} when no confirm or discard comes in time; "
-            "answers {\"status\": \"COMMITTED\" | \"ROLLED_BACK\" | \"UNKNOWN\"}",
+            "answers 2xx {\"status\": \"COMMITTED\" | \"ROLLED_BACK\" | \"UNKNOWN\"} at this URL itself "
+            "(redirects are not followed) within MESSAGE_CHECK_BACK_TIMEOUT; its host must resolve, to public "
+            "addresses only",
         )
 
         def validate_payload(self, value: dict) -> dict:
@@ -265,7 +267,9 @@ class MessagePrepareApi(MessagingApi):
         def validate_check_back_url(self, value: str) -> str:
             if not value.lower().startswith(("http://", "https://")):
                 raise serializers.ValidationError("must be an http(s) URL")
-            check_url(value, field="check_back_url")  # never the platform's own network (SSRF)
+            # never the platform's own network (SSRF); the name must resolve now (a name that
+            # resolves only later is a rebinding set-up), and is checked again on every ask
+            check_url(value, field="check_back_url", must_resolve=True)
             return value
 
     @extend_schema(

@@ -23,4 +23,11 @@ def consume(origin: str, deliveries: list[dict], slot: str | None = None) -> dic
 
 @shared_task(name="messaging.recover_messages")
 def recover_messages() -> dict:
-    return recovery.recover_messages()
+    """Resend due messages (core queue). Check-backs run in their own task, below."""
+    return {"resent": recovery.resend_due()}
+
+
+@shared_task(name="messaging.check_back")
+def check_back() -> dict:
+    """Ask producers about stale PREPARED messages, on MESSAGE_CHECK_BACK_QUEUE's own worker."""
+    return {"checked": recovery.check_back_stale()}

@@ -63,11 +63,12 @@ def fast_schedule(settings):
 
 @pytest.fixture
 def workers(broker_url, tmp_path):
-    """Start real worker processes: ``workers("orders")``; all are killed at teardown."""
+    """Start real worker processes: ``workers("orders")``, ``**settings`` as environment
+    variables (``workers("core", TCC_TRY_TIMEOUT="5")``); all are killed at teardown."""
     started: list[Worker] = []
 
-    def start(queues: str, *, ports: dict[str, int] | None = None, name: str | None = None) -> Worker:
-        env = service_env(broker_url, ports=ports, MESSAGE_RESEND_SCHEDULE="0,1,1,1,1")
+    def start(queues: str, *, ports: dict[str, int] | None = None, name: str | None = None, **settings: str) -> Worker:
+        env = service_env(broker_url, ports=ports, MESSAGE_RESEND_SCHEDULE="0,1,1,1,1", **settings)
         worker = Worker(name or queues.replace(",", "-"), queues, env, tmp_path)
         started.append(worker)
         return worker.start()

@@ -12,17 +12,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import timedelta
 
 import pytest
 import redis
 from django.db import connections, transaction
 from django.test import Client
+from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import order_create
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
-from paysys.messaging import outbox, recovery
+from paysys.messaging import outbox, recovery, tasks
 from paysys.messaging.models import InboxEntry, Message
 from tests.faults.harness import ROOT, wait_for
 
@@ -285,3 +287,37 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     workers("orders")
     wait_for(recovered_and_consumed, timeout=30, interval=1.1, what="recovery after the broker returned")
     assert_paid_exactly_once(order)
+
+
+def test_a_trickling_check_back_never_delays_a_bank_payment(order, workers, settings):
+    """A producer's check-back server sending a byte a second: the check-back worker waits it out
+    to its deadline, while a bank payment sent meanwhile is paid at once by core and orders."""
+    from tests.messaging.helpers import RawServer, trickle
+
+    trickler = RawServer(trickle)
+    try:
+        stack = {"MESSAGE_CHECK_BACK_TIMEOUT": "10", "NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8"}
+        for queue in ("core", "orders", settings.MESSAGE_CHECK_BACK_QUEUE):
+            workers(queue, **stack)
+        message_id = outbox.prepare("test.ping", {}, business_key="TRICKLE", check_back=trickler.url())
+        Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+
+        # what beat sends every 5 s: the check-back pass and core's recovery pass
+        tasks.check_back.delay()
+        tasks.recover_messages.delay()
+        wait_for(lambda: trickler.connections, timeout=30, what="the check-back to reach the trickling producer")
+        started = time.monotonic()
+        bank_notify(order)
+        wait_for(lambda: order_status(order) == "SUCCESS", timeout=30, what="the bank payment")
+        paid_in = time.monotonic() - started
+
+        assert paid_in < 5, f"the bank payment took {paid_in:.1f} s"  # behind the check-back: 10 s and more
+        assert trickler.closed == []  # paid while the check-back was still being trickled at
+        assert_paid_exactly_once(order)
+        wait_for(lambda: Message.objects.filter(message_id=message_id, last_error__contains="within 10 s").exists(),
+                 timeout=20, what="the check-back to give up at its deadline")
+        assert set(Message.objects.filter(message_id=message_id).values_list("status", flat=True)) == {"PREPARED"}
+        wait_for(lambda: trickler.closed, timeout=3, what="the trickling producer to be hung up on")
+        assert trickler.connections[0] + 9 < trickler.closed[0] < trickler.connections[0] + 13
+    finally:
+        trickler.stop()

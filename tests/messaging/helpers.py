@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 from django.db import transaction
 from django.db.models import QuerySet
 
@@ -80,3 +84,52 @@ class ShipRecorder:
     @property
     def ids(self) -> list[int]:
         return [i for _, ids in self.shipped for i in ids]
+
+
+# --- producers no HTTP library would write, for check-backs ----------------------------------
+
+
+class RawServer:
+    """A TCP server whose every connection is handled by ``respond(conn)`` on its own thread:
+    for producers no HTTP library would write (a byte at a time, a body without end)."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[float] = []  # when each connection came
+        self.closed: list[float] = []  # when the client hung up on each
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path="/check-back"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(time.monotonic())
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            try:
+                conn.recv(65536)  # the request (small: one segment)
+                self.respond(conn)
+            except OSError:
+                self.closed.append(time.monotonic())
+
+    def stop(self):
+        self.listener.close()
+
+
+COMMITTED = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{"status": "COMMITTED"}'
+
+
+def trickle(conn):
+    """A whole COMMITTED answer, one byte a second (about 95 s in all)."""
+    for byte in COMMITTED:
+        conn.sendall(bytes([byte]))
+        time.sleep(1)

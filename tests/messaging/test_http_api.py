@@ -1,6 +1,7 @@
 """The two-phase message API over HTTP: prepare, confirm, discard, query; service-token auth."""
 
 import json
+import socket
 import uuid
 
 import pytest
@@ -33,6 +34,23 @@ def _token(settings, monkeypatch):
     settings.MESSAGING_SERVICE_TOKEN = TOKEN
     settings.MESSAGING_HTTP_TOPICS = ["test.http_api", "nobody.listens"]
     monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
+
+
+PRODUCER_ADDRESS = "93.184.215.14"  # public; prepare only resolves the name, nothing connects
+
+
+@pytest.fixture(autouse=True)
+def producer_dns(monkeypatch):
+    """producer.example, the check-back host of these tests, resolves (to a public address) as a
+    real producer's name would; every other name goes to the real resolver."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "producer.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PRODUCER_ADDRESS, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
@@ -361,6 +379,32 @@ def test_a_check_back_url_into_the_platforms_network_is_refused_at_prepare(clien
 
     assert response.status_code == 400
     assert "check_back_url" in response.json()["error"]["fields"]
+    assert not Message.objects.using("default").exists()
+
+
+def test_a_check_back_name_that_does_not_resolve_is_refused_at_prepare(client):
+    """A name that resolves only later, once accepted, is a DNS rebinding set-up: refused now."""
+    response = client.post("/api/v1/messages", body(check_back_url="https://no-such-producer.invalid/cb"), format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "does not resolve" in error["fields"]["check_back_url"]
+    assert not Message.objects.using("default").exists()
+
+
+def test_a_check_back_name_resolving_into_the_platforms_network_is_refused_without_naming_the_address(
+    client, settings, monkeypatch
+):
+    settings.NOTIFY_ALLOWED_NETWORKS = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port)),
+    ])
+
+    response = client.post("/api/v1/messages", body(check_back_url="https://db.internal/cb"), format="json")
+
+    assert response.status_code == 400
+    assert "db.internal is not a public address" in response.json()["error"]["message"]
+    assert "10.20.30.40" not in response.content.decode()  # the caller learns nothing of our DNS
     assert not Message.objects.using("default").exists()
 
 

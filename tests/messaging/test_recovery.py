@@ -2,12 +2,15 @@
 registered resolver or over HTTP at its check-back URL."""
 
 import json
+import socket
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +18,8 @@ from django.utils import timezone
 from paysys.core.models import Payer
 from paysys.messaging import kicks, outbox, recovery, registry
 from paysys.messaging.models import Message
+from tests.faults.harness import wait_for
+from tests.messaging.helpers import RawServer, trickle
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -189,8 +194,8 @@ def test_check_backs_stop_when_the_pass_is_out_of_time(settings, monkeypatch):
     ]
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
-    # rows in order a, a, b, b, c, c; the clock reads 0, 1, 2 (not past the deadline), then 3
-    asked = recovery.check_back_due("orders", now=later, deadline=2)
+    # one ask per message (a, b, c); the clock reads 0, 1 (not past the deadline), then 2
+    asked = recovery.check_back_due("orders", now=later, deadline=1)
 
     assert asked == 2
     left = Message.objects.using("orders")
@@ -252,3 +257,171 @@ def test_an_https_check_back_is_asked_over_http(settings):
     recovery.check_back_due("default", now=later(settings))
 
     assert Message.objects.filter(message_id=message_id).first().last_error.startswith("check-back https://127.0.0.1:9/check-back failed")
+
+
+# --- check-backs go through the guarded client: no redirects, no rebinding, one deadline ------
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """A producer that answers every check-back with a 307 to ``server.location``."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.asked.append(self.path)
+        self.send_response(307)
+        self.send_header("Location", self.server.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler, host="127.0.0.1"):
+    server = HTTPServer((host, 0), handler)
+    server.verdicts, server.asked = {}, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def internal():
+    """A service inside the platform's network (127.0.0.2, not allowed) that would confirm anything."""
+    server = serve(Producer, host="127.0.0.2")
+    server.verdicts = {key: "COMMITTED" for key in ("redirected", "rebound")}
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def only_127_0_0_1(settings):
+    settings.NOTIFY_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # the producers' address; 127.0.0.2 is "internal"
+
+
+def test_a_check_back_redirect_into_the_platforms_network_is_not_followed(internal, only_127_0_0_1, settings):
+    redirector = serve(Redirector)
+    redirector.location = f"http://127.0.0.2:{internal.server_port}/check-back"
+    try:
+        message_id = outbox.prepare(
+            "test.check_back", {}, business_key="redirected",
+            check_back=f"http://127.0.0.1:{redirector.server_port}/check-back",
+        )
+
+        recovery.check_back_due("default", now=later(settings))
+
+        assert redirector.asked == ["/check-back"]
+        assert internal.asked == []  # never reached: its COMMITTED never confirms the message
+        row = Message.objects.filter(message_id=message_id).first()
+        assert statuses(message_id) == {"PREPARED"}
+        assert "answered HTTP 307: redirect to " in row.last_error and "not followed" in row.last_error
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+
+
+def test_a_check_back_name_rebound_into_the_platforms_network_is_refused_when_asked(
+    internal, only_127_0_0_1, settings, monkeypatch
+):
+    """Accepted while it resolved to a public address; by the time it is asked it resolves to an
+    internal one: the address actually connected to is checked, so it is never asked."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))] if host == "producer.example"
+        else real(host, port, *a, **k)
+    ))
+    message_id = outbox.prepare(
+        "test.check_back", {}, business_key="rebound", check_back=f"http://producer.example:{internal.server_port}/cb",
+    )
+
+    recovery.check_back_due("default", now=later(settings))
+
+    assert internal.asked == []
+    assert statuses(message_id) == {"PREPARED"}
+    error = Message.objects.filter(message_id=message_id).first().last_error
+    assert "producer.example is not a public address" in error and "127.0.0.2" not in error
+
+
+@pytest.fixture
+def trickler():
+    server = RawServer(trickle)
+    yield server
+    server.stop()
+
+
+def test_a_trickling_check_back_gives_up_at_its_deadline_and_delays_no_other_answer(producer, trickler, settings):
+    settings.MESSAGE_CHECK_BACK_TIMEOUT = 2
+    slow = [
+        outbox.prepare("test.check_back", {}, business_key=f"slow-{n}", check_back=trickler.url())
+        for n in range(3)
+    ]
+    producer.verdicts["fast"] = "COMMITTED"
+    fast = prepare(producer, "fast")
+    started = time.monotonic()
+
+    asked = recovery.check_back_due("default", now=later(settings))
+
+    took = time.monotonic() - started
+    assert asked == 4 and len(trickler.connections) == 3
+    assert 2 <= took < 3.5  # one deadline for all four, not a read timeout per byte, nor one after another
+    wait_for(lambda: len(trickler.closed) == 3, timeout=3, what="the trickling producer to be hung up on")
+    assert statuses(fast) == {"SENDING"}  # its answer counted though three others were still trickling
+    for message_id in slow:
+        row = Message.objects.filter(message_id=message_id).first()
+        assert (row.status, row.last_error) == ("PREPARED", f"check-back {trickler.url()} failed: no complete answer within 2 s")
+
+
+def endless_body(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (8192, b" " * 8192)
+    while True:
+        conn.sendall(chunk)
+
+
+def test_a_check_back_answer_is_read_only_up_to_its_cap(settings):
+    server = RawServer(endless_body)
+    try:
+        message_id = outbox.prepare("test.check_back", {}, business_key="big", check_back=server.url())
+        started = time.monotonic()
+
+        recovery.check_back_due("default", now=later(settings))
+
+        assert time.monotonic() - started < 1  # cut off at the cap, long before the deadline
+        assert statuses(message_id) == {"PREPARED"}
+        assert "answered no JSON object" in Message.objects.filter(message_id=message_id).first().last_error
+    finally:
+        server.stop()
+
+
+# --- check-backs never on the bank payments' path --------------------------------------------
+
+
+def test_check_backs_run_on_their_own_queue_and_worker_not_the_payments_ones():
+    from paysys.celery import app
+
+    route = app.amqp.router.route
+    assert route({}, "messaging.check_back")["queue"].name == settings.MESSAGE_CHECK_BACK_QUEUE == "check_back"
+    # bank payments: the gateway's relay and the recovery resends on core, consumption on orders
+    assert route({}, "messaging.recover_messages")["queue"].name == "core"
+    assert settings.MESSAGE_CHECK_BACK_QUEUE not in settings.SERVICE_QUEUES
+    assert settings.CELERY_BEAT_SCHEDULE["messaging.check_back"]["task"] == "messaging.check_back"
+    procfile = (settings.BASE_DIR / "Procfile").read_text().splitlines()
+    queues = {line.split(":")[0]: line.split(" -Q ")[1].split()[0].split(",") for line in procfile if " -Q " in line}
+    assert [name for name, consumed in queues.items() if "check_back" in consumed] == ["check-back"]
+    assert queues["check-back"] == ["check_back"]  # alone: no payment waits behind a check-back
+
+
+def test_the_core_recovery_task_never_asks_a_producer(trickler, settings):
+    """What the core worker runs every 5 s resends only: a trickling producer cannot hold it."""
+    from paysys.messaging import tasks
+
+    message_id = outbox.prepare("test.check_back", {}, business_key="slow", check_back=trickler.url())
+    Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+    started = time.monotonic()
+
+    assert tasks.recover_messages() == {"resent": 0}
+
+    assert time.monotonic() - started < 1 and trickler.connections == []
+    settings.MESSAGE_CHECK_BACK_TIMEOUT = 1
+    assert tasks.check_back() == {"checked": 1}  # the check-back worker's task asks it
+    assert len(trickler.connections) == 1

@@ -29,7 +29,7 @@ def notify(receiver):
 @pytest.fixture(autouse=True)
 def _forget_dns_answers():
     """Delivery keeps DNS answers a few seconds; tests make names resolve differently."""
-    from notifications import http
+    from paysys.core import http
 
     http._dns_cache.clear()
     yield

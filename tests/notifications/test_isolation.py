@@ -13,10 +13,12 @@ from django.db import connections
 from django.utils import timezone
 
 from notifications.delivery import deliver_due
-from notifications.models import Notification
+from notifications.models import Endpoint, Notification
+from notifications.services import notification_create_for_order_paid
 from tests.concurrency import run_at_once
-from tests.notifications.receiver import Behaviour
 from tests.faults.harness import wait_for
+from tests.notifications.factories import order_paid
+from tests.notifications.receiver import Behaviour, Receiver
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -33,7 +35,21 @@ def in_background(**kwargs) -> threading.Thread:
     return thread
 
 
-def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(make_merchant, notify, receiver, settings):
+@pytest.fixture
+def elsewhere():
+    """Another merchant server: another host:port than ``receiver``'s."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def notify_at(server: Receiver, merchant, path: str) -> Notification:
+    return notification_create_for_order_paid(order_paid(merchant, notify_url=server.url(path)))
+
+
+def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(
+    make_merchant, notify, receiver, elsewhere, settings
+):
     settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = 4
     hanging, _ = make_merchant("hanging")
     healthy, _ = make_merchant("healthy")
@@ -43,13 +59,13 @@ def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(make_
     wait_for(lambda: len(receiver.requests("/hang")) == 4, timeout=5, what="the hanging endpoint's requests in flight")
 
     # due now, and due in a moment (a retry coming due while the hang goes on)
-    now_due = [notify(healthy, "/ok") for _ in range(5)]
-    later = notify(healthy, "/ok")
+    now_due = [notify_at(elsewhere, healthy, "/ok") for _ in range(5)]
+    later = notify_at(elsewhere, healthy, "/ok")
     later_due = timezone.now() + timedelta(seconds=1.5)
     Notification.objects.filter(pk=later.pk).update(next_attempt_at=later_due)
 
-    wait_for(lambda: len(receiver.requests("/ok")) == 6, timeout=5, what="the healthy merchant's notifications")
-    delivered = {r.headers["webhook-id"]: r.at for r in receiver.requests("/ok")}
+    wait_for(lambda: len(elsewhere.requests("/ok")) == 6, timeout=5, what="the healthy merchant's notifications")
+    delivered = {r.headers["webhook-id"]: r.at for r in elsewhere.requests("/ok")}
     for record in now_due:
         assert delivered[record.webhook_id] - record.created_at.timestamp() < 1.0
     assert 0 <= delivered[later.webhook_id] - later_due.timestamp() < 1.0
@@ -59,6 +75,29 @@ def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(make_
     pass_.join(timeout=30)
     assert not pass_.is_alive()
     assert Notification.objects.filter(pk__in=[r.pk for r in now_due], status="SUCCEEDED").count() == 5
+    assert Notification.objects.filter(pk__in=[r.pk for r in stuck], status="PENDING").count() == 20
+
+
+def test_one_hanging_host_reached_through_many_urls_is_held_to_one_limit(make_merchant, receiver, elsewhere, settings):
+    """``?i=1`` ... ``?i=20`` are twenty endpoints of one server: together they get the limit of one."""
+    settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = 4
+    hanging, _ = make_merchant("hanging")
+    healthy, _ = make_merchant("healthy")
+    receiver.answer("/hang", Behaviour(hang=True))
+    stuck = [notify_at(receiver, hanging, f"/hang?i={i}") for i in range(20)]
+    assert Endpoint.objects.filter(merchant_id=hanging.pk).count() == 20
+    pass_ = in_background(budget_seconds=4)
+    wait_for(lambda: len(receiver.requests()) >= 4, timeout=5, what="the hanging host's requests in flight")
+
+    healthy_record = notify_at(elsewhere, healthy, "/ok")  # another host still has room
+    wait_for(lambda: elsewhere.requests("/ok"), timeout=3, what="the healthy merchant's notification")
+    time.sleep(0.5)  # room for more claims: none may reach the hanging host
+
+    assert len(receiver.requests()) == 4
+    receiver.released.set()
+    pass_.join(timeout=30)
+    assert not pass_.is_alive()
+    assert Notification.objects.get(pk=healthy_record.pk).status == "SUCCEEDED"
     assert Notification.objects.filter(pk__in=[r.pk for r in stuck], status="PENDING").count() == 20
 
 

@@ -1,14 +1,19 @@
-"""One webhook POST, asynchronously, to the address that was checked.
+"""The platform's one outbound HTTP client: a POST to the address that was checked.
+
+Every request the platform sends to an address someone else supplied goes through here: merchant
+notifications (``notifications.delivery``, many at once on a long-lived event loop) and message
+check-backs (``paysys.messaging.recovery``, through :func:`post_all`).
 
 Why a small client of our own (asyncio streams + h11, the HTTP/1.1 parser under httpx) instead
 of ``requests``/``httpx``: the SSRF guard must hold on the address actually connected to. Here
-the name is resolved once, every address is checked with ``paysys.core.netguard.address_refusal``,
+the name is resolved once, every address is checked with ``paysys.core.netguard.host_refusal``,
 and the socket is opened to that checked IP (TLS still verifies the certificate against the host
 name), so a DNS answer that changes between check and connect (rebinding) cannot slip through.
 Redirects are never followed; the whole attempt (resolve, connect, send, answer) is bounded by
-one deadline, and the connect alone by its own. Connections are kept open a few seconds and
-reused for the next request to the same host (HTTP/1.1 keep-alive), which halves the CPU a
-delivery costs on both ends.
+one deadline, and the connect alone by its own; at most ``DRAIN_BYTES`` of an answer are read
+(its first ``EXCERPT_BYTES`` kept). Connections are kept open a few seconds and reused for the
+next request to the same host (HTTP/1.1 keep-alive), which halves the CPU a delivery costs on
+both ends.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from paysys.core.netguard import address_refusal
+from paysys.core.netguard import host_refusal
 
 EXCERPT_BYTES = 2048
 USER_AGENT = "paysys-webhooks/1"
@@ -126,10 +131,9 @@ async def _post(result: Response, url: str, headers: dict[str, str], body: bytes
         raise OSError(f"{host} does not resolve: {exc}") from exc
     # every address must pass, not just the one we would use: an attacker's name that resolves
     # to both a public and a private address is refused outright
-    for address in addresses:
-        reason = address_refusal(address)
-        if reason:
-            raise Refused(f"{host} resolves to {reason}" if address != host.strip("[]") else reason)
+    reason = host_refusal(host, addresses)
+    if reason:
+        raise Refused(reason)
     key = (parts.scheme, host, port)
     tls_host = host if parts.scheme == "https" else None
     pool = _loop_pool()
@@ -156,6 +160,42 @@ async def _post(result: Response, url: str, headers: dict[str, str], body: bytes
         conn.close()
         raise
     pool.give_back(key, conn)
+
+
+def post_all(requests: list[tuple[str, dict[str, str], bytes]], *, total_timeout: float) -> list[Response]:
+    """:func:`post` each ``(url, headers, body)`` at once, from synchronous code, and return their
+    answers in order. Each is bounded by ``total_timeout``, so the whole call is too: a server
+    that answers a byte at a time costs its own request the deadline, and nobody else anything.
+
+    It runs on an event loop of its own, closed before returning, connections and all; a name
+    lookup still running at the deadline is left to finish in its thread, never waited for."""
+    if not requests:
+        return []
+
+    async def all_at_once():
+        return await asyncio.gather(
+            *(post(url, headers, body, connect_timeout=total_timeout, total_timeout=total_timeout)
+              for url, headers, body in requests),
+            return_exceptions=True,
+        )
+
+    loop = asyncio.new_event_loop()
+    try:
+        answers = loop.run_until_complete(all_at_once())
+        _, pool = _pools.pop(id(loop), (None, None))
+        for conns in (pool.idle.values() if pool else ()):
+            for conn in conns:
+                conn.close()
+        loop.run_until_complete(asyncio.sleep(0))  # the aborted transports release their sockets
+    finally:
+        loop.close()  # shuts its lookup threads down without waiting
+    return [answer if isinstance(answer, Response) else internal_error(answer) for answer in answers]
+
+
+def internal_error(exc: BaseException) -> Response:
+    """The answer of a request whose client raised: a bug here is still an attempt, recorded."""
+    return Response(started_at=datetime.now(tz=dt_timezone.utc), error_class="internal",
+                    error=f"{exc.__class__.__name__}: {exc}")
 
 
 @dataclass
@@ -185,7 +225,7 @@ POOL_PER_HOST = 16
 
 
 class _Pool:
-    """Idle connections per (scheme, host, port), used only on the delivery loop's thread.
+    """Idle connections per (scheme, host, port), used only on their event loop's thread.
 
     Reusing a connection keeps the guard: it was opened to an address that was checked, and it
     is reused only while that address is still among the host's checked addresses."""
