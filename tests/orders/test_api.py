@@ -38,6 +38,22 @@ def test_create_returns_201_with_status_and_pay_url(api, payer, merchant):
     assert order.expires_at > timezone.now()
 
 
+def test_the_pay_url_is_the_same_on_every_read(api, payer, monkeypatch):
+    import django.core.signing
+
+    created = api.post("/api/v1/orders", order_body(payer), format="json").json()
+    later = django.core.signing.time.time() + 3600
+    monkeypatch.setattr(django.core.signing.time, "time", lambda: later)  # signed an hour later
+
+    replay = api.post("/api/v1/orders", order_body(payer), format="json").json()
+    fetched = api.get("/api/v1/orders/M-1001").json()
+    listed = api.get("/api/v1/orders").json()["results"][0]
+
+    assert created["pay_url"] == replay["pay_url"] == fetched["pay_url"] == listed["pay_url"]
+    token = created["pay_url"].rsplit("/", 1)[1]
+    assert bank_protocol.read_pay_token(token)["out_trade_no"] == created["out_trade_no"]
+
+
 def test_identical_replay_returns_200_and_the_same_order(api, payer):
     first = api.post("/api/v1/orders", order_body(payer), format="json")
     replay = api.post("/api/v1/orders", order_body(payer), format="json")
