@@ -1,5 +1,6 @@
 import json
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
@@ -108,6 +109,8 @@ INVALID = [
     ("merchant_order_no", "has space"),
     ("merchant_order_no", "semi;colon"),
     ("merchant_order_no", "ünïcode"),
+    ("merchant_order_no", " M-1"),  # never trimmed: what the schema's pattern says is what is accepted
+    ("merchant_order_no", "M-1\n"),
     ("merchant_order_no", 12345),
     ("amount", 0),
     ("amount", -1),
@@ -268,6 +271,12 @@ def test_list_is_paginated_newest_first_and_filters(api, payer):
     assert [o["merchant_order_no"] for o in page["results"]] == ["M-4", "M-3"]
     second = api.get(page["next"]).json()
     assert [o["merchant_order_no"] for o in second["results"]] == ["M-2", "M-1"]
+    # the bare cursor, for a client that does not parse URLs: the same page as the link
+    assert api.get("/api/v1/orders", {"limit": 2, "cursor": page["next_cursor"]}).json() == second
+    assert parse_qs(urlsplit(page["next"]).query)["cursor"] == [page["next_cursor"]]
+    assert page["previous"] is page["previous_cursor"] is None
+    back = api.get("/api/v1/orders", {"limit": 2, "cursor": second["previous_cursor"]}).json()
+    assert [o["merchant_order_no"] for o in back["results"]] == ["M-4", "M-3"]
     assert [o["merchant_order_no"] for o in closed["results"]] == ["M-0"]
     assert future["results"] == []
 
