@@ -7,19 +7,8 @@ from rest_framework.views import APIView
 from accounts.models import FundEntry
 from accounts.selectors import merchant_balance, merchant_entry_list
 from paysys.api.fields import reject_unknown_params
-from paysys.api.pagination import PageQuerySerializer, list_query, page_serializer, paginated_response
-from paysys.api.schema import error_responses as shared_error_responses
-
-ERRORS = {
-    400: "invalid query parameters",
-    401: "missing or invalid API key",
-    404: "invalid cursor",
-    429: "too many requests for this API key",
-}
-
-
-def error_responses(*codes: int) -> dict:
-    return shared_error_responses(ERRORS, *codes)
+from paysys.api.pagination import LIST_QUERY_REFUSED, PageQuerySerializer, list_query, page_serializer, paginated_response
+from paysys.api.schema import error_responses
 
 
 class CurrencyField(serializers.ChoiceField):
@@ -43,7 +32,9 @@ class BalanceApi(APIView):
     @extend_schema(
         operation_id="balance_retrieve",
         parameters=[InputSerializer],
-        responses={200: BalanceOutputSerializer, **error_responses(400, 401, 429)},
+        responses={200: BalanceOutputSerializer, **error_responses({
+            serializers.ValidationError: "an unknown or malformed query parameter (a currency not served)",
+        })},
     )
     def get(self, request):
         reject_unknown_params(request.query_params, set(self.InputSerializer().fields))
@@ -72,7 +63,9 @@ class BalanceEntriesApi(APIView):
     @extend_schema(
         operation_id="balance_entries_list",
         parameters=[InputSerializer],
-        responses={200: EntryPageSerializer, **error_responses(400, 401, 404, 429)},
+        responses={200: EntryPageSerializer, **error_responses({
+            serializers.ValidationError: LIST_QUERY_REFUSED,
+        })},
     )
     def get(self, request):
         currency = list_query(request, self.InputSerializer).get("currency") or settings.ORDER_CURRENCIES[0]

@@ -16,21 +16,12 @@ from notifications.models import Attempt, Notification
 from notifications.selectors import notification_attempts, notification_get, notification_list
 from notifications.services import notification_resend
 from paysys.api.fields import reject_unknown_params
-from paysys.api.pagination import NewestFirstPagination, PageQuerySerializer, list_query, page_serializer, paginated_response
-from paysys.api.schema import error_responses as shared_error_responses
+from paysys.api.pagination import LIST_QUERY_REFUSED, NewestFirstPagination, PageQuerySerializer, list_query, page_serializer, paginated_response
+from paysys.api.schema import NO_QUERY_PARAMETERS, error_responses
+from paysys.core.errors import Conflict, NotFound
 
-ERRORS = {
-    400: "invalid input (an unknown or malformed query parameter)",
-    401: "missing or invalid API key",
-    404: "no such notification (or another merchant's)",
-    409: "the notification's endpoint is disabled (a 410 Gone, or an operator): ask paysys to enable it",
-    429: "too many requests for this API key",
-}
+NOT_FOUND = "no such notification (or another merchant's)"
 ID_PARAMETER = OpenApiParameter("notification_id", str, OpenApiParameter.PATH, description="the webhook-id (msg_…)")
-
-
-def error_responses(*codes: int) -> dict:
-    return shared_error_responses(ERRORS, *codes)
 
 
 class NotificationPagination(NewestFirstPagination):
@@ -45,6 +36,7 @@ class AttemptOutputSerializer(serializers.ModelSerializer):
             "number", "trigger", "started_at", "url", "status_code", "outcome", "error_class", "error", "duration_ms",
             "response_excerpt",
         ]
+        read_only_fields = fields  # output only: every field is always present (required in the schema)
 
 
 class NotificationOutputSerializer(serializers.ModelSerializer):
@@ -58,6 +50,9 @@ class NotificationOutputSerializer(serializers.ModelSerializer):
             "id", "type", "merchant_order_no", "out_trade_no", "status", "url", "attempt_count", "next_attempt_at",
             "last_status_code", "created_at", "succeeded_at", "payload",
         ]
+        read_only_fields = fields  # output only: every field is always present (required in the schema)
+        extra_kwargs = {"succeeded_at": {"help_text": "when the merchant acknowledged it; null until then, and again "
+                                                      "from a resend on (earlier successes stay in the attempts)"}}
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_payload(self, notification: Notification) -> dict:
@@ -69,6 +64,7 @@ class NotificationDetailOutputSerializer(NotificationOutputSerializer):
 
     class Meta(NotificationOutputSerializer.Meta):
         fields = [*NotificationOutputSerializer.Meta.fields, "last_error", "attempts"]
+        read_only_fields = fields
 
     @extend_schema_field(AttemptOutputSerializer(many=True))
     def get_attempts(self, notification: Notification) -> list:
@@ -91,7 +87,9 @@ class NotificationListApi(APIView):
     @extend_schema(
         operation_id="notifications_list",
         parameters=[FilterSerializer],
-        responses={200: NotificationPageSerializer, **error_responses(400, 401, 404, 429)},
+        responses={200: NotificationPageSerializer, **error_responses({
+            serializers.ValidationError: LIST_QUERY_REFUSED,
+        })},
     )
     def get(self, request):
         records = notification_list(merchant_id=request.user.pk, **list_query(request, self.FilterSerializer))
@@ -105,7 +103,9 @@ class NotificationDetailApi(APIView):
     @extend_schema(
         operation_id="notifications_retrieve",
         parameters=[ID_PARAMETER],
-        responses={200: NotificationDetailOutputSerializer, **error_responses(400, 401, 404, 429)},
+        responses={200: NotificationDetailOutputSerializer, **error_responses({
+            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+        })},
     )
     def get(self, request, notification_id: str):
         reject_unknown_params(request.query_params, set())
@@ -121,7 +121,10 @@ class NotificationResendApi(APIView):
         operation_id="notifications_resend",
         parameters=[ID_PARAMETER],
         request=None,
-        responses={202: NotificationDetailOutputSerializer, **error_responses(400, 401, 404, 409, 429)},
+        responses={202: NotificationDetailOutputSerializer, **error_responses({
+            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+            Conflict: "the notification's endpoint is disabled (a 410 Gone, or an operator): ask paysys to enable it",
+        })},
     )
     def post(self, request, notification_id: str):
         reject_unknown_params(request.query_params, set())

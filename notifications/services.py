@@ -16,6 +16,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from rest_framework.fields import DateTimeField
 
 from notifications.models import Endpoint, MerchantSchedule, Notification
 from paysys.contracts import OrderPaid
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 ALIAS = "notifications"
 Status = Notification.Status
 KICK_KEY = "notifications:kick"
+# a time in a body, exactly as the API writes it (ISO 8601, UTC as "Z"): a merchant comparing the
+# webhook's paid_at with GET /api/v1/orders/{no} sees the same string
+api_datetime = DateTimeField().to_representation
 
 
 def new_webhook_id() -> str:
@@ -115,7 +120,7 @@ def order_paid_body(event: OrderPaid, *, timestamp: datetime) -> str:
     return json.dumps(
         {
             "type": OrderPaid.TOPIC,
-            "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": api_datetime(timestamp),
             "data": {
                 "merchant_order_no": event.merchant_order_no,
                 "out_trade_no": event.out_trade_no,
@@ -123,7 +128,7 @@ def order_paid_body(event: OrderPaid, *, timestamp: datetime) -> str:
                 "currency": event.currency,
                 "fee": event.fee,
                 "status": "SUCCESS",
-                "paid_at": event.paid_at,
+                "paid_at": api_datetime(parse_datetime(event.paid_at)),
                 "method": event.method,
                 "points_awarded": event.points_awarded,
             },
@@ -192,7 +197,9 @@ def notifications_recover_failed(*, merchant_id: int, since: datetime) -> int:
 
 
 def _resend(records) -> int:
-    updated = records.update(status=Status.PENDING, step=0, next_attempt_at=timezone.now(), updated_at=timezone.now())
+    # PENDING again: no longer "succeeded" (the earlier success stays in its attempt rows)
+    updated = records.update(status=Status.PENDING, step=0, next_attempt_at=timezone.now(), updated_at=timezone.now(),
+                             succeeded_at=None)
     if updated:
         request_delivery()
     return updated

@@ -1,38 +1,30 @@
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paysys.api.fields import MinorUnitsField, StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
-from paysys.core.errors import NotFound
-from paysys.api.pagination import PageQuerySerializer, list_query, page_serializer, paginated_response
-from paysys.api.schema import error_responses as shared_error_responses
+from paysys.core.errors import Conflict, Forbidden, InsufficientFunds, LimitReached, NotFound, Unavailable
+from paysys.api.pagination import LIST_QUERY_REFUSED, PageQuerySerializer, list_query, page_serializer, paginated_response
+from paysys.api.schema import NO_QUERY_PARAMETERS, ecma_pattern, error_responses
 from paysys.core.netguard import check_url
-from orders.models import MAX_AMOUNT, Order
+from orders.models import MAX_AMOUNT, Order, PayMethod
 from orders.selectors import order_get, order_list, order_notify_url
 from orders.services import order_create, order_pay_url, order_pay_with_balance
 
-ERRORS = {
-    400: "invalid input",
-    401: "missing or invalid API key",
-    402: "the payer's wallet cannot afford the order (nothing was charged)",
-    403: "payer_token is not the consent of the order's payer",
-    404: "no such order (or another merchant's)",
-    409: "merchant_order_no reused with different fields",
-    413: "request body too large",
-    429: "too many requests for this API key, or too many open unpaid orders",
-    503: (
-        "a service did not answer, or another payment holds the order for a moment; nothing changed "
-        "(order and balances as before): retry after Retry-After seconds"
-    ),
-}
-PAY_CONFLICT = "the order is not payable (paid, closed or failed, or being paid at the bank)"
-
-
-def error_responses(*codes: int) -> dict:
-    return shared_error_responses(ERRORS, *codes)
+# a merchant's order number, in a body and in a path: the same rule, stated in the schema
+MERCHANT_ORDER_NO_MAX_LENGTH = Order._meta.get_field("merchant_order_no").max_length
+MERCHANT_ORDER_NO_CHARS = RegexValidator(r"\A[A-Za-z0-9_-]+\Z", "letters, digits, '-' and '_' only")
+MERCHANT_ORDER_NO_PARAMETER = OpenApiParameter(
+    "merchant_order_no", {
+        "type": "string", "minLength": 1, "maxLength": MERCHANT_ORDER_NO_MAX_LENGTH,
+        "pattern": ecma_pattern(MERCHANT_ORDER_NO_CHARS),
+    },
+    OpenApiParameter.PATH, description="your order number, as given when the order was created",
+)
+NOT_FOUND = "no such order (or another merchant's)"
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
@@ -40,6 +32,9 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
     pay_url = serializers.SerializerMethodField()
     notify_url = serializers.SerializerMethodField()
+    # declared: a read-only model field would lose its blank choice ("" until the order is paid)
+    pay_method = serializers.ChoiceField(choices=PayMethod.choices, allow_blank=True, read_only=True,
+                                         help_text="how it was paid; empty until it is")
 
     class Meta:
         model = Order
@@ -47,7 +42,10 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "merchant_order_no", "out_trade_no", "amount", "currency", "subject", "payer_id", "notify_url",
             "status", "pay_method", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
         ]
+        read_only_fields = fields  # output only: every field is always present (required in the schema)
 
+    @extend_schema_field(serializers.URLField(help_text="the bank's page where the payer pays; the same URL on "
+                                                        "every read of the order"))
     def get_pay_url(self, order: Order) -> str:
         return order_pay_url(order)
 
@@ -63,23 +61,18 @@ OrderPageSerializer = page_serializer(OrderOutputSerializer)
 class OrdersApi(APIView):
     """``POST /api/v1/orders`` creates (idempotently); ``GET /api/v1/orders`` lists, newest first."""
 
+    @extend_schema_serializer(component_name="OrderCreate")  # OrderCreateRequest, not a generic CreateInput
     class CreateInputSerializer(StrictInputSerializer):
-        merchant_order_no = TextField(max_length=64, min_length=1)
+        merchant_order_no = TextField(min_length=1, max_length=MERCHANT_ORDER_NO_MAX_LENGTH, trim_whitespace=False,
+                                      validators=[MERCHANT_ORDER_NO_CHARS])
         amount = MinorUnitsField(min_value=1, max_value=MAX_AMOUNT, help_text="an integer in minor units (fen): 1999 for 19.99")
-        currency = TextField(min_length=3, max_length=3, default="CNY")
+        currency = serializers.ChoiceField(
+            choices=settings.ORDER_CURRENCIES, default=settings.ORDER_CURRENCIES[0],
+            error_messages={"invalid_choice": f"one of {', '.join(settings.ORDER_CURRENCIES)}"},
+        )
         subject = TextField(min_length=1, max_length=128, trim_whitespace=False)
         payer_id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
         notify_url = serializers.URLField(max_length=512, required=False, allow_blank=True, default="")
-
-        def validate_merchant_order_no(self, value: str) -> str:
-            if not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
-                raise serializers.ValidationError("letters, digits, '-' and '_' only")
-            return value
-
-        def validate_currency(self, value: str) -> str:
-            if value not in settings.ORDER_CURRENCIES:
-                raise serializers.ValidationError(f"one of {', '.join(settings.ORDER_CURRENCIES)}")
-            return value
 
         def validate_subject(self, value: str) -> str:
             if not value.strip():
@@ -105,10 +98,16 @@ class OrdersApi(APIView):
         responses={
             201: OrderOutputSerializer,
             200: OpenApiResponse(OrderOutputSerializer, description="identical replay: the existing order"),
-            **error_responses(400, 401, 409, 413, 429),
+            **error_responses({
+                serializers.ValidationError: "invalid fields (each named in error.fields), or an unknown query parameter",
+                Conflict: "merchant_order_no reused with different fields",
+                LimitReached: "too many open unpaid orders (ORDER_MAX_OPEN_PER_MERCHANT): create more once some "
+                              "are paid, closed or expired",
+            }),
         },
     )
     def post(self, request):
+        reject_unknown_params(request.query_params, set())
         data = self.CreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         order, created = order_create(merchant=request.user, **data.validated_data)
@@ -120,7 +119,9 @@ class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_list",
         parameters=[ListFilterSerializer],
-        responses={200: OrderPageSerializer, **error_responses(400, 401, 404, 429)},
+        responses={200: OrderPageSerializer, **error_responses({
+            serializers.ValidationError: LIST_QUERY_REFUSED,
+        })},
     )
     def get(self, request):
         orders = order_list(merchant=request.user, **list_query(request, self.ListFilterSerializer))
@@ -132,7 +133,10 @@ class OrdersApi(APIView):
 class OrderDetailApi(APIView):
     @extend_schema(
         operation_id="orders_retrieve",
-        responses={200: OrderOutputSerializer, **error_responses(401, 404, 429)},
+        parameters=[MERCHANT_ORDER_NO_PARAMETER],
+        responses={200: OrderOutputSerializer, **error_responses({
+            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+        })},
     )
     def get(self, request, merchant_order_no: str):
         reject_unknown_params(request.query_params, set())
@@ -159,14 +163,19 @@ class OrderPayApi(APIView):
     @extend_schema(
         operation_id="orders_pay",
         request=InputSerializer,
+        parameters=[MERCHANT_ORDER_NO_PARAMETER],
         responses={
             200: OpenApiResponse(OrderOutputSerializer, description="paid: the order (SUCCESS)"),
-            **shared_error_responses({**ERRORS, 409: PAY_CONFLICT}, 400, 401, 402, 403, 404, 409, 413, 429, 503),
+            **error_responses({
+                serializers.ValidationError: "invalid fields, or an unknown query parameter",
+                InsufficientFunds: "the payer's wallet cannot afford the order (nothing was charged)",
+                Forbidden: "payer_token is not the consent of the order's payer",
+                NotFound: NOT_FOUND,
+                Conflict: "the order is not payable (paid, closed or failed, or being paid at the bank)",
+                Unavailable: "a service did not answer, or another payment holds the order for a moment; nothing "
+                             "changed (order and balances as before)",
+            }),
         },
-        parameters=[
-            OpenApiParameter("Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[503],
-                             description="seconds to wait before trying again"),
-        ],
     )
     def post(self, request, merchant_order_no: str):
         reject_unknown_params(request.query_params, set())

@@ -30,6 +30,10 @@ BANK_PASS_BUDGET_SECONDS = 20
 # a balance payment's answer waits this long for the orders confirm to land after the decision
 PAY_CONFIRM_WAIT_SECONDS = 2.0
 
+# the TCC global transactions orders runs (declared in OrdersConfig.ready, for /metrics)
+COMPLETE_ORDER = "complete_order"  # a bank payment: orders.pay, funds.credit, points.award
+PAY_ORDER_BALANCE = "pay_order_balance"  # a balance payment: also funds.debit of the payer's wallet
+
 # fields that must match for a replayed create to be "the same order"
 IDEMPOTENT_FIELDS = ("amount", "currency", "subject", "payer_id", "notify_url")
 
@@ -195,7 +199,7 @@ def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCom
                     source=payment.source, merchant=merchants.get(order.merchant_id)))
         except Exception as exc:  # noqa: BLE001 - this payment's answer; its message is resent
             results[i] = _failed(payment, exc)
-    answers = tcc.run_many("complete_order", list(jobs.values())) if jobs else []
+    answers = tcc.run_many(COMPLETE_ORDER, list(jobs.values())) if jobs else []
     for i, answer in zip(jobs, answers):
         try:
             results[i] = PaymentRecord.Outcome.APPLIED if isinstance(answer, tcc.Outcome) else _not_completed(
@@ -280,7 +284,7 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
     if order.status != Order.Status.CREATED and not in_flight:
         raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
     try:
-        tcc.run("pay_order_balance", business_key=f"balance:{order.out_trade_no}",
+        tcc.run(PAY_ORDER_BALANCE, business_key=f"balance:{order.out_trade_no}",
                 branches=pay_branches(order, method=PayMethod.BALANCE))
     except tcc.TryFailed as exc:
         logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)

@@ -2,7 +2,8 @@
 
 * Pay URL: ``{BANK_PAY_URL}{token}``, the token a signed, URL-safe blob of the platform order
   (out_trade_no, amount, currency, subject, expiry), the way page-pay redirects carry a signed
-  order to Alipay. Anyone may read it; nobody without the shared secret may change it.
+  order to Alipay. Anyone may read it; nobody without the shared secret may change it. One order
+  has one pay URL: every read of the order gives the same string.
 * Notify: ``POST /gateway/bank/notify`` with a JSON body and ``X-Bank-Signature: <hex>``,
   HMAC-SHA256 of the raw body under the shared secret.
 * Query: ``GET {BANK_QUERY_URL}{out_trade_no}``, answered with the same signed JSON.
@@ -49,12 +50,21 @@ def signature_valid(body: bytes, signature: str | None, *, secret: str | None = 
     return hmac.compare_digest(sign(body, secret=secret).encode("ascii"), given)
 
 
+class _PayTokenSigner(signing.TimestampSigner):
+    """``signing.dumps``' format (what :func:`read_pay_token` reads), its time field the order's
+    expiry instead of the current second: the token, hence the pay URL, is the same on every read."""
+
+    def __init__(self, *, at: int, **kwargs):
+        super().__init__(**kwargs)
+        self.at = at
+
+    def timestamp(self) -> str:
+        return signing.b62_encode(self.at)
+
+
 def pay_url(*, out_trade_no: str, amount: int, currency: str, subject: str, expires_at: int) -> str:
-    token = signing.dumps(
-        {"o": out_trade_no, "a": amount, "c": currency, "s": subject, "e": expires_at},
-        key=settings.BANK_SHARED_SECRET,
-        salt=PAY_TOKEN_SALT,
-        compress=True,
+    token = _PayTokenSigner(at=expires_at, key=settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT).sign_object(
+        {"o": out_trade_no, "a": amount, "c": currency, "s": subject, "e": expires_at}, compress=True,
     )
     return f"{settings.BANK_PAY_URL}{token}"
 

@@ -39,6 +39,7 @@ def _is_instance(value, annotation) -> bool:
 @dataclass(frozen=True)
 class Contract:
     TOPIC: ClassVar[str]
+    PRODUCER: ClassVar[str]  # the database alias whose outbox it is published from (/metrics' service label)
     VERSION: ClassVar[int] = 1  # the version producers send
     ACCEPTS: ClassVar[frozenset[int]] = frozenset({1})  # the versions consumers read
 
@@ -88,6 +89,7 @@ class BankPaymentSucceeded(Contract):
     Producer: gateway (``default``). Consumer: orders."""
 
     TOPIC: ClassVar[str] = "bank.payment_succeeded"
+    PRODUCER: ClassVar[str] = "default"
 
     bank_trade_no: str
     out_trade_no: str
@@ -107,6 +109,7 @@ class OrderPaid(Contract):
     Consumers: accounting (voucher), notifications (merchant notify)."""
 
     TOPIC: ClassVar[str] = "order.paid"
+    PRODUCER: ClassVar[str] = "orders"
 
     order_id: int
     out_trade_no: str
@@ -137,6 +140,7 @@ class WalletCredited(Contract):
     crediting payer wallets, 2241). ``entry_id`` is the fund entry: one voucher per credit."""
 
     TOPIC: ClassVar[str] = "wallet.credited"
+    PRODUCER: ClassVar[str] = "funds"
 
     entry_id: int
     payer_id: int
@@ -157,5 +161,11 @@ class BenchPing(Contract):
     HTTP). Producer and consumer: core; the consumer only writes its inbox row."""
 
     TOPIC: ClassVar[str] = "messaging.bench"
+    PRODUCER: ClassVar[str] = "default"
 
     n: int = 0
+
+
+def contracts() -> list[type[Contract]]:
+    """Every topic's contract."""
+    return Contract.__subclasses__()

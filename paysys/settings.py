@@ -314,7 +314,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["paysys.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["paysys.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "paysys.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "paysys.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "NUM_PROXIES": NUM_PROXIES,

@@ -61,6 +61,25 @@ def _forget_relay_kicks():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _every_api_status_is_documented(monkeypatch):
+    """Any status any test provokes on an API operation must be in the published schema (issue 15):
+    every answer the Django test client gets is checked against its operation's documented statuses."""
+    from django.test import Client
+
+    from tests.api.documented import undocumented_status
+
+    request = Client.request
+
+    def checked(self, **kwargs):
+        response = request(self, **kwargs)
+        problem = undocumented_status(response)
+        assert problem is None, problem
+        return response
+
+    monkeypatch.setattr(Client, "request", checked)
+
+
 @pytest.fixture
 def make_merchant(db):
     def make(name: str | None = None, notify_url: str = "http://127.0.0.1:9/notify", fee_rate_bp: int = 60):

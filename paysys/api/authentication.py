@@ -9,6 +9,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     """``Authorization: Bearer <api_key>``; request.user is the merchant."""
 
     keyword = "Bearer"
+    refusal = "missing or invalid API key, or the merchant is frozen"  # the schema's 401
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")

@@ -38,13 +38,23 @@ DOMAIN_STATUS = {
 }
 
 
-def status_for(exc: errors.DomainError) -> int:
-    if isinstance(exc, ApiError):
-        return exc.status_code
-    for cls in type(exc).__mro__:
+# every 503 says when to come back (a Retry-After the schema promises on every operation)
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
+def status_of(error: type[Exception]) -> int:
+    """The status this handler answers for an exception class: the OpenAPI schema documents each
+    operation's errors through it (paysys.api.schema.error_responses), so the two cannot drift."""
+    if issubclass(error, (ApiError, exceptions.APIException)):
+        return error.status_code
+    for cls in error.__mro__:
         if cls in DOMAIN_STATUS:
             return DOMAIN_STATUS[cls]
     return status.HTTP_400_BAD_REQUEST
+
+
+def status_for(exc: errors.DomainError) -> int:
+    return status_of(type(exc))
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -76,7 +86,7 @@ def exception_handler(exc, context):
     if isinstance(exc, errors.DomainError):
         response = Response(error_body(exc.code, exc.message, exc.fields), status=status_for(exc))
         if isinstance(exc, errors.Unavailable):
-            response["Retry-After"] = "5"
+            response["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return response
     if isinstance(exc, DjangoValidationError):
         fields = {k: "; ".join(v) for k, v in exc.message_dict.items()} if hasattr(exc, "error_dict") else None
@@ -89,7 +99,9 @@ def exception_handler(exc, context):
         return Response(error_body("not_found", "not found"), status=404)
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.exception("database unavailable")
-        return Response(error_body("service_unavailable", "a database is unavailable, retry later"), status=503)
+        response = Response(error_body("service_unavailable", "a database is unavailable, retry later"), status=503)
+        response["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+        return response
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -1,10 +1,12 @@
 import datetime
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
 
 from paysys.api.fields import QueryIntegerField, reject_unknown_params
 
@@ -20,6 +22,20 @@ class NewestFirstPagination(CursorPagination):
     def paginate_queryset(self, queryset, request, view=None):
         self._model = queryset.model  # decode_cursor checks positions against the ordering field
         return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        """DRF's page plus the bare cursors, so a client passes ``cursor`` without parsing a URL."""
+        next_link, previous_link = self.get_next_link(), self.get_previous_link()
+        return Response({
+            "next": next_link, "previous": previous_link,
+            "next_cursor": self._cursor_in(next_link), "previous_cursor": self._cursor_in(previous_link),
+            "results": data,
+        })
+
+    def _cursor_in(self, link: str | None) -> str | None:
+        if link is None:
+            return None
+        return parse_qs(urlsplit(link).query, keep_blank_values=True)[self.cursor_query_param][0]
 
     def decode_cursor(self, request):
         """A cursor is opaque but client-held: anything that is not one this API made (bad base64,
@@ -54,8 +70,12 @@ class NewestFirstPagination(CursorPagination):
 class PageQuerySerializer(serializers.Serializer):
     """The paging parameters every list endpoint takes; its filter serializer extends this."""
 
-    cursor = serializers.CharField(required=False, help_text="from a previous page's next/previous link")
+    cursor = serializers.CharField(required=False, help_text="a previous page's next_cursor or previous_cursor")
     limit = QueryIntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
+
+
+# what a list endpoint's 400 means (its schema says so)
+LIST_QUERY_REFUSED = "an unknown or malformed query parameter, or a cursor this API did not make"
 
 
 def list_query(request, query_serializer: type[PageQuerySerializer]) -> dict:
@@ -75,10 +95,12 @@ def paginated_response(request, view, queryset, serialize, pagination: type[Newe
 
 
 def page_serializer(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
-    """The schema of a page of ``item``: ``{next, previous, results}``, named after the item
-    (OrderOutputSerializer -> OrderPageSerializer)."""
+    """The schema of a page of ``item``: ``{next, previous, next_cursor, previous_cursor, results}``,
+    named after the item (OrderOutputSerializer -> OrderPageSerializer)."""
     return type(item.__name__.replace("OutputSerializer", "PageSerializer"), (serializers.Serializer,), {
-        "next": serializers.URLField(allow_null=True),
-        "previous": serializers.URLField(allow_null=True),
+        "next": serializers.URLField(allow_null=True, help_text="the next page's URL; null on the last page"),
+        "previous": serializers.URLField(allow_null=True, help_text="the previous page's URL; null on the first page"),
+        "next_cursor": serializers.CharField(allow_null=True, help_text="the next page: pass it as ?cursor=; null on the last page"),
+        "previous_cursor": serializers.CharField(allow_null=True, help_text="the previous page: pass it as ?cursor=; null on the first page"),
         "results": item(many=True),
     })

@@ -5,10 +5,13 @@ from paysys.api import ratelimit
 
 
 class ApiKeyRateThrottle(BaseThrottle):
-    """Requests per merchant API key, at ``settings.API_RATE_LIMIT`` (read per request), counted
-    atomically by ``paysys.api.ratelimit`` (DRF's SimpleRateThrottle reads its history, changes it
-    and writes it back: parallel requests of one key all passed). Refused: DRF's 429 with
-    ``Retry-After``, shaped by the API's exception handler."""
+    """Requests per merchant API key, at the merchant's own ``api_rate_limit`` or else
+    ``settings.API_RATE_LIMIT`` (read per request), counted atomically by ``paysys.api.ratelimit``
+    (DRF's SimpleRateThrottle reads its history, changes it and writes it back: parallel requests
+    of one key all passed). Refused: DRF's 429 with ``Retry-After`` (whole seconds, at least 1),
+    shaped by the API's exception handler."""
+
+    refusal = "too many requests for this API key: retry after Retry-After seconds"  # the schema's 429
 
     def allow_request(self, request, view):
         self.wait_seconds = ratelimit.retry_after(f"api_key:{self.ident(request)}", self.rate_for(request))

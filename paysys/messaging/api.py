@@ -28,7 +28,7 @@ from paysys.api.exceptions import ApiError
 from paysys.core.errors import Conflict, NotFound
 from paysys.core.netguard import check_url
 from paysys.api.fields import StrictInputSerializer, TextField, no_surrogates, reject_unknown_params
-from paysys.api.schema import error_responses as shared_error_responses
+from paysys.api.schema import NO_QUERY_PARAMETERS, error_responses
 from paysys.messaging import outbox
 from paysys.messaging.models import Message
 from paysys.messaging.selectors import message_rows, overall_status
@@ -61,6 +61,7 @@ class ServiceTokenAuthentication(authentication.BaseAuthentication):
     """
 
     keyword = "Bearer"
+    refusal = "missing or invalid service token"  # the schema's 401
 
     def authenticate(self, request):
         expected = settings.MESSAGING_SERVICE_TOKEN
@@ -128,19 +129,7 @@ def rows_or_404(message_id: uuid.UUID) -> list[Message]:
 # --- serializers and schema ----------------------------------------------------------------
 
 
-ERRORS = {
-    400: "invalid input (or an unknown query parameter), or no consumer is registered for the topic",
-    401: "missing or invalid service token",
-    404: "no such message (never prepared, or discarded)",
-    409: "the message was already confirmed: it cannot be discarded",
-    413: "request body too large",
-    415: "the body is not JSON",
-    503: "a database is unavailable",
-}
-
-
-def error_responses(*codes: int) -> dict:
-    return shared_error_responses(ERRORS, *codes)
+NOT_FOUND = "no such message (never prepared, or discarded)"
 
 
 class NamedEnumField(serializers.CharField):
@@ -275,9 +264,14 @@ class MessagePrepareApi(MessagingApi):
     @extend_schema(
         operation_id="messages_prepare",
         request=MessagePrepareInputSerializer,
-        responses={201: MessageStateSerializer, **error_responses(400, 401, 409, 413, 415, 503)},
+        responses={201: MessageStateSerializer, **error_responses({
+            serializers.ValidationError: "invalid fields, or an unknown query parameter",
+            ApiError: "the topic is not open to HTTP producers, or no consumer is registered for it",
+            Conflict: "business_key was prepared before with another payload",
+        })},
     )
     def post(self, request):
+        reject_unknown_params(request.query_params, set())
         data = self.MessagePrepareInputSerializer(data=request.data)  # paysys.api.parsers: no NaN, infinity, deep nesting
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -302,7 +296,9 @@ class MessagePrepareApi(MessagingApi):
 class MessageDetailApi(MessagingApi):
     """``GET /api/v1/messages/{message_id}``: where each consumer's copy of the message is."""
 
-    @extend_schema(operation_id="messages_retrieve", responses={200: MessageDetailSerializer, **error_responses(400, 401, 404, 503)})
+    @extend_schema(operation_id="messages_retrieve", responses={200: MessageDetailSerializer, **error_responses({
+        serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+    })})
     def get(self, request, message_id: uuid.UUID):
         reject_unknown_params(request.query_params, set())
         return Response(MessageDetailSerializer(message_detail(rows_or_404(message_id))).data)
@@ -316,9 +312,12 @@ class MessageConfirmApi(MessagingApi):
 
     @extend_schema(
         operation_id="messages_confirm", request=None,
-        responses={200: MessageStateSerializer, **error_responses(401, 404, 503)},
+        responses={200: MessageStateSerializer, **error_responses({
+            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+        })},
     )
     def post(self, request, message_id: uuid.UUID):
+        reject_unknown_params(request.query_params, set())
         outbox.confirm(message_id, using=ALIAS)
         return Response({"message_id": message_id, "status": overall_status(rows_or_404(message_id))})
 
@@ -331,9 +330,13 @@ class MessageDiscardApi(MessagingApi):
 
     @extend_schema(
         operation_id="messages_discard", request=None,
-        responses={200: MessageDiscardedSerializer, **error_responses(401, 404, 409, 503)},
+        responses={200: MessageDiscardedSerializer, **error_responses({
+            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+            Conflict: "the message was already confirmed: it cannot be discarded",
+        })},
     )
     def post(self, request, message_id: uuid.UUID):
+        reject_unknown_params(request.query_params, set())
         if outbox.discard(message_id, using=ALIAS):
             return Response({"message_id": message_id, "status": "DISCARDED"})
         current = overall_status(rows_or_404(message_id))

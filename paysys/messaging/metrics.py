@@ -11,12 +11,16 @@ its cost follows the backlog, never the consumed history, whose size would also 
 reading it the business volume. It answers only ``Authorization: Bearer <METRICS_TOKEN>``
 (Prometheus' ``bearer_token``), and is off (404) while no token is set.
 
-    paysys_messages{service,queue,status}          PREPARED, SENDING and DEAD rows (every queue seen)
+    paysys_messages{service,queue,status}          PREPARED, SENDING and DEAD rows
     paysys_messages_dead{service,queue}            DEAD rows: a human must look (admin, "Resend")
     paysys_message_oldest_pending_seconds{service} age of the oldest PREPARED or SENDING row, 0 if none
     paysys_message_resends{service}                sum of max(send_count - 1, 0) over the rows not consumed
                                                    (a gauge: an admin resend restarts a row's count)
     paysys_database_up{alias}                      1 when the alias answered, else 0
+
+The first two report every known (service, queue), 0 when idle: each contract's producer with
+each registered consumer queue of its topic (``known_outbox_queues``), so a dashboard's ``sum()``
+and ``absent()`` see them on a healthy system; and any other queue that has rows.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from paysys.api.exceptions import error_body
+from paysys.contracts import contracts
 from paysys.messaging.models import Message
+from paysys.messaging.registry import consumers_of
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +128,15 @@ def outbox_stats_by_alias(aliases: list[str] | None = None, *, consumed: bool = 
     return result
 
 
+def known_outbox_queues() -> dict[str, set[str]]:
+    """alias -> the consumer queues its outbox sends to: each contract's producer, with every
+    registered consumer of its topic."""
+    known: dict[str, set[str]] = {}
+    for contract in contracts():
+        known.setdefault(contract.PRODUCER, set()).update(c.queue for c in consumers_of(contract.TOPIC))
+    return known
+
+
 class OutboxCollector(Collector):
     def __init__(self, aliases: list[str] | None = None):
         self.aliases = aliases
@@ -137,11 +152,12 @@ class OutboxCollector(Collector):
             "paysys_message_resends", "Sends beyond the first, summed over the outbox rows.", labels=["service"]
         )
         up = GaugeMetricFamily("paysys_database_up", "Whether the database alias answered this scrape.", labels=["alias"])
+        known = known_outbox_queues()
         for alias, stats in outbox_stats_by_alias(self.aliases, consumed=False).items():
             up.add_metric([alias], 0 if stats is None else 1)
             if stats is None:
                 continue
-            for queue in stats.queues:
+            for queue in sorted(known.get(alias, set()) | set(stats.queues)):
                 for status in NOT_CONSUMED:
                     messages.add_metric([alias, queue, status], stats.count(queue, status))
                 dead.add_metric([alias, queue], stats.count(queue, Status.DEAD))

@@ -14,6 +14,7 @@ _EXPORTS = {
     "participant": "paysys.tcc.registry",
     "many": "paysys.tcc.registry",
     "BranchOp": "paysys.tcc.registry",
+    "transaction_names": "paysys.tcc.registry",
     "Branch": "paysys.tcc.coordinator",
     "Outcome": "paysys.tcc.coordinator",
     "TryFailed": "paysys.tcc.coordinator",

@@ -8,6 +8,9 @@ outbox metrics). ``default`` unreachable: these families are simply absent from 
                                              CANCELLING): final ones are history, not counted per
                                              scrape (that would read every row ever written)
     paysys_tcc_needs_human{name}             transactions flagged for a human (admin: retry now)
+
+Both report every declared transaction name (``tcc.transaction_names``), 0 when idle, and any
+other name that has open or flagged rows.
     paysys_tcc_phase_two_lag_seconds         age of the oldest decision whose phase two is unfinished, 0 if none
     paysys_tcc_oldest_trying_seconds         age of the oldest TRYING transaction, 0 if none
 """
@@ -23,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from paysys.tcc.models import GlobalTransaction
+from paysys.tcc.registry import transaction_names
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class TccCollector(Collector):
         now = timezone.now()
         transactions = GaugeMetricFamily("paysys_tcc_transactions", "Open TCC global transactions by state.",
                                          labels=["name", "status"])
-        names = sorted({name for name, _ in stats["counts"]} | set(stats["needs_human"]))
+        names = sorted({name for name, _ in stats["counts"]} | set(stats["needs_human"]) | set(transaction_names()))
         for name in names:
             for status in OPEN:
                 transactions.add_metric([name, status], stats["counts"].get((name, status), 0))

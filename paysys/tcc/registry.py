@@ -80,6 +80,17 @@ def participant(action: str, *, alias: str, queue: str, try_: Op, confirm: Op, c
     return spec
 
 
+_transaction_names: set[str] = set()
+
+
+def transaction_names(*names: str) -> list[str]:
+    """Declare the names of the global transactions a domain runs (in its AppConfig.ready, like
+    its participants), and return every name declared: /metrics reports each one, with 0 while
+    none is open or flagged, so a dashboard's ``sum()`` and ``absent()`` see it on an idle system."""
+    _transaction_names.update(names)
+    return sorted(_transaction_names)
+
+
 class UnknownParticipant(LookupError):
     pass
 

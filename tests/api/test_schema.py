@@ -43,6 +43,31 @@ def test_schema_is_valid_openapi():
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
 
 
+def test_every_field_an_answer_always_carries_is_required_so_a_generated_client_types_it_present():
+    components = schema.raw_schema["components"]["schemas"]
+
+    optional = {
+        (name, field)
+        for name, component in components.items() if not name.endswith("Request")
+        for field in component.get("properties", {}) if field not in component.get("required", [])
+    }
+
+    # the one field an answer may leave out: an error's "fields", there only when fields are at fault
+    assert optional == {("ErrorBody", "fields")}
+
+
+def test_the_rules_of_merchant_order_no_and_currency_are_in_the_schema_in_body_and_path(settings):
+    paths, components = schema.raw_schema["paths"], schema.raw_schema["components"]["schemas"]
+    rule = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 64}
+
+    assert rule.items() <= components["OrderCreateRequest"]["properties"]["merchant_order_no"].items()
+    for path in ("/api/v1/orders/{merchant_order_no}", "/api/v1/orders/{merchant_order_no}/pay"):
+        for operation in paths[path].values():
+            [parameter] = [p for p in operation["parameters"] if p["name"] == "merchant_order_no"]
+            assert rule.items() <= parameter["schema"].items(), path
+    assert components["CurrencyEnum"]["enum"] == settings.ORDER_CURRENCIES
+
+
 @pytest.fixture
 def credentials(merchant, payer, settings):
     """Make TOKENS valid: the merchant's API key for the orders API, the service token for the

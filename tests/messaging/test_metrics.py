@@ -69,11 +69,26 @@ def test_counts_match_the_rows_of_two_services(client):
     assert samples[("paysys_messages_dead", labels(service="orders", queue="accounting"))] == 1
     assert samples[("paysys_messages_dead", labels(service="orders", queue="notifications"))] == 0
     assert samples[("paysys_messages_dead", labels(service="accounting", queue="funds"))] == 4
-    # nothing from a service with an empty outbox but its health and zero age
-    assert not any(name == "paysys_messages" and ("service", "funds") in lbls for name, lbls in samples)
-    assert samples[("paysys_message_oldest_pending_seconds", labels(service="funds"))] == 0
+    # nothing from a service that publishes no topic and has an empty outbox but its health and zero age
+    assert not any(name == "paysys_messages" and ("service", "points") in lbls for name, lbls in samples)
+    assert samples[("paysys_message_oldest_pending_seconds", labels(service="points"))] == 0
     for alias in connections:
         assert samples[("paysys_database_up", labels(alias=alias))] == 1
+
+
+def test_an_idle_system_reads_zero_for_every_producer_and_consumer_queue_not_no_data(client):
+    # given: every outbox empty (a healthy, idle system)
+
+    samples = scrape(client)
+
+    # then: each topic's producer reports each of its consumer queues, at 0: sum() is 0, absent() is false
+    known = {("default", "orders"), ("orders", "accounting"), ("orders", "notifications"), ("funds", "accounting"),
+             ("default", "core")}  # bank.payment_succeeded, order.paid (twice), wallet.credited, messaging.bench
+    for service, queue in known:
+        for status in ("PREPARED", "SENDING", "DEAD"):
+            assert samples[("paysys_messages", labels(service=service, queue=queue, status=status))] == 0
+        assert samples[("paysys_messages_dead", labels(service=service, queue=queue))] == 0
+    assert {(dict(lbls)["service"], dict(lbls)["queue"]) for name, lbls in samples if name == "paysys_messages_dead"} == known
 
 
 def test_oldest_pending_ignores_consumed_and_dead(client):

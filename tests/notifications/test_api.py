@@ -1,12 +1,16 @@
 """The merchant API of notifications: list (filters, cursor pages), one with its attempts, resend."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
 from notifications.models import Notification
+from notifications.services import notification_create_for_order_paid
+from orders.models import Order
+from orders.participants import order_paid_event
+from orders.services import order_create
 from notifications.services import endpoint_disable
 from tests.notifications.factories import make_attempt, make_notification
 
@@ -145,12 +149,33 @@ def test_resend_makes_a_failed_notification_due_now_with_the_same_webhook_id(api
     assert Notification.objects.filter(webhook_id=record.webhook_id).count() == 1  # no new record
 
 
-def test_resend_of_a_succeeded_notification_sends_it_again(api, merchant):
+def test_resend_of_a_succeeded_notification_sends_it_again_and_is_no_longer_succeeded(api, merchant):
     record = make_notification(merchant, status="SUCCEEDED")
+    Notification.objects.filter(pk=record.pk).update(succeeded_at=timezone.now())
+    make_attempt(record, outcome="succeeded", status_code=200)
 
-    assert api.post(f"/api/v1/notifications/{record.webhook_id}/resend").status_code == 202
+    response = api.post(f"/api/v1/notifications/{record.webhook_id}/resend")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "PENDING" and response.json()["succeeded_at"] is None
     record.refresh_from_db()
-    assert record.status == "PENDING"
+    assert record.status == "PENDING" and record.succeeded_at is None
+    # the earlier success is still told by its attempt
+    assert [a["outcome"] for a in api.get(f"/api/v1/notifications/{record.webhook_id}").json()["attempts"]] == ["succeeded"]
+
+
+def test_the_webhook_says_paid_at_exactly_as_the_order_api_does(api, merchant, payer):
+    # given: a paid order and the notification of its order.paid, as orders publishes it
+    order = order_create(merchant=merchant, merchant_order_no="PAID-1", amount=1234, currency="CNY", subject="s",
+                         payer_id=payer.pk)[0]
+    paid_at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.SUCCESS, pay_method="bank", paid_at=paid_at)
+    order.refresh_from_db()
+    record = notification_create_for_order_paid(order_paid_event(order, fee=7, points=12, notify_url=""))
+
+    in_the_api = api.get("/api/v1/orders/PAID-1").json()["paid_at"]
+
+    assert json.loads(record.body)["data"]["paid_at"] == in_the_api == "2026-01-02T03:04:05.123456Z"
 
 
 def test_resend_to_a_disabled_endpoint_is_409_and_changes_nothing(api, merchant):

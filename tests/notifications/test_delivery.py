@@ -48,7 +48,7 @@ def test_a_paid_order_reaches_the_merchant_signed_and_a_standard_verifier_accept
         "timestamp": payload["timestamp"],
         "data": {
             "merchant_order_no": record.merchant_order_no, "out_trade_no": record.out_trade_no, "amount": 1234,
-            "currency": "CNY", "fee": 7, "status": "SUCCESS", "paid_at": "2026-01-02T03:04:05+00:00",
+            "currency": "CNY", "fee": 7, "status": "SUCCESS", "paid_at": "2026-01-02T03:04:05Z",
             "method": "bank", "points_awarded": 12,
         },
     }

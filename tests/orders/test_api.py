@@ -1,5 +1,6 @@
 import json
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
@@ -37,6 +38,22 @@ def test_create_returns_201_with_status_and_pay_url(api, payer, merchant):
     order = Order.objects.get(merchant_id=merchant.pk, merchant_order_no="M-1001")
     assert order.out_trade_no == data["out_trade_no"]
     assert order.expires_at > timezone.now()
+
+
+def test_the_pay_url_is_the_same_on_every_read(api, payer, monkeypatch):
+    import django.core.signing
+
+    created = api.post("/api/v1/orders", order_body(payer), format="json").json()
+    later = django.core.signing.time.time() + 3600
+    monkeypatch.setattr(django.core.signing.time, "time", lambda: later)  # signed an hour later
+
+    replay = api.post("/api/v1/orders", order_body(payer), format="json").json()
+    fetched = api.get("/api/v1/orders/M-1001").json()
+    listed = api.get("/api/v1/orders").json()["results"][0]
+
+    assert created["pay_url"] == replay["pay_url"] == fetched["pay_url"] == listed["pay_url"]
+    token = created["pay_url"].rsplit("/", 1)[1]
+    assert bank_protocol.read_pay_token(token)["out_trade_no"] == created["out_trade_no"]
 
 
 def test_identical_replay_returns_200_and_the_same_order(api, payer):
@@ -93,6 +110,8 @@ INVALID = [
     ("merchant_order_no", "has space"),
     ("merchant_order_no", "semi;colon"),
     ("merchant_order_no", "ünïcode"),
+    ("merchant_order_no", " M-1"),  # never trimmed: what the schema's pattern says is what is accepted
+    ("merchant_order_no", "M-1\n"),
     ("merchant_order_no", 12345),
     ("amount", 0),
     ("amount", -1),
@@ -253,6 +272,12 @@ def test_list_is_paginated_newest_first_and_filters(api, payer):
     assert [o["merchant_order_no"] for o in page["results"]] == ["M-4", "M-3"]
     second = api.get(page["next"]).json()
     assert [o["merchant_order_no"] for o in second["results"]] == ["M-2", "M-1"]
+    # the bare cursor, for a client that does not parse URLs: the same page as the link
+    assert api.get("/api/v1/orders", {"limit": 2, "cursor": page["next_cursor"]}).json() == second
+    assert parse_qs(urlsplit(page["next"]).query)["cursor"] == [page["next_cursor"]]
+    assert page["previous"] is page["previous_cursor"] is None
+    back = api.get("/api/v1/orders", {"limit": 2, "cursor": second["previous_cursor"]}).json()
+    assert [o["merchant_order_no"] for o in back["results"]] == ["M-4", "M-3"]
     assert [o["merchant_order_no"] for o in closed["results"]] == ["M-0"]
     assert future["results"] == []
 

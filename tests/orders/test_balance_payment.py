@@ -356,7 +356,9 @@ def test_the_openapi_schema_says_exactly_what_the_endpoint_does(client):
     schema = yaml.safe_load(client.get("/api/schema/").content)
     operation = schema["paths"]["/api/v1/orders/{merchant_order_no}/pay"]["post"]
 
-    assert sorted(operation["responses"]) == ["200", "400", "401", "402", "403", "404", "409", "413", "429", "503"]
+    assert sorted(operation["responses"]) == [
+        "200", "400", "401", "402", "403", "404", "405", "406", "409", "413", "415", "429", "503",
+    ]
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     body = schema["components"]["schemas"][operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert body["required"] == ["method", "payer_token"] and body["additionalProperties"] is False

@@ -76,3 +76,21 @@ def test_metrics_count_by_status_lag_and_needs_human(client, flagged):
     assert samples[("paysys_tcc_phase_two_lag_seconds", ())] >= 0
     assert ("paysys_messages_dead", ()) not in samples  # the outbox families are still there, untouched
     assert any(name == "paysys_database_up" for name, _ in samples)
+
+
+def test_an_idle_coordinator_reads_zero_for_every_transaction_name_not_no_data(client):
+    # given: no TCC transaction at all (a healthy, idle system)
+    assert not GlobalTransaction.objects.exists()
+
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+    # then: each declared transaction name is there, at 0, so sum() is 0 and absent() is false
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }
+    for name in ("complete_order", "pay_order_balance"):  # what orders declares (OrdersConfig.ready)
+        for status in ("TRYING", "CONFIRMING", "CANCELLING"):
+            assert samples[("paysys_tcc_transactions", (("name", name), ("status", status)))] == 0
+        assert samples[("paysys_tcc_needs_human", (("name", name),))] == 0

@@ -137,7 +137,8 @@ def _money(amount: int, currency: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Pay three orders over HTTP against PUBLIC_BASE_URL (starting the stack if nothing answers) and show the outcome."
+    help = ("Pay four orders over HTTP against PUBLIC_BASE_URL (three at the bank, one from the payer's wallet; "
+            "starting the stack if nothing answers) and show the outcome.")
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default=settings.PUBLIC_BASE_URL, help="default: PUBLIC_BASE_URL (%(default)s)")
