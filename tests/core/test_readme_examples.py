@@ -41,6 +41,7 @@ SKIPPED = {
     "Full stack: MariaDB/MySQL and Redis": "a second stack on MariaDB and Redis, then the whole suite: CI's full-stack run",
     "One service's worker alone": "long-running processes; tests/core/test_runstack.py runs one worker alone",
     "Performance": "a benchmark of the full stack, minutes long",
+    "Whole payments (`manage.py bench_payments`)": "minutes long; tests/core/test_bench_payments.py runs its --quick",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
 }
 # a README line -> what runs instead (None: nothing), and why
