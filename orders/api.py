@@ -18,7 +18,12 @@ ERRORS = {
     400: "invalid input",
     401: "missing or invalid API key",
     402: "the payer's wallet cannot afford the order (nothing was charged)",
-    403: "payer_token is not the consent of the order's payer",
+    403: (
+        "payer_token is not the order's payer's agreement with this merchant (payer_token_mismatch), is its "
+        "agreement with another merchant (agreement_other_merchant), is revoked (agreement_revoked), or the "
+        "payment is over the agreement's limits (agreement_payment_limit, agreement_daily_limit, "
+        "agreement_currency); nothing was charged"
+    ),
     404: "no such order (or another merchant's)",
     409: "merchant_order_no reused with different fields",
     413: "request body too large",
@@ -154,7 +159,9 @@ class OrderPayApi(APIView):
     @extend_schema_serializer(component_name="OrderPay")
     class InputSerializer(StrictInputSerializer):
         method = serializers.ChoiceField(choices=["balance"], help_text="balance: the payer's wallet pays")
-        payer_token = TextField(min_length=1, max_length=128, help_text="the payer's consent, from create_payer")
+        payer_token = TextField(min_length=1, max_length=128, help_text=(
+            "the payer's agreement with this merchant: its token, from create_payer or payer_agreement issue"
+        ))
 
     @extend_schema(
         operation_id="orders_pay",

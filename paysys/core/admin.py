@@ -1,7 +1,15 @@
 from django.contrib import admin, messages
 
-from paysys.core.models import Merchant, Payer
-from paysys.core.services import merchant_rotate_webhook_secret, webhook_secret_grace
+from paysys.core.admin_base import RecordAdmin
+from paysys.core.errors import DomainError
+from paysys.core.models import Merchant, Payer, PayerAgreement
+from paysys.core.selectors import agreement_list
+from paysys.core.services import (
+    agreement_reissue,
+    agreement_revoke,
+    merchant_rotate_webhook_secret,
+    webhook_secret_grace,
+)
 
 
 @admin.register(Merchant)
@@ -37,3 +45,58 @@ class MerchantAdmin(admin.ModelAdmin):
 class PayerAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "created_at"]
     search_fields = ["name"]
+
+
+@admin.register(PayerAgreement)
+class PayerAgreementAdmin(RecordAdmin):
+    """Agreements are issued by ``manage.py payer_agreement issue`` (or ``create_payer``), which
+    prints the token once; here they are read, revoked, or given a new token. Every field is
+    read-only: the actions (which need the change permission) are the only writes."""
+
+    list_display = [
+        "id", "payer", "merchant", "state", "currency", "per_payment_limit", "daily_limit", "used_today",
+        "token_prefix", "created_at", "created_by", "token_issued_at", "token_issued_by", "revoked_at", "revoked_by",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=payer__id", "=merchant__id", "payer__name", "merchant__name", "token_prefix"]
+    list_select_related = ["payer", "merchant"]
+    readonly_fields = [f for f in list_display if f != "id"]
+    fields = readonly_fields
+    actions = ["revoke_selected", "reissue_token"]
+
+    def get_queryset(self, request):
+        return agreement_list().select_related("payer", "merchant")
+
+    def has_change_permission(self, request, obj=None):
+        # the list's actions need it; a row is never saved from a form (it would write back
+        # what it read, over a revoke or reissue made meanwhile)
+        return obj is None and super().has_change_permission(request)
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return "revoked" if obj.is_revoked else "in force"
+
+    @admin.display(description="used today (minor units)")
+    def used_today(self, obj):
+        return obj.used_today
+
+    @admin.action(description="Revoke selected agreements (their tokens are refused from now on)", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        for agreement_id in queryset.values_list("pk", flat=True):
+            agreement = agreement_revoke(agreement_id=agreement_id, revoked_by=f"admin:{request.user.get_username()}")
+            self.message_user(request, f"{agreement}: revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC by "
+                                       f"{agreement.revoked_by}", messages.SUCCESS)
+
+    @admin.action(description="Reissue the token of selected agreements (the old token stops working)", permissions=["change"])
+    def reissue_token(self, request, queryset):
+        for agreement_id in queryset.values_list("pk", flat=True):
+            try:
+                agreement, token = agreement_reissue(agreement_id=agreement_id,
+                                                     issued_by=f"admin:{request.user.get_username()}")
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                continue
+            self.message_user(
+                request, f"{agreement}: new payer token {token} (shown this once) — give it to the merchant; "
+                         "the previous token is refused from now on.", messages.SUCCESS,
+            )
