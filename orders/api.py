@@ -33,7 +33,7 @@ ERRORS = {
         "(order and balances as before): retry after Retry-After seconds"
     ),
 }
-PAY_CONFLICT = "the order is not payable (paid, closed or failed, or being paid at the bank)"
+PAY_CONFLICT = "the order is not payable (paid, closed or failed, expired, or being paid at the bank)"
 
 
 def error_responses(*codes: int) -> dict:

@@ -7,9 +7,11 @@ is run with ``tcc.finish()`` (tests/faults runs it in real workers)."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import FundAccount, FundEntry, PointsAccount
@@ -529,6 +531,21 @@ def test_a_token_reissued_after_the_check_is_refused_by_the_try(api, merchant, p
     monkeypatch.setattr(order_services, "agreement_limits_check", reissue_meanwhile)
 
     assert refusal(pay(api, "BAL-1", token)) == "payer_token_mismatch"
+    assert_nothing_charged(order, payer)
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def test_an_expired_order_not_yet_closed_is_409_and_nothing_is_charged(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer)
+    Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))  # the expiry pass has not run
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "order_expired"
+    assert "expired at" in response.json()["error"]["message"]
     assert_nothing_charged(order, payer)
 
 
