@@ -275,11 +275,11 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
 
     Raises NotFound (another merchant's order), Forbidden (the token is not the payer's
     agreement with this merchant, it is revoked, or the payment is over a limit: the code says
-    which; refused before anything is written, or by the agreement's try, the first), OrderNotPayable,
-    InsufficientFunds, or Unavailable when a service did not answer (cancelled: nothing changed;
-    also while another payment holds the order). Concurrent calls for one order share one
-    business key, ``balance:<out_trade_no>``: one pays, the others resume it or find it decided
-    (or are refused by the order's try).
+    which; checked before anything is written, and again, atomically, by the agreement's try,
+    the TCC's first), OrderNotPayable, InsufficientFunds, or Unavailable when a service did not
+    answer (cancelled: nothing changed; also while another payment holds the order). Concurrent
+    calls for one order share one business key, ``balance:<out_trade_no>``: one pays, the others
+    resume it or find it decided (or are refused by the order's try).
     """
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
     agreement = agreement_for_payment(payer_token=payer_token, payer_id=order.payer_id, merchant_id=merchant.pk)

@@ -352,3 +352,12 @@ def test_a_view_only_user_sees_agreements_but_cannot_revoke_or_reissue(viewer, p
     agreement.refresh_from_db()
     assert (agreement.revoked_at, agreement.token_prefix) == (None, prefix)
     assert check(token, payer, merchant) == agreement
+
+
+def test_the_admin_list_searches_by_id_or_name(admin_client, payer, merchant, issue_agreement):
+    issue_agreement(payer, merchant)
+
+    found = {term: admin_client.get(reverse(CHANGELIST), {"q": term}) for term in (str(payer.pk), payer.name, "nobody")}
+
+    assert {term: r.status_code for term, r in found.items()} == dict.fromkeys(found, 200)
+    assert [str(payer) in r.content.decode() for r in found.values()] == [True, True, False]
