@@ -30,6 +30,7 @@ from accounts.models import Direction, EntryKind, FundAccount, FundEntry, Points
 from paysys.contracts import WalletCredited
 from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
+from paysys.core.money import MAX_AMOUNT
 from paysys.core.sql import insert_new_rows
 from paysys.messaging import publish
 
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 FUNDS = "funds"
 POINTS = "points"
-MAX_AMOUNT = 100_000_000_000  # 10^11 minor units, as orders
 Owner = FundAccount.Owner
 
 

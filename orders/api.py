@@ -158,7 +158,9 @@ class OrderPayApi(APIView):
     @extend_schema_serializer(component_name="OrderPay")
     class InputSerializer(StrictInputSerializer):
         method = serializers.ChoiceField(choices=["balance"], help_text="balance: the payer's wallet pays")
-        payer_token = TextField(min_length=1, max_length=128, help_text="the payer's consent, from create_payer")
+        payer_token = TextField(min_length=1, max_length=128, help_text=(
+            "the payer's agreement with this merchant: its token, from create_payer or payer_agreement issue"
+        ))
 
     @extend_schema(
         operation_id="orders_pay",
@@ -169,9 +171,14 @@ class OrderPayApi(APIView):
             **error_responses({
                 serializers.ValidationError: "invalid fields, or an unknown query parameter",
                 InsufficientFunds: "the payer's wallet cannot afford the order (nothing was charged)",
-                Forbidden: "payer_token is not the consent of the order's payer",
+                Forbidden: (
+                    "payer_token is not the order's payer's agreement with this merchant (payer_token_mismatch), is its "
+                    "agreement with another merchant (agreement_other_merchant), is revoked (agreement_revoked), or the "
+                    "payment is over the agreement's limits (agreement_payment_limit, agreement_daily_limit, "
+                    "agreement_currency); nothing was charged"
+                ),
                 NotFound: NOT_FOUND,
-                Conflict: "the order is not payable (paid, closed or failed, or being paid at the bank)",
+                Conflict: "the order is not payable (paid, closed or failed, expired, or being paid at the bank)",
                 Unavailable: "a service did not answer, or another payment holds the order for a moment; nothing "
                              "changed (order and balances as before)",
             }),

@@ -9,8 +9,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from paysys.core.errors import Conflict
-
-MAX_AMOUNT = 100_000_000_000  # 10^11 minor units
+from paysys.core.money import MAX_AMOUNT
 
 
 class IllegalTransition(Conflict):

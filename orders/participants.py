@@ -1,7 +1,8 @@
 """Orders as a TCC participant: ``orders.pay``.
 
     try      CREATED -> PAYING (the order row is locked: a bank and a balance payment of the
-             same order serialise here, and the second one's try is refused)
+             same order serialise here, and the second one's try is refused); a balance
+             payment of an order past its expires_at is refused (409 order_expired)
     confirm  PAYING -> SUCCESS, records a bank payment APPLIED, publishes ``order.paid``, all in
              one transaction of the ``orders`` database
     cancel   PAYING -> CREATED; an order already final is left as it is
@@ -59,6 +60,7 @@ def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
 def pay_try(ops: list[tcc.BranchOp]) -> None:
     """Hold every op's order for its transaction: one lock and one UPDATE for the whole batch."""
     orders = _locked_orders(ops)
+    now = timezone.now()
     for op, order in zip(ops, orders):
         payload = op.payload
         if (order.amount, order.currency) != (payload["amount"], payload["currency"]):
@@ -67,6 +69,13 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
             )
         if order.status != Order.Status.CREATED:
             raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+        # the wallet pays only until the order expires, whether or not the expiry pass has closed
+        # it yet; a bank payment made in time may still arrive after (the expiry pass asks the bank)
+        if payload["method"] == PayMethod.BALANCE and order.expires_at <= now:
+            raise OrderNotPayable(
+                f"order expired at {order.expires_at:%Y-%m-%d %H:%M:%S} UTC; create a new order to pay it",
+                code="order_expired",
+            )
     Order.transition_many(Order.Status.PAYING, [
         (order, {"tcc_xid": op.xid, "pay_method": op.payload["method"]}) for op, order in zip(ops, orders)
     ])

@@ -14,10 +14,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from paysys import bank, tcc
-from paysys.core.errors import Conflict, DomainError, Forbidden, InvalidInput, LimitReached, Unavailable
-from paysys.core.models import Merchant, Payer
+from paysys.core.errors import Conflict, DomainError, InvalidInput, LimitReached, Unavailable
+from paysys.core.models import Merchant, Payer, PayerAgreement
 from paysys.core.money import fee_for, points_for
-from paysys.core.services import payer_token_check
+from paysys.core.participants import agreement_branch
+from paysys.core.services import agreement_for_payment, agreement_limits_check
 from orders.models import IllegalTransition, Order, OrderNotPayable, PayMethod, PaymentRecord
 from orders.participants import ACTION
 from orders.selectors import order_get, order_notify_url
@@ -117,19 +118,26 @@ def order_pay_url(order: Order) -> str:
 
 
 def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at: str = "", source: str = "",
-                 merchant: Merchant | None = None) -> list:
+                 merchant: Merchant | None = None, agreement: PayerAgreement | None = None) -> list:
     """The branches of one payment of ``order``. Fee and points are computed here, once, and
-    every participant gets the same figures (participants are named, never imported)."""
+    every participant gets the same figures (participants are named, never imported).
+
+    A balance payment is made under the payer's ``agreement`` with the merchant: its branch comes
+    first, so a payment the agreement refuses holds no order and freezes no wallet."""
     merchant = merchant or Merchant.objects.get(pk=order.merchant_id)
     fee = fee_for(order.amount, merchant.fee_rate_bp)
     points = points_for(order.amount, order.currency)
     common = {"out_trade_no": order.out_trade_no, "currency": order.currency}
-    branches = [
-        tcc.Branch(ACTION, {
-            **common, "amount": order.amount, "method": method, "bank_trade_no": bank_trade_no, "paid_at": paid_at,
-            "source": source, "fee": fee, "points": points, "notify_url": order_notify_url(order, merchant),
-        }),
-    ]
+    branches = []
+    if method == PayMethod.BALANCE:
+        if agreement is None:
+            raise ValueError("a balance payment needs the payer's agreement")
+        branches.append(agreement_branch(agreement, amount=order.amount, currency=order.currency,
+                                         out_trade_no=order.out_trade_no))
+    branches.append(tcc.Branch(ACTION, {
+        **common, "amount": order.amount, "method": method, "bank_trade_no": bank_trade_no, "paid_at": paid_at,
+        "source": source, "fee": fee, "points": points, "notify_url": order_notify_url(order, merchant),
+    }))
     if method == PayMethod.BALANCE:
         branches.append(tcc.Branch("funds.debit", {**common, "owner_type": "payer", "owner_id": order.payer_id,
                                                     "amount": order.amount}))
@@ -263,19 +271,22 @@ def _why_not_payable(order: Order | None, payment: BankPayment) -> str:
 
 
 def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_token: str) -> Order:
-    """Pay the merchant's order from its payer's wallet: a TCC over orders (-> PAYING), funds
-    (payer debit, merchant credit of amount - fee) and points. Returns the order once the confirm
-    decision is committed, after waiting briefly for the orders confirm (``PAY_CONFIRM_WAIT_SECONDS``).
+    """Pay the merchant's order from its payer's wallet, under the payer's agreement with this
+    merchant (``payer_token`` is the agreement's token): a TCC over the agreement (the payment
+    counted against its limits), orders (-> PAYING), funds (payer debit, merchant credit of
+    amount - fee) and points. Returns the order once the confirm decision is committed, after
+    waiting briefly for the orders confirm (``PAY_CONFIRM_WAIT_SECONDS``).
 
-    Raises NotFound (another merchant's order), Forbidden (the token is not the payer's),
-    OrderNotPayable, InsufficientFunds, or Unavailable when a service did not answer (cancelled:
-    nothing changed; also while another payment holds the order). Concurrent calls for one order
-    share one business key, ``balance:<out_trade_no>``: one pays, the others resume it or find it
-    decided (or are refused by the order's try).
+    Raises NotFound (another merchant's order), Forbidden (the token is not the payer's
+    agreement with this merchant, it is revoked, or the payment is over a limit: the code says
+    which; checked before anything is written, and again, atomically, by the agreement's try,
+    the TCC's first), OrderNotPayable, InsufficientFunds, or Unavailable when a service did not
+    answer (cancelled: nothing changed; also while another payment holds the order). Concurrent
+    calls for one order share one business key, ``balance:<out_trade_no>``: one pays, the others
+    resume it or find it decided (or are refused by the order's try).
     """
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
-    if not payer_token_check(order.payer_id, payer_token):
-        raise Forbidden("payer_token is not this order's payer's consent", code="payer_token_mismatch")
+    agreement = agreement_for_payment(payer_token=payer_token, payer_id=order.payer_id, merchant_id=merchant.pk)
     if order.status == Order.Status.SUCCESS and order.pay_method == PayMethod.BALANCE:
         return order  # a replay of the call that paid it
     # PAYING by a balance payment: a concurrent call, or one whose answer was lost; tcc.run with
@@ -283,9 +294,11 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
     in_flight = order.status == Order.Status.PAYING and order.pay_method == PayMethod.BALANCE
     if order.status != Order.Status.CREATED and not in_flight:
         raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+    if not in_flight:  # (an in-flight payment is counted already: its try decides)
+        agreement_limits_check(agreement, amount=order.amount, currency=order.currency)
     try:
         tcc.run(PAY_ORDER_BALANCE, business_key=f"balance:{order.out_trade_no}",
-                branches=pay_branches(order, method=PayMethod.BALANCE))
+                branches=pay_branches(order, method=PayMethod.BALANCE, merchant=merchant, agreement=agreement))
     except tcc.TryFailed as exc:
         logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
         if exc.is_transient:

@@ -18,7 +18,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from paysys.celery import app as celery_app
-from paysys.core.services import merchant_create, payer_create
+from paysys.core.services import agreement_issue, merchant_create, payer_create
 
 # CI (CI=true) draws the same examples every run, so a failure there reproduces anywhere with
 # CI=true; elsewhere examples vary from run to run, and a failure prints its seed
@@ -101,6 +101,17 @@ def merchant(merchant_and_key):
 @pytest.fixture
 def payer(db):
     return payer_create(name=f"payer-{next(_counter)}")
+
+
+@pytest.fixture
+def issue_agreement(db):
+    """``issue(payer, merchant, **limits) -> (agreement, payer_token)``: the payer's agreement that
+    ``merchant`` may charge its wallet (balance payments)."""
+
+    def issue(payer, merchant, **limits):
+        return agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test", **limits)
+
+    return issue
 
 
 @pytest.fixture

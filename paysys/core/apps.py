@@ -8,6 +8,8 @@ class CoreConfig(AppConfig):
     verbose_name = "Core: merchants and payers"
 
     def ready(self) -> None:
+        from paysys.core import participants
         from paysys.core.schedules import sync_after_migrate
 
         post_migrate.connect(sync_after_migrate, sender=self)
+        participants.register()  # core.agreement, called by name by the TCC framework

@@ -1,5 +1,8 @@
+from datetime import date
+
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 
 class Merchant(models.Model):
@@ -45,10 +48,90 @@ class Merchant(models.Model):
 
 class Payer(models.Model):
     name = models.CharField(max_length=128)
-    # the payer's consent for balance payments: SHA-256 of a token shown once and never stored
-    # (empty: no token issued, balance payments refused)
-    payer_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
+
+
+def _empty_or_positive(field: str) -> models.Q:
+    return models.Q(**{f"{field}__isnull": True}) | models.Q(**{f"{field}__gt": 0})
+
+
+class PayerAgreement(models.Model):
+    """A payer's consent that ONE merchant may charge its wallet (balance payments), within
+    optional limits, until revoked: what Alipay's agreement payments and card-on-file mandates
+    are. Its token is the ``payer_token`` of ``POST /api/v1/orders/{no}/pay``; any other
+    merchant presenting it is refused.
+
+    Revoking is final (the row stays as history: who, when); a new agreement for the same payer
+    and merchant is a new row. Reissuing gives the agreement a new token, the old one stops working.
+    """
+
+    payer = models.ForeignKey(Payer, on_delete=models.PROTECT, related_name="agreements")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payer_agreements")
+    # token "ppt_<prefix>_<secret>": the prefix finds the row, the SHA-256 of the whole token is
+    # compared in constant time; the token itself is shown once and never stored (as API keys)
+    token_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    currency = models.CharField(max_length=3, help_text="the limits' currency; payments in another are refused")
+    per_payment_limit = models.BigIntegerField(
+        null=True, blank=True, help_text="the most one payment may take (minor units); empty: no limit"
+    )
+    daily_limit = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="the most the payments of one day (in TIME_ZONE) may take together (minor units); empty: no limit",
+    )
+    # True while in force, NULL once revoked: unique with (payer, merchant), so at most one
+    # agreement per pair is in force while revoked ones stay as history (NULLs never collide; a
+    # partial unique index would say it better, but MariaDB has none)
+    in_force = models.BooleanField(null=True, default=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, help_text="who issued it: command:<user> or admin:<user>")
+    token_issued_at = models.DateTimeField(help_text="when the current token was issued (at creation or reissue)")
+    token_issued_by = models.CharField(max_length=150)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["payer", "merchant", "in_force"], name="payeragreement_one_in_force"),
+            models.CheckConstraint(condition=_empty_or_positive("per_payment_limit"),
+                                   name="payeragreement_per_payment_limit_positive"),
+            models.CheckConstraint(condition=_empty_or_positive("daily_limit"), name="payeragreement_daily_limit_positive"),
+            models.CheckConstraint(
+                condition=(models.Q(in_force=True, revoked_at__isnull=True)
+                           | models.Q(in_force__isnull=True, revoked_at__isnull=False)),
+                name="payeragreement_in_force_until_revoked",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"agreement #{self.pk}: payer #{self.payer_id} with merchant #{self.merchant_id}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class PayerAgreementDay(models.Model):
+    """What an agreement's balance payments of one day add up to: counted by the payment's TCC
+    try (under the agreement's row lock, against its daily limit), uncounted by its cancel."""
+
+    agreement = models.ForeignKey(PayerAgreement, on_delete=models.PROTECT, related_name="days")
+    day = models.DateField()
+    amount = models.BigIntegerField(default=0, help_text="minor units of the agreement's currency")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agreement", "day"], name="payeragreementday_unique_day"),
+            models.CheckConstraint(condition=models.Q(amount__gte=0), name="payeragreementday_amount_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"agreement #{self.agreement_id} on {self.day}: {self.amount}"
+
+    @staticmethod
+    def today() -> date:
+        """The day a daily limit counts in: today in TIME_ZONE."""
+        return timezone.localdate()

@@ -3,6 +3,8 @@
 from django.conf import settings
 
 BASIS_POINTS = 10_000
+# the largest amount anything takes (orders, fund moves, agreement limits): 10^11 minor units
+MAX_AMOUNT = 100_000_000_000
 
 
 def fee_for(amount: int, fee_rate_bp: int) -> int:

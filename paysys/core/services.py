@@ -1,24 +1,33 @@
+from __future__ import annotations
+
 import base64
+import dataclasses
 import hashlib
 import hmac
+import logging
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from paysys.core.errors import InvalidInput, NotFound
-from paysys.core.models import Merchant, Payer
+from paysys.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from paysys.core.models import Merchant, Payer, PayerAgreement, PayerAgreementDay
+from paysys.core.money import MAX_AMOUNT
+
+logger = logging.getLogger(__name__)
 
 API_KEY_PREFIX = "psk_"
 PAYER_TOKEN_PREFIX = "ppt_"
 
 
 def _hash_api_key(api_key: str) -> str:
-    # API keys (and payer tokens) carry 192 random bits, so a fast hash is enough (no dictionary to attack)
+    # API keys and payer tokens carry 192 random bits, so a fast hash is enough (no dictionary to attack)
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
@@ -35,8 +44,7 @@ def merchant_create(*, name: str, notify_url: str, fee_rate_bp: int = 60) -> tup
     URLValidator(schemes=["http", "https"])(notify_url)
     if not 0 <= fee_rate_bp <= 10_000:
         raise ValidationError({"fee_rate_bp": "between 0 and 10000 basis points"})
-    prefix = secrets.token_hex(6)
-    api_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(24)}"
+    api_key, prefix = _new_key(API_KEY_PREFIX)
     merchant = Merchant.objects.create(
         name=name,
         notify_url=notify_url,
@@ -86,12 +94,24 @@ def merchant_rotate_webhook_secret(*, merchant_id: int, grace: timedelta | None 
     return merchant
 
 
+def _key_prefix(key: str, marker: str) -> str | None:
+    """The lookup prefix of a key shaped ``<marker><12 hex>_<secret>`` (API keys, payer tokens), or None."""
+    if not isinstance(key, str) or not key.startswith(marker):
+        return None
+    prefix, sep, _ = key[len(marker):].partition("_")
+    return prefix if sep and len(prefix) == 12 else None
+
+
+def _new_key(marker: str) -> tuple[str, str]:
+    """A new key and its lookup prefix."""
+    prefix = secrets.token_hex(6)
+    return f"{marker}{prefix}_{secrets.token_urlsafe(24)}", prefix
+
+
 def merchant_by_api_key(api_key: str) -> Merchant | None:
     """The merchant owning ``api_key``, or None; frozen merchants are returned (the caller decides)."""
-    if not api_key.startswith(API_KEY_PREFIX):
-        return None
-    prefix, sep, _ = api_key[len(API_KEY_PREFIX):].partition("_")
-    if not sep or len(prefix) != 12:
+    prefix = _key_prefix(api_key, API_KEY_PREFIX)
+    if prefix is None:
         return None
     merchant = Merchant.objects.filter(api_key_prefix=prefix).first()
     if merchant is None or not hmac.compare_digest(merchant.api_key_hash, _hash_api_key(api_key)):
@@ -100,39 +120,237 @@ def merchant_by_api_key(api_key: str) -> Merchant | None:
 
 
 def payer_create(*, name: str) -> Payer:
-    """A payer without a payer token (no balance payments until :func:`payer_token_issue`)."""
+    """A payer with no agreement yet (no balance payments until :func:`agreement_issue`)."""
     name = name.strip()
     if not name or len(name) > 128:
         raise ValidationError({"name": "1-128 characters"})
     return Payer.objects.create(name=name)
 
 
-def payer_create_with_token(*, name: str) -> tuple[Payer, str]:
-    """A payer and its payer token, which is shown this once and never stored."""
-    with transaction.atomic():
+# --- payer agreements: a payer's consent to balance payments by one merchant ----------------
+
+
+def payer_create_with_agreement(*, name: str, merchant_id: int, issued_by: str, **limits) -> tuple[Payer, PayerAgreement, str]:
+    """A payer and its agreement with merchant ``merchant_id`` (:func:`agreement_issue`): the
+    agreement's token is returned this once and never stored. Nothing is created if either fails."""
+    with transaction.atomic(using="default"):
         payer = payer_create(name=name)
-        return payer, payer_token_issue(payer=payer)
+        agreement, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant_id, issued_by=issued_by, **limits)
+    return payer, agreement, token
 
 
-def payer_token_issue(*, payer: Payer) -> str:
-    """Give the payer a new payer token (the previous one stops working); returned once."""
-    token = PAYER_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    Payer.objects.filter(pk=payer.pk).update(payer_token_hash=_hash_api_key(token))
-    payer.payer_token_hash = _hash_api_key(token)
-    return token
+def agreement_issue(
+    *, payer_id: int, merchant_id: int, issued_by: str, currency: str | None = None,
+    per_payment_limit: int | None = None, daily_limit: int | None = None, replace: bool = False,
+) -> tuple[PayerAgreement, str]:
+    """A new agreement: merchant ``merchant_id`` may charge payer ``payer_id``'s wallet, each
+    payment at most ``per_payment_limit`` and the payments of a day at most ``daily_limit``
+    (minor units of ``currency``, default the first of ORDER_CURRENCIES; None: no limit).
+    Returns it with its token, shown this once.
+
+    One agreement per payer and merchant is in force: if there is one already, Conflict, unless
+    ``replace``: then it is revoked (by ``issued_by``) in the same transaction (new limits, say).
+    """
+    currency = currency or settings.ORDER_CURRENCIES[0]
+    problems = {
+        field: f"empty or an integer between 1 and {MAX_AMOUNT} (minor units)"
+        for field, limit in (("per_payment_limit", per_payment_limit), ("daily_limit", daily_limit))
+        if limit is not None and (not _is_int(limit) or not 1 <= limit <= MAX_AMOUNT)
+    }
+    if currency not in settings.ORDER_CURRENCIES:
+        problems["currency"] = f"one of {', '.join(settings.ORDER_CURRENCIES)}"
+    if not issued_by or len(issued_by) > 150:
+        problems["issued_by"] = "1-150 characters: who issues it"
+    if problems:
+        raise InvalidInput("agreement not issued", fields=problems)
+    token, prefix = _new_key(PAYER_TOKEN_PREFIX)
+    now = timezone.now()
+    with transaction.atomic(using="default"):
+        if not _is_int(payer_id) or not Payer.objects.filter(pk=payer_id).exists():
+            raise NotFound(f"no payer #{payer_id}")
+        if not _is_int(merchant_id) or not Merchant.objects.filter(pk=merchant_id).exists():
+            raise NotFound(f"no merchant #{merchant_id}")
+        if replace:
+            in_force = PayerAgreement.objects.filter(payer_id=payer_id, merchant_id=merchant_id, in_force=True)
+            for current in in_force.select_for_update():
+                _revoke(current, revoked_by=issued_by, now=now)
+        try:
+            with transaction.atomic(using="default"):
+                agreement = PayerAgreement.objects.create(
+                    payer_id=payer_id, merchant_id=merchant_id, token_prefix=prefix, token_hash=_hash_api_key(token),
+                    currency=currency, per_payment_limit=per_payment_limit, daily_limit=daily_limit,
+                    created_by=issued_by, token_issued_at=now, token_issued_by=issued_by,
+                )
+        except IntegrityError:  # the one in force (the database says so: payeragreement_one_in_force)
+            current = PayerAgreement.objects.filter(payer_id=payer_id, merchant_id=merchant_id, in_force=True).first()
+            raise Conflict(
+                f"payer #{payer_id} already has an agreement in force with merchant #{merchant_id}"
+                f"{f' (#{current.pk})' if current else ''}: reissue its token, or replace or revoke it",
+                code="agreement_exists",
+            ) from None
+    logger.info("agreement #%s: payer #%s with merchant #%s issued by %s", agreement.pk, payer_id, merchant_id, issued_by)
+    return agreement, token
 
 
-# compared against when the payer is unknown or has no token, so every refusal costs the same
+def agreement_reissue(*, agreement_id: int, issued_by: str) -> tuple[PayerAgreement, str]:
+    """Give the agreement a new token (after a leak, say): the old one stops working at once,
+    limits and today's payments stay. A revoked agreement stays revoked (Conflict): issue a new one."""
+    if not issued_by or len(issued_by) > 150:
+        raise InvalidInput("token not reissued", fields={"issued_by": "1-150 characters: who reissues it"})
+    token, prefix = _new_key(PAYER_TOKEN_PREFIX)
+    with transaction.atomic(using="default"):
+        agreement = _agreement_for_update(agreement_id)
+        if agreement.is_revoked:
+            raise Conflict(f"{agreement} was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC: issue a new agreement",
+                           code="agreement_revoked")
+        agreement.token_prefix, agreement.token_hash = prefix, _hash_api_key(token)
+        agreement.token_issued_at, agreement.token_issued_by = timezone.now(), issued_by
+        agreement.save(update_fields=["token_prefix", "token_hash", "token_issued_at", "token_issued_by"])
+    logger.info("%s: token reissued by %s", agreement, issued_by)
+    return agreement, token
+
+
+def agreement_revoke(*, agreement_id: int, revoked_by: str) -> PayerAgreement:
+    """End the agreement: its token is refused from now on (a payment already past its try
+    completes). Revoking a revoked agreement changes nothing (the first who and when stay)."""
+    if not revoked_by or len(revoked_by) > 150:
+        raise InvalidInput("agreement not revoked", fields={"revoked_by": "1-150 characters: who revokes it"})
+    with transaction.atomic(using="default"):
+        agreement = _agreement_for_update(agreement_id)
+        if not agreement.is_revoked:
+            _revoke(agreement, revoked_by=revoked_by, now=timezone.now())
+    return agreement
+
+
+def _agreement_for_update(agreement_id: int) -> PayerAgreement:
+    agreement = PayerAgreement.objects.select_for_update().filter(pk=agreement_id).first() if _is_int(agreement_id) else None
+    if agreement is None:
+        raise NotFound(f"no agreement #{agreement_id}")
+    return agreement
+
+
+def _revoke(agreement: PayerAgreement, *, revoked_by: str, now) -> None:
+    agreement.in_force, agreement.revoked_at, agreement.revoked_by = None, now, revoked_by
+    agreement.save(update_fields=["in_force", "revoked_at", "revoked_by"])
+    logger.info("%s revoked by %s", agreement, revoked_by)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# compared against when a token finds no agreement, so every refusal costs the same
 _NO_TOKEN_HASH = _hash_api_key(PAYER_TOKEN_PREFIX + "no-token")
 
 
-def payer_token_check(payer_id: int, token: str) -> bool:
-    """True when ``token`` is ``payer_id``'s payer token (the payer's consent to a balance payment).
+def agreement_for_payment(*, payer_token: str, payer_id: int, merchant_id: int) -> PayerAgreement:
+    """The agreement whose token is ``payer_token``, if it lets merchant ``merchant_id`` charge
+    payer ``payer_id`` (an order's payer): else Forbidden, whose code says why: the token is not
+    this payer's (``payer_token_mismatch``), it is the payer's agreement with another merchant
+    (``agreement_other_merchant``), or it was revoked (``agreement_revoked``). Reads only.
 
-    Constant time in the token: the hashes are compared with hmac.compare_digest, and an unknown
-    payer or one without a token is compared against a dummy hash and refused."""
-    if not isinstance(token, str) or not isinstance(payer_id, int) or isinstance(payer_id, bool):
-        return False
-    stored = Payer.objects.filter(pk=payer_id).values_list("payer_token_hash", flat=True).first() or ""
-    matches = hmac.compare_digest(stored or _NO_TOKEN_HASH, _hash_api_key(token))
-    return bool(stored) and matches
+    Constant time in the token: the hashes are compared with hmac.compare_digest, and a token
+    that finds no agreement is compared against a dummy hash and refused."""
+    prefix = _key_prefix(payer_token, PAYER_TOKEN_PREFIX)
+    agreement = PayerAgreement.objects.filter(token_prefix=prefix).first() if prefix else None
+    matches = hmac.compare_digest(agreement.token_hash if agreement else _NO_TOKEN_HASH,
+                                  _hash_api_key(payer_token if isinstance(payer_token, str) else ""))
+    if agreement is None or not matches or agreement.payer_id != payer_id:
+        raise Forbidden("payer_token is not this order's payer's consent", code="payer_token_mismatch")
+    if refusal := _standing_refusal(agreement, merchant_id=merchant_id):
+        raise refusal
+    return agreement
+
+
+def agreement_limits_check(agreement: PayerAgreement, *, amount: int, currency: str) -> None:
+    """Forbidden if a payment of ``amount`` would break the agreement's limits as they stand
+    now (``agreement_currency``, ``agreement_payment_limit``, ``agreement_daily_limit``). Reads
+    only: the payment's try counts it atomically (:func:`agreement_charge_hold`)."""
+    today = PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today())
+    used = today.values_list("amount", flat=True).first() or 0
+    if refusal := (_limit_refusal(agreement, amount=amount, currency=currency)
+                   or _daily_refusal(agreement, amount=amount, used=used)):
+        raise refusal
+
+
+def _standing_refusal(agreement: PayerAgreement, *, merchant_id: int) -> Forbidden | None:
+    if agreement.merchant_id != merchant_id:
+        return Forbidden("payer_token is the payer's agreement with another merchant; this merchant needs its own",
+                         code="agreement_other_merchant")
+    if agreement.is_revoked:
+        return Forbidden(f"payer_token's agreement was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC",
+                         code="agreement_revoked")
+    return None
+
+
+def _limit_refusal(agreement: PayerAgreement, *, amount: int, currency: str) -> Forbidden | None:
+    if currency != agreement.currency:
+        return Forbidden(f"the agreement is for payments in {agreement.currency}, not {currency}", code="agreement_currency")
+    if agreement.per_payment_limit is not None and amount > agreement.per_payment_limit:
+        return Forbidden(f"{amount} is above the agreement's per-payment limit of {agreement.per_payment_limit} "
+                         f"(minor units of {agreement.currency})", code="agreement_payment_limit")
+    return None
+
+
+def _daily_refusal(agreement: PayerAgreement, *, amount: int, used: int) -> Forbidden | None:
+    if agreement.daily_limit is not None and used + amount > agreement.daily_limit:
+        return Forbidden(f"{amount} on top of today's {used} is above the agreement's daily limit of "
+                         f"{agreement.daily_limit} (minor units of {agreement.currency})", code="agreement_daily_limit")
+    return None
+
+
+# --- the agreement as a TCC participant of a balance payment (paysys.core.participants) ------
+
+
+@dataclass(frozen=True)
+class AgreementCharge:
+    """One balance payment counted against an agreement, as its TCC payload says it."""
+
+    agreement_id: int
+    token_prefix: str  # the token the payment was authorised with: a reissue in between refuses the try
+    payer_id: int
+    merchant_id: int
+    amount: int
+    currency: str
+    day: date
+    out_trade_no: str = ""
+
+    @classmethod
+    def for_payment(cls, agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str) -> AgreementCharge:
+        """The payment counted today."""
+        return cls(agreement.pk, agreement.token_prefix, agreement.payer_id, agreement.merchant_id, amount, currency,
+                   PayerAgreementDay.today(), out_trade_no)
+
+    def to_payload(self) -> dict:
+        return {**dataclasses.asdict(self), "day": self.day.isoformat()}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> AgreementCharge:
+        return cls(**{**payload, "day": date.fromisoformat(payload["day"])})
+
+
+def agreement_charge_hold(*, charge: AgreementCharge) -> None:
+    """Try: count the payment against the agreement, or Forbidden. Under the agreement's row
+    lock, so a revoke or reissue is either before (refused) or after (this payment stands), and
+    the day's total is a conditional UPDATE: payments racing with one agreement never pass its
+    daily limit together."""
+    agreement = PayerAgreement.objects.select_for_update().filter(pk=charge.agreement_id).first()
+    if agreement is None or agreement.token_prefix != charge.token_prefix or agreement.payer_id != charge.payer_id:
+        raise Forbidden("payer_token is no longer this payer's consent (reissued)", code="payer_token_mismatch")
+    if refusal := (_standing_refusal(agreement, merchant_id=charge.merchant_id)
+                   or _limit_refusal(agreement, amount=charge.amount, currency=charge.currency)):
+        raise refusal
+    PayerAgreementDay.objects.get_or_create(agreement=agreement, day=charge.day)  # no race: the lock is held
+    within = Q() if agreement.daily_limit is None else Q(amount__lte=agreement.daily_limit - charge.amount)
+    day = PayerAgreementDay.objects.filter(agreement=agreement, day=charge.day)
+    if not day.filter(within).update(amount=F("amount") + charge.amount):
+        raise _daily_refusal(agreement, amount=charge.amount, used=day.get().amount)
+
+
+def agreement_charge_release(*, charge: AgreementCharge) -> None:
+    """Cancel: uncount the payment (the barrier runs this only after its try counted it)."""
+    released = PayerAgreementDay.objects.filter(
+        agreement_id=charge.agreement_id, day=charge.day, amount__gte=charge.amount
+    ).update(amount=F("amount") - charge.amount)
+    if not released:  # a data or framework bug: raised, so the cancel is retried and then shown to a human
+        raise RuntimeError(f"agreement #{charge.agreement_id} counted less than {charge.amount} on {charge.day}")

@@ -1,4 +1,4 @@
-"""``manage.py credit_wallet`` and ``create_payer --json`` (payer tokens)."""
+"""``manage.py credit_wallet`` (``create_payer`` and payer agreements: tests/core/test_agreements.py)."""
 
 import json
 from io import StringIO
@@ -8,8 +8,6 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import FundEntry
 from paysys.contracts import WalletCredited
-from paysys.core.models import Payer
-from paysys.core.services import payer_create_with_token, payer_token_check, payer_token_issue
 from paysys.messaging.models import Message
 from tests.accounts.helpers import account
 
@@ -67,54 +65,3 @@ def test_credit_wallet_of_an_unknown_payer_is_refused(db):
         call_command("credit_wallet", "--payer", "999", "--amount", "100", "--reason", "x", stdout=StringIO())
 
     assert not FundEntry.objects.using("funds").exists()
-
-
-def test_create_payer_json_prints_a_payer_token_stored_hashed():
-    out = StringIO()
-
-    call_command("create_payer", "--name", "Alice", "--json", stdout=out)
-
-    data = json.loads(out.getvalue())
-    assert set(data) == {"payer_id", "payer_token"}
-    payer = Payer.objects.get(pk=data["payer_id"])
-    assert payer.payer_token_hash and data["payer_token"] not in payer.payer_token_hash
-    assert payer_token_check(payer.pk, data["payer_token"]) is True
-
-
-def test_payer_token_check_refuses_everything_but_the_payers_own_token():
-    alice, alice_token = payer_create_with_token(name="Alice")
-    bob, bob_token = payer_create_with_token(name="Bob")
-
-    assert payer_token_check(alice.pk, alice_token) and payer_token_check(bob.pk, bob_token)
-    assert not payer_token_check(alice.pk, bob_token)
-    assert not payer_token_check(alice.pk, "")
-    assert not payer_token_check(alice.pk, alice_token + "x")
-    assert not payer_token_check(999_999, alice_token)
-    assert not payer_token_check(alice.pk, None)
-    assert not payer_token_check(str(alice.pk), alice_token)
-
-
-def test_a_payer_without_a_token_gives_no_consent(payer):
-    assert payer.payer_token_hash == ""
-    assert not payer_token_check(payer.pk, "")
-    assert not payer_token_check(payer.pk, "ppt_anything")
-
-
-def test_issuing_a_new_token_revokes_the_old_one(payer):
-    old = payer_token_issue(payer=payer)
-    new = payer_token_issue(payer=payer)
-
-    assert not payer_token_check(payer.pk, old)
-    assert payer_token_check(payer.pk, new)
-
-
-def test_credit_wallet_with_a_request_key_credits_once(payer):
-    args = ["--payer", str(payer.pk), "--amount", "300", "--reason", "ticket 7", "--request-key", "ticket-7"]
-    call_command("credit_wallet", *args, stdout=StringIO())
-    call_command("credit_wallet", *args, stdout=StringIO())
-
-    assert account("payer", payer.pk).balance == 300
-    assert Message.objects.using("funds").filter(topic=WalletCredited.TOPIC).count() == 1
-    with pytest.raises(CommandError, match="request key was used for another credit"):
-        call_command("credit_wallet", "--payer", str(payer.pk), "--amount", "301", "--reason", "x",
-                     "--request-key", "ticket-7", stdout=StringIO())

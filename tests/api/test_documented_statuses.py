@@ -35,7 +35,7 @@ from orders import services as order_services
 from orders.models import Order
 from orders.services import order_create
 from paysys.contracts import BenchPing
-from paysys.core.services import payer_token_issue
+from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
 from paysys.wsgi import application
 from tests.notifications.factories import make_attempt, make_notification
@@ -213,22 +213,27 @@ def surrounding(operation_id) -> dict[int, Callable]:
 # --- what each operation's own code answers --------------------------------------------------
 
 
+def agreement_token(world) -> str:
+    """The payer's agreement with the world's merchant (a new one each call, replacing the last)."""
+    return agreement_issue(payer_id=world.payer.pk, merchant_id=world.merchant.pk, issued_by="test", replace=True)[1]
+
+
 def pay_body(token: str) -> dict:
     return {"method": "balance", "payer_token": token}
 
 
 def paid_from_the_wallet(world, operation_id):
     wallet_credit(payer_id=world.payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
-    return world.call(operation_id, body=pay_body(payer_token_issue(payer=world.payer)))
+    return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 
 def the_wallet_cannot_afford_it(world, operation_id):
-    return world.call(operation_id, body=pay_body(payer_token_issue(payer=world.payer)))
+    return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 
 def closed_order(world, operation_id):
     Order.objects.filter(pk=world.order.pk).update(status=Order.Status.CLOSED)
-    return world.call(operation_id, body=pay_body(payer_token_issue(payer=world.payer)))
+    return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 
 def disabled_endpoint(world, operation_id):

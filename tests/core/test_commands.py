@@ -5,7 +5,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from paysys.core.models import Merchant, Payer
+from paysys.core.models import Merchant
 from paysys.core.services import merchant_by_api_key
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -42,14 +42,6 @@ def test_create_merchant_rejects_bad_input_and_writes_nothing():
         call_command("create_merchant", "--name", "Shop", "--notify-url", "https://x.example", "--fee-rate-bp", "20000")
 
     assert Merchant.objects.count() == 0
-
-
-def test_create_payer_json_output():
-    out = StringIO()
-
-    call_command("create_payer", "--name", "Alice", "--json", stdout=out)
-
-    assert Payer.objects.get(pk=json.loads(out.getvalue())["payer_id"]).name == "Alice"
 
 
 # check --deploy and refusing to start without secrets: tests/core/test_security_settings.py

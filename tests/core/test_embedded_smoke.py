@@ -149,7 +149,8 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
         "create_merchant", "manage.py", "create_merchant", "--name", "Smoke Shop",
         "--notify-url", f"{base}/sandbox/merchant/notify", "--json",
     ).stdout)
-    payer = json.loads(processes.run("create_payer", "manage.py", "create_payer", "--name", "Smoke Payer", "--json").stdout)
+    payer = json.loads(processes.run("create_payer", "manage.py", "create_payer", "--name", "Smoke Payer",
+                                     "--merchant", str(merchant["merchant_id"]), "--json").stdout)
     http.headers["Authorization"] = f"Bearer {merchant['api_key']}"
 
     def healthz() -> tuple[int, dict] | None:

@@ -150,7 +150,7 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
     manage({**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}, "createsuperuser", "--noinput",
            "--username", ADMIN_USER, "--email", "operator@example.com")
     merchant = json.loads(manage(env, "create_merchant", "--name", "E2E Shop", "--notify-url", "https://shop.example/n", "--json"))
-    payer = json.loads(manage(env, "create_payer", "--name", "E2E Payer", "--json"))
+    payer = json.loads(manage(env, "create_payer", "--name", "E2E Payer", "--merchant", str(merchant["merchant_id"]), "--json"))
 
     names = [n for n in ("web", *settings.SERVICE_QUEUES, "beat") if n != "accounting"]
     live = LiveStack(base, env, logs / "runstack.log", merchant["api_key"], payer["payer_id"], [])

@@ -28,7 +28,7 @@ from orders.models import Order, PaymentRecord
 from orders.services import order_create
 from paysys import bank, tcc
 from paysys.core.money import fee_for, points_for
-from paysys.core.services import payer_token_issue
+from paysys.core.services import agreement_issue
 from paysys.messaging import recovery as messaging
 from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
@@ -232,7 +232,7 @@ def test_funds_unreachable_from_the_web_server_a_balance_payment_is_503_and_noth
     start("funds,points")
     base = web(ports={"funds": db_proxy.port})
     wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
-    token = payer_token_issue(payer=payer)
+    _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
     order = order_create(merchant=merchant, merchant_order_no="TF-BAL", amount=AMOUNT, currency="CNY",
                          subject="s", payer_id=payer.pk)[0]
     key = f"balance:{order.out_trade_no}"
@@ -324,7 +324,7 @@ def test_40_threads_paying_40_orders_from_a_wallet_that_affords_10(merchant_and_
     start("funds,points")
     monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)  # phase two is checked below
     wallet_credit(payer_id=payer.pk, amount=10 * AMOUNT, reason="top-up", credited_by="command:test")
-    token = payer_token_issue(payer=payer)
+    _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
     numbers = [f"W-{n}" for n in range(40)]
     for no in numbers:
         order_create(merchant=merchant, merchant_order_no=no, amount=AMOUNT, currency="CNY", subject="s",

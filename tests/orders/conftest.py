@@ -27,13 +27,15 @@ def pay_with_notify_held(pay_url: str) -> str:
 
 
 @pytest.fixture
-def make_payer_with_token(db):
-    """``make() -> (payer, payer_token)``: a payer who can consent to balance payments."""
-    from paysys.core.services import payer_create_with_token
+def make_payer_with_token(db, merchant):
+    """``make() -> (payer, payer_token)``: a payer with an agreement with ``merchant``."""
+    from paysys.core.services import payer_create_with_agreement
 
     count = iter(range(1, 10_000))
 
     def make():
-        return payer_create_with_token(name=f"token-payer-{next(count)}")
+        payer, _, token = payer_create_with_agreement(name=f"token-payer-{next(count)}", merchant_id=merchant.pk,
+                                                      issued_by="command:test")
+        return payer, token
 
     return make

@@ -7,9 +7,12 @@ is run with ``tcc.finish()`` (tests/faults runs it in real workers)."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connections
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.models import FundAccount, FundEntry, PointsAccount
 from accounts.selectors import fund_account_get, points_account_get
@@ -18,8 +21,9 @@ from orders import services as order_services
 from orders.models import Order
 from orders.services import order_create
 from paysys import tcc
+from paysys.core.models import PayerAgreementDay
 from paysys.core.money import fee_for, points_for
-from paysys.core.services import payer_token_issue
+from paysys.core.services import agreement_reissue, agreement_revoke
 from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
@@ -37,8 +41,9 @@ def answer_at_decision(monkeypatch):
 
 
 @pytest.fixture
-def payer_token(payer):
-    return payer_token_issue(payer=payer)
+def payer_token(payer, merchant, issue_agreement):
+    """The payer's agreement with ``merchant`` (no limits): its token."""
+    return issue_agreement(payer, merchant)[1]
 
 
 @pytest.fixture
@@ -348,6 +353,200 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, mer
     assert FundAccount.objects.get(owner_type="merchant").balance == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
     assert PointsAccount.objects.get(payer_id=payer.pk).balance == 12
     assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+
+
+# --- the payer's agreement: one merchant, limits, revocable, re-issuable --------------------
+
+
+def used_today(agreement) -> int:
+    return PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today()).values_list(
+        "amount", flat=True).first() or 0
+
+
+def assert_nothing_charged(order, payer):
+    """The refused payment held no order, froze nothing and moved nothing (phase two run)."""
+    tcc.finish()
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000, 0, 0)
+    assert not FundEntry.objects.filter(account__owner_type="payer", kind="hold").exists()
+    assert points(payer) == (0, 0)
+
+
+def refusal(response) -> str:
+    assert response.status_code == 403, response.content
+    return response.json()["error"]["code"]
+
+
+def test_a_token_used_by_another_merchant_is_403_and_nothing_is_written(
+    merchant, payer, wallet, make_merchant, issue_agreement
+):
+    """Merchant B saw the payer's token for merchant A: B cannot charge the wallet with it."""
+    _, token_for_merchant = issue_agreement(payer, merchant)
+    other, other_key = make_merchant()
+    order = make_order(other, payer)
+    other_api = APIClient()
+    other_api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
+
+    response = pay(other_api, "BAL-1", token_for_merchant)
+
+    assert refusal(response) == "agreement_other_merchant"
+    assert "another merchant" in response.json()["error"]["message"]
+    assert not GlobalTransaction.objects.exists()
+    assert_nothing_charged(order, payer)
+
+
+def test_a_revoked_agreement_is_403_and_nothing_is_written(api, merchant, payer, wallet, issue_agreement):
+    agreement, token = issue_agreement(payer, merchant)
+    order = make_order(merchant, payer)
+    agreement_revoke(agreement_id=agreement.pk, revoked_by="admin:boss")
+
+    response = pay(api, "BAL-1", token)
+
+    assert refusal(response) == "agreement_revoked"
+    assert not GlobalTransaction.objects.exists()
+    assert_nothing_charged(order, payer)
+
+
+def test_a_payment_over_the_per_payment_limit_is_403_and_nothing_is_written(
+    api, merchant, payer, wallet, issue_agreement
+):
+    _, token = issue_agreement(payer, merchant, per_payment_limit=AMOUNT - 1)
+    order = make_order(merchant, payer)
+
+    response = pay(api, "BAL-1", token)
+
+    assert refusal(response) == "agreement_payment_limit"
+    assert str(AMOUNT - 1) in response.json()["error"]["message"]
+    assert not GlobalTransaction.objects.exists()
+    assert_nothing_charged(order, payer)
+    make_order(merchant, payer, no="BAL-2", amount=AMOUNT - 1)
+    assert pay(api, "BAL-2", token).status_code == 200  # at the limit: paid
+
+
+def test_payments_over_the_daily_limit_are_403_and_nothing_is_written(api, merchant, payer, wallet, issue_agreement):
+    agreement, token = issue_agreement(payer, merchant, daily_limit=2 * AMOUNT)
+    make_order(merchant, payer, no="BAL-1")
+    make_order(merchant, payer, no="BAL-2")
+    third = make_order(merchant, payer, no="BAL-3")
+    assert pay(api, "BAL-1", token).status_code == 200
+    assert pay(api, "BAL-2", token).status_code == 200  # the limit reached exactly
+    tcc.finish()
+    transactions = GlobalTransaction.objects.count()
+
+    response = pay(api, "BAL-3", token)
+
+    assert refusal(response) == "agreement_daily_limit"
+    assert GlobalTransaction.objects.count() == transactions
+    assert Order.objects.get(pk=third.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000 - 2 * AMOUNT, 0, 0)
+    assert used_today(agreement) == 2 * AMOUNT
+
+
+def test_the_agreements_try_refuses_what_the_check_before_it_let_through(
+    api, merchant, payer, wallet, issue_agreement, monkeypatch
+):
+    """The check before the TCC reads without a lock; the limit holds because the agreement's try
+    counts under the row lock. With that check skipped, the try alone refuses: 403, cancelled,
+    the order never held, the wallet never frozen."""
+    agreement, token = issue_agreement(payer, merchant, daily_limit=AMOUNT)
+    make_order(merchant, payer, no="BAL-1")
+    order = make_order(merchant, payer, no="BAL-2")
+    assert pay(api, "BAL-1", token).status_code == 200
+    tcc.finish()
+    monkeypatch.setattr(order_services, "agreement_limits_check", lambda *args, **kwargs: None)
+
+    response = pay(api, "BAL-2", token)
+
+    assert refusal(response) == "agreement_daily_limit"
+    gtx = GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}")
+    assert gtx.branches.get(action="core.agreement").status == "TRY_FAILED"
+    tcc.finish()
+    gtx.refresh_from_db()
+    assert gtx.status == "CANCELLED"
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+    assert used_today(agreement) == AMOUNT  # the refused try counted nothing, its (empty) cancel uncounted nothing
+
+
+def test_concurrent_payments_with_one_agreement_never_pass_its_daily_limit(
+    api, merchant, payer, wallet, issue_agreement
+):
+    """Six orders paid at once under one agreement whose daily limit covers three: exactly three
+    are paid; the others are refused (before the TCC or by the agreement's try), nothing frozen."""
+    agreement, token = issue_agreement(payer, merchant, daily_limit=3 * AMOUNT)
+    numbers = [f"RACE-{n}" for n in range(6)]
+    for no in numbers:
+        make_order(merchant, payer, no=no)
+
+    responses = run_at_once(*[lambda no=no: pay(api, no, token) for no in numbers])
+    tcc.finish()
+
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 3 + [403] * 3, [r.content for r in responses]
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 403} == {"agreement_daily_limit"}
+    assert Order.objects.filter(merchant_order_no__in=numbers, status="SUCCESS").count() == 3
+    assert Order.objects.filter(merchant_order_no__in=numbers, status="CREATED").count() == 3
+    assert available("payer", payer.pk) == (10_000 - 3 * AMOUNT, 0, 0)
+    assert used_today(agreement) == 3 * AMOUNT
+
+
+def test_a_cancelled_payment_gives_its_amount_back_to_the_daily_limit(api, merchant, payer, wallet, issue_agreement):
+    """The agreement's try counts the payment; when a later try refuses (the wallet cannot
+    afford it: 402), the cancel uncounts it, and the day's limit is whole again."""
+    agreement, token = issue_agreement(payer, merchant, daily_limit=12_000)
+    make_order(merchant, payer, no="BIG", amount=11_000)
+    make_order(merchant, payer, no="SMALL", amount=AMOUNT)
+
+    assert pay(api, "BIG", token).status_code == 402
+    assert used_today(agreement) == 11_000  # counted by the try; the cancel is on its way
+    tcc.finish()
+    assert used_today(agreement) == 0
+
+    assert pay(api, "SMALL", token).status_code == 200
+    tcc.finish()
+    assert used_today(agreement) == AMOUNT
+    assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
+
+
+def test_a_reissued_token_replaces_the_old_one(api, merchant, payer, wallet, issue_agreement):
+    agreement, old = issue_agreement(payer, merchant)
+    order = make_order(merchant, payer)
+    _, new = agreement_reissue(agreement_id=agreement.pk, issued_by="admin:boss")
+
+    assert refusal(pay(api, "BAL-1", old)) == "payer_token_mismatch"
+    assert_nothing_charged(order, payer)
+    assert pay(api, "BAL-1", new).status_code == 200
+
+
+def test_a_token_reissued_after_the_check_is_refused_by_the_try(api, merchant, payer, wallet, issue_agreement, monkeypatch):
+    """Reissued (or revoked) between the check and the try: the try, under the agreement's lock, refuses."""
+    agreement, token = issue_agreement(payer, merchant)
+    order = make_order(merchant, payer)
+    check = order_services.agreement_limits_check
+
+    def reissue_meanwhile(*args, **kwargs):
+        check(*args, **kwargs)
+        agreement_reissue(agreement_id=agreement.pk, issued_by="admin:boss")
+
+    monkeypatch.setattr(order_services, "agreement_limits_check", reissue_meanwhile)
+
+    assert refusal(pay(api, "BAL-1", token)) == "payer_token_mismatch"
+    assert_nothing_charged(order, payer)
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def test_an_expired_order_not_yet_closed_is_409_and_nothing_is_charged(api, merchant, payer, wallet, payer_token):
+    order = make_order(merchant, payer)
+    Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))  # the expiry pass has not run
+
+    response = pay(api, "BAL-1", payer_token)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "order_expired"
+    assert "expired at" in response.json()["error"]["message"]
+    assert_nothing_charged(order, payer)
 
 
 def test_the_openapi_schema_says_exactly_what_the_endpoint_does(client):

@@ -60,21 +60,31 @@ def test_a_bank_payment_gives_every_participant_the_same_fee_and_points(merchant
     }
 
 
-def test_a_balance_payment_debits_the_payer_the_whole_amount(merchant, payer):
-    # given an order with no notify_url of its own
+def test_a_balance_payment_debits_the_payer_the_whole_amount(merchant, payer, issue_agreement):
+    # given an order with no notify_url of its own, and the payer's agreement with the merchant
     order = create(merchant, payer)
+    agreement, _ = issue_agreement(payer, merchant)
 
     # when its balance payment's branches are built
-    branches = by_action(pay_branches(order, method=PayMethod.BALANCE))
+    branches = by_action(pay_branches(order, method=PayMethod.BALANCE, agreement=agreement))
 
-    # then the payer is debited the whole amount, the merchant credited amount - fee, and
-    # the merchant's own notify_url is the one given to orders
+    # then the agreement counts the whole amount first, the payer is debited the whole amount,
+    # the merchant credited amount - fee, and the merchant's own notify_url is given to orders
     common = {"out_trade_no": order.out_trade_no, "currency": "CNY"}
-    assert list(branches) == [ACTION, "funds.debit", "funds.credit", "points.award"]
+    assert list(branches) == ["core.agreement", ACTION, "funds.debit", "funds.credit", "points.award"]
+    assert branches["core.agreement"] == {
+        **common, "agreement_id": agreement.pk, "token_prefix": agreement.token_prefix, "payer_id": payer.pk,
+        "merchant_id": merchant.pk, "amount": 1999, "day": timezone.localdate().isoformat(),
+    }
     assert branches["funds.debit"] == {**common, "owner_type": "payer", "owner_id": payer.pk, "amount": 1999}
     assert branches["funds.credit"]["amount"] == 1987
     assert branches[ACTION]["notify_url"] == merchant.notify_url
     assert (branches[ACTION]["method"], branches[ACTION]["bank_trade_no"], branches[ACTION]["source"]) == ("balance", "", "")
+
+
+def test_a_balance_payment_needs_the_payers_agreement(merchant, payer):
+    with pytest.raises(ValueError, match="agreement"):
+        pay_branches(create(merchant, payer), method=PayMethod.BALANCE)
 
 
 def test_no_credit_when_the_fee_takes_everything_and_no_points_under_one_unit(merchant, payer):

@@ -57,13 +57,14 @@ def test_paid_orders_with_every_service_caught_up_are_consistent_and_settled(pai
 def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, payer, monkeypatch):
     from accounts.services import wallet_credit
     from orders import services
-    from paysys.core.services import payer_token_issue
+    from paysys.core.services import agreement_issue
 
     monkeypatch.setattr(services, "PAY_CONFIRM_WAIT_SECONDS", 0)
     wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
     order = order_create(merchant=merchant, merchant_order_no="REC-BAL", amount=2500, currency="CNY", subject="s",
                          payer_id=payer.pk)[0]
-    services.order_pay_with_balance(merchant=merchant, merchant_order_no="REC-BAL", payer_token=payer_token_issue(payer=payer))
+    _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
+    services.order_pay_with_balance(merchant=merchant, merchant_order_no="REC-BAL", payer_token=token)
     tcc.finish()
     deliver_all("orders")
     deliver_all("funds")  # wallet.credited -> accounting

@@ -1,10 +1,10 @@
-import getpass
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from accounts.services import wallet_credit
 from paysys.core.errors import DomainError
+from paysys.core.management import command_actor, command_error
 
 
 class Command(BaseCommand):
@@ -22,17 +22,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            who = getpass.getuser()
-        except (KeyError, OSError):
-            who = "unknown"
-        try:
             entry = wallet_credit(
                 payer_id=options["payer"], amount=options["amount"], currency=options["currency"],
-                reason=options["reason"], credited_by=f"command:{who}", request_key=options["request_key"],
+                reason=options["reason"], credited_by=command_actor(), request_key=options["request_key"],
             )
         except DomainError as exc:
-            details = "; ".join(f"{k}: {v}" for k, v in (exc.fields or {}).items())
-            raise CommandError(exc.message + (f" ({details})" if details else "")) from exc
+            raise command_error(exc) from exc
         currency = entry.account.currency
         if options["json"]:
             self.stdout.write(json.dumps({

@@ -48,7 +48,7 @@ from accounts.services import wallet_credit
 from notifications.models import Notification
 from orders.models import Order
 from paysys import bank
-from paysys.core.services import merchant_create, payer_create_with_token
+from paysys.core.services import merchant_create, payer_create_with_agreement
 from paysys.demo.bench_client import post_notifies
 from paysys.demo.monolith import monolith_baseline
 
@@ -130,7 +130,9 @@ class Command(BaseCommand):
         api.trust_env = False
         api.headers["Authorization"] = f"Bearer {api_key}"
         balance_count = int(payments * options["balance_share"])
-        payers = [payer_create_with_token(name=f"bench-payer-{i}") for i in range(max(1, options["clients"]))]
+        payers = [payer_create_with_agreement(name=f"bench-payer-{i}", merchant_id=merchant.pk, issued_by="bench_payments")
+                  for i in range(max(1, options["clients"]))]
+        payers = [(payer, token) for payer, _, token in payers]
         for payer, _ in payers:
             wallet_credit(payer_id=payer.pk, amount=10**9, reason="bench_payments", credited_by="bench_payments")
         stamp = uuid.uuid4().hex[:6]

@@ -40,7 +40,7 @@ from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
 from paysys.core.models import Merchant, Payer
 from paysys.core.money import fee_for, points_for
-from paysys.core.services import payer_token_issue
+from paysys.core.services import agreement_issue
 from paysys.core.stack import StackLock, describe
 from paysys.demo.management.commands.run_banner import ensure_demo_merchant
 from paysys.gateway.models import BankNotify
@@ -271,7 +271,7 @@ class Command(BaseCommand):
         before = self.accounts_snapshot(base, merchant, payer)
         for order in orders:
             self.pay(order)
-        orders += self.pay_from_wallet(base, stamp, payer)
+        orders += self.pay_from_wallet(base, stamp, merchant, payer)
         self.wait(base, orders, merchant.pk, timeout)
         self.print_table(orders)
         self.conclude(orders, timeout)
@@ -426,12 +426,16 @@ class Command(BaseCommand):
 
     # --- TCC: balance payments, and balances, points and vouchers that agree ------------------
 
-    def pay_from_wallet(self, base: str, stamp: str, payer) -> list[DemoOrder]:
-        """Credit the payer's wallet by hand (booked by accounting), then the wallet pays an order."""
+    def pay_from_wallet(self, base: str, stamp: str, merchant, payer) -> list[DemoOrder]:
+        """Credit the payer's wallet by hand (booked by accounting), then the wallet pays an order
+        under the payer's agreement with the demo merchant (a fresh one each run: the token is
+        shown once, so the one an earlier run issued is replaced)."""
         self.wallet_entry = wallet_credit(payer_id=payer.pk, amount=DEMO_WALLET_CREDIT, reason="demo top-up",
                                           credited_by="command:demo")
-        payer_token = payer_token_issue(payer=payer)
-        self.say(f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; a payer token issued")
+        agreement, payer_token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:demo",
+                                                 replace=True)
+        self.say(f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; {agreement} issued "
+                 "(its payer token lets this merchant, and no other, charge the wallet)")
         paid = []
         for i, (amount, subject) in enumerate(DEMO_WALLET_ORDERS, start=len(DEMO_ORDERS) + 1):
             order = self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)

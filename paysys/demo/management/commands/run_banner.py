@@ -57,14 +57,22 @@ def _write_private(path: Path, data: dict) -> None:
         f.write("\n")
 
 
+def saved_demo_merchant() -> dict | None:
+    """What ``var/demo-merchant.json`` holds, if its merchant's key still works in this database."""
+    try:
+        saved = json.loads(demo_merchant_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or merchant_by_api_key(str(saved.get("api_key", ""))) is None:
+        return None
+    return saved
+
+
 def ensure_demo_merchant() -> tuple[dict, bool]:
     """The saved demo merchant if its key still works in this database, else a new one; (data, created)."""
     path = demo_merchant_file()
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = None
-    if saved and merchant_by_api_key(str(saved.get("api_key", ""))) is not None:
+    saved = saved_demo_merchant()
+    if saved:
         payer_id = saved.get("payer_id")
         if payer_id and Payer.objects.filter(pk=payer_id).exists():
             return saved, False

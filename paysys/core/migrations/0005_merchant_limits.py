@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('core', '0003_payer_payer_token_hash'),
+        ('core', '0004_payer_agreements'),
     ]
 
     operations = [
