@@ -35,12 +35,9 @@ BLOCK_TIMEOUT = 300
 
 # heading a block is under -> why it is not run here
 SKIPPED = {
-    "Paying from the payer's wallet": "its consent is being reworked into per-merchant payer agreements "
-                                      "(create_payer --merchant, payer_agreement); its commands carry "
-                                      "placeholders (payer 2, ppt_...) until that lands",
     "Full stack: MariaDB/MySQL and Redis": "a second stack on MariaDB and Redis, then the whole suite: CI's full-stack run",
     "One service's worker alone": "long-running processes; tests/core/test_runstack.py runs one worker alone",
-    "Performance": "a benchmark of the full stack, minutes long",
+    "Messages (`manage.py bench_messaging`)": "a benchmark of the full stack, minutes long",
     "Whole payments (`manage.py bench_payments`)": "minutes long; tests/core/test_bench_payments.py runs its --quick",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
 }
