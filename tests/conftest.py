@@ -125,3 +125,22 @@ def api(merchant_and_key) -> APIClient:
 @pytest.fixture
 def anon_api() -> APIClient:
     return APIClient()
+
+
+PRODUCER_ADDRESS = "93.184.215.14"  # public; prepare only resolves the name, nothing connects
+
+
+@pytest.fixture
+def producer_dns(monkeypatch):
+    """producer.example, the check-back host of the message API tests, resolves (to a public
+    address) as a real producer's name would; every other name goes to the real resolver."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "producer.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PRODUCER_ADDRESS, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

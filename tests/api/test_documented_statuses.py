@@ -22,7 +22,6 @@ import requests
 import schemathesis
 from django.db import OperationalError, connections
 from django.test import override_settings
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework.test import APIClient
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import (
@@ -156,29 +155,62 @@ def throttled(world, operation_id):
         return world.call(operation_id, body=valid_body(world, operation_id))
 
 
+@pytest.fixture(autouse=True)
+def _producer_resolves(producer_dns):
+    pass
+
+
 def busy(world, operation_id):
-    """One request holds the web process' only slot (WEB_MAX_CONCURRENT_REQUESTS=1) while another
-    comes: the concurrency limit answers before any view."""
+    """Every thread of the web process is taken (paysys.core.serving.BufferedWSGI, one thread
+    here) when the request arrives: the server answers it 503 before any of Django runs, on any
+    path. The answer is handed to the schema checks as the test client would give it."""
+    import asyncio
+    import json
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from paysys.core.serving import BufferedWSGI
+
     inside, release = threading.Event(), threading.Event()
 
-    def held(view, request, *args, **kwargs):
+    def held(environ, start_response):
         inside.set()
         release.wait(10)
-        return original(view, request, *args, **kwargs)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
 
-    original = SpectacularAPIView.get
-    with override_settings(WEB_MAX_CONCURRENT_REQUESTS=1, WEB_QUEUE_SECONDS=0.05):
-        client = world.client(operation_id)  # one client: one handler, one concurrency limit
-        SpectacularAPIView.get = held
+    app = BufferedWSGI(held, threads=1, queue_seconds=0.05, read_timeout=5, max_body=65536)
+    method, path = schema.find_operation_by_id(operation_id).method.upper(), world.path(operation_id)
+
+    async def request(method: str, path: str) -> tuple[int, list, bytes]:
+        sent, messages = [], [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        await app({"type": "http", "method": method, "path": path, "query_string": b"", "http_version": "1.1",
+                   "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1), "server": ("testserver", 80)},
+                  receive, send)
+        return sent[0]["status"], sent[0]["headers"], sent[1]["body"]
+
+    async def while_held():
+        holder = asyncio.create_task(request("GET", "/api/schema/"))
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
         try:
-            holder = threading.Thread(target=client.get, args=("/api/schema/",))
-            holder.start()
-            assert inside.wait(10)
-            response = world.call(operation_id, client=client, body=valid_body(world, operation_id))
+            return await request(method, path)
         finally:
-            SpectacularAPIView.get = original
             release.set()
-            holder.join(10)
+            await holder
+
+    status, headers, body = asyncio.run(while_held())
+    response = HttpResponse(body, status=status, headers={k.decode(): v.decode() for k, v in headers})
+    response.wsgi_request = RequestFactory().generic(method, path)
+    response.json = lambda: json.loads(body)
     return response
 
 

@@ -36,21 +36,9 @@ def _token(settings, monkeypatch):
     monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
 
 
-PRODUCER_ADDRESS = "93.184.215.14"  # public; prepare only resolves the name, nothing connects
-
-
 @pytest.fixture(autouse=True)
-def producer_dns(monkeypatch):
-    """producer.example, the check-back host of these tests, resolves (to a public address) as a
-    real producer's name would; every other name goes to the real resolver."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host == "producer.example":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PRODUCER_ADDRESS, port))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+def _producer_resolves(producer_dns):
+    pass
 
 
 @pytest.fixture
