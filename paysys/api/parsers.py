@@ -1,8 +1,9 @@
 """JSON input that can never become a 500.
 
 Python's ``json`` takes ``NaN``, ``Infinity`` and numbers like ``1e999`` (parsed as infinity, which
-no database column stores), and recurses once per nesting level (``[[[[...`` 30,000 deep within
-the body size limit raises RecursionError). :func:`loads_strict` refuses all three with a
+no database column stores), keeps the last of duplicate keys (``{"amount": 100, "amount": 200}``
+would be an order of 200 to one reader and of 100 to another), and recurses once per nesting level (``[[[[...`` 30,000 deep within
+the body size limit raises RecursionError). :func:`loads_strict` refuses all four with a
 ValueError; the API's parser and every view reading JSON by hand use it.
 """
 
@@ -27,10 +28,24 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # {"amount": 100, "amount": 200}: which one a reader takes is undefined
+        seen, repeated = set(), ""
+        for key, _ in pairs:
+            if key in seen:
+                repeated = key
+                break
+            seen.add(key)
+        raise ValueError(f"the key {json.dumps(repeated[:64])} appears twice in one object")
+    return obj
+
+
 def loads_strict(data: str | bytes):
-    """``json.loads`` refusing NaN, infinities and absurd nesting; raises ValueError."""
+    """``json.loads`` refusing NaN, infinities, duplicate keys and absurd nesting; raises ValueError."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_object_without_duplicates)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
 

@@ -39,11 +39,15 @@ def monolith_baseline(*, payments: int) -> dict[str, float]:
         for threads in (1, 4):
             db.reset(payments)
             started = time.perf_counter()
-            workers = [threading.Thread(target=db.pay_range, args=(range(i, payments, threads),)) for i in range(threads)]
+            errors: list[BaseException] = []
+            workers = [threading.Thread(target=db.pay_range, args=(range(i, payments, threads), errors))
+                       for i in range(threads)]
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.join()
+            if errors:  # a baseline with a dead connection would be a number of nothing
+                raise RuntimeError(f"the monolith baseline failed: {errors[0]!r}") from errors[0]
             result[f"{threads} connection{'s' if threads > 1 else ''}"] = round(payments / (time.perf_counter() - started))
         return result
     finally:
@@ -84,12 +88,20 @@ class Scratch:
         cursor.execute("COMMIT")
         connection.close()
 
-    def pay_range(self, ids) -> None:
+    def pay_range(self, ids, errors: list) -> None:
+        try:
+            self._pay(ids)
+        except Exception as exc:  # noqa: BLE001 - reported by monolith_baseline
+            errors.append(exc)
+
+    def _pay(self, ids) -> None:
         connection = self.connect()
         cursor = connection.cursor()
         lock = " FOR UPDATE" if self.mysql else ""
+        # SQLite: take the write lock at BEGIN (a reader cannot become a writer while another writes)
+        begin = "BEGIN" if self.mysql else "BEGIN IMMEDIATE"
         for order_id in ids:
-            cursor.execute("BEGIN")
+            cursor.execute(begin)
             cursor.execute(self.sql(f"SELECT status, amount FROM bench_monolith_order WHERE id = ?{lock}"), (order_id,))
             _, amount = cursor.fetchone()
             fee = (amount * 60 + 5000) // 10000

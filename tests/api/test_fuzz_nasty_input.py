@@ -158,3 +158,37 @@ def test_a_json_body_in_a_charset_that_is_not_a_text_encoding_is_a_400(clients, 
                                                  content_type=f"application/json; charset={charset}")
 
     assert_json_4xx(response)  # a 400 wherever the body is read; a confirm or discard ignores its body
+
+
+@override_settings(MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN, MESSAGING_HTTP_TOPICS=["messaging.bench"])
+@pytest.mark.parametrize("method, path", [op for op in OPERATIONS if op[0] != "GET"])
+def test_a_body_with_a_duplicate_key_is_a_4xx_never_read_one_way(clients, method, path):
+    response = client_for(clients, path).generic(method, path, b'{"amount": 100, "amount": 200}',
+                                                 content_type="application/json")
+
+    assert_json_4xx(response)
+
+
+def test_an_order_body_with_a_duplicate_amount_is_a_400_and_creates_nothing(api, payer):
+    from orders.models import Order
+
+    body = ('{"merchant_order_no": "DUP-1", "amount": 100, "amount": 200, "currency": "CNY", "subject": "s", '
+            f'"payer_id": {payer.pk}}}').encode()
+
+    response = api.generic("POST", "/api/v1/orders", body, content_type="application/json")
+
+    assert response.status_code == 400 and "appears twice" in response.json()["error"]["message"]
+    assert not Order.objects.filter(merchant_order_no="DUP-1").exists()
+
+
+def test_a_signed_bank_notify_with_a_duplicate_key_is_refused_and_kept_as_rejected():
+    from paysys import bank
+    from paysys.gateway.models import BankNotify
+
+    body = b'{"bank_trade_no": "B-DUP", "out_trade_no": "X", "amount": 1, "amount": 2, "currency": "CNY"}'
+
+    response = APIClient().generic("POST", "/gateway/bank/notify", body, content_type="application/json",
+                                   HTTP_X_BANK_SIGNATURE=bank.sign(body))
+
+    assert_json_4xx(response)
+    assert not BankNotify.objects.filter(bank_trade_no="B-DUP").exists()

@@ -3,6 +3,7 @@ until revoked; issued, reissued and revoked by commands and admin actions that r
 when. (Paying with them, races and refusals over the API: tests/orders/test_balance_payment.py.)"""
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -333,8 +334,10 @@ def test_admin_reissues_shows_the_new_token_once_and_the_old_one_is_refused(admi
 
     agreement.refresh_from_db()
     assert agreement.token_issued_by == "admin:admin"
-    [new] = [word for word in response.content.decode().split() if word.startswith(f"ppt_{agreement.token_prefix}_")]
+    [new] = re.findall(rf"ppt_{agreement.token_prefix}_[A-Za-z0-9_-]+", response.content.decode())
     assert check(new, payer, merchant).pk == agreement.pk
+    assert "no-store" in response["Cache-Control"]  # shown on this page only: not cached, not in a message
+    assert new not in str(response.cookies) and new not in str(dict(admin_client.session))
     assert refused(old, payer, merchant) == "payer_token_mismatch"
     page = admin_client.get(reverse("admin:core_payeragreement_change", args=[agreement.pk])).content
     assert new.encode() not in page and b'name="_save"' not in page  # a view page: nothing to save, no token

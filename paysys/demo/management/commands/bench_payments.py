@@ -20,6 +20,7 @@ the embedded default, the full stack or a deployment whose databases this proces
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import socket
@@ -76,6 +77,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args, **options):
+        logging.disable(logging.INFO)  # the services' own INFO lines (wallet credited, ...) are not the bench's output
         self.quiet = options["json"]
         payments = 60 if options["quick"] else options["payments"]
         base = (options["base_url"] or settings.PUBLIC_BASE_URL).rstrip("/")
@@ -104,10 +106,17 @@ class Command(BaseCommand):
             result["ratio"] = round(result["payments_per_s"] / result["baseline_per_s"], 3)
         else:
             result.update(baseline_per_s=None, ratio=None)
-        result["reconcile_strict"] = self._reconcile()
+        result["reconcile_strict"], report = self._reconcile()
+        if not result["reconcile_strict"]:
+            result["reconcile_report"] = report
         self._report(result)
-        if result["lost"] or result["doubled"] or not result["reconcile_strict"]:
-            raise CommandError("payments lost or doubled, or reconcile --strict not clean (above)")
+        if result["lost"] or result["doubled"]:
+            raise CommandError(f"{result['lost']} payment(s) lost, {result['doubled']} doubled (examples: "
+                               f"{result['lost_examples'] + result['doubled_examples']})")
+        if not result["reconcile_strict"]:
+            raise CommandError("every bench payment completed once, but reconcile --strict is not clean: it checks the "
+                               "whole platform, so items from before this run count too (its report is above, or in "
+                               "reconcile_report with --json); settle them, or run the bench on a fresh stack")
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -117,6 +126,12 @@ class Command(BaseCommand):
         except requests.RequestException:
             ok = False
         if not ok:
+            from paysys.core.stack import StackLock
+
+            holder = StackLock(settings.VAR_DIR).holder()
+            if holder and holder.get("base_url", base) != base:
+                raise CommandError(f"nothing answers at {base}, but a stack runs on this var/ at {holder['base_url']}: "
+                                   f"run this with --base-url {holder['base_url']} (or the PORT it was started with)")
             raise CommandError(f"nothing healthy answers at {base}/healthz: start the stack first (make run, "
                                "or the full stack: DATABASE_URL=... CELERY_BROKER_URL=... make run), then run this again")
 
@@ -188,7 +203,7 @@ class Command(BaseCommand):
                            "p99": round(_percentile(latencies, 0.99))},
             "stages_ms_p50": self._stages(orders, sent, acks),
             "cpu_s_per_payment": {k: round(v / max(done, 1), 4) for k, v in _delta(before, after, "cpu").items()},
-            "queries_per_payment": round(_delta(before, after, "queries")["all"] / max(done, 1), 1),
+            "queries_per_payment": _per(_delta(before, after, "queries")["all"], done),
             **outcome,
         }
 
@@ -236,13 +251,15 @@ class Command(BaseCommand):
             source__in=[f"order.paid:{no}" for no in numbers]).values_list("source", "created_at")}
         notified = dict(Notification.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", "created_at"))
         result = {}
-        for stage, start, end in [("gateway", None, stored), ("orders / TCC", stored, paid), ("funds", paid, credited),
-                                  ("points", paid, awarded), ("accounting", paid, booked),
+        # each TCC participant from the notify's arrival (their confirms run side by side, so one
+        # may land before the order's own); what the order's payment drives, from the order paid
+        for stage, start, end in [("gateway", None, stored), ("orders / TCC", stored, paid), ("funds", stored, credited),
+                                  ("points", stored, awarded), ("accounting", paid, booked),
                                   ("notifications", paid, notified)]:
             spans = [(end[no].timestamp() - (start[no].timestamp() if start else sent[no])) * 1000 for no in numbers
                      if end.get(no) and (start.get(no) if start else sent.get(no))]
             if spans:
-                result[stage] = round(statistics.median(spans))
+                result[stage] = max(0, round(statistics.median(spans)))
         spans = [(acks[no][0] - notified[no].timestamp()) * 1000 for no in numbers if no in acks and no in notified]
         if spans:
             result["delivery"] = round(statistics.median(spans))
@@ -256,7 +273,7 @@ class Command(BaseCommand):
         doubled = sorted(no for no, count in notifications.items() if count > 1)
         return {"lost": len(lost), "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
 
-    def _reconcile(self) -> bool:
+    def _reconcile(self) -> tuple[bool, str]:
         out = StringIO()
         try:
             call_command("reconcile", "--strict", stdout=out, stderr=out)
@@ -266,8 +283,8 @@ class Command(BaseCommand):
         except CommandError:
             clean = False
         if not clean:
-            self.say(out.getvalue()[-2000:])
-        return clean
+            self.say(out.getvalue()[-3000:])
+        return clean, out.getvalue()[-3000:]
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -281,7 +298,7 @@ class Command(BaseCommand):
             f"notify -> merchant ack   p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, p99 {r['latency_ms']['p99']} ms",
             "stage medians (ms)       " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()),
             "CPU s per payment        " + ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_payment"].items()),
-            f"queries per payment      {r['queries_per_payment']}",
+            f"queries per payment      {r['queries_per_payment'] if r['queries_per_payment'] is not None else 'n/a (MariaDB only)'}",
         ]
         if r.get("baseline_per_s"):
             lines.append("monolith                 " + ", ".join(f"{k} {v}/s" for k, v in r["baseline"].items())
@@ -310,6 +327,10 @@ class Command(BaseCommand):
             self.stderr.write("")
 
 
+def _per(total, count: int):
+    return None if total is None else round(total / max(count, 1), 1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -318,26 +339,33 @@ def _free_port() -> int:
 
 # --- resources: CPU seconds of the stack's processes, queries of the database server --------------
 
-PROCESS_GROUPS = {"web": ("manage.py serve", "uvicorn", "multiprocessing.spawn"), "workers": ("celery",),
+PROCESS_GROUPS = {"web": ("manage.py serve", "multiprocessing.spawn"), "workers": ("celery",),
                   "mariadb": ("mariadbd", "mysqld"), "redis": ("redis-server",)}
 
 
 def _resources() -> dict:
-    cpu = Counter()
+    """CPU seconds so far of this stack's processes (web and workers: those running in this
+    checkout) and of the servers it uses (MariaDB, Redis: only when it uses them; on a shared
+    machine they serve others too), and the database server's query count (MariaDB only)."""
+    mysql = connections["default"].vendor == "mysql"
+    groups = {"web", "workers"} | ({"mariadb"} if mysql else set()) | (
+        {"redis"} if settings.CELERY_BROKER_URL.startswith("redis") else set())
+    cpu = Counter({group: 0.0 for group in groups})
     tick = os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
         for group, needles in PROCESS_GROUPS.items():
-            if any(n in cmdline for n in needles) and int(pid) != os.getpid():
+            ours = group in ("mariadb", "redis") or cwd == str(settings.BASE_DIR)
+            if group in groups and ours and any(n in cmdline for n in needles) and int(pid) != os.getpid():
                 cpu[group] += (int(fields[11]) + int(fields[12])) / tick
                 break
-    queries = 0
-    vendor = connections["default"].vendor
-    if vendor == "mysql":
+    queries = None
+    if mysql:
         with connections["default"].cursor() as cursor:
             cursor.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
             queries = int(cursor.fetchone()[1])
@@ -346,4 +374,4 @@ def _resources() -> dict:
 
 def _delta(before: dict, after: dict, what: str) -> dict:
     keys = set(before[what]) | set(after[what])
-    return {k: after[what].get(k, 0) - before[what].get(k, 0) for k in sorted(keys)}
+    return {k: None if before[what].get(k) is None else after[what].get(k, 0) - before[what][k] for k in sorted(keys)}
