@@ -330,6 +330,12 @@ ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
 # questions one polling pass asks the bank at a time (threads doing HTTP only)
 ORDER_POLL_CONCURRENCY = int(os.environ.get("ORDER_POLL_CONCURRENCY", "8"))
+# the most questions orders asks the bank in any one second, polling and expiry passes of every
+# worker process together (paysys.core.ratelimit, counted in the shared cache): however many
+# orders are due, the bank is never flooded; those not asked yet stay due, longest-due first
+ORDER_POLL_MAX_PER_SECOND = int(os.environ.get("ORDER_POLL_MAX_PER_SECOND", "50"))
+if ORDER_POLL_MAX_PER_SECOND < 1:
+    raise ImproperlyConfigured("ORDER_POLL_MAX_PER_SECOND must be at least 1 (questions per second to the bank)")
 # an expired order is closed once the bank says it was not paid; if the bank cannot be asked,
 # it is closed anyway this long after expiry (a payment arriving later is flagged for a human)
 ORDER_CLOSE_GRACE_SECONDS = int(os.environ.get("ORDER_CLOSE_GRACE_SECONDS", "600"))
