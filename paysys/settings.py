@@ -447,6 +447,17 @@ TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
 TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
 TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
 
+# --- retention (paysys/core/retention.py, manage.py purge_history) -------------------------
+
+# consumed messages (outbox rows CONSUMED this long ago, with their inbox rows), notification
+# attempts and processed bank-notify receipts older than this are deleted; at least 1 day
+RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
+if RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("RETENTION_DAYS must be at least 1: a message copy may still be on its way")
+RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # rows per DELETE statement
+RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0.05"))  # between two statements
+RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task time limit); the next goes on
+
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 # "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
@@ -480,13 +491,16 @@ CELERY_MAX_COUNTDOWN = 600
 # notify delivery (long passes with requests in flight) has its own queue and worker, so it never
 # holds up the notifications worker's consumption of order.paid
 NOTIFY_DELIVERY_QUEUE = "notify_delivery"
-CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE]]
+# housekeeping that is on no payment's path (retention), in a worker of its own
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MAINTENANCE_QUEUE]]
 CELERY_TASK_DEFAULT_QUEUE = "core"
 CELERY_TASK_ROUTES = {
     # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
     "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
     "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
+    "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -510,6 +524,7 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
+    "paysys.purge_history": {"task": "paysys.purge_history", "schedule": 60.0},
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}
