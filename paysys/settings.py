@@ -454,8 +454,10 @@ TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7
 RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
 if RETENTION_DAYS < 1:
     raise ImproperlyConfigured("RETENTION_DAYS must be at least 1: a message copy may still be on its way")
-RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # rows per DELETE statement
-RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0.05"))  # between two statements
+RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # keys per range: rows per DELETE at most
+# pause after each DELETE: as long as the batch took, and at least this (retention takes at most
+# half of one connection's time, so payments keep the database)
+RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0.05"))
 RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task time limit); the next goes on
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
