@@ -17,7 +17,7 @@ endif
 PORT    ?= 8000
 QUEUE   ?=
 ARGS    ?=
-QUEUES  := core orders polling funds points accounting notifications notify_delivery check_back sandbox
+QUEUES  := core orders polling funds points accounting notifications notify_delivery check_back maintenance sandbox
 
 # Procfile commands (python, celery) resolve to the venv's; every process of the stack gets the
 # same public address.

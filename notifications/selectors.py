@@ -65,3 +65,8 @@ def success_rates(merchant_ids, *, since: datetime | None = None) -> dict[int, t
         .annotate(total=Count("id"), succeeded=Count("id", filter=Q(outcome=Attempt.Outcome.SUCCEEDED)))
     )
     return {row["merchant_id"]: (row["succeeded"], row["total"]) for row in rows}
+
+
+def attempts_started_before(cutoff: datetime) -> QuerySet[Attempt]:
+    """Attempts old enough for retention to delete (``paysys.core.retention``)."""
+    return Attempt.objects.using(ALIAS).filter(started_at__lt=cutoff)

@@ -9,13 +9,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from paysys import bank, tcc
+from paysys import bank, messaging, tcc
 from paysys.core.errors import Conflict, DomainError, InvalidInput, LimitReached, Unavailable
 from paysys.core.models import Merchant, Payer, PayerAgreement
+from paysys.core.ratelimit import SharedRateLimit
 from paysys.core.money import fee_for, points_for
 from paysys.core.participants import agreement_branch
 from paysys.core.services import agreement_for_payment, agreement_limits_check
@@ -325,6 +326,9 @@ def _order_after_decision(order: Order) -> Order:
 
 # --- order polling: ask the bank when no notify has come -----------------------------------
 
+# every question orders asks the bank, from the polling and expiry passes of every process
+BANK_QUESTIONS = SharedRateLimit("orders-bank-questions", lambda: settings.ORDER_POLL_MAX_PER_SECOND)
+
 
 def _next_poll_at(order: Order, now):
     """Waits between polls: ORDER_POLL_SCHEDULE, then every ORDER_POLL_LATE_INTERVAL until expiry."""
@@ -338,11 +342,14 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
     """One polling pass: for each CREATED order whose poll is due, ask the bank; a found payment
     goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked.
 
-    The claim moves every claimed order's next poll forward before any question, so an order the
-    pass does not reach (bank down, budget spent) is simply asked at its next poll time. The bank
-    is asked ``ORDER_POLL_CONCURRENCY`` questions at a time (HTTP only, in threads); found payments
-    are applied here, one transaction each. The pass runs on the ``polling`` queue, in a worker of
-    its own, so however long it takes it never holds back the orders worker's payments.
+    The claim moves every claimed order's next poll forward before any question, so two passes
+    never ask about the same order. The bank is asked ``ORDER_POLL_CONCURRENCY`` questions at a
+    time (HTTP only, in threads), never more than ``ORDER_POLL_MAX_PER_SECOND`` a second with
+    every other pass of every process (``BANK_QUESTIONS``). A claimed order whose question found
+    no turn before the pass's budget ran out is given back as it was (due time, poll count): it
+    stays due and a later pass asks it first, longest-due first, so the bound drops nothing.
+    Found payments are applied here, one transaction each. The pass runs on the ``polling``
+    queue, in a worker of its own, so however long it takes it never holds back payments.
     """
     now = now or timezone.now()
     with transaction.atomic(using="orders"):
@@ -351,25 +358,55 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
             .filter(status=Order.Status.CREATED, next_poll_at__lte=now)
             .order_by("next_poll_at")[:limit]
         )
+        claimed = {order.pk: _next_poll_at(order, now) for order in due}
         for order in due:  # claim: move the next poll forward before asking
-            Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=_next_poll_at(order, now))
+            Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=claimed[order.pk])
     if not due:
         return 0
     deadline = time.monotonic() + budget_seconds
-    asked = 0
+    asked, unasked = 0, []
     with ThreadPoolExecutor(max_workers=max(1, min(settings.ORDER_POLL_CONCURRENCY, len(due))), thread_name_prefix="poll") as pool:
-        answers = [pool.submit(_ask_bank_before, order.out_trade_no, deadline) for order in due]
+        answers = {pool.submit(_ask_bank_before, order.out_trade_no, deadline): order for order in due}
         for answer in as_completed(answers):
             payment = answer.result()
             if payment is _NOT_ASKED:
+                unasked.append(answers[answer])
                 continue
             asked += 1
             if payment is not None and payment["status"] == "SUCCESS":
                 _bank_payment_apply_found(payment)
-    if asked < len(due):
-        logger.warning("poll pass spent its %s s budget: %d claimed orders wait for their next poll",
-                       budget_seconds, len(due) - asked)
+    if unasked:
+        for order in unasked:  # unless the order moved meanwhile (paid, or its notify came)
+            Order.objects.filter(
+                pk=order.pk, status=Order.Status.CREATED, poll_count=order.poll_count + 1, next_poll_at=claimed[order.pk]
+            ).update(poll_count=order.poll_count, next_poll_at=order.next_poll_at)
+        logger.warning("poll pass spent its %s s budget (at most %s questions/s): %d orders stay due for the next pass",
+                       budget_seconds, settings.ORDER_POLL_MAX_PER_SECOND, len(unasked))
     return asked
+
+
+def orders_postpone_polling(*, out_trade_nos: list[str], now=None) -> int:
+    """The bank's notifies of these orders are stored and their ``bank.payment_succeeded``
+    message is on its way to the orders consumer: do not ask the bank about them while the
+    message service may still deliver it (its whole resend schedule, until DEAD). Should it go
+    DEAD (the orders service down that long), polling resumes and completes the payment without
+    a human. Only a CREATED order's poll moves, and only later; past its expiry it stops (the
+    expiry pass asks the bank once more before closing). Returns orders postponed.
+
+    Orders being paid right now are skipped (``SKIP LOCKED``), never waited for: they leave
+    CREATED anyway, and a payment's try never waits behind this update.
+    """
+    now = now or timezone.now()
+    until = now + timedelta(seconds=messaging.resend_window())
+    with transaction.atomic(using="orders"):
+        pks = list(
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(out_trade_no__in=out_trade_nos, status=Order.Status.CREATED, next_poll_at__lt=until)
+            .order_by("pk").values_list("pk", flat=True)
+        )
+        return Order.objects.filter(pk__in=pks).update(
+            next_poll_at=Case(When(expires_at__gte=until, then=Value(until)), default=None)
+        )
 
 
 _NOT_ASKED = object()
@@ -377,14 +414,27 @@ _NOT_ASKED = object()
 
 def _ask_bank_before(out_trade_no: str, deadline: float):
     """The bank's answer about one order (payment dict or None), None when it cannot be asked now,
-    or _NOT_ASKED once the pass's budget is spent. Runs in a polling thread: HTTP only, no database."""
-    if time.monotonic() >= deadline:
+    or _NOT_ASKED when the pass's budget is spent before the rate bound gives it a turn. Runs in
+    a polling thread: HTTP only, no database."""
+    if not _bank_question_allowed(deadline):
         return _NOT_ASKED
     try:
         return bank.query_payment(out_trade_no)
     except bank.BankUnavailable as exc:
         logger.warning("polling %s: %s; asking again at its next poll", out_trade_no, exc)
         return None
+
+
+def _bank_question_allowed(deadline: float) -> bool:
+    """Wait for the rate bound's turn until ``deadline``. No turn without the shared count: a
+    cache that does not answer asks nothing (the orders stay due), it never lifts the bound."""
+    if time.monotonic() >= deadline:
+        return False
+    try:
+        return BANK_QUESTIONS.acquire(deadline=deadline)
+    except Exception:  # noqa: BLE001 - the cache is down: ask later
+        logger.warning("the bank-question rate bound cannot be counted; asking later", exc_info=True)
+        return False
 
 
 def _bank_payment_apply_found(payment: dict) -> str | None:
@@ -425,8 +475,9 @@ def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = 
     deadline = time.monotonic() + budget_seconds
     closed = 0
     for order in expired:
-        if time.monotonic() >= deadline:
-            logger.warning("expiry pass spent its %s s budget: the next pass takes over", budget_seconds)
+        if not _bank_question_allowed(deadline):  # asks within the polling bound, too
+            logger.warning("expiry pass spent its %s s budget (at most %s questions/s): the next pass takes over",
+                           budget_seconds, settings.ORDER_POLL_MAX_PER_SECOND)
             break
         try:
             payment = bank.query_payment(order.out_trade_no)

@@ -330,6 +330,12 @@ ORDER_POLL_SCHEDULE = [int(x) for x in env_list("ORDER_POLL_SCHEDULE", "2,3,5,10
 ORDER_POLL_LATE_INTERVAL = int(os.environ.get("ORDER_POLL_LATE_INTERVAL", "180"))
 # questions one polling pass asks the bank at a time (threads doing HTTP only)
 ORDER_POLL_CONCURRENCY = int(os.environ.get("ORDER_POLL_CONCURRENCY", "8"))
+# the most questions orders asks the bank in any one second, polling and expiry passes of every
+# worker process together (paysys.core.ratelimit, counted in the shared cache): however many
+# orders are due, the bank is never flooded; those not asked yet stay due, longest-due first
+ORDER_POLL_MAX_PER_SECOND = int(os.environ.get("ORDER_POLL_MAX_PER_SECOND", "50"))
+if ORDER_POLL_MAX_PER_SECOND < 1:
+    raise ImproperlyConfigured("ORDER_POLL_MAX_PER_SECOND must be at least 1 (questions per second to the bank)")
 # an expired order is closed once the bank says it was not paid; if the bank cannot be asked,
 # it is closed anyway this long after expiry (a payment arriving later is flagged for a human)
 ORDER_CLOSE_GRACE_SECONDS = int(os.environ.get("ORDER_CLOSE_GRACE_SECONDS", "600"))
@@ -448,6 +454,19 @@ TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
 TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
 TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
 
+# --- retention (paysys/core/retention.py, manage.py purge_history) -------------------------
+
+# consumed messages (outbox rows CONSUMED this long ago, with their inbox rows), notification
+# attempts and processed bank-notify receipts older than this are deleted; at least 1 day
+RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
+if RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("RETENTION_DAYS must be at least 1: a message copy may still be on its way")
+RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # keys per range: rows per DELETE at most
+# pause after each DELETE: as long as the batch took, and at least this (retention takes at most
+# half of one connection's time, so payments keep the database)
+RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0.05"))
+RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task time limit); the next goes on
+
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 # "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
@@ -484,8 +503,11 @@ NOTIFY_DELIVERY_QUEUE = "notify_delivery"
 # message check-backs wait on producers' servers: their own queue and worker, never ahead of (or
 # behind) the core worker that relays bank payments
 MESSAGE_CHECK_BACK_QUEUE = "check_back"
+# housekeeping that is on no payment's path (retention), in a worker of its own
+MAINTENANCE_QUEUE = "maintenance"
 CELERY_TASK_QUEUES = [
-    Queue(name, routing_key=name) for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MESSAGE_CHECK_BACK_QUEUE]
+    Queue(name, routing_key=name)
+    for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MESSAGE_CHECK_BACK_QUEUE, MAINTENANCE_QUEUE]
 ]
 CELERY_TASK_DEFAULT_QUEUE = "core"
 CELERY_TASK_ROUTES = {
@@ -494,6 +516,7 @@ CELERY_TASK_ROUTES = {
     "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
     "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
+    "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -518,6 +541,7 @@ CELERY_BEAT_SCHEDULE = {
     "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
+    "paysys.purge_history": {"task": "paysys.purge_history", "schedule": 60.0},
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}

@@ -20,3 +20,9 @@ def bank_notify_receipts_to_reprocess() -> QuerySet[BankNotifyReceipt]:
     return BankNotifyReceipt.objects.filter(
         Q(state=Receipt.REJECTED) | Q(state=Receipt.RECEIVED, received_at__lt=stranded)
     ).order_by("pk")
+
+
+def bank_notify_receipts_processed_before(cutoff) -> QuerySet[BankNotifyReceipt]:
+    """Receipts retention may delete: PROCESSED (their notify is stored) and received and
+    processed before ``cutoff``. RECEIVED and REJECTED ones wait for their reading or a human."""
+    return BankNotifyReceipt.objects.filter(state=Receipt.PROCESSED, received_at__lt=cutoff, processed_at__lt=cutoff)

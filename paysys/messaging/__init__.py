@@ -37,6 +37,7 @@ _EXPORTS = {
     "resend": "paysys.messaging.actions",
     "resend_dead_messages": "paysys.messaging.actions",
     "recover_messages": "paysys.messaging.recovery",
+    "resend_window": "paysys.messaging.recovery",
     "consumer": "paysys.messaging.registry",
     "check_back": "paysys.messaging.registry",
 }

@@ -65,6 +65,13 @@ def check_back_stale(*, now=None) -> int:
     return checked
 
 
+def resend_window() -> int:
+    """Seconds from a message's first send until recovery gives up on it (DEAD) if no consumer
+    acknowledges it: how long the message service keeps delivering a message by itself."""
+    schedule = relay.resend_schedule()
+    return sum(schedule[1:]) + schedule[-1]
+
+
 def check_back_due(alias: str, *, now=None, limit: int = 100, deadline: float | None = None) -> int:
     """Ask the producer of each stale PREPARED message whether its transaction committed."""
     now = now or timezone.now()

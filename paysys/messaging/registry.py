@@ -17,11 +17,12 @@ class Consumer:
     handler: Callable
     atomic: bool = True  # False: the handler runs outside any transaction (see consumer())
     batch: bool = False  # True (with atomic=False): the handler takes a list of deliveries
+    database: str = ""  # its alias, when its queue is not a service's own (see consumer())
 
     @property
     def alias(self) -> str:
         """The consumer's own database: its handler and inbox row commit there together."""
-        return alias_for_queue(self.queue)
+        return self.database or alias_for_queue(self.queue)
 
 
 _consumers: dict[str, Consumer] = {}
@@ -39,8 +40,12 @@ def queue_for_alias(alias: str) -> str:
     return settings.SERVICE_ALIASES[alias]
 
 
-def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True, batch: bool = False):
+def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True, batch: bool = False,
+             alias: str | None = None):
     """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
+
+    ``alias``: the consumer's database when its queue is not named after its service (a
+    service's second queue, e.g. orders' ``polling``, whose worker is not the payments' one).
 
     The handler gets a :class:`paysys.messaging.Delivery` (id, topic, payload, send
     count) and must do all its writes in the consumer's alias, so they commit with the inbox row.
@@ -58,10 +63,12 @@ def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = 
     """
     if batch and atomic:
         raise ValueError("a batch consumer runs outside any transaction: pass atomic=False")
+    if alias is not None and alias not in settings.DATABASES:
+        raise ValueError(f"consumer alias {alias!r} is not a database alias")
 
     def register(handler: Callable) -> Callable:
         spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler,
-                        atomic=atomic, batch=batch)
+                        atomic=atomic, batch=batch, database=alias or "")
         known = _consumers.get(spec.name)
         if known is not None and known.handler.__qualname__ != handler.__qualname__:
             raise ValueError(f"consumer name {spec.name!r} is already taken")

@@ -61,7 +61,7 @@ def order_status(order: Order) -> str:
 
 
 def notify_message_consumed() -> bool:
-    return Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
+    return Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
 
 
 def recovered_and_consumed() -> bool:
@@ -77,7 +77,7 @@ def assert_paid_exactly_once(order: Order) -> None:
     assert InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
     paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.values("message_id").distinct().count() == 1
-    notified = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
+    notified = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
     assert notified.status == "CONSUMED"
     # completed by one TCC (business key: the bank trade number), whatever was redelivered
     from paysys.tcc.models import GlobalTransaction
@@ -111,7 +111,7 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
     bank_notify(order)
     # the gateway's relay has shipped the message to the orders queue; nobody consumes it yet
     wait_for(
-        lambda: Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, send_count=1).exists(),
+        lambda: Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment", send_count=1).exists(),
         what="the relay to ship the message",
     )
 
@@ -129,7 +129,7 @@ def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order,
     db_proxy.close()  # orders' database: connection refused
 
     bank_notify(order)
-    message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
+    message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
     wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
     assert message.get().status == "SENDING"
     assert "OperationalError" in message.get().last_error
@@ -273,7 +273,7 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     try:
         bank_notify(order)  # must still answer 200: the notify and its message are in the database
 
-        message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC)
+        message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
         assert message.get().status == "SENDING"
         # an outage longer than the whole resend schedule: refused publishes are not sends
         settings.MESSAGE_BROKER_RETRY_SECONDS = 0

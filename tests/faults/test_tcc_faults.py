@@ -95,7 +95,7 @@ def attempts(key: str) -> list[tuple[int, str]]:
 
 
 def notify_message() -> Message:
-    return Message.objects.using("default").get(topic="bank.payment_succeeded")
+    return Message.objects.using("default").get(topic="bank.payment_succeeded", consumer="orders.apply_bank_payment")
 
 
 def recover() -> None:

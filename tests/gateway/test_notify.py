@@ -6,10 +6,9 @@ import json
 import pytest
 from django.test import Client
 
-from paysys.contracts import BankPaymentSucceeded
 from paysys import bank
 from paysys.gateway.models import BankNotify, BankNotifyReceipt
-from paysys.messaging.models import Message
+from tests.gateway.conftest import published
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -45,7 +44,7 @@ def encode(body) -> bytes:
 
 def stored() -> tuple[int, int]:
     """(notifies stored, bank.payment_succeeded messages published)."""
-    return BankNotify.objects.count(), Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC).count()
+    return BankNotify.objects.count(), published()
 
 
 def receipts() -> list[tuple[str, bytes]]:

@@ -74,7 +74,7 @@ def test_notify_is_stored_and_published_in_one_transaction(order):
     notify(order)
 
     stored = BankNotify.objects.get()
-    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
+    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
     assert message.payload["bank_trade_no"] == stored.bank_trade_no == "B1"
     assert message.queue == "orders" and message.status == "SENDING"
     assert Order.objects.get(pk=order.pk).status == "CREATED"  # the gateway moves nothing else
@@ -103,7 +103,7 @@ def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishe
     assert payer_points(payer) == (12, 0)
     gtx = GlobalTransaction.objects.get()
     assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "bank:B1", "CONFIRMED")
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
 
 
 def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, merchant):
@@ -111,7 +111,7 @@ def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, mer
     deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     # the confirm decision is committed: acknowledged; the order and balances follow in phase two
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
     assert GlobalTransaction.objects.get().status == "CONFIRMING"
     assert Order.objects.get(pk=order.pk).status == "PAYING"
     assert merchant_balance(merchant) == (0, 1227)
@@ -140,13 +140,13 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     notify(order)
     result = process()
 
-    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC)
+    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
     assert result["failed"] == [message.id]
     assert message.status == "SENDING" and "not completed" in message.last_error
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert merchant_balance(merchant) == (0, 0) and payer_points(payer) == (0, 0)
     assert not PaymentRecord.objects.exists() and order_paid_payloads(order) == []
-    assert not InboxEntry.objects.using("orders").exists()
+    assert not InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").exists()
 
     monkeypatch.setattr(accounts_services, "fund_credit_hold", real_hold)  # funds is back
     process()  # the resend
@@ -155,7 +155,7 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     assert merchant_balance(merchant) == (1227, 0) and payer_points(payer) == (12, 0)
     attempts = GlobalTransaction.objects.filter(business_key="bank:B1").order_by("attempt")
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
 
 
 def test_duplicate_notifies_and_redeliveries_complete_once(order):
@@ -191,7 +191,7 @@ def test_mismatched_payment_is_flagged_never_completed(order, change, reason):
     assert not Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert not GlobalTransaction.objects.exists()  # no TCC for a payment that cannot complete
     # consumed: a human acts on the flag; redelivering would not change the verdict
-    assert Message.objects.using("default").get().status == "CONSUMED"
+    assert Message.objects.using("default").get(consumer="orders.apply_bank_payment").status == "CONSUMED"
 
 
 def test_payment_for_a_closed_order_is_flagged(order):
@@ -224,7 +224,7 @@ def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(orde
     notify(order, bank_trade_no="B2")
     deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
-    second = Message.objects.using("default").get(payload__bank_trade_no="B2")
+    second = Message.objects.using("default").get(payload__bank_trade_no="B2", consumer="orders.apply_bank_payment")
     assert second.status == "CONSUMED"
     tcc.finish()
 

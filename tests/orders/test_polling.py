@@ -3,10 +3,15 @@
 A lost notify costs latency, never a payment; a late notify after polling changes nothing.
 """
 
+import json
+import multiprocessing
+import os
+import time
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -97,7 +102,7 @@ def test_the_late_notify_after_polling_changes_nothing(order, bank):
 
     assert PaymentRecord.objects.count() == 1
     assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).count() == paid_messages
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC).status == "CONSUMED"
+    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
 
 
 def test_unpaid_order_keeps_being_polled_and_nothing_changes(order, bank):
@@ -165,17 +170,18 @@ def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(order, second_or
     assert list(PaymentRecord.objects.values_list("out_trade_no", flat=True)) == [second_order.out_trade_no]
 
 
-def test_a_pass_over_its_budget_leaves_the_rest_for_their_next_poll(order, second_order, bank):
+def test_a_pass_over_its_budget_gives_back_what_it_did_not_ask(order, second_order, bank):
     for o in (order, second_order):
         pay_with_notify_held(o)
     make_due(order, second_order)
+    before = dict(Order.objects.values_list("pk", "next_poll_at"))
 
     assert poll_and_finish(budget_seconds=0) == 0
 
     claimed = Order.objects.filter(pk__in=[order.pk, second_order.pk])
-    assert set(claimed.values_list("status", "poll_count")) == {("CREATED", 1)}
-    assert all(o.next_poll_at > timezone.now() for o in claimed)  # not lost: due again later
-    make_due(order, second_order)
+    # not lost, not pushed back: still due as they were, so the next pass asks them first
+    assert set(claimed.values_list("status", "poll_count")) == {("CREATED", 0)}
+    assert dict(claimed.values_list("pk", "next_poll_at")) == before
     assert poll_and_finish() == 2
     assert set(claimed.values_list("status", flat=True)) == {"SUCCESS"}
 
@@ -235,3 +241,119 @@ def test_bank_asking_passes_run_on_their_own_queue_not_the_payments_one():
     assert "polling" in settings.SERVICE_QUEUES
     procfile = (settings.BASE_DIR / "Procfile").read_text()
     assert any(line.startswith("polling:") and "-Q polling" in line for line in procfile.splitlines())
+
+
+# --- issue 16: polling never floods the bank --------------------------------------------------
+
+
+def due_orders(merchant, payer, n: int, prefix: str) -> list[Order]:
+    """``n`` unpaid orders whose poll is due, the first one due longest."""
+    orders = [order_create(merchant=merchant, merchant_order_no=f"{prefix}-{i}", amount=100, currency="CNY",
+                           subject="s", payer_id=payer.pk)[0] for i in range(n)]
+    make_due(*orders)
+    return orders
+
+
+def _poll_in_a_child_process(budget_seconds: float) -> None:
+    os._exit(0 if orders_poll_bank(budget_seconds=budget_seconds) >= 0 else 1)
+
+
+def test_two_polling_processes_together_ask_at_most_the_bound_in_any_second(merchant, payer, counting_bank, settings):
+    # given 40 due orders, a bound of 10 questions a second, and two polling worker processes
+    settings.ORDER_POLL_MAX_PER_SECOND = 10
+    orders = due_orders(merchant, payer, 40, "FLOOD")
+    connections.close_all()  # the children open their own
+    fork = multiprocessing.get_context("fork")
+
+    # when both run a pass at the same time
+    started = time.monotonic()
+    children = [fork.Process(target=_poll_in_a_child_process, args=(30,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    took = time.monotonic() - started
+
+    # then every order was asked once, never more than 10 questions arrived within one second,
+    # and the bound is what made it take seconds (unbounded, 40 questions take a fraction of one)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert sorted(counting_bank.asked) == sorted(o.out_trade_no for o in orders)
+    assert counting_bank.most_in_any(1.0) <= 10
+    assert took >= 3.0
+
+
+def test_orders_the_bound_left_unasked_stay_due_and_are_asked_later_longest_due_first(
+    merchant, payer, counting_bank, settings
+):
+    # given 9 due orders and a bound of 3 questions a second, asked one at a time
+    settings.ORDER_POLL_MAX_PER_SECOND = 3
+    settings.ORDER_POLL_CONCURRENCY = 1
+    orders = due_orders(merchant, payer, 9, "LATER")
+    before = dict(Order.objects.values_list("out_trade_no", "next_poll_at"))
+
+    # when a pass has 1 s: the bound lets it ask only some of them
+    first = orders_poll_bank(budget_seconds=1.0)
+
+    # then it asked the longest due, and the others are still due exactly as they were
+    assert 0 < first < 9
+    assert counting_bank.asked == [o.out_trade_no for o in orders[:first]]
+    rest = Order.objects.filter(out_trade_no__in=[o.out_trade_no for o in orders[first:]])
+    assert {(o.poll_count, o.next_poll_at) for o in rest} == {(0, before[o.out_trade_no]) for o in rest}
+
+    # and later passes ask the rest, in the order they were due: nothing dropped
+    while len(counting_bank.asked) < 9:
+        assert orders_poll_bank(budget_seconds=1.0) > 0
+    assert counting_bank.asked == [o.out_trade_no for o in orders]
+    assert set(Order.objects.values_list("poll_count", flat=True)) == {1}
+
+
+def test_the_expiry_pass_asks_within_the_same_bound(merchant, payer, counting_bank, settings):
+    settings.ORDER_POLL_MAX_PER_SECOND = 2
+    orders = due_orders(merchant, payer, 6, "EXP")
+    Order.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    closed = services.orders_close_expired(budget_seconds=1.0)
+
+    assert 0 < closed < 6 and len(counting_bank.asked) == closed  # the others wait for the next pass
+    assert counting_bank.most_in_any(1.0) <= 2
+    assert Order.objects.filter(status="CREATED").count() == len(orders) - closed
+
+
+def store_notify(order, bank_trade_no: str) -> None:
+    """The bank's notify reaches the gateway, which stores it and publishes bank.payment_succeeded."""
+    body = json.dumps({"bank_trade_no": bank_trade_no, "out_trade_no": order.out_trade_no, "amount": order.amount,
+                       "currency": order.currency, "status": "SUCCESS", "paid_at": "2026-11-27T10:00:00+00:00"}).encode()
+    response = Client().post("/gateway/bank/notify", body, content_type="application/json",
+                             headers={bank_protocol.SIGNATURE_HEADER: bank_protocol.sign(body)})
+    assert response.status_code == 200, response.content
+
+
+def test_an_order_whose_notify_is_stored_and_waiting_is_not_asked(merchant, payer, counting_bank, settings):
+    # given two due orders; the first one's notify is stored, its message not yet processed by
+    # the payments' consumer (queued behind others), but seen by the polling worker's consumer
+    settings.MESSAGE_RESEND_SCHEDULE = [0, 60]
+    notified, silent = due_orders(merchant, payer, 2, "HELD")
+    store_notify(notified, "B-HELD")
+    deliver_all("default", consumer="orders.postpone_polling")
+
+    # when a polling pass runs
+    assert orders_poll_bank() == 1
+
+    # then only the order without a notify was asked; the other waits for its message
+    assert counting_bank.asked == [silent.out_trade_no]
+    payment = Message.objects.using("default").get(consumer="orders.apply_bank_payment")
+    assert (payment.status, Order.objects.get(pk=notified.pk).status) == ("SENDING", "CREATED")
+
+    # and once the message service's resend window has passed (the message DEAD: orders was
+    # down that long), polling asks again, so the payment still completes without a human
+    window = timedelta(seconds=60 + 60)
+    assert orders_poll_bank(now=timezone.now() + window + timedelta(seconds=1)) == 2
+    assert counting_bank.asked.count(notified.out_trade_no) == 1
+
+
+def test_a_notify_is_followed_by_the_postponing_consumer_on_the_polling_queue():
+    from paysys.messaging import registry
+
+    spec = registry.get_consumer("orders.postpone_polling")
+    assert (spec.topic, spec.queue, spec.alias) == (BankPaymentSucceeded.TOPIC, "polling", "orders")
+    assert registry.get_consumer("orders.apply_bank_payment").queue == "orders"

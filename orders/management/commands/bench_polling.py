@@ -61,11 +61,15 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=1000)
         parser.add_argument("--concurrency", type=int, default=settings.ORDER_POLL_CONCURRENCY)
         parser.add_argument("--payments", type=int, default=0, help="also measure payments end to end (full stack)")
+        parser.add_argument("--max-per-second", type=int, default=settings.ORDER_POLL_MAX_PER_SECOND,
+                            help="the bank-question rate bound (ORDER_POLL_MAX_PER_SECOND); raise it to time the passes themselves")
 
     def handle(self, *args, **opts):
         if not settings.SANDBOX_ENABLED:
             raise CommandError("the bank simulator is off (SANDBOX_ENABLED): nothing to ask")
         settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, "sandbox": "1000000/min"}
+        settings.ORDER_POLL_MAX_PER_SECOND = opts["max_per_second"]
+        os.environ["ORDER_POLL_MAX_PER_SECOND"] = str(opts["max_per_second"])  # and in the workers it starts
         for database in settings.DATABASES.values():
             # the bank's server answers each question in a new thread: a kept connection would leak
             database["CONN_MAX_AGE"] = 0
