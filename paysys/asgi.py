@@ -4,7 +4,10 @@ Django's WSGI application behind paysys.core.serving.BufferedWSGI: requests are 
 loop and answered on a fixed pool of threads (why: that module's docstring).
 """
 
+import multiprocessing
 import os
+import signal
+import sys
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
@@ -12,6 +15,23 @@ from django.core.wsgi import get_wsgi_application
 from paysys.core.serving import BufferedWSGI
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paysys.settings")
+
+
+def _die_with_the_supervisor() -> None:
+    """In a worker process of ``manage.py serve`` (uvicorn's supervisor spawned it): have Linux
+    send it SIGTERM when the supervisor dies. A supervisor killed with SIGKILL (the OOM killer, a
+    supervisor of our own killing only its child) would otherwise leave its workers running,
+    holding the port, and the restarted web process could not bind it."""
+    if sys.platform != "linux" or multiprocessing.parent_process() is None:
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if multiprocessing.parent_process().pid != os.getppid():  # it died before this line ran
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_die_with_the_supervisor()
 
 application = BufferedWSGI(
     get_wsgi_application(),

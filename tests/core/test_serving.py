@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import threading
 import time
 
 import pytest
 import requests
+from pathlib import Path
 
 from paysys.core.serving import BufferedWSGI
 from tests.core.test_embedded_smoke import free_port, processes, wait_for  # noqa: F401 - fixture
@@ -187,3 +190,45 @@ def test_static_files_are_served_with_debug_off(client, settings):
 
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"/*")
+
+
+def test_the_web_workers_die_with_their_supervisor_and_free_the_port(processes):
+    # given: the web process with two worker processes
+    port = free_port()
+    env = {**processes.env, "PORT": str(port), "WEB_WORKERS": "2"}
+    supervisor = processes.start("web", "manage.py", "serve", env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def workers():
+        children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+        pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        return pids if len(pids) >= 2 and _answers(base) else None
+
+    pids = wait_for(workers, 60, "two web workers answering", processes)
+
+    # when: the supervisor alone is killed outright (no chance to stop its workers)
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(10)
+    processes.started.clear()  # its death is the point: the fixture need not watch it any more
+
+    # then: its workers go too, and a new web process can take the port
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]
+    processes.start("web-again", "manage.py", "serve", env={**env, "WEB_WORKERS": "1"})
+    wait_for(lambda: _answers(base), 60, "the restarted web process", processes)
+
+
+def _answers(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/api/v1/nowhere", timeout=2).status_code == 404
+    except requests.RequestException:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
