@@ -264,6 +264,8 @@ WEB_READ_TIMEOUT = float(os.environ.get("WEB_READ_TIMEOUT", "10"))
 WEB_KEEPALIVE_SECONDS = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "5"))
 WEB_GRACEFUL_SECONDS = int(os.environ.get("WEB_GRACEFUL_SECONDS", "10"))
 WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
+# the request line and headers together, at most (larger: refused before they are read whole)
+WEB_MAX_HEAD_BYTES = int(os.environ.get("WEB_MAX_HEAD_BYTES", str(16 * 1024)))
 
 # Refuse oversized request bodies before they are parsed (a notify or an order is < 4 KB).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024

@@ -77,6 +77,8 @@ class MinorUnitsField(StrictIntegerField):
             self.fail("invalid")
         units, fraction = int(match[1]), (match[2] or "").rstrip("0")
         sign = "-" if text.startswith("-") else ""
+        if not units and not fraction:  # "0", 0.0: no hint would make it a valid amount
+            self.fail("invalid")
         if not fraction:  # "1999" or 1999.0: the amount is right, only its JSON type is not
             raise serializers.ValidationError(
                 f"amounts are JSON integers in minor units (fen): send {sign}{units}, not {json.dumps(data)} "

@@ -41,10 +41,18 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
+def _bounded_int(text: str) -> int:
+    # no integer the platform takes has more than 19 digits; Python's own limit (4300) would answer
+    # with advice about sys.set_int_max_str_digits
+    if len(text.lstrip("-")) > 40:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
 def loads_strict(data: str | bytes):
     """``json.loads`` refusing NaN, infinities, duplicate keys and absurd nesting; raises ValueError."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float,
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int,
                           object_pairs_hook=_object_without_duplicates)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None

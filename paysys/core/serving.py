@@ -13,6 +13,10 @@ read, by their declared length or as soon as they grow past it.
 
 Responses are small (JSON, admin pages, static files of a few hundred KB), so each is built whole
 on its thread and then written by the loop: a client slow to read its answer holds no thread either.
+
+The request head (request line and headers) is parsed by h11, which refuses one larger than
+``h11_max_incomplete_event_size`` (``manage.py serve``: 16 KB): a client cannot make the loop hold
+or copy megabytes of headers (httptools, uvicorn's faster parser, has no such bound).
 """
 
 from __future__ import annotations
@@ -95,11 +99,12 @@ class BufferedWSGI:
             raise _Refused(503, "busy", "too many requests in progress, retry shortly", retry_after=1) from None
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self._call_wsgi, wsgi_environ(scope, body))
+            return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
         finally:
             self._slots.release()
 
-    def _call_wsgi(self, environ: dict) -> _Response:
+    def _call_wsgi(self, scope, body: bytes) -> _Response:
+        environ = wsgi_environ(scope, body)  # on this thread: the loop only reads bytes
         response = _Response()
 
         def start_response(status, headers, exc_info=None):
@@ -156,12 +161,12 @@ def wsgi_environ(scope, body: bytes) -> dict:
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
     }
+    headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1").upper()
         if "_" in key or key == "CONTENT-LENGTH":  # X_Forwarded_For must not pass as X-Forwarded-For
             continue
         key = key.replace("-", "_")
-        key = key if key == "CONTENT_TYPE" else f"HTTP_{key}"
-        text = value.decode("latin-1")
-        environ[key] = f"{environ[key]},{text}" if key in environ else text
+        headers.setdefault(key if key == "CONTENT_TYPE" else f"HTTP_{key}", []).append(value.decode("latin-1"))
+    environ.update((key, ",".join(values)) for key, values in headers.items())  # repeated: joined once
     return environ

@@ -192,3 +192,10 @@ def test_a_signed_bank_notify_with_a_duplicate_key_is_refused_and_kept_as_reject
 
     assert_json_4xx(response)
     assert not BankNotify.objects.filter(bank_trade_no="B-DUP").exists()
+
+
+def test_an_absurdly_long_integer_is_refused_without_python_internals(api):
+    response = api.generic("POST", "/api/v1/orders", b'{"amount": 1' + b"0" * 5000 + b"}", content_type="application/json")
+
+    assert response.status_code == 400
+    assert "set_int_max_str_digits" not in response.content.decode() and "out of range" in response.content.decode()

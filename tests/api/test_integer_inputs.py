@@ -131,3 +131,11 @@ def _json(body: dict) -> str:
     import json
 
     return json.dumps(body)
+
+
+@pytest.mark.parametrize("amount", ["0", 0.0, "0.00"])
+def test_a_zero_amount_in_the_wrong_type_gets_no_hint_toward_another_invalid_amount(api, payer, amount):
+    response = api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
+
+    assert response.status_code == 400
+    assert "send 0" not in str(response.json()["error"]["fields"]["amount"])

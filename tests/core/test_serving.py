@@ -232,3 +232,45 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_a_request_head_over_the_limit_is_refused_and_costs_the_server_nothing(server):
+    # the attack: 50,000 copies of one header (5 MB) took 10 s of one worker's event loop (the
+    # repeated values were joined one by one), and 400 MB of one header grew a worker by 800 MB
+    port, base = server
+    heads = [b"X-A: " + b"a" * 100 + b"\r\n"] * 50_000, [b"X-Big: " + b"b" * 4_000_000 + b"\r\n"]
+    for head in heads:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            try:
+                for line in head:
+                    sock.sendall(line)
+            except OSError:
+                pass  # refused and closed while still sending: what should happen
+            started = time.monotonic()
+            try:
+                status, _ = read_status(sock)
+            except (OSError, IndexError, ValueError):
+                status = None  # closed without an answer
+        finally:
+            sock.close()
+        assert status in (None, 400, 413, 431), status
+        assert time.monotonic() - started < 2
+
+    answer = requests.get(f"{base}/api/v1/nowhere", timeout=2, headers={"X-A": "a" * 100})
+    assert answer.status_code == 404
+
+
+def test_repeated_headers_are_joined_once_on_the_thread_not_on_the_loop():
+    from paysys.core.serving import wsgi_environ
+
+    scope = {"method": "GET", "path": "/", "query_string": b"", "http_version": "1.1",
+             "headers": [(b"x-a", b"a" * 100)] * 100 + [(b"accept", b"text/html"), (b"accept", b"application/json")]}
+    started = time.process_time()
+
+    environ = wsgi_environ(scope, b"")
+
+    assert environ["HTTP_ACCEPT"] == "text/html,application/json"
+    assert environ["HTTP_X_A"] == ",".join(["a" * 100] * 100)
+    assert time.process_time() - started < 0.05

@@ -31,14 +31,15 @@ class Command(BaseCommand):
             workers=settings.WEB_WORKERS,
             lifespan="off",
             interface="asgi3",
-            http="httptools",
+            # h11 bounds the request head (below); httptools would grow it without a limit
+            http="h11",
             # client addresses: REMOTE_ADDR, or X-Forwarded-For only through NUM_PROXIES trusted
             # proxies (paysys.api.middleware.client_address), never uvicorn's own reading of it
             proxy_headers=False,
             server_header=False,
             timeout_keep_alive=settings.WEB_KEEPALIVE_SECONDS,
             timeout_graceful_shutdown=settings.WEB_GRACEFUL_SECONDS,
-            h11_max_incomplete_event_size=16 * 1024,
+            h11_max_incomplete_event_size=settings.WEB_MAX_HEAD_BYTES,
             access_log=settings.WEB_ACCESS_LOG,
             log_level="info",
         )
