@@ -50,14 +50,20 @@ def chart_of_accounts(request):
 
 @pytest.fixture(autouse=True)
 def _forget_relay_kicks():
-    """A relay kick pending from an earlier test would swallow this test's kicks for a few seconds.
+    """A relay kick pending from an earlier test would swallow this test's kicks for a few seconds,
+    and a paced batch an earlier test left in flight (its worker killed) would hold its queue for
+    MESSAGE_BATCH_IN_FLIGHT_TTL.
 
     Only paysys' own keys are deleted: in the full stack the cache is a Redis database that a
     running stack may share, so the cache is never flushed. (Throttle counters need no reset:
     every test's merchant, hence every API key, is new.)
     """
+    from paysys.messaging import registry, relay
+
     cache.delete_many([f"messaging:kick:{alias}" for alias in settings.DATABASES]
-                      + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES])  # TCC phase-two kicks too
+                      + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES]  # TCC phase-two kicks too
+                      + [relay.slot_key(alias, queue) for alias in settings.DATABASES
+                         for queue in registry.consumer_queues()])
     yield
 
 
