@@ -109,7 +109,10 @@ class BufferedWSGI:
 
         def start_response(status, headers, exc_info=None):
             response.status = int(status.split(" ", 1)[0])
-            response.headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            # Django writes Set-Cookie as " name=value; ..." (a leading space): HTTP's parsers,
+            # h11's included, refuse whitespace around a value
+            response.headers = [(name.lower().encode("latin-1"), value.strip().encode("latin-1"))
+                                for name, value in headers]
             return response.chunks.append
 
         result = self.wsgi_app(environ, start_response)
