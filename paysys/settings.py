@@ -258,12 +258,20 @@ WHITENOISE_USE_FINDERS = True
 # Retry-After. Each thread may hold a connection to every service database it touches: workers x
 # threads x 7 must stay under the database's max_connections (MariaDB's default is 151).
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
-WEB_THREADS = int(os.environ.get("WEB_THREADS", "8"))
+WEB_THREADS = int(os.environ.get("WEB_THREADS", "4"))
 WEB_QUEUE_SECONDS = float(os.environ.get("WEB_QUEUE_SECONDS", "2"))
 WEB_READ_TIMEOUT = float(os.environ.get("WEB_READ_TIMEOUT", "10"))
 WEB_KEEPALIVE_SECONDS = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "5"))
 WEB_GRACEFUL_SECONDS = int(os.environ.get("WEB_GRACEFUL_SECONDS", "10"))
 WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
+# a connection delivers each request head within this many seconds (of connecting, or of its
+# previous response), else it is closed; at most this many connections per process, and per
+# client address (more: closed at once)
+# /healthz asks every database at most once per this many seconds per web process (anyone may call it)
+HEALTHZ_CACHE_SECONDS = float(os.environ.get("HEALTHZ_CACHE_SECONDS", "2"))
+WEB_HEAD_TIMEOUT = float(os.environ.get("WEB_HEAD_TIMEOUT", "10"))
+WEB_MAX_CONNECTIONS = int(os.environ.get("WEB_MAX_CONNECTIONS", "4000"))
+WEB_MAX_CONNECTIONS_PER_ADDRESS = int(os.environ.get("WEB_MAX_CONNECTIONS_PER_ADDRESS", "256"))
 # the request line and headers together, at most (larger: refused before they are read whole)
 WEB_MAX_HEAD_BYTES = int(os.environ.get("WEB_MAX_HEAD_BYTES", str(16 * 1024)))
 

@@ -12,3 +12,6 @@ for _name in ("SECRET_KEY", "BANK_SHARED_SECRET"):
     os.environ.setdefault(_name, secrets.token_urlsafe(48))
 
 from paysys.settings import *  # noqa: E402,F401,F403
+
+# each test asks /healthz afresh (the web process caches the verdict for 2 s)
+HEALTHZ_CACHE_SECONDS = 0

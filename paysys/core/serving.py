@@ -28,6 +28,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
@@ -173,3 +175,92 @@ def wsgi_environ(scope, body: bytes) -> dict:
         headers.setdefault(key if key == "CONTENT_TYPE" else f"HTTP_{key}", []).append(value.decode("latin-1"))
     environ.update((key, ",".join(values)) for key, values in headers.items())  # repeated: joined once
     return environ
+
+
+# --- the connection, before a request exists: what uvicorn's h11 protocol does not bound ----------
+
+from collections import Counter  # noqa: E402 - the protocol below is only imported by manage.py serve
+
+import h11  # noqa: E402
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+
+
+class _RefuseChunkedBodies:
+    """Stands in for the protocol's h11 connection: a request framed with Transfer-Encoding is a
+    protocol error (400, connection closed) before any chunk is parsed. uvicorn appends each chunk
+    to the body one by one on the event loop: 65,000 one-byte chunks cost 0.4 s of it per request.
+    Every client of this API sends Content-Length."""
+
+    def __init__(self, conn: h11.Connection):
+        self._conn = conn
+
+    def next_event(self):
+        event = self._conn.next_event()
+        if isinstance(event, h11.Request) and any(name.lower() == b"transfer-encoding" for name, _ in event.headers):
+            raise h11.RemoteProtocolError("chunked request bodies are not accepted: send Content-Length")
+        return event
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the bounds a server facing the internet needs before a request
+    exists (uvicorn starts no timer until a first response, and accepts every connection):
+
+    * a head deadline: a connection must deliver a complete request head within
+      ``WEB_HEAD_TIMEOUT`` seconds of connecting or of its previous response, however it
+      trickles, else it is closed (idle keep-alive connections: ``WEB_KEEPALIVE_SECONDS``);
+    * at most ``WEB_MAX_CONNECTIONS`` connections per process and ``WEB_MAX_CONNECTIONS_PER_ADDRESS``
+      from one client address: beyond them a new connection is closed at once (one client cannot
+      take every file descriptor);
+    * no chunked request bodies (``_RefuseChunkedBodies``)."""
+
+    per_address: Counter = Counter()  # open connections per client address, in this process
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.conn = _RefuseChunkedBodies(self.conn)
+        self._address = (self.client or ("",))[0]
+        self._head_timer = None
+        GuardedH11Protocol.per_address[self._address] += 1
+        if (len(self.connections) > settings.WEB_MAX_CONNECTIONS
+                or GuardedH11Protocol.per_address[self._address] > settings.WEB_MAX_CONNECTIONS_PER_ADDRESS):
+            self.transport.close()
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc):
+        GuardedH11Protocol.per_address[self._address] -= 1
+        if GuardedH11Protocol.per_address[self._address] <= 0:
+            del GuardedH11Protocol.per_address[self._address]
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_request():
+            self._arm_head_timer()  # the first byte after a response starts the next head's deadline
+        super().data_received(data)
+        if self._in_request():
+            self._disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()  # the next head's deadline runs from here (bytes of it may be in already)
+
+    def _in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(settings.WEB_HEAD_TIMEOUT, self._head_too_slow)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._in_request() and not self.transport.is_closing():
+            self.transport.close()

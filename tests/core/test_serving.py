@@ -25,13 +25,16 @@ from paysys.core.serving import BufferedWSGI
 from tests.core.test_embedded_smoke import free_port, processes, wait_for  # noqa: F401 - fixture
 
 READ_TIMEOUT = 3.0
+HEAD_TIMEOUT = 2.0
+PER_ADDRESS = 40
 
 
 @pytest.fixture
 def server(processes):
     port = free_port()
     env = {**processes.env, "PORT": str(port), "WEB_WORKERS": "1", "WEB_THREADS": "2",
-           "WEB_READ_TIMEOUT": str(READ_TIMEOUT)}
+           "WEB_READ_TIMEOUT": str(READ_TIMEOUT), "WEB_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
+           "WEB_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS)}
     processes.start("web", "manage.py", "serve", env=env)
     base = f"http://127.0.0.1:{port}"
 
@@ -286,3 +289,74 @@ def test_the_admin_login_page_and_its_csrf_cookie_are_served(server):
     assert response.status_code == 200 and 'id="id_username"' in response.text
     assert response.cookies.get("csrftoken")
     assert requests.get(f"{base}/static/admin/css/base.css", timeout=5).status_code == 200
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the server closes ``sock`` within ``seconds`` (what it still had to say is read first)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if sock.recv(4096) == b"":
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def test_a_connection_that_never_completes_its_head_is_closed_at_the_head_deadline(server):
+    # the attack: uvicorn starts no timer before a first response, so silent or trickling
+    # connections stayed open for ever (40,000 of them took every file descriptor)
+    port, base = server
+    silent = socket.create_connection(("127.0.0.1", port))
+    trickling = socket.create_connection(("127.0.0.1", port))
+    after_a_response = socket.create_connection(("127.0.0.1", port))
+    try:
+        after_a_response.sendall(b"GET /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_status(after_a_response)[0] == 404
+        after_a_response.sendall(b"G")  # a byte of the next head, then nothing
+        started = time.monotonic()
+        for _ in range(int(HEAD_TIMEOUT * 2)):
+            trickling.sendall(b"X")  # one byte every 0.5 s: each well within any per-read timeout
+            time.sleep(0.5)
+
+        assert _closed_within(silent, 2) and _closed_within(trickling, 2) and _closed_within(after_a_response, 2)
+        assert time.monotonic() - started < HEAD_TIMEOUT + 4
+    finally:
+        for sock in (silent, trickling, after_a_response):
+            sock.close()
+
+
+def test_one_address_cannot_hold_more_than_its_share_of_connections(server):
+    port, base = server
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(PER_ADDRESS)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", port))
+        assert _closed_within(extra, 2)  # closed at once: over this address' share
+        extra.close()
+        # another client address is served meanwhile
+        other = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+        other.sendall(b"GET /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_status(other)[0] == 404
+        other.close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_chunked_request_body_is_refused_before_its_chunks_are_parsed(server):
+    port, _ = server
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"1\r\na\r\n" * 20_000 + b"0\r\n\r\n")
+        status, elapsed = read_status(sock)
+    except OSError:
+        status, elapsed = 400, 0.0  # refused and closed while the chunks were still being sent
+    finally:
+        sock.close()
+
+    assert status == 400 and elapsed < 1

@@ -24,3 +24,17 @@ def test_healthz_names_the_database_that_does_not_answer(client, monkeypatch):
     assert response.json()["status"] == "degraded"
     assert response.json()["databases"]["accounting"] == "down: OperationalError"
     assert response.json()["databases"]["orders"] == "ok"
+
+
+def test_healthz_asks_the_databases_at_most_once_per_cache_period(client, settings, monkeypatch,
+                                                                  django_assert_max_num_queries):
+    from paysys.core import views
+
+    monkeypatch.setattr(views, "_last_check", (float("-inf"), {}))  # no verdict of an earlier test
+    settings.HEALTHZ_CACHE_SECONDS = 60
+    client.get("/healthz")  # fills the cache
+
+    with django_assert_max_num_queries(0):
+        answers = [client.get("/healthz") for _ in range(20)]
+
+    assert {answer.status_code for answer in answers} == {200}

@@ -31,8 +31,10 @@ class Command(BaseCommand):
             workers=settings.WEB_WORKERS,
             lifespan="off",
             interface="asgi3",
-            # h11 bounds the request head (below); httptools would grow it without a limit
-            http="h11",
+            # h11 bounds the request head (below); httptools would grow it without a limit. Our
+            # subclass adds a head deadline, connection caps and no chunked bodies (its docstring).
+            http="paysys.core.serving:GuardedH11Protocol",
+            ws="none",  # no WebSocket endpoint: an Upgrade request is served as plain HTTP
             # client addresses: REMOTE_ADDR, or X-Forwarded-For only through NUM_PROXIES trusted
             # proxies (paysys.api.middleware.client_address), never uvicorn's own reading of it
             proxy_headers=False,
