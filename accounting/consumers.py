@@ -1,4 +1,4 @@
-"""What accounting learns from other services: only message payloads (DESIGN.md, "Dependency rules")."""
+"""What accounting learns from other services: only message payloads (docs/architecture.md, "Dependency rules")."""
 
 from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited
 from paysys.contracts import OrderPaid, WalletCredited

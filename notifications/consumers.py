@@ -1,4 +1,4 @@
-"""What notifications learns of orders: only the order.paid payload (DESIGN.md, "Dependency rules")."""
+"""What notifications learns of orders: only the order.paid payload (docs/architecture.md, "Dependency rules")."""
 
 from notifications.services import notification_create_for_order_paid
 from paysys.contracts import OrderPaid

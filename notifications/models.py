@@ -1,4 +1,4 @@
-"""Best-effort merchant notification: endpoints, notify records, attempts (DESIGN.md).
+"""Best-effort merchant notification: endpoints, notify records, attempts (docs/architecture.md).
 
 All three live in the ``notifications`` alias. Merchants and orders live elsewhere, so they are
 referenced by plain ids (``merchant_id``, ``order_id``), never by foreign key.

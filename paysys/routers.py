@@ -1,4 +1,4 @@
-"""Every service's tables live in its own database alias (DESIGN.md, "Services, databases, queues").
+"""Every service's tables live in its own database alias (docs/architecture.md, "Services, databases, queues").
 
 The router is the single place that says which alias owns which model. Code never joins,
 locks or writes across aliases in one transaction; a reference across aliases is a plain id.

@@ -145,7 +145,7 @@ TEMPLATES = [
     },
 ]
 
-# --- databases: one alias per service (DESIGN.md "Services, databases, queues") -------------
+# --- databases: one alias per service (docs/architecture.md, "Services, databases, queues") ---
 
 # alias -> service name used in DATABASE_URL_<SERVICE> and in the schema name paysys_<service>
 SERVICE_ALIASES = {

@@ -6,7 +6,7 @@ the changelist shows one service at a time: the ``service`` filter (``?service=<
 actions and the other filters follow. Links into a detail page carry the choice along in the
 admin's preserved filters (``_changelist_filters``).
 
-Human actions, each calling the service layer (DESIGN.md: "one click fixes it"):
+Human actions, each calling the service layer (docs/architecture.md: every step a human may need is one click):
   * "Resend selected" (changelist action) and "Resend" (detail page)  -> actions.resend
   * "Resend all dead of a queue" (custom view)                         -> actions.resend_dead_messages
     (its twin for scripts: ``manage.py resend_dead_messages --service S --queue Q``)

@@ -2,7 +2,7 @@
 
 An outside service prepares a message before its own local transaction, then confirms it after
 commit or discards it after rollback. If neither comes in time, the check-back subsystem asks
-``check_back_url`` (DESIGN.md, "Reliable message service"). Callers authenticate with the
+``check_back_url`` (docs/architecture.md, "Reliable messages"). Callers authenticate with the
 shared service token, never with a merchant API key.
 
     POST /api/v1/messages                       prepare   -> 201 PREPARED

@@ -1,5 +1,5 @@
 """Who consumes which topic, and who answers check-backs. Domains register here; this package
-never imports a domain (DESIGN.md, "Dependency rules")."""
+never imports a domain (docs/architecture.md, "Dependency rules")."""
 
 from __future__ import annotations
 

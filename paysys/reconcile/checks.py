@@ -1,4 +1,4 @@
-"""The cross-service invariants (DESIGN.md, "Reconciliation"), read-only.
+"""The cross-service invariants (docs/architecture.md, "Reconciliation"), read-only.
 
 Every SUCCESS order has exactly one voucher (booking the order's amount), one merchant credit
 (POSTED, for the voucher's merchant payable), one points award (when it earns points), one

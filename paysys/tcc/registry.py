@@ -1,5 +1,5 @@
 """Participants registered by action name. The initiator names an action (``"funds.credit"``)
-and never imports the participant's code (DESIGN.md, "Dependency rules").
+and never imports the participant's code (docs/architecture.md, "Dependency rules").
 
 An op is either **single**, ``fn(payload, *, xid)``, or **batched**, ``fn(ops: list[Op])``
 marked with :func:`many`. The framework runs a batched op over many branches at once (one
