@@ -58,12 +58,12 @@ def _forget_relay_kicks():
     running stack may share, so the cache is never flushed. (Throttle counters need no reset:
     every test's merchant, hence every API key, is new.)
     """
-    from paysys.messaging import registry, relay
+    from paysys.messaging import relay
 
     cache.delete_many([f"messaging:kick:{alias}" for alias in settings.DATABASES]
                       + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES]  # TCC phase-two kicks too
                       + [relay.slot_key(alias, queue) for alias in settings.DATABASES
-                         for queue in registry.consumer_queues()])
+                         for queue in (q.name for q in settings.CELERY_TASK_QUEUES)])
     yield
 
 

@@ -92,10 +92,6 @@ def consumers_of(topic: str) -> list[Consumer]:
     return [c for c in _consumers.values() if c.topic == topic]
 
 
-def consumer_queues() -> list[str]:
-    return sorted({c.queue for c in _consumers.values()})
-
-
 def get_consumer(name: str) -> Consumer:
     return _consumers[name]
 
