@@ -1,4 +1,3 @@
-import time
 
 from django.conf import settings
 from django.http import JsonResponse

@@ -2,8 +2,8 @@
 
 Python's ``json`` takes ``NaN``, ``Infinity`` and numbers like ``1e999`` (parsed as infinity, which
 no database column stores), keeps the last of duplicate keys (``{"amount": 100, "amount": 200}``
-would be an order of 200 to one reader and of 100 to another), and recurses once per nesting level (``[[[[...`` 30,000 deep within
-the body size limit raises RecursionError). :func:`loads_strict` refuses all four with a
+would be an order of 200 to one reader and of 100 to another), and recurses once per nesting
+level (``[[[[...`` 30,000 deep within the body size limit raises RecursionError). :func:`loads_strict` refuses all four with a
 ValueError; the API's parser and every view reading JSON by hand use it.
 """
 

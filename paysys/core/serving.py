@@ -25,10 +25,13 @@ import asyncio
 import io
 import json
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import h11
 from django.conf import settings
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 class _Refused(Exception):
@@ -178,11 +181,6 @@ def wsgi_environ(scope, body: bytes) -> dict:
 
 
 # --- the connection, before a request exists: what uvicorn's h11 protocol does not bound ----------
-
-from collections import Counter  # noqa: E402 - the protocol below is only imported by manage.py serve
-
-import h11  # noqa: E402
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 
 class _RefuseChunkedBodies:

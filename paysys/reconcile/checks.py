@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from accounting.models import AccountCode, Voucher, VoucherLine
+from accounting.models import AccountCode, Voucher
 from accounts.models import Direction, EntryKind, FundEntry, PointsEntry
 from accounts.selectors import fund_account_mismatches, points_account_mismatches
 from notifications.models import Notification

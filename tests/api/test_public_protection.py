@@ -2,14 +2,12 @@
 origin, and per-address request limits on the gateway, the sandbox and admin log-in."""
 
 import itertools
-import json
 import re
 import secrets
 
 import pytest
 from django.contrib.staticfiles import finders
-from django.http import HttpResponse
-from django.test import Client, RequestFactory
+from django.test import Client
 
 from tests.api.helpers import fresh_window
 

@@ -2,7 +2,6 @@ import json
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from paysys.core.models import Merchant

@@ -48,7 +48,6 @@ from accounts.models import FundEntry, PointsEntry
 from accounts.services import wallet_credit
 from notifications.models import Notification
 from orders.models import Order
-from paysys import bank
 from paysys.core.services import merchant_create, payer_create_with_agreement
 from paysys.demo.bench_client import post_notifies
 from paysys.demo.monolith import monolith_baseline
