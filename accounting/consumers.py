@@ -1,15 +1,20 @@
 """What accounting learns from other services: only message payloads (docs/architecture.md, "Dependency rules")."""
 
-from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited
+from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited, vouchers_book_order_paid
 from paysys.contracts import OrderPaid, WalletCredited
 from paysys.messaging import consumer
 
 
-@consumer(OrderPaid.TOPIC, queue="accounting")
-def book_order_paid(message) -> None:
-    """Runs in ``atomic(using="accounting")`` with the inbox row; a redelivery books nothing twice
-    (the inbox drops it, and the voucher's unique source would too)."""
-    voucher_book_order_paid(message.payload, message_id=message.message_id)
+@consumer(OrderPaid.TOPIC, queue="accounting", batch=True)
+def book_order_paid(deliveries) -> None:
+    """Runs in ``atomic(using="accounting")`` with the inbox rows, a relay batch at once (one
+    INSERT for the vouchers, one for their lines); a redelivery books nothing twice (the inbox
+    drops it, and the voucher's unique source would too). If the batch fails, the framework hands
+    each delivery again alone, and the one-voucher path tells a duplicate source apart."""
+    if len(deliveries) == 1:
+        voucher_book_order_paid(deliveries[0].payload, message_id=deliveries[0].message_id)
+    else:
+        vouchers_book_order_paid([(d.payload, d.message_id) for d in deliveries])
 
 
 @consumer(WalletCredited.TOPIC, queue="accounting")
