@@ -136,7 +136,7 @@ def problems(page: Path) -> list[str]:
             if head not in defined or (member and member not in defined[head]):
                 found.append(f"`{dotted}` is not defined in {file}")
 
-    commands = {p.stem for p in ROOT.glob("**/management/commands/*.py") if ".venv" not in p.parts}
+    commands = {p.stem for folder in CODE_DIRS for p in (ROOT / folder).glob("**/management/commands/*.py")}
     for command in re.findall(r"manage\.py (\w+)", text):
         if command not in commands and command not in PENDING_COMMANDS:
             found.append(f"manage.py {command} is not a management command")
