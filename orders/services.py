@@ -316,12 +316,13 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
 
 def _order_after_decision(order: Order) -> Order:
     """The decision is committed, the order will be SUCCESS; give its confirm a moment to land."""
-    deadline = time.monotonic() + PAY_CONFIRM_WAIT_SECONDS
+    deadline, pause = time.monotonic() + PAY_CONFIRM_WAIT_SECONDS, 0.01
     while True:
         order.refresh_from_db()
         if order.status == Order.Status.SUCCESS or time.monotonic() >= deadline:
             return order
-        time.sleep(0.02)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.16)  # soon after the decision when phase two is quick; few reads when not
 
 
 # --- order polling: ask the bank when no notify has come -----------------------------------

@@ -1,9 +1,10 @@
 """The gateway's intake of bank notifies: store first, validate second, then store the notify
 once and publish ``bank.payment_succeeded`` in the same local transaction.
 
-    signed body -> BankNotifyReceipt RECEIVED (committed before anything reads it)
-                -> read and validated -> BankNotify + message, receipt PROCESSED (one transaction)
+    signed body -> read and validated -> BankNotify + message + receipt PROCESSED
                 -> or unreadable      -> receipt REJECTED with the reason (admin, reprocess)
+                -> or anything else   -> receipt RECEIVED, for a human to reprocess
+    (one local transaction, one commit: the receipt commits with whatever its reading reached)
 """
 
 from __future__ import annotations
@@ -56,25 +57,31 @@ class BankNotifyDocument(serializers.Serializer):
 
 
 def bank_notify_receive(*, raw_body: bytes, signature: str) -> BankNotifyStored:
-    """Store a correctly signed body first, then read it (``bank_notify_process``). The caller
-    has checked the signature: an unsigned body is the caller's to refuse, never stored.
+    """Store a correctly signed body and read it. The caller has checked the signature: an
+    unsigned body is the caller's to refuse, never stored.
 
     One local transaction, one commit per notify: the receipt, the notify and its message commit
-    together. The notify is written in a savepoint (bank_notify_store's atomic block), so a body
-    that cannot be read still commits its receipt REJECTED with the reason, and any other failure
-    commits it RECEIVED, for a human to reprocess, before the error reaches the caller."""
+    together, and the receipt is written once, in the state its reading reached. The notify is
+    written in a savepoint (bank_notify_store's atomic block), so a body that cannot be read still
+    commits its receipt REJECTED with the reason, and any other failure commits it RECEIVED, for a
+    human to reprocess, before the error reaches the caller."""
     with transaction.atomic(using="default"):
-        receipt = BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
+        receipt = BankNotifyReceipt(raw_body=raw_body, signature=signature[:128])
         try:
             return bank_notify_process(receipt)
+        except BankNotifyRejected as exc:
+            failure = exc  # recorded on the receipt
         except Exception as exc:  # noqa: BLE001 - re-raised once the receipt is committed
+            if receipt.pk is None or not BankNotifyReceipt.objects.filter(pk=receipt.pk).exists():
+                # not written, or written in the savepoint that failed: kept RECEIVED, as it came
+                BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
             failure = exc
     raise failure
 
 
 def bank_notify_process(receipt: BankNotifyReceipt) -> BankNotifyStored:
-    """Read a stored receipt and store its notify. Raises :class:`BankNotifyRejected` after
-    recording why on the receipt."""
+    """Read a receipt (new, or stored earlier) and store its notify. Raises
+    :class:`BankNotifyRejected` after recording why on the receipt."""
     try:
         data, text = bank_notify_read(bytes(receipt.raw_body))
     except BankNotifyRejected as exc:
@@ -148,9 +155,17 @@ def bank_notify_store(
 
 
 def _receipt_move(receipt: BankNotifyReceipt, new: str, *, error: str = "", bank_notify: BankNotify | None = None) -> None:
-    """Record the outcome of one reading, if the receipt may still move there."""
+    """Record the outcome of one reading: a new receipt is written in that state (one INSERT);
+    a stored one moves there if it still may."""
+    outcome = {"state": new, "error": error, "bank_notify": bank_notify, "processed_at": timezone.now()}
+    if receipt.pk is None:
+        for name, value in outcome.items():
+            setattr(receipt, name, value)
+        receipt.attempts = 1
+        receipt.save()
+        return
     BankNotifyReceipt.objects.filter(pk=receipt.pk, state__in=BankNotifyReceipt.sources_of(new)).update(
-        state=new, error=error, bank_notify=bank_notify, attempts=F("attempts") + 1, processed_at=timezone.now()
+        attempts=F("attempts") + 1, **outcome
     )
 
 

@@ -2,6 +2,8 @@
 one is read again after a fix."""
 
 import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 from paysys.gateway import services
 from paysys.gateway.models import BankNotify, BankNotifyReceipt
@@ -79,3 +81,17 @@ def test_a_rejected_notify_whose_bank_trade_is_stored_since_is_a_duplicate(reade
     assert (receipt.state, receipt.bank_notify) == (State.PROCESSED, BankNotify.objects.get())
     assert BankNotify.objects.get().duplicates == 1
     assert published() == 1
+
+
+def test_a_new_notify_writes_each_row_once():
+    """The hot path: the receipt is inserted once, already PROCESSED (no UPDATE after it), with
+    the notify and its message, in one transaction."""
+    with CaptureQueriesContext(connections["default"]) as queries:
+        services.bank_notify_receive(raw_body=encode(notify_body()), signature="sig")
+
+    writes = [q["sql"].split()[0].upper() for q in queries.captured_queries
+              if q["sql"].split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == ["INSERT", "INSERT", "INSERT"]  # notify, message(s) in one statement, receipt
+    receipt = BankNotifyReceipt.objects.get()
+    assert (receipt.state, receipt.bank_notify, receipt.attempts) == (State.PROCESSED, BankNotify.objects.get(), 1)
+    assert receipt.processed_at is not None and published() == 1
