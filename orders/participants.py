@@ -110,7 +110,8 @@ def pay_confirm(ops: list[tcc.BranchOp]) -> None:
         order_paid_event(order, fee=op.payload["fee"], points=op.payload["points"], notify_url=op.payload["notify_url"])
         for op, order in zip(ops, orders)
     ]
-    publish_many(OrderPaid.TOPIC, [event.to_payload() for event in events], using="orders")
+    publish_many(OrderPaid.TOPIC, [event.to_payload() for event in events], using="orders",
+                 business_keys=[order.out_trade_no for order in orders])
 
 
 def _record_applied(records: list[PaymentRecord]) -> None:

@@ -269,6 +269,10 @@ WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
 # client address (more: closed at once)
 # /healthz asks every database at most once per this many seconds per web process (anyone may call it)
 HEALTHZ_CACHE_SECONDS = float(os.environ.get("HEALTHZ_CACHE_SECONDS", "2"))
+# every worker (and beat) records a heartbeat this often (paysys/core/heartbeats.py); one whose last
+# is WORKER_DEAD_AFTER_BEATS beats old is reported dead by /healthz and the admin overview
+WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
+WORKER_DEAD_AFTER_BEATS = 3
 WEB_HEAD_TIMEOUT = float(os.environ.get("WEB_HEAD_TIMEOUT", "10"))
 WEB_MAX_CONNECTIONS = int(os.environ.get("WEB_MAX_CONNECTIONS", "4000"))
 WEB_MAX_CONNECTIONS_PER_ADDRESS = int(os.environ.get("WEB_MAX_CONNECTIONS_PER_ADDRESS", "256"))
