@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     *(["paysys.sandbox"] if SANDBOX_ENABLED else []),
     "paysys.demo",
     "paysys.reconcile",
+    "paysys.ops",
     "orders",
     "accounts",
     "accounting",

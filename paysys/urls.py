@@ -7,12 +7,17 @@ from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
 from paysys.messaging.metrics import metrics_view
+from paysys.ops.views import healthz_detail, overview_view, trace_view
 
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
+admin.site.index_template = "admin/ops/index.html"  # the operations overview and the trace, at the top
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("healthz/detail", healthz_detail, name="healthz-detail"),
+    path("admin/overview/", admin.site.admin_view(overview_view), name="admin-overview"),
+    path("admin/trace/", admin.site.admin_view(trace_view), name="admin-trace"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("accounts.urls")),

@@ -51,3 +51,14 @@ class AgeFilter(admin.SimpleListFilter):
         if self.value() in self.AGES:
             return queryset.filter(created_at__lte=timezone.now() - self.AGES[self.value()][1])
         return queryset
+
+
+def format_age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
