@@ -244,6 +244,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["paysys.formats"]  # admin shows times to the second (paysys/formats/en/formats.py)
 
 STATIC_URL = "static/"
 # the web process serves the admin's and the API docs' static files itself (whitenoise), with DEBUG

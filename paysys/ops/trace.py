@@ -70,10 +70,15 @@ class Reader:
 
 
 def resolve(q: str, read: Reader) -> list[str]:
-    """The out_trade_nos ``q`` names, through each service's unique ids."""
-    if q.startswith(BALANCE_KEY):
-        return [q.removeprefix(BALANCE_KEY)]
-    q = q.removeprefix(BANK_KEY)
+    """The out_trade_nos ``q`` names, through each service's unique ids; a key with a kind
+    (``bank:<bank_trade_no>``, ``order.paid:<out_trade_no>``) by the id after its colon."""
+    found = _resolve(q, read)
+    if not found and ":" in q:
+        return resolve(q.split(":", 1)[1], read)
+    return found
+
+
+def _resolve(q: str, read: Reader) -> list[str]:
     found = read("orders", lambda: [order.out_trade_no for order in orders_find(q)], [])
     if found:
         return found
