@@ -30,10 +30,8 @@ def staff_client(db):
     return client
 
 
-@pytest.fixture
-def paid_at_bank(merchant, payer):
-    """An order paid at the bank: notify posted to the gateway, every service caught up, one
-    failed merchant notify attempt recorded."""
+def pay_at_bank(merchant, payer) -> Order:
+    """An order paid at the bank: notify posted to the gateway, every service caught up."""
     order = order_create(merchant=merchant, merchant_order_no=f"OPS-{time.monotonic_ns()}", amount=1999, currency="CNY",
                          subject="Green tea", payer_id=payer.pk)[0]
     raw = json.dumps({"bank_trade_no": f"BOPS{order.pk}X{time.monotonic_ns()}", "out_trade_no": order.out_trade_no,
@@ -47,6 +45,13 @@ def paid_at_bank(merchant, payer):
     deliver_all("orders")  # order.paid -> accounting, notifications
     order = Order.objects.get(pk=order.pk)
     assert order.status == Order.Status.SUCCESS
+    return order
+
+
+@pytest.fixture
+def paid_at_bank(merchant, payer):
+    """A bank-paid order whose merchant notify failed once (the attempt recorded)."""
+    order = pay_at_bank(merchant, payer)
     notification = Notification.objects.using("notifications").get(order_id=order.pk)
     Attempt.objects.using("notifications").create(
         notification=notification, merchant_id=order.merchant_id, number=1, started_at=timezone.now(),

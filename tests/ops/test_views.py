@@ -185,3 +185,19 @@ def test_the_trace_says_when_nothing_matches(staff_client, paid_at_bank):
     page = trace_page(staff_client, "no-such-id")
 
     assert 'id="trace-none"' in page and "voucher booked" not in page
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def test_each_business_step_of_a_payment_is_one_info_line_with_its_out_trade_no(caplog, merchant, payer):
+    import logging
+
+    from tests.ops.conftest import pay_at_bank
+
+    with caplog.at_level(logging.INFO):
+        order = pay_at_bank(merchant, payer)
+
+    steps = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and order.out_trade_no in r.getMessage()]
+    for step in ("paid (bank)", f"merchant {order.merchant_id} credited", f"payer {payer.pk} awarded", "voucher booked"):
+        assert len([line for line in steps if step in line]) == 1, (step, steps)
