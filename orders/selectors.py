@@ -61,6 +61,13 @@ def payment_record_get(*, bank_trade_no: str) -> PaymentRecord | None:
     return PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
 
 
+def order_status_for_bank(*, out_trade_no: str) -> tuple[str | None, bool]:
+    """(status, payable) of an order as the bank may know it: payable only while CREATED (PAYING:
+    a payment is being completed; SUCCESS: paid; CLOSED, FAILED: never again). Unknown: (None, False)."""
+    status = Order.objects.filter(out_trade_no=out_trade_no).values_list("status", flat=True).first()
+    return status, status == Order.Status.CREATED
+
+
 def orders_created_per_minute(*, now: datetime) -> list[int]:
     """Orders created in each minute of the last hour (index on created_at)."""
     return per_minute(Order.objects.all(), "created_at", now=now).get("", [0] * 60)

@@ -402,6 +402,9 @@ if SANDBOX_ENABLED:
     ).hexdigest()
 # where the simulated bank sends its notifies
 BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/bank/notify")
+# where the simulated bank asks, before taking a payment, whether the order is still payable
+# (paysys.bank.ask_order_payable); empty: it does not ask
+BANK_ORDER_STATUS_URL = os.environ.get("BANK_ORDER_STATUS_URL", f"{PUBLIC_BASE_URL}/gateway/bank/orders/")
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 

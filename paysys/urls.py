@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from orders.bank_api import bank_order_status
 from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
@@ -28,6 +29,7 @@ urlpatterns = [
     # the split view serves its start-up script as a file: no inline script, so CSP script-src 'self' holds
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),
+    path("gateway/bank/orders/<str:out_trade_no>", bank_order_status, name="bank-order-status"),
 ]
 if settings.SANDBOX_ENABLED:  # an outside party's pages: absent (404) wherever it is off
     urlpatterns.append(path("sandbox/", include("paysys.sandbox.urls")))
