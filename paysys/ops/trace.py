@@ -109,8 +109,8 @@ def _trace_of(out_trade_no: str, read: Reader) -> Trace:
         steps.append(Step(order.created_at, "orders", "order created",
                           f"{order.merchant_order_no} of merchant {order.merchant_id}: {order.amount} {order.currency}",
                           admin_url("orders_order", order.pk)))
-        if order.paid_at:
-            steps.append(Step(order.paid_at, "orders", f"order paid ({order.pay_method})", order.status,
+        if order.paid_at:  # the bank's time of the payment (a balance payment: its confirm)
+            steps.append(Step(order.paid_at, "orders", f"payer paid ({order.pay_method}, paid_at)", f"order {order.status}",
                               admin_url("orders_order", order.pk), "ok" if order.status == Order.Status.SUCCESS else "wait"))
     bank_trade_nos = {order.bank_trade_no} if order is not None and order.bank_trade_no else set()
     for notify, receipts in read("core", lambda: bank_notifies_of(out_trade_no=out_trade_no), []):
@@ -132,8 +132,11 @@ def _trace_of(out_trade_no: str, read: Reader) -> Trace:
     for gtx, branches in read("core", lambda: transactions_of(keys), []):
         url = admin_url("tcc_globaltransaction", gtx.pk)
         steps.append(Step(gtx.created_at, "tcc", f"TCC {gtx.name} attempt {gtx.attempt} begun", gtx.xid, url))
-        for branch in branches:
-            steps.append(Step(branch.updated_at, "tcc", f"branch {branch.action} {branch.status}", branch.last_error[:200], url,
+        for branch in branches:  # shown with their transaction's start: tried then, phase two after the decision
+            detail = branch.last_error[:200]
+            if branch.attempts:
+                detail = f"{branch.attempts} failed phase-two run(s): {detail}"
+            steps.append(Step(gtx.created_at, "tcc", f"branch {branch.action} {branch.status}", detail, url,
                               {"CONFIRMED": "ok", "CANCELLED": "wait"}.get(branch.status, "bad" if branch.last_error else "wait")))
         if gtx.decided_at:
             steps.append(Step(gtx.decided_at, "tcc", f"TCC decided: {gtx.status}", gtx.xid, url))

@@ -361,7 +361,7 @@ def test_an_operator_sees_the_overview_and_traces_a_payment(stack, browser):
     # then: every step from the bank's notify to the merchant's notification, in time order, each a link
     text = trace.text
     for step in ("order created", "bank notify received", "bank notify stored", "TCC complete_order attempt 1 begun",
-                 "branch funds.credit CONFIRMED", "TCC CONFIRMED", "order paid (bank)", "message order.paid"):
+                 "branch funds.credit CONFIRMED", "TCC CONFIRMED", "payer paid (bank, paid_at)", "message order.paid"):
         assert step in text, (step, text)
     browser.find_element(By.LINK_TEXT, "TCC CONFIRMED").click()
     wait_until(lambda: "CONFIRMED" in text_of(browser) and "branches" in text_of(browser).lower(), "the TCC transaction page")

@@ -161,7 +161,7 @@ def test_the_trace_shows_every_step_of_a_bank_payment_with_links(staff_client, p
 
     for step in ("order created", "bank notify received", "bank notify stored", "bank payment APPLIED",
                  "message bank.payment_succeeded → orders.", "consumed by", "TCC complete_order attempt 1 begun",
-                 "branch funds.credit CONFIRMED", "branch points.award CONFIRMED", "TCC CONFIRMED", "order paid (bank)",
+                 "branch funds.credit CONFIRMED", "branch points.award CONFIRMED", "TCC CONFIRMED", "payer paid (bank, paid_at)",
                  "message order.paid → accounting", "voucher booked", "merchant notification order.paid",
                  "notify attempt 1: failed"):
         assert step in page, step
