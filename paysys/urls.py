@@ -13,6 +13,7 @@ from paysys.ops.views import healthz_detail, overview_view, trace_view
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
 admin.site.index_template = "admin/ops/index.html"  # the operations overview and the trace, at the top
+admin.site.enable_nav_sidebar = False  # its 290 px pushed list columns (a TCC's status) off a 1280 px screen
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

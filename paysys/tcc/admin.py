@@ -44,7 +44,8 @@ class BranchInline(admin.TabularInline):
 @admin.register(GlobalTransaction)
 class GlobalTransactionAdmin(ReadOnlyAdmin):
     list_display = [
-        "xid", "name", linked("business_key", description="business key (trace)"), "attempt", "status", "needs_human",
+        # what an operator scans first right after the id, so it stays on a 1280 px screen
+        "xid", "status", "needs_human", "name", linked("business_key", description="business key (trace)"), "attempt",
         "attempts", "created_at", "next_retry_at", "last_error_excerpt",
     ]
     list_filter = ["status", "name", AgeFilter, "needs_human"]
