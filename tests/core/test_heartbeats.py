@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from django.conf import settings
 
 from paysys.core import heartbeats

@@ -9,14 +9,6 @@ from paysys.core import heartbeats
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 
-@pytest.fixture
-def every_worker_alive():
-    names = heartbeats.expected_names()
-    heartbeats.record(names)
-    yield names
-    heartbeats.forget(names)
-
-
 def test_healthz(client, every_worker_alive):
     response = client.get("/healthz")
 

@@ -10,16 +10,7 @@ from notifications.models import Attempt, Notification
 from orders.models import Order
 from orders.services import order_create
 from paysys import bank, tcc
-from paysys.core import heartbeats
 from tests.messaging.helpers import deliver_all
-
-
-@pytest.fixture
-def every_worker_alive():
-    names = heartbeats.expected_names()
-    heartbeats.record(names)
-    yield names
-    heartbeats.forget(names)
 
 
 @pytest.fixture
