@@ -2,7 +2,7 @@
 
 import logging
 
-from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited
+from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited, vouchers_book_order_paid
 from paysys.contracts import OrderPaid, WalletCredited
 from paysys.core.steps import log_steps
 from paysys.messaging import consumer
@@ -10,14 +10,20 @@ from paysys.messaging import consumer
 logger = logging.getLogger(__name__)
 
 
-@consumer(OrderPaid.TOPIC, queue="accounting")
-def book_order_paid(message) -> None:
-    """Runs in ``atomic(using="accounting")`` with the inbox row; a redelivery books nothing twice
-    (the inbox drops it, and the voucher's unique source would too)."""
-    voucher, created = voucher_book_order_paid(message.payload, message_id=message.message_id)
-    if created:
-        log_steps(logger, "order %s: voucher booked (%s)", [(message.payload.get("out_trade_no"), voucher.source)],
-                  using="accounting")
+@consumer(OrderPaid.TOPIC, queue="accounting", batch=True)
+def book_order_paid(deliveries) -> None:
+    """Runs in ``atomic(using="accounting")`` with the inbox rows, a relay batch at once (one
+    INSERT for the vouchers, one for their lines); a redelivery books nothing twice (the inbox
+    drops it, and the voucher's unique source would too). If the batch fails, the framework hands
+    each delivery again alone, and the one-voucher path tells a duplicate source apart."""
+    if len(deliveries) == 1:
+        voucher, created = voucher_book_order_paid(deliveries[0].payload, message_id=deliveries[0].message_id)
+        vouchers = [voucher] if created else []
+    else:
+        vouchers = vouchers_book_order_paid([(d.payload, d.message_id) for d in deliveries])
+    log_steps(logger, "order %s: voucher booked (%s)", [
+        (voucher.source.split(":", 1)[1], voucher.source) for voucher in vouchers
+    ], using="accounting")
 
 
 @consumer(WalletCredited.TOPIC, queue="accounting")

@@ -9,9 +9,11 @@ and a second booking of the same source returns the first voucher.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -76,37 +78,67 @@ def voucher_book(
     :class:`UnbalancedVoucher`, :class:`InvalidVoucher` or :class:`UnknownAccount` and writes
     nothing when the voucher is wrong.
     """
-    _validate_header(source=source, currency=currency)
-    lines = [_validated_line(line) for line in lines]
-    total_debit = sum(debit for _, debit, _ in lines)
-    total_credit = sum(credit for _, _, credit in lines)
-    if total_debit != total_credit or total_debit <= 0:
-        raise UnbalancedVoucher(f"voucher {source!r} does not balance: debits {total_debit}, credits {total_credit}")
+    entry = VoucherEntry(source, currency, lines, description, message_id).validated()
+    try:
+        # a savepoint: the duplicate's IntegrityError must not poison a caller's transaction
+        with transaction.atomic(using=ALIAS):
+            return vouchers_book_new([entry])[0], True
+    except IntegrityError:
+        existing = Voucher.objects.using(ALIAS).filter(source=source).first()
+        if existing is None:  # not a duplicate source: something else is wrong
+            raise
+        _warn_if_different(existing, currency=currency, lines=entry.lines)
+        return existing, False
 
-    with transaction.atomic(using=ALIAS):
-        accounts = {a.code: a for a in Account.objects.using(ALIAS).filter(code__in={code for code, _, _ in lines})}
-        unknown = sorted({code for code, _, _ in lines} - set(accounts))
+
+@dataclass(frozen=True)
+class VoucherEntry:
+    """One voucher to book: what :func:`voucher_book` takes, for :func:`vouchers_book_new`."""
+
+    source: str
+    currency: str
+    lines: list[Line]
+    description: str = ""
+    message_id: uuid.UUID | str | None = None
+
+    def validated(self) -> VoucherEntry:
+        """The same entry with checked lines; raises InvalidVoucher or UnbalancedVoucher."""
+        _validate_header(source=self.source, currency=self.currency)
+        lines = [_validated_line(line) for line in self.lines]
+        total_debit = sum(debit for _, debit, _ in lines)
+        total_credit = sum(credit for _, _, credit in lines)
+        if total_debit != total_credit or total_debit <= 0:
+            raise UnbalancedVoucher(f"voucher {self.source!r} does not balance: debits {total_debit}, credits {total_credit}")
+        return dataclasses.replace(self, lines=lines, description=self.description[:DESCRIPTION_MAX_LENGTH])
+
+
+def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
+    """Book validated vouchers whose sources are new, with one INSERT for the vouchers and one
+    for their lines, and sum what was written before commit. A source booked before raises
+    IntegrityError (the caller's savepoint rolls all of them back; :func:`voucher_book` tells a
+    duplicate apart). Must run inside ``atomic(using="accounting")``."""
+    codes = {code for entry in entries for code, _, _ in entry.lines}
+    accounts = {a.code: a for a in Account.objects.using(ALIAS).filter(code__in=codes)}
+    for entry in entries:
+        unknown = sorted({code for code, _, _ in entry.lines} - set(accounts))
         if unknown:
-            raise UnknownAccount(f"voucher {source!r} uses unknown account(s): {', '.join(unknown)}")
-        try:
-            # a savepoint: the duplicate's IntegrityError must not poison a caller's transaction
-            with transaction.atomic(using=ALIAS):
-                voucher = Voucher.objects.using(ALIAS).create(
-                    source=source, currency=currency, description=description[:DESCRIPTION_MAX_LENGTH],
-                    message_id=message_id,
-                )
-        except IntegrityError:
-            existing = Voucher.objects.using(ALIAS).filter(source=source).first()
-            if existing is None:  # not a duplicate source: something else is wrong
-                raise
-            _warn_if_different(existing, currency=currency, lines=lines)
-            return existing, False
-        VoucherLine.objects.using(ALIAS).bulk_create(
-            VoucherLine(voucher=voucher, account=accounts[code], debit=debit, credit=credit)
-            for code, debit, credit in lines
-        )
-        _assert_balanced_in_database(voucher)
-    return voucher, True
+            raise UnknownAccount(f"voucher {entry.source!r} uses unknown account(s): {', '.join(unknown)}")
+    vouchers = Voucher.objects.using(ALIAS).bulk_create(
+        Voucher(source=e.source, currency=e.currency, description=e.description, message_id=e.message_id)
+        for e in entries
+    )
+    if any(v.pk is None for v in vouchers):  # a backend that returns no ids from a bulk INSERT
+        by_source = dict(Voucher.objects.using(ALIAS).filter(source__in=[v.source for v in vouchers])
+                         .values_list("source", "pk"))
+        for voucher in vouchers:
+            voucher.pk = by_source[voucher.source]
+    VoucherLine.objects.using(ALIAS).bulk_create(
+        VoucherLine(voucher=voucher, account=accounts[code], debit=debit, credit=credit)
+        for voucher, entry in zip(vouchers, entries)
+        for code, debit, credit in entry.lines
+    )
+    _assert_balanced_in_database(vouchers)
+    return vouchers
 
 
 # where the money of a payment comes from, by ``order.paid``'s method: the bank holds it, or
@@ -120,6 +152,21 @@ def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None
     fee. The fee comes from the payload (orders computed it with ``paysys.core.money.fee_for``);
     recomputing it here could disagree with what funds credited.
     """
+    entry = order_paid_entry(payload, message_id=message_id)
+    return voucher_book(source=entry.source, currency=entry.currency, lines=entry.lines,
+                        description=entry.description, message_id=message_id)
+
+
+def vouchers_book_order_paid(events: list[tuple[dict, uuid.UUID | str | None]]) -> list[Voucher]:
+    """:func:`voucher_book_order_paid` for a batch of new events, ``(payload, message_id)`` each:
+    one statement per table for all of them (:func:`vouchers_book_new`). Raises if any of them is
+    wrong or booked before; the consumer then books each alone."""
+    return vouchers_book_new([order_paid_entry(payload, message_id=message_id).validated()
+                              for payload, message_id in events])
+
+
+def order_paid_entry(payload: dict, *, message_id: uuid.UUID | str | None = None) -> VoucherEntry:
+    """The voucher of an ``order.paid`` payload (not validated yet)."""
     try:
         event = OrderPaid.from_payload(payload)
     except ContractError as exc:
@@ -133,7 +180,7 @@ def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None
         (AccountCode.FEE_INCOME, 0, fee),
     ]
     paid_by = f"bank trade {event.bank_trade_no}" if event.method == "bank" else f"payer {event.payer_id}'s wallet"
-    return voucher_book(
+    return VoucherEntry(
         source=f"{event.TOPIC}:{event.out_trade_no}",
         currency=event.currency,
         lines=[line for line in lines if line[1] or line[2]],  # no zero lines (a fee-free merchant)
@@ -187,13 +234,19 @@ def _validated_line(line) -> Line:
     return code, debit, credit
 
 
-def _assert_balanced_in_database(voucher: Voucher) -> None:
-    """Sum what was written, before commit; raising here rolls the whole voucher back."""
-    sums = VoucherLine.objects.using(ALIAS).filter(voucher=voucher).aggregate(debit=Sum("debit"), credit=Sum("credit"))
-    if not sums["debit"] or sums["debit"] != sums["credit"]:
-        raise UnbalancedVoucher(
-            f"voucher {voucher.source!r} does not balance as written: debits {sums['debit']}, credits {sums['credit']}"
-        )
+def _assert_balanced_in_database(vouchers: list[Voucher]) -> None:
+    """Sum what was written, before commit; raising here rolls the vouchers back."""
+    sums = {
+        row["voucher_id"]: (row["debit"], row["credit"])
+        for row in VoucherLine.objects.using(ALIAS).filter(voucher_id__in=[v.pk for v in vouchers])
+        .values("voucher_id").annotate(debit=Sum("debit"), credit=Sum("credit")).order_by()
+    }
+    for voucher in vouchers:
+        debit, credit = sums.get(voucher.pk, (None, None))
+        if not debit or debit != credit:
+            raise UnbalancedVoucher(
+                f"voucher {voucher.source!r} does not balance as written: debits {debit}, credits {credit}"
+            )
 
 
 def _warn_if_different(existing: Voucher, *, currency: str, lines: list[Line]) -> None:

@@ -1,12 +1,17 @@
 """What notifications learns of orders: only the order.paid payload (docs/architecture.md, "Dependency rules")."""
 
-from notifications.services import notification_create_for_order_paid
+from notifications.services import notification_create_for_order_paid, notifications_create_for_orders_paid
 from paysys.contracts import OrderPaid
 from paysys.messaging import consumer
 
 
-@consumer(OrderPaid.TOPIC, queue="notifications")
-def notify_order_paid(message) -> None:
-    """Runs in ``atomic(using="notifications")`` with the inbox row: a redelivered message is a
-    no-op, and the record's unique (order, event type) makes a second event for the order one too."""
-    notification_create_for_order_paid(OrderPaid.from_payload(message.payload), message_id=message.message_id)
+@consumer(OrderPaid.TOPIC, queue="notifications", batch=True)
+def notify_order_paid(deliveries) -> None:
+    """Runs in ``atomic(using="notifications")`` with the inbox rows, a relay batch at once: a
+    redelivered message is a no-op, and the record's unique (order, event type) makes a second
+    event for the order one too (the batch fails, and each delivery goes again alone)."""
+    events = [(OrderPaid.from_payload(d.payload), d.message_id) for d in deliveries]
+    if len(events) == 1:
+        notification_create_for_order_paid(events[0][0], message_id=events[0][1])
+    else:
+        notifications_create_for_orders_paid(events)

@@ -140,31 +140,60 @@ def order_paid_body(event: OrderPaid, *, timestamp: datetime) -> str:
 def notification_create_for_order_paid(event: OrderPaid, *, message_id: uuid.UUID | None = None) -> Notification:
     """One record per (order, event type), due now. A duplicate event returns the existing record
     unchanged (same webhook-id, no second delivery). Runs inside the consumer's transaction."""
-    existing = Notification.objects.using(ALIAS).filter(order_id=event.order_id, event_type=OrderPaid.TOPIC).first()
-    if existing:
-        return existing
-    url = event.notify_url or _merchant_notify_url(event.merchant_id)
-    endpoint = endpoint_get_or_create(merchant_id=event.merchant_id, url=url)
-    now = timezone.now()
-    record = Notification(
-        webhook_id=new_webhook_id(), merchant_id=event.merchant_id, order_id=event.order_id,
-        out_trade_no=event.out_trade_no, merchant_order_no=event.merchant_order_no, event_type=OrderPaid.TOPIC,
-        endpoint=endpoint, url=url, body=order_paid_body(event, timestamp=now), next_attempt_at=now,
-        message_id=message_id,
-    )
     try:
         with transaction.atomic(using=ALIAS):
-            record.save(using=ALIAS, force_insert=True)
+            created = notifications_create_for_orders_paid([(event, message_id)])
     except IntegrityError:
-        # a concurrent consumer of a duplicate event won; a locking read sees its committed row
-        existing = Notification.objects.using(ALIAS).select_for_update().filter(
-            order_id=event.order_id, event_type=OrderPaid.TOPIC
-        ).first()
-        if existing is None:
-            raise
-        return existing
+        created = []  # a concurrent consumer of a duplicate event won
+    if created:
+        return created[0]
+    # a locking read sees a concurrent winner's committed row
+    existing = Notification.objects.using(ALIAS).select_for_update().filter(
+        order_id=event.order_id, event_type=OrderPaid.TOPIC
+    ).first()
+    if existing is None:
+        raise IntegrityError(f"no notification for order {event.order_id} was created, and none exists")
+    return existing
+
+
+def notifications_create_for_orders_paid(events: list[tuple[OrderPaid, uuid.UUID | None]]) -> list[Notification]:
+    """:func:`notification_create_for_order_paid` for a batch of ``(event, message_id)``: one
+    read of the records that exist, one of the endpoints, one INSERT for the new records, one
+    kick. A record created meanwhile by a concurrent consumer raises IntegrityError (the
+    consumer's savepoint rolls the batch back and each event goes again alone). Runs inside the
+    consumer's transaction."""
+    existing = set(Notification.objects.using(ALIAS).filter(
+        order_id__in=[event.order_id for event, _ in events], event_type=OrderPaid.TOPIC
+    ).values_list("order_id", flat=True))
+    events = [(event, message_id) for event, message_id in events if event.order_id not in existing]
+    if not events:
+        return []
+    merchant_urls: dict[int, str] = {}  # an order without its own notify_url: the merchant's
+    urls = []
+    for event, _ in events:
+        if not event.notify_url and event.merchant_id not in merchant_urls:
+            merchant_urls[event.merchant_id] = _merchant_notify_url(event.merchant_id)
+        urls.append(event.notify_url or merchant_urls[event.merchant_id])
+    endpoints = {
+        (endpoint.merchant_id, endpoint.url): endpoint
+        for endpoint in Endpoint.objects.using(ALIAS).filter(merchant_id__in={e.merchant_id for e, _ in events},
+                                                             url__in=set(urls))
+    }
+    now = timezone.now()
+    records = []
+    for (event, message_id), url in zip(events, urls):
+        endpoint = endpoints.get((event.merchant_id, url))
+        if endpoint is None:  # a merchant's first notification to this URL
+            endpoint = endpoints[event.merchant_id, url] = endpoint_get_or_create(merchant_id=event.merchant_id, url=url)
+        records.append(Notification(
+            webhook_id=new_webhook_id(), merchant_id=event.merchant_id, order_id=event.order_id,
+            out_trade_no=event.out_trade_no, merchant_order_no=event.merchant_order_no, event_type=OrderPaid.TOPIC,
+            endpoint=endpoint, url=url, body=order_paid_body(event, timestamp=now), next_attempt_at=now,
+            message_id=message_id,
+        ))
+    Notification.objects.using(ALIAS).bulk_create(records)
     transaction.on_commit(request_delivery, using=ALIAS)
-    return record
+    return records
 
 
 def _merchant_notify_url(merchant_id: int) -> str:

@@ -16,6 +16,7 @@ one service never breaks another).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -53,17 +54,16 @@ class Contract:
         version = payload.get("v", 1)
         if version not in cls.ACCEPTS:
             raise ContractError(f"{cls.TOPIC}: version {version!r} is not one of {sorted(cls.ACCEPTS)}")
-        hints = typing.get_type_hints(cls)
         values, problems = {}, []
-        for field in dataclasses.fields(cls):
-            if field.name not in payload:
-                if field.default is dataclasses.MISSING:
-                    problems.append(f"{field.name} is missing")
+        for name, annotation, required in _fields(cls):
+            if name not in payload:
+                if required:
+                    problems.append(f"{name} is missing")
                 continue
-            value = payload[field.name]
-            if not _is_instance(value, hints[field.name]):
-                problems.append(f"{field.name} must be {_type_name(hints[field.name])}, got {value!r}")
-            values[field.name] = value
+            value = payload[name]
+            if not _is_instance(value, annotation):
+                problems.append(f"{name} must be {_type_name(annotation)}, got {value!r}")
+            values[name] = value
         if problems:
             raise ContractError(f"{cls.TOPIC} v{version}: " + "; ".join(problems))
         instance = cls(**values)
@@ -72,6 +72,15 @@ class Contract:
 
     def check(self) -> None:
         """Rules across fields; raise ContractError. Types are already checked."""
+
+
+@functools.cache
+def _fields(cls: type[Contract]) -> tuple[tuple[str, object, bool], ...]:
+    """(name, resolved annotation, required) per field: resolving the string annotations costs
+    more than checking a payload, so it is done once per class, not per message."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                 for f in dataclasses.fields(cls))
 
 
 def _type_name(annotation) -> str:

@@ -62,12 +62,10 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
         done: list[int] = []
         try:
             with transaction.atomic(using=alias):
-                for spec, delivery in batch:
-                    error = _consume_one(spec, delivery)
-                    if error:
-                        failed[delivery.id] = error
-                    else:
-                        done.append(delivery.id)
+                for spec, group in _calls(batch):
+                    errors = _consume_many(spec, group)
+                    failed.update(errors)
+                    done.extend(d.id for d in group if d.id not in errors)
                 if transaction.get_connection(alias).needs_rollback:  # a savepoint could not be rolled back
                     raise DatabaseError("the consumer's transaction was lost (e.g. a deadlock rolled it back)")
         except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
@@ -86,6 +84,52 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
     acknowledge(origin, acked)
     record_failures(origin, failed)
     return {"acked": acked, "failed": sorted(failed)}
+
+
+def _calls(batch: list[tuple[registry.Consumer, Delivery]]) -> list[tuple[registry.Consumer, list[Delivery]]]:
+    """The handler calls of one alias's batch: a batch consumer's deliveries together, any other
+    consumer's one by one (in the batch's order)."""
+    calls: list[tuple[registry.Consumer, list[Delivery]]] = []
+    together: dict[str, list[Delivery]] = {}
+    for spec, delivery in batch:
+        if not spec.batch:
+            calls.append((spec, [delivery]))
+        elif spec.name in together:
+            together[spec.name].append(delivery)
+        else:
+            together[spec.name] = [delivery]
+            calls.append((spec, together[spec.name]))
+    return calls
+
+
+def _consume_many(spec: registry.Consumer, deliveries: list[Delivery]) -> dict[int, str]:
+    """An atomic batch consumer: skip the consumed, write the others' inbox rows in one INSERT
+    and hand them to the handler at once, in one savepoint. If anything in it fails, the savepoint
+    rolls back and each delivery goes again in a savepoint of its own, so a poison message fails
+    alone. Any other consumer's call is one delivery in one savepoint. Returns the errors of the
+    deliveries not consumed."""
+    if len(deliveries) == 1:
+        error = _consume_one(spec, deliveries[0])
+        return {deliveries[0].id: error} if error else {}
+    try:
+        with transaction.atomic(using=spec.alias):
+            consumed = _consumed(spec, [d.message_id for d in deliveries])
+            todo = [d for d in deliveries if d.message_id not in consumed]
+            if todo:
+                InboxEntry.objects.using(spec.alias).bulk_create(
+                    [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in todo]
+                )
+                spec.handler(todo)
+        return {}
+    except Exception as exc:  # noqa: BLE001 - one by one below finds which message it was
+        if transaction.get_connection(spec.alias).needs_rollback:
+            raise  # the transaction is lost (a deadlock victim): the caller retries each alone
+        logger.info("batch of %d for %s failed (%s); consuming one by one", len(deliveries), spec.name, _describe(exc))
+    errors = {}
+    for delivery in deliveries:
+        if error := _consume_one(spec, delivery):
+            errors[delivery.id] = error
+    return errors
 
 
 def _consume_alone(spec: registry.Consumer, delivery: Delivery) -> str:
@@ -140,7 +184,7 @@ def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
     try:
         with transaction.atomic(using=spec.alias):
             InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
-            spec.handler(delivery)
+            spec.handler([delivery] if spec.batch else delivery)
         return ""
     except IntegrityError as exc:
         if _already_consumed(spec, delivery.message_id):

@@ -16,7 +16,7 @@ class Consumer:
     queue: str
     handler: Callable
     atomic: bool = True  # False: the handler runs outside any transaction (see consumer())
-    batch: bool = False  # True (with atomic=False): the handler takes a list of deliveries
+    batch: bool = False  # True: the handler takes a list of deliveries (see consumer())
     database: str = ""  # its alias, when its queue is not a service's own (see consumer())
 
     @property
@@ -56,13 +56,15 @@ def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = 
     transaction (``tcc.run`` refuses an open transaction; its business key makes a resend resume
     or return the confirmed outcome).
 
-    ``batch=True`` (only with ``atomic=False``): the handler gets every delivery of a relay batch
-    at once, ``handler(deliveries) -> {delivery.id: error}``, and returns the errors (exceptions
-    or texts) of those it did not consume (the others are acknowledged); raising fails them all. For handlers that
-    batch their own work, e.g. ``tcc.run_many``.
+    ``batch=True``: the handler gets the deliveries of a relay batch at once (those not consumed
+    before), so it can write them with one statement per table instead of one per message.
+    Atomic, ``handler(deliveries)`` runs in one savepoint with their inbox rows and returns
+    nothing; if it raises, each delivery is handed again alone (``[delivery]``) in a savepoint of
+    its own, so a poison message fails alone and the others are consumed. With ``atomic=False``,
+    ``handler(deliveries) -> {delivery.id: error}`` returns the errors (exceptions or texts) of
+    those it did not consume (the others are acknowledged); raising fails them all. For handlers
+    that batch their own work, e.g. ``tcc.run_many``.
     """
-    if batch and atomic:
-        raise ValueError("a batch consumer runs outside any transaction: pass atomic=False")
     if alias is not None and alias not in settings.DATABASES:
         raise ValueError(f"consumer alias {alias!r} is not a database alias")
 

@@ -75,3 +75,37 @@ def test_wallet_credited_message_is_booked_once_crediting_payer_wallets():
         ("1002", 30_000, 0), ("2241", 0, 30_000),
     ]
     assert Message.objects.using("funds").get().status == Message.Status.CONSUMED
+
+
+def test_a_batch_books_every_voucher_in_one_call_and_a_bad_or_duplicate_one_apart():
+    good = [order_paid_payload(amount=1000 + n, fee_rate_bp=60) for n in range(3)]
+    bad = order_paid_payload(amount=1000, fee=2000)  # a fee larger than the amount
+    replayed = dict(good[0])  # another message for an order booked in this batch (a producer replay)
+    for payload in (*good, bad, replayed):
+        publish_order_paid(payload)
+    deliveries = deliveries_for("orders", consumer=CONSUMER)
+
+    result = consume_batch("orders", deliveries)
+
+    bad_id = next(d["id"] for d in deliveries if d["payload"]["out_trade_no"] == bad["out_trade_no"])
+    assert result["failed"] == [bad_id] and len(result["acked"]) == 4
+    booked = sorted(Voucher.objects.using("accounting").values_list("source", flat=True))
+    assert booked == sorted(f"{OrderPaid.TOPIC}:{p['out_trade_no']}" for p in good)
+    tb = trial_balance()
+    assert tb.total_debit == tb.total_credit == sum(p["amount"] for p in good)
+    assert InboxEntry.objects.using("accounting").filter(consumer=CONSUMER).count() == 4
+
+
+def test_a_batch_takes_a_constant_number_of_statements():
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    def statements(n: int) -> int:
+        Message.objects.using("orders").all().delete()
+        for _ in range(n):
+            publish_order_paid(order_paid_payload(amount=500, fee_rate_bp=60))
+        with CaptureQueriesContext(connections["accounting"]) as queries:
+            assert len(consume_batch("orders", deliveries_for("orders", consumer=CONSUMER))["acked"]) == n
+        return len(queries)
+
+    assert statements(20) == statements(3)
