@@ -107,12 +107,27 @@ def broker_state() -> str:
     return "ok"
 
 
-def _guarded(read, what: str):
-    try:
-        return read()
-    except DatabaseError:
-        logger.warning("health: %s unavailable", what, exc_info=True)
-        return None
+@dataclass
+class Problem:
+    service: str
+    detail: str
+    what: str = "database unavailable"
+
+
+class Reader:
+    """Runs selectors for an operator's page: a database that does not answer becomes one of
+    ``problems`` (shown on the page) and the default, never an error page."""
+
+    def __init__(self):
+        self.problems: list[Problem] = []
+
+    def __call__(self, service: str, read, default=None):
+        try:
+            return read()
+        except DatabaseError as exc:
+            logger.warning("the %s database did not answer", service, exc_info=True)
+            self.problems.append(Problem(service, exc.__class__.__name__))
+            return default
 
 
 def health() -> Health:
@@ -121,7 +136,8 @@ def health() -> Health:
     liveness = heartbeats.liveness()
     outboxes: dict[str, OutboxStats | None] = outbox_stats_by_alias(
         [alias for alias, state in databases.items() if state == "ok"], consumed=False)
-    phase_two = _guarded(phase_two_backlog, "TCC phase two") or {}
+    read = Reader()
+    phase_two = read("core", phase_two_backlog, {})
     aliases = {service: alias for alias, service in settings.SERVICE_ALIASES.items()}
     services = []
     for service, queues in service_queues().items():
@@ -143,8 +159,8 @@ def health() -> Health:
         services.append(row)
     return Health(
         at=now, services=services, beat=liveness[heartbeats.BEAT], broker=broker_state(), databases=databases,
-        tcc_needs_human=_guarded(needs_human_count, "TCC needs-human count"),
-        notifications=_guarded(notify_stats, "notification stats"),
+        tcc_needs_human=read("core", needs_human_count),
+        notifications=read("notifications", notify_stats),
     )
 
 

@@ -8,13 +8,11 @@ that out_trade_no. A service whose database does not answer is a step saying so,
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.urls import reverse
 
 from accounting.selectors import voucher_get
@@ -25,9 +23,8 @@ from paysys.contracts import OrderPaid
 from paysys.gateway.selectors import bank_notify_get, bank_notifies_of
 from paysys.messaging.registry import get_consumer
 from paysys.messaging.selectors import inbox_entry_get, messages_about
+from paysys.ops.health import Problem, Reader
 from paysys.tcc.selectors import transaction_get, transactions_of
-
-logger = logging.getLogger(__name__)
 
 BANK_KEY, BALANCE_KEY = "bank:", "balance:"
 
@@ -54,21 +51,6 @@ def admin_url(name: str, pk, **query) -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
-class Reader:
-    """Runs selectors, turning an unreachable database into a step of the trace."""
-
-    def __init__(self):
-        self.problems: list[Step] = []
-
-    def __call__(self, service: str, read, default=None):
-        try:
-            return read()
-        except DatabaseError as exc:
-            logger.warning("trace: the %s database did not answer", service, exc_info=True)
-            self.problems.append(Step(None, service, "database unavailable", exc.__class__.__name__, state="bad"))
-            return default
-
-
 def resolve(q: str, read: Reader) -> list[str]:
     """The out_trade_nos ``q`` names, through each service's unique ids; a key with a kind
     (``bank:<bank_trade_no>``, ``order.paid:<out_trade_no>``) by the id after its colon."""
@@ -93,7 +75,7 @@ def _resolve(q: str, read: Reader) -> list[str]:
     return [notification.out_trade_no] if notification is not None else []
 
 
-def trace(q: str) -> tuple[list[Trace], list[Step]]:
+def trace(q: str) -> tuple[list[Trace], list[Problem]]:
     """The traces of every order ``q`` names, and the databases that did not answer."""
     read = Reader()
     traces = [_trace_of(out_trade_no, read) for out_trade_no in dict.fromkeys(resolve(q.strip(), read))]

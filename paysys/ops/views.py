@@ -17,8 +17,8 @@ from orders.selectors import orders_created_per_minute
 from paysys.core.admin_base import format_age
 from paysys.core.access import metrics_token_refusal
 from paysys.ops import charts
-from paysys.ops.health import Health, health, health_json
-from paysys.ops.trace import Reader, trace
+from paysys.ops.health import Health, Reader, health, health_json
+from paysys.ops.trace import trace
 from paysys.reconcile.selectors import latest_report
 from paysys.tcc.selectors import transactions_per_minute
 

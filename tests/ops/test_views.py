@@ -208,3 +208,20 @@ def test_each_business_step_of_a_payment_is_one_info_line_with_its_out_trade_no(
     steps = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and order.out_trade_no in r.getMessage()]
     for step in ("paid (bank)", f"merchant {order.merchant_id} credited", f"payer {payer.pk} awarded", "voucher booked"):
         assert len([line for line in steps if step in line]) == 1, (step, steps)
+
+
+def test_a_database_that_does_not_answer_is_said_on_the_page_not_a_500(staff_client, every_worker_alive, paid_at_bank,
+                                                                        monkeypatch):
+    from django.db import OperationalError, connections
+
+    def refused(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connections["accounting"], "cursor", refused)
+
+    trace = trace_page(staff_client, paid_at_bank.out_trade_no)
+    overview = staff_client.get("/admin/overview/")
+
+    assert "accounting: database unavailable (OperationalError)" in trace and "order created" in trace
+    assert overview.status_code == 200
+    assert "down: OperationalError" in overview.content.decode()
