@@ -9,6 +9,10 @@ shares: Redis in the full stack, a file cache under ``var/`` in the embedded def
 
 Readers: ``/healthz`` (a dead worker makes it "degraded"), ``/healthz/detail`` and the admin
 overview (``paysys.ops``).
+
+The key is per queue, not per process: a queue is alive while any of its workers beats. Two
+workers on one queue share it, so a clean stop of one shows the queue dead until the other's
+next beat (at most ``WORKER_HEARTBEAT_SECONDS``).
 """
 
 from __future__ import annotations
