@@ -23,7 +23,7 @@ from django.utils.http import urlencode
 
 from accounts.models import FundAccount, FundEntry, PointsAccount, PointsEntry
 from accounts.services import MAX_AMOUNT, wallet_credit
-from paysys.core.admin_base import ReadOnlyAdmin
+from paysys.core.admin_base import ReadOnlyAdmin, linked
 from paysys.core.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class FundAccountAdmin(ReadOnlyAdmin):
 
 @admin.register(FundEntry)
 class FundEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "kind", "direction", "amount", "balance_after", "out_trade_no", "xid", "reason", "created_by", "created_at"]
+    list_display = ["id", "account", "kind", "direction", "amount", "balance_after", linked("out_trade_no"), linked("xid"), "reason", "created_by", "created_at"]
     list_filter = ["kind", "direction", "account__owner_type", "created_at"]  # and ?account__id__exact=<id>
     search_fields = ["=xid", "=out_trade_no", "=account__owner_id", "created_by"]
     list_select_related = ["account"]
@@ -139,14 +139,14 @@ class FundEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(PointsAccount)
 class PointsAccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "payer_id", "balance", "pending", "updated_at"]
+    list_display = ["id", linked("payer_id", to="core_payer"), "balance", "pending", "updated_at"]
     search_fields = ["=payer_id"]
     readonly_fields = [*list_display, "created_at"]
 
 
 @admin.register(PointsEntry)
 class PointsEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "kind", "points", "balance_after", "out_trade_no", "xid", "reason", "created_at"]
+    list_display = ["id", "account", "kind", "points", "balance_after", linked("out_trade_no"), linked("xid"), "reason", "created_at"]
     list_filter = ["kind", "created_at"]
     search_fields = ["=xid", "=out_trade_no", "=account__payer_id"]
     list_select_related = ["account"]

@@ -14,9 +14,14 @@ Payloads (built by the initiator; the framework hands the same payload to all th
 
 from __future__ import annotations
 
+import logging
+
 from accounts import services
 from accounts.services import FundMove, PointsAward, XidAward, XidMove
 from paysys import tcc
+from paysys.core.steps import log_steps
+
+logger = logging.getLogger(__name__)
 
 # Credits and awards are batched (``tcc.many``): the framework hands them many branches at once,
 # a payment's merchant credit and points award being the hot path. Debits stay one at a time:
@@ -38,7 +43,11 @@ def credit_try(ops: list[tcc.BranchOp]) -> None:
 
 @tcc.many
 def credit_confirm(ops: list[tcc.BranchOp]) -> None:
-    services.fund_credit_post(moves=_moves(ops))
+    moves = _moves(ops)
+    services.fund_credit_post(moves=moves)
+    log_steps(logger, "order %s: %s %s credited %s %s", [
+        (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency) for _, move in moves
+    ], using="funds")
 
 
 @tcc.many
@@ -51,7 +60,10 @@ def debit_try(payload: dict, *, xid: str) -> None:
 
 
 def debit_confirm(payload: dict, *, xid: str) -> None:
-    services.fund_debit_post(move=FundMove.from_payload(payload), xid=xid)
+    move = FundMove.from_payload(payload)
+    services.fund_debit_post(move=move, xid=xid)
+    log_steps(logger, "order %s: %s %s debited %s %s", [
+        (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)], using="funds")
 
 
 def debit_cancel(payload: dict, *, xid: str) -> None:
@@ -65,7 +77,11 @@ def award_try(ops: list[tcc.BranchOp]) -> None:
 
 @tcc.many
 def award_confirm(ops: list[tcc.BranchOp]) -> None:
-    services.points_award_post(awards=_awards(ops))
+    awards = _awards(ops)
+    services.points_award_post(awards=awards)
+    log_steps(logger, "order %s: payer %s awarded %s points", [
+        (award.out_trade_no, award.payer_id, award.points) for _, award in awards if award.points
+    ], using="points")
 
 
 @tcc.many

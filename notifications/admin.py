@@ -26,7 +26,7 @@ from django.utils.text import Truncator
 
 from notifications import services
 from notifications.models import Attempt, Endpoint, Notification
-from paysys.core.admin_base import ReadOnlyAdmin
+from paysys.core.admin_base import ReadOnlyAdmin, linked
 from paysys.core.errors import Conflict
 from paysys.core.models import Merchant
 
@@ -128,7 +128,7 @@ class RecoverForm(forms.Form):
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
     list_display = [
-        "webhook_id", "merchant", "merchant_order_no", "out_trade_no", "status", "attempt_count",
+        "webhook_id", "merchant", "merchant_order_no", linked("out_trade_no"), "status", "attempt_count",
         "last_status_code", "next_attempt_at", "created_at", "last_error_excerpt",
     ]
     list_filter = ["status", MerchantFilter, NotificationEndpointFilter, "event_type"]

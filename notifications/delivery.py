@@ -43,6 +43,7 @@ from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import ALIAS, retry_schedules
 from notifications.signing import signed_headers
 from paysys.core import http
+from paysys.core.steps import log_steps
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class _Pass:
                 .select_for_update(skip_locked=True)
                 .filter(id__in=due, next_attempt_at__lte=now)
                 .order_by("next_attempt_at")
-                .only("id", "webhook_id", "merchant_id", "endpoint_id", "url", "attempt_count", "step")
+                .only("id", "webhook_id", "merchant_id", "out_trade_no", "endpoint_id", "url", "attempt_count", "step")
             )
             if not candidates:
                 return 0, False
@@ -530,3 +531,8 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
             )
     if gone:
         logger.warning("endpoint(s) disabled after 410 Gone: %s", ", ".join(gone.values()))
+    acknowledged = {record_id for ids in succeeded.values() for record_id in ids}
+    log_steps(logger, "order %s: merchant %s notified (%s, HTTP %s, attempt %s)", [
+        (item.record.out_trade_no, item.record.merchant_id, item.record.webhook_id, item.response.status_code, item.number)
+        for item in items if item.record.id in acknowledged
+    ], using=ALIAS)

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from notifications.models import Attempt, Notification
 from paysys.core.errors import NotFound
+from paysys.core.series import per_minute
 
 ALIAS = "notifications"
 
@@ -70,3 +71,26 @@ def success_rates(merchant_ids, *, since: datetime | None = None) -> dict[int, t
 def attempts_started_before(cutoff: datetime) -> QuerySet[Attempt]:
     """Attempts old enough for retention to delete (``paysys.core.retention``)."""
     return Attempt.objects.using(ALIAS).filter(started_at__lt=cutoff)
+
+
+# --- operations (admin's trace and overview) ---------------------------------------------------
+
+
+def notification_by_webhook_id(webhook_id: str) -> Notification | None:
+    return Notification.objects.using(ALIAS).filter(webhook_id=webhook_id).first()
+
+
+def notifications_of_order(*, order_id: int) -> list[tuple[Notification, list[Attempt]]]:
+    """Every record of an order (index of the unique (order_id, event_type)) with its latest attempts."""
+    records = Notification.objects.using(ALIAS).filter(order_id=order_id).order_by("created_at", "id")
+    return [(record, notification_attempts(record, limit=20)) for record in records]
+
+
+def attempt_outcomes(*, since: datetime) -> dict[str, int]:
+    """outcome -> attempts started since ``since`` (index (started_at, outcome))."""
+    return dict(Attempt.objects.using(ALIAS).filter(started_at__gte=since).order_by().values_list("outcome").annotate(n=Count("id")))
+
+
+def attempts_per_minute(*, now: datetime) -> dict[str, list[int]]:
+    """outcome -> attempts started in each minute of the last hour."""
+    return per_minute(Attempt.objects.using(ALIAS).all(), "started_at", now=now, by="outcome")

@@ -6,7 +6,8 @@ from django.db.models import QuerySet
 
 from paysys.core.errors import NotFound
 from paysys.core.models import Merchant
-from orders.models import Order
+from paysys.core.series import per_minute
+from orders.models import Order, PaymentRecord
 
 
 def order_get(*, merchant: Merchant, merchant_order_no: str) -> Order:
@@ -40,3 +41,33 @@ def order_list(
     if created_before:
         qs = qs.filter(created_at__lt=created_before)
     return qs
+
+
+# --- operations (admin's trace and overview: staff see every merchant's orders) --------------
+
+
+def orders_find(q: str) -> list[Order]:
+    """Orders ``q`` names: an out_trade_no (unique), else a merchant_order_no of any merchant
+    (a scan: no index serves it without the merchant, acceptable for a human's search)."""
+    by_out_trade_no = list(Order.objects.filter(out_trade_no=q))
+    return by_out_trade_no or list(Order.objects.filter(merchant_order_no=q).order_by("-id")[:20])
+
+
+def payment_records_of(*, out_trade_no: str) -> list[PaymentRecord]:
+    return list(PaymentRecord.objects.filter(out_trade_no=out_trade_no).order_by("created_at", "id"))
+
+
+def payment_record_get(*, bank_trade_no: str) -> PaymentRecord | None:
+    return PaymentRecord.objects.filter(bank_trade_no=bank_trade_no).first()
+
+
+def order_status_for_bank(*, out_trade_no: str) -> tuple[str | None, bool]:
+    """(status, payable) of an order as the bank may know it: payable only while CREATED (PAYING:
+    a payment is being completed; SUCCESS: paid; CLOSED, FAILED: never again). Unknown: (None, False)."""
+    status = Order.objects.filter(out_trade_no=out_trade_no).values_list("status", flat=True).first()
+    return status, status == Order.Status.CREATED
+
+
+def orders_created_per_minute(*, now: datetime) -> list[int]:
+    """Orders created in each minute of the last hour (index on created_at)."""
+    return per_minute(Order.objects.all(), "created_at", now=now).get("", [0] * 60)

@@ -7,6 +7,10 @@
 * Notify: ``POST /gateway/bank/notify`` with a JSON body and ``X-Bank-Signature: <hex>``,
   HMAC-SHA256 of the raw body under the shared secret.
 * Query: ``GET {BANK_QUERY_URL}{out_trade_no}``, answered with the same signed JSON.
+* Order status (the bank asks the platform, before it takes a payment, whether the order is still
+  payable: a payer must not pay an order twice, e.g. at the bank after paying from the wallet):
+  ``GET {BANK_ORDER_STATUS_URL}{out_trade_no}`` with ``X-Bank-Signature`` = HMAC of the
+  out_trade_no, answered ``{"out_trade_no", "status", "payable"}`` signed like a notify.
 """
 
 from __future__ import annotations
@@ -104,3 +108,34 @@ def query_payment(out_trade_no: str) -> dict | None:
     if payment["out_trade_no"] != out_trade_no:
         raise BankUnavailable(f"bank query for {out_trade_no}: answer is about {payment['out_trade_no']!r}")
     return payment
+
+
+# --- order status: the bank asks the platform ----------------------------------------------------
+
+ORDER_STATUS_TIMEOUT_SECONDS = 2
+
+
+def order_status_document(*, out_trade_no: str, status: str | None, payable: bool) -> tuple[bytes, str]:
+    """The platform's signed answer: the body and its signature."""
+    body = json.dumps({"out_trade_no": out_trade_no, "status": status, "payable": payable}, separators=(",", ":")).encode()
+    return body, sign(body)
+
+
+def ask_order_payable(out_trade_no: str, *, url: str, secret: str) -> dict | None:
+    """The bank's side: ``{"out_trade_no", "status", "payable"}`` as the platform signed it, or None
+    when the platform cannot be asked or its answer cannot be trusted. None is no verdict: a bank
+    takes the payment anyway (the platform flags a double payment for a human)."""
+    try:
+        response = requests.get(f"{url}{out_trade_no}", timeout=ORDER_STATUS_TIMEOUT_SECONDS,
+                                headers={SIGNATURE_HEADER: sign(out_trade_no.encode(), secret=secret)})
+    except requests.RequestException:
+        return None
+    if response.status_code != 200 or not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER), secret=secret):
+        return None
+    try:
+        answer = json.loads(response.content)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("out_trade_no") != out_trade_no or not isinstance(answer.get("payable"), bool):
+        return None
+    return answer

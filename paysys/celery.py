@@ -8,6 +8,8 @@ app = Celery("paysys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+import paysys.core.heartbeats  # noqa: E402,F401  every worker and beat records its heartbeat (signals)
+
 
 def _ensure_broker_folders() -> None:
     """kombu's filesystem transport (the embedded broker) expects its folders to exist."""

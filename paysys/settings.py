@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     *(["paysys.sandbox"] if SANDBOX_ENABLED else []),
     "paysys.demo",
     "paysys.reconcile",
+    "paysys.ops",
     "orders",
     "accounts",
     "accounting",
@@ -243,6 +244,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["paysys.formats"]  # admin shows times to the second (paysys/formats/en/formats.py)
 
 STATIC_URL = "static/"
 # the web process serves the admin's and the API docs' static files itself (whitenoise), with DEBUG
@@ -269,6 +271,10 @@ WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
 # client address (more: closed at once)
 # /healthz asks every database at most once per this many seconds per web process (anyone may call it)
 HEALTHZ_CACHE_SECONDS = float(os.environ.get("HEALTHZ_CACHE_SECONDS", "2"))
+# every worker (and beat) records a heartbeat this often (paysys/core/heartbeats.py); one whose last
+# is WORKER_DEAD_AFTER_BEATS beats old is reported dead by /healthz and the admin overview
+WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
+WORKER_DEAD_AFTER_BEATS = 3
 WEB_HEAD_TIMEOUT = float(os.environ.get("WEB_HEAD_TIMEOUT", "10"))
 WEB_MAX_CONNECTIONS = int(os.environ.get("WEB_MAX_CONNECTIONS", "4000"))
 WEB_MAX_CONNECTIONS_PER_ADDRESS = int(os.environ.get("WEB_MAX_CONNECTIONS_PER_ADDRESS", "256"))
@@ -396,6 +402,9 @@ if SANDBOX_ENABLED:
     ).hexdigest()
 # where the simulated bank sends its notifies
 BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/bank/notify")
+# where the simulated bank asks, before taking a payment, whether the order is still payable
+# (paysys.bank.ask_order_payable); empty: it does not ask
+BANK_ORDER_STATUS_URL = os.environ.get("BANK_ORDER_STATUS_URL", f"{PUBLIC_BASE_URL}/gateway/bank/orders/")
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 

@@ -3,16 +3,23 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from orders.bank_api import bank_order_status
 from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
 from paysys.messaging.metrics import metrics_view
+from paysys.ops.views import healthz_detail, overview_view, trace_view
 
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
+admin.site.index_template = "admin/ops/index.html"  # the operations overview and the trace, at the top
+admin.site.enable_nav_sidebar = False  # its 290 px pushed list columns (a TCC's status) off a 1280 px screen
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("healthz/detail", healthz_detail, name="healthz-detail"),
+    path("admin/overview/", admin.site.admin_view(overview_view), name="admin-overview"),
+    path("admin/trace/", admin.site.admin_view(trace_view), name="admin-trace"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orders.urls")),
     path("api/v1/", include("accounts.urls")),
@@ -23,6 +30,7 @@ urlpatterns = [
     # the split view serves its start-up script as a file: no inline script, so CSP script-src 'self' holds
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),
+    path("gateway/bank/orders/<str:out_trade_no>", bank_order_status, name="bank-order-status"),
 ]
 if settings.SANDBOX_ENABLED:  # an outside party's pages: absent (404) wherever it is off
     urlpatterns.append(path("sandbox/", include("paysys.sandbox.urls")))

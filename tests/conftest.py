@@ -67,6 +67,17 @@ def _forget_relay_kicks():
     yield
 
 
+@pytest.fixture
+def every_worker_alive():
+    """Every worker and beat has just recorded its heartbeat (paysys.core.heartbeats)."""
+    from paysys.core import heartbeats
+
+    names = heartbeats.expected_names()
+    heartbeats.record(names)
+    yield names
+    heartbeats.forget(names)
+
+
 @pytest.fixture(autouse=True)
 def _every_api_status_is_documented(monkeypatch):
     """Any status any test provokes on an API operation must be in the published schema (issue 15):

@@ -2,8 +2,12 @@
 
 from datetime import timedelta
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 
 class RecordAdmin(admin.ModelAdmin):
@@ -51,3 +55,34 @@ class AgeFilter(admin.SimpleListFilter):
         if self.value() in self.AGES:
             return queryset.filter(created_at__lte=timezone.now() - self.AGES[self.value()][1])
         return queryset
+
+
+def format_age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def linked(field: str, *, to: str = "trace", description: str | None = None):
+    """A list or detail column showing ``field`` as a link (ids link to their objects):
+    ``to="trace"`` the payment's trace (``/admin/trace/?q=``); ``"app_model"`` that object's page
+    (the field holds its primary key, e.g. a merchant_id in another database)."""
+
+    @admin.display(description=description or field.replace("_", " "), ordering=field)
+    def column(obj) -> str:
+        value = getattr(obj, field)
+        if value in (None, ""):
+            return "-"
+        if to == "trace":
+            url = f"{reverse('admin-trace')}?{urlencode({'q': value})}"
+        else:
+            url = reverse(f"admin:{to}_change", args=[value])
+        return format_html('<a href="{}">{}</a>', url, value)
+
+    column.__name__ = f"{field}_link"
+    return column

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from paysys.core.admin_base import RecordAdmin
+from paysys.core.admin_base import RecordAdmin, linked
 from paysys.gateway.models import BankNotify, BankNotifyReceipt
 from paysys.gateway.services import bank_notify_reprocess
 
@@ -27,7 +27,7 @@ class FlaggedFilter(admin.SimpleListFilter):
 @admin.register(BankNotify)
 class BankNotifyAdmin(RecordAdmin):
     list_display = [
-        "bank_trade_no", "out_trade_no", "amount", "currency", "status", "paid_at", "received_at", "duplicates", "flag",
+        "bank_trade_no", linked("out_trade_no"), "amount", "currency", "status", "paid_at", "received_at", "duplicates", "flag",
     ]
     list_filter = [FlaggedFilter, "status", "currency", "received_at"]
     search_fields = ["bank_trade_no", "out_trade_no"]

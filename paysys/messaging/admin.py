@@ -34,7 +34,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin
+from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin, format_age
 from paysys.messaging import actions, outbox
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.messaging.models import Message
@@ -60,17 +60,6 @@ def service_alias(request) -> str | None:
         alias = QueryDict(request.GET["_changelist_filters"]).get("service")
     alias = alias or DEFAULT_SERVICE
     return alias if alias in settings.DATABASES else None
-
-
-def format_age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
 # --- list filters ----------------------------------------------------------------------------

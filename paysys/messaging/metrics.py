@@ -25,7 +25,6 @@ and ``absent()`` see them on a healthy system; and any other queue that has rows
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q, Sum
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -41,8 +40,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from paysys.api.exceptions import error_body
 from paysys.contracts import contracts
+from paysys.core.access import metrics_token_refusal
 from paysys.messaging.models import Message
 from paysys.messaging.registry import consumers_of
 
@@ -60,6 +59,7 @@ class OutboxStats:
     alias: str
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, status) -> rows
     oldest_pending_at: datetime | None = None
+    oldest_pending_by_queue: dict[str, datetime] = field(default_factory=dict)  # the scrape's (consumed=False)
     resends: int = 0
 
     @property
@@ -113,6 +113,8 @@ def _backlog_stats(alias: str, rows) -> OutboxStats:
         stats.resends += (sends or 0) - sent_rows
         if status in PENDING and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
             stats.oldest_pending_at = oldest
+        if status in PENDING and (queue not in stats.oldest_pending_by_queue or oldest < stats.oldest_pending_by_queue[queue]):
+            stats.oldest_pending_by_queue[queue] = oldest
     return stats
 
 
@@ -175,14 +177,9 @@ APP_COLLECTORS: list[type[Collector]] = []
 def metrics_view(request):
     """Prometheus text exposition of the outbox of every database alias, for the bearer of
     METRICS_TOKEN only (404 while none is set: the endpoint is off)."""
-    expected = settings.METRICS_TOKEN
-    if not expected:
-        return JsonResponse(error_body("not_found", "not found"), status=404)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        response = JsonResponse(error_body("not_authenticated", "use 'Authorization: Bearer <METRICS_TOKEN>'"), status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    refusal = metrics_token_refusal(request)
+    if refusal is not None:
+        return refusal
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector())
     for collector in APP_COLLECTORS:

@@ -50,7 +50,10 @@ class Message(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices)
     send_count = models.PositiveIntegerField(default=0)
     next_send_at = models.DateTimeField(null=True, blank=True)
-    business_key = models.CharField(max_length=128, blank=True, default="", help_text="what a check-back asks about")
+    business_key = models.CharField(
+        max_length=128, blank=True, default="",
+        help_text="two-phase: what a check-back asks about; published: the order it is about (out_trade_no), for tracing",
+    )
     check_back = models.CharField(max_length=512, blank=True, default="", help_text="registered name or producer URL")
     check_count = models.PositiveIntegerField(default=0)
     # two-phase messages only: "<topic>:<business key>", unique per consumer, so a retried
@@ -71,6 +74,7 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["status", "next_send_at"], name="message_due"),
             models.Index(fields=["status", "queue"], name="message_state_queue"),
+            models.Index(fields=["business_key"], name="message_business_key"),  # admin's trace
         ]
 
     def __str__(self) -> str:

@@ -38,16 +38,17 @@ def _rows(topic: str, payload: dict, *, status: str, due, **extra) -> list[Messa
     ]
 
 
-def publish(topic: str, payload: dict, *, using: str) -> uuid.UUID:
+def publish(topic: str, payload: dict, *, using: str, business_key: str = "") -> uuid.UUID:
     """Write the message to ``using``'s outbox inside the caller's transaction.
 
     Must be called inside ``transaction.atomic(using=using)``: the message exists if and only if
-    the business change commits. Delivery is kicked after commit, never before.
+    the business change commits. Delivery is kicked after commit, never before. ``business_key``
+    (a payment's out_trade_no) lets admin's trace find the message without reading payloads.
     """
-    return publish_many(topic, [payload], using=using)[0]
+    return publish_many(topic, [payload], using=using, business_keys=[business_key])[0]
 
 
-def publish_many(topic: str, payloads: list[dict], *, using: str) -> list[uuid.UUID]:
+def publish_many(topic: str, payloads: list[dict], *, using: str, business_keys: list[str] | None = None) -> list[uuid.UUID]:
     """:func:`publish` of several messages of one topic, one per payload (ids in that order).
 
     For producers that change many rows in one transaction (batched TCC ops): one INSERT for all
@@ -56,7 +57,11 @@ def publish_many(topic: str, payloads: list[dict], *, using: str) -> list[uuid.U
     if not transaction.get_connection(using).in_atomic_block:
         raise RuntimeError("publish() must run inside the producer's transaction.atomic(using=...)")
     now = timezone.now()
-    messages = [_rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now) for payload in payloads]
+    keys = business_keys or [""] * len(payloads)
+    messages = [
+        _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now, business_key=key)
+        for payload, key in zip(payloads, keys, strict=True)
+    ]
     Message.objects.using(using).bulk_create([row for rows in messages for row in rows])
     transaction.on_commit(lambda: kicks.request_relay(using), using=using, robust=True)
     return [rows[0].message_id for rows in messages]

@@ -19,7 +19,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from paysys.messaging.models import Message
@@ -82,7 +82,12 @@ def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = Non
         )
         exhausted = [r.id for r in rows if r.send_count >= len(schedule)]
         if exhausted:
-            Message.objects.using(alias).filter(id__in=exhausted).transition(Status.DEAD, next_send_at=None)
+            # a consumer's failure stays as the last error; a message no consumer ever answered says so
+            unanswered = f"not consumed after {len(schedule)} sends: no consumer answered (is its queue's worker running?)"
+            Message.objects.using(alias).filter(id__in=exhausted).transition(
+                Status.DEAD, next_send_at=None,
+                last_error=Case(When(last_error="", then=Value(unanswered)), default=F("last_error"), output_field=TextField()),
+            )
             logger.error("%d message(s) in %s are DEAD after %d sends", len(exhausted), alias, len(schedule))
         rows = [r for r in rows if r.send_count < len(schedule)]
         by_count: dict[int, list[int]] = {}

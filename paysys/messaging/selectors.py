@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from paysys.messaging.models import Message
+from paysys.messaging.models import InboxEntry, Message
 
 Status = Message.Status
 
@@ -27,3 +27,17 @@ def dead_messages(alias: str, *, queue: str):
     """The DEAD rows of ``queue`` in ``alias``'s outbox: what "resend all dead of a queue" takes
     (less the never-confirmed ones, which a human confirms or discards instead)."""
     return Message.objects.using(alias).filter(status=Status.DEAD, queue=queue)
+
+
+def messages_about(business_key: str, *, aliases: list[str]) -> list[Message]:
+    """Every outbox row published about ``business_key`` (an out_trade_no) in the outboxes of
+    ``aliases``, each row's ``_state.db`` its alias. Index on business_key."""
+    rows: list[Message] = []
+    for alias in aliases:
+        rows.extend(Message.objects.using(alias).filter(business_key=business_key).order_by("id"))
+    return rows
+
+
+def inbox_entry_get(*, consumer: str, message_id: uuid.UUID, using: str) -> InboxEntry | None:
+    """The consumer's record of having processed the message (its unique (consumer, message_id))."""
+    return InboxEntry.objects.using(using).filter(consumer=consumer, message_id=message_id).first()

@@ -92,11 +92,30 @@ def new_bank_trade_no(now: datetime) -> str:
     return "B" + now.strftime("%Y%m%d%H%M%S") + secrets.token_hex(6).upper()
 
 
+def platform_refusal(order: dict) -> Conflict | None:
+    """Why the platform says the order cannot be paid any more (paid another way, e.g. from the
+    payer's wallet, or closed), asked over HTTP as a bank would; None when it is payable or the
+    platform gives no verdict (unreachable: the bank takes the payment, as real banks do)."""
+    if not settings.BANK_ORDER_STATUS_URL:
+        return None
+    answer = bank.ask_order_payable(order["out_trade_no"], url=settings.BANK_ORDER_STATUS_URL,
+                                    secret=settings.SANDBOX_BANK_SECRET)
+    if answer is None:
+        logger.debug("platform gave no order status for %s: taking the payment", order["out_trade_no"])
+        return None
+    if answer["payable"] or answer.get("status") is None:
+        return None
+    if answer["status"] in ("PAYING", "SUCCESS"):
+        return Conflict("this order is already paid", code="already_paid")
+    return Conflict(f"the merchant's platform no longer takes payments for this order ({answer['status']})", code="order_closed")
+
+
 def bank_pay(*, order: dict, options: PayOptions = PayOptions(), now: datetime | None = None) -> tuple[BankPayment, bool]:
     """Take the payment for a pay-link order, once per out_trade_no. Returns ``(payment, created)``.
 
     Paying again returns the first payment (options ignored), even after the link expired; a
-    first pay after expiry raises Conflict. The notify is enqueued only after commit.
+    first pay after expiry raises Conflict, and so does one for an order the platform says is
+    paid already (another way) or closed. The notify is enqueued only after commit.
     """
     existing = BankPayment.objects.filter(out_trade_no=order["out_trade_no"]).first()
     if existing is not None:
@@ -104,6 +123,9 @@ def bank_pay(*, order: dict, options: PayOptions = PayOptions(), now: datetime |
     now = now or timezone.now()
     if pay_token_expired(order, now=now):
         raise Conflict("this pay link has expired", code="expired")
+    refusal = platform_refusal(order)
+    if refusal is not None:
+        raise refusal
     notify_from = None if options.hold else now + timedelta(seconds=options.delay)
     try:
         with transaction.atomic(using=ALIAS):

@@ -68,6 +68,9 @@ class BankPayView(View):
         except DomainError as exc:
             return self.page(request, None, error=exc)
         payment = bank_payment_get(out_trade_no=order["out_trade_no"])
+        refusal = services.platform_refusal(order) if payment is None and not services.pay_token_expired(order) else None
+        if refusal is not None:
+            return self.page(request, order, error=refusal, status=200)  # a page to read, not a failed request
         return self.page(request, order, payment=payment, already_paid=payment is not None)
 
     def post(self, request, token: str):
@@ -103,13 +106,15 @@ class BankPayView(View):
             raise ApiError("the body is not JSON", code="malformed") from None
 
     @staticmethod
-    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None, already_paid: bool = False):
+    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None, already_paid: bool = False,
+             status: int | None = None):
+        already_paid = already_paid or getattr(error, "code", "") == "already_paid"
         context = {"order": order, "payment": payment, "error": error, "already_paid": already_paid,
                    "back_url": back_url(request)}
         if order is not None:
             context["amount_major"] = major_units(order["amount"], order["currency"])
             context["expired"] = payment is None and services.pay_token_expired(order)
-        return render(request, "sandbox/bank_pay.html", context, status=status_for(error) if error else 200)
+        return render(request, "sandbox/bank_pay.html", context, status=status or (status_for(error) if error else 200))
 
 
 @csrf_exempt

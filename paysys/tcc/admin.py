@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin
+from paysys.core.admin_base import AgeFilter, ReadOnlyAdmin, linked
 from paysys.tcc import recovery
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
@@ -44,8 +44,9 @@ class BranchInline(admin.TabularInline):
 @admin.register(GlobalTransaction)
 class GlobalTransactionAdmin(ReadOnlyAdmin):
     list_display = [
-        "xid", "name", "business_key", "attempt", "status", "needs_human", "attempts", "created_at", "next_retry_at",
-        "last_error_excerpt",
+        # what an operator scans first right after the id, so it stays on a 1280 px screen
+        "xid", "status", "needs_human", "name", linked("business_key", description="business key (trace)"), "attempt",
+        "attempts", "created_at", "next_retry_at", "last_error_excerpt",
     ]
     list_filter = ["status", "name", AgeFilter, "needs_human"]
     search_fields = ["xid", "business_key"]
@@ -60,7 +61,7 @@ class GlobalTransactionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="last error")
     def last_error_excerpt(self, obj: GlobalTransaction) -> str:
-        return Truncator(obj.last_error).chars(80)
+        return Truncator(obj.last_error).chars(40)
 
     @admin.action(description="Retry phase two now", permissions=["retry"])
     def retry_phase_two_now(self, request, queryset):

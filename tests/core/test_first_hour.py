@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
@@ -35,10 +36,18 @@ ROUTINE = [
     record("celery.worker.strategy", logging.INFO, "Task %s[%s] received", "orders.poll_bank", "1b2c"),
     record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.recover_messages", "1b2c", 0.01, 0),
     record("django.request", logging.WARNING, "Not Found: %s", "/sandbox/bank/payments/PS1", status_code=404),
+    # every task's receipt and success: the business step logs itself ({'acked': [5], 'failed': []} said nothing)
+    record("celery.worker.strategy", logging.INFO, "Task %s[%s] received", "messaging.consume", "1b2c"),
+    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.consume", "1b2c", 0.01,
+           {"acked": [5], "failed": []}),
+    # the merchant simulator answering 503 because a test told it to
+    record("django.request", logging.ERROR, "Service Unavailable: %s", "/sandbox/merchant/notify", status_code=503,
+           request=SimpleNamespace(path="/sandbox/merchant/notify")),
 ]
 KEPT = [
     record("celery.app.trace", logging.ERROR, "Task %s[%s] raised unexpected: %r", "orders.poll_bank", "1b2c", "boom"),
-    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.consume", "1b2c", 0.01, None),
+    record("django.request", logging.ERROR, "Service Unavailable: %s", "/api/v1/orders", status_code=503,
+           request=SimpleNamespace(path="/api/v1/orders")),
     record("django.request", logging.WARNING, "Bad Request: %s", "/api/v1/orders", status_code=400),
     record("orders.services", logging.WARNING, "polling %s: %s", "PS1", "bank down"),
 ]

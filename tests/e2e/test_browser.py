@@ -48,6 +48,8 @@ def full_stack() -> bool:
 
 
 def free_port() -> int:
+    if os.environ.get("PAYSYS_E2E_PORT"):  # a shared machine's allotted port
+        return int(os.environ["PAYSYS_E2E_PORT"])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -219,6 +221,18 @@ def text_of(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
+def log_in(stack, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{stack.base}/admin/login/?next=/admin/")
+    browser.find_element(By.ID, "id_username").send_keys(ADMIN_USER)
+    browser.find_element(By.ID, "id_password").send_keys(ADMIN_PASSWORD)
+    browser.shot("login")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_until(lambda: "Site administration" in text_of(browser), "the admin index")
+    browser.shot("admin-index")
+
+
 def test_a_payer_clicks_pay_and_the_order_becomes_success(stack, browser):
     from selenium.webdriver.common.by import By
 
@@ -250,13 +264,7 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
     assert requests.post(order["pay_url"], json={}, timeout=10).status_code == 200
     wait_until(lambda: stack.order_status("e2e-dead-1") == "SUCCESS", "order SUCCESS")
 
-    browser.get(f"{stack.base}/admin/login/?next=/admin/")
-    browser.find_element(By.ID, "id_username").send_keys(ADMIN_USER)
-    browser.find_element(By.ID, "id_password").send_keys(ADMIN_PASSWORD)
-    browser.shot("login")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_until(lambda: "Site administration" in text_of(browser), "the admin index")
-    browser.shot("admin-index")
+    log_in(stack, browser)
 
     dead_list = f"{stack.base}/admin/messaging/message/?service=orders&dead=yes&topic=order.paid&queue=accounting"
 
@@ -319,3 +327,44 @@ def test_api_docs_render_the_operations_offline(stack, browser):
     text = text_of(browser)
     assert len(operations) >= 3
     assert "/api/v1/orders" in text and "paysys API" in text
+
+
+def test_an_operator_sees_the_overview_and_traces_a_payment(stack, browser):
+    from selenium.webdriver.common.by import By
+
+    # given: a paid order, and a stack whose maintenance worker was never started
+    order = stack.create_order("e2e-trace-1", amount=2500)
+    assert requests.post(order["pay_url"], json={}, timeout=10).status_code == 200
+    wait_until(lambda: stack.order_status("e2e-trace-1") == "SUCCESS", "order SUCCESS")
+
+    # when: the operator opens the overview from the admin index
+    log_in(stack, browser)
+    browser.find_element(By.ID, "ops-overview-link").click()
+    wait_until(lambda: browser.find_elements(By.ID, "services"), "the operations overview")
+    browser.shot("overview")
+
+    # then: every service's workers are shown alive or dead, with the charts of the last hour
+    assert "orders: alive" in browser.find_element(By.ID, "service-orders").text
+    assert "maintenance: dead" in browser.find_element(By.ID, "service-core").text
+    assert "Degraded" in browser.find_element(By.ID, "verdict").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#charts figure.chart svg")) == 3
+    # and: a number links to the list that explains it
+    browser.find_element(By.CSS_SELECTOR, "#needs-human a").click()
+    wait_until(lambda: "TCC" in browser.title or "transaction" in browser.title.lower(), "the TCC transaction list")
+    browser.shot("needs-human-list")
+
+    # when: the operator traces the order by the merchant's order number
+    browser.get(f"{stack.base}/admin/")
+    browser.find_element(By.ID, "trace-q").send_keys("e2e-trace-1")
+    browser.find_element(By.CSS_SELECTOR, "#trace-form input[type=submit]").click()
+    trace = wait_until(lambda: browser.find_elements(By.ID, f"trace-{order['out_trade_no']}"), "the trace")[0]
+    browser.shot("trace")
+
+    # then: every step from the bank's notify to the merchant's notification, in time order, each a link
+    text = trace.text
+    for step in ("order created", "bank notify received", "bank notify stored", "TCC complete_order attempt 1 begun",
+                 "branch funds.credit CONFIRMED", "TCC CONFIRMED", "payer paid (bank, paid_at)", "message order.paid"):
+        assert step in text, (step, text)
+    browser.find_element(By.LINK_TEXT, "TCC CONFIRMED").click()
+    wait_until(lambda: "CONFIRMED" in text_of(browser) and "branches" in text_of(browser).lower(), "the TCC transaction page")
+    browser.shot("trace-tcc")

@@ -47,6 +47,22 @@ def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
     assert waits == [60, 120, 300, 900, 900]
     assert relay.relay_due("orders", now=now) == 0
     assert set(Message.objects.using("orders").values_list("status", "next_send_at")) == {("DEAD", None)}
+    # and: the last error says why (admin showed "Last error: -")
+    assert {row.last_error for row in Message.objects.using("orders")} == {
+        "not consumed after 5 sends: no consumer answered (is its queue's worker running?)"}
+
+
+def test_a_consumer_error_stays_the_last_error_of_a_dead_message(ship, settings):
+    settings.MESSAGE_RESEND_SCHEDULE = [0]
+    publish_ping()
+    Message.objects.using("orders").update(last_error="ContractError: no field n")
+    now = timezone.now()
+    relay.relay_due("orders", now=now)
+
+    relay.relay_due("orders", now=now + timedelta(seconds=1))
+
+    assert {(row.status, row.last_error) for row in Message.objects.using("orders")} == {
+        ("DEAD", "ContractError: no field n")}
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)

@@ -62,6 +62,20 @@ def test_a_paid_order_reaches_the_merchant_signed_and_a_standard_verifier_accept
     assert attempt.request_headers["webhook-signature"] == request.headers["webhook-signature"]
 
 
+def test_a_delivered_notification_is_one_info_line_with_its_out_trade_no(merchant, notify, receiver, caplog,
+                                                                        django_capture_on_commit_callbacks):
+    import logging
+
+    record = notify(merchant)
+
+    with caplog.at_level(logging.INFO, logger="notifications.delivery"), \
+            django_capture_on_commit_callbacks(using="notifications", execute=True):
+        deliver_due()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "notifications.delivery" and r.levelno == logging.INFO]
+    assert lines == [f"order {record.out_trade_no}: merchant {merchant.pk} notified ({record.webhook_id}, HTTP 200, attempt 1)"]
+
+
 def test_the_verifier_rejects_a_tampered_body_and_an_old_timestamp(merchant, notify, receiver):
     notify(merchant)
     deliver_due()
