@@ -470,6 +470,9 @@ TCC_TRY_THREADS = 8  # per process and participant alias: its try threads, each 
 # resend, ...; due again after the last -> flagged for a human (about an hour by default)
 TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]
 TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
+# confirms run at once in the process that decided, on its try threads (off: only the
+# participants' workers run them, after a kick)
+TCC_PHASE_TWO_INLINE = env_bool("TCC_PHASE_TWO_INLINE", True)
 TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
 TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
 
