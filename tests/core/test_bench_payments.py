@@ -37,6 +37,7 @@ def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(s
     assert result["reconcile_strict"] is True
     assert result["payments_per_s"] > 0 and result["baseline_per_s"] > 0 and result["ratio"] > 0
     assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert (result["broker"], result["cache"]) == ("filesystem", "filebased")
     requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
 
 

@@ -50,7 +50,8 @@ def service_env(broker_url: str, *, ports: dict[str, int] | None = None, **extra
         env[f"DATABASE_URL_{service.upper()}"] = mysql_url(db, port=(ports or {}).get(alias))
     env["CELERY_BROKER_URL"] = broker_url
     # one cache for all processes, as in production (the relay's kick coalescing lives there)
-    env["CACHE_URL"] = settings.CACHES["default"]["LOCATION"]
+    location = settings.CACHES["default"]["LOCATION"]
+    env["CACHE_URL"] = location if location.startswith("redis") else f"file://{location}"
     env.update(extra)
     return env
 

@@ -18,13 +18,13 @@ import time
 import uuid
 
 import pytest
-import redis
 from django.conf import settings
 
 from paysys import tcc
 from paysys.tcc import phase_two, recovery
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from tests.faults.conftest import broker_url, db_proxy, require_full_stack  # noqa: F401 - fixtures
+from tests.faults import brokers
 from tests.faults.harness import ROOT, Worker, service_env, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
@@ -238,6 +238,7 @@ def test_coordinator_killed_between_tries_is_cancelled_after_its_deadline(broker
     assert fast("funds", gtx.xid) == []
 
 
+@pytest.mark.broker
 def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(broker_url, workers, fast):
     workers("orders,points")
     funds = workers("funds")
@@ -256,6 +257,7 @@ def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(bro
     assert fast("funds", xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
 
 
+@pytest.mark.broker
 def test_stopped_participant_worker_confirm_waits_and_applies_once_when_back(broker_url, workers, fast):
     workers("orders,points")
     key = new_key()
@@ -275,11 +277,12 @@ def test_stopped_participant_worker_confirm_waits_and_applies_once_when_back(bro
     assert fast("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
 
 
+@pytest.mark.broker
 def test_broker_flushed_during_phase_two_recovery_resends(broker_url, workers, fast):
     key = new_key()
     outcome = tcc.run("complete_order", business_key=key, branches=[tcc.Branch(a, p) for a, p in three()])
     phase_two.flush_dispatch()
-    redis.Redis.from_url(broker_url).flushdb()  # every queued confirm is gone
+    brokers.lose_everything(broker_url)  # every queued confirm is gone
     workers("orders,funds,points")
     time.sleep(2)
     assert gtx_of(key).status == Status.CONFIRMING

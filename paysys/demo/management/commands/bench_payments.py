@@ -181,8 +181,9 @@ class Command(BaseCommand):
         sent: dict[str, float] = {}
         statuses: Counter = Counter()
         wallet_thread = threading.Thread(target=self._pay_from_wallets,
-                                         args=(base, api, payers, wallet_orders, sent, statuses,
-                                               1 / (rate * options["balance_share"]) if rate and wallet_orders else 0))
+                                         args=(base, api.headers, payers, wallet_orders, sent, statuses,
+                                               1 / (rate * options["balance_share"]) if rate and wallet_orders else 0,
+                                               clients))
         with multiprocessing.get_context("spawn").Pool(options["clients"]) as pool:
             pool.map(post_notifies, [(base, "", [], 0, 0)] * clients)  # started and imported before the clock
             started = time.time()
@@ -204,6 +205,8 @@ class Command(BaseCommand):
         return {
             "payments": len(orders), "done": done, "elapsed_s": round(elapsed, 1),
             "payments_per_s": round(done / elapsed, 1), "paced_per_s": rate or None,
+            "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
+            "cache": settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1].removesuffix("Cache").lower(),
             "gateway_accepted_per_s": round(len(documents) / max(gateway_done - started, 1e-6), 1),
             "answers": dict(statuses),
             "latency_ms": {"p50": round(_percentile(latencies, 0.5)), "p95": round(_percentile(latencies, 0.95)),
@@ -214,17 +217,30 @@ class Command(BaseCommand):
             **outcome,
         }
 
-    def _pay_from_wallets(self, base, api, payers, orders, sent, statuses, spacing) -> None:
-        """One after the other; with a spacing (a paced run), spread over the run like the notifies."""
+    def _pay_from_wallets(self, base, headers, payers, orders, sent, statuses, spacing, threads) -> None:
+        """From ``threads`` threads, as payers at their checkouts do (a balance payment answers
+        when its TCC is decided); with a spacing (a paced run), spread over the run like the notifies."""
         tokens = {payer.pk: token for payer, token in payers}
+        local, lock = threading.local(), threading.Lock()
         start = time.time()
-        for k, order in enumerate(orders):
+
+        def pay(k_order) -> None:
+            k, order = k_order
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.trust_env = False
+                local.session.headers.update(headers)
             if spacing and (delay := start + k * spacing - time.time()) > 0:
                 time.sleep(delay)
-            sent[order["out_trade_no"]] = time.time()
-            response = api.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
-                                json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
-            statuses[response.status_code] += 1
+            at = time.time()
+            response = local.session.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
+                                          json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
+            with lock:
+                sent[order["out_trade_no"]] = at
+                statuses[response.status_code] += 1
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            list(pool.map(pay, enumerate(orders)))
 
     def _wait_for_acks(self, log: Path, expected: set[str], timeout: float) -> dict[str, tuple[float, int]]:
         """out_trade_no -> (first acknowledgement time, how many notifications arrived for it)."""
@@ -304,7 +320,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(r))
             return
         lines = [
-            f"payments                 {r['done']} of {r['payments']} done in {r['elapsed_s']} s",
+            f"payments                 {r['done']} of {r['payments']} done in {r['elapsed_s']} s "
+            f"(broker {r['broker']}, cache {r['cache']})",
             f"end to end               {r['payments_per_s']} payments/s (gateway accepted {r['gateway_accepted_per_s']} notifies/s"
             + (f"; sent at a paced {r['paced_per_s']:g}/s)" if r["paced_per_s"] else ")"),
             f"notify -> merchant ack   p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, p99 {r['latency_ms']['p99']} ms",
