@@ -39,10 +39,7 @@ class Command(BaseCommand):
         sys.exit(0 if ok else 1)
 
     def _bar(self, step: str, done: int, total: int) -> None:
-        filled = int(30 * done / max(total, 1))
-        self.stderr.write(f"\r  {step:<16} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} ranges",
-                          ending="\n" if done == total else "")
-        self.stderr.flush()
+        progress_bar(self.stderr, step, done, total, unit=" ranges")
 
     def _print(self, report, ok: bool, strict: bool) -> None:
         checked = ", ".join(f"{n} {what}" for what, n in report.checked.items()) or "nothing"
@@ -61,3 +58,10 @@ class Command(BaseCommand):
         else:
             verdict = self.style.SUCCESS("consistent" + (", settled" if strict else ""))
         self.stdout.write(verdict)
+
+
+def progress_bar(stream, step: str, done: int, total: int, *, unit: str = "") -> None:
+    """One bar per step, redrawn in place; the line ends when the step is done."""
+    filled = int(30 * done / max(total, 1))
+    stream.write(f"\r  {step:<16} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{unit}", ending="\n" if done == total else "")
+    stream.flush()
