@@ -116,18 +116,20 @@ def points_postings(*, out_trade_nos=None) -> QuerySet:
     return rows.values(*POINTS_COLUMNS).order_by("pk")
 
 
-def open_fund_holds() -> QuerySet:
+def open_fund_holds(*, pks=None) -> QuerySet:
     """Holds neither posted nor released yet (what frozen / pending_in are the sum of): HOLD
     entries without a later entry of the same account, xid and direction (the unique
-    fundentry_unique_phase index answers each)."""
+    fundentry_unique_phase index answers each); all, or those of these entry ids."""
     closed = FundEntry.objects.using(FUNDS).filter(
         account=OuterRef("account"), xid=OuterRef("xid"), direction=OuterRef("direction"),
         kind__in=[EntryKind.POSTED, EntryKind.RELEASED])
-    return FundEntry.objects.using(FUNDS).filter(kind=EntryKind.HOLD).filter(~Exists(closed)).values(*FUND_COLUMNS)
+    rows = FundEntry.objects.using(FUNDS).filter(kind=EntryKind.HOLD).filter(~Exists(closed))
+    return (rows if pks is None else rows.filter(pk__in=list(pks))).values(*FUND_COLUMNS)
 
 
-def open_points_holds() -> QuerySet:
+def open_points_holds(*, pks=None) -> QuerySet:
     """Award holds neither posted nor released yet (what pending is the sum of)."""
     closed = PointsEntry.objects.using(POINTS).filter(
         account=OuterRef("account"), xid=OuterRef("xid"), kind__in=[EntryKind.POSTED, EntryKind.RELEASED])
-    return PointsEntry.objects.using(POINTS).filter(kind=EntryKind.HOLD).filter(~Exists(closed)).values(*POINTS_COLUMNS)
+    rows = PointsEntry.objects.using(POINTS).filter(kind=EntryKind.HOLD).filter(~Exists(closed))
+    return (rows if pks is None else rows.filter(pk__in=list(pks))).values(*POINTS_COLUMNS)

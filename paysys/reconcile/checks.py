@@ -44,7 +44,10 @@ from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.tcc import selectors as tcc
 from paysys.tcc.metrics import tcc_stats
 
-CHUNK = 5000
+# ids per range, and so values per IN list of a range's lookups: under MariaDB's
+# in_predicate_conversion_threshold (1000), past which an IN list becomes a join of a derived
+# table and the planner may walk every entry of an account instead of the out_trade_no index
+CHUNK = 900
 EXAMPLES = 20  # problems listed per check; all are counted
 PAID = Order.Status.SUCCESS
 CONFIRMING = "CONFIRMING"
@@ -92,8 +95,8 @@ def reconcile(*, grace: float = 60.0, progress: Progress | None = None) -> Repor
         ("paid orders", orders.paid_orders(), lambda batch: _check_paid_orders(report, batch, recent)),
         ("fund postings", accounts.fund_postings(), lambda batch: _check_postings(report, batch, _fund_what)),
         ("points postings", accounts.points_postings(), lambda batch: _check_postings(report, batch, _points_what)),
-        ("fund holds", accounts.open_fund_holds(), lambda batch: _check_holds(report, batch, _fund_what)),
-        ("points holds", accounts.open_points_holds(), lambda batch: _check_holds(report, batch, _points_what)),
+        ("fund holds", accounts.open_fund_holds(), lambda batch: _check_holds(report, batch, _fund_what, accounts.open_fund_holds)),
+        ("points holds", accounts.open_points_holds(), lambda batch: _check_holds(report, batch, _points_what, accounts.open_points_holds)),
         ("vouchers", accounting.vouchers(), lambda batch: _check_vouchers(report, batch)),
     )
     for step, rows, check in steps:
@@ -103,6 +106,8 @@ def reconcile(*, grace: float = 60.0, progress: Progress | None = None) -> Repor
             if progress:
                 progress(step, done, total)
     _check_ledgers(report)
+    if progress:
+        progress("ledgers", 1, 1)
     _count_in_flight_and_stuck(report)
     return report
 
@@ -218,15 +223,21 @@ def _check_postings(report: Report, batch: list[dict], what_of) -> None:
     """Nothing is posted for an order that is not paid: a posting whose order is not SUCCESS is in
     flight only while its transaction is CONFIRMING and holds the order (PAYING under its xid);
     the orders confirm is then still on its way. (A paid order's postings are checked with it.)"""
-    states = orders.order_states(e["out_trade_no"] for e in batch)
-    unpaid = [e for e in batch if states.get(e["out_trade_no"], (None, ""))[0] != PAID]
-    statuses = tcc.transaction_statuses(e["xid"] for e in unpaid)
     for e in batch:
         report.checked[what_of(e)[0] + " postings"] += 1
+    unpaid = _unpaid(batch)
+    if not unpaid:
+        return
+    # the transaction's status first, the order's after: a confirm landing between the two reads
+    # then shows as a paid order, never as a confirmed transaction with its order still PAYING
+    statuses = tcc.transaction_statuses(e["xid"] for e in unpaid)
+    states = orders.order_states(e["out_trade_no"] for e in unpaid)
     for e in unpaid:
         what, _, amount = what_of(e)
         order_status, holder = states.get(e["out_trade_no"], ("unknown", ""))
         status = statuses.get(e["xid"], "no such transaction")
+        if order_status == PAID:
+            continue
         if status == CONFIRMING and order_status == Order.Status.PAYING and holder == e["xid"]:
             report.in_flight["postings of payments confirming (order not yet SUCCESS)"] += 1
             continue
@@ -235,16 +246,27 @@ def _check_postings(report: Report, batch: list[dict], what_of) -> None:
                              f"{amount} on {_owner(e)} posted under xid {e['xid']} ({status})")
 
 
-def _check_holds(report: Report, batch: list[dict], what_of) -> None:
+def _unpaid(batch: list[dict]) -> list[dict]:
+    states = orders.order_states(e["out_trade_no"] for e in batch)
+    return [e for e in batch if states.get(e["out_trade_no"], ("",))[0] != PAID]
+
+
+def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None:
     """Every hold still open belongs to an open transaction: one left by a CONFIRMED or CANCELLED
     transaction is money stuck for ever (neither posted nor released)."""
+    report.checked["open holds"] += len(batch)
     statuses = tcc.transaction_statuses(e["xid"] for e in batch)
-    for e in batch:
-        report.checked["open holds"] += 1
-        status = statuses.get(e["xid"], "no such transaction")
-        if status in OPEN:
+    suspects = [e for e in batch if statuses.get(e["xid"]) not in OPEN]
+    if not suspects:
+        return
+    # read again after the statuses: a transaction finishes only once its holds are posted or
+    # released, so a hold closed between the two reads is not open any more
+    open_now = set(still_open(pks=[e["pk"] for e in suspects]).values_list("pk", flat=True))
+    for e in suspects:
+        if e["pk"] not in open_now:
             continue
         what, held, amount = what_of(e)
+        status = statuses.get(e["xid"], "no such transaction")
         report.problem("hold of a finished transaction",
                        f"order {e['out_trade_no'] or '-'}: {held} {amount} on {_owner(e)} held by xid {e['xid']} ({status}), "
                        f"neither posted nor released")

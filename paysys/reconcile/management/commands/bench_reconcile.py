@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -52,6 +54,7 @@ class Command(BaseCommand):
                 test["NAME"] = str(folder / f"{alias}.sqlite3")
             else:
                 test["NAME"] = f"{settings_dict['NAME']}{SUFFIX}"
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: its databases are dropped all the same
         started = time.monotonic()
         old = setup_databases(verbosity=0, interactive=False, aliases=set(connections), serialized_aliases=set())
         try:
@@ -60,7 +63,15 @@ class Command(BaseCommand):
             from paysys.reconcile.checks import reconcile
 
             started = time.monotonic()
-            report = reconcile(grace=0, progress=self._bar if opts["progress"] else None)
+            steps, last = {}, [started]
+
+            def progress(step: str, done: int, total: int) -> None:
+                if done == total:  # each step's seconds, for the result
+                    steps[step], last[0] = round(time.monotonic() - last[0], 1), time.monotonic()
+                if opts["progress"]:
+                    self._bar(step, done, total)
+
+            report = reconcile(grace=0, progress=progress)
             seconds = time.monotonic() - started
         finally:
             teardown_databases(old, verbosity=0)
@@ -69,7 +80,7 @@ class Command(BaseCommand):
             "orders": opts["orders"], "vendor": connections["orders"].vendor, "consistent": report.consistent,
             "problems": report.inconsistencies, "reconcile_seconds": round(seconds, 1),
             "orders_per_second": round(opts["orders"] / max(seconds, 1e-9)), "generate_seconds": round(generated, 1),
-            "migrate_seconds": round(migrated, 1), "checked": dict(report.checked),
+            "migrate_seconds": round(migrated, 1), "step_seconds": steps, "checked": dict(report.checked),
         }
         if opts["json"]:
             self.stdout.write(json.dumps(result))
@@ -77,6 +88,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"reconcile of {result['orders']:,} paid orders on {result['vendor']}: {result['reconcile_seconds']} s "
                 f"({result['orders_per_second']:,} orders/s), {'consistent' if report.consistent else 'INCONSISTENT'}"
+                f"\n  seconds per step: " + ", ".join(f"{step} {n}" for step, n in steps.items()) +
                 f"\n  generated in {result['generate_seconds']} s, databases migrated in {result['migrate_seconds']} s"
                 f"\n  checked " + ", ".join(f"{n:,} {what}" for what, n in report.checked.items()))
         if not report.consistent:
