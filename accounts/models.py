@@ -93,7 +93,10 @@ class FundEntry(models.Model):
             # (NULL xids, i.e. manual credits, are distinct in a unique index)
             models.UniqueConstraint(fields=["account", "xid", "direction", "kind"], name="fundentry_unique_phase"),
         ]
-        indexes = [models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent")]
+        indexes = [
+            models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent"),
+            models.Index(fields=["out_trade_no"], name="fundentry_order"),  # reconcile: an order's entries
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.direction} {self.amount} on {self.account_id}"
@@ -133,6 +136,7 @@ class PointsEntry(models.Model):
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="pointsentry_balance_after_not_negative"),
             models.UniqueConstraint(fields=["account", "xid", "kind"], name="pointsentry_unique_phase"),
         ]
+        indexes = [models.Index(fields=["out_trade_no"], name="pointsentry_order")]  # reconcile: an order's entries
 
     def __str__(self) -> str:
         return f"{self.kind} {self.points} on {self.account_id}"

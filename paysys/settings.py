@@ -542,6 +542,7 @@ CELERY_TASK_ROUTES = {
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
     "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
     "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
+    "paysys.reconcile": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -567,6 +568,7 @@ CELERY_BEAT_SCHEDULE = {
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
     "paysys.purge_history": {"task": "paysys.purge_history", "schedule": 60.0},
+    "paysys.reconcile": {"task": "paysys.reconcile", "schedule": 86400.0},  # daily; reports in admin
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}
