@@ -168,8 +168,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Start everything; restart what exits; on SIGINT/SIGTERM/SIGHUP stop everything."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda signum, frame: self.stopping.set())
+        if threading.current_thread() is threading.main_thread():  # (a test may run it on a thread)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, lambda signum, frame: self.stopping.set())
         for child in self.children:
             self._start(child)
         while not self.stopping.wait(0.2):

@@ -60,6 +60,10 @@ CHAOS_VICTIMS = ["core", "orders", "polling", "funds", "points", "accounting", "
 CURRENCY = "CNY"
 
 
+def _n(count: int, thing: str) -> str:
+    return f"{count} {thing}" + ("" if count == 1 else "s")
+
+
 @dataclass
 class Payment:
     merchant_order_no: str
@@ -283,24 +287,26 @@ class Scenario:
         tcc = GlobalTransaction.objects.filter(business_key__in=keys)
         cancelled = tcc.filter(status="CANCELLED").count()
         top = tcc.filter(status="CONFIRMED").aggregate(m=Max("attempt"))["m"] or 0
-        parts = [f"{cancelled} tries cancelled, attempt {top} confirmed" if cancelled else f"{tcc.count()} TCC confirmed at once"]
+        tries = "try" if cancelled == 1 else "tries"
+        parts = [f"{cancelled} {tries} cancelled, attempt {top} confirmed" if cancelled
+                 else f"{tcc.count()} TCC confirmed at attempt 1"]
         declined = sum(p.declined for p in self.payments)
         if declined:
-            parts.append(f"{declined} wallet payments refused (503) and paid on retry")
+            parts.append(f"{_n(declined, 'wallet payment')} refused (503), paid on retry")
         resends = sum(max(0, n - 1) for alias in settings.DATABASES
                       for n in Message.objects.using(alias).filter(business_key__in=otns).values_list("send_count", flat=True))
         if resends:
-            parts.append(f"{resends} message resends")
+            parts.append(f"{_n(resends, 'message resend')} from the outbox")
         retried = Notification.objects.filter(out_trade_no__in=otns, attempt_count__gt=1)
         if retried.exists():
-            parts.append(f"{retried.count()} notifications retried "
+            parts.append(f"{_n(retried.count(), 'notification')} retried "
                          f"({sum(retried.values_list('attempt_count', flat=True))} attempts)")
         polled = PaymentRecord.objects.filter(out_trade_no__in=otns, source="poll").count()
         if polled:
-            parts.append(f"{polled} payments found by polling")
+            parts.append(f"{_n(polled, 'payment')} found by polling")
         duplicates = BankNotifyAttempt.objects.filter(payment__out_trade_no__in=otns, duplicate=True).count()
         if duplicates:
-            parts.append(f"{duplicates} duplicate bank notifies absorbed")
+            parts.append(f"{duplicates} duplicate bank {'notify' if duplicates == 1 else 'notifies'} absorbed")
         return "; ".join(parts)
 
 
@@ -414,7 +420,7 @@ class BankMisbehaves(Scenario):
     """The bank notifies twice and more, late, in reverse order, or not at all: its notifies are
     held and released only after polling has found the payments."""
 
-    name, title = "bank-notifies", "8 bank notifies duplicated, delayed, reordered, lost"
+    name, title = "bank-chaos", "8 bank notifies duplicated, delayed, reordered, lost"
     bank_before, balance_before, bank_during, balance_during = 1, 1, 5, 0
     OPTIONS = [{"duplicates": 3}, {"delay": 4}, {"hold": True}, {"hold": True}, {"hold": True}]
 
