@@ -63,7 +63,7 @@ class Command(demo.Command):
                                  for k, v in COMPRESSED_SCHEDULES.items()))
         else:
             self.say("the running stack's own schedules (not compressed): convergence takes longer")
-        timeout = timeout or (90 if compressed else 600)
+        timeout = timeout or (90 if compressed else 600) * (3 if self.options_chaos else 1)
         client = Client(base=base, request=self.request, api_key="", sandbox_headers=self.sandbox_control)
         stamp = timezone.now().strftime("%H%M%S%f")
         if self.options_chaos:
