@@ -223,15 +223,22 @@ class Supervisor:
         self.say(name, f"stopped by the operator (code {process.returncode}); `manage.py stack start {name}` starts it")
         return f"{name} stopped (pid {process.pid}); not restarted until `stack start {name}`"
 
-    def start_one(self, name: str) -> str:
+    def start_one(self, name: str, timeout: float = 10.0) -> str:
+        """Start a stopped process. The watch loop starts it, never the caller's thread: a child's
+        PR_SET_PDEATHSIG follows the thread that forked it, and a control thread ends soon."""
         with self.steering:
             child = self.child(name)
             child.held = False
-            if child.process is not None and child.process.poll() is None:
-                return f"{name} already runs (pid {child.process.pid})"
-            child.failures = 0
-            self._start(child)
-            return f"{name} started (pid {child.process.pid})"
+            before = child.process
+            if before is not None and before.poll() is None:
+                return f"{name} already runs (pid {before.pid})"
+            child.failures, child.restart_at = 0, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while child.process is before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if child.process is before:
+            raise TimeoutError(f"{name} did not start within {timeout:.0f} s")
+        return f"{name} started (pid {child.process.pid})"
 
     def kill_one(self, name: str) -> str:
         """SIGKILL one process, as a crash would; the supervisor restarts it like any exit."""
