@@ -103,10 +103,10 @@ class Row:
 class Client:
     """What a scenario needs of the running stack: HTTP (merchant API, simulators) and its controls."""
 
-    def __init__(self, *, base: str, request: Callable, api_key: str, sandbox_headers: dict):
+    def __init__(self, *, base: str, request: Callable, sandbox_headers: dict):
         self.base = base
         self.request = request
-        self.api = {"Authorization": f"Bearer {api_key}"}
+        self.api: dict = {}  # the merchant's API key: each scenario sets up a merchant of its own
         self.sandbox = sandbox_headers
 
     def control(self, op: str, name: str | None = None) -> str:
@@ -150,8 +150,8 @@ class Scenario:
             before = self.orders("before", self.bank_before, self.balance_before)
             during = self.orders("during", self.bank_during, self.balance_during)
             self.pay_all(before)
-            self.inject()
-            try:
+            try:  # removing a fault is idempotent: a half-injected one is removed too
+                self.inject()
                 self.pay_all(during)
             finally:
                 self.remove()

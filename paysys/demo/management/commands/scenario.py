@@ -9,6 +9,7 @@ row is wrong. ``--chaos --seed N``: N payments under random SIGKILLs of workers 
 
 from __future__ import annotations
 
+import logging
 import os
 
 from django.core.management.base import CommandError
@@ -46,6 +47,9 @@ class Command(demo.Command):
         if unknown:
             raise CommandError(f"unknown scenario {', '.join(unknown)}; one of: {', '.join(known)} or all")
         self.chosen = chosen
+        self.options_chaos, self.seed, self.payment_count = options["chaos"], options["seed"], options["payments"]
+        self.compressed = False  # until this command starts the stack itself
+        logging.getLogger().setLevel(logging.WARNING)  # the table is the output, not each service call's log line
         # a stack the scenarios start themselves runs on compressed schedules, its databases cuttable
         os.environ.update(COMPRESSED_SCHEDULES)
         os.environ["PAYSYS_DB_PROXY"] = "1"
@@ -56,15 +60,15 @@ class Command(demo.Command):
         return super().start_stack(base, timeout)
 
     def run_demo(self, base: str, timeout: float | None) -> None:
-        compressed = getattr(self, "compressed", False)
+        compressed = self.compressed
         if compressed:
             self.say("compressed schedules, for the scenarios only: "
-                     + ", ".join(f"{k}={v.split(',', 3)[:3]}..." if "," in v else f"{k}={v}"
+                     + ", ".join(f"{k}={','.join(v.split(',')[:4])}{',...' if v.count(',') > 3 else ''}"
                                  for k, v in COMPRESSED_SCHEDULES.items()))
         else:
             self.say("the running stack's own schedules (not compressed): convergence takes longer")
         timeout = timeout or (90 if compressed else 600) * (3 if self.options_chaos else 1)
-        client = Client(base=base, request=self.request, api_key="", sandbox_headers=self.sandbox_control)
+        client = Client(base=base, request=self.request, sandbox_headers=self.sandbox_control)
         stamp = timezone.now().strftime("%H%M%S%f")
         if self.options_chaos:
             runs = [Chaos(client, stamp, self.say, seed=self.seed, payments=self.payment_count)]
@@ -82,10 +86,6 @@ class Command(demo.Command):
             raise CommandError(f"wrong: {', '.join(wrong)}")
         self.stdout.write(self.style.SUCCESS(f"{len(rows)} scenario{'s' * (len(rows) > 1)}: every payment completed once, "
                                              "merchant balances exact, reconcile --strict clean"))
-
-    def execute(self, *args, **options):
-        self.options_chaos, self.seed, self.payment_count = options.get("chaos"), options.get("seed"), options.get("payments")
-        return super().execute(*args, **options)
 
     def print_rows(self, rows: list[Row]) -> None:
         table = [HEADER] + [(r.scenario, str(r.payments), str(r.completed), str(r.lost), str(r.doubled),
