@@ -86,8 +86,8 @@ INITIATOR = textwrap.dedent(
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if crash == "after_decision":  # the decision is committed; nothing of phase two was sent
-        phase_two.dispatch = die
+    if crash == "after_decision":  # the decision is committed; nothing of phase two ran or was sent
+        coordinator._confirm = die
     elif crash == "between_tries":  # branch 1 tried, then the process dies
         real_tries, positions = coordinator._try_batches, []
 
@@ -245,7 +245,7 @@ def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(bro
     outcome = tcc.run("complete_order", business_key=key, branches=[tcc.Branch(a, p) for a, p in three(funds={"confirm_sleep": 4})])
     xid = outcome.xid
     phase_two.flush_dispatch()
-    wait_for(lambda: "tcc.phase_two" in funds.log() and "received" in funds.log(), what="funds to start its confirm")
+    wait_for(lambda: f"test.funds.confirm of {xid} started" in funds.log(), what="funds to start its confirm")
     time.sleep(1)
     funds.kill_child()  # mid-confirm: nothing of it committed
     assert fast("funds", xid) == [("test.funds", "try", 994)]
