@@ -409,6 +409,10 @@ def empty_broker() -> str:
         finally:
             client.close()
         return f"Redis database flushed ({keys} keys)"
+    if settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        from paysys.celery import app
+
+        return f"RabbitMQ queues purged ({app.control.purge()} messages)"
     folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
     files = list(folder.glob("*")) if folder.exists() else []
     for path in files:
