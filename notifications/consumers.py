@@ -1,7 +1,9 @@
 """What notifications learns of orders: only the order.paid payload (docs/architecture.md, "Dependency rules")."""
 
-from notifications.services import notification_create_for_order_paid, notifications_create_for_orders_paid
-from paysys.contracts import OrderPaid
+from notifications.services import (
+    notification_create_for_order_paid, notification_create_for_refund, notifications_create_for_orders_paid,
+)
+from paysys.contracts import OrderPaid, RefundFinished
 from paysys.messaging import consumer
 
 
@@ -15,3 +17,9 @@ def notify_order_paid(deliveries) -> None:
         notification_create_for_order_paid(events[0][0], message_id=events[0][1])
     else:
         notifications_create_for_orders_paid(events)
+
+
+@consumer(RefundFinished.TOPIC, queue="notifications", name="notifications.notify_refund")
+def notify_refund(message) -> None:
+    """``refund.succeeded`` / ``refund.failed`` to the merchant: once per refund."""
+    notification_create_for_refund(RefundFinished.from_payload(message.payload), message_id=message.message_id)
