@@ -218,7 +218,7 @@ def voucher_book_refund(payload: dict, *, message_id: uuid.UUID | str | None = N
         event = RefundFinished.from_payload(payload)
     except ContractError as exc:
         raise InvalidVoucher(str(exc)) from exc
-    if event.status != "SUCCEEDED":
+    if event.status != "SUCCEEDED" or event.kind != "order":  # a duplicate payment was never booked
         return None
     if event.method not in PAID_FROM:
         raise InvalidVoucher(f"{event.TOPIC} {event.refund_no}: unknown payment method {event.method!r}")

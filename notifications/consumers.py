@@ -22,4 +22,6 @@ def notify_order_paid(deliveries) -> None:
 @consumer(RefundFinished.TOPIC, queue="notifications", name="notifications.notify_refund")
 def notify_refund(message) -> None:
     """``refund.succeeded`` / ``refund.failed`` to the merchant: once per refund."""
-    notification_create_for_refund(RefundFinished.from_payload(message.payload), message_id=message.message_id)
+    event = RefundFinished.from_payload(message.payload)
+    if event.kind == "order":  # a duplicate payment's refund is the platform's business with the payer
+        notification_create_for_refund(event, message_id=message.message_id)

@@ -197,6 +197,10 @@ class Refund(models.Model):
         SUCCEEDED = "SUCCEEDED"
         FAILED = "FAILED"
 
+    class Kind(models.TextChoices):
+        ORDER = "order", "order (the merchant refunds its paid order)"
+        DUPLICATE = "duplicate", "duplicate (a flagged bank payment no order took, back to the payer)"
+
     refund_no = models.CharField(max_length=32, unique=True, help_text="the platform's refund number (also at the bank)")
     merchant_id = models.BigIntegerField()
     merchant_refund_no = models.CharField(max_length=64)
@@ -211,6 +215,7 @@ class Refund(models.Model):
     failure_reason = models.CharField(max_length=255, blank=True, default="")
     tcc_xid = models.CharField(max_length=64, blank=True, default="", help_text="the TCC transaction that holds the money")
     requested_by = models.CharField(max_length=150, default="merchant", help_text="merchant (API), or admin:<user>")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ORDER)
     bank_refund_no = models.CharField(max_length=64, blank=True, default="")
     # a bank refund: when to ask the bank's refund query next while no notify has come (null: stop)
     next_poll_at = models.DateTimeField(null=True, blank=True)

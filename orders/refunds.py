@@ -213,9 +213,7 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
         _finish(refund, Refund.Status.SUCCEEDED, held=False, notify_url=payload.get("notify_url", ""))
         return
     # a bank payment's refund: the bank is asked (reliable message), and asked again on a schedule
-    from orders.refund_bank import first_poll_at
-
-    Refund.objects.filter(pk=refund.pk).update(next_poll_at=first_poll_at(), updated_at=timezone.now())
+    Refund.objects.filter(pk=refund.pk).update(next_poll_at=_first_poll_at(), updated_at=timezone.now())
     event = RefundRequested(refund_no=refund.refund_no, out_trade_no=refund.out_trade_no,
                             bank_trade_no=refund.order.bank_trade_no, amount=refund.amount, currency=refund.currency,
                             reason=refund.reason)
@@ -247,10 +245,13 @@ def refund_finish(refund_no: str, *, succeeded: bool, failure_reason: str = "") 
             raise NotFound(f"no refund {refund_no}")
         _locked_order(refund.out_trade_no)
         refund.refresh_from_db()
-        if refund.status != Refund.Status.PENDING or not tcc.confirmed_key(refund.tcc_xid):
+        if refund.status != Refund.Status.PENDING:
+            return False
+        duplicate = refund.kind == Refund.Kind.DUPLICATE
+        if not duplicate and not tcc.confirmed_key(refund.tcc_xid):
             return False
         merchant = Merchant.objects.get(pk=refund.merchant_id)
-        _finish(refund, Refund.Status.SUCCEEDED if succeeded else Refund.Status.FAILED, held=True,
+        _finish(refund, Refund.Status.SUCCEEDED if succeeded else Refund.Status.FAILED, held=not duplicate,
                 failure_reason=failure_reason, notify_url=order_notify_url(refund.order, merchant))
     return True
 
@@ -261,12 +262,15 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
     order = Order.objects.get(pk=refund.order_id)
     now = timezone.now()
     changes = {"refunding_amount": F("refunding_amount") - refund.amount, "updated_at": now}
-    if status == Refund.Status.SUCCEEDED:
+    if refund.kind == Refund.Kind.DUPLICATE:  # money no order took: the order's figures never held it
+        changes = {}
+    elif status == Refund.Status.SUCCEEDED:
         refunded = order.refunded_amount + refund.amount
         changes["refunded_amount"] = F("refunded_amount") + refund.amount
         changes["status"] = Order.Status.REFUNDED if refunded == order.amount else Order.Status.PARTIALLY_REFUNDED
         Order.check_transition(order.status, changes["status"])
-    Order.objects.filter(pk=order.pk).update(**changes)
+    if changes:
+        Order.objects.filter(pk=order.pk).update(**changes)
     Refund.objects.filter(pk=refund.pk).update(status=status, failure_reason=failure_reason[:255], finished_at=now,
                                                next_poll_at=None, updated_at=now)
     refund.status, refund.failure_reason, refund.finished_at = status, failure_reason[:255], now
@@ -276,11 +280,53 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
         merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=refund.amount,
         currency=refund.currency, status=status, method=refund.method, xid=refund.tcc_xid, held=held,
         points=refund.points, reason=refund.reason, failure_reason=refund.failure_reason,
-        finished_at=now.isoformat(), notify_url=notify_url, requested_by=refund.requested_by,
+        finished_at=now.isoformat(), notify_url=notify_url, requested_by=refund.requested_by, kind=refund.kind,
     )
     publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
     logger.info("refund %s of order %s %s: %s %s%s", refund.refund_no, order.out_trade_no, status, refund.amount,
                 refund.currency, f" ({failure_reason})" if failure_reason else "")
+
+
+# --- a duplicate bank payment, back to the payer ------------------------------------------------
+
+
+def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund:
+    """Send a FLAGGED bank payment back to the payer (admin's one click): money that arrived at
+    the bank for an order already paid, never credited to the merchant nor booked. No TCC: no
+    merchant money or points are involved; the refund goes to the bank like any bank refund
+    (``refund.requested``), and the record is marked reviewed with who and why. Idempotent: the
+    payment's refund is ``dup-<bank_trade_no>``, once."""
+    from orders.models import PaymentRecord
+
+    with transaction.atomic(using="orders"):
+        record = PaymentRecord.objects.select_for_update().filter(bank_trade_no=bank_trade_no).first()
+        if record is None or record.outcome != PaymentRecord.Outcome.FLAGGED or record.order_id is None:
+            raise NotRefundable(f"bank payment {bank_trade_no} is not a flagged payment of a known order")
+        existing = Refund.objects.filter(kind=Refund.Kind.DUPLICATE, merchant_refund_no=f"dup-{bank_trade_no}").first()
+        if existing is not None:
+            return existing
+        order = _locked_order(record.out_trade_no)
+        why = f"duplicate payment refunded to the payer: {record.reason}"[:255]
+        refund = Refund.objects.create(
+            refund_no=new_refund_no(), merchant_id=order.merchant_id, merchant_refund_no=f"dup-{bank_trade_no}",
+            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=why,
+            method=PayMethod.BANK, kind=Refund.Kind.DUPLICATE, requested_by=requested_by,
+            next_poll_at=_first_poll_at(),
+        )
+        PaymentRecord.objects.filter(pk=record.pk).update(
+            reviewed_at=timezone.now(), reason=f"{record.reason}; refunded ({refund.refund_no}) by {requested_by}"[:255])
+        event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
+                                amount=refund.amount, currency=refund.currency, reason=why)
+        publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
+    logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
+                refund.refund_no, requested_by)
+    return refund
+
+
+def _first_poll_at():
+    from orders.refund_bank import first_poll_at
+
+    return first_poll_at()
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -288,12 +334,12 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
 
 def refunds_of_order(*, merchant: Merchant, merchant_order_no: str):
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
-    return Refund.objects.filter(order=order).select_related("order").order_by("-id")
+    return Refund.objects.filter(order=order, kind=Refund.Kind.ORDER).select_related("order").order_by("-id")
 
 
 def refund_get(*, merchant: Merchant, refund_no: str) -> Refund:
     """The merchant's refund by the platform's number; another merchant's is a missing one."""
-    refund = Refund.objects.filter(merchant_id=merchant.pk, refund_no=refund_no).select_related("order").first()
+    refund = Refund.objects.filter(merchant_id=merchant.pk, refund_no=refund_no, kind=Refund.Kind.ORDER).select_related("order").first()
     if refund is None:
         raise NotFound("no such refund")
     return refund

@@ -194,6 +194,7 @@ class RefundFinished(Contract):
     finished_at: str = ""  # ISO 8601
     notify_url: str = ""
     requested_by: str = "merchant"
+    kind: str = "order"  # order | duplicate (a flagged bank payment back to the payer: no merchant money, no voucher)
 
     def check(self) -> None:
         if self.amount <= 0 or self.status not in ("SUCCEEDED", "FAILED"):

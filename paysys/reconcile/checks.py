@@ -31,6 +31,7 @@ from orders.models import Order, PayMethod, PaymentRecord
 from paysys.contracts import OrderPaid
 from paysys.core.money import points_for
 from paysys.messaging.metrics import outbox_stats_by_alias
+from paysys.reconcile.refunds import check_refunds
 from paysys.messaging.models import Message
 from paysys.tcc.metrics import tcc_stats
 from paysys.tcc.models import GlobalTransaction
@@ -72,13 +73,14 @@ def reconcile(*, grace: float = 60.0) -> Report:
     paid: set[str] = set()
     last = 0
     while True:
-        orders = list(Order.objects.filter(status=Order.Status.SUCCESS, pk__gt=last).order_by("pk")[:CHUNK])
+        orders = list(Order.objects.filter(status__in=Order.PAID_STATUSES, pk__gt=last).order_by("pk")[:CHUNK])
         if not orders:
             break
         last = orders[-1].pk
         paid.update(o.out_trade_no for o in orders)
         _check_paid_orders(report, orders, recent)
     _check_nothing_moved_unpaid(report, paid)
+    check_refunds(report, recent)
     _check_ledgers(report)
     _count_in_flight_and_stuck(report)
     return report
@@ -89,7 +91,7 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
     posted = FundEntry.objects.filter(kind=EntryKind.POSTED, out_trade_no__in=outs, xid__isnull=False)
     credits = _by_order(posted.filter(direction=Direction.CREDIT, account__owner_type="merchant"), "amount")
     debits = _by_order(posted.filter(direction=Direction.DEBIT, account__owner_type="payer"), "amount")
-    awards = _by_order(PointsEntry.objects.filter(kind=EntryKind.POSTED, out_trade_no__in=outs), "points")
+    awards = _by_order(PointsEntry.objects.filter(kind=EntryKind.POSTED, direction=Direction.CREDIT, out_trade_no__in=outs), "points")
     vouchers = {  # source -> (Σ debit, the merchant payable credited)
         source: (debit, payable or 0)
         for source, debit, payable in Voucher.objects.filter(source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs])
