@@ -56,8 +56,11 @@ def refund(api, no, refund_no, amount, reason="customer cancelled", **extra):
 def top_up_merchant(merchant, amount):
     """Credit the merchant's fund account (as a payment's confirm would): a refund of a whole order
     needs the fee's worth more than the payment brought, the fee being kept."""
+    from django.db import transaction
+
     from accounts.services import FundMove, fund_credit_hold, fund_credit_post
 
     move = FundMove(owner_type="merchant", owner_id=merchant.pk, amount=amount, currency="CNY")
-    fund_credit_hold(moves=[(f"top-up-{merchant.pk}", move)])
-    fund_credit_post(moves=[(f"top-up-{merchant.pk}", move)])
+    with transaction.atomic(using="funds"):
+        fund_credit_hold(moves=[(f"top-up-{merchant.pk}", move)])
+        fund_credit_post(moves=[(f"top-up-{merchant.pk}", move)])
