@@ -21,16 +21,17 @@ QUEUES  := core orders polling funds points accounting notifications notify_deli
 
 # Procfile commands (python, celery) resolve to the venv's; every process of the stack gets the
 # same public address.
-run demo: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-run demo: export PORT := $(PORT)
-run demo: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
+run demo scenarios: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+run demo scenarios: export PORT := $(PORT)
+run demo scenarios: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: help venv run demo test mutate migrate worker beat clean
+.PHONY: help venv run demo scenarios test mutate migrate worker beat clean
 
 help:
 	@echo "paysys make targets:"
 	@echo "  make run                 migrate, print where to click, run web + one worker per queue + beat, restarting any that exits (PORT=$(PORT))"
 	@echo "  make demo                pay four orders over HTTP (three at the bank, one from a wallet) against PUBLIC_BASE_URL (starts the stack if nothing answers)"
+	@echo "  make scenarios           the course's eight fault scenarios, one table row each (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
 	@echo "  make mutate [MUTATE=...] mutation testing of the money and messaging core (slow; setup.cfg [mutmut])"
 	@echo "  make migrate             create and migrate every service database"
@@ -65,6 +66,9 @@ run: migrate
 
 demo: venv
 	$(PY) manage.py demo
+
+scenarios: venv
+	$(PY) manage.py scenario all
 
 test: venv
 	$(VENV)/bin/pytest $(ARGS)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q, QuerySet, Sum
 
-from accounting.models import Account, Voucher, VoucherLine
+from accounting.models import Account, AccountCode, Voucher, VoucherLine
 
 ALIAS = "accounting"
 
@@ -97,3 +97,19 @@ def unbalanced_vouchers() -> list[tuple[Voucher, int, int]]:
         .order_by("id")
     )
     return [(v, v.debit or 0, v.credit or 0) for v in suspects]
+
+
+def vouchers() -> QuerySet[Voucher]:
+    """Every voucher's source (for ``paysys.core.sql.pk_batches``)."""
+    return Voucher.objects.using(ALIAS).order_by("pk").values_list("source", flat=True)
+
+
+def voucher_sums(sources) -> dict[str, tuple[int, int]]:
+    """source -> (Σ debit, Σ credit to the merchant payable) of these vouchers (unique source)."""
+    rows = (
+        Voucher.objects.using(ALIAS).filter(source__in=list(sources))
+        .annotate(debit=Sum("lines__debit"),
+                  payable=Sum("lines__credit", filter=Q(lines__account__code=AccountCode.MERCHANT_PAYABLE)))
+        .order_by().values_list("source", "debit", "payable")
+    )
+    return {source: (debit or 0, payable or 0) for source, debit, payable in rows}

@@ -93,7 +93,10 @@ class FundEntry(models.Model):
             # (NULL xids, i.e. manual credits, are distinct in a unique index)
             models.UniqueConstraint(fields=["account", "xid", "direction", "kind"], name="fundentry_unique_phase"),
         ]
-        indexes = [models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent")]
+        indexes = [
+            models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent"),
+            models.Index(fields=["out_trade_no"], name="fundentry_order"),  # reconcile: an order's entries
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.direction} {self.amount} on {self.account_id}"
@@ -103,7 +106,7 @@ class PointsAccount(models.Model):
     payer_id = models.BigIntegerField(unique=True, help_text="core payer id (another database: no foreign key)")
     balance = models.BigIntegerField(default=0)
     pending = models.BigIntegerField(default=0, help_text="reserved by award tries")
-    frozen = models.BigIntegerField(default=0, help_text="outgoing, reserved by refunds' reversal tries")
+    frozen = models.BigIntegerField(default=0, db_default=0, help_text="outgoing, reserved by refunds' reversal tries")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -123,7 +126,7 @@ class PointsEntry(models.Model):
     account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=8, choices=EntryKind.choices)
     # credit: an award (balance grows); debit: a refund's reversal (balance shrinks, via frozen)
-    direction = models.CharField(max_length=6, choices=Direction.choices, default=Direction.CREDIT)
+    direction = models.CharField(max_length=6, choices=Direction.choices, default=Direction.CREDIT, db_default=Direction.CREDIT)
     points = models.BigIntegerField(help_text="> 0")
     balance_after = models.BigIntegerField()
     xid = models.CharField(max_length=64, null=True, blank=True)
@@ -138,6 +141,7 @@ class PointsEntry(models.Model):
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="pointsentry_balance_after_not_negative"),
             models.UniqueConstraint(fields=["account", "xid", "kind"], name="pointsentry_unique_phase"),
         ]
+        indexes = [models.Index(fields=["out_trade_no"], name="pointsentry_order")]  # reconcile: an order's entries
 
     def __str__(self) -> str:
         return f"{self.kind} {self.points} on {self.account_id}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Case, F, Q, QuerySet, Sum, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Sum, When
 
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
 from paysys.core.models import Merchant
@@ -96,3 +96,47 @@ def points_account_mismatches() -> list[dict]:
             mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
                                "from_entries": {k: expected[k] or 0 for k in actual}})
     return mismatches
+
+
+# --- reconciliation (paysys.reconcile): the postings and holds TCC transactions left ----------
+
+FUND_COLUMNS = ("pk", "out_trade_no", "xid", "direction", "kind", "amount",
+                "account__owner_type", "account__owner_id", "account__currency")
+POINTS_COLUMNS = ("pk", "out_trade_no", "xid", "kind", "points", "account__payer_id")
+
+
+def fund_postings(*, out_trade_nos=None) -> QuerySet:
+    """Balance moves made by a TCC confirm (a manual credit has no xid), as dicts of FUND_COLUMNS:
+    all (for ``paysys.core.sql.pk_batches``) or those of these orders (index fundentry_order)."""
+    rows = FundEntry.objects.using(FUNDS).filter(kind=EntryKind.POSTED, xid__isnull=False)
+    if out_trade_nos is not None:
+        rows = rows.filter(out_trade_no__in=list(out_trade_nos))
+    return rows.values(*FUND_COLUMNS).order_by("pk")
+
+
+def points_postings(*, out_trade_nos=None) -> QuerySet:
+    """Points awarded by a TCC confirm, as dicts of POINTS_COLUMNS (index pointsentry_order); a
+    refund's reversals (debits) are reconciled with their refunds (paysys/reconcile/refunds.py)."""
+    rows = PointsEntry.objects.using(POINTS).filter(kind=EntryKind.POSTED, direction=Direction.CREDIT, xid__isnull=False)
+    if out_trade_nos is not None:
+        rows = rows.filter(out_trade_no__in=list(out_trade_nos))
+    return rows.values(*POINTS_COLUMNS).order_by("pk")
+
+
+def open_fund_holds(*, pks=None) -> QuerySet:
+    """Holds neither posted nor released yet (what frozen / pending_in are the sum of): HOLD
+    entries without a later entry of the same account, xid and direction (the unique
+    fundentry_unique_phase index answers each); all, or those of these entry ids."""
+    closed = FundEntry.objects.using(FUNDS).filter(
+        account=OuterRef("account"), xid=OuterRef("xid"), direction=OuterRef("direction"),
+        kind__in=[EntryKind.POSTED, EntryKind.RELEASED])
+    rows = FundEntry.objects.using(FUNDS).filter(kind=EntryKind.HOLD).filter(~Exists(closed))
+    return (rows if pks is None else rows.filter(pk__in=list(pks))).values(*FUND_COLUMNS)
+
+
+def open_points_holds(*, pks=None) -> QuerySet:
+    """Award holds neither posted nor released yet (what pending is the sum of)."""
+    closed = PointsEntry.objects.using(POINTS).filter(
+        account=OuterRef("account"), xid=OuterRef("xid"), kind__in=[EntryKind.POSTED, EntryKind.RELEASED])
+    rows = PointsEntry.objects.using(POINTS).filter(kind=EntryKind.HOLD).filter(~Exists(closed))
+    return (rows if pks is None else rows.filter(pk__in=list(pks))).values(*POINTS_COLUMNS)

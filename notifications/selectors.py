@@ -94,3 +94,19 @@ def attempt_outcomes(*, since: datetime) -> dict[str, int]:
 def attempts_per_minute(*, now: datetime) -> dict[str, list[int]]:
     """outcome -> attempts started in each minute of the last hour."""
     return per_minute(Attempt.objects.using(ALIAS).all(), "started_at", now=now, by="outcome")
+
+
+# --- reconciliation (paysys.reconcile) ---------------------------------------------------------
+
+
+def notification_counts(*, order_ids, event_type: str) -> dict[int, int]:
+    """order_id -> records of ``event_type`` (index of the unique (order_id, event_type))."""
+    rows = (Notification.objects.using(ALIAS).filter(order_id__in=list(order_ids), event_type=event_type)
+            .order_by().values_list("order_id").annotate(n=Count("id")))
+    return dict(rows)
+
+
+def unsettled_counts() -> dict[str, int]:
+    """status -> records not SUCCEEDED (PENDING: on their way; FAILED: for a human)."""
+    return dict(Notification.objects.using(ALIAS).exclude(status=Notification.Status.SUCCEEDED)
+                .order_by().values_list("status").annotate(n=Count("id")))

@@ -69,8 +69,8 @@ class Order(models.Model):
     poll_count = models.PositiveIntegerField(default=0)
     # refunds (orders.refunds): given back (SUCCEEDED), and reserved by refunds still PENDING;
     # together never more than the amount paid (the database refuses it)
-    refunded_amount = models.BigIntegerField(default=0, help_text="minor units given back by succeeded refunds")
-    refunding_amount = models.BigIntegerField(default=0, help_text="minor units reserved by pending refunds")
+    refunded_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units given back by succeeded refunds")
+    refunding_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units reserved by pending refunds")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -71,3 +71,26 @@ def order_status_for_bank(*, out_trade_no: str) -> tuple[str | None, bool]:
 def orders_created_per_minute(*, now: datetime) -> list[int]:
     """Orders created in each minute of the last hour (index on created_at)."""
     return per_minute(Order.objects.all(), "created_at", now=now).get("", [0] * 60)
+
+
+# --- reconciliation (paysys.reconcile) ---------------------------------------------------------
+
+
+def paid_orders() -> QuerySet[Order]:
+    """Paid orders (SUCCESS, or refunded since), with the columns reconciliation compares (for ``pk_batches``)."""
+    return Order.objects.filter(status__in=Order.PAID_STATUSES).only(
+        "out_trade_no", "amount", "currency", "pay_method", "tcc_xid", "paid_at", "updated_at").order_by("pk")
+
+
+def order_states(out_trade_nos) -> dict[str, tuple[str, str]]:
+    """out_trade_no -> (status, tcc_xid) of those that exist (unique index on out_trade_no)."""
+    rows = Order.objects.filter(out_trade_no__in=set(out_trade_nos)).values_list("out_trade_no", "status", "tcc_xid")
+    return {out_trade_no: (status, xid) for out_trade_no, status, xid in rows}
+
+
+def orders_paying_count() -> int:
+    return Order.objects.filter(status=Order.Status.PAYING).count()
+
+
+def flagged_payments_unreviewed_count() -> int:
+    return PaymentRecord.objects.filter(outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).count()

@@ -223,13 +223,13 @@ CACHE_URL = os.environ.get("CACHE_URL", "")
 _broker_env = os.environ.get("CELERY_BROKER_URL", "")
 if not CACHE_URL and _broker_env.startswith("redis"):
     CACHE_URL = _broker_env
-if CACHE_URL:
+if CACHE_URL and not CACHE_URL.startswith("file://"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
-else:
+else:  # CACHE_URL=file:///path/to/folder, or var/cache (a RabbitMQ broker has no cache of its own)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(VAR_DIR / "cache"),
+            "LOCATION": CACHE_URL.removeprefix("file://") or str(VAR_DIR / "cache"),
         }
     }
 
@@ -429,6 +429,9 @@ MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one check-back pass may spend asking p
 MESSAGE_CHECK_BACK_TIMEOUT = float(os.environ.get("MESSAGE_CHECK_BACK_TIMEOUT", "5"))
 MESSAGE_BROKER_RETRY_SECONDS = 5  # a message the broker refused is tried again this soon
 MESSAGE_KICK_TTL = 5  # seconds a pending relay kick suppresses further kicks
+# after a commit, the producing process runs the relay pass itself, on its kicker thread (off:
+# it sends a relay task to its service's worker, one more hop). Either way a pass is paced.
+MESSAGE_RELAY_INLINE = env_bool("MESSAGE_RELAY_INLINE", True)
 # a paced relay pass ships one batch per queue while none is in flight (paysys/messaging/relay.py);
 # a worker that dies mid-batch holds its queue at most this long
 MESSAGE_BATCH_IN_FLIGHT_TTL = int(os.environ.get("MESSAGE_BATCH_IN_FLIGHT_TTL", "30"))
@@ -470,6 +473,9 @@ TCC_TRY_THREADS = 8  # per process and participant alias: its try threads, each 
 # resend, ...; due again after the last -> flagged for a human (about an hour by default)
 TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]
 TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
+# confirms run at once in the process that decided, on its try threads (off: only the
+# participants' workers run them, after a kick)
+TCC_PHASE_TWO_INLINE = env_bool("TCC_PHASE_TWO_INLINE", True)
 TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
 TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
 
@@ -537,6 +543,7 @@ CELERY_TASK_ROUTES = {
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
     "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
     "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
+    "paysys.reconcile": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
     **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
 }
 CELERY_TASK_ACKS_LATE = True
@@ -563,6 +570,7 @@ CELERY_BEAT_SCHEDULE = {
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
     "paysys.purge_history": {"task": "paysys.purge_history", "schedule": 60.0},
+    "paysys.reconcile": {"task": "paysys.reconcile", "schedule": 86400.0},  # daily; reports in admin
 }
 if SANDBOX_ENABLED:
     CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}

@@ -4,8 +4,8 @@ Every limit (the per-API-key throttle, the per-address limits of the public endp
 here. The count must be one atomic step: a read, an increment in Python and a write back let
 parallel requests each read the same count and all pass (DRF's own throttle does exactly that).
 
-* Redis (the full stack): ``add`` (SET NX with the window's expiry) then ``incr`` (INCR), both
-  atomic in the server, for every thread and process of every web server.
+* Redis (the full stack): SET NX with the window's expiry, then INCR, in one pipeline (one round
+  trip); each atomic in the server, for every thread and process of every web server.
 * The embedded default's file cache has no atomic increment (Django's is get + set): the count is
   read and written under an exclusive ``flock`` on a file in the cache directory, which orders
   threads and processes alike.
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 from django.core.cache import caches
 from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.redis import RedisCache
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ def count_hit(key: str, period: int) -> int:
             count = cache.get(key, 0) + 1
             cache.set(key, count, timeout=period + 1)
             return count
+    if isinstance(cache, RedisCache):  # SET NX EX and INCR in one round trip (incr() alone costs two)
+        key = cache.make_and_validate_key(key)
+        pipe = cache._cache.get_client(key, write=True).pipeline(transaction=False)
+        pipe.set(key, 0, ex=period + 1, nx=True)
+        pipe.incr(key)
+        return pipe.execute()[1]
     cache.add(key, 0, timeout=period + 1)
     return cache.incr(key)
 

@@ -31,3 +31,24 @@ def insert_new_rows(alias: str, model, columns: list[str], rows: list[tuple], *,
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for row in rows for value in row])
         return cursor.rowcount
+
+
+def pk_batches(rows, size: int):
+    """``rows`` (a queryset) in lists of primary-key ranges of ``size`` ids, lowest first, with
+    the number of ranges: ``(total, iterator of (done, rows in the range))``. Each range is one
+    query on the primary key, so memory holds one range at a time however large the table; the
+    bounds are read once (rows added later are left for the next run)."""
+    from django.db.models import Max, Min
+
+    bounds = rows.model._base_manager.using(rows.db).aggregate(lo=Min("pk"), hi=Max("pk"))
+    if bounds["lo"] is None:
+        return 0, iter(())
+    lo, hi = bounds["lo"] - 1, bounds["hi"]
+    total = -(-(hi - lo) // size)
+
+    def ranges():
+        for i in range(total):
+            start = lo + i * size
+            yield i + 1, list(rows.filter(pk__gt=start, pk__lte=min(start + size, hi)))
+
+    return total, ranges()

@@ -5,6 +5,10 @@ session and prefixes its output with its name, as honcho did, with two differenc
 to a stack left running: a child that exits is started again (after 1, 2, 5, 10, then 30 s while
 it keeps failing) instead of taking every other process down with it, and only one stack runs on
 a ``var/`` folder at a time (``var/stack.lock`` says which one).
+
+A running stack is steered over ``var/stack.sock`` (``manage.py stack ...``, :class:`StackControl`):
+stop one process until it is started again, kill one (it is restarted), and cut a service off from
+its database (the proxy in front of it closed, or its SQLite file locked) until it is restored.
 """
 
 from __future__ import annotations
@@ -143,6 +147,7 @@ class Child:
     started_at: float = 0.0
     failures: int = 0  # consecutive quick exits
     restart_at: float | None = None
+    held: bool = False  # stopped by the operator: not restarted until started again
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -154,6 +159,7 @@ class Supervisor:
         self.write = write
         self.width = max(len(s.name) for s in specs) + 2
         self.stopping = threading.Event()
+        self.steering = threading.RLock()  # the watch loop and the operator's commands, one at a time
         self._lock = threading.Lock()
 
     def say(self, name: str, text: str) -> None:
@@ -162,28 +168,97 @@ class Supervisor:
 
     def run(self) -> int:
         """Start everything; restart what exits; on SIGINT/SIGTERM/SIGHUP stop everything."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda signum, frame: self.stopping.set())
+        if threading.current_thread() is threading.main_thread():  # (a test may run it on a thread)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, lambda signum, frame: self.stopping.set())
         for child in self.children:
             self._start(child)
         while not self.stopping.wait(0.2):
-            now = time.monotonic()
-            for child in self.children:
-                if child.restart_at is not None:
-                    if now >= child.restart_at:
-                        self._start(child)
-                    continue
-                code = child.process.poll()
-                if code is None:
-                    continue
-                if now - child.started_at >= STABLE_AFTER:
-                    child.failures = 0
-                delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
-                child.failures += 1
-                child.restart_at = now + delay
-                self.say(child.spec.name, f"exited with code {code}; restarting in {delay} s (the rest of the stack runs on)")
+            with self.steering:
+                self._watch()
         self.stop()
         return 0
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.held:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._start(child)
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            if now - child.started_at >= STABLE_AFTER:
+                child.failures = 0
+            delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
+            child.failures += 1
+            child.restart_at = now + delay
+            self.say(child.spec.name, f"exited with code {code}; restarting in {delay} s (the rest of the stack runs on)")
+
+    # --- steering one process (StackControl calls these) --------------------------------------
+
+    def child(self, name: str) -> Child:
+        for child in self.children:
+            if child.spec.name == name:
+                return child
+        raise KeyError(f"no process {name!r} in this stack (there: {', '.join(c.spec.name for c in self.children)})")
+
+    def stop_one(self, name: str) -> str:
+        """Stop one process (SIGTERM, then SIGKILL) and keep it stopped until ``start_one``."""
+        with self.steering:
+            child = self.child(name)
+            child.held, child.restart_at = True, None
+            process = child.process
+        if process is None or process.poll() is not None:
+            return f"{name} is stopped"
+        _killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        self.say(name, f"stopped by the operator (code {process.returncode}); `manage.py stack start {name}` starts it")
+        return f"{name} stopped (pid {process.pid}); not restarted until `stack start {name}`"
+
+    def start_one(self, name: str, timeout: float = 10.0) -> str:
+        """Start a stopped process. The watch loop starts it, never the caller's thread: a child's
+        PR_SET_PDEATHSIG follows the thread that forked it, and a control thread ends soon."""
+        with self.steering:
+            child = self.child(name)
+            child.held = False
+            before = child.process
+            if before is not None and before.poll() is None:
+                return f"{name} already runs (pid {before.pid})"
+            child.failures, child.restart_at = 0, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while child.process is before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if child.process is before:
+            raise TimeoutError(f"{name} did not start within {timeout:.0f} s")
+        return f"{name} started (pid {child.process.pid})"
+
+    def kill_one(self, name: str) -> str:
+        """SIGKILL one process, as a crash would; the supervisor restarts it like any exit."""
+        with self.steering:
+            child = self.child(name)
+            if child.held or child.process is None or child.process.poll() is not None:
+                return f"{name} is not running; nothing killed"
+            child.failures = 0  # an operator's kill is not the process failing: restarted after 1 s
+            _killpg(child.process.pid, signal.SIGKILL)
+            return f"{name} killed (pid {child.process.pid}); restarted in {RESTART_DELAYS[0]} s"
+
+    def status(self) -> list[dict]:
+        with self.steering:
+            rows = []
+            for child in self.children:
+                running = child.process is not None and child.process.poll() is None
+                state = "running" if running else "stopped" if child.held else "restarting"
+                rows.append({"name": child.spec.name, "state": state, "pid": child.process.pid if running else None,
+                             "up_seconds": round(time.monotonic() - child.started_at) if running else None})
+            return rows
 
     def _start(self, child: Child) -> None:
         restart = child.process is not None
@@ -221,6 +296,84 @@ class Supervisor:
             for t in child.threads:
                 t.join(timeout=2)  # the last lines of output
             self.say(child.spec.name, f"stopped (code {child.process.returncode})" if child.process else "stopped")
+
+
+# --- steering a running stack: var/stack.sock ----------------------------------------------------
+
+
+class StackControl:
+    """A Unix socket next to the stack lock; one JSON request per connection, one JSON answer:
+    ``{"op": "status"|"stop"|"start"|"kill"|"cut"|"restore", "name": ...}``."""
+
+    def __init__(self, supervisor: Supervisor, path: Path, cuts: dict):
+        """``cuts``: service -> its database's fault (a ``TcpProxy`` or a ``SqliteLock``)."""
+        self.supervisor = supervisor
+        self.path = Path(path)
+        self.cuts = cuts
+        self._server: socket.socket | None = None
+
+    def start(self) -> None:
+        self.path.unlink(missing_ok=True)  # a crashed stack's socket (we hold the stack lock)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.path))
+        server.listen(8)
+        self._server = server
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.path.unlink(missing_ok=True)
+        for fault in self.cuts.values():  # a stack that stops gives every database back
+            fault.restore()
+
+    def _serve(self) -> None:
+        while self._server is not None:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = json.loads(conn.makefile("rb").readline() or b"{}")
+                answer = {"ok": True, **self.handle(request.get("op"), request.get("name"))}
+            except (KeyError, ValueError, TimeoutError, OSError) as exc:
+                answer = {"ok": False, "error": exc.args[0] if exc.args else str(exc)}
+            try:
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except OSError:
+                pass
+
+    def handle(self, op: str | None, name: str | None) -> dict:
+        sup = self.supervisor
+        if op == "status":
+            return {"processes": sup.status(),
+                    "services": [{"service": s, "cut": f.is_cut, "database": f.describe()} for s, f in self.cuts.items()]}
+        if op in ("stop", "start", "kill"):
+            action = {"stop": sup.stop_one, "start": sup.start_one, "kill": sup.kill_one}[op]
+            return {"message": action(str(name))}
+        if op in ("cut", "restore"):
+            if name not in self.cuts:
+                known = ", ".join(self.cuts) or "none: this stack runs without database proxies (PAYSYS_DB_PROXY=1)"
+                raise KeyError(f"cannot cut {name!r}; services this stack can cut: {known}")
+            fault = self.cuts[name]
+            fault.cut() if op == "cut" else fault.restore()
+            sup.say("system", f"{name}'s database: {fault.describe()} ({op} by the operator)")
+            return {"message": f"{name}'s database: {fault.describe()}"}
+        raise ValueError(f"unknown operation {op!r}: status, stop, start, kill, cut, restore")
+
+
+def control_request(path: Path, op: str, name: str | None = None, *, timeout: float = 60.0) -> dict:
+    """Ask a running stack (its ``var/stack.sock``); raises OSError when none answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(path))
+        client.sendall(json.dumps({"op": op, "name": name}).encode() + b"\n")
+        return json.loads(client.makefile("rb").readline() or b'{"ok": false, "error": "no answer"}')
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -11,12 +11,17 @@ from paysys import bank
 
 
 def post_notifies(args) -> list[tuple[str, float, int]]:
-    """One client process: post each signed notify, keep-alive; returns (out_trade_no, sent, status)."""
-    base, secret, documents = args
+    """One client process: post each signed notify, keep-alive; returns (out_trade_no, sent, status).
+    With an interval, the k-th notify is sent at ``start + offset + k * interval`` (a paced bank),
+    else each as soon as the one before is answered."""
+    base, secret, documents, interval, offset = args
     session = requests.Session()
     session.trust_env = False
     sent = []
-    for document in documents:
+    start = time.time() + offset
+    for k, document in enumerate(documents):
+        if interval and (delay := start + k * interval - time.time()) > 0:
+            time.sleep(delay)
         body = json.dumps(document, separators=(",", ":")).encode()
         started = time.time()
         for _ in range(50):  # a 429 or 503 is back-pressure: wait and send again, as a bank does

@@ -1,4 +1,6 @@
-"""Relay kicks: after a commit, have the relay of the producer's alias run soon.
+"""Relay kicks: after a commit, have the relay of the producer's alias run soon: on this
+process's kicker thread (MESSAGE_RELAY_INLINE, the default: the consumers' tasks leave without a
+hop through the service's worker), else as a relay task on that worker.
 
 A kick is only a hint. Kicks arriving while one is pending coalesce, so one relay pass ships the
 messages of many transactions; a lost kick only waits for the recovery pass.
@@ -70,8 +72,32 @@ class BackgroundKicks:
 
 
 def _Kicker() -> BackgroundKicks:
-    """The relay's kicker (late-bound ``kick_relay``, so tests may replace it)."""
-    return BackgroundKicks(lambda alias: kick_relay(alias), name="paysys-relay-kicker")
+    """The relay's kicker (late-bound ``relay_or_kick``, so tests may replace it)."""
+    return BackgroundKicks(lambda alias: relay_or_kick(alias), name="paysys-relay-kicker")
+
+
+def relay_or_kick(alias: str) -> None:
+    """On the kicker thread of the process that committed: with MESSAGE_RELAY_INLINE, run the
+    paced relay pass of ``alias`` here (no task, no hop: the consumers' tasks leave now); if it
+    fails (its database or the broker), or without the setting, kick the relay task instead.
+    The claim (SKIP LOCKED) keeps this pass and any relay task from shipping a row twice."""
+    if settings.MESSAGE_RELAY_INLINE:
+        from django.db import connections
+
+        from paysys.messaging import relay
+
+        connection = connections[alias]
+        own = not connection.in_atomic_block  # the kicker thread's own connection (a test's is not)
+        try:
+            if own:
+                connection.close_if_unusable_or_obsolete()  # a long-lived thread: a stale connection goes
+            relay.relay_due(alias, paced=True)
+            return
+        except Exception:  # noqa: BLE001 - the relay task, or the recovery pass, ships them instead
+            logger.warning("relay pass of %s here failed; kicking its worker's relay", alias, exc_info=True)
+            if own:
+                connection.close()
+    kick_relay(alias)
 
 
 _kicker = _Kicker()

@@ -1,43 +1,61 @@
-"""The cross-service invariants (docs/architecture.md, "Reconciliation"), read-only.
+"""The cross-service invariants (docs/architecture.md, "Reconciliation"), read-only, through each
+service's selectors.
 
 Every SUCCESS order has exactly one voucher (booking the order's amount), one merchant credit
 (POSTED, for the voucher's merchant payable), one points award (when it earns points), one
-wallet debit (a balance payment) and one notification; no credit or voucher exists for an order
-that is not paid; every account's columns equal the sum of its entries; every voucher balances.
-What waits for a human is listed as stuck.
+wallet debit (a balance payment) and one notification. Every posted entry belongs to its order's
+confirmed TCC transaction (the order's ``tcc_xid``): nothing is posted, in any account, for an
+order that is not paid, nor under another transaction (a cancelled one, say). Every hold
+(``frozen``, ``pending_in``, points ``pending``) belongs to an open transaction. Every
+account's columns equal the sum of its entries; every voucher has lines, and they balance; no
+voucher books an order that is not paid. What waits for a human is listed as stuck.
 
-What a paid order lacks is *in flight*, not inconsistent, while it is on its way: the order
-became SUCCESS less than ``grace`` seconds ago, its TCC's phase two is unfinished (a credit or
-award not yet posted: a participant down), or its ``order.paid`` is still in the outbox (a
-voucher or notification not yet made: a consumer down). Orders are read in chunks of
-``CHUNK``, with one query per service per chunk.
+*In flight* is not inconsistent: a paid order lacks something while it became SUCCESS less
+than ``grace`` seconds ago, while its TCC's phase two is unfinished (a credit or award not yet
+posted: a participant down), or while its ``order.paid`` is still in the outbox (a voucher or
+notification not yet made: a consumer down). Postings of a transaction deciding to confirm
+(CONFIRMING) whose order it holds (PAYING) are in flight too: the orders confirm has not
+landed yet (the orders worker down), however long that takes.
+
+Every table is read in primary-key ranges of ``CHUNK`` ids (``paysys.core.sql.pk_batches``),
+with one query per service per range: memory holds one range, whatever the tables' size.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import DatabaseError
-from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from accounting.models import AccountCode, Voucher
-from accounts.models import Direction, EntryKind, FundEntry, PointsEntry
-from accounts.selectors import fund_account_mismatches, points_account_mismatches
-from notifications.models import Notification
-from orders.models import Order, PayMethod, PaymentRecord
+from accounting import selectors as accounting
+from accounts import selectors as accounts
+from notifications import selectors as notifications
+from orders import selectors as orders
+from orders.models import Order, PayMethod
 from paysys.contracts import OrderPaid
 from paysys.core.money import points_for
+from paysys.core.sql import pk_batches
+from paysys.messaging import selectors as messaging
 from paysys.messaging.metrics import outbox_stats_by_alias
-from paysys.reconcile.refunds import check_refunds
-from paysys.messaging.models import Message
+from paysys.tcc import selectors as tcc
+from paysys.reconcile.refunds import check_refunds, refund_holds_awaiting_bank
 from paysys.tcc.metrics import tcc_stats
-from paysys.tcc.models import GlobalTransaction
 
-CHUNK = 2000
+# ids per range, and so values per IN list of a range's lookups: under MariaDB's
+# in_predicate_conversion_threshold (1000), past which an IN list becomes a join of a derived
+# table and the planner may walk every entry of an account instead of the out_trade_no index
+CHUNK = 900
 EXAMPLES = 20  # problems listed per check; all are counted
+PAID = Order.PAID_STATUSES  # paid, then perhaps refunded in part or in full (paysys/reconcile/refunds.py)
+CONFIRMING = "CONFIRMING"
+OPEN = {"TRYING", "CONFIRMING", "CANCELLING"}
+VOUCHER_PREFIX = f"{OrderPaid.TOPIC}:"
+
+Progress = Callable[[str, int, int], None]  # (step, ranges done, ranges in all)
 
 
 @dataclass
@@ -56,6 +74,10 @@ class Report:
         """Consistent, and nothing in flight or stuck (``--strict``)."""
         return self.consistent and not +self.in_flight and not +self.stuck
 
+    @property
+    def inconsistencies(self) -> int:
+        return sum(len(found) for found in self.problems.values())
+
     def problem(self, check: str, detail: str) -> None:
         self.problems[check].append(detail)
 
@@ -67,44 +89,50 @@ class Report:
         }
 
 
-def reconcile(*, grace: float = 60.0) -> Report:
+def reconcile(*, grace: float = 60.0, progress: Progress | None = None) -> Report:
     report = Report()
     recent = timezone.now() - timedelta(seconds=grace)
-    paid: set[str] = set()
-    last = 0
-    while True:
-        orders = list(Order.objects.filter(status__in=Order.PAID_STATUSES, pk__gt=last).order_by("pk")[:CHUNK])
-        if not orders:
-            break
-        last = orders[-1].pk
-        paid.update(o.out_trade_no for o in orders)
-        _check_paid_orders(report, orders, recent)
-    _check_nothing_moved_unpaid(report, paid)
+    steps = (
+        ("paid orders", orders.paid_orders(), lambda batch: _check_paid_orders(report, batch, recent)),
+        ("fund postings", accounts.fund_postings(), lambda batch: _check_postings(report, batch, _fund_what)),
+        ("points postings", accounts.points_postings(), lambda batch: _check_postings(report, batch, _points_what)),
+        ("fund holds", accounts.open_fund_holds(), lambda batch: _check_holds(report, batch, _fund_what, accounts.open_fund_holds)),
+        ("points holds", accounts.open_points_holds(), lambda batch: _check_holds(report, batch, _points_what, accounts.open_points_holds)),
+        ("vouchers", accounting.vouchers(), lambda batch: _check_vouchers(report, batch)),
+    )
+    for step, rows, check in steps:
+        total, batches = pk_batches(rows, CHUNK)
+        for done, batch in batches:
+            check(batch)
+            if progress:
+                progress(step, done, total)
     check_refunds(report, recent)
     _check_ledgers(report)
+    if progress:
+        progress("ledgers", 1, 1)
     _count_in_flight_and_stuck(report)
     return report
 
 
-def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
-    outs = [o.out_trade_no for o in orders]
-    posted = FundEntry.objects.filter(kind=EntryKind.POSTED, out_trade_no__in=outs, xid__isnull=False)
-    credits = _by_order(posted.filter(direction=Direction.CREDIT, account__owner_type="merchant"), "amount")
-    debits = _by_order(posted.filter(direction=Direction.DEBIT, account__owner_type="payer"), "amount")
-    awards = _by_order(PointsEntry.objects.filter(kind=EntryKind.POSTED, direction=Direction.CREDIT, out_trade_no__in=outs), "points")
-    vouchers = {  # source -> (Σ debit, the merchant payable credited)
-        source: (debit, payable or 0)
-        for source, debit, payable in Voucher.objects.filter(source__in=[f"{OrderPaid.TOPIC}:{o}" for o in outs])
-        .annotate(debit=Sum("lines__debit"),
-                  payable=Sum("lines__credit", filter=Q(lines__account__code=AccountCode.MERCHANT_PAYABLE)))
-        .values_list("source", "debit", "payable")
-    }
-    notified = Counter(Notification.objects.filter(order_id__in=[o.pk for o in orders], event_type=OrderPaid.TOPIC)
-                       .values_list("order_id", flat=True))
+# --- what a paid order must have ------------------------------------------------------------
+
+
+def _check_paid_orders(report: Report, batch: list[Order], recent) -> None:
+    outs = [o.out_trade_no for o in batch]
+    credits, debits, awards = defaultdict(list), defaultdict(list), defaultdict(list)
+    for entry in accounts.fund_postings(out_trade_nos=outs):
+        found = {("merchant", "credit"): credits, ("payer", "debit"): debits}.get((entry["account__owner_type"], entry["direction"]))
+        if found is not None:
+            found[entry["out_trade_no"]].append(entry)
+    for entry in accounts.points_postings(out_trade_nos=outs):
+        awards[entry["out_trade_no"]].append(entry)
+    vouchers = accounting.voucher_sums(f"{VOUCHER_PREFIX}{o}" for o in outs)
+    notified = notifications.notification_counts(order_ids=[o.pk for o in batch], event_type=OrderPaid.TOPIC)
+    stray = []  # (order, what, entry) posted under another transaction than the one that paid the order
     lacking = []
-    for order in orders:
+    for order in batch:
         report.checked["paid orders"] += 1
-        voucher = vouchers.get(f"{OrderPaid.TOPIC}:{order.out_trade_no}")
+        voucher = vouchers.get(f"{VOUCHER_PREFIX}{order.out_trade_no}")
         if voucher and voucher[0] != order.amount:
             report.problem("voucher", f"order {order.out_trade_no}: the voucher books {voucher[0]}, the order is {order.amount}")
         points = points_for(order.amount, order.currency)
@@ -113,11 +141,12 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
             "points award": [points] if points else [],
             "wallet debit": [order.amount] if order.pay_method == PayMethod.BALANCE else [],
         }
-        found = {"merchant credit": credits.get(order.out_trade_no, []), "points award": awards.get(order.out_trade_no, []),
-                 "wallet debit": debits.get(order.out_trade_no, [])}
+        entries = {"merchant credit": credits[order.out_trade_no], "points award": awards[order.out_trade_no],
+                   "wallet debit": debits[order.out_trade_no]}
         missing = []
         for check, want in expected.items():
-            got = found[check]
+            stray += [(order, check, e) for e in entries[check] if e["xid"] != order.tcc_xid]
+            got = [e["amount"] if "amount" in e else e["points"] for e in entries[check]]
             if len(got) < len(want):
                 missing.append(check)
             elif len(got) > len(want):
@@ -129,12 +158,18 @@ def _check_paid_orders(report: Report, orders: list[Order], recent) -> None:
                 report.problem(check, f"order {order.out_trade_no}: posted {got[0]}, expected {want[0]}")
         if voucher is None:
             missing.append("voucher")
-        if notified[order.pk] == 0:
+        if notified.get(order.pk, 0) == 0:
             missing.append("notification")
         elif notified[order.pk] > 1:
             report.problem("notification", f"order {order.out_trade_no}: {notified[order.pk]} notifications")
         if missing:
             lacking.append((order, missing))
+    if stray:
+        statuses = tcc.transaction_statuses(e["xid"] for _, _, e in stray)
+        for order, what, e in stray:
+            report.problem("posted under another transaction",
+                           f"order {order.out_trade_no}: {what} of {e.get('amount', e.get('points'))} posted under xid {e['xid']} "
+                           f"({statuses.get(e['xid'], 'no such transaction')}), but the order was paid by xid {order.tcc_xid}")
     _missing_is_in_flight_or_wrong(report, lacking, recent)
 
 
@@ -146,86 +181,132 @@ def _missing_is_in_flight_or_wrong(report: Report, lacking: list[tuple[Order, li
     """What a paid order lacks is on its way while the order became SUCCESS moments ago, while its
     TCC's phase two is unfinished (a participant down), or while its ``order.paid`` is still in
     the outbox (a consumer down; DEAD: it waits for a human). Otherwise it is missing."""
-    old = [(order, missing) for order, missing in lacking if order.updated_at <= recent]
-    phase_two = set(GlobalTransaction.objects.filter(
-        xid__in=[o.tcc_xid for o, missing in old if POSTED_IN_PHASE_TWO & set(missing)],
-        status=GlobalTransaction.Status.CONFIRMING).values_list("xid", flat=True))
-    outbox = _order_paid_not_consumed([o.out_trade_no for o, missing in old if BOOKED_FROM_MESSAGE & set(missing)])
+    old = [(order, set(missing)) for order, missing in lacking if order.updated_at <= recent]
+    statuses = tcc.transaction_statuses(o.tcc_xid for o, missing in old if POSTED_IN_PHASE_TWO & missing)
+    outbox = messaging.not_consumed(OrderPaid.TOPIC, [o.out_trade_no for o, missing in old if BOOKED_FROM_MESSAGE & missing],
+                                    using="orders")
     for order, missing in lacking:
         for check in missing:
             if order.updated_at > recent:
                 report.in_flight[f"paid orders awaiting their {check}"] += 1
-            elif check in POSTED_IN_PHASE_TWO and order.tcc_xid in phase_two:
+            elif check in POSTED_IN_PHASE_TWO and statuses.get(order.tcc_xid) == CONFIRMING:
                 report.in_flight[f"paid orders awaiting their {check} (phase two unfinished)"] += 1
             elif check in BOOKED_FROM_MESSAGE and order.out_trade_no in outbox:
                 status = outbox[order.out_trade_no]
-                bucket = report.stuck if status == Message.Status.DEAD else report.in_flight
+                bucket = report.stuck if status == "DEAD" else report.in_flight
                 bucket[f"paid orders awaiting their {check} (order.paid {status})"] += 1
             else:
                 report.problem(check, f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S %Z}): no {check}")
 
 
-def _order_paid_not_consumed(outs: list[str]) -> dict[str, str]:
-    """Of these orders, those whose ``order.paid`` is still in the orders outbox, not consumed:
-    out_trade_no -> its status (SENDING, PREPARED or DEAD; DEAD first, as it waits for a human)."""
-    if not outs:
-        return {}
-    rows = Message.objects.using("orders").filter(
-        topic=OrderPaid.TOPIC, status__in=[Message.Status.SENDING, Message.Status.PREPARED, Message.Status.DEAD],
-        payload__out_trade_no__in=outs,
-    ).order_by("status")  # "DEAD" sorts before "PREPARED" and "SENDING"
-    found: dict[str, str] = {}
-    for out_trade_no, status in rows.values_list("payload__out_trade_no", "status"):
-        found.setdefault(out_trade_no, status)
-    return found
+# --- what every entry and voucher must belong to ----------------------------------------------
 
 
-def _by_order(entries, column: str) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = defaultdict(list)
-    for out_trade_no, value in entries.order_by("pk").values_list("out_trade_no", column):
-        found[out_trade_no].append(value)
-    return found
+def _fund_what(entry: dict) -> tuple[str, str, int]:
+    """(what the entry is, its column while held, amount)."""
+    owner, direction = entry["account__owner_type"], entry["direction"]
+    what = {("merchant", "credit"): "merchant credit", ("payer", "debit"): "wallet debit"}.get(
+        (owner, direction), f"{owner} {direction}")
+    held = "frozen" if direction == "debit" else "pending_in"
+    return what, held, entry["amount"]
 
 
-def _check_nothing_moved_unpaid(report: Report, paid: set[str]) -> None:
-    """Money moved (a merchant credit posted by a TCC, a voucher booked) for an order not paid."""
-    credited = FundEntry.objects.filter(kind=EntryKind.POSTED, direction=Direction.CREDIT, xid__isnull=False,
-                                        account__owner_type="merchant").values_list("out_trade_no", flat=True).distinct()
-    for out_trade_no in credited.iterator():
-        if out_trade_no not in paid:
-            report.problem("merchant credit", f"order {out_trade_no}: credited, but the order is not paid")
-    prefix = f"{OrderPaid.TOPIC}:"
-    for source in Voucher.objects.filter(source__startswith=prefix).values_list("source", flat=True).iterator():
-        if source[len(prefix):] not in paid:
-            report.problem("voucher", f"{source}: booked, but the order is not paid")
+def _points_what(entry: dict) -> tuple[str, str, int]:
+    return "points award", "points pending", entry["points"]
+
+
+def _owner(entry: dict) -> str:
+    if "account__payer_id" in entry:
+        return f"payer #{entry['account__payer_id']} points"
+    return f"{entry['account__owner_type']} #{entry['account__owner_id']} {entry['account__currency']}"
+
+
+def _check_postings(report: Report, batch: list[dict], what_of) -> None:
+    """Nothing is posted for an order that is not paid: a posting whose order is not SUCCESS is in
+    flight only while its transaction is CONFIRMING and holds the order (PAYING under its xid);
+    the orders confirm is then still on its way. (A paid order's postings are checked with it.)"""
+    for e in batch:
+        report.checked[what_of(e)[0] + " postings"] += 1
+    unpaid = _unpaid(batch)
+    if not unpaid:
+        return
+    # the transaction's status first, the order's after: a confirm landing between the two reads
+    # then shows as a paid order, never as a confirmed transaction with its order still PAYING
+    statuses = tcc.transaction_statuses(e["xid"] for e in unpaid)
+    states = orders.order_states(e["out_trade_no"] for e in unpaid)
+    for e in unpaid:
+        what, _, amount = what_of(e)
+        order_status, holder = states.get(e["out_trade_no"], ("unknown", ""))
+        status = statuses.get(e["xid"], "no such transaction")
+        if order_status in PAID:
+            continue
+        if status == CONFIRMING and order_status == Order.Status.PAYING and holder == e["xid"]:
+            report.in_flight["postings of payments confirming (order not yet SUCCESS)"] += 1
+            continue
+        verb = {"merchant credit": "credited", "wallet debit": "debited", "points award": "awarded"}.get(what, what)
+        report.problem(what, f"order {e['out_trade_no'] or '-'}: {verb}, but the order is not paid (it is {order_status}): "
+                             f"{amount} on {_owner(e)} posted under xid {e['xid']} ({status})")
+
+
+def _unpaid(batch: list[dict]) -> list[dict]:
+    states = orders.order_states(e["out_trade_no"] for e in batch)
+    return [e for e in batch if states.get(e["out_trade_no"], ("",))[0] not in PAID]
+
+
+def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None:
+    """Every hold still open belongs to an open transaction: one left by a CONFIRMED or CANCELLED
+    transaction is money stuck for ever (neither posted nor released)."""
+    report.checked["open holds"] += len(batch)
+    statuses = tcc.transaction_statuses(e["xid"] for e in batch)
+    suspects = [e for e in batch if statuses.get(e["xid"]) not in OPEN]
+    suspects = refund_holds_awaiting_bank(report, suspects)  # a bank refund's holds wait for the bank's answer
+    if not suspects:
+        return
+    # read again after the statuses: a transaction finishes only once its holds are posted or
+    # released, so a hold closed between the two reads is not open any more
+    open_now = set(still_open(pks=[e["pk"] for e in suspects]).values_list("pk", flat=True))
+    for e in suspects:
+        if e["pk"] not in open_now:
+            continue
+        what, held, amount = what_of(e)
+        status = statuses.get(e["xid"], "no such transaction")
+        report.problem("hold of a finished transaction",
+                       f"order {e['out_trade_no'] or '-'}: {held} {amount} on {_owner(e)} held by xid {e['xid']} ({status}), "
+                       f"neither posted nor released")
+
+
+def _check_vouchers(report: Report, sources: list[str]) -> None:
+    booked = [s[len(VOUCHER_PREFIX):] for s in sources if s.startswith(VOUCHER_PREFIX)]
+    states = orders.order_states(booked)
+    report.checked["vouchers"] += len(sources)
+    for out_trade_no in booked:
+        status = states.get(out_trade_no, ("unknown",))[0]
+        if status not in PAID:
+            report.problem("voucher", f"{VOUCHER_PREFIX}{out_trade_no}: booked, but the order is not paid (it is {status})")
 
 
 def _check_ledgers(report: Report) -> None:
-    for mismatch in fund_account_mismatches():
+    for mismatch in accounts.fund_account_mismatches():
         report.problem("fund account vs entries", f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}")
-    for mismatch in points_account_mismatches():
+    for mismatch in accounts.points_account_mismatches():
         report.problem("points account vs entries", f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}")
-    unbalanced = (Voucher.objects.annotate(debit=Sum("lines__debit"), credit=Sum("lines__credit"))
-                  .filter(~Q(debit=F("credit"))).values_list("source", "debit", "credit"))
-    for source, debit, credit in unbalanced:
-        report.problem("unbalanced voucher", f"{source}: debits {debit}, credits {credit}")
-    report.checked["vouchers"] = Voucher.objects.count()
+    for voucher, debit, credit in accounting.unbalanced_vouchers():
+        detail = "no lines" if not debit and not credit else f"debits {debit}, credits {credit}"
+        report.problem("unbalanced voucher", f"{voucher.source}: {detail}")
 
 
 def _count_in_flight_and_stuck(report: Report) -> None:
-    report.in_flight["orders PAYING"] = Order.objects.filter(status=Order.Status.PAYING).count()
+    report.in_flight["orders PAYING"] = orders.orders_paying_count()
     for (name, status), n in tcc_stats()["counts"].items():  # open ones only
         report.in_flight[f"TCC {name} {status}"] += n
-    report.stuck["TCC transactions needing a human"] = GlobalTransaction.objects.filter(needs_human=True).count()
+    report.stuck["TCC transactions needing a human"] = tcc.needing_human_count()
     for alias, stats in outbox_stats_by_alias(consumed=False).items():
         if stats is None:
             raise DatabaseError(f"the {alias} database did not answer")
         for (_, status), n in stats.counts.items():
             bucket = report.stuck if status == "DEAD" else report.in_flight
             bucket[f"messages {status} in {alias}"] += n
-    report.stuck["bank payments FLAGGED, not yet reviewed"] = PaymentRecord.objects.filter(
-        outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).count()
-    notifications = dict(Notification.objects.exclude(status=Notification.Status.SUCCEEDED)
-                         .order_by().values_list("status").annotate(n=Count("id")))
-    report.in_flight["notifications PENDING"] = notifications.get(Notification.Status.PENDING, 0)
-    report.stuck["notifications FAILED"] = notifications.get(Notification.Status.FAILED, 0)
+    report.stuck["bank payments FLAGGED, not yet reviewed"] = orders.flagged_payments_unreviewed_count()
+    unsettled = notifications.unsettled_counts()
+    report.in_flight["notifications PENDING"] = unsettled.get("PENDING", 0)
+    report.stuck["notifications FAILED"] = unsettled.get("FAILED", 0)

@@ -86,3 +86,14 @@ def _finished_not_consumed() -> set[str]:
 
 
 
+
+
+def refund_holds_awaiting_bank(report, holds: list[dict]) -> list[dict]:
+    """Of holds whose TCC transaction is finished, those of a bank refund still PENDING are in
+    flight (the bank has not answered: their confirm kept them on purpose); the others are returned."""
+    awaiting = set(Refund.objects.filter(tcc_xid__in={e["xid"] for e in holds}, status=Refund.Status.PENDING)
+                   .values_list("tcc_xid", flat=True)) if holds else set()
+    for e in holds:
+        if e["xid"] in awaiting:
+            report.in_flight["refund holds awaiting the bank's answer"] += 1
+    return [e for e in holds if e["xid"] not in awaiting]

@@ -13,7 +13,9 @@ runs in the participants' workers (``paysys.tcc.phase_two``).
          participant database that does not answer is a failed try
       3. decisions committed in ``default``: CONFIRMING for all that tried (one UPDATE),
          CANCELLING for each that failed
-      4. phase two handed to the dispatcher (one task per participant queue per batch)
+      4. phase two: the confirms run here at once, one batch per participant on its try threads
+         (TCC_PHASE_TWO_INLINE); what is not done here, and every cancel, is handed to the
+         dispatcher (one task per participant queue per batch)
 
 Why tries never share the caller's connection: a try must commit on its own (its barrier row and
 reservation are what phase two finds), not with whatever transaction the caller has open. For
@@ -395,9 +397,46 @@ def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionB
     statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
     if decided != len(ids):
         statuses = dict(GlobalTransaction.objects.filter(pk__in=ids).values_list("pk", "status"))
-    phase_two.dispatch(f"{started[0][0].xid} and {len(started) - 1} more", "confirm",
-                       [row for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
+    _confirm(f"{started[0][0].xid} and {len(started) - 1} more",
+             [(gtx, row) for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
     return [_outcome_of(gtx, statuses[gtx.pk]) for gtx, _ in started]
+
+
+def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBranch]]) -> None:
+    """Phase two of confirmed transactions. With TCC_PHASE_TWO_INLINE, here and now: each
+    participant's confirms as one batch on a try thread of its alias (aliases in parallel,
+    bounded by TCC_TRY_TIMEOUT), recorded, the transactions finished; a branch not done here
+    (its database slow or down, an op failing, a pass holding it) goes to its participant's
+    worker as before. Either way the barrier applies each confirm once."""
+    from paysys.tcc import phase_two
+
+    done: set[int] = set()
+    if settings.TCC_PHASE_TWO_INLINE and branches:
+        try:
+            done = phase_two.run_claimed({row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
+                                         _apply_on_try_threads)
+        except DatabaseError:  # the coordinator's database: the workers and recovery finish it
+            logger.warning("TCC %s: phase two here failed; the participants' workers run it", label, exc_info=True)
+    phase_two.dispatch(label, "confirm", [row for _, row in branches if row.pk not in done])
+
+
+def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
+    """``phase_two.apply`` per alias on its try threads; an alias that does not answer within
+    TCC_TRY_TIMEOUT has its items left undone (not failed: no attempt is counted)."""
+    from paysys.tcc import phase_two
+
+    by_alias: dict[str, list[dict]] = defaultdict(list)
+    for entry in items:
+        by_alias[registry.get_participant(entry["action"]).alias].append(entry)
+    deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
+    futures = [_try_threads.submit(alias, phase_two.apply_here, alias, entries) for alias, entries in by_alias.items()]
+    done: list[dict] = []
+    for future in futures:
+        try:
+            done.extend(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # still queued: it never runs; running: the barrier makes a redo a no-op
+    return done, {}
 
 
 def _mark_confirming(ids: list[int]) -> int:
@@ -432,7 +471,7 @@ def _decide_confirm_alone(gtx: GlobalTransaction, rows: list[TransactionBranch])
         gtx.refresh_from_db()
         outcome = _outcome_of(gtx, gtx.status)
         return dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
-    phase_two.dispatch(gtx.xid, "confirm", rows)
+    _confirm(gtx.xid, [(gtx, row) for row in rows])
     return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)
 
 

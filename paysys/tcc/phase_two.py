@@ -142,25 +142,28 @@ def run_pass(queue: str, *, limit: int | None = None) -> int:
             gtx__status__in=GlobalTransaction.PHASE_TWO, gtx__needs_human=False,
         ).order_by("id").values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
     )
-    if not candidates:
-        return 0
-    decided = {branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates}
+    if candidates:
+        run_claimed({branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates}, _apply)
+    return len(candidates)
+
+
+def run_claimed(decided: dict[int, tuple[int, str, str]], apply) -> set[int]:
+    """Claim these branches (id -> (gtx id, xid, decided status)), run them with
+    ``apply(items) -> (done, failed)``, record the outcome, finish the transactions whose every
+    branch is done. A branch another pass holds is skipped (SKIP LOCKED): that pass runs it.
+    Returns the ids done."""
     claim = connections["default"].features.has_select_for_update_skip_locked
     with transaction.atomic(using="default") if claim else _nothing():
-        # a concurrent pass of this queue (another pool process) holds its claim: skip those
-        rows = list(
-            TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED)
-            .select_for_update(skip_locked=True)
-            .order_by("id")
-        ) if claim else list(TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED))
+        rows = TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED)
+        rows = list(rows.select_for_update(skip_locked=True).order_by("id") if claim else rows)
         items = []
         for row in rows:
             gtx_id, xid, status = decided[row.pk]
             items.append(item(gtx_id, xid, barrier.CONFIRM if status == Status.CONFIRMING else barrier.CANCEL, row))
-        done, failed = _apply(items)
+        done, failed = apply(items)
         _record(done, failed)
     _finish_reported(done)
-    return len(candidates)
+    return {entry["id"] for entry in done}
 
 
 class _nothing:
@@ -178,7 +181,17 @@ def execute(items: list[dict]) -> dict[str, list[int]]:
     return {"done": sorted(e["id"] for e in done), "failed": sorted(failed)}
 
 
-def _apply(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
+def apply_here(alias: str, items: list[dict]) -> list[dict]:
+    """On a try thread of ``alias`` (the coordinator's phase two at once): the items done. A
+    failed op is only left undone: its participant's worker runs it next."""
+    connections[alias].close_if_unusable_or_obsolete()
+    done, failed = _apply(items, quiet=True)
+    if failed:
+        connections[alias].close()  # whatever state it is in, the next use starts on a fresh one
+    return done
+
+
+def _apply(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], dict[int, str]]:
     """Per participant and op, one batch (``barrier.run_all``: one transaction, op by op if it
     fails). Returns the items done and the failed ones' errors."""
     done: list[dict] = []
@@ -198,7 +211,7 @@ def _apply(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
                 failed[entry["id"]] = f"{op}: {result.__class__.__name__}: {result}"[:2000]
             else:
                 done.append(entry)
-    if failed:
+    if failed and not quiet:
         logger.warning("TCC phase two: %d of %d op(s) failed; recovery resends them", len(failed), len(items))
     return done, failed
 

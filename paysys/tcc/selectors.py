@@ -47,3 +47,12 @@ def needs_human_count() -> int:
 def transactions_per_minute(*, now: datetime) -> dict[str, list[int]]:
     """status -> transactions begun in each minute of the last hour (index on created_at)."""
     return per_minute(GlobalTransaction.objects.all(), "created_at", now=now, by="status")
+
+
+def transaction_statuses(xids) -> dict[str, str]:
+    """xid -> status of those that exist (unique index on xid)."""
+    return dict(GlobalTransaction.objects.filter(xid__in=set(xids)).values_list("xid", "status"))
+
+
+def needing_human_count() -> int:
+    return GlobalTransaction.objects.filter(needs_human=True).count()

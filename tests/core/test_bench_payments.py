@@ -37,6 +37,7 @@ def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(s
     assert result["reconcile_strict"] is True
     assert result["payments_per_s"] > 0 and result["baseline_per_s"] > 0 and result["ratio"] > 0
     assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert (result["broker"], result["cache"]) == ("filesystem", "filebased")
     requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
 
 
@@ -45,3 +46,34 @@ def _healthy(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_a_paced_bench_client_sends_each_notify_on_its_schedule(tmp_path):
+    """``--rate``: the k-th notify of a client leaves at start + offset + k * interval, not sooner."""
+    import http.server
+    import threading
+
+    from paysys.demo.bench_client import post_notifies
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        documents = [{"out_trade_no": f"T{k}"} for k in range(4)]
+        before = time.time()
+        sent = post_notifies((f"http://127.0.0.1:{server.server_port}", "s" * 32, documents, 0.25, 0.1))
+    finally:
+        server.shutdown()
+    assert [(no, status) for no, _, status in sent] == [("T0", 200), ("T1", 200), ("T2", 200), ("T3", 200)]
+    for k, (_, at, _) in enumerate(sent):
+        assert at >= before + 0.1 + k * 0.25 - 0.01  # never ahead of its schedule
+    assert sent[-1][1] - sent[0][1] >= 0.74

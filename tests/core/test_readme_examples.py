@@ -40,6 +40,8 @@ SKIPPED = {
     "Messages (`manage.py bench_messaging`)": "a benchmark of the full stack, minutes long",
     "Whole payments (`manage.py bench_payments`)": "minutes long; tests/core/test_bench_payments.py runs its --quick",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
+    "Run the course's scenarios": "minutes long, each fault on a stack of its own: tests/faults/test_scenarios.py runs "
+                                  "them and tests/core/test_stack_control.py the stack commands",
 }
 # a README line -> what runs instead (None: nothing), and why
 INSTEAD = {

@@ -368,3 +368,24 @@ def test_an_operator_sees_the_overview_and_traces_a_payment(stack, browser):
     browser.find_element(By.LINK_TEXT, "TCC CONFIRMED").click()
     wait_until(lambda: "CONFIRMED" in text_of(browser) and "branches" in text_of(browser).lower(), "the TCC transaction page")
     browser.shot("trace-tcc")
+
+
+def test_an_operator_sees_a_service_taken_down_by_hand_and_back(stack, browser):
+    """The fund-account service down, seen from admin: ``manage.py stack stop funds`` (as the README
+    shows), the overview says so, ``stack start funds`` brings it back."""
+    from selenium.webdriver.common.by import By
+
+    def funds_row() -> str:
+        browser.get(f"{stack.base}/admin/overview/")
+        return browser.find_element(By.ID, "service-funds").text
+
+    log_in(stack, browser)
+    manage(stack.env, "stack", "stop", "funds")
+    try:
+        wait_until(lambda: "funds: dead" in funds_row(), "the overview to show the funds worker dead")
+        assert "Degraded" in browser.find_element(By.ID, "verdict").text
+        browser.shot("funds-down")
+    finally:
+        manage(stack.env, "stack", "start", "funds")
+    wait_until(lambda: "funds: alive" in funds_row(), "the overview to show the funds worker alive again", timeout=90)
+    browser.shot("funds-back")

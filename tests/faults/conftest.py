@@ -1,23 +1,23 @@
-"""Fixtures for real-fault tests. They need the full stack (MariaDB + Redis), as in CI."""
+"""Fixtures for real-fault tests. They need the full stack (MariaDB + Redis or RabbitMQ), as in CI."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-import redis
 from django.conf import settings
 
 from paysys.celery import app as celery_app
-from tests.faults.harness import TcpProxy, Worker, service_env, with_redis_db
+from tests.faults import brokers
+from tests.faults.harness import TcpProxy, Worker, service_env
 
-# this suite's own Redis database: flushing it never touches anyone else's (several checkouts on
-# one machine each set their own PAYSYS_FAULT_REDIS_DB)
+# this suite's own Redis database (or RabbitMQ virtual host paysys-faults-<n>): losing its messages
+# never touches anyone else's (several checkouts on one machine each set their own PAYSYS_FAULT_REDIS_DB)
 FAULT_REDIS_DB = int(os.environ.get("PAYSYS_FAULT_REDIS_DB", "9"))
 
 
 def _full_stack() -> bool:
-    return settings.DATABASES["default"]["ENGINE"].endswith("mysql") and settings.CELERY_BROKER_URL.startswith("redis")
+    return settings.DATABASES["default"]["ENGINE"].endswith("mysql") and brokers.is_supported(settings.CELERY_BROKER_URL)
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def require_full_stack():
         return
     reason = (
         "fault tests need the full stack: set DATABASE_URL=mysql://root@127.0.0.1:3306/paysys "
-        "and CELERY_BROKER_URL=redis://127.0.0.1:6379/0 (as .ci/run does)"
+        "and CELERY_BROKER_URL=redis://127.0.0.1:6379/0 (as .ci/run does) or amqp://guest:guest@127.0.0.1:5672//"
     )
     if os.environ.get("CI"):
         pytest.fail(reason)
@@ -42,16 +42,14 @@ def _use_broker(url: str) -> None:
 
 @pytest.fixture
 def broker_url():
-    """A Redis database of its own, empty, used by this process and by the workers."""
-    url = with_redis_db(settings.CELERY_BROKER_URL, FAULT_REDIS_DB)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    """A broker place of its own, empty, used by this process and by the workers."""
+    url = brokers.isolated(settings.CELERY_BROKER_URL, FAULT_REDIS_DB)
+    brokers.lose_everything(url)
     previous = celery_app.conf.broker_url
     _use_broker(url)
     yield url
     _use_broker(previous)
-    client.flushdb()
-    client.close()
+    brokers.lose_everything(url)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import redis
 from django.db import connections, transaction
 from django.test import Client
 from django.utils import timezone
@@ -26,6 +25,7 @@ from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
 from paysys.messaging import outbox, recovery, tasks
 from paysys.messaging.models import InboxEntry, Message
+from tests.faults import brokers
 from tests.faults.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
@@ -85,6 +85,7 @@ def assert_paid_exactly_once(order: Order) -> None:
     assert GlobalTransaction.objects.filter(name="complete_order", status__in=["CONFIRMING", "CONFIRMED"]).count() == 1
 
 
+@pytest.mark.broker
 def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers):
     workers("core")
     orders_worker = workers("orders")
@@ -106,6 +107,7 @@ def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers)
     assert_paid_exactly_once(order)
 
 
+@pytest.mark.broker
 def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast_schedule):
     workers("core")
     bank_notify(order)
@@ -115,7 +117,7 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
         what="the relay to ship the message",
     )
 
-    redis.Redis.from_url(broker_url).flushdb()  # the broker loses everything in flight
+    brokers.lose_everything(broker_url)  # the broker loses everything in flight
     workers("orders")
 
     assert order_status(order) == "CREATED"
@@ -261,15 +263,16 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
     assert InboxEntry.objects.using("accounting").count() == 1
 
 
+@pytest.mark.broker
 def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     order, workers, broker_url, fast_schedule, settings
 ):
     from tests.faults.conftest import _use_broker
     from tests.faults.harness import TcpProxy
 
-    redis_proxy = TcpProxy("127.0.0.1", 6379).open()
-    _use_broker(broker_url.replace(":6379/", f":{redis_proxy.port}/"))
-    redis_proxy.close()  # the broker refuses connections
+    broker_proxy = TcpProxy(*brokers.address(broker_url)).open()
+    _use_broker(brokers.through_port(broker_url, broker_proxy.port))
+    broker_proxy.close()  # the broker refuses connections
     try:
         bank_notify(order)  # must still answer 200: the notify and its message are in the database
 
@@ -282,7 +285,7 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
         assert (message.get().status, message.get().send_count) == ("SENDING", 0)
     finally:
         _use_broker(broker_url)  # the broker is back
-        redis_proxy.close()
+        broker_proxy.close()
 
     workers("orders")
     wait_for(recovered_and_consumed, timeout=30, interval=1.1, what="recovery after the broker returned")

@@ -201,3 +201,51 @@ def test_recovery_resends_overdue_rows_whatever_is_in_flight(monkeypatch, clean_
 
     assert relay.relay_due("orders", paced=True) == 0
     assert relay.relay_due("orders") == 6  # the recovery pass (unpaced)
+
+
+# --- the relay in the producer's process (MESSAGE_RELAY_INLINE) ---------------------------------
+
+
+def test_with_the_relay_inline_the_producer_ships_its_commit_itself(monkeypatch, settings, clean_slots):
+    settings.MESSAGE_RELAY_INLINE = True
+    broker, relay_tasks = Broker(), []
+    monkeypatch.setattr(tasks.consume, "apply_async", broker)
+    monkeypatch.setattr(tasks.relay, "apply_async", lambda **kwargs: relay_tasks.append(kwargs))
+    publish_pings(3)
+
+    tasks.kicks.relay_or_kick("orders")  # what the kicker thread runs after the commit
+
+    assert relay_tasks == []  # no hop through the service's worker
+    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [("accounting", 3), ("notifications", 3)]
+    assert sorted(broker.slots) == sorted(clean_slots)  # paced, as the relay task's pass is
+    assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {1}
+
+
+def test_an_inline_relay_pass_that_fails_kicks_the_relay_task_instead(monkeypatch, settings, clean_slots):
+    from django.db import OperationalError
+
+    settings.MESSAGE_RELAY_INLINE = True
+    kicked = []
+    monkeypatch.setattr(tasks.kicks, "kick_relay", kicked.append)
+
+    def database_gone(alias, **kwargs):
+        raise OperationalError(2013, "Lost connection to server during query")
+
+    monkeypatch.setattr(relay, "relay_due", database_gone)
+    publish_pings(1)
+
+    tasks.kicks.relay_or_kick("orders")
+
+    assert kicked == ["orders"]
+    assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {0}  # still due
+
+
+def test_without_the_relay_inline_a_commit_kicks_the_relay_task(monkeypatch, settings):
+    settings.MESSAGE_RELAY_INLINE = False
+    kicked = []
+    monkeypatch.setattr(tasks.kicks, "kick_relay", kicked.append)
+    monkeypatch.setattr(relay, "relay_due", lambda *a, **k: pytest.fail("no pass runs in the producer"))
+
+    tasks.kicks.relay_or_kick("orders")
+
+    assert kicked == ["orders"]

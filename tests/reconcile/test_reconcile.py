@@ -1,8 +1,6 @@
 """manage.py reconcile: the invariants between orders, funds, points, accounting and
 notifications hold after real payments, and each kind of break is named."""
 
-import json
-from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -14,37 +12,13 @@ from accounting.models import Voucher, VoucherLine
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry
 from notifications.models import Notification
 from orders.models import Order
-from orders.services import BankPayment, bank_payments_apply, order_create
+from orders.services import order_create
 from paysys import tcc
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all, force_status
+from tests.reconcile.helpers import age, reconcile
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
-
-
-@pytest.fixture
-def paid(merchant, payer):
-    """Two bank-paid orders, every service caught up: phase two, vouchers, notifications sent."""
-    orders = [order_create(merchant=merchant, merchant_order_no=f"REC-{i}", amount=1000 + i, currency="CNY",
-                           subject="s", payer_id=payer.pk)[0] for i in range(2)]
-    payments = [BankPayment(o.out_trade_no, f"RB-{i}", o.amount, "CNY", "2026-11-27T10:00:00+00:00", "notify")
-                for i, o in enumerate(orders)]
-    assert bank_payments_apply(payments) == ["APPLIED", "APPLIED"]
-    tcc.finish()
-    deliver_all("orders")  # order.paid -> accounting (vouchers) and notifications (records)
-    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
-    return [Order.objects.get(pk=o.pk) for o in orders]
-
-
-def reconcile(*args) -> tuple[int, dict]:
-    out = StringIO()
-    with pytest.raises(SystemExit) as exit_:
-        call_command("reconcile", "--json", *args, stdout=out)
-    return exit_.value.code, json.loads(out.getvalue())
-
-
-def age(orders, seconds=3600):
-    Order.objects.filter(pk__in=[o.pk for o in orders]).update(updated_at=timezone.now() - timedelta(seconds=seconds))
 
 
 def test_paid_orders_with_every_service_caught_up_are_consistent_and_settled(paid):

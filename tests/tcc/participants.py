@@ -7,6 +7,7 @@ tests and, for real-worker fault tests, by the workers (``celery worker --includ
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.db import connections
@@ -14,6 +15,7 @@ from django.db import connections
 from paysys import tcc
 from paysys.core.errors import InsufficientFunds
 
+log = logging.getLogger(__name__)
 LEDGER = "tcc_test_ledger"
 # action -> (alias, queue)
 ACTIONS = {"test.orders": ("orders", "orders"), "test.funds": ("funds", "funds"), "test.points": ("points", "points")}
@@ -45,6 +47,8 @@ def _op(action: str, op: str):
 
     def run(payload: dict, *, xid: str) -> None:
         if payload.get(f"{op}_sleep"):  # {"try_sleep": 3}: a slow op, to be killed or timed out
+            # a WARNING, so a worker's log shows it at any level: a fault test waits for this line
+            log.warning("%s.%s of %s started, sleeping %ss", action, op, xid, payload[f"{op}_sleep"])
             time.sleep(payload[f"{op}_sleep"])
         with connections[alias].cursor() as cursor:
             cursor.execute(f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",

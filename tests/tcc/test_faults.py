@@ -18,13 +18,13 @@ import time
 import uuid
 
 import pytest
-import redis
 from django.conf import settings
 
 from paysys import tcc
 from paysys.tcc import phase_two, recovery
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from tests.faults.conftest import broker_url, db_proxy, require_full_stack  # noqa: F401 - fixtures
+from tests.faults import brokers
 from tests.faults.harness import ROOT, Worker, service_env, wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
@@ -86,8 +86,8 @@ INITIATOR = textwrap.dedent(
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if crash == "after_decision":  # the decision is committed; nothing of phase two was sent
-        phase_two.dispatch = die
+    if crash == "after_decision":  # the decision is committed; nothing of phase two ran or was sent
+        coordinator._confirm = die
     elif crash == "between_tries":  # branch 1 tried, then the process dies
         real_tries, positions = coordinator._try_batches, []
 
@@ -238,6 +238,7 @@ def test_coordinator_killed_between_tries_is_cancelled_after_its_deadline(broker
     assert fast("funds", gtx.xid) == []
 
 
+@pytest.mark.broker
 def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(broker_url, workers, fast):
     workers("orders,points")
     funds = workers("funds")
@@ -245,7 +246,7 @@ def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(bro
     outcome = tcc.run("complete_order", business_key=key, branches=[tcc.Branch(a, p) for a, p in three(funds={"confirm_sleep": 4})])
     xid = outcome.xid
     phase_two.flush_dispatch()
-    wait_for(lambda: "tcc.phase_two" in funds.log() and "received" in funds.log(), what="funds to start its confirm")
+    wait_for(lambda: f"test.funds.confirm of {xid} started" in funds.log(), what="funds to start its confirm")
     time.sleep(1)
     funds.kill_child()  # mid-confirm: nothing of it committed
     assert fast("funds", xid) == [("test.funds", "try", 994)]
@@ -256,6 +257,7 @@ def test_participant_worker_killed_during_phase_two_applies_the_confirm_once(bro
     assert fast("funds", xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
 
 
+@pytest.mark.broker
 def test_stopped_participant_worker_confirm_waits_and_applies_once_when_back(broker_url, workers, fast):
     workers("orders,points")
     key = new_key()
@@ -275,11 +277,12 @@ def test_stopped_participant_worker_confirm_waits_and_applies_once_when_back(bro
     assert fast("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
 
 
+@pytest.mark.broker
 def test_broker_flushed_during_phase_two_recovery_resends(broker_url, workers, fast):
     key = new_key()
     outcome = tcc.run("complete_order", business_key=key, branches=[tcc.Branch(a, p) for a, p in three()])
     phase_two.flush_dispatch()
-    redis.Redis.from_url(broker_url).flushdb()  # every queued confirm is gone
+    brokers.lose_everything(broker_url)  # every queued confirm is gone
     workers("orders,funds,points")
     time.sleep(2)
     assert gtx_of(key).status == Status.CONFIRMING

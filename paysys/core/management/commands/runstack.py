@@ -3,6 +3,11 @@
 Web, one Celery worker per queue and beat, each restarted if it exits (paysys/core/stack.py);
 Ctrl-C stops them all. Refuses to start when another stack runs on the same ``var/`` folder or
 when the web port is taken, saying so.
+
+``manage.py stack ...`` steers it while it runs (``var/stack.sock``). To let ``stack cut SERVICE``
+take a service's database away, each service's database is reachable only through a handle the
+stack holds: on SQLite its file (locked on a cut); on MariaDB, with ``--db-proxy`` (or
+``PAYSYS_DB_PROXY=1``), a TCP proxy per service that every process of the stack connects through.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
-from paysys.core.stack import StackLock, StackRunning, Supervisor, describe, port_taken, read_procfile, started_at_now, venv_path
+from paysys.core.faults import SqliteLock, TcpProxy, mysql_url
+from paysys.core.stack import (StackControl, StackLock, StackRunning, Supervisor, describe, port_taken, read_procfile,
+                               started_at_now, venv_path)
 
 
 class Command(BaseCommand):
@@ -25,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("names", nargs="*", help="only these Procfile entries (default: all)")
         parser.add_argument("-f", "--procfile", default=str(settings.BASE_DIR / "Procfile"))
         parser.add_argument("--no-banner", action="store_true", help="skip the banner (where to click)")
+        parser.add_argument("--db-proxy", action="store_true", default=os.environ.get("PAYSYS_DB_PROXY") == "1",
+                            help="MariaDB: every service's database through a proxy `stack cut` can close "
+                                 "(default from PAYSYS_DB_PROXY=1)")
 
     def handle(self, *args, **options):
         procfile = Path(options["procfile"])
@@ -59,10 +70,30 @@ class Command(BaseCommand):
                 call_command("run_banner", stdout=self.stdout)
             env = {**os.environ, "PORT": str(port), "BIND": bind, "PUBLIC_BASE_URL": base,
                    "PATH": venv_path(os.environ.get("PATH", "")), "PYTHONUNBUFFERED": "1"}
+            cuts = self.database_faults(env, proxy=options["db_proxy"])
+            connections.close_all()  # this process holds no database: a SqliteLock must be its only handle
             supervisor = Supervisor(specs, env=env, cwd=settings.BASE_DIR, write=self._write)
-            supervisor.run()
+            control = StackControl(supervisor, settings.VAR_DIR / "stack.sock", cuts)
+            control.start()
+            try:
+                supervisor.run()
+            finally:
+                control.close()
         finally:
             lock.release()
+
+    def database_faults(self, env: dict, *, proxy: bool) -> dict:
+        """service -> what ``stack cut`` closes: its SQLite file's lock, or (``--db-proxy``) the proxy
+        every process reaches its MariaDB database through (written into ``env``)."""
+        faults = {}
+        for alias, db in settings.DATABASES.items():
+            service = settings.SERVICE_ALIASES[alias]
+            if db["ENGINE"].endswith("sqlite3"):
+                faults[service] = SqliteLock(db["NAME"])
+            elif db["ENGINE"].endswith("mysql") and proxy:
+                faults[service] = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 3306)).open()
+                env[f"DATABASE_URL_{service.upper()}"] = mysql_url({**db, "HOST": "127.0.0.1"}, port=faults[service].port)
+        return faults
 
     def _write(self, line: str) -> None:
         try:

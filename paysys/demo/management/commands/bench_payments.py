@@ -71,6 +71,9 @@ class Command(BaseCommand):
         parser.add_argument("--balance-share", type=float, default=0.1, help="share paid from wallets (TCC over HTTP)")
         parser.add_argument("--base-url", default="", help="default: PUBLIC_BASE_URL")
         parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every payment")
+        parser.add_argument("--rate", type=float, default=0,
+                            help="payments sent per second, paced (default: as fast as the gateway answers); "
+                                 "latency at half the sustained rate is the figure to compare")
         parser.add_argument("--no-baseline", action="store_true", help="skip the monolith baseline")
         parser.add_argument("--quick", action="store_true", help="a small smoke run (CI): 60 payments, short baseline")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -168,15 +171,21 @@ class Command(BaseCommand):
         documents = [{"bank_trade_no": f"BT{stamp}{o['out_trade_no']}", "out_trade_no": o["out_trade_no"],
                       "amount": o["amount"], "currency": o["currency"], "status": "SUCCESS", "paid_at": now}
                      for o in bank_orders]
-        shares = [(base, settings.BANK_SHARED_SECRET, documents[i::options["clients"]]) for i in range(options["clients"])]
+        clients, rate = options["clients"], options["rate"]
+        interval = clients / rate if rate else 0.0  # each client's pace; the clients are staggered
+        shares = [(base, settings.BANK_SHARED_SECRET, documents[i::clients], interval, i * interval / clients)
+                  for i in range(clients)]
         before = _resources()
         self.say(f"paying: {len(documents)} bank notifies from {options['clients']} processes, "
                  f"{len(wallet_orders)} wallet payments ...")
         sent: dict[str, float] = {}
         statuses: Counter = Counter()
-        wallet_thread = threading.Thread(target=self._pay_from_wallets, args=(base, api, payers, wallet_orders, sent, statuses))
+        wallet_thread = threading.Thread(target=self._pay_from_wallets,
+                                         args=(base, api.headers, payers, wallet_orders, sent, statuses,
+                                               1 / (rate * options["balance_share"]) if rate and wallet_orders else 0,
+                                               clients))
         with multiprocessing.get_context("spawn").Pool(options["clients"]) as pool:
-            pool.map(post_notifies, [(base, "", [])] * options["clients"])  # started and imported before the clock
+            pool.map(post_notifies, [(base, "", [], 0, 0)] * clients)  # started and imported before the clock
             started = time.time()
             wallet_thread.start()
             for share in pool.imap_unordered(post_notifies, shares):
@@ -195,7 +204,9 @@ class Command(BaseCommand):
         outcome = self._check(merchant, orders, acks)
         return {
             "payments": len(orders), "done": done, "elapsed_s": round(elapsed, 1),
-            "payments_per_s": round(done / elapsed, 1),
+            "payments_per_s": round(done / elapsed, 1), "paced_per_s": rate or None,
+            "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
+            "cache": settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1].removesuffix("Cache").lower(),
             "gateway_accepted_per_s": round(len(documents) / max(gateway_done - started, 1e-6), 1),
             "answers": dict(statuses),
             "latency_ms": {"p50": round(_percentile(latencies, 0.5)), "p95": round(_percentile(latencies, 0.95)),
@@ -206,13 +217,30 @@ class Command(BaseCommand):
             **outcome,
         }
 
-    def _pay_from_wallets(self, base, api, payers, orders, sent, statuses) -> None:
+    def _pay_from_wallets(self, base, headers, payers, orders, sent, statuses, spacing, threads) -> None:
+        """From ``threads`` threads, as payers at their checkouts do (a balance payment answers
+        when its TCC is decided); with a spacing (a paced run), spread over the run like the notifies."""
         tokens = {payer.pk: token for payer, token in payers}
-        for order in orders:
-            sent[order["out_trade_no"]] = time.time()
-            response = api.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
-                                json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
-            statuses[response.status_code] += 1
+        local, lock = threading.local(), threading.Lock()
+        start = time.time()
+
+        def pay(k_order) -> None:
+            k, order = k_order
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.trust_env = False
+                local.session.headers.update(headers)
+            if spacing and (delay := start + k * spacing - time.time()) > 0:
+                time.sleep(delay)
+            at = time.time()
+            response = local.session.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
+                                          json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
+            with lock:
+                sent[order["out_trade_no"]] = at
+                statuses[response.status_code] += 1
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            list(pool.map(pay, enumerate(orders)))
 
     def _wait_for_acks(self, log: Path, expected: set[str], timeout: float) -> dict[str, tuple[float, int]]:
         """out_trade_no -> (first acknowledgement time, how many notifications arrived for it)."""
@@ -292,8 +320,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(r))
             return
         lines = [
-            f"payments                 {r['done']} of {r['payments']} done in {r['elapsed_s']} s",
-            f"end to end               {r['payments_per_s']} payments/s (gateway accepted {r['gateway_accepted_per_s']} notifies/s)",
+            f"payments                 {r['done']} of {r['payments']} done in {r['elapsed_s']} s "
+            f"(broker {r['broker']}, cache {r['cache']})",
+            f"end to end               {r['payments_per_s']} payments/s (gateway accepted {r['gateway_accepted_per_s']} notifies/s"
+            + (f"; sent at a paced {r['paced_per_s']:g}/s)" if r["paced_per_s"] else ")"),
             f"notify -> merchant ack   p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, p99 {r['latency_ms']['p99']} ms",
             "stage medians (ms)       " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()),
             "CPU s per payment        " + ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_payment"].items()),

@@ -1,6 +1,7 @@
-"""manage.py reconcile [--json] [--strict] [--grace SECONDS]
+"""manage.py reconcile [--json] [--strict] [--grace SECONDS] [--progress]
 
-Exit 0 when consistent (with ``--strict``: and nothing in flight or stuck), else 1."""
+Exit 0 when consistent (with ``--strict``: and nothing in flight or stuck), else 1. Every run is
+kept as a ReconcileReport (admin: Reconcile reports)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from paysys.reconcile.checks import EXAMPLES, reconcile
+from paysys.reconcile.checks import EXAMPLES
+from paysys.reconcile.services import reconcile_and_record
 
 
 class Command(BaseCommand):
@@ -21,10 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true", help="also fail while anything is in flight or stuck")
         parser.add_argument("--grace", type=float, default=60.0,
                             help="seconds a paid order may still lack its credit, award, voucher or notification (in flight)")
+        parser.add_argument("--progress", action="store_true", help="show a progress bar per table on stderr")
 
     def handle(self, *args, **opts):
         try:
-            report = reconcile(grace=opts["grace"])
+            report, _ = reconcile_and_record(grace=opts["grace"], triggered_by="command",
+                                             progress=self._bar if opts["progress"] else None)
         except DatabaseError as exc:
             raise CommandError(f"not reconciled: a service database did not answer ({exc}); run it again once it is back") from exc
         ok = report.settled if opts["strict"] else report.consistent
@@ -33,6 +37,9 @@ class Command(BaseCommand):
         else:
             self._print(report, ok, opts["strict"])
         sys.exit(0 if ok else 1)
+
+    def _bar(self, step: str, done: int, total: int) -> None:
+        progress_bar(self.stderr, step, done, total, unit=" ranges")
 
     def _print(self, report, ok: bool, strict: bool) -> None:
         checked = ", ".join(f"{n} {what}" for what, n in report.checked.items()) or "nothing"
@@ -51,3 +58,10 @@ class Command(BaseCommand):
         else:
             verdict = self.style.SUCCESS("consistent" + (", settled" if strict else ""))
         self.stdout.write(verdict)
+
+
+def progress_bar(stream, step: str, done: int, total: int, *, unit: str = "") -> None:
+    """One bar per step, redrawn in place; the line ends when the step is done."""
+    filled = int(30 * done / max(total, 1))
+    stream.write(f"\r  {step:<16} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{unit}", ending="\n" if done == total else "")
+    stream.flush()

@@ -1,0 +1,85 @@
+"""Phase two at once (TCC_PHASE_TWO_INLINE): the process that decided runs the confirms on its
+try threads; what it cannot finish in time goes to the participants' workers, and the barrier
+applies every confirm once whichever runs it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from paysys import tcc
+from paysys.tcc import phase_two
+from paysys.tcc.models import GlobalTransaction, TransactionBranch
+
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
+
+Status, BranchStatus = GlobalTransaction.Status, TransactionBranch.Status
+_keys = itertools.count(1)
+
+
+@pytest.fixture
+def inline(settings, fast_tcc, monkeypatch):
+    """Confirms at once; the queues handed to the participants' workers are recorded."""
+    settings.TCC_PHASE_TWO_INLINE = True
+    kicked: list[str] = []
+    monkeypatch.setattr(phase_two._dispatcher, "submit", kicked.extend)
+    return kicked
+
+
+def branches(**extra) -> list[tcc.Branch]:
+    return [tcc.Branch(action, {"amount": amount, **extra.get(action.split(".")[1], {})})
+            for action, amount in (("test.orders", 1), ("test.funds", 994), ("test.points", 10))]
+
+
+def statuses(xid: str) -> dict[str, str]:
+    return dict(TransactionBranch.objects.filter(gtx__xid=xid).values_list("action", "status"))
+
+
+def test_the_confirms_run_before_run_returns_and_nothing_is_left_to_the_workers(ledgers, inline):
+    outcome = tcc.run("complete_order", business_key=f"inline:{next(_keys)}", branches=branches())
+
+    assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
+    assert set(statuses(outcome.xid).values()) == {BranchStatus.CONFIRMED}
+    assert ledgers("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
+    assert inline == []  # no phase-two pass needed
+    assert phase_two.finish([outcome.xid]) == 0
+
+
+def test_many_transactions_are_confirmed_at_once_in_one_call(ledgers, inline):
+    jobs = [(f"inline:{next(_keys)}", branches()) for _ in range(5)]
+
+    outcomes = tcc.run_many("complete_order", jobs)
+
+    assert {GlobalTransaction.objects.get(xid=o.xid).status for o in outcomes} == {Status.CONFIRMED}
+    assert inline == []
+
+
+def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once(ledgers, inline):
+    """The funds database answers after the try timeout: orders and points are confirmed here,
+    funds is handed to its worker; the late confirm and the worker's run make one confirm."""
+    started = time.monotonic()
+    outcome = tcc.run("complete_order", business_key=f"inline:{next(_keys)}",
+                      branches=branches(funds={"confirm_sleep": 1.5}))
+
+    assert time.monotonic() - started < 1.5 + 1  # waited for the deadline (1 s), not for funds
+    assert statuses(outcome.xid) == {"test.orders": BranchStatus.CONFIRMED, "test.funds": BranchStatus.PENDING,
+                                     "test.points": BranchStatus.CONFIRMED}
+    assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMING
+    assert inline == ["funds"]  # its worker is kicked, and no attempt was counted against it
+    assert TransactionBranch.objects.get(gtx__xid=outcome.xid, action="test.funds").attempts == 0
+
+    time.sleep(1.5)  # the slow confirm commits meanwhile
+    assert phase_two.run_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
+
+    assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
+    assert ledgers("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
+
+
+def test_cancels_are_left_to_the_workers(ledgers, inline):
+    with pytest.raises(tcc.TryFailed) as failed:
+        tcc.run("complete_order", business_key=f"inline:{next(_keys)}", branches=branches(points={"refuse": True}))
+
+    assert GlobalTransaction.objects.get(xid=failed.value.xid).status == Status.CANCELLING
+    assert sorted(inline) == ["funds", "orders", "points"]
