@@ -2,8 +2,10 @@
 
 import logging
 
-from accounting.services import voucher_book_order_paid, voucher_book_wallet_credited, vouchers_book_order_paid
-from paysys.contracts import OrderPaid, WalletCredited
+from accounting.services import (
+    voucher_book_order_paid, voucher_book_refund, voucher_book_wallet_credited, vouchers_book_order_paid,
+)
+from paysys.contracts import OrderPaid, RefundFinished, WalletCredited
 from paysys.core.steps import log_steps
 from paysys.messaging import consumer
 
@@ -29,3 +31,9 @@ def book_order_paid(deliveries) -> None:
 @consumer(WalletCredited.TOPIC, queue="accounting")
 def book_wallet_credited(message) -> None:
     voucher_book_wallet_credited(message.payload, message_id=message.message_id)
+
+
+@consumer(RefundFinished.TOPIC, queue="accounting", name="accounting.book_refund")
+def book_refund(message) -> None:
+    """A SUCCEEDED refund's voucher, once (the inbox, and the voucher's unique source)."""
+    voucher_book_refund(message.payload, message_id=message.message_id)

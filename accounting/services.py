@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
-from paysys.contracts import ContractError, OrderPaid, WalletCredited
+from paysys.contracts import ContractError, OrderPaid, RefundFinished, WalletCredited
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,29 @@ def voucher_book_wallet_credited(payload: dict, *, message_id: uuid.UUID | str |
         currency=event.currency,
         lines=[(AccountCode.BANK_CLEARING, event.amount, 0), (AccountCode.PAYER_WALLETS, 0, event.amount)],
         description=f"wallet of payer {event.payer_id} credited by {event.credited_by}: {event.reason}",
+        message_id=message_id,
+    )
+
+
+def voucher_book_refund(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool] | None:
+    """Book a SUCCEEDED refund: the reverse of its payment's voucher for the refunded amount,
+    fee excepted. The platform keeps its fee, as Stripe does (the payment was processed; the
+    merchant gives back the whole refund from its balance): merchant payable is debited the
+    refund, and the money leaves bank clearing (a bank refund) or returns to payer wallets (a
+    balance refund). A FAILED refund moved no money: nothing is booked (None)."""
+    try:
+        event = RefundFinished.from_payload(payload)
+    except ContractError as exc:
+        raise InvalidVoucher(str(exc)) from exc
+    if event.status != "SUCCEEDED" or event.kind != "order":  # a duplicate payment was never booked
+        return None
+    if event.method not in PAID_FROM:
+        raise InvalidVoucher(f"{event.TOPIC} {event.refund_no}: unknown payment method {event.method!r}")
+    return voucher_book(
+        source=f"{event.TOPIC}:{event.refund_no}", currency=event.currency,
+        lines=[(AccountCode.MERCHANT_PAYABLE, event.amount, 0), (PAID_FROM[event.method], 0, event.amount)],
+        description=(f"refund {event.refund_no} of order {event.out_trade_no}: merchant {event.merchant_id} "
+                     f"refund {event.merchant_refund_no}, back to the payer by {event.method}"),
         message_id=message_id,
     )
 

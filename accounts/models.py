@@ -106,6 +106,7 @@ class PointsAccount(models.Model):
     payer_id = models.BigIntegerField(unique=True, help_text="core payer id (another database: no foreign key)")
     balance = models.BigIntegerField(default=0)
     pending = models.BigIntegerField(default=0, help_text="reserved by award tries")
+    frozen = models.BigIntegerField(default=0, db_default=0, help_text="outgoing, reserved by refunds' reversal tries")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -113,6 +114,8 @@ class PointsAccount(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="pointsaccount_balance_not_negative"),
             models.CheckConstraint(condition=Q(pending__gte=0), name="pointsaccount_pending_not_negative"),
+            models.CheckConstraint(condition=Q(frozen__gte=0), name="pointsaccount_frozen_not_negative"),
+            models.CheckConstraint(condition=Q(balance__gte=F("frozen")), name="pointsaccount_available_not_negative"),
         ]
 
     def __str__(self) -> str:
@@ -122,6 +125,8 @@ class PointsAccount(models.Model):
 class PointsEntry(models.Model):
     account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=8, choices=EntryKind.choices)
+    # credit: an award (balance grows); debit: a refund's reversal (balance shrinks, via frozen)
+    direction = models.CharField(max_length=6, choices=Direction.choices, default=Direction.CREDIT, db_default=Direction.CREDIT)
     points = models.BigIntegerField(help_text="> 0")
     balance_after = models.BigIntegerField()
     xid = models.CharField(max_length=64, null=True, blank=True)

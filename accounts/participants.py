@@ -100,3 +100,42 @@ ACTIONS = {
 def register() -> None:
     for action, (alias, try_, confirm, cancel) in ACTIONS.items():
         tcc.participant(action, alias=alias, queue=alias, try_=try_, confirm=confirm, cancel=cancel)
+
+
+# --- refunds: the merchant gives the amount back, the payer's points are reversed ----------------
+#
+# ``funds.refund``: ``{"owner_type": "merchant", "owner_id", "amount", "currency", "out_trade_no",
+# "reason", "settle": "now"|"later"}``; ``points.reverse``: ``{"payer_id", "points", "out_trade_no",
+# "reason", "settle"}``. The try freezes (a debit hold; points never below zero); the confirm posts
+# when ``settle`` is "now" (a balance payment's refund), else leaves the hold for the bank's answer:
+# the ``refund.finished`` consumers (accounts.consumers) then post it or release it.
+
+
+def refund_try(payload: dict, *, xid: str) -> None:
+    services.fund_debit_freeze(move=FundMove.from_payload(payload), xid=xid)
+
+
+def refund_confirm(payload: dict, *, xid: str) -> None:
+    if payload.get("settle") == "now":
+        debit_confirm(payload, xid=xid)
+
+
+def refund_cancel(payload: dict, *, xid: str) -> None:
+    services.fund_debit_unfreeze(move=FundMove.from_payload(payload), xid=xid)
+
+
+def reverse_try(payload: dict, *, xid: str) -> None:
+    services.points_reverse_hold(award=PointsAward.from_payload(payload), xid=xid)
+
+
+def reverse_confirm(payload: dict, *, xid: str) -> None:
+    if payload.get("settle") == "now":
+        services.points_reverse_post(award=PointsAward.from_payload(payload), xid=xid)
+
+
+def reverse_cancel(payload: dict, *, xid: str) -> None:
+    services.points_reverse_release(award=PointsAward.from_payload(payload), xid=xid)
+
+
+ACTIONS["funds.refund"] = ("funds", refund_try, refund_confirm, refund_cancel)
+ACTIONS["points.reverse"] = ("points", reverse_try, reverse_confirm, reverse_cancel)

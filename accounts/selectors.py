@@ -74,18 +74,24 @@ def fund_account_mismatches() -> list[dict]:
 
 
 def points_account_mismatches() -> list[dict]:
-    """Points accounts whose balance / pending differ from their entries (expect none)."""
+    """Points accounts whose balance / pending / frozen differ from their entries (expect none):
+    awards are credits (pending), refunds' reversals debits (frozen)."""
+    credit, debit = Q(direction=Direction.CREDIT), Q(direction=Direction.DEBIT)
     sums = {
         row["account"]: row
         for row in PointsEntry.objects.using(POINTS).values("account").annotate(
-            balance=Sum(Case(When(kind=EntryKind.POSTED, then=F("points")), default=0)),
-            pending=Sum(Case(When(kind=EntryKind.HOLD, then=F("points")), default=-F("points"))),
+            balance=Sum(Case(When(credit, kind=EntryKind.POSTED, then=F("points")),
+                             When(debit, kind=EntryKind.POSTED, then=-F("points")), default=0)),
+            pending=Sum(Case(When(credit, kind=EntryKind.HOLD, then=F("points")), When(credit, then=-F("points")),
+                             default=0)),
+            frozen=Sum(Case(When(debit, kind=EntryKind.HOLD, then=F("points")), When(debit, then=-F("points")),
+                            default=0)),
         )
     }
     mismatches = []
     for account in PointsAccount.objects.using(POINTS).order_by("pk"):
-        expected = sums.get(account.pk, {"balance": 0, "pending": 0})
-        actual = {"balance": account.balance, "pending": account.pending}
+        expected = sums.get(account.pk, {"balance": 0, "pending": 0, "frozen": 0})
+        actual = {"balance": account.balance, "pending": account.pending, "frozen": account.frozen}
         if any((expected[k] or 0) != v for k, v in actual.items()):
             mismatches.append({"account": account.pk, "owner": str(account), "actual": actual,
                                "from_entries": {k: expected[k] or 0 for k in actual}})
@@ -109,8 +115,9 @@ def fund_postings(*, out_trade_nos=None) -> QuerySet:
 
 
 def points_postings(*, out_trade_nos=None) -> QuerySet:
-    """Points awarded by a TCC confirm, as dicts of POINTS_COLUMNS (index pointsentry_order)."""
-    rows = PointsEntry.objects.using(POINTS).filter(kind=EntryKind.POSTED, xid__isnull=False)
+    """Points awarded by a TCC confirm, as dicts of POINTS_COLUMNS (index pointsentry_order); a
+    refund's reversals (debits) are reconciled with their refunds (paysys/reconcile/refunds.py)."""
+    rows = PointsEntry.objects.using(POINTS).filter(kind=EntryKind.POSTED, direction=Direction.CREDIT, xid__isnull=False)
     if out_trade_nos is not None:
         rows = rows.filter(out_trade_no__in=list(out_trade_nos))
     return rows.values(*POINTS_COLUMNS).order_by("pk")

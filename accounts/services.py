@@ -69,7 +69,7 @@ def fund_account_for_update(*, owner_type: str, owner_id: int, currency: str, cr
 
 
 def points_accounts_for_update(keys: Iterable[PointsKey], *, create: bool) -> dict[PointsKey, PointsAccount]:
-    return _accounts_for_update(PointsAccount, POINTS, ("payer_id",), keys, create=create, zeros=("balance", "pending"))
+    return _accounts_for_update(PointsAccount, POINTS, ("payer_id",), keys, create=create, zeros=("balance", "pending", "frozen"))
 
 
 def _accounts_for_update(model, alias: str, key_fields: tuple[str, ...], keys, *, create: bool, zeros) -> dict:
@@ -457,3 +457,59 @@ def _points_awards(
         )
         for (xid, award), key, balance in zip(awards, keys, balances)
     ])
+
+
+# --- points: a refund's reversal (outgoing, never below zero) ------------------------------------
+
+
+def points_reverse_hold(*, award: PointsAward, xid: str) -> PointsEntry | None:
+    """Try: freeze the points a refund takes back, at most the payer's available points (balance
+    - frozen): points are never taken below zero, what the payer no longer has is forgiven (the
+    entry's reason says how many were wanted). None when nothing is taken."""
+    if not award.points:
+        return None
+    account = points_accounts_for_update([(award.payer_id,)], create=False).get((award.payer_id,))
+    take = min(award.points, account.balance - account.frozen) if account else 0
+    if take <= 0:
+        logger.info("refund %s: payer %s has no points left to reverse (%s wanted)", xid, award.payer_id, award.points)
+        return None
+    PointsAccount.objects.using(POINTS).filter(pk=account.pk, balance__gte=F("frozen") + take).update(
+        frozen=F("frozen") + take, updated_at=timezone.now())
+    reason = award.reason if take == award.points else f"{award.reason} ({award.points} wanted, {take} available)"
+    return PointsEntry.objects.using(POINTS).create(
+        account=account, kind=EntryKind.HOLD, direction=Direction.DEBIT, points=take, balance_after=account.balance,
+        xid=xid, out_trade_no=award.out_trade_no, reason=reason[:255],
+    )
+
+
+def points_reverse_post(*, award: PointsAward, xid: str) -> PointsEntry | None:
+    """Confirm (or the bank's yes): take the frozen points out of the balance."""
+    return _points_reverse_settle(award, xid, kind=EntryKind.POSTED)
+
+
+def points_reverse_release(*, award: PointsAward, xid: str) -> PointsEntry | None:
+    """Cancel (or the bank's no): unfreeze them."""
+    return _points_reverse_settle(award, xid, kind=EntryKind.RELEASED)
+
+
+def _points_reverse_settle(award: PointsAward, xid: str, *, kind: str) -> PointsEntry | None:
+    account = points_accounts_for_update([(award.payer_id,)], create=False).get((award.payer_id,))
+    hold = account and PointsEntry.objects.using(POINTS).filter(
+        account=account, xid=xid, direction=Direction.DEBIT, kind=EntryKind.HOLD).first()
+    if not hold:
+        return None  # the try took nothing
+    if PointsEntry.objects.using(POINTS).filter(account=account, xid=xid, direction=Direction.DEBIT,
+                                                kind__in=[EntryKind.POSTED, EntryKind.RELEASED]).exists():
+        return None  # settled already (a redelivered message)
+    changes = {"frozen": F("frozen") - hold.points}
+    if kind == EntryKind.POSTED:
+        changes["balance"] = F("balance") - hold.points
+    updated = PointsAccount.objects.using(POINTS).filter(pk=account.pk, frozen__gte=hold.points).update(
+        **changes, updated_at=timezone.now())
+    if updated != 1:
+        raise LedgerError(f"points reversal {xid}: {hold.points} not frozen on payer #{award.payer_id}")
+    after = account.balance - hold.points if kind == EntryKind.POSTED else account.balance
+    return PointsEntry.objects.using(POINTS).create(
+        account=account, kind=kind, direction=Direction.DEBIT, points=hold.points, balance_after=after, xid=xid,
+        out_trade_no=award.out_trade_no, reason=hold.reason,
+    )

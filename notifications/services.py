@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.fields import DateTimeField
 
 from notifications.models import Endpoint, MerchantSchedule, Notification
-from paysys.contracts import OrderPaid
+from paysys.contracts import OrderPaid, RefundFinished
 from paysys.core.errors import Conflict, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,49 @@ def notifications_create_for_orders_paid(events: list[tuple[OrderPaid, uuid.UUID
     Notification.objects.using(ALIAS).bulk_create(records)
     transaction.on_commit(request_delivery, using=ALIAS)
     return records
+
+
+def refund_event_type(event: RefundFinished) -> str:
+    """A refund's record key: ``refund.succeeded:<refund_no>`` (or ``refund.failed:…``): one per
+    refund, and an order may have several (records are unique per order and event type). The
+    body's ``type`` is ``refund.succeeded`` / ``refund.failed``."""
+    return f"refund.{event.status.lower()}:{event.refund_no}"
+
+
+def refund_body(event: RefundFinished, *, timestamp: datetime) -> str:
+    return json.dumps(
+        {
+            "type": f"refund.{event.status.lower()}",
+            "timestamp": api_datetime(timestamp),
+            "data": {
+                "refund_no": event.refund_no, "merchant_refund_no": event.merchant_refund_no,
+                "merchant_order_no": event.merchant_order_no, "out_trade_no": event.out_trade_no,
+                "amount": event.amount, "currency": event.currency, "status": event.status,
+                "reason": event.reason, "failure_reason": event.failure_reason, "method": event.method,
+                "finished_at": api_datetime(parse_datetime(event.finished_at)) if event.finished_at else None,
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def notification_create_for_refund(event: RefundFinished, *, message_id: uuid.UUID | None = None) -> Notification:
+    """One record per refund, due now, sent like ``order.paid``'s (same signing, schedule, API).
+    A duplicate event returns the existing record. Runs inside the consumer's transaction."""
+    event_type = refund_event_type(event)
+    existing = Notification.objects.using(ALIAS).filter(order_id=event.order_id, event_type=event_type).first()
+    if existing is not None:
+        return existing
+    url = event.notify_url or _merchant_notify_url(event.merchant_id)
+    now = timezone.now()
+    record = Notification.objects.using(ALIAS).create(
+        webhook_id=new_webhook_id(), merchant_id=event.merchant_id, order_id=event.order_id,
+        out_trade_no=event.out_trade_no, merchant_order_no=event.merchant_order_no, event_type=event_type,
+        endpoint=endpoint_get_or_create(merchant_id=event.merchant_id, url=url), url=url,
+        body=refund_body(event, timestamp=now), next_attempt_at=now, message_id=message_id,
+    )
+    transaction.on_commit(request_delivery, using=ALIAS)
+    return record
 
 
 def _merchant_notify_url(merchant_id: int) -> str:

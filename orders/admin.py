@@ -3,7 +3,8 @@ import logging
 from django.contrib import admin
 from django.utils import timezone
 
-from orders.models import Order, PaymentRecord
+from orders.models import Order, PaymentRecord, Refund
+from orders.refunds import refund_duplicate_payment
 from paysys.core.admin_base import RecordAdmin, linked
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class PaymentRecordAdmin(RecordAdmin):
     list_filter = ["outcome", "source", ("reviewed_at", admin.EmptyFieldListFilter)]
     search_fields = ["bank_trade_no", "out_trade_no"]
     readonly_fields = [f.name for f in PaymentRecord._meta.fields]
-    actions = ["mark_reviewed"]
+    actions = ["mark_reviewed", "refund_to_payer"]
 
     # it takes a payment off the review queue: only for users who may change payment records
     @admin.action(description="Mark selected flagged payments as reviewed", permissions=["change"])
@@ -36,3 +37,32 @@ class PaymentRecordAdmin(RecordAdmin):
         updated = queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).update(reviewed_at=timezone.now())
         logger.info("admin %s marked %d flagged payment(s) reviewed", request.user, updated)
         self.message_user(request, f"{updated} payment(s) marked reviewed")
+
+    # money goes back: only for users who may change payment records; who and why are recorded
+    # on the payment record (its reason) and on the refund (requested_by, reason)
+    @admin.action(description="Refund selected flagged (duplicate) payments to the payer", permissions=["change"])
+    def refund_to_payer(self, request, queryset):
+        done, refused = [], []
+        for record in queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED):
+            try:
+                done.append(refund_duplicate_payment(bank_trade_no=record.bank_trade_no,
+                                                     requested_by=f"admin:{request.user.get_username()}").refund_no)
+            except Exception as exc:  # noqa: BLE001 - one payment's refusal is shown, the others go on
+                refused.append(f"{record.bank_trade_no}: {exc}")
+        logger.info("admin %s refunded flagged payment(s) to the payer: %s", request.user, ", ".join(done))
+        self.message_user(request, f"{len(done)} refund(s) sent to the bank: {', '.join(done) or '-'}"
+                          + (f"; refused: {'; '.join(refused)}" if refused else ""))
+
+
+@admin.register(Refund)
+class RefundAdmin(RecordAdmin):
+    """Refunds: merchants' (order) and duplicate payments sent back to the payer; PENDING ones wait
+    for their TCC or the bank's answer."""
+
+    list_display = ["refund_no", linked("merchant_id", to="core_merchant"), "merchant_refund_no", linked("out_trade_no"),
+                    "amount", "currency", "method", "kind", "status", "failure_reason", "requested_by", "created_at",
+                    "finished_at", linked("out_trade_no", description="trace")]
+    list_filter = ["status", "method", "kind", "currency", "created_at"]
+    search_fields = ["refund_no", "merchant_refund_no", "out_trade_no", "tcc_xid", "requested_by"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Refund._meta.fields]

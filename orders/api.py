@@ -41,6 +41,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         fields = [
             "merchant_order_no", "out_trade_no", "amount", "currency", "subject", "payer_id", "notify_url",
             "status", "pay_method", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
+            "refunded_amount",
         ]
         read_only_fields = fields  # output only: every field is always present (required in the schema)
 

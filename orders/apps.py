@@ -6,8 +6,9 @@ class OrdersConfig(AppConfig):
     verbose_name = "Orders"
 
     def ready(self) -> None:
-        from orders import participants, services
+        from orders import participants, refunds, services
         from paysys import tcc
 
         participants.register()  # orders.pay, called by name by the TCC framework
-        tcc.transaction_names(services.COMPLETE_ORDER, services.PAY_ORDER_BALANCE)  # reported by /metrics, 0 when idle
+        refunds.register()  # orders.refund
+        tcc.transaction_names(services.COMPLETE_ORDER, services.PAY_ORDER_BALANCE, refunds.REFUND_ORDER)  # reported by /metrics, 0 when idle

@@ -1,3 +1,4 @@
+from orders import refund_bank  # noqa: F401  registers orders.send_refund (refund.requested)
 from orders.services import BankPayment, bank_payments_apply, orders_postpone_polling
 from paysys.contracts import BankPaymentSucceeded
 from paysys.messaging import consumer

@@ -32,15 +32,22 @@ class Order(models.Model):
         SUCCESS = "SUCCESS"
         CLOSED = "CLOSED"
         FAILED = "FAILED"
+        # paid, then given back in part or in full (orders.refunds): still paid orders
+        PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+        REFUNDED = "REFUNDED"
 
     # every legal move, in one place; PAYING -> CREATED is a TCC cancel releasing the order
     TRANSITIONS = {
         Status.CREATED: {Status.PAYING, Status.CLOSED, Status.FAILED},
         Status.PAYING: {Status.SUCCESS, Status.CREATED, Status.FAILED},
-        Status.SUCCESS: set(),
+        Status.SUCCESS: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
+        Status.PARTIALLY_REFUNDED: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
+        Status.REFUNDED: set(),
         Status.CLOSED: set(),
         Status.FAILED: set(),
     }
+    # the statuses of an order that was paid (money came in; some may have gone back)
+    PAID_STATUSES = (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED)
 
     out_trade_no = models.CharField(max_length=32, unique=True, help_text="the platform's order number at the bank")
     merchant_id = models.BigIntegerField(help_text="core merchant id (another database: no foreign key)")
@@ -50,7 +57,7 @@ class Order(models.Model):
     subject = models.CharField(max_length=128)
     payer_id = models.BigIntegerField()
     notify_url = models.URLField(max_length=512, blank=True, default="")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
     bank_trade_no = models.CharField(max_length=64, blank=True, default="")
     # the TCC transaction holding (PAYING) or having paid (SUCCESS) the order, and how it pays
     tcc_xid = models.CharField(max_length=64, blank=True, default="")
@@ -60,6 +67,10 @@ class Order(models.Model):
     # order polling: when to ask the bank next while no notify has arrived (null: stop asking)
     next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_count = models.PositiveIntegerField(default=0)
+    # refunds (orders.refunds): given back (SUCCEEDED), and reserved by refunds still PENDING;
+    # together never more than the amount paid (the database refuses it)
+    refunded_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units given back by succeeded refunds")
+    refunding_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units reserved by pending refunds")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,6 +79,11 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["merchant_id", "merchant_order_no"], name="order_unique_merchant_order_no"),
             models.CheckConstraint(
                 condition=models.Q(amount__gte=1, amount__lte=MAX_AMOUNT), name="order_amount_in_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(refunded_amount__gte=0, refunding_amount__gte=0,
+                                   amount__gte=F("refunded_amount") + F("refunding_amount")),
+                name="order_refunds_within_amount",
             ),
         ]
         indexes = [
@@ -166,3 +182,57 @@ class PaymentRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bank_trade_no} {self.outcome}"
+
+
+class Refund(models.Model):
+    """Money of a paid order given back to its payer, in part or in full (``orders.refunds``).
+
+    PENDING while it runs (a balance payment's refund only inside its TCC; a bank payment's
+    until the bank answers), then SUCCEEDED or FAILED (``failure_reason`` says why). The
+    merchant's ``merchant_refund_no`` is its idempotency key; ``refund_no`` is the platform's.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+
+    class Kind(models.TextChoices):
+        ORDER = "order", "order (the merchant refunds its paid order)"
+        DUPLICATE = "duplicate", "duplicate (a flagged bank payment no order took, back to the payer)"
+
+    refund_no = models.CharField(max_length=32, unique=True, help_text="the platform's refund number (also at the bank)")
+    merchant_id = models.BigIntegerField()
+    merchant_refund_no = models.CharField(max_length=64)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    out_trade_no = models.CharField(max_length=32, db_index=True)
+    amount = models.BigIntegerField(help_text="minor units")
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    method = models.CharField(max_length=8, choices=PayMethod.choices, help_text="how the order was paid: where the money goes back")
+    points = models.BigIntegerField(default=0, help_text="payer points this refund reverses (see docs/refunds.md)")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.CharField(max_length=255, blank=True, default="")
+    tcc_xid = models.CharField(max_length=64, blank=True, default="", help_text="the TCC transaction that holds the money")
+    requested_by = models.CharField(max_length=150, default="merchant", help_text="merchant (API), or admin:<user>")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ORDER)
+    bank_refund_no = models.CharField(max_length=64, blank=True, default="")
+    # a bank refund: when to ask the bank's refund query next while no notify has come (null: stop)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant_id", "merchant_refund_no"], name="refund_unique_merchant_refund_no"),
+            models.CheckConstraint(condition=models.Q(amount__gte=1), name="refund_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_poll_at"], name="refund_status_poll"),
+            models.Index(fields=["merchant_id", "-id"], name="refund_merchant_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.refund_no} {self.status}"

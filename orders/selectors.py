@@ -77,8 +77,8 @@ def orders_created_per_minute(*, now: datetime) -> list[int]:
 
 
 def paid_orders() -> QuerySet[Order]:
-    """SUCCESS orders, with the columns reconciliation compares (for ``pk_batches``)."""
-    return Order.objects.filter(status=Order.Status.SUCCESS).only(
+    """Paid orders (SUCCESS, or refunded since), with the columns reconciliation compares (for ``pk_batches``)."""
+    return Order.objects.filter(status__in=Order.PAID_STATUSES).only(
         "out_trade_no", "amount", "currency", "pay_method", "tcc_xid", "paid_at", "updated_at").order_by("pk")
 
 

@@ -11,3 +11,10 @@ def close_expired_orders() -> int:
 @shared_task(name="orders.poll_bank")
 def poll_bank() -> int:
     return orders_poll_bank()
+
+
+@shared_task(name="orders.poll_bank_refunds")
+def poll_bank_refunds() -> int:
+    from orders.refund_bank import refunds_poll_bank
+
+    return refunds_poll_bank()

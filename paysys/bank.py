@@ -139,3 +139,61 @@ def ask_order_payable(out_trade_no: str, *, url: str, secret: str) -> dict | Non
     if not isinstance(answer, dict) or answer.get("out_trade_no") != out_trade_no or not isinstance(answer.get("payable"), bool):
         return None
     return answer
+
+
+# --- refunds: the platform asks the bank to give a payment back ---------------------------------
+#
+# * Request: ``POST {BANK_REFUND_URL}`` with ``{"refund_no", "out_trade_no", "bank_trade_no",
+#   "amount", "currency", "reason"}`` signed like a notify; the bank answers (signed)
+#   ``{"refund_no", "status": "PROCESSING"}``: the same refund_no again is the same refund.
+# * Notify: ``POST /gateway/bank/refund-notify`` ``{"refund_no", "out_trade_no", "amount",
+#   "status": "SUCCESS" | "REFUSED", "reason"}`` signed.
+# * Query: ``GET {BANK_REFUND_URL}{refund_no}``: the same document, or a signed 404.
+
+REFUND_FIELDS = ("refund_no", "out_trade_no", "amount", "status")
+
+
+def refund_url() -> str:
+    """``BANK_REFUND_URL``, else next to the payment query (``…/payments/`` -> ``…/refunds/``)."""
+    explicit = getattr(settings, "BANK_REFUND_URL", "")
+    return explicit or settings.BANK_QUERY_URL.rstrip("/").rsplit("/", 1)[0] + "/refunds/"
+
+
+def request_refund(document: dict) -> dict:
+    """Send a refund to the bank; returns its signed answer. Raises BankUnavailable when the bank
+    did not take it (the caller sends it again: the bank is idempotent on refund_no)."""
+    body = json.dumps(document, separators=(",", ":")).encode()
+    try:
+        response = requests.post(refund_url(), data=body, timeout=QUERY_TIMEOUT_SECONDS,
+                                 headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body)})
+    except requests.RequestException as exc:
+        raise BankUnavailable(f"refund {document['refund_no']} not sent: {exc}") from exc
+    return _signed_answer(response, document["refund_no"], ok=(200, 201))
+
+
+def query_refund(refund_no: str) -> dict | None:
+    """The bank's refund document, None when it answers (signed 404) that it has no such refund."""
+    try:
+        response = requests.get(f"{refund_url()}{refund_no}", timeout=QUERY_TIMEOUT_SECONDS)
+    except requests.RequestException as exc:
+        raise BankUnavailable(f"refund query for {refund_no} failed: {exc}") from exc
+    if response.status_code == 404 and signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
+        return None
+    answer = _signed_answer(response, refund_no, ok=(200,))
+    if any(field not in answer for field in REFUND_FIELDS):
+        raise BankUnavailable(f"refund query for {refund_no}: answer lacks refund fields")
+    return answer
+
+
+def _signed_answer(response, refund_no: str, *, ok: tuple[int, ...]) -> dict:
+    if response.status_code not in ok:
+        raise BankUnavailable(f"refund {refund_no}: bank answered {response.status_code}")
+    if not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
+        raise BankUnavailable(f"refund {refund_no}: answer not signed by the bank")
+    try:
+        answer = json.loads(response.content)
+    except ValueError as exc:
+        raise BankUnavailable(f"refund {refund_no}: answer is not JSON") from exc
+    if not isinstance(answer, dict) or answer.get("refund_no") != refund_no:
+        raise BankUnavailable(f"refund {refund_no}: answer is about something else")
+    return answer

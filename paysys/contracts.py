@@ -165,6 +165,60 @@ class WalletCredited(Contract):
 
 
 @dataclass(frozen=True)
+class RefundFinished(Contract):
+    """A refund reached SUCCEEDED or FAILED. Producer: orders, in the transaction that records
+    it. Consumers: funds and points (a bank refund's holds posted or released: ``held``),
+    accounting (a voucher for a SUCCEEDED one), notifications (``refund.succeeded`` /
+    ``refund.failed`` to the merchant)."""
+
+    TOPIC: ClassVar[str] = "refund.finished"
+    PRODUCER: ClassVar[str] = "orders"
+
+    refund_id: int
+    refund_no: str
+    merchant_refund_no: str
+    order_id: int
+    out_trade_no: str
+    merchant_id: int
+    merchant_order_no: str
+    payer_id: int
+    amount: int  # minor units
+    currency: str
+    status: str  # SUCCEEDED | FAILED
+    method: str  # bank | balance: where the money went back
+    xid: str  # the TCC transaction that holds (held) or moved the money
+    held: bool  # the merchant's debit and the points' reversal are still holds, to post or release
+    points: int = 0  # points the refund reverses (at most; see accounts.services.points_reverse_hold)
+    reason: str = ""
+    failure_reason: str = ""
+    finished_at: str = ""  # ISO 8601
+    notify_url: str = ""
+    requested_by: str = "merchant"
+    kind: str = "order"  # order | duplicate (a flagged bank payment back to the payer: no merchant money, no voucher)
+
+    def check(self) -> None:
+        if self.amount <= 0 or self.status not in ("SUCCEEDED", "FAILED"):
+            raise ContractError(f"{self.TOPIC} {self.refund_no}: need amount > 0 and a final status")
+
+
+@dataclass(frozen=True)
+class RefundRequested(Contract):
+    """A bank payment's refund is held and must be sent to the bank. Producer and consumer:
+    orders (its ``polling`` worker, which talks to the bank), so the request survives a bank
+    that does not answer: resent until the bank has it."""
+
+    TOPIC: ClassVar[str] = "refund.requested"
+    PRODUCER: ClassVar[str] = "orders"
+
+    refund_no: str
+    out_trade_no: str
+    bank_trade_no: str
+    amount: int
+    currency: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class BenchPing(Contract):
     """The message ``manage.py bench_messaging`` measures (and the schema tests prepare over
     HTTP). Producer and consumer: core; the consumer only writes its inbox row."""

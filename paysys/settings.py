@@ -539,6 +539,7 @@ CELERY_TASK_ROUTES = {
     # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
     "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
     "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
+    "orders.poll_bank_refunds": {"queue": "polling", "routing_key": "polling"},
     "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
     "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
     "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
@@ -564,6 +565,7 @@ CELERY_BEAT_SCHEDULE = {
     "messaging.recover_messages": {"task": "messaging.recover_messages", "schedule": 5.0},
     "messaging.check_back": {"task": "messaging.check_back", "schedule": 5.0},
     "orders.poll_bank": {"task": "orders.poll_bank", "schedule": 1.0},
+    "orders.poll_bank_refunds": {"task": "orders.poll_bank_refunds", "schedule": 5.0},
     "notifications.deliver_due": {"task": "notifications.deliver_due", "schedule": 1.0},
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from orders.bank_api import bank_order_status
+from orders.refund_bank import bank_refund_notify
 from paysys.api.exceptions import json_error_view
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
@@ -31,6 +32,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),
     path("gateway/bank/orders/<str:out_trade_no>", bank_order_status, name="bank-order-status"),
+    path("gateway/bank/refund-notify", bank_refund_notify, name="bank-refund-notify"),
 ]
 if settings.SANDBOX_ENABLED:  # an outside party's pages: absent (404) wherever it is off
     urlpatterns.append(path("sandbox/", include("paysys.sandbox.urls")))

@@ -42,6 +42,7 @@ from paysys.core.sql import pk_batches
 from paysys.messaging import selectors as messaging
 from paysys.messaging.metrics import outbox_stats_by_alias
 from paysys.tcc import selectors as tcc
+from paysys.reconcile.refunds import check_refunds, refund_holds_awaiting_bank
 from paysys.tcc.metrics import tcc_stats
 
 # ids per range, and so values per IN list of a range's lookups: under MariaDB's
@@ -49,7 +50,7 @@ from paysys.tcc.metrics import tcc_stats
 # table and the planner may walk every entry of an account instead of the out_trade_no index
 CHUNK = 900
 EXAMPLES = 20  # problems listed per check; all are counted
-PAID = Order.Status.SUCCESS
+PAID = Order.PAID_STATUSES  # paid, then perhaps refunded in part or in full (paysys/reconcile/refunds.py)
 CONFIRMING = "CONFIRMING"
 OPEN = {"TRYING", "CONFIRMING", "CANCELLING"}
 VOUCHER_PREFIX = f"{OrderPaid.TOPIC}:"
@@ -105,6 +106,7 @@ def reconcile(*, grace: float = 60.0, progress: Progress | None = None) -> Repor
             check(batch)
             if progress:
                 progress(step, done, total)
+    check_refunds(report, recent)
     _check_ledgers(report)
     if progress:
         progress("ledgers", 1, 1)
@@ -236,7 +238,7 @@ def _check_postings(report: Report, batch: list[dict], what_of) -> None:
         what, _, amount = what_of(e)
         order_status, holder = states.get(e["out_trade_no"], ("unknown", ""))
         status = statuses.get(e["xid"], "no such transaction")
-        if order_status == PAID:
+        if order_status in PAID:
             continue
         if status == CONFIRMING and order_status == Order.Status.PAYING and holder == e["xid"]:
             report.in_flight["postings of payments confirming (order not yet SUCCESS)"] += 1
@@ -248,7 +250,7 @@ def _check_postings(report: Report, batch: list[dict], what_of) -> None:
 
 def _unpaid(batch: list[dict]) -> list[dict]:
     states = orders.order_states(e["out_trade_no"] for e in batch)
-    return [e for e in batch if states.get(e["out_trade_no"], ("",))[0] != PAID]
+    return [e for e in batch if states.get(e["out_trade_no"], ("",))[0] not in PAID]
 
 
 def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None:
@@ -257,6 +259,7 @@ def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None
     report.checked["open holds"] += len(batch)
     statuses = tcc.transaction_statuses(e["xid"] for e in batch)
     suspects = [e for e in batch if statuses.get(e["xid"]) not in OPEN]
+    suspects = refund_holds_awaiting_bank(report, suspects)  # a bank refund's holds wait for the bank's answer
     if not suspects:
         return
     # read again after the statuses: a transaction finishes only once its holds are posted or
@@ -278,7 +281,7 @@ def _check_vouchers(report: Report, sources: list[str]) -> None:
     report.checked["vouchers"] += len(sources)
     for out_trade_no in booked:
         status = states.get(out_trade_no, ("unknown",))[0]
-        if status != PAID:
+        if status not in PAID:
             report.problem("voucher", f"{VOUCHER_PREFIX}{out_trade_no}: booked, but the order is not paid (it is {status})")
 
 

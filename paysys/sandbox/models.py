@@ -65,4 +65,37 @@ class BankNotifyAttempt(models.Model):
         return f"attempt {self.number} of {self.payment_id}: {self.status_code or self.error[:40]}"
 
 
+class BankRefund(models.Model):
+    """A refund the simulated bank was asked for, once per platform refund number. The bank
+    decides at once (SUCCESS, or REFUSED with a reason: the payment is unknown, or its refunds
+    would pass what was paid) and tells the platform by a signed notify, resent until acknowledged.
+
+    Test triggers, as card networks' test numbers: a reason containing ``[bank:refuse]`` is
+    refused, one containing ``[bank:lose-notify]`` is never notified (the platform must ask)."""
+
+    class Status(models.TextChoices):
+        SUCCESS = "SUCCESS"
+        REFUSED = "REFUSED"
+
+    refund_no = models.CharField(max_length=64, unique=True)
+    out_trade_no = models.CharField(max_length=64, db_index=True)
+    bank_trade_no = models.CharField(max_length=64, blank=True, default="")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=8, choices=Status.choices)
+    refusal = models.CharField(max_length=255, blank=True, default="")
+    notify_state = models.CharField(max_length=16, choices=BankPayment.NotifyState.choices)
+    notify_attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["notify_state", "next_attempt_at"], name="bank_refund_notify_due")]
+
+    def __str__(self) -> str:
+        return f"{self.refund_no} {self.status} notify {self.notify_state}"
+
+
 from paysys.sandbox.merchant.models import MerchantDelivery, MerchantEndpoint, MerchantNotification  # noqa: E402,F401  the merchant simulator

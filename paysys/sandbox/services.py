@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from paysys import bank
 from paysys.core.errors import Conflict, InvalidInput, NotFound
-from paysys.sandbox.models import BankNotifyAttempt, BankPayment
+from paysys.sandbox.models import BankNotifyAttempt, BankPayment, BankRefund
 
 logger = logging.getLogger(__name__)
 
@@ -314,3 +314,82 @@ def notifies_retry(payment_ids: list[int], *, now: datetime | None = None) -> in
     return BankPayment.objects.filter(pk__in=payment_ids, notify_state=NotifyState.GAVE_UP).update(
         notify_state=NotifyState.PENDING, notify_attempts=0, notify_from=now, next_attempt_at=now
     )
+
+
+# --- refunds: the platform asks the bank to give a payment back ------------------------------
+
+REFUSE_TRIGGER = "[bank:refuse]"
+LOSE_NOTIFY_TRIGGER = "[bank:lose-notify]"
+
+
+def bank_refund(document: dict) -> BankRefund:
+    """Take a refund request (idempotent on refund_no: the same number again is the same refund).
+    Decided at once; the notify goes out after commit."""
+    problems = {k: "required" for k in ("refund_no", "out_trade_no", "amount", "currency") if k not in document}
+    if problems or not isinstance(document.get("amount"), int) or document["amount"] < 1:
+        raise InvalidInput("not a refund request", fields=problems or {"amount": "a positive integer"})
+    existing = BankRefund.objects.filter(refund_no=document["refund_no"]).first()
+    if existing is not None:
+        return existing
+    reason = str(document.get("reason", ""))[:255]
+    with transaction.atomic(using=ALIAS):
+        payment = BankPayment.objects.select_for_update().filter(out_trade_no=document["out_trade_no"]).first()
+        refunded = sum(BankRefund.objects.filter(out_trade_no=document["out_trade_no"], status=BankRefund.Status.SUCCESS)
+                       .values_list("amount", flat=True))
+        refusal = ""
+        if payment is None:
+            refusal = "no payment for this order"
+        elif refunded + document["amount"] > payment.amount:
+            refusal = f"refunds would pass the payment: {payment.amount - refunded} left"
+        elif REFUSE_TRIGGER in reason:
+            refusal = "the payer's account is closed"
+        lost = LOSE_NOTIFY_TRIGGER in reason
+        try:
+            refund = BankRefund.objects.create(
+                refund_no=document["refund_no"], out_trade_no=document["out_trade_no"],
+                bank_trade_no=str(document.get("bank_trade_no", ""))[:64], amount=document["amount"],
+                currency=str(document["currency"])[:3], reason=reason,
+                status=BankRefund.Status.REFUSED if refusal else BankRefund.Status.SUCCESS, refusal=refusal,
+                notify_state=BankPayment.NotifyState.HELD if lost else BankPayment.NotifyState.PENDING,
+                next_attempt_at=None if lost else timezone.now(),
+            )
+        except IntegrityError:  # a concurrent request of the same refund won
+            return BankRefund.objects.get(refund_no=document["refund_no"])
+        if not lost:
+            transaction.on_commit(partial(_enqueue, "send_refund_notifies"), using=ALIAS)
+    return refund
+
+
+def refund_document(refund: BankRefund) -> dict:
+    return {"refund_no": refund.refund_no, "out_trade_no": refund.out_trade_no, "amount": refund.amount,
+            "currency": refund.currency, "status": refund.status, "reason": refund.refusal}
+
+
+def refund_notifies_send_due(*, now: datetime | None = None, limit: int = RESEND_LIMIT) -> int:
+    """Send every due refund notify once (its own schedule: the payment notifies'); returns acknowledged."""
+    now = now or timezone.now()
+    schedule, acked = notify_schedule(), 0
+    due = BankRefund.objects.filter(notify_state=BankPayment.NotifyState.PENDING, next_attempt_at__lte=now)
+    for refund in list(due.order_by("next_attempt_at")[:limit]):
+        claimed = BankRefund.objects.filter(pk=refund.pk, notify_attempts=refund.notify_attempts,
+                                            notify_state=BankPayment.NotifyState.PENDING).update(
+            notify_attempts=F("notify_attempts") + 1, next_attempt_at=now + timedelta(seconds=CLAIM_LEASE))
+        if not claimed:
+            continue
+        body, signature = signed_body(refund_document(refund))
+        url = settings.BANK_NOTIFY_URL.rsplit("/", 1)[0] + "/refund-notify"
+        try:
+            response = requests.post(url, data=body, timeout=NOTIFY_TIMEOUT, allow_redirects=False,
+                                     headers={"Content-Type": "application/json", bank.SIGNATURE_HEADER: signature})
+            error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+        number = refund.notify_attempts + 1
+        if not error:
+            state, due_at, acked = BankPayment.NotifyState.ACKED, None, acked + 1
+        elif number >= len(schedule):
+            state, due_at = BankPayment.NotifyState.GAVE_UP, None
+        else:
+            state, due_at = BankPayment.NotifyState.PENDING, refund.created_at + timedelta(seconds=schedule[number])
+        BankRefund.objects.filter(pk=refund.pk).update(notify_state=state, next_attempt_at=due_at, last_error=error)
+    return acked

@@ -18,4 +18,9 @@ def send_bank_notifies(payment_ids: list[int]) -> int:
 
 @shared_task(name="sandbox.resend_bank_notifies", acks_late=True)
 def resend_bank_notifies() -> int:
-    return services.notifies_resend_due()
+    return services.notifies_resend_due() + services.refund_notifies_send_due()
+
+
+@shared_task(name="sandbox.send_refund_notifies", acks_late=True)
+def send_refund_notifies() -> int:
+    return services.refund_notifies_send_due()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
@@ -21,6 +22,7 @@ from paysys.sandbox.control import require_sandbox_token
 from paysys.api.parsers import loads_strict
 from paysys.core.errors import DomainError
 from paysys.sandbox import services
+from paysys.sandbox.models import BankRefund
 from paysys.sandbox.selectors import bank_payment_get
 
 FORM_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
@@ -138,5 +140,32 @@ def bank_payment_query(request, out_trade_no: str):
         status = 404
     else:
         document, status = services.payment_document(payment), 200
+    body, signature = services.signed_body(document)
+    return HttpResponse(body, status=status, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})
+
+
+@csrf_exempt
+def bank_refunds(request, refund_no: str = ""):
+    """``POST /sandbox/bank/refunds/``: take a refund (signed by the platform);
+    ``GET /sandbox/bank/refunds/<refund_no>``: what the bank decided, signed."""
+    if request.method == "POST" and not refund_no:
+        if not bank.signature_valid(request.body, request.headers.get(bank.SIGNATURE_HEADER),
+                                    secret=settings.SANDBOX_BANK_SECRET):
+            return JsonResponse(error_body("invalid_signature", "sign the body with the shared secret"), status=401)
+        try:
+            refund = services.bank_refund(loads_strict(request.body))
+        except ValueError:
+            return JsonResponse(error_body("malformed", "the body is not JSON"), status=400)
+        except DomainError as exc:
+            return error_json(exc)
+        document, status = {"refund_no": refund.refund_no, "status": "PROCESSING"}, 200
+    elif request.method == "GET" and refund_no:
+        refund = BankRefund.objects.filter(refund_no=refund_no).first()
+        if refund is None:
+            document, status = {"refund_no": refund_no, **error_body("not_found", "no such refund")}, 404
+        else:
+            document, status = services.refund_document(refund), 200
+    else:
+        return JsonResponse(error_body("method_not_allowed", "POST the refund, GET it by number"), status=405)
     body, signature = services.signed_body(document)
     return HttpResponse(body, status=status, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})

@@ -412,4 +412,5 @@ def test_points_entries_sum_to_balance_and_pending():
     PointsAccount.objects.using("points").filter(payer_id=5).update(balance=11)
 
     [mismatch] = points_account_mismatches()
-    assert mismatch["actual"] == {"balance": 11, "pending": 3} and mismatch["from_entries"] == {"balance": 10, "pending": 3}
+    assert mismatch["actual"] == {"balance": 11, "pending": 3, "frozen": 0}
+    assert mismatch["from_entries"] == {"balance": 10, "pending": 3, "frozen": 0}

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from accounts.services import wallet_credit
 from notifications.services import endpoint_disable
 from orders import services as order_services
-from orders.models import Order
+from orders.models import Order, Refund
 from orders.services import order_create
 from paysys.contracts import BenchPing
 from paysys.core.services import agreement_issue
@@ -75,10 +75,13 @@ class World:
         make_attempt(self.notification)
         self.message_id = outbox.prepare(TOPIC, {"n": 1}, using="default", business_key="st-1",
                                          check_back="https://producer.example/check")
+        self.refund = Refund.objects.create(refund_no="RFST1", merchant_id=self.merchant.pk, merchant_refund_no="ST-R1",
+                                            order=self.order, out_trade_no=self.order.out_trade_no, amount=1,
+                                            currency="CNY", method="bank")
 
     def path(self, operation_id: str, **overrides) -> str:
         values = {"merchant_order_no": self.order.merchant_order_no, "notification_id": self.notification.webhook_id,
-                  "message_id": str(self.message_id), **overrides}
+                  "message_id": str(self.message_id), "refund_no": self.refund.refund_no, **overrides}
         return schema.find_operation_by_id(operation_id).path.format(**values)
 
     def client(self, operation_id: str, *, auth: bool = True) -> APIClient:
@@ -219,6 +222,7 @@ def valid_body(world, operation_id) -> dict | None:
         "orders_create": {"merchant_order_no": "ST-NEW", "amount": 100, "currency": "CNY", "subject": "s",
                           "payer_id": world.payer.pk},
         "orders_pay": {"method": "balance", "payer_token": "ppt_wrong"},
+        "refunds_create": {"merchant_refund_no": "ST-R2", "amount": 100, "reason": "r"},
         "messages_prepare": {"topic": TOPIC, "payload": {"n": 2}, "business_key": "st-new",
                              "check_back_url": "https://producer.example/check"},
     }.get(operation_id)
@@ -268,6 +272,21 @@ def closed_order(world, operation_id):
     return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 
+def refunded(times: int = 1, amount: int = 100):
+    """The world's order paid from the wallet, then refunded ``times`` with the same request."""
+    def provoke(world, operation_id):
+        from paysys import tcc
+
+        paid_from_the_wallet(world, "orders_pay")
+        tcc.finish()
+        for _ in range(times):
+            response = world.call(operation_id, body={**valid_body(world, operation_id), "amount": amount})
+            tcc.finish()
+        return response
+
+    return provoke
+
+
 def disabled_endpoint(world, operation_id):
     endpoint_disable(world.notification.endpoint, reason="410 Gone")
     return world.call(operation_id)
@@ -310,6 +329,10 @@ OWN: dict[str, dict[int, Callable]] = {
     "orders_retrieve": {200: plain, 404: OTHER_ORDER},
     "orders_pay": {200: paid_from_the_wallet, 402: the_wallet_cannot_afford_it, 403: plain, 404: OTHER_ORDER,
                    409: closed_order},
+    "refunds_create": {201: refunded(), 200: refunded(times=2), 402: refunded(amount=1999), 404: OTHER_ORDER,
+                       409: plain},
+    "refunds_list": {200: plain, 404: OTHER_ORDER},
+    "refunds_retrieve": {200: plain, 404: someone_elses(refund_no=lambda world: "RFunknown")},
     "balance_retrieve": {200: plain},
     "balance_entries_list": {200: plain},
     "notifications_list": {200: plain},
@@ -323,7 +346,8 @@ OWN: dict[str, dict[int, Callable]] = {
                          409: confirmed_message},
 }
 # a balance payment's tries run on threads with connections of their own: they must see committed rows
-COMMITTED = {("orders_pay", 200), ("orders_pay", 402)}
+COMMITTED = {("orders_pay", 200), ("orders_pay", 402), ("refunds_create", 201), ("refunds_create", 200),
+             ("refunds_create", 402)}
 
 
 def table() -> dict[tuple[str, int], Callable]:

@@ -83,9 +83,11 @@ def test_an_idle_system_reads_zero_for_every_producer_and_consumer_queue_not_no_
 
     # then: each topic's producer reports each of its consumer queues, at 0: sum() is 0, absent() is false
     known = {("default", "orders"), ("default", "polling"), ("orders", "accounting"), ("orders", "notifications"),
-             ("funds", "accounting"), ("default", "core")}
+             ("funds", "accounting"), ("default", "core"), ("orders", "funds"), ("orders", "points"),
+             ("orders", "polling")}
     # bank.payment_succeeded (twice: applied by orders, postponing polling), order.paid (twice),
-    # wallet.credited, messaging.bench
+    # wallet.credited, messaging.bench, refund.finished (funds, points, accounting, notifications),
+    # refund.requested (polling)
     for service, queue in known:
         for status in ("PREPARED", "SENDING", "DEAD"):
             assert samples[("paysys_messages", labels(service=service, queue=queue, status=status))] == 0

@@ -276,6 +276,36 @@ class Command(BaseCommand):
         self.print_table(orders)
         self.conclude(orders, timeout)
         self.check_accounts(base, merchant, payer, orders, before, timeout)
+        self.refund_one(base, orders, timeout)
+
+    def refund_one(self, base: str, orders: list[DemoOrder], timeout: float) -> None:
+        """Refund half of the first bank-paid order: a TCC holds the merchant's money and the
+        payer's points, the bank is asked (reliable message), its notify (or its refund query)
+        makes the refund SUCCEEDED (docs/refunds.md)."""
+        order = next(o for o in orders if o.method == "bank" and o.status == "SUCCESS")
+        amount = order.amount // 2
+        response = self.request("POST", f"{base}/api/v1/orders/{order.merchant_order_no}/refunds",
+                                json={"merchant_refund_no": f"{order.merchant_order_no}-r1", "amount": amount,
+                                      "reason": "demo: the customer returned half"})
+        if response.status_code not in (200, 201):
+            raise CommandError(f"POST /api/v1/orders/{order.merchant_order_no}/refunds answered "
+                               f"{response.status_code}: {response.text[:500]}")
+        refund = response.json()
+        self.say(f"refund {refund['refund_no']} of {_money(amount, order.currency)} on {order.merchant_order_no}: "
+                 f"{refund['status']} (the merchant's money held, the bank asked)")
+        deadline = time.monotonic() + timeout
+        while refund["status"] == "PENDING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            refund = self.request("GET", f"{base}/api/v1/refunds/{refund['refund_no']}").json()
+        if refund["status"] != "SUCCEEDED":
+            raise CommandError(
+                f"refund {refund['refund_no']} is {refund['status']} after {timeout:.0f} s "
+                f"{refund.get('failure_reason') or ''}: the orders, polling, funds, points and sandbox workers run "
+                "it (`make run` starts them all); see /admin/orders/refund/."
+            )
+        self.stdout.write(self.style.SUCCESS(
+            f"refund {refund['refund_no']} SUCCEEDED: the bank said so; order {order.merchant_order_no} is "
+            f"{refund['order_status']} with refunded_amount {refund['refunded_amount']}"))
 
     def set_up_merchant_server(self, base: str, merchant) -> None:
         """What a merchant does once: keep the webhook secret paysys gave it on its server (here the

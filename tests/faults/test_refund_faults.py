@@ -1,0 +1,70 @@
+"""Refunds under real faults: the funds worker cut off from its database (a TCP proxy the test
+closes) while a refund's phase two runs. Real Celery workers on MariaDB + Redis; nothing in
+business code knows."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import FundEntry
+from orders import services as order_services
+from orders.models import Order, Refund
+from orders.refunds import refund_create
+from paysys import tcc
+from paysys.messaging import recovery as messaging
+from paysys.reconcile.checks import reconcile
+from paysys.tcc.models import GlobalTransaction
+from tests.faults.harness import wait_for
+from tests.refunds.helpers import fund, paid_balance_order, points
+
+pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", transaction=True)]
+
+FAST = {"TCC_RETRY_SCHEDULE": "1,1,1,1,1,1,1,1,1,1"}
+
+
+@pytest.fixture(autouse=True)
+def fast_recovery(settings, monkeypatch):
+    settings.MESSAGE_RESEND_SCHEDULE = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    settings.TCC_RETRY_SCHEDULE = [1] * 10
+    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+
+
+def recover() -> None:
+    messaging.recover_messages()
+    tcc.recover_tcc()
+
+
+def test_funds_cut_off_during_a_refunds_phase_two_posts_it_once_when_back(merchant, payer, workers, db_proxy):
+    order = paid_balance_order(merchant, payer)  # paid in this process: wallet 0, merchant 9940, 100 points
+    merchant_before, wallet_before = fund("merchant", merchant.pk)[0], fund("payer", payer.pk)[0]
+    workers("orders,points,accounting,notifications", **FAST)
+    workers("funds", ports={"funds": db_proxy.port}, **FAST)
+    db_proxy.close()
+
+    refund, created = refund_create(merchant=merchant, merchant_order_no="RB-1", merchant_refund_no="RF-F1",
+                                    amount=4_000, reason="fault")  # the tries run here: funds answers this process
+
+    assert created
+    gtx = GlobalTransaction.objects.get(xid=refund.tcc_xid)
+    wait_for(lambda: Refund.objects.get(pk=refund.pk).status == "SUCCEEDED", timeout=60, what="the orders confirm")
+    for _ in range(3):  # funds' confirms are resent while its database is cut off
+        wait_for(lambda: tcc.recover_tcc()["resent"] > 0, timeout=20, interval=0.5, what="a phase-two resend")
+    assert GlobalTransaction.objects.get(pk=gtx.pk).status == "CONFIRMING"
+    assert fund("merchant", merchant.pk) == (merchant_before, 4_000, 0)  # held, not posted
+    assert fund("payer", payer.pk) == (wallet_before, 0, 4_000)
+
+    db_proxy.open()  # funds is back
+    wait_for(lambda: recover() or GlobalTransaction.objects.get(pk=gtx.pk).status == "CONFIRMED", timeout=90,
+             interval=1.1, what="funds' confirms to land")
+
+    assert fund("merchant", merchant.pk) == (merchant_before - 4_000, 0, 0)
+    assert fund("payer", payer.pk) == (wallet_before + 4_000, 0, 0)
+    assert points(payer) == (60, 0)
+    assert FundEntry.objects.filter(xid=refund.tcc_xid, kind="posted").count() == 2  # one debit, one credit
+    order.refresh_from_db()
+    assert (order.status, order.refunded_amount, order.refunding_amount) == ("PARTIALLY_REFUNDED", 4_000, 0)
+    wait_for(lambda: recover() or reconcile(grace=0).consistent, timeout=60, interval=1.1,
+             what="the voucher and notification of the refund")
+    report = reconcile(grace=0)
+    assert report.checked["refunds"] == 1 and not report.problems, report.as_dict()
+    assert Order.objects.get(pk=order.pk).refunded_amount == 4_000
