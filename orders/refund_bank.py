@@ -6,7 +6,6 @@ refund SUCCEEDED; a refusal makes it FAILED with the bank's reason (the holds re
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 
@@ -17,9 +16,10 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from orders.models import Refund
+from orders.models import PayMethod, Refund
 from paysys import bank
 from paysys.api.exceptions import error_body
+from paysys.api.parsers import loads_strict
 from paysys.contracts import RefundRequested
 from paysys.core.errors import NotFound
 from paysys.messaging import consumer
@@ -44,8 +44,27 @@ def apply_bank_answer(answer: dict) -> bool:
     status = answer.get("status")
     if status not in ("SUCCESS", "REFUSED"):
         return False
+    _check_matches(answer)
     return refund_finish(answer["refund_no"], succeeded=status == "SUCCESS",
                          failure_reason="" if status == "SUCCESS" else f"bank refused: {answer.get('reason') or 'no reason given'}")
+
+
+def _check_matches(answer: dict) -> None:
+    """A bank answer finishes only the bank refund it names, for its amount and order: one that
+    names a wallet refund, or another amount or order, is refused (RefundMismatch), never applied."""
+    refund = Refund.objects.filter(refund_no=answer["refund_no"]).only("method", "amount", "out_trade_no").first()
+    if refund is None:
+        return  # refund_finish says NotFound
+    wrong = [name for name, expected in (("amount", refund.amount), ("out_trade_no", refund.out_trade_no))
+             if name in answer and answer[name] != expected]
+    if refund.method != PayMethod.BANK or wrong:
+        logger.error("bank answer for refund %s refused: %s", answer["refund_no"],
+                     f"it differs in {', '.join(wrong)}" if wrong else "not a bank refund")
+        raise RefundMismatch(f"the answer does not match refund {answer['refund_no']}")
+
+
+class RefundMismatch(ValueError):
+    pass
 
 
 # not atomic: an HTTP call; idempotent by itself (the bank keys refunds by refund_no)
@@ -80,7 +99,10 @@ def refunds_poll_bank(*, now=None, limit: int = 100) -> int:
             logger.warning("refund %s: %s; asking again at its next poll", refund.refund_no, exc)
             continue
         if answer is not None:  # None: the bank has not got it yet (its message is being resent)
-            apply_bank_answer(answer)
+            try:
+                apply_bank_answer(answer)
+            except RefundMismatch:
+                continue  # logged; a human looks (the refund stays PENDING)
     return len(due)
 
 
@@ -93,7 +115,7 @@ def bank_refund_notify(request):
     if not bank.signature_valid(request.body, request.headers.get(bank.SIGNATURE_HEADER)):
         return JsonResponse(error_body("invalid_signature", "sign the body with the bank's secret"), status=401)
     try:
-        answer = json.loads(request.body)
+        answer = loads_strict(request.body)  # no NaN, no absurd nesting: a 400, never a 500
         if not isinstance(answer, dict) or not isinstance(answer.get("refund_no"), str):
             raise ValueError
     except ValueError:
@@ -102,4 +124,6 @@ def bank_refund_notify(request):
         apply_bank_answer(answer)
     except NotFound:
         return JsonResponse(error_body("not_found", "no such refund"), status=404)
+    except RefundMismatch as exc:
+        return JsonResponse(error_body("mismatch", str(exc)), status=409)
     return HttpResponse(b'{"ok":true}', content_type="application/json")

@@ -224,7 +224,9 @@ _broker_env = os.environ.get("CELERY_BROKER_URL", "")
 if not CACHE_URL and _broker_env.startswith("redis"):
     CACHE_URL = _broker_env
 if CACHE_URL and not CACHE_URL.startswith("file://"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    # values as JSON, never pickle: a write to this Redis must not become code run here (paysys/core/cache.py)
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                          "OPTIONS": {"serializer": "paysys.core.cache.JsonSerializer"}}}
 else:  # CACHE_URL=file:///path/to/folder, or var/cache (a RabbitMQ broker has no cache of its own)
     CACHES = {
         "default": {

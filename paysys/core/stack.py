@@ -316,6 +316,7 @@ class StackControl:
         self.path.unlink(missing_ok=True)  # a crashed stack's socket (we hold the stack lock)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.path))
+        os.chmod(self.path, 0o600)  # the stack's owner only, whatever the umask: it stops and kills services
         server.listen(8)
         self._server = server
         threading.Thread(target=self._serve, daemon=True).start()

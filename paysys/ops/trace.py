@@ -55,8 +55,8 @@ def resolve(q: str, read: Reader) -> list[str]:
     """The out_trade_nos ``q`` names, through each service's unique ids; a key with a kind
     (``bank:<bank_trade_no>``, ``order.paid:<out_trade_no>``) by the id after its colon."""
     found = _resolve(q, read)
-    if not found and ":" in q:
-        return resolve(q.split(":", 1)[1], read)
+    if not found and ":" in q:  # once: the id after the first colon (never a walk along many colons)
+        return _resolve(q.split(":", 1)[1], read)
     return found
 
 

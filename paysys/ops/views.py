@@ -6,6 +6,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -19,6 +20,7 @@ from paysys.core.access import metrics_token_refusal
 from paysys.ops import charts
 from paysys.ops.health import Health, Reader, health, health_json
 from paysys.ops.trace import trace
+from paysys.reconcile.models import ReconcileReport
 from paysys.reconcile.selectors import latest_report
 from paysys.tcc.selectors import transactions_per_minute
 
@@ -105,7 +107,9 @@ def overview_view(request):
         "notify_rate": f"{100 * succeeded / attempts:.1f} %" if attempts else "no attempts",
         "notify_attempts": attempts,
         "notify_succeeded": succeeded,
-        "reconcile": _report(),
+        # the verdict only to who may read the reports
+        "reconcile": _report() if request.user.has_perm(f"{ReconcileReport._meta.app_label}.view_reconcilereport") else None,
+        "reconcile_hidden": not request.user.has_perm(f"{ReconcileReport._meta.app_label}.view_reconcilereport"),
         "charts": [
             charts.stacked_bars([("created", "#1565c0", created or zero)], title="Orders created"),
             charts.stacked_bars([("confirmed", OK, tcc.get("CONFIRMED", zero)),
@@ -122,6 +126,10 @@ def overview_view(request):
 
 
 def trace_view(request):
+    """One payment across the services: orders, messages, TCC, vouchers, notifications of any
+    merchant, so only staff who may view orders (``orders.view_order``) see it."""
+    if not request.user.has_perm("orders.view_order"):
+        raise PermissionDenied
     q = request.GET.get("q", "").strip()[:128]
     traces, problems = trace(q) if q else ([], [])
     context = {

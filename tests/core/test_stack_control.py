@@ -130,3 +130,28 @@ def test_unknown_names_and_missing_stacks_are_refused_with_what_to_do(running, t
     settings.VAR_DIR = tmp_path / "elsewhere"
     with pytest.raises(CommandError, match="no running stack answers.*make run"):
         stack("status")
+
+
+def test_the_control_socket_is_its_owners_alone(running, tmp_path):
+    import stat
+
+    assert stat.S_IMODE(os.stat(tmp_path / "stack.sock").st_mode) == 0o600
+
+
+def test_the_demo_refuses_before_writing_anything_where_the_bank_simulator_is_off(settings, db):
+    from django.core.management.base import CommandError
+
+    from paysys.core.models import Merchant
+
+    settings.SANDBOX_ENABLED = False
+    with pytest.raises(CommandError, match="bank simulator"):
+        call_command("demo")
+    assert not Merchant.objects.exists()
+
+
+def test_the_scenarios_refuse_where_the_bank_simulator_is_off(settings):
+    from django.core.management.base import CommandError
+
+    settings.SANDBOX_ENABLED = False
+    with pytest.raises(CommandError, match="bank simulator"):
+        call_command("scenario", "happy")

@@ -5,6 +5,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from notifications.models import Notification
 from paysys.core import heartbeats
@@ -152,6 +153,26 @@ def test_the_operator_pages_are_for_staff_only(path, db):
     member.force_login(user)
     response = member.get(path)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_staff_without_view_permissions_get_no_trace_and_no_reconcile_verdict(db, every_worker_alive, paid_at_bank):
+    """The trace shows any merchant's payment: it needs ``orders.view_order``; the overview shows the
+    latest reconcile verdict only to who may view the reports."""
+    from paysys.reconcile.models import ReconcileReport
+
+    ReconcileReport.objects.create(started_at=timezone.now(), finished_at=timezone.now(), ok=False, inconsistencies=3)
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_user("plain-staff", password="pw-ops-4", is_staff=True))
+    assert staff.get("/admin/trace/", {"q": paid_at_bank.out_trade_no}).status_code == 403
+    assert staff.get("/admin/trace/", {"q": "a:" * 60}).status_code == 403
+    overview = staff.get("/admin/overview/").content.decode()
+    assert "3 inconsistencies" not in overview and "not shown" in overview
+
+
+def test_a_query_of_many_colons_costs_two_lookups_not_one_per_colon(staff_client, paid_at_bank, django_assert_max_num_queries):
+    with django_assert_max_num_queries(40):
+        page = trace_page(staff_client, "a:" * 60)
+    assert "a:a:" in page  # the query is shown back, with nothing found
 
 
 # --- the trace ----------------------------------------------------------------------------------

@@ -111,3 +111,28 @@ def test_refund_notify_intake_refuses_unsigned_and_unknown(bank, client):
     bad = b"[1]"
     assert client.post("/gateway/bank/refund-notify", bad, content_type="application/json",
                        headers={protocol.SIGNATURE_HEADER: protocol.sign(bad)}).status_code == 400
+
+
+def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, client, merchant, order):
+    """Signed by the bank, but for another amount or order, or absurdly nested: refused, the refund
+    stays PENDING and its holds stay."""
+    import json
+
+    from paysys import bank as protocol
+
+    response = refund(api, "BK-1", "RF-9", 2_500)
+    tcc.finish()
+    refund_no = response.json()["refund_no"]
+
+    def post(body: bytes):
+        return client.post("/gateway/bank/refund-notify", body, content_type="application/json",
+                           headers={protocol.SIGNATURE_HEADER: protocol.sign(body)})
+
+    for wrong in ({"amount": 999_999}, {"out_trade_no": "PSsomeoneelse"}):
+        body = json.dumps({"refund_no": refund_no, "status": "SUCCESS", **wrong}).encode()
+        answer = post(body)
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "mismatch"
+    nested = b"[" * 5000 + b"]" * 5000
+    assert post(nested).status_code == 400
+    assert Refund.objects.get(refund_no=refund_no).status == "PENDING"
+    assert fund("merchant", merchant.pk)[1] == 2_500  # still held

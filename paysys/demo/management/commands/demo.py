@@ -146,6 +146,9 @@ class Command(BaseCommand):
         parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds to wait for a stack the demo starts")
 
     def handle(self, *args, **options):
+        if not settings.SANDBOX_ENABLED:  # before anything is written: no demo merchant in production
+            raise CommandError("the demo pays at the bank simulator, which is off here (DEBUG=false or "
+                               "SANDBOX_ENABLED=false): run it on the embedded default or a development stack")
         # SIGTERM / SIGHUP unwind like Ctrl-C, so a stack the demo started is always stopped
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _raise_interrupt)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import os
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.utils import timezone
 
 from paysys.demo.management.commands import demo
-from paysys.demo.scenarios import COMPRESSED_SCHEDULES, SCENARIOS, Chaos, Client, Row
+
+if settings.SANDBOX_ENABLED:  # the scenarios drive the bank simulator; without it handle() refuses
+    from paysys.demo.scenarios import COMPRESSED_SCHEDULES, SCENARIOS, Chaos, Client, Row
 
 HEADER = ("scenario", "payments", "completed", "lost", "doubled", "converged in", "reconcile", "what the patterns did")
 
@@ -34,6 +37,9 @@ class Command(demo.Command):
         parser.set_defaults(timeout=None)
 
     def handle(self, *args, **options):
+        if not settings.SANDBOX_ENABLED:
+            raise CommandError("the scenarios pay at the bank simulator, which is off here (DEBUG=false or "
+                               "SANDBOX_ENABLED=false): run them on the embedded default or a development stack")
         if options["list"]:
             for scenario in SCENARIOS:
                 self.stdout.write(f"{scenario.name:<16} {scenario.title}")
