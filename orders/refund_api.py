@@ -1,6 +1,7 @@
 """The merchant's refund API: ``POST/GET /api/v1/orders/{merchant_order_no}/refunds``,
 ``GET /api/v1/refunds/{refund_no}`` (orders.refunds, docs/refunds.md)."""
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -12,6 +13,10 @@ from orders.refunds import refund_create, refund_get, refunds_of_order
 from paysys.api.fields import MinorUnitsField, StrictInputSerializer, TextField, reject_unknown_params
 from paysys.api.schema import NO_QUERY_PARAMETERS, error_responses
 from paysys.core.errors import Conflict, InsufficientFunds, NotFound, Unavailable
+
+# the platform's own refunds of duplicate bank payments are numbered dup-<bank_trade_no> in the
+# merchant's space (orders.refunds): a merchant must not be able to take such a number first
+RESERVED_PREFIX = RegexValidator(r"^(?i:dup-)", inverse_match=True, message="refund numbers starting with dup- are the platform's")
 
 
 class RefundOutputSerializer(serializers.ModelSerializer):
@@ -36,8 +41,9 @@ class OrderRefundsApi(APIView):
     @extend_schema_serializer(component_name="RefundCreate")
     class InputSerializer(StrictInputSerializer):
         merchant_refund_no = TextField(min_length=1, max_length=64, trim_whitespace=False,
-                                       validators=[MERCHANT_ORDER_NO_CHARS],
-                                       help_text="your refund number: the idempotency key of this refund")
+                                       validators=[MERCHANT_ORDER_NO_CHARS, RESERVED_PREFIX],
+                                       help_text="your refund number: the idempotency key of this refund "
+                                                 "(not starting with dup-: the platform's refunds of duplicate payments)")
         amount = MinorUnitsField(min_value=1, max_value=MAX_AMOUNT, help_text="minor units, at most what is left to refund")
         reason = TextField(max_length=255, required=False, allow_blank=True, default="", trim_whitespace=False)
 

@@ -100,7 +100,8 @@ def test_unpaid_other_merchants_and_bad_input(api, merchant, payer, make_merchan
     assert refund(api, "O-1", "RF-1", 50).status_code == 404
     paid_balance_order(merchant, payer)
     for bad in ({"amount": 0}, {"amount": -5}, {"amount": "10"}, {"amount": 1.5}, {"merchant_refund_no": ""},
-                {"merchant_refund_no": "a b"}, {"reason": "x" * 256}, {"extra": 1}):
+                {"merchant_refund_no": "a b"}, {"merchant_refund_no": "dup-BT1"}, {"merchant_refund_no": "DUP-x"},
+                {"reason": "x" * 256}, {"extra": 1}):
         body = {"merchant_refund_no": "RF-9", "amount": 10, "reason": "r", **bad}
         response = api.post("/api/v1/orders/RB-1/refunds", body, format="json")
         assert response.status_code == 400, (bad, response.content)
