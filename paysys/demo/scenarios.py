@@ -226,15 +226,26 @@ class Scenario:
                 time.sleep(1)
                 self.pay_all(unpaid)  # still refused: a payer would try again a little later
                 continue
+            waiting = ""
             try:
-                done = not unpaid and self.all_completed() and self.settled_extra() and reconcile(grace=60).settled
-            except DatabaseError:
-                done = False
+                if unpaid:
+                    waiting = f"{len(unpaid)} payment(s) not paid"
+                elif not self.all_completed() or not self.settled_extra():
+                    waiting = "this scenario's payments not all completed (credit, points, voucher, notification)"
+                else:
+                    report = reconcile(grace=60)
+                    # reconcile judges the whole platform: anything stuck from before counts too
+                    waiting = "" if report.settled else "reconcile --strict not clean: " + ", ".join(
+                        [f"{name}: {n}" for name, n in (+report.in_flight + +report.stuck).items()]
+                        + [f"{check}: {len(found)}" for check, found in report.problems.items()])
+            except DatabaseError as exc:
+                waiting = f"a database did not answer ({exc})"
                 connections.close_all()
-            if done:
+            if not waiting:
                 return time.monotonic() - since
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not converged {timeout:.0f} s after the fault was removed")
+                raise TimeoutError(f"not converged {timeout:.0f} s after the fault was removed: {waiting} "
+                                   "(run the scenarios on a fresh var/ or database: what is stuck from before counts)")
             time.sleep(0.5)
 
     def completions(self) -> dict[str, dict]:
