@@ -58,13 +58,13 @@ def free_port() -> int:
 def wait_until(predicate, what: str, timeout: float = WAIT, interval: float = 0.5):
     """Poll ``predicate`` until it is truthy. An element that went stale while it was read (the
     page was being replaced, e.g. after a redirect) counts as "not yet"."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = predicate()
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, NoSuchElementException):  # a page still loading
             value = None
         if value:
             return value
