@@ -20,6 +20,7 @@ from django.db.models import Sum
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
 from paysys.contracts import ContractError, OrderPaid, RefundFinished, WalletCredited
+from paysys.core.sql import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +133,11 @@ def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
                          .values_list("source", "pk"))
         for voucher in vouchers:
             voucher.pk = by_source[voucher.source]
-    VoucherLine.objects.using(ALIAS).bulk_create(
-        VoucherLine(voucher=voucher, account=accounts[code], debit=debit, credit=credit)
+    insert_rows(ALIAS, VoucherLine, ["voucher_id", "account_id", "debit", "credit"], [
+        (voucher.pk, accounts[code].pk, debit, credit)
         for voucher, entry in zip(vouchers, entries)
         for code, debit, credit in entry.lines
-    )
+    ])
     _assert_balanced_in_database(vouchers)
     return vouchers
 

@@ -15,7 +15,9 @@ LOCKED`` of exactly those: several machines never claim the same record) and pus
 time a lease ahead (a worker killed mid-delivery loses nothing: when the lease expires another
 pass sends it, with the same webhook-id), sign, and hand them to the loop. Between scans it
 sleeps until the next claimable record is due (at most ``NOTIFY_POLL_INTERVAL``) or an attempt
-finishes; it ends when nothing is in flight and nothing comes due within
+finishes, then ``NOTIFY_COLLECT_SECONDS`` more: under load each turn records and claims several
+records for one set of statements instead of one each (the statements, not the requests, are
+what a delivery costs), for a few milliseconds of latency; it ends when nothing is in flight and nothing comes due within
 ``NOTIFY_LINGER_SECONDS``, or after ``NOTIFY_PASS_SECONDS``. The requests in flight belong to the
 process (``_Flight``), not to the pass: the worker's pass ends without waiting out a hanging
 merchant, and the next pass in the process records what it left running.
@@ -261,7 +263,7 @@ class _Pass:
         except queue.Empty:
             return
         self.flight.done.put(item)
-        time.sleep(0.01)  # let more finish: one transaction records them all
+        time.sleep(settings.NOTIFY_COLLECT_SECONDS)  # let more finish and come due: one turn for all
 
     def _drain(self) -> list[_InFlight]:
         items = []

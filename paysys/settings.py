@@ -461,6 +461,7 @@ NOTIFY_CLAIM_LEASE = float(os.environ.get("NOTIFY_CLAIM_LEASE", "60"))
 NOTIFY_PASS_SECONDS = float(os.environ.get("NOTIFY_PASS_SECONDS", "20"))  # a pass stops claiming after this
 NOTIFY_POLL_INTERVAL = 0.1  # seconds between due scans while a pass has requests in flight
 NOTIFY_LINGER_SECONDS = 2.0  # a pass with nothing in flight waits for records due this soon
+NOTIFY_COLLECT_SECONDS = 0.03  # after an attempt finishes, wait this long for more before the next turn
 NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
 # after a webhook secret rotation the old secret keeps signing (next to the new one) this long
 NOTIFY_SECRET_GRACE = int(os.environ.get("NOTIFY_SECRET_GRACE", str(24 * 3600)))

@@ -83,17 +83,22 @@ def _slot() -> int:
 
 
 def _take_in_redis(cache: RedisCache, name: str, slot: int, limit: int) -> bool | None:
-    key = f"ratelimit:{name}:{slot}"
-    cache.add(key, 0, timeout=_KEY_TTL)
-    count = cache.incr(key)
-    if _slot() != slot:
-        cache.decr(key)
-        return None
-    earlier = cache.get_many([f"ratelimit:{name}:{s}" for s in range(slot - WINDOW_SLOTS + 1, slot)])
-    if count + sum(earlier.values()) <= limit:
+    """Count this event in ``slot`` and read the window's earlier slots in ONE round trip (SET NX
+    with the expiry, INCR, MGET, pipelined on one connection); a refused event is taken back
+    (DECR). None when the clock crossed into the next slot meanwhile (counted again there).
+    Django's ``add``/``incr``/``get_many`` would cost four round trips, and a saturated bound is
+    asked by every waiting thread at every slot."""
+    keys = [cache.make_and_validate_key(f"ratelimit:{name}:{s}") for s in range(slot - WINDOW_SLOTS + 1, slot + 1)]
+    client = cache._cache.get_client(keys[-1], write=True)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys[-1], 0, ex=_KEY_TTL, nx=True)
+    pipe.incr(keys[-1])
+    pipe.mget(keys[:-1])
+    _, count, earlier = pipe.execute()
+    if _slot() == slot and count + sum(int(n) for n in earlier if n is not None) <= limit:
         return True
-    cache.decr(key)  # refused: this attempt is no event
-    return False
+    client.decr(keys[-1])  # refused, or counted in a slot that is over: this attempt is no event
+    return None if _slot() != slot else False
 
 
 def _take_in_file(name: str, limit: int) -> bool:

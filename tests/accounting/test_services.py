@@ -218,17 +218,16 @@ def test_a_source_of_the_longest_length_books():
 def test_voucher_check_runs_inside_the_transaction_before_commit(monkeypatch):
     """Given lines that pass validation but are written wrongly, the in-transaction sum catches it
     and the voucher rolls back: an after-commit check would be too late."""
-    from django.db.models.query import QuerySet
+    from accounting import services
 
-    real_bulk_create = QuerySet.bulk_create
+    real_insert_rows = services.insert_rows
 
-    def bulk_create_losing_the_last_line(self, objs, *args, **kwargs):
-        objs = list(objs)
-        if self.model is VoucherLine:
-            objs = objs[:-1]
-        return real_bulk_create(self, objs, *args, **kwargs)
+    def insert_rows_losing_the_last_line(alias, model, columns, rows):
+        if model is VoucherLine:
+            rows = rows[:-1]
+        return real_insert_rows(alias, model, columns, rows)
 
-    monkeypatch.setattr(QuerySet, "bulk_create", bulk_create_losing_the_last_line)
+    monkeypatch.setattr(services, "insert_rows", insert_rows_losing_the_last_line)
     with pytest.raises(UnbalancedVoucher, match="as written"):
         voucher_book(source="test:lost-line", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
 

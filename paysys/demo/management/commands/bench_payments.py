@@ -51,6 +51,7 @@ from orders.models import Order
 from paysys.core.services import merchant_create, payer_create_with_agreement
 from paysys.demo.bench_client import post_notifies
 from paysys.demo.monolith import monolith_baseline
+from paysys.reconcile.checks import reconcile
 
 STAGES = ["gateway", "orders / TCC", "funds", "points", "accounting", "notifications", "delivery"]
 
@@ -300,7 +301,17 @@ class Command(BaseCommand):
         doubled = sorted(no for no, count in notifications.items() if count > 1)
         return {"lost": len(lost), "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
 
-    def _reconcile(self) -> tuple[bool, str]:
+    def _reconcile(self, settle_seconds: float = 30.0) -> tuple[bool, str]:
+        """``reconcile --strict`` once the platform has settled: the last payments' bookkeeping
+        (a TCC transaction's final status, a message marked consumed) may still be in flight a
+        moment after the merchant acknowledged. Inconsistent is final at once; in flight is asked
+        again for up to ``settle_seconds``."""
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            report = reconcile(grace=60.0)
+            if report.settled or not report.consistent or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         out = StringIO()
         try:
             call_command("reconcile", "--strict", stdout=out, stderr=out)
