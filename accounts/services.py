@@ -31,7 +31,7 @@ from paysys.contracts import WalletCredited
 from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
 from paysys.core.money import MAX_AMOUNT
-from paysys.core.sql import insert_new_rows
+from paysys.core.sql import insert_new_rows, insert_rows
 from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
@@ -99,13 +99,18 @@ def _ids_by_key(model, alias: str, key_fields: tuple[str, ...], keys: set) -> di
     return {tuple(row[:-1]): row[-1] for row in model.objects.using(alias).filter(match).values_list(*key_fields, "pk")}
 
 
+def _now_in_db(alias: str):
+    """Now, as ``alias``'s database takes a datetime in a plain INSERT (auto_now_add's value)."""
+    return connections[alias].ops.adapt_datetimefield_value(timezone.now())
+
+
 def _create_if_missing(model, alias: str, rows: list[dict]) -> None:
     """Insert the rows (one statement) except those whose unique key exists, without failing.
 
     Not ``create()`` + IntegrityError: on InnoDB every loser of that race keeps a shared lock on
     the winner's row, and their following SELECT ... FOR UPDATE deadlock on it. Locking the
     existing row at once (``lock_existing``) makes first users of an account queue instead."""
-    now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
+    now = _now_in_db(alias)
     columns = [*rows[0], "created_at", "updated_at"]
     insert_new_rows(alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True)
 
@@ -256,24 +261,24 @@ def _update_by_case(model, alias: str, amounts: dict[int, int], source: str | No
 XidMove = tuple[str, FundMove]  # (the TCC transaction, its move)
 
 
-def fund_credit_hold(*, moves: list[XidMove]) -> list[FundEntry]:
+def fund_credit_hold(*, moves: list[XidMove]) -> int:
     """Try: reserve incoming amounts (pending_in); accounts are created on first use."""
     return _fund_credits(moves, phase="credit try", kind=EntryKind.HOLD, source=None, target="pending_in")
 
 
-def fund_credit_post(*, moves: list[XidMove]) -> list[FundEntry]:
+def fund_credit_post(*, moves: list[XidMove]) -> int:
     """Confirm: move the reserved amounts into the balance."""
     return _fund_credits(moves, phase="credit confirm", kind=EntryKind.POSTED, source="pending_in", target="balance")
 
 
-def fund_credit_release(*, moves: list[XidMove]) -> list[FundEntry]:
+def fund_credit_release(*, moves: list[XidMove]) -> int:
     """Cancel: give up the reservations."""
     return _fund_credits(moves, phase="credit cancel", kind=EntryKind.RELEASED, source="pending_in", target=None)
 
 
 def _fund_credits(
     moves: list[XidMove], *, phase: str, kind: str, source: str | None, target: str | None
-) -> list[FundEntry]:
+) -> int:
     keys = [(move.owner_type, move.owner_id, move.currency) for _, move in moves]
     # only a try may meet a new account: a confirm or cancel needs the one its try reserved on
     accounts = fund_accounts_for_update(keys, create=source is None)
@@ -281,11 +286,12 @@ def _fund_credits(
         FundAccount, FUNDS, accounts, [(xid, key, move.amount) for (xid, move), key in zip(moves, keys)],
         source=source, target=target, phase=phase,
     )
-    return FundEntry.objects.using(FUNDS).bulk_create([
-        FundEntry(
-            account=accounts[key], kind=kind, direction=Direction.CREDIT, amount=move.amount, balance_after=balance,
-            xid=xid, out_trade_no=move.out_trade_no, reason=move.reason,
-        )
+    now = _now_in_db(FUNDS)
+    return insert_rows(FUNDS, FundEntry, [
+        "account_id", "kind", "direction", "amount", "balance_after", "xid", "out_trade_no", "reason", "created_by",
+        "created_at",
+    ], [
+        (accounts[key].pk, kind, Direction.CREDIT, move.amount, balance, xid, move.out_trade_no, move.reason, "", now)
         for (xid, move), key, balance in zip(moves, keys, balances)
     ])
 
@@ -423,38 +429,38 @@ class PointsAward:
 XidAward = tuple[str, PointsAward]
 
 
-def points_award_hold(*, awards: list[XidAward]) -> list[PointsEntry]:
+def points_award_hold(*, awards: list[XidAward]) -> int:
     """Try: reserve the points (pending); accounts are created on first use."""
     return _points_awards(awards, phase="points try", kind=EntryKind.HOLD, source=None, target="pending")
 
 
-def points_award_post(*, awards: list[XidAward]) -> list[PointsEntry]:
+def points_award_post(*, awards: list[XidAward]) -> int:
     """Confirm: move the reserved points into the balance."""
     return _points_awards(awards, phase="points confirm", kind=EntryKind.POSTED, source="pending", target="balance")
 
 
-def points_award_release(*, awards: list[XidAward]) -> list[PointsEntry]:
+def points_award_release(*, awards: list[XidAward]) -> int:
     """Cancel: give up the reserved points."""
     return _points_awards(awards, phase="points cancel", kind=EntryKind.RELEASED, source="pending", target=None)
 
 
 def _points_awards(
     awards: list[XidAward], *, phase: str, kind: str, source: str | None, target: str | None
-) -> list[PointsEntry]:
+) -> int:
     awards = [(xid, award) for xid, award in awards if award.points]  # 0 points: nothing to award, no account
     if not awards:
-        return []
+        return 0
     keys = [(award.payer_id,) for _, award in awards]
     accounts = points_accounts_for_update(keys, create=source is None)
     balances = _shift(
         PointsAccount, POINTS, accounts, [(xid, key, award.points) for (xid, award), key in zip(awards, keys)],
         source=source, target=target, phase=phase,
     )
-    return PointsEntry.objects.using(POINTS).bulk_create([
-        PointsEntry(
-            account=accounts[key], kind=kind, points=award.points, balance_after=balance, xid=xid,
-            out_trade_no=award.out_trade_no, reason=award.reason,
-        )
+    now = _now_in_db(POINTS)
+    return insert_rows(POINTS, PointsEntry, [
+        "account_id", "kind", "direction", "points", "balance_after", "xid", "out_trade_no", "reason", "created_at",
+    ], [
+        (accounts[key].pk, kind, Direction.CREDIT, award.points, balance, xid, award.out_trade_no, award.reason, now)
         for (xid, award), key, balance in zip(awards, keys, balances)
     ])
 
