@@ -1,6 +1,6 @@
 """The docs pages cannot rot: everything they cite must still be in the repository.
 
-Per page under ``docs/``, and the project README:
+Per page under ``docs/``, the project README and SECURITY.md:
 
 * every backticked repository path (``paysys/messaging/relay.py``, ``paysys/tcc/``) exists;
 * every ``tests/<file>.py::<name>`` names a test function defined in that file;
@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 README = ROOT / "README.md"
-PAGES = [README, *DOCS]
+PAGES = [README, ROOT / "SECURITY.md", *DOCS]
 README_MAX_LINES = 250
 # Django's own commands a page may name (not in the project's management/commands folders)
 DJANGO_COMMANDS = {"shell", "createsuperuser", "check", "migrate", "dbshell", "makemigrations"}
