@@ -1,6 +1,6 @@
 """The TCC framework's public face: ``from paysys import tcc``; ``tcc.participant(...)``,
-``tcc.run(...)``, ``tcc.run_many(...)``, ``tcc.many``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See the README ("TCC:
-completing a payment all or nothing").
+``tcc.run(...)``, ``tcc.run_many(...)``, ``tcc.many``, ``tcc.Branch``, ``tcc.Outcome``, ``tcc.TryFailed``. See docs/tcc.md
+(its last section, "Reference: the coordinator in detail").
 
 Names resolve lazily (this package is also a Django app, imported before models are ready).
 Domains import from here only, never from the modules behind it.

@@ -1,8 +1,10 @@
-"""Every shell block of README.md runs as written against a fresh ``make run`` stack (issue 15).
+"""Every shell block of README.md, then of docs/api.md, docs/operations.md and docs/benchmarks.md,
+runs as written against a fresh ``make run`` stack (issue 15; the pages the README's walk-through
+moved to in issue 17).
 
 The stack is what ``make run`` starts (``migrate_all``, then ``runstack`` with its banner, which
 creates the demo merchant and ``var/demo-merchant.json``), in the embedded mode, on a fresh var/
-and a free port. The README's ``sh`` / ``bash`` blocks are taken in order and run in one bash
+and a free port. The pages' ``sh`` / ``bash`` blocks are taken in order and run in one bash
 session in a checkout-like folder (``.venv``, ``manage.py`` and that ``var/``), as a reader pastes
 them into one terminal: a variable one block sets is there for the next. The one change made to
 the text is the stack's port for 8000. Every ``curl`` must get a 2xx, every command exit 0.
@@ -30,11 +32,14 @@ from django.conf import settings
 from tests.core.test_runstack import alive, embedded_env, free_port
 
 README = settings.BASE_DIR / "README.md"
+# the README first (its quickstart sets KEY), then the pages that continue it, in reading order
+PAGES = [README, *(settings.BASE_DIR / "docs" / name for name in ("api.md", "operations.md", "benchmarks.md"))]
 STARTUP_TIMEOUT = 180  # the whole stack, a dozen processes, on a loaded 2-core machine
 BLOCK_TIMEOUT = 300
 
 # heading a block is under -> why it is not run here
 SKIPPED = {
+    "Configuration": "the full stack's environment (MariaDB, Redis, secrets): CI's full-stack run",
     "Full stack: MariaDB/MySQL and Redis": "a second stack on MariaDB and Redis, then the whole suite: CI's full-stack run",
     "One service's worker alone": "long-running processes; tests/core/test_runstack.py runs one worker alone",
     "Messages (`manage.py bench_messaging`)": "a benchmark of the full stack, minutes long",
@@ -60,9 +65,15 @@ class Block:
     heading: str
     line: int  # of the opening fence, 1-based
     text: str
+    page: str = "README.md"
 
 
-def shell_blocks(markdown: str) -> list[Block]:
+def page_blocks() -> list[Block]:
+    """Every page's shell blocks, in PAGES order."""
+    return [block for page in PAGES for block in shell_blocks(page.read_text(), page.name)]
+
+
+def shell_blocks(markdown: str, page: str = "README.md") -> list[Block]:
     blocks, heading, fence, start, body = [], "", None, 0, []
     for number, line in enumerate(markdown.splitlines(), start=1):
         if fence is None:
@@ -72,7 +83,7 @@ def shell_blocks(markdown: str) -> list[Block]:
                 fence, start, body = line[3:].strip(), number, []
         elif line.startswith("```"):
             if fence in ("sh", "bash"):
-                blocks.append(Block(heading, start, "\n".join(body)))
+                blocks.append(Block(heading, start, "\n".join(body), page))
             fence = None
         else:
             body.append(line)
@@ -92,7 +103,7 @@ def as_run(block: Block, port: int) -> str:
 
 
 def test_the_readme_blocks_are_found_and_every_skip_names_a_block_that_exists():
-    blocks = shell_blocks(README.read_text())
+    blocks = page_blocks()
 
     headings = {block.heading for block in blocks}
     assert len(blocks) >= 8
@@ -181,7 +192,7 @@ def session_script(blocks: list[Block], port: int) -> str:
     for number, block in enumerate(blocks, start=1):
         if block.heading in SKIPPED:
             continue
-        marker = f"README block {number}, line {block.line}, under {block.heading!r}"
+        marker = f"block {number}, {block.page} line {block.line}, under {block.heading!r}"
         parts.append(f"echo {json.dumps('>>> ' + marker)}")
         if block.heading in SETTLE_FIRST:
             parts.append("settled")
@@ -191,7 +202,7 @@ def session_script(blocks: list[Block], port: int) -> str:
 
 
 def test_every_readme_command_block_runs_as_written_against_a_fresh_make_run(make_run):
-    blocks = shell_blocks(README.read_text())
+    blocks = page_blocks()
     script = session_script(blocks, make_run.port)
 
     result = subprocess.run(["bash", "-c", script], cwd=make_run.folder, env=make_run.env, capture_output=True,

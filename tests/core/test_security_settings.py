@@ -36,7 +36,7 @@ def secret() -> str:
 
 
 def production_env(**extra: str) -> dict[str, str]:
-    """What an operator sets for production (README, SECURITY.md)."""
+    """What an operator sets for production (docs/operations.md, SECURITY.md)."""
     env = {
         "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(60), "BANK_SHARED_SECRET": secret(),
         "ALLOWED_HOSTS": "pay.example.com,testserver", "PUBLIC_BASE_URL": "https://pay.example.com",

@@ -371,7 +371,7 @@ def test_an_operator_sees_the_overview_and_traces_a_payment(stack, browser):
 
 
 def test_an_operator_sees_a_service_taken_down_by_hand_and_back(stack, browser):
-    """The fund-account service down, seen from admin: ``manage.py stack stop funds`` (as the README
+    """The fund-account service down, seen from admin: ``manage.py stack stop funds`` (as docs/operations.md
     shows), the overview says so, ``stack start funds`` brings it back."""
     from selenium.webdriver.common.by import By
 

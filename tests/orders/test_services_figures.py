@@ -2,7 +2,7 @@
 change: the branches of a payment (fee, points, credit, debit), why a payment cannot complete an
 order, what a flagged payment records, order creation's times and idempotency, the open-orders cap,
 and which orders the polling and expiry passes take. Written to kill the mutants that survived the
-first mutation run (README, "Mutation testing")."""
+first mutation run (docs/testing.md, "Mutation testing")."""
 
 from datetime import timedelta
 
