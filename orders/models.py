@@ -5,7 +5,7 @@ from functools import reduce
 from operator import or_
 
 from django.db import models
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Expression, F, Q
 from django.utils import timezone
 
 from paysys.core.errors import Conflict
@@ -138,8 +138,8 @@ class Order(models.Model):
 
 def _values_by_pk(rows: dict[int, dict]) -> dict:
     """UPDATE values for ``{pk: {field: value}}``: a constant where every row sets the same
-    value, else ``CASE WHEN pk = .. THEN ..`` (typed by the field, for datetimes), a row that
-    does not set the field keeping its own."""
+    value, else ``CASE pk WHEN .. THEN .. ELSE field END`` (:class:`_ByPk`), a row that does not
+    set the field keeping its own."""
     values = {}
     for name in {name for changes in rows.values() for name in changes}:
         setting = {pk: changes[name] for pk, changes in rows.items() if name in changes}
@@ -147,10 +147,31 @@ def _values_by_pk(rows: dict[int, dict]) -> dict:
         if len(setting) == len(rows) and all(value == first for value in setting.values()):
             values[name] = first
         else:
-            output = Order._meta.get_field(name)
-            whens = [When(pk=pk, then=Value(value, output_field=output)) for pk, value in setting.items()]
-            values[name] = Case(*whens, default=F(name))
+            values[name] = _ByPk(Order._meta.get_field(name), setting)
     return values
+
+
+class _ByPk(Expression):
+    """``CASE <pk> WHEN <pk1> THEN <v1> ... ELSE <column> END``, compiled straight to SQL.
+
+    The same statement as ``Case(*[When(pk=.., then=Value(..)) ...], default=F(..))``, without
+    an expression tree per row: Django resolves and copies every ``When``, ``Q`` and ``Value`` of
+    that tree, which for a batch of confirms cost the orders worker more than the UPDATE itself.
+    Values are prepared by the field, as ``update()`` prepares a constant."""
+
+    def __init__(self, field, by_pk: dict):
+        super().__init__(output_field=field)
+        self.target, self.by_pk = field, by_pk
+
+    def resolve_expression(self, *args, **kwargs):
+        return self
+
+    def as_sql(self, compiler, connection):
+        pk, column = (compiler.quote_name_unless_alias(f.column) for f in (Order._meta.pk, self.target))
+        params = []
+        for key, value in self.by_pk.items():
+            params += [key, self.target.get_db_prep_save(value, connection)]
+        return f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(self.by_pk))} ELSE {column} END", params
 
 
 class PaymentRecord(models.Model):
