@@ -22,6 +22,7 @@ from rest_framework.fields import DateTimeField
 from notifications.models import Endpoint, MerchantSchedule, Notification
 from paysys.contracts import OrderPaid, RefundFinished
 from paysys.core.errors import Conflict, InvalidInput
+from paysys.core.sql import insert_objects
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,10 @@ def notifications_create_for_orders_paid(events: list[tuple[OrderPaid, uuid.UUID
             endpoint=endpoint, url=url, body=order_paid_body(event, timestamp=now), next_attempt_at=now,
             message_id=message_id,
         ))
-    Notification.objects.using(ALIAS).bulk_create(records)
+    if len(records) == 1:  # notification_create_for_order_paid: the record, with its id, is the answer
+        Notification.objects.using(ALIAS).bulk_create(records)
+    else:  # a consumer's batch: one plain INSERT, no ids needed
+        insert_objects(ALIAS, records)
     transaction.on_commit(request_delivery, using=ALIAS)
     return records
 

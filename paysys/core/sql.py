@@ -34,6 +34,20 @@ def insert_rows(alias: str, model, columns: list[str], rows: list[tuple]) -> int
     return _insert(alias, model, columns, rows, _INSERT)
 
 
+def insert_objects(alias: str, objs: list, *, ignore_existing: bool = False) -> int:
+    """``bulk_create(objs)`` (one model, rows without primary keys) as one plain INSERT: each
+    field's value prepared by the field, as Django prepares it, without the insert compiler's
+    per-value bookkeeping; the objects get no ids back. ``ignore_existing`` skips rows whose
+    unique key exists (``ignore_conflicts``). Returns the rows inserted."""
+    if not objs:
+        return 0
+    model, connection = type(objs[0]), connections[alias]
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    rows = [tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields) for obj in objs]
+    template = _INSERT_NEW[connection.vendor] if ignore_existing else _INSERT
+    return _insert(alias, model, [f.column for f in fields], rows, template)
+
+
 def _insert(alias: str, model, columns: list[str], rows: list[tuple], template: str) -> int:
     if not rows:
         return 0

@@ -11,6 +11,7 @@ from typing import Iterable
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from paysys.core.sql import insert_objects
 from paysys.messaging import registry
 from paysys.messaging.models import InboxEntry, Message
 
@@ -169,9 +170,9 @@ def _consume_outside(spec: registry.Consumer, deliveries: list[Delivery]) -> dic
         logger.warning("consumer %s failed on delivery %s: %s", spec.name, delivery_id, error)
     done = [d for d in todo if d.id not in errors]
     try:
-        InboxEntry.objects.using(spec.alias).bulk_create(
-            [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in done],
-            ignore_conflicts=True,  # a concurrent delivery wrote the inbox row first
+        insert_objects(
+            spec.alias, [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in done],
+            ignore_existing=True,  # a concurrent delivery wrote the inbox row first
         )
     except DatabaseError as exc:  # not acknowledged: resent, and the handler's own idempotency absorbs it
         errors.update((d.id, _describe(exc)) for d in done)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from paysys.core.sql import insert_objects
 from paysys.messaging import kicks, registry
 from paysys.messaging.models import Message
 
@@ -62,7 +63,7 @@ def publish_many(topic: str, payloads: list[dict], *, using: str, business_keys:
         _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now, business_key=key)
         for payload, key in zip(payloads, keys, strict=True)
     ]
-    Message.objects.using(using).bulk_create([row for rows in messages for row in rows])
+    insert_objects(using, [row for rows in messages for row in rows])
     transaction.on_commit(lambda: kicks.request_relay(using), using=using, robust=True)
     return [rows[0].message_id for rows in messages]
 
