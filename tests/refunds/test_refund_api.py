@@ -75,7 +75,13 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
     assert points(payer) == (0, 0)
     assert fund("merchant", merchant.pk) == (0, 0, 0)
     listed = api.get("/api/v1/orders/RB-1/refunds").json()
-    assert [r["merchant_refund_no"] for r in listed] == ["RF-3", "RF-1"]
+    assert [r["merchant_refund_no"] for r in listed["results"]] == ["RF-3", "RF-1"]
+    first = api.get("/api/v1/orders/RB-1/refunds?limit=1").json()
+    second = api.get(f"/api/v1/orders/RB-1/refunds?limit=1&cursor={first['next_cursor']}").json()
+    assert [r["merchant_refund_no"] for r in first["results"] + second["results"]] == ["RF-3", "RF-1"]
+    assert second["next_cursor"] is None
+    assert api.get("/api/v1/orders/RB-1/refunds?cursor=nope").status_code == 400
+    assert api.get("/api/v1/orders/RB-1/refunds?status=x").status_code == 400
     assert refund(api, "RB-1", "RF-4", 1).status_code == 409
 
 
