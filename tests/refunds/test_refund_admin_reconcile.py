@@ -122,3 +122,18 @@ def test_money_moved_for_a_failed_refund_is_named(api, merchant, payer, pay_at_b
     Voucher.objects.create(source=f"refund.finished:{failed}", currency="CNY", description="wrong")
     code, report = reconcile()
     assert "failed refund" in report["problems"]
+
+
+def test_the_trace_finds_a_refund_by_its_numbers_for_who_may_view_orders(django_user_model, api, merchant, payer):
+    order = paid_balance_order(merchant, payer)
+    refund_no = refund(api, "RB-1", "RF-T1", 2_000).json()["refund_no"]
+    settle()
+    ops = staff(django_user_model, "ops", "view_order")
+    plain = staff(django_user_model, "plain")
+
+    for q in ("RF-T1", refund_no, Refund.objects.get().tcc_xid):
+        page = ops.get("/admin/trace/", {"q": q}).content.decode()
+        assert f'id="trace-{order.out_trade_no}"' in page and "order created" in page, q
+        assert f"refund {refund_no} SUCCEEDED" in page and "TCC refund_order attempt 1 begun" in page, q
+    assert plain.get("/admin/trace/", {"q": "RF-T1"}).status_code == 403
+    assert 'id="trace-none"' in ops.get("/admin/trace/", {"q": "RF-nope"}).content.decode()
