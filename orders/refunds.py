@@ -33,7 +33,7 @@ from orders.models import Order, PayMethod, Refund
 from orders.selectors import order_get, order_notify_url
 from paysys import tcc
 from paysys.contracts import RefundFinished, RefundRequested
-from paysys.core.errors import Conflict, NotFound, Unavailable
+from paysys.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from paysys.core.models import Merchant
 from paysys.core.money import points_for
 from paysys.messaging import publish
@@ -309,11 +309,12 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
 # --- a duplicate bank payment, back to the payer ------------------------------------------------
 
 
-def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund:
-    """Send a FLAGGED bank payment back to the payer (admin's one click): money that arrived at
+def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str) -> Refund:
+    """Send a FLAGGED bank payment back to the payer (admin's action and its reason): money that arrived at
     the bank for an order already paid, never credited to the merchant nor booked. No TCC: no
     merchant money or points are involved; the refund goes to the bank like any bank refund
-    (``refund.requested``), and the record is marked reviewed with who and why. Idempotent: the
+    (``refund.requested``), and the record is marked reviewed with who and ``why`` (the human's
+    reason, required; the refund's reason also keeps what the payment was flagged for). Idempotent: the
     payment's refund is ``dup-<bank_trade_no>``, once."""
     from orders.models import PaymentRecord
 
@@ -325,17 +326,20 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund
         if existing is not None:
             return existing
         order = _locked_order(record.out_trade_no)
-        why = f"duplicate payment refunded to the payer: {record.reason}"[:255]
+        if not why.strip():
+            raise InvalidInput("say why the payment goes back", fields={"why": "required"})
+        why, flagged = why.strip(), record.reason
+        reason = f"{why} (duplicate payment refunded to the payer: {flagged})"[:255]
         refund = Refund.objects.create(
             refund_no=new_refund_no(), merchant_id=order.merchant_id, merchant_refund_no=f"dup-{bank_trade_no}",
-            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=why,
+            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=reason,
             method=PayMethod.BANK, kind=Refund.Kind.DUPLICATE, requested_by=requested_by,
             next_poll_at=_first_poll_at(),
         )
         PaymentRecord.objects.filter(pk=record.pk).update(
-            reviewed_at=timezone.now(), reason=f"{record.reason}; refunded ({refund.refund_no}) by {requested_by}"[:255])
+            reviewed_at=timezone.now(), reason=f"{flagged}; refunded ({refund.refund_no}) by {requested_by}: {why}"[:255])
         event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
-                                amount=refund.amount, currency=refund.currency, reason=why)
+                                amount=refund.amount, currency=refund.currency, reason=reason)
         publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
     logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
                 refund.refund_no, requested_by)
