@@ -90,7 +90,7 @@ def test_a_fresh_pair_of_identical_requests_racing_is_201_then_200(merchant, pay
         return refund(client, "RB-1", refund_no, 100).status_code
 
     for i in range(5):
-        assert sorted(run_at_once(lambda: call(f"RF-{i}"), lambda: call(f"RF-{i}"))) == [200, 201]
+        assert sorted(run_at_once(lambda no=f"RF-{i}": call(no), lambda no=f"RF-{i}": call(no))) == [200, 201]
     settle()
     assert Refund.objects.count() == 5 and fund("payer", payer.pk)[0] == 500
 
