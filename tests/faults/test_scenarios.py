@@ -127,7 +127,7 @@ def test_the_scenario_list_names_the_refund_scenario():
     result = subprocess.run([sys.executable, "manage.py", "scenario", "--list"], cwd=settings.BASE_DIR,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^refund\s+9 refunds while the fund-account service is down$", result.stdout, re.M), result.stdout
+    assert re.search(r"^refund\s+9 refunds while the fund-account service is down$", result.stdout, re.MULTILINE), result.stdout
 
 
 @slow
