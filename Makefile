@@ -31,7 +31,7 @@ help:
 	@echo "paysys make targets:"
 	@echo "  make run                 migrate, print where to click, run web + one worker per queue + beat, restarting any that exits (PORT=$(PORT))"
 	@echo "  make demo                pay four orders over HTTP (three at the bank, one from a wallet) against PUBLIC_BASE_URL (starts the stack if nothing answers)"
-	@echo "  make scenarios           the course's eight fault scenarios, one table row each (starts the stack if nothing answers)"
+	@echo "  make scenarios           the course's nine fault scenarios, one table row each (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
 	@echo "  make mutate [MUTATE=...] mutation testing of the money and messaging core (slow; setup.cfg [mutmut])"
 	@echo "  make migrate             create and migrate every service database"

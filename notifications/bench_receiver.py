@@ -6,7 +6,7 @@ open without a word until the sender gives up (a hanging merchant).
 
 With a webhook secret, every notification is verified as a merchant would (``standardwebhooks``,
 the third-party verifier) before the 204, and one line per notification is appended to LOG_PATH:
-``<unix time> <webhook-id> <out_trade_no> ok|bad``; a notification that does not verify is a 400.
+``<unix time> <webhook-id> <out_trade_no> ok|bad`` (a refund's notification: its refund_no); a notification that does not verify is a 400.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Verifier:
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         try:
             data = self.webhook.verify(body, headers)
-            ok, out_trade_no = True, data["data"]["out_trade_no"]
+            ok, out_trade_no = True, data["data"].get("refund_no") or data["data"]["out_trade_no"]
         except Exception:  # noqa: BLE001 - anything that does not verify is counted, never trusted
             ok, out_trade_no = False, "-"
         self.log.write(f"{time.time():.6f} {headers.get('webhook-id', '-')} {out_trade_no} {'ok' if ok else 'bad'}\n")

@@ -1,6 +1,9 @@
 import logging
 
+from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from orders.models import Order, PaymentRecord, Refund
@@ -21,6 +24,11 @@ class OrderAdmin(RecordAdmin):
     readonly_fields = [f.name for f in Order._meta.fields] + [linked("out_trade_no", description="trace")]
 
 
+class RefundToPayerForm(forms.Form):
+    why = forms.CharField(label="Reason", max_length=200, help_text=(
+        "why this money goes back to the payer: recorded, with your name, on the refund and on the payment record"))
+
+
 @admin.register(PaymentRecord)
 class PaymentRecordAdmin(RecordAdmin):
     """Bank payments seen by orders; FLAGGED ones wait for a human (refund or manual fix)."""
@@ -38,20 +46,28 @@ class PaymentRecordAdmin(RecordAdmin):
         logger.info("admin %s marked %d flagged payment(s) reviewed", request.user, updated)
         self.message_user(request, f"{updated} payment(s) marked reviewed")
 
-    # money goes back: only for users who may change payment records; who and why are recorded
-    # on the payment record (its reason) and on the refund (requested_by, reason)
+    # money goes back: only for users who may change payment records; who (requested_by) and
+    # why (asked on a form first, required) are recorded on the refund and the payment record
     @admin.action(description="Refund selected flagged (duplicate) payments to the payer", permissions=["change"])
     def refund_to_payer(self, request, queryset):
+        flagged = queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED)
+        form = RefundToPayerForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(request, "admin/orders/paymentrecord/refund_to_payer.html", {
+                **self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "records": flagged,
+                "title": "Refund flagged payments to the payer", "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            })
         done, refused = [], []
-        for record in queryset.filter(outcome=PaymentRecord.Outcome.FLAGGED):
+        for record in flagged:
             try:
-                done.append(refund_duplicate_payment(bank_trade_no=record.bank_trade_no,
+                done.append(refund_duplicate_payment(bank_trade_no=record.bank_trade_no, why=form.cleaned_data["why"],
                                                      requested_by=f"admin:{request.user.get_username()}").refund_no)
             except Exception as exc:  # noqa: BLE001 - one payment's refusal is shown, the others go on
                 refused.append(f"{record.bank_trade_no}: {exc}")
         logger.info("admin %s refunded flagged payment(s) to the payer: %s", request.user, ", ".join(done))
         self.message_user(request, f"{len(done)} refund(s) sent to the bank: {', '.join(done) or '-'}"
                           + (f"; refused: {'; '.join(refused)}" if refused else ""))
+        return None
 
 
 @admin.register(Refund)

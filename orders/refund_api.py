@@ -11,6 +11,7 @@ from orders.api import MERCHANT_ORDER_NO_CHARS, MERCHANT_ORDER_NO_PARAMETER, NOT
 from orders.models import MAX_AMOUNT, Refund
 from orders.refunds import refund_create, refund_get, refunds_of_order
 from paysys.api.fields import MinorUnitsField, StrictInputSerializer, TextField, reject_unknown_params
+from paysys.api.pagination import LIST_QUERY_REFUSED, PageQuerySerializer, list_query, page_serializer, paginated_response
 from paysys.api.schema import NO_QUERY_PARAMETERS, error_responses
 from paysys.core.errors import Conflict, InsufficientFunds, NotFound, Unavailable
 
@@ -33,6 +34,9 @@ class RefundOutputSerializer(serializers.ModelSerializer):
                   "reason", "status", "failure_reason", "method", "points", "order_status", "refunded_amount",
                   "created_at", "finished_at"]
         read_only_fields = fields
+
+
+RefundPageSerializer = page_serializer(RefundOutputSerializer)
 
 
 class OrderRefundsApi(APIView):
@@ -77,15 +81,15 @@ class OrderRefundsApi(APIView):
 
     @extend_schema(
         operation_id="refunds_list",
-        parameters=[MERCHANT_ORDER_NO_PARAMETER],
-        responses={200: RefundOutputSerializer(many=True), **error_responses({
-            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
+        parameters=[MERCHANT_ORDER_NO_PARAMETER, PageQuerySerializer],
+        responses={200: RefundPageSerializer, **error_responses({
+            serializers.ValidationError: LIST_QUERY_REFUSED, NotFound: NOT_FOUND,
         })},
     )
     def get(self, request, merchant_order_no: str):
-        reject_unknown_params(request.query_params, set())
+        list_query(request, PageQuerySerializer)
         refunds = refunds_of_order(merchant=request.user, merchant_order_no=merchant_order_no)
-        return Response(RefundOutputSerializer(refunds, many=True).data)
+        return paginated_response(request, self, refunds, lambda page: RefundOutputSerializer(page, many=True).data)
 
 
 class RefundDetailApi(APIView):

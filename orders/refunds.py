@@ -33,7 +33,7 @@ from orders.models import Order, PayMethod, Refund
 from orders.selectors import order_get, order_notify_url
 from paysys import tcc
 from paysys.contracts import RefundFinished, RefundRequested
-from paysys.core.errors import Conflict, NotFound, Unavailable
+from paysys.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from paysys.core.models import Merchant
 from paysys.core.money import points_for
 from paysys.messaging import publish
@@ -44,6 +44,7 @@ ACTION = "orders.refund"
 REFUND_ORDER = "refund_order"  # the TCC global transaction of one refund
 # fields that must match for a replayed refund request to be "the same refund"
 IDEMPOTENT_FIELDS = ("merchant_order_no", "amount", "reason")
+POINTS_ATTEMPTS = 5  # tries of one request whose points figure another refund moved (PointsMoved)
 
 
 class NotRefundable(Conflict):
@@ -52,6 +53,12 @@ class NotRefundable(Conflict):
 
 class RefundTooLarge(Conflict):
     code = "refund_exceeds_refundable"
+
+
+class PointsMoved(Unavailable):
+    """The points a refund was sent with are no longer its share: another refund of the order
+    made it the last one (or no longer the last) after they were reckoned. The try refuses; the
+    request is tried again with the figure reckoned now."""
 
 
 def new_refund_no() -> str:
@@ -99,18 +106,26 @@ def refund_create(*, merchant: Merchant, merchant_order_no: str, merchant_refund
     left = refundable(order)
     if amount > left:  # checked again under the order's lock by the try
         raise _too_large(left)
-    branches = refund_branches(order, merchant=merchant, refund_no=new_refund_no(), merchant_refund_no=merchant_refund_no,
-                               amount=amount, reason=reason, requested_by=requested_by)
-    try:
-        outcome = tcc.run(REFUND_ORDER, business_key=f"refund:{merchant.pk}:{merchant_refund_no}", branches=branches)
-    except tcc.TryFailed as exc:
-        logger.info("refund %s of %s cancelled: %s", merchant_refund_no, order.out_trade_no, exc)
-        if exc.is_transient:
-            raise Unavailable(f"a service did not answer ({exc.action}); nothing was refunded, retry later") from exc
-        raise exc.cause from exc
+    refund_no = new_refund_no()
+    for attempt in range(1, POINTS_ATTEMPTS + 1):
+        branches = refund_branches(order, merchant=merchant, refund_no=refund_no, merchant_refund_no=merchant_refund_no,
+                                   amount=amount, reason=reason, requested_by=requested_by)
+        try:
+            tcc.run(REFUND_ORDER, business_key=f"refund:{merchant.pk}:{merchant_refund_no}", branches=branches)
+            break
+        except tcc.TryFailed as exc:
+            logger.info("refund %s of %s cancelled: %s", merchant_refund_no, order.out_trade_no, exc)
+            if isinstance(exc.cause, PointsMoved) and attempt < POINTS_ATTEMPTS:
+                order.refresh_from_db()
+                continue
+            if exc.is_transient:
+                raise Unavailable(f"a service did not answer ({exc.action}); nothing was refunded, retry later") from exc
+            raise exc.cause from exc
     refund = Refund.objects.get(merchant_id=merchant.pk, merchant_refund_no=merchant_refund_no)
     _same_or_conflict(refund, wanted)
-    return _after_decision(refund), not outcome.already
+    # a concurrent identical request resumes the same transaction, whose refund carries the
+    # number of the request that began it: that request created the refund, the other replays it
+    return _after_decision(refund), refund.refund_no == refund_no
 
 
 def _decided_refund(merchant_id: int, merchant_refund_no: str) -> Refund | None:
@@ -190,6 +205,10 @@ def refund_try(payload: dict, *, xid: str) -> None:
     left = refundable(order)
     if payload["amount"] > left:
         raise _too_large(left)
+    # whether this refund is the order's last, and so takes every point not yet taken, is only
+    # known here, under the order's lock: a figure reckoned before it may be stale
+    if payload["points"] != refund_points(order, payload["amount"]):
+        raise PointsMoved("another refund of this order changed this refund's points; retry")
     try:
         with transaction.atomic(using="orders"):
             Refund.objects.create(
@@ -290,11 +309,12 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
 # --- a duplicate bank payment, back to the payer ------------------------------------------------
 
 
-def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund:
-    """Send a FLAGGED bank payment back to the payer (admin's one click): money that arrived at
+def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str) -> Refund:
+    """Send a FLAGGED bank payment back to the payer (admin's action and its reason): money that arrived at
     the bank for an order already paid, never credited to the merchant nor booked. No TCC: no
     merchant money or points are involved; the refund goes to the bank like any bank refund
-    (``refund.requested``), and the record is marked reviewed with who and why. Idempotent: the
+    (``refund.requested``), and the record is marked reviewed with who and ``why`` (the human's
+    reason, required; the refund's reason also keeps what the payment was flagged for). Idempotent: the
     payment's refund is ``dup-<bank_trade_no>``, once."""
     from orders.models import PaymentRecord
 
@@ -306,17 +326,20 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund
         if existing is not None:
             return existing
         order = _locked_order(record.out_trade_no)
-        why = f"duplicate payment refunded to the payer: {record.reason}"[:255]
+        if not why.strip():
+            raise InvalidInput("say why the payment goes back", fields={"why": "required"})
+        why, flagged = why.strip(), record.reason
+        reason = f"{why} (duplicate payment refunded to the payer: {flagged})"[:255]
         refund = Refund.objects.create(
             refund_no=new_refund_no(), merchant_id=order.merchant_id, merchant_refund_no=f"dup-{bank_trade_no}",
-            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=why,
+            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=reason,
             method=PayMethod.BANK, kind=Refund.Kind.DUPLICATE, requested_by=requested_by,
             next_poll_at=_first_poll_at(),
         )
         PaymentRecord.objects.filter(pk=record.pk).update(
-            reviewed_at=timezone.now(), reason=f"{record.reason}; refunded ({refund.refund_no}) by {requested_by}"[:255])
+            reviewed_at=timezone.now(), reason=f"{flagged}; refunded ({refund.refund_no}) by {requested_by}: {why}"[:255])
         event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
-                                amount=refund.amount, currency=refund.currency, reason=why)
+                                amount=refund.amount, currency=refund.currency, reason=reason)
         publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
     logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
                 refund.refund_no, requested_by)

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from paysys.core.errors import NotFound
 from paysys.core.models import Merchant
 from paysys.core.series import per_minute
-from orders.models import Order, PaymentRecord
+from orders.models import Order, PaymentRecord, Refund
 
 
 def order_get(*, merchant: Merchant, merchant_order_no: str) -> Order:
@@ -51,6 +51,17 @@ def orders_find(q: str) -> list[Order]:
     (a scan: no index serves it without the merchant, acceptable for a human's search)."""
     by_out_trade_no = list(Order.objects.filter(out_trade_no=q))
     return by_out_trade_no or list(Order.objects.filter(merchant_order_no=q).order_by("-id")[:20])
+
+
+def refunds_find(q: str) -> list[Refund]:
+    """Refunds ``q`` names: a refund_no or a TCC xid (unique), else a merchant_refund_no of any
+    merchant (a scan, as orders_find's, for a human's search)."""
+    exact = list(Refund.objects.filter(refund_no=q)) or list(Refund.objects.filter(tcc_xid=q))
+    return exact or list(Refund.objects.filter(merchant_refund_no=q).order_by("-id")[:20])
+
+
+def refunds_of(*, out_trade_no: str) -> list[Refund]:
+    return list(Refund.objects.filter(out_trade_no=out_trade_no).order_by("created_at", "id"))
 
 
 def payment_records_of(*, out_trade_no: str) -> list[PaymentRecord]:

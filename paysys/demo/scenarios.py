@@ -15,6 +15,7 @@ import random
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ from accounts.models import FundEntry
 from accounts.selectors import fund_account_get
 from accounts.services import wallet_credit
 from notifications.models import Notification
-from orders.models import Order, PaymentRecord
+from orders.models import Order, PaymentRecord, Refund
 from paysys.core.management.commands.stack import stack_request
 from paysys.core.models import Merchant
 from paysys.core.money import fee_for
@@ -269,7 +270,7 @@ class Scenario:
 
     @staticmethod
     def completed(state: dict) -> bool:
-        return (state["status"] == "SUCCESS" and state["vouchers"] >= 1 and state["credits"] >= 1
+        return (state["status"] in Order.PAID_STATUSES and state["vouchers"] >= 1 and state["credits"] >= 1
                 and state["notified"] and state["confirmed"] >= 1)
 
     def all_completed(self) -> bool:
@@ -277,8 +278,12 @@ class Scenario:
 
     def balance_exact(self) -> bool:
         account = fund_account_get(owner_type="merchant", owner_id=self.merchant.pk, currency=CURRENCY)
-        want = sum(p.amount - fee_for(p.amount, self.merchant.fee_rate_bp) for p in self.payments)
+        want = self.merchant_balance()
         return account is not None and (account.balance, account.frozen, account.pending_in) == (want, 0, 0)
+
+    def merchant_balance(self) -> int:
+        """What the merchant's balance must be once everything settled: each payment less its fee."""
+        return sum(p.amount - fee_for(p.amount, self.merchant.fee_rate_bp) for p in self.payments)
 
     def measure(self, row: Row) -> None:
         try:
@@ -325,7 +330,7 @@ class Scenario:
         return "; ".join(parts)
 
 
-# --- the eight ---------------------------------------------------------------------------------
+# --- the nine ----------------------------------------------------------------------------------
 
 
 class HappyPath(Scenario):
@@ -459,7 +464,89 @@ class BankMisbehaves(Scenario):
         return not BankPayment.objects.filter(out_trade_no__in=otns).exclude(notify_state="ACKED").exists()
 
 
-SCENARIOS = [HappyPath, OrdersDown, FundsDown, PointsDown, AccountingDown, MerchantDown, BrokerLost, BankMisbehaves]
+@dataclass
+class PlannedRefund:
+    payment: Payment
+    merchant_refund_no: str
+    amount: int
+    refund_no: str = ""  # once the API accepted it (201 or a 200 replay)
+
+
+class RefundsFundsDown(ServiceDown):
+    """Refunds, whole and partial, of paid orders (bank and wallet) asked while the fund-account
+    service is cut: each refund's try meets the dead service and is cancelled (503, nothing
+    refunded), and the merchant asks again once it is back; bank refunds then wait for the bank's
+    answer. Converged: every refund SUCCEEDED once, the merchant's balance exact (the fee kept)."""
+
+    name, title, service = "refund", "9 refunds while the fund-account service is down", "funds"
+    bank_before, balance_before = 2, 2
+
+    def run(self, timeout: float) -> Row:
+        row = Row(self.title)
+        self.refunds: list[PlannedRefund] = []
+        self.refused = 0
+        try:
+            self.set_up()
+            self.pay_all(self.orders("before", self.bank_before, self.balance_before))
+            self.converge(time.monotonic(), timeout)  # only a paid order is refunded
+            self.refunds = [PlannedRefund(p, f"{p.merchant_order_no}-r", p.amount // 2 if i % 2 == 0 else p.amount)
+                            for i, p in enumerate(self.payments[:3])]  # half, whole, half; the fourth kept
+            try:
+                self.inject()
+                self.refund_all()
+            finally:
+                self.remove()
+            row.converge_seconds = self.converge(time.monotonic(), timeout)
+        except Exception as exc:  # noqa: BLE001 (a scenario that breaks is a row that says why)
+            row.error = f"{type(exc).__name__}: {exc}"[:300]
+        self.measure(row)
+        return row
+
+    def refund_all(self) -> None:
+        for refund in [r for r in self.refunds if not r.refund_no]:
+            try:
+                response = self.c.request(
+                    "POST", f"{self.c.base}/api/v1/orders/{refund.payment.merchant_order_no}/refunds", headers=self.c.api,
+                    json={"merchant_refund_no": refund.merchant_refund_no, "amount": refund.amount, "reason": "scenario"})
+            except CommandError:  # no answer in time: as good as refused
+                response = None
+            if response is not None and response.status_code in (200, 201):
+                refund.refund_no = response.json()["refund_no"]
+            elif response is None or response.status_code == 503:
+                self.refused += 1  # nothing was refunded: the merchant asks again later
+            else:
+                raise RuntimeError(f"refund {refund.merchant_refund_no} answered {response.status_code}: {response.text[:200]}")
+
+    def all_completed(self) -> bool:
+        self.refund_all()  # those refused while funds was down
+        return super().all_completed() and len(self.succeeded()) == len(self.refunds)
+
+    def succeeded(self) -> list[str]:
+        return list(Refund.objects.filter(refund_no__in=[r.refund_no for r in self.refunds if r.refund_no],
+                                          status=Refund.Status.SUCCEEDED).values_list("refund_no", flat=True))
+
+    def merchant_balance(self) -> int:
+        return super().merchant_balance() - sum(r.amount for r in self.refunds)  # the fee is kept
+
+    def measure(self, row: Row) -> None:
+        super().measure(row)
+        try:
+            per_order = Counter(Refund.objects.filter(out_trade_no__in=[r.payment.out_trade_no for r in self.refunds])
+                                .values_list("out_trade_no", flat=True))
+            succeeded = len(self.succeeded())
+        except DatabaseError as exc:
+            row.error = row.error or f"reading the refunds failed: {exc}"[:300]
+            return
+        row.lost += len(self.refunds) - succeeded
+        row.doubled += sum(n > 1 for n in per_order.values())
+        whole = sum(r.amount == r.payment.amount for r in self.refunds)
+        row.pattern = (f"{succeeded} of {_n(len(self.refunds), 'refund')} SUCCEEDED ({whole} whole, "
+                       f"{len(self.refunds) - whole} partial), {_n(self.refused, 'refund request')} refused while "
+                       f"funds was down and asked again; " + row.pattern)
+
+
+SCENARIOS = [HappyPath, OrdersDown, FundsDown, PointsDown, AccountingDown, MerchantDown, BrokerLost, BankMisbehaves,
+             RefundsFundsDown]
 
 
 class Chaos(Scenario):

@@ -1,7 +1,7 @@
 """One payment's trace: from any of its ids, every step it took through the services, in time order.
 
-``q`` may be an order's out_trade_no or merchant_order_no, a bank_trade_no, a TCC xid or a
-notification's webhook-id. Each is resolved to the order(s) it names through the owning service's
+``q`` may be an order's out_trade_no or merchant_order_no, a refund's refund_no or
+merchant_refund_no, a bank_trade_no, a TCC xid or a notification's webhook-id. Each is resolved to the order(s) it names through the owning service's
 selectors (each service in its own database), then every service is asked what it holds about
 that out_trade_no. A service whose database does not answer is a step saying so, not an error.
 """
@@ -18,7 +18,7 @@ from django.urls import reverse
 from accounting.selectors import voucher_get
 from notifications.selectors import notification_by_webhook_id, notifications_of_order
 from orders.models import Order
-from orders.selectors import orders_find, payment_record_get, payment_records_of
+from orders.selectors import orders_find, payment_record_get, payment_records_of, refunds_find, refunds_of
 from paysys.contracts import OrderPaid
 from paysys.gateway.selectors import bank_notify_get, bank_notifies_of
 from paysys.messaging.registry import get_consumer
@@ -62,6 +62,7 @@ def resolve(q: str, read: Reader) -> list[str]:
 
 def _resolve(q: str, read: Reader) -> list[str]:
     found = read("orders", lambda: [order.out_trade_no for order in orders_find(q)], [])
+    found = found or read("orders", lambda: [refund.out_trade_no for refund in refunds_find(q)], [])
     if found:
         return found
     notify = read("core", lambda: bank_notify_get(bank_trade_no=q))
@@ -109,8 +110,15 @@ def _trace_of(out_trade_no: str, read: Reader) -> Trace:
         steps.append(Step(record.created_at, "orders", f"bank payment {record.outcome}",
                           f"{record.bank_trade_no} ({record.source}) {record.reason}".strip(),
                           admin_url("orders_paymentrecord", record.pk), "ok" if record.outcome == "APPLIED" else "bad"))
+    refund_keys = []
+    for refund in read("orders", lambda: refunds_of(out_trade_no=out_trade_no), []):
+        refund_keys.append(f"refund:{refund.merchant_id}:{refund.merchant_refund_no}")
+        steps.append(Step(refund.created_at, "orders", f"refund {refund.refund_no} {refund.status}",
+                          f"{refund.merchant_refund_no}: {refund.amount} {refund.currency} to the payer ({refund.method}) "
+                          f"{refund.failure_reason}".strip(), admin_url("orders_refund", refund.pk),
+                          {"SUCCEEDED": "ok", "FAILED": "bad"}.get(refund.status, "wait")))
     steps.extend(_message_steps(out_trade_no, read))
-    keys = [f"{BANK_KEY}{no}" for no in sorted(bank_trade_nos)] + [f"{BALANCE_KEY}{out_trade_no}"]
+    keys = [f"{BANK_KEY}{no}" for no in sorted(bank_trade_nos)] + [f"{BALANCE_KEY}{out_trade_no}"] + refund_keys
     for gtx, branches in read("core", lambda: transactions_of(keys), []):
         url = admin_url("tcc_globaltransaction", gtx.pk)
         steps.append(Step(gtx.created_at, "tcc", f"TCC {gtx.name} attempt {gtx.attempt} begun", gtx.xid, url))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 from django.conf import settings
 
@@ -17,6 +18,42 @@ from tests.core.test_runstack import embedded_env, free_port, stack  # noqa: F40
 
 
 def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(stack, tmp_path):
+    port, result = _bench(stack, tmp_path, "--quick", "--json", "--timeout", "240")
+
+    assert (result["payments"], result["done"], result["lost"], result["doubled"]) == (60, 60, 0, 0)
+    assert result["reconcile_strict"] is True
+    assert result["payments_per_s"] > 0 and result["baseline_per_s"] > 0 and result["ratio"] > 0
+    assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert (result["broker"], result["cache"]) == ("filesystem", "filebased")
+    assert "refunds" not in result
+    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+
+
+def test_bench_payments_mixes_refunds_in_each_succeeded_once(stack, tmp_path):
+    """``--refunds 10``: 6 of the 60 paid orders refunded (whole and half), each SUCCEEDED once,
+    its notification acknowledged, and reconcile --strict still clean."""
+    _, result = _bench(stack, tmp_path, "--quick", "--no-baseline", "--json", "--timeout", "240", "--refunds", "10")
+
+    assert (result["done"], result["lost"], result["doubled"]) == (60, 0, 0)
+    refunds = result["refunds"]
+    assert (refunds["refunds"], refunds["succeeded"], refunds["lost"], refunds["doubled"]) == (6, 6, 0, 0), refunds
+    assert refunds["refunds_per_s"] > 0 and set(refunds["answers"]) <= {"200", "201", "503"}  # JSON keys
+    assert result["reconcile_strict"] is True
+
+
+def test_bench_payments_refuses_more_refunds_than_wallet_paid_orders():
+    from django.core.management.base import CommandError
+
+    from paysys.demo.management.commands.bench_payments import _refund_count
+
+    assert _refund_count(60, {"refunds": 10, "balance_share": 0.1}) == 6
+    for options in ({"refunds": 20, "balance_share": 0.1}, {"refunds": 101, "balance_share": 1}):
+        with pytest.raises(CommandError):
+            _refund_count(60, options)
+
+
+def _bench(stack, tmp_path, *args: str) -> tuple[int, dict]:
+    """``manage.py bench_payments *args`` against a fresh embedded stack: (its port, the JSON result)."""
     port = free_port()
     env = embedded_env(tmp_path / "var", PORT=str(port), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
     subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=settings.BASE_DIR, env=env, check=True,
@@ -27,18 +64,12 @@ def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(s
         assert runstack.poll() is None and time.monotonic() < deadline, stack.log.read_text()[-3000:]
         time.sleep(0.5)
 
-    bench = subprocess.run([sys.executable, "manage.py", "bench_payments", "--quick", "--json", "--timeout", "240"],
+    bench = subprocess.run([sys.executable, "manage.py", "bench_payments", *args],
                            cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=420)
 
     assert runstack.poll() is None
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
-    result = json.loads(bench.stdout.strip().splitlines()[-1])
-    assert (result["payments"], result["done"], result["lost"], result["doubled"]) == (60, 60, 0, 0)
-    assert result["reconcile_strict"] is True
-    assert result["payments_per_s"] > 0 and result["baseline_per_s"] > 0 and result["ratio"] > 0
-    assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
-    assert (result["broker"], result["cache"]) == ("filesystem", "filebased")
-    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+    return port, json.loads(bench.stdout.strip().splitlines()[-1])
 
 
 def _healthy(port: int) -> bool:

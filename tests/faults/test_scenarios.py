@@ -1,7 +1,7 @@
 """The course's scenarios (``manage.py scenario``), run for real as a reader runs them: the command
 starts a stack of its own (on this test run's backend: a fresh ``var/`` on SQLite, or fresh
 MariaDB schemas and this suite's own Redis database), injects each fault through the stack's
-control socket and checks every row. CI runs the happy path and one service down; the eight and
+control socket and checks every row. CI runs the happy path and one service down; the nine, the refunds and
 the seeded chaos run are slow (``PAYSYS_SLOW_TESTS=1``)."""
 
 from __future__ import annotations
@@ -100,15 +100,34 @@ def test_happy_path_and_the_fund_account_service_down(scenario_env):
 
 
 @slow
-def test_all_eight_scenarios(scenario_env):
+def test_all_nine_scenarios(scenario_env):
     out = run_scenarios(scenario_env, "all", timeout=900)
 
     for title in ("1 happy path", "2 orders service down", "3 fund-account service down", "4 points-account service down",
                   "5 accounting service down", "6 merchant server down, then back", "7 broker loses its messages",
-                  "8 bank notifies duplicated, delayed, reordered, lost"):
+                  "8 bank notifies duplicated, delayed, reordered, lost", "9 refunds while the fund-account service is down"):
         assert_clean(out, title)
     assert "notifications retried" in row(out, "6 merchant server down, then back")[-1]
     assert "found by polling" in row(out, "8 bank notifies duplicated, delayed, reordered, lost")[-1]
+
+
+@slow
+def test_refunds_while_the_fund_account_service_is_down(scenario_env):
+    """Three refunds (half, whole, half; bank and wallet) asked while funds is cut: refused (503),
+    asked again once it is back, each SUCCEEDED once, the balance exact, reconcile --strict clean."""
+    out = run_scenarios(scenario_env, "refund", timeout=420)
+
+    pattern = assert_clean(out, "9 refunds while the fund-account service is down")[-1]
+    assert pattern.startswith("3 of 3 refunds SUCCEEDED (1 whole, 2 partial)"), pattern
+    assert re.search(r"[1-9]\d* refund requests? refused while funds was down", pattern), pattern
+    assert "funds stopped" in out and "funds started" in out
+
+
+def test_the_scenario_list_names_the_refund_scenario():
+    result = subprocess.run([sys.executable, "manage.py", "scenario", "--list"], cwd=settings.BASE_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^refund\s+9 refunds while the fund-account service is down$", result.stdout, re.MULTILINE), result.stdout
 
 
 @slow

@@ -60,7 +60,7 @@ def caught_up():
     Order.objects.update(updated_at=timezone.now() - timedelta(hours=1))
 
 
-def test_a_flagged_duplicate_payment_is_refunded_to_the_payer_in_one_click(django_user_model, pay_at_bank):
+def test_a_flagged_duplicate_payment_is_refunded_to_the_payer_with_who_and_why(django_user_model, pay_at_bank):
     order = pay_at_bank()
     assert bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B-DUP", amount=10_000, currency="CNY",
                               paid_at="2026-12-01T10:05:00+00:00", source="notify") == "FLAGGED"
@@ -70,15 +70,21 @@ def test_a_flagged_duplicate_payment_is_refunded_to_the_payer_in_one_click(djang
     action = {"action": "refund_to_payer", "_selected_action": [record.pk], "index": "0"}
 
     assert "refund_to_payer" not in viewer.post("/admin/orders/paymentrecord/", action).content.decode()
+    asked = reviewer.post("/admin/orders/paymentrecord/", action)  # the click asks why first
+    assert asked.status_code == 200 and "B-DUP" in asked.content.decode() and 'name="why"' in asked.content.decode()
+    no_reason = reviewer.post("/admin/orders/paymentrecord/", {**action, "apply": "1", "why": "  "})
+    assert no_reason.status_code == 200 and "This field is required" in no_reason.content.decode()
     assert not Refund.objects.exists()
-    assert reviewer.post("/admin/orders/paymentrecord/", action).status_code == 302
-    reviewer.post("/admin/orders/paymentrecord/", action)  # a double click: still one refund
+    confirmed = {**action, "apply": "1", "why": "payer charged twice, ticket 4711"}
+    assert reviewer.post("/admin/orders/paymentrecord/", confirmed).status_code == 302
+    reviewer.post("/admin/orders/paymentrecord/", confirmed)  # a double click: still one refund
 
     [dup] = Refund.objects.all()
     assert (dup.kind, dup.amount, dup.requested_by, dup.method) == ("duplicate", 10_000, "admin:ana", "bank")
-    assert "order already paid" in dup.reason
+    assert "payer charged twice, ticket 4711" in dup.reason and "order already paid" in dup.reason
     record.refresh_from_db()
-    assert record.reviewed_at is not None and f"refunded ({dup.refund_no}) by admin:ana" in record.reason
+    assert record.reviewed_at is not None
+    assert f"refunded ({dup.refund_no}) by admin:ana: payer charged twice, ticket 4711" in record.reason
     [sent] = Message.objects.using("orders").filter(topic=RefundRequested.TOPIC)
     assert sent.payload["bank_trade_no"] == "B-DUP" and sent.payload["amount"] == 10_000
     tcc.finish()
@@ -122,3 +128,18 @@ def test_money_moved_for_a_failed_refund_is_named(api, merchant, payer, pay_at_b
     Voucher.objects.create(source=f"refund.finished:{failed}", currency="CNY", description="wrong")
     code, report = reconcile()
     assert "failed refund" in report["problems"]
+
+
+def test_the_trace_finds_a_refund_by_its_numbers_for_who_may_view_orders(django_user_model, api, merchant, payer):
+    order = paid_balance_order(merchant, payer)
+    refund_no = refund(api, "RB-1", "RF-T1", 2_000).json()["refund_no"]
+    settle()
+    ops = staff(django_user_model, "ops", "view_order")
+    plain = staff(django_user_model, "plain")
+
+    for q in ("RF-T1", refund_no, Refund.objects.get().tcc_xid):
+        page = ops.get("/admin/trace/", {"q": q}).content.decode()
+        assert f'id="trace-{order.out_trade_no}"' in page and "order created" in page, q
+        assert f"refund {refund_no} SUCCEEDED" in page and "TCC refund_order attempt 1 begun" in page, q
+    assert plain.get("/admin/trace/", {"q": "RF-T1"}).status_code == 403
+    assert 'id="trace-none"' in ops.get("/admin/trace/", {"q": "RF-nope"}).content.decode()

@@ -14,6 +14,8 @@ from orders.services import order_create
 from paysys import tcc
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
+from rest_framework.test import APIClient
+
 from tests.concurrency import run_at_once
 from tests.refunds.helpers import fund, paid_balance_order, paid_bank_order, points, refund, settle, top_up_merchant
 
@@ -60,6 +62,59 @@ def test_the_same_request_again_is_a_replay_a_different_one_a_conflict(api, merc
     assert Refund.objects.count() == 1 and fund("payer", payer.pk)[0] == 1_000
 
 
+def test_two_identical_requests_at_once_are_one_refund_one_201_and_one_replay(merchant, payer, merchant_and_key):
+    paid_balance_order(merchant, payer)
+
+    def call(amount):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
+        return refund(client, "RB-1", "RF-1", amount)
+
+    for round_no in range(3):  # the race is won differently each time: each round must hold
+        same = run_at_once(lambda: call(1_000), lambda: call(1_000))
+        assert sorted(r.status_code for r in same) == ([200, 201] if round_no == 0 else [200, 200]), [r.json() for r in same]
+        assert same[0].json()["refund_no"] == same[1].json()["refund_no"]
+    different = run_at_once(lambda: call(1_000), lambda: call(2_000))
+    assert sorted(r.status_code for r in different) == [200, 409]
+    settle()
+    assert Refund.objects.count() == 1 and fund("payer", payer.pk)[0] == 1_000
+
+
+def test_a_fresh_pair_of_identical_requests_racing_is_201_then_200(merchant, payer, merchant_and_key):
+    paid_balance_order(merchant, payer, amount=100_000)
+    top_up_merchant(merchant, 100_000)
+
+    def call(refund_no):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
+        return refund(client, "RB-1", refund_no, 100).status_code
+
+    for i in range(5):
+        assert sorted(run_at_once(lambda no=f"RF-{i}": call(no), lambda no=f"RF-{i}": call(no))) == [200, 201]
+    settle()
+    assert Refund.objects.count() == 5 and fund("payer", payer.pk)[0] == 500
+
+
+def test_concurrent_refunds_that_finish_an_order_take_back_all_its_points(merchant, payer, merchant_and_key):
+    # 3333 + 3333 + 3334 of 10000 (100 points): each share rounded down is 33, 99 in all; the
+    # refund that is last under the order's lock takes the 34 left, whichever it is
+    order = paid_balance_order(merchant, payer)
+    top_up_merchant(merchant, fee_for(10_000, merchant.fee_rate_bp))
+
+    def call(refund_no, amount):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
+        return refund(client, "RB-1", refund_no, amount).status_code
+
+    codes = run_at_once(*[lambda i=i, a=a: call(f"RF-{i}", a) for i, a in enumerate([3_333, 3_333, 3_334])])
+    assert codes == [201, 201, 201]
+    settle()
+    order.refresh_from_db()
+    assert (order.status, order.refunded_amount) == ("REFUNDED", 10_000)
+    assert sum(Refund.objects.filter(order=order).values_list("points", flat=True)) == 100
+    assert points(payer) == (0, 0)
+
+
 def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, merchant, payer):
     order = paid_balance_order(merchant, payer)
     fee = fee_for(10_000, merchant.fee_rate_bp)
@@ -75,7 +130,13 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
     assert points(payer) == (0, 0)
     assert fund("merchant", merchant.pk) == (0, 0, 0)
     listed = api.get("/api/v1/orders/RB-1/refunds").json()
-    assert [r["merchant_refund_no"] for r in listed] == ["RF-3", "RF-1"]
+    assert [r["merchant_refund_no"] for r in listed["results"]] == ["RF-3", "RF-1"]
+    first = api.get("/api/v1/orders/RB-1/refunds?limit=1").json()
+    second = api.get(f"/api/v1/orders/RB-1/refunds?limit=1&cursor={first['next_cursor']}").json()
+    assert [r["merchant_refund_no"] for r in first["results"] + second["results"]] == ["RF-3", "RF-1"]
+    assert second["next_cursor"] is None
+    assert api.get("/api/v1/orders/RB-1/refunds?cursor=nope").status_code == 400
+    assert api.get("/api/v1/orders/RB-1/refunds?status=x").status_code == 400
     assert refund(api, "RB-1", "RF-4", 1).status_code == 409
 
 
@@ -169,8 +230,10 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(merch
     settle()
     order.refresh_from_db()
     assert (order.status, order.refunded_amount, order.refunding_amount) == ("REFUNDED", 10_000, 0)
-    # each took 6 of the 100 points (625 of 10000, rounded down); none knew it was the last
-    assert fund("merchant", merchant.pk) == (0, 0, 0) and points(payer) == (100 - 16 * 6, 0)
+    # 15 took 6 of the 100 points (625 of 10000, rounded down); the last, known under the
+    # order's lock, took the 10 left: a fully refunded order leaves the payer none of its points
+    assert sorted(Refund.objects.filter(order=order).values_list("points", flat=True)) == [6] * 15 + [10]
+    assert fund("merchant", merchant.pk) == (0, 0, 0) and points(payer) == (0, 0)
     # (a refusal before the lock starts no transaction; one after it is cancelled)
     assert list(GlobalTransaction.objects.filter(name="refund_order", status="CONFIRMED").values_list("status", flat=True)) == ["CONFIRMED"] * 16
     assert not GlobalTransaction.objects.filter(name="refund_order", status__in=["TRYING", "CONFIRMING", "CANCELLING"]).exists()

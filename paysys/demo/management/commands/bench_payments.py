@@ -14,7 +14,13 @@ the embedded default, the full stack or a deployment whose databases this proces
    stage's share of it, CPU seconds and database queries per payment;
 4. the monolith: the same rows per payment in one local transaction, on 1 and 4 connections of
    the same database server, and the ratio;
-5. every payment checked (nothing lost, nothing doubled) and ``reconcile --strict``.
+5. every payment checked (nothing lost, nothing doubled) and ``reconcile --strict``;
+6. with ``--refunds PERCENT``, that share of the paid orders refunded once every payment is done
+   (alternately the whole amount and half of it), from ``--clients`` threads: refunds/s from the
+   first request to the last refund's notification acknowledged, each refund checked SUCCEEDED
+   once (its merchant debit, voucher and notification once). The refunded orders are wallet-paid
+   ones: the bench plays the bank for its bank payments (it posts their notifies itself), so the
+   bank simulator never saw them and would refuse their refunds.
 """
 
 from __future__ import annotations
@@ -78,11 +84,15 @@ class Command(BaseCommand):
         parser.add_argument("--no-baseline", action="store_true", help="skip the monolith baseline")
         parser.add_argument("--quick", action="store_true", help="a small smoke run (CI): 60 payments, short baseline")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--refunds", type=float, default=0, metavar="PERCENT",
+                            help="refund this share (0-100) of the paid orders once they are done, and report "
+                                 "refunds/s; needs --balance-share at least as large (refunds go to wallet-paid orders)")
 
     def handle(self, *args, **options):
         logging.disable(logging.INFO)  # the services' own INFO lines (wallet credited, ...) are not the bench's output
         self.quiet = options["json"]
         payments = 60 if options["quick"] else options["payments"]
+        refund_count = _refund_count(payments, options)
         base = (options["base_url"] or settings.PUBLIC_BASE_URL).rstrip("/")
         self.http = requests.Session()
         self.http.trust_env = False
@@ -99,6 +109,8 @@ class Command(BaseCommand):
             if receiver.stdout.readline().strip() != b"ready":
                 raise CommandError("the bench merchant server did not start")
             result = self._run(base, merchant, api_key, payments, options, work)
+            if refund_count:
+                result["refunds"] = self._run_refunds(base, merchant, api_key, refund_count, options, work)
         finally:
             receiver.terminate()
             receiver.wait(10)
@@ -113,6 +125,7 @@ class Command(BaseCommand):
         if not result["reconcile_strict"]:
             result["reconcile_report"] = report
         self._report(result)
+        _refunds_verdict(result.get("refunds"))
         if result["lost"] or result["doubled"]:
             raise CommandError(f"{result['lost']} payment(s) lost, {result['doubled']} doubled (examples: "
                                f"{result['lost_examples'] + result['doubled_examples']})")
@@ -324,6 +337,45 @@ class Command(BaseCommand):
             self.say(out.getvalue()[-3000:])
         return clean, out.getvalue()[-3000:]
 
+    # --- refunds (--refunds) -------------------------------------------------------------------
+
+    def _run_refunds(self, base, merchant, api_key, count: int, options, work: Path) -> dict:
+        """Refund ``count`` wallet-paid orders (alternately whole and half), then wait for each
+        refund's notification to be acknowledged; check each refund SUCCEEDED once."""
+        paid = list(Order.objects.filter(merchant_id=merchant.pk, status=Order.Status.SUCCESS, pay_method="balance")
+                    .order_by("id")[:count])
+        plan = [(order, order.amount if i % 2 == 0 else order.amount // 2) for i, order in enumerate(paid)]
+        self.say(f"refunding {len(plan)} paid orders ({sum(a == o.amount for o, a in plan)} whole, the others half) ...")
+        local = threading.local()
+        answers: Counter = Counter()
+
+        def refund(order_amount) -> str:
+            order, amount = order_amount
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.trust_env = False
+                local.session.headers["Authorization"] = f"Bearer {api_key}"
+            body = {"merchant_refund_no": f"{order.merchant_order_no}-r", "amount": amount, "reason": "bench"}
+            for _ in range(20):  # a 503 changed nothing: try again, as a merchant would
+                response = local.session.post(f"{base}/api/v1/orders/{order.merchant_order_no}/refunds", json=body, timeout=60)
+                answers[response.status_code] += 1
+                if response.status_code != 503:
+                    break
+                time.sleep(0.5)
+            if response.status_code not in (200, 201):
+                raise CommandError(f"POST .../refunds of {order.merchant_order_no} answered {response.status_code}: "
+                                   f"{response.text[:300]}")
+            return response.json()["refund_no"]
+
+        started = time.time()
+        with ThreadPoolExecutor(max(1, options["clients"])) as pool:
+            refund_nos = list(pool.map(refund, plan))
+        acks = self._wait_for_acks(work / "acks.log", set(refund_nos), options["timeout"])
+        finished = max((at for at, _ in acks.values()), default=time.time())
+        return {"refunds": len(plan), "answers": dict(answers), "elapsed_s": round(finished - started, 1),
+                "refunds_per_s": round(len(acks) / max(finished - started, 1e-6), 1),
+                **_refunds_check(merchant, plan, refund_nos, acks)}
+
     # --- output ---------------------------------------------------------------------------------
 
     def _report(self, r: dict) -> None:
@@ -343,6 +395,8 @@ class Command(BaseCommand):
         if r.get("baseline_per_s"):
             lines.append("monolith                 " + ", ".join(f"{k} {v}/s" for k, v in r["baseline"].items())
                          + f"  ->  ratio {r['ratio']}")
+        if r.get("refunds"):
+            lines.append(_refunds_line(r["refunds"]))
         lines.append(f"lost {r['lost']}, doubled {r['doubled']}, reconcile --strict "
                      f"{'clean' if r['reconcile_strict'] else 'NOT CLEAN'}")
         self.stdout.write("\n".join(lines))
@@ -365,6 +419,55 @@ class Command(BaseCommand):
             yield item
         if not self.quiet:
             self.stderr.write("")
+
+
+def _refund_count(payments: int, options) -> int:
+    """How many of the paid orders ``--refunds`` refunds; refused when the wallet-paid ones are too few."""
+    share = options["refunds"]
+    if not 0 <= share <= 100:
+        raise CommandError("--refunds is a share of the paid orders: 0 to 100")
+    count = round(payments * share / 100)
+    if count > int(payments * options["balance_share"]):
+        raise CommandError(f"--refunds {share:g} refunds {count} orders, but only {int(payments * options['balance_share'])} "
+                           "are paid from wallets (--balance-share): the bench's bank payments are notifies it posts "
+                           "itself, which the bank simulator never saw, so it would refuse their refunds")
+    return count
+
+
+def _refunds_check(merchant, plan, refund_nos: list[str], acks: dict) -> dict:
+    """Each refund SUCCEEDED, its order's refunded amount exactly it, one merchant debit, one
+    voucher and one notification per refund: what is not is lost or doubled."""
+    from orders.models import Refund
+
+    refunds = {r.refund_no: r for r in Refund.objects.filter(refund_no__in=refund_nos)}
+    refunded = dict(Order.objects.filter(pk__in=[o.pk for o, _ in plan]).values_list("pk", "refunded_amount"))
+    debits = Counter(FundEntry.objects.filter(kind="posted", direction="debit", out_trade_no__in=[o.out_trade_no for o, _ in plan],
+                                              account__owner_type="merchant", account__owner_id=merchant.pk)
+                     .values_list("out_trade_no", flat=True))
+    vouchers = Counter(Voucher.objects.filter(source__in=[f"refund.finished:{no}" for no in refund_nos])
+                       .values_list("source", flat=True))
+    notices = Counter(Notification.objects.filter(event_type__in=[f"refund.succeeded:{no}" for no in refund_nos])
+                      .values_list("event_type", flat=True))
+    lost, doubled = [], []
+    for (order, amount), no in zip(plan, refund_nos):
+        refund = refunds.get(no)
+        if refund is None or refund.status != "SUCCEEDED" or refunded[order.pk] != amount or no not in acks:
+            lost.append(no)
+        elif (debits[order.out_trade_no], vouchers[f"refund.finished:{no}"], notices[f"refund.succeeded:{no}"]) != (1, 1, 1):
+            doubled.append(no)
+    return {"succeeded": sum(r.status == "SUCCEEDED" for r in refunds.values()), "lost": len(lost),
+            "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
+
+
+def _refunds_line(r: dict) -> str:
+    return (f"refunds                  {r['succeeded']} of {r['refunds']} SUCCEEDED in {r['elapsed_s']} s: "
+            f"{r['refunds_per_s']} refunds/s; lost {r['lost']}, doubled {r['doubled']}")
+
+
+def _refunds_verdict(r: dict | None) -> None:
+    if r and (r["lost"] or r["doubled"] or r["succeeded"] != r["refunds"]):
+        raise CommandError(f"refunds: {r['lost']} lost, {r['doubled']} doubled, {r['succeeded']} of {r['refunds']} "
+                           f"SUCCEEDED (examples: {r['lost_examples'] + r['doubled_examples']})")
 
 
 def _per(total, count: int):
