@@ -7,11 +7,11 @@ import threading
 import time
 
 from django.db import transaction
-from django.db.models import QuerySet
 
 from paysys.core.models import Payer
 from paysys.messaging import consumption, outbox, registry
 from paysys.messaging.models import InboxEntry, Message
+from tests.statuses import force_status  # noqa: F401 (tests import it from here too)
 
 # --- test consumers: "test.ping" has two, one of which writes, so rollback is observable --------
 
@@ -43,12 +43,6 @@ def payer_exists(business_key: str):
 def publish_ping(payload=None, alias="orders"):
     with transaction.atomic(using=alias):
         return outbox.publish("test.ping", payload or {"n": 1}, using=alias)
-
-
-def force_status(messages, status: str, **changes) -> int:
-    """Arrange a test's starting state: set ``status`` on ``messages`` past Message.TRANSITIONS
-    (a lost acknowledgement, a message that went DEAD earlier). Services never do this."""
-    return QuerySet.update(messages, status=status, **changes)
 
 
 def deliveries_for(alias: str, **filters) -> list[dict]:
