@@ -267,12 +267,13 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
     elif status == Refund.Status.SUCCEEDED:
         refunded = order.refunded_amount + refund.amount
         changes["refunded_amount"] = F("refunded_amount") + refund.amount
-        changes["status"] = Order.Status.REFUNDED if refunded == order.amount else Order.Status.PARTIALLY_REFUNDED
-        Order.check_transition(order.status, changes["status"])
-    if changes:
+        new = Order.Status.REFUNDED if refunded == order.amount else Order.Status.PARTIALLY_REFUNDED
+        Order.check_transition(order.status, new)
+        Order.objects.filter(pk=order.pk).transition(new, **changes)
+    elif changes:
         Order.objects.filter(pk=order.pk).update(**changes)
-    Refund.objects.filter(pk=refund.pk).update(status=status, failure_reason=failure_reason[:255], finished_at=now,
-                                               next_poll_at=None, updated_at=now)
+    Refund.objects.filter(pk=refund.pk).transition(status, failure_reason=failure_reason[:255], finished_at=now,
+                                                   next_poll_at=None, updated_at=now)
     refund.status, refund.failure_reason, refund.finished_at = status, failure_reason[:255], now
     event = RefundFinished(
         refund_id=refund.pk, refund_no=refund.refund_no, merchant_refund_no=refund.merchant_refund_no,
