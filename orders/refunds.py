@@ -217,7 +217,7 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
     event = RefundRequested(refund_no=refund.refund_no, out_trade_no=refund.out_trade_no,
                             bank_trade_no=refund.order.bank_trade_no, amount=refund.amount, currency=refund.currency,
                             reason=refund.reason)
-    publish(event.TOPIC, event.to_payload(), using="orders", business_key=refund.out_trade_no)
+    publish(event, using="orders", business_key=refund.out_trade_no)
 
 
 def refund_cancel(payload: dict, *, xid: str) -> None:
@@ -283,7 +283,7 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
         points=refund.points, reason=refund.reason, failure_reason=refund.failure_reason,
         finished_at=now.isoformat(), notify_url=notify_url, requested_by=refund.requested_by, kind=refund.kind,
     )
-    publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
+    publish(event, using="orders", business_key=order.out_trade_no)
     logger.info("refund %s of order %s %s: %s %s%s", refund.refund_no, order.out_trade_no, status, refund.amount,
                 refund.currency, f" ({failure_reason})" if failure_reason else "")
 
@@ -318,7 +318,7 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str) -> Refund
             reviewed_at=timezone.now(), reason=f"{record.reason}; refunded ({refund.refund_no}) by {requested_by}"[:255])
         event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
                                 amount=refund.amount, currency=refund.currency, reason=why)
-        publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
+        publish(event, using="orders", business_key=order.out_trade_no)
     logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
                 refund.refund_no, requested_by)
     return refund

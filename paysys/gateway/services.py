@@ -141,7 +141,7 @@ def bank_notify_store(
                 bank_trade_no=notify.bank_trade_no, out_trade_no=notify.out_trade_no, amount=notify.amount,
                 currency=notify.currency, paid_at=notify.paid_at.isoformat(), source="notify",
             )
-            publish(event.TOPIC, event.to_payload(), using="default", business_key=notify.out_trade_no)
+            publish(event, using="default", business_key=notify.out_trade_no)
             if receipt is not None:
                 _receipt_move(receipt, Receipt.PROCESSED, bank_notify=notify)
         return BankNotifyStored(notify, created=True, flagged=False)
