@@ -388,7 +388,7 @@ def wallet_credit(
             entry_id=entry.pk, payer_id=payer_id, amount=amount, currency=currency, reason=reason,
             credited_by=credited_by, credited_at=entry.created_at.isoformat(),
         )
-        publish(event.TOPIC, event.to_payload(), using=FUNDS)
+        publish(event, using=FUNDS)
     logger.info("wallet of payer %s credited %s %s by %s: %s", payer_id, amount, currency, credited_by, reason)
     return entry
 

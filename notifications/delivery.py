@@ -328,8 +328,8 @@ class _Pass:
                 # no request to a disabled endpoint: the record waits for a human, with the reason
                 for endpoint_id, reason in disabled.items():
                     ids = [c.id for c in candidates if c.endpoint_id == endpoint_id]
-                    self.result.exhausted += Notification.objects.using(ALIAS).filter(id__in=ids).update(
-                        status=Status.FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}"
+                    self.result.exhausted += Notification.objects.using(ALIAS).filter(id__in=ids).transition(
+                        Status.FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}"
                     )
             if taken:
                 Notification.objects.using(ALIAS).filter(id__in=[r.id for r in taken]).update(
@@ -490,8 +490,8 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
             logger.warning("%d attempt(s) of deleted notifications dropped", sum(a.notification_id not in alive for a in attempts))
         _insert_attempts([a for a in attempts if a.notification_id in alive])
         for code, ids in succeeded.items():
-            Notification.objects.using(ALIAS).filter(id__in=ids).update(
-                status=Status.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None,
+            Notification.objects.using(ALIAS).filter(id__in=ids).transition(
+                Status.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None,
                 succeeded_at=now, last_status_code=code, last_error="", updated_at=now,
             )
         for endpoint_id, url in gone.items():
@@ -509,16 +509,16 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
         for (status_code, error, step), due in groups.items():
             changes = {"attempt_count": F("attempt_count") + 1, "last_status_code": status_code,
                        "last_error": error, "updated_at": now}
+            # only a record still PENDING moves: a concurrent success (or a resend) wins
+            records = Notification.objects.using(ALIAS).filter(id__in=list(due), status=Status.PENDING)
             if step is None:
-                changes.update(status=Status.FAILED, next_attempt_at=None)
+                records.transition(Status.FAILED, next_attempt_at=None, **changes)
                 result.exhausted += len(due)
             else:
-                changes.update(step=step, next_attempt_at=Case(
+                records.update(step=step, next_attempt_at=Case(
                     *(When(id=record_id, then=Value(at)) for record_id, at in due.items()),
                     output_field=Notification._meta.get_field("next_attempt_at"),
-                ))
-            # only a record still PENDING moves: a concurrent success (or a resend) wins
-            Notification.objects.using(ALIAS).filter(id__in=list(due), status=Status.PENDING).update(**changes)
+                ), **changes)
         if endpoint_ok:
             # health to the second is enough: a busy endpoint's row is written about once a
             # second, not in every batch of every worker (they would queue on its row lock)

@@ -17,6 +17,8 @@ Life of a record (transitions in ``Notification.TRANSITIONS``, applied by ``noti
 from django.db import models
 from django.db.models import Q
 
+from paysys.core.statuses import StatusQuerySet
+
 
 class Endpoint(models.Model):
     """Where a merchant receives notifications: one row per (merchant, URL).
@@ -70,7 +72,7 @@ class Notification(models.Model):
     # every legal move, in one place (a resend of a SUCCEEDED record sends it again)
     TRANSITIONS = {
         Status.PENDING: {Status.SUCCEEDED, Status.FAILED, Status.PENDING},
-        Status.SUCCEEDED: {Status.PENDING},
+        Status.SUCCEEDED: {Status.PENDING, Status.SUCCEEDED},  # a second, concurrent delivery's success counts its attempt
         Status.FAILED: {Status.PENDING, Status.SUCCEEDED},
     }
 
@@ -95,6 +97,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StatusQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

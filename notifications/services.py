@@ -274,8 +274,8 @@ def notifications_recover_failed(*, merchant_id: int, since: datetime) -> int:
 
 def _resend(records) -> int:
     # PENDING again: no longer "succeeded" (the earlier success stays in its attempt rows)
-    updated = records.update(status=Status.PENDING, step=0, next_attempt_at=timezone.now(), updated_at=timezone.now(),
-                             succeeded_at=None)
+    updated = records.transition(Status.PENDING, step=0, next_attempt_at=timezone.now(), updated_at=timezone.now(),
+                                 succeeded_at=None)
     if updated:
         request_delivery()
     return updated

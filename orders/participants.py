@@ -111,7 +111,7 @@ def pay_confirm(ops: list[tcc.BranchOp]) -> None:
         order_paid_event(order, fee=op.payload["fee"], points=op.payload["points"], notify_url=op.payload["notify_url"])
         for op, order in zip(ops, orders)
     ]
-    publish_many(OrderPaid.TOPIC, [event.to_payload() for event in events], using="orders",
+    publish_many(events, using="orders",
                  business_keys=[order.out_trade_no for order in orders])
     log_steps(logger, "order %s paid (%s): %s %s, merchant %s, order no %s", [
         (order.out_trade_no, op.payload["method"], order.amount, order.currency, order.merchant_id, order.merchant_order_no)

@@ -236,7 +236,7 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
     event = RefundRequested(refund_no=refund.refund_no, out_trade_no=refund.out_trade_no,
                             bank_trade_no=refund.order.bank_trade_no, amount=refund.amount, currency=refund.currency,
                             reason=refund.reason)
-    publish(event.TOPIC, event.to_payload(), using="orders", business_key=refund.out_trade_no)
+    publish(event, using="orders", business_key=refund.out_trade_no)
 
 
 def refund_cancel(payload: dict, *, xid: str) -> None:
@@ -286,12 +286,13 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
     elif status == Refund.Status.SUCCEEDED:
         refunded = order.refunded_amount + refund.amount
         changes["refunded_amount"] = F("refunded_amount") + refund.amount
-        changes["status"] = Order.Status.REFUNDED if refunded == order.amount else Order.Status.PARTIALLY_REFUNDED
-        Order.check_transition(order.status, changes["status"])
-    if changes:
+        new = Order.Status.REFUNDED if refunded == order.amount else Order.Status.PARTIALLY_REFUNDED
+        Order.check_transition(order.status, new)
+        Order.objects.filter(pk=order.pk).transition(new, **changes)
+    elif changes:
         Order.objects.filter(pk=order.pk).update(**changes)
-    Refund.objects.filter(pk=refund.pk).update(status=status, failure_reason=failure_reason[:255], finished_at=now,
-                                               next_poll_at=None, updated_at=now)
+    Refund.objects.filter(pk=refund.pk).transition(status, failure_reason=failure_reason[:255], finished_at=now,
+                                                   next_poll_at=None, updated_at=now)
     refund.status, refund.failure_reason, refund.finished_at = status, failure_reason[:255], now
     event = RefundFinished(
         refund_id=refund.pk, refund_no=refund.refund_no, merchant_refund_no=refund.merchant_refund_no,
@@ -301,7 +302,7 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
         points=refund.points, reason=refund.reason, failure_reason=refund.failure_reason,
         finished_at=now.isoformat(), notify_url=notify_url, requested_by=refund.requested_by, kind=refund.kind,
     )
-    publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
+    publish(event, using="orders", business_key=order.out_trade_no)
     logger.info("refund %s of order %s %s: %s %s%s", refund.refund_no, order.out_trade_no, status, refund.amount,
                 refund.currency, f" ({failure_reason})" if failure_reason else "")
 
@@ -340,7 +341,7 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
             reviewed_at=timezone.now(), reason=f"{flagged}; refunded ({refund.refund_no}) by {requested_by}: {why}"[:255])
         event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
                                 amount=refund.amount, currency=refund.currency, reason=reason)
-        publish(event.TOPIC, event.to_payload(), using="orders", business_key=order.out_trade_no)
+        publish(event, using="orders", business_key=order.out_trade_no)
     logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
                 refund.refund_no, requested_by)
     return refund

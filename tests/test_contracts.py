@@ -1,4 +1,4 @@
-"""Message contracts: the unit rules of paysys/contracts.py, and every registered consumer of
+"""Message contracts: the unit rules of paysys/contracts/messages.py, and every registered consumer of
 every contract failing a non-matching message clearly: SENDING with the error, then DEAD,
 nothing applied."""
 
@@ -17,7 +17,7 @@ from paysys.contracts import BankPaymentSucceeded, Contract, ContractError, Orde
 from paysys.messaging import publish, registry, relay
 from paysys.messaging.models import InboxEntry, Message
 from tests.accounting.factories import order_paid_payload
-from tests.messaging.helpers import ShipRecorder, deliver_all
+from tests.messaging.helpers import Raw, ShipRecorder, deliver_all
 
 
 def bank_payment_payload(**changes) -> dict:
@@ -154,7 +154,7 @@ def test_a_consumer_fails_a_non_matching_message_clearly_and_applies_nothing(
     good = bank_payment_payload(out_trade_no=order.out_trade_no) if contract is BankPaymentSucceeded else order_paid_payload()
     payload = {k: v for k, v in {**good, **changes}.items() if v is not ...}
     with transaction.atomic(using=alias):
-        publish(contract.TOPIC, payload, using=alias)
+        publish(Raw(contract.TOPIC, payload), using=alias)
     consumers = registry.consumers_of(contract.TOPIC)
     assert consumers
 

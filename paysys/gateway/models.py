@@ -1,5 +1,7 @@
 from django.db import models
 
+from paysys.core.statuses import StatusQuerySet, sources_of
+
 
 class BankNotify(models.Model):
     """A bank's asynchronous payment notify, stored raw and once (unique bank trade number).
@@ -47,6 +49,7 @@ class BankNotifyReceipt(models.Model):
         State.REJECTED: {State.PROCESSED, State.REJECTED},
         State.PROCESSED: set(),
     }
+    STATUS_FIELD = "state"
 
     raw_body = models.BinaryField()
     signature = models.CharField(max_length=128)
@@ -60,6 +63,8 @@ class BankNotifyReceipt(models.Model):
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = StatusQuerySet.as_manager()
+
     class Meta:
         verbose_name = "bank notify receipt"
         indexes = [models.Index(fields=["state", "received_at"], name="bank_receipt_state")]
@@ -70,4 +75,4 @@ class BankNotifyReceipt(models.Model):
     @classmethod
     def sources_of(cls, new: str) -> list[str]:
         """The states a receipt may move to ``new`` from."""
-        return [old for old, targets in cls.TRANSITIONS.items() if new in targets]
+        return sources_of(cls, new)

@@ -141,7 +141,7 @@ def bank_notify_store(
                 bank_trade_no=notify.bank_trade_no, out_trade_no=notify.out_trade_no, amount=notify.amount,
                 currency=notify.currency, paid_at=notify.paid_at.isoformat(), source="notify",
             )
-            publish(event.TOPIC, event.to_payload(), using="default", business_key=notify.out_trade_no)
+            publish(event, using="default", business_key=notify.out_trade_no)
             if receipt is not None:
                 _receipt_move(receipt, Receipt.PROCESSED, bank_notify=notify)
         return BankNotifyStored(notify, created=True, flagged=False)
@@ -157,16 +157,14 @@ def bank_notify_store(
 def _receipt_move(receipt: BankNotifyReceipt, new: str, *, error: str = "", bank_notify: BankNotify | None = None) -> None:
     """Record the outcome of one reading: a new receipt is written in that state (one INSERT);
     a stored one moves there if it still may."""
-    outcome = {"state": new, "error": error, "bank_notify": bank_notify, "processed_at": timezone.now()}
-    if receipt.pk is None:
-        for name, value in outcome.items():
+    outcome = {"error": error, "bank_notify": bank_notify, "processed_at": timezone.now()}
+    if receipt.pk is None:  # first read: the receipt is created in its outcome
+        for name, value in {"state": new, **outcome}.items():
             setattr(receipt, name, value)
         receipt.attempts = 1
         receipt.save()
         return
-    BankNotifyReceipt.objects.filter(pk=receipt.pk, state__in=BankNotifyReceipt.sources_of(new)).update(
-        attempts=F("attempts") + 1, **outcome
-    )
+    BankNotifyReceipt.objects.filter(pk=receipt.pk).transition(new, attempts=F("attempts") + 1, **outcome)
 
 
 def _describe(exc: BankNotifyRejected) -> str:

@@ -2,21 +2,7 @@ import uuid
 
 from django.db import models
 
-
-class MessageQuerySet(models.QuerySet):
-    """Every status change of a message goes through :meth:`transition`."""
-
-    def transition(self, new: str, **changes) -> int:
-        """Move the rows that may legally move to ``new`` (``Message.TRANSITIONS``), in one UPDATE
-        conditional on their current status; rows in any other state stay as they are (a late
-        resend of a CONSUMED message, an acknowledgement racing a human). Returns rows moved."""
-        movable = self.filter(status__in=Message.sources_of(new))
-        return super(MessageQuerySet, movable).update(status=new, **changes)
-
-    def update(self, **changes) -> int:
-        if "status" in changes:  # a programming error, not a state the data can be in
-            raise TypeError("a message's status changes only through transition()")
-        return super().update(**changes)
+from paysys.core.statuses import StatusQuerySet
 
 
 class Message(models.Model):
@@ -64,7 +50,7 @@ class Message(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     consumed_at = models.DateTimeField(null=True, blank=True)
 
-    objects = MessageQuerySet.as_manager()
+    objects = StatusQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -79,11 +65,6 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} -> {self.consumer} [{self.status}]"
-
-    @classmethod
-    def sources_of(cls, new: str) -> list[str]:
-        """The states a message may move to ``new`` from."""
-        return [old for old, targets in cls.TRANSITIONS.items() if new in targets]
 
 
 class InboxEntry(models.Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -15,6 +16,14 @@ from paysys.messaging import kicks, registry
 from paysys.messaging.models import Message
 
 Status = Message.Status
+
+
+class Event(Protocol):
+    """What is published: a message contract (``paysys.contracts``), its topic and its payload."""
+
+    TOPIC: str
+
+    def to_payload(self) -> dict: ...
 
 
 class UnknownTopic(ValueError):
@@ -39,18 +48,19 @@ def _rows(topic: str, payload: dict, *, status: str, due, **extra) -> list[Messa
     ]
 
 
-def publish(topic: str, payload: dict, *, using: str, business_key: str = "") -> uuid.UUID:
-    """Write the message to ``using``'s outbox inside the caller's transaction.
+def publish(event: Event, *, using: str, business_key: str = "") -> uuid.UUID:
+    """Write ``event`` (its ``TOPIC``, its ``to_payload()``) to ``using``'s outbox inside the
+    caller's transaction.
 
     Must be called inside ``transaction.atomic(using=using)``: the message exists if and only if
     the business change commits. Delivery is kicked after commit, never before. ``business_key``
     (a payment's out_trade_no) lets admin's trace find the message without reading payloads.
     """
-    return publish_many(topic, [payload], using=using, business_keys=[business_key])[0]
+    return publish_many([event], using=using, business_keys=[business_key])[0]
 
 
-def publish_many(topic: str, payloads: list[dict], *, using: str, business_keys: list[str] | None = None) -> list[uuid.UUID]:
-    """:func:`publish` of several messages of one topic, one per payload (ids in that order).
+def publish_many(events: list[Event], *, using: str, business_keys: list[str] | None = None) -> list[uuid.UUID]:
+    """:func:`publish` of several messages, one per event (ids in that order).
 
     For producers that change many rows in one transaction (batched TCC ops): one INSERT for all
     the rows and one relay kick, instead of a round trip and a kick per message.
@@ -58,10 +68,10 @@ def publish_many(topic: str, payloads: list[dict], *, using: str, business_keys:
     if not transaction.get_connection(using).in_atomic_block:
         raise RuntimeError("publish() must run inside the producer's transaction.atomic(using=...)")
     now = timezone.now()
-    keys = business_keys or [""] * len(payloads)
+    keys = business_keys or [""] * len(events)
     messages = [
-        _rows(topic, payload, status=Status.SENDING, due=now, confirmed_at=now, business_key=key)
-        for payload, key in zip(payloads, keys, strict=True)
+        _rows(event.TOPIC, event.to_payload(), status=Status.SENDING, due=now, confirmed_at=now, business_key=key)
+        for event, key in zip(events, keys, strict=True)
     ]
     insert_objects(using, [row for rows in messages for row in rows])
     transaction.on_commit(lambda: kicks.request_relay(using), using=using, robust=True)

@@ -498,8 +498,8 @@ def _mark_confirming(ids: list[int]) -> int:
     from paysys.tcc import phase_two
 
     now = timezone.now()
-    return GlobalTransaction.objects.filter(pk__in=ids, status=Status.TRYING).update(
-        status=Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
+    return GlobalTransaction.objects.filter(pk__in=ids).transition(
+        Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
         next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
     )
 
@@ -536,12 +536,12 @@ def decide_cancel(gtx: GlobalTransaction, *, failed: TransactionBranch | None, e
     now = timezone.now()
     reason = f"{failed.action}: {error.__class__.__name__}: {error}"[:2000] if failed is not None else ""
     with transaction.atomic(using="default"):
-        decided = GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(
-            status=Status.CANCELLING, decided_at=now, last_error=reason,
+        decided = GlobalTransaction.objects.filter(pk=gtx.pk).transition(
+            Status.CANCELLING, decided_at=now, last_error=reason,
             next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
         if decided and failed is not None:
-            TransactionBranch.objects.filter(pk=failed.pk).update(status=BranchStatus.TRY_FAILED, last_error=reason)
+            TransactionBranch.objects.filter(pk=failed.pk).transition(BranchStatus.TRY_FAILED, last_error=reason)
     if decided:
         phase_two.dispatch(gtx.xid, "cancel", list(gtx.branches.order_by("branch_no")))
     return bool(decided)

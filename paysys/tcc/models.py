@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from paysys.core.statuses import StatusQuerySet
+
 
 class GlobalTransaction(models.Model):
     class Status(models.TextChoices):
@@ -29,6 +31,8 @@ class GlobalTransaction(models.Model):
         Status.TRYING: {Status.CONFIRMING, Status.CANCELLING},
         Status.CONFIRMING: {Status.CONFIRMED},
         Status.CANCELLING: {Status.CANCELLED},
+        Status.CONFIRMED: set(),
+        Status.CANCELLED: set(),
     }
     OPEN = (Status.TRYING, Status.CONFIRMING, Status.CANCELLING)
     PHASE_TWO = (Status.CONFIRMING, Status.CANCELLING)
@@ -49,6 +53,8 @@ class GlobalTransaction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StatusQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -72,6 +78,13 @@ class TransactionBranch(models.Model):
         CONFIRMED = "CONFIRMED"
         CANCELLED = "CANCELLED"
 
+    # a failed try is still cancelled (its cancel is an empty cancel), never confirmed
+    TRANSITIONS = {
+        Status.PENDING: {Status.TRY_FAILED, Status.CONFIRMED, Status.CANCELLED},
+        Status.TRY_FAILED: {Status.CANCELLED},
+        Status.CONFIRMED: set(),
+        Status.CANCELLED: set(),
+    }
     UNFINISHED = (Status.PENDING, Status.TRY_FAILED)
 
     gtx = models.ForeignKey(GlobalTransaction, on_delete=models.CASCADE, related_name="branches")
@@ -82,6 +95,8 @@ class TransactionBranch(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="failed phase-two runs")
     last_error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = StatusQuerySet.as_manager()
 
     class Meta:
         verbose_name = "branch"

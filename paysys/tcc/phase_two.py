@@ -231,7 +231,7 @@ def _record(done: list[dict], failed: dict[int, str]) -> None:
     for op, status in OP_DONE.items():
         ids = [e["id"] for e in done if e["op"] == op]
         if ids:
-            TransactionBranch.objects.filter(id__in=ids, status__in=TransactionBranch.UNFINISHED).update(status=status)
+            TransactionBranch.objects.filter(id__in=ids).transition(status)
     for branch_id, error in failed.items():
         TransactionBranch.objects.filter(id=branch_id).update(attempts=F("attempts") + 1, last_error=error)
 
@@ -261,8 +261,8 @@ def finish_transactions(gtx_ids: Iterable[int]) -> int:
     now = timezone.now()
     finished = 0
     for current, final in ((Status.CONFIRMING, Status.CONFIRMED), (Status.CANCELLING, Status.CANCELLED)):
-        finished += GlobalTransaction.objects.filter(id__in=complete, status=current).update(
-            status=final, finished_at=now, next_retry_at=None
+        finished += GlobalTransaction.objects.filter(id__in=complete, status=current).transition(
+            final, finished_at=now, next_retry_at=None
         )
     return finished
 

@@ -57,8 +57,8 @@ def cancel_expired(*, now=None, limit: int = CLAIM_LIMIT) -> int:
     now = now or timezone.now()
     with transaction.atomic(using="default"):
         rows = _due(now, [Status.TRYING], limit)
-        GlobalTransaction.objects.filter(pk__in=[r.pk for r in rows], status=Status.TRYING).update(
-            status=Status.CANCELLING, decided_at=now, last_error="tries not finished by the deadline",
+        GlobalTransaction.objects.filter(pk__in=[r.pk for r in rows]).transition(
+            Status.CANCELLING, decided_at=now, last_error="tries not finished by the deadline",
             next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
     for gtx in rows:

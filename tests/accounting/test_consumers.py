@@ -8,6 +8,7 @@ from paysys.messaging import publish
 from paysys.messaging.consumption import consume_batch
 from paysys.contracts import OrderPaid
 from tests.accounting.factories import deliveries_for, order_paid_payload
+from tests.messaging.helpers import Raw
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -18,7 +19,7 @@ def publish_order_paid(payload: dict) -> None:
     # orders publishes order.paid in its own transaction; the relay kick after commit goes to
     # the in-memory test broker and is irrelevant here: the test delivers in-process
     with transaction.atomic(using="orders"):
-        publish(OrderPaid.TOPIC, payload, using="orders")
+        publish(Raw(OrderPaid.TOPIC, payload), using="orders")
 
 
 def test_order_paid_message_is_booked_once_however_often_it_is_delivered():
@@ -62,7 +63,7 @@ def test_wallet_credited_message_is_booked_once_crediting_payer_wallets():
 
     payload = wallet_credited_payload(amount=30_000)
     with transaction.atomic(using="funds"):  # funds publishes it when a wallet is credited by hand
-        publish("wallet.credited", payload, using="funds")
+        publish(Raw("wallet.credited", payload), using="funds")
     deliveries = deliveries_for("funds", consumer="accounting.book_wallet_credited")
     assert len(deliveries) == 1
 

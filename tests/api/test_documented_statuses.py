@@ -38,6 +38,7 @@ from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
 from paysys.wsgi import application
 from tests.notifications.factories import make_attempt, make_notification
+from tests.statuses import force_status
 
 SERVICE_TOKEN = "statuses-service-token-0123456789abcdef01"
 TOPIC = BenchPing.TOPIC
@@ -268,7 +269,7 @@ def the_wallet_cannot_afford_it(world, operation_id):
 
 
 def closed_order(world, operation_id):
-    Order.objects.filter(pk=world.order.pk).update(status=Order.Status.CLOSED)
+    force_status(Order.objects.filter(pk=world.order.pk), status=Order.Status.CLOSED)
     return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 

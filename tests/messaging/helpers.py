@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import QuerySet
 
 from paysys.core.models import Payer
 from paysys.messaging import consumption, outbox, registry
 from paysys.messaging.models import InboxEntry, Message
+from tests.statuses import force_status  # noqa: F401 (tests import it from here too)
 
 # --- test consumers: "test.ping" has two, one of which writes, so rollback is observable --------
 
@@ -40,15 +41,21 @@ def payer_exists(business_key: str):
     return Payer.objects.filter(name=business_key).exists()
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A message of any topic with any payload, for the framework's own tests (test topics, a
+    payload that breaks its contract); production code publishes contracts (paysys.contracts)."""
+
+    TOPIC: str
+    payload: object
+
+    def to_payload(self) -> object:
+        return self.payload
+
+
 def publish_ping(payload=None, alias="orders"):
     with transaction.atomic(using=alias):
-        return outbox.publish("test.ping", payload or {"n": 1}, using=alias)
-
-
-def force_status(messages, status: str, **changes) -> int:
-    """Arrange a test's starting state: set ``status`` on ``messages`` past Message.TRANSITIONS
-    (a lost acknowledgement, a message that went DEAD earlier). Services never do this."""
-    return QuerySet.update(messages, status=status, **changes)
+        return outbox.publish(Raw("test.ping", payload or {"n": 1}), using=alias)
 
 
 def deliveries_for(alias: str, **filters) -> list[dict]:

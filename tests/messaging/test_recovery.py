@@ -19,7 +19,7 @@ from paysys.core.models import Payer
 from paysys.messaging import kicks, outbox, recovery, registry
 from paysys.messaging.models import Message
 from tests.faults.harness import wait_for
-from tests.messaging.helpers import RawServer, trickle
+from tests.messaging.helpers import Raw, RawServer, trickle
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -207,7 +207,7 @@ def test_a_recovery_pass_resends_due_messages_in_every_outbox_and_counts_them(sh
     settings.MESSAGE_CHECK_BACK_BUDGET = 60
     for alias in ("orders", "accounting"):
         with transaction.atomic(using=alias):
-            outbox.publish("test.ping", {"alias": alias}, using=alias)  # two consumers: two rows
+            outbox.publish(Raw("test.ping", {"alias": alias}), using=alias)  # two consumers: two rows
     ship.shipped.clear()
     Payer.objects.create(name="alice")
     outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
@@ -221,7 +221,7 @@ def test_a_recovery_pass_resends_due_messages_in_every_outbox_and_counts_them(sh
 
 def test_a_recovery_pass_sends_nothing_before_it_is_due(ship):
     with transaction.atomic(using="orders"):
-        outbox.publish("test.ping", {}, using="orders")
+        outbox.publish(Raw("test.ping", {}), using="orders")
     recovery.recover_messages()  # the first send
     ship.shipped.clear()
 
@@ -232,7 +232,7 @@ def test_a_recovery_pass_sends_nothing_before_it_is_due(ship):
 
 def test_a_due_message_that_is_sending_is_never_checked_back(ship, settings):
     with transaction.atomic(using="orders"):
-        outbox.publish("test.ping", {}, using="orders")  # SENDING and due now
+        outbox.publish(Raw("test.ping", {}), using="orders")  # SENDING and due now
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
     assert recovery.check_back_due("orders", now=later) == 0

@@ -4,7 +4,7 @@ from django.db import transaction
 from paysys.messaging import outbox
 from paysys.messaging.models import Message
 from paysys.messaging.selectors import dead_messages, message_rows, overall_status
-from tests.messaging.helpers import force_status, publish_ping
+from tests.messaging.helpers import Raw, force_status, publish_ping
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -33,7 +33,7 @@ def test_overall_status_is_the_least_advanced(statuses, overall):
 
 def test_dead_messages_are_those_of_one_queue():
     with transaction.atomic(using="orders"):
-        outbox.publish("test.ping", {}, using="orders")
+        outbox.publish(Raw("test.ping", {}), using="orders")
     force_status(Message.objects.using("orders"), "DEAD")
 
     assert [m.queue for m in dead_messages("orders", queue="accounting")] == ["accounting"]

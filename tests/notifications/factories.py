@@ -11,6 +11,7 @@ from django.utils import timezone
 from notifications.models import Attempt, Notification
 from notifications.services import notification_create_for_order_paid
 from paysys.contracts import OrderPaid
+from tests.statuses import force_status
 
 _orders = itertools.count(random.randrange(3 * 10**9, 4 * 10**9))
 
@@ -32,12 +33,12 @@ def make_notification(merchant, *, notify_url: str = "https://shop.example/notif
     """A record for a newly paid order of ``merchant`` (through the consumer's service), then put
     in ``status`` / at ``created_at`` as delivery would have left it."""
     record = notification_create_for_order_paid(order_paid(merchant, notify_url=notify_url, **overrides))
-    changes = {"status": status}
+    changes = {}
     if status != "PENDING":
         changes["next_attempt_at"] = None
     if created_at is not None:
         changes["created_at"] = created_at
-    Notification.objects.filter(pk=record.pk).update(**changes)
+    force_status(Notification.objects.filter(pk=record.pk), status, **changes)
     record.refresh_from_db()
     return record
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from notifications import services
 from notifications.models import Endpoint, Notification
 from tests.notifications.factories import make_attempt, make_notification
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -160,7 +161,7 @@ def test_endpoint_disable_then_enable_with_recovery(admin_client, merchant):
     admin_client.post(ENDPOINTS, {"action": "disable_selected", "_selected_action": [endpoint.pk]})
     endpoint.refresh_from_db()
     assert endpoint.is_disabled and "admin" in endpoint.disabled_reason
-    Notification.objects.filter(pk=record.pk).update(status="FAILED", next_attempt_at=None, updated_at=timezone.now())
+    force_status(Notification.objects.filter(pk=record.pk), status="FAILED", next_attempt_at=None, updated_at=timezone.now())
 
     response = admin_client.post(ENDPOINTS, {"action": "enable_selected", "_selected_action": [endpoint.pk]}, follow=True)
 

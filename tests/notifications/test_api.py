@@ -13,6 +13,7 @@ from orders.participants import order_paid_event
 from orders.services import order_create
 from notifications.services import endpoint_disable
 from tests.notifications.factories import make_attempt, make_notification
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -169,7 +170,7 @@ def test_the_webhook_says_paid_at_exactly_as_the_order_api_does(api, merchant, p
     order = order_create(merchant=merchant, merchant_order_no="PAID-1", amount=1234, currency="CNY", subject="s",
                          payer_id=payer.pk)[0]
     paid_at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    Order.objects.filter(pk=order.pk).update(status=Order.Status.SUCCESS, pay_method="bank", paid_at=paid_at)
+    force_status(Order.objects.filter(pk=order.pk), status=Order.Status.SUCCESS, pay_method="bank", paid_at=paid_at)
     order.refresh_from_db()
     record = notification_create_for_order_paid(order_paid_event(order, fee=7, points=12, notify_url=""))
 

@@ -104,9 +104,9 @@ def test_during_a_secret_rotation_both_secrets_verify_every_notification(merchan
 def test_a_duplicate_order_paid_makes_one_record_and_one_delivery(merchant, receiver):
     event = order_paid(merchant, notify_url=receiver.url())
     with transaction.atomic(using="orders"):
-        publish(event.TOPIC, event.to_payload(), using="orders")
+        publish(event, using="orders")
     with transaction.atomic(using="orders"):  # the same order announced twice (two messages)
-        publish(event.TOPIC, event.to_payload(), using="orders")
+        publish(event, using="orders")
     deliveries = deliveries_for("orders", consumer="notifications.notify_order_paid")
     assert len(deliveries) == 2
 

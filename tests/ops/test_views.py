@@ -11,6 +11,7 @@ from notifications.models import Notification
 from paysys.core import heartbeats
 from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -117,10 +118,10 @@ def test_every_number_of_the_overview_links_to_a_list_that_opens(staff_client, e
     messages = Message.objects.using("orders").filter(business_key=paid_at_bank.out_trade_no)
     force_status(messages.filter(queue="accounting"), "DEAD")
     force_status(messages.filter(queue="notifications"), "SENDING")
-    GlobalTransaction.objects.update(status="CONFIRMING")
+    force_status(GlobalTransaction.objects, status="CONFIRMING")
     from paysys.tcc.models import TransactionBranch
 
-    TransactionBranch.objects.update(status="PENDING")
+    force_status(TransactionBranch.objects, status="PENDING")
     page = staff_client.get("/admin/overview/").content.decode()
 
     links = set(re.findall(r'href="(/admin/[a-z]+/[a-z]+/\?[^"]+)"', page))

@@ -14,6 +14,7 @@ from paysys.messaging.models import Message
 from tests.api.helpers import fresh_window
 from tests.concurrency import run_at_once
 from tests.orders.conftest import pay_with_notify_held
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -263,7 +264,7 @@ def test_get_own_order(api, payer):
 def test_list_is_paginated_newest_first_and_filters(api, payer):
     for i in range(5):
         api.post("/api/v1/orders", order_body(payer, merchant_order_no=f"M-{i}"), format="json")
-    Order.objects.filter(merchant_order_no="M-0").update(status=Order.Status.CLOSED)
+    force_status(Order.objects.filter(merchant_order_no="M-0"), status=Order.Status.CLOSED)
 
     page = api.get("/api/v1/orders?limit=2").json()
     closed = api.get("/api/v1/orders?status=CLOSED").json()
@@ -325,7 +326,7 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     }
     bank_trade_no = pay_with_notify_held(created["LATE"]["pay_url"])  # paid in the last minute, notify delayed
     expire("OLD", "PAID", "LATE")
-    Order.objects.filter(merchant_order_no="PAID").update(status=Order.Status.SUCCESS)
+    force_status(Order.objects.filter(merchant_order_no="PAID"), status=Order.Status.SUCCESS)
 
     closed = orders_close_expired()
     tcc.finish()  # phase two of the found payment's TCC (the participants' workers' part)
@@ -433,7 +434,7 @@ def test_open_unpaid_orders_per_merchant_are_capped_429(api, payer, settings, ma
 
     refused = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-3"), format="json")
     replay = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json")
-    Order.objects.filter(merchant_order_no="CAP-0").update(status=Order.Status.CLOSED)
+    force_status(Order.objects.filter(merchant_order_no="CAP-0"), status=Order.Status.CLOSED)
     after_one_closed = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-4"), format="json")
 
     assert refused.status_code == 429

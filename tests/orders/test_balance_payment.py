@@ -28,6 +28,7 @@ from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.orders.helpers import order_paid_payloads
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -210,7 +211,7 @@ def test_another_merchants_order_is_404(api, payer, wallet, payer_token, make_me
 @pytest.mark.parametrize("status,method", [("CLOSED", ""), ("FAILED", ""), ("PAYING", "bank")])
 def test_an_order_that_is_not_payable_is_409(api, merchant, payer, wallet, payer_token, status, method):
     order = make_order(merchant, payer)
-    Order.objects.filter(pk=order.pk).update(status=status, pay_method=method)
+    force_status(Order.objects.filter(pk=order.pk), status=status, pay_method=method)
 
     response = pay(api, "BAL-1", payer_token)
 
@@ -222,7 +223,7 @@ def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is
     api, merchant, payer, wallet, payer_token
 ):
     bank_paid = make_order(merchant, payer, no="BANK-PAID")
-    Order.objects.filter(pk=bank_paid.pk).update(status="SUCCESS", pay_method="bank", bank_trade_no="B1")
+    force_status(Order.objects.filter(pk=bank_paid.pk), status="SUCCESS", pay_method="bank", bank_trade_no="B1")
     assert pay(api, "BANK-PAID", payer_token).status_code == 409
 
     make_order(merchant, payer)

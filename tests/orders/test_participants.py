@@ -15,6 +15,7 @@ from paysys.messaging.models import Message
 from paysys.tcc.registry import BranchOp, get_participant
 from paysys.tcc.registry import is_many as tcc_is_many
 from tests.orders.helpers import order_paid_payloads
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 op_name = {pay_try: "try", pay_confirm: "confirm", pay_cancel: "cancel"}
@@ -55,7 +56,7 @@ def test_try_holds_the_order_for_the_transaction(order):
 
 @pytest.mark.parametrize("status", ["PAYING", "SUCCESS", "CLOSED", "FAILED"])
 def test_try_refuses_an_order_that_is_not_created(order, status):
-    Order.objects.filter(pk=order.pk).update(status=status)
+    force_status(Order.objects.filter(pk=order.pk), status=status)
     with pytest.raises(OrderNotPayable):
         run(pay_try, order)
 
@@ -115,7 +116,7 @@ def test_cancel_releases_the_order(order):
 
 @pytest.mark.parametrize("status", ["SUCCESS", "CLOSED"])
 def test_cancel_leaves_a_final_order_alone(order, status):
-    Order.objects.filter(pk=order.pk).update(status=status, tcc_xid="X1")
+    force_status(Order.objects.filter(pk=order.pk), status=status, tcc_xid="X1")
     assert run(pay_cancel, order).status == status
 
 
@@ -177,7 +178,7 @@ def test_a_batch_try_holds_each_order_for_its_own_transaction(make_orders):
 
 def test_a_batch_with_one_order_not_payable_applies_nothing_and_alone_that_op_gets_the_single_error(make_orders):
     orders = make_orders(4)
-    Order.objects.filter(pk=orders[2].pk).update(status="SUCCESS")
+    force_status(Order.objects.filter(pk=orders[2].pk), status="SUCCESS")
     ops = branch_ops(orders)
 
     with pytest.raises(OrderNotPayable):

@@ -21,6 +21,7 @@ from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.messaging.helpers import deliver_all, force_status
 from tests.orders.helpers import order_paid_payloads
+from tests.statuses import force_status
 
 # transactional: tcc.run refuses to start inside an open transaction (a test's wrapping one too)
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -239,7 +240,7 @@ def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a
     from paysys.tcc import coordinator
 
     gtx, _ = coordinator.begin("complete_order", business_key="bank:OTHER", branches=[tcc.Branch("orders.pay", {})])
-    Order.objects.filter(pk=order.pk).update(status="PAYING", tcc_xid=gtx.xid, pay_method="bank")
+    force_status(Order.objects.filter(pk=order.pk), status="PAYING", tcc_xid=gtx.xid, pay_method="bank")
 
     with pytest.raises(PaymentNotCompleted):
         bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B3", amount=1234, currency="CNY",
@@ -254,7 +255,7 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
     real_run = tcc.run_many
 
     def close_first(*args, **kwargs):
-        Order.objects.filter(pk=order.pk).update(status="CLOSED")
+        force_status(Order.objects.filter(pk=order.pk), status="CLOSED")
         return real_run(*args, **kwargs)
 
     services.tcc.run_many = close_first

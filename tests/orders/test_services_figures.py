@@ -23,6 +23,7 @@ from orders.services import (
 )
 from paysys import bank as bank_protocol
 from paysys.core.errors import Conflict, LimitReached
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -230,7 +231,7 @@ def test_the_open_orders_cap_counts_only_this_merchants_open_unpaid_orders(merch
     create(other, payer, no="OTHER-1")
     create(other, payer, no="OTHER-2")
     paid, expired = create(merchant, payer, no="PAID"), create(merchant, payer, no="OLD")
-    Order.objects.filter(pk=paid.pk).update(status="SUCCESS")
+    force_status(Order.objects.filter(pk=paid.pk), status="SUCCESS")
     Order.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     create(merchant, payer, no="OPEN-1")
 
@@ -318,7 +319,7 @@ def test_an_expiry_pass_closes_only_what_it_may(merchant, payer, monkeypatch):
     Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     def paid_meanwhile(out_trade_no):
-        Order.objects.filter(pk=order.pk).update(status="SUCCESS")
+        force_status(Order.objects.filter(pk=order.pk), status="SUCCESS")
         return None
 
     monkeypatch.setattr(bank_protocol, "query_payment", paid_meanwhile)

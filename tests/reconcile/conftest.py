@@ -6,6 +6,7 @@ from orders.models import Order
 from orders.services import BankPayment, bank_payments_apply, order_create
 from paysys import tcc
 from tests.messaging.helpers import deliver_all
+from tests.statuses import force_status
 
 
 @pytest.fixture
@@ -18,5 +19,5 @@ def paid(merchant, payer):
     assert bank_payments_apply(payments) == ["APPLIED", "APPLIED"]
     tcc.finish()
     deliver_all("orders")  # order.paid -> accounting (vouchers) and notifications (records)
-    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
+    force_status(Notification.objects, status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
     return [Order.objects.get(pk=o.pk) for o in orders]

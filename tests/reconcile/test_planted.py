@@ -13,6 +13,7 @@ from orders.services import order_create
 from paysys.tcc.models import GlobalTransaction
 from tests.reconcile.helpers import (age, plant_fund_entries, plant_points_entries, reconcile, reconcile_text,
                                      transaction_row)
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -134,6 +135,6 @@ def test_a_balance_payment_confirming_while_the_orders_worker_is_down_is_in_flig
     assert code == 1 and "INCONSISTENT" not in text  # not settled: it is in flight
     assert "in flight: postings of payments confirming (order not yet SUCCESS): 3" in text
 
-    Order.objects.filter(pk=order.pk).update(status="CREATED", tcc_xid="")  # no longer held by the transaction: wrong
+    force_status(Order.objects.filter(pk=order.pk), status="CREATED", tcc_xid="")  # no longer held by the transaction: wrong
     code, report = reconcile()
     assert code == 1 and "merchant credit" in report["problems"] and "wallet debit" in report["problems"]

@@ -17,6 +17,7 @@ from paysys import tcc
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all, force_status
 from tests.reconcile.helpers import age, reconcile
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -42,7 +43,7 @@ def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, p
     tcc.finish()
     deliver_all("orders")
     deliver_all("funds")  # wallet.credited -> accounting
-    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
+    force_status(Notification.objects, status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
 
     code, report = reconcile("--strict")
     assert code == 0 and report["checked"]["paid orders"] == 3, report
@@ -104,7 +105,7 @@ def test_an_unbalanced_voucher_is_named(paid):
 
 
 def test_money_moved_for_an_order_that_is_not_paid_is_named(paid):
-    Order.objects.filter(pk=paid[0].pk).update(status="CREATED")
+    force_status(Order.objects.filter(pk=paid[0].pk), status="CREATED")
 
     code, report = reconcile()
 
@@ -137,7 +138,7 @@ def test_a_credit_not_posted_while_phase_two_is_unfinished_is_in_flight_however_
     from paysys.tcc.models import GlobalTransaction
 
     FundEntry.objects.filter(out_trade_no=paid[0].out_trade_no, kind=EntryKind.POSTED).delete()  # not posted yet
-    GlobalTransaction.objects.filter(xid=paid[0].tcc_xid).update(status="CONFIRMING")
+    force_status(GlobalTransaction.objects.filter(xid=paid[0].tcc_xid), status="CONFIRMING")
     age(paid)
 
     code, report = reconcile()
@@ -145,7 +146,7 @@ def test_a_credit_not_posted_while_phase_two_is_unfinished_is_in_flight_however_
     assert report["in_flight"]["paid orders awaiting their merchant credit (phase two unfinished)"] == 1
     assert "merchant credit" not in report["problems"]
 
-    GlobalTransaction.objects.filter(xid=paid[0].tcc_xid).update(status="CONFIRMED")  # it claims done: then it is missing
+    force_status(GlobalTransaction.objects.filter(xid=paid[0].tcc_xid), status="CONFIRMED")  # it claims done: then it is missing
     assert "merchant credit" in reconcile()[1]["problems"]
 
 

@@ -26,6 +26,7 @@ from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
 from tests.refunds.conftest import bank_answers
 from tests.refunds.helpers import paid_balance_order, refund, settle
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -55,7 +56,7 @@ def caught_up():
     settle()
     deliver_all("orders")
     deliver_all("funds")  # wallet.credited (the top-ups)
-    Notification.objects.update(status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
+    force_status(Notification.objects, status=Notification.Status.SUCCEEDED, next_attempt_at=None, succeeded_at=timezone.now())
     Refund.objects.update(finished_at=timezone.now() - timedelta(hours=1))
     Order.objects.update(updated_at=timezone.now() - timedelta(hours=1))
 

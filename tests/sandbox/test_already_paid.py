@@ -11,6 +11,7 @@ from orders.models import Order
 from paysys import bank
 from paysys.sandbox.models import BankPayment
 from tests.sandbox.conftest import pay, pay_path
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -23,7 +24,7 @@ def platform(live_server, settings):
 
 
 def paid_another_way(order) -> None:
-    Order.objects.filter(pk=order.pk).update(status=Order.Status.SUCCESS, pay_method="balance")
+    force_status(Order.objects.filter(pk=order.pk), status=Order.Status.SUCCESS, pay_method="balance")
 
 
 def test_the_pay_page_of_an_order_paid_from_the_wallet_says_already_paid_with_no_button(order, platform):
@@ -58,7 +59,7 @@ def test_the_page_button_of_an_order_paid_meanwhile_says_already_paid(order, pla
 
 
 def test_a_closed_order_is_refused_too(order, platform):
-    Order.objects.filter(pk=order.pk).update(status=Order.Status.CLOSED)
+    force_status(Order.objects.filter(pk=order.pk), status=Order.Status.CLOSED)
 
     response = pay(order)
 

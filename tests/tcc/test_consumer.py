@@ -13,7 +13,7 @@ from paysys import tcc
 from paysys.messaging import publish, registry
 from paysys.messaging.models import InboxEntry, Message
 from paysys.tcc.models import GlobalTransaction
-from tests.messaging.helpers import deliver_all, force_status
+from tests.messaging.helpers import Raw, deliver_all, force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -38,7 +38,7 @@ def message_key(ledgers):
     seen.clear()
     key = f"bank:T{next(_keys)}:{id(seen)}"
     with transaction.atomic(using="default"):
-        publish(TOPIC, {"key": key}, using="default")
+        publish(Raw(TOPIC, {"key": key}), using="default")
     yield key
     refusing["points"] = False
 

@@ -16,6 +16,7 @@ from paysys.tcc import barrier, coordinator, phase_two, recovery, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from paysys.tcc.registry import get_participant
 from tests.concurrency import run_at_once
+from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -90,7 +91,7 @@ def test_unfinished_phase_two_is_resent_with_backoff_until_done(ledgers, sent, f
 def test_a_transaction_whose_branches_are_done_but_not_reported_is_finished(ledgers, sent):
     outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)
     gtx = GlobalTransaction.objects.get(xid=outcome.xid)
-    TransactionBranch.objects.filter(gtx=gtx).update(status=TransactionBranch.Status.CONFIRMED)
+    force_status(TransactionBranch.objects.filter(gtx=gtx), status=TransactionBranch.Status.CONFIRMED)
     due(gtx)
     assert recovery.recover_tcc() == {"cancelled": 0, "resent": 0, "flagged": 0, "finished": 1}
     gtx.refresh_from_db()

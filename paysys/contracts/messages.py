@@ -1,6 +1,6 @@
 """Message contracts: every topic and the shape of its payload, written once.
 
-Producers build a contract and publish ``contract.to_payload()`` under ``contract.TOPIC``;
+Producers build a contract and ``publish(contract)`` (its ``TOPIC``, its ``to_payload()``);
 consumers call ``Contract.from_payload(message.payload)`` before touching anything, and tests
 import the same classes. A payload that does not match its contract raises
 :class:`ContractError`: the consumer's transaction rolls back, the message stays SENDING with the

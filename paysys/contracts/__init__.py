@@ -1,0 +1,22 @@
+"""Contracts: the shape of everything that crosses a database boundary, written once.
+
+``messages``: every message topic and its versioned payload (producers ``publish(event)``,
+consumers ``Contract.from_payload``). Importers use ``paysys.contracts``.
+"""
+
+from paysys.contracts.messages import (
+    BankPaymentSucceeded,
+    BenchPing,
+    Contract,
+    ContractError,
+    OrderPaid,
+    RefundFinished,
+    RefundRequested,
+    WalletCredited,
+    contracts,
+)
+
+__all__ = [
+    "BankPaymentSucceeded", "BenchPing", "Contract", "ContractError", "OrderPaid", "RefundFinished",
+    "RefundRequested", "WalletCredited", "contracts",
+]
