@@ -19,17 +19,15 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections, router, transaction
+from django.db import connections
 from django.test.utils import setup_databases, teardown_databases
-from django.utils import timezone
 
+from paysys.reconcile.generate import paid_orders_generate
 from paysys.reconcile.management.commands.reconcile import progress_bar
 
-BATCH = 10_000  # orders generated per round (one bulk insert per table)
 SUFFIX = "_benchrec"
 
 
@@ -94,95 +92,12 @@ class Command(BaseCommand):
         if not report.consistent:
             raise CommandError(f"the generated rows are not consistent: {dict(report.problems)}"[:2000])
 
-    # --- the rows ---------------------------------------------------------------------------
-
     def _generate(self, opts) -> float:
-        from accounting.models import Account, AccountCode
-        from accounts.models import FundAccount, PointsAccount
-        from notifications.models import Endpoint
-
         started = time.monotonic()
-        merchants, payers = range(1, opts["merchants"] + 1), range(1, opts["payers"] + 1)
-        funds = {m: FundAccount.objects.create(owner_type="merchant", owner_id=m, currency="CNY") for m in merchants}
-        points = {p: acc for p, acc in zip(payers, PointsAccount.objects.bulk_create(
-            [PointsAccount(payer_id=p) for p in payers], batch_size=BATCH))}
-        if None in {acc.pk for acc in points.values()}:  # MariaDB returns no ids from a bulk insert
-            points = {acc.payer_id: acc for acc in PointsAccount.objects.all()}
-        endpoints = {m: Endpoint.objects.create(merchant_id=m, url=f"http://127.0.0.1:9/m{m}") for m in merchants}
-        accounts = {a.code: a for a in Account.objects.all()}
-        codes = (accounts[AccountCode.BANK_CLEARING], accounts[AccountCode.MERCHANT_PAYABLE], accounts[AccountCode.FEE_INCOME])
-        balances = {"funds": dict.fromkeys(merchants, 0), "points": dict.fromkeys(payers, 0)}
-        total = opts["orders"]
-        for first in range(1, total + 1, BATCH):
-            self._round(range(first, min(first + BATCH, total + 1)), opts, funds, points, endpoints, codes, balances)
-            if opts["progress"]:
-                self._bar("generating", min(first + BATCH - 1, total), total)
-        for m, balance in balances["funds"].items():
-            FundAccount.objects.filter(pk=funds[m].pk).update(balance=balance)
-        for p, balance in balances["points"].items():
-            PointsAccount.objects.filter(pk=points[p].pk).update(balance=balance)
+        paid_orders_generate(range(1, opts["orders"] + 1), merchants=range(1, opts["merchants"] + 1),
+                             payers=range(1, opts["payers"] + 1),
+                             progress=(lambda done, total: self._bar("generating", done, total)) if opts["progress"] else None)
         return time.monotonic() - started
-
-    def _round(self, ids, opts, funds, points, endpoints, codes, balances) -> None:
-        """One bulk insert per table (plain tuples: model instances cost more than the database)."""
-        from accounting.models import Voucher, VoucherLine
-        from accounts.models import FundEntry, PointsEntry
-        from notifications.models import Notification
-        from orders.models import Order
-        from paysys.contracts import OrderPaid
-        from paysys.core.money import points_for
-        from paysys.tcc.models import GlobalTransaction
-
-        now = timezone.now()
-        rows = {model: [] for model in (Order, GlobalTransaction, FundEntry, PointsEntry, Voucher, VoucherLine, Notification)}
-        at = {alias: connections[alias].ops.adapt_datetimefield_value for alias in connections}
-        paid_at, created = {a: at[a](now - timedelta(hours=2)) for a in at}, {a: at[a](now - timedelta(hours=1)) for a in at}
-        for i in ids:
-            merchant, payer = i % opts["merchants"] + 1, i % opts["payers"] + 1
-            amount = 100 + (i * 7919) % 99_900
-            fee = (amount * 60 + 5000) // 10_000  # 0.6 %
-            award = points_for(amount, "CNY")
-            out, xid, key = f"BR{i:020d}", f"{i:032x}", f"bank:BT{i}"
-            rows[Order].append((i, out, merchant, f"M{i}", amount, "CNY", "bench", payer, "", "SUCCESS", f"BT{i}", xid,
-                                "bank", created["orders"], paid_at["orders"], 0, created["orders"], created["orders"]))
-            rows[GlobalTransaction].append((i, xid, "complete_order", key, 1, key, "CONFIRMED", paid_at["default"], 0, False,
-                                            "", paid_at["default"], paid_at["default"], paid_at["default"]))
-            credit = amount - fee
-            balances["funds"][merchant] += credit
-            for kind, after in (("hold", balances["funds"][merchant] - credit), ("posted", balances["funds"][merchant])):
-                rows[FundEntry].append((funds[merchant].pk, kind, "credit", credit, after, xid, out, "", "", created["funds"]))
-            if award:
-                balances["points"][payer] += award
-                for kind, after in (("hold", balances["points"][payer] - award), ("posted", balances["points"][payer])):
-                    rows[PointsEntry].append((points[payer].pk, kind, award, after, xid, out, "", created["points"]))
-            rows[Voucher].append((i, f"{OrderPaid.TOPIC}:{out}", "CNY", "", created["accounting"]))
-            rows[VoucherLine] += [(i, codes[0].pk, amount, 0), (i, codes[1].pk, 0, credit)] + (
-                [(i, codes[2].pk, 0, fee)] if fee else [])
-            rows[Notification].append((f"msg_bench{i}", merchant, i, out, f"M{i}", OrderPaid.TOPIC, endpoints[merchant].pk,
-                                       endpoints[merchant].url, "{}", "SUCCEEDED", 1, 0, "", created["notifications"],
-                                       created["notifications"], created["notifications"]))
-        columns = {
-            Order: ["id", "out_trade_no", "merchant_id", "merchant_order_no", "amount", "currency", "subject", "payer_id",
-                    "notify_url", "status", "bank_trade_no", "tcc_xid", "pay_method", "expires_at", "paid_at", "poll_count",
-                    "created_at", "updated_at"],
-            GlobalTransaction: ["id", "xid", "name", "business_key", "attempt", "confirmed_key", "status", "deadline",
-                                "attempts", "needs_human", "last_error", "created_at", "decided_at", "finished_at"],
-            FundEntry: ["account_id", "kind", "direction", "amount", "balance_after", "xid", "out_trade_no", "reason",
-                        "created_by", "created_at"],
-            PointsEntry: ["account_id", "kind", "points", "balance_after", "xid", "out_trade_no", "reason", "created_at"],
-            Voucher: ["id", "source", "currency", "description", "created_at"],
-            VoucherLine: ["voucher_id", "account_id", "debit", "credit"],
-            Notification: ["webhook_id", "merchant_id", "order_id", "out_trade_no", "merchant_order_no", "event_type",
-                           "endpoint_id", "url", "body", "status", "attempt_count", "step", "last_error", "created_at",
-                           "updated_at", "succeeded_at"],
-        }
-        for model, values in rows.items():
-            alias = router.db_for_write(model)
-            connection = connections[alias]
-            names = ", ".join(connection.ops.quote_name(c) for c in columns[model])
-            sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({names}) VALUES ({', '.join(['%s'] * len(columns[model]))})"
-            with transaction.atomic(using=alias), connection.cursor() as cursor:
-                cursor.executemany(sql, values)
 
     def _bar(self, step: str, done: int, total: int) -> None:
         progress_bar(self.stderr, step, done, total)
