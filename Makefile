@@ -17,6 +17,7 @@ endif
 PORT    ?= 8000
 QUEUE   ?=
 ARGS    ?=
+# every worker's queue (tests/test_topology.py checks it against paysys/topology.py)
 QUEUES  := core orders polling funds points accounting notifications notify_delivery check_back maintenance sandbox
 
 # Procfile commands (python, celery) resolve to the venv's; every process of the stack gets the

@@ -21,6 +21,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from paysys import topology
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PAYSYS_VAR_DIR", BASE_DIR / "var"))
 
@@ -149,15 +151,7 @@ TEMPLATES = [
 # --- databases: one alias per service (docs/architecture.md, "Services, databases, queues") ---
 
 # alias -> service name used in DATABASE_URL_<SERVICE> and in the schema name paysys_<service>
-SERVICE_ALIASES = {
-    "default": "core",
-    "orders": "orders",
-    "funds": "funds",
-    "points": "points",
-    "accounting": "accounting",
-    "notifications": "notifications",
-    "sandbox": "sandbox",
-}
+SERVICE_ALIASES = {database.alias: database.service for database in topology.DATABASES}
 
 
 def _sqlite_database(path: Path) -> dict:
@@ -496,10 +490,8 @@ RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task ti
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
-# "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
-SERVICE_QUEUES = ["core", "orders", "polling", "funds", "points", "accounting", "notifications"]
-if SANDBOX_ENABLED:
-    SERVICE_QUEUES.append("sandbox")
+# one queue and worker per service (paysys/topology.py), "polling" orders' own bank-asking one
+SERVICE_QUEUES = [worker.queue for worker in topology.workers(sandbox=SANDBOX_ENABLED) if worker.service]
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport with atomic publishes (paysys/core/broker.py: kombu's own can
@@ -524,30 +516,13 @@ else:
     # longer than any countdown paysys uses (CELERY_MAX_COUNTDOWN), so no early redelivery
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_MAX_COUNTDOWN = 600
-# notify delivery (long passes with requests in flight) has its own queue and worker, so it never
-# holds up the notifications worker's consumption of order.paid
+# queues of their own, off the payment path (paysys/topology.py)
 NOTIFY_DELIVERY_QUEUE = "notify_delivery"
-# message check-backs wait on producers' servers: their own queue and worker, never ahead of (or
-# behind) the core worker that relays bank payments
 MESSAGE_CHECK_BACK_QUEUE = "check_back"
-# housekeeping that is on no payment's path (retention), in a worker of its own
 MAINTENANCE_QUEUE = "maintenance"
-CELERY_TASK_QUEUES = [
-    Queue(name, routing_key=name)
-    for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MESSAGE_CHECK_BACK_QUEUE, MAINTENANCE_QUEUE]
-]
+CELERY_TASK_QUEUES = [Queue(worker.queue, routing_key=worker.queue) for worker in topology.workers(sandbox=SANDBOX_ENABLED)]
 CELERY_TASK_DEFAULT_QUEUE = "core"
-CELERY_TASK_ROUTES = {
-    # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
-    "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
-    "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
-    "orders.poll_bank_refunds": {"queue": "polling", "routing_key": "polling"},
-    "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
-    "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
-    "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
-    "paysys.reconcile": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
-    **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
-}
+CELERY_TASK_ROUTES = topology.task_routes(sandbox=SANDBOX_ENABLED)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
