@@ -17,6 +17,7 @@ endif
 PORT    ?= 8000
 QUEUE   ?=
 ARGS    ?=
+# every worker's queue (tests/test_topology.py checks it against paysys/topology.py)
 QUEUES  := core orders polling funds points accounting notifications notify_delivery check_back maintenance sandbox
 
 # Procfile commands (python, celery) resolve to the venv's; every process of the stack gets the
@@ -25,7 +26,7 @@ run demo scenarios: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run demo scenarios: export PORT := $(PORT)
 run demo scenarios: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: help venv run demo scenarios test mutate migrate worker beat clean
+.PHONY: help venv run demo scenarios test lint-imports mutate migrate worker beat clean
 
 help:
 	@echo "paysys make targets:"
@@ -33,6 +34,7 @@ help:
 	@echo "  make demo                pay four orders over HTTP (three at the bank, one from a wallet) against PUBLIC_BASE_URL (starts the stack if nothing answers)"
 	@echo "  make scenarios           the course's nine fault scenarios, one table row each (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
+	@echo "  make lint-imports        check the import rules between the layers (.importlinter)"
 	@echo "  make mutate [MUTATE=...] mutation testing of the money and messaging core (slow; setup.cfg [mutmut])"
 	@echo "  make migrate             create and migrate every service database"
 	@echo "  make worker QUEUE=NAME   run one service's Celery worker alone (NAME: $(QUEUES))"
@@ -72,6 +74,9 @@ scenarios: venv
 
 test: venv
 	$(VENV)/bin/pytest $(ARGS)
+
+lint-imports: venv
+	$(VENV)/bin/lint-imports
 
 # mutmut runs the embedded default (SQLite files under mutants/var/): one mutant at a time, since
 # the mutants share those files. Each run starts afresh (mutmut would keep a survivor's verdict

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import random
 import threading
@@ -45,6 +44,7 @@ from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import ALIAS, retry_schedules
 from notifications.signing import signed_headers
 from paysys.core import http
+from paysys.core.kicks import PerProcess
 from paysys.core.steps import log_steps
 
 logger = logging.getLogger(__name__)
@@ -171,17 +171,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-_flights: dict[int, _Flight] = {}
-_flights_lock = threading.Lock()
-
-
-def _flight() -> _Flight:
-    """This process's flight; a forked child (prefork worker) starts its own."""
-    with _flights_lock:
-        flight = _flights.get(os.getpid())
-        if flight is None:
-            flight = _flights[os.getpid()] = _Flight()
-        return flight
+_flight = PerProcess(_Flight).get  # this process's flight; a forked child starts its own
 
 
 # --- a pass --------------------------------------------------------------------------------

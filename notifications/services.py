@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -22,13 +21,13 @@ from rest_framework.fields import DateTimeField
 from notifications.models import Endpoint, MerchantSchedule, Notification
 from paysys.contracts import OrderPaid, RefundFinished
 from paysys.core.errors import Conflict, InvalidInput
+from paysys.core.kicks import Kick
 from paysys.core.sql import insert_objects
 
 logger = logging.getLogger(__name__)
 
 ALIAS = "notifications"
 Status = Notification.Status
-KICK_KEY = "notifications:kick"
 # a time in a body, exactly as the API writes it (ISO 8601, UTC as "Z"): a merchant comparing the
 # webhook's paid_at with GET /api/v1/orders/{no} sees the same string
 api_datetime = DateTimeField().to_representation
@@ -284,12 +283,12 @@ def _resend(records) -> int:
 # --- kick ----------------------------------------------------------------------------------
 
 
+# a delivery pass, kicked from a background thread: the caller (a consumer, the admin) never
+# waits on the cache or the broker; a lost kick only waits for the next beat
+DELIVERY = Kick("notifications.deliver_due", key="notifications:kick", ttl_setting="NOTIFY_KICK_TTL",
+                with_target=False, thread_name="paysys-notify-kicker")
+
+
 def request_delivery() -> None:
     """Have a delivery pass run soon. Kicks coalesce; a lost kick only waits for the next beat."""
-    from notifications.tasks import deliver_due
-
-    try:
-        if cache.add(KICK_KEY, 1, timeout=settings.NOTIFY_KICK_TTL):
-            deliver_due.apply_async(retry=False)
-    except Exception:  # noqa: BLE001 - cache or broker down: beat runs the due records anyway
-        logger.warning("notification delivery kick not sent; the next beat delivers", exc_info=True)
+    DELIVERY.request()

@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paysys.settings")
 
@@ -25,3 +25,13 @@ def _ensure_broker_folders() -> None:
 @app.on_after_configure.connect
 def _prepare_broker(sender, **kwargs) -> None:
     _ensure_broker_folders()
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _check_settings(sender, **kwargs) -> None:
+    """Celery's own start-up runs Django's checks but ignores what they find: a worker or beat
+    refuses to start on a settings Error, as every manage.py command does."""
+    from paysys.core.checks import refuse_on_errors
+
+    refuse_on_errors()

@@ -6,16 +6,13 @@ locks or writes across aliases in one transaction; a reference across aliases is
 
 from __future__ import annotations
 
+from paysys.topology import DATABASES
+
 # app label -> alias; apps not listed (auth, admin, sessions, beat, core, gateway) live in default
-APP_ALIASES = {
-    "orders": "orders",
-    "accounting": "accounting",
-    "notifications": "notifications",
-    "sandbox": "sandbox",
-}
+APP_ALIASES = {database.app: database.alias for database in DATABASES if database.app and not database.model_prefix}
 
 # the accounts app holds two services: fund-side models start with "fund", points-side with "points"
-ACCOUNTS_PREFIXES = (("fund", "funds"), ("points", "points"))
+ACCOUNTS_PREFIXES = tuple((database.model_prefix, database.alias) for database in DATABASES if database.app == "accounts")
 
 # infrastructure apps with one schema and a table in every alias (the outbox/inbox); their rows
 # are always read and written with an explicit .using(alias)

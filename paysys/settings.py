@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
+
+from paysys import topology
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PAYSYS_VAR_DIR", BASE_DIR / "var"))
@@ -149,15 +150,7 @@ TEMPLATES = [
 # --- databases: one alias per service (docs/architecture.md, "Services, databases, queues") ---
 
 # alias -> service name used in DATABASE_URL_<SERVICE> and in the schema name paysys_<service>
-SERVICE_ALIASES = {
-    "default": "core",
-    "orders": "orders",
-    "funds": "funds",
-    "points": "points",
-    "accounting": "accounting",
-    "notifications": "notifications",
-    "sandbox": "sandbox",
-}
+SERVICE_ALIASES = {database.alias: database.service for database in topology.DATABASES}
 
 
 def _sqlite_database(path: Path) -> dict:
@@ -178,10 +171,9 @@ def _sqlite_database(path: Path) -> dict:
 
 
 # Persistent connections pay off in long-lived threads (Celery workers, a WSGI server's pool).
-# runserver starts a thread per request, so a kept connection outlives its thread and leaks until
-# the database times it out: concurrent requests could exhaust MySQL's connections. There,
-# every request closes its connections.
-DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "0" if sys.argv[1:2] == ["runserver"] else "60"))
+# runserver starts a thread per request, and closes that thread's connections as the request ends
+# (django.core.servers.basehttp.ThreadedWSGIServer.close_request), so none outlives its thread.
+DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "60"))
 
 
 def _service_database(service: str) -> dict:
@@ -352,8 +344,6 @@ ORDER_POLL_CONCURRENCY = int(os.environ.get("ORDER_POLL_CONCURRENCY", "8"))
 # worker process together (paysys.core.ratelimit, counted in the shared cache): however many
 # orders are due, the bank is never flooded; those not asked yet stay due, longest-due first
 ORDER_POLL_MAX_PER_SECOND = int(os.environ.get("ORDER_POLL_MAX_PER_SECOND", "50"))
-if ORDER_POLL_MAX_PER_SECOND < 1:
-    raise ImproperlyConfigured("ORDER_POLL_MAX_PER_SECOND must be at least 1 (questions per second to the bank)")
 # an expired order is closed once the bank says it was not paid; if the bank cannot be asked,
 # it is closed anyway this long after expiry (a payment arriving later is flagged for a human)
 ORDER_CLOSE_GRACE_SECONDS = int(os.environ.get("ORDER_CLOSE_GRACE_SECONDS", "600"))
@@ -465,8 +455,6 @@ NOTIFY_COLLECT_SECONDS = 0.03  # after an attempt finishes, wait this long for m
 NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
 # after a webhook secret rotation the old secret keeps signing (next to the new one) this long
 NOTIFY_SECRET_GRACE = int(os.environ.get("NOTIFY_SECRET_GRACE", str(24 * 3600)))
-if NOTIFY_CLAIM_LEASE <= NOTIFY_TOTAL_TIMEOUT:
-    raise RuntimeError("NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT")
 # --- TCC (paysys/tcc) ----------------------------------------------------------------------
 
 TCC_TRY_TIMEOUT = float(os.environ.get("TCC_TRY_TIMEOUT", "2"))  # seconds one try may take
@@ -487,8 +475,6 @@ TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7
 # consumed messages (outbox rows CONSUMED this long ago, with their inbox rows), notification
 # attempts and processed bank-notify receipts older than this are deleted; at least 1 day
 RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
-if RETENTION_DAYS < 1:
-    raise ImproperlyConfigured("RETENTION_DAYS must be at least 1: a message copy may still be on its way")
 RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # keys per range: rows per DELETE at most
 # pause after each DELETE: as long as the batch took, and at least this (retention takes at most
 # half of one connection's time, so payments keep the database)
@@ -497,10 +483,8 @@ RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task ti
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
-# "polling" is orders' own bank-asking queue, in a worker of its own: polling never delays payments
-SERVICE_QUEUES = ["core", "orders", "polling", "funds", "points", "accounting", "notifications"]
-if SANDBOX_ENABLED:
-    SERVICE_QUEUES.append("sandbox")
+# one queue and worker per service (paysys/topology.py), "polling" orders' own bank-asking one
+SERVICE_QUEUES = [worker.queue for worker in topology.workers(sandbox=SANDBOX_ENABLED) if worker.service]
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport with atomic publishes (paysys/core/broker.py: kombu's own can
@@ -525,30 +509,13 @@ else:
     # longer than any countdown paysys uses (CELERY_MAX_COUNTDOWN), so no early redelivery
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_MAX_COUNTDOWN = 600
-# notify delivery (long passes with requests in flight) has its own queue and worker, so it never
-# holds up the notifications worker's consumption of order.paid
+# queues of their own, off the payment path (paysys/topology.py)
 NOTIFY_DELIVERY_QUEUE = "notify_delivery"
-# message check-backs wait on producers' servers: their own queue and worker, never ahead of (or
-# behind) the core worker that relays bank payments
 MESSAGE_CHECK_BACK_QUEUE = "check_back"
-# housekeeping that is on no payment's path (retention), in a worker of its own
 MAINTENANCE_QUEUE = "maintenance"
-CELERY_TASK_QUEUES = [
-    Queue(name, routing_key=name)
-    for name in [*SERVICE_QUEUES, NOTIFY_DELIVERY_QUEUE, MESSAGE_CHECK_BACK_QUEUE, MAINTENANCE_QUEUE]
-]
+CELERY_TASK_QUEUES = [Queue(worker.queue, routing_key=worker.queue) for worker in topology.workers(sandbox=SANDBOX_ENABLED)]
 CELERY_TASK_DEFAULT_QUEUE = "core"
-CELERY_TASK_ROUTES = {
-    # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
-    "orders.poll_bank": {"queue": "polling", "routing_key": "polling"},
-    "orders.close_expired_orders": {"queue": "polling", "routing_key": "polling"},
-    "orders.poll_bank_refunds": {"queue": "polling", "routing_key": "polling"},
-    "notifications.deliver_due": {"queue": NOTIFY_DELIVERY_QUEUE, "routing_key": NOTIFY_DELIVERY_QUEUE},
-    "messaging.check_back": {"queue": MESSAGE_CHECK_BACK_QUEUE, "routing_key": MESSAGE_CHECK_BACK_QUEUE},
-    "paysys.purge_history": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
-    "paysys.reconcile": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
-    **{f"{name}.*": {"queue": name, "routing_key": name} for name in SERVICE_QUEUES},
-}
+CELERY_TASK_ROUTES = topology.task_routes(sandbox=SANDBOX_ENABLED)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -8,7 +8,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Core: merchants and payers"
 
     def ready(self) -> None:
-        from paysys.core import participants
+        from paysys.core import checks, participants  # noqa: F401 - checks registers the settings checks
         from paysys.core.schedules import sync_after_migrate
 
         post_migrate.connect(sync_after_migrate, sender=self)

@@ -5,6 +5,8 @@ path with thousands of rows a second that preparation costs more than the statem
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.db import connections
 
 _INSERT = "INSERT INTO {table} ({columns}) VALUES {rows}"
@@ -81,3 +83,24 @@ def pk_batches(rows, size: int):
             yield i + 1, list(rows.filter(pk__gt=start, pk__lte=min(start + size, hi)))
 
     return total, ranges()
+
+
+@contextmanager
+def own_connection(alias: str):
+    """A long-lived thread's own connection to ``alias``: a stale one is replaced before use, and
+    one that failed is closed after (whatever state it is in, the next use starts on a fresh
+    one). Yields a callable that marks the use failed without raising. A connection inside an
+    atomic block (a test's) is the caller's, and is left alone."""
+    connection = connections[alias]
+    own = not connection.in_atomic_block
+    failed = []
+    if own:
+        connection.close_if_unusable_or_obsolete()
+    try:
+        yield lambda: failed.append(True)
+    except BaseException:
+        failed.append(True)
+        raise
+    finally:
+        if own and failed:
+            connection.close()

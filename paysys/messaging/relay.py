@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
+from paysys.core.kicks import send_task
 from paysys.messaging.models import Message
 
 logger = logging.getLogger(__name__)
@@ -113,8 +115,6 @@ def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = Non
 def _ship(alias: str, rows: list[Message], *, slot: str | None = None) -> list[int]:
     """Publish the rows to their queues, 100 per task (a paced pass: one task, which frees
     ``slot`` when it ends). Returns the ids the broker did not take."""
-    from paysys.messaging.tasks import consume
-
     by_queue: dict[str, list[dict]] = {}
     for row in rows:
         by_queue.setdefault(row.queue, []).append(
@@ -134,10 +134,10 @@ def _ship(alias: str, rows: list[Message], *, slot: str | None = None) -> list[i
     ]
     shipped = 0
     try:
-        with consume.app.producer_or_acquire() as producer:
+        with current_app.producer_or_acquire() as producer:
             for queue, batch in batches:
-                consume.apply_async(args=[alias, batch], kwargs={"slot": slot} if slot else {}, queue=queue,
-                                    producer=producer)
+                send_task("messaging.consume", args=[alias, batch], kwargs={"slot": slot} if slot else {}, queue=queue,
+                          producer=producer)
                 shipped += 1
     except Exception:  # the rest stay SENDING: recovery resends them once the broker is back
         unsent = [d["id"] for _, batch in batches[shipped:] for d in batch]

@@ -6,9 +6,8 @@ from paysys.messaging import consumption, kicks, recovery, relay as relaying
 
 @shared_task(name="messaging.relay")
 def relay(alias: str) -> int:
-    # clear the kick first: a commit landing while this pass runs kicks the next one
-    cache.delete(kicks.kick_key(alias))
-    return relaying.relay_due(alias, paced=True)  # each batch's consume kicks the next pass
+    # each batch's consume kicks the next pass
+    return kicks.RELAY.run_pass(lambda: relaying.relay_due(alias, paced=True), target=alias)
 
 
 @shared_task(name="messaging.consume")

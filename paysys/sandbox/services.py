@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from paysys import bank
 from paysys.core.errors import Conflict, InvalidInput, NotFound
+from paysys.core.kicks import send_task
 from paysys.sandbox.models import BankNotifyAttempt, BankPayment, BankRefund
 
 logger = logging.getLogger(__name__)
@@ -154,10 +155,8 @@ def bank_pay(*, order: dict, options: PayOptions = PayOptions(), now: datetime |
 
 
 def _enqueue(task_name: str, *args, countdown: int = 0) -> None:
-    from paysys.sandbox import tasks  # tasks import this module
-
     try:
-        getattr(tasks, task_name).apply_async(args=args, countdown=countdown)
+        send_task(f"sandbox.{task_name}", args=args, countdown=countdown)
     except Exception:  # the broker is down: the row is due, the next beat pass sends it
         logger.warning("could not enqueue sandbox.%s%r; the resend pass will send it", task_name, args, exc_info=True)
 

@@ -30,7 +30,6 @@ import concurrent.futures
 import dataclasses
 import logging
 import math
-import os
 import queue as queue_module
 import threading
 import time
@@ -45,6 +44,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from paysys.core.errors import DomainError, Unavailable
+from paysys.core.kicks import PerProcess
+from paysys.core.sql import own_connection
 from paysys.tcc import barrier, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
@@ -338,19 +339,19 @@ def _try_each(alias: str, groups: dict[str, list]):
 
 
 def _tries(alias: str, groups: dict[str, list], *, batched: bool):
-    connections[alias].close_if_unusable_or_obsolete()
     results, redo = [], {}
-    for action, pairs in groups.items():
-        spec = registry.get_participant(action)
-        items = [(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs]
-        answers = barrier.attempt_batch(spec, op=barrier.TRY, items=items) if batched else None
-        if answers is None and batched and len(items) > 1:
-            redo[action] = pairs
-            continue
-        answers = answers or barrier.run_each(spec, op=barrier.TRY, items=items)
-        results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
-    if any(isinstance(answer, DatabaseError) for _, _, answer in results):
-        connections[alias].close()  # whatever state it is in, the next try starts on a fresh one
+    with own_connection(alias) as failed_use:
+        for action, pairs in groups.items():
+            spec = registry.get_participant(action)
+            items = [(gtx.xid, row.branch_no, row.payload) for gtx, row in pairs]
+            answers = barrier.attempt_batch(spec, op=barrier.TRY, items=items) if batched else None
+            if answers is None and batched and len(items) > 1:
+                redo[action] = pairs
+                continue
+            answers = answers or barrier.run_each(spec, op=barrier.TRY, items=items)
+            results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
+        if any(isinstance(answer, DatabaseError) for _, _, answer in results):
+            failed_use()
     return results, redo
 
 
@@ -365,16 +366,14 @@ class _TryThreads:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pools: dict[str, _AliasThreads] = {}
-        self._pid: int | None = None
+        self._pools = PerProcess(dict)  # alias -> _AliasThreads, this process's own
 
     def submit(self, alias: str, fn, *args) -> concurrent.futures.Future:
+        pools = self._pools.get()
         with self._lock:
-            if self._pid != os.getpid():  # first use in this process, or in a forked child
-                self._pid, self._pools = os.getpid(), {}
-            pool = self._pools.get(alias)
+            pool = pools.get(alias)
             if pool is None:
-                pool = self._pools[alias] = _AliasThreads(alias)
+                pool = pools[alias] = _AliasThreads(alias)
         return pool.submit(fn, *args)
 
 

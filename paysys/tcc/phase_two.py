@@ -21,18 +21,17 @@ tables, and the barrier makes the resend apply once.
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections import defaultdict
 from typing import Iterable
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from paysys.messaging.kicks import BackgroundKicks
+from paysys.core.kicks import Kick, send_task
+from paysys.core.sql import own_connection
 from paysys.tcc import barrier, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
@@ -76,52 +75,32 @@ def dispatch(label: str, op: str, rows: list[TransactionBranch]) -> None:
         except registry.UnknownParticipant:
             logger.error("TCC %s: participant %s is not registered here; recovery will resend", label, row.action)
     if queues:
-        _dispatcher.submit(sorted(queues))
+        PHASE_TWO_PASS.request(*sorted(queues))
 
 
-def kick_key(queue: str) -> str:
-    return f"tcc:kick:{queue}"
-
-
-def kick(queue: str) -> None:
-    """Ask for a phase-two pass on ``queue`` soon; kicks while one is pending coalesce."""
-    from paysys.tcc.tasks import phase_two_pass
-
-    try:
-        if not cache.add(kick_key(queue), 1, timeout=settings.TCC_KICK_TTL):
-            return
-        phase_two_pass.apply_async(args=[queue], queue=queue, routing_key=queue, retry=False)
-    except Exception:  # cache or broker down: the decided branches wait for recovery
-        logger.warning("TCC phase-two kick for %s not sent; recovery will resend", queue, exc_info=True)
-        try:
-            cache.delete(kick_key(queue))
-        except Exception:  # noqa: BLE001 - the key expires on its own
-            pass
+# kicks phase-two passes from a background thread: the initiator returns as soon as its decision
+# is committed, never waiting on the cache or the broker
+PHASE_TWO_PASS = Kick(
+    "tcc.phase_two_pass", key="tcc:kick:{target}", ttl_setting="TCC_KICK_TTL",
+    route=lambda queue: {"queue": queue, "routing_key": queue}, thread_name="paysys-tcc-dispatch",
+)
+_dispatcher = PHASE_TWO_PASS.background
+kick_key = PHASE_TWO_PASS.key
+kick = PHASE_TWO_PASS.send
+flush_dispatch = PHASE_TWO_PASS.flush
 
 
 def send(items: list[dict]) -> int:
     """Send phase-two tasks now, one per participant queue and chunk. Returns items sent; a
     broker error propagates (recovery calls this and counts on the next pass)."""
-    from paysys.tcc.tasks import phase_two_batch
-
     sent = 0
     size = settings.TCC_PHASE_TWO_BATCH
     for queue, entries in items_by_queue(items).items():
         for start in range(0, len(entries), size):
             chunk = entries[start:start + size]
-            phase_two_batch.apply_async(args=[chunk], queue=queue, routing_key=queue, retry=False)
+            send_task("tcc.phase_two", args=[chunk], queue=queue, routing_key=queue, retry=False)
             sent += len(chunk)
     return sent
-
-
-# kicks phase-two passes from a background thread: the initiator returns as soon as its decision
-# is committed, never waiting on the cache or the broker
-_dispatcher = BackgroundKicks(lambda queue: kick(queue), name="paysys-tcc-dispatch")
-atexit.register(_dispatcher.flush)
-
-
-def flush_dispatch(timeout: float = 5.0) -> bool:
-    return _dispatcher.flush(timeout)
 
 
 # --- in the participant's worker -------------------------------------------------------------
@@ -184,10 +163,10 @@ def execute(items: list[dict]) -> dict[str, list[int]]:
 def apply_here(alias: str, items: list[dict]) -> list[dict]:
     """On a try thread of ``alias`` (the coordinator's phase two at once): the items done. A
     failed op is only left undone: its participant's worker runs it next."""
-    connections[alias].close_if_unusable_or_obsolete()
-    done, failed = _apply(items, quiet=True)
-    if failed:
-        connections[alias].close()  # whatever state it is in, the next use starts on a fresh one
+    with own_connection(alias) as failed_use:
+        done, failed = _apply(items, quiet=True)
+        if failed:
+            failed_use()
     return done
 
 

@@ -36,8 +36,8 @@ def test_kicks_of_many_commits_coalesce_and_never_block_the_commit(monkeypatch):
     kicker = kicks._Kicker()  # a fresh one: this process's may have a thread from another test
     started = time.monotonic()
     for _ in range(20):
-        kicker.request("orders")
-    kicker.request("accounting")
+        kicker.submit(["orders"])
+    kicker.submit(["accounting"])
     assert time.monotonic() - started < 0.5  # the producers did not wait
     assert kicker.flush(0.05) is False  # a kick is still hanging
 
