@@ -26,7 +26,7 @@ run demo scenarios: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run demo scenarios: export PORT := $(PORT)
 run demo scenarios: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: help venv run demo scenarios test lint-imports mutate migrate worker beat clean
+.PHONY: help venv run demo scenarios test lint lint-imports mutate migrate worker beat clean
 
 help:
 	@echo "paysys make targets:"
@@ -35,6 +35,7 @@ help:
 	@echo "  make scenarios           the course's nine fault scenarios, one table row each (starts the stack if nothing answers)"
 	@echo "  make test [ARGS=...]     run the test suite (.venv/bin/pytest ARGS)"
 	@echo "  make lint-imports        check the import rules between the layers (.importlinter)"
+	@echo "  make lint                ruff: the tree is formatted (ruff format --check) and passes ruff check (ruff.toml)"
 	@echo "  make mutate [MUTATE=...] mutation testing of the money and messaging core (slow; setup.cfg [mutmut])"
 	@echo "  make migrate             create and migrate every service database"
 	@echo "  make worker QUEUE=NAME   run one service's Celery worker alone (NAME: $(QUEUES))"
@@ -77,6 +78,10 @@ test: venv
 
 lint-imports: venv
 	$(VENV)/bin/lint-imports
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # mutmut runs the embedded default (SQLite files under mutants/var/): one mutant at a time, since
 # the mutants share those files. Each run starts afresh (mutmut would keep a survivor's verdict

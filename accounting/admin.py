@@ -47,7 +47,15 @@ class VoucherAdmin(ReadOnlyAdmin):
     """Vouchers are booked only by the accounting service; here they are read, never edited
     (a correction is a new, reversing voucher)."""
 
-    list_display = ["source", "currency", "amount", "description", "created_at", "message_id", linked("source", description="trace")]
+    list_display = [
+        "source",
+        "currency",
+        "amount",
+        "description",
+        "created_at",
+        "message_id",
+        linked("source", description="trace"),
+    ]
     list_filter = ["currency", "created_at"]
     # the description names the merchant's order number and the bank trade number
     search_fields = ["source", "description"]

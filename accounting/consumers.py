@@ -3,7 +3,10 @@
 import logging
 
 from accounting.services import (
-    voucher_book_order_paid, voucher_book_refund, voucher_book_wallet_credited, vouchers_book_order_paid,
+    voucher_book_order_paid,
+    voucher_book_refund,
+    voucher_book_wallet_credited,
+    vouchers_book_order_paid,
 )
 from paysys.contracts import OrderPaid, RefundFinished, WalletCredited
 from paysys.core.steps import log_steps
@@ -19,13 +22,18 @@ def book_order_paid(deliveries) -> None:
     drops it, and the voucher's unique source would too). If the batch fails, the framework hands
     each delivery again alone, and the one-voucher path tells a duplicate source apart."""
     if len(deliveries) == 1:
-        voucher, created = voucher_book_order_paid(deliveries[0].payload, message_id=deliveries[0].message_id)
+        voucher, created = voucher_book_order_paid(
+            deliveries[0].payload, message_id=deliveries[0].message_id
+        )
         vouchers = [voucher] if created else []
     else:
         vouchers = vouchers_book_order_paid([(d.payload, d.message_id) for d in deliveries])
-    log_steps(logger, "order %s: voucher booked (%s)", [
-        (voucher.source.split(":", 1)[1], voucher.source) for voucher in vouchers
-    ], using="accounting")
+    log_steps(
+        logger,
+        "order %s: voucher booked (%s)",
+        [(voucher.source.split(":", 1)[1], voucher.source) for voucher in vouchers],
+        using="accounting",
+    )
 
 
 @consumer(WalletCredited.TOPIC, queue="accounting")

@@ -46,7 +46,9 @@ class Account(models.Model):
     code = models.CharField(max_length=16, unique=True)
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    normal_side = models.CharField(max_length=6, choices=Side.choices, help_text="the side its balance grows on")
+    normal_side = models.CharField(
+        max_length=6, choices=Side.choices, help_text="the side its balance grows on"
+    )
 
     class Meta:
         ordering = ["code"]
@@ -58,11 +60,15 @@ class Account(models.Model):
 class Voucher(models.Model):
     """One business event booked once: ``source`` names the event (``order.paid:<out_trade_no>``)."""
 
-    source = models.CharField(max_length=128, unique=True, help_text="the business event; one voucher each")
+    source = models.CharField(
+        max_length=128, unique=True, help_text="the business event; one voucher each"
+    )
     currency = models.CharField(max_length=3)
     description = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    message_id = models.UUIDField(null=True, blank=True, help_text="the message that booked it, for tracing")
+    message_id = models.UUIDField(
+        null=True, blank=True, help_text="the message that booked it, for tracing"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -80,10 +86,15 @@ class VoucherLine(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=Q(debit__gte=0), name="voucherline_debit_not_negative"),
-            models.CheckConstraint(condition=Q(credit__gte=0), name="voucherline_credit_not_negative"),
             models.CheckConstraint(
-                condition=Q(debit__gt=0, credit=0) | Q(debit=0, credit__gt=0), name="voucherline_debit_xor_credit"
+                condition=Q(debit__gte=0), name="voucherline_debit_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(credit__gte=0), name="voucherline_credit_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(debit__gt=0, credit=0) | Q(debit=0, credit__gt=0),
+                name="voucherline_debit_xor_credit",
             ),
         ]
 

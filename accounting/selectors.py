@@ -58,7 +58,9 @@ def trial_balance(*, currency: str | None = None) -> TrialBalance:
         lines = lines.filter(voucher__currency=currency)
     sums = {
         row["account_id"]: row
-        for row in lines.values("account_id").annotate(debit=Sum("debit"), credit=Sum("credit")).order_by()
+        for row in lines.values("account_id")
+        .annotate(debit=Sum("debit"), credit=Sum("credit"))
+        .order_by()
     }
     rows = [
         TrialBalanceRow(
@@ -72,7 +74,12 @@ def trial_balance(*, currency: str | None = None) -> TrialBalance:
 
 
 def voucher_currencies() -> list[str]:
-    return list(Voucher.objects.using(ALIAS).order_by("currency").values_list("currency", flat=True).distinct())
+    return list(
+        Voucher.objects.using(ALIAS)
+        .order_by("currency")
+        .values_list("currency", flat=True)
+        .distinct()
+    )
 
 
 def trial_balances() -> list[TrialBalance]:
@@ -107,9 +114,15 @@ def vouchers() -> QuerySet[Voucher]:
 def voucher_sums(sources) -> dict[str, tuple[int, int]]:
     """source -> (Σ debit, Σ credit to the merchant payable) of these vouchers (unique source)."""
     rows = (
-        Voucher.objects.using(ALIAS).filter(source__in=list(sources))
-        .annotate(debit=Sum("lines__debit"),
-                  payable=Sum("lines__credit", filter=Q(lines__account__code=AccountCode.MERCHANT_PAYABLE)))
-        .order_by().values_list("source", "debit", "payable")
+        Voucher.objects.using(ALIAS)
+        .filter(source__in=list(sources))
+        .annotate(
+            debit=Sum("lines__debit"),
+            payable=Sum(
+                "lines__credit", filter=Q(lines__account__code=AccountCode.MERCHANT_PAYABLE)
+            ),
+        )
+        .order_by()
+        .values_list("source", "debit", "payable")
     )
     return {source: (debit or 0, payable or 0) for source, debit, payable in rows}

@@ -109,8 +109,12 @@ class VoucherEntry:
         total_debit = sum(debit for _, debit, _ in lines)
         total_credit = sum(credit for _, _, credit in lines)
         if total_debit != total_credit or total_debit <= 0:
-            raise UnbalancedVoucher(f"voucher {self.source!r} does not balance: debits {total_debit}, credits {total_credit}")
-        return dataclasses.replace(self, lines=lines, description=self.description[:DESCRIPTION_MAX_LENGTH])
+            raise UnbalancedVoucher(
+                f"voucher {self.source!r} does not balance: debits {total_debit}, credits {total_credit}"
+            )
+        return dataclasses.replace(
+            self, lines=lines, description=self.description[:DESCRIPTION_MAX_LENGTH]
+        )
 
 
 def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
@@ -123,21 +127,33 @@ def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
     for entry in entries:
         unknown = sorted({code for code, _, _ in entry.lines} - set(accounts))
         if unknown:
-            raise UnknownAccount(f"voucher {entry.source!r} uses unknown account(s): {', '.join(unknown)}")
+            raise UnknownAccount(
+                f"voucher {entry.source!r} uses unknown account(s): {', '.join(unknown)}"
+            )
     vouchers = Voucher.objects.using(ALIAS).bulk_create(
-        Voucher(source=e.source, currency=e.currency, description=e.description, message_id=e.message_id)
+        Voucher(
+            source=e.source, currency=e.currency, description=e.description, message_id=e.message_id
+        )
         for e in entries
     )
     if any(v.pk is None for v in vouchers):  # a backend that returns no ids from a bulk INSERT
-        by_source = dict(Voucher.objects.using(ALIAS).filter(source__in=[v.source for v in vouchers])
-                         .values_list("source", "pk"))
+        by_source = dict(
+            Voucher.objects.using(ALIAS)
+            .filter(source__in=[v.source for v in vouchers])
+            .values_list("source", "pk")
+        )
         for voucher in vouchers:
             voucher.pk = by_source[voucher.source]
-    insert_rows(ALIAS, VoucherLine, ["voucher_id", "account_id", "debit", "credit"], [
-        (voucher.pk, accounts[code].pk, debit, credit)
-        for voucher, entry in zip(vouchers, entries)
-        for code, debit, credit in entry.lines
-    ])
+    insert_rows(
+        ALIAS,
+        VoucherLine,
+        ["voucher_id", "account_id", "debit", "credit"],
+        [
+            (voucher.pk, accounts[code].pk, debit, credit)
+            for voucher, entry in zip(vouchers, entries, strict=False)
+            for code, debit, credit in entry.lines
+        ],
+    )
     _assert_balanced_in_database(vouchers)
     return vouchers
 
@@ -147,23 +163,34 @@ def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
 PAID_FROM = {"bank": AccountCode.BANK_CLEARING, "balance": AccountCode.PAYER_WALLETS}
 
 
-def voucher_book_order_paid(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool]:
+def voucher_book_order_paid(
+    payload: dict, *, message_id: uuid.UUID | str | None = None
+) -> tuple[Voucher, bool]:
     """Book an ``order.paid`` event: the money came from the bank (bank clearing) or from the
     payer's wallet (payer wallets), the merchant is owed amount − fee, the platform earned the
     fee. The fee comes from the payload (orders computed it with ``paysys.core.money.fee_for``);
     recomputing it here could disagree with what funds credited.
     """
     entry = order_paid_entry(payload, message_id=message_id)
-    return voucher_book(source=entry.source, currency=entry.currency, lines=entry.lines,
-                        description=entry.description, message_id=message_id)
+    return voucher_book(
+        source=entry.source,
+        currency=entry.currency,
+        lines=entry.lines,
+        description=entry.description,
+        message_id=message_id,
+    )
 
 
 def vouchers_book_order_paid(events: list[tuple[dict, uuid.UUID | str | None]]) -> list[Voucher]:
     """:func:`voucher_book_order_paid` for a batch of new events, ``(payload, message_id)`` each:
     one statement per table for all of them (:func:`vouchers_book_new`). Raises if any of them is
     wrong or booked before; the consumer then books each alone."""
-    return vouchers_book_new([order_paid_entry(payload, message_id=message_id).validated()
-                              for payload, message_id in events])
+    return vouchers_book_new(
+        [
+            order_paid_entry(payload, message_id=message_id).validated()
+            for payload, message_id in events
+        ]
+    )
 
 
 def order_paid_entry(payload: dict, *, message_id: uuid.UUID | str | None = None) -> VoucherEntry:
@@ -173,14 +200,20 @@ def order_paid_entry(payload: dict, *, message_id: uuid.UUID | str | None = None
     except ContractError as exc:
         raise InvalidVoucher(str(exc)) from exc
     if event.method not in PAID_FROM:
-        raise InvalidVoucher(f"{event.TOPIC} {event.out_trade_no}: unknown payment method {event.method!r}")
+        raise InvalidVoucher(
+            f"{event.TOPIC} {event.out_trade_no}: unknown payment method {event.method!r}"
+        )
     amount, fee = event.amount, event.fee
     lines = [
         (PAID_FROM[event.method], amount, 0),
         (AccountCode.MERCHANT_PAYABLE, 0, amount - fee),
         (AccountCode.FEE_INCOME, 0, fee),
     ]
-    paid_by = f"bank trade {event.bank_trade_no}" if event.method == "bank" else f"payer {event.payer_id}'s wallet"
+    paid_by = (
+        f"bank trade {event.bank_trade_no}"
+        if event.method == "bank"
+        else f"payer {event.payer_id}'s wallet"
+    )
     return VoucherEntry(
         source=f"{event.TOPIC}:{event.out_trade_no}",
         currency=event.currency,
@@ -193,7 +226,9 @@ def order_paid_entry(payload: dict, *, message_id: uuid.UUID | str | None = None
     )
 
 
-def voucher_book_wallet_credited(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool]:
+def voucher_book_wallet_credited(
+    payload: dict, *, message_id: uuid.UUID | str | None = None
+) -> tuple[Voucher, bool]:
     """Book a payer's wallet credited by hand: the money is at the bank, the platform now holds
     it for the payer. One voucher per fund entry."""
     try:
@@ -203,13 +238,18 @@ def voucher_book_wallet_credited(payload: dict, *, message_id: uuid.UUID | str |
     return voucher_book(
         source=f"{event.TOPIC}:{event.entry_id}",
         currency=event.currency,
-        lines=[(AccountCode.BANK_CLEARING, event.amount, 0), (AccountCode.PAYER_WALLETS, 0, event.amount)],
+        lines=[
+            (AccountCode.BANK_CLEARING, event.amount, 0),
+            (AccountCode.PAYER_WALLETS, 0, event.amount),
+        ],
         description=f"wallet of payer {event.payer_id} credited by {event.credited_by}: {event.reason}",
         message_id=message_id,
     )
 
 
-def voucher_book_refund(payload: dict, *, message_id: uuid.UUID | str | None = None) -> tuple[Voucher, bool] | None:
+def voucher_book_refund(
+    payload: dict, *, message_id: uuid.UUID | str | None = None
+) -> tuple[Voucher, bool] | None:
     """Book a SUCCEEDED refund: the reverse of its payment's voucher for the refunded amount,
     fee excepted. The platform keeps its fee, as Stripe does (the payment was processed; the
     merchant gives back the whole refund from its balance): merchant payable is debited the
@@ -222,12 +262,20 @@ def voucher_book_refund(payload: dict, *, message_id: uuid.UUID | str | None = N
     if event.status != "SUCCEEDED" or event.kind != "order":  # a duplicate payment was never booked
         return None
     if event.method not in PAID_FROM:
-        raise InvalidVoucher(f"{event.TOPIC} {event.refund_no}: unknown payment method {event.method!r}")
+        raise InvalidVoucher(
+            f"{event.TOPIC} {event.refund_no}: unknown payment method {event.method!r}"
+        )
     return voucher_book(
-        source=f"{event.TOPIC}:{event.refund_no}", currency=event.currency,
-        lines=[(AccountCode.MERCHANT_PAYABLE, event.amount, 0), (PAID_FROM[event.method], 0, event.amount)],
-        description=(f"refund {event.refund_no} of order {event.out_trade_no}: merchant {event.merchant_id} "
-                     f"refund {event.merchant_refund_no}, back to the payer by {event.method}"),
+        source=f"{event.TOPIC}:{event.refund_no}",
+        currency=event.currency,
+        lines=[
+            (AccountCode.MERCHANT_PAYABLE, event.amount, 0),
+            (PAID_FROM[event.method], 0, event.amount),
+        ],
+        description=(
+            f"refund {event.refund_no} of order {event.out_trade_no}: merchant {event.merchant_id} "
+            f"refund {event.merchant_refund_no}, back to the payer by {event.method}"
+        ),
         message_id=message_id,
     )
 
@@ -262,8 +310,11 @@ def _assert_balanced_in_database(vouchers: list[Voucher]) -> None:
     """Sum what was written, before commit; raising here rolls the vouchers back."""
     sums = {
         row["voucher_id"]: (row["debit"], row["credit"])
-        for row in VoucherLine.objects.using(ALIAS).filter(voucher_id__in=[v.pk for v in vouchers])
-        .values("voucher_id").annotate(debit=Sum("debit"), credit=Sum("credit")).order_by()
+        for row in VoucherLine.objects.using(ALIAS)
+        .filter(voucher_id__in=[v.pk for v in vouchers])
+        .values("voucher_id")
+        .annotate(debit=Sum("debit"), credit=Sum("credit"))
+        .order_by()
     }
     for voucher in vouchers:
         debit, credit = sums.get(voucher.pk, (None, None))
@@ -276,10 +327,16 @@ def _assert_balanced_in_database(vouchers: list[Voucher]) -> None:
 def _warn_if_different(existing: Voucher, *, currency: str, lines: list[Line]) -> None:
     """A replay should carry the same event; a different one means a producer bug: say so loudly."""
     booked = sorted(
-        VoucherLine.objects.using(ALIAS).filter(voucher=existing).values_list("account__code", "debit", "credit")
+        VoucherLine.objects.using(ALIAS)
+        .filter(voucher=existing)
+        .values_list("account__code", "debit", "credit")
     )
     if existing.currency != currency or booked != sorted(lines):
         logger.error(
             "voucher %s already booked with %s %s; a replay asked for %s %s (kept the first)",
-            existing.source, existing.currency, booked, currency, sorted(lines),
+            existing.source,
+            existing.currency,
+            booked,
+            currency,
+            sorted(lines),
         )

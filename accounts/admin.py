@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 class CreditWalletForm(forms.Form):
     payer_id = forms.IntegerField(min_value=1, label="Payer id")
-    amount = forms.IntegerField(min_value=1, max_value=MAX_AMOUNT, help_text="minor units (fen): 1000 = 10.00")
+    amount = forms.IntegerField(
+        min_value=1, max_value=MAX_AMOUNT, help_text="minor units (fen): 1000 = 10.00"
+    )
     currency = forms.ChoiceField(choices=[])
     reason = forms.CharField(max_length=255, help_text="why: kept in the entry and the voucher")
     # one key per rendered form: submitting it twice (a double click, the back button) credits once
@@ -45,7 +47,18 @@ class CreditWalletForm(forms.Form):
 
 @admin.register(FundAccount)
 class FundAccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner_type", "owner_id", "currency", "balance", "available", "frozen", "pending_in", "entries", "updated_at"]
+    list_display = [
+        "id",
+        "owner_type",
+        "owner_id",
+        "currency",
+        "balance",
+        "available",
+        "frozen",
+        "pending_in",
+        "entries",
+        "updated_at",
+    ]
     list_filter = ["owner_type", "currency"]
     search_fields = ["=owner_id"]
     readonly_fields = [*list_display, "created_at"]
@@ -58,7 +71,9 @@ class FundAccountAdmin(ReadOnlyAdmin):
 
     @admin.display(description="entries")
     def entries(self, obj):
-        url = reverse(f"admin:{self.opts.app_label}_fundentry_changelist", current_app=self.admin_site.name)
+        url = reverse(
+            f"admin:{self.opts.app_label}_fundentry_changelist", current_app=self.admin_site.name
+        )
         return format_html('<a href="{}?account__id__exact={}">entries</a>', url, obj.pk)
 
     def has_credit_wallet_permission(self, request) -> bool:
@@ -67,12 +82,19 @@ class FundAccountAdmin(ReadOnlyAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("credit-wallet/", self.admin_site.admin_view(self.credit_wallet_view), name="%s_%s_credit_wallet" % info),
+            path(
+                "credit-wallet/",
+                self.admin_site.admin_view(self.credit_wallet_view),
+                name="%s_%s_credit_wallet" % info,
+            ),
             *super().get_urls(),
         ]
 
     def _credit_url(self, **query) -> str:
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_credit_wallet", current_app=self.admin_site.name)
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_credit_wallet",
+            current_app=self.admin_site.name,
+        )
         return f"{url}?{urlencode(query)}" if query else url
 
     def changelist_view(self, request, extra_context=None):
@@ -89,7 +111,9 @@ class FundAccountAdmin(ReadOnlyAdmin):
         if len(wallets) != 1:
             self.message_user(request, "Select exactly one payer wallet.", messages.WARNING)
             return None
-        return HttpResponseRedirect(self._credit_url(payer_id=wallets[0].owner_id, currency=wallets[0].currency))
+        return HttpResponseRedirect(
+            self._credit_url(payer_id=wallets[0].owner_id, currency=wallets[0].currency)
+        )
 
     def credit_wallet_view(self, request):
         if not self.has_credit_wallet_permission(request):
@@ -99,8 +123,11 @@ class FundAccountAdmin(ReadOnlyAdmin):
             data = form.cleaned_data
             try:
                 entry = wallet_credit(
-                    payer_id=data["payer_id"], amount=data["amount"], currency=data["currency"],
-                    reason=data["reason"], credited_by=f"admin:{request.user.get_username()}",
+                    payer_id=data["payer_id"],
+                    amount=data["amount"],
+                    currency=data["currency"],
+                    reason=data["reason"],
+                    credited_by=f"admin:{request.user.get_username()}",
                     request_key=data["request_key"],
                 )
             except DomainError as exc:
@@ -108,7 +135,10 @@ class FundAccountAdmin(ReadOnlyAdmin):
                     form.add_error(field if field in form.fields else None, message)
             except DatabaseError:
                 logger.warning("credit wallet: a database is unavailable", exc_info=True)
-                form.add_error(None, "A database is unavailable. Submit again later: this form credits at most once.")
+                form.add_error(
+                    None,
+                    "A database is unavailable. Submit again later: this form credits at most once.",
+                )
             else:
                 self.message_user(
                     request,
@@ -116,7 +146,10 @@ class FundAccountAdmin(ReadOnlyAdmin):
                     f"balance now {entry.balance_after}.",
                     messages.SUCCESS,
                 )
-                changelist = reverse(f"admin:{self.opts.app_label}_fundentry_changelist", current_app=self.admin_site.name)
+                changelist = reverse(
+                    f"admin:{self.opts.app_label}_fundentry_changelist",
+                    current_app=self.admin_site.name,
+                )
                 return HttpResponseRedirect(f"{changelist}?account__id__exact={entry.account_id}")
         context = {
             **self.admin_site.each_context(request),
@@ -129,8 +162,25 @@ class FundAccountAdmin(ReadOnlyAdmin):
 
 @admin.register(FundEntry)
 class FundEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "kind", "direction", "amount", "balance_after", linked("out_trade_no"), linked("xid"), "reason", "created_by", "created_at"]
-    list_filter = ["kind", "direction", "account__owner_type", "created_at"]  # and ?account__id__exact=<id>
+    list_display = [
+        "id",
+        "account",
+        "kind",
+        "direction",
+        "amount",
+        "balance_after",
+        linked("out_trade_no"),
+        linked("xid"),
+        "reason",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = [
+        "kind",
+        "direction",
+        "account__owner_type",
+        "created_at",
+    ]  # and ?account__id__exact=<id>
     search_fields = ["=xid", "=out_trade_no", "=account__owner_id", "created_by"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"
@@ -146,7 +196,17 @@ class PointsAccountAdmin(ReadOnlyAdmin):
 
 @admin.register(PointsEntry)
 class PointsEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "kind", "points", "balance_after", linked("out_trade_no"), linked("xid"), "reason", "created_at"]
+    list_display = [
+        "id",
+        "account",
+        "kind",
+        "points",
+        "balance_after",
+        linked("out_trade_no"),
+        linked("xid"),
+        "reason",
+        "created_at",
+    ]
     list_filter = ["kind", "created_at"]
     search_fields = ["=xid", "=out_trade_no", "=account__payer_id"]
     list_select_related = ["account"]

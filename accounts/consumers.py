@@ -13,8 +13,14 @@ def settle_refund_funds(message) -> None:
     event = RefundFinished.from_payload(message.payload)
     if not event.held:
         return  # posted by its TCC's confirm already
-    move = FundMove(owner_type="merchant", owner_id=event.merchant_id, amount=event.amount, currency=event.currency,
-                    out_trade_no=event.out_trade_no, reason=f"refund {event.refund_no}")
+    move = FundMove(
+        owner_type="merchant",
+        owner_id=event.merchant_id,
+        amount=event.amount,
+        currency=event.currency,
+        out_trade_no=event.out_trade_no,
+        reason=f"refund {event.refund_no}",
+    )
     if event.status == "SUCCEEDED":
         services.fund_debit_post(move=move, xid=event.xid)
     else:
@@ -26,7 +32,9 @@ def settle_refund_points(message) -> None:
     event = RefundFinished.from_payload(message.payload)
     if not event.held or not event.points:
         return
-    award = PointsAward(payer_id=event.payer_id, points=event.points, out_trade_no=event.out_trade_no)
+    award = PointsAward(
+        payer_id=event.payer_id, points=event.points, out_trade_no=event.out_trade_no
+    )
     if event.status == "SUCCEEDED":
         services.points_reverse_post(award=award, xid=event.xid)
     else:

@@ -38,22 +38,38 @@ class FundAccount(models.Model):
         PAYER = "payer", "payer (wallet)"
 
     owner_type = models.CharField(max_length=8, choices=Owner.choices)
-    owner_id = models.BigIntegerField(help_text="core merchant or payer id (another database: no foreign key)")
+    owner_id = models.BigIntegerField(
+        help_text="core merchant or payer id (another database: no foreign key)"
+    )
     currency = models.CharField(max_length=3)
     balance = models.BigIntegerField(default=0, help_text="minor units")
-    frozen = models.BigIntegerField(default=0, help_text="outgoing, reserved by debit tries (minor units)")
-    pending_in = models.BigIntegerField(default=0, help_text="incoming, reserved by credit tries (minor units)")
+    frozen = models.BigIntegerField(
+        default=0, help_text="outgoing, reserved by debit tries (minor units)"
+    )
+    pending_in = models.BigIntegerField(
+        default=0, help_text="incoming, reserved by credit tries (minor units)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["owner_type", "owner_id", "currency"], name="fundaccount_unique_owner"),
-            models.CheckConstraint(condition=Q(balance__gte=0), name="fundaccount_balance_not_negative"),
-            models.CheckConstraint(condition=Q(frozen__gte=0), name="fundaccount_frozen_not_negative"),
-            models.CheckConstraint(condition=Q(pending_in__gte=0), name="fundaccount_pending_in_not_negative"),
+            models.UniqueConstraint(
+                fields=["owner_type", "owner_id", "currency"], name="fundaccount_unique_owner"
+            ),
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="fundaccount_balance_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(frozen__gte=0), name="fundaccount_frozen_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(pending_in__gte=0), name="fundaccount_pending_in_not_negative"
+            ),
             # available = balance - frozen never negative
-            models.CheckConstraint(condition=Q(balance__gte=F("frozen")), name="fundaccount_available_not_negative"),
+            models.CheckConstraint(
+                condition=Q(balance__gte=F("frozen")), name="fundaccount_available_not_negative"
+            ),
         ]
         permissions = [("credit_wallet", "Can credit a payer's wallet by hand")]
 
@@ -73,12 +89,22 @@ class FundEntry(models.Model):
     direction = models.CharField(max_length=6, choices=Direction.choices)
     amount = models.BigIntegerField(help_text="minor units, > 0")
     balance_after = models.BigIntegerField(help_text="the account's balance after this change")
-    xid = models.CharField(max_length=64, null=True, blank=True, help_text="the TCC transaction; empty for a manual credit")
+    xid = models.CharField(
+        max_length=64,
+        null=True,
+        blank=True,
+        help_text="the TCC transaction; empty for a manual credit",
+    )
     out_trade_no = models.CharField(max_length=32, blank=True, default="")
     reason = models.CharField(max_length=255, blank=True, default="")
-    created_by = models.CharField(max_length=150, blank=True, default="", help_text="who, for a manual change")
+    created_by = models.CharField(
+        max_length=150, blank=True, default="", help_text="who, for a manual change"
+    )
     request_key = models.CharField(
-        max_length=64, null=True, blank=True, unique=True,
+        max_length=64,
+        null=True,
+        blank=True,
+        unique=True,
         help_text="a manual credit's idempotency key: the same request submitted twice credits once",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -87,15 +113,21 @@ class FundEntry(models.Model):
         verbose_name_plural = "fund entries"
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="fundentry_amount_positive"),
-            models.CheckConstraint(condition=Q(balance_after__gte=0), name="fundentry_balance_after_not_negative"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="fundentry_balance_after_not_negative"
+            ),
             # one hold, one post, one release per transaction and direction on an account: a
             # second application of the same phase is refused even if the barrier were bypassed
             # (NULL xids, i.e. manual credits, are distinct in a unique index)
-            models.UniqueConstraint(fields=["account", "xid", "direction", "kind"], name="fundentry_unique_phase"),
+            models.UniqueConstraint(
+                fields=["account", "xid", "direction", "kind"], name="fundentry_unique_phase"
+            ),
         ]
         indexes = [
             models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent"),
-            models.Index(fields=["out_trade_no"], name="fundentry_order"),  # reconcile: an order's entries
+            models.Index(
+                fields=["out_trade_no"], name="fundentry_order"
+            ),  # reconcile: an order's entries
         ]
 
     def __str__(self) -> str:
@@ -103,19 +135,31 @@ class FundEntry(models.Model):
 
 
 class PointsAccount(models.Model):
-    payer_id = models.BigIntegerField(unique=True, help_text="core payer id (another database: no foreign key)")
+    payer_id = models.BigIntegerField(
+        unique=True, help_text="core payer id (another database: no foreign key)"
+    )
     balance = models.BigIntegerField(default=0)
     pending = models.BigIntegerField(default=0, help_text="reserved by award tries")
-    frozen = models.BigIntegerField(default=0, db_default=0, help_text="outgoing, reserved by refunds' reversal tries")
+    frozen = models.BigIntegerField(
+        default=0, db_default=0, help_text="outgoing, reserved by refunds' reversal tries"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(balance__gte=0), name="pointsaccount_balance_not_negative"),
-            models.CheckConstraint(condition=Q(pending__gte=0), name="pointsaccount_pending_not_negative"),
-            models.CheckConstraint(condition=Q(frozen__gte=0), name="pointsaccount_frozen_not_negative"),
-            models.CheckConstraint(condition=Q(balance__gte=F("frozen")), name="pointsaccount_available_not_negative"),
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="pointsaccount_balance_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(pending__gte=0), name="pointsaccount_pending_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(frozen__gte=0), name="pointsaccount_frozen_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(balance__gte=F("frozen")), name="pointsaccount_available_not_negative"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -126,7 +170,12 @@ class PointsEntry(models.Model):
     account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=8, choices=EntryKind.choices)
     # credit: an award (balance grows); debit: a refund's reversal (balance shrinks, via frozen)
-    direction = models.CharField(max_length=6, choices=Direction.choices, default=Direction.CREDIT, db_default=Direction.CREDIT)
+    direction = models.CharField(
+        max_length=6,
+        choices=Direction.choices,
+        default=Direction.CREDIT,
+        db_default=Direction.CREDIT,
+    )
     points = models.BigIntegerField(help_text="> 0")
     balance_after = models.BigIntegerField()
     xid = models.CharField(max_length=64, null=True, blank=True)
@@ -138,10 +187,16 @@ class PointsEntry(models.Model):
         verbose_name_plural = "points entries"
         constraints = [
             models.CheckConstraint(condition=Q(points__gt=0), name="pointsentry_points_positive"),
-            models.CheckConstraint(condition=Q(balance_after__gte=0), name="pointsentry_balance_after_not_negative"),
-            models.UniqueConstraint(fields=["account", "xid", "kind"], name="pointsentry_unique_phase"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="pointsentry_balance_after_not_negative"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "xid", "kind"], name="pointsentry_unique_phase"
+            ),
         ]
-        indexes = [models.Index(fields=["out_trade_no"], name="pointsentry_order")]  # reconcile: an order's entries
+        indexes = [
+            models.Index(fields=["out_trade_no"], name="pointsentry_order")
+        ]  # reconcile: an order's entries
 
     def __str__(self) -> str:
         return f"{self.kind} {self.points} on {self.account_id}"

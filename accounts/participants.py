@@ -45,9 +45,15 @@ def credit_try(ops: list[tcc.BranchOp]) -> None:
 def credit_confirm(ops: list[tcc.BranchOp]) -> None:
     moves = _moves(ops)
     services.fund_credit_post(moves=moves)
-    log_steps(logger, "order %s: %s %s credited %s %s", [
-        (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency) for _, move in moves
-    ], using="funds")
+    log_steps(
+        logger,
+        "order %s: %s %s credited %s %s",
+        [
+            (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)
+            for _, move in moves
+        ],
+        using="funds",
+    )
 
 
 @tcc.many
@@ -62,8 +68,12 @@ def debit_try(payload: dict, *, xid: str) -> None:
 def debit_confirm(payload: dict, *, xid: str) -> None:
     move = FundMove.from_payload(payload)
     services.fund_debit_post(move=move, xid=xid)
-    log_steps(logger, "order %s: %s %s debited %s %s", [
-        (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)], using="funds")
+    log_steps(
+        logger,
+        "order %s: %s %s debited %s %s",
+        [(move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)],
+        using="funds",
+    )
 
 
 def debit_cancel(payload: dict, *, xid: str) -> None:
@@ -79,9 +89,12 @@ def award_try(ops: list[tcc.BranchOp]) -> None:
 def award_confirm(ops: list[tcc.BranchOp]) -> None:
     awards = _awards(ops)
     services.points_award_post(awards=awards)
-    log_steps(logger, "order %s: payer %s awarded %s points", [
-        (award.out_trade_no, award.payer_id, award.points) for _, award in awards if award.points
-    ], using="points")
+    log_steps(
+        logger,
+        "order %s: payer %s awarded %s points",
+        [(award.out_trade_no, award.payer_id, award.points) for _, award in awards if award.points],
+        using="points",
+    )
 
 
 @tcc.many

@@ -54,25 +54,44 @@ FundKey = tuple[str, int, str]  # (owner_type, owner_id, currency): a fund accou
 PointsKey = tuple[int]  # (payer_id,)
 
 
-def fund_accounts_for_update(keys: Iterable[FundKey], *, create: bool) -> dict[FundKey, FundAccount]:
+def fund_accounts_for_update(
+    keys: Iterable[FundKey], *, create: bool
+) -> dict[FundKey, FundAccount]:
     """The accounts of ``keys``, locked; the missing ones created (once, whoever races) when
     ``create``, else left out."""
     return _accounts_for_update(
-        FundAccount, FUNDS, ("owner_type", "owner_id", "currency"), keys, create=create,
+        FundAccount,
+        FUNDS,
+        ("owner_type", "owner_id", "currency"),
+        keys,
+        create=create,
         zeros=("balance", "frozen", "pending_in"),
     )
 
 
-def fund_account_for_update(*, owner_type: str, owner_id: int, currency: str, create: bool) -> FundAccount | None:
+def fund_account_for_update(
+    *, owner_type: str, owner_id: int, currency: str, create: bool
+) -> FundAccount | None:
     key = (owner_type, owner_id, currency)
     return fund_accounts_for_update([key], create=create).get(key)
 
 
-def points_accounts_for_update(keys: Iterable[PointsKey], *, create: bool) -> dict[PointsKey, PointsAccount]:
-    return _accounts_for_update(PointsAccount, POINTS, ("payer_id",), keys, create=create, zeros=("balance", "pending", "frozen"))
+def points_accounts_for_update(
+    keys: Iterable[PointsKey], *, create: bool
+) -> dict[PointsKey, PointsAccount]:
+    return _accounts_for_update(
+        PointsAccount,
+        POINTS,
+        ("payer_id",),
+        keys,
+        create=create,
+        zeros=("balance", "pending", "frozen"),
+    )
 
 
-def _accounts_for_update(model, alias: str, key_fields: tuple[str, ...], keys, *, create: bool, zeros) -> dict:
+def _accounts_for_update(
+    model, alias: str, key_fields: tuple[str, ...], keys, *, create: bool, zeros
+) -> dict:
     """Find the accounts' ids by their unique keys (no lock), then lock them by one
     SELECT ... FOR UPDATE of an id list, in id order.
 
@@ -87,7 +106,10 @@ def _accounts_for_update(model, alias: str, key_fields: tuple[str, ...], keys, *
     ids = _ids_by_key(model, alias, key_fields, keys)
     missing = keys - ids.keys()
     if missing and create:
-        rows = [{**dict(zip(key_fields, key)), **dict.fromkeys(zeros, 0)} for key in sorted(missing)]
+        rows = [
+            {**dict(zip(key_fields, key, strict=False)), **dict.fromkeys(zeros, 0)}
+            for key in sorted(missing)
+        ]
         _create_if_missing(model, alias, rows)
         ids = _ids_by_key(model, alias, key_fields, keys)
     rows = model.objects.using(alias).select_for_update().filter(pk__in=ids.values()).order_by("pk")
@@ -95,8 +117,11 @@ def _accounts_for_update(model, alias: str, key_fields: tuple[str, ...], keys, *
 
 
 def _ids_by_key(model, alias: str, key_fields: tuple[str, ...], keys: set) -> dict:
-    match = reduce(operator.or_, (Q(**dict(zip(key_fields, key))) for key in keys))
-    return {tuple(row[:-1]): row[-1] for row in model.objects.using(alias).filter(match).values_list(*key_fields, "pk")}
+    match = reduce(operator.or_, (Q(**dict(zip(key_fields, key, strict=False))) for key in keys))
+    return {
+        tuple(row[:-1]): row[-1]
+        for row in model.objects.using(alias).filter(match).values_list(*key_fields, "pk")
+    }
 
 
 def _now_in_db(alias: str):
@@ -112,7 +137,9 @@ def _create_if_missing(model, alias: str, rows: list[dict]) -> None:
     existing row at once (``lock_existing``) makes first users of an account queue instead."""
     now = _now_in_db(alias)
     columns = [*rows[0], "created_at", "updated_at"]
-    insert_new_rows(alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True)
+    insert_new_rows(
+        alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True
+    )
 
 
 # --- what a fund action is about: parsed from a TCC payload or given by a caller --------------
@@ -151,7 +178,11 @@ class FundMove:
             problems["owner_id"] = "a positive integer"
         if not _is_int(self.amount) or not 1 <= self.amount <= MAX_AMOUNT:
             problems["amount"] = f"an integer between 1 and {MAX_AMOUNT} (minor units)"
-        if not isinstance(self.currency, str) or len(self.currency) != 3 or not self.currency.isupper():
+        if (
+            not isinstance(self.currency, str)
+            or len(self.currency) != 3
+            or not self.currency.isupper()
+        ):
             problems["currency"] = "an ISO 4217 code"
         if not isinstance(self.out_trade_no, str) or len(self.out_trade_no) > 32:
             problems["out_trade_no"] = "at most 32 characters"
@@ -166,20 +197,38 @@ def _is_int(value) -> bool:
 
 
 def _fund_change(
-    account: FundAccount, move: FundMove, *, kind: str, direction: str, xid: str | None,
-    condition: Q, changes: dict, balance_delta: int = 0, created_by: str = "", request_key: str | None = None,
+    account: FundAccount,
+    move: FundMove,
+    *,
+    kind: str,
+    direction: str,
+    xid: str | None,
+    condition: Q,
+    changes: dict,
+    balance_delta: int = 0,
+    created_by: str = "",
+    request_key: str | None = None,
 ) -> FundEntry | None:
     """One conditional UPDATE on the locked ``account`` and its entry; None if ``condition`` failed."""
-    updated = FundAccount.objects.using(FUNDS).filter(condition, pk=account.pk).update(
-        **changes, updated_at=timezone.now()
+    updated = (
+        FundAccount.objects.using(FUNDS)
+        .filter(condition, pk=account.pk)
+        .update(**changes, updated_at=timezone.now())
     )
     if updated != 1:
         return None
     # exact: this transaction holds the row's lock since it read it
     return FundEntry.objects.using(FUNDS).create(
-        account=account, kind=kind, direction=direction, amount=move.amount,
-        balance_after=account.balance + balance_delta, xid=xid, out_trade_no=move.out_trade_no,
-        reason=move.reason, created_by=created_by, request_key=request_key,
+        account=account,
+        kind=kind,
+        direction=direction,
+        amount=move.amount,
+        balance_after=account.balance + balance_delta,
+        xid=xid,
+        out_trade_no=move.out_trade_no,
+        reason=move.reason,
+        created_by=created_by,
+        request_key=request_key,
     )
 
 
@@ -188,13 +237,17 @@ def _reserved_account(move: FundMove, phase: str) -> FundAccount:
         owner_type=move.owner_type, owner_id=move.owner_id, currency=move.currency, create=False
     )
     if account is None:
-        raise LedgerError(f"{phase}: no fund account for {move.owner_type} #{move.owner_id} {move.currency}")
+        raise LedgerError(
+            f"{phase}: no fund account for {move.owner_type} #{move.owner_id} {move.currency}"
+        )
     return account
 
 
 def _done(entry: FundEntry | None, phase: str, move: FundMove, xid: str) -> FundEntry:
     if entry is None:
-        raise LedgerError(f"{phase} {xid}: nothing reserved for {move.amount} on {move.owner_type} #{move.owner_id}")
+        raise LedgerError(
+            f"{phase} {xid}: nothing reserved for {move.amount} on {move.owner_type} #{move.owner_id}"
+        )
     return entry
 
 
@@ -206,7 +259,14 @@ Move = tuple[str, tuple, int]  # (xid, the account's key, amount)
 
 
 def _shift(
-    model, alias: str, accounts: dict, moves: list[Move], *, source: str | None, target: str | None, phase: str
+    model,
+    alias: str,
+    accounts: dict,
+    moves: list[Move],
+    *,
+    source: str | None,
+    target: str | None,
+    phase: str,
 ) -> list[int]:
     """Move each amount from column ``source`` into column ``target`` of its locked account (None:
     from or to outside the account), in ONE conditional UPDATE for every account (each by the
@@ -219,10 +279,14 @@ def _shift(
     for _, key, amount in moves:
         totals[key] = totals.get(key, 0) + amount
     missing = [key for key in totals if key not in accounts]
-    if missing or _update_by_case(model, alias, {accounts[k].pk: t for k, t in totals.items()}, source, target) != len(totals):
+    if missing or _update_by_case(
+        model, alias, {accounts[k].pk: t for k, t in totals.items()}, source, target
+    ) != len(totals):
         short = missing or list(totals)
         xids = ", ".join(xid for xid, key, _ in moves if key in short)
-        raise LedgerError(f"{phase} {xids}: nothing reserved for these amounts on {model.__name__} {', '.join(map(str, short))}")
+        raise LedgerError(
+            f"{phase} {xids}: nothing reserved for these amounts on {model.__name__} {', '.join(map(str, short))}"
+        )
     balances, running = [], {key: accounts[key].balance for key in totals}
     for _, key, amount in moves:
         if target == "balance":  # a hold or a release leaves the balance as it is
@@ -231,7 +295,9 @@ def _shift(
     return balances
 
 
-def _update_by_case(model, alias: str, amounts: dict[int, int], source: str | None, target: str | None) -> int:
+def _update_by_case(
+    model, alias: str, amounts: dict[int, int], source: str | None, target: str | None
+) -> int:
     """``source -= amount, target += amount`` per account id, where ``source >= amount``: one
     statement for any number of accounts. Returns the rows it matched (all of them, or the batch
     is short somewhere). Plain SQL: the ORM's Case/When compiles each WHEN, per column."""
@@ -241,7 +307,10 @@ def _update_by_case(model, alias: str, amounts: dict[int, int], source: str | No
     case = f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(amounts))} END"
     by_id = [value for pair in amounts.items() for value in pair]
     sets, where = [f"{quote('updated_at')} = %s"], [f"{pk} IN ({', '.join(['%s'] * len(amounts))})"]
-    params_set, params_where = [connection.ops.adapt_datetimefield_value(timezone.now())], list(amounts)
+    params_set, params_where = (
+        [connection.ops.adapt_datetimefield_value(timezone.now())],
+        list(amounts),
+    )
     if source:
         sets.append(f"{quote(source)} = {quote(source)} - {case}")
         params_set += by_id
@@ -263,17 +332,23 @@ XidMove = tuple[str, FundMove]  # (the TCC transaction, its move)
 
 def fund_credit_hold(*, moves: list[XidMove]) -> int:
     """Try: reserve incoming amounts (pending_in); accounts are created on first use."""
-    return _fund_credits(moves, phase="credit try", kind=EntryKind.HOLD, source=None, target="pending_in")
+    return _fund_credits(
+        moves, phase="credit try", kind=EntryKind.HOLD, source=None, target="pending_in"
+    )
 
 
 def fund_credit_post(*, moves: list[XidMove]) -> int:
     """Confirm: move the reserved amounts into the balance."""
-    return _fund_credits(moves, phase="credit confirm", kind=EntryKind.POSTED, source="pending_in", target="balance")
+    return _fund_credits(
+        moves, phase="credit confirm", kind=EntryKind.POSTED, source="pending_in", target="balance"
+    )
 
 
 def fund_credit_release(*, moves: list[XidMove]) -> int:
     """Cancel: give up the reservations."""
-    return _fund_credits(moves, phase="credit cancel", kind=EntryKind.RELEASED, source="pending_in", target=None)
+    return _fund_credits(
+        moves, phase="credit cancel", kind=EntryKind.RELEASED, source="pending_in", target=None
+    )
 
 
 def _fund_credits(
@@ -283,17 +358,46 @@ def _fund_credits(
     # only a try may meet a new account: a confirm or cancel needs the one its try reserved on
     accounts = fund_accounts_for_update(keys, create=source is None)
     balances = _shift(
-        FundAccount, FUNDS, accounts, [(xid, key, move.amount) for (xid, move), key in zip(moves, keys)],
-        source=source, target=target, phase=phase,
+        FundAccount,
+        FUNDS,
+        accounts,
+        [(xid, key, move.amount) for (xid, move), key in zip(moves, keys, strict=False)],
+        source=source,
+        target=target,
+        phase=phase,
     )
     now = _now_in_db(FUNDS)
-    return insert_rows(FUNDS, FundEntry, [
-        "account_id", "kind", "direction", "amount", "balance_after", "xid", "out_trade_no", "reason", "created_by",
-        "created_at",
-    ], [
-        (accounts[key].pk, kind, Direction.CREDIT, move.amount, balance, xid, move.out_trade_no, move.reason, "", now)
-        for (xid, move), key, balance in zip(moves, keys, balances)
-    ])
+    return insert_rows(
+        FUNDS,
+        FundEntry,
+        [
+            "account_id",
+            "kind",
+            "direction",
+            "amount",
+            "balance_after",
+            "xid",
+            "out_trade_no",
+            "reason",
+            "created_by",
+            "created_at",
+        ],
+        [
+            (
+                accounts[key].pk,
+                kind,
+                Direction.CREDIT,
+                move.amount,
+                balance,
+                xid,
+                move.out_trade_no,
+                move.reason,
+                "",
+                now,
+            )
+            for (xid, move), key, balance in zip(moves, keys, balances, strict=False)
+        ],
+    )
 
 
 # --- funds: debit (outgoing) --------------------------------------------------------------------
@@ -307,8 +411,13 @@ def fund_debit_freeze(*, move: FundMove, xid: str) -> FundEntry:
     entry = None
     if account is not None:
         entry = _fund_change(
-            account, move, kind=EntryKind.HOLD, direction=Direction.DEBIT, xid=xid,
-            condition=Q(balance__gte=F("frozen") + move.amount), changes={"frozen": F("frozen") + move.amount},
+            account,
+            move,
+            kind=EntryKind.HOLD,
+            direction=Direction.DEBIT,
+            xid=xid,
+            condition=Q(balance__gte=F("frozen") + move.amount),
+            changes={"frozen": F("frozen") + move.amount},
         )
     if entry is None:
         raise InsufficientFunds(
@@ -321,7 +430,11 @@ def fund_debit_post(*, move: FundMove, xid: str) -> FundEntry:
     """Confirm: take the frozen amount out of the balance."""
     account = _reserved_account(move, "debit confirm")
     entry = _fund_change(
-        account, move, kind=EntryKind.POSTED, direction=Direction.DEBIT, xid=xid,
+        account,
+        move,
+        kind=EntryKind.POSTED,
+        direction=Direction.DEBIT,
+        xid=xid,
         condition=Q(frozen__gte=move.amount),
         changes={"frozen": F("frozen") - move.amount, "balance": F("balance") - move.amount},
         balance_delta=-move.amount,
@@ -333,8 +446,13 @@ def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
     """Cancel: unfreeze."""
     account = _reserved_account(move, "debit cancel")
     entry = _fund_change(
-        account, move, kind=EntryKind.RELEASED, direction=Direction.DEBIT, xid=xid,
-        condition=Q(frozen__gte=move.amount), changes={"frozen": F("frozen") - move.amount},
+        account,
+        move,
+        kind=EntryKind.RELEASED,
+        direction=Direction.DEBIT,
+        xid=xid,
+        condition=Q(frozen__gte=move.amount),
+        changes={"frozen": F("frozen") - move.amount},
     )
     return _done(entry, "debit cancel", move, xid)
 
@@ -343,7 +461,12 @@ def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
 
 
 def wallet_credit(
-    *, payer_id: int, amount: int, reason: str, credited_by: str, currency: str | None = None,
+    *,
+    payer_id: int,
+    amount: int,
+    reason: str,
+    credited_by: str,
+    currency: str | None = None,
     request_key: str | None = None,
 ) -> FundEntry:
     """Credit a payer's wallet by hand (admin, command): posts the credit with who and why and
@@ -362,34 +485,61 @@ def wallet_credit(
         problems["currency"] = f"one of {', '.join(settings.ORDER_CURRENCIES)}"
     if not credited_by or len(credited_by) > 150:
         problems["credited_by"] = "1-150 characters: who credits"
-    if request_key is not None and not (isinstance(request_key, str) and 1 <= len(request_key) <= 64):
+    if request_key is not None and not (
+        isinstance(request_key, str) and 1 <= len(request_key) <= 64
+    ):
         problems["request_key"] = "1-64 characters"
     if problems:
         raise InvalidInput("wallet not credited", fields=problems)
     if not _is_int(payer_id) or not Payer.objects.filter(pk=payer_id).exists():
         raise NotFound(f"no payer #{payer_id}")
 
-    move = FundMove(owner_type=Owner.PAYER, owner_id=payer_id, amount=amount, currency=currency, reason=reason)
+    move = FundMove(
+        owner_type=Owner.PAYER, owner_id=payer_id, amount=amount, currency=currency, reason=reason
+    )
     with transaction.atomic(using=FUNDS):
-        account = fund_account_for_update(owner_type=Owner.PAYER, owner_id=payer_id, currency=currency, create=True)
+        account = fund_account_for_update(
+            owner_type=Owner.PAYER, owner_id=payer_id, currency=currency, create=True
+        )
         if request_key is not None:
             # looked up under the account's lock: a concurrent resubmission waits for this one
             earlier = FundEntry.objects.using(FUNDS).filter(request_key=request_key).first()
             if earlier is not None:
                 if (earlier.account_id, earlier.amount) != (account.pk, amount):
-                    raise Conflict("this request key was used for another credit", code="request_key_reused")
+                    raise Conflict(
+                        "this request key was used for another credit", code="request_key_reused"
+                    )
                 return earlier
         entry = _fund_change(
-            account, move, kind=EntryKind.POSTED, direction=Direction.CREDIT, xid=None, condition=Q(),
-            changes={"balance": F("balance") + amount}, balance_delta=amount, created_by=credited_by,
+            account,
+            move,
+            kind=EntryKind.POSTED,
+            direction=Direction.CREDIT,
+            xid=None,
+            condition=Q(),
+            changes={"balance": F("balance") + amount},
+            balance_delta=amount,
+            created_by=credited_by,
             request_key=request_key,
         )
         event = WalletCredited(
-            entry_id=entry.pk, payer_id=payer_id, amount=amount, currency=currency, reason=reason,
-            credited_by=credited_by, credited_at=entry.created_at.isoformat(),
+            entry_id=entry.pk,
+            payer_id=payer_id,
+            amount=amount,
+            currency=currency,
+            reason=reason,
+            credited_by=credited_by,
+            credited_at=entry.created_at.isoformat(),
         )
         publish(event, using=FUNDS)
-    logger.info("wallet of payer %s credited %s %s by %s: %s", payer_id, amount, currency, credited_by, reason)
+    logger.info(
+        "wallet of payer %s credited %s %s by %s: %s",
+        payer_id,
+        amount,
+        currency,
+        credited_by,
+        reason,
+    )
     return entry
 
 
@@ -409,8 +559,10 @@ class PointsAward:
         if not isinstance(payload, dict):
             raise InvalidInput("points payload must be an object")
         award = cls(
-            payer_id=payload.get("payer_id"), points=payload.get("points"),
-            out_trade_no=payload.get("out_trade_no", ""), reason=payload.get("reason", ""),
+            payer_id=payload.get("payer_id"),
+            points=payload.get("points"),
+            out_trade_no=payload.get("out_trade_no", ""),
+            reason=payload.get("reason", ""),
         )
         problems = {}
         if not _is_int(award.payer_id) or award.payer_id < 1:
@@ -431,38 +583,74 @@ XidAward = tuple[str, PointsAward]
 
 def points_award_hold(*, awards: list[XidAward]) -> int:
     """Try: reserve the points (pending); accounts are created on first use."""
-    return _points_awards(awards, phase="points try", kind=EntryKind.HOLD, source=None, target="pending")
+    return _points_awards(
+        awards, phase="points try", kind=EntryKind.HOLD, source=None, target="pending"
+    )
 
 
 def points_award_post(*, awards: list[XidAward]) -> int:
     """Confirm: move the reserved points into the balance."""
-    return _points_awards(awards, phase="points confirm", kind=EntryKind.POSTED, source="pending", target="balance")
+    return _points_awards(
+        awards, phase="points confirm", kind=EntryKind.POSTED, source="pending", target="balance"
+    )
 
 
 def points_award_release(*, awards: list[XidAward]) -> int:
     """Cancel: give up the reserved points."""
-    return _points_awards(awards, phase="points cancel", kind=EntryKind.RELEASED, source="pending", target=None)
+    return _points_awards(
+        awards, phase="points cancel", kind=EntryKind.RELEASED, source="pending", target=None
+    )
 
 
 def _points_awards(
     awards: list[XidAward], *, phase: str, kind: str, source: str | None, target: str | None
 ) -> int:
-    awards = [(xid, award) for xid, award in awards if award.points]  # 0 points: nothing to award, no account
+    awards = [
+        (xid, award) for xid, award in awards if award.points
+    ]  # 0 points: nothing to award, no account
     if not awards:
         return 0
     keys = [(award.payer_id,) for _, award in awards]
     accounts = points_accounts_for_update(keys, create=source is None)
     balances = _shift(
-        PointsAccount, POINTS, accounts, [(xid, key, award.points) for (xid, award), key in zip(awards, keys)],
-        source=source, target=target, phase=phase,
+        PointsAccount,
+        POINTS,
+        accounts,
+        [(xid, key, award.points) for (xid, award), key in zip(awards, keys, strict=False)],
+        source=source,
+        target=target,
+        phase=phase,
     )
     now = _now_in_db(POINTS)
-    return insert_rows(POINTS, PointsEntry, [
-        "account_id", "kind", "direction", "points", "balance_after", "xid", "out_trade_no", "reason", "created_at",
-    ], [
-        (accounts[key].pk, kind, Direction.CREDIT, award.points, balance, xid, award.out_trade_no, award.reason, now)
-        for (xid, award), key, balance in zip(awards, keys, balances)
-    ])
+    return insert_rows(
+        POINTS,
+        PointsEntry,
+        [
+            "account_id",
+            "kind",
+            "direction",
+            "points",
+            "balance_after",
+            "xid",
+            "out_trade_no",
+            "reason",
+            "created_at",
+        ],
+        [
+            (
+                accounts[key].pk,
+                kind,
+                Direction.CREDIT,
+                award.points,
+                balance,
+                xid,
+                award.out_trade_no,
+                award.reason,
+                now,
+            )
+            for (xid, award), key, balance in zip(awards, keys, balances, strict=False)
+        ],
+    )
 
 
 # --- points: a refund's reversal (outgoing, never below zero) ------------------------------------
@@ -477,14 +665,30 @@ def points_reverse_hold(*, award: PointsAward, xid: str) -> PointsEntry | None:
     account = points_accounts_for_update([(award.payer_id,)], create=False).get((award.payer_id,))
     take = min(award.points, account.balance - account.frozen) if account else 0
     if take <= 0:
-        logger.info("refund %s: payer %s has no points left to reverse (%s wanted)", xid, award.payer_id, award.points)
+        logger.info(
+            "refund %s: payer %s has no points left to reverse (%s wanted)",
+            xid,
+            award.payer_id,
+            award.points,
+        )
         return None
-    PointsAccount.objects.using(POINTS).filter(pk=account.pk, balance__gte=F("frozen") + take).update(
-        frozen=F("frozen") + take, updated_at=timezone.now())
-    reason = award.reason if take == award.points else f"{award.reason} ({award.points} wanted, {take} available)"
+    PointsAccount.objects.using(POINTS).filter(
+        pk=account.pk, balance__gte=F("frozen") + take
+    ).update(frozen=F("frozen") + take, updated_at=timezone.now())
+    reason = (
+        award.reason
+        if take == award.points
+        else f"{award.reason} ({award.points} wanted, {take} available)"
+    )
     return PointsEntry.objects.using(POINTS).create(
-        account=account, kind=EntryKind.HOLD, direction=Direction.DEBIT, points=take, balance_after=account.balance,
-        xid=xid, out_trade_no=award.out_trade_no, reason=reason[:255],
+        account=account,
+        kind=EntryKind.HOLD,
+        direction=Direction.DEBIT,
+        points=take,
+        balance_after=account.balance,
+        xid=xid,
+        out_trade_no=award.out_trade_no,
+        reason=reason[:255],
     )
 
 
@@ -500,22 +704,45 @@ def points_reverse_release(*, award: PointsAward, xid: str) -> PointsEntry | Non
 
 def _points_reverse_settle(award: PointsAward, xid: str, *, kind: str) -> PointsEntry | None:
     account = points_accounts_for_update([(award.payer_id,)], create=False).get((award.payer_id,))
-    hold = account and PointsEntry.objects.using(POINTS).filter(
-        account=account, xid=xid, direction=Direction.DEBIT, kind=EntryKind.HOLD).first()
+    hold = (
+        account
+        and PointsEntry.objects.using(POINTS)
+        .filter(account=account, xid=xid, direction=Direction.DEBIT, kind=EntryKind.HOLD)
+        .first()
+    )
     if not hold:
         return None  # the try took nothing
-    if PointsEntry.objects.using(POINTS).filter(account=account, xid=xid, direction=Direction.DEBIT,
-                                                kind__in=[EntryKind.POSTED, EntryKind.RELEASED]).exists():
+    if (
+        PointsEntry.objects.using(POINTS)
+        .filter(
+            account=account,
+            xid=xid,
+            direction=Direction.DEBIT,
+            kind__in=[EntryKind.POSTED, EntryKind.RELEASED],
+        )
+        .exists()
+    ):
         return None  # settled already (a redelivered message)
     changes = {"frozen": F("frozen") - hold.points}
     if kind == EntryKind.POSTED:
         changes["balance"] = F("balance") - hold.points
-    updated = PointsAccount.objects.using(POINTS).filter(pk=account.pk, frozen__gte=hold.points).update(
-        **changes, updated_at=timezone.now())
+    updated = (
+        PointsAccount.objects.using(POINTS)
+        .filter(pk=account.pk, frozen__gte=hold.points)
+        .update(**changes, updated_at=timezone.now())
+    )
     if updated != 1:
-        raise LedgerError(f"points reversal {xid}: {hold.points} not frozen on payer #{award.payer_id}")
+        raise LedgerError(
+            f"points reversal {xid}: {hold.points} not frozen on payer #{award.payer_id}"
+        )
     after = account.balance - hold.points if kind == EntryKind.POSTED else account.balance
     return PointsEntry.objects.using(POINTS).create(
-        account=account, kind=kind, direction=Direction.DEBIT, points=hold.points, balance_after=after, xid=xid,
-        out_trade_no=award.out_trade_no, reason=hold.reason,
+        account=account,
+        kind=kind,
+        direction=Direction.DEBIT,
+        points=hold.points,
+        balance_after=after,
+        xid=xid,
+        out_trade_no=award.out_trade_no,
+        reason=hold.reason,
     )

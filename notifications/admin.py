@@ -14,7 +14,17 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, Count, FloatField, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast, Coalesce
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -46,7 +56,10 @@ def merchant_choices() -> list[tuple[int, str]]:
     """Merchants that have an endpoint (a small table), named from core identity."""
     ids = set(Endpoint.objects.values_list("merchant_id", flat=True).distinct())
     names = dict(Merchant.objects.filter(pk__in=ids).values_list("pk", "name"))
-    return [(merchant_id, f"#{merchant_id} {names.get(merchant_id, '(unknown)')}") for merchant_id in sorted(ids)]
+    return [
+        (merchant_id, f"#{merchant_id} {names.get(merchant_id, '(unknown)')}")
+        for merchant_id in sorted(ids)
+    ]
 
 
 # --- list filters ----------------------------------------------------------------------------
@@ -100,8 +113,17 @@ class AttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = [
-        "number", "trigger", "started_at", "outcome", "status_code", "error_class", "error", "duration_ms", "address",
-        "response_excerpt", "request_headers",
+        "number",
+        "trigger",
+        "started_at",
+        "outcome",
+        "status_code",
+        "error_class",
+        "error",
+        "duration_ms",
+        "address",
+        "response_excerpt",
+        "request_headers",
     ]
     readonly_fields = fields
     ordering = ["-number"]
@@ -128,8 +150,16 @@ class RecoverForm(forms.Form):
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
     list_display = [
-        "webhook_id", "merchant", "merchant_order_no", linked("out_trade_no"), "status", "attempt_count",
-        "last_status_code", "next_attempt_at", "created_at", "last_error_excerpt",
+        "webhook_id",
+        "merchant",
+        "merchant_order_no",
+        linked("out_trade_no"),
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "next_attempt_at",
+        "created_at",
+        "last_error_excerpt",
     ]
     list_filter = ["status", MerchantFilter, NotificationEndpointFilter, "event_type"]
     search_fields = ["=webhook_id", "=out_trade_no", "=merchant_order_no"]
@@ -139,14 +169,45 @@ class NotificationAdmin(ReadOnlyAdmin):
     actions = ["resend_selected", "recover_merchants"]
     inlines = [AttemptInline]
     fieldsets = [
-        (None, {"fields": ["webhook_id", "event_type", "merchant", "order_id", "merchant_order_no", "out_trade_no", "status"]}),
-        ("Delivery", {"fields": [
-            "endpoint_state", "url", "attempt_count", "step", "next_attempt_at", "last_status_code", "last_error",
-            "created_at", "updated_at", "succeeded_at", "message_id",
-        ]}),
+        (
+            None,
+            {
+                "fields": [
+                    "webhook_id",
+                    "event_type",
+                    "merchant",
+                    "order_id",
+                    "merchant_order_no",
+                    "out_trade_no",
+                    "status",
+                ]
+            },
+        ),
+        (
+            "Delivery",
+            {
+                "fields": [
+                    "endpoint_state",
+                    "url",
+                    "attempt_count",
+                    "step",
+                    "next_attempt_at",
+                    "last_status_code",
+                    "last_error",
+                    "created_at",
+                    "updated_at",
+                    "succeeded_at",
+                    "message_id",
+                ]
+            },
+        ),
         ("Body (exactly as signed and sent)", {"fields": ["body_pretty"]}),
     ]
-    readonly_fields = [f.name for f in Notification._meta.fields] + ["merchant", "endpoint_state", "body_pretty"]
+    readonly_fields = [f.name for f in Notification._meta.fields] + [
+        "merchant",
+        "endpoint_state",
+        "body_pretty",
+    ]
 
     def has_operate_permission(self, request) -> bool:
         return request.user.has_perm("notifications.change_notification")
@@ -181,7 +242,10 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     # --- actions -----------------------------------------------------------------------------
 
-    @admin.action(description="Resend selected notifications (same webhook-id, schedule from the start)", permissions=["operate"])
+    @admin.action(
+        description="Resend selected notifications (same webhook-id, schedule from the start)",
+        permissions=["operate"],
+    )
     def resend_selected(self, request, queryset):
         resent, refused = 0, []
         for notification in queryset.select_related("endpoint"):
@@ -190,15 +254,26 @@ class NotificationAdmin(ReadOnlyAdmin):
                 resent += 1
             except Conflict:
                 refused.append(notification.webhook_id)
-        logger.info("admin %s resent %d notification(s), %d refused", request.user, resent, len(refused))
-        self.message_user(request, f"{resent} notification(s) resent.", messages.SUCCESS if resent else messages.WARNING)
+        logger.info(
+            "admin %s resent %d notification(s), %d refused", request.user, resent, len(refused)
+        )
+        self.message_user(
+            request,
+            f"{resent} notification(s) resent.",
+            messages.SUCCESS if resent else messages.WARNING,
+        )
         if refused:
             self.message_user(
-                request, f"{len(refused)} not resent: their endpoint is disabled (enable it first): "
-                f"{', '.join(refused[:5])}{' …' if len(refused) > 5 else ''}", messages.WARNING,
+                request,
+                f"{len(refused)} not resent: their endpoint is disabled (enable it first): "
+                f"{', '.join(refused[:5])}{' …' if len(refused) > 5 else ''}",
+                messages.WARNING,
             )
 
-    @admin.action(description="Recover every failed notification of these merchants since …", permissions=["operate"])
+    @admin.action(
+        description="Recover every failed notification of these merchants since …",
+        permissions=["operate"],
+    )
     def recover_merchants(self, request, queryset):
         merchant_ids = sorted(set(queryset.values_list("merchant_id", flat=True)))
         query = {"merchant": merchant_ids[0]} if len(merchant_ids) == 1 else {}
@@ -211,16 +286,28 @@ class NotificationAdmin(ReadOnlyAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("recover/", self.admin_site.admin_view(self.recover_view), name="%s_%s_recover" % info),
+            path(
+                "recover/",
+                self.admin_site.admin_view(self.recover_view),
+                name="%s_%s_recover" % info,
+            ),
             *super().get_urls(),
         ]
 
     def _url(self, name: str, *args, query: dict | None = None) -> str:
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args, current_app=self.admin_site.name)
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}",
+            args=args,
+            current_app=self.admin_site.name,
+        )
         return f"{url}?{urlencode(query)}" if query else url
 
     def changelist_view(self, request, extra_context=None):
-        context = {"recover_url": self._url("recover"), "can_operate": self.has_operate_permission(request), **(extra_context or {})}
+        context = {
+            "recover_url": self._url("recover"),
+            "can_operate": self.has_operate_permission(request),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, context)
 
     def recover_view(self, request):
@@ -233,13 +320,22 @@ class NotificationAdmin(ReadOnlyAdmin):
             if form.is_valid():
                 merchant_id, since = form.cleaned_data["merchant"], form.cleaned_data["since"]
                 resent = services.notifications_recover_failed(merchant_id=merchant_id, since=since)
-                logger.info("admin %s recovered %d failed notification(s) of merchant %s since %s",
-                            request.user, resent, merchant_id, since)
-                self.message_user(
-                    request, f"{resent} failed notification(s) of merchant #{merchant_id} since {since:%Y-%m-%d %H:%M} "
-                    "UTC are due again.", messages.SUCCESS if resent else messages.WARNING,
+                logger.info(
+                    "admin %s recovered %d failed notification(s) of merchant %s since %s",
+                    request.user,
+                    resent,
+                    merchant_id,
+                    since,
                 )
-                return HttpResponseRedirect(self._url("changelist", query={"merchant": merchant_id}))
+                self.message_user(
+                    request,
+                    f"{resent} failed notification(s) of merchant #{merchant_id} since {since:%Y-%m-%d %H:%M} "
+                    "UTC are due again.",
+                    messages.SUCCESS if resent else messages.WARNING,
+                )
+                return HttpResponseRedirect(
+                    self._url("changelist", query={"merchant": merchant_id})
+                )
         elif "merchant" in request.GET and "since" in request.GET:
             form = RecoverForm(request.GET)
         else:
@@ -256,13 +352,23 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     def _recover_preview(self, form: RecoverForm) -> dict:
         merchant_id, since = form.cleaned_data["merchant"], form.cleaned_data["since"]
-        failed = Notification.objects.filter(merchant_id=merchant_id, status=Status.FAILED, created_at__gte=since)
-        counts = failed.aggregate(total=Count("id"), disabled=Count("id", filter=Q(endpoint__disabled_at__isnull=False)))
+        failed = Notification.objects.filter(
+            merchant_id=merchant_id, status=Status.FAILED, created_at__gte=since
+        )
+        counts = failed.aggregate(
+            total=Count("id"), disabled=Count("id", filter=Q(endpoint__disabled_at__isnull=False))
+        )
         succeeded, attempts = success_rate(merchant_id)
         return {
-            "merchant_id": merchant_id, "since": since, "failed": counts["total"], "disabled": counts["disabled"],
-            "resent": counts["total"] - counts["disabled"], "rate": format_rate(succeeded, attempts),
-            "changelist_url": self._url("changelist", query={"merchant": merchant_id, "status__exact": Status.FAILED}),
+            "merchant_id": merchant_id,
+            "since": since,
+            "failed": counts["total"],
+            "disabled": counts["disabled"],
+            "resent": counts["total"] - counts["disabled"],
+            "rate": format_rate(succeeded, attempts),
+            "changelist_url": self._url(
+                "changelist", query={"merchant": merchant_id, "status__exact": Status.FAILED}
+            ),
         }
 
 
@@ -284,11 +390,19 @@ def format_rate(succeeded: int | None, attempts: int | None) -> str:
 def _attempts_24h(since, **conditions):
     """Attempts of the row's merchant since ``since``: a correlated count on the
     (merchant_id, started_at) index, evaluated for the page's rows only."""
-    return Coalesce(Subquery(
-        Attempt.objects.filter(merchant_id=OuterRef("merchant_id"), started_at__gte=since, **conditions)
-        .order_by().values("merchant_id").annotate(n=Count("id")).values("n")[:1],
-        output_field=IntegerField(),
-    ), Value(0))
+    return Coalesce(
+        Subquery(
+            Attempt.objects.filter(
+                merchant_id=OuterRef("merchant_id"), started_at__gte=since, **conditions
+            )
+            .order_by()
+            .values("merchant_id")
+            .annotate(n=Count("id"))
+            .values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
 
 
 class EndpointDisableForm(forms.Form):
@@ -298,7 +412,13 @@ class EndpointDisableForm(forms.Form):
 @admin.register(Endpoint)
 class EndpointAdmin(ReadOnlyAdmin):
     list_display = [
-        "url", "merchant", "state", "consecutive_failures", "success_24h_display", "last_attempt_at", "last_success_at",
+        "url",
+        "merchant",
+        "state",
+        "consecutive_failures",
+        "success_24h_display",
+        "last_attempt_at",
+        "last_success_at",
     ]
     list_filter = [EndpointHealthFilter, MerchantFilter]
     search_fields = ["url", "=merchant_id"]
@@ -309,13 +429,18 @@ class EndpointAdmin(ReadOnlyAdmin):
         since = timezone.now() - RATE_WINDOW
         attempts = _attempts_24h(since)
         succeeded = _attempts_24h(since, outcome=Attempt.Outcome.SUCCEEDED)
-        return super().get_queryset(request).annotate(
-            attempts_24h=attempts, succeeded_24h=succeeded,
-            success_24h=Case(
-                When(attempts_24h=0, then=Value(None)),
-                default=Cast(succeeded, FloatField()) / Cast(attempts, FloatField()),
-                output_field=FloatField(),
-            ),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                attempts_24h=attempts,
+                succeeded_24h=succeeded,
+                success_24h=Case(
+                    When(attempts_24h=0, then=Value(None)),
+                    default=Cast(succeeded, FloatField()) / Cast(attempts, FloatField()),
+                    output_field=FloatField(),
+                ),
+            )
         )
 
     def has_operate_permission(self, request) -> bool:
@@ -335,14 +460,20 @@ class EndpointAdmin(ReadOnlyAdmin):
     def success_24h_display(self, obj: Endpoint) -> str:
         return format_rate(getattr(obj, "succeeded_24h", None), getattr(obj, "attempts_24h", None))
 
-    @admin.action(description="Disable selected endpoints (nothing is sent until enabled)", permissions=["operate"])
+    @admin.action(
+        description="Disable selected endpoints (nothing is sent until enabled)",
+        permissions=["operate"],
+    )
     def disable_selected(self, request, queryset):
         for endpoint in queryset:
             services.endpoint_disable(endpoint, reason=f"disabled by {request.user} in admin")
         logger.info("admin %s disabled %d endpoint(s)", request.user, len(queryset))
         self.message_user(request, f"{len(queryset)} endpoint(s) disabled.", messages.SUCCESS)
 
-    @admin.action(description="Enable selected endpoints and resend what failed while disabled", permissions=["operate"])
+    @admin.action(
+        description="Enable selected endpoints and resend what failed while disabled",
+        permissions=["operate"],
+    )
     def enable_selected(self, request, queryset):
         self._enable(request, queryset, recover=True)
 
@@ -352,5 +483,14 @@ class EndpointAdmin(ReadOnlyAdmin):
 
     def _enable(self, request, queryset, *, recover: bool) -> None:
         resent = sum(services.endpoint_enable(endpoint, recover=recover) for endpoint in queryset)
-        logger.info("admin %s enabled %d endpoint(s), %d notification(s) resent", request.user, len(queryset), resent)
-        self.message_user(request, f"{len(queryset)} endpoint(s) enabled; {resent} notification(s) resent.", messages.SUCCESS)
+        logger.info(
+            "admin %s enabled %d endpoint(s), %d notification(s) resent",
+            request.user,
+            len(queryset),
+            resent,
+        )
+        self.message_user(
+            request,
+            f"{len(queryset)} endpoint(s) enabled; {resent} notification(s) resent.",
+            messages.SUCCESS,
+        )

@@ -18,7 +18,11 @@ class NotificationsConfig(AppConfig):
 
         # an attempt is a log line: its record (status, body, webhook-id) stays, so resends and
         # the merchant API work as before; attempt numbers come from the record's count
-        retention.register(retention.PurgeTable(
-            label="notification attempts", model_rows=lambda: Attempt.objects.using(selectors.ALIAS),
-            rows=selectors.attempts_started_before, written="started_at",
-        ))
+        retention.register(
+            retention.PurgeTable(
+                label="notification attempts",
+                model_rows=lambda: Attempt.objects.using(selectors.ALIAS),
+                rows=selectors.attempts_started_before,
+                written="started_at",
+            )
+        )

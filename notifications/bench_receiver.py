@@ -38,7 +38,9 @@ class Verifier:
             ok, out_trade_no = True, data["data"].get("refund_no") or data["data"]["out_trade_no"]
         except Exception:  # noqa: BLE001 - anything that does not verify is counted, never trusted
             ok, out_trade_no = False, "-"
-        self.log.write(f"{time.time():.6f} {headers.get('webhook-id', '-')} {out_trade_no} {'ok' if ok else 'bad'}\n")
+        self.log.write(
+            f"{time.time():.6f} {headers.get('webhook-id', '-')} {out_trade_no} {'ok' if ok else 'bad'}\n"
+        )
         return ok
 
 
@@ -62,7 +64,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 return
             writer.write(ANSWER if verifier is None or verifier.check(head, body) else REFUSED)
             await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError, IndexError):
+    except (
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        ConnectionError,
+        ValueError,
+        IndexError,
+    ):
         pass
     finally:
         writer.close()

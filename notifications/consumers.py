@@ -1,7 +1,9 @@
 """What notifications learns of orders: only the order.paid payload (docs/architecture.md, "Dependency rules")."""
 
 from notifications.services import (
-    notification_create_for_order_paid, notification_create_for_refund, notifications_create_for_orders_paid,
+    notification_create_for_order_paid,
+    notification_create_for_refund,
+    notifications_create_for_orders_paid,
 )
 from paysys.contracts import OrderPaid, RefundFinished
 from paysys.messaging import consumer
@@ -23,5 +25,7 @@ def notify_order_paid(deliveries) -> None:
 def notify_refund(message) -> None:
     """``refund.succeeded`` / ``refund.failed`` to the merchant: once per refund."""
     event = RefundFinished.from_payload(message.payload)
-    if event.kind == "order":  # a duplicate payment's refund is the platform's business with the payer
+    if (
+        event.kind == "order"
+    ):  # a duplicate payment's refund is the platform's business with the payer
         notification_create_for_refund(event, message_id=message.message_id)

@@ -59,7 +59,9 @@ class PassResult:
     failed: int = 0  # attempts that failed (the record may still be PENDING)
     exhausted: int = 0  # records that became FAILED
     seconds: float = 0.0
-    busy: bool = False  # it ended at its deadline with work going on: the next pass should start now
+    busy: bool = (
+        False  # it ended at its deadline with work going on: the next pass should start now
+    )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,14 +106,18 @@ class _Flight:
         self.host_endpoints: dict[str, set[int]] = {}  # the endpoints seen of each host
         self.tasks: set[asyncio.Task] = set()  # the loop keeps only weak references
         self.loop = _new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="paysys-notify-http", daemon=True).start()
+        threading.Thread(
+            target=self.loop.run_forever, name="paysys-notify-http", daemon=True
+        ).start()
 
     def full_endpoints(self) -> list[int]:
         """Every endpoint seen of the hosts at their limit: the next claim leaves them out."""
         limit = settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT
         with self.lock:
             return [
-                endpoint_id for host, n in self.by_host.items() if n >= limit
+                endpoint_id
+                for host, n in self.by_host.items()
+                if n >= limit
                 for endpoint_id in self.host_endpoints.get(host, ())
             ]
 
@@ -121,8 +127,12 @@ class _Flight:
 
     def learn(self, endpoint_id: int, host: str) -> None:
         with self.lock:
-            if len(self.host_endpoints) > 10_000:  # bounded: forget the hosts with nothing in flight
-                self.host_endpoints = {h: ids for h, ids in self.host_endpoints.items() if h in self.by_host}
+            if (
+                len(self.host_endpoints) > 10_000
+            ):  # bounded: forget the hosts with nothing in flight
+                self.host_endpoints = {
+                    h: ids for h, ids in self.host_endpoints.items() if h in self.by_host
+                }
             self.host_endpoints.setdefault(host, set()).add(endpoint_id)
 
     def add(self, item: _InFlight) -> None:
@@ -146,8 +156,11 @@ class _Flight:
         for item in items:
             task = self.loop.create_task(
                 http.post(
-                    item.record.url, item.headers, item.record.body.encode(),
-                    connect_timeout=settings.NOTIFY_CONNECT_TIMEOUT, total_timeout=settings.NOTIFY_TOTAL_TIMEOUT,
+                    item.record.url,
+                    item.headers,
+                    item.record.body.encode(),
+                    connect_timeout=settings.NOTIFY_CONNECT_TIMEOUT,
+                    total_timeout=settings.NOTIFY_TOTAL_TIMEOUT,
                 )
             )
             self.tasks.add(task)
@@ -177,7 +190,9 @@ _flight = PerProcess(_Flight).get  # this process's flight; a forked child start
 # --- a pass --------------------------------------------------------------------------------
 
 
-def deliver_due(*, now: datetime | None = None, budget_seconds: float | None = None, drain: bool = True) -> PassResult:
+def deliver_due(
+    *, now: datetime | None = None, budget_seconds: float | None = None, drain: bool = True
+) -> PassResult:
     """One delivery pass. ``now`` (tests) fixes the clock used to find due records and to
     schedule retries; the request's ``webhook-timestamp`` is always the real time.
 
@@ -219,7 +234,12 @@ class _Pass:
                 wait = self._until_next_due()
                 if self.in_flight == 0 and (wait is None or wait > settings.NOTIFY_LINGER_SECONDS):
                     break  # nothing in flight, nothing due in a moment: the next beat takes over
-                self._wait(min(settings.NOTIFY_POLL_INTERVAL, wait if wait is not None else settings.NOTIFY_POLL_INTERVAL))
+                self._wait(
+                    min(
+                        settings.NOTIFY_POLL_INTERVAL,
+                        wait if wait is not None else settings.NOTIFY_POLL_INTERVAL,
+                    )
+                )
         finally:
             self._record(self._drain())
             # the requests still running finish within the total timeout: wait for them, or
@@ -238,8 +258,12 @@ class _Pass:
             return None
         full = self.flight.full_endpoints()
         first = (
-            Notification.objects.using(ALIAS).filter(next_attempt_at__isnull=False)
-            .exclude(endpoint_id__in=full).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+            Notification.objects.using(ALIAS)
+            .filter(next_attempt_at__isnull=False)
+            .exclude(endpoint_id__in=full)
+            .order_by("next_attempt_at")
+            .values_list("next_attempt_at", flat=True)
+            .first()
         )
         if first is None:
             return None
@@ -253,7 +277,9 @@ class _Pass:
         except queue.Empty:
             return
         self.flight.done.put(item)
-        time.sleep(settings.NOTIFY_COLLECT_SECONDS)  # let more finish and come due: one turn for all
+        time.sleep(
+            settings.NOTIFY_COLLECT_SECONDS
+        )  # let more finish and come due: one turn for all
 
     def _drain(self) -> list[_InFlight]:
         items = []
@@ -286,8 +312,11 @@ class _Pass:
         # which records: a plain read of the due index alone (no row locks, so the backlog of a
         # merchant at its limit, which the scan passes over, is neither read nor locked) ...
         due = list(
-            Notification.objects.using(ALIAS).filter(next_attempt_at__lte=now).exclude(endpoint_id__in=full)
-            .order_by("next_attempt_at").values_list("id", flat=True)[:room]
+            Notification.objects.using(ALIAS)
+            .filter(next_attempt_at__lte=now)
+            .exclude(endpoint_id__in=full)
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:room]
         )
         if not due:
             return 0, False
@@ -299,11 +328,24 @@ class _Pass:
                 .select_for_update(skip_locked=True)
                 .filter(id__in=due, next_attempt_at__lte=now)
                 .order_by("next_attempt_at")
-                .only("id", "webhook_id", "merchant_id", "out_trade_no", "endpoint_id", "url", "attempt_count", "step")
+                .only(
+                    "id",
+                    "webhook_id",
+                    "merchant_id",
+                    "out_trade_no",
+                    "endpoint_id",
+                    "url",
+                    "attempt_count",
+                    "step",
+                )
             )
             if not candidates:
                 return 0, False
-            disabled = {c.endpoint_id: self._disabled()[c.endpoint_id] for c in candidates if c.endpoint_id in self._disabled()}
+            disabled = {
+                c.endpoint_id: self._disabled()[c.endpoint_id]
+                for c in candidates
+                if c.endpoint_id in self._disabled()
+            }
             taken, counts = [], by_host
             for record in candidates:
                 host = host_key(record.url)
@@ -318,8 +360,14 @@ class _Pass:
                 # no request to a disabled endpoint: the record waits for a human, with the reason
                 for endpoint_id, reason in disabled.items():
                     ids = [c.id for c in candidates if c.endpoint_id == endpoint_id]
-                    self.result.exhausted += Notification.objects.using(ALIAS).filter(id__in=ids).transition(
-                        Status.FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}"
+                    self.result.exhausted += (
+                        Notification.objects.using(ALIAS)
+                        .filter(id__in=ids)
+                        .transition(
+                            Status.FAILED,
+                            next_attempt_at=None,
+                            last_error=f"endpoint disabled: {reason}",
+                        )
                     )
             if taken:
                 Notification.objects.using(ALIAS).filter(id__in=[r.id for r in taken]).update(
@@ -328,7 +376,11 @@ class _Pass:
         if taken:
             # bodies are read only for the records taken: candidates left for a busy endpoint
             # cost no more than their index entries
-            bodies = dict(Notification.objects.using(ALIAS).filter(id__in=[r.id for r in taken]).values_list("id", "body"))
+            bodies = dict(
+                Notification.objects.using(ALIAS)
+                .filter(id__in=[r.id for r in taken])
+                .values_list("id", "body")
+            )
             for record in taken:
                 record.body = bodies[record.id]
             self._send(taken)
@@ -340,7 +392,9 @@ class _Pass:
         """Disabled endpoints and why, read at most once a second (a disable applies within it)."""
         if self._disabled_at is None or time.monotonic() - self._disabled_at > 1.0:
             self._disabled_cache = dict(
-                Endpoint.objects.using(ALIAS).filter(disabled_at__isnull=False).values_list("id", "disabled_reason")
+                Endpoint.objects.using(ALIAS)
+                .filter(disabled_at__isnull=False)
+                .values_list("id", "disabled_reason")
             )
             self._disabled_at = time.monotonic()
         return self._disabled_cache
@@ -360,14 +414,27 @@ class _Pass:
         started: list[_InFlight] = []
         for record in records:
             keys = secrets.get(record.merchant_id)
-            headers = signed_headers(keys, record.webhook_id, timestamp, record.body) if keys else {}
-            trigger = Attempt.Trigger.RESEND if record.step == 0 and record.attempt_count > 0 else Attempt.Trigger.SCHEDULE
-            item = _InFlight(record=record, number=record.attempt_count + 1, trigger=trigger, headers=headers,
-                             host=host_key(record.url))
+            headers = (
+                signed_headers(keys, record.webhook_id, timestamp, record.body) if keys else {}
+            )
+            trigger = (
+                Attempt.Trigger.RESEND
+                if record.step == 0 and record.attempt_count > 0
+                else Attempt.Trigger.SCHEDULE
+            )
+            item = _InFlight(
+                record=record,
+                number=record.attempt_count + 1,
+                trigger=trigger,
+                headers=headers,
+                host=host_key(record.url),
+            )
             self.flight.add(item)
             if not keys:  # nothing to sign with: an attempt that never left, with the reason
                 item.response = http.Response(
-                    started_at=timezone.now(), refused=True, error_class="no_secret",
+                    started_at=timezone.now(),
+                    refused=True,
+                    error_class="no_secret",
                     error=f"merchant #{record.merchant_id} has no webhook secret (not found)",
                 )
                 self.flight.done.put(item)
@@ -405,7 +472,11 @@ def classify(response: http.Response) -> tuple[str, str, str]:
         return Attempt.Outcome.SUCCEEDED, "", ""
     if 300 <= code < 400:
         where = f" to {response.location}" if response.location else ""
-        return Attempt.Outcome.FAILED, "redirect", f"HTTP {code}: redirect{where} not followed (answer 2xx at the URL itself)"
+        return (
+            Attempt.Outcome.FAILED,
+            "redirect",
+            f"HTTP {code}: redirect{where} not followed (answer 2xx at the URL itself)",
+        )
     if code == 410:
         return Attempt.Outcome.FAILED, "gone", "HTTP 410 Gone: endpoint disabled until re-enabled"
     return Attempt.Outcome.FAILED, "http_status", f"HTTP {code}"
@@ -437,7 +508,9 @@ def _insert_attempts(attempts: list[Attempt]) -> None:
         ", ".join(connection.ops.quote_name(f.column) for f in fields),
         ", ".join(["%s"] * len(fields)),
     )
-    rows = [[f.get_db_prep_save(f.value_from_object(a), connection) for f in fields] for a in attempts]
+    rows = [
+        [f.get_db_prep_save(f.value_from_object(a), connection) for f in fields] for a in attempts
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -453,11 +526,21 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
         outcome, error_class, error = classify(response)
         attempts.append(
             Attempt(
-                notification_id=record.id, merchant_id=record.merchant_id, number=item.number, trigger=item.trigger,
-                started_at=response.started_at, url=record.url, address=response.address,
-                request_headers=item.headers, request_body=record.body, status_code=response.status_code,
-                response_excerpt=response.excerpt, duration_ms=response.duration_ms, outcome=outcome,
-                error_class=error_class, error=error[:2000],
+                notification_id=record.id,
+                merchant_id=record.merchant_id,
+                number=item.number,
+                trigger=item.trigger,
+                started_at=response.started_at,
+                url=record.url,
+                address=response.address,
+                request_headers=item.headers,
+                request_body=record.body,
+                status_code=response.status_code,
+                response_excerpt=response.excerpt,
+                duration_ms=response.duration_ms,
+                outcome=outcome,
+                error_class=error_class,
+                error=error[:2000],
             )
         )
         if outcome == Attempt.Outcome.SUCCEEDED:
@@ -475,14 +558,26 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
         # a record deleted while its request was in flight (retention, a test's cleanup) has no
         # row for its attempt to belong to; it must not sink the batch (SQLite checks foreign
         # keys only at commit, so ask first rather than catch)
-        alive = set(Notification.objects.using(ALIAS).filter(id__in=[a.notification_id for a in attempts]).values_list("id", flat=True))
+        alive = set(
+            Notification.objects.using(ALIAS)
+            .filter(id__in=[a.notification_id for a in attempts])
+            .values_list("id", flat=True)
+        )
         if len(alive) < len(attempts):
-            logger.warning("%d attempt(s) of deleted notifications dropped", sum(a.notification_id not in alive for a in attempts))
+            logger.warning(
+                "%d attempt(s) of deleted notifications dropped",
+                sum(a.notification_id not in alive for a in attempts),
+            )
         _insert_attempts([a for a in attempts if a.notification_id in alive])
         for code, ids in succeeded.items():
             Notification.objects.using(ALIAS).filter(id__in=ids).transition(
-                Status.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None,
-                succeeded_at=now, last_status_code=code, last_error="", updated_at=now,
+                Status.SUCCEEDED,
+                attempt_count=F("attempt_count") + 1,
+                next_attempt_at=None,
+                succeeded_at=now,
+                last_status_code=code,
+                last_error="",
+                updated_at=now,
             )
         for endpoint_id, url in gone.items():
             Endpoint.objects.using(ALIAS).filter(id=endpoint_id, disabled_at__isnull=True).update(
@@ -493,27 +588,45 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
         # statement each while other merchants wait
         groups: dict[tuple, dict[int, datetime | None]] = {}
         for record, response, error in failures:
-            wait = None if record.endpoint_id in gone else next_wait(schedules[record.merchant_id], record.step, response.retry_after)
+            wait = (
+                None
+                if record.endpoint_id in gone
+                else next_wait(schedules[record.merchant_id], record.step, response.retry_after)
+            )
             key = (response.status_code, error[:2000], None if wait is None else record.step + 1)
-            groups.setdefault(key, {})[record.id] = None if wait is None else now + timedelta(seconds=wait)
+            groups.setdefault(key, {})[record.id] = (
+                None if wait is None else now + timedelta(seconds=wait)
+            )
         for (status_code, error, step), due in groups.items():
-            changes = {"attempt_count": F("attempt_count") + 1, "last_status_code": status_code,
-                       "last_error": error, "updated_at": now}
+            changes = {
+                "attempt_count": F("attempt_count") + 1,
+                "last_status_code": status_code,
+                "last_error": error,
+                "updated_at": now,
+            }
             # only a record still PENDING moves: a concurrent success (or a resend) wins
-            records = Notification.objects.using(ALIAS).filter(id__in=list(due), status=Status.PENDING)
+            records = Notification.objects.using(ALIAS).filter(
+                id__in=list(due), status=Status.PENDING
+            )
             if step is None:
                 records.transition(Status.FAILED, next_attempt_at=None, **changes)
                 result.exhausted += len(due)
             else:
-                records.update(step=step, next_attempt_at=Case(
-                    *(When(id=record_id, then=Value(at)) for record_id, at in due.items()),
-                    output_field=Notification._meta.get_field("next_attempt_at"),
-                ), **changes)
+                records.update(
+                    step=step,
+                    next_attempt_at=Case(
+                        *(When(id=record_id, then=Value(at)) for record_id, at in due.items()),
+                        output_field=Notification._meta.get_field("next_attempt_at"),
+                    ),
+                    **changes,
+                )
         if endpoint_ok:
             # health to the second is enough: a busy endpoint's row is written about once a
             # second, not in every batch of every worker (they would queue on its row lock)
             Endpoint.objects.using(ALIAS).filter(id__in=list(endpoint_ok)).filter(
-                Q(consecutive_failures__gt=0) | Q(last_success_at__isnull=True) | Q(last_success_at__lt=now - timedelta(seconds=1))
+                Q(consecutive_failures__gt=0)
+                | Q(last_success_at__isnull=True)
+                | Q(last_success_at__lt=now - timedelta(seconds=1))
             ).update(consecutive_failures=0, last_attempt_at=now, last_success_at=now)
         for endpoint_id, n in endpoint_failed.items():
             if endpoint_id in endpoint_ok:
@@ -524,7 +637,19 @@ def record_attempts(items: list[_InFlight], *, now: datetime, result: PassResult
     if gone:
         logger.warning("endpoint(s) disabled after 410 Gone: %s", ", ".join(gone.values()))
     acknowledged = {record_id for ids in succeeded.values() for record_id in ids}
-    log_steps(logger, "order %s: merchant %s notified (%s, HTTP %s, attempt %s)", [
-        (item.record.out_trade_no, item.record.merchant_id, item.record.webhook_id, item.response.status_code, item.number)
-        for item in items if item.record.id in acknowledged
-    ], using=ALIAS)
+    log_steps(
+        logger,
+        "order %s: merchant %s notified (%s, HTTP %s, attempt %s)",
+        [
+            (
+                item.record.out_trade_no,
+                item.record.merchant_id,
+                item.record.webhook_id,
+                item.response.status_code,
+                item.number,
+            )
+            for item in items
+            if item.record.id in acknowledged
+        ],
+        using=ALIAS,
+    )

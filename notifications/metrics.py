@@ -39,11 +39,16 @@ def notify_stats() -> dict:
     """The figures above as a dict (admin and benchmarks may show them too). Four small queries."""
     now = timezone.now()
     by_outcome = dict(
-        Attempt.objects.using(ALIAS).filter(started_at__gte=now - ATTEMPT_WINDOW)
-        .order_by().values_list("outcome").annotate(n=Count("id"))
+        Attempt.objects.using(ALIAS)
+        .filter(started_at__gte=now - ATTEMPT_WINDOW)
+        .order_by()
+        .values_list("outcome")
+        .annotate(n=Count("id"))
     )
-    due = Notification.objects.using(ALIAS).filter(next_attempt_at__lte=now).aggregate(
-        n=Count("id"), oldest=Min("next_attempt_at")
+    due = (
+        Notification.objects.using(ALIAS)
+        .filter(next_attempt_at__lte=now)
+        .aggregate(n=Count("id"), oldest=Min("next_attempt_at"))
     )
     pending = Notification.objects.using(ALIAS).filter(next_attempt_at__isnull=False).count()
     endpoints = Endpoint.objects.using(ALIAS).aggregate(
@@ -51,9 +56,13 @@ def notify_stats() -> dict:
         failing=Count("id", filter=Q(disabled_at__isnull=True, consecutive_failures__gt=0)),
     )
     return {
-        "attempts_last_minute": {outcome: by_outcome.get(outcome, 0) for outcome in Attempt.Outcome.values},
+        "attempts_last_minute": {
+            outcome: by_outcome.get(outcome, 0) for outcome in Attempt.Outcome.values
+        },
         "due": due["n"],
-        "oldest_due_seconds": max((now - due["oldest"]).total_seconds(), 0.0) if due["oldest"] else 0.0,
+        "oldest_due_seconds": max((now - due["oldest"]).total_seconds(), 0.0)
+        if due["oldest"]
+        else 0.0,
         "pending": pending,
         "endpoints_disabled": endpoints["disabled"],
         "endpoints_failing": endpoints["failing"],
@@ -68,17 +77,38 @@ class NotificationCollector(Collector):
             logger.warning("notification metrics skipped: database unavailable", exc_info=True)
             return
         attempts = GaugeMetricFamily(
-            "paysys_notify_attempts_last_minute", "Notification attempts started in the last 60 s, by outcome.",
+            "paysys_notify_attempts_last_minute",
+            "Notification attempts started in the last 60 s, by outcome.",
             labels=["outcome"],
         )
         for outcome, n in stats["attempts_last_minute"].items():
             attempts.add_metric([outcome], n)
         yield attempts
         for name, key, text in [
-            ("paysys_notify_due", "due", "Notifications due now and not yet claimed by a delivery pass."),
-            ("paysys_notify_oldest_due_seconds", "oldest_due_seconds", "How long the oldest due notification has waited."),
-            ("paysys_notify_pending", "pending", "Notifications still to be delivered, due now or later."),
-            ("paysys_notify_endpoints_disabled", "endpoints_disabled", "Merchant endpoints disabled (410 Gone or an operator)."),
-            ("paysys_notify_endpoints_failing", "endpoints_failing", "Enabled endpoints whose last attempt failed."),
+            (
+                "paysys_notify_due",
+                "due",
+                "Notifications due now and not yet claimed by a delivery pass.",
+            ),
+            (
+                "paysys_notify_oldest_due_seconds",
+                "oldest_due_seconds",
+                "How long the oldest due notification has waited.",
+            ),
+            (
+                "paysys_notify_pending",
+                "pending",
+                "Notifications still to be delivered, due now or later.",
+            ),
+            (
+                "paysys_notify_endpoints_disabled",
+                "endpoints_disabled",
+                "Merchant endpoints disabled (410 Gone or an operator).",
+            ),
+            (
+                "paysys_notify_endpoints_failing",
+                "endpoints_failing",
+                "Enabled endpoints whose last attempt failed.",
+            ),
         ]:
             yield GaugeMetricFamily(name, text, value=stats[key])

@@ -37,7 +37,11 @@ class Endpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["merchant_id", "url"], name="notify_endpoint_unique_url")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant_id", "url"], name="notify_endpoint_unique_url"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"merchant #{self.merchant_id} {self.url}"
@@ -51,8 +55,12 @@ class MerchantSchedule(models.Model):
     """A merchant's own retry schedule (seconds to wait after attempt 1, 2, ...; the first
     attempt is always immediate). Without a row, ``settings.NOTIFY_RETRY_SCHEDULE`` applies."""
 
-    merchant_id = models.BigIntegerField(unique=True, help_text="paysys.core Merchant id (another database)")
-    retry_schedule = models.JSONField(help_text='e.g. [15, 60, 300]: waits in seconds after each failed attempt')
+    merchant_id = models.BigIntegerField(
+        unique=True, help_text="paysys.core Merchant id (another database)"
+    )
+    retry_schedule = models.JSONField(
+        help_text="e.g. [15, 60, 300]: waits in seconds after each failed attempt"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -72,11 +80,16 @@ class Notification(models.Model):
     # every legal move, in one place (a resend of a SUCCEEDED record sends it again)
     TRANSITIONS = {
         Status.PENDING: {Status.SUCCEEDED, Status.FAILED, Status.PENDING},
-        Status.SUCCEEDED: {Status.PENDING, Status.SUCCEEDED},  # a second, concurrent delivery's success counts its attempt
+        Status.SUCCEEDED: {
+            Status.PENDING,
+            Status.SUCCEEDED,
+        },  # a second, concurrent delivery's success counts its attempt
         Status.FAILED: {Status.PENDING, Status.SUCCEEDED},
     }
 
-    webhook_id = models.CharField(max_length=40, unique=True, help_text="msg_…: the same on every attempt")
+    webhook_id = models.CharField(
+        max_length=40, unique=True, help_text="msg_…: the same on every attempt"
+    )
     merchant_id = models.BigIntegerField(help_text="paysys.core Merchant id (another database)")
     order_id = models.BigIntegerField(help_text="orders Order id (another database)")
     out_trade_no = models.CharField(max_length=64)
@@ -86,14 +99,20 @@ class Notification(models.Model):
     url = models.CharField(max_length=512, help_text="where it is sent (the endpoint's URL)")
     body = models.TextField(help_text="the JSON body exactly as sent and signed")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempt_count = models.PositiveIntegerField(default=0, help_text="HTTP tries so far, every one logged")
-    step = models.PositiveIntegerField(default=0, help_text="position in the retry schedule; resend restarts it")
+    attempt_count = models.PositiveIntegerField(
+        default=0, help_text="HTTP tries so far, every one logged"
+    )
+    step = models.PositiveIntegerField(
+        default=0, help_text="position in the retry schedule; resend restarts it"
+    )
     # when it is next due while PENDING (also pushed forward while an attempt is in flight, so a
     # killed worker's claim expires and another worker delivers it); NULL otherwise
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
-    message_id = models.UUIDField(null=True, blank=True, help_text="the order.paid message, for tracing")
+    message_id = models.UUIDField(
+        null=True, blank=True, help_text="the order.paid message, for tracing"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)
@@ -103,20 +122,27 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["order_id", "event_type"], name="notification_unique_per_order_event"),
+            models.UniqueConstraint(
+                fields=["order_id", "event_type"], name="notification_unique_per_order_event"
+            ),
             models.CheckConstraint(
-                condition=Q(status="PENDING") | Q(next_attempt_at__isnull=True), name="notification_due_only_pending"
+                condition=Q(status="PENDING") | Q(next_attempt_at__isnull=True),
+                name="notification_due_only_pending",
             ),
         ]
         indexes = [
             # the due scan: in due order, skipping endpoints at their limit within the index
             models.Index(fields=["next_attempt_at", "endpoint"], name="notification_due"),
-            models.Index(fields=["merchant_id", "status", "created_at"], name="notification_merchant_status"),
+            models.Index(
+                fields=["merchant_id", "status", "created_at"], name="notification_merchant_status"
+            ),
             models.Index(fields=["merchant_id", "created_at"], name="notification_merchant_time"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_type} {self.out_trade_no} -> merchant #{self.merchant_id} [{self.status}]"
+        return (
+            f"{self.event_type} {self.out_trade_no} -> merchant #{self.merchant_id} [{self.status}]"
+        )
 
 
 class Attempt(models.Model):
@@ -131,17 +157,25 @@ class Attempt(models.Model):
         SCHEDULE = "schedule"
         RESEND = "resend"
 
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempts")
-    merchant_id = models.BigIntegerField(help_text="copied from the record: per-merchant success rates without a join")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="attempts"
+    )
+    merchant_id = models.BigIntegerField(
+        help_text="copied from the record: per-merchant success rates without a join"
+    )
     number = models.PositiveIntegerField(help_text="1 for the first try of the record")
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.SCHEDULE)
     started_at = models.DateTimeField()
     url = models.CharField(max_length=512)
-    address = models.CharField(max_length=64, blank=True, default="", help_text="the IP actually connected to")
+    address = models.CharField(
+        max_length=64, blank=True, default="", help_text="the IP actually connected to"
+    )
     request_headers = models.JSONField()
     request_body = models.TextField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_excerpt = models.TextField(blank=True, default="", help_text="first 2 KB of the response body")
+    response_excerpt = models.TextField(
+        blank=True, default="", help_text="first 2 KB of the response body"
+    )
     duration_ms = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     # timeout | connect | refused_target | redirect | http_status | gone | tls | protocol | invalid_url

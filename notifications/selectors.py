@@ -18,8 +18,10 @@ def notification_get(*, merchant_id: int, notification_id: str) -> Notification:
     """The merchant's own record by its id (the webhook-id it received); another merchant's is
     indistinguishable from a missing one."""
     notification = (
-        Notification.objects.using(ALIAS).select_related("endpoint")
-        .filter(merchant_id=merchant_id, webhook_id=notification_id).first()
+        Notification.objects.using(ALIAS)
+        .select_related("endpoint")
+        .filter(merchant_id=merchant_id, webhook_id=notification_id)
+        .first()
     )
     if notification is None:
         raise NotFound("no such notification")
@@ -61,9 +63,12 @@ def success_rates(merchant_ids, *, since: datetime | None = None) -> dict[int, t
     (merchant_id, started_at) index: only the window's rows are read."""
     since = since or timezone.now() - timedelta(hours=24)
     rows = (
-        Attempt.objects.using(ALIAS).filter(merchant_id__in=list(merchant_ids), started_at__gte=since)
+        Attempt.objects.using(ALIAS)
+        .filter(merchant_id__in=list(merchant_ids), started_at__gte=since)
         .values("merchant_id")
-        .annotate(total=Count("id"), succeeded=Count("id", filter=Q(outcome=Attempt.Outcome.SUCCEEDED)))
+        .annotate(
+            total=Count("id"), succeeded=Count("id", filter=Q(outcome=Attempt.Outcome.SUCCEEDED))
+        )
     )
     return {row["merchant_id"]: (row["succeeded"], row["total"]) for row in rows}
 
@@ -82,13 +87,21 @@ def notification_by_webhook_id(webhook_id: str) -> Notification | None:
 
 def notifications_of_order(*, order_id: int) -> list[tuple[Notification, list[Attempt]]]:
     """Every record of an order (index of the unique (order_id, event_type)) with its latest attempts."""
-    records = Notification.objects.using(ALIAS).filter(order_id=order_id).order_by("created_at", "id")
+    records = (
+        Notification.objects.using(ALIAS).filter(order_id=order_id).order_by("created_at", "id")
+    )
     return [(record, notification_attempts(record, limit=20)) for record in records]
 
 
 def attempt_outcomes(*, since: datetime) -> dict[str, int]:
     """outcome -> attempts started since ``since`` (index (started_at, outcome))."""
-    return dict(Attempt.objects.using(ALIAS).filter(started_at__gte=since).order_by().values_list("outcome").annotate(n=Count("id")))
+    return dict(
+        Attempt.objects.using(ALIAS)
+        .filter(started_at__gte=since)
+        .order_by()
+        .values_list("outcome")
+        .annotate(n=Count("id"))
+    )
 
 
 def attempts_per_minute(*, now: datetime) -> dict[str, list[int]]:
@@ -101,12 +114,22 @@ def attempts_per_minute(*, now: datetime) -> dict[str, list[int]]:
 
 def notification_counts(*, order_ids, event_type: str) -> dict[int, int]:
     """order_id -> records of ``event_type`` (index of the unique (order_id, event_type))."""
-    rows = (Notification.objects.using(ALIAS).filter(order_id__in=list(order_ids), event_type=event_type)
-            .order_by().values_list("order_id").annotate(n=Count("id")))
+    rows = (
+        Notification.objects.using(ALIAS)
+        .filter(order_id__in=list(order_ids), event_type=event_type)
+        .order_by()
+        .values_list("order_id")
+        .annotate(n=Count("id"))
+    )
     return dict(rows)
 
 
 def unsettled_counts() -> dict[str, int]:
     """status -> records not SUCCEEDED (PENDING: on their way; FAILED: for a human)."""
-    return dict(Notification.objects.using(ALIAS).exclude(status=Notification.Status.SUCCEEDED)
-                .order_by().values_list("status").annotate(n=Count("id")))
+    return dict(
+        Notification.objects.using(ALIAS)
+        .exclude(status=Notification.Status.SUCCEEDED)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )

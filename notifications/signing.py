@@ -20,10 +20,15 @@ def secret_key(secret: str) -> bytes:
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: str) -> str:
     signed = f"{webhook_id}.{timestamp}.{body}".encode()
-    return "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
+    return (
+        "v1,"
+        + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
+    )
 
 
-def signed_headers(secrets: list[str], webhook_id: str, timestamp: int, body: str) -> dict[str, str]:
+def signed_headers(
+    secrets: list[str], webhook_id: str, timestamp: int, body: str
+) -> dict[str, str]:
     """The three Standard Webhooks headers, signed with every secret (current first)."""
     return {
         "webhook-id": webhook_id,

@@ -4,6 +4,14 @@ from notifications.api import NotificationDetailApi, NotificationListApi, Notifi
 
 urlpatterns = [
     path("notifications", NotificationListApi.as_view(), name="notifications"),
-    path("notifications/<str:notification_id>", NotificationDetailApi.as_view(), name="notification-detail"),
-    path("notifications/<str:notification_id>/resend", NotificationResendApi.as_view(), name="notification-resend"),
+    path(
+        "notifications/<str:notification_id>",
+        NotificationDetailApi.as_view(),
+        name="notification-detail",
+    ),
+    path(
+        "notifications/<str:notification_id>/resend",
+        NotificationResendApi.as_view(),
+        name="notification-resend",
+    ),
 ]

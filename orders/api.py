@@ -1,28 +1,57 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paysys.api.fields import MinorUnitsField, StrictInputSerializer, StrictIntegerField, TextField, reject_unknown_params
-from paysys.core.errors import Conflict, Forbidden, InsufficientFunds, LimitReached, NotFound, Unavailable
-from paysys.api.pagination import LIST_QUERY_REFUSED, PageQuerySerializer, list_query, page_serializer, paginated_response
-from paysys.api.schema import NO_QUERY_PARAMETERS, ecma_pattern, error_responses
-from paysys.core.netguard import check_url
 from orders.models import MAX_AMOUNT, Order, PayMethod
 from orders.selectors import order_get, order_list, order_notify_url
 from orders.services import order_create, order_pay_url, order_pay_with_balance
+from paysys.api.fields import (
+    MinorUnitsField,
+    StrictInputSerializer,
+    StrictIntegerField,
+    TextField,
+    reject_unknown_params,
+)
+from paysys.api.pagination import (
+    LIST_QUERY_REFUSED,
+    PageQuerySerializer,
+    list_query,
+    page_serializer,
+    paginated_response,
+)
+from paysys.api.schema import NO_QUERY_PARAMETERS, ecma_pattern, error_responses
+from paysys.core.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientFunds,
+    LimitReached,
+    NotFound,
+    Unavailable,
+)
+from paysys.core.netguard import check_url
 
 # a merchant's order number, in a body and in a path: the same rule, stated in the schema
 MERCHANT_ORDER_NO_MAX_LENGTH = Order._meta.get_field("merchant_order_no").max_length
 MERCHANT_ORDER_NO_CHARS = RegexValidator(r"\A[A-Za-z0-9_-]+\Z", "letters, digits, '-' and '_' only")
 MERCHANT_ORDER_NO_PARAMETER = OpenApiParameter(
-    "merchant_order_no", {
-        "type": "string", "minLength": 1, "maxLength": MERCHANT_ORDER_NO_MAX_LENGTH,
+    "merchant_order_no",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MERCHANT_ORDER_NO_MAX_LENGTH,
         "pattern": ecma_pattern(MERCHANT_ORDER_NO_CHARS),
     },
-    OpenApiParameter.PATH, description="your order number, as given when the order was created",
+    OpenApiParameter.PATH,
+    description="your order number, as given when the order was created",
 )
 NOT_FOUND = "no such order (or another merchant's)"
 
@@ -33,25 +62,51 @@ class OrderOutputSerializer(serializers.ModelSerializer):
     pay_url = serializers.SerializerMethodField()
     notify_url = serializers.SerializerMethodField()
     # declared: a read-only model field would lose its blank choice ("" until the order is paid)
-    pay_method = serializers.ChoiceField(choices=PayMethod.choices, allow_blank=True, read_only=True,
-                                         help_text="how it was paid; empty until it is")
+    pay_method = serializers.ChoiceField(
+        choices=PayMethod.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="how it was paid; empty until it is",
+    )
 
     class Meta:
         model = Order
         fields = [
-            "merchant_order_no", "out_trade_no", "amount", "currency", "subject", "payer_id", "notify_url",
-            "status", "pay_method", "pay_url", "bank_trade_no", "created_at", "expires_at", "paid_at",
+            "merchant_order_no",
+            "out_trade_no",
+            "amount",
+            "currency",
+            "subject",
+            "payer_id",
+            "notify_url",
+            "status",
+            "pay_method",
+            "pay_url",
+            "bank_trade_no",
+            "created_at",
+            "expires_at",
+            "paid_at",
             "refunded_amount",
         ]
-        read_only_fields = fields  # output only: every field is always present (required in the schema)
+        read_only_fields = (
+            fields  # output only: every field is always present (required in the schema)
+        )
 
-    @extend_schema_field(serializers.URLField(help_text="the bank's page where the payer pays; the same URL on "
-                                                        "every read of the order"))
+    @extend_schema_field(
+        serializers.URLField(
+            help_text="the bank's page where the payer pays; the same URL on "
+            "every read of the order"
+        )
+    )
     def get_pay_url(self, order: Order) -> str:
         return order_pay_url(order)
 
-    @extend_schema_field(serializers.URLField(help_text="where the paid-order notification goes: the order's "
-                                                        "notify_url, or the merchant's default when it had none"))
+    @extend_schema_field(
+        serializers.URLField(
+            help_text="where the paid-order notification goes: the order's "
+            "notify_url, or the merchant's default when it had none"
+        )
+    )
     def get_notify_url(self, order: Order) -> str:
         return order_notify_url(order, self.context["merchant"])
 
@@ -62,18 +117,31 @@ OrderPageSerializer = page_serializer(OrderOutputSerializer)
 class OrdersApi(APIView):
     """``POST /api/v1/orders`` creates (idempotently); ``GET /api/v1/orders`` lists, newest first."""
 
-    @extend_schema_serializer(component_name="OrderCreate")  # OrderCreateRequest, not a generic CreateInput
+    @extend_schema_serializer(
+        component_name="OrderCreate"
+    )  # OrderCreateRequest, not a generic CreateInput
     class CreateInputSerializer(StrictInputSerializer):
-        merchant_order_no = TextField(min_length=1, max_length=MERCHANT_ORDER_NO_MAX_LENGTH, trim_whitespace=False,
-                                      validators=[MERCHANT_ORDER_NO_CHARS])
-        amount = MinorUnitsField(min_value=1, max_value=MAX_AMOUNT, help_text="an integer in minor units (fen): 1999 for 19.99")
+        merchant_order_no = TextField(
+            min_length=1,
+            max_length=MERCHANT_ORDER_NO_MAX_LENGTH,
+            trim_whitespace=False,
+            validators=[MERCHANT_ORDER_NO_CHARS],
+        )
+        amount = MinorUnitsField(
+            min_value=1,
+            max_value=MAX_AMOUNT,
+            help_text="an integer in minor units (fen): 1999 for 19.99",
+        )
         currency = serializers.ChoiceField(
-            choices=settings.ORDER_CURRENCIES, default=settings.ORDER_CURRENCIES[0],
+            choices=settings.ORDER_CURRENCIES,
+            default=settings.ORDER_CURRENCIES[0],
             error_messages={"invalid_choice": f"one of {', '.join(settings.ORDER_CURRENCIES)}"},
         )
         subject = TextField(min_length=1, max_length=128, trim_whitespace=False)
         payer_id = StrictIntegerField(min_value=1, max_value=2**63 - 1)
-        notify_url = serializers.URLField(max_length=512, required=False, allow_blank=True, default="")
+        notify_url = serializers.URLField(
+            max_length=512, required=False, allow_blank=True, default=""
+        )
 
         def validate_subject(self, value: str) -> str:
             if not value.strip():
@@ -88,7 +156,9 @@ class OrdersApi(APIView):
             return value
 
     class ListFilterSerializer(PageQuerySerializer):
-        out_trade_no = serializers.CharField(required=False, help_text="the platform's order number: finds that one order")
+        out_trade_no = serializers.CharField(
+            required=False, help_text="the platform's order number: finds that one order"
+        )
         status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
         created_after = serializers.DateTimeField(required=False)
         created_before = serializers.DateTimeField(required=False)
@@ -98,13 +168,17 @@ class OrdersApi(APIView):
         request=CreateInputSerializer,
         responses={
             201: OrderOutputSerializer,
-            200: OpenApiResponse(OrderOutputSerializer, description="identical replay: the existing order"),
-            **error_responses({
-                serializers.ValidationError: "invalid fields (each named in error.fields), or an unknown query parameter",
-                Conflict: "merchant_order_no reused with different fields",
-                LimitReached: "too many open unpaid orders (ORDER_MAX_OPEN_PER_MERCHANT): create more once some "
-                              "are paid, closed or expired",
-            }),
+            200: OpenApiResponse(
+                OrderOutputSerializer, description="identical replay: the existing order"
+            ),
+            **error_responses(
+                {
+                    serializers.ValidationError: "invalid fields (each named in error.fields), or an unknown query parameter",
+                    Conflict: "merchant_order_no reused with different fields",
+                    LimitReached: "too many open unpaid orders (ORDER_MAX_OPEN_PER_MERCHANT): create more once some "
+                    "are paid, closed or expired",
+                }
+            ),
         },
     )
     def post(self, request):
@@ -120,14 +194,24 @@ class OrdersApi(APIView):
     @extend_schema(
         operation_id="orders_list",
         parameters=[ListFilterSerializer],
-        responses={200: OrderPageSerializer, **error_responses({
-            serializers.ValidationError: LIST_QUERY_REFUSED,
-        })},
+        responses={
+            200: OrderPageSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: LIST_QUERY_REFUSED,
+                }
+            ),
+        },
     )
     def get(self, request):
         orders = order_list(merchant=request.user, **list_query(request, self.ListFilterSerializer))
         return paginated_response(
-            request, self, orders, lambda page: OrderOutputSerializer(page, many=True, context={"merchant": request.user}).data
+            request,
+            self,
+            orders,
+            lambda page: (
+                OrderOutputSerializer(page, many=True, context={"merchant": request.user}).data
+            ),
         )
 
 
@@ -135,9 +219,15 @@ class OrderDetailApi(APIView):
     @extend_schema(
         operation_id="orders_retrieve",
         parameters=[MERCHANT_ORDER_NO_PARAMETER],
-        responses={200: OrderOutputSerializer, **error_responses({
-            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
-        })},
+        responses={
+            200: OrderOutputSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: NO_QUERY_PARAMETERS,
+                    NotFound: NOT_FOUND,
+                }
+            ),
+        },
     )
     def get(self, request, merchant_order_no: str):
         reject_unknown_params(request.query_params, set())
@@ -158,10 +248,16 @@ class OrderPayApi(APIView):
 
     @extend_schema_serializer(component_name="OrderPay")
     class InputSerializer(StrictInputSerializer):
-        method = serializers.ChoiceField(choices=["balance"], help_text="balance: the payer's wallet pays")
-        payer_token = TextField(min_length=1, max_length=128, help_text=(
-            "the payer's agreement with this merchant: its token, from create_payer or payer_agreement issue"
-        ))
+        method = serializers.ChoiceField(
+            choices=["balance"], help_text="balance: the payer's wallet pays"
+        )
+        payer_token = TextField(
+            min_length=1,
+            max_length=128,
+            help_text=(
+                "the payer's agreement with this merchant: its token, from create_payer or payer_agreement issue"
+            ),
+        )
 
     @extend_schema(
         operation_id="orders_pay",
@@ -169,20 +265,22 @@ class OrderPayApi(APIView):
         parameters=[MERCHANT_ORDER_NO_PARAMETER],
         responses={
             200: OpenApiResponse(OrderOutputSerializer, description="paid: the order (SUCCESS)"),
-            **error_responses({
-                serializers.ValidationError: "invalid fields, or an unknown query parameter",
-                InsufficientFunds: "the payer's wallet cannot afford the order (nothing was charged)",
-                Forbidden: (
-                    "payer_token is not the order's payer's agreement with this merchant (payer_token_mismatch), is its "
-                    "agreement with another merchant (agreement_other_merchant), is revoked (agreement_revoked), or the "
-                    "payment is over the agreement's limits (agreement_payment_limit, agreement_daily_limit, "
-                    "agreement_currency); nothing was charged"
-                ),
-                NotFound: NOT_FOUND,
-                Conflict: "the order is not payable (paid, closed or failed, expired, or being paid at the bank)",
-                Unavailable: "a service did not answer, or another payment holds the order for a moment; nothing "
-                             "changed (order and balances as before)",
-            }),
+            **error_responses(
+                {
+                    serializers.ValidationError: "invalid fields, or an unknown query parameter",
+                    InsufficientFunds: "the payer's wallet cannot afford the order (nothing was charged)",
+                    Forbidden: (
+                        "payer_token is not the order's payer's agreement with this merchant (payer_token_mismatch), is its "
+                        "agreement with another merchant (agreement_other_merchant), is revoked (agreement_revoked), or the "
+                        "payment is over the agreement's limits (agreement_payment_limit, agreement_daily_limit, "
+                        "agreement_currency); nothing was charged"
+                    ),
+                    NotFound: NOT_FOUND,
+                    Conflict: "the order is not payable (paid, closed or failed, expired, or being paid at the bank)",
+                    Unavailable: "a service did not answer, or another payment holds the order for a moment; nothing "
+                    "changed (order and balances as before)",
+                }
+            ),
         },
     )
     def post(self, request, merchant_order_no: str):
@@ -192,6 +290,8 @@ class OrderPayApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         order = order_pay_with_balance(
-            merchant=request.user, merchant_order_no=merchant_order_no, payer_token=data.validated_data["payer_token"]
+            merchant=request.user,
+            merchant_order_no=merchant_order_no,
+            payer_token=data.validated_data["payer_token"],
         )
         return Response(OrderOutputSerializer(order, context={"merchant": request.user}).data)

@@ -11,4 +11,6 @@ class OrdersConfig(AppConfig):
 
         participants.register()  # orders.pay, called by name by the TCC framework
         refunds.register()  # orders.refund
-        tcc.transaction_names(services.COMPLETE_ORDER, services.PAY_ORDER_BALANCE, refunds.REFUND_ORDER)  # reported by /metrics, 0 when idle
+        tcc.transaction_names(
+            services.COMPLETE_ORDER, services.PAY_ORDER_BALANCE, refunds.REFUND_ORDER
+        )  # reported by /metrics, 0 when idle

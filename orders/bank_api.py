@@ -22,10 +22,17 @@ from paysys.api.exceptions import error_body
 def bank_order_status(request, out_trade_no: str):
     """``GET /gateway/bank/orders/<out_trade_no>``: ``{"out_trade_no", "status", "payable"}``."""
     if not bank.signature_valid(out_trade_no.encode(), request.headers.get(bank.SIGNATURE_HEADER)):
-        return JsonResponse(error_body("invalid_signature", "sign the out_trade_no with the bank's secret"), status=401)
+        return JsonResponse(
+            error_body("invalid_signature", "sign the out_trade_no with the bank's secret"),
+            status=401,
+        )
     try:
         status, payable = order_status_for_bank(out_trade_no=out_trade_no)
     except DatabaseError:  # the orders database is down: no verdict (the bank takes the payment)
         return JsonResponse(error_body("unavailable", "the order cannot be read now"), status=503)
-    body, signature = bank.order_status_document(out_trade_no=out_trade_no, status=status, payable=payable)
-    return HttpResponse(body, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})
+    body, signature = bank.order_status_document(
+        out_trade_no=out_trade_no, status=status, payable=payable
+    )
+    return HttpResponse(
+        body, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature}
+    )

@@ -19,9 +19,17 @@ def apply_bank_payment(deliveries) -> dict[int, Exception]:
         except Exception as exc:  # noqa: BLE001 - this message's error, the others go on
             errors[delivery.id] = exc
             continue
-        payments[delivery.id] = BankPayment(event.out_trade_no, event.bank_trade_no, event.amount, event.currency,
-                                            event.paid_at, event.source)
-    for delivery_id, result in zip(payments, bank_payments_apply(list(payments.values()))):
+        payments[delivery.id] = BankPayment(
+            event.out_trade_no,
+            event.bank_trade_no,
+            event.amount,
+            event.currency,
+            event.paid_at,
+            event.source,
+        )
+    for delivery_id, result in zip(
+        payments, bank_payments_apply(list(payments.values())), strict=False
+    ):
         if isinstance(result, Exception):
             errors[delivery_id] = result
     return errors
@@ -36,8 +44,14 @@ def apply_bank_payment(deliveries) -> dict[int, Exception]:
 # message's resend window. Reading the gateway's tables or outbox from orders would tie orders
 # to core's database; marking the order when the payment consumer takes the message would come
 # only after the queue's wait. Idempotent by itself (it only moves a time later).
-@consumer(BankPaymentSucceeded.TOPIC, queue="polling", alias="orders", name="orders.postpone_polling",
-          atomic=False, batch=True)
+@consumer(
+    BankPaymentSucceeded.TOPIC,
+    queue="polling",
+    alias="orders",
+    name="orders.postpone_polling",
+    atomic=False,
+    batch=True,
+)
 def postpone_polling(deliveries) -> dict[int, Exception]:
     errors: dict[int, Exception] = {}
     outs: list[str] = []

@@ -49,8 +49,12 @@ class Order(models.Model):
     # the statuses of an order that was paid (money came in; some may have gone back)
     PAID_STATUSES = (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED)
 
-    out_trade_no = models.CharField(max_length=32, unique=True, help_text="the platform's order number at the bank")
-    merchant_id = models.BigIntegerField(help_text="core merchant id (another database: no foreign key)")
+    out_trade_no = models.CharField(
+        max_length=32, unique=True, help_text="the platform's order number at the bank"
+    )
+    merchant_id = models.BigIntegerField(
+        help_text="core merchant id (another database: no foreign key)"
+    )
     merchant_order_no = models.CharField(max_length=64)
     amount = models.BigIntegerField(help_text="minor units")
     currency = models.CharField(max_length=3)
@@ -69,8 +73,12 @@ class Order(models.Model):
     poll_count = models.PositiveIntegerField(default=0)
     # refunds (orders.refunds): given back (SUCCEEDED), and reserved by refunds still PENDING;
     # together never more than the amount paid (the database refuses it)
-    refunded_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units given back by succeeded refunds")
-    refunding_amount = models.BigIntegerField(default=0, db_default=0, help_text="minor units reserved by pending refunds")
+    refunded_amount = models.BigIntegerField(
+        default=0, db_default=0, help_text="minor units given back by succeeded refunds"
+    )
+    refunding_amount = models.BigIntegerField(
+        default=0, db_default=0, help_text="minor units reserved by pending refunds"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -78,13 +86,19 @@ class Order(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["merchant_id", "merchant_order_no"], name="order_unique_merchant_order_no"),
-            models.CheckConstraint(
-                condition=models.Q(amount__gte=1, amount__lte=MAX_AMOUNT), name="order_amount_in_range"
+            models.UniqueConstraint(
+                fields=["merchant_id", "merchant_order_no"], name="order_unique_merchant_order_no"
             ),
             models.CheckConstraint(
-                condition=models.Q(refunded_amount__gte=0, refunding_amount__gte=0,
-                                   amount__gte=F("refunded_amount") + F("refunding_amount")),
+                condition=models.Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                name="order_amount_in_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    refunded_amount__gte=0,
+                    refunding_amount__gte=0,
+                    amount__gte=F("refunded_amount") + F("refunding_amount"),
+                ),
                 name="order_refunds_within_amount",
             ),
         ]
@@ -132,7 +146,9 @@ class Order(models.Model):
         updated = cls.objects.filter(still_there).transition(values.pop("status"), **values)
         if updated != len(moves):
             held = ", ".join(f"{order.out_trade_no} (was {order.status})" for order, _ in moves)
-            raise IllegalTransition(f"order {held} changed concurrently ({updated} of {len(moves)} moved)")
+            raise IllegalTransition(
+                f"order {held} changed concurrently ({updated} of {len(moves)} moved)"
+            )
         for order, _ in moves:
             for field, value in rows[order.pk].items():
                 setattr(order, field, value)
@@ -169,11 +185,16 @@ class _ByPk(Expression):
         return self
 
     def as_sql(self, compiler, connection):
-        pk, column = (compiler.quote_name_unless_alias(f.column) for f in (Order._meta.pk, self.target))
+        pk, column = (
+            compiler.quote_name_unless_alias(f.column) for f in (Order._meta.pk, self.target)
+        )
         params = []
         for key, value in self.by_pk.items():
             params += [key, self.target.get_db_prep_save(value, connection)]
-        return f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(self.by_pk))} ELSE {column} END", params
+        return (
+            f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(self.by_pk))} ELSE {column} END",
+            params,
+        )
 
 
 class PaymentRecord(models.Model):
@@ -194,7 +215,9 @@ class PaymentRecord(models.Model):
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     paid_at = models.DateTimeField()
-    source = models.CharField(max_length=16, help_text="notify: the bank told us; poll: we asked the bank")
+    source = models.CharField(
+        max_length=16, help_text="notify: the bank told us; poll: we asked the bank"
+    )
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     reason = models.CharField(max_length=255, blank=True, default="")
     reviewed_at = models.DateTimeField(null=True, blank=True)
@@ -220,13 +243,22 @@ class Refund(models.Model):
         SUCCEEDED = "SUCCEEDED"
         FAILED = "FAILED"
 
-    TRANSITIONS = {Status.PENDING: {Status.SUCCEEDED, Status.FAILED}, Status.SUCCEEDED: set(), Status.FAILED: set()}
+    TRANSITIONS = {
+        Status.PENDING: {Status.SUCCEEDED, Status.FAILED},
+        Status.SUCCEEDED: set(),
+        Status.FAILED: set(),
+    }
 
     class Kind(models.TextChoices):
         ORDER = "order", "order (the merchant refunds its paid order)"
-        DUPLICATE = "duplicate", "duplicate (a flagged bank payment no order took, back to the payer)"
+        DUPLICATE = (
+            "duplicate",
+            "duplicate (a flagged bank payment no order took, back to the payer)",
+        )
 
-    refund_no = models.CharField(max_length=32, unique=True, help_text="the platform's refund number (also at the bank)")
+    refund_no = models.CharField(
+        max_length=32, unique=True, help_text="the platform's refund number (also at the bank)"
+    )
     merchant_id = models.BigIntegerField()
     merchant_refund_no = models.CharField(max_length=64)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
@@ -234,12 +266,22 @@ class Refund(models.Model):
     amount = models.BigIntegerField(help_text="minor units")
     currency = models.CharField(max_length=3)
     reason = models.CharField(max_length=255, blank=True, default="")
-    method = models.CharField(max_length=8, choices=PayMethod.choices, help_text="how the order was paid: where the money goes back")
-    points = models.BigIntegerField(default=0, help_text="payer points this refund reverses (see docs/refunds.md)")
+    method = models.CharField(
+        max_length=8,
+        choices=PayMethod.choices,
+        help_text="how the order was paid: where the money goes back",
+    )
+    points = models.BigIntegerField(
+        default=0, help_text="payer points this refund reverses (see docs/refunds.md)"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.CharField(max_length=255, blank=True, default="")
-    tcc_xid = models.CharField(max_length=64, blank=True, default="", help_text="the TCC transaction that holds the money")
-    requested_by = models.CharField(max_length=150, default="merchant", help_text="merchant (API), or admin:<user>")
+    tcc_xid = models.CharField(
+        max_length=64, blank=True, default="", help_text="the TCC transaction that holds the money"
+    )
+    requested_by = models.CharField(
+        max_length=150, default="merchant", help_text="merchant (API), or admin:<user>"
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ORDER)
     bank_refund_no = models.CharField(max_length=64, blank=True, default="")
     # a bank refund: when to ask the bank's refund query next while no notify has come (null: stop)
@@ -253,8 +295,13 @@ class Refund(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["merchant_id", "merchant_refund_no"], name="refund_unique_merchant_refund_no"),
-            models.CheckConstraint(condition=models.Q(amount__gte=1), name="refund_amount_positive"),
+            models.UniqueConstraint(
+                fields=["merchant_id", "merchant_refund_no"],
+                name="refund_unique_merchant_refund_no",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gte=1), name="refund_amount_positive"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "next_poll_at"], name="refund_status_poll"),

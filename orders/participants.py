@@ -24,7 +24,7 @@ from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orders.models import Order, OrderNotPayable, PayMethod, PaymentRecord
+from orders.models import Order, OrderNotPayable, PaymentRecord, PayMethod
 from paysys import tcc
 from paysys.contracts import OrderPaid
 from paysys.core.errors import NotFound
@@ -62,14 +62,16 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
     """Hold every op's order for its transaction: one lock and one UPDATE for the whole batch."""
     orders = _locked_orders(ops)
     now = timezone.now()
-    for op, order in zip(ops, orders):
+    for op, order in zip(ops, orders, strict=False):
         payload = op.payload
         if (order.amount, order.currency) != (payload["amount"], payload["currency"]):
             raise OrderNotPayable(
                 f"paying {payload['amount']} {payload['currency']}, order is {order.amount} {order.currency}"
             )
         if order.status != Order.Status.CREATED:
-            raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+            raise OrderNotPayable(
+                f"order is {order.status}, not payable", code=f"order_{order.status.lower()}"
+            )
         # the wallet pays only until the order expires, whether or not the expiry pass has closed
         # it yet; a bank payment made in time may still arrive after (the expiry pass asks the bank)
         if payload["method"] == PayMethod.BALANCE and order.expires_at <= now:
@@ -77,9 +79,13 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
                 f"order expired at {order.expires_at:%Y-%m-%d %H:%M:%S} UTC; create a new order to pay it",
                 code="order_expired",
             )
-    Order.transition_many(Order.Status.PAYING, [
-        (order, {"tcc_xid": op.xid, "pay_method": op.payload["method"]}) for op, order in zip(ops, orders)
-    ])
+    Order.transition_many(
+        Order.Status.PAYING,
+        [
+            (order, {"tcc_xid": op.xid, "pay_method": op.payload["method"]})
+            for op, order in zip(ops, orders, strict=False)
+        ],
+    )
 
 
 @tcc.many
@@ -88,35 +94,70 @@ def pay_confirm(ops: list[tcc.BranchOp]) -> None:
     one lock and one statement each for the orders, the payment records and the outbox."""
     orders = _locked_orders(ops)
     moves = []
-    for op, order in zip(ops, orders):
+    for op, order in zip(ops, orders, strict=False):
         if order.status != Order.Status.PAYING or order.tcc_xid != op.xid:
             # the barrier lets a confirm through only after this xid's try committed: whatever
             # moved the order since is a bug; raising keeps the branch retried, then flagged for a human
             raise OrderNotPayable(
                 f"confirm of {op.xid}: order {order.out_trade_no} is {order.status} held by {order.tcc_xid!r}"
             )
-        paid_at = parse_datetime(op.payload["paid_at"]) if op.payload.get("paid_at") else timezone.now()
-        moves.append((order, {"bank_trade_no": op.payload.get("bank_trade_no") or "", "paid_at": paid_at,
-                              "next_poll_at": None}))
-    Order.transition_many(Order.Status.SUCCESS, moves)
-    _record_applied([
-        PaymentRecord(
-            bank_trade_no=order.bank_trade_no, out_trade_no=order.out_trade_no, order_id=order.pk,
-            amount=order.amount, currency=order.currency, paid_at=order.paid_at,
-            source=op.payload.get("source", "notify"), outcome=PaymentRecord.Outcome.APPLIED, reason="",
+        paid_at = (
+            parse_datetime(op.payload["paid_at"]) if op.payload.get("paid_at") else timezone.now()
         )
-        for op, order in zip(ops, orders) if op.payload["method"] == PayMethod.BANK
-    ])
+        moves.append(
+            (
+                order,
+                {
+                    "bank_trade_no": op.payload.get("bank_trade_no") or "",
+                    "paid_at": paid_at,
+                    "next_poll_at": None,
+                },
+            )
+        )
+    Order.transition_many(Order.Status.SUCCESS, moves)
+    _record_applied(
+        [
+            PaymentRecord(
+                bank_trade_no=order.bank_trade_no,
+                out_trade_no=order.out_trade_no,
+                order_id=order.pk,
+                amount=order.amount,
+                currency=order.currency,
+                paid_at=order.paid_at,
+                source=op.payload.get("source", "notify"),
+                outcome=PaymentRecord.Outcome.APPLIED,
+                reason="",
+            )
+            for op, order in zip(ops, orders, strict=False)
+            if op.payload["method"] == PayMethod.BANK
+        ]
+    )
     events = [
-        order_paid_event(order, fee=op.payload["fee"], points=op.payload["points"], notify_url=op.payload["notify_url"])
-        for op, order in zip(ops, orders)
+        order_paid_event(
+            order,
+            fee=op.payload["fee"],
+            points=op.payload["points"],
+            notify_url=op.payload["notify_url"],
+        )
+        for op, order in zip(ops, orders, strict=False)
     ]
-    publish_many(events, using="orders",
-                 business_keys=[order.out_trade_no for order in orders])
-    log_steps(logger, "order %s paid (%s): %s %s, merchant %s, order no %s", [
-        (order.out_trade_no, op.payload["method"], order.amount, order.currency, order.merchant_id, order.merchant_order_no)
-        for op, order in zip(ops, orders)
-    ], using="orders")
+    publish_many(events, using="orders", business_keys=[order.out_trade_no for order in orders])
+    log_steps(
+        logger,
+        "order %s paid (%s): %s %s, merchant %s, order no %s",
+        [
+            (
+                order.out_trade_no,
+                op.payload["method"],
+                order.amount,
+                order.currency,
+                order.merchant_id,
+                order.merchant_order_no,
+            )
+            for op, order in zip(ops, orders, strict=False)
+        ],
+        using="orders",
+    )
 
 
 def _record_applied(records: list[PaymentRecord]) -> None:
@@ -126,10 +167,20 @@ def _record_applied(records: list[PaymentRecord]) -> None:
         return
     features = connections["orders"].features
     PaymentRecord.objects.bulk_create(
-        records, update_conflicts=True,
+        records,
+        update_conflicts=True,
         # MariaDB upserts on any unique key and takes no conflict target
         unique_fields=["bank_trade_no"] if features.supports_update_conflicts_with_target else None,
-        update_fields=["out_trade_no", "order_id", "amount", "currency", "paid_at", "source", "outcome", "reason"],
+        update_fields=[
+            "out_trade_no",
+            "order_id",
+            "amount",
+            "currency",
+            "paid_at",
+            "source",
+            "outcome",
+            "reason",
+        ],
     )
 
 
@@ -144,12 +195,23 @@ def pay_cancel(payload: dict, *, xid: str) -> None:
 
 def order_paid_event(order: Order, *, fee: int, points: int, notify_url: str) -> OrderPaid:
     return OrderPaid(
-        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=order.merchant_id,
-        merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=order.amount,
-        currency=order.currency, fee=fee, bank_trade_no=order.bank_trade_no or None,
-        paid_at=order.paid_at.isoformat(), notify_url=notify_url, method=order.pay_method, points_awarded=points,
+        order_id=order.pk,
+        out_trade_no=order.out_trade_no,
+        merchant_id=order.merchant_id,
+        merchant_order_no=order.merchant_order_no,
+        payer_id=order.payer_id,
+        amount=order.amount,
+        currency=order.currency,
+        fee=fee,
+        bank_trade_no=order.bank_trade_no or None,
+        paid_at=order.paid_at.isoformat(),
+        notify_url=notify_url,
+        method=order.pay_method,
+        points_awarded=points,
     )
 
 
 def register() -> None:
-    tcc.participant(ACTION, alias="orders", queue="orders", try_=pay_try, confirm=pay_confirm, cancel=pay_cancel)
+    tcc.participant(
+        ACTION, alias="orders", queue="orders", try_=pay_try, confirm=pay_confirm, cancel=pay_cancel
+    )

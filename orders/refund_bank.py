@@ -45,21 +45,36 @@ def apply_bank_answer(answer: dict) -> bool:
     if status not in ("SUCCESS", "REFUSED"):
         return False
     _check_matches(answer)
-    return refund_finish(answer["refund_no"], succeeded=status == "SUCCESS",
-                         failure_reason="" if status == "SUCCESS" else f"bank refused: {answer.get('reason') or 'no reason given'}")
+    return refund_finish(
+        answer["refund_no"],
+        succeeded=status == "SUCCESS",
+        failure_reason=""
+        if status == "SUCCESS"
+        else f"bank refused: {answer.get('reason') or 'no reason given'}",
+    )
 
 
 def _check_matches(answer: dict) -> None:
     """A bank answer finishes only the bank refund it names, for its amount and order: one that
     names a wallet refund, or another amount or order, is refused (RefundMismatch), never applied."""
-    refund = Refund.objects.filter(refund_no=answer["refund_no"]).only("method", "amount", "out_trade_no").first()
+    refund = (
+        Refund.objects.filter(refund_no=answer["refund_no"])
+        .only("method", "amount", "out_trade_no")
+        .first()
+    )
     if refund is None:
         return  # refund_finish says NotFound
-    wrong = [name for name, expected in (("amount", refund.amount), ("out_trade_no", refund.out_trade_no))
-             if name in answer and answer[name] != expected]
+    wrong = [
+        name
+        for name, expected in (("amount", refund.amount), ("out_trade_no", refund.out_trade_no))
+        if name in answer and answer[name] != expected
+    ]
     if refund.method != PayMethod.BANK or wrong:
-        logger.error("bank answer for refund %s refused: %s", answer["refund_no"],
-                     f"it differs in {', '.join(wrong)}" if wrong else "not a bank refund")
+        logger.error(
+            "bank answer for refund %s refused: %s",
+            answer["refund_no"],
+            f"it differs in {', '.join(wrong)}" if wrong else "not a bank refund",
+        )
         raise RefundMismatch(f"the answer does not match refund {answer['refund_no']}")
 
 
@@ -68,13 +83,22 @@ class RefundMismatch(ValueError):
 
 
 # not atomic: an HTTP call; idempotent by itself (the bank keys refunds by refund_no)
-@consumer(RefundRequested.TOPIC, queue="polling", alias="orders", name="orders.send_refund", atomic=False)
+@consumer(
+    RefundRequested.TOPIC, queue="polling", alias="orders", name="orders.send_refund", atomic=False
+)
 def send_refund(message) -> None:
     """Send the refund to the bank; raising (the bank did not take it) leaves the message to be resent."""
     event = RefundRequested.from_payload(message.payload)
-    bank.request_refund({"refund_no": event.refund_no, "out_trade_no": event.out_trade_no,
-                         "bank_trade_no": event.bank_trade_no, "amount": event.amount, "currency": event.currency,
-                         "reason": event.reason})
+    bank.request_refund(
+        {
+            "refund_no": event.refund_no,
+            "out_trade_no": event.out_trade_no,
+            "bank_trade_no": event.bank_trade_no,
+            "amount": event.amount,
+            "currency": event.currency,
+            "reason": event.reason,
+        }
+    )
     logger.info("refund %s of %s sent to the bank", event.refund_no, event.out_trade_no)
 
 
@@ -85,13 +109,21 @@ def refunds_poll_bank(*, now=None, limit: int = 100) -> int:
     refunds asked."""
     now = now or timezone.now()
     with transaction.atomic(using="orders"):
-        due = list(Refund.objects.select_for_update(skip_locked=True)
-                   .filter(status=Refund.Status.PENDING, next_poll_at__lte=now).order_by("next_poll_at")[:limit])
+        due = list(
+            Refund.objects.select_for_update(skip_locked=True)
+            .filter(status=Refund.Status.PENDING, next_poll_at__lte=now)
+            .order_by("next_poll_at")[:limit]
+        )
         for refund in due:
             done = refund.poll_count + 1
-            wait = REFUND_POLL_SCHEDULE[done] if done < len(REFUND_POLL_SCHEDULE) else REFUND_POLL_LATE_INTERVAL
-            Refund.objects.filter(pk=refund.pk).update(poll_count=F("poll_count") + 1,
-                                                       next_poll_at=now + timedelta(seconds=wait))
+            wait = (
+                REFUND_POLL_SCHEDULE[done]
+                if done < len(REFUND_POLL_SCHEDULE)
+                else REFUND_POLL_LATE_INTERVAL
+            )
+            Refund.objects.filter(pk=refund.pk).update(
+                poll_count=F("poll_count") + 1, next_poll_at=now + timedelta(seconds=wait)
+            )
     for refund in due:
         try:
             answer = bank.query_refund(refund.refund_no)
@@ -113,13 +145,17 @@ def bank_refund_notify(request):
     and order moved, ``refund.finished`` published) in one orders transaction before the 200;
     a repeated notify is acknowledged and changes nothing."""
     if not bank.signature_valid(request.body, request.headers.get(bank.SIGNATURE_HEADER)):
-        return JsonResponse(error_body("invalid_signature", "sign the body with the bank's secret"), status=401)
+        return JsonResponse(
+            error_body("invalid_signature", "sign the body with the bank's secret"), status=401
+        )
     try:
         answer = loads_strict(request.body)  # no NaN, no absurd nesting: a 400, never a 500
         if not isinstance(answer, dict) or not isinstance(answer.get("refund_no"), str):
             raise ValueError
     except ValueError:
-        return JsonResponse(error_body("malformed", "a JSON object with refund_no is required"), status=400)
+        return JsonResponse(
+            error_body("malformed", "a JSON object with refund_no is required"), status=400
+        )
     try:
         apply_bank_answer(answer)
     except NotFound:

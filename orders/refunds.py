@@ -78,7 +78,11 @@ def refund_points(order: Order, amount: int) -> int:
     (accounts.services.points_reverse_hold): points never go below zero."""
     awarded = points_for(order.amount, order.currency)
     if amount == refundable(order):
-        taken = sum(Refund.objects.filter(order=order).exclude(status=Refund.Status.FAILED).values_list("points", flat=True))
+        taken = sum(
+            Refund.objects.filter(order=order)
+            .exclude(status=Refund.Status.FAILED)
+            .values_list("points", flat=True)
+        )
         return max(0, awarded - taken)
     return awarded * amount // order.amount
 
@@ -86,8 +90,15 @@ def refund_points(order: Order, amount: int) -> int:
 # --- the merchant's request ------------------------------------------------------------------
 
 
-def refund_create(*, merchant: Merchant, merchant_order_no: str, merchant_refund_no: str, amount: int,
-                  reason: str = "", requested_by: str = "merchant") -> tuple[Refund, bool]:
+def refund_create(
+    *,
+    merchant: Merchant,
+    merchant_order_no: str,
+    merchant_refund_no: str,
+    amount: int,
+    reason: str = "",
+    requested_by: str = "merchant",
+) -> tuple[Refund, bool]:
     """Refund ``amount`` of the merchant's paid order, idempotently on (merchant,
     merchant_refund_no). Returns ``(refund, created)``: an identical replay returns the existing
     refund; a different request with the same number is a Conflict, nothing written.
@@ -108,18 +119,33 @@ def refund_create(*, merchant: Merchant, merchant_order_no: str, merchant_refund
         raise _too_large(left)
     refund_no = new_refund_no()
     for attempt in range(1, POINTS_ATTEMPTS + 1):
-        branches = refund_branches(order, merchant=merchant, refund_no=refund_no, merchant_refund_no=merchant_refund_no,
-                                   amount=amount, reason=reason, requested_by=requested_by)
+        branches = refund_branches(
+            order,
+            merchant=merchant,
+            refund_no=refund_no,
+            merchant_refund_no=merchant_refund_no,
+            amount=amount,
+            reason=reason,
+            requested_by=requested_by,
+        )
         try:
-            tcc.run(REFUND_ORDER, business_key=f"refund:{merchant.pk}:{merchant_refund_no}", branches=branches)
+            tcc.run(
+                REFUND_ORDER,
+                business_key=f"refund:{merchant.pk}:{merchant_refund_no}",
+                branches=branches,
+            )
             break
         except tcc.TryFailed as exc:
-            logger.info("refund %s of %s cancelled: %s", merchant_refund_no, order.out_trade_no, exc)
+            logger.info(
+                "refund %s of %s cancelled: %s", merchant_refund_no, order.out_trade_no, exc
+            )
             if isinstance(exc.cause, PointsMoved) and attempt < POINTS_ATTEMPTS:
                 order.refresh_from_db()
                 continue
             if exc.is_transient:
-                raise Unavailable(f"a service did not answer ({exc.action}); nothing was refunded, retry later") from exc
+                raise Unavailable(
+                    f"a service did not answer ({exc.action}); nothing was refunded, retry later"
+                ) from exc
             raise exc.cause from exc
     refund = Refund.objects.get(merchant_id=merchant.pk, merchant_refund_no=merchant_refund_no)
     _same_or_conflict(refund, wanted)
@@ -131,26 +157,39 @@ def refund_create(*, merchant: Merchant, merchant_order_no: str, merchant_refund
 def _decided_refund(merchant_id: int, merchant_refund_no: str) -> Refund | None:
     """The merchant's refund by its number once its TCC decided to go on (a row whose
     transaction is still trying or being cancelled is not a refund yet)."""
-    refund = Refund.objects.filter(merchant_id=merchant_id, merchant_refund_no=merchant_refund_no).select_related("order").first()
-    if refund is None or (refund.status == Refund.Status.PENDING and not tcc.confirmed_key(refund.tcc_xid)):
+    refund = (
+        Refund.objects.filter(merchant_id=merchant_id, merchant_refund_no=merchant_refund_no)
+        .select_related("order")
+        .first()
+    )
+    if refund is None or (
+        refund.status == Refund.Status.PENDING and not tcc.confirmed_key(refund.tcc_xid)
+    ):
         return None
     return refund
 
 
 def _same_or_conflict(refund: Refund, wanted: dict) -> Refund:
-    different = [f for f in IDEMPOTENT_FIELDS
-                 if (refund.order.merchant_order_no if f == "merchant_order_no" else getattr(refund, f)) != wanted[f]]
+    different = [
+        f
+        for f in IDEMPOTENT_FIELDS
+        if (refund.order.merchant_order_no if f == "merchant_order_no" else getattr(refund, f))
+        != wanted[f]
+    ]
     if different:
         raise Conflict(
             f"merchant_refund_no {refund.merchant_refund_no!r} already used with different fields",
-            fields={f: "differs from the existing refund" for f in different}, code="idempotency_conflict",
+            fields={f: "differs from the existing refund" for f in different},
+            code="idempotency_conflict",
         )
     return refund
 
 
 def _too_large(left: int) -> RefundTooLarge:
-    return RefundTooLarge(f"refund exceeds the refundable amount: {left} left to refund",
-                          fields={"amount": f"at most {left} (minor units)"})
+    return RefundTooLarge(
+        f"refund exceeds the refundable amount: {left} left to refund",
+        fields={"amount": f"at most {left} (minor units)"},
+    )
 
 
 def _after_decision(refund: Refund) -> Refund:
@@ -158,33 +197,88 @@ def _after_decision(refund: Refund) -> Refund:
     from orders import services  # the same wait as a balance payment's answer
 
     deadline, pause = time.monotonic() + services.PAY_CONFIRM_WAIT_SECONDS, 0.01
-    while refund.status == Refund.Status.PENDING and refund.method == PayMethod.BALANCE and time.monotonic() < deadline:
+    while (
+        refund.status == Refund.Status.PENDING
+        and refund.method == PayMethod.BALANCE
+        and time.monotonic() < deadline
+    ):
         time.sleep(pause)
         pause = min(pause * 2, 0.16)
         refund.refresh_from_db()
     return refund
 
 
-def refund_branches(order: Order, *, merchant: Merchant, refund_no: str, merchant_refund_no: str, amount: int,
-                    reason: str, requested_by: str) -> list[tcc.Branch]:
+def refund_branches(
+    order: Order,
+    *,
+    merchant: Merchant,
+    refund_no: str,
+    merchant_refund_no: str,
+    amount: int,
+    reason: str,
+    requested_by: str,
+) -> list[tcc.Branch]:
     method = order.pay_method or PayMethod.BANK
     settle = "now" if method == PayMethod.BALANCE else "later"  # a bank refund waits for the bank
     points = refund_points(order, amount)
     common = {"out_trade_no": order.out_trade_no, "currency": order.currency}
     why = f"refund {refund_no}"
-    branches = [tcc.Branch(ACTION, {
-        **common, "refund_no": refund_no, "merchant_id": merchant.pk, "merchant_refund_no": merchant_refund_no,
-        "amount": amount, "reason": reason, "method": method, "points": points, "requested_by": requested_by,
-        "notify_url": order_notify_url(order, merchant),
-    })]
-    branches.append(tcc.Branch("funds.refund", {**common, "owner_type": "merchant", "owner_id": order.merchant_id,
-                                                "amount": amount, "reason": why, "settle": settle}))
+    branches = [
+        tcc.Branch(
+            ACTION,
+            {
+                **common,
+                "refund_no": refund_no,
+                "merchant_id": merchant.pk,
+                "merchant_refund_no": merchant_refund_no,
+                "amount": amount,
+                "reason": reason,
+                "method": method,
+                "points": points,
+                "requested_by": requested_by,
+                "notify_url": order_notify_url(order, merchant),
+            },
+        )
+    ]
+    branches.append(
+        tcc.Branch(
+            "funds.refund",
+            {
+                **common,
+                "owner_type": "merchant",
+                "owner_id": order.merchant_id,
+                "amount": amount,
+                "reason": why,
+                "settle": settle,
+            },
+        )
+    )
     if method == PayMethod.BALANCE:
-        branches.append(tcc.Branch("funds.credit", {**common, "owner_type": "payer", "owner_id": order.payer_id,
-                                                    "amount": amount, "reason": why}))
+        branches.append(
+            tcc.Branch(
+                "funds.credit",
+                {
+                    **common,
+                    "owner_type": "payer",
+                    "owner_id": order.payer_id,
+                    "amount": amount,
+                    "reason": why,
+                },
+            )
+        )
     if points:
-        branches.append(tcc.Branch("points.reverse", {**common, "payer_id": order.payer_id, "points": points,
-                                                      "reason": why, "settle": settle}))
+        branches.append(
+            tcc.Branch(
+                "points.reverse",
+                {
+                    **common,
+                    "payer_id": order.payer_id,
+                    "points": points,
+                    "reason": why,
+                    "settle": settle,
+                },
+            )
+        )
     return branches
 
 
@@ -212,15 +306,26 @@ def refund_try(payload: dict, *, xid: str) -> None:
     try:
         with transaction.atomic(using="orders"):
             Refund.objects.create(
-                refund_no=payload["refund_no"], merchant_id=payload["merchant_id"], order=order,
-                merchant_refund_no=payload["merchant_refund_no"], out_trade_no=order.out_trade_no,
-                amount=payload["amount"], currency=order.currency, reason=payload["reason"],
-                method=payload["method"], points=payload["points"], tcc_xid=xid, requested_by=payload["requested_by"],
+                refund_no=payload["refund_no"],
+                merchant_id=payload["merchant_id"],
+                order=order,
+                merchant_refund_no=payload["merchant_refund_no"],
+                out_trade_no=order.out_trade_no,
+                amount=payload["amount"],
+                currency=order.currency,
+                reason=payload["reason"],
+                method=payload["method"],
+                points=payload["points"],
+                tcc_xid=xid,
+                requested_by=payload["requested_by"],
             )
     except IntegrityError as exc:  # an earlier attempt of this number, its cancel on the way
-        raise Unavailable("an earlier attempt of this refund is being released; retry later") from exc
-    Order.objects.filter(pk=order.pk).update(refunding_amount=F("refunding_amount") + payload["amount"],
-                                             updated_at=timezone.now())
+        raise Unavailable(
+            "an earlier attempt of this refund is being released; retry later"
+        ) from exc
+    Order.objects.filter(pk=order.pk).update(
+        refunding_amount=F("refunding_amount") + payload["amount"], updated_at=timezone.now()
+    )
 
 
 def refund_confirm(payload: dict, *, xid: str) -> None:
@@ -229,13 +334,22 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
     if refund.status != Refund.Status.PENDING:
         return
     if refund.method == PayMethod.BALANCE:
-        _finish(refund, Refund.Status.SUCCEEDED, held=False, notify_url=payload.get("notify_url", ""))
+        _finish(
+            refund, Refund.Status.SUCCEEDED, held=False, notify_url=payload.get("notify_url", "")
+        )
         return
     # a bank payment's refund: the bank is asked (reliable message), and asked again on a schedule
-    Refund.objects.filter(pk=refund.pk).update(next_poll_at=_first_poll_at(), updated_at=timezone.now())
-    event = RefundRequested(refund_no=refund.refund_no, out_trade_no=refund.out_trade_no,
-                            bank_trade_no=refund.order.bank_trade_no, amount=refund.amount, currency=refund.currency,
-                            reason=refund.reason)
+    Refund.objects.filter(pk=refund.pk).update(
+        next_poll_at=_first_poll_at(), updated_at=timezone.now()
+    )
+    event = RefundRequested(
+        refund_no=refund.refund_no,
+        out_trade_no=refund.out_trade_no,
+        bank_trade_no=refund.order.bank_trade_no,
+        amount=refund.amount,
+        currency=refund.currency,
+        reason=refund.reason,
+    )
     publish(event, using="orders", business_key=refund.out_trade_no)
 
 
@@ -243,12 +357,20 @@ def refund_cancel(payload: dict, *, xid: str) -> None:
     order = _locked_order(payload["out_trade_no"])
     deleted, _ = Refund.objects.filter(tcc_xid=xid, status=Refund.Status.PENDING).delete()
     if deleted:
-        Order.objects.filter(pk=order.pk).update(refunding_amount=F("refunding_amount") - payload["amount"],
-                                                 updated_at=timezone.now())
+        Order.objects.filter(pk=order.pk).update(
+            refunding_amount=F("refunding_amount") - payload["amount"], updated_at=timezone.now()
+        )
 
 
 def register() -> None:
-    tcc.participant(ACTION, alias="orders", queue="orders", try_=refund_try, confirm=refund_confirm, cancel=refund_cancel)
+    tcc.participant(
+        ACTION,
+        alias="orders",
+        queue="orders",
+        try_=refund_try,
+        confirm=refund_confirm,
+        cancel=refund_cancel,
+    )
 
 
 # --- the end of a refund -----------------------------------------------------------------------
@@ -270,18 +392,27 @@ def refund_finish(refund_no: str, *, succeeded: bool, failure_reason: str = "") 
         if not duplicate and not tcc.confirmed_key(refund.tcc_xid):
             return False
         merchant = Merchant.objects.get(pk=refund.merchant_id)
-        _finish(refund, Refund.Status.SUCCEEDED if succeeded else Refund.Status.FAILED, held=not duplicate,
-                failure_reason=failure_reason, notify_url=order_notify_url(refund.order, merchant))
+        _finish(
+            refund,
+            Refund.Status.SUCCEEDED if succeeded else Refund.Status.FAILED,
+            held=not duplicate,
+            failure_reason=failure_reason,
+            notify_url=order_notify_url(refund.order, merchant),
+        )
     return True
 
 
-def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure_reason: str = "") -> None:
+def _finish(
+    refund: Refund, status: str, *, held: bool, notify_url: str, failure_reason: str = ""
+) -> None:
     """In the caller's orders transaction, the order's row locked: the refund final, the order's
     amounts and status, and ``refund.finished``."""
     order = Order.objects.get(pk=refund.order_id)
     now = timezone.now()
     changes = {"refunding_amount": F("refunding_amount") - refund.amount, "updated_at": now}
-    if refund.kind == Refund.Kind.DUPLICATE:  # money no order took: the order's figures never held it
+    if (
+        refund.kind == Refund.Kind.DUPLICATE
+    ):  # money no order took: the order's figures never held it
         changes = {}
     elif status == Refund.Status.SUCCEEDED:
         refunded = order.refunded_amount + refund.amount
@@ -291,20 +422,47 @@ def _finish(refund: Refund, status: str, *, held: bool, notify_url: str, failure
         Order.objects.filter(pk=order.pk).transition(new, **changes)
     elif changes:
         Order.objects.filter(pk=order.pk).update(**changes)
-    Refund.objects.filter(pk=refund.pk).transition(status, failure_reason=failure_reason[:255], finished_at=now,
-                                                   next_poll_at=None, updated_at=now)
+    Refund.objects.filter(pk=refund.pk).transition(
+        status,
+        failure_reason=failure_reason[:255],
+        finished_at=now,
+        next_poll_at=None,
+        updated_at=now,
+    )
     refund.status, refund.failure_reason, refund.finished_at = status, failure_reason[:255], now
     event = RefundFinished(
-        refund_id=refund.pk, refund_no=refund.refund_no, merchant_refund_no=refund.merchant_refund_no,
-        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=order.merchant_id,
-        merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=refund.amount,
-        currency=refund.currency, status=status, method=refund.method, xid=refund.tcc_xid, held=held,
-        points=refund.points, reason=refund.reason, failure_reason=refund.failure_reason,
-        finished_at=now.isoformat(), notify_url=notify_url, requested_by=refund.requested_by, kind=refund.kind,
+        refund_id=refund.pk,
+        refund_no=refund.refund_no,
+        merchant_refund_no=refund.merchant_refund_no,
+        order_id=order.pk,
+        out_trade_no=order.out_trade_no,
+        merchant_id=order.merchant_id,
+        merchant_order_no=order.merchant_order_no,
+        payer_id=order.payer_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        status=status,
+        method=refund.method,
+        xid=refund.tcc_xid,
+        held=held,
+        points=refund.points,
+        reason=refund.reason,
+        failure_reason=refund.failure_reason,
+        finished_at=now.isoformat(),
+        notify_url=notify_url,
+        requested_by=refund.requested_by,
+        kind=refund.kind,
     )
     publish(event, using="orders", business_key=order.out_trade_no)
-    logger.info("refund %s of order %s %s: %s %s%s", refund.refund_no, order.out_trade_no, status, refund.amount,
-                refund.currency, f" ({failure_reason})" if failure_reason else "")
+    logger.info(
+        "refund %s of order %s %s: %s %s%s",
+        refund.refund_no,
+        order.out_trade_no,
+        status,
+        refund.amount,
+        refund.currency,
+        f" ({failure_reason})" if failure_reason else "",
+    )
 
 
 # --- a duplicate bank payment, back to the payer ------------------------------------------------
@@ -320,10 +478,20 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
     from orders.models import PaymentRecord
 
     with transaction.atomic(using="orders"):
-        record = PaymentRecord.objects.select_for_update().filter(bank_trade_no=bank_trade_no).first()
-        if record is None or record.outcome != PaymentRecord.Outcome.FLAGGED or record.order_id is None:
-            raise NotRefundable(f"bank payment {bank_trade_no} is not a flagged payment of a known order")
-        existing = Refund.objects.filter(kind=Refund.Kind.DUPLICATE, merchant_refund_no=f"dup-{bank_trade_no}").first()
+        record = (
+            PaymentRecord.objects.select_for_update().filter(bank_trade_no=bank_trade_no).first()
+        )
+        if (
+            record is None
+            or record.outcome != PaymentRecord.Outcome.FLAGGED
+            or record.order_id is None
+        ):
+            raise NotRefundable(
+                f"bank payment {bank_trade_no} is not a flagged payment of a known order"
+            )
+        existing = Refund.objects.filter(
+            kind=Refund.Kind.DUPLICATE, merchant_refund_no=f"dup-{bank_trade_no}"
+        ).first()
         if existing is not None:
             return existing
         order = _locked_order(record.out_trade_no)
@@ -332,18 +500,39 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
         why, flagged = why.strip(), record.reason
         reason = f"{why} (duplicate payment refunded to the payer: {flagged})"[:255]
         refund = Refund.objects.create(
-            refund_no=new_refund_no(), merchant_id=order.merchant_id, merchant_refund_no=f"dup-{bank_trade_no}",
-            order=order, out_trade_no=order.out_trade_no, amount=record.amount, currency=record.currency, reason=reason,
-            method=PayMethod.BANK, kind=Refund.Kind.DUPLICATE, requested_by=requested_by,
+            refund_no=new_refund_no(),
+            merchant_id=order.merchant_id,
+            merchant_refund_no=f"dup-{bank_trade_no}",
+            order=order,
+            out_trade_no=order.out_trade_no,
+            amount=record.amount,
+            currency=record.currency,
+            reason=reason,
+            method=PayMethod.BANK,
+            kind=Refund.Kind.DUPLICATE,
+            requested_by=requested_by,
             next_poll_at=_first_poll_at(),
         )
         PaymentRecord.objects.filter(pk=record.pk).update(
-            reviewed_at=timezone.now(), reason=f"{flagged}; refunded ({refund.refund_no}) by {requested_by}: {why}"[:255])
-        event = RefundRequested(refund_no=refund.refund_no, out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no,
-                                amount=refund.amount, currency=refund.currency, reason=reason)
+            reviewed_at=timezone.now(),
+            reason=f"{flagged}; refunded ({refund.refund_no}) by {requested_by}: {why}"[:255],
+        )
+        event = RefundRequested(
+            refund_no=refund.refund_no,
+            out_trade_no=order.out_trade_no,
+            bank_trade_no=bank_trade_no,
+            amount=refund.amount,
+            currency=refund.currency,
+            reason=reason,
+        )
         publish(event, using="orders", business_key=order.out_trade_no)
-    logger.info("duplicate bank payment %s of %s: refund %s requested by %s", bank_trade_no, order.out_trade_no,
-                refund.refund_no, requested_by)
+    logger.info(
+        "duplicate bank payment %s of %s: refund %s requested by %s",
+        bank_trade_no,
+        order.out_trade_no,
+        refund.refund_no,
+        requested_by,
+    )
     return refund
 
 
@@ -358,13 +547,20 @@ def _first_poll_at():
 
 def refunds_of_order(*, merchant: Merchant, merchant_order_no: str):
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
-    return Refund.objects.filter(order=order, kind=Refund.Kind.ORDER).select_related("order").order_by("-id")
+    return (
+        Refund.objects.filter(order=order, kind=Refund.Kind.ORDER)
+        .select_related("order")
+        .order_by("-id")
+    )
 
 
 def refund_get(*, merchant: Merchant, refund_no: str) -> Refund:
     """The merchant's refund by the platform's number; another merchant's is a missing one."""
-    refund = Refund.objects.filter(merchant_id=merchant.pk, refund_no=refund_no, kind=Refund.Kind.ORDER).select_related("order").first()
+    refund = (
+        Refund.objects.filter(merchant_id=merchant.pk, refund_no=refund_no, kind=Refund.Kind.ORDER)
+        .select_related("order")
+        .first()
+    )
     if refund is None:
         raise NotFound("no such refund")
     return refund
-

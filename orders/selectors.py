@@ -4,15 +4,17 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from orders.models import Order, PaymentRecord, Refund
 from paysys.core.errors import NotFound
 from paysys.core.models import Merchant
 from paysys.core.series import per_minute
-from orders.models import Order, PaymentRecord, Refund
 
 
 def order_get(*, merchant: Merchant, merchant_order_no: str) -> Order:
     """The merchant's own order; another merchant's order is indistinguishable from a missing one."""
-    order = Order.objects.filter(merchant_id=merchant.pk, merchant_order_no=merchant_order_no).first()
+    order = Order.objects.filter(
+        merchant_id=merchant.pk, merchant_order_no=merchant_order_no
+    ).first()
     if order is None:
         raise NotFound("no such order")
     return order
@@ -65,7 +67,9 @@ def refunds_of(*, out_trade_no: str) -> list[Refund]:
 
 
 def payment_records_of(*, out_trade_no: str) -> list[PaymentRecord]:
-    return list(PaymentRecord.objects.filter(out_trade_no=out_trade_no).order_by("created_at", "id"))
+    return list(
+        PaymentRecord.objects.filter(out_trade_no=out_trade_no).order_by("created_at", "id")
+    )
 
 
 def payment_record_get(*, bank_trade_no: str) -> PaymentRecord | None:
@@ -75,7 +79,9 @@ def payment_record_get(*, bank_trade_no: str) -> PaymentRecord | None:
 def order_status_for_bank(*, out_trade_no: str) -> tuple[str | None, bool]:
     """(status, payable) of an order as the bank may know it: payable only while CREATED (PAYING:
     a payment is being completed; SUCCESS: paid; CLOSED, FAILED: never again). Unknown: (None, False)."""
-    status = Order.objects.filter(out_trade_no=out_trade_no).values_list("status", flat=True).first()
+    status = (
+        Order.objects.filter(out_trade_no=out_trade_no).values_list("status", flat=True).first()
+    )
     return status, status == Order.Status.CREATED
 
 
@@ -89,13 +95,20 @@ def orders_created_per_minute(*, now: datetime) -> list[int]:
 
 def paid_orders() -> QuerySet[Order]:
     """Paid orders (SUCCESS, or refunded since), with the columns reconciliation compares (for ``pk_batches``)."""
-    return Order.objects.filter(status__in=Order.PAID_STATUSES).only(
-        "out_trade_no", "amount", "currency", "pay_method", "tcc_xid", "paid_at", "updated_at").order_by("pk")
+    return (
+        Order.objects.filter(status__in=Order.PAID_STATUSES)
+        .only(
+            "out_trade_no", "amount", "currency", "pay_method", "tcc_xid", "paid_at", "updated_at"
+        )
+        .order_by("pk")
+    )
 
 
 def order_states(out_trade_nos) -> dict[str, tuple[str, str]]:
     """out_trade_no -> (status, tcc_xid) of those that exist (unique index on out_trade_no)."""
-    rows = Order.objects.filter(out_trade_no__in=set(out_trade_nos)).values_list("out_trade_no", "status", "tcc_xid")
+    rows = Order.objects.filter(out_trade_no__in=set(out_trade_nos)).values_list(
+        "out_trade_no", "status", "tcc_xid"
+    )
     return {out_trade_no: (status, xid) for out_trade_no, status, xid in rows}
 
 
@@ -104,4 +117,6 @@ def orders_paying_count() -> int:
 
 
 def flagged_payments_unreviewed_count() -> int:
-    return PaymentRecord.objects.filter(outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True).count()
+    return PaymentRecord.objects.filter(
+        outcome=PaymentRecord.Outcome.FLAGGED, reviewed_at__isnull=True
+    ).count()

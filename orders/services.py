@@ -13,16 +13,16 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from orders.models import IllegalTransition, Order, OrderNotPayable, PaymentRecord, PayMethod
+from orders.participants import ACTION
+from orders.selectors import order_get, order_notify_url
 from paysys import bank, messaging, tcc
 from paysys.core.errors import Conflict, DomainError, InvalidInput, LimitReached, Unavailable
 from paysys.core.models import Merchant, Payer, PayerAgreement
-from paysys.core.ratelimit import SharedRateLimit
 from paysys.core.money import fee_for, points_for
 from paysys.core.participants import agreement_branch
+from paysys.core.ratelimit import SharedRateLimit
 from paysys.core.services import agreement_for_payment, agreement_limits_check
-from orders.models import IllegalTransition, Order, OrderNotPayable, PayMethod, PaymentRecord
-from orders.participants import ACTION
-from orders.selectors import order_get, order_notify_url
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,20 @@ def order_create(
     a replay with different fields raises Conflict and changes nothing.
     """
     if currency not in settings.ORDER_CURRENCIES:
-        raise InvalidInput("unsupported currency", fields={"currency": f"one of {', '.join(settings.ORDER_CURRENCIES)}"})
-    wanted = {"amount": amount, "currency": currency, "subject": subject, "payer_id": payer_id, "notify_url": notify_url or ""}
-    existing = Order.objects.filter(merchant_id=merchant.pk, merchant_order_no=merchant_order_no).first()
+        raise InvalidInput(
+            "unsupported currency",
+            fields={"currency": f"one of {', '.join(settings.ORDER_CURRENCIES)}"},
+        )
+    wanted = {
+        "amount": amount,
+        "currency": currency,
+        "subject": subject,
+        "payer_id": payer_id,
+        "notify_url": notify_url or "",
+    }
+    existing = Order.objects.filter(
+        merchant_id=merchant.pk, merchant_order_no=merchant_order_no
+    ).first()
     if existing is None:
         if not Payer.objects.filter(pk=payer_id).exists():
             raise InvalidInput("unknown payer", fields={"payer_id": "no such payer"})
@@ -74,13 +85,16 @@ def order_create(
                     merchant_id=merchant.pk,
                     merchant_order_no=merchant_order_no,
                     expires_at=timezone.now() + timedelta(seconds=settings.ORDER_EXPIRY_SECONDS),
-                    next_poll_at=timezone.now() + timedelta(seconds=settings.ORDER_POLL_SCHEDULE[0]),
+                    next_poll_at=timezone.now()
+                    + timedelta(seconds=settings.ORDER_POLL_SCHEDULE[0]),
                     **wanted,
                 )
             return order, True
         except IntegrityError:
             # a concurrent create with the same merchant_order_no won the insert
-            existing = Order.objects.get(merchant_id=merchant.pk, merchant_order_no=merchant_order_no)
+            existing = Order.objects.get(
+                merchant_id=merchant.pk, merchant_order_no=merchant_order_no
+            )
     different = [f for f in IDEMPOTENT_FIELDS if getattr(existing, f) != wanted[f]]
     if different:
         raise Conflict(
@@ -96,7 +110,9 @@ def _check_open_orders_cap(merchant: Merchant) -> None:
     orders faster than they are paid must not make lost-notify recovery fall behind for everyone.
     Counts at most cap + 1 rows. A soft cap: concurrent creates may pass it by a few."""
     cap = merchant.max_open_orders or settings.ORDER_MAX_OPEN_PER_MERCHANT
-    open_orders = Order.objects.filter(merchant_id=merchant.pk, status=Order.Status.CREATED, expires_at__gt=timezone.now())
+    open_orders = Order.objects.filter(
+        merchant_id=merchant.pk, status=Order.Status.CREATED, expires_at__gt=timezone.now()
+    )
     if open_orders.values("pk")[: cap + 1].count() >= cap:
         raise LimitReached(
             f"this merchant has {cap} open unpaid orders, the most allowed; "
@@ -118,8 +134,16 @@ def order_pay_url(order: Order) -> str:
 # --- completing a paid order: a TCC over orders, funds and points --------------------------
 
 
-def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at: str = "", source: str = "",
-                 merchant: Merchant | None = None, agreement: PayerAgreement | None = None) -> list:
+def pay_branches(
+    order: Order,
+    *,
+    method: str,
+    bank_trade_no: str = "",
+    paid_at: str = "",
+    source: str = "",
+    merchant: Merchant | None = None,
+    agreement: PayerAgreement | None = None,
+) -> list:
     """The branches of one payment of ``order``. Fee and points are computed here, once, and
     every participant gets the same figures (participants are named, never imported).
 
@@ -133,20 +157,58 @@ def pay_branches(order: Order, *, method: str, bank_trade_no: str = "", paid_at:
     if method == PayMethod.BALANCE:
         if agreement is None:
             raise ValueError("a balance payment needs the payer's agreement")
-        branches.append(agreement_branch(agreement, amount=order.amount, currency=order.currency,
-                                         out_trade_no=order.out_trade_no))
-    branches.append(tcc.Branch(ACTION, {
-        **common, "amount": order.amount, "method": method, "bank_trade_no": bank_trade_no, "paid_at": paid_at,
-        "source": source, "fee": fee, "points": points, "notify_url": order_notify_url(order, merchant),
-    }))
+        branches.append(
+            agreement_branch(
+                agreement,
+                amount=order.amount,
+                currency=order.currency,
+                out_trade_no=order.out_trade_no,
+            )
+        )
+    branches.append(
+        tcc.Branch(
+            ACTION,
+            {
+                **common,
+                "amount": order.amount,
+                "method": method,
+                "bank_trade_no": bank_trade_no,
+                "paid_at": paid_at,
+                "source": source,
+                "fee": fee,
+                "points": points,
+                "notify_url": order_notify_url(order, merchant),
+            },
+        )
+    )
     if method == PayMethod.BALANCE:
-        branches.append(tcc.Branch("funds.debit", {**common, "owner_type": "payer", "owner_id": order.payer_id,
-                                                    "amount": order.amount}))
+        branches.append(
+            tcc.Branch(
+                "funds.debit",
+                {
+                    **common,
+                    "owner_type": "payer",
+                    "owner_id": order.payer_id,
+                    "amount": order.amount,
+                },
+            )
+        )
     if order.amount - fee:
-        branches.append(tcc.Branch("funds.credit", {**common, "owner_type": "merchant", "owner_id": order.merchant_id,
-                                                     "amount": order.amount - fee}))
+        branches.append(
+            tcc.Branch(
+                "funds.credit",
+                {
+                    **common,
+                    "owner_type": "merchant",
+                    "owner_id": order.merchant_id,
+                    "amount": order.amount - fee,
+                },
+            )
+        )
     if points:
-        branches.append(tcc.Branch("points.award", {**common, "payer_id": order.payer_id, "points": points}))
+        branches.append(
+            tcc.Branch("points.award", {**common, "payer_id": order.payer_id, "points": points})
+        )
     return branches
 
 
@@ -172,7 +234,9 @@ def bank_payment_apply(
     *, out_trade_no: str, bank_trade_no: str, amount: int, currency: str, paid_at: str, source: str
 ) -> str:
     """Complete the order of one bank payment, once: :func:`bank_payments_apply` of one."""
-    result = bank_payments_apply([BankPayment(out_trade_no, bank_trade_no, amount, currency, paid_at, source)])[0]
+    result = bank_payments_apply(
+        [BankPayment(out_trade_no, bank_trade_no, amount, currency, paid_at, source)]
+    )[0]
     if isinstance(result, Exception):
         raise result
     return result
@@ -189,8 +253,11 @@ def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCom
     are safe: the TCC's business key is ``bank:<bank trade number>``, so a redelivery resumes the
     open transaction or finds it confirmed, and a payment is never completed twice.
     """
-    recorded = dict(PaymentRecord.objects.filter(bank_trade_no__in=[p.bank_trade_no for p in payments])
-                    .values_list("bank_trade_no", "outcome"))
+    recorded = dict(
+        PaymentRecord.objects.filter(
+            bank_trade_no__in=[p.bank_trade_no for p in payments]
+        ).values_list("bank_trade_no", "outcome")
+    )
     orders = Order.objects.in_bulk([p.out_trade_no for p in payments], field_name="out_trade_no")
     merchants = Merchant.objects.in_bulk({o.merchant_id for o in orders.values()})
     results: dict[int, str | PaymentNotCompleted] = {}
@@ -203,28 +270,43 @@ def bank_payments_apply(payments: list[BankPayment]) -> list[str | PaymentNotCom
             elif reason := _why_not_payable(order, payment):
                 results[i] = _payment_flag(order, payment, reason=reason)
             else:
-                jobs[i] = (f"bank:{payment.bank_trade_no}", pay_branches(
-                    order, method=PayMethod.BANK, bank_trade_no=payment.bank_trade_no, paid_at=payment.paid_at,
-                    source=payment.source, merchant=merchants.get(order.merchant_id)))
+                jobs[i] = (
+                    f"bank:{payment.bank_trade_no}",
+                    pay_branches(
+                        order,
+                        method=PayMethod.BANK,
+                        bank_trade_no=payment.bank_trade_no,
+                        paid_at=payment.paid_at,
+                        source=payment.source,
+                        merchant=merchants.get(order.merchant_id),
+                    ),
+                )
         except Exception as exc:  # noqa: BLE001 - this payment's answer; its message is resent
             results[i] = _failed(payment, exc)
     answers = tcc.run_many(COMPLETE_ORDER, list(jobs.values())) if jobs else []
-    for i, answer in zip(jobs, answers):
+    for i, answer in zip(jobs, answers, strict=False):
         try:
-            results[i] = PaymentRecord.Outcome.APPLIED if isinstance(answer, tcc.Outcome) else _not_completed(
-                payments[i], orders[payments[i].out_trade_no], answer)
+            results[i] = (
+                PaymentRecord.Outcome.APPLIED
+                if isinstance(answer, tcc.Outcome)
+                else _not_completed(payments[i], orders[payments[i].out_trade_no], answer)
+            )
         except Exception as exc:  # noqa: BLE001 - as above
             results[i] = _failed(payments[i], exc)
     return [results[i] for i in range(len(payments))]
 
 
 def _failed(payment: BankPayment, cause: Exception) -> PaymentNotCompleted:
-    error = PaymentNotCompleted(f"bank payment {payment.bank_trade_no} not completed: {cause.__class__.__name__}: {cause}")
+    error = PaymentNotCompleted(
+        f"bank payment {payment.bank_trade_no} not completed: {cause.__class__.__name__}: {cause}"
+    )
     error.__cause__ = cause
     return error
 
 
-def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) -> str | PaymentNotCompleted:
+def _not_completed(
+    payment: BankPayment, order: Order, failed: tcc.TryFailed
+) -> str | PaymentNotCompleted:
     if failed.action == ACTION and not failed.is_transient:
         # the order moved meanwhile: closed or paid by another payment -> flag; held by a
         # payment still in flight -> try again later, when it has ended one way or the other
@@ -235,12 +317,21 @@ def _not_completed(payment: BankPayment, order: Order, failed: tcc.TryFailed) ->
 
 
 def _payment_flag(order: Order | None, payment: BankPayment, *, reason: str) -> str:
-    paid_at = parse_datetime(payment.paid_at) if isinstance(payment.paid_at, str) else payment.paid_at
+    paid_at = (
+        parse_datetime(payment.paid_at) if isinstance(payment.paid_at, str) else payment.paid_at
+    )
     record, created = PaymentRecord.objects.get_or_create(
         bank_trade_no=payment.bank_trade_no,
-        defaults={"out_trade_no": payment.out_trade_no, "order_id": order.pk if order else None,
-                  "amount": payment.amount, "currency": payment.currency, "paid_at": paid_at,
-                  "source": payment.source, "reason": reason, "outcome": PaymentRecord.Outcome.FLAGGED},
+        defaults={
+            "out_trade_no": payment.out_trade_no,
+            "order_id": order.pk if order else None,
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "paid_at": paid_at,
+            "source": payment.source,
+            "reason": reason,
+            "outcome": PaymentRecord.Outcome.FLAGGED,
+        },
     )
     if created:
         logger.error("bank payment %s flagged for review: %s", payment.bank_trade_no, reason)
@@ -253,7 +344,11 @@ def _why_not_payable(order: Order | None, payment: BankPayment) -> str:
     if order is None:
         return "no order with this out_trade_no"
     if order.status == Order.Status.SUCCESS:
-        by = f"bank trade {order.bank_trade_no}" if order.bank_trade_no else f"{order.pay_method} payment {order.tcc_xid}"
+        by = (
+            f"bank trade {order.bank_trade_no}"
+            if order.bank_trade_no
+            else f"{order.pay_method} payment {order.tcc_xid}"
+        )
         return f"order already paid by {by}"
     if order.status == Order.Status.PAYING:
         # held by a transaction whose CONFIRM is decided: it will be SUCCESS, this payment never
@@ -271,7 +366,9 @@ def _why_not_payable(order: Order | None, payment: BankPayment) -> str:
 # --- balance payments: the payer's wallet pays, with the payer's consent ---------------------
 
 
-def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_token: str) -> Order:
+def order_pay_with_balance(
+    *, merchant: Merchant, merchant_order_no: str, payer_token: str
+) -> Order:
     """Pay the merchant's order from its payer's wallet, under the payer's agreement with this
     merchant (``payer_token`` is the agreement's token): a TCC over the agreement (the payment
     counted against its limits), orders (-> PAYING), funds (payer debit, merchant credit of
@@ -287,27 +384,43 @@ def order_pay_with_balance(*, merchant: Merchant, merchant_order_no: str, payer_
     resume it or find it decided (or are refused by the order's try).
     """
     order = order_get(merchant=merchant, merchant_order_no=merchant_order_no)
-    agreement = agreement_for_payment(payer_token=payer_token, payer_id=order.payer_id, merchant_id=merchant.pk)
+    agreement = agreement_for_payment(
+        payer_token=payer_token, payer_id=order.payer_id, merchant_id=merchant.pk
+    )
     if order.status == Order.Status.SUCCESS and order.pay_method == PayMethod.BALANCE:
         return order  # a replay of the call that paid it
     # PAYING by a balance payment: a concurrent call, or one whose answer was lost; tcc.run with
     # the same business key resumes it or finds it decided, so this call gets the same answer
     in_flight = order.status == Order.Status.PAYING and order.pay_method == PayMethod.BALANCE
     if order.status != Order.Status.CREATED and not in_flight:
-        raise OrderNotPayable(f"order is {order.status}, not payable", code=f"order_{order.status.lower()}")
+        raise OrderNotPayable(
+            f"order is {order.status}, not payable", code=f"order_{order.status.lower()}"
+        )
     if not in_flight:  # (an in-flight payment is counted already: its try decides)
         agreement_limits_check(agreement, amount=order.amount, currency=order.currency)
     try:
-        tcc.run(PAY_ORDER_BALANCE, business_key=f"balance:{order.out_trade_no}",
-                branches=pay_branches(order, method=PayMethod.BALANCE, merchant=merchant, agreement=agreement))
+        tcc.run(
+            PAY_ORDER_BALANCE,
+            business_key=f"balance:{order.out_trade_no}",
+            branches=pay_branches(
+                order, method=PayMethod.BALANCE, merchant=merchant, agreement=agreement
+            ),
+        )
     except tcc.TryFailed as exc:
         logger.info("balance payment of %s cancelled: %s", order.out_trade_no, exc)
         if exc.is_transient:
-            raise Unavailable(f"a service did not answer ({exc.action}); nothing was charged, retry later") from exc
-        if exc.action == ACTION and Order.objects.filter(pk=order.pk, status=Order.Status.PAYING).exists():
+            raise Unavailable(
+                f"a service did not answer ({exc.action}); nothing was charged, retry later"
+            ) from exc
+        if (
+            exc.action == ACTION
+            and Order.objects.filter(pk=order.pk, status=Order.Status.PAYING).exists()
+        ):
             # held by another payment still in flight, or by an earlier attempt whose cancel is on
             # its way: not a final refusal
-            raise Unavailable("the order is being paid or released by another payment; retry later") from exc
+            raise Unavailable(
+                "the order is being paid or released by another payment; retry later"
+            ) from exc
         if isinstance(exc.cause, DomainError):
             raise exc.cause from exc
         raise
@@ -322,13 +435,17 @@ def _order_after_decision(order: Order) -> Order:
         if order.status == Order.Status.SUCCESS or time.monotonic() >= deadline:
             return order
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.16)  # soon after the decision when phase two is quick; few reads when not
+        pause = min(
+            pause * 2, 0.16
+        )  # soon after the decision when phase two is quick; few reads when not
 
 
 # --- order polling: ask the bank when no notify has come -----------------------------------
 
 # every question orders asks the bank, from the polling and expiry passes of every process
-BANK_QUESTIONS = SharedRateLimit("orders-bank-questions", lambda: settings.ORDER_POLL_MAX_PER_SECOND)
+BANK_QUESTIONS = SharedRateLimit(
+    "orders-bank-questions", lambda: settings.ORDER_POLL_MAX_PER_SECOND
+)
 
 
 def _next_poll_at(order: Order, now):
@@ -339,7 +456,9 @@ def _next_poll_at(order: Order, now):
     return due if due <= order.expires_at else None
 
 
-def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK_PASS_BUDGET_SECONDS) -> int:
+def orders_poll_bank(
+    *, now=None, limit: int = 200, budget_seconds: float = BANK_PASS_BUDGET_SECONDS
+) -> int:
     """One polling pass: for each CREATED order whose poll is due, ask the bank; a found payment
     goes through :func:`bank_payment_apply`, exactly like a notify. Returns orders asked.
 
@@ -361,13 +480,20 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
         )
         claimed = {order.pk: _next_poll_at(order, now) for order in due}
         for order in due:  # claim: move the next poll forward before asking
-            Order.objects.filter(pk=order.pk).update(poll_count=F("poll_count") + 1, next_poll_at=claimed[order.pk])
+            Order.objects.filter(pk=order.pk).update(
+                poll_count=F("poll_count") + 1, next_poll_at=claimed[order.pk]
+            )
     if not due:
         return 0
     deadline = time.monotonic() + budget_seconds
     asked, unasked = 0, []
-    with ThreadPoolExecutor(max_workers=max(1, min(settings.ORDER_POLL_CONCURRENCY, len(due))), thread_name_prefix="poll") as pool:
-        answers = {pool.submit(_ask_bank_before, order.out_trade_no, deadline): order for order in due}
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(settings.ORDER_POLL_CONCURRENCY, len(due))),
+        thread_name_prefix="poll",
+    ) as pool:
+        answers = {
+            pool.submit(_ask_bank_before, order.out_trade_no, deadline): order for order in due
+        }
         for answer in as_completed(answers):
             payment = answer.result()
             if payment is _NOT_ASKED:
@@ -379,10 +505,17 @@ def orders_poll_bank(*, now=None, limit: int = 200, budget_seconds: float = BANK
     if unasked:
         for order in unasked:  # unless the order moved meanwhile (paid, or its notify came)
             Order.objects.filter(
-                pk=order.pk, status=Order.Status.CREATED, poll_count=order.poll_count + 1, next_poll_at=claimed[order.pk]
+                pk=order.pk,
+                status=Order.Status.CREATED,
+                poll_count=order.poll_count + 1,
+                next_poll_at=claimed[order.pk],
             ).update(poll_count=order.poll_count, next_poll_at=order.next_poll_at)
-        logger.warning("poll pass spent its %s s budget (at most %s questions/s): %d orders stay due for the next pass",
-                       budget_seconds, settings.ORDER_POLL_MAX_PER_SECOND, len(unasked))
+        logger.warning(
+            "poll pass spent its %s s budget (at most %s questions/s): %d orders stay due for the next pass",
+            budget_seconds,
+            settings.ORDER_POLL_MAX_PER_SECOND,
+            len(unasked),
+        )
     return asked
 
 
@@ -402,8 +535,11 @@ def orders_postpone_polling(*, out_trade_nos: list[str], now=None) -> int:
     with transaction.atomic(using="orders"):
         pks = list(
             Order.objects.select_for_update(skip_locked=True)
-            .filter(out_trade_no__in=out_trade_nos, status=Order.Status.CREATED, next_poll_at__lt=until)
-            .order_by("pk").values_list("pk", flat=True)
+            .filter(
+                out_trade_no__in=out_trade_nos, status=Order.Status.CREATED, next_poll_at__lt=until
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
         return Order.objects.filter(pk__in=pks).update(
             next_poll_at=Case(When(expires_at__gte=until, then=Value(until)), default=None)
@@ -434,7 +570,9 @@ def _bank_question_allowed(deadline: float) -> bool:
     try:
         return BANK_QUESTIONS.acquire(deadline=deadline)
     except Exception:  # noqa: BLE001 - the cache is down: ask later
-        logger.warning("the bank-question rate bound cannot be counted; asking later", exc_info=True)
+        logger.warning(
+            "the bank-question rate bound cannot be counted; asking later", exc_info=True
+        )
         return False
 
 
@@ -443,20 +581,30 @@ def _bank_payment_apply_found(payment: dict) -> str | None:
     whatever one payment does: a failure is logged (the order stays CREATED, asked again) -> None."""
     try:
         return bank_payment_apply(
-            out_trade_no=payment["out_trade_no"], bank_trade_no=payment["bank_trade_no"],
-            amount=payment["amount"], currency=payment["currency"], paid_at=payment["paid_at"], source="poll",
+            out_trade_no=payment["out_trade_no"],
+            bank_trade_no=payment["bank_trade_no"],
+            amount=payment["amount"],
+            currency=payment["currency"],
+            paid_at=payment["paid_at"],
+            source="poll",
         )
     except PaymentNotCompleted as exc:
         logger.warning("%s; asking again at its next poll", exc)
     except Exception:
-        logger.exception("applying bank payment %s of %s failed", payment.get("bank_trade_no"), payment.get("out_trade_no"))
+        logger.exception(
+            "applying bank payment %s of %s failed",
+            payment.get("bank_trade_no"),
+            payment.get("out_trade_no"),
+        )
     return None
 
 
 # --- order expiry: close what the bank says was not paid ---------------------------------
 
 
-def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = BANK_PASS_BUDGET_SECONDS) -> int:
+def orders_close_expired(
+    *, now=None, limit: int = 100, budget_seconds: float = BANK_PASS_BUDGET_SECONDS
+) -> int:
     """One expiry pass over CREATED orders past their expiry, oldest first. Returns orders closed.
 
     A payer may pay in the last minutes while the bank's notify is still on its way, so each
@@ -467,7 +615,9 @@ def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = 
     """
     now = now or timezone.now()
     grace = timedelta(seconds=settings.ORDER_CLOSE_GRACE_SECONDS)
-    with transaction.atomic(using="orders"):  # skip orders another pass holds; hold nothing while asking
+    with transaction.atomic(
+        using="orders"
+    ):  # skip orders another pass holds; hold nothing while asking
         expired = list(
             Order.objects.select_for_update(skip_locked=True)
             .filter(status=Order.Status.CREATED, expires_at__lt=now)
@@ -477,16 +627,28 @@ def orders_close_expired(*, now=None, limit: int = 100, budget_seconds: float = 
     closed = 0
     for order in expired:
         if not _bank_question_allowed(deadline):  # asks within the polling bound, too
-            logger.warning("expiry pass spent its %s s budget (at most %s questions/s): the next pass takes over",
-                           budget_seconds, settings.ORDER_POLL_MAX_PER_SECOND)
+            logger.warning(
+                "expiry pass spent its %s s budget (at most %s questions/s): the next pass takes over",
+                budget_seconds,
+                settings.ORDER_POLL_MAX_PER_SECOND,
+            )
             break
         try:
             payment = bank.query_payment(order.out_trade_no)
         except bank.BankUnavailable as exc:
             if order.expires_at > now - grace:
-                logger.warning("expired order %s stays CREATED until the bank answers: %s", order.out_trade_no, exc)
+                logger.warning(
+                    "expired order %s stays CREATED until the bank answers: %s",
+                    order.out_trade_no,
+                    exc,
+                )
                 continue
-            logger.warning("closing %s without the bank's answer, expired over %s ago: %s", order.out_trade_no, grace, exc)
+            logger.warning(
+                "closing %s without the bank's answer, expired over %s ago: %s",
+                order.out_trade_no,
+                grace,
+                exc,
+            )
         else:
             if payment is not None and payment["status"] == "SUCCESS":
                 outcome = _bank_payment_apply_found(payment)

@@ -67,18 +67,31 @@ class _PayTokenSigner(signing.TimestampSigner):
 
 
 def pay_url(*, out_trade_no: str, amount: int, currency: str, subject: str, expires_at: int) -> str:
-    token = _PayTokenSigner(at=expires_at, key=settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT).sign_object(
-        {"o": out_trade_no, "a": amount, "c": currency, "s": subject, "e": expires_at}, compress=True,
+    token = _PayTokenSigner(
+        at=expires_at, key=settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT
+    ).sign_object(
+        {"o": out_trade_no, "a": amount, "c": currency, "s": subject, "e": expires_at},
+        compress=True,
     )
     return f"{settings.BANK_PAY_URL}{token}"
 
 
 def read_pay_token(token: str, *, secret: str | None = None) -> dict | None:
     try:
-        data = signing.loads(token, key=secret if secret is not None else settings.BANK_SHARED_SECRET, salt=PAY_TOKEN_SALT)
+        data = signing.loads(
+            token,
+            key=secret if secret is not None else settings.BANK_SHARED_SECRET,
+            salt=PAY_TOKEN_SALT,
+        )
     except signing.BadSignature:
         return None
-    return {"out_trade_no": data["o"], "amount": data["a"], "currency": data["c"], "subject": data["s"], "expires_at": data["e"]}
+    return {
+        "out_trade_no": data["o"],
+        "amount": data["a"],
+        "currency": data["c"],
+        "subject": data["s"],
+        "expires_at": data["e"],
+    }
 
 
 def query_payment(out_trade_no: str) -> dict | None:
@@ -90,13 +103,19 @@ def query_payment(out_trade_no: str) -> dict | None:
     since callers close orders on None. An unsigned 404 (a proxy, a wrong URL) is no answer.
     """
     try:
-        response = requests.get(f"{settings.BANK_QUERY_URL}{out_trade_no}", timeout=QUERY_TIMEOUT_SECONDS)
+        response = requests.get(
+            f"{settings.BANK_QUERY_URL}{out_trade_no}", timeout=QUERY_TIMEOUT_SECONDS
+        )
     except requests.RequestException as exc:
         raise BankUnavailable(f"bank query for {out_trade_no} failed: {exc}") from exc
     if response.status_code not in (200, 404):
-        raise BankUnavailable(f"bank query for {out_trade_no}: unexpected status {response.status_code}")
+        raise BankUnavailable(
+            f"bank query for {out_trade_no}: unexpected status {response.status_code}"
+        )
     if not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
-        raise BankUnavailable(f"bank query for {out_trade_no}: answer {response.status_code} not signed by the bank")
+        raise BankUnavailable(
+            f"bank query for {out_trade_no}: answer {response.status_code} not signed by the bank"
+        )
     if response.status_code == 404:
         return None
     try:
@@ -106,7 +125,9 @@ def query_payment(out_trade_no: str) -> dict | None:
     if not isinstance(payment, dict) or any(field not in payment for field in PAYMENT_FIELDS):
         raise BankUnavailable(f"bank query for {out_trade_no}: answer lacks payment fields")
     if payment["out_trade_no"] != out_trade_no:
-        raise BankUnavailable(f"bank query for {out_trade_no}: answer is about {payment['out_trade_no']!r}")
+        raise BankUnavailable(
+            f"bank query for {out_trade_no}: answer is about {payment['out_trade_no']!r}"
+        )
     return payment
 
 
@@ -115,9 +136,13 @@ def query_payment(out_trade_no: str) -> dict | None:
 ORDER_STATUS_TIMEOUT_SECONDS = 2
 
 
-def order_status_document(*, out_trade_no: str, status: str | None, payable: bool) -> tuple[bytes, str]:
+def order_status_document(
+    *, out_trade_no: str, status: str | None, payable: bool
+) -> tuple[bytes, str]:
     """The platform's signed answer: the body and its signature."""
-    body = json.dumps({"out_trade_no": out_trade_no, "status": status, "payable": payable}, separators=(",", ":")).encode()
+    body = json.dumps(
+        {"out_trade_no": out_trade_no, "status": status, "payable": payable}, separators=(",", ":")
+    ).encode()
     return body, sign(body)
 
 
@@ -126,17 +151,26 @@ def ask_order_payable(out_trade_no: str, *, url: str, secret: str) -> dict | Non
     when the platform cannot be asked or its answer cannot be trusted. None is no verdict: a bank
     takes the payment anyway (the platform flags a double payment for a human)."""
     try:
-        response = requests.get(f"{url}{out_trade_no}", timeout=ORDER_STATUS_TIMEOUT_SECONDS,
-                                headers={SIGNATURE_HEADER: sign(out_trade_no.encode(), secret=secret)})
+        response = requests.get(
+            f"{url}{out_trade_no}",
+            timeout=ORDER_STATUS_TIMEOUT_SECONDS,
+            headers={SIGNATURE_HEADER: sign(out_trade_no.encode(), secret=secret)},
+        )
     except requests.RequestException:
         return None
-    if response.status_code != 200 or not signature_valid(response.content, response.headers.get(SIGNATURE_HEADER), secret=secret):
+    if response.status_code != 200 or not signature_valid(
+        response.content, response.headers.get(SIGNATURE_HEADER), secret=secret
+    ):
         return None
     try:
         answer = json.loads(response.content)
     except ValueError:
         return None
-    if not isinstance(answer, dict) or answer.get("out_trade_no") != out_trade_no or not isinstance(answer.get("payable"), bool):
+    if (
+        not isinstance(answer, dict)
+        or answer.get("out_trade_no") != out_trade_no
+        or not isinstance(answer.get("payable"), bool)
+    ):
         return None
     return answer
 
@@ -164,8 +198,12 @@ def request_refund(document: dict) -> dict:
     did not take it (the caller sends it again: the bank is idempotent on refund_no)."""
     body = json.dumps(document, separators=(",", ":")).encode()
     try:
-        response = requests.post(refund_url(), data=body, timeout=QUERY_TIMEOUT_SECONDS,
-                                 headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body)})
+        response = requests.post(
+            refund_url(),
+            data=body,
+            timeout=QUERY_TIMEOUT_SECONDS,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body)},
+        )
     except requests.RequestException as exc:
         raise BankUnavailable(f"refund {document['refund_no']} not sent: {exc}") from exc
     return _signed_answer(response, document["refund_no"], ok=(200, 201))
@@ -177,7 +215,9 @@ def query_refund(refund_no: str) -> dict | None:
         response = requests.get(f"{refund_url()}{refund_no}", timeout=QUERY_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
         raise BankUnavailable(f"refund query for {refund_no} failed: {exc}") from exc
-    if response.status_code == 404 and signature_valid(response.content, response.headers.get(SIGNATURE_HEADER)):
+    if response.status_code == 404 and signature_valid(
+        response.content, response.headers.get(SIGNATURE_HEADER)
+    ):
         return None
     answer = _signed_answer(response, refund_no, ok=(200,))
     if any(field not in answer for field in REFUND_FIELDS):

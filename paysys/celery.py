@@ -15,8 +15,15 @@ def _ensure_broker_folders() -> None:
     """kombu's filesystem transport (the embedded broker) expects its folders to exist."""
     from django.conf import settings
 
-    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder", "staging_folder",
-                "claimed_folder", "failed_folder"):
+    for key in (
+        "data_folder_in",
+        "data_folder_out",
+        "control_folder",
+        "processed_folder",
+        "staging_folder",
+        "claimed_folder",
+        "failed_folder",
+    ):
         folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(key)
         if folder:
             os.makedirs(folder, exist_ok=True)

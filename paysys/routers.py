@@ -9,10 +9,16 @@ from __future__ import annotations
 from paysys.topology import DATABASES
 
 # app label -> alias; apps not listed (auth, admin, sessions, beat, core, gateway) live in default
-APP_ALIASES = {database.app: database.alias for database in DATABASES if database.app and not database.model_prefix}
+APP_ALIASES = {
+    database.app: database.alias
+    for database in DATABASES
+    if database.app and not database.model_prefix
+}
 
 # the accounts app holds two services: fund-side models start with "fund", points-side with "points"
-ACCOUNTS_PREFIXES = tuple((database.model_prefix, database.alias) for database in DATABASES if database.app == "accounts")
+ACCOUNTS_PREFIXES = tuple(
+    (database.model_prefix, database.alias) for database in DATABASES if database.app == "accounts"
+)
 
 # infrastructure apps with one schema and a table in every alias (the outbox/inbox); their rows
 # are always read and written with an explicit .using(alias)
@@ -31,7 +37,9 @@ def alias_for(app_label: str, model_name: str | None) -> str | None:
         for prefix, alias in ACCOUNTS_PREFIXES:
             if model_name and model_name.lower().startswith(prefix):
                 return alias
-        raise LookupError(f"accounts.{model_name} must start with 'fund' or 'points' to pick its alias")
+        raise LookupError(
+            f"accounts.{model_name} must start with 'fund' or 'points' to pick its alias"
+        )
     return APP_ALIASES.get(app_label, "default")
 
 
@@ -45,7 +53,9 @@ class ServiceRouter:
         return obj1._state.db == obj2._state.db
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
-        if app_label in SHARED_APPS or (app_label == "tcc" and (model_name or "").lower() in TCC_SHARED_MODELS):
+        if app_label in SHARED_APPS or (
+            app_label == "tcc" and (model_name or "").lower() in TCC_SHARED_MODELS
+        ):
             return True
         if model_name is None and app_label == "accounts":
             return db in {alias for _, alias in ACCOUNTS_PREFIXES}

@@ -45,8 +45,13 @@ MIN_SECRET_LENGTH = 32
 _GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
-def env_secret(name: str, *, dev_default: str | None = None, required: bool = True,
-               min_length: int = MIN_SECRET_LENGTH) -> str:
+def env_secret(
+    name: str,
+    *,
+    dev_default: str | None = None,
+    required: bool = True,
+    min_length: int = MIN_SECRET_LENGTH,
+) -> str:
     """A secret from the environment, at least ``min_length`` characters.
 
     ``dev_default`` is used only in the embedded default with DEBUG on; anywhere else a missing
@@ -71,7 +76,11 @@ def env_secret(name: str, *, dev_default: str | None = None, required: bool = Tr
 
 
 # 50: the length below which `check --deploy` warns (security.W009)
-SECRET_KEY = env_secret("SECRET_KEY", min_length=50, dev_default="dev-only-insecure-key-do-not-use-in-production-0123456789abcdef")
+SECRET_KEY = env_secret(
+    "SECRET_KEY",
+    min_length=50,
+    dev_default="dev-only-insecure-key-do-not-use-in-production-0123456789abcdef",
+)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
 PORT = int(os.environ.get("PORT", "8000"))
@@ -179,7 +188,9 @@ DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "60"))
 def _service_database(service: str) -> dict:
     override = os.environ.get(f"DATABASE_URL_{service.upper()}")
     if override:
-        return _configure(dj_database_url.parse(override, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True))
+        return _configure(
+            dj_database_url.parse(override, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+        )
     base = os.environ.get("DATABASE_URL")
     if not base:
         return _sqlite_database(VAR_DIR / f"{service}.sqlite3")
@@ -188,7 +199,9 @@ def _service_database(service: str) -> dict:
     parts = urlsplit(base)
     prefix = parts.path.lstrip("/") or "paysys"
     url = urlunsplit(parts._replace(path=f"/{prefix}_{service}"))
-    return _configure(dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True))
+    return _configure(
+        dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+    )
 
 
 def _configure(db: dict) -> dict:
@@ -217,8 +230,13 @@ if not CACHE_URL and _broker_env.startswith("redis"):
     CACHE_URL = _broker_env
 if CACHE_URL and not CACHE_URL.startswith("file://"):
     # values as JSON, never pickle: a write to this Redis must not become code run here (paysys/core/cache.py)
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
-                          "OPTIONS": {"serializer": "paysys.core.cache.JsonSerializer"}}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {"serializer": "paysys.core.cache.JsonSerializer"},
+        }
+    }
 else:  # CACHE_URL=file:///path/to/folder, or var/cache (a RabbitMQ broker has no cache of its own)
     CACHES = {
         "default": {
@@ -238,7 +256,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-FORMAT_MODULE_PATH = ["paysys.formats"]  # admin shows times to the second (paysys/formats/en/formats.py)
+FORMAT_MODULE_PATH = [
+    "paysys.formats"
+]  # admin shows times to the second (paysys/formats/en/formats.py)
 
 STATIC_URL = "static/"
 # the web process serves the admin's and the API docs' static files itself (whitenoise), with DEBUG
@@ -287,7 +307,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # Trusting the header without such a proxy lets any client claim HTTPS, so it is off unless set.
 _proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", "")
 if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
-    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https"
+    )
 SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
@@ -309,8 +331,12 @@ CONTENT_SECURITY_POLICY = os.environ.get(
 NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
 # requests per client address on the public endpoints (paysys.api.middleware.PublicRateLimitMiddleware)
 PUBLIC_RATE_LIMITS = {
-    "gateway": os.environ.get("GATEWAY_RATE_LIMIT", "60000/min"),  # per bank address: at least the payment rate
-    "sandbox": os.environ.get("SANDBOX_RATE_LIMIT", "12000/min"),  # the platform polls its query API
+    "gateway": os.environ.get(
+        "GATEWAY_RATE_LIMIT", "60000/min"
+    ),  # per bank address: at least the payment rate
+    "sandbox": os.environ.get(
+        "SANDBOX_RATE_LIMIT", "12000/min"
+    ),  # the platform polls its query API
     "admin_login": os.environ.get("ADMIN_LOGIN_RATE_LIMIT", "20/min"),
 }
 # /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus' bearer_token); off unset
@@ -370,11 +396,15 @@ SPECTACULAR_SETTINGS = {
 # --- the bank: the platform's side (gateway, pay links, polling) --------------------------
 
 # the platform trusts notifies and query answers signed with this; the sandbox never reads it
-BANK_SHARED_SECRET = env_secret("BANK_SHARED_SECRET", dev_default="dev-bank-shared-secret-embedded-default-only")
+BANK_SHARED_SECRET = env_secret(
+    "BANK_SHARED_SECRET", dev_default="dev-bank-shared-secret-embedded-default-only"
+)
 # where payers pay and where polling asks: the bank's addresses, the simulator's only with the sandbox
 _bank_url_default = f"{PUBLIC_BASE_URL}/sandbox/bank/" if SANDBOX_ENABLED else ""
 BANK_PAY_URL = os.environ.get("BANK_PAY_URL", _bank_url_default and _bank_url_default + "pay/")
-BANK_QUERY_URL = os.environ.get("BANK_QUERY_URL", _bank_url_default and _bank_url_default + "payments/")
+BANK_QUERY_URL = os.environ.get(
+    "BANK_QUERY_URL", _bank_url_default and _bank_url_default + "payments/"
+)
 if not BANK_PAY_URL or not BANK_QUERY_URL:
     raise ImproperlyConfigured(
         "the sandbox is off, so the bank is a real one: set BANK_PAY_URL (payers are sent to BANK_PAY_URL<token>) "
@@ -387,16 +417,23 @@ if SANDBOX_ENABLED:
     # With DEBUG on the simulator is the dev stack's bank, so it signs with what the platform trusts.
     # With DEBUG off (SANDBOX_ALLOW_IN_PRODUCTION) both must be set explicitly: a staging platform
     # whose bank is the simulator, never a production secret copied over by default.
-    SANDBOX_BANK_SECRET = env_secret("SANDBOX_BANK_SECRET", required=not DEBUG) or BANK_SHARED_SECRET
+    SANDBOX_BANK_SECRET = (
+        env_secret("SANDBOX_BANK_SECRET", required=not DEBUG) or BANK_SHARED_SECRET
+    )
     # the sandbox's control endpoints (release held notifies, pay with test options)
-    SANDBOX_TOKEN = env_secret("SANDBOX_TOKEN", required=not DEBUG) or hmac.new(
-        SANDBOX_BANK_SECRET.encode(), b"paysys.sandbox.control-token", hashlib.sha256
-    ).hexdigest()
+    SANDBOX_TOKEN = (
+        env_secret("SANDBOX_TOKEN", required=not DEBUG)
+        or hmac.new(
+            SANDBOX_BANK_SECRET.encode(), b"paysys.sandbox.control-token", hashlib.sha256
+        ).hexdigest()
+    )
 # where the simulated bank sends its notifies
 BANK_NOTIFY_URL = os.environ.get("BANK_NOTIFY_URL", f"{PUBLIC_BASE_URL}/gateway/bank/notify")
 # where the simulated bank asks, before taking a payment, whether the order is still payable
 # (paysys.bank.ask_order_payable); empty: it does not ask
-BANK_ORDER_STATUS_URL = os.environ.get("BANK_ORDER_STATUS_URL", f"{PUBLIC_BASE_URL}/gateway/bank/orders/")
+BANK_ORDER_STATUS_URL = os.environ.get(
+    "BANK_ORDER_STATUS_URL", f"{PUBLIC_BASE_URL}/gateway/bank/orders/"
+)
 # the bank's own resend schedule for unacknowledged notifies (seconds after the payment)
 BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 
@@ -405,16 +442,22 @@ BANK_NOTIFY_SCHEDULE = [0, 2, 5, 15, 30, 60, 120, 300, 600, 1800]
 # private networks the platform may send to (merchant notify and check-back URLs); anything
 # loopback, private, link-local, multicast or reserved is refused unless listed here. With DEBUG
 # on (local development) loopback is allowed so a merchant server on the same machine works.
-NOTIFY_ALLOWED_NETWORKS = env_list("NOTIFY_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if DEBUG else "")
+NOTIFY_ALLOWED_NETWORKS = env_list(
+    "NOTIFY_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if DEBUG else ""
+)
 
 # --- reliable messages (paysys/messaging) --------------------------------------------------
 
 # when each send happens: the 1st at once (0), the next ones 60, 120, 300 and 900 s after the
 # previous send; a message still not consumed 900 s after its 5th send goes DEAD (admin resends)
 MESSAGE_RESEND_SCHEDULE = [int(x) for x in env_list("MESSAGE_RESEND_SCHEDULE", "0,60,120,300,900")]
-MESSAGE_CHECK_BACK_DELAY = int(os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60"))  # a PREPARED message this old is checked
+MESSAGE_CHECK_BACK_DELAY = int(
+    os.environ.get("MESSAGE_CHECK_BACK_DELAY", "60")
+)  # a PREPARED message this old is checked
 MESSAGE_CHECK_BACK_INTERVAL = int(os.environ.get("MESSAGE_CHECK_BACK_INTERVAL", "60"))
-MESSAGE_CHECK_BACK_MAX = int(os.environ.get("MESSAGE_CHECK_BACK_MAX", "15"))  # undecided this often -> DEAD
+MESSAGE_CHECK_BACK_MAX = int(
+    os.environ.get("MESSAGE_CHECK_BACK_MAX", "15")
+)  # undecided this often -> DEAD
 MESSAGE_CHECK_BACK_BUDGET = 20  # seconds one check-back pass may spend asking producers
 # one deadline for a whole check-back over HTTP (resolve, connect, send, answer): a producer
 # answering a byte at a time is undecided after this, and asked again next interval
@@ -437,10 +480,14 @@ MESSAGING_HTTP_TOPICS = env_list("MESSAGING_HTTP_TOPICS", "")
 # waits in seconds after attempt 1, 2, ... (the first attempt is immediate): 15 s, 1 min, 5 min,
 # 30 min, 2 h, 6 h, 12 h, 24 h -> 9 attempts over ~45 h; then FAILED, waiting for a human.
 # A merchant may have its own (notifications.MerchantSchedule).
-NOTIFY_RETRY_SCHEDULE = [int(x) for x in env_list("NOTIFY_RETRY_SCHEDULE", "15,60,300,1800,7200,21600,43200,86400")]
+NOTIFY_RETRY_SCHEDULE = [
+    int(x) for x in env_list("NOTIFY_RETRY_SCHEDULE", "15,60,300,1800,7200,21600,43200,86400")
+]
 NOTIFY_RETRY_JITTER = float(os.environ.get("NOTIFY_RETRY_JITTER", "0.2"))  # +-20 % on every wait
 NOTIFY_CONNECT_TIMEOUT = float(os.environ.get("NOTIFY_CONNECT_TIMEOUT", "5"))
-NOTIFY_TOTAL_TIMEOUT = float(os.environ.get("NOTIFY_TOTAL_TIMEOUT", "15"))  # whole attempt, connect included
+NOTIFY_TOTAL_TIMEOUT = float(
+    os.environ.get("NOTIFY_TOTAL_TIMEOUT", "15")
+)  # whole attempt, connect included
 # requests in flight at once per delivery worker process, and per endpoint host (host:port: the
 # URLs of one server share it) within it
 NOTIFY_MAX_IN_FLIGHT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT", "256"))
@@ -448,10 +495,14 @@ NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = int(os.environ.get("NOTIFY_MAX_IN_FLIGHT_PER
 # a claimed record is due again this long after its claim unless its attempt is recorded first:
 # a worker killed mid-delivery loses nothing (must exceed NOTIFY_TOTAL_TIMEOUT)
 NOTIFY_CLAIM_LEASE = float(os.environ.get("NOTIFY_CLAIM_LEASE", "60"))
-NOTIFY_PASS_SECONDS = float(os.environ.get("NOTIFY_PASS_SECONDS", "20"))  # a pass stops claiming after this
+NOTIFY_PASS_SECONDS = float(
+    os.environ.get("NOTIFY_PASS_SECONDS", "20")
+)  # a pass stops claiming after this
 NOTIFY_POLL_INTERVAL = 0.1  # seconds between due scans while a pass has requests in flight
 NOTIFY_LINGER_SECONDS = 2.0  # a pass with nothing in flight waits for records due this soon
-NOTIFY_COLLECT_SECONDS = 0.03  # after an attempt finishes, wait this long for more before the next turn
+NOTIFY_COLLECT_SECONDS = (
+    0.03  # after an attempt finishes, wait this long for more before the next turn
+)
 NOTIFY_KICK_TTL = 1  # seconds a pending delivery kick suppresses further kicks
 # after a webhook secret rotation the old secret keeps signing (next to the new one) this long
 NOTIFY_SECRET_GRACE = int(os.environ.get("NOTIFY_SECRET_GRACE", str(24 * 3600)))
@@ -462,29 +513,39 @@ TCC_DECISION_GRACE = 5  # seconds past the tries' timeouts before recovery cance
 TCC_TRY_THREADS = 8  # per process and participant alias: its try threads, each with one connection
 # waits before recovery resends an unfinished phase two: after the decision, after the 1st
 # resend, ...; due again after the last -> flagged for a human (about an hour by default)
-TCC_RETRY_SCHEDULE = [int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")]
+TCC_RETRY_SCHEDULE = [
+    int(x) for x in env_list("TCC_RETRY_SCHEDULE", "10,20,30,60,120,300,600,900,1800")
+]
 TCC_PHASE_TWO_BATCH = 200  # branch ops per phase-two task
 # confirms run at once in the process that decided, on its try threads (off: only the
 # participants' workers run them, after a kick)
 TCC_PHASE_TWO_INLINE = env_bool("TCC_PHASE_TWO_INLINE", True)
 TCC_KICK_TTL = 5  # seconds a pending phase-two kick suppresses further kicks of its queue
-TCC_BARRIER_RETENTION_DAYS = int(os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7"))  # then final ones' rows go
+TCC_BARRIER_RETENTION_DAYS = int(
+    os.environ.get("TCC_BARRIER_RETENTION_DAYS", "7")
+)  # then final ones' rows go
 
 # --- retention (paysys/core/retention.py, manage.py purge_history) -------------------------
 
 # consumed messages (outbox rows CONSUMED this long ago, with their inbox rows), notification
 # attempts and processed bank-notify receipts older than this are deleted; at least 1 day
 RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
-RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "1000"))  # keys per range: rows per DELETE at most
+RETENTION_BATCH_SIZE = int(
+    os.environ.get("RETENTION_BATCH_SIZE", "1000")
+)  # keys per range: rows per DELETE at most
 # pause after each DELETE: as long as the batch took, and at least this (retention takes at most
 # half of one connection's time, so payments keep the database)
 RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0.05"))
-RETENTION_PASS_SECONDS = 45  # one beat pass stops after this (under the task time limit); the next goes on
+RETENTION_PASS_SECONDS = (
+    45  # one beat pass stops after this (under the task time limit); the next goes on
+)
 
 # --- Celery: one queue per service; settings that never lose a task -----------------------
 
 # one queue and worker per service (paysys/topology.py), "polling" orders' own bank-asking one
-SERVICE_QUEUES = [worker.queue for worker in topology.workers(sandbox=SANDBOX_ENABLED) if worker.service]
+SERVICE_QUEUES = [
+    worker.queue for worker in topology.workers(sandbox=SANDBOX_ENABLED) if worker.service
+]
 CELERY_BROKER_URL = _broker_env or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport with atomic publishes (paysys/core/broker.py: kombu's own can
@@ -513,7 +574,10 @@ CELERY_MAX_COUNTDOWN = 600
 NOTIFY_DELIVERY_QUEUE = "notify_delivery"
 MESSAGE_CHECK_BACK_QUEUE = "check_back"
 MAINTENANCE_QUEUE = "maintenance"
-CELERY_TASK_QUEUES = [Queue(worker.queue, routing_key=worker.queue) for worker in topology.workers(sandbox=SANDBOX_ENABLED)]
+CELERY_TASK_QUEUES = [
+    Queue(worker.queue, routing_key=worker.queue)
+    for worker in topology.workers(sandbox=SANDBOX_ENABLED)
+]
 CELERY_TASK_DEFAULT_QUEUE = "core"
 CELERY_TASK_ROUTES = topology.task_routes(sandbox=SANDBOX_ENABLED)
 CELERY_TASK_ACKS_LATE = True
@@ -540,10 +604,16 @@ CELERY_BEAT_SCHEDULE = {
     "tcc.recover_tcc": {"task": "tcc.recover_tcc", "schedule": 2.0},
     "tcc.purge_barriers": {"task": "tcc.purge_barriers", "schedule": 3600.0},
     "paysys.purge_history": {"task": "paysys.purge_history", "schedule": 60.0},
-    "paysys.reconcile": {"task": "paysys.reconcile", "schedule": 86400.0},  # daily; reports in admin
+    "paysys.reconcile": {
+        "task": "paysys.reconcile",
+        "schedule": 86400.0,
+    },  # daily; reports in admin
 }
 if SANDBOX_ENABLED:
-    CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {"task": "sandbox.resend_bank_notifies", "schedule": 5.0}
+    CELERY_BEAT_SCHEDULE["sandbox.resend_bank_notifies"] = {
+        "task": "sandbox.resend_bank_notifies",
+        "schedule": 5.0,
+    }
 
 LOGGING = {
     "version": 1,
@@ -551,7 +621,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # routine lines (beat's one-second polls, the bank's "no payment yet" 404s) are DEBUG
     "filters": {"routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["routine_to_debug"]}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["routine_to_debug"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

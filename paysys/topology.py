@@ -43,8 +43,10 @@ class Worker:
     @property
     def command(self) -> str:
         """Its Procfile command."""
-        return (f"celery -A paysys worker -Q {self.queue} -n {self.process}@%h --concurrency={self.concurrency} "
-                "--loglevel=INFO --without-gossip --without-mingle")
+        return (
+            f"celery -A paysys worker -Q {self.queue} -n {self.process}@%h --concurrency={self.concurrency} "
+            "--loglevel=INFO --without-gossip --without-mingle"
+        )
 
 
 DATABASES = (
@@ -62,7 +64,10 @@ WORKERS = (
     Worker("core"),
     Worker("orders"),
     # orders' passes that ask the bank (seconds each) run on their own queue, never ahead of payments
-    Worker("polling", tasks=("orders.poll_bank", "orders.close_expired_orders", "orders.poll_bank_refunds")),
+    Worker(
+        "polling",
+        tasks=("orders.poll_bank", "orders.close_expired_orders", "orders.poll_bank_refunds"),
+    ),
     Worker("funds"),
     Worker("points"),
     Worker("accounting"),
@@ -94,5 +99,7 @@ def procfile() -> dict[str, str]:
 def task_routes(*, sandbox: bool) -> dict[str, dict]:
     """Celery routes: the named tasks first, then each service queue's ``<queue>.*``."""
     routes = {task: worker.queue for worker in workers(sandbox=sandbox) for task in worker.tasks}
-    routes.update({f"{worker.queue}.*": worker.queue for worker in workers(sandbox=sandbox) if worker.service})
+    routes.update(
+        {f"{worker.queue}.*": worker.queue for worker in workers(sandbox=sandbox) if worker.service}
+    )
     return {pattern: {"queue": queue, "routing_key": queue} for pattern, queue in routes.items()}

@@ -13,8 +13,12 @@ from paysys.ops.views import healthz_detail, overview_view, trace_view
 
 admin.site.site_header = "paysys admin"
 admin.site.site_title = "paysys"
-admin.site.index_template = "admin/ops/index.html"  # the operations overview and the trace, at the top
-admin.site.enable_nav_sidebar = False  # its 290 px pushed list columns (a TCC's status) off a 1280 px screen
+admin.site.index_template = (
+    "admin/ops/index.html"  # the operations overview and the trace, at the top
+)
+admin.site.enable_nav_sidebar = (
+    False  # its 290 px pushed list columns (a TCC's status) off a 1280 px screen
+)
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -27,9 +31,19 @@ urlpatterns = [
     path("api/v1/", include("paysys.messaging.urls")),
     path("api/v1/", include("notifications.urls")),
     path("metrics", metrics_view, name="metrics"),
-    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="schema",
+    ),
     # the split view serves its start-up script as a file: no inline script, so CSP script-src 'self' holds
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]), name="docs"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", authentication_classes=[], permission_classes=[]
+        ),
+        name="docs",
+    ),
     path("gateway/bank/notify", BankNotifyApi.as_view(), name="bank-notify"),
     path("gateway/bank/orders/<str:out_trade_no>", bank_order_status, name="bank-order-status"),
     path("gateway/bank/refund-notify", bank_refund_notify, name="bank-refund-notify"),

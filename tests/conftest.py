@@ -35,7 +35,9 @@ def pytest_configure(config):
     # Celery prefers the CELERY_BROKER_URL environment variable over its configuration
     os.environ.pop("CELERY_BROKER_URL", None)
     celery_app.conf.CELERY_BROKER_URL = "memory://"  # the namespaced key is the one Celery reads
-    celery_app.conf.CELERY_BROKER_TRANSPORT = None  # the embedded mode's filesystem transport would win
+    celery_app.conf.CELERY_BROKER_TRANSPORT = (
+        None  # the embedded mode's filesystem transport would win
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +62,15 @@ def _forget_relay_kicks():
     """
     from paysys.messaging import relay
 
-    cache.delete_many([f"messaging:kick:{alias}" for alias in settings.DATABASES]
-                      + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES]  # TCC phase-two kicks too
-                      + [relay.slot_key(alias, queue) for alias in settings.DATABASES
-                         for queue in (q.name for q in settings.CELERY_TASK_QUEUES)])
+    cache.delete_many(
+        [f"messaging:kick:{alias}" for alias in settings.DATABASES]
+        + [f"tcc:kick:{queue}" for queue in settings.SERVICE_QUEUES]  # TCC phase-two kicks too
+        + [
+            relay.slot_key(alias, queue)
+            for alias in settings.DATABASES
+            for queue in (q.name for q in settings.CELERY_TASK_QUEUES)
+        ]
+    )
     yield
 
 
@@ -99,8 +106,16 @@ def _every_api_status_is_documented(monkeypatch):
 
 @pytest.fixture
 def make_merchant(db):
-    def make(name: str | None = None, notify_url: str = "http://127.0.0.1:9/notify", fee_rate_bp: int = 60):
-        return merchant_create(name=name or f"merchant-{next(_counter)}", notify_url=notify_url, fee_rate_bp=fee_rate_bp)
+    def make(
+        name: str | None = None,
+        notify_url: str = "http://127.0.0.1:9/notify",
+        fee_rate_bp: int = 60,
+    ):
+        return merchant_create(
+            name=name or f"merchant-{next(_counter)}",
+            notify_url=notify_url,
+            fee_rate_bp=fee_rate_bp,
+        )
 
     return make
 
@@ -126,7 +141,9 @@ def issue_agreement(db):
     ``merchant`` may charge its wallet (balance payments)."""
 
     def issue(payer, merchant, **limits):
-        return agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test", **limits)
+        return agreement_issue(
+            payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test", **limits
+        )
 
     return issue
 

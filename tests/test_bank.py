@@ -20,12 +20,17 @@ PAYMENT = notify_body()  # the bank answers a query with what it notifies
 
 
 @pytest.mark.django_db(databases="__all__")
-@pytest.mark.parametrize("signature", ["\xe9abc", "\u00e9" * 64, "\u4e2d" + "0" * 63], ids=["latin1", "64-latin1", "cjk"])
+@pytest.mark.parametrize(
+    "signature", ["\xe9abc", "\u00e9" * 64, "\u4e2d" + "0" * 63], ids=["latin1", "64-latin1", "cjk"]
+)
 def test_notify_with_a_non_ascii_signature_is_refused_with_401(signature):
     body = json.dumps(PAYMENT).encode()
 
     response = Client().post(
-        "/gateway/bank/notify", body, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature}
+        "/gateway/bank/notify",
+        body,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: signature},
     )
 
     assert response.status_code == 401
@@ -87,7 +92,12 @@ def scripted_bank(settings):
 
 
 def query(server, status, body, signature="sign", delay=0):
-    server.answer = (status, body if isinstance(body, bytes) else json.dumps(body).encode(), signature, delay)
+    server.answer = (
+        status,
+        body if isinstance(body, bytes) else json.dumps(body).encode(),
+        signature,
+        delay,
+    )
     return bank.query_payment(PAYMENT["out_trade_no"])
 
 
@@ -96,7 +106,10 @@ def test_a_signed_payment_is_returned(scripted_bank):
 
 
 def test_a_signed_404_means_the_bank_knows_no_payment(scripted_bank):
-    assert query(scripted_bank, 404, {"status": "NOT_FOUND", "out_trade_no": PAYMENT["out_trade_no"]}) is None
+    assert (
+        query(scripted_bank, 404, {"status": "NOT_FOUND", "out_trade_no": PAYMENT["out_trade_no"]})
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,7 +129,9 @@ def test_a_signed_404_means_the_bank_knows_no_payment(scripted_bank):
         (200, {**PAYMENT, "out_trade_no": "PSOTHER"}, "sign"),  # about another order
     ],
 )
-def test_an_answer_that_cannot_be_trusted_means_the_bank_is_unavailable(scripted_bank, status, body, signature):
+def test_an_answer_that_cannot_be_trusted_means_the_bank_is_unavailable(
+    scripted_bank, status, body, signature
+):
     with pytest.raises(bank.BankUnavailable):
         query(scripted_bank, status, body, signature)
 

@@ -22,7 +22,11 @@ from tests.messaging.helpers import Raw, ShipRecorder, deliver_all
 
 def bank_payment_payload(**changes) -> dict:
     event = BankPaymentSucceeded(
-        bank_trade_no="B-1", out_trade_no="PS1", amount=1234, currency="CNY", paid_at="2026-11-27T10:00:00+00:00"
+        bank_trade_no="B-1",
+        out_trade_no="PS1",
+        amount=1234,
+        currency="CNY",
+        paid_at="2026-11-27T10:00:00+00:00",
     )
     return {**event.to_payload(), **changes}
 
@@ -41,7 +45,9 @@ def test_a_payload_without_v_is_version_1():
     payload = bank_payment_payload()
     del payload["v"]
 
-    assert BankPaymentSucceeded.from_payload(payload) == BankPaymentSucceeded.from_payload(bank_payment_payload())
+    assert BankPaymentSucceeded.from_payload(payload) == BankPaymentSucceeded.from_payload(
+        bank_payment_payload()
+    )
 
 
 def test_unknown_keys_are_ignored():
@@ -85,7 +91,9 @@ def test_a_payload_that_does_not_match_raises_contract_error(changes, problem):
 
 def test_every_problem_is_named_at_once():
     with pytest.raises(ContractError, match="bank_trade_no is missing; amount must be int"):
-        BankPaymentSucceeded.from_payload({"out_trade_no": "PS1", "amount": "x", "currency": "CNY", "paid_at": "t"})
+        BankPaymentSucceeded.from_payload(
+            {"out_trade_no": "PS1", "amount": "x", "currency": "CNY", "paid_at": "t"}
+        )
 
 
 @pytest.mark.parametrize("payload", [None, [], "order.paid", 7])
@@ -101,7 +109,11 @@ def test_a_nullable_field_takes_null_but_no_other_type():
 
 
 def test_every_contract_has_its_own_topic():
-    every = [c for c in vars(contracts).values() if isinstance(c, type) and issubclass(c, Contract) and c is not Contract]
+    every = [
+        c
+        for c in vars(contracts).values()
+        if isinstance(c, type) and issubclass(c, Contract) and c is not Contract
+    ]
     topics = [c.TOPIC for c in every]
     assert len(topics) == len(set(topics)) >= 3
     assert all(dataclasses.is_dataclass(c) and c.VERSION in c.ACCEPTS for c in every)
@@ -112,8 +124,14 @@ def test_every_contract_has_its_own_topic():
 
 @pytest.fixture
 def order(merchant, payer):
-    order, _ = order_create(merchant=merchant, merchant_order_no="C-1", amount=1234, currency="CNY", subject="s",
-                            payer_id=payer.pk)
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no="C-1",
+        amount=1234,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     return order
 
 
@@ -121,7 +139,10 @@ def nothing_applied(order) -> bool:
     """No consumer wrote anything: no inbox row anywhere, no payment record, no voucher."""
     order.refresh_from_db()
     return (
-        not any(InboxEntry.objects.using(alias).exists() for alias in ("default", "orders", "accounting"))
+        not any(
+            InboxEntry.objects.using(alias).exists()
+            for alias in ("default", "orders", "accounting")
+        )
         and not PaymentRecord.objects.exists()
         and order.status == Order.Status.CREATED
         and not Voucher.objects.using("accounting").exists()
@@ -151,7 +172,11 @@ def test_a_consumer_fails_a_non_matching_message_clearly_and_applies_nothing(
     monkeypatch.setattr(relay, "_ship", ShipRecorder())
     settings.MESSAGE_RESEND_SCHEDULE = [0, 1]
     changes, problem = BAD[case]
-    good = bank_payment_payload(out_trade_no=order.out_trade_no) if contract is BankPaymentSucceeded else order_paid_payload()
+    good = (
+        bank_payment_payload(out_trade_no=order.out_trade_no)
+        if contract is BankPaymentSucceeded
+        else order_paid_payload()
+    )
     payload = {k: v for k, v in {**good, **changes}.items() if v is not ...}
     with transaction.atomic(using=alias):
         publish(Raw(contract.TOPIC, payload), using=alias)
@@ -174,5 +199,7 @@ def test_a_consumer_fails_a_non_matching_message_clearly_and_applies_nothing(
         deliver_all(alias, topic=contract.TOPIC)
     relay.relay_due(alias, now=later + timedelta(seconds=60))
 
-    assert set(Message.objects.using(alias).filter(topic=contract.TOPIC).values_list("status", flat=True)) == {"DEAD"}
+    assert set(
+        Message.objects.using(alias).filter(topic=contract.TOPIC).values_list("status", flat=True)
+    ) == {"DEAD"}
     assert nothing_applied(order)

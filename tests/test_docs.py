@@ -43,7 +43,19 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 SPAN = re.compile(r"`([^`\n]+)`")
 TEST_REF = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
 PATH_THEN_NAMES = re.compile(r"`([\w/.-]+\.py)`((?:\s*(?:,|and)?\s*`[\w.]+`)+)")
-FILE_SUFFIXES = (".py", ".md", ".ini", ".cfg", ".txt", ".lock", ".toml", ".json", ".yml", ".yaml", ".html")
+FILE_SUFFIXES = (
+    ".py",
+    ".md",
+    ".ini",
+    ".cfg",
+    ".txt",
+    ".lock",
+    ".toml",
+    ".json",
+    ".yml",
+    ".yaml",
+    ".html",
+)
 PY_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -101,7 +113,12 @@ def _code_words() -> frozenset[str]:
 
 
 def _is_repo_path(span: str) -> bool:
-    if " " in span or span.startswith(("/", "http", "~", "$", "var/")) or "::" in span or "*" in span:
+    if (
+        " " in span
+        or span.startswith(("/", "http", "~", "$", "var/"))
+        or "::" in span
+        or "*" in span
+    ):
         return False  # var/: what make run creates, not a file of the repository
     if "://" in span or "=" in span:
         return False  # a URL or an assignment
@@ -146,15 +163,24 @@ def problems(page: Path) -> list[str]:
             if head not in defined or (member and member not in defined[head]):
                 found.append(f"`{dotted}` is not defined in {file}")
 
-    commands = {p.stem for folder in CODE_DIRS for p in (ROOT / folder).glob("**/management/commands/*.py")}
+    commands = {
+        p.stem for folder in CODE_DIRS for p in (ROOT / folder).glob("**/management/commands/*.py")
+    }
     for command in re.findall(r"manage\.py (\w+)", text):
-        if command not in commands and command not in PENDING_COMMANDS and command not in DJANGO_COMMANDS:
+        if (
+            command not in commands
+            and command not in PENDING_COMMANDS
+            and command not in DJANGO_COMMANDS
+        ):
             found.append(f"manage.py {command} is not a management command")
 
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M))
-    made = re.findall(r"^make (\w+)", _shell(text), re.M) + [s.split()[1] for s in SPAN.findall(prose)
-                                                             if s.startswith("make ") and len(s.split()) > 1]
-    for target in (t for t in made if "=" not in t):  # make PYTHON=… venv: a variable, then the target
+    made = re.findall(r"^make (\w+)", _shell(text), re.M) + [
+        s.split()[1] for s in SPAN.findall(prose) if s.startswith("make ") and len(s.split()) > 1
+    ]
+    for target in (
+        t for t in made if "=" not in t
+    ):  # make PYTHON=… venv: a variable, then the target
         if target not in targets and target not in PENDING_MAKE_TARGETS:
             found.append(f"make {target} is not a Makefile target")
 
@@ -190,12 +216,18 @@ def test_there_are_pages_and_an_index_linking_every_one():
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_everything_a_page_cites_exists(page):
     found = problems(page)
-    assert not found, f"{page.relative_to(ROOT)} cites what the repository does not have:\n" + "\n".join(found)
+    assert not found, (
+        f"{page.relative_to(ROOT)} cites what the repository does not have:\n" + "\n".join(found)
+    )
 
 
 def test_every_relative_link_of_the_readme_and_the_docs_resolves_with_its_anchor():
-    broken = [f"{page.relative_to(ROOT)}: {problem}" for page in PAGES for problem in problems(page)
-              if problem.startswith("link ")]
+    broken = [
+        f"{page.relative_to(ROOT)}: {problem}"
+        for page in PAGES
+        for problem in problems(page)
+        if problem.startswith("link ")
+    ]
     assert broken == []
 
 
@@ -233,4 +265,7 @@ def test_the_checker_catches_a_wrong_path_test_and_name(tmp_path):
 
 def test_slug_is_githubs_anchor():
     assert slug("Retention (`manage.py purge_history`)") == "retention-managepy-purge_history"
-    assert slug("Order polling: when the bank's notify is lost") == "order-polling-when-the-banks-notify-is-lost"
+    assert (
+        slug("Order polling: when the bank's notify is lost")
+        == "order-polling-when-the-banks-notify-is-lost"
+    )

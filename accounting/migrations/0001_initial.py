@@ -5,52 +5,126 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=16, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('kind', models.CharField(choices=[('asset', 'Asset'), ('liability', 'Liability'), ('equity', 'Equity'), ('revenue', 'Revenue'), ('expense', 'Expense')], max_length=16)),
-                ('normal_side', models.CharField(choices=[('debit', 'Debit'), ('credit', 'Credit')], help_text='the side its balance grows on', max_length=6)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.CharField(max_length=16, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("asset", "Asset"),
+                            ("liability", "Liability"),
+                            ("equity", "Equity"),
+                            ("revenue", "Revenue"),
+                            ("expense", "Expense"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "normal_side",
+                    models.CharField(
+                        choices=[("debit", "Debit"), ("credit", "Credit")],
+                        help_text="the side its balance grows on",
+                        max_length=6,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['code'],
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='Voucher',
+            name="Voucher",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(help_text='the business event; one voucher each', max_length=128, unique=True)),
-                ('currency', models.CharField(max_length=3)),
-                ('description', models.CharField(blank=True, default='', max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('message_id', models.UUIDField(blank=True, help_text='the message that booked it, for tracing', null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        help_text="the business event; one voucher each",
+                        max_length=128,
+                        unique=True,
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                ("description", models.CharField(blank=True, default="", max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "message_id",
+                    models.UUIDField(
+                        blank=True, help_text="the message that booked it, for tracing", null=True
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='VoucherLine',
+            name="VoucherLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('debit', models.BigIntegerField(default=0, help_text='minor units')),
-                ('credit', models.BigIntegerField(default=0, help_text='minor units')),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='lines', to='accounting.account')),
-                ('voucher', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='accounting.voucher')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("debit", models.BigIntegerField(default=0, help_text="minor units")),
+                ("credit", models.BigIntegerField(default=0, help_text="minor units")),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lines",
+                        to="accounting.account",
+                    ),
+                ),
+                (
+                    "voucher",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lines",
+                        to="accounting.voucher",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('debit__gte', 0)), name='voucherline_debit_not_negative'), models.CheckConstraint(condition=models.Q(('credit__gte', 0)), name='voucherline_credit_not_negative'), models.CheckConstraint(condition=models.Q(models.Q(('credit', 0), ('debit__gt', 0)), models.Q(('credit__gt', 0), ('debit', 0)), _connector='OR'), name='voucherline_debit_xor_credit')],
+                "ordering": ["id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("debit__gte", 0)), name="voucherline_debit_not_negative"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("credit__gte", 0)),
+                        name="voucherline_credit_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("credit", 0), ("debit__gt", 0)),
+                            models.Q(("credit__gt", 0), ("debit", 0)),
+                            _connector="OR",
+                        ),
+                        name="voucherline_debit_xor_credit",
+                    ),
+                ],
             },
         ),
     ]

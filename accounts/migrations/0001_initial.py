@@ -5,82 +5,236 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='FundAccount',
+            name="FundAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('owner_type', models.CharField(choices=[('merchant', 'Merchant'), ('payer', 'payer (wallet)')], max_length=8)),
-                ('owner_id', models.BigIntegerField(help_text='core merchant or payer id (another database: no foreign key)')),
-                ('currency', models.CharField(max_length=3)),
-                ('balance', models.BigIntegerField(default=0, help_text='minor units')),
-                ('frozen', models.BigIntegerField(default=0, help_text='outgoing, reserved by debit tries (minor units)')),
-                ('pending_in', models.BigIntegerField(default=0, help_text='incoming, reserved by credit tries (minor units)')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "owner_type",
+                    models.CharField(
+                        choices=[("merchant", "Merchant"), ("payer", "payer (wallet)")],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "owner_id",
+                    models.BigIntegerField(
+                        help_text="core merchant or payer id (another database: no foreign key)"
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                ("balance", models.BigIntegerField(default=0, help_text="minor units")),
+                (
+                    "frozen",
+                    models.BigIntegerField(
+                        default=0, help_text="outgoing, reserved by debit tries (minor units)"
+                    ),
+                ),
+                (
+                    "pending_in",
+                    models.BigIntegerField(
+                        default=0, help_text="incoming, reserved by credit tries (minor units)"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'permissions': [('credit_wallet', "Can credit a payer's wallet by hand")],
-                'constraints': [models.UniqueConstraint(fields=('owner_type', 'owner_id', 'currency'), name='fundaccount_unique_owner'), models.CheckConstraint(condition=models.Q(('balance__gte', 0)), name='fundaccount_balance_not_negative'), models.CheckConstraint(condition=models.Q(('frozen__gte', 0)), name='fundaccount_frozen_not_negative'), models.CheckConstraint(condition=models.Q(('pending_in__gte', 0)), name='fundaccount_pending_in_not_negative'), models.CheckConstraint(condition=models.Q(('balance__gte', models.F('frozen'))), name='fundaccount_available_not_negative')],
+                "permissions": [("credit_wallet", "Can credit a payer's wallet by hand")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("owner_type", "owner_id", "currency"),
+                        name="fundaccount_unique_owner",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("balance__gte", 0)),
+                        name="fundaccount_balance_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("frozen__gte", 0)),
+                        name="fundaccount_frozen_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("pending_in__gte", 0)),
+                        name="fundaccount_pending_in_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("balance__gte", models.F("frozen"))),
+                        name="fundaccount_available_not_negative",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PointsAccount',
+            name="PointsAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payer_id', models.BigIntegerField(help_text='core payer id (another database: no foreign key)', unique=True)),
-                ('balance', models.BigIntegerField(default=0)),
-                ('pending', models.BigIntegerField(default=0, help_text='reserved by award tries')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "payer_id",
+                    models.BigIntegerField(
+                        help_text="core payer id (another database: no foreign key)", unique=True
+                    ),
+                ),
+                ("balance", models.BigIntegerField(default=0)),
+                ("pending", models.BigIntegerField(default=0, help_text="reserved by award tries")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('balance__gte', 0)), name='pointsaccount_balance_not_negative'), models.CheckConstraint(condition=models.Q(('pending__gte', 0)), name='pointsaccount_pending_not_negative')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("balance__gte", 0)),
+                        name="pointsaccount_balance_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("pending__gte", 0)),
+                        name="pointsaccount_pending_not_negative",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='FundEntry',
+            name="FundEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('hold', 'hold (reserved by a try)'), ('posted', 'posted (moved the balance)'), ('released', "released (a cancelled try's hold)")], max_length=8)),
-                ('direction', models.CharField(choices=[('credit', 'Credit'), ('debit', 'Debit')], max_length=6)),
-                ('amount', models.BigIntegerField(help_text='minor units, > 0')),
-                ('balance_after', models.BigIntegerField(help_text="the account's balance after this change")),
-                ('xid', models.CharField(blank=True, help_text='the TCC transaction; empty for a manual credit', max_length=64, null=True)),
-                ('out_trade_no', models.CharField(blank=True, default='', max_length=32)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('created_by', models.CharField(blank=True, default='', help_text='who, for a manual change', max_length=150)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='accounts.fundaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("hold", "hold (reserved by a try)"),
+                            ("posted", "posted (moved the balance)"),
+                            ("released", "released (a cancelled try's hold)"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[("credit", "Credit"), ("debit", "Debit")], max_length=6
+                    ),
+                ),
+                ("amount", models.BigIntegerField(help_text="minor units, > 0")),
+                (
+                    "balance_after",
+                    models.BigIntegerField(help_text="the account's balance after this change"),
+                ),
+                (
+                    "xid",
+                    models.CharField(
+                        blank=True,
+                        help_text="the TCC transaction; empty for a manual credit",
+                        max_length=64,
+                        null=True,
+                    ),
+                ),
+                ("out_trade_no", models.CharField(blank=True, default="", max_length=32)),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "created_by",
+                    models.CharField(
+                        blank=True, default="", help_text="who, for a manual change", max_length=150
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="accounts.fundaccount",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'fund entries',
-                'indexes': [models.Index(fields=['account', 'kind', '-id'], name='fundentry_account_recent')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='fundentry_amount_positive'), models.CheckConstraint(condition=models.Q(('balance_after__gte', 0)), name='fundentry_balance_after_not_negative'), models.UniqueConstraint(fields=('account', 'xid', 'direction', 'kind'), name='fundentry_unique_phase')],
+                "verbose_name_plural": "fund entries",
+                "indexes": [
+                    models.Index(fields=["account", "kind", "-id"], name="fundentry_account_recent")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="fundentry_amount_positive"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("balance_after__gte", 0)),
+                        name="fundentry_balance_after_not_negative",
+                    ),
+                    models.UniqueConstraint(
+                        fields=("account", "xid", "direction", "kind"),
+                        name="fundentry_unique_phase",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PointsEntry',
+            name="PointsEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('hold', 'hold (reserved by a try)'), ('posted', 'posted (moved the balance)'), ('released', "released (a cancelled try's hold)")], max_length=8)),
-                ('points', models.BigIntegerField(help_text='> 0')),
-                ('balance_after', models.BigIntegerField()),
-                ('xid', models.CharField(blank=True, max_length=64, null=True)),
-                ('out_trade_no', models.CharField(blank=True, default='', max_length=32)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='accounts.pointsaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("hold", "hold (reserved by a try)"),
+                            ("posted", "posted (moved the balance)"),
+                            ("released", "released (a cancelled try's hold)"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("points", models.BigIntegerField(help_text="> 0")),
+                ("balance_after", models.BigIntegerField()),
+                ("xid", models.CharField(blank=True, max_length=64, null=True)),
+                ("out_trade_no", models.CharField(blank=True, default="", max_length=32)),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="accounts.pointsaccount",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'points entries',
-                'constraints': [models.CheckConstraint(condition=models.Q(('points__gt', 0)), name='pointsentry_points_positive'), models.CheckConstraint(condition=models.Q(('balance_after__gte', 0)), name='pointsentry_balance_after_not_negative'), models.UniqueConstraint(fields=('account', 'xid', 'kind'), name='pointsentry_unique_phase')],
+                "verbose_name_plural": "points entries",
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("points__gt", 0)), name="pointsentry_points_positive"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("balance_after__gte", 0)),
+                        name="pointsentry_balance_after_not_negative",
+                    ),
+                    models.UniqueConstraint(
+                        fields=("account", "xid", "kind"), name="pointsentry_unique_phase"
+                    ),
+                ],
             },
         ),
     ]

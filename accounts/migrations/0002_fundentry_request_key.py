@@ -4,15 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='fundentry',
-            name='request_key',
-            field=models.CharField(blank=True, help_text="a manual credit's idempotency key: the same request submitted twice credits once", max_length=64, null=True, unique=True),
+            model_name="fundentry",
+            name="request_key",
+            field=models.CharField(
+                blank=True,
+                help_text="a manual credit's idempotency key: the same request submitted twice credits once",
+                max_length=64,
+                null=True,
+                unique=True,
+            ),
         ),
     ]

@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_fundentry_request_key'),
+        ("accounts", "0002_fundentry_request_key"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='fundentry',
-            index=models.Index(fields=['out_trade_no'], name='fundentry_order'),
+            model_name="fundentry",
+            index=models.Index(fields=["out_trade_no"], name="fundentry_order"),
         ),
         migrations.AddIndex(
-            model_name='pointsentry',
-            index=models.Index(fields=['out_trade_no'], name='pointsentry_order'),
+            model_name="pointsentry",
+            index=models.Index(fields=["out_trade_no"], name="pointsentry_order"),
         ),
     ]

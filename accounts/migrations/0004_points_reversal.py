@@ -4,28 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_entries_by_order'),
+        ("accounts", "0003_entries_by_order"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pointsaccount',
-            name='frozen',
-            field=models.BigIntegerField(db_default=0, default=0, help_text="outgoing, reserved by refunds' reversal tries"),
+            model_name="pointsaccount",
+            name="frozen",
+            field=models.BigIntegerField(
+                db_default=0, default=0, help_text="outgoing, reserved by refunds' reversal tries"
+            ),
         ),
         migrations.AddField(
-            model_name='pointsentry',
-            name='direction',
-            field=models.CharField(choices=[('credit', 'Credit'), ('debit', 'Debit')], db_default='credit', default='credit', max_length=6),
+            model_name="pointsentry",
+            name="direction",
+            field=models.CharField(
+                choices=[("credit", "Credit"), ("debit", "Debit")],
+                db_default="credit",
+                default="credit",
+                max_length=6,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pointsaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('frozen__gte', 0)), name='pointsaccount_frozen_not_negative'),
+            model_name="pointsaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("frozen__gte", 0)), name="pointsaccount_frozen_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='pointsaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('balance__gte', models.F('frozen'))), name='pointsaccount_available_not_negative'),
+            model_name="pointsaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("balance__gte", models.F("frozen"))),
+                name="pointsaccount_available_not_negative",
+            ),
         ),
     ]

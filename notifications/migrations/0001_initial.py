@@ -5,117 +5,257 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='MerchantSchedule',
+            name="MerchantSchedule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('merchant_id', models.BigIntegerField(help_text='paysys.core Merchant id (another database)', unique=True)),
-                ('retry_schedule', models.JSONField(help_text='e.g. [15, 60, 300]: waits in seconds after each failed attempt')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(
+                        help_text="paysys.core Merchant id (another database)", unique=True
+                    ),
+                ),
+                (
+                    "retry_schedule",
+                    models.JSONField(
+                        help_text="e.g. [15, 60, 300]: waits in seconds after each failed attempt"
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Endpoint',
+            name="Endpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('merchant_id', models.BigIntegerField(help_text='paysys.core Merchant id (another database)')),
-                ('url', models.CharField(max_length=512)),
-                ('disabled_at', models.DateTimeField(blank=True, null=True)),
-                ('disabled_reason', models.CharField(blank=True, default='', max_length=255)),
-                ('consecutive_failures', models.PositiveIntegerField(default=0)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(help_text="paysys.core Merchant id (another database)"),
+                ),
+                ("url", models.CharField(max_length=512)),
+                ("disabled_at", models.DateTimeField(blank=True, null=True)),
+                ("disabled_reason", models.CharField(blank=True, default="", max_length=255)),
+                ("consecutive_failures", models.PositiveIntegerField(default=0)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('merchant_id', 'url'), name='notify_endpoint_unique_url')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("merchant_id", "url"), name="notify_endpoint_unique_url"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Notification',
+            name="Notification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('webhook_id', models.CharField(help_text='msg_…: the same on every attempt', max_length=40, unique=True)),
-                ('merchant_id', models.BigIntegerField(help_text='paysys.core Merchant id (another database)')),
-                ('order_id', models.BigIntegerField(help_text='orders Order id (another database)')),
-                ('out_trade_no', models.CharField(max_length=64)),
-                ('merchant_order_no', models.CharField(max_length=64)),
-                ('event_type', models.CharField(max_length=64)),
-                ('url', models.CharField(help_text="where it is sent (the endpoint's URL)", max_length=512)),
-                ('body', models.TextField(help_text='the JSON body exactly as sent and signed')),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('SUCCEEDED', 'Succeeded'), ('FAILED', 'Failed')], default='PENDING', max_length=10)),
-                ('attempt_count', models.PositiveIntegerField(default=0, help_text='HTTP tries so far, every one logged')),
-                ('step', models.PositiveIntegerField(default=0, help_text='position in the retry schedule; resend restarts it')),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('message_id', models.UUIDField(blank=True, help_text='the order.paid message, for tracing', null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('succeeded_at', models.DateTimeField(blank=True, null=True)),
-                ('endpoint', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='notifications', to='notifications.endpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "webhook_id",
+                    models.CharField(
+                        help_text="msg_…: the same on every attempt", max_length=40, unique=True
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(help_text="paysys.core Merchant id (another database)"),
+                ),
+                (
+                    "order_id",
+                    models.BigIntegerField(help_text="orders Order id (another database)"),
+                ),
+                ("out_trade_no", models.CharField(max_length=64)),
+                ("merchant_order_no", models.CharField(max_length=64)),
+                ("event_type", models.CharField(max_length=64)),
+                (
+                    "url",
+                    models.CharField(
+                        help_text="where it is sent (the endpoint's URL)", max_length=512
+                    ),
+                ),
+                ("body", models.TextField(help_text="the JSON body exactly as sent and signed")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("SUCCEEDED", "Succeeded"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="PENDING",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "attempt_count",
+                    models.PositiveIntegerField(
+                        default=0, help_text="HTTP tries so far, every one logged"
+                    ),
+                ),
+                (
+                    "step",
+                    models.PositiveIntegerField(
+                        default=0, help_text="position in the retry schedule; resend restarts it"
+                    ),
+                ),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True, default="")),
+                (
+                    "message_id",
+                    models.UUIDField(
+                        blank=True, help_text="the order.paid message, for tracing", null=True
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("succeeded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="notifications",
+                        to="notifications.endpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='Attempt',
+            name="Attempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('merchant_id', models.BigIntegerField(help_text='copied from the record: per-merchant success rates without a join')),
-                ('number', models.PositiveIntegerField(help_text='1 for the first try of the record')),
-                ('trigger', models.CharField(choices=[('schedule', 'Schedule'), ('resend', 'Resend')], default='schedule', max_length=10)),
-                ('started_at', models.DateTimeField()),
-                ('url', models.CharField(max_length=512)),
-                ('address', models.CharField(blank=True, default='', help_text='the IP actually connected to', max_length=64)),
-                ('request_headers', models.JSONField()),
-                ('request_body', models.TextField()),
-                ('status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('response_excerpt', models.TextField(blank=True, default='', help_text='first 2 KB of the response body')),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('outcome', models.CharField(choices=[('succeeded', 'Succeeded'), ('failed', 'Failed'), ('refused', 'Refused')], max_length=10)),
-                ('error_class', models.CharField(blank=True, default='', max_length=32)),
-                ('error', models.TextField(blank=True, default='')),
-                ('notification', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='notifications.notification')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(
+                        help_text="copied from the record: per-merchant success rates without a join"
+                    ),
+                ),
+                (
+                    "number",
+                    models.PositiveIntegerField(help_text="1 for the first try of the record"),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("schedule", "Schedule"), ("resend", "Resend")],
+                        default="schedule",
+                        max_length=10,
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("url", models.CharField(max_length=512)),
+                (
+                    "address",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="the IP actually connected to",
+                        max_length=64,
+                    ),
+                ),
+                ("request_headers", models.JSONField()),
+                ("request_body", models.TextField()),
+                ("status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                (
+                    "response_excerpt",
+                    models.TextField(
+                        blank=True, default="", help_text="first 2 KB of the response body"
+                    ),
+                ),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("refused", "Refused"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("error_class", models.CharField(blank=True, default="", max_length=32)),
+                ("error", models.TextField(blank=True, default="")),
+                (
+                    "notification",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempts",
+                        to="notifications.notification",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['notification_id', 'number'],
+                "ordering": ["notification_id", "number"],
             },
         ),
         migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(fields=['next_attempt_at'], name='notification_due'),
+            model_name="notification",
+            index=models.Index(fields=["next_attempt_at"], name="notification_due"),
         ),
         migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(fields=['merchant_id', 'status', 'created_at'], name='notification_merchant_status'),
+            model_name="notification",
+            index=models.Index(
+                fields=["merchant_id", "status", "created_at"], name="notification_merchant_status"
+            ),
         ),
         migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(fields=['merchant_id', 'created_at'], name='notification_merchant_time'),
+            model_name="notification",
+            index=models.Index(
+                fields=["merchant_id", "created_at"], name="notification_merchant_time"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='notification',
-            constraint=models.UniqueConstraint(fields=('order_id', 'event_type'), name='notification_unique_per_order_event'),
+            model_name="notification",
+            constraint=models.UniqueConstraint(
+                fields=("order_id", "event_type"), name="notification_unique_per_order_event"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='notification',
-            constraint=models.CheckConstraint(condition=models.Q(('status', 'PENDING'), ('next_attempt_at__isnull', True), _connector='OR'), name='notification_due_only_pending'),
+            model_name="notification",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status", "PENDING"), ("next_attempt_at__isnull", True), _connector="OR"
+                ),
+                name="notification_due_only_pending",
+            ),
         ),
         migrations.AddIndex(
-            model_name='attempt',
-            index=models.Index(fields=['started_at', 'outcome'], name='attempt_time_outcome'),
+            model_name="attempt",
+            index=models.Index(fields=["started_at", "outcome"], name="attempt_time_outcome"),
         ),
         migrations.AddIndex(
-            model_name='attempt',
-            index=models.Index(fields=['merchant_id', 'started_at'], name='attempt_merchant_time'),
+            model_name="attempt",
+            index=models.Index(fields=["merchant_id", "started_at"], name="attempt_merchant_time"),
         ),
     ]

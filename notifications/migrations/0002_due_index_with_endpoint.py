@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('notifications', '0001_initial'),
+        ("notifications", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='notification',
-            name='notification_due',
+            model_name="notification",
+            name="notification_due",
         ),
         migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(fields=['next_attempt_at', 'endpoint'], name='notification_due'),
+            model_name="notification",
+            index=models.Index(fields=["next_attempt_at", "endpoint"], name="notification_due"),
         ),
     ]

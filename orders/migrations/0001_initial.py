@@ -4,35 +4,75 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('out_trade_no', models.CharField(help_text="the platform's order number at the bank", max_length=32, unique=True)),
-                ('merchant_id', models.BigIntegerField(help_text='core merchant id (another database: no foreign key)')),
-                ('merchant_order_no', models.CharField(max_length=64)),
-                ('amount', models.BigIntegerField(help_text='minor units')),
-                ('currency', models.CharField(max_length=3)),
-                ('subject', models.CharField(max_length=128)),
-                ('payer_id', models.BigIntegerField()),
-                ('notify_url', models.URLField(blank=True, default='', max_length=512)),
-                ('status', models.CharField(choices=[('CREATED', 'Created'), ('PAYING', 'Paying'), ('SUCCESS', 'Success'), ('CLOSED', 'Closed'), ('FAILED', 'Failed')], default='CREATED', max_length=16)),
-                ('bank_trade_no', models.CharField(blank=True, default='', max_length=64)),
-                ('expires_at', models.DateTimeField()),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "out_trade_no",
+                    models.CharField(
+                        help_text="the platform's order number at the bank",
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(
+                        help_text="core merchant id (another database: no foreign key)"
+                    ),
+                ),
+                ("merchant_order_no", models.CharField(max_length=64)),
+                ("amount", models.BigIntegerField(help_text="minor units")),
+                ("currency", models.CharField(max_length=3)),
+                ("subject", models.CharField(max_length=128)),
+                ("payer_id", models.BigIntegerField()),
+                ("notify_url", models.URLField(blank=True, default="", max_length=512)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("CREATED", "Created"),
+                            ("PAYING", "Paying"),
+                            ("SUCCESS", "Success"),
+                            ("CLOSED", "Closed"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="CREATED",
+                        max_length=16,
+                    ),
+                ),
+                ("bank_trade_no", models.CharField(blank=True, default="", max_length=64)),
+                ("expires_at", models.DateTimeField()),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['merchant_id', '-id'], name='order_merchant_recent'), models.Index(fields=['status', 'expires_at'], name='order_status_expiry')],
-                'constraints': [models.UniqueConstraint(fields=('merchant_id', 'merchant_order_no'), name='order_unique_merchant_order_no'), models.CheckConstraint(condition=models.Q(('amount__gte', 1), ('amount__lte', 100000000000)), name='order_amount_in_range')],
+                "indexes": [
+                    models.Index(fields=["merchant_id", "-id"], name="order_merchant_recent"),
+                    models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("merchant_id", "merchant_order_no"),
+                        name="order_unique_merchant_order_no",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gte", 1), ("amount__lte", 100000000000)),
+                        name="order_amount_in_range",
+                    ),
+                ],
             },
         ),
     ]

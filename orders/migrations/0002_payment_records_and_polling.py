@@ -4,45 +4,59 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orders', '0001_initial'),
+        ("orders", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PaymentRecord',
+            name="PaymentRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bank_trade_no', models.CharField(max_length=64, unique=True)),
-                ('out_trade_no', models.CharField(db_index=True, max_length=64)),
-                ('order_id', models.BigIntegerField(blank=True, null=True)),
-                ('amount', models.BigIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('paid_at', models.DateTimeField()),
-                ('source', models.CharField(help_text='notify: the bank told us; poll: we asked the bank', max_length=16)),
-                ('outcome', models.CharField(choices=[('APPLIED', 'Applied'), ('FLAGGED', 'Flagged')], max_length=16)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("bank_trade_no", models.CharField(max_length=64, unique=True)),
+                ("out_trade_no", models.CharField(db_index=True, max_length=64)),
+                ("order_id", models.BigIntegerField(blank=True, null=True)),
+                ("amount", models.BigIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                ("paid_at", models.DateTimeField()),
+                (
+                    "source",
+                    models.CharField(
+                        help_text="notify: the bank told us; poll: we asked the bank", max_length=16
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("APPLIED", "Applied"), ("FLAGGED", "Flagged")], max_length=16
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.AddField(
-            model_name='order',
-            name='next_poll_at',
+            model_name="order",
+            name="next_poll_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='order',
-            name='poll_count',
+            model_name="order",
+            name="poll_count",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['status', 'next_poll_at'], name='order_status_poll'),
+            model_name="order",
+            index=models.Index(fields=["status", "next_poll_at"], name="order_status_poll"),
         ),
         migrations.AddIndex(
-            model_name='paymentrecord',
-            index=models.Index(fields=['outcome', 'reviewed_at'], name='payment_record_review'),
+            model_name="paymentrecord",
+            index=models.Index(fields=["outcome", "reviewed_at"], name="payment_record_review"),
         ),
     ]

@@ -4,20 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orders', '0002_payment_records_and_polling'),
+        ("orders", "0002_payment_records_and_polling"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='pay_method',
-            field=models.CharField(blank=True, choices=[('bank', 'Bank'), ('balance', 'Balance')], default='', max_length=8),
+            model_name="order",
+            name="pay_method",
+            field=models.CharField(
+                blank=True,
+                choices=[("bank", "Bank"), ("balance", "Balance")],
+                default="",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='tcc_xid',
-            field=models.CharField(blank=True, default='', max_length=64),
+            model_name="order",
+            name="tcc_xid",
+            field=models.CharField(blank=True, default="", max_length=64),
         ),
     ]

@@ -6,76 +6,176 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orders', '0003_pay_method_and_tcc_xid'),
+        ("orders", "0003_pay_method_and_tcc_xid"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Refund',
+            name="Refund",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('refund_no', models.CharField(help_text="the platform's refund number (also at the bank)", max_length=32, unique=True)),
-                ('merchant_id', models.BigIntegerField()),
-                ('merchant_refund_no', models.CharField(max_length=64)),
-                ('out_trade_no', models.CharField(db_index=True, max_length=32)),
-                ('amount', models.BigIntegerField(help_text='minor units')),
-                ('currency', models.CharField(max_length=3)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('method', models.CharField(choices=[('bank', 'Bank'), ('balance', 'Balance')], help_text='how the order was paid: where the money goes back', max_length=8)),
-                ('points', models.BigIntegerField(default=0, help_text='payer points this refund reverses (see docs/refunds.md)')),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('SUCCEEDED', 'Succeeded'), ('FAILED', 'Failed')], default='PENDING', max_length=10)),
-                ('failure_reason', models.CharField(blank=True, default='', max_length=255)),
-                ('tcc_xid', models.CharField(blank=True, default='', help_text='the TCC transaction that holds the money', max_length=64)),
-                ('requested_by', models.CharField(default='merchant', help_text='merchant (API), or admin:<user>', max_length=150)),
-                ('kind', models.CharField(choices=[('order', 'order (the merchant refunds its paid order)'), ('duplicate', 'duplicate (a flagged bank payment no order took, back to the payer)')], default='order', max_length=10)),
-                ('bank_refund_no', models.CharField(blank=True, default='', max_length=64)),
-                ('next_poll_at', models.DateTimeField(blank=True, null=True)),
-                ('poll_count', models.PositiveIntegerField(default=0)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "refund_no",
+                    models.CharField(
+                        help_text="the platform's refund number (also at the bank)",
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("merchant_id", models.BigIntegerField()),
+                ("merchant_refund_no", models.CharField(max_length=64)),
+                ("out_trade_no", models.CharField(db_index=True, max_length=32)),
+                ("amount", models.BigIntegerField(help_text="minor units")),
+                ("currency", models.CharField(max_length=3)),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[("bank", "Bank"), ("balance", "Balance")],
+                        help_text="how the order was paid: where the money goes back",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "points",
+                    models.BigIntegerField(
+                        default=0,
+                        help_text="payer points this refund reverses (see docs/refunds.md)",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("SUCCEEDED", "Succeeded"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="PENDING",
+                        max_length=10,
+                    ),
+                ),
+                ("failure_reason", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "tcc_xid",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="the TCC transaction that holds the money",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.CharField(
+                        default="merchant",
+                        help_text="merchant (API), or admin:<user>",
+                        max_length=150,
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("order", "order (the merchant refunds its paid order)"),
+                            (
+                                "duplicate",
+                                "duplicate (a flagged bank payment no order took, back to the payer)",
+                            ),
+                        ],
+                        default="order",
+                        max_length=10,
+                    ),
+                ),
+                ("bank_refund_no", models.CharField(blank=True, default="", max_length=64)),
+                ("next_poll_at", models.DateTimeField(blank=True, null=True)),
+                ("poll_count", models.PositiveIntegerField(default=0)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.AddField(
-            model_name='order',
-            name='refunded_amount',
-            field=models.BigIntegerField(db_default=0, default=0, help_text='minor units given back by succeeded refunds'),
+            model_name="order",
+            name="refunded_amount",
+            field=models.BigIntegerField(
+                db_default=0, default=0, help_text="minor units given back by succeeded refunds"
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='refunding_amount',
-            field=models.BigIntegerField(db_default=0, default=0, help_text='minor units reserved by pending refunds'),
+            model_name="order",
+            name="refunding_amount",
+            field=models.BigIntegerField(
+                db_default=0, default=0, help_text="minor units reserved by pending refunds"
+            ),
         ),
         migrations.AlterField(
-            model_name='order',
-            name='status',
-            field=models.CharField(choices=[('CREATED', 'Created'), ('PAYING', 'Paying'), ('SUCCESS', 'Success'), ('CLOSED', 'Closed'), ('FAILED', 'Failed'), ('PARTIALLY_REFUNDED', 'Partially Refunded'), ('REFUNDED', 'Refunded')], default='CREATED', max_length=20),
+            model_name="order",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("CREATED", "Created"),
+                    ("PAYING", "Paying"),
+                    ("SUCCESS", "Success"),
+                    ("CLOSED", "Closed"),
+                    ("FAILED", "Failed"),
+                    ("PARTIALLY_REFUNDED", "Partially Refunded"),
+                    ("REFUNDED", "Refunded"),
+                ],
+                default="CREATED",
+                max_length=20,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gte', django.db.models.expressions.CombinedExpression(models.F('refunded_amount'), '+', models.F('refunding_amount'))), ('refunded_amount__gte', 0), ('refunding_amount__gte', 0)), name='order_refunds_within_amount'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "amount__gte",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("refunded_amount"), "+", models.F("refunding_amount")
+                        ),
+                    ),
+                    ("refunded_amount__gte", 0),
+                    ("refunding_amount__gte", 0),
+                ),
+                name="order_refunds_within_amount",
+            ),
         ),
         migrations.AddField(
-            model_name='refund',
-            name='order',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refunds', to='orders.order'),
+            model_name="refund",
+            name="order",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="refunds",
+                to="orders.order",
+            ),
         ),
         migrations.AddIndex(
-            model_name='refund',
-            index=models.Index(fields=['status', 'next_poll_at'], name='refund_status_poll'),
+            model_name="refund",
+            index=models.Index(fields=["status", "next_poll_at"], name="refund_status_poll"),
         ),
         migrations.AddIndex(
-            model_name='refund',
-            index=models.Index(fields=['merchant_id', '-id'], name='refund_merchant_recent'),
+            model_name="refund",
+            index=models.Index(fields=["merchant_id", "-id"], name="refund_merchant_recent"),
         ),
         migrations.AddConstraint(
-            model_name='refund',
-            constraint=models.UniqueConstraint(fields=('merchant_id', 'merchant_refund_no'), name='refund_unique_merchant_refund_no'),
+            model_name="refund",
+            constraint=models.UniqueConstraint(
+                fields=("merchant_id", "merchant_refund_no"),
+                name="refund_unique_merchant_refund_no",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='refund',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gte', 1)), name='refund_amount_positive'),
+            model_name="refund",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gte", 1)), name="refund_amount_positive"
+            ),
         ),
     ]

@@ -14,7 +14,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
-            raise exceptions.NotAuthenticated("no API key: send the header 'Authorization: Bearer <api_key>'")
+            raise exceptions.NotAuthenticated(
+                "no API key: send the header 'Authorization: Bearer <api_key>'"
+            )
         scheme, _, api_key = header.partition(" ")
         if scheme != self.keyword or not api_key.strip():
             raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <api_key>'")

@@ -73,7 +73,9 @@ def _flatten(detail) -> dict:
                 for sub, msg in _flatten(value).items():
                     out[f"{key}.{sub}"] = msg
             elif isinstance(value, list):
-                out[key] = "; ".join(str(v) if not isinstance(v, dict) else str(_flatten(v)) for v in value)
+                out[key] = "; ".join(
+                    str(v) if not isinstance(v, dict) else str(_flatten(v)) for v in value
+                )
             else:
                 out[key] = str(value)
         return out
@@ -89,7 +91,11 @@ def exception_handler(exc, context):
             response["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return response
     if isinstance(exc, DjangoValidationError):
-        fields = {k: "; ".join(v) for k, v in exc.message_dict.items()} if hasattr(exc, "error_dict") else None
+        fields = (
+            {k: "; ".join(v) for k, v in exc.message_dict.items()}
+            if hasattr(exc, "error_dict")
+            else None
+        )
         return Response(error_body("invalid", "; ".join(exc.messages), fields), status=400)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("too_large", "request body too large"), status=413)
@@ -99,14 +105,18 @@ def exception_handler(exc, context):
         return Response(error_body("not_found", "not found"), status=404)
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.exception("database unavailable")
-        response = Response(error_body("service_unavailable", "a database is unavailable, retry later"), status=503)
+        response = Response(
+            error_body("service_unavailable", "a database is unavailable, retry later"), status=503
+        )
         response["Retry-After"] = RETRY_AFTER_UNAVAILABLE
         return response
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body("invalid", "the request has invalid fields", _flatten(exc.detail))
+        response.data = error_body(
+            "invalid", "the request has invalid fields", _flatten(exc.detail)
+        )
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"

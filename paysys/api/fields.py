@@ -17,7 +17,9 @@ class StrictInputSerializer(serializers.Serializer):
         if isinstance(data, Mapping):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError({name or "(empty name)": "unknown field" for name in unknown})
+                raise serializers.ValidationError(
+                    {name or "(empty name)": "unknown field" for name in unknown}
+                )
         return super().to_internal_value(data)
 
 
@@ -61,7 +63,9 @@ _PLAIN_DECIMAL = re.compile(r"-?([0-9]{1,15})(?:\.([0-9]{1,3}))?")
 class MinorUnitsField(StrictIntegerField):
     """An amount: an integer in minor units. "19.99" or 19.99 gets told what to send instead (1999)."""
 
-    default_error_messages = {"invalid": "amounts are JSON integers in minor units (fen): 1999 for 19.99"}
+    default_error_messages = {
+        "invalid": "amounts are JSON integers in minor units (fen): 1999 for 19.99"
+    }
 
     def to_internal_value(self, data):
         if isinstance(data, (str, float)):
@@ -111,4 +115,6 @@ def reject_unknown_params(params, allowed: set[str]) -> None:
     """A misspelled filter must fail loudly, not silently return everything."""
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise serializers.ValidationError({name or "(empty name)": "unknown query parameter" for name in unknown})
+        raise serializers.ValidationError(
+            {name or "(empty name)": "unknown query parameter" for name in unknown}
+        )

@@ -1,8 +1,7 @@
-
 from django.conf import settings
 from django.http import JsonResponse
-from rest_framework.settings import api_settings
 from django.urls import Resolver404, resolve
+from rest_framework.settings import api_settings
 
 from paysys.api import ratelimit
 from paysys.api.exceptions import error_body
@@ -25,7 +24,10 @@ class BodySizeLimitMiddleware:
             return JsonResponse(error_body("bad_request", "invalid Content-Length"), status=400)
         if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             return JsonResponse(
-                error_body("too_large", f"request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"), status=413
+                error_body(
+                    "too_large", f"request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+                ),
+                status=413,
             )
         return self.get_response(request)
 
@@ -85,18 +87,28 @@ class PublicRateLimitMiddleware:
 
     @staticmethod
     def refused(request, scope: str):
-        wait = ratelimit.retry_after(f"{scope}:{client_address(request)}", settings.PUBLIC_RATE_LIMITS[scope])
+        wait = ratelimit.retry_after(
+            f"{scope}:{client_address(request)}", settings.PUBLIC_RATE_LIMITS[scope]
+        )
         if wait is None:
             return None
-        response = JsonResponse(error_body("throttled", f"too many requests from this address ({scope})"), status=429)
+        response = JsonResponse(
+            error_body("throttled", f"too many requests from this address ({scope})"), status=429
+        )
         response["Retry-After"] = str(wait)
         return response
 
 
 API_PREFIX = "/api/"
 # what a non-JSON error under /api/ becomes (Django's own 404/405/500 pages, HTML with DEBUG on)
-STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 500: "server_error"}
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "server_error",
+}
 
 
 class ApiJsonErrorsMiddleware:
@@ -116,7 +128,9 @@ class ApiJsonErrorsMiddleware:
             return response
         no_view = response.status_code == 404 and getattr(request, "resolver_match", None) is None
         if no_view or not response.get("Content-Type", "").startswith("application/json"):
-            return JsonResponse(self.body(request, response.status_code), status=response.status_code)
+            return JsonResponse(
+                self.body(request, response.status_code), status=response.status_code
+            )
         return response
 
     @staticmethod

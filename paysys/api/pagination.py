@@ -26,11 +26,15 @@ class NewestFirstPagination(CursorPagination):
     def get_paginated_response(self, data):
         """DRF's page plus the bare cursors, so a client passes ``cursor`` without parsing a URL."""
         next_link, previous_link = self.get_next_link(), self.get_previous_link()
-        return Response({
-            "next": next_link, "previous": previous_link,
-            "next_cursor": self._cursor_in(next_link), "previous_cursor": self._cursor_in(previous_link),
-            "results": data,
-        })
+        return Response(
+            {
+                "next": next_link,
+                "previous": previous_link,
+                "next_cursor": self._cursor_in(next_link),
+                "previous_cursor": self._cursor_in(previous_link),
+                "results": data,
+            }
+        )
 
     def _cursor_in(self, link: str | None) -> str | None:
         if link is None:
@@ -41,12 +45,18 @@ class NewestFirstPagination(CursorPagination):
         """A cursor is opaque but client-held: anything that is not one this API made (bad base64,
         a position that is not a value of the ordering field) is a 400 naming ``cursor``, never a
         404 or a 500."""
-        invalid = ValidationError({"cursor": "invalid cursor: use a next or previous link as given"})
+        invalid = ValidationError(
+            {"cursor": "invalid cursor: use a next or previous link as given"}
+        )
         try:
             cursor = super().decode_cursor(request)
         except NotFound:
             raise invalid from None
-        if cursor is not None and cursor.position is not None and not self._position_valid(cursor.position):
+        if (
+            cursor is not None
+            and cursor.position is not None
+            and not self._position_valid(cursor.position)
+        ):
             raise invalid
         return cursor
 
@@ -58,7 +68,7 @@ class NewestFirstPagination(CursorPagination):
         try:
             value = field.to_python(position)
             if isinstance(value, datetime.datetime) and value.tzinfo is not None:
-                value.astimezone(datetime.timezone.utc)  # 9999-12-31T23:59:59-12:00 has no UTC time
+                value.astimezone(datetime.UTC)  # 9999-12-31T23:59:59-12:00 has no UTC time
             return value is not None
         except (DjangoValidationError, ValueError, OverflowError):
             return False
@@ -70,8 +80,12 @@ class NewestFirstPagination(CursorPagination):
 class PageQuerySerializer(serializers.Serializer):
     """The paging parameters every list endpoint takes; its filter serializer extends this."""
 
-    cursor = serializers.CharField(required=False, help_text="a previous page's next_cursor or previous_cursor")
-    limit = QueryIntegerField(required=False, min_value=1, max_value=NewestFirstPagination.max_page_size)
+    cursor = serializers.CharField(
+        required=False, help_text="a previous page's next_cursor or previous_cursor"
+    )
+    limit = QueryIntegerField(
+        required=False, min_value=1, max_value=NewestFirstPagination.max_page_size
+    )
 
 
 # what a list endpoint's 400 means (its schema says so)
@@ -84,10 +98,20 @@ def list_query(request, query_serializer: type[PageQuerySerializer]) -> dict:
     reject_unknown_params(request.query_params, set(query_serializer().fields))
     query = query_serializer(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
-    return {name: value for name, value in query.validated_data.items() if name not in PageQuerySerializer._declared_fields}
+    return {
+        name: value
+        for name, value in query.validated_data.items()
+        if name not in PageQuerySerializer._declared_fields
+    }
 
 
-def paginated_response(request, view, queryset, serialize, pagination: type[NewestFirstPagination] = NewestFirstPagination):
+def paginated_response(
+    request,
+    view,
+    queryset,
+    serialize,
+    pagination: type[NewestFirstPagination] = NewestFirstPagination,
+):
     """One page of ``queryset``, its items turned into JSON by ``serialize(page)``."""
     paginator = pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
@@ -97,10 +121,24 @@ def paginated_response(request, view, queryset, serialize, pagination: type[Newe
 def page_serializer(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """The schema of a page of ``item``: ``{next, previous, next_cursor, previous_cursor, results}``,
     named after the item (OrderOutputSerializer -> OrderPageSerializer)."""
-    return type(item.__name__.replace("OutputSerializer", "PageSerializer"), (serializers.Serializer,), {
-        "next": serializers.URLField(allow_null=True, help_text="the next page's URL; null on the last page"),
-        "previous": serializers.URLField(allow_null=True, help_text="the previous page's URL; null on the first page"),
-        "next_cursor": serializers.CharField(allow_null=True, help_text="the next page: pass it as ?cursor=; null on the last page"),
-        "previous_cursor": serializers.CharField(allow_null=True, help_text="the previous page: pass it as ?cursor=; null on the first page"),
-        "results": item(many=True),
-    })
+    return type(
+        item.__name__.replace("OutputSerializer", "PageSerializer"),
+        (serializers.Serializer,),
+        {
+            "next": serializers.URLField(
+                allow_null=True, help_text="the next page's URL; null on the last page"
+            ),
+            "previous": serializers.URLField(
+                allow_null=True, help_text="the previous page's URL; null on the first page"
+            ),
+            "next_cursor": serializers.CharField(
+                allow_null=True,
+                help_text="the next page: pass it as ?cursor=; null on the last page",
+            ),
+            "previous_cursor": serializers.CharField(
+                allow_null=True,
+                help_text="the previous page: pass it as ?cursor=; null on the first page",
+            ),
+            "results": item(many=True),
+        },
+    )

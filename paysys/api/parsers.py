@@ -30,7 +30,9 @@ def _finite_float(text: str) -> float:
 
 def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
-    if len(obj) != len(pairs):  # {"amount": 100, "amount": 200}: which one a reader takes is undefined
+    if len(obj) != len(
+        pairs
+    ):  # {"amount": 100, "amount": 200}: which one a reader takes is undefined
         seen, repeated = set(), ""
         for key, _ in pairs:
             if key in seen:
@@ -52,8 +54,13 @@ def _bounded_int(text: str) -> int:
 def loads_strict(data: str | bytes):
     """``json.loads`` refusing NaN, infinities, duplicate keys and absurd nesting; raises ValueError."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int,
-                          object_pairs_hook=_object_without_duplicates)
+        return json.loads(
+            data,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            object_pairs_hook=_object_without_duplicates,
+        )
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
 

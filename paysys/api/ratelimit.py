@@ -47,7 +47,9 @@ def count_hit(key: str, period: int) -> int:
             count = cache.get(key, 0) + 1
             cache.set(key, count, timeout=period + 1)
             return count
-    if isinstance(cache, RedisCache):  # SET NX EX and INCR in one round trip (incr() alone costs two)
+    if isinstance(
+        cache, RedisCache
+    ):  # SET NX EX and INCR in one round trip (incr() alone costs two)
         key = cache.make_and_validate_key(key)
         pipe = cache._cache.get_client(key, write=True).pipeline(transaction=False)
         pipe.set(key, 0, ex=period + 1, nx=True)

@@ -38,7 +38,10 @@ ERROR = inline_serializer(
 # the API key's request rate is the reason (not for a quota such as the open orders)
 RETRY_AFTER = {
     "503": {"required": True, "description": "seconds to wait before trying again"},
-    "429": {"required": False, "description": "seconds to wait before trying again (sent when the request rate is the reason)"},
+    "429": {
+        "required": False,
+        "description": "seconds to wait before trying again (sent when the request rate is the reason)",
+    },
 }
 
 
@@ -52,7 +55,10 @@ def error_responses(raises: dict[type[Exception], str]) -> dict:
     described: dict[int, list[str]] = {}
     for error, when in raises.items():
         described.setdefault(status_of(error), []).append(when)
-    return {code: OpenApiResponse(ERROR, description="; ".join(whens)) for code, whens in described.items()}
+    return {
+        code: OpenApiResponse(ERROR, description="; ".join(whens))
+        for code, whens in described.items()
+    }
 
 
 def ecma_pattern(validator: RegexValidator) -> str:
@@ -72,7 +78,7 @@ class ApiAutoSchema(AutoSchema):
             400: "a malformed request (a Content-Length header that is not a number)",
             413: f"a request body over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
             503: "busy (more requests in progress than this web process takes; from any path), or a "
-                 "database did not answer: retry after Retry-After seconds",
+            "database did not answer: retry after Retry-After seconds",
             # DRF's dispatch and content negotiation
             405: "this path does not take the method: the Allow header lists those it does",
             406: "the Accept header does not admit application/json",
@@ -100,7 +106,10 @@ class ApiAutoSchema(AutoSchema):
     def _get_response_headers_for_code(self, status_code, direction="response"):
         headers = super()._get_response_headers_for_code(status_code, direction)
         if str(status_code) in RETRY_AFTER:
-            headers.setdefault("Retry-After", {"schema": {"type": "integer", "minimum": 1}, **RETRY_AFTER[str(status_code)]})
+            headers.setdefault(
+                "Retry-After",
+                {"schema": {"type": "integer", "minimum": 1}, **RETRY_AFTER[str(status_code)]},
+            )
         return headers
 
 

@@ -11,10 +11,14 @@ class ApiKeyRateThrottle(BaseThrottle):
     of one key all passed). Refused: DRF's 429 with ``Retry-After`` (whole seconds, at least 1),
     shaped by the API's exception handler."""
 
-    refusal = "too many requests for this API key: retry after Retry-After seconds"  # the schema's 429
+    refusal = (
+        "too many requests for this API key: retry after Retry-After seconds"  # the schema's 429
+    )
 
     def allow_request(self, request, view):
-        self.wait_seconds = ratelimit.retry_after(f"api_key:{self.ident(request)}", self.rate_for(request))
+        self.wait_seconds = ratelimit.retry_after(
+            f"api_key:{self.ident(request)}", self.rate_for(request)
+        )
         return self.wait_seconds is None
 
     @staticmethod

@@ -17,6 +17,13 @@ from paysys.contracts.messages import (
 )
 
 __all__ = [
-    "BankPaymentSucceeded", "BenchPing", "Contract", "ContractError", "OrderPaid", "RefundFinished",
-    "RefundRequested", "WalletCredited", "contracts",
+    "BankPaymentSucceeded",
+    "BenchPing",
+    "Contract",
+    "ContractError",
+    "OrderPaid",
+    "RefundFinished",
+    "RefundRequested",
+    "WalletCredited",
+    "contracts",
 ]

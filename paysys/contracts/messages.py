@@ -40,7 +40,9 @@ def _is_instance(value, annotation) -> bool:
 @dataclass(frozen=True)
 class Contract:
     TOPIC: ClassVar[str]
-    PRODUCER: ClassVar[str]  # the database alias whose outbox it is published from (/metrics' service label)
+    PRODUCER: ClassVar[
+        str
+    ]  # the database alias whose outbox it is published from (/metrics' service label)
     VERSION: ClassVar[int] = 1  # the version producers send
     ACCEPTS: ClassVar[frozenset[int]] = frozenset({1})  # the versions consumers read
 
@@ -50,10 +52,14 @@ class Contract:
     @classmethod
     def from_payload(cls, payload) -> Self:
         if not isinstance(payload, dict):
-            raise ContractError(f"{cls.TOPIC}: payload must be an object, got {type(payload).__name__}")
+            raise ContractError(
+                f"{cls.TOPIC}: payload must be an object, got {type(payload).__name__}"
+            )
         version = payload.get("v", 1)
         if version not in cls.ACCEPTS:
-            raise ContractError(f"{cls.TOPIC}: version {version!r} is not one of {sorted(cls.ACCEPTS)}")
+            raise ContractError(
+                f"{cls.TOPIC}: version {version!r} is not one of {sorted(cls.ACCEPTS)}"
+            )
         values, problems = {}, []
         for name, annotation, required in _fields(cls):
             if name not in payload:
@@ -79,8 +85,14 @@ def _fields(cls: type[Contract]) -> tuple[tuple[str, object, bool], ...]:
     """(name, resolved annotation, required) per field: resolving the string annotations costs
     more than checking a payload, so it is done once per class, not per message."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-                 for f in dataclasses.fields(cls))
+    return tuple(
+        (
+            f.name,
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(cls)
+    )
 
 
 def _type_name(annotation) -> str:
@@ -161,7 +173,9 @@ class WalletCredited(Contract):
 
     def check(self) -> None:
         if self.amount <= 0:
-            raise ContractError(f"{self.TOPIC} entry {self.entry_id}: amount must be positive, got {self.amount}")
+            raise ContractError(
+                f"{self.TOPIC} entry {self.entry_id}: amount must be positive, got {self.amount}"
+            )
 
 
 @dataclass(frozen=True)
@@ -188,7 +202,9 @@ class RefundFinished(Contract):
     method: str  # bank | balance: where the money went back
     xid: str  # the TCC transaction that holds (held) or moved the money
     held: bool  # the merchant's debit and the points' reversal are still holds, to post or release
-    points: int = 0  # points the refund reverses (at most; see accounts.services.points_reverse_hold)
+    points: int = (
+        0  # points the refund reverses (at most; see accounts.services.points_reverse_hold)
+    )
     reason: str = ""
     failure_reason: str = ""
     finished_at: str = ""  # ISO 8601
@@ -198,7 +214,9 @@ class RefundFinished(Contract):
 
     def check(self) -> None:
         if self.amount <= 0 or self.status not in ("SUCCEEDED", "FAILED"):
-            raise ContractError(f"{self.TOPIC} {self.refund_no}: need amount > 0 and a final status")
+            raise ContractError(
+                f"{self.TOPIC} {self.refund_no}: need amount > 0 and a final status"
+            )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ def metrics_token_refusal(request, *, realm: str = "metrics") -> JsonResponse | 
         return JsonResponse(error_body("not_found", "not found"), status=404)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        response = JsonResponse(error_body("not_authenticated", "use 'Authorization: Bearer <METRICS_TOKEN>'"), status=401)
+        response = JsonResponse(
+            error_body("not_authenticated", "use 'Authorization: Bearer <METRICS_TOKEN>'"),
+            status=401,
+        )
         response["WWW-Authenticate"] = f'Bearer realm="{realm}"'
         return response
     return None

@@ -1,7 +1,6 @@
 """Admin bases for rows that only services write (STYLE: store first, change through services)."""
 
 from datetime import timedelta
-
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -38,7 +37,7 @@ def action_needing(permission: str, action):
 
 
 class AgeFilter(admin.SimpleListFilter):
-    """"Older than 1 minute / 1 hour / 1 day", on ``created_at``."""
+    """ "Older than 1 minute / 1 hour / 1 day", on ``created_at``."""
 
     title = "age"
     parameter_name = "older_than"

@@ -57,14 +57,20 @@ class Channel(filesystem.Channel):
         return self._folder("failed_folder", "failed")
 
     def _folder(self, option: str, default_name: str) -> str:
-        folder = self.transport_options.get(option) or os.path.join(os.path.dirname(self.data_folder_in), default_name)
+        folder = self.transport_options.get(option) or os.path.join(
+            os.path.dirname(self.data_folder_in), default_name
+        )
         os.makedirs(folder, exist_ok=True)
         return folder
 
     def _put(self, queue, payload, **kwargs):
         # the millisecond prefix keeps kombu's ordering (consumers take names in sorted order)
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
-        _write_atomically(str_to_bytes(dumps(payload)), self.staging_folder, os.path.join(self.data_folder_out, name))
+        _write_atomically(
+            str_to_bytes(dumps(payload)),
+            self.staging_folder,
+            os.path.join(self.data_folder_out, name),
+        )
 
     def _get(self, queue):
         suffix = f".{queue}.msg"
@@ -84,8 +90,13 @@ class Channel(filesystem.Channel):
             except (ValueError, UnicodeDecodeError) as exc:
                 aside = os.path.join(self.failed_folder, name)
                 os.replace(claimed, aside)
-                logger.error("embedded broker: message %s on queue %s cannot be decoded (%s); moved to %s",
-                             name, queue, exc, aside)
+                logger.error(
+                    "embedded broker: message %s on queue %s cannot be decoded (%s); moved to %s",
+                    name,
+                    queue,
+                    exc,
+                    aside,
+                )
                 continue
             if not self.store_processed:
                 os.remove(claimed)

@@ -18,14 +18,27 @@ TAG = "settings"
 def check_settings(app_configs=None, **kwargs) -> list[Error]:
     errors = []
     if settings.NOTIFY_CLAIM_LEASE <= settings.NOTIFY_TOTAL_TIMEOUT:
-        errors.append(Error("NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT: a record still being sent would "
-                            "be claimed again", id="paysys.E001"))
+        errors.append(
+            Error(
+                "NOTIFY_CLAIM_LEASE must exceed NOTIFY_TOTAL_TIMEOUT: a record still being sent would "
+                "be claimed again",
+                id="paysys.E001",
+            )
+        )
     if settings.RETENTION_DAYS < 1:
-        errors.append(Error("RETENTION_DAYS must be at least 1: a message copy may still be on its way",
-                            id="paysys.E002"))
+        errors.append(
+            Error(
+                "RETENTION_DAYS must be at least 1: a message copy may still be on its way",
+                id="paysys.E002",
+            )
+        )
     if settings.ORDER_POLL_MAX_PER_SECOND < 1:
-        errors.append(Error("ORDER_POLL_MAX_PER_SECOND must be at least 1 (questions per second to the bank)",
-                            id="paysys.E003"))
+        errors.append(
+            Error(
+                "ORDER_POLL_MAX_PER_SECOND must be at least 1 (questions per second to the bank)",
+                id="paysys.E003",
+            )
+        )
     return errors
 
 

@@ -64,7 +64,7 @@ class TcpProxy:
     def describe(self) -> str:
         return f"proxy :{self.port} {'closed' if self.is_cut else 'open'}"
 
-    def open(self) -> "TcpProxy":
+    def open(self) -> TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -152,12 +152,16 @@ class SqliteLock:
         deadline = time.monotonic() + timeout
         while True:
             try:  # readers hold a read mark only for a transaction: retry until none does
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, WAL_LOCK_BYTES, WAL_LOCK_OFFSET, os.SEEK_SET)
+                fcntl.lockf(
+                    fd, fcntl.LOCK_EX | fcntl.LOCK_NB, WAL_LOCK_BYTES, WAL_LOCK_OFFSET, os.SEEK_SET
+                )
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise TimeoutError(f"{self.path} stayed in use for {timeout:.0f} s; not locked") from None
+                    raise TimeoutError(
+                        f"{self.path} stayed in use for {timeout:.0f} s; not locked"
+                    ) from None
                 time.sleep(0.01)
         self._fd = fd
 
@@ -178,4 +182,4 @@ class SqliteLock:
         self.release()
 
     def describe(self) -> str:
-        return f"{self.path.name[:-len('-shm')]} {'locked' if self.held else 'open'}"
+        return f"{self.path.name[: -len('-shm')]} {'locked' if self.held else 'open'}"

@@ -61,7 +61,10 @@ class Liveness:
     last_seen: datetime | None
 
     def as_json(self) -> dict:
-        return {"alive": self.alive, "last_seen": self.last_seen.isoformat() if self.last_seen else None}
+        return {
+            "alive": self.alive,
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+        }
 
 
 def liveness(names: list[str] | None = None, *, now: float | None = None) -> dict[str, Liveness]:
@@ -97,7 +100,9 @@ def start(names: list[str]) -> None:
         return
     _names.extend(names)
     _stop.clear()
-    threading.Thread(target=_beat_forever, args=(list(names),), name="paysys-heartbeat", daemon=True).start()
+    threading.Thread(
+        target=_beat_forever, args=(list(names),), name="paysys-heartbeat", daemon=True
+    ).start()
     logger.info("heartbeat every %ss for %s", settings.WORKER_HEARTBEAT_SECONDS, ", ".join(names))
 
 

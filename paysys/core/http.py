@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import h11
@@ -82,7 +82,9 @@ async def resolve(host: str, port: int) -> list[str]:
     if cached and cached[0] > time.monotonic():
         return cached[1]
     loop = asyncio.get_running_loop()
-    infos = await loop.run_in_executor(None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    infos = await loop.run_in_executor(
+        None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    )
     addresses: list[str] = []
     for *_, sockaddr in infos:
         if sockaddr[0] not in addresses:
@@ -93,8 +95,10 @@ async def resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
-async def post(url: str, headers: dict[str, str], body: bytes, *, connect_timeout: float, total_timeout: float) -> Response:
-    result = Response(started_at=datetime.now(tz=dt_timezone.utc))
+async def post(
+    url: str, headers: dict[str, str], body: bytes, *, connect_timeout: float, total_timeout: float
+) -> Response:
+    result = Response(started_at=datetime.now(tz=UTC))
     started = time.monotonic()
     try:
         async with asyncio.timeout(total_timeout):
@@ -117,9 +121,16 @@ async def post(url: str, headers: dict[str, str], body: bytes, *, connect_timeou
     return result
 
 
-async def _post(result: Response, url: str, headers: dict[str, str], body: bytes, connect_timeout: float) -> None:
+async def _post(
+    result: Response, url: str, headers: dict[str, str], body: bytes, connect_timeout: float
+) -> None:
     parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.username
+        or parts.password
+    ):
         result.error_class = "invalid_url"
         raise Refused(f"{url!r} is not an http(s) URL with a host and no credentials")
     host = parts.hostname
@@ -162,7 +173,9 @@ async def _post(result: Response, url: str, headers: dict[str, str], body: bytes
     pool.give_back(key, conn)
 
 
-def post_all(requests: list[tuple[str, dict[str, str], bytes]], *, total_timeout: float) -> list[Response]:
+def post_all(
+    requests: list[tuple[str, dict[str, str], bytes]], *, total_timeout: float
+) -> list[Response]:
     """:func:`post` each ``(url, headers, body)`` at once, from synchronous code, and return their
     answers in order. Each is bounded by ``total_timeout``, so the whole call is too: a server
     that answers a byte at a time costs its own request the deadline, and nobody else anything.
@@ -174,8 +187,10 @@ def post_all(requests: list[tuple[str, dict[str, str], bytes]], *, total_timeout
 
     async def all_at_once():
         return await asyncio.gather(
-            *(post(url, headers, body, connect_timeout=total_timeout, total_timeout=total_timeout)
-              for url, headers, body in requests),
+            *(
+                post(url, headers, body, connect_timeout=total_timeout, total_timeout=total_timeout)
+                for url, headers, body in requests
+            ),
             return_exceptions=True,
         )
 
@@ -183,19 +198,24 @@ def post_all(requests: list[tuple[str, dict[str, str], bytes]], *, total_timeout
     try:
         answers = loop.run_until_complete(all_at_once())
         _, pool = _pools.pop(id(loop), (None, None))
-        for conns in (pool.idle.values() if pool else ()):
+        for conns in pool.idle.values() if pool else ():
             for conn in conns:
                 conn.close()
         loop.run_until_complete(asyncio.sleep(0))  # the aborted transports release their sockets
     finally:
         loop.close()  # shuts its lookup threads down without waiting
-    return [answer if isinstance(answer, Response) else internal_error(answer) for answer in answers]
+    return [
+        answer if isinstance(answer, Response) else internal_error(answer) for answer in answers
+    ]
 
 
 def internal_error(exc: BaseException) -> Response:
     """The answer of a request whose client raised: a bug here is still an attempt, recorded."""
-    return Response(started_at=datetime.now(tz=dt_timezone.utc), error_class="internal",
-                    error=f"{exc.__class__.__name__}: {exc}")
+    return Response(
+        started_at=datetime.now(tz=UTC),
+        error_class="internal",
+        error=f"{exc.__class__.__name__}: {exc}",
+    )
 
 
 @dataclass
@@ -290,7 +310,10 @@ async def _connect(result, addresses, port, tls_host, connect_timeout) -> _Conne
         try:
             async with asyncio.timeout(connect_timeout):
                 reader, writer = await asyncio.open_connection(
-                    address, port, ssl=tls_context() if tls_host else None, server_hostname=tls_host,
+                    address,
+                    port,
+                    ssl=tls_context() if tls_host else None,
+                    server_hostname=tls_host,
                 )
             return _Connection(reader, writer, address)
         except TimeoutError:
@@ -319,11 +342,15 @@ async def _exchange(result, conn: _Connection, parts, host, port, headers, body)
         ("Content-Length", str(len(body))),
         *headers.items(),
     ]
-    conn.writer.write(b"".join((  # one write, one segment: the request is small
-        http.send(h11.Request(method="POST", target=target, headers=request_headers)),
-        http.send(h11.Data(data=body)),
-        http.send(h11.EndOfMessage()),
-    )))
+    conn.writer.write(
+        b"".join(
+            (  # one write, one segment: the request is small
+                http.send(h11.Request(method="POST", target=target, headers=request_headers)),
+                http.send(h11.Data(data=body)),
+                http.send(h11.EndOfMessage()),
+            )
+        )
+    )
     await conn.writer.drain()
     excerpt = bytearray()
     read = 0
@@ -338,7 +365,9 @@ async def _exchange(result, conn: _Connection, parts, host, port, headers, body)
             continue
         if isinstance(event, h11.Response):
             result.status_code = event.status_code
-            result.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            result.headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers
+            }
             result.retry_after = parse_retry_after(result.headers.get("retry-after"))
             result.location = result.headers.get("location", "")
         elif isinstance(event, h11.Data):
@@ -363,5 +392,5 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt_timezone.utc)
-    return max(0.0, (when - datetime.now(tz=dt_timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())

@@ -17,7 +17,7 @@ import atexit
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from celery import current_app
 from django.conf import settings
@@ -102,15 +102,25 @@ class Kick:
     The background thread runs ``run_here(target)`` when given (a pass on that thread, which
     falls back to :meth:`send`), else :meth:`send`."""
 
-    def __init__(self, task: str, *, key: str, ttl_setting: str, thread_name: str,
-                 route: Callable[[str], dict] | None = None, with_target: bool = True,
-                 run_here: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        *,
+        key: str,
+        ttl_setting: str,
+        thread_name: str,
+        route: Callable[[str], dict] | None = None,
+        with_target: bool = True,
+        run_here: Callable[[str], None] | None = None,
+    ) -> None:
         self.task = task
         self._key = key
         self._ttl_setting = ttl_setting
         self._route = route
         self._with_target = with_target
-        self.background = BackgroundKicks(run_here or (lambda target: self.send(target)), name=thread_name)
+        self.background = BackgroundKicks(
+            run_here or (lambda target: self.send(target)), name=thread_name
+        )
         atexit.register(self.background.flush)
 
     def key(self, target: str = "") -> str:
@@ -134,13 +144,24 @@ class Kick:
             route = self._route(target) if self._route else {}
             send_task(self.task, args=[target] if self._with_target else [], **route, retry=False)
         except Exception:  # noqa: BLE001 - a hint only: recovery (or beat) runs the pass anyway
-            logger.warning("kick of %s(%s) not sent; its recovery pass will run it", self.task, target, exc_info=True)
+            logger.warning(
+                "kick of %s(%s) not sent; its recovery pass will run it",
+                self.task,
+                target,
+                exc_info=True,
+            )
             try:
                 cache.delete(key)
             except Exception:  # noqa: BLE001 - the key expires on its own
                 pass
 
-    def run_pass(self, run: Callable[[], object], *, target: str = "", full: Callable[[object], bool] = lambda _: False):
+    def run_pass(
+        self,
+        run: Callable[[], object],
+        *,
+        target: str = "",
+        full: Callable[[object], bool] = lambda _: False,
+    ):
         """The pass task's body: clear the kick first (a commit landing while the pass runs kicks
         the next one), run the pass, and kick again at once when ``full(result)`` (more may be
         waiting: continue in a fresh task, not at the next beat)."""

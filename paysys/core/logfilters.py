@@ -48,7 +48,9 @@ class RoutineToDebug(logging.Filter):
         if record.levelno != logging.INFO or record.name not in TASK_LOGGERS:
             return False
         if record.name != "celery.beat":
-            return True  # a task's receipt or success, whichever task: its business step logs itself
+            return (
+                True  # a task's receipt or success, whichever task: its business step logs itself
+            )
         if self._routine is None:
             self._routine = routine_tasks()
         message = record.getMessage()

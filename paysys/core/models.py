@@ -13,7 +13,9 @@ class Merchant(models.Model):
     name = models.CharField(max_length=128)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     notify_url = models.URLField(max_length=512)
-    fee_rate_bp = models.PositiveIntegerField(default=60, help_text="fee in basis points of the amount")
+    fee_rate_bp = models.PositiveIntegerField(
+        default=60, help_text="fee in basis points of the amount"
+    )
     # API key "psk_<prefix>_<secret>": the prefix finds the row, the SHA-256 of the whole key is
     # compared in constant time; the key itself is shown once and never stored
     api_key_prefix = models.CharField(max_length=16, unique=True, editable=False)
@@ -21,21 +23,34 @@ class Merchant(models.Model):
     webhook_secret = models.CharField(max_length=128, editable=False)
     # after a rotation the old secret still signs (next to the new one) until the grace ends, so
     # a merchant can deploy the new secret without rejecting a single notification meanwhile
-    previous_webhook_secret = models.CharField(max_length=128, blank=True, default="", editable=False)
+    previous_webhook_secret = models.CharField(
+        max_length=128, blank=True, default="", editable=False
+    )
     previous_webhook_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     # per-merchant limits, for a merchant whose volume is known (a large shop, a load test): empty
     # means the platform's defaults (API_RATE_LIMIT, ORDER_MAX_OPEN_PER_MERCHANT)
-    api_rate_limit = models.CharField(max_length=32, blank=True, default="", validators=[RegexValidator(
-                                          r"^[1-9][0-9]{0,8}/(s|sec|m|min|h|hour|d|day)$", "like 6000/min")],
-                                      help_text="requests per API key, e.g. 6000/min; empty: API_RATE_LIMIT")
-    max_open_orders = models.PositiveIntegerField(null=True, blank=True,
-                                                  help_text="open unpaid orders at once; empty: ORDER_MAX_OPEN_PER_MERCHANT")
+    api_rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        validators=[
+            RegexValidator(r"^[1-9][0-9]{0,8}/(s|sec|m|min|h|hour|d|day)$", "like 6000/min")
+        ],
+        help_text="requests per API key, e.g. 6000/min; empty: API_RATE_LIMIT",
+    )
+    max_open_orders = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="open unpaid orders at once; empty: ORDER_MAX_OPEN_PER_MERCHANT",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=models.Q(fee_rate_bp__lte=10_000), name="merchant_fee_rate_bp_lte_10000"),
+            models.CheckConstraint(
+                condition=models.Q(fee_rate_bp__lte=10_000), name="merchant_fee_rate_bp_lte_10000"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -69,17 +84,24 @@ class PayerAgreement(models.Model):
     """
 
     payer = models.ForeignKey(Payer, on_delete=models.PROTECT, related_name="agreements")
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payer_agreements")
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.PROTECT, related_name="payer_agreements"
+    )
     # token "ppt_<prefix>_<secret>": the prefix finds the row, the SHA-256 of the whole token is
     # compared in constant time; the token itself is shown once and never stored (as API keys)
     token_prefix = models.CharField(max_length=16, unique=True, editable=False)
     token_hash = models.CharField(max_length=64, editable=False)
-    currency = models.CharField(max_length=3, help_text="the limits' currency; payments in another are refused")
+    currency = models.CharField(
+        max_length=3, help_text="the limits' currency; payments in another are refused"
+    )
     per_payment_limit = models.BigIntegerField(
-        null=True, blank=True, help_text="the most one payment may take (minor units); empty: no limit"
+        null=True,
+        blank=True,
+        help_text="the most one payment may take (minor units); empty: no limit",
     )
     daily_limit = models.BigIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="the most the payments of one day (in TIME_ZONE) may take together (minor units); empty: no limit",
     )
     # True while in force, NULL once revoked: unique with (payer, merchant), so at most one
@@ -87,21 +109,34 @@ class PayerAgreement(models.Model):
     # partial unique index would say it better, but MariaDB has none)
     in_force = models.BooleanField(null=True, default=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.CharField(max_length=150, help_text="who issued it: command:<user> or admin:<user>")
-    token_issued_at = models.DateTimeField(help_text="when the current token was issued (at creation or reissue)")
+    created_by = models.CharField(
+        max_length=150, help_text="who issued it: command:<user> or admin:<user>"
+    )
+    token_issued_at = models.DateTimeField(
+        help_text="when the current token was issued (at creation or reissue)"
+    )
     token_issued_by = models.CharField(max_length=150)
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["payer", "merchant", "in_force"], name="payeragreement_one_in_force"),
-            models.CheckConstraint(condition=_empty_or_positive("per_payment_limit"),
-                                   name="payeragreement_per_payment_limit_positive"),
-            models.CheckConstraint(condition=_empty_or_positive("daily_limit"), name="payeragreement_daily_limit_positive"),
+            models.UniqueConstraint(
+                fields=["payer", "merchant", "in_force"], name="payeragreement_one_in_force"
+            ),
             models.CheckConstraint(
-                condition=(models.Q(in_force=True, revoked_at__isnull=True)
-                           | models.Q(in_force__isnull=True, revoked_at__isnull=False)),
+                condition=_empty_or_positive("per_payment_limit"),
+                name="payeragreement_per_payment_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=_empty_or_positive("daily_limit"),
+                name="payeragreement_daily_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(in_force=True, revoked_at__isnull=True)
+                    | models.Q(in_force__isnull=True, revoked_at__isnull=False)
+                ),
                 name="payeragreement_in_force_until_revoked",
             ),
         ]
@@ -124,8 +159,12 @@ class PayerAgreementDay(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["agreement", "day"], name="payeragreementday_unique_day"),
-            models.CheckConstraint(condition=models.Q(amount__gte=0), name="payeragreementday_amount_not_negative"),
+            models.UniqueConstraint(
+                fields=["agreement", "day"], name="payeragreementday_unique_day"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount__gte=0), name="payeragreementday_amount_not_negative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -61,7 +61,9 @@ def host_refusal(host: str, addresses: list[str]) -> str | None:
         if reason:
             if is_ip_literal(host):
                 return reason  # the caller wrote this address: naming it reveals nothing
-            return f"{host} is not a public address (allow its network with NOTIFY_ALLOWED_NETWORKS)"
+            return (
+                f"{host} is not a public address (allow its network with NOTIFY_ALLOWED_NETWORKS)"
+            )
     return None
 
 
@@ -94,7 +96,9 @@ def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -
     if not resolve:
         return None
     try:
-        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(
+            host, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP
+        )
     except (socket.gaierror, UnicodeError) as exc:
         return f"host {host!r} does not resolve ({exc})" if must_resolve else None
     return host_refusal(host, [sockaddr[0] for *_, sockaddr in infos])

@@ -23,9 +23,13 @@ from paysys.core.services import AgreementCharge
 ACTION = "core.agreement"
 
 
-def agreement_branch(agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str) -> tcc.Branch:
+def agreement_branch(
+    agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str
+) -> tcc.Branch:
     """The branch that counts a payment of ``amount`` against ``agreement`` today."""
-    charge = AgreementCharge.for_payment(agreement, amount=amount, currency=currency, out_trade_no=out_trade_no)
+    charge = AgreementCharge.for_payment(
+        agreement, amount=amount, currency=currency, out_trade_no=out_trade_no
+    )
     return tcc.Branch(ACTION, charge.to_payload())
 
 
@@ -42,4 +46,11 @@ def charge_cancel(payload: dict, *, xid: str) -> None:
 
 
 def register() -> None:
-    tcc.participant(ACTION, alias="default", queue="core", try_=charge_try, confirm=charge_confirm, cancel=charge_cancel)
+    tcc.participant(
+        ACTION,
+        alias="default",
+        queue="core",
+        try_=charge_try,
+        confirm=charge_confirm,
+        cancel=charge_cancel,
+    )

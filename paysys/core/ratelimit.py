@@ -21,7 +21,7 @@ import fcntl
 import json
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import caches
@@ -38,7 +38,9 @@ class SharedRateLimit:
 
     def __init__(self, name: str, per_second: Callable[[], int]):
         if not re.fullmatch(r"[a-z0-9_-]+", name):
-            raise ValueError(f"rate limit name {name!r}: lower-case letters, digits, '-' and '_' only")
+            raise ValueError(
+                f"rate limit name {name!r}: lower-case letters, digits, '-' and '_' only"
+            )
         self.name = name
         self.per_second = per_second
 
@@ -88,7 +90,10 @@ def _take_in_redis(cache: RedisCache, name: str, slot: int, limit: int) -> bool 
     (DECR). None when the clock crossed into the next slot meanwhile (counted again there).
     Django's ``add``/``incr``/``get_many`` would cost four round trips, and a saturated bound is
     asked by every waiting thread at every slot."""
-    keys = [cache.make_and_validate_key(f"ratelimit:{name}:{s}") for s in range(slot - WINDOW_SLOTS + 1, slot + 1)]
+    keys = [
+        cache.make_and_validate_key(f"ratelimit:{name}:{s}")
+        for s in range(slot - WINDOW_SLOTS + 1, slot + 1)
+    ]
     client = cache._cache.get_client(keys[-1], write=True)
     pipe = client.pipeline(transaction=False)
     pipe.set(keys[-1], 0, ex=_KEY_TTL, nx=True)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -76,13 +76,18 @@ def parse_age(text: str) -> timedelta:
 
 @dataclass
 class PurgeResult:
-    counts: dict[str, int] = field(default_factory=dict)  # rows deleted (or, dry, that would go) per label
+    counts: dict[str, int] = field(
+        default_factory=dict
+    )  # rows deleted (or, dry, that would go) per label
     skipped: list[str] = field(default_factory=list)  # tables whose database did not answer
     complete: bool = True  # False: the time budget ran out first
 
 
 def purge_history(
-    *, older_than: timedelta, dry_run: bool = False, budget_seconds: float | None = None,
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    budget_seconds: float | None = None,
     progress: Callable[[str, dict[str, int], bool], None] | None = None,
 ) -> PurgeResult:
     """Delete (``dry_run``: count) every registered table's rows older than ``older_than``.
@@ -90,13 +95,17 @@ def purge_history(
     ``budget_seconds`` ends the pass early (the next one goes on where it stopped).
     ``progress(label, counts so far, done)`` is called after every batch."""
     if older_than < MIN_AGE:
-        raise ValueError(f"history younger than {MIN_AGE.days} day is kept: a message copy may still be on its way")
+        raise ValueError(
+            f"history younger than {MIN_AGE.days} day is kept: a message copy may still be on its way"
+        )
     cutoff = timezone.now() - older_than
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     result = PurgeResult()
     for table in list(TABLES):
         try:
-            counts, complete = _purge_table(table, cutoff, dry_run=dry_run, deadline=deadline, progress=progress)
+            counts, complete = _purge_table(
+                table, cutoff, dry_run=dry_run, deadline=deadline, progress=progress
+            )
         except DatabaseError:
             logger.warning("retention skipped %s: database unavailable", table.label, exc_info=True)
             result.skipped.append(table.label)
@@ -107,7 +116,9 @@ def purge_history(
     return result
 
 
-def _purge_table(table: PurgeTable, cutoff, *, dry_run: bool, deadline: float | None, progress) -> tuple[dict[str, int], bool]:
+def _purge_table(
+    table: PurgeTable, cutoff, *, dry_run: bool, deadline: float | None, progress
+) -> tuple[dict[str, int], bool]:
     counts = {table.label: 0}
     every_row = table.model_rows()
     upto = _last_key_before(every_row, table.written, cutoff)
@@ -122,7 +133,9 @@ def _purge_table(table: PurgeTable, cutoff, *, dry_run: bool, deadline: float | 
         # a primary-key range of at most ``size`` keys, then the table's rule: the database reads
         # these keys and nothing else, whatever its statistics say about the rule's columns
         began = time.monotonic()
-        batch = list(rows.filter(pk__gte=start, pk__lte=end).order_by("pk").values_list("pk", *table.fields))
+        batch = list(
+            rows.filter(pk__gte=start, pk__lte=end).order_by("pk").values_list("pk", *table.fields)
+        )
         if batch:
             if table.before_delete is not None:
                 for label, n in table.before_delete(batch, dry_run).items():
@@ -132,10 +145,17 @@ def _purge_table(table: PurgeTable, cutoff, *, dry_run: bool, deadline: float | 
             counts[table.label] += len(keys) if dry_run else rows.filter(pk__in=keys).delete()[0]
             if progress:
                 progress(table.label, counts, False)
-            if not dry_run:  # at least as long as the batch took: retention never takes more than half
+            if (
+                not dry_run
+            ):  # at least as long as the batch took: retention never takes more than half
                 time.sleep(max(settings.RETENTION_PAUSE_SECONDS, time.monotonic() - began))
         # on to the next row that exists: keys freed by earlier passes are skipped in one seek
-        start = every_row.filter(pk__gt=end, pk__lte=upto).order_by("pk").values_list("pk", flat=True).first()
+        start = (
+            every_row.filter(pk__gt=end, pk__lte=upto)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
     if progress:
         progress(table.label, counts, True)
     return counts, complete
@@ -154,7 +174,12 @@ def _last_key_before(every_row: QuerySet, written: str, cutoff) -> int | None:
     below, above = first[0], last[0]  # a row written before the cutoff; none from here up is
     while above - below > 1:
         middle = (below + above) // 2
-        row = every_row.filter(pk__gte=middle, pk__lt=above).order_by("pk").values_list("pk", written).first()
+        row = (
+            every_row.filter(pk__gte=middle, pk__lt=above)
+            .order_by("pk")
+            .values_list("pk", written)
+            .first()
+        )
         if row is None:
             above = middle
         elif row[1] < cutoff:

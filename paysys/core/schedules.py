@@ -14,7 +14,9 @@ def sync_beat_schedules() -> list[str]:
 
     wanted = settings.CELERY_BEAT_SCHEDULE
     for name, entry in wanted.items():
-        interval, _ = IntervalSchedule.objects.get_or_create(every=int(entry["schedule"]), period=IntervalSchedule.SECONDS)
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=int(entry["schedule"]), period=IntervalSchedule.SECONDS
+        )
         PeriodicTask.objects.update_or_create(
             name=name,
             defaults={

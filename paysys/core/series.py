@@ -19,12 +19,15 @@ def window_start(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0) - timedelta(minutes=MINUTES - 1)
 
 
-def per_minute(rows: QuerySet, field: str, *, now: datetime, by: str | None = None) -> dict[str, list[int]]:
+def per_minute(
+    rows: QuerySet, field: str, *, now: datetime, by: str | None = None
+) -> dict[str, list[int]]:
     """``by`` value (``""`` without ``by``) -> row counts of ``rows`` per minute of ``field``,
     oldest minute first, ``MINUTES`` of them ending with ``now``'s minute."""
     start = window_start(now)
     grouped = (
-        rows.filter(**{f"{field}__gte": start}).order_by()
+        rows.filter(**{f"{field}__gte": start})
+        .order_by()
         .annotate(minute=TruncMinute(field, tzinfo=UTC))
         .values_list("minute", *([by] if by else []))
         .annotate(n=Count("pk"))

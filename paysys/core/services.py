@@ -88,9 +88,14 @@ def merchant_rotate_webhook_secret(*, merchant_id: int, grace: timedelta | None 
         merchant.previous_webhook_secret_until = now + grace
         merchant.webhook_secret = generate_webhook_secret()
         merchant.webhook_secret_rotated_at = now
-        merchant.save(update_fields=[
-            "webhook_secret", "previous_webhook_secret", "previous_webhook_secret_until", "webhook_secret_rotated_at",
-        ])
+        merchant.save(
+            update_fields=[
+                "webhook_secret",
+                "previous_webhook_secret",
+                "previous_webhook_secret_until",
+                "webhook_secret_rotated_at",
+            ]
+        )
     return merchant
 
 
@@ -98,7 +103,7 @@ def _key_prefix(key: str, marker: str) -> str | None:
     """The lookup prefix of a key shaped ``<marker><12 hex>_<secret>`` (API keys, payer tokens), or None."""
     if not isinstance(key, str) or not key.startswith(marker):
         return None
-    prefix, sep, _ = key[len(marker):].partition("_")
+    prefix, sep, _ = key[len(marker) :].partition("_")
     return prefix if sep and len(prefix) == 12 else None
 
 
@@ -130,18 +135,28 @@ def payer_create(*, name: str) -> Payer:
 # --- payer agreements: a payer's consent to balance payments by one merchant ----------------
 
 
-def payer_create_with_agreement(*, name: str, merchant_id: int, issued_by: str, **limits) -> tuple[Payer, PayerAgreement, str]:
+def payer_create_with_agreement(
+    *, name: str, merchant_id: int, issued_by: str, **limits
+) -> tuple[Payer, PayerAgreement, str]:
     """A payer and its agreement with merchant ``merchant_id`` (:func:`agreement_issue`): the
     agreement's token is returned this once and never stored. Nothing is created if either fails."""
     with transaction.atomic(using="default"):
         payer = payer_create(name=name)
-        agreement, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant_id, issued_by=issued_by, **limits)
+        agreement, token = agreement_issue(
+            payer_id=payer.pk, merchant_id=merchant_id, issued_by=issued_by, **limits
+        )
     return payer, agreement, token
 
 
 def agreement_issue(
-    *, payer_id: int, merchant_id: int, issued_by: str, currency: str | None = None,
-    per_payment_limit: int | None = None, daily_limit: int | None = None, replace: bool = False,
+    *,
+    payer_id: int,
+    merchant_id: int,
+    issued_by: str,
+    currency: str | None = None,
+    per_payment_limit: int | None = None,
+    daily_limit: int | None = None,
+    replace: bool = False,
 ) -> tuple[PayerAgreement, str]:
     """A new agreement: merchant ``merchant_id`` may charge payer ``payer_id``'s wallet, each
     payment at most ``per_payment_limit`` and the payments of a day at most ``daily_limit``
@@ -171,24 +186,43 @@ def agreement_issue(
         if not _is_int(merchant_id) or not Merchant.objects.filter(pk=merchant_id).exists():
             raise NotFound(f"no merchant #{merchant_id}")
         if replace:
-            in_force = PayerAgreement.objects.filter(payer_id=payer_id, merchant_id=merchant_id, in_force=True)
+            in_force = PayerAgreement.objects.filter(
+                payer_id=payer_id, merchant_id=merchant_id, in_force=True
+            )
             for current in in_force.select_for_update():
                 _revoke(current, revoked_by=issued_by, now=now)
         try:
             with transaction.atomic(using="default"):
                 agreement = PayerAgreement.objects.create(
-                    payer_id=payer_id, merchant_id=merchant_id, token_prefix=prefix, token_hash=_hash_api_key(token),
-                    currency=currency, per_payment_limit=per_payment_limit, daily_limit=daily_limit,
-                    created_by=issued_by, token_issued_at=now, token_issued_by=issued_by,
+                    payer_id=payer_id,
+                    merchant_id=merchant_id,
+                    token_prefix=prefix,
+                    token_hash=_hash_api_key(token),
+                    currency=currency,
+                    per_payment_limit=per_payment_limit,
+                    daily_limit=daily_limit,
+                    created_by=issued_by,
+                    token_issued_at=now,
+                    token_issued_by=issued_by,
                 )
-        except IntegrityError:  # the one in force (the database says so: payeragreement_one_in_force)
-            current = PayerAgreement.objects.filter(payer_id=payer_id, merchant_id=merchant_id, in_force=True).first()
+        except (
+            IntegrityError
+        ):  # the one in force (the database says so: payeragreement_one_in_force)
+            current = PayerAgreement.objects.filter(
+                payer_id=payer_id, merchant_id=merchant_id, in_force=True
+            ).first()
             raise Conflict(
                 f"payer #{payer_id} already has an agreement in force with merchant #{merchant_id}"
                 f"{f' (#{current.pk})' if current else ''}: reissue its token, or replace or revoke it",
                 code="agreement_exists",
             ) from None
-    logger.info("agreement #%s: payer #%s with merchant #%s issued by %s", agreement.pk, payer_id, merchant_id, issued_by)
+    logger.info(
+        "agreement #%s: payer #%s with merchant #%s issued by %s",
+        agreement.pk,
+        payer_id,
+        merchant_id,
+        issued_by,
+    )
     return agreement, token
 
 
@@ -196,16 +230,22 @@ def agreement_reissue(*, agreement_id: int, issued_by: str) -> tuple[PayerAgreem
     """Give the agreement a new token (after a leak, say): the old one stops working at once,
     limits and today's payments stay. A revoked agreement stays revoked (Conflict): issue a new one."""
     if not issued_by or len(issued_by) > 150:
-        raise InvalidInput("token not reissued", fields={"issued_by": "1-150 characters: who reissues it"})
+        raise InvalidInput(
+            "token not reissued", fields={"issued_by": "1-150 characters: who reissues it"}
+        )
     token, prefix = _new_key(PAYER_TOKEN_PREFIX)
     with transaction.atomic(using="default"):
         agreement = _agreement_for_update(agreement_id)
         if agreement.is_revoked:
-            raise Conflict(f"{agreement} was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC: issue a new agreement",
-                           code="agreement_revoked")
+            raise Conflict(
+                f"{agreement} was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC: issue a new agreement",
+                code="agreement_revoked",
+            )
         agreement.token_prefix, agreement.token_hash = prefix, _hash_api_key(token)
         agreement.token_issued_at, agreement.token_issued_by = timezone.now(), issued_by
-        agreement.save(update_fields=["token_prefix", "token_hash", "token_issued_at", "token_issued_by"])
+        agreement.save(
+            update_fields=["token_prefix", "token_hash", "token_issued_at", "token_issued_by"]
+        )
     logger.info("%s: token reissued by %s", agreement, issued_by)
     return agreement, token
 
@@ -214,7 +254,9 @@ def agreement_revoke(*, agreement_id: int, revoked_by: str) -> PayerAgreement:
     """End the agreement: its token is refused from now on (a payment already past its try
     completes). Revoking a revoked agreement changes nothing (the first who and when stay)."""
     if not revoked_by or len(revoked_by) > 150:
-        raise InvalidInput("agreement not revoked", fields={"revoked_by": "1-150 characters: who revokes it"})
+        raise InvalidInput(
+            "agreement not revoked", fields={"revoked_by": "1-150 characters: who revokes it"}
+        )
     with transaction.atomic(using="default"):
         agreement = _agreement_for_update(agreement_id)
         if not agreement.is_revoked:
@@ -223,7 +265,11 @@ def agreement_revoke(*, agreement_id: int, revoked_by: str) -> PayerAgreement:
 
 
 def _agreement_for_update(agreement_id: int) -> PayerAgreement:
-    agreement = PayerAgreement.objects.select_for_update().filter(pk=agreement_id).first() if _is_int(agreement_id) else None
+    agreement = (
+        PayerAgreement.objects.select_for_update().filter(pk=agreement_id).first()
+        if _is_int(agreement_id)
+        else None
+    )
     if agreement is None:
         raise NotFound(f"no agreement #{agreement_id}")
     return agreement
@@ -253,10 +299,14 @@ def agreement_for_payment(*, payer_token: str, payer_id: int, merchant_id: int) 
     that finds no agreement is compared against a dummy hash and refused."""
     prefix = _key_prefix(payer_token, PAYER_TOKEN_PREFIX)
     agreement = PayerAgreement.objects.filter(token_prefix=prefix).first() if prefix else None
-    matches = hmac.compare_digest(agreement.token_hash if agreement else _NO_TOKEN_HASH,
-                                  _hash_api_key(payer_token if isinstance(payer_token, str) else ""))
+    matches = hmac.compare_digest(
+        agreement.token_hash if agreement else _NO_TOKEN_HASH,
+        _hash_api_key(payer_token if isinstance(payer_token, str) else ""),
+    )
     if agreement is None or not matches or agreement.payer_id != payer_id:
-        raise Forbidden("payer_token is not this order's payer's consent", code="payer_token_mismatch")
+        raise Forbidden(
+            "payer_token is not this order's payer's consent", code="payer_token_mismatch"
+        )
     if refusal := _standing_refusal(agreement, merchant_id=merchant_id):
         raise refusal
     return agreement
@@ -268,34 +318,49 @@ def agreement_limits_check(agreement: PayerAgreement, *, amount: int, currency: 
     only: the payment's try counts it atomically (:func:`agreement_charge_hold`)."""
     today = PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today())
     used = today.values_list("amount", flat=True).first() or 0
-    if refusal := (_limit_refusal(agreement, amount=amount, currency=currency)
-                   or _daily_refusal(agreement, amount=amount, used=used)):
+    if refusal := (
+        _limit_refusal(agreement, amount=amount, currency=currency)
+        or _daily_refusal(agreement, amount=amount, used=used)
+    ):
         raise refusal
 
 
 def _standing_refusal(agreement: PayerAgreement, *, merchant_id: int) -> Forbidden | None:
     if agreement.merchant_id != merchant_id:
-        return Forbidden("payer_token is the payer's agreement with another merchant; this merchant needs its own",
-                         code="agreement_other_merchant")
+        return Forbidden(
+            "payer_token is the payer's agreement with another merchant; this merchant needs its own",
+            code="agreement_other_merchant",
+        )
     if agreement.is_revoked:
-        return Forbidden(f"payer_token's agreement was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC",
-                         code="agreement_revoked")
+        return Forbidden(
+            f"payer_token's agreement was revoked at {agreement.revoked_at:%Y-%m-%d %H:%M} UTC",
+            code="agreement_revoked",
+        )
     return None
 
 
 def _limit_refusal(agreement: PayerAgreement, *, amount: int, currency: str) -> Forbidden | None:
     if currency != agreement.currency:
-        return Forbidden(f"the agreement is for payments in {agreement.currency}, not {currency}", code="agreement_currency")
+        return Forbidden(
+            f"the agreement is for payments in {agreement.currency}, not {currency}",
+            code="agreement_currency",
+        )
     if agreement.per_payment_limit is not None and amount > agreement.per_payment_limit:
-        return Forbidden(f"{amount} is above the agreement's per-payment limit of {agreement.per_payment_limit} "
-                         f"(minor units of {agreement.currency})", code="agreement_payment_limit")
+        return Forbidden(
+            f"{amount} is above the agreement's per-payment limit of {agreement.per_payment_limit} "
+            f"(minor units of {agreement.currency})",
+            code="agreement_payment_limit",
+        )
     return None
 
 
 def _daily_refusal(agreement: PayerAgreement, *, amount: int, used: int) -> Forbidden | None:
     if agreement.daily_limit is not None and used + amount > agreement.daily_limit:
-        return Forbidden(f"{amount} on top of today's {used} is above the agreement's daily limit of "
-                         f"{agreement.daily_limit} (minor units of {agreement.currency})", code="agreement_daily_limit")
+        return Forbidden(
+            f"{amount} on top of today's {used} is above the agreement's daily limit of "
+            f"{agreement.daily_limit} (minor units of {agreement.currency})",
+            code="agreement_daily_limit",
+        )
     return None
 
 
@@ -307,7 +372,9 @@ class AgreementCharge:
     """One balance payment counted against an agreement, as its TCC payload says it."""
 
     agreement_id: int
-    token_prefix: str  # the token the payment was authorised with: a reissue in between refuses the try
+    token_prefix: (
+        str  # the token the payment was authorised with: a reissue in between refuses the try
+    )
     payer_id: int
     merchant_id: int
     amount: int
@@ -316,10 +383,20 @@ class AgreementCharge:
     out_trade_no: str = ""
 
     @classmethod
-    def for_payment(cls, agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str) -> AgreementCharge:
+    def for_payment(
+        cls, agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str
+    ) -> AgreementCharge:
         """The payment counted today."""
-        return cls(agreement.pk, agreement.token_prefix, agreement.payer_id, agreement.merchant_id, amount, currency,
-                   PayerAgreementDay.today(), out_trade_no)
+        return cls(
+            agreement.pk,
+            agreement.token_prefix,
+            agreement.payer_id,
+            agreement.merchant_id,
+            amount,
+            currency,
+            PayerAgreementDay.today(),
+            out_trade_no,
+        )
 
     def to_payload(self) -> dict:
         return {**dataclasses.asdict(self), "day": self.day.isoformat()}
@@ -335,13 +412,27 @@ def agreement_charge_hold(*, charge: AgreementCharge) -> None:
     the day's total is a conditional UPDATE: payments racing with one agreement never pass its
     daily limit together."""
     agreement = PayerAgreement.objects.select_for_update().filter(pk=charge.agreement_id).first()
-    if agreement is None or agreement.token_prefix != charge.token_prefix or agreement.payer_id != charge.payer_id:
-        raise Forbidden("payer_token is no longer this payer's consent (reissued)", code="payer_token_mismatch")
-    if refusal := (_standing_refusal(agreement, merchant_id=charge.merchant_id)
-                   or _limit_refusal(agreement, amount=charge.amount, currency=charge.currency)):
+    if (
+        agreement is None
+        or agreement.token_prefix != charge.token_prefix
+        or agreement.payer_id != charge.payer_id
+    ):
+        raise Forbidden(
+            "payer_token is no longer this payer's consent (reissued)", code="payer_token_mismatch"
+        )
+    if refusal := (
+        _standing_refusal(agreement, merchant_id=charge.merchant_id)
+        or _limit_refusal(agreement, amount=charge.amount, currency=charge.currency)
+    ):
         raise refusal
-    PayerAgreementDay.objects.get_or_create(agreement=agreement, day=charge.day)  # no race: the lock is held
-    within = Q() if agreement.daily_limit is None else Q(amount__lte=agreement.daily_limit - charge.amount)
+    PayerAgreementDay.objects.get_or_create(
+        agreement=agreement, day=charge.day
+    )  # no race: the lock is held
+    within = (
+        Q()
+        if agreement.daily_limit is None
+        else Q(amount__lte=agreement.daily_limit - charge.amount)
+    )
     day = PayerAgreementDay.objects.filter(agreement=agreement, day=charge.day)
     if not day.filter(within).update(amount=F("amount") + charge.amount):
         raise _daily_refusal(agreement, amount=charge.amount, used=day.get().amount)
@@ -352,5 +443,9 @@ def agreement_charge_release(*, charge: AgreementCharge) -> None:
     released = PayerAgreementDay.objects.filter(
         agreement_id=charge.agreement_id, day=charge.day, amount__gte=charge.amount
     ).update(amount=F("amount") - charge.amount)
-    if not released:  # a data or framework bug: raised, so the cancel is retried and then shown to a human
-        raise RuntimeError(f"agreement #{charge.agreement_id} counted less than {charge.amount} on {charge.day}")
+    if (
+        not released
+    ):  # a data or framework bug: raised, so the cancel is retried and then shown to a human
+        raise RuntimeError(
+            f"agreement #{charge.agreement_id} counted less than {charge.amount} on {charge.day}"
+        )

@@ -51,7 +51,9 @@ class BufferedWSGI:
     """An ASGI application serving a WSGI application: each request is read whole by the event
     loop, within ``read_timeout``, then handled on one of ``threads`` threads."""
 
-    def __init__(self, wsgi_app, *, threads: int, queue_seconds: float, read_timeout: float, max_body: int):
+    def __init__(
+        self, wsgi_app, *, threads: int, queue_seconds: float, read_timeout: float, max_body: int
+    ):
         self.wsgi_app = wsgi_app
         self.threads, self.queue_seconds = threads, queue_seconds
         self.read_timeout, self.max_body = read_timeout, max_body
@@ -68,7 +70,9 @@ class BufferedWSGI:
             response = await self._run(scope, body)
         except _Refused as refused:
             response = _error_response(refused)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": response.headers}
+        )
         await send({"type": "http.response.body", "body": b"".join(response.chunks)})
 
     async def _read_body(self, scope, receive) -> bytes | None:
@@ -92,7 +96,11 @@ class BufferedWSGI:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            raise _Refused(408, "request_timeout", f"the request body did not arrive within {self.read_timeout:g} s") from None
+            raise _Refused(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.read_timeout:g} s",
+            ) from None
 
     async def _run(self, scope, body: bytes) -> _Response:
         if self._slots is None:
@@ -101,7 +109,9 @@ class BufferedWSGI:
             async with asyncio.timeout(self.queue_seconds):
                 await self._slots.acquire()
         except TimeoutError:
-            raise _Refused(503, "busy", "too many requests in progress, retry shortly", retry_after=1) from None
+            raise _Refused(
+                503, "busy", "too many requests in progress, retry shortly", retry_after=1
+            ) from None
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
@@ -116,8 +126,10 @@ class BufferedWSGI:
             response.status = int(status.split(" ", 1)[0])
             # Django writes Set-Cookie as " name=value; ..." (a leading space): HTTP's parsers,
             # h11's included, refuse whitespace around a value
-            response.headers = [(name.lower().encode("latin-1"), value.strip().encode("latin-1"))
-                                for name, value in headers]
+            response.headers = [
+                (name.lower().encode("latin-1"), value.strip().encode("latin-1"))
+                for name, value in headers
+            ]
             return response.chunks.append
 
         result = self.wsgi_app(environ, start_response)
@@ -172,11 +184,17 @@ def wsgi_environ(scope, body: bytes) -> dict:
     headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1").upper()
-        if "_" in key or key == "CONTENT-LENGTH":  # X_Forwarded_For must not pass as X-Forwarded-For
+        if (
+            "_" in key or key == "CONTENT-LENGTH"
+        ):  # X_Forwarded_For must not pass as X-Forwarded-For
             continue
         key = key.replace("-", "_")
-        headers.setdefault(key if key == "CONTENT_TYPE" else f"HTTP_{key}", []).append(value.decode("latin-1"))
-    environ.update((key, ",".join(values)) for key, values in headers.items())  # repeated: joined once
+        headers.setdefault(key if key == "CONTENT_TYPE" else f"HTTP_{key}", []).append(
+            value.decode("latin-1")
+        )
+    environ.update(
+        (key, ",".join(values)) for key, values in headers.items()
+    )  # repeated: joined once
     return environ
 
 
@@ -194,8 +212,12 @@ class _RefuseChunkedBodies:
 
     def next_event(self):
         event = self._conn.next_event()
-        if isinstance(event, h11.Request) and any(name.lower() == b"transfer-encoding" for name, _ in event.headers):
-            raise h11.RemoteProtocolError("chunked request bodies are not accepted: send Content-Length")
+        if isinstance(event, h11.Request) and any(
+            name.lower() == b"transfer-encoding" for name, _ in event.headers
+        ):
+            raise h11.RemoteProtocolError(
+                "chunked request bodies are not accepted: send Content-Length"
+            )
         return event
 
     def __getattr__(self, name):
@@ -222,8 +244,11 @@ class GuardedH11Protocol(H11Protocol):
         self._address = (self.client or ("",))[0]
         self._head_timer = None
         GuardedH11Protocol.per_address[self._address] += 1
-        if (len(self.connections) > settings.WEB_MAX_CONNECTIONS
-                or GuardedH11Protocol.per_address[self._address] > settings.WEB_MAX_CONNECTIONS_PER_ADDRESS):
+        if (
+            len(self.connections) > settings.WEB_MAX_CONNECTIONS
+            or GuardedH11Protocol.per_address[self._address]
+            > settings.WEB_MAX_CONNECTIONS_PER_ADDRESS
+        ):
             self.transport.close()
             return
         self._arm_head_timer()

@@ -16,10 +16,15 @@ _INSERT_NEW = {
     "postgresql": "INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT DO NOTHING",
 }
 # MySQL: an existing row is "updated" to itself, so the statement takes its exclusive lock
-_INSERT_NEW_LOCKING = {**_INSERT_NEW, "mysql": "INSERT INTO {table} ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE {pk} = {pk}"}
+_INSERT_NEW_LOCKING = {
+    **_INSERT_NEW,
+    "mysql": "INSERT INTO {table} ({columns}) VALUES {rows} ON DUPLICATE KEY UPDATE {pk} = {pk}",
+}
 
 
-def insert_new_rows(alias: str, model, columns: list[str], rows: list[tuple], *, lock_existing: bool = False) -> int:
+def insert_new_rows(
+    alias: str, model, columns: list[str], rows: list[tuple], *, lock_existing: bool = False
+) -> int:
     """Insert ``rows`` (tuples in ``columns`` order) into ``model``'s table in one statement,
     skipping those whose unique key exists, without failing; returns the rows inserted (with
     ``lock_existing`` on MySQL the count also includes the rows found, so do not rely on it).
@@ -27,7 +32,13 @@ def insert_new_rows(alias: str, model, columns: list[str], rows: list[tuple], *,
     ``lock_existing``: an existing row is locked as if written (MySQL's ON DUPLICATE KEY UPDATE),
     where INSERT IGNORE would leave racing inserters holding shared locks that then deadlock their
     own SELECT ... FOR UPDATE."""
-    return _insert(alias, model, columns, rows, (_INSERT_NEW_LOCKING if lock_existing else _INSERT_NEW)[connections[alias].vendor])
+    return _insert(
+        alias,
+        model,
+        columns,
+        rows,
+        (_INSERT_NEW_LOCKING if lock_existing else _INSERT_NEW)[connections[alias].vendor],
+    )
 
 
 def insert_rows(alias: str, model, columns: list[str], rows: list[tuple]) -> int:
@@ -45,7 +56,9 @@ def insert_objects(alias: str, objs: list, *, ignore_existing: bool = False) -> 
         return 0
     model, connection = type(objs[0]), connections[alias]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    rows = [tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields) for obj in objs]
+    rows = [
+        tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields) for obj in objs
+    ]
     template = _INSERT_NEW[connection.vendor] if ignore_existing else _INSERT
     return _insert(alias, model, [f.column for f in fields], rows, template)
 
@@ -56,8 +69,10 @@ def _insert(alias: str, model, columns: list[str], rows: list[tuple], template: 
     connection = connections[alias]
     quote = connection.ops.quote_name
     sql = template.format(
-        table=quote(model._meta.db_table), columns=", ".join(quote(c) for c in columns),
-        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)), pk=quote(model._meta.pk.column),
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(c) for c in columns),
+        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)),
+        pk=quote(model._meta.pk.column),
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for row in rows for value in row])

@@ -24,10 +24,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds before the 1st, 2nd, ... restart of a failing process
 STABLE_AFTER = 60  # a process up this long counts as healthy again: its next restart is quick
@@ -60,8 +61,10 @@ class StackRunning(Exception):
 
 
 def describe(holder: dict) -> str:
-    return (f"pid {holder.get('pid', '?')}, {holder.get('base_url', '?')}, "
-            f"started {holder.get('started_at', '?')}")
+    return (
+        f"pid {holder.get('pid', '?')}, {holder.get('base_url', '?')}, "
+        f"started {holder.get('started_at', '?')}"
+    )
 
 
 class StackLock:
@@ -74,7 +77,9 @@ class StackLock:
 
     def acquire(self, info: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # not truncated: a refused second stack must not erase the first's details
+        f = open(
+            self.path, "a+"
+        )  # not truncated: a refused second stack must not erase the first's details
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,14 +157,18 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, specs: list[ProcessSpec], *, env: dict, cwd: Path, write: Callable[[str], None]):
+    def __init__(
+        self, specs: list[ProcessSpec], *, env: dict, cwd: Path, write: Callable[[str], None]
+    ):
         self.children = [Child(spec) for spec in specs]
         self.env = env
         self.cwd = cwd
         self.write = write
         self.width = max(len(s.name) for s in specs) + 2
         self.stopping = threading.Event()
-        self.steering = threading.RLock()  # the watch loop and the operator's commands, one at a time
+        self.steering = (
+            threading.RLock()
+        )  # the watch loop and the operator's commands, one at a time
         self._lock = threading.Lock()
 
     def say(self, name: str, text: str) -> None:
@@ -196,7 +205,10 @@ class Supervisor:
             delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
             child.failures += 1
             child.restart_at = now + delay
-            self.say(child.spec.name, f"exited with code {code}; restarting in {delay} s (the rest of the stack runs on)")
+            self.say(
+                child.spec.name,
+                f"exited with code {code}; restarting in {delay} s (the rest of the stack runs on)",
+            )
 
     # --- steering one process (StackControl calls these) --------------------------------------
 
@@ -204,7 +216,9 @@ class Supervisor:
         for child in self.children:
             if child.spec.name == name:
                 return child
-        raise KeyError(f"no process {name!r} in this stack (there: {', '.join(c.spec.name for c in self.children)})")
+        raise KeyError(
+            f"no process {name!r} in this stack (there: {', '.join(c.spec.name for c in self.children)})"
+        )
 
     def stop_one(self, name: str) -> str:
         """Stop one process (SIGTERM, then SIGKILL) and keep it stopped until ``start_one``."""
@@ -220,7 +234,10 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             _killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-        self.say(name, f"stopped by the operator (code {process.returncode}); `manage.py stack start {name}` starts it")
+        self.say(
+            name,
+            f"stopped by the operator (code {process.returncode}); `manage.py stack start {name}` starts it",
+        )
         return f"{name} stopped (pid {process.pid}); not restarted until `stack start {name}`"
 
     def start_one(self, name: str, timeout: float = 10.0) -> str:
@@ -256,24 +273,40 @@ class Supervisor:
             for child in self.children:
                 running = child.process is not None and child.process.poll() is None
                 state = "running" if running else "stopped" if child.held else "restarting"
-                rows.append({"name": child.spec.name, "state": state, "pid": child.process.pid if running else None,
-                             "up_seconds": round(time.monotonic() - child.started_at) if running else None})
+                rows.append(
+                    {
+                        "name": child.spec.name,
+                        "state": state,
+                        "pid": child.process.pid if running else None,
+                        "up_seconds": round(time.monotonic() - child.started_at)
+                        if running
+                        else None,
+                    }
+                )
             return rows
 
     def _start(self, child: Child) -> None:
         restart = child.process is not None
         child.process = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {child.spec.command}"], cwd=self.cwd, env=self.env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            ["/bin/sh", "-c", f"exec {child.spec.command}"],
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor alone, which stops each in turn
             preexec_fn=_die_with_parent,
         )
         child.started_at = time.monotonic()
         child.restart_at = None
-        reader = threading.Thread(target=self._relay_output, args=(child.spec.name, child.process), daemon=True)
+        reader = threading.Thread(
+            target=self._relay_output, args=(child.spec.name, child.process), daemon=True
+        )
         reader.start()
         child.threads.append(reader)
-        self.say(child.spec.name, f"{'restarted' if restart else 'started'} (pid={child.process.pid})")
+        self.say(
+            child.spec.name, f"{'restarted' if restart else 'started'} (pid={child.process.pid})"
+        )
 
     def _relay_output(self, name: str, process: subprocess.Popen) -> None:
         for raw in process.stdout:
@@ -289,13 +322,18 @@ class Supervisor:
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(child.spec.name, f"still running {STOP_TIMEOUT} s after SIGTERM: killing it")
+                self.say(
+                    child.spec.name, f"still running {STOP_TIMEOUT} s after SIGTERM: killing it"
+                )
                 _killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait(timeout=10)
         for child in self.children:
             for t in child.threads:
                 t.join(timeout=2)  # the last lines of output
-            self.say(child.spec.name, f"stopped (code {child.process.returncode})" if child.process else "stopped")
+            self.say(
+                child.spec.name,
+                f"stopped (code {child.process.returncode})" if child.process else "stopped",
+            )
 
 
 # --- steering a running stack: var/stack.sock ----------------------------------------------------
@@ -316,7 +354,9 @@ class StackControl:
         self.path.unlink(missing_ok=True)  # a crashed stack's socket (we hold the stack lock)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.path))
-        os.chmod(self.path, 0o600)  # the stack's owner only, whatever the umask: it stops and kills services
+        os.chmod(
+            self.path, 0o600
+        )  # the stack's owner only, whatever the umask: it stops and kills services
         server.listen(8)
         self._server = server
         threading.Thread(target=self._serve, daemon=True).start()
@@ -352,14 +392,22 @@ class StackControl:
     def handle(self, op: str | None, name: str | None) -> dict:
         sup = self.supervisor
         if op == "status":
-            return {"processes": sup.status(),
-                    "services": [{"service": s, "cut": f.is_cut, "database": f.describe()} for s, f in self.cuts.items()]}
+            return {
+                "processes": sup.status(),
+                "services": [
+                    {"service": s, "cut": f.is_cut, "database": f.describe()}
+                    for s, f in self.cuts.items()
+                ],
+            }
         if op in ("stop", "start", "kill"):
             action = {"stop": sup.stop_one, "start": sup.start_one, "kill": sup.kill_one}[op]
             return {"message": action(str(name))}
         if op in ("cut", "restore"):
             if name not in self.cuts:
-                known = ", ".join(self.cuts) or "none: this stack runs without database proxies (PAYSYS_DB_PROXY=1)"
+                known = (
+                    ", ".join(self.cuts)
+                    or "none: this stack runs without database proxies (PAYSYS_DB_PROXY=1)"
+                )
                 raise KeyError(f"cannot cut {name!r}; services this stack can cut: {known}")
             fault = self.cuts[name]
             fault.cut() if op == "cut" else fault.restore()
@@ -374,7 +422,9 @@ def control_request(path: Path, op: str, name: str | None = None, *, timeout: fl
         client.settimeout(timeout)
         client.connect(str(path))
         client.sendall(json.dumps({"op": op, "name": name}).encode() + b"\n")
-        return json.loads(client.makefile("rb").readline() or b'{"ok": false, "error": "no answer"}')
+        return json.loads(
+            client.makefile("rb").readline() or b'{"ok": false, "error": "no answer"}'
+        )
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -385,7 +435,7 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def started_at_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def venv_path(env_path: str) -> str:

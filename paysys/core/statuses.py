@@ -43,5 +43,7 @@ class StatusQuerySet(models.QuerySet):
 
     def update(self, **changes) -> int:
         if getattr(self.model, "STATUS_FIELD", "status") in changes:  # a programming error
-            raise TypeError(f"a {self.model._meta.verbose_name}'s status changes only through transition()")
+            raise TypeError(
+                f"a {self.model._meta.verbose_name}'s status changes only through transition()"
+            )
         return super().update(**changes)

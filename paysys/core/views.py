@@ -7,7 +7,6 @@ from django.http import JsonResponse
 
 from paysys.core import heartbeats
 
-
 # the last verdict and when it was reached: /healthz asks every database at most once per
 # HEALTHZ_CACHE_SECONDS per process. Anyone may call it: 32 callers at once used to open a connection
 # to all seven databases from every web thread (MySQL's connection limit, for everyone)
@@ -40,8 +39,13 @@ def healthz(request):
         checked_at, verdict = _last_check
         if time.monotonic() - checked_at >= settings.HEALTHZ_CACHE_SECONDS:
             workers_alive = all(state.alive for state in heartbeats.liveness().values())
-            verdict = {"databases": database_states(), "workers": "ok" if workers_alive else "degraded"}
+            verdict = {
+                "databases": database_states(),
+                "workers": "ok" if workers_alive else "degraded",
+            }
             _last_check = (time.monotonic(), verdict)
     databases_up = all(state == "ok" for state in verdict["databases"].values())
     healthy = databases_up and verdict["workers"] == "ok"
-    return JsonResponse({"status": "ok" if healthy else "degraded", **verdict}, status=200 if databases_up else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", **verdict}, status=200 if databases_up else 503
+    )

@@ -25,8 +25,15 @@ def post_notifies(args) -> list[tuple[str, float, int]]:
         body = json.dumps(document, separators=(",", ":")).encode()
         started = time.time()
         for _ in range(50):  # a 429 or 503 is back-pressure: wait and send again, as a bank does
-            response = session.post(f"{base}/gateway/bank/notify", data=body, timeout=30, headers={
-                "Content-Type": "application/json", bank.SIGNATURE_HEADER: bank.sign(body, secret=secret)})
+            response = session.post(
+                f"{base}/gateway/bank/notify",
+                data=body,
+                timeout=30,
+                headers={
+                    "Content-Type": "application/json",
+                    bank.SIGNATURE_HEADER: bank.sign(body, secret=secret),
+                },
+            )
             if response.status_code not in (429, 503):
                 break
             time.sleep(0.2)

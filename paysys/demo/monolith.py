@@ -40,15 +40,19 @@ def monolith_baseline(*, payments: int) -> dict[str, float]:
             db.reset(payments)
             started = time.perf_counter()
             errors: list[BaseException] = []
-            workers = [threading.Thread(target=db.pay_range, args=(range(i, payments, threads), errors))
-                       for i in range(threads)]
+            workers = [
+                threading.Thread(target=db.pay_range, args=(range(i, payments, threads), errors))
+                for i in range(threads)
+            ]
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.join()
             if errors:  # a baseline with a dead connection would be a number of nothing
                 raise RuntimeError(f"the monolith baseline failed: {errors[0]!r}") from errors[0]
-            result[f"{threads} connection{'s' if threads > 1 else ''}"] = round(payments / (time.perf_counter() - started))
+            result[f"{threads} connection{'s' if threads > 1 else ''}"] = round(
+                payments / (time.perf_counter() - started)
+            )
         return result
     finally:
         db.drop()
@@ -68,7 +72,9 @@ class Scratch:
             connection = MySQLdb.connect(**self.params)
             connection.autocommit(True)
             return connection
-        return sqlite3.connect(self.params["database"], timeout=30, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            self.params["database"], timeout=30, isolation_level=None, check_same_thread=False
+        )
 
     def sql(self, text: str) -> str:
         return text.replace("?", self.mark)
@@ -82,9 +88,14 @@ class Scratch:
             cursor.execute(f"CREATE TABLE bench_monolith_{name} ({columns.format(auto=auto)})")
         rows = [(i, "CREATED", 1000 + i % 9000) for i in range(payments)]
         cursor.execute("BEGIN")
-        cursor.executemany(self.sql("INSERT INTO bench_monolith_order (id, status, amount) VALUES (?, ?, ?)"), rows)
+        cursor.executemany(
+            self.sql("INSERT INTO bench_monolith_order (id, status, amount) VALUES (?, ?, ?)"), rows
+        )
         cursor.execute("INSERT INTO bench_monolith_account (id, balance) VALUES (1, 0)")
-        cursor.executemany(self.sql("INSERT INTO bench_monolith_points (id, balance) VALUES (?, 0)"), [(i,) for i in range(PAYERS)])
+        cursor.executemany(
+            self.sql("INSERT INTO bench_monolith_points (id, balance) VALUES (?, 0)"),
+            [(i,) for i in range(PAYERS)],
+        )
         cursor.execute("COMMIT")
         connection.close()
 
@@ -102,26 +113,63 @@ class Scratch:
         begin = "BEGIN" if self.mysql else "BEGIN IMMEDIATE"
         for order_id in ids:
             cursor.execute(begin)
-            cursor.execute(self.sql(f"SELECT status, amount FROM bench_monolith_order WHERE id = ?{lock}"), (order_id,))
+            cursor.execute(
+                self.sql(f"SELECT status, amount FROM bench_monolith_order WHERE id = ?{lock}"),
+                (order_id,),
+            )
             _, amount = cursor.fetchone()
             fee = (amount * 60 + 5000) // 10000
-            cursor.execute(self.sql("UPDATE bench_monolith_order SET status = 'SUCCESS', paid_at = ? WHERE id = ?"),
-                           (time.time(), order_id))
-            cursor.execute(self.sql("INSERT INTO bench_monolith_payment (order_id, bank_trade_no, amount) VALUES (?, ?, ?)"),
-                           (order_id, f"BT{order_id}", amount))
-            cursor.execute(self.sql("UPDATE bench_monolith_account SET balance = balance + ? WHERE id = 1"), (amount - fee,))
-            cursor.execute(self.sql("INSERT INTO bench_monolith_fund_entry (account_id, amount, balance_after) "
-                                    "SELECT 1, ?, balance FROM bench_monolith_account WHERE id = 1"), (amount - fee,))
-            cursor.execute(self.sql("UPDATE bench_monolith_points SET balance = balance + ? WHERE id = ?"),
-                           (amount // 100, order_id % PAYERS))
-            cursor.execute(self.sql("INSERT INTO bench_monolith_points_entry (points_id, points) VALUES (?, ?)"),
-                           (order_id % PAYERS, amount // 100))
-            cursor.execute(self.sql("INSERT INTO bench_monolith_voucher (source) VALUES (?)"), (f"order.paid:{order_id}",))
+            cursor.execute(
+                self.sql(
+                    "UPDATE bench_monolith_order SET status = 'SUCCESS', paid_at = ? WHERE id = ?"
+                ),
+                (time.time(), order_id),
+            )
+            cursor.execute(
+                self.sql(
+                    "INSERT INTO bench_monolith_payment (order_id, bank_trade_no, amount) VALUES (?, ?, ?)"
+                ),
+                (order_id, f"BT{order_id}", amount),
+            )
+            cursor.execute(
+                self.sql("UPDATE bench_monolith_account SET balance = balance + ? WHERE id = 1"),
+                (amount - fee,),
+            )
+            cursor.execute(
+                self.sql(
+                    "INSERT INTO bench_monolith_fund_entry (account_id, amount, balance_after) "
+                    "SELECT 1, ?, balance FROM bench_monolith_account WHERE id = 1"
+                ),
+                (amount - fee,),
+            )
+            cursor.execute(
+                self.sql("UPDATE bench_monolith_points SET balance = balance + ? WHERE id = ?"),
+                (amount // 100, order_id % PAYERS),
+            )
+            cursor.execute(
+                self.sql(
+                    "INSERT INTO bench_monolith_points_entry (points_id, points) VALUES (?, ?)"
+                ),
+                (order_id % PAYERS, amount // 100),
+            )
+            cursor.execute(
+                self.sql("INSERT INTO bench_monolith_voucher (source) VALUES (?)"),
+                (f"order.paid:{order_id}",),
+            )
             voucher_id = cursor.lastrowid
-            cursor.execute(self.sql("INSERT INTO bench_monolith_voucher_line (voucher_id, account, debit, credit) "
-                                    "VALUES (?, '1002', ?, 0), (?, '2202', 0, ?), (?, '6051', 0, ?)"),
-                           (voucher_id, amount, voucher_id, amount - fee, voucher_id, fee))
-            cursor.execute(self.sql("INSERT INTO bench_monolith_notify (order_id, status) VALUES (?, 'PENDING')"), (order_id,))
+            cursor.execute(
+                self.sql(
+                    "INSERT INTO bench_monolith_voucher_line (voucher_id, account, debit, credit) "
+                    "VALUES (?, '1002', ?, 0), (?, '2202', 0, ?), (?, '6051', 0, ?)"
+                ),
+                (voucher_id, amount, voucher_id, amount - fee, voucher_id, fee),
+            )
+            cursor.execute(
+                self.sql(
+                    "INSERT INTO bench_monolith_notify (order_id, status) VALUES (?, 'PENDING')"
+                ),
+                (order_id,),
+            )
             cursor.execute("COMMIT")
         connection.close()
 

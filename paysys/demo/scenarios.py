@@ -16,9 +16,9 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -32,7 +32,6 @@ from accounts.services import wallet_credit
 from notifications.models import Notification
 from orders.models import Order, PaymentRecord, Refund
 from paysys.core.management.commands.stack import stack_request
-from paysys.core.models import Merchant
 from paysys.core.money import fee_for
 from paysys.core.services import merchant_create, payer_create_with_agreement
 from paysys.messaging.models import Message
@@ -57,8 +56,18 @@ SERVICE_PROCESSES = {
     "accounting": ["accounting"],
 }
 # what the chaos run may SIGKILL: every worker and beat (the web and the simulators stay up)
-CHAOS_VICTIMS = ["core", "orders", "polling", "funds", "points", "accounting", "notifications", "notify-delivery",
-                 "beat", "check-back"]
+CHAOS_VICTIMS = [
+    "core",
+    "orders",
+    "polling",
+    "funds",
+    "points",
+    "accounting",
+    "notifications",
+    "notify-delivery",
+    "beat",
+    "check-back",
+]
 CURRENCY = "CNY"
 
 
@@ -80,7 +89,11 @@ class Payment:
 
     @property
     def business_key(self) -> str:
-        return f"bank:{self.bank_trade_no}" if self.method == "bank" else f"balance:{self.out_trade_no}"
+        return (
+            f"bank:{self.bank_trade_no}"
+            if self.method == "bank"
+            else f"balance:{self.out_trade_no}"
+        )
 
 
 @dataclass
@@ -98,8 +111,15 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        return (not self.error and self.payments > 0 and self.completed == self.payments and not self.lost
-                and not self.doubled and self.balance_exact and self.reconcile == "clean")
+        return (
+            not self.error
+            and self.payments > 0
+            and self.completed == self.payments
+            and not self.lost
+            and not self.doubled
+            and self.balance_exact
+            and self.reconcile == "clean"
+        )
 
 
 class Client:
@@ -158,7 +178,9 @@ class Scenario:
             finally:
                 self.remove()
             removed_at = time.monotonic()
-            self.pay_all([p for p in self.payments if not p.paid])  # what was declined during the fault
+            self.pay_all(
+                [p for p in self.payments if not p.paid]
+            )  # what was declined during the fault
             row.converge_seconds = self.converge(removed_at, timeout)
         except Exception as exc:  # noqa: BLE001 (a scenario that breaks is a row that says why)
             row.error = f"{type(exc).__name__}: {exc}"[:300]
@@ -168,28 +190,57 @@ class Scenario:
     def set_up(self) -> None:
         """A merchant and a payer of the scenario's own, the payer's wallet credited, and the merchant's
         server (the sandbox's merchant simulator) holding the webhook secret."""
-        merchant, api_key = merchant_create(name=f"scenario {self.name} {self.stamp}",
-                                            notify_url=f"{self.c.base}/sandbox/merchant/notify")
+        merchant, api_key = merchant_create(
+            name=f"scenario {self.name} {self.stamp}",
+            notify_url=f"{self.c.base}/sandbox/merchant/notify",
+        )
         self.merchant = merchant
         self.c.api = {"Authorization": f"Bearer {api_key}"}
         payer, _, self.payer_token = payer_create_with_agreement(
-            name=f"scenario payer {self.stamp}", merchant_id=merchant.pk, issued_by="command:scenario")
+            name=f"scenario payer {self.stamp}",
+            merchant_id=merchant.pk,
+            issued_by="command:scenario",
+        )
         self.payer = payer
-        wallet_credit(payer_id=payer.pk, amount=10_000_000, reason=f"scenario {self.name}", credited_by="command:scenario")
-        self.http("POST", f"/sandbox/merchant/{merchant.pk}", json={"webhook_secret": merchant.webhook_secret},
-                  headers=self.c.sandbox, expect=(200, 201))
+        wallet_credit(
+            payer_id=payer.pk,
+            amount=10_000_000,
+            reason=f"scenario {self.name}",
+            credited_by="command:scenario",
+        )
+        self.http(
+            "POST",
+            f"/sandbox/merchant/{merchant.pk}",
+            json={"webhook_secret": merchant.webhook_secret},
+            headers=self.c.sandbox,
+            expect=(200, 201),
+        )
 
     def orders(self, phase: str, bank: int, balance: int) -> list[Payment]:
         """Created before any fault: creating an order needs the orders service."""
         made = []
         for i, method in enumerate(["bank"] * bank + ["balance"] * balance):
-            payment = Payment(f"sc-{self.name}-{self.stamp}-{phase}-{i}", 1000 + 137 * len(self.payments), method)
-            data = self.http("POST", "/api/v1/orders", headers=self.c.api, expect=(201,), json={
-                "merchant_order_no": payment.merchant_order_no, "amount": payment.amount, "currency": CURRENCY,
-                "subject": f"scenario {self.name}", "payer_id": self.payer.pk})
+            payment = Payment(
+                f"sc-{self.name}-{self.stamp}-{phase}-{i}", 1000 + 137 * len(self.payments), method
+            )
+            data = self.http(
+                "POST",
+                "/api/v1/orders",
+                headers=self.c.api,
+                expect=(201,),
+                json={
+                    "merchant_order_no": payment.merchant_order_no,
+                    "amount": payment.amount,
+                    "currency": CURRENCY,
+                    "subject": f"scenario {self.name}",
+                    "payer_id": self.payer.pk,
+                },
+            )
             payment.out_trade_no, payment.pay_url = data["out_trade_no"], data["pay_url"]
             if method == "bank":
-                payment.bank_options = self.bank_options(sum(p.method == "bank" for p in self.payments))
+                payment.bank_options = self.bank_options(
+                    sum(p.method == "bank" for p in self.payments)
+                )
             self.payments.append(payment)
             made.append(payment)
         return made
@@ -197,12 +248,22 @@ class Scenario:
     def pay_all(self, payments: list[Payment]) -> None:
         for payment in payments:
             if payment.method == "bank":
-                data = self.http("POST", payment.pay_url, json=payment.bank_options, headers=self.c.sandbox, expect=(200,))
+                data = self.http(
+                    "POST",
+                    payment.pay_url,
+                    json=payment.bank_options,
+                    headers=self.c.sandbox,
+                    expect=(200,),
+                )
                 payment.bank_trade_no, payment.paid = data["bank_trade_no"], True
                 continue
             try:
-                response = self.c.request("POST", f"{self.c.base}/api/v1/orders/{payment.merchant_order_no}/pay",
-                                          json={"method": "balance", "payer_token": self.payer_token}, headers=self.c.api)
+                response = self.c.request(
+                    "POST",
+                    f"{self.c.base}/api/v1/orders/{payment.merchant_order_no}/pay",
+                    json={"method": "balance", "payer_token": self.payer_token},
+                    headers=self.c.api,
+                )
             except CommandError:  # no answer in time (a database that hangs): as good as refused
                 response = None
             if response is not None and response.status_code == 200:
@@ -214,7 +275,9 @@ class Scenario:
         url = path if path.startswith("http") else f"{self.c.base}{path}"
         response = self.c.request(method, url, **kwargs)
         if response.status_code not in expect:
-            raise RuntimeError(f"{method} {url} answered {response.status_code}: {response.text[:200]}")
+            raise RuntimeError(
+                f"{method} {url} answered {response.status_code}: {response.text[:200]}"
+            )
         return response.json()
 
     # --- convergence and what happened ---------------------------------------------------------
@@ -236,50 +299,104 @@ class Scenario:
                 else:
                     report = reconcile(grace=60)
                     # reconcile judges the whole platform: anything stuck from before counts too
-                    waiting = "" if report.settled else "reconcile --strict not clean: " + ", ".join(
-                        [f"{name}: {n}" for name, n in (+report.in_flight + +report.stuck).items()]
-                        + [f"{check}: {len(found)}" for check, found in report.problems.items()])
+                    waiting = (
+                        ""
+                        if report.settled
+                        else "reconcile --strict not clean: "
+                        + ", ".join(
+                            [
+                                f"{name}: {n}"
+                                for name, n in (+report.in_flight + +report.stuck).items()
+                            ]
+                            + [f"{check}: {len(found)}" for check, found in report.problems.items()]
+                        )
+                    )
             except DatabaseError as exc:
                 waiting = f"a database did not answer ({exc})"
                 connections.close_all()
             if not waiting:
                 return time.monotonic() - since
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not converged {timeout:.0f} s after the fault was removed: {waiting} "
-                                   "(run the scenarios on a fresh var/ or database: what is stuck from before counts)")
+                raise TimeoutError(
+                    f"not converged {timeout:.0f} s after the fault was removed: {waiting} "
+                    "(run the scenarios on a fresh var/ or database: what is stuck from before counts)"
+                )
             time.sleep(0.5)
 
     def completions(self) -> dict[str, dict]:
         """Per out_trade_no: status, vouchers, posted merchant credits, notification delivered, confirms."""
         otns = [p.out_trade_no for p in self.payments]
-        status = dict(Order.objects.filter(out_trade_no__in=otns).values_list("out_trade_no", "status"))
-        vouchers = dict(Voucher.objects.filter(source__in=[f"order.paid:{o}" for o in otns]).values("source")
-                        .annotate(n=Count("id")).values_list("source", "n"))
-        account = fund_account_get(owner_type="merchant", owner_id=self.merchant.pk, currency=CURRENCY)
-        credits = dict(FundEntry.objects.filter(account=account, kind="posted", direction="credit",
-                                                out_trade_no__in=otns).values("out_trade_no")
-                       .annotate(n=Count("id")).values_list("out_trade_no", "n")) if account else {}
-        notified = set(Notification.objects.filter(out_trade_no__in=otns, status="SUCCEEDED")
-                       .values_list("out_trade_no", flat=True))
-        confirmed = dict(GlobalTransaction.objects.filter(business_key__in=[p.business_key for p in self.payments],
-                                                          status="CONFIRMED").values("business_key")
-                         .annotate(n=Count("id")).values_list("business_key", "n"))
-        return {p.out_trade_no: {"status": status.get(p.out_trade_no), "vouchers": vouchers.get(f"order.paid:{p.out_trade_no}", 0),
-                                 "credits": credits.get(p.out_trade_no, 0), "notified": p.out_trade_no in notified,
-                                 "confirmed": confirmed.get(p.business_key, 0)} for p in self.payments}
+        status = dict(
+            Order.objects.filter(out_trade_no__in=otns).values_list("out_trade_no", "status")
+        )
+        vouchers = dict(
+            Voucher.objects.filter(source__in=[f"order.paid:{o}" for o in otns])
+            .values("source")
+            .annotate(n=Count("id"))
+            .values_list("source", "n")
+        )
+        account = fund_account_get(
+            owner_type="merchant", owner_id=self.merchant.pk, currency=CURRENCY
+        )
+        credits = (
+            dict(
+                FundEntry.objects.filter(
+                    account=account, kind="posted", direction="credit", out_trade_no__in=otns
+                )
+                .values("out_trade_no")
+                .annotate(n=Count("id"))
+                .values_list("out_trade_no", "n")
+            )
+            if account
+            else {}
+        )
+        notified = set(
+            Notification.objects.filter(out_trade_no__in=otns, status="SUCCEEDED").values_list(
+                "out_trade_no", flat=True
+            )
+        )
+        confirmed = dict(
+            GlobalTransaction.objects.filter(
+                business_key__in=[p.business_key for p in self.payments], status="CONFIRMED"
+            )
+            .values("business_key")
+            .annotate(n=Count("id"))
+            .values_list("business_key", "n")
+        )
+        return {
+            p.out_trade_no: {
+                "status": status.get(p.out_trade_no),
+                "vouchers": vouchers.get(f"order.paid:{p.out_trade_no}", 0),
+                "credits": credits.get(p.out_trade_no, 0),
+                "notified": p.out_trade_no in notified,
+                "confirmed": confirmed.get(p.business_key, 0),
+            }
+            for p in self.payments
+        }
 
     @staticmethod
     def completed(state: dict) -> bool:
-        return (state["status"] in Order.PAID_STATUSES and state["vouchers"] >= 1 and state["credits"] >= 1
-                and state["notified"] and state["confirmed"] >= 1)
+        return (
+            state["status"] in Order.PAID_STATUSES
+            and state["vouchers"] >= 1
+            and state["credits"] >= 1
+            and state["notified"]
+            and state["confirmed"] >= 1
+        )
 
     def all_completed(self) -> bool:
         return all(self.completed(s) for s in self.completions().values()) and self.balance_exact()
 
     def balance_exact(self) -> bool:
-        account = fund_account_get(owner_type="merchant", owner_id=self.merchant.pk, currency=CURRENCY)
+        account = fund_account_get(
+            owner_type="merchant", owner_id=self.merchant.pk, currency=CURRENCY
+        )
         want = self.merchant_balance()
-        return account is not None and (account.balance, account.frozen, account.pending_in) == (want, 0, 0)
+        return account is not None and (account.balance, account.frozen, account.pending_in) == (
+            want,
+            0,
+            0,
+        )
 
     def merchant_balance(self) -> int:
         """What the merchant's balance must be once everything settled: each payment less its fee."""
@@ -291,11 +408,18 @@ class Scenario:
             row.payments = len(self.payments)
             row.completed = sum(self.completed(s) for s in states.values())
             row.lost = row.payments - row.completed
-            row.doubled = sum(max(s["vouchers"], s["credits"], s["confirmed"]) > 1 for s in states.values())
+            row.doubled = sum(
+                max(s["vouchers"], s["credits"], s["confirmed"]) > 1 for s in states.values()
+            )
             row.balance_exact = self.balance_exact()
             report = reconcile(grace=60)
-            row.reconcile = ("clean" if report.settled else
-                             "INCONSISTENT" if not report.consistent else "not settled")
+            row.reconcile = (
+                "clean"
+                if report.settled
+                else "INCONSISTENT"
+                if not report.consistent
+                else "not settled"
+            )
             row.pattern = self.pattern()
         except DatabaseError as exc:
             row.error = row.error or f"reading the outcome failed: {exc}"[:300]
@@ -308,25 +432,39 @@ class Scenario:
         cancelled = tcc.filter(status="CANCELLED").count()
         top = tcc.filter(status="CONFIRMED").aggregate(m=Max("attempt"))["m"] or 0
         tries = "try" if cancelled == 1 else "tries"
-        parts = [f"{cancelled} {tries} cancelled, attempt {top} confirmed" if cancelled
-                 else f"{tcc.count()} TCC confirmed at attempt 1"]
+        parts = [
+            f"{cancelled} {tries} cancelled, attempt {top} confirmed"
+            if cancelled
+            else f"{tcc.count()} TCC confirmed at attempt 1"
+        ]
         declined = sum(p.declined for p in self.payments)
         if declined:
             parts.append(f"{_n(declined, 'wallet payment')} refused or unanswered, paid on retry")
-        resends = sum(max(0, n - 1) for alias in settings.DATABASES
-                      for n in Message.objects.using(alias).filter(business_key__in=otns).values_list("send_count", flat=True))
+        resends = sum(
+            max(0, n - 1)
+            for alias in settings.DATABASES
+            for n in Message.objects.using(alias)
+            .filter(business_key__in=otns)
+            .values_list("send_count", flat=True)
+        )
         if resends:
             parts.append(f"{_n(resends, 'message resend')} from the outbox")
         retried = Notification.objects.filter(out_trade_no__in=otns, attempt_count__gt=1)
         if retried.exists():
-            parts.append(f"{_n(retried.count(), 'notification')} retried "
-                         f"({sum(retried.values_list('attempt_count', flat=True))} attempts)")
+            parts.append(
+                f"{_n(retried.count(), 'notification')} retried "
+                f"({sum(retried.values_list('attempt_count', flat=True))} attempts)"
+            )
         polled = PaymentRecord.objects.filter(out_trade_no__in=otns, source="poll").count()
         if polled:
             parts.append(f"{_n(polled, 'payment')} found by polling")
-        duplicates = BankNotifyAttempt.objects.filter(payment__out_trade_no__in=otns, duplicate=True).count()
+        duplicates = BankNotifyAttempt.objects.filter(
+            payment__out_trade_no__in=otns, duplicate=True
+        ).count()
         if duplicates:
-            parts.append(f"{duplicates} duplicate bank {'notify' if duplicates == 1 else 'notifies'} absorbed")
+            parts.append(
+                f"{duplicates} duplicate bank {'notify' if duplicates == 1 else 'notifies'} absorbed"
+            )
         return "; ".join(parts)
 
 
@@ -378,14 +516,24 @@ class MerchantDown(Scenario):
     name, title = "merchant-down", "6 merchant server down, then back"
 
     def inject(self) -> None:
-        self.http("POST", f"/sandbox/merchant/{self.merchant.pk}", json={"fail_next": 10_000, "fail_status": 503},
-                  headers=self.c.sandbox, expect=(200,))
+        self.http(
+            "POST",
+            f"/sandbox/merchant/{self.merchant.pk}",
+            json={"fail_next": 10_000, "fail_status": 503},
+            headers=self.c.sandbox,
+            expect=(200,),
+        )
         self.say("merchant server: answers 503 to every notification")
         time.sleep(3)  # the first attempts fail
 
     def remove(self) -> None:
-        self.http("POST", f"/sandbox/merchant/{self.merchant.pk}", json={"fail_next": 0}, headers=self.c.sandbox,
-                  expect=(200,))
+        self.http(
+            "POST",
+            f"/sandbox/merchant/{self.merchant.pk}",
+            json={"fail_next": 0},
+            headers=self.c.sandbox,
+            expect=(200,),
+        )
         self.say("merchant server: back")
 
 
@@ -402,15 +550,20 @@ class BrokerLost(Scenario):
             self.say(self.c.control("stop", process))
 
     def remove(self) -> None:
-        deadline = time.monotonic() + 20  # the bank's notifies stored, their messages waiting in the broker
-        during = [p.out_trade_no for p in self.payments if p.bank_trade_no][-self.bank_during:]
+        deadline = (
+            time.monotonic() + 20
+        )  # the bank's notifies stored, their messages waiting in the broker
+        during = [p.out_trade_no for p in self.payments if p.bank_trade_no][-self.bank_during :]
         while time.monotonic() < deadline and Message.objects.using("default").filter(
-                business_key__in=during).count() < len(during):
+            business_key__in=during
+        ).count() < len(during):
             time.sleep(0.2)
         self.say(f"broker: {empty_broker()}")
         for process in self.consumers:
             self.say(self.c.control("start", process))
-        for process in set(CHAOS_VICTIMS) - set(self.consumers):  # a restarted broker: everyone reconnects
+        for process in set(CHAOS_VICTIMS) - set(
+            self.consumers
+        ):  # a restarted broker: everyone reconnects
             self.c.control("kill", process)
 
 
@@ -453,15 +606,25 @@ class BankMisbehaves(Scenario):
 
     def remove(self) -> None:
         held = [p.out_trade_no for p in self.payments if p.bank_options.get("hold")]
-        deadline = time.monotonic() + 30  # lost, as far as the platform knows: polling must find them
-        while time.monotonic() < deadline and Order.objects.filter(out_trade_no__in=held, status="SUCCESS").count() < len(held):
+        deadline = (
+            time.monotonic() + 30
+        )  # lost, as far as the platform knows: polling must find them
+        while time.monotonic() < deadline and Order.objects.filter(
+            out_trade_no__in=held, status="SUCCESS"
+        ).count() < len(held):
             time.sleep(0.5)
-        data = self.http("POST", "/sandbox/bank/release", json={}, headers=self.c.sandbox, expect=(200,))
+        data = self.http(
+            "POST", "/sandbox/bank/release", json={}, headers=self.c.sandbox, expect=(200,)
+        )
         self.say(f"bank: {data['released']} held notifies released late, latest payment first")
 
     def settled_extra(self) -> bool:
         otns = [p.out_trade_no for p in self.payments if p.method == "bank"]
-        return not BankPayment.objects.filter(out_trade_no__in=otns).exclude(notify_state="ACKED").exists()
+        return (
+            not BankPayment.objects.filter(out_trade_no__in=otns)
+            .exclude(notify_state="ACKED")
+            .exists()
+        )
 
 
 @dataclass
@@ -489,8 +652,12 @@ class RefundsFundsDown(ServiceDown):
             self.set_up()
             self.pay_all(self.orders("before", self.bank_before, self.balance_before))
             self.converge(time.monotonic(), timeout)  # only a paid order is refunded
-            self.refunds = [PlannedRefund(p, f"{p.merchant_order_no}-r", p.amount // 2 if i % 2 == 0 else p.amount)
-                            for i, p in enumerate(self.payments[:3])]  # half, whole, half; the fourth kept
+            self.refunds = [
+                PlannedRefund(
+                    p, f"{p.merchant_order_no}-r", p.amount // 2 if i % 2 == 0 else p.amount
+                )
+                for i, p in enumerate(self.payments[:3])
+            ]  # half, whole, half; the fourth kept
             try:
                 self.inject()
                 self.refund_all()
@@ -506,8 +673,15 @@ class RefundsFundsDown(ServiceDown):
         for refund in [r for r in self.refunds if not r.refund_no]:
             try:
                 response = self.c.request(
-                    "POST", f"{self.c.base}/api/v1/orders/{refund.payment.merchant_order_no}/refunds", headers=self.c.api,
-                    json={"merchant_refund_no": refund.merchant_refund_no, "amount": refund.amount, "reason": "scenario"})
+                    "POST",
+                    f"{self.c.base}/api/v1/orders/{refund.payment.merchant_order_no}/refunds",
+                    headers=self.c.api,
+                    json={
+                        "merchant_refund_no": refund.merchant_refund_no,
+                        "amount": refund.amount,
+                        "reason": "scenario",
+                    },
+                )
             except CommandError:  # no answer in time: as good as refused
                 response = None
             if response is not None and response.status_code in (200, 201):
@@ -515,15 +689,21 @@ class RefundsFundsDown(ServiceDown):
             elif response is None or response.status_code == 503:
                 self.refused += 1  # nothing was refunded: the merchant asks again later
             else:
-                raise RuntimeError(f"refund {refund.merchant_refund_no} answered {response.status_code}: {response.text[:200]}")
+                raise RuntimeError(
+                    f"refund {refund.merchant_refund_no} answered {response.status_code}: {response.text[:200]}"
+                )
 
     def all_completed(self) -> bool:
         self.refund_all()  # those refused while funds was down
         return super().all_completed() and len(self.succeeded()) == len(self.refunds)
 
     def succeeded(self) -> list[str]:
-        return list(Refund.objects.filter(refund_no__in=[r.refund_no for r in self.refunds if r.refund_no],
-                                          status=Refund.Status.SUCCEEDED).values_list("refund_no", flat=True))
+        return list(
+            Refund.objects.filter(
+                refund_no__in=[r.refund_no for r in self.refunds if r.refund_no],
+                status=Refund.Status.SUCCEEDED,
+            ).values_list("refund_no", flat=True)
+        )
 
     def merchant_balance(self) -> int:
         return super().merchant_balance() - sum(r.amount for r in self.refunds)  # the fee is kept
@@ -531,8 +711,11 @@ class RefundsFundsDown(ServiceDown):
     def measure(self, row: Row) -> None:
         super().measure(row)
         try:
-            per_order = Counter(Refund.objects.filter(out_trade_no__in=[r.payment.out_trade_no for r in self.refunds])
-                                .values_list("out_trade_no", flat=True))
+            per_order = Counter(
+                Refund.objects.filter(
+                    out_trade_no__in=[r.payment.out_trade_no for r in self.refunds]
+                ).values_list("out_trade_no", flat=True)
+            )
             succeeded = len(self.succeeded())
         except DatabaseError as exc:
             row.error = row.error or f"reading the refunds failed: {exc}"[:300]
@@ -540,13 +723,24 @@ class RefundsFundsDown(ServiceDown):
         row.lost += len(self.refunds) - succeeded
         row.doubled += sum(n > 1 for n in per_order.values())
         whole = sum(r.amount == r.payment.amount for r in self.refunds)
-        row.pattern = (f"{succeeded} of {_n(len(self.refunds), 'refund')} SUCCEEDED ({whole} whole, "
-                       f"{len(self.refunds) - whole} partial), {_n(self.refused, 'refund request')} refused while "
-                       f"funds was down and asked again; " + row.pattern)
+        row.pattern = (
+            f"{succeeded} of {_n(len(self.refunds), 'refund')} SUCCEEDED ({whole} whole, "
+            f"{len(self.refunds) - whole} partial), {_n(self.refused, 'refund request')} refused while "
+            f"funds was down and asked again; " + row.pattern
+        )
 
 
-SCENARIOS = [HappyPath, OrdersDown, FundsDown, PointsDown, AccountingDown, MerchantDown, BrokerLost, BankMisbehaves,
-             RefundsFundsDown]
+SCENARIOS = [
+    HappyPath,
+    OrdersDown,
+    FundsDown,
+    PointsDown,
+    AccountingDown,
+    MerchantDown,
+    BrokerLost,
+    BankMisbehaves,
+    RefundsFundsDown,
+]
 
 
 class Chaos(Scenario):
@@ -555,7 +749,9 @@ class Chaos(Scenario):
 
     name = "chaos"
 
-    def __init__(self, client: Client, stamp: str, say: Callable[[str], None], *, seed: int, payments: int):
+    def __init__(
+        self, client: Client, stamp: str, say: Callable[[str], None], *, seed: int, payments: int
+    ):
         super().__init__(client, stamp, say)
         self.seed, self.count = seed, payments
         self.title = f"chaos seed {seed}"

@@ -27,7 +27,15 @@ class FlaggedFilter(admin.SimpleListFilter):
 @admin.register(BankNotify)
 class BankNotifyAdmin(RecordAdmin):
     list_display = [
-        "bank_trade_no", linked("out_trade_no"), "amount", "currency", "status", "paid_at", "received_at", "duplicates", "flag",
+        "bank_trade_no",
+        linked("out_trade_no"),
+        "amount",
+        "currency",
+        "status",
+        "paid_at",
+        "received_at",
+        "duplicates",
+        "flag",
     ]
     list_filter = [FlaggedFilter, "status", "currency", "received_at"]
     search_fields = ["bank_trade_no", "out_trade_no"]
@@ -46,7 +54,16 @@ class BankNotifyReceiptAdmin(RecordAdmin):
     date_hierarchy = "received_at"
     ordering = ["-id"]
     actions = ["reprocess_selected"]
-    fields = ["state", "error", "attempts", "bank_notify", "received_at", "processed_at", "signature", "body"]
+    fields = [
+        "state",
+        "error",
+        "attempts",
+        "bank_notify",
+        "received_at",
+        "processed_at",
+        "signature",
+        "body",
+    ]
     readonly_fields = fields
 
     @admin.display(description="error")
@@ -58,11 +75,15 @@ class BankNotifyReceiptAdmin(RecordAdmin):
         text = bytes(obj.raw_body).decode("utf-8", errors="backslashreplace")
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
 
-    @admin.action(description="Reprocess selected receipts (rejected or stranded)", permissions=["change"])
+    @admin.action(
+        description="Reprocess selected receipts (rejected or stranded)", permissions=["change"]
+    )
     def reprocess_selected(self, request, queryset):
         states = [bank_notify_reprocess(pk).state for pk in queryset.values_list("pk", flat=True)]
         processed = states.count(BankNotifyReceipt.State.PROCESSED)
         rejected = states.count(BankNotifyReceipt.State.REJECTED)
         self.message_user(
-            request, f"{processed} processed, {rejected} still rejected.", messages.SUCCESS if not rejected else messages.WARNING
+            request,
+            f"{processed} processed, {rejected} still rejected.",
+            messages.SUCCESS if not rejected else messages.WARNING,
         )

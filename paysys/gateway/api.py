@@ -36,7 +36,11 @@ class BankNotifyApi(APIView):
         if not bank.signature_valid(raw_body, signature):
             raise BankSignatureInvalid("missing or invalid bank signature")
         stored = bank_notify_receive(raw_body=raw_body, signature=signature)
-        body = {"result": "success", "bank_trade_no": stored.notify.bank_trade_no, "duplicate": not stored.created}
+        body = {
+            "result": "success",
+            "bank_trade_no": stored.notify.bank_trade_no,
+            "duplicate": not stored.created,
+        }
         if stored.flagged:
             body["flagged"] = True  # acknowledged all the same: a human resolves it, not a resend
         return Response(body)

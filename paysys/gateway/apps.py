@@ -12,7 +12,11 @@ class GatewayConfig(AppConfig):
         from paysys.gateway.selectors import bank_notify_receipts_processed_before
 
         # the stored notifies themselves stay: they are what makes a repeated notify a duplicate
-        retention.register(retention.PurgeTable(
-            label="bank-notify receipts", model_rows=lambda: BankNotifyReceipt.objects.all(),
-            rows=bank_notify_receipts_processed_before, written="received_at",
-        ))
+        retention.register(
+            retention.PurgeTable(
+                label="bank-notify receipts",
+                model_rows=lambda: BankNotifyReceipt.objects.all(),
+                rows=bank_notify_receipts_processed_before,
+                written="received_at",
+            )
+        )

@@ -19,15 +19,26 @@ class BankNotify(models.Model):
     raw_body = models.TextField()
     signature = models.CharField(max_length=128)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    duplicates = models.PositiveIntegerField(default=0, help_text="identical notifies received after this one")
-    flag = models.CharField(
-        max_length=255, blank=True, default="", help_text="why a human must look: how a later notify differed"
+    duplicates = models.PositiveIntegerField(
+        default=0, help_text="identical notifies received after this one"
     )
-    conflicting_body = models.TextField(blank=True, default="", help_text="raw body of the latest differing notify")
+    flag = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="why a human must look: how a later notify differed",
+    )
+    conflicting_body = models.TextField(
+        blank=True, default="", help_text="raw body of the latest differing notify"
+    )
 
     class Meta:
         verbose_name = "bank notify"
-        constraints = [models.CheckConstraint(condition=models.Q(amount__gt=0), name="bank_notify_amount_positive")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="bank_notify_amount_positive"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.bank_trade_no} -> {self.out_trade_no}"
@@ -57,7 +68,11 @@ class BankNotifyReceipt(models.Model):
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0, help_text="times it was read")
     bank_notify = models.ForeignKey(
-        BankNotify, null=True, blank=True, on_delete=models.PROTECT, related_name="receipts",
+        BankNotify,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="receipts",
         help_text="the notify it was read as (several receipts: the bank repeated it)",
     )
     received_at = models.DateTimeField(auto_now_add=True)

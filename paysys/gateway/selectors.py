@@ -25,7 +25,9 @@ def bank_notify_receipts_to_reprocess() -> QuerySet[BankNotifyReceipt]:
 def bank_notify_receipts_processed_before(cutoff) -> QuerySet[BankNotifyReceipt]:
     """Receipts retention may delete: PROCESSED (their notify is stored) and received and
     processed before ``cutoff``. RECEIVED and REJECTED ones wait for their reading or a human."""
-    return BankNotifyReceipt.objects.filter(state=Receipt.PROCESSED, received_at__lt=cutoff, processed_at__lt=cutoff)
+    return BankNotifyReceipt.objects.filter(
+        state=Receipt.PROCESSED, received_at__lt=cutoff, processed_at__lt=cutoff
+    )
 
 
 def bank_notify_get(*, bank_trade_no: str) -> BankNotify | None:
@@ -34,8 +36,12 @@ def bank_notify_get(*, bank_trade_no: str) -> BankNotify | None:
 
 def bank_notifies_of(*, out_trade_no: str) -> list[tuple[BankNotify, list[BankNotifyReceipt]]]:
     """The stored notifies of an order (index on out_trade_no), each with the receipts that read it."""
-    notifies = list(BankNotify.objects.filter(out_trade_no=out_trade_no).order_by("received_at", "id"))
+    notifies = list(
+        BankNotify.objects.filter(out_trade_no=out_trade_no).order_by("received_at", "id")
+    )
     receipts: dict[int, list[BankNotifyReceipt]] = {}
-    for receipt in BankNotifyReceipt.objects.filter(bank_notify__in=notifies).order_by("received_at", "id"):
+    for receipt in BankNotifyReceipt.objects.filter(bank_notify__in=notifies).order_by(
+        "received_at", "id"
+    ):
         receipts.setdefault(receipt.bank_notify_id, []).append(receipt)
     return [(notify, receipts.get(notify.pk, [])) for notify in notifies]

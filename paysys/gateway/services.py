@@ -9,7 +9,6 @@ once and publish ``bank.payment_succeeded`` in the same local transaction.
 
 from __future__ import annotations
 
-
 import logging
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -21,9 +20,9 @@ from django.utils.text import Truncator
 from rest_framework import serializers
 
 from paysys.api.fields import StrictIntegerField, TextField
+from paysys.api.parsers import loads_strict
 from paysys.contracts import BankPaymentSucceeded
 from paysys.core.errors import InvalidInput
-from paysys.api.parsers import loads_strict
 from paysys.gateway.models import BankNotify, BankNotifyReceipt
 from paysys.messaging import publish
 
@@ -123,7 +122,9 @@ def bank_notify_read(raw_body: bytes) -> tuple[dict, str]:
         raise BankNotifyRejected("body must be a JSON object", code="malformed")
     document = BankNotifyDocument(data=payload)
     if not document.is_valid():
-        fields = {name: "; ".join(str(m) for m in messages) for name, messages in document.errors.items()}
+        fields = {
+            name: "; ".join(str(m) for m in messages) for name, messages in document.errors.items()
+        }
         raise BankNotifyRejected("the request has invalid fields", fields=fields)
     return document.validated_data, text
 
@@ -138,8 +139,12 @@ def bank_notify_store(
         with transaction.atomic(using="default"):
             notify = BankNotify.objects.create(raw_body=raw_body, signature=signature, **data)
             event = BankPaymentSucceeded(
-                bank_trade_no=notify.bank_trade_no, out_trade_no=notify.out_trade_no, amount=notify.amount,
-                currency=notify.currency, paid_at=notify.paid_at.isoformat(), source="notify",
+                bank_trade_no=notify.bank_trade_no,
+                out_trade_no=notify.out_trade_no,
+                amount=notify.amount,
+                currency=notify.currency,
+                paid_at=notify.paid_at.isoformat(),
+                source="notify",
             )
             publish(event, using="default", business_key=notify.out_trade_no)
             if receipt is not None:
@@ -154,7 +159,9 @@ def bank_notify_store(
     return _bank_notify_duplicate(stored, data=data, raw_body=raw_body)
 
 
-def _receipt_move(receipt: BankNotifyReceipt, new: str, *, error: str = "", bank_notify: BankNotify | None = None) -> None:
+def _receipt_move(
+    receipt: BankNotifyReceipt, new: str, *, error: str = "", bank_notify: BankNotify | None = None
+) -> None:
     """Record the outcome of one reading: a new receipt is written in that state (one INSERT);
     a stored one moves there if it still may."""
     outcome = {"error": error, "bank_notify": bank_notify, "processed_at": timezone.now()}
@@ -164,7 +171,9 @@ def _receipt_move(receipt: BankNotifyReceipt, new: str, *, error: str = "", bank
         receipt.attempts = 1
         receipt.save()
         return
-    BankNotifyReceipt.objects.filter(pk=receipt.pk).transition(new, attempts=F("attempts") + 1, **outcome)
+    BankNotifyReceipt.objects.filter(pk=receipt.pk).transition(
+        new, attempts=F("attempts") + 1, **outcome
+    )
 
 
 def _describe(exc: BankNotifyRejected) -> str:
@@ -182,7 +191,9 @@ def _bank_notify_duplicate(stored: BankNotify, *, data: dict, raw_body: str) -> 
     if not differences:
         row.update(duplicates=F("duplicates") + 1)
         return BankNotifyStored(row.get(), created=False, flagged=False)
-    flag = Truncator(FLAG_PREFIX + ", ".join(differences)).chars(BankNotify._meta.get_field("flag").max_length)
+    flag = Truncator(FLAG_PREFIX + ", ".join(differences)).chars(
+        BankNotify._meta.get_field("flag").max_length
+    )
     row.update(flag=flag, conflicting_body=raw_body)
     logger.error("bank notify %s flagged for a human: %s", stored.bank_trade_no, flag)
     return BankNotifyStored(row.get(), created=False, flagged=True)

@@ -114,7 +114,9 @@ class ResendDeadForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].choices = [(alias, service_label(alias)) for alias in settings.DATABASES]
+        self.fields["service"].choices = [
+            (alias, service_label(alias)) for alias in settings.DATABASES
+        ]
         self.fields["queue"].choices = [(queue, queue) for queue in settings.SERVICE_QUEUES]
 
 
@@ -124,7 +126,14 @@ class ResendDeadForm(forms.Form):
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
     list_display = [
-        "message_id", "topic", "consumer", "queue", "status", "send_count", "next_send_at", "created_at",
+        "message_id",
+        "topic",
+        "consumer",
+        "queue",
+        "status",
+        "send_count",
+        "next_send_at",
+        "created_at",
         "last_error_excerpt",
     ]
     list_filter = [ServiceFilter, "status", DeadFilter, "topic", "queue", AgeFilter]
@@ -134,7 +143,19 @@ class MessageAdmin(ReadOnlyAdmin):
     actions = ["resend_selected"]
     fieldsets = [
         (None, {"fields": ["service", "message_id", "topic", "consumer", "queue", "status"]}),
-        ("Delivery", {"fields": ["send_count", "next_send_at", "created_at", "confirmed_at", "consumed_at", "last_error"]}),
+        (
+            "Delivery",
+            {
+                "fields": [
+                    "send_count",
+                    "next_send_at",
+                    "created_at",
+                    "confirmed_at",
+                    "consumed_at",
+                    "last_error",
+                ]
+            },
+        ),
         ("Two-phase", {"fields": ["business_key", "check_back", "check_count"]}),
         ("Payload", {"fields": ["payload_pretty"]}),
     ]
@@ -171,7 +192,10 @@ class MessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: Message) -> str:
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', json.dumps(obj.payload, indent=2, ensure_ascii=False, sort_keys=True))
+        return format_html(
+            '<pre style="white-space: pre-wrap">{}</pre>',
+            json.dumps(obj.payload, indent=2, ensure_ascii=False, sort_keys=True),
+        )
 
     # --- views -------------------------------------------------------------------------------
 
@@ -182,12 +206,20 @@ class MessageAdmin(ReadOnlyAdmin):
             path("dashboard/", wrap(self.dashboard_view), name="%s_%s_dashboard" % info),
             path("resend-dead/", wrap(self.resend_dead_view), name="%s_%s_resend_dead" % info),
             path("<path:object_id>/resend/", wrap(self.resend_view), name="%s_%s_resend" % info),
-            path("<path:object_id>/settle/<str:verdict>/", wrap(self.settle_view), name="%s_%s_settle" % info),
+            path(
+                "<path:object_id>/settle/<str:verdict>/",
+                wrap(self.settle_view),
+                name="%s_%s_settle" % info,
+            ),
             *super().get_urls(),
         ]
 
     def _url(self, name: str, *args, query: dict | None = None) -> str:
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args, current_app=self.admin_site.name)
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}",
+            args=args,
+            current_app=self.admin_site.name,
+        )
         return f"{url}?{urlencode(query)}" if query else url
 
     def changelist_view(self, request, extra_context=None):
@@ -206,15 +238,21 @@ class MessageAdmin(ReadOnlyAdmin):
             return response
         except DatabaseError:
             logger.warning("message admin: database %s unavailable", alias, exc_info=True)
-            self.message_user(request, f"The {service_label(alias)} database is unavailable.", messages.ERROR)
+            self.message_user(
+                request, f"The {service_label(alias)} database is unavailable.", messages.ERROR
+            )
             return HttpResponseRedirect(self._url("dashboard"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         context = {
             "can_resend": self.has_resend_permission(request),
             "resend_url": self._url("resend", object_id, query=request.GET.dict() or None),
-            "confirm_url": self._url("settle", object_id, "confirm", query=request.GET.dict() or None),
-            "discard_url": self._url("settle", object_id, "discard", query=request.GET.dict() or None),
+            "confirm_url": self._url(
+                "settle", object_id, "confirm", query=request.GET.dict() or None
+            ),
+            "discard_url": self._url(
+                "settle", object_id, "discard", query=request.GET.dict() or None
+            ),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, context)
@@ -223,15 +261,30 @@ class MessageAdmin(ReadOnlyAdmin):
     def resend_selected(self, request, queryset):
         alias = queryset.db
         ids = list(queryset.values_list("id", flat=True))
-        resent = sum(actions.resend(alias, ids[i : i + RESEND_CHUNK]) for i in range(0, len(ids), RESEND_CHUNK))
-        logger.info("admin %s resent %d of %d selected message(s) in %s", request.user, resent, len(ids), alias)
+        resent = sum(
+            actions.resend(alias, ids[i : i + RESEND_CHUNK])
+            for i in range(0, len(ids), RESEND_CHUNK)
+        )
+        logger.info(
+            "admin %s resent %d of %d selected message(s) in %s",
+            request.user,
+            resent,
+            len(ids),
+            alias,
+        )
         self._report_resend(request, resent, len(ids))
 
     def _report_resend(self, request, resent: int, selected: int) -> None:
-        self.message_user(request, f"{resent} message(s) resent.", messages.SUCCESS if resent else messages.WARNING)
+        self.message_user(
+            request,
+            f"{resent} message(s) resent.",
+            messages.SUCCESS if resent else messages.WARNING,
+        )
         if selected > resent:
             self.message_user(
-                request, f"{selected - resent} skipped: only SENDING and DEAD messages are resent.", messages.WARNING
+                request,
+                f"{selected - resent} skipped: only SENDING and DEAD messages are resent.",
+                messages.WARNING,
             )
 
     def resend_view(self, request, object_id):
@@ -244,7 +297,9 @@ class MessageAdmin(ReadOnlyAdmin):
         if obj is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         resent = actions.resend(obj._state.db, [obj.pk])
-        logger.info("admin %s resent message row %s in %s: %d", request.user, obj.pk, obj._state.db, resent)
+        logger.info(
+            "admin %s resent message row %s in %s: %d", request.user, obj.pk, obj._state.db, resent
+        )
         self._report_resend(request, resent, 1)
         return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
 
@@ -261,11 +316,28 @@ class MessageAdmin(ReadOnlyAdmin):
         alias = obj._state.db
         settle = outbox.confirm if verdict == "confirm" else outbox.discard
         changed = settle(obj.message_id, using=alias)
-        logger.info("admin %s chose %s for message %s in %s: %d row(s)", request.user, verdict, obj.message_id, alias, changed)
+        logger.info(
+            "admin %s chose %s for message %s in %s: %d row(s)",
+            request.user,
+            verdict,
+            obj.message_id,
+            alias,
+            changed,
+        )
         if not changed:
-            self.message_user(request, "Nothing changed: the message is no longer waiting for its producer.", messages.WARNING)
-            return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
-        self.message_user(request, f"Message {obj.message_id}: {verdict}ed ({changed} consumer row(s)).", messages.SUCCESS)
+            self.message_user(
+                request,
+                "Nothing changed: the message is no longer waiting for its producer.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(
+                self._url("change", obj.pk, query=request.GET.dict() or None)
+            )
+        self.message_user(
+            request,
+            f"Message {obj.message_id}: {verdict}ed ({changed} consumer row(s)).",
+            messages.SUCCESS,
+        )
         if verdict == "discard":
             return HttpResponseRedirect(self._url("changelist", query={"service": alias}))
         return HttpResponseRedirect(self._url("change", obj.pk, query=request.GET.dict() or None))
@@ -282,16 +354,34 @@ class MessageAdmin(ReadOnlyAdmin):
                     resent = actions.resend_dead_messages(alias, queue=queue)
                 except DatabaseError:
                     logger.warning("resend dead: database %s unavailable", alias, exc_info=True)
-                    self.message_user(request, f"The {service_label(alias)} database is unavailable.", messages.ERROR)
-                else:
-                    logger.info("admin %s resent %d dead message(s) of queue %s in %s", request.user, resent, queue, alias)
                     self.message_user(
-                        request, f"{resent} dead message(s) of queue {queue} in {service_label(alias)} resent.",
+                        request,
+                        f"The {service_label(alias)} database is unavailable.",
+                        messages.ERROR,
+                    )
+                else:
+                    logger.info(
+                        "admin %s resent %d dead message(s) of queue %s in %s",
+                        request.user,
+                        resent,
+                        queue,
+                        alias,
+                    )
+                    self.message_user(
+                        request,
+                        f"{resent} dead message(s) of queue {queue} in {service_label(alias)} resent.",
                         messages.SUCCESS if resent else messages.WARNING,
                     )
-                    return HttpResponseRedirect(self._url("changelist", query={"service": alias, "queue": queue}))
+                    return HttpResponseRedirect(
+                        self._url("changelist", query={"service": alias, "queue": queue})
+                    )
         else:
-            form = ResendDeadForm(initial={"service": request.GET.get("service", DEFAULT_SERVICE), "queue": request.GET.get("queue")})
+            form = ResendDeadForm(
+                initial={
+                    "service": request.GET.get("service", DEFAULT_SERVICE),
+                    "queue": request.GET.get("queue"),
+                }
+            )
         preview = self._dead_preview(form)
         context = {
             **self.admin_site.each_context(request),
@@ -312,9 +402,13 @@ class MessageAdmin(ReadOnlyAdmin):
         dead = dead_messages(alias, queue=queue)
         try:
             return {
-                "service": service_label(alias), "queue": queue, "dead": dead.count(),
+                "service": service_label(alias),
+                "queue": queue,
+                "dead": dead.count(),
                 "never_confirmed": dead.filter(confirmed_at__isnull=True).count(),
-                "changelist_url": self._url("changelist", query={"service": alias, "queue": queue, "dead": "yes"}),
+                "changelist_url": self._url(
+                    "changelist", query={"service": alias, "queue": queue, "dead": "yes"}
+                ),
             }
         except DatabaseError:
             return {"service": service_label(alias), "queue": queue, "unavailable": True}
@@ -327,24 +421,44 @@ class MessageAdmin(ReadOnlyAdmin):
         can_resend = self.has_resend_permission(request)
         outboxes = []
         for alias, stats in outbox_stats_by_alias().items():
-            outbox = {"alias": alias, "label": service_label(alias), "up": stats is not None, "rows": [],
-                      "changelist_url": self._url("changelist", query={"service": alias})}
+            outbox = {
+                "alias": alias,
+                "label": service_label(alias),
+                "up": stats is not None,
+                "rows": [],
+                "changelist_url": self._url("changelist", query={"service": alias}),
+            }
             if stats is not None:
                 if stats.oldest_pending_at is not None:
                     outbox["oldest_pending_at"] = stats.oldest_pending_at
                     outbox["oldest_pending_age"] = format_age(stats.oldest_pending_seconds(now))
                 for queue in stats.queues:
                     dead = stats.count(queue, Status.DEAD)
-                    outbox["rows"].append({
-                        "queue": queue,
-                        "counts": [
-                            (stats.count(queue, s), self._url("changelist", query={"service": alias, "queue": queue, "status__exact": s}))
-                            for s in Status.values
-                        ],
-                        "dead": dead,
-                        "resend_dead_url": self._url("resend_dead", query={"service": alias, "queue": queue})
-                        if dead and can_resend else "",
-                    })
+                    outbox["rows"].append(
+                        {
+                            "queue": queue,
+                            "counts": [
+                                (
+                                    stats.count(queue, s),
+                                    self._url(
+                                        "changelist",
+                                        query={
+                                            "service": alias,
+                                            "queue": queue,
+                                            "status__exact": s,
+                                        },
+                                    ),
+                                )
+                                for s in Status.values
+                            ],
+                            "dead": dead,
+                            "resend_dead_url": self._url(
+                                "resend_dead", query={"service": alias, "queue": queue}
+                            )
+                            if dead and can_resend
+                            else "",
+                        }
+                    )
             outboxes.append(outbox)
         context = {
             **self.admin_site.each_context(request),

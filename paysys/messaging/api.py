@@ -17,7 +17,10 @@ import hmac
 import uuid
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, permissions, serializers, status
@@ -25,10 +28,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paysys.api.exceptions import ApiError
-from paysys.core.errors import Conflict, NotFound
-from paysys.core.netguard import check_url
 from paysys.api.fields import StrictInputSerializer, TextField, no_surrogates, reject_unknown_params
 from paysys.api.schema import NO_QUERY_PARAMETERS, error_responses
+from paysys.core.errors import Conflict, NotFound
+from paysys.core.netguard import check_url
 from paysys.messaging import outbox
 from paysys.messaging.models import Message
 from paysys.messaging.selectors import message_rows, overall_status
@@ -92,7 +95,11 @@ class ServiceTokenScheme(OpenApiAuthenticationExtension):
     name = "serviceToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "the messaging service token (MESSAGING_SERVICE_TOKEN)"}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the messaging service token (MESSAGING_SERVICE_TOKEN)",
+        }
 
 
 class MessagingApi(APIView):
@@ -113,7 +120,11 @@ def hide_when_disabled(endpoints):
     """drf-spectacular preprocessing hook: the message API is in the schema only when it is on."""
     if settings.MESSAGING_SERVICE_TOKEN:
         return endpoints
-    return [endpoint for endpoint in endpoints if not issubclass(getattr(endpoint[3], "cls", object), MessagingApi)]
+    return [
+        endpoint
+        for endpoint in endpoints
+        if not issubclass(getattr(endpoint[3], "cls", object), MessagingApi)
+    ]
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -160,7 +171,9 @@ class NamedEnumFieldScheme(OpenApiSerializerFieldExtension):
     def map_serializer_field(self, auto_schema, direction):
         field = self.target
         component = ResolvedComponent(
-            name=field.enum_name, type=ResolvedComponent.SCHEMA, object=field.enum_name,
+            name=field.enum_name,
+            type=ResolvedComponent.SCHEMA,
+            object=field.enum_name,
             schema={"type": "string", "enum": field.enum},
         )
         auto_schema.registry.register_on_missing(component)
@@ -192,7 +205,9 @@ class MessageDetailSerializer(serializers.Serializer):
     status = MessageStatusField(help_text="the least advanced state of its deliveries")
     created_at = serializers.DateTimeField()
     confirmed_at = serializers.DateTimeField(allow_null=True)
-    deliveries = MessageDeliverySerializer(many=True, help_text="one per registered consumer of the topic")
+    deliveries = MessageDeliverySerializer(
+        many=True, help_text="one per registered consumer of the topic"
+    )
 
 
 def message_detail(rows: list[Message]) -> dict:
@@ -231,15 +246,19 @@ class MessagePrepareApi(MessagingApi):
 
     class MessagePrepareInputSerializer(StrictInputSerializer):
         topic = TextField(min_length=1, max_length=100)
-        payload = serializers.DictField(help_text="any JSON object; delivered to the consumers as is")
+        payload = serializers.DictField(
+            help_text="any JSON object; delivered to the consumers as is"
+        )
         business_key = TextField(
-            min_length=1, max_length=128, trim_whitespace=False,
+            min_length=1,
+            max_length=128,
+            trim_whitespace=False,
             help_text="what the check-back asks about, e.g. the producer's transaction id",
         )
         check_back_url = serializers.URLField(
             max_length=512,
             help_text="asked with POST {message_id, business_key} when no confirm or discard comes in time; "
-            "answers 2xx {\"status\": \"COMMITTED\" | \"ROLLED_BACK\" | \"UNKNOWN\"} at this URL itself "
+            'answers 2xx {"status": "COMMITTED" | "ROLLED_BACK" | "UNKNOWN"} at this URL itself '
             "(redirects are not followed) within MESSAGE_CHECK_BACK_TIMEOUT; its host must resolve, to public "
             "addresses only",
         )
@@ -264,15 +283,22 @@ class MessagePrepareApi(MessagingApi):
     @extend_schema(
         operation_id="messages_prepare",
         request=MessagePrepareInputSerializer,
-        responses={201: MessageStateSerializer, **error_responses({
-            serializers.ValidationError: "invalid fields, or an unknown query parameter",
-            ApiError: "the topic is not open to HTTP producers, or no consumer is registered for it",
-            Conflict: "business_key was prepared before with another payload",
-        })},
+        responses={
+            201: MessageStateSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: "invalid fields, or an unknown query parameter",
+                    ApiError: "the topic is not open to HTTP producers, or no consumer is registered for it",
+                    Conflict: "business_key was prepared before with another payload",
+                }
+            ),
+        },
     )
     def post(self, request):
         reject_unknown_params(request.query_params, set())
-        data = self.MessagePrepareInputSerializer(data=request.data)  # paysys.api.parsers: no NaN, infinity, deep nesting
+        data = self.MessagePrepareInputSerializer(
+            data=request.data
+        )  # paysys.api.parsers: no NaN, infinity, deep nesting
         data.is_valid(raise_exception=True)
         values = data.validated_data
         if values["topic"] not in settings.MESSAGING_HTTP_TOPICS:
@@ -283,22 +309,44 @@ class MessagePrepareApi(MessagingApi):
             )
         try:
             message_id = outbox.prepare(
-                values["topic"], values["payload"], using=ALIAS,
-                business_key=values["business_key"], check_back=values["check_back_url"],
+                values["topic"],
+                values["payload"],
+                using=ALIAS,
+                business_key=values["business_key"],
+                check_back=values["check_back_url"],
             )
         except outbox.DuplicateBusinessKey as exc:
-            raise Conflict(str(exc), code="business_key_reused", fields={"payload": "differs from the first prepare"}) from None
+            raise Conflict(
+                str(exc),
+                code="business_key_reused",
+                fields={"payload": "differs from the first prepare"},
+            ) from None
         except outbox.UnknownTopic as exc:
-            raise ApiError(str(exc), code="unknown_topic", fields={"topic": "no consumer is registered for this topic"}) from None
-        return Response({"message_id": message_id, "status": Status.PREPARED}, status=status.HTTP_201_CREATED)
+            raise ApiError(
+                str(exc),
+                code="unknown_topic",
+                fields={"topic": "no consumer is registered for this topic"},
+            ) from None
+        return Response(
+            {"message_id": message_id, "status": Status.PREPARED}, status=status.HTTP_201_CREATED
+        )
 
 
 class MessageDetailApi(MessagingApi):
     """``GET /api/v1/messages/{message_id}``: where each consumer's copy of the message is."""
 
-    @extend_schema(operation_id="messages_retrieve", responses={200: MessageDetailSerializer, **error_responses({
-        serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
-    })})
+    @extend_schema(
+        operation_id="messages_retrieve",
+        responses={
+            200: MessageDetailSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: NO_QUERY_PARAMETERS,
+                    NotFound: NOT_FOUND,
+                }
+            ),
+        },
+    )
     def get(self, request, message_id: uuid.UUID):
         reject_unknown_params(request.query_params, set())
         return Response(MessageDetailSerializer(message_detail(rows_or_404(message_id))).data)
@@ -311,15 +359,24 @@ class MessageConfirmApi(MessagingApi):
     """
 
     @extend_schema(
-        operation_id="messages_confirm", request=None,
-        responses={200: MessageStateSerializer, **error_responses({
-            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
-        })},
+        operation_id="messages_confirm",
+        request=None,
+        responses={
+            200: MessageStateSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: NO_QUERY_PARAMETERS,
+                    NotFound: NOT_FOUND,
+                }
+            ),
+        },
     )
     def post(self, request, message_id: uuid.UUID):
         reject_unknown_params(request.query_params, set())
         outbox.confirm(message_id, using=ALIAS)
-        return Response({"message_id": message_id, "status": overall_status(rows_or_404(message_id))})
+        return Response(
+            {"message_id": message_id, "status": overall_status(rows_or_404(message_id))}
+        )
 
 
 class MessageDiscardApi(MessagingApi):
@@ -329,15 +386,25 @@ class MessageDiscardApi(MessagingApi):
     """
 
     @extend_schema(
-        operation_id="messages_discard", request=None,
-        responses={200: MessageDiscardedSerializer, **error_responses({
-            serializers.ValidationError: NO_QUERY_PARAMETERS, NotFound: NOT_FOUND,
-            Conflict: "the message was already confirmed: it cannot be discarded",
-        })},
+        operation_id="messages_discard",
+        request=None,
+        responses={
+            200: MessageDiscardedSerializer,
+            **error_responses(
+                {
+                    serializers.ValidationError: NO_QUERY_PARAMETERS,
+                    NotFound: NOT_FOUND,
+                    Conflict: "the message was already confirmed: it cannot be discarded",
+                }
+            ),
+        },
     )
     def post(self, request, message_id: uuid.UUID):
         reject_unknown_params(request.query_params, set())
         if outbox.discard(message_id, using=ALIAS):
             return Response({"message_id": message_id, "status": "DISCARDED"})
         current = overall_status(rows_or_404(message_id))
-        raise Conflict(f"the message is {current}: only a PREPARED message can be discarded", code="not_prepared")
+        raise Conflict(
+            f"the message is {current}: only a PREPARED message can be discarded",
+            code="not_prepared",
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
@@ -50,7 +50,13 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
         except KeyError:
             failed[item["id"]] = f"no consumer {item['consumer']!r} is registered in this worker"
             continue
-        delivery = Delivery(item["id"], uuid.UUID(item["message_id"]), item["topic"], item["payload"], item["send_count"])
+        delivery = Delivery(
+            item["id"],
+            uuid.UUID(item["message_id"]),
+            item["topic"],
+            item["payload"],
+            item["send_count"],
+        )
         if not spec.atomic:  # outside any transaction (registry.consumer)
             outside.setdefault(spec.name, []).append(delivery)
             continue
@@ -67,14 +73,25 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
                     errors = _consume_many(spec, group)
                     failed.update(errors)
                     done.extend(d.id for d in group if d.id not in errors)
-                if transaction.get_connection(alias).needs_rollback:  # a savepoint could not be rolled back
-                    raise DatabaseError("the consumer's transaction was lost (e.g. a deadlock rolled it back)")
+                if transaction.get_connection(
+                    alias
+                ).needs_rollback:  # a savepoint could not be rolled back
+                    raise DatabaseError(
+                        "the consumer's transaction was lost (e.g. a deadlock rolled it back)"
+                    )
         except Exception:  # noqa: BLE001 - the batch did not commit: none of it happened
             # one message must not sink the others (a deadlock victim, a handler that breaks the
             # transaction): go again, each message in a transaction of its own
-            logger.warning("batch of %d message(s) in %s did not commit; retrying one by one", len(batch), alias)
+            logger.warning(
+                "batch of %d message(s) in %s did not commit; retrying one by one",
+                len(batch),
+                alias,
+            )
             done = []
-            for spec, delivery in batch:  # all of them: a failure inside a lost batch proves nothing
+            for (
+                spec,
+                delivery,
+            ) in batch:  # all of them: a failure inside a lost batch proves nothing
                 failed.pop(delivery.id, None)
                 error = _consume_alone(spec, delivery)
                 if error:
@@ -87,7 +104,9 @@ def consume_batch(origin: str, deliveries: Iterable[dict]) -> dict[str, list[int
     return {"acked": acked, "failed": sorted(failed)}
 
 
-def _calls(batch: list[tuple[registry.Consumer, Delivery]]) -> list[tuple[registry.Consumer, list[Delivery]]]:
+def _calls(
+    batch: list[tuple[registry.Consumer, Delivery]],
+) -> list[tuple[registry.Consumer, list[Delivery]]]:
     """The handler calls of one alias's batch: a batch consumer's deliveries together, any other
     consumer's one by one (in the batch's order)."""
     calls: list[tuple[registry.Consumer, list[Delivery]]] = []
@@ -118,14 +137,22 @@ def _consume_many(spec: registry.Consumer, deliveries: list[Delivery]) -> dict[i
             todo = [d for d in deliveries if d.message_id not in consumed]
             if todo:
                 InboxEntry.objects.using(spec.alias).bulk_create(
-                    [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in todo]
+                    [
+                        InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic)
+                        for d in todo
+                    ]
                 )
                 spec.handler(todo)
         return {}
     except Exception as exc:  # noqa: BLE001 - one by one below finds which message it was
         if transaction.get_connection(spec.alias).needs_rollback:
             raise  # the transaction is lost (a deadlock victim): the caller retries each alone
-        logger.info("batch of %d for %s failed (%s); consuming one by one", len(deliveries), spec.name, _describe(exc))
+        logger.info(
+            "batch of %d for %s failed (%s); consuming one by one",
+            len(deliveries),
+            spec.name,
+            _describe(exc),
+        )
     errors = {}
     for delivery in deliveries:
         if error := _consume_one(spec, delivery):
@@ -156,8 +183,10 @@ def _consume_outside(spec: registry.Consumer, deliveries: list[Delivery]) -> dic
     errors: dict[int, str] = {}
     if spec.batch and todo:
         try:
-            errors = {int(k): _describe(v) if isinstance(v, BaseException) else str(v)
-                      for k, v in (spec.handler(todo) or {}).items()}
+            errors = {
+                int(k): _describe(v) if isinstance(v, BaseException) else str(v)
+                for k, v in (spec.handler(todo) or {}).items()
+            }
         except Exception as exc:  # noqa: BLE001 - recorded on every message, resent on schedule
             errors = {d.id: _describe(exc) for d in todo}
     elif todo:
@@ -171,10 +200,16 @@ def _consume_outside(spec: registry.Consumer, deliveries: list[Delivery]) -> dic
     done = [d for d in todo if d.id not in errors]
     try:
         insert_objects(
-            spec.alias, [InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic) for d in done],
+            spec.alias,
+            [
+                InboxEntry(consumer=spec.name, message_id=d.message_id, topic=spec.topic)
+                for d in done
+            ],
             ignore_existing=True,  # a concurrent delivery wrote the inbox row first
         )
-    except DatabaseError as exc:  # not acknowledged: resent, and the handler's own idempotency absorbs it
+    except (
+        DatabaseError
+    ) as exc:  # not acknowledged: resent, and the handler's own idempotency absorbs it
         errors.update((d.id, _describe(exc)) for d in done)
     return errors
 
@@ -184,7 +219,9 @@ def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
     consumed before), else the error, after rolling back everything this message wrote."""
     try:
         with transaction.atomic(using=spec.alias):
-            InboxEntry.objects.using(spec.alias).create(consumer=spec.name, message_id=delivery.message_id, topic=spec.topic)
+            InboxEntry.objects.using(spec.alias).create(
+                consumer=spec.name, message_id=delivery.message_id, topic=spec.topic
+            )
             spec.handler([delivery] if spec.batch else delivery)
         return ""
     except IntegrityError as exc:
@@ -192,7 +229,9 @@ def _consume_one(spec: registry.Consumer, delivery: Delivery) -> str:
             return ""
         return _describe(exc)
     except Exception as exc:  # noqa: BLE001 - any handler failure is recorded, never lost
-        logger.warning("consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc))
+        logger.warning(
+            "consumer %s failed on message %s: %s", spec.name, delivery.message_id, _describe(exc)
+        )
         return _describe(exc)
 
 
@@ -204,8 +243,11 @@ def _already_consumed(spec: registry.Consumer, message_id: uuid.UUID) -> bool:
 
 
 def _consumed(spec: registry.Consumer, message_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    return set(InboxEntry.objects.using(spec.alias).filter(consumer=spec.name, message_id__in=message_ids)
-               .values_list("message_id", flat=True))
+    return set(
+        InboxEntry.objects.using(spec.alias)
+        .filter(consumer=spec.name, message_id__in=message_ids)
+        .values_list("message_id", flat=True)
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -221,16 +263,24 @@ def acknowledge(origin: str, ids: list[int]) -> int:
         return (
             Message.objects.using(origin)
             .filter(id__in=ids)
-            .transition(Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error="")
+            .transition(
+                Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error=""
+            )
         )
     except DatabaseError:
-        logger.warning("ack of %d message(s) to %s failed; they will be resent and deduplicated", len(ids), origin)
+        logger.warning(
+            "ack of %d message(s) to %s failed; they will be resent and deduplicated",
+            len(ids),
+            origin,
+        )
         return 0
 
 
 def record_failures(origin: str, failures: dict[int, str]) -> None:
     for message_id, error in failures.items():
         try:
-            Message.objects.using(origin).filter(id=message_id, status=Status.SENDING).update(last_error=error)
+            Message.objects.using(origin).filter(id=message_id, status=Status.SENDING).update(
+                last_error=error
+            )
         except DatabaseError:
             logger.warning("could not record failure of message %s in %s", message_id, origin)

@@ -20,7 +20,9 @@ from paysys.messaging import registry, relay
 logger = logging.getLogger(__name__)
 
 RELAY = Kick(
-    "messaging.relay", key="messaging:kick:{target}", ttl_setting="MESSAGE_KICK_TTL",
+    "messaging.relay",
+    key="messaging:kick:{target}",
+    ttl_setting="MESSAGE_KICK_TTL",
     route=lambda alias: {"queue": registry.queue_for_alias(alias)},
     run_here=lambda alias: relay_or_kick(alias),  # late-bound, so tests may replace it
     thread_name="paysys-relay-kicker",
@@ -44,7 +46,9 @@ def relay_or_kick(alias: str) -> None:
                 relay.relay_due(alias, paced=True)
             return
         except Exception:  # noqa: BLE001 - the relay task, or the recovery pass, ships them instead
-            logger.warning("relay pass of %s here failed; kicking its worker's relay", alias, exc_info=True)
+            logger.warning(
+                "relay pass of %s here failed; kicking its worker's relay", alias, exc_info=True
+            )
     kick_relay(alias)
 
 

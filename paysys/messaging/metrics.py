@@ -59,7 +59,9 @@ class OutboxStats:
     alias: str
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, status) -> rows
     oldest_pending_at: datetime | None = None
-    oldest_pending_by_queue: dict[str, datetime] = field(default_factory=dict)  # the scrape's (consumed=False)
+    oldest_pending_by_queue: dict[str, datetime] = field(
+        default_factory=dict
+    )  # the scrape's (consumed=False)
     resends: int = 0
 
     @property
@@ -87,7 +89,9 @@ def outbox_stats(alias: str, *, consumed: bool = True) -> OutboxStats:
         return _backlog_stats(alias, messages.filter(status__in=NOT_CONSUMED))
     counts = {
         (queue, status): n
-        for queue, status, n in messages.order_by().values_list("queue", "status").annotate(n=Count("id"))
+        for queue, status, n in messages.order_by()
+        .values_list("queue", "status")
+        .annotate(n=Count("id"))
     }
     # sum(send_count) - count over rows sent at least once == sum(max(send_count - 1, 0)),
     # without ever computing 0 - 1 on an unsigned column (MySQL refuses that)
@@ -97,35 +101,52 @@ def outbox_stats(alias: str, *, consumed: bool = True) -> OutboxStats:
         sent_rows=Count("id", filter=Q(send_count__gt=0)),
     )
     return OutboxStats(
-        alias=alias, counts=counts, oldest_pending_at=totals["oldest"],
+        alias=alias,
+        counts=counts,
+        oldest_pending_at=totals["oldest"],
         resends=(totals["sends"] or 0) - totals["sent_rows"],
     )
 
 
 def _backlog_stats(alias: str, rows) -> OutboxStats:
     stats = OutboxStats(alias=alias)
-    groups = rows.order_by().values_list("queue", "status").annotate(
-        n=Count("id"), oldest=Min("created_at"),
-        sends=Sum("send_count", filter=Q(send_count__gt=0)), sent_rows=Count("id", filter=Q(send_count__gt=0)),
+    groups = (
+        rows.order_by()
+        .values_list("queue", "status")
+        .annotate(
+            n=Count("id"),
+            oldest=Min("created_at"),
+            sends=Sum("send_count", filter=Q(send_count__gt=0)),
+            sent_rows=Count("id", filter=Q(send_count__gt=0)),
+        )
     )
     for queue, status, n, oldest, sends, sent_rows in groups:
         stats.counts[(queue, status)] = n
         stats.resends += (sends or 0) - sent_rows
-        if status in PENDING and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
+        if status in PENDING and (
+            stats.oldest_pending_at is None or oldest < stats.oldest_pending_at
+        ):
             stats.oldest_pending_at = oldest
-        if status in PENDING and (queue not in stats.oldest_pending_by_queue or oldest < stats.oldest_pending_by_queue[queue]):
+        if status in PENDING and (
+            queue not in stats.oldest_pending_by_queue
+            or oldest < stats.oldest_pending_by_queue[queue]
+        ):
             stats.oldest_pending_by_queue[queue] = oldest
     return stats
 
 
-def outbox_stats_by_alias(aliases: list[str] | None = None, *, consumed: bool = True) -> dict[str, OutboxStats | None]:
+def outbox_stats_by_alias(
+    aliases: list[str] | None = None, *, consumed: bool = True
+) -> dict[str, OutboxStats | None]:
     """Every alias's stats; ``None`` for an alias whose database did not answer."""
     result: dict[str, OutboxStats | None] = {}
     for alias in aliases if aliases is not None else list(settings.DATABASES):
         try:
             result[alias] = outbox_stats(alias, consumed=consumed)
         except DatabaseError:
-            logger.warning("outbox stats skipped alias %s: database unavailable", alias, exc_info=True)
+            logger.warning(
+                "outbox stats skipped alias %s: database unavailable", alias, exc_info=True
+            )
             result[alias] = None
     return result
 
@@ -135,7 +156,9 @@ def known_outbox_queues() -> dict[str, set[str]]:
     registered consumer of its topic."""
     known: dict[str, set[str]] = {}
     for contract in contracts():
-        known.setdefault(contract.PRODUCER, set()).update(c.queue for c in consumers_of(contract.TOPIC))
+        known.setdefault(contract.PRODUCER, set()).update(
+            c.queue for c in consumers_of(contract.TOPIC)
+        )
     return known
 
 
@@ -145,15 +168,29 @@ class OutboxCollector(Collector):
 
     def collect(self):
         now = timezone.now()
-        messages = GaugeMetricFamily("paysys_messages", "Outbox rows by state.", labels=["service", "queue", "status"])
-        dead = GaugeMetricFamily("paysys_messages_dead", "DEAD outbox rows, waiting for a human.", labels=["service", "queue"])
+        messages = GaugeMetricFamily(
+            "paysys_messages", "Outbox rows by state.", labels=["service", "queue", "status"]
+        )
+        dead = GaugeMetricFamily(
+            "paysys_messages_dead",
+            "DEAD outbox rows, waiting for a human.",
+            labels=["service", "queue"],
+        )
         oldest = GaugeMetricFamily(
-            "paysys_message_oldest_pending_seconds", "Age of the oldest PREPARED or SENDING row.", labels=["service"]
+            "paysys_message_oldest_pending_seconds",
+            "Age of the oldest PREPARED or SENDING row.",
+            labels=["service"],
         )
         resends = GaugeMetricFamily(
-            "paysys_message_resends", "Sends beyond the first, summed over the outbox rows.", labels=["service"]
+            "paysys_message_resends",
+            "Sends beyond the first, summed over the outbox rows.",
+            labels=["service"],
         )
-        up = GaugeMetricFamily("paysys_database_up", "Whether the database alias answered this scrape.", labels=["alias"])
+        up = GaugeMetricFamily(
+            "paysys_database_up",
+            "Whether the database alias answered this scrape.",
+            labels=["alias"],
+        )
         known = known_outbox_queues()
         for alias, stats in outbox_stats_by_alias(self.aliases, consumed=False).items():
             up.add_metric([alias], 0 if stats is None else 1)

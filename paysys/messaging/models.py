@@ -37,10 +37,14 @@ class Message(models.Model):
     send_count = models.PositiveIntegerField(default=0)
     next_send_at = models.DateTimeField(null=True, blank=True)
     business_key = models.CharField(
-        max_length=128, blank=True, default="",
+        max_length=128,
+        blank=True,
+        default="",
         help_text="two-phase: what a check-back asks about; published: the order it is about (out_trade_no), for tracing",
     )
-    check_back = models.CharField(max_length=512, blank=True, default="", help_text="registered name or producer URL")
+    check_back = models.CharField(
+        max_length=512, blank=True, default="", help_text="registered name or producer URL"
+    )
     check_count = models.PositiveIntegerField(default=0)
     # two-phase messages only: "<topic>:<business key>", unique per consumer, so a retried
     # prepare returns the first message instead of announcing one transaction twice
@@ -54,8 +58,12 @@ class Message(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["message_id", "consumer"], name="message_unique_per_consumer"),
-            models.UniqueConstraint(fields=["producer_key", "consumer"], name="message_unique_producer_key"),
+            models.UniqueConstraint(
+                fields=["message_id", "consumer"], name="message_unique_per_consumer"
+            ),
+            models.UniqueConstraint(
+                fields=["producer_key", "consumer"], name="message_unique_producer_key"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "next_send_at"], name="message_due"),
@@ -77,4 +85,11 @@ class InboxEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "inbox entries"
-        constraints = [models.UniqueConstraint(fields=["consumer", "message_id"], name="inbox_unique_per_consumer")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "message_id"], name="inbox_unique_per_consumer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.message_id}"

@@ -41,8 +41,14 @@ def _rows(topic: str, payload: dict, *, status: str, due, **extra) -> list[Messa
     message_id = uuid.uuid4()
     return [
         Message(
-            message_id=message_id, topic=topic, consumer=c.name, queue=c.queue, payload=payload,
-            status=status, next_send_at=due, **extra,
+            message_id=message_id,
+            topic=topic,
+            consumer=c.name,
+            queue=c.queue,
+            payload=payload,
+            status=status,
+            next_send_at=due,
+            **extra,
         )
         for c in consumers
     ]
@@ -59,7 +65,9 @@ def publish(event: Event, *, using: str, business_key: str = "") -> uuid.UUID:
     return publish_many([event], using=using, business_keys=[business_key])[0]
 
 
-def publish_many(events: list[Event], *, using: str, business_keys: list[str] | None = None) -> list[uuid.UUID]:
+def publish_many(
+    events: list[Event], *, using: str, business_keys: list[str] | None = None
+) -> list[uuid.UUID]:
     """:func:`publish` of several messages, one per event (ids in that order).
 
     For producers that change many rows in one transaction (batched TCC ops): one INSERT for all
@@ -70,7 +78,14 @@ def publish_many(events: list[Event], *, using: str, business_keys: list[str] | 
     now = timezone.now()
     keys = business_keys or [""] * len(events)
     messages = [
-        _rows(event.TOPIC, event.to_payload(), status=Status.SENDING, due=now, confirmed_at=now, business_key=key)
+        _rows(
+            event.TOPIC,
+            event.to_payload(),
+            status=Status.SENDING,
+            due=now,
+            confirmed_at=now,
+            business_key=key,
+        )
         for event, key in zip(events, keys, strict=True)
     ]
     insert_objects(using, [row for rows in messages for row in rows])
@@ -81,7 +96,9 @@ def publish_many(events: list[Event], *, using: str, business_keys: list[str] | 
 # --- two-phase -------------------------------------------------------------------------------
 
 
-def prepare(topic: str, payload: dict, *, using: str = "default", business_key: str, check_back: str) -> uuid.UUID:
+def prepare(
+    topic: str, payload: dict, *, using: str = "default", business_key: str, check_back: str
+) -> uuid.UUID:
     """Store a PREPARED message; it is sent only when confirmed. ``check_back`` names a
     registered resolver or is the producer's URL, asked if no confirm/discard comes in time.
 
@@ -90,8 +107,15 @@ def prepare(topic: str, payload: dict, *, using: str = "default", business_key: 
     """
     producer_key = f"{topic}:{business_key}"
     due = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY)
-    rows = _rows(topic, payload, status=Status.PREPARED, due=due, business_key=business_key,
-                 check_back=check_back, producer_key=producer_key)
+    rows = _rows(
+        topic,
+        payload,
+        status=Status.PREPARED,
+        due=due,
+        business_key=business_key,
+        check_back=check_back,
+        producer_key=producer_key,
+    )
     try:
         with transaction.atomic(using=using):
             Message.objects.using(using).bulk_create(rows)
@@ -101,7 +125,9 @@ def prepare(topic: str, payload: dict, *, using: str = "default", business_key: 
         if existing is None:
             raise
         if existing.payload != payload:
-            raise DuplicateBusinessKey(f"business key {business_key!r} was prepared with another payload") from None
+            raise DuplicateBusinessKey(
+                f"business key {business_key!r} was prepared with another payload"
+            ) from None
         return existing.message_id
 
 

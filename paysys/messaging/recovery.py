@@ -61,7 +61,9 @@ def check_back_stale(*, now=None) -> int:
         try:
             checked += check_back_due(alias, now=now, deadline=deadline)
         except DatabaseError:
-            logger.warning("check-back skipped alias %s: database unavailable", alias, exc_info=True)
+            logger.warning(
+                "check-back skipped alias %s: database unavailable", alias, exc_info=True
+            )
     return checked
 
 
@@ -100,17 +102,25 @@ def check_back_due(alias: str, *, now=None, limit: int = 100, deadline: float | 
         elif verdict is False:
             outbox.discard(row.message_id, using=alias)
         elif row.check_count + 1 >= settings.MESSAGE_CHECK_BACK_MAX:
-            Message.objects.using(alias).filter(message_id=row.message_id, status=Status.PREPARED).transition(
-                Status.DEAD, next_send_at=None, last_error=f"check-back undecided after {row.check_count + 1} asks: {error}"
+            Message.objects.using(alias).filter(
+                message_id=row.message_id, status=Status.PREPARED
+            ).transition(
+                Status.DEAD,
+                next_send_at=None,
+                last_error=f"check-back undecided after {row.check_count + 1} asks: {error}",
             )
         else:
-            Message.objects.using(alias).filter(message_id=row.message_id, status=Status.PREPARED).update(last_error=error)
+            Message.objects.using(alias).filter(
+                message_id=row.message_id, status=Status.PREPARED
+            ).update(last_error=error)
     return len(answers)
 
 
 # --- asking a producer -----------------------------------------------------------------------
 
-Answer = tuple[bool | None, str]  # (True: committed | False: never committed | None: undecided, error text)
+Answer = tuple[
+    bool | None, str
+]  # (True: committed | False: never committed | None: undecided, error text)
 
 
 def ask_producers(rows: list[Message], *, deadline: float | None = None) -> dict[uuid.UUID, Answer]:
@@ -135,9 +145,10 @@ def ask_producers(rows: list[Message], *, deadline: float | None = None) -> dict
         timeout = min(timeout, deadline - time.monotonic())
     if by_url and timeout > 0:
         responses = http.post_all(
-            [(row.check_back, {}, _check_back_body(row)) for row in by_url], total_timeout=timeout,
+            [(row.check_back, {}, _check_back_body(row)) for row in by_url],
+            total_timeout=timeout,
         )
-        for row, response in zip(by_url, responses):
+        for row, response in zip(by_url, responses, strict=False):
             answers[row.message_id] = _verdict(row.check_back, response)
     return answers
 
@@ -154,7 +165,9 @@ def _ask_resolver(name: str, business_key: str) -> Answer:
 
 def _check_back_body(row: Message) -> bytes:
     """What the producer is asked: POST {"message_id", "business_key"}."""
-    return json.dumps({"message_id": str(row.message_id), "business_key": row.business_key}).encode()
+    return json.dumps(
+        {"message_id": str(row.message_id), "business_key": row.business_key}
+    ).encode()
 
 
 def _verdict(url: str, response: http.Response) -> Answer:
@@ -163,12 +176,21 @@ def _verdict(url: str, response: http.Response) -> Answer:
     if code is None:
         return None, f"check-back {url} failed: {response.error}"[:500]
     if not 200 <= code < 300:
-        redirect = f": redirect{' to ' + response.location if response.location else ''} not followed" if 300 <= code < 400 else ""
+        redirect = (
+            f": redirect{' to ' + response.location if response.location else ''} not followed"
+            if 300 <= code < 400
+            else ""
+        )
         return None, f"check-back {url} answered HTTP {code}{redirect}"[:500]
     try:
         status = json.loads(response.excerpt).get("status")
     except (ValueError, AttributeError):
-        return None, f"check-back {url} answered no JSON object (first {http.EXCERPT_BYTES} bytes read)"[:500]
+        return (
+            None,
+            f"check-back {url} answered no JSON object (first {http.EXCERPT_BYTES} bytes read)"[
+                :500
+            ],
+        )
     if status not in VERDICTS:
         return None, f"check-back {url} answered {status!r}"[:500]
     return VERDICTS[status], ""

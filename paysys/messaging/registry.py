@@ -3,8 +3,8 @@ never imports a domain (docs/architecture.md, "Dependency rules")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from django.conf import settings
 
@@ -40,8 +40,15 @@ def queue_for_alias(alias: str) -> str:
     return settings.SERVICE_ALIASES[alias]
 
 
-def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = True, batch: bool = False,
-             alias: str | None = None):
+def consumer(
+    topic: str,
+    *,
+    queue: str,
+    name: str | None = None,
+    atomic: bool = True,
+    batch: bool = False,
+    alias: str | None = None,
+):
     """Register ``handler(message)`` for ``topic``; it runs in ``atomic(using=<queue's alias>)``.
 
     ``alias``: the consumer's database when its queue is not named after its service (a
@@ -69,8 +76,15 @@ def consumer(topic: str, *, queue: str, name: str | None = None, atomic: bool = 
         raise ValueError(f"consumer alias {alias!r} is not a database alias")
 
     def register(handler: Callable) -> Callable:
-        spec = Consumer(name=name or f"{queue}.{handler.__name__}", topic=topic, queue=queue, handler=handler,
-                        atomic=atomic, batch=batch, database=alias or "")
+        spec = Consumer(
+            name=name or f"{queue}.{handler.__name__}",
+            topic=topic,
+            queue=queue,
+            handler=handler,
+            atomic=atomic,
+            batch=batch,
+            database=alias or "",
+        )
         known = _consumers.get(spec.name)
         if known is not None and known.handler.__qualname__ != handler.__qualname__:
             raise ValueError(f"consumer name {spec.name!r} is already taken")
@@ -100,4 +114,3 @@ def get_consumer(name: str) -> Consumer:
 
 def get_check_back(name: str) -> Callable[[str], bool | None] | None:
     return _check_backs.get(name)
-

@@ -56,7 +56,12 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = F
     sent = 0
     # the queues this outbox has work for (one read of the (status, queue) index), not every queue
     # some consumer listens on: a claim per idle queue would be a transaction for nothing
-    waiting = Message.objects.using(alias).filter(status=Status.SENDING).values_list("queue", flat=True).distinct()
+    waiting = (
+        Message.objects.using(alias)
+        .filter(status=Status.SENDING)
+        .values_list("queue", flat=True)
+        .distinct()
+    )
     for queue in sorted(waiting):
         key = slot_key(alias, queue)
         try:
@@ -64,7 +69,13 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = F
                 continue  # a batch is being consumed: what is due now goes with the next one
         except Exception:  # noqa: BLE001 - no cache: ship unpaced rather than not at all
             key = None
-        shipped = _relay(alias, Message.objects.using(alias).filter(queue=queue), limit=BATCH_SIZE, now=now, slot=key)
+        shipped = _relay(
+            alias,
+            Message.objects.using(alias).filter(queue=queue),
+            limit=BATCH_SIZE,
+            now=now,
+            slot=key,
+        )
         if not shipped and key:
             cache.delete(key)
         sent += shipped
@@ -76,8 +87,7 @@ def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = Non
     schedule = resend_schedule()
     with transaction.atomic(using=alias):
         rows = list(
-            messages
-            .select_for_update(skip_locked=True)
+            messages.select_for_update(skip_locked=True)
             .filter(status=Status.SENDING, next_send_at__lte=now)
             .order_by("next_send_at")
             .only("id", "message_id", "topic", "consumer", "queue", "payload", "send_count")[:limit]
@@ -87,10 +97,17 @@ def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = Non
             # a consumer's failure stays as the last error; a message no consumer ever answered says so
             unanswered = f"not consumed after {len(schedule)} sends: no consumer answered (is its queue's worker running?)"
             Message.objects.using(alias).filter(id__in=exhausted).transition(
-                Status.DEAD, next_send_at=None,
-                last_error=Case(When(last_error="", then=Value(unanswered)), default=F("last_error"), output_field=TextField()),
+                Status.DEAD,
+                next_send_at=None,
+                last_error=Case(
+                    When(last_error="", then=Value(unanswered)),
+                    default=F("last_error"),
+                    output_field=TextField(),
+                ),
             )
-            logger.error("%d message(s) in %s are DEAD after %d sends", len(exhausted), alias, len(schedule))
+            logger.error(
+                "%d message(s) in %s are DEAD after %d sends", len(exhausted), alias, len(schedule)
+            )
         rows = [r for r in rows if r.send_count < len(schedule)]
         by_count: dict[int, list[int]] = {}
         for row in rows:
@@ -106,7 +123,8 @@ def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = Non
             # the broker refused them: that was no send, so it must not bring them nearer DEAD
             Message.objects.using(alias).filter(id__in=unsent, status=Status.SENDING).update(
                 send_count=F("send_count") - 1,
-                next_send_at=timezone.now() + timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS),
+                next_send_at=timezone.now()
+                + timedelta(seconds=settings.MESSAGE_BROKER_RETRY_SECONDS),
             )
         return len(rows) - len(unsent)
     return 0
@@ -136,12 +154,22 @@ def _ship(alias: str, rows: list[Message], *, slot: str | None = None) -> list[i
     try:
         with current_app.producer_or_acquire() as producer:
             for queue, batch in batches:
-                send_task("messaging.consume", args=[alias, batch], kwargs={"slot": slot} if slot else {}, queue=queue,
-                          producer=producer)
+                send_task(
+                    "messaging.consume",
+                    args=[alias, batch],
+                    kwargs={"slot": slot} if slot else {},
+                    queue=queue,
+                    producer=producer,
+                )
                 shipped += 1
     except Exception:  # the rest stay SENDING: recovery resends them once the broker is back
         unsent = [d["id"] for _, batch in batches[shipped:] for d in batch]
-        logger.warning("broker unavailable; %d message(s) from %s wait for recovery", len(unsent), alias, exc_info=True)
+        logger.warning(
+            "broker unavailable; %d message(s) from %s wait for recovery",
+            len(unsent),
+            alias,
+            exc_info=True,
+        )
         if slot:
             cache.delete(slot)
         return unsent

@@ -31,15 +31,18 @@ from paysys.messaging.models import InboxEntry, Message
 
 def register_tables() -> None:
     for alias in settings.DATABASES:
-        retention.register(retention.PurgeTable(
-            label=f"messages ({alias})",
-            model_rows=lambda alias=alias: Message.objects.using(alias),
-            rows=lambda cutoff, alias=alias: Message.objects.using(alias).filter(
-                status=Message.Status.CONSUMED, consumed_at__lt=cutoff),
-            written="created_at",
-            fields=("consumer", "message_id"),
-            before_delete=delete_inbox_rows,
-        ))
+        retention.register(
+            retention.PurgeTable(
+                label=f"messages ({alias})",
+                model_rows=lambda alias=alias: Message.objects.using(alias),
+                rows=lambda cutoff, alias=alias: Message.objects.using(alias).filter(
+                    status=Message.Status.CONSUMED, consumed_at__lt=cutoff
+                ),
+                written="created_at",
+                fields=("consumer", "message_id"),
+                before_delete=delete_inbox_rows,
+            )
+        )
 
 
 def delete_inbox_rows(batch: list[tuple], dry_run: bool) -> dict[str, int]:
@@ -57,7 +60,9 @@ def delete_inbox_rows(batch: list[tuple], dry_run: bool) -> dict[str, int]:
         except KeyError:
             aliases = list(settings.DATABASES)
         for alias in aliases:
-            rows = InboxEntry.objects.using(alias).filter(consumer=consumer, message_id__in=message_ids)
+            rows = InboxEntry.objects.using(alias).filter(
+                consumer=consumer, message_id__in=message_ids
+            )
             label = f"inbox ({alias})"
             counts[label] = counts.get(label, 0) + (rows.count() if dry_run else rows.delete()[0])
     return counts

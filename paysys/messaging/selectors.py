@@ -46,9 +46,16 @@ def inbox_entry_get(*, consumer: str, message_id: uuid.UUID, using: str) -> Inbo
 def not_consumed(topic: str, business_keys, *, using: str) -> dict[str, str]:
     """business key -> status of ``topic``'s rows still in ``using``'s outbox (SENDING, PREPARED
     or DEAD; DEAD first, as it waits for a human). Index on business_key."""
-    rows = (Message.objects.using(using)
-            .filter(topic=topic, business_key__in=list(business_keys), status__in=[Status.SENDING, Status.PREPARED, Status.DEAD])
-            .order_by("status").values_list("business_key", "status"))  # "DEAD" sorts first
+    rows = (
+        Message.objects.using(using)
+        .filter(
+            topic=topic,
+            business_key__in=list(business_keys),
+            status__in=[Status.SENDING, Status.PREPARED, Status.DEAD],
+        )
+        .order_by("status")
+        .values_list("business_key", "status")
+    )  # "DEAD" sorts first
     found: dict[str, str] = {}
     for key, status in rows:
         found.setdefault(key, status)

@@ -1,7 +1,8 @@
 from celery import shared_task
 from django.core.cache import cache
 
-from paysys.messaging import consumption, kicks, recovery, relay as relaying
+from paysys.messaging import consumption, kicks, recovery
+from paysys.messaging import relay as relaying
 
 
 @shared_task(name="messaging.relay")

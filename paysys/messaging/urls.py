@@ -4,7 +4,12 @@ root; the admin registers itself."""
 
 from django.urls import path
 
-from paysys.messaging.api import MessageConfirmApi, MessageDetailApi, MessageDiscardApi, MessagePrepareApi
+from paysys.messaging.api import (
+    MessageConfirmApi,
+    MessageDetailApi,
+    MessageDiscardApi,
+    MessagePrepareApi,
+)
 
 api_urlpatterns = [
     path("messages", MessagePrepareApi.as_view(), name="messages"),

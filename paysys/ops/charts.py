@@ -20,19 +20,44 @@ def stacked_bars(series: list[tuple[str, str, list[int]]], *, title: str) -> Saf
     bars = []
     for i in range(minutes):
         y = HEIGHT
-        tip = f"{minutes - i - 1} min ago: " + ", ".join(f"{counts[i]} {label}" for label, _, counts in series)
-        for label, colour, counts in series:
+        tip = f"{minutes - i - 1} min ago: " + ", ".join(
+            f"{counts[i]} {label}" for label, _, counts in series
+        )
+        for _label, colour, counts in series:
             h = counts[i] * HEIGHT / top
             if h:
                 y -= h
-                bars.append((f"{i * step:.1f}", f"{y:.1f}", f"{max(step - 1, 1):.1f}", f"{h:.1f}", colour, tip))
-    legend = format_html_join(" ", '<span class="legend" style="color:{}">&#9632; {} ({})</span>',
-                              ((colour, label, sum(counts)) for label, colour, counts in series))
+                bars.append(
+                    (
+                        f"{i * step:.1f}",
+                        f"{y:.1f}",
+                        f"{max(step - 1, 1):.1f}",
+                        f"{h:.1f}",
+                        colour,
+                        tip,
+                    )
+                )
+    legend = format_html_join(
+        " ",
+        '<span class="legend" style="color:{}">&#9632; {} ({})</span>',
+        ((colour, label, sum(counts)) for label, colour, counts in series),
+    )
     rects = format_html_join(
-        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', bars)
+        "", '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>', bars
+    )
     return format_html(
         '<figure class="chart"><figcaption>{} <small>(last hour, per minute, peak {})</small><br>{}</figcaption>'
         '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         '<rect width="{}" height="{}" fill="#f6f6f6"></rect>{}</svg></figure>',
-        title, max(totals), legend, WIDTH, HEIGHT, WIDTH, HEIGHT, title, WIDTH, HEIGHT, rects,
+        title,
+        max(totals),
+        legend,
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        HEIGHT,
+        title,
+        WIDTH,
+        HEIGHT,
+        rects,
     )

@@ -39,7 +39,8 @@ def service_queues() -> dict[str, list[str]]:
     }
     return {
         service: [service, *side.get(service, [])]
-        for service in settings.SERVICE_ALIASES.values() if service in settings.SERVICE_QUEUES  # sandbox: if enabled
+        for service in settings.SERVICE_ALIASES.values()
+        if service in settings.SERVICE_QUEUES  # sandbox: if enabled
     }
 
 
@@ -58,7 +59,9 @@ class ServiceHealth:
     alias: str
     database: str
     workers: dict[str, heartbeats.Liveness]
-    pending: list[Waiting] = field(default_factory=list)  # SENDING / PREPARED messages for its queues
+    pending: list[Waiting] = field(
+        default_factory=list
+    )  # SENDING / PREPARED messages for its queues
     dead: list[Waiting] = field(default_factory=list)
     oldest_message_at: datetime | None = None
     phase_two: int = 0
@@ -94,8 +97,12 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        return (self.broker == "ok" and self.beat.alive and all(state == "ok" for state in self.databases.values())
-                and all(s.workers_alive for s in self.services))
+        return (
+            self.broker == "ok"
+            and self.beat.alive
+            and all(state == "ok" for state in self.databases.values())
+            and all(s.workers_alive for s in self.services)
+        )
 
 
 def broker_state() -> str:
@@ -135,14 +142,19 @@ def health() -> Health:
     databases = database_states()
     liveness = heartbeats.liveness()
     outboxes: dict[str, OutboxStats | None] = outbox_stats_by_alias(
-        [alias for alias, state in databases.items() if state == "ok"], consumed=False)
+        [alias for alias, state in databases.items() if state == "ok"], consumed=False
+    )
     read = Reader()
     phase_two = read("core", phase_two_backlog, {})
     aliases = {service: alias for alias, service in settings.SERVICE_ALIASES.items()}
     services = []
     for service, queues in service_queues().items():
-        row = ServiceHealth(service, aliases[service], databases.get(aliases[service], "unknown"),
-                            {queue: liveness[queue] for queue in queues})
+        row = ServiceHealth(
+            service,
+            aliases[service],
+            databases.get(aliases[service], "unknown"),
+            {queue: liveness[queue] for queue in queues},
+        )
         for alias, stats in outboxes.items():
             for queue in queues:
                 if stats is None:
@@ -158,7 +170,11 @@ def health() -> Health:
         row.phase_two, row.oldest_decision_at = phase_two.get(service, (0, None))
         services.append(row)
     return Health(
-        at=now, services=services, beat=liveness[heartbeats.BEAT], broker=broker_state(), databases=databases,
+        at=now,
+        services=services,
+        beat=liveness[heartbeats.BEAT],
+        broker=broker_state(),
+        databases=databases,
         tcc_needs_human=read("core", needs_human_count),
         notifications=read("notifications", notify_stats),
     )
@@ -190,7 +206,9 @@ def health_json(state: Health) -> dict:
             for s in state.services
         },
         "tcc_needs_human": state.tcc_needs_human,
-        "notifications": None if state.notifications is None else {
+        "notifications": None
+        if state.notifications is None
+        else {
             "due": state.notifications["due"],
             "pending": state.notifications["pending"],
             "oldest_due_seconds": round(state.notifications["oldest_due_seconds"], 1),

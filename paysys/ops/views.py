@@ -15,8 +15,8 @@ from django.views.decorators.http import require_safe
 
 from notifications.selectors import attempt_outcomes, attempts_per_minute
 from orders.selectors import orders_created_per_minute
-from paysys.core.admin_base import format_age
 from paysys.core.access import metrics_token_refusal
+from paysys.core.admin_base import format_age
 from paysys.ops import charts
 from paysys.ops.health import Health, Reader, health, health_json
 from paysys.ops.trace import trace
@@ -52,18 +52,39 @@ def _age(state: Health, at) -> str:
 def _service_rows(state: Health) -> list[dict]:
     rows = []
     for s in state.services:
-        rows.append({
-            "service": s.service,
-            "database": s.database,
-            "workers": [{"queue": queue, "alive": live.alive, "last_seen": live.last_seen} for queue, live in s.workers.items()],
-            "pending": [(w, changelist("messaging_message", service=w.alias, queue=w.queue, status__in="PREPARED,SENDING")) for w in s.pending],
-            "pending_count": s.pending_count,
-            "dead": [(w, changelist("messaging_message", service=w.alias, queue=w.queue, dead="yes")) for w in s.dead],
-            "dead_count": s.dead_count,
-            "phase_two": s.phase_two,
-            "phase_two_url": changelist("tcc_globaltransaction", status__in="CONFIRMING,CANCELLING"),
-            "oldest_age": _age(state, s.oldest_pending_at),
-        })
+        rows.append(
+            {
+                "service": s.service,
+                "database": s.database,
+                "workers": [
+                    {"queue": queue, "alive": live.alive, "last_seen": live.last_seen}
+                    for queue, live in s.workers.items()
+                ],
+                "pending": [
+                    (
+                        w,
+                        changelist(
+                            "messaging_message",
+                            service=w.alias,
+                            queue=w.queue,
+                            status__in="PREPARED,SENDING",
+                        ),
+                    )
+                    for w in s.pending
+                ],
+                "pending_count": s.pending_count,
+                "dead": [
+                    (w, changelist("messaging_message", service=w.alias, queue=w.queue, dead="yes"))
+                    for w in s.dead
+                ],
+                "dead_count": s.dead_count,
+                "phase_two": s.phase_two,
+                "phase_two_url": changelist(
+                    "tcc_globaltransaction", status__in="CONFIRMING,CANCELLING"
+                ),
+                "oldest_age": _age(state, s.oldest_pending_at),
+            }
+        )
     return rows
 
 
@@ -101,23 +122,59 @@ def overview_view(request):
         "needs_human": state.tcc_needs_human,
         "needs_human_url": changelist("tcc_globaltransaction", needs_human__exact=1),
         "notifications": state.notifications,
-        "notify_oldest_age": format_age(state.notifications["oldest_due_seconds"]) if state.notifications else "",
+        "notify_oldest_age": format_age(state.notifications["oldest_due_seconds"])
+        if state.notifications
+        else "",
         "notify_due_url": changelist("notifications_notification", status__exact="PENDING"),
         "notify_failed_url": changelist("notifications_notification", status__exact="FAILED"),
         "notify_rate": f"{100 * succeeded / attempts:.1f} %" if attempts else "no attempts",
         "notify_attempts": attempts,
         "notify_succeeded": succeeded,
         # the verdict only to who may read the reports
-        "reconcile": _report() if request.user.has_perm(f"{ReconcileReport._meta.app_label}.view_reconcilereport") else None,
-        "reconcile_hidden": not request.user.has_perm(f"{ReconcileReport._meta.app_label}.view_reconcilereport"),
+        "reconcile": _report()
+        if request.user.has_perm(f"{ReconcileReport._meta.app_label}.view_reconcilereport")
+        else None,
+        "reconcile_hidden": not request.user.has_perm(
+            f"{ReconcileReport._meta.app_label}.view_reconcilereport"
+        ),
         "charts": [
             charts.stacked_bars([("created", "#1565c0", created or zero)], title="Orders created"),
-            charts.stacked_bars([("confirmed", OK, tcc.get("CONFIRMED", zero)),
-                                 ("open", WAIT, [sum(t) for t in zip(*(tcc.get(k, zero) for k in ("TRYING", "CONFIRMING", "CANCELLING")))]),
-                                 ("cancelled", BAD, tcc.get("CANCELLED", zero))], title="TCC transactions begun"),
-            charts.stacked_bars([("succeeded", OK, notify.get("succeeded", zero)),
-                                 ("failed", BAD, [a + b for a, b in zip(notify.get("failed", zero), notify.get("refused", zero))])],
-                                title="Merchant notify attempts"),
+            charts.stacked_bars(
+                [
+                    ("confirmed", OK, tcc.get("CONFIRMED", zero)),
+                    (
+                        "open",
+                        WAIT,
+                        [
+                            sum(t)
+                            for t in zip(
+                                *(tcc.get(k, zero) for k in ("TRYING", "CONFIRMING", "CANCELLING")),
+                                strict=False,
+                            )
+                        ],
+                    ),
+                    ("cancelled", BAD, tcc.get("CANCELLED", zero)),
+                ],
+                title="TCC transactions begun",
+            ),
+            charts.stacked_bars(
+                [
+                    ("succeeded", OK, notify.get("succeeded", zero)),
+                    (
+                        "failed",
+                        BAD,
+                        [
+                            a + b
+                            for a, b in zip(
+                                notify.get("failed", zero),
+                                notify.get("refused", zero),
+                                strict=False,
+                            )
+                        ],
+                    ),
+                ],
+                title="Merchant notify attempts",
+            ),
         ],
         "problems": read.problems,
         "trace_url": reverse("admin-trace"),

@@ -11,11 +11,28 @@ from paysys.reconcile.models import ReconcileReport
 class ReconcileReportAdmin(ReadOnlyAdmin):
     """Every run, newest (the latest) first; read-only: a run is changed by running another."""
 
-    list_display = ["started_at", "verdict", "inconsistencies", "in_flight", "stuck", "seconds", "triggered_by"]
+    list_display = [
+        "started_at",
+        "verdict",
+        "inconsistencies",
+        "in_flight",
+        "stuck",
+        "seconds",
+        "triggered_by",
+    ]
     list_filter = ["ok", "settled", "triggered_by"]
     date_hierarchy = "started_at"
-    fields = ["started_at", "finished_at", "seconds", "verdict", "inconsistencies", "triggered_by", "problems",
-              "in_flight_and_stuck", "checked"]
+    fields = [
+        "started_at",
+        "finished_at",
+        "seconds",
+        "verdict",
+        "inconsistencies",
+        "triggered_by",
+        "problems",
+        "in_flight_and_stuck",
+        "checked",
+    ]
     readonly_fields = fields
 
     @admin.display(description="verdict", ordering="ok")
@@ -46,8 +63,11 @@ class ReconcileReportAdmin(ReadOnlyAdmin):
 
     @admin.display(description="in flight and stuck")
     def in_flight_and_stuck(self, obj) -> str:
-        lines = [f"{title}: {what}: {n}" for title, key in (("in flight", "in_flight"), ("stuck", "stuck"))
-                 for what, n in sorted((obj.summary.get(key) or {}).items())]
+        lines = [
+            f"{title}: {what}: {n}"
+            for title, key in (("in flight", "in_flight"), ("stuck", "stuck"))
+            for what, n in sorted((obj.summary.get(key) or {}).items())
+        ]
         return format_html("<pre>{}</pre>", "\n".join(lines) or "none")
 
     @admin.display(description="checked")

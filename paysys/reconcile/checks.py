@@ -41,8 +41,8 @@ from paysys.core.money import points_for
 from paysys.core.sql import pk_batches
 from paysys.messaging import selectors as messaging
 from paysys.messaging.metrics import outbox_stats_by_alias
-from paysys.tcc import selectors as tcc
 from paysys.reconcile.refunds import check_refunds, refund_holds_awaiting_bank
+from paysys.tcc import selectors as tcc
 from paysys.tcc.metrics import tcc_stats
 
 # ids per range, and so values per IN list of a range's lookups: under MariaDB's
@@ -50,7 +50,9 @@ from paysys.tcc.metrics import tcc_stats
 # table and the planner may walk every entry of an account instead of the out_trade_no index
 CHUNK = 900
 EXAMPLES = 20  # problems listed per check; all are counted
-PAID = Order.PAID_STATUSES  # paid, then perhaps refunded in part or in full (paysys/reconcile/refunds.py)
+PAID = (
+    Order.PAID_STATUSES
+)  # paid, then perhaps refunded in part or in full (paysys/reconcile/refunds.py)
 CONFIRMING = "CONFIRMING"
 OPEN = {"TRYING", "CONFIRMING", "CANCELLING"}
 VOUCHER_PREFIX = f"{OrderPaid.TOPIC}:"
@@ -83,9 +85,15 @@ class Report:
 
     def as_dict(self) -> dict:
         return {
-            "consistent": self.consistent, "settled": self.settled, "checked": dict(self.checked),
-            "problems": {check: {"count": len(found), "examples": found[:EXAMPLES]} for check, found in self.problems.items()},
-            "in_flight": dict(+self.in_flight), "stuck": dict(+self.stuck),
+            "consistent": self.consistent,
+            "settled": self.settled,
+            "checked": dict(self.checked),
+            "problems": {
+                check: {"count": len(found), "examples": found[:EXAMPLES]}
+                for check, found in self.problems.items()
+            },
+            "in_flight": dict(+self.in_flight),
+            "stuck": dict(+self.stuck),
         }
 
 
@@ -93,11 +101,31 @@ def reconcile(*, grace: float = 60.0, progress: Progress | None = None) -> Repor
     report = Report()
     recent = timezone.now() - timedelta(seconds=grace)
     steps = (
-        ("paid orders", orders.paid_orders(), lambda batch: _check_paid_orders(report, batch, recent)),
-        ("fund postings", accounts.fund_postings(), lambda batch: _check_postings(report, batch, _fund_what)),
-        ("points postings", accounts.points_postings(), lambda batch: _check_postings(report, batch, _points_what)),
-        ("fund holds", accounts.open_fund_holds(), lambda batch: _check_holds(report, batch, _fund_what, accounts.open_fund_holds)),
-        ("points holds", accounts.open_points_holds(), lambda batch: _check_holds(report, batch, _points_what, accounts.open_points_holds)),
+        (
+            "paid orders",
+            orders.paid_orders(),
+            lambda batch: _check_paid_orders(report, batch, recent),
+        ),
+        (
+            "fund postings",
+            accounts.fund_postings(),
+            lambda batch: _check_postings(report, batch, _fund_what),
+        ),
+        (
+            "points postings",
+            accounts.points_postings(),
+            lambda batch: _check_postings(report, batch, _points_what),
+        ),
+        (
+            "fund holds",
+            accounts.open_fund_holds(),
+            lambda batch: _check_holds(report, batch, _fund_what, accounts.open_fund_holds),
+        ),
+        (
+            "points holds",
+            accounts.open_points_holds(),
+            lambda batch: _check_holds(report, batch, _points_what, accounts.open_points_holds),
+        ),
         ("vouchers", accounting.vouchers(), lambda batch: _check_vouchers(report, batch)),
     )
     for step, rows, check in steps:
@@ -121,28 +149,40 @@ def _check_paid_orders(report: Report, batch: list[Order], recent) -> None:
     outs = [o.out_trade_no for o in batch]
     credits, debits, awards = defaultdict(list), defaultdict(list), defaultdict(list)
     for entry in accounts.fund_postings(out_trade_nos=outs):
-        found = {("merchant", "credit"): credits, ("payer", "debit"): debits}.get((entry["account__owner_type"], entry["direction"]))
+        found = {("merchant", "credit"): credits, ("payer", "debit"): debits}.get(
+            (entry["account__owner_type"], entry["direction"])
+        )
         if found is not None:
             found[entry["out_trade_no"]].append(entry)
     for entry in accounts.points_postings(out_trade_nos=outs):
         awards[entry["out_trade_no"]].append(entry)
     vouchers = accounting.voucher_sums(f"{VOUCHER_PREFIX}{o}" for o in outs)
-    notified = notifications.notification_counts(order_ids=[o.pk for o in batch], event_type=OrderPaid.TOPIC)
+    notified = notifications.notification_counts(
+        order_ids=[o.pk for o in batch], event_type=OrderPaid.TOPIC
+    )
     stray = []  # (order, what, entry) posted under another transaction than the one that paid the order
     lacking = []
     for order in batch:
         report.checked["paid orders"] += 1
         voucher = vouchers.get(f"{VOUCHER_PREFIX}{order.out_trade_no}")
         if voucher and voucher[0] != order.amount:
-            report.problem("voucher", f"order {order.out_trade_no}: the voucher books {voucher[0]}, the order is {order.amount}")
+            report.problem(
+                "voucher",
+                f"order {order.out_trade_no}: the voucher books {voucher[0]}, the order is {order.amount}",
+            )
         points = points_for(order.amount, order.currency)
         expected = {  # how many of each, and what amount where it is known
-            "merchant credit": [] if voucher and voucher[1] == 0 else [voucher[1] if voucher else None],
+            "merchant credit": []
+            if voucher and voucher[1] == 0
+            else [voucher[1] if voucher else None],
             "points award": [points] if points else [],
             "wallet debit": [order.amount] if order.pay_method == PayMethod.BALANCE else [],
         }
-        entries = {"merchant credit": credits[order.out_trade_no], "points award": awards[order.out_trade_no],
-                   "wallet debit": debits[order.out_trade_no]}
+        entries = {
+            "merchant credit": credits[order.out_trade_no],
+            "points award": awards[order.out_trade_no],
+            "wallet debit": debits[order.out_trade_no],
+        }
         missing = []
         for check, want in expected.items():
             stray += [(order, check, e) for e in entries[check] if e["xid"] != order.tcc_xid]
@@ -150,41 +190,63 @@ def _check_paid_orders(report: Report, batch: list[Order], recent) -> None:
             if len(got) < len(want):
                 missing.append(check)
             elif len(got) > len(want):
-                report.problem(check, f"order {order.out_trade_no}: {len(got)} posted ({got}), expected {len(want)}")
+                report.problem(
+                    check,
+                    f"order {order.out_trade_no}: {len(got)} posted ({got}), expected {len(want)}",
+                )
             elif check == "merchant credit" and got and want[0] is not None and got[0] != want[0]:
-                report.problem("merchant credit vs voucher",
-                               f"order {order.out_trade_no}: the voucher owes the merchant {want[0]}, the posted credit is {got[0]}")
+                report.problem(
+                    "merchant credit vs voucher",
+                    f"order {order.out_trade_no}: the voucher owes the merchant {want[0]}, the posted credit is {got[0]}",
+                )
             elif got and want[0] is not None and got != want:
-                report.problem(check, f"order {order.out_trade_no}: posted {got[0]}, expected {want[0]}")
+                report.problem(
+                    check, f"order {order.out_trade_no}: posted {got[0]}, expected {want[0]}"
+                )
         if voucher is None:
             missing.append("voucher")
         if notified.get(order.pk, 0) == 0:
             missing.append("notification")
         elif notified[order.pk] > 1:
-            report.problem("notification", f"order {order.out_trade_no}: {notified[order.pk]} notifications")
+            report.problem(
+                "notification", f"order {order.out_trade_no}: {notified[order.pk]} notifications"
+            )
         if missing:
             lacking.append((order, missing))
     if stray:
         statuses = tcc.transaction_statuses(e["xid"] for _, _, e in stray)
         for order, what, e in stray:
-            report.problem("posted under another transaction",
-                           f"order {order.out_trade_no}: {what} of {e.get('amount', e.get('points'))} posted under xid {e['xid']} "
-                           f"({statuses.get(e['xid'], 'no such transaction')}), but the order was paid by xid {order.tcc_xid}")
+            report.problem(
+                "posted under another transaction",
+                f"order {order.out_trade_no}: {what} of {e.get('amount', e.get('points'))} posted under xid {e['xid']} "
+                f"({statuses.get(e['xid'], 'no such transaction')}), but the order was paid by xid {order.tcc_xid}",
+            )
     _missing_is_in_flight_or_wrong(report, lacking, recent)
 
 
 BOOKED_FROM_MESSAGE = {"voucher", "notification"}  # made by the consumers of order.paid
-POSTED_IN_PHASE_TWO = {"merchant credit", "points award", "wallet debit"}  # confirms of the order's TCC
+POSTED_IN_PHASE_TWO = {
+    "merchant credit",
+    "points award",
+    "wallet debit",
+}  # confirms of the order's TCC
 
 
-def _missing_is_in_flight_or_wrong(report: Report, lacking: list[tuple[Order, list[str]]], recent) -> None:
+def _missing_is_in_flight_or_wrong(
+    report: Report, lacking: list[tuple[Order, list[str]]], recent
+) -> None:
     """What a paid order lacks is on its way while the order became SUCCESS moments ago, while its
     TCC's phase two is unfinished (a participant down), or while its ``order.paid`` is still in
     the outbox (a consumer down; DEAD: it waits for a human). Otherwise it is missing."""
     old = [(order, set(missing)) for order, missing in lacking if order.updated_at <= recent]
-    statuses = tcc.transaction_statuses(o.tcc_xid for o, missing in old if POSTED_IN_PHASE_TWO & missing)
-    outbox = messaging.not_consumed(OrderPaid.TOPIC, [o.out_trade_no for o, missing in old if BOOKED_FROM_MESSAGE & missing],
-                                    using="orders")
+    statuses = tcc.transaction_statuses(
+        o.tcc_xid for o, missing in old if POSTED_IN_PHASE_TWO & missing
+    )
+    outbox = messaging.not_consumed(
+        OrderPaid.TOPIC,
+        [o.out_trade_no for o, missing in old if BOOKED_FROM_MESSAGE & missing],
+        using="orders",
+    )
     for order, missing in lacking:
         for check in missing:
             if order.updated_at > recent:
@@ -196,7 +258,10 @@ def _missing_is_in_flight_or_wrong(report: Report, lacking: list[tuple[Order, li
                 bucket = report.stuck if status == "DEAD" else report.in_flight
                 bucket[f"paid orders awaiting their {check} (order.paid {status})"] += 1
             else:
-                report.problem(check, f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S %Z}): no {check}")
+                report.problem(
+                    check,
+                    f"order {order.out_trade_no} (paid {order.paid_at:%Y-%m-%d %H:%M:%S %Z}): no {check}",
+                )
 
 
 # --- what every entry and voucher must belong to ----------------------------------------------
@@ -206,7 +271,8 @@ def _fund_what(entry: dict) -> tuple[str, str, int]:
     """(what the entry is, its column while held, amount)."""
     owner, direction = entry["account__owner_type"], entry["direction"]
     what = {("merchant", "credit"): "merchant credit", ("payer", "debit"): "wallet debit"}.get(
-        (owner, direction), f"{owner} {direction}")
+        (owner, direction), f"{owner} {direction}"
+    )
     held = "frozen" if direction == "debit" else "pending_in"
     return what, held, entry["amount"]
 
@@ -218,7 +284,9 @@ def _points_what(entry: dict) -> tuple[str, str, int]:
 def _owner(entry: dict) -> str:
     if "account__payer_id" in entry:
         return f"payer #{entry['account__payer_id']} points"
-    return f"{entry['account__owner_type']} #{entry['account__owner_id']} {entry['account__currency']}"
+    return (
+        f"{entry['account__owner_type']} #{entry['account__owner_id']} {entry['account__currency']}"
+    )
 
 
 def _check_postings(report: Report, batch: list[dict], what_of) -> None:
@@ -243,9 +311,16 @@ def _check_postings(report: Report, batch: list[dict], what_of) -> None:
         if status == CONFIRMING and order_status == Order.Status.PAYING and holder == e["xid"]:
             report.in_flight["postings of payments confirming (order not yet SUCCESS)"] += 1
             continue
-        verb = {"merchant credit": "credited", "wallet debit": "debited", "points award": "awarded"}.get(what, what)
-        report.problem(what, f"order {e['out_trade_no'] or '-'}: {verb}, but the order is not paid (it is {order_status}): "
-                             f"{amount} on {_owner(e)} posted under xid {e['xid']} ({status})")
+        verb = {
+            "merchant credit": "credited",
+            "wallet debit": "debited",
+            "points award": "awarded",
+        }.get(what, what)
+        report.problem(
+            what,
+            f"order {e['out_trade_no'] or '-'}: {verb}, but the order is not paid (it is {order_status}): "
+            f"{amount} on {_owner(e)} posted under xid {e['xid']} ({status})",
+        )
 
 
 def _unpaid(batch: list[dict]) -> list[dict]:
@@ -259,7 +334,9 @@ def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None
     report.checked["open holds"] += len(batch)
     statuses = tcc.transaction_statuses(e["xid"] for e in batch)
     suspects = [e for e in batch if statuses.get(e["xid"]) not in OPEN]
-    suspects = refund_holds_awaiting_bank(report, suspects)  # a bank refund's holds wait for the bank's answer
+    suspects = refund_holds_awaiting_bank(
+        report, suspects
+    )  # a bank refund's holds wait for the bank's answer
     if not suspects:
         return
     # read again after the statuses: a transaction finishes only once its holds are posted or
@@ -270,26 +347,37 @@ def _check_holds(report: Report, batch: list[dict], what_of, still_open) -> None
             continue
         what, held, amount = what_of(e)
         status = statuses.get(e["xid"], "no such transaction")
-        report.problem("hold of a finished transaction",
-                       f"order {e['out_trade_no'] or '-'}: {held} {amount} on {_owner(e)} held by xid {e['xid']} ({status}), "
-                       f"neither posted nor released")
+        report.problem(
+            "hold of a finished transaction",
+            f"order {e['out_trade_no'] or '-'}: {held} {amount} on {_owner(e)} held by xid {e['xid']} ({status}), "
+            f"neither posted nor released",
+        )
 
 
 def _check_vouchers(report: Report, sources: list[str]) -> None:
-    booked = [s[len(VOUCHER_PREFIX):] for s in sources if s.startswith(VOUCHER_PREFIX)]
+    booked = [s[len(VOUCHER_PREFIX) :] for s in sources if s.startswith(VOUCHER_PREFIX)]
     states = orders.order_states(booked)
     report.checked["vouchers"] += len(sources)
     for out_trade_no in booked:
         status = states.get(out_trade_no, ("unknown",))[0]
         if status not in PAID:
-            report.problem("voucher", f"{VOUCHER_PREFIX}{out_trade_no}: booked, but the order is not paid (it is {status})")
+            report.problem(
+                "voucher",
+                f"{VOUCHER_PREFIX}{out_trade_no}: booked, but the order is not paid (it is {status})",
+            )
 
 
 def _check_ledgers(report: Report) -> None:
     for mismatch in accounts.fund_account_mismatches():
-        report.problem("fund account vs entries", f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}")
+        report.problem(
+            "fund account vs entries",
+            f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}",
+        )
     for mismatch in accounts.points_account_mismatches():
-        report.problem("points account vs entries", f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}")
+        report.problem(
+            "points account vs entries",
+            f"{mismatch['owner']}: {mismatch['actual']} but entries say {mismatch['from_entries']}",
+        )
     for voucher, debit, credit in accounting.unbalanced_vouchers():
         detail = "no lines" if not debit and not credit else f"debits {debit}, credits {credit}"
         report.problem("unbalanced voucher", f"{voucher.source}: {detail}")
@@ -306,7 +394,9 @@ def _count_in_flight_and_stuck(report: Report) -> None:
         for (_, status), n in stats.counts.items():
             bucket = report.stuck if status == "DEAD" else report.in_flight
             bucket[f"messages {status} in {alias}"] += n
-    report.stuck["bank payments FLAGGED, not yet reviewed"] = orders.flagged_payments_unreviewed_count()
+    report.stuck["bank payments FLAGGED, not yet reviewed"] = (
+        orders.flagged_payments_unreviewed_count()
+    )
     unsettled = notifications.unsettled_counts()
     report.in_flight["notifications PENDING"] = unsettled.get("PENDING", 0)
     report.stuck["notifications FAILED"] = unsettled.get("FAILED", 0)

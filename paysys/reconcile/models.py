@@ -8,9 +8,15 @@ class ReconcileReport(models.Model):
 
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
-    ok = models.BooleanField(help_text="consistent: no invariant broken (in-flight and stuck items do not count)")
-    settled = models.BooleanField(default=False, help_text="consistent, and nothing in flight or stuck")
-    inconsistencies = models.PositiveIntegerField(default=0, help_text="problems found, all checks together")
+    ok = models.BooleanField(
+        help_text="consistent: no invariant broken (in-flight and stuck items do not count)"
+    )
+    settled = models.BooleanField(
+        default=False, help_text="consistent, and nothing in flight or stuck"
+    )
+    inconsistencies = models.PositiveIntegerField(
+        default=0, help_text="problems found, all checks together"
+    )
     summary = models.JSONField(default=dict, help_text="the report as `reconcile --json` prints it")
     triggered_by = models.CharField(max_length=64, default="command")
 

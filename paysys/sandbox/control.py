@@ -23,8 +23,12 @@ class SandboxTokenMissing(ApiError):
 def require_sandbox_token(request) -> None:
     """Paying a pay link is open to its holder; steering the simulators is not."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme != "Bearer" or not hmac.compare_digest(token.strip().encode(), settings.SANDBOX_TOKEN.encode()):
-        raise SandboxTokenMissing("this sandbox control needs 'Authorization: Bearer <SANDBOX_TOKEN>'")
+    if scheme != "Bearer" or not hmac.compare_digest(
+        token.strip().encode(), settings.SANDBOX_TOKEN.encode()
+    ):
+        raise SandboxTokenMissing(
+            "this sandbox control needs 'Authorization: Bearer <SANDBOX_TOKEN>'"
+        )
 
 
 def sandbox_control(view):

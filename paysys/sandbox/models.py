@@ -20,26 +20,44 @@ class BankPayment(models.Model):
         GAVE_UP = "GAVE_UP"
 
     bank_trade_no = models.CharField(max_length=64, unique=True)
-    out_trade_no = models.CharField(max_length=64, unique=True, help_text="the platform's order number")
+    out_trade_no = models.CharField(
+        max_length=64, unique=True, help_text="the platform's order number"
+    )
     amount = models.BigIntegerField(help_text="minor units")
     currency = models.CharField(max_length=3)
     subject = models.CharField(max_length=256, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCESS)
     paid_at = models.DateTimeField()
 
-    notify_state = models.CharField(max_length=16, choices=NotifyState.choices, default=NotifyState.PENDING)
-    notify_from = models.DateTimeField(null=True, blank=True, help_text="the resend schedule counts from here")
-    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="when the notify is next due (null: not due)")
-    notify_attempts = models.PositiveIntegerField(default=0, help_text="scheduled attempts claimed so far")
-    duplicates = models.PositiveIntegerField(default=0, help_text="test option: extra copies sent after the ack")
+    notify_state = models.CharField(
+        max_length=16, choices=NotifyState.choices, default=NotifyState.PENDING
+    )
+    notify_from = models.DateTimeField(
+        null=True, blank=True, help_text="the resend schedule counts from here"
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the notify is next due (null: not due)"
+    )
+    notify_attempts = models.PositiveIntegerField(
+        default=0, help_text="scheduled attempts claimed so far"
+    )
+    duplicates = models.PositiveIntegerField(
+        default=0, help_text="test option: extra copies sent after the ack"
+    )
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     acked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=models.Q(amount__gt=0), name="bank_payment_amount_positive")]
-        indexes = [models.Index(fields=["notify_state", "next_attempt_at"], name="bank_payment_notify_due")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0), name="bank_payment_amount_positive"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["notify_state", "next_attempt_at"], name="bank_payment_notify_due")
+        ]
 
     def __str__(self) -> str:
         return f"{self.bank_trade_no} ({self.out_trade_no}) notify {self.notify_state}"
@@ -50,7 +68,9 @@ class BankNotifyAttempt(models.Model):
 
     payment = models.ForeignKey(BankPayment, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField(help_text="the scheduled attempt it belongs to")
-    duplicate = models.BooleanField(default=False, help_text="an extra copy sent by the duplicates option")
+    duplicate = models.BooleanField(
+        default=False, help_text="an extra copy sent by the duplicates option"
+    )
     url = models.CharField(max_length=512)
     status_code = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
@@ -92,7 +112,9 @@ class BankRefund(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["notify_state", "next_attempt_at"], name="bank_refund_notify_due")]
+        indexes = [
+            models.Index(fields=["notify_state", "next_attempt_at"], name="bank_refund_notify_due")
+        ]
 
     def __str__(self) -> str:
         return f"{self.refund_no} {self.status} notify {self.notify_state}"

@@ -74,7 +74,11 @@ def pay_options_parse(data) -> PayOptions:
         fields["hold"] = "true or false"
     if fields:
         raise InvalidInput("invalid pay options", code="invalid", fields=fields)
-    return PayOptions(duplicates=data.get("duplicates", 0), delay=data.get("delay", 0), hold=data.get("hold", False))
+    return PayOptions(
+        duplicates=data.get("duplicates", 0),
+        delay=data.get("delay", 0),
+        hold=data.get("hold", False),
+    )
 
 
 def pay_token_read(token: str) -> dict:
@@ -99,19 +103,29 @@ def platform_refusal(order: dict) -> Conflict | None:
     platform gives no verdict (unreachable: the bank takes the payment, as real banks do)."""
     if not settings.BANK_ORDER_STATUS_URL:
         return None
-    answer = bank.ask_order_payable(order["out_trade_no"], url=settings.BANK_ORDER_STATUS_URL,
-                                    secret=settings.SANDBOX_BANK_SECRET)
+    answer = bank.ask_order_payable(
+        order["out_trade_no"],
+        url=settings.BANK_ORDER_STATUS_URL,
+        secret=settings.SANDBOX_BANK_SECRET,
+    )
     if answer is None:
-        logger.debug("platform gave no order status for %s: taking the payment", order["out_trade_no"])
+        logger.debug(
+            "platform gave no order status for %s: taking the payment", order["out_trade_no"]
+        )
         return None
     if answer["payable"] or answer.get("status") is None:
         return None
     if answer["status"] in ("PAYING", "SUCCESS"):
         return Conflict("this order is already paid", code="already_paid")
-    return Conflict(f"the merchant's platform no longer takes payments for this order ({answer['status']})", code="order_closed")
+    return Conflict(
+        f"the merchant's platform no longer takes payments for this order ({answer['status']})",
+        code="order_closed",
+    )
 
 
-def bank_pay(*, order: dict, options: PayOptions = PayOptions(), now: datetime | None = None) -> tuple[BankPayment, bool]:
+def bank_pay(
+    *, order: dict, options: PayOptions = PayOptions(), now: datetime | None = None
+) -> tuple[BankPayment, bool]:
     """Take the payment for a pay-link order, once per out_trade_no. Returns ``(payment, created)``.
 
     Paying again returns the first payment (options ignored), even after the link expired; a
@@ -144,7 +158,10 @@ def bank_pay(*, order: dict, options: PayOptions = PayOptions(), now: datetime |
             )
             if not options.hold:
                 countdown = min(options.delay, settings.CELERY_MAX_COUNTDOWN)
-                transaction.on_commit(partial(_enqueue, "send_bank_notify", payment.pk, countdown=countdown), using=ALIAS)
+                transaction.on_commit(
+                    partial(_enqueue, "send_bank_notify", payment.pk, countdown=countdown),
+                    using=ALIAS,
+                )
     except IntegrityError:
         # a concurrent pay of the same order won the insert
         existing = BankPayment.objects.filter(out_trade_no=order["out_trade_no"]).first()
@@ -158,7 +175,12 @@ def _enqueue(task_name: str, *args, countdown: int = 0) -> None:
     try:
         send_task(f"sandbox.{task_name}", args=args, countdown=countdown)
     except Exception:  # the broker is down: the row is due, the next beat pass sends it
-        logger.warning("could not enqueue sandbox.%s%r; the resend pass will send it", task_name, args, exc_info=True)
+        logger.warning(
+            "could not enqueue sandbox.%s%r; the resend pass will send it",
+            task_name,
+            args,
+            exc_info=True,
+        )
 
 
 def payment_document(payment: BankPayment) -> dict:
@@ -190,8 +212,14 @@ def notify_claim(payment: BankPayment, *, now: datetime) -> bool:
     """Take the next attempt of a due notify. A conditional UPDATE on the attempt count the
     caller read: of two concurrent callers (two beat passes, a pass and a send task) one wins."""
     claimed = BankPayment.objects.filter(
-        pk=payment.pk, notify_state=NotifyState.PENDING, notify_attempts=payment.notify_attempts, next_attempt_at__lte=now
-    ).update(notify_attempts=F("notify_attempts") + 1, next_attempt_at=now + timedelta(seconds=CLAIM_LEASE))
+        pk=payment.pk,
+        notify_state=NotifyState.PENDING,
+        notify_attempts=payment.notify_attempts,
+        next_attempt_at__lte=now,
+    ).update(
+        notify_attempts=F("notify_attempts") + 1,
+        next_attempt_at=now + timedelta(seconds=CLAIM_LEASE),
+    )
     if claimed:
         payment.notify_attempts += 1
     return bool(claimed)
@@ -227,24 +255,40 @@ def _notify_attempt(payment: BankPayment) -> None:
         attempt.save(using=ALIAS)
         pending = BankPayment.objects.filter(pk=payment.pk, notify_state=NotifyState.PENDING)
         if acked:
-            won = pending.update(notify_state=NotifyState.ACKED, acked_at=attempt.sent_at, next_attempt_at=None, **result)
+            won = pending.update(
+                notify_state=NotifyState.ACKED,
+                acked_at=attempt.sent_at,
+                next_attempt_at=None,
+                **result,
+            )
         elif number >= len(schedule):
-            won = pending.filter(notify_attempts=number).update(notify_state=NotifyState.GAVE_UP, next_attempt_at=None, **result)
+            won = pending.filter(notify_attempts=number).update(
+                notify_state=NotifyState.GAVE_UP, next_attempt_at=None, **result
+            )
         else:
             due = payment.notify_from + timedelta(seconds=schedule[number])
             won = pending.filter(notify_attempts=number).update(next_attempt_at=due, **result)
     if not acked:
-        logger.info("bank notify %s attempt %s failed: %s", payment.bank_trade_no, number, attempt.error or attempt.status_code)
+        logger.info(
+            "bank notify %s attempt %s failed: %s",
+            payment.bank_trade_no,
+            number,
+            attempt.error or attempt.status_code,
+        )
     elif won:  # only the sender that acknowledged it sends the extra copies
         for _ in range(payment.duplicates):
             _post_notify(payment, number=number, duplicate=True).save(using=ALIAS)
 
 
-def _post_notify(payment: BankPayment, *, number: int, duplicate: bool = False) -> BankNotifyAttempt:
+def _post_notify(
+    payment: BankPayment, *, number: int, duplicate: bool = False
+) -> BankNotifyAttempt:
     """One HTTP POST of the signed notify; returns the (unsaved) attempt record."""
     url = settings.BANK_NOTIFY_URL
     body, signature = signed_body(payment_document(payment))
-    attempt = BankNotifyAttempt(payment=payment, number=number, duplicate=duplicate, url=url[:512], sent_at=timezone.now())
+    attempt = BankNotifyAttempt(
+        payment=payment, number=number, duplicate=duplicate, url=url[:512], sent_at=timezone.now()
+    )
     started = time.monotonic()
     try:
         response = requests.post(
@@ -324,17 +368,30 @@ LOSE_NOTIFY_TRIGGER = "[bank:lose-notify]"
 def bank_refund(document: dict) -> BankRefund:
     """Take a refund request (idempotent on refund_no: the same number again is the same refund).
     Decided at once; the notify goes out after commit."""
-    problems = {k: "required" for k in ("refund_no", "out_trade_no", "amount", "currency") if k not in document}
+    problems = {
+        k: "required"
+        for k in ("refund_no", "out_trade_no", "amount", "currency")
+        if k not in document
+    }
     if problems or not isinstance(document.get("amount"), int) or document["amount"] < 1:
-        raise InvalidInput("not a refund request", fields=problems or {"amount": "a positive integer"})
+        raise InvalidInput(
+            "not a refund request", fields=problems or {"amount": "a positive integer"}
+        )
     existing = BankRefund.objects.filter(refund_no=document["refund_no"]).first()
     if existing is not None:
         return existing
     reason = str(document.get("reason", ""))[:255]
     with transaction.atomic(using=ALIAS):
-        payment = BankPayment.objects.select_for_update().filter(out_trade_no=document["out_trade_no"]).first()
-        refunded = sum(BankRefund.objects.filter(out_trade_no=document["out_trade_no"], status=BankRefund.Status.SUCCESS)
-                       .values_list("amount", flat=True))
+        payment = (
+            BankPayment.objects.select_for_update()
+            .filter(out_trade_no=document["out_trade_no"])
+            .first()
+        )
+        refunded = sum(
+            BankRefund.objects.filter(
+                out_trade_no=document["out_trade_no"], status=BankRefund.Status.SUCCESS
+            ).values_list("amount", flat=True)
+        )
         refusal = ""
         if payment is None:
             refusal = "no payment for this order"
@@ -345,11 +402,17 @@ def bank_refund(document: dict) -> BankRefund:
         lost = LOSE_NOTIFY_TRIGGER in reason
         try:
             refund = BankRefund.objects.create(
-                refund_no=document["refund_no"], out_trade_no=document["out_trade_no"],
-                bank_trade_no=str(document.get("bank_trade_no", ""))[:64], amount=document["amount"],
-                currency=str(document["currency"])[:3], reason=reason,
-                status=BankRefund.Status.REFUSED if refusal else BankRefund.Status.SUCCESS, refusal=refusal,
-                notify_state=BankPayment.NotifyState.HELD if lost else BankPayment.NotifyState.PENDING,
+                refund_no=document["refund_no"],
+                out_trade_no=document["out_trade_no"],
+                bank_trade_no=str(document.get("bank_trade_no", ""))[:64],
+                amount=document["amount"],
+                currency=str(document["currency"])[:3],
+                reason=reason,
+                status=BankRefund.Status.REFUSED if refusal else BankRefund.Status.SUCCESS,
+                refusal=refusal,
+                notify_state=BankPayment.NotifyState.HELD
+                if lost
+                else BankPayment.NotifyState.PENDING,
                 next_attempt_at=None if lost else timezone.now(),
             )
         except IntegrityError:  # a concurrent request of the same refund won
@@ -360,26 +423,44 @@ def bank_refund(document: dict) -> BankRefund:
 
 
 def refund_document(refund: BankRefund) -> dict:
-    return {"refund_no": refund.refund_no, "out_trade_no": refund.out_trade_no, "amount": refund.amount,
-            "currency": refund.currency, "status": refund.status, "reason": refund.refusal}
+    return {
+        "refund_no": refund.refund_no,
+        "out_trade_no": refund.out_trade_no,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "status": refund.status,
+        "reason": refund.refusal,
+    }
 
 
 def refund_notifies_send_due(*, now: datetime | None = None, limit: int = RESEND_LIMIT) -> int:
     """Send every due refund notify once (its own schedule: the payment notifies'); returns acknowledged."""
     now = now or timezone.now()
     schedule, acked = notify_schedule(), 0
-    due = BankRefund.objects.filter(notify_state=BankPayment.NotifyState.PENDING, next_attempt_at__lte=now)
+    due = BankRefund.objects.filter(
+        notify_state=BankPayment.NotifyState.PENDING, next_attempt_at__lte=now
+    )
     for refund in list(due.order_by("next_attempt_at")[:limit]):
-        claimed = BankRefund.objects.filter(pk=refund.pk, notify_attempts=refund.notify_attempts,
-                                            notify_state=BankPayment.NotifyState.PENDING).update(
-            notify_attempts=F("notify_attempts") + 1, next_attempt_at=now + timedelta(seconds=CLAIM_LEASE))
+        claimed = BankRefund.objects.filter(
+            pk=refund.pk,
+            notify_attempts=refund.notify_attempts,
+            notify_state=BankPayment.NotifyState.PENDING,
+        ).update(
+            notify_attempts=F("notify_attempts") + 1,
+            next_attempt_at=now + timedelta(seconds=CLAIM_LEASE),
+        )
         if not claimed:
             continue
         body, signature = signed_body(refund_document(refund))
         url = settings.BANK_NOTIFY_URL.rsplit("/", 1)[0] + "/refund-notify"
         try:
-            response = requests.post(url, data=body, timeout=NOTIFY_TIMEOUT, allow_redirects=False,
-                                     headers={"Content-Type": "application/json", bank.SIGNATURE_HEADER: signature})
+            response = requests.post(
+                url,
+                data=body,
+                timeout=NOTIFY_TIMEOUT,
+                allow_redirects=False,
+                headers={"Content-Type": "application/json", bank.SIGNATURE_HEADER: signature},
+            )
             error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -389,6 +470,11 @@ def refund_notifies_send_due(*, now: datetime | None = None, limit: int = RESEND
         elif number >= len(schedule):
             state, due_at = BankPayment.NotifyState.GAVE_UP, None
         else:
-            state, due_at = BankPayment.NotifyState.PENDING, refund.created_at + timedelta(seconds=schedule[number])
-        BankRefund.objects.filter(pk=refund.pk).update(notify_state=state, next_attempt_at=due_at, last_error=error)
+            state, due_at = (
+                BankPayment.NotifyState.PENDING,
+                refund.created_at + timedelta(seconds=schedule[number]),
+            )
+        BankRefund.objects.filter(pk=refund.pk).update(
+            notify_state=state, next_attempt_at=due_at, last_error=error
+        )
     return acked

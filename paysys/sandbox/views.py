@@ -18,10 +18,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from paysys import bank
 from paysys.api.exceptions import ApiError, error_body, status_for
-from paysys.sandbox.control import require_sandbox_token
 from paysys.api.parsers import loads_strict
 from paysys.core.errors import DomainError
 from paysys.sandbox import services
+from paysys.sandbox.control import require_sandbox_token
 from paysys.sandbox.models import BankRefund
 from paysys.sandbox.selectors import bank_payment_get
 
@@ -70,16 +70,26 @@ class BankPayView(View):
         except DomainError as exc:
             return self.page(request, None, error=exc)
         payment = bank_payment_get(out_trade_no=order["out_trade_no"])
-        refusal = services.platform_refusal(order) if payment is None and not services.pay_token_expired(order) else None
+        refusal = (
+            services.platform_refusal(order)
+            if payment is None and not services.pay_token_expired(order)
+            else None
+        )
         if refusal is not None:
-            return self.page(request, order, error=refusal, status=200)  # a page to read, not a failed request
+            return self.page(
+                request, order, error=refusal, status=200
+            )  # a page to read, not a failed request
         return self.page(request, order, payment=payment, already_paid=payment is not None)
 
     def post(self, request, token: str):
         html, order = wants_html(request), None
         try:
             order = services.pay_token_read(token)
-            options = services.PayOptions() if html else services.pay_options_parse(self.json_body(request))
+            options = (
+                services.PayOptions()
+                if html
+                else services.pay_options_parse(self.json_body(request))
+            )
             if options != services.PayOptions():
                 require_sandbox_token(request)  # test options steer the bank's notifies
             payment, _ = services.bank_pay(order=order, options=options)
@@ -108,15 +118,32 @@ class BankPayView(View):
             raise ApiError("the body is not JSON", code="malformed") from None
 
     @staticmethod
-    def page(request, order: dict | None, *, payment=None, error: DomainError | None = None, already_paid: bool = False,
-             status: int | None = None):
+    def page(
+        request,
+        order: dict | None,
+        *,
+        payment=None,
+        error: DomainError | None = None,
+        already_paid: bool = False,
+        status: int | None = None,
+    ):
         already_paid = already_paid or getattr(error, "code", "") == "already_paid"
-        context = {"order": order, "payment": payment, "error": error, "already_paid": already_paid,
-                   "back_url": back_url(request)}
+        context = {
+            "order": order,
+            "payment": payment,
+            "error": error,
+            "already_paid": already_paid,
+            "back_url": back_url(request),
+        }
         if order is not None:
             context["amount_major"] = major_units(order["amount"], order["currency"])
             context["expired"] = payment is None and services.pay_token_expired(order)
-        return render(request, "sandbox/bank_pay.html", context, status=status or (status_for(error) if error else 200))
+        return render(
+            request,
+            "sandbox/bank_pay.html",
+            context,
+            status=status or (status_for(error) if error else 200),
+        )
 
 
 @csrf_exempt
@@ -128,7 +155,9 @@ def bank_release(request):
     except DomainError as exc:
         return error_json(exc)
     released = services.notifies_release()
-    return JsonResponse({"released": len(released), "out_trade_nos": [p.out_trade_no for p in released]})
+    return JsonResponse(
+        {"released": len(released), "out_trade_nos": [p.out_trade_no for p in released]}
+    )
 
 
 @require_GET
@@ -136,12 +165,21 @@ def bank_payment_query(request, out_trade_no: str):
     """``GET /sandbox/bank/payments/<out_trade_no>``: what the bank knows, signed like a notify."""
     payment = bank_payment_get(out_trade_no=out_trade_no)
     if payment is None:
-        document = {"status": "NOT_FOUND", "out_trade_no": out_trade_no, **error_body("not_found", "no payment for this order")}
+        document = {
+            "status": "NOT_FOUND",
+            "out_trade_no": out_trade_no,
+            **error_body("not_found", "no payment for this order"),
+        }
         status = 404
     else:
         document, status = services.payment_document(payment), 200
     body, signature = services.signed_body(document)
-    return HttpResponse(body, status=status, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})
+    return HttpResponse(
+        body,
+        status=status,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: signature},
+    )
 
 
 @csrf_exempt
@@ -149,9 +187,14 @@ def bank_refunds(request, refund_no: str = ""):
     """``POST /sandbox/bank/refunds/``: take a refund (signed by the platform);
     ``GET /sandbox/bank/refunds/<refund_no>``: what the bank decided, signed."""
     if request.method == "POST" and not refund_no:
-        if not bank.signature_valid(request.body, request.headers.get(bank.SIGNATURE_HEADER),
-                                    secret=settings.SANDBOX_BANK_SECRET):
-            return JsonResponse(error_body("invalid_signature", "sign the body with the shared secret"), status=401)
+        if not bank.signature_valid(
+            request.body,
+            request.headers.get(bank.SIGNATURE_HEADER),
+            secret=settings.SANDBOX_BANK_SECRET,
+        ):
+            return JsonResponse(
+                error_body("invalid_signature", "sign the body with the shared secret"), status=401
+            )
         try:
             refund = services.bank_refund(loads_strict(request.body))
         except ValueError:
@@ -162,10 +205,20 @@ def bank_refunds(request, refund_no: str = ""):
     elif request.method == "GET" and refund_no:
         refund = BankRefund.objects.filter(refund_no=refund_no).first()
         if refund is None:
-            document, status = {"refund_no": refund_no, **error_body("not_found", "no such refund")}, 404
+            document, status = (
+                {"refund_no": refund_no, **error_body("not_found", "no such refund")},
+                404,
+            )
         else:
             document, status = services.refund_document(refund), 200
     else:
-        return JsonResponse(error_body("method_not_allowed", "POST the refund, GET it by number"), status=405)
+        return JsonResponse(
+            error_body("method_not_allowed", "POST the refund, GET it by number"), status=405
+        )
     body, signature = services.signed_body(document)
-    return HttpResponse(body, status=status, content_type="application/json", headers={bank.SIGNATURE_HEADER: signature})
+    return HttpResponse(
+        body,
+        status=status,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: signature},
+    )

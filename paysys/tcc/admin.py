@@ -24,7 +24,15 @@ logger = logging.getLogger(__name__)
 class BranchInline(admin.TabularInline):
     model = TransactionBranch
     verbose_name_plural = "branches"
-    fields = ["branch_no", "action", "status", "attempts", "last_error", "payload_pretty", "updated_at"]
+    fields = [
+        "branch_no",
+        "action",
+        "status",
+        "attempts",
+        "last_error",
+        "payload_pretty",
+        "updated_at",
+    ]
     readonly_fields = fields
     ordering = ["branch_no"]
     extra = 0
@@ -45,8 +53,16 @@ class BranchInline(admin.TabularInline):
 class GlobalTransactionAdmin(ReadOnlyAdmin):
     list_display = [
         # what an operator scans first right after the id, so it stays on a 1280 px screen
-        "xid", "status", "needs_human", "name", linked("business_key", description="business key (trace)"), "attempt",
-        "attempts", "created_at", "next_retry_at", "last_error_excerpt",
+        "xid",
+        "status",
+        "needs_human",
+        "name",
+        linked("business_key", description="business key (trace)"),
+        "attempt",
+        "attempts",
+        "created_at",
+        "next_retry_at",
+        "last_error_excerpt",
     ]
     list_filter = ["status", "name", AgeFilter, "needs_human"]
     search_fields = ["xid", "business_key"]
@@ -71,7 +87,20 @@ class GlobalTransactionAdmin(ReadOnlyAdmin):
         except Exception as exc:  # noqa: BLE001 - the broker is down: tell the human, change nothing else
             self.message_user(request, f"Not sent: {exc.__class__.__name__}: {exc}", messages.ERROR)
             return
-        logger.info("admin %s retried phase two of %d of %d selected TCC transaction(s)", request.user, sent, len(ids))
-        self.message_user(request, f"Phase two sent again for {sent} transaction(s).", messages.SUCCESS if sent else messages.WARNING)
+        logger.info(
+            "admin %s retried phase two of %d of %d selected TCC transaction(s)",
+            request.user,
+            sent,
+            len(ids),
+        )
+        self.message_user(
+            request,
+            f"Phase two sent again for {sent} transaction(s).",
+            messages.SUCCESS if sent else messages.WARNING,
+        )
         if len(ids) > sent:
-            self.message_user(request, f"{len(ids) - sent} skipped: only CONFIRMING and CANCELLING transactions have a phase two to retry.", messages.WARNING)
+            self.message_user(
+                request,
+                f"{len(ids) - sent} skipped: only CONFIRMING and CANCELLING transactions have a phase two to retry.",
+                messages.WARNING,
+            )

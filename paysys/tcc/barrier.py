@@ -36,7 +36,12 @@ def _insert(alias: str, rows: list[tuple[str, int, str, str]]) -> int:
     """Insert-ignore barrier rows (xid, branch, op, reason) in one statement; returns how many
     were inserted (one round trip, no savepoint)."""
     now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
-    return insert_new_rows(alias, Barrier, ["xid", "branch", "op", "reason", "created_at"], [(*row, now) for row in rows])
+    return insert_new_rows(
+        alias,
+        Barrier,
+        ["xid", "branch", "op", "reason", "created_at"],
+        [(*row, now) for row in rows],
+    )
 
 
 class NotFresh(Exception):
@@ -59,7 +64,9 @@ def run_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dict]])
     with transaction.atomic(using=spec.alias):
         # in key order: two batches sharing branches (resumed transactions) take their barrier
         # rows' locks in one order
-        if _insert(spec.alias, sorted((xid, branch, op, op) for xid, branch, _ in items)) != len(items):
+        if _insert(spec.alias, sorted((xid, branch, op, op) for xid, branch, _ in items)) != len(
+            items
+        ):
             raise NotFresh(f"{spec.action} {op}: a branch of the batch ran before")
         spec.apply(op, [BranchOp(xid, payload) for xid, _, payload in items])
 
@@ -80,13 +87,17 @@ def run_op(spec: Participant, *, xid: str, branch: int, op: str, payload: dict) 
         return APPLIED
 
 
-def run_all(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:
+def run_all(
+    spec: Participant, *, op: str, items: list[tuple[str, int, dict]]
+) -> list[str | Exception]:
     """Run ``op`` for every branch (xid, branch, payload): as one batch when it can, else op by op.
     Returns, per item, APPLIED / DUPLICATE / EMPTY or the exception that op raised."""
     return attempt_batch(spec, op=op, items=items) or run_each(spec, op=op, items=items)
 
 
-def attempt_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception] | None:
+def attempt_batch(
+    spec: Participant, *, op: str, items: list[tuple[str, int, dict]]
+) -> list[str | Exception] | None:
     """:func:`run_batch` where it applies. Per item APPLIED when the batch committed, or the error
     when the database stopped answering; None when the ops must run one by one (:func:`run_each`):
     a cancel, a single op, or a batch that failed on an op (nothing of it committed)."""
@@ -99,12 +110,18 @@ def attempt_batch(spec: Participant, *, op: str, items: list[tuple[str, int, dic
         return None if database_answers(spec.alias, exc) else [exc] * len(items)
 
 
-def run_each(spec: Participant, *, op: str, items: list[tuple[str, int, dict]]) -> list[str | Exception]:
+def run_each(
+    spec: Participant, *, op: str, items: list[tuple[str, int, dict]]
+) -> list[str | Exception]:
     """Each op in a transaction of its own. Once the database stops answering, the ops left are
     failed with that error untried (each would only wait for its own timeout)."""
     results: list[str | Exception] = []
     for xid, branch, payload in items:
-        if results and isinstance(results[-1], Exception) and not database_answers(spec.alias, results[-1]):
+        if (
+            results
+            and isinstance(results[-1], Exception)
+            and not database_answers(spec.alias, results[-1])
+        ):
             results.append(results[-1])
             continue
         try:

@@ -79,7 +79,9 @@ class TryFailed(Exception):
     """
 
     def __init__(self, action: str | None, xid: str, cause: BaseException):
-        super().__init__(f"TCC try {action or '(transaction)'} of {xid} failed: {cause.__class__.__name__}: {cause}")
+        super().__init__(
+            f"TCC try {action or '(transaction)'} of {xid} failed: {cause.__class__.__name__}: {cause}"
+        )
         self.action = action
         self.xid = xid
         self.cause = cause
@@ -107,7 +109,9 @@ def run(name: str, *, business_key: str, branches: list[Branch]) -> Outcome:
     load a process completes several for the price of one and waits less behind the shared rows
     (the merchant's fund account) than one at a time would."""
     specs = {b.action: registry.get_participant(b.action) for b in branches}
-    _refuse_open_transactions({"default", *(spec.alias for spec in specs.values())})  # the caller's own
+    _refuse_open_transactions(
+        {"default", *(spec.alias for spec in specs.values())}
+    )  # the caller's own
     result = _GROUPS.run(name, (business_key, branches))
     if isinstance(result, BaseException):
         raise result
@@ -139,7 +143,7 @@ class _Group:
         except BaseException as exc:  # noqa: BLE001 - every call of the batch gets the batch's error
             answers = [exc] * len(batch)
         with self.cond:
-            for c, answer in zip(batch, answers):
+            for c, answer in zip(batch, answers, strict=False):
                 c.answer, c.done = answer, True
             self.busy.discard(name)
             self.cond.notify_all()
@@ -173,15 +177,21 @@ def run_many(name: str, jobs: list[Job]) -> list[Outcome | TryFailed]:
         started = begin_many(name, [(key, first[key]) for key in unique])
         answers: dict[str, Outcome | TryFailed] = {}
         trying = []
-        for key, (gtx, rows) in zip(unique, started):
+        for key, (gtx, rows) in zip(unique, started, strict=False):
             if gtx.status != Status.TRYING:
                 answers[key] = Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
             else:
                 trying.append((key, gtx, rows))
         failures = _run_tries([(gtx, rows) for _, gtx, rows in trying])
         tried = [(key, gtx, rows) for key, gtx, rows in trying if gtx.pk not in failures]
-        answers.update(zip([key for key, _, _ in tried], decide_confirm_many([(gtx, rows) for _, gtx, rows in tried])))
-        for key, gtx, rows in trying:
+        answers.update(
+            zip(
+                [key for key, _, _ in tried],
+                decide_confirm_many([(gtx, rows) for _, gtx, rows in tried]),
+                strict=False,
+            )
+        )
+        for key, gtx, _rows in trying:
             if gtx.pk in failures:
                 answers[key] = _cancelled(gtx, *failures[gtx.pk])
     except DatabaseError as exc:  # the coordinator's own database: nothing could be decided
@@ -190,10 +200,15 @@ def run_many(name: str, jobs: list[Job]) -> list[Outcome | TryFailed]:
     return [answers[key] for key, _ in jobs]
 
 
-def _cancelled(gtx: GlobalTransaction, row: TransactionBranch, error: Exception) -> Outcome | TryFailed:
+def _cancelled(
+    gtx: GlobalTransaction, row: TransactionBranch, error: Exception
+) -> Outcome | TryFailed:
     if not decide_cancel(gtx, failed=row, error=error):
         gtx.refresh_from_db()
-        if gtx.status in (Status.CONFIRMING, Status.CONFIRMED):  # a concurrent run of this xid confirmed it
+        if gtx.status in (
+            Status.CONFIRMING,
+            Status.CONFIRMED,
+        ):  # a concurrent run of this xid confirmed it
             return Outcome(gtx.xid, gtx.status, gtx.attempt, already=True)
     failed = TryFailed(row.action, gtx.xid, error)
     failed.__cause__ = error
@@ -218,7 +233,9 @@ def _refuse_open_transactions(aliases: set[str]) -> None:
 # --- 1. begin or resume --------------------------------------------------------------------
 
 
-def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[GlobalTransaction, list[TransactionBranch]]:
+def begin(
+    name: str, *, business_key: str, branches: list[Branch]
+) -> tuple[GlobalTransaction, list[TransactionBranch]]:
     """The key's transaction to work on: its open TRYING one (resumed, with its own branches), a
     confirmed one (returned as is: nothing to do), or a new one after the last cancelled."""
     try:  # the common case, a key seen for the first time: one insert, no look-up
@@ -226,7 +243,9 @@ def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[Glob
     except IntegrityError:
         pass
     for _ in range(5):  # a concurrent run may create the same attempt first: look again
-        latest = GlobalTransaction.objects.filter(business_key=business_key).order_by("-attempt").first()
+        latest = (
+            GlobalTransaction.objects.filter(business_key=business_key).order_by("-attempt").first()
+        )
         if latest is not None and latest.status == Status.TRYING:
             _extend_deadline(latest)  # resumed: its tries run again now
             return latest, list(latest.branches.order_by("branch_no"))
@@ -236,10 +255,14 @@ def begin(name: str, *, business_key: str, branches: list[Branch]) -> tuple[Glob
             return _create(name, business_key, (latest.attempt + 1) if latest else 1, branches)
         except IntegrityError:
             continue
-    raise Unavailable(f"could not start a TCC transaction for {business_key!r}: too much contention")
+    raise Unavailable(
+        f"could not start a TCC transaction for {business_key!r}: too much contention"
+    )
 
 
-def begin_many(name: str, jobs: list[Job]) -> list[tuple[GlobalTransaction, list[TransactionBranch]]]:
+def begin_many(
+    name: str, jobs: list[Job]
+) -> list[tuple[GlobalTransaction, list[TransactionBranch]]]:
     """:func:`begin` for many distinct keys: keys seen for the first time (the common case) in
     one transaction of two inserts; if any key was seen before, each key on its own."""
     try:
@@ -249,12 +272,16 @@ def begin_many(name: str, jobs: list[Job]) -> list[tuple[GlobalTransaction, list
 
 
 def _deadline(branches: int):
-    return timezone.now() + timedelta(seconds=settings.TCC_TRY_TIMEOUT * branches + settings.TCC_DECISION_GRACE)
+    return timezone.now() + timedelta(
+        seconds=settings.TCC_TRY_TIMEOUT * branches + settings.TCC_DECISION_GRACE
+    )
 
 
 def _extend_deadline(gtx: GlobalTransaction) -> None:
     gtx.deadline = _deadline(gtx.branches.count())
-    GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(deadline=gtx.deadline, next_retry_at=gtx.deadline)
+    GlobalTransaction.objects.filter(pk=gtx.pk, status=Status.TRYING).update(
+        deadline=gtx.deadline, next_retry_at=gtx.deadline
+    )
 
 
 def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
@@ -264,19 +291,37 @@ def _create(name: str, business_key: str, attempt: int, branches: list[Branch]):
 def _create_many(name: str, jobs: list[tuple[str, int, list[Branch]]]):
     """New transactions (key, attempt, branches) with their branches: two inserts, one commit."""
     with transaction.atomic(using="default"):
-        made = GlobalTransaction.objects.bulk_create([
-            GlobalTransaction(xid=uuid.uuid4().hex, name=name, business_key=key, attempt=attempt, deadline=deadline,
-                              next_retry_at=deadline)
-            for key, attempt, branches in jobs for deadline in [_deadline(len(branches))]
-        ])
-        if any(gtx.pk is None for gtx in made):  # MySQL returns no ids from a bulk insert (MariaDB, SQLite do)
-            ids = dict(GlobalTransaction.objects.filter(xid__in=[gtx.xid for gtx in made]).values_list("xid", "pk"))
+        made = GlobalTransaction.objects.bulk_create(
+            [
+                GlobalTransaction(
+                    xid=uuid.uuid4().hex,
+                    name=name,
+                    business_key=key,
+                    attempt=attempt,
+                    deadline=deadline,
+                    next_retry_at=deadline,
+                )
+                for key, attempt, branches in jobs
+                for deadline in [_deadline(len(branches))]
+            ]
+        )
+        if any(
+            gtx.pk is None for gtx in made
+        ):  # MySQL returns no ids from a bulk insert (MariaDB, SQLite do)
+            ids = dict(
+                GlobalTransaction.objects.filter(xid__in=[gtx.xid for gtx in made]).values_list(
+                    "xid", "pk"
+                )
+            )
             for gtx in made:
                 gtx.pk = ids[gtx.xid]
-        rows = TransactionBranch.objects.bulk_create([
-            TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload)
-            for gtx, (_, _, branches) in zip(made, jobs) for i, b in enumerate(branches, 1)
-        ])
+        rows = TransactionBranch.objects.bulk_create(
+            [
+                TransactionBranch(gtx=gtx, branch_no=i, action=b.action, payload=b.payload)
+                for gtx, (_, _, branches) in zip(made, jobs, strict=False)
+                for i, b in enumerate(branches, 1)
+            ]
+        )
     by_gtx: dict[int, list[TransactionBranch]] = {gtx.pk: [] for gtx in made}
     for row in rows:
         by_gtx[row.gtx_id].append(row)
@@ -286,7 +331,9 @@ def _create_many(name: str, jobs: list[tuple[str, int, list[Branch]]]):
 # --- 2. tries, each bounded by TCC_TRY_TIMEOUT ---------------------------------------------
 
 
-def _run_tries(started: list[tuple[GlobalTransaction, list[TransactionBranch]]]) -> dict[int, tuple[TransactionBranch, Exception]]:
+def _run_tries(
+    started: list[tuple[GlobalTransaction, list[TransactionBranch]]],
+) -> dict[int, tuple[TransactionBranch, Exception]]:
     """Every transaction's tries, branch position by branch position (a failed try stops that
     transaction's later ones). Per position, one batch per participant on a try thread of its
     alias (aliases in parallel), bounded by TCC_TRY_TIMEOUT; a batch that failed on an op (not
@@ -306,20 +353,36 @@ def _run_tries(started: list[tuple[GlobalTransaction, list[TransactionBranch]]])
     return failures
 
 
-def _on_try_threads(by_alias: dict[str, dict[str, list]], job, failures: dict) -> dict[str, dict[str, list]]:
+def _on_try_threads(
+    by_alias: dict[str, dict[str, list]], job, failures: dict
+) -> dict[str, dict[str, list]]:
     """Run ``job(alias, groups)`` on a try thread of each alias and wait at most TCC_TRY_TIMEOUT
     for all of them (time queued for a free thread included); records failures, returns the
     groups the jobs want redone op by op."""
     deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
-    futures = {alias: _try_threads.submit(alias, job, alias, groups) for alias, groups in by_alias.items()}
+    futures = {
+        alias: _try_threads.submit(alias, job, alias, groups) for alias, groups in by_alias.items()
+    }
     redo = {}
     for alias, future in futures.items():
         try:
             results, again = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             future.cancel()  # still queued: it never runs
-            results, again = [(gtx, row, TimeoutError(f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"))
-                              for group in by_alias[alias].values() for gtx, row in group], {}
+            results, again = (
+                [
+                    (
+                        gtx,
+                        row,
+                        TimeoutError(
+                            f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"
+                        ),
+                    )
+                    for group in by_alias[alias].values()
+                    for gtx, row in group
+                ],
+                {},
+            )
         for gtx, row, result in results:
             if isinstance(result, Exception):
                 failures[gtx.pk] = (row, result)
@@ -349,7 +412,9 @@ def _tries(alias: str, groups: dict[str, list], *, batched: bool):
                 redo[action] = pairs
                 continue
             answers = answers or barrier.run_each(spec, op=barrier.TRY, items=items)
-            results.extend((gtx, row, answer) for (gtx, row), answer in zip(pairs, answers))
+            results.extend(
+                (gtx, row, answer) for (gtx, row), answer in zip(pairs, answers, strict=False)
+            )
         if any(isinstance(answer, DatabaseError) for _, _, answer in results):
             failed_use()
     return results, redo
@@ -395,7 +460,9 @@ class _AliasThreads:
                 self._threads += 1
         self._jobs.put((future, fn, args))
         if grow:
-            threading.Thread(target=self._serve, name=f"paysys-tcc-try-{self.alias}", daemon=True).start()
+            threading.Thread(
+                target=self._serve, name=f"paysys-tcc-try-{self.alias}", daemon=True
+            ).start()
         return future
 
     def _serve(self) -> None:
@@ -422,8 +489,14 @@ def _bound_reads(alias: str) -> None:
     seconds = max(1, math.ceil(settings.TCC_TRY_TIMEOUT))
     connection = connections[alias]
     if connection.vendor == "mysql":
-        options = {**connection.settings_dict.get("OPTIONS", {}), "read_timeout": seconds, "write_timeout": seconds}
-        options.setdefault("init_command", f"SET SESSION innodb_lock_wait_timeout = {max(1, seconds // 2)}")
+        options = {
+            **connection.settings_dict.get("OPTIONS", {}),
+            "read_timeout": seconds,
+            "write_timeout": seconds,
+        }
+        options.setdefault(
+            "init_command", f"SET SESSION innodb_lock_wait_timeout = {max(1, seconds // 2)}"
+        )
         connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
 
 
@@ -433,24 +506,34 @@ _try_threads = _TryThreads()
 # --- 3. the decision, committed before phase two -------------------------------------------
 
 
-def decide_confirm_many(started: list[tuple[GlobalTransaction, list[TransactionBranch]]]) -> list[Outcome | TryFailed]:
+def decide_confirm_many(
+    started: list[tuple[GlobalTransaction, list[TransactionBranch]]],
+) -> list[Outcome | TryFailed]:
     """Commit CONFIRMING for transactions whose every try succeeded, in one UPDATE, then hand
     their phase two to the dispatcher. A transaction decided meanwhile (recovery cancelled it
     past its deadline, or a concurrent run of its xid decided) gets the decision that stands."""
-    from paysys.tcc import phase_two
 
     if not started:
         return []
     ids = [gtx.pk for gtx, _ in started]
     try:
         decided = _mark_confirming(ids)
-    except IntegrityError:  # another transaction of one of these keys is confirmed: decide each alone
+    except (
+        IntegrityError
+    ):  # another transaction of one of these keys is confirmed: decide each alone
         return [_decide_confirm_alone(gtx, rows) for gtx, rows in started]
     statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
     if decided != len(ids):
         statuses = dict(GlobalTransaction.objects.filter(pk__in=ids).values_list("pk", "status"))
-    _confirm(f"{started[0][0].xid} and {len(started) - 1} more",
-             [(gtx, row) for gtx, rows in started if statuses[gtx.pk] == Status.CONFIRMING for row in rows])
+    _confirm(
+        f"{started[0][0].xid} and {len(started) - 1} more",
+        [
+            (gtx, row)
+            for gtx, rows in started
+            if statuses[gtx.pk] == Status.CONFIRMING
+            for row in rows
+        ],
+    )
     return [_outcome_of(gtx, statuses[gtx.pk]) for gtx, _ in started]
 
 
@@ -465,10 +548,16 @@ def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBran
     done: set[int] = set()
     if settings.TCC_PHASE_TWO_INLINE and branches:
         try:
-            done = phase_two.run_claimed({row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
-                                         _apply_on_try_threads)
+            done = phase_two.run_claimed(
+                {row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
+                _apply_on_try_threads,
+            )
         except DatabaseError:  # the coordinator's database: the workers and recovery finish it
-            logger.warning("TCC %s: phase two here failed; the participants' workers run it", label, exc_info=True)
+            logger.warning(
+                "TCC %s: phase two here failed; the participants' workers run it",
+                label,
+                exc_info=True,
+            )
     phase_two.dispatch(label, "confirm", [row for _, row in branches if row.pk not in done])
 
 
@@ -481,7 +570,10 @@ def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]
     for entry in items:
         by_alias[registry.get_participant(entry["action"]).alias].append(entry)
     deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
-    futures = [_try_threads.submit(alias, phase_two.apply_here, alias, entries) for alias, entries in by_alias.items()]
+    futures = [
+        _try_threads.submit(alias, phase_two.apply_here, alias, entries)
+        for alias, entries in by_alias.items()
+    ]
     done: list[dict] = []
     for future in futures:
         try:
@@ -498,7 +590,9 @@ def _mark_confirming(ids: list[int]) -> int:
 
     now = timezone.now()
     return GlobalTransaction.objects.filter(pk__in=ids).transition(
-        Status.CONFIRMING, confirmed_key=F("business_key"), decided_at=now,
+        Status.CONFIRMING,
+        confirmed_key=F("business_key"),
+        decided_at=now,
         next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
     )
 
@@ -506,41 +600,60 @@ def _mark_confirming(ids: list[int]) -> int:
 def _outcome_of(gtx: GlobalTransaction, status: str) -> Outcome | TryFailed:
     if status in (Status.CONFIRMING, Status.CONFIRMED):
         return Outcome(gtx.xid, status, gtx.attempt)
-    return TryFailed(None, gtx.xid, Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"))
+    return TryFailed(
+        None,
+        gtx.xid,
+        Unavailable(f"transaction {gtx.xid} was cancelled while trying (deadline passed)"),
+    )
 
 
-def _decide_confirm_alone(gtx: GlobalTransaction, rows: list[TransactionBranch]) -> Outcome | TryFailed:
-    from paysys.tcc import phase_two
+def _decide_confirm_alone(
+    gtx: GlobalTransaction, rows: list[TransactionBranch]
+) -> Outcome | TryFailed:
 
     try:
         decided = _mark_confirming([gtx.pk])
     except IntegrityError:  # another transaction of this key is confirmed: this one must not be
-        logger.error("TCC %s: key %r already confirmed by another transaction; cancelling", gtx.xid, gtx.business_key)
+        logger.error(
+            "TCC %s: key %r already confirmed by another transaction; cancelling",
+            gtx.xid,
+            gtx.business_key,
+        )
         decide_cancel(gtx, failed=None, error=None)
         confirmed = GlobalTransaction.objects.get(confirmed_key=gtx.business_key)
         return Outcome(confirmed.xid, confirmed.status, confirmed.attempt, already=True)
     if not decided:  # recovery (deadline passed) or a concurrent run decided first
         gtx.refresh_from_db()
         outcome = _outcome_of(gtx, gtx.status)
-        return dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
+        return (
+            dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
+        )
     _confirm(gtx.xid, [(gtx, row) for row in rows])
     return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)
 
 
-def decide_cancel(gtx: GlobalTransaction, *, failed: TransactionBranch | None, error: BaseException | None) -> bool:
+def decide_cancel(
+    gtx: GlobalTransaction, *, failed: TransactionBranch | None, error: BaseException | None
+) -> bool:
     """Commit CANCELLING (if still TRYING) and send every branch's cancel: an untried branch's
     cancel is an empty cancel, and it bars that try if it is still on its way."""
     from paysys.tcc import phase_two
 
     now = timezone.now()
-    reason = f"{failed.action}: {error.__class__.__name__}: {error}"[:2000] if failed is not None else ""
+    reason = (
+        f"{failed.action}: {error.__class__.__name__}: {error}"[:2000] if failed is not None else ""
+    )
     with transaction.atomic(using="default"):
         decided = GlobalTransaction.objects.filter(pk=gtx.pk).transition(
-            Status.CANCELLING, decided_at=now, last_error=reason,
+            Status.CANCELLING,
+            decided_at=now,
+            last_error=reason,
             next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
         if decided and failed is not None:
-            TransactionBranch.objects.filter(pk=failed.pk).transition(BranchStatus.TRY_FAILED, last_error=reason)
+            TransactionBranch.objects.filter(pk=failed.pk).transition(
+                BranchStatus.TRY_FAILED, last_error=reason
+            )
     if decided:
         phase_two.dispatch(gtx.xid, "cancel", list(gtx.branches.order_by("branch_no")))
     return bool(decided)

@@ -40,10 +40,24 @@ def tcc_stats() -> dict:
     """Open transactions by (name, status), needs-human counts by name, oldest decision and try:
     each query reads only open or flagged rows, through an index. Raises DatabaseError when
     ``default`` is unreachable."""
-    rows = GlobalTransaction.objects.filter(status__in=OPEN).order_by().values_list("name", "status").annotate(n=Count("id"))
-    flagged = GlobalTransaction.objects.filter(needs_human=True).order_by().values_list("name").annotate(n=Count("id"))
-    oldest = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO).aggregate(at=Min("decided_at"))["at"]
-    trying = GlobalTransaction.objects.filter(status=Status.TRYING).aggregate(at=Min("created_at"))["at"]
+    rows = (
+        GlobalTransaction.objects.filter(status__in=OPEN)
+        .order_by()
+        .values_list("name", "status")
+        .annotate(n=Count("id"))
+    )
+    flagged = (
+        GlobalTransaction.objects.filter(needs_human=True)
+        .order_by()
+        .values_list("name")
+        .annotate(n=Count("id"))
+    )
+    oldest = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO).aggregate(
+        at=Min("decided_at")
+    )["at"]
+    trying = GlobalTransaction.objects.filter(status=Status.TRYING).aggregate(at=Min("created_at"))[
+        "at"
+    ]
     return {
         "counts": {(name, status): n for name, status, n in rows},
         "needs_human": dict(flagged),
@@ -64,19 +78,31 @@ class TccCollector(Collector):
             logger.warning("TCC metrics skipped: default database unavailable", exc_info=True)
             return
         now = timezone.now()
-        transactions = GaugeMetricFamily("paysys_tcc_transactions", "Open TCC global transactions by state.",
-                                         labels=["name", "status"])
-        names = sorted({name for name, _ in stats["counts"]} | set(stats["needs_human"]) | set(transaction_names()))
+        transactions = GaugeMetricFamily(
+            "paysys_tcc_transactions",
+            "Open TCC global transactions by state.",
+            labels=["name", "status"],
+        )
+        names = sorted(
+            {name for name, _ in stats["counts"]}
+            | set(stats["needs_human"])
+            | set(transaction_names())
+        )
         for name in names:
             for status in OPEN:
                 transactions.add_metric([name, status], stats["counts"].get((name, status), 0))
-        flagged = GaugeMetricFamily("paysys_tcc_needs_human", "TCC transactions flagged for a human.", labels=["name"])
+        flagged = GaugeMetricFamily(
+            "paysys_tcc_needs_human", "TCC transactions flagged for a human.", labels=["name"]
+        )
         for name in names:
             flagged.add_metric([name], stats["needs_human"].get(name, 0))
         lag = GaugeMetricFamily(
-            "paysys_tcc_phase_two_lag_seconds", "Age of the oldest decided TCC transaction whose phase two is unfinished."
+            "paysys_tcc_phase_two_lag_seconds",
+            "Age of the oldest decided TCC transaction whose phase two is unfinished.",
         )
         lag.add_metric([], _age(now, stats["oldest_decision_at"]))
-        trying = GaugeMetricFamily("paysys_tcc_oldest_trying_seconds", "Age of the oldest TRYING TCC transaction.")
+        trying = GaugeMetricFamily(
+            "paysys_tcc_oldest_trying_seconds", "Age of the oldest TRYING TCC transaction."
+        )
         trying.add_metric([], _age(now, stats["oldest_trying_at"]))
         yield from (transactions, flagged, lag, trying)

@@ -40,7 +40,9 @@ class GlobalTransaction(models.Model):
     xid = models.CharField(max_length=32, unique=True, editable=False)
     name = models.CharField(max_length=64)
     business_key = models.CharField(max_length=128)
-    attempt = models.PositiveIntegerField(default=1, help_text="1 for the key's first transaction, +1 after each cancel")
+    attempt = models.PositiveIntegerField(
+        default=1, help_text="1 for the key's first transaction, +1 after each cancel"
+    )
     # = business_key from the confirm decision on, NULL otherwise: unique, so the database itself
     # refuses a second confirmed transaction for one key (NULLs never collide)
     confirmed_key = models.CharField(max_length=128, null=True, blank=True, editable=False)
@@ -58,7 +60,9 @@ class GlobalTransaction(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["business_key", "attempt"], name="tcc_one_attempt_number_per_key"),
+            models.UniqueConstraint(
+                fields=["business_key", "attempt"], name="tcc_one_attempt_number_per_key"
+            ),
             models.UniqueConstraint(fields=["confirmed_key"], name="tcc_one_confirmed_per_key"),
         ]
         indexes = [
@@ -89,7 +93,9 @@ class TransactionBranch(models.Model):
 
     gtx = models.ForeignKey(GlobalTransaction, on_delete=models.CASCADE, related_name="branches")
     branch_no = models.PositiveSmallIntegerField()
-    action = models.CharField(max_length=100, help_text="registered participant action, e.g. funds.credit")
+    action = models.CharField(
+        max_length=100, help_text="registered participant action, e.g. funds.credit"
+    )
     payload = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="failed phase-two runs")
@@ -100,8 +106,12 @@ class TransactionBranch(models.Model):
 
     class Meta:
         verbose_name = "branch"
-        constraints = [models.UniqueConstraint(fields=["gtx", "branch_no"], name="tcc_branch_unique_no")]
-        indexes = [models.Index(fields=["status", "action"], name="tcc_branch_unfinished")]  # phase-two passes
+        constraints = [
+            models.UniqueConstraint(fields=["gtx", "branch_no"], name="tcc_branch_unique_no")
+        ]
+        indexes = [
+            models.Index(fields=["status", "action"], name="tcc_branch_unfinished")
+        ]  # phase-two passes
 
     def __str__(self) -> str:
         return f"{self.branch_no}: {self.action} [{self.status}]"
@@ -119,8 +129,12 @@ class Barrier(models.Model):
     created_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["xid", "branch", "op"], name="tcc_barrier_unique_op")]
-        indexes = [models.Index(fields=["created_at"], name="tcc_barrier_created")]  # the retention purge
+        constraints = [
+            models.UniqueConstraint(fields=["xid", "branch", "op"], name="tcc_barrier_unique_op")
+        ]
+        indexes = [
+            models.Index(fields=["created_at"], name="tcc_barrier_created")
+        ]  # the retention purge
 
     def __str__(self) -> str:
         return f"{self.xid}/{self.branch}/{self.op} ({self.reason})"

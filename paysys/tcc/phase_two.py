@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
@@ -50,7 +50,15 @@ def retry_delay(resends: int) -> int:
 
 def item(gtx_id: int, xid: str, op: str, row: TransactionBranch) -> dict:
     """One branch op as a task argument (JSON)."""
-    return {"id": row.pk, "gtx": gtx_id, "xid": xid, "branch": row.branch_no, "action": row.action, "op": op, "payload": row.payload}
+    return {
+        "id": row.pk,
+        "gtx": gtx_id,
+        "xid": xid,
+        "branch": row.branch_no,
+        "action": row.action,
+        "op": op,
+        "payload": row.payload,
+    }
 
 
 def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
@@ -59,7 +67,9 @@ def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
         try:
             queue = registry.get_participant(entry["action"]).queue
         except registry.UnknownParticipant:
-            logger.error("TCC branch %s: participant %s is not registered here", entry["id"], entry["action"])
+            logger.error(
+                "TCC branch %s: participant %s is not registered here", entry["id"], entry["action"]
+            )
             continue
         grouped[queue].append(entry)
     return grouped
@@ -73,7 +83,11 @@ def dispatch(label: str, op: str, rows: list[TransactionBranch]) -> None:
         try:
             queues.add(registry.get_participant(row.action).queue)
         except registry.UnknownParticipant:
-            logger.error("TCC %s: participant %s is not registered here; recovery will resend", label, row.action)
+            logger.error(
+                "TCC %s: participant %s is not registered here; recovery will resend",
+                label,
+                row.action,
+            )
     if queues:
         PHASE_TWO_PASS.request(*sorted(queues))
 
@@ -81,8 +95,11 @@ def dispatch(label: str, op: str, rows: list[TransactionBranch]) -> None:
 # kicks phase-two passes from a background thread: the initiator returns as soon as its decision
 # is committed, never waiting on the cache or the broker
 PHASE_TWO_PASS = Kick(
-    "tcc.phase_two_pass", key="tcc:kick:{target}", ttl_setting="TCC_KICK_TTL",
-    route=lambda queue: {"queue": queue, "routing_key": queue}, thread_name="paysys-tcc-dispatch",
+    "tcc.phase_two_pass",
+    key="tcc:kick:{target}",
+    ttl_setting="TCC_KICK_TTL",
+    route=lambda queue: {"queue": queue, "routing_key": queue},
+    thread_name="paysys-tcc-dispatch",
 )
 _dispatcher = PHASE_TWO_PASS.background
 kick_key = PHASE_TWO_PASS.key
@@ -97,7 +114,7 @@ def send(items: list[dict]) -> int:
     size = settings.TCC_PHASE_TWO_BATCH
     for queue, entries in items_by_queue(items).items():
         for start in range(0, len(entries), size):
-            chunk = entries[start:start + size]
+            chunk = entries[start : start + size]
             send_task("tcc.phase_two", args=[chunk], queue=queue, routing_key=queue, retry=False)
             sent += len(chunk)
     return sent
@@ -117,12 +134,20 @@ def run_pass(queue: str, *, limit: int | None = None) -> int:
     # rows, and another queue's pass would then skip its own branches of them)
     candidates = list(
         TransactionBranch.objects.filter(
-            action__in=actions, status__in=TransactionBranch.UNFINISHED, attempts=0,
-            gtx__status__in=GlobalTransaction.PHASE_TWO, gtx__needs_human=False,
-        ).order_by("id").values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
+            action__in=actions,
+            status__in=TransactionBranch.UNFINISHED,
+            attempts=0,
+            gtx__status__in=GlobalTransaction.PHASE_TWO,
+            gtx__needs_human=False,
+        )
+        .order_by("id")
+        .values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
     )
     if candidates:
-        run_claimed({branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates}, _apply)
+        run_claimed(
+            {branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates},
+            _apply,
+        )
     return len(candidates)
 
 
@@ -133,12 +158,21 @@ def run_claimed(decided: dict[int, tuple[int, str, str]], apply) -> set[int]:
     Returns the ids done."""
     claim = connections["default"].features.has_select_for_update_skip_locked
     with transaction.atomic(using="default") if claim else _nothing():
-        rows = TransactionBranch.objects.filter(id__in=list(decided), status__in=TransactionBranch.UNFINISHED)
+        rows = TransactionBranch.objects.filter(
+            id__in=list(decided), status__in=TransactionBranch.UNFINISHED
+        )
         rows = list(rows.select_for_update(skip_locked=True).order_by("id") if claim else rows)
         items = []
         for row in rows:
             gtx_id, xid, status = decided[row.pk]
-            items.append(item(gtx_id, xid, barrier.CONFIRM if status == Status.CONFIRMING else barrier.CANCEL, row))
+            items.append(
+                item(
+                    gtx_id,
+                    xid,
+                    barrier.CONFIRM if status == Status.CONFIRMING else barrier.CANCEL,
+                    row,
+                )
+            )
         done, failed = apply(items)
         _record(done, failed)
     _finish_reported(done)
@@ -184,14 +218,18 @@ def _apply(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], dict[
         except registry.UnknownParticipant as exc:
             failed.update((entry["id"], str(exc)) for entry in batch)
             continue
-        results = barrier.run_all(spec, op=op, items=[(e["xid"], e["branch"], e["payload"]) for e in batch])
-        for entry, result in zip(batch, results):
+        results = barrier.run_all(
+            spec, op=op, items=[(e["xid"], e["branch"], e["payload"]) for e in batch]
+        )
+        for entry, result in zip(batch, results, strict=False):
             if isinstance(result, Exception):  # recorded on the branch; recovery resends
                 failed[entry["id"]] = f"{op}: {result.__class__.__name__}: {result}"[:2000]
             else:
                 done.append(entry)
     if failed and not quiet:
-        logger.warning("TCC phase two: %d of %d op(s) failed; recovery resends them", len(failed), len(items))
+        logger.warning(
+            "TCC phase two: %d of %d op(s) failed; recovery resends them", len(failed), len(items)
+        )
     return done, failed
 
 
@@ -201,7 +239,11 @@ def report(done: list[dict], failed: dict[int, str]) -> None:
     try:
         _record(done, failed)
     except DatabaseError:
-        logger.warning("TCC phase-two report of %d branch(es) lost; recovery will resend", len(done), exc_info=True)
+        logger.warning(
+            "TCC phase-two report of %d branch(es) lost; recovery will resend",
+            len(done),
+            exc_info=True,
+        )
         return
     _finish_reported(done)
 
@@ -212,14 +254,18 @@ def _record(done: list[dict], failed: dict[int, str]) -> None:
         if ids:
             TransactionBranch.objects.filter(id__in=ids).transition(status)
     for branch_id, error in failed.items():
-        TransactionBranch.objects.filter(id=branch_id).update(attempts=F("attempts") + 1, last_error=error)
+        TransactionBranch.objects.filter(id=branch_id).update(
+            attempts=F("attempts") + 1, last_error=error
+        )
 
 
 def _finish_reported(done: list[dict]) -> None:
     try:
         finish_transactions({e["gtx"] for e in done})
     except DatabaseError:
-        logger.warning("TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True)
+        logger.warning(
+            "TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True
+        )
 
 
 def finish_transactions(gtx_ids: Iterable[int]) -> int:
@@ -232,14 +278,19 @@ def finish_transactions(gtx_ids: Iterable[int]) -> int:
     if not ids:
         return 0
     unfinished = set(
-        TransactionBranch.objects.filter(gtx_id__in=ids, status__in=TransactionBranch.UNFINISHED).values_list("gtx_id", flat=True)
+        TransactionBranch.objects.filter(
+            gtx_id__in=ids, status__in=TransactionBranch.UNFINISHED
+        ).values_list("gtx_id", flat=True)
     )
     complete = ids - unfinished
     if not complete:
         return 0
     now = timezone.now()
     finished = 0
-    for current, final in ((Status.CONFIRMING, Status.CONFIRMED), (Status.CANCELLING, Status.CANCELLED)):
+    for current, final in (
+        (Status.CONFIRMING, Status.CONFIRMED),
+        (Status.CANCELLING, Status.CANCELLED),
+    ):
         finished += GlobalTransaction.objects.filter(id__in=complete, status=current).transition(
             final, finished_at=now, next_retry_at=None
         )

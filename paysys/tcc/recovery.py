@@ -46,7 +46,9 @@ def recover_tcc(*, now=None, limit: int = CLAIM_LIMIT) -> dict[str, int]:
 
 def _due(now, statuses, limit: int) -> list[GlobalTransaction]:
     return list(
-        GlobalTransaction.objects.filter(status__in=statuses, next_retry_at__lte=now, needs_human=False)
+        GlobalTransaction.objects.filter(
+            status__in=statuses, next_retry_at__lte=now, needs_human=False
+        )
         .order_by("next_retry_at")
         .select_for_update(skip_locked=True)[:limit]
     )
@@ -58,7 +60,9 @@ def cancel_expired(*, now=None, limit: int = CLAIM_LIMIT) -> int:
     with transaction.atomic(using="default"):
         rows = _due(now, [Status.TRYING], limit)
         GlobalTransaction.objects.filter(pk__in=[r.pk for r in rows]).transition(
-            Status.CANCELLING, decided_at=now, last_error="tries not finished by the deadline",
+            Status.CANCELLING,
+            decided_at=now,
+            last_error="tries not finished by the deadline",
             next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
     for gtx in rows:
@@ -74,23 +78,32 @@ def resend_due(*, now=None, limit: int = CLAIM_LIMIT) -> dict[str, int]:
     with transaction.atomic(using="default"):
         rows = _due(now, GlobalTransaction.PHASE_TWO, limit)
         unfinished = set(
-            TransactionBranch.objects.filter(gtx__in=[r.pk for r in rows], status__in=TransactionBranch.UNFINISHED)
-            .values_list("gtx_id", flat=True)
+            TransactionBranch.objects.filter(
+                gtx__in=[r.pk for r in rows], status__in=TransactionBranch.UNFINISHED
+            ).values_list("gtx_id", flat=True)
         )
         complete = [r.pk for r in rows if r.pk not in unfinished]
         flagged = [r for r in rows if r.pk in unfinished and r.attempts >= limit_reached]
         resent = [r for r in rows if r.pk in unfinished and r.attempts < limit_reached]
         if flagged:
-            GlobalTransaction.objects.filter(pk__in=[r.pk for r in flagged]).update(needs_human=True, next_retry_at=None)
+            GlobalTransaction.objects.filter(pk__in=[r.pk for r in flagged]).update(
+                needs_human=True, next_retry_at=None
+            )
         by_attempts: dict[int, list[int]] = defaultdict(list)
         for gtx in resent:
             by_attempts[gtx.attempts + 1].append(gtx.pk)
         for attempts, ids in by_attempts.items():
             GlobalTransaction.objects.filter(pk__in=ids).update(
-                attempts=F("attempts") + 1, next_retry_at=now + timedelta(seconds=phase_two.retry_delay(attempts))
+                attempts=F("attempts") + 1,
+                next_retry_at=now + timedelta(seconds=phase_two.retry_delay(attempts)),
             )
     for gtx in flagged:
-        logger.error("TCC %s %s: phase two unfinished after %d resends; flagged for a human", gtx.name, gtx.xid, gtx.attempts)
+        logger.error(
+            "TCC %s %s: phase two unfinished after %d resends; flagged for a human",
+            gtx.name,
+            gtx.xid,
+            gtx.attempts,
+        )
     phase_two.finish_transactions(complete)
     _send([entry for gtx in resent for entry in phase_two.pending_items(gtx)])
     return {"resent": len(resent), "flagged": len(flagged), "finished": len(complete)}
@@ -102,7 +115,9 @@ def _send(items: list[dict]) -> None:
     try:
         phase_two.send(items)
     except Exception:  # broker down: the rows are due again at their next retry time
-        logger.warning("TCC recovery could not send %d branch op(s); next pass will", len(items), exc_info=True)
+        logger.warning(
+            "TCC recovery could not send %d branch op(s); next pass will", len(items), exc_info=True
+        )
 
 
 def retry_now(gtx_ids: list[int]) -> int:
@@ -111,10 +126,14 @@ def retry_now(gtx_ids: list[int]) -> int:
     now = timezone.now()
     with transaction.atomic(using="default"):
         rows = list(
-            GlobalTransaction.objects.filter(pk__in=gtx_ids, status__in=GlobalTransaction.PHASE_TWO).select_for_update()
+            GlobalTransaction.objects.filter(
+                pk__in=gtx_ids, status__in=GlobalTransaction.PHASE_TWO
+            ).select_for_update()
         )
         GlobalTransaction.objects.filter(pk__in=[r.pk for r in rows]).update(
-            needs_human=False, attempts=0, next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0))
+            needs_human=False,
+            attempts=0,
+            next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
     phase_two.finish_transactions(r.pk for r in rows)
     items = [entry for gtx in rows for entry in phase_two.pending_items(gtx)]
@@ -131,14 +150,21 @@ def purge_barriers(*, now=None, limit: int = 2000) -> int:
     for alias in settings.DATABASES:
         try:
             xids = list(
-                Barrier.objects.using(alias).filter(created_at__lt=cutoff).order_by().values_list("xid", flat=True).distinct()[:limit]
+                Barrier.objects.using(alias)
+                .filter(created_at__lt=cutoff)
+                .order_by()
+                .values_list("xid", flat=True)
+                .distinct()[:limit]
             )
             final = list(
-                GlobalTransaction.objects.filter(xid__in=xids, status__in=[Status.CONFIRMED, Status.CANCELLED])
-                .values_list("xid", flat=True)
+                GlobalTransaction.objects.filter(
+                    xid__in=xids, status__in=[Status.CONFIRMED, Status.CANCELLED]
+                ).values_list("xid", flat=True)
             )
             if final:
                 deleted += Barrier.objects.using(alias).filter(xid__in=final).delete()[0]
         except DatabaseError:
-            logger.warning("TCC barrier purge skipped alias %s: database unavailable", alias, exc_info=True)
+            logger.warning(
+                "TCC barrier purge skipped alias %s: database unavailable", alias, exc_info=True
+            )
     return deleted

@@ -16,12 +16,14 @@ branch. Either way the op runs inside ``atomic(using=alias)`` with the barrier r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from django.conf import settings
 
-Op = Callable[..., None]  # fn(payload: dict, *, xid: str) -> None, or @many fn(ops: list[BranchOp]) -> None
+Op = Callable[
+    ..., None
+]  # fn(payload: dict, *, xid: str) -> None, or @many fn(ops: list[BranchOp]) -> None
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,19 @@ class Participant:
 _participants: dict[str, Participant] = {}
 
 
-def participant(action: str, *, alias: str, queue: str, try_: Op, confirm: Op, cancel: Op) -> Participant:
+def participant(
+    action: str, *, alias: str, queue: str, try_: Op, confirm: Op, cancel: Op
+) -> Participant:
     """Register try / confirm / cancel of ``action``, called at import (AppConfig.ready)."""
     if alias not in settings.DATABASES:
         raise ValueError(f"participant {action!r}: unknown database alias {alias!r}")
     spec = Participant(action, alias, queue, try_, confirm, cancel)
     known = _participants.get(action)
-    if known is not None and (known.alias, known.queue, known.try_.__qualname__) != (alias, queue, try_.__qualname__):
+    if known is not None and (known.alias, known.queue, known.try_.__qualname__) != (
+        alias,
+        queue,
+        try_.__qualname__,
+    ):
         raise ValueError(f"TCC action {action!r} is already registered differently")
     _participants[action] = spec
     return spec
@@ -99,7 +107,9 @@ def get_participant(action: str) -> Participant:
     try:
         return _participants[action]
     except KeyError:
-        raise UnknownParticipant(f"no TCC participant {action!r} is registered in this process") from None
+        raise UnknownParticipant(
+            f"no TCC participant {action!r} is registered in this process"
+        ) from None
 
 
 def actions_of_queue(queue: str) -> list[str]:

@@ -16,9 +16,15 @@ def transaction_get(*, xid: str) -> GlobalTransaction | None:
     return GlobalTransaction.objects.filter(xid=xid).first()
 
 
-def transactions_of(business_keys: list[str]) -> list[tuple[GlobalTransaction, list[TransactionBranch]]]:
+def transactions_of(
+    business_keys: list[str],
+) -> list[tuple[GlobalTransaction, list[TransactionBranch]]]:
     """Every attempt of the keys (index of the unique (business_key, attempt)), with its branches."""
-    transactions = list(GlobalTransaction.objects.filter(business_key__in=business_keys).order_by("created_at", "id"))
+    transactions = list(
+        GlobalTransaction.objects.filter(business_key__in=business_keys).order_by(
+            "created_at", "id"
+        )
+    )
     branches: dict[int, list[TransactionBranch]] = {}
     for branch in TransactionBranch.objects.filter(gtx__in=transactions).order_by("branch_no"):
         branches.setdefault(branch.gtx_id, []).append(branch)
@@ -29,14 +35,21 @@ def phase_two_backlog() -> dict[str, tuple[int, datetime | None]]:
     """participant service (the action's prefix: ``funds`` of ``funds.credit``) -> (unfinished
     branches of decided transactions, the oldest of their decisions). Index (status, action)."""
     rows = (
-        TransactionBranch.objects.filter(status__in=TransactionBranch.UNFINISHED, gtx__status__in=GlobalTransaction.PHASE_TWO)
-        .order_by().values_list("action").annotate(n=Count("id"), oldest=Min("gtx__decided_at"))
+        TransactionBranch.objects.filter(
+            status__in=TransactionBranch.UNFINISHED, gtx__status__in=GlobalTransaction.PHASE_TWO
+        )
+        .order_by()
+        .values_list("action")
+        .annotate(n=Count("id"), oldest=Min("gtx__decided_at"))
     )
     backlog: dict[str, tuple[int, datetime | None]] = {}
     for action, n, oldest in rows:
         service = action.split(".", 1)[0]
         count, first = backlog.get(service, (0, None))
-        backlog[service] = (count + n, oldest if first is None or (oldest and oldest < first) else first)
+        backlog[service] = (
+            count + n,
+            oldest if first is None or (oldest and oldest < first) else first,
+        )
     return backlog
 
 

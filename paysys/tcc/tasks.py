@@ -7,8 +7,11 @@ from paysys.tcc import phase_two, recovery
 # both sent with an explicit queue: the participant's own
 @shared_task(name="tcc.phase_two_pass")
 def phase_two_pass(queue: str) -> int:
-    return phase_two.PHASE_TWO_PASS.run_pass(lambda: phase_two.run_pass(queue), target=queue,
-                                             full=lambda claimed: claimed >= settings.TCC_PHASE_TWO_BATCH)
+    return phase_two.PHASE_TWO_PASS.run_pass(
+        lambda: phase_two.run_pass(queue),
+        target=queue,
+        full=lambda claimed: claimed >= settings.TCC_PHASE_TWO_BATCH,
+    )
 
 
 @shared_task(name="tcc.phase_two")

@@ -16,8 +16,15 @@ def order_paid_payload(*, amount: int = 1234, fee_rate_bp: int = 60, **overrides
     fee_for); ``overrides`` may break the contract on purpose (a key set to ``...`` is removed)."""
     n = next(_numbers)
     event = OrderPaid(
-        order_id=n, out_trade_no=f"P{n:020d}", merchant_id=7, merchant_order_no=f"M-{n}", payer_id=11,
-        amount=amount, currency="CNY", fee=fee_for(amount, fee_rate_bp) if type(amount) is int else 0, bank_trade_no=f"B{n:012d}",
+        order_id=n,
+        out_trade_no=f"P{n:020d}",
+        merchant_id=7,
+        merchant_order_no=f"M-{n}",
+        payer_id=11,
+        amount=amount,
+        currency="CNY",
+        fee=fee_for(amount, fee_rate_bp) if type(amount) is int else 0,
+        bank_trade_no=f"B{n:012d}",
         paid_at="2025-01-02T03:04:05+00:00",
     )
     payload = event.to_payload()
@@ -31,8 +38,14 @@ def wallet_credited_payload(*, amount: int = 10_000, **overrides) -> dict:
     """A ``wallet.credited`` payload as funds publishes it."""
     n = next(_numbers)
     payload = {
-        "v": WalletCredited.VERSION, "entry_id": n, "payer_id": 11, "amount": amount, "currency": "CNY",
-        "reason": f"top-up {n}", "credited_by": "command:ops", "credited_at": "2025-01-02T03:04:05+00:00",
+        "v": WalletCredited.VERSION,
+        "entry_id": n,
+        "payer_id": 11,
+        "amount": amount,
+        "currency": "CNY",
+        "reason": f"top-up {n}",
+        "credited_by": "command:ops",
+        "credited_at": "2025-01-02T03:04:05+00:00",
     }
     payload.update(overrides)
     return payload

@@ -49,7 +49,9 @@ def test_trial_balance_page_needs_staff(client):
 
 
 def test_voucher_changelist_links_to_the_trial_balance(admin_client, booked):
-    response = admin_client.get(reverse("admin:accounting_voucher_changelist"), {"q": booked.source})
+    response = admin_client.get(
+        reverse("admin:accounting_voucher_changelist"), {"q": booked.source}
+    )
 
     assert response.status_code == 200
     body = response.content.decode()
@@ -65,7 +67,10 @@ def test_voucher_is_read_only_with_its_lines(admin_client, booked):
     assert "1227" in body and "Merchant payable" in body
     assert 'name="_save"' not in body
     assert admin_client.get(reverse("admin:accounting_voucher_add")).status_code == 403
-    assert admin_client.post(reverse("admin:accounting_voucher_delete", args=[booked.pk])).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:accounting_voucher_delete", args=[booked.pk])).status_code
+        == 403
+    )
     assert Voucher.objects.using("accounting").filter(pk=booked.pk).exists()
 
 
@@ -73,14 +78,18 @@ def test_voucher_search_finds_the_merchant_order_number(admin_client, booked):
     other = Voucher.objects.using("accounting").exclude(pk=booked.pk).get()
     merchant_order_no = booked.description.split(" order ")[1].split(",")[0]
 
-    body = admin_client.get(reverse("admin:accounting_voucher_changelist"), {"q": merchant_order_no}).content.decode()
+    body = admin_client.get(
+        reverse("admin:accounting_voucher_changelist"), {"q": merchant_order_no}
+    ).content.decode()
 
     assert booked.source in body and other.source not in body
 
 
 def test_voucher_lines_are_not_captioned_with_their_own_label(admin_client, booked):
     # Django's tabular inline puts each line's name (account and amount again) above its row
-    body = admin_client.get(reverse("admin:accounting_voucher_change", args=[booked.pk])).content.decode()
+    body = admin_client.get(
+        reverse("admin:accounting_voucher_change", args=[booked.pk])
+    ).content.decode()
 
     assert "accounting/voucher_admin.css" in body
 

@@ -3,10 +3,10 @@ from django.db import transaction
 
 from accounting.models import Voucher, VoucherLine
 from accounting.selectors import trial_balance
-from paysys.messaging.models import InboxEntry, Message
+from paysys.contracts import OrderPaid
 from paysys.messaging import publish
 from paysys.messaging.consumption import consume_batch
-from paysys.contracts import OrderPaid
+from paysys.messaging.models import InboxEntry, Message
 from tests.accounting.factories import deliveries_for, order_paid_payload
 from tests.messaging.helpers import Raw
 
@@ -35,8 +35,12 @@ def test_order_paid_message_is_booked_once_however_often_it_is_delivered():
     voucher = Voucher.objects.using("accounting").get()
     assert voucher.source == f"{OrderPaid.TOPIC}:{payload['out_trade_no']}"
     assert str(voucher.message_id) == deliveries[0]["message_id"]
-    assert sorted(VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")) == [
-        ("1002", 1234, 0), ("2202", 0, 1227), ("6001", 0, 7),
+    assert sorted(
+        VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")
+    ) == [
+        ("1002", 1234, 0),
+        ("2202", 0, 1227),
+        ("6001", 0, 7),
     ]
     assert InboxEntry.objects.using("accounting").filter(consumer=CONSUMER).count() == 1
     assert Message.objects.using("orders").get(consumer=CONSUMER).status == Message.Status.CONSUMED
@@ -72,8 +76,11 @@ def test_wallet_credited_message_is_booked_once_crediting_payer_wallets():
 
     voucher = Voucher.objects.using("accounting").get()
     assert voucher.source == f"wallet.credited:{payload['entry_id']}"
-    assert sorted(VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")) == [
-        ("1002", 30_000, 0), ("2241", 0, 30_000),
+    assert sorted(
+        VoucherLine.objects.using("accounting").values_list("account__code", "debit", "credit")
+    ) == [
+        ("1002", 30_000, 0),
+        ("2241", 0, 30_000),
     ]
     assert Message.objects.using("funds").get().status == Message.Status.CONSUMED
 
@@ -81,14 +88,18 @@ def test_wallet_credited_message_is_booked_once_crediting_payer_wallets():
 def test_a_batch_books_every_voucher_in_one_call_and_a_bad_or_duplicate_one_apart():
     good = [order_paid_payload(amount=1000 + n, fee_rate_bp=60) for n in range(3)]
     bad = order_paid_payload(amount=1000, fee=2000)  # a fee larger than the amount
-    replayed = dict(good[0])  # another message for an order booked in this batch (a producer replay)
+    replayed = dict(
+        good[0]
+    )  # another message for an order booked in this batch (a producer replay)
     for payload in (*good, bad, replayed):
         publish_order_paid(payload)
     deliveries = deliveries_for("orders", consumer=CONSUMER)
 
     result = consume_batch("orders", deliveries)
 
-    bad_id = next(d["id"] for d in deliveries if d["payload"]["out_trade_no"] == bad["out_trade_no"])
+    bad_id = next(
+        d["id"] for d in deliveries if d["payload"]["out_trade_no"] == bad["out_trade_no"]
+    )
     assert result["failed"] == [bad_id] and len(result["acked"]) == 4
     booked = sorted(Voucher.objects.using("accounting").values_list("source", flat=True))
     assert booked == sorted(f"{OrderPaid.TOPIC}:{p['out_trade_no']}" for p in good)
@@ -106,7 +117,10 @@ def test_a_batch_takes_a_constant_number_of_statements():
         for _ in range(n):
             publish_order_paid(order_paid_payload(amount=500, fee_rate_bp=60))
         with CaptureQueriesContext(connections["accounting"]) as queries:
-            assert len(consume_batch("orders", deliveries_for("orders", consumer=CONSUMER))["acked"]) == n
+            assert (
+                len(consume_batch("orders", deliveries_for("orders", consumer=CONSUMER))["acked"])
+                == n
+            )
         return len(queries)
 
     assert statements(20) == statements(3)

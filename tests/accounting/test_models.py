@@ -22,8 +22,12 @@ CHART = {
 
 def run_chart_migration(alias: str) -> None:
     """Run migration 0002's RunPython on ``alias`` with the historical models, as migrate does."""
-    state = MigrationLoader(None, ignore_no_migrations=True).project_state(("accounting", "0001_initial"))
-    seed_chart = importlib.import_module("accounting.migrations.0002_seed_chart_of_accounts").seed_chart
+    state = MigrationLoader(None, ignore_no_migrations=True).project_state(
+        ("accounting", "0001_initial")
+    )
+    seed_chart = importlib.import_module(
+        "accounting.migrations.0002_seed_chart_of_accounts"
+    ).seed_chart
     seed_chart(state.apps, SimpleNamespace(connection=connections[alias]))
 
 
@@ -45,7 +49,11 @@ def test_chart_migration_skips_every_other_alias(alias):
 
 
 def test_migration_chart_matches_the_code_chart():
-    seeded = list(Account.objects.using("accounting").order_by("code").values_list("code", "name", "kind", "normal_side"))
+    seeded = list(
+        Account.objects.using("accounting")
+        .order_by("code")
+        .values_list("code", "name", "kind", "normal_side")
+    )
 
     assert seeded == sorted(CHART_OF_ACCOUNTS)
     assert chart_of_accounts_seed() == 0  # nothing missing: nothing created
@@ -73,7 +81,9 @@ def test_chart_seed_is_all_or_nothing(monkeypatch):
             raise DatabaseError("connection lost")
         return real_get_or_create(self, **kwargs)
 
-    monkeypatch.setattr(Account.objects.get_queryset().__class__, "get_or_create", failing_on_the_third)
+    monkeypatch.setattr(
+        Account.objects.get_queryset().__class__, "get_or_create", failing_on_the_third
+    )
     with pytest.raises(DatabaseError):
         chart_of_accounts_seed()
 
@@ -94,7 +104,9 @@ def test_database_refuses_a_line_that_is_not_one_positive_side(voucher, debit, c
     account = Account.objects.using("accounting").get(code="1002")
 
     with pytest.raises(IntegrityError), transaction.atomic(using="accounting"):
-        VoucherLine.objects.using("accounting").create(voucher=voucher, account=account, debit=debit, credit=credit)
+        VoucherLine.objects.using("accounting").create(
+            voucher=voucher, account=account, debit=debit, credit=credit
+        )
 
     assert not VoucherLine.objects.using("accounting").exists()
 
@@ -103,7 +115,9 @@ def test_database_refuses_a_line_that_is_not_one_positive_side(voucher, debit, c
 def test_database_accepts_a_one_sided_positive_line(voucher, debit, credit):
     account = Account.objects.using("accounting").get(code="1002")
 
-    VoucherLine.objects.using("accounting").create(voucher=voucher, account=account, debit=debit, credit=credit)
+    VoucherLine.objects.using("accounting").create(
+        voucher=voucher, account=account, debit=debit, credit=credit
+    )
 
     assert VoucherLine.objects.using("accounting").count() == 1
 

@@ -47,7 +47,9 @@ def test_trial_balance_per_currency():
 
 
 def test_trial_balance_reports_an_imbalance_written_around_the_service():
-    voucher, _ = voucher_book(source="test:tampered", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+    voucher, _ = voucher_book(
+        source="test:tampered", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)]
+    )
     VoucherLine.objects.using("accounting").filter(voucher=voucher, credit=5).update(credit=4)
 
     tb = trial_balance(currency="CNY")

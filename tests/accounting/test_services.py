@@ -6,16 +6,16 @@ from django.db import transaction
 
 from accounting.models import Account, AccountCode, Voucher, VoucherLine
 from accounting.services import (
-    chart_of_accounts_seed,
     InvalidVoucher,
     UnbalancedVoucher,
     UnknownAccount,
+    chart_of_accounts_seed,
     voucher_book,
     voucher_book_order_paid,
     voucher_book_wallet_credited,
 )
-from paysys.core.money import fee_for
 from paysys.contracts import OrderPaid
+from paysys.core.money import fee_for
 from tests.accounting.factories import order_paid_payload, wallet_credited_payload
 from tests.concurrency import run_at_once
 
@@ -24,13 +24,18 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 def lines_of(voucher: Voucher) -> list[tuple[str, int, int]]:
     return list(
-        VoucherLine.objects.using("accounting").filter(voucher=voucher).order_by("account__code")
+        VoucherLine.objects.using("accounting")
+        .filter(voucher=voucher)
+        .order_by("account__code")
         .values_list("account__code", "debit", "credit")
     )
 
 
 def nothing_booked() -> bool:
-    return not Voucher.objects.using("accounting").exists() and not VoucherLine.objects.using("accounting").exists()
+    return (
+        not Voucher.objects.using("accounting").exists()
+        and not VoucherLine.objects.using("accounting").exists()
+    )
 
 
 # --- order.paid ---------------------------------------------------------------------------------
@@ -69,7 +74,9 @@ def test_order_paid_without_fee_books_two_lines():
 
 
 def test_balance_payment_debits_payer_wallets_instead_of_bank_clearing():
-    payload = order_paid_payload(amount=1234, fee_rate_bp=60, method="balance", bank_trade_no=None, points_awarded=12)
+    payload = order_paid_payload(
+        amount=1234, fee_rate_bp=60, method="balance", bank_trade_no=None, points_awarded=12
+    )
 
     voucher, created = voucher_book_order_paid(payload)
 
@@ -116,7 +123,13 @@ def test_order_paid_twice_books_one_voucher():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"fee": 2000, "amount": 1000}, {"fee": -1}, {"amount": 0, "fee": 0}, {"amount": "1234", "fee": 7}, {"fee": 1.5}],
+    [
+        {"fee": 2000, "amount": 1000},
+        {"fee": -1},
+        {"amount": 0, "fee": 0},
+        {"amount": "1234", "fee": 7},
+        {"fee": 1.5},
+    ],
     ids=["fee-above-amount", "negative-fee", "zero-amount", "string-amount", "float-fee"],
 )
 def test_order_paid_with_impossible_amounts_is_refused(overrides):
@@ -139,22 +152,34 @@ def test_order_paid_without_amount_is_refused():
 
 def test_unbalanced_voucher_is_refused_before_the_database_is_touched(django_assert_num_queries):
     """Σ debit = Σ credit is checked first; the sum in the database only backs it up."""
-    with django_assert_num_queries(0, using="accounting"), pytest.raises(UnbalancedVoucher) as refused:
-        voucher_book(source="test:unbalanced", currency="CNY", lines=[("1002", 100, 0), ("2202", 0, 99)])
+    with (
+        django_assert_num_queries(0, using="accounting"),
+        pytest.raises(UnbalancedVoucher) as refused,
+    ):
+        voucher_book(
+            source="test:unbalanced", currency="CNY", lines=[("1002", 100, 0), ("2202", 0, 99)]
+        )
 
-    assert str(refused.value) == "voucher 'test:unbalanced' does not balance: debits 100, credits 99"
+    assert (
+        str(refused.value) == "voucher 'test:unbalanced' does not balance: debits 100, credits 99"
+    )
     assert nothing_booked()
 
 
 def test_unbalanced_voucher_on_unknown_accounts_is_refused_as_unbalanced():
     with pytest.raises(UnbalancedVoucher):
-        voucher_book(source="test:unbalanced", currency="CNY", lines=[("9998", 100, 0), ("9999", 0, 99)])
+        voucher_book(
+            source="test:unbalanced", currency="CNY", lines=[("9998", 100, 0), ("9999", 0, 99)]
+        )
 
     assert nothing_booked()
 
 
 def test_empty_voucher_is_refused_before_the_database_is_touched(django_assert_num_queries):
-    with django_assert_num_queries(0, using="accounting"), pytest.raises(UnbalancedVoucher, match="debits 0, credits 0"):
+    with (
+        django_assert_num_queries(0, using="accounting"),
+        pytest.raises(UnbalancedVoucher, match="debits 0, credits 0"),
+    ):
         voucher_book(source="test:empty", currency="CNY", lines=[])
 
     assert nothing_booked()
@@ -162,7 +187,9 @@ def test_empty_voucher_is_refused_before_the_database_is_touched(django_assert_n
 
 def test_the_smallest_voucher_books():
     """One fen each side: the lower bounds (> 0) are not off by one."""
-    voucher, created = voucher_book(source="test:one-fen", currency="CNY", lines=[("1002", 1, 0), ("2202", 0, 1)])
+    voucher, created = voucher_book(
+        source="test:one-fen", currency="CNY", lines=[("1002", 1, 0), ("2202", 0, 1)]
+    )
 
     assert created is True
     assert lines_of(voucher) == [("1002", 1, 0), ("2202", 0, 1)]
@@ -172,23 +199,49 @@ def test_the_smallest_voucher_books():
 @pytest.mark.parametrize(
     "line",
     [
-        ("2202", 0, 0), ("2202", 5, 5), ("2202", -5, 0), ("2202", 0, -5), ("2202", -5, 10), ("2202", 10, -5),
-        ("2202", True, 0), ("2202", 5), None,
+        ("2202", 0, 0),
+        ("2202", 5, 5),
+        ("2202", -5, 0),
+        ("2202", 0, -5),
+        ("2202", -5, 10),
+        ("2202", 10, -5),
+        ("2202", True, 0),
+        ("2202", 5),
+        None,
     ],
-    ids=["zero", "both-sides", "negative-debit", "negative-credit", "negative-debit-positive-credit",
-         "positive-debit-negative-credit", "bool", "short", "none"],
+    ids=[
+        "zero",
+        "both-sides",
+        "negative-debit",
+        "negative-credit",
+        "negative-debit-positive-credit",
+        "positive-debit-negative-credit",
+        "bool",
+        "short",
+        "none",
+    ],
 )
 def test_line_that_is_not_one_positive_side_is_refused(line):
-    with pytest.raises(InvalidVoucher, match=r"^a line (is|debits or credits a positive amount, not both).*"
-                       + re.escape(repr(line)) + "$"):
+    with pytest.raises(
+        InvalidVoucher,
+        match=r"^a line (is|debits or credits a positive amount, not both).*"
+        + re.escape(repr(line))
+        + "$",
+    ):
         voucher_book(source="test:bad-line", currency="CNY", lines=[("1002", 5, 0), line])
 
     assert nothing_booked()
 
 
 def test_unknown_account_is_refused_and_nothing_is_written():
-    with pytest.raises(UnknownAccount, match=r"^voucher 'test:unknown' uses unknown account\(s\): 9998, 9999$"):
-        voucher_book(source="test:unknown", currency="CNY", lines=[("1002", 5, 0), ("9999", 0, 3), ("9998", 0, 2)])
+    with pytest.raises(
+        UnknownAccount, match=r"^voucher 'test:unknown' uses unknown account\(s\): 9998, 9999$"
+    ):
+        voucher_book(
+            source="test:unknown",
+            currency="CNY",
+            lines=[("1002", 5, 0), ("9999", 0, 3), ("9998", 0, 2)],
+        )
 
     assert nothing_booked()
 
@@ -210,7 +263,9 @@ def test_bad_source_or_currency_is_refused(source, currency, error):
 
 
 def test_a_source_of_the_longest_length_books():
-    voucher, _ = voucher_book(source="x" * 128, currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+    voucher, _ = voucher_book(
+        source="x" * 128, currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)]
+    )
 
     assert voucher.source == "x" * 128
 
@@ -229,7 +284,9 @@ def test_voucher_check_runs_inside_the_transaction_before_commit(monkeypatch):
 
     monkeypatch.setattr(services, "insert_rows", insert_rows_losing_the_last_line)
     with pytest.raises(UnbalancedVoucher, match="as written"):
-        voucher_book(source="test:lost-line", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
+        voucher_book(
+            source="test:lost-line", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)]
+        )
 
     monkeypatch.undo()
     assert nothing_booked()
@@ -245,13 +302,18 @@ def test_duplicate_does_not_break_the_callers_transaction():
         voucher_book(source="test:after-dup", currency="CNY", lines=lines)
 
     assert created is False
-    assert set(Voucher.objects.using("accounting").values_list("source", flat=True)) == {"test:dup", "test:after-dup"}
+    assert set(Voucher.objects.using("accounting").values_list("source", flat=True)) == {
+        "test:dup",
+        "test:after-dup",
+    }
 
 
 def test_duplicate_with_different_lines_keeps_the_first_and_logs(caplog):
     voucher_book(source="test:conflict", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)])
 
-    voucher, created = voucher_book(source="test:conflict", currency="CNY", lines=[("1002", 6, 0), ("2202", 0, 6)])
+    voucher, created = voucher_book(
+        source="test:conflict", currency="CNY", lines=[("1002", 6, 0), ("2202", 0, 6)]
+    )
 
     assert created is False
     assert lines_of(voucher) == [("1002", 5, 0), ("2202", 0, 5)]
@@ -284,7 +346,9 @@ def test_identical_replay_logs_nothing(caplog):
 def test_concurrent_bookings_of_one_source_make_one_voucher():
     """Two workers book the same event at once: the unique source admits one, the other gets it back."""
     payload = order_paid_payload()
-    results = run_at_once(*[lambda: voucher_book_order_paid(payload)] * 2)  # raises if either raised
+    results = run_at_once(
+        *[lambda: voucher_book_order_paid(payload)] * 2
+    )  # raises if either raised
 
     assert sorted(created for _, created in results) == [False, True]
     assert len({voucher.pk for voucher, _ in results}) == 1

@@ -28,15 +28,30 @@ def batch(action: str, op: str, ops: list[BranchOp]) -> None:
 
 
 def fund_payload(owner_type: str, owner_id: int, amount: int, **extra) -> dict:
-    return {"owner_type": owner_type, "owner_id": owner_id, "amount": amount, "currency": "CNY", **extra}
+    return {
+        "owner_type": owner_type,
+        "owner_id": owner_id,
+        "amount": amount,
+        "currency": "CNY",
+        **extra,
+    }
 
 
 def account(owner_type: str, owner_id: int) -> FundAccount:
-    return FundAccount.objects.using("funds").get(owner_type=owner_type, owner_id=owner_id, currency="CNY")
+    return FundAccount.objects.using("funds").get(
+        owner_type=owner_type, owner_id=owner_id, currency="CNY"
+    )
 
 
 def posted_sum(acc: FundAccount) -> int:
     """Σ posted credits − Σ posted debits of the account's entries."""
-    return FundEntry.objects.using("funds").filter(account=acc, kind=EntryKind.POSTED).aggregate(
-        total=Sum(Case(When(direction=Direction.CREDIT, then=F("amount")), default=-F("amount")))
-    )["total"] or 0
+    return (
+        FundEntry.objects.using("funds")
+        .filter(account=acc, kind=EntryKind.POSTED)
+        .aggregate(
+            total=Sum(
+                Case(When(direction=Direction.CREDIT, then=F("amount")), default=-F("amount"))
+            )
+        )["total"]
+        or 0
+    )

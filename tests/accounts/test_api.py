@@ -12,7 +12,9 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 def credit_merchant(merchant_id, amount, out_trade_no, confirm=True):
     xid = new_xid()
-    payload = fund_payload("merchant", merchant_id, amount, out_trade_no=out_trade_no, reason="order paid")
+    payload = fund_payload(
+        "merchant", merchant_id, amount, out_trade_no=out_trade_no, reason="order paid"
+    )
     phase("funds.credit", "try", payload, xid)
     if confirm:
         phase("funds.credit", "confirm", payload, xid)
@@ -54,10 +56,20 @@ def test_entries_are_the_balance_history_newest_first(api, merchant):
 
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [(e["amount"], e["direction"], e["balance_after"], e["out_trade_no"]) for e in results] == [
-        (200, "credit", 300, "P2"), (100, "credit", 100, "P1"),
+    assert [
+        (e["amount"], e["direction"], e["balance_after"], e["out_trade_no"]) for e in results
+    ] == [
+        (200, "credit", 300, "P2"),
+        (100, "credit", 100, "P1"),
     ]
-    assert set(results[0]) == {"amount", "direction", "balance_after", "out_trade_no", "reason", "created_at"}
+    assert set(results[0]) == {
+        "amount",
+        "direction",
+        "balance_after",
+        "out_trade_no",
+        "reason",
+        "created_at",
+    }
 
 
 def test_entries_paginate_with_a_cursor(api, merchant):
@@ -71,14 +83,17 @@ def test_entries_paginate_with_a_cursor(api, merchant):
     assert [e["amount"] for e in second["results"]] == [12, 11]
 
 
-@pytest.mark.parametrize("path,params,field", [
-    ("/api/v1/balance", {"currency": "USD"}, "currency"),
-    ("/api/v1/balance", {"curency": "CNY"}, "curency"),
-    ("/api/v1/balance", {"currency": ""}, "currency"),
-    ("/api/v1/balance/entries", {"limit": 0}, "limit"),
-    ("/api/v1/balance/entries", {"limit": "many"}, "limit"),
-    ("/api/v1/balance/entries", {"page": 2}, "page"),
-])
+@pytest.mark.parametrize(
+    "path,params,field",
+    [
+        ("/api/v1/balance", {"currency": "USD"}, "currency"),
+        ("/api/v1/balance", {"curency": "CNY"}, "curency"),
+        ("/api/v1/balance", {"currency": ""}, "currency"),
+        ("/api/v1/balance/entries", {"limit": 0}, "limit"),
+        ("/api/v1/balance/entries", {"limit": "many"}, "limit"),
+        ("/api/v1/balance/entries", {"page": 2}, "page"),
+    ],
+)
 def test_bad_query_parameters_are_400(api, path, params, field):
     response = api.get(path, params)
 

@@ -41,7 +41,12 @@ def test_forty_debits_of_a_wallet_that_affords_ten_let_exactly_ten_through():
     assert results.count(True) == 10 and results.count(False) == 30
     wallet = account("payer", 1)
     assert (wallet.balance, wallet.frozen, wallet.pending_in) == (0, 0, 0)
-    assert FundEntry.objects.using("funds").filter(account=wallet, kind="posted", direction="debit").count() == 10
+    assert (
+        FundEntry.objects.using("funds")
+        .filter(account=wallet, kind="posted", direction="debit")
+        .count()
+        == 10
+    )
     assert posted_sum(wallet) == 0
     assert fund_account_mismatches() == []
 
@@ -52,7 +57,9 @@ def test_concurrent_first_credits_create_one_account():
 
     run_at_once(*[credit_try for _ in range(8)], timeout=60)
 
-    assert FundAccount.objects.using("funds").filter(owner_type="merchant", owner_id=42).count() == 1
+    assert (
+        FundAccount.objects.using("funds").filter(owner_type="merchant", owner_id=42).count() == 1
+    )
     assert account("merchant", 42).pending_in == 80
     assert fund_account_mismatches() == []
 
@@ -65,11 +72,17 @@ def test_concurrent_credit_batches_on_shared_merchant_accounts_add_up():
         phase("funds.credit", "confirm", fund_payload("merchant", merchant_id, 1), xid)
 
     def worker(n: int):
-        owners = [("merchant", 43), ("merchant", 42), ("payer", 100 + n)]  # payer: created by the batch
+        owners = [
+            ("merchant", 43),
+            ("merchant", 42),
+            ("payer", 100 + n),
+        ]  # payer: created by the batch
         owners = owners if n % 2 else owners[::-1]
 
         def call() -> None:
-            ops = [BranchOp(new_xid(), fund_payload(*owner, 10)) for _ in range(5) for owner in owners]
+            ops = [
+                BranchOp(new_xid(), fund_payload(*owner, 10)) for _ in range(5) for owner in owners
+            ]
             batch("funds.credit", "try", ops)
             batch("funds.credit", "confirm", ops)
 
@@ -90,7 +103,13 @@ def test_concurrent_resubmissions_of_one_manual_credit_credit_once(payer):
     from accounts.services import wallet_credit
 
     def submit():
-        return wallet_credit(payer_id=payer.pk, amount=500, reason="goodwill", credited_by="test", request_key="form-1").pk
+        return wallet_credit(
+            payer_id=payer.pk,
+            amount=500,
+            reason="goodwill",
+            credited_by="test",
+            request_key="form-1",
+        ).pk
 
     entry_ids = run_at_once(*[submit for _ in range(6)], timeout=60)
 

@@ -4,7 +4,11 @@ import pytest
 from django.db import transaction
 
 from accounts.models import EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
-from accounts.selectors import fund_account_mismatches, points_account_get, points_account_mismatches
+from accounts.selectors import (
+    fund_account_mismatches,
+    points_account_get,
+    points_account_mismatches,
+)
 from accounts.services import LedgerError
 from paysys.core.errors import InsufficientFunds, InvalidInput
 from paysys.core.money import points_for
@@ -35,9 +39,14 @@ def test_credit_try_reserves_pending_in_on_an_account_created_on_first_use():
     acc = account("merchant", MERCHANT)
     assert (acc.balance, acc.frozen, acc.pending_in) == (0, 0, 9940)
     entry = FundEntry.objects.using("funds").get(account=acc)
-    assert (entry.kind, entry.direction, entry.amount, entry.balance_after, entry.xid, entry.out_trade_no) == (
-        "hold", "credit", 9940, 0, xid, "P1"
-    )
+    assert (
+        entry.kind,
+        entry.direction,
+        entry.amount,
+        entry.balance_after,
+        entry.xid,
+        entry.out_trade_no,
+    ) == ("hold", "credit", 9940, 0, xid, "P1")
 
 
 def test_credit_confirm_moves_the_reservation_into_the_balance():
@@ -46,8 +55,13 @@ def test_credit_confirm_moves_the_reservation_into_the_balance():
 
     acc = account("merchant", MERCHANT)
     assert (acc.balance, acc.frozen, acc.pending_in) == (10000, 0, 0)
-    posted = FundEntry.objects.using("funds").filter(account=acc, kind=EntryKind.POSTED).order_by("id")
-    assert [(e.amount, e.balance_after, e.out_trade_no) for e in posted] == [(9940, 9940, "P1"), (60, 10000, "P2")]
+    posted = (
+        FundEntry.objects.using("funds").filter(account=acc, kind=EntryKind.POSTED).order_by("id")
+    )
+    assert [(e.amount, e.balance_after, e.out_trade_no) for e in posted] == [
+        (9940, 9940, "P1"),
+        (60, 10000, "P2"),
+    ]
     assert posted[1].xid == xid
     assert posted[0].reason == "order paid"
     assert posted_sum(acc) == acc.balance
@@ -62,7 +76,12 @@ def test_credit_cancel_releases_the_reservation():
 
     acc = account("merchant", MERCHANT)
     assert (acc.balance, acc.frozen, acc.pending_in) == (0, 0, 0)
-    kinds = list(FundEntry.objects.using("funds").filter(account=acc).order_by("id").values_list("kind", flat=True))
+    kinds = list(
+        FundEntry.objects.using("funds")
+        .filter(account=acc)
+        .order_by("id")
+        .values_list("kind", flat=True)
+    )
     assert kinds == ["hold", "released"]
 
 
@@ -90,7 +109,12 @@ def test_debit_try_freezes_and_confirm_takes():
     acc = account("payer", 3)
     assert (acc.balance, acc.frozen, acc.available) == (700, 0, 700)
     last = FundEntry.objects.using("funds").filter(account=acc).latest("id")
-    assert (last.kind, last.direction, last.amount, last.balance_after) == ("posted", "debit", 300, 700)
+    assert (last.kind, last.direction, last.amount, last.balance_after) == (
+        "posted",
+        "debit",
+        300,
+        700,
+    )
     assert posted_sum(acc) == 700
 
 
@@ -139,9 +163,15 @@ def test_pending_incoming_money_cannot_be_spent():
 # --- phase two without its reservation is a bug, never silently applied ---------------------
 
 
-@pytest.mark.parametrize("action,op", [
-    ("funds.credit", "confirm"), ("funds.credit", "cancel"), ("funds.debit", "confirm"), ("funds.debit", "cancel"),
-])
+@pytest.mark.parametrize(
+    "action,op",
+    [
+        ("funds.credit", "confirm"),
+        ("funds.credit", "cancel"),
+        ("funds.debit", "confirm"),
+        ("funds.debit", "cancel"),
+    ],
+)
 def test_confirm_or_cancel_without_a_reservation_raises_and_writes_nothing(action, op):
     credit("payer", 3, 1000)  # the account exists, with nothing reserved
     count = FundEntry.objects.using("funds").count()
@@ -169,16 +199,28 @@ def test_the_same_phase_applied_twice_to_one_xid_is_refused_by_the_database():
     assert account("merchant", MERCHANT).pending_in == 100
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"owner_type": "bank", "owner_id": 1, "amount": 1, "currency": "CNY"}, "owner_type"),
-    ({"owner_type": "payer", "owner_id": 0, "amount": 1, "currency": "CNY"}, "owner_id"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": 0, "currency": "CNY"}, "amount"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": -5, "currency": "CNY"}, "amount"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": "5", "currency": "CNY"}, "amount"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": True, "currency": "CNY"}, "amount"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": 5, "currency": "cny"}, "currency"),
-    ({"owner_type": "payer", "owner_id": 1, "amount": 5, "currency": "CNY", "out_trade_no": "x" * 33}, "out_trade_no"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"owner_type": "bank", "owner_id": 1, "amount": 1, "currency": "CNY"}, "owner_type"),
+        ({"owner_type": "payer", "owner_id": 0, "amount": 1, "currency": "CNY"}, "owner_id"),
+        ({"owner_type": "payer", "owner_id": 1, "amount": 0, "currency": "CNY"}, "amount"),
+        ({"owner_type": "payer", "owner_id": 1, "amount": -5, "currency": "CNY"}, "amount"),
+        ({"owner_type": "payer", "owner_id": 1, "amount": "5", "currency": "CNY"}, "amount"),
+        ({"owner_type": "payer", "owner_id": 1, "amount": True, "currency": "CNY"}, "amount"),
+        ({"owner_type": "payer", "owner_id": 1, "amount": 5, "currency": "cny"}, "currency"),
+        (
+            {
+                "owner_type": "payer",
+                "owner_id": 1,
+                "amount": 5,
+                "currency": "CNY",
+                "out_trade_no": "x" * 33,
+            },
+            "out_trade_no",
+        ),
+    ],
+)
 @pytest.mark.parametrize("action", ["funds.credit", "funds.debit"])
 def test_a_malformed_payload_fails_the_try(action, payload, field):
     with pytest.raises(InvalidInput) as exc:
@@ -207,9 +249,12 @@ def test_points_award_try_pending_then_confirm_credits():
 
     acc = points_account_get(payer_id=5)
     assert (acc.balance, acc.pending) == (99, 0)
-    assert list(PointsEntry.objects.using("points").filter(account=acc).order_by("id").values_list("kind", "points", "balance_after")) == [
-        ("hold", 99, 0), ("posted", 99, 99)
-    ]
+    assert list(
+        PointsEntry.objects.using("points")
+        .filter(account=acc)
+        .order_by("id")
+        .values_list("kind", "points", "balance_after")
+    ) == [("hold", 99, 0), ("posted", 99, 99)]
 
 
 def test_points_award_cancel_releases():
@@ -239,9 +284,17 @@ def test_points_payload_is_checked():
     assert set(exc.value.fields) == {"payer_id", "points"}
 
 
-@pytest.mark.parametrize("amount,currency,points", [
-    (0, "CNY", 0), (99, "CNY", 0), (100, "CNY", 1), (199, "CNY", 1), (123456, "CNY", 1234), (500, "JPY", 500),
-])
+@pytest.mark.parametrize(
+    "amount,currency,points",
+    [
+        (0, "CNY", 0),
+        (99, "CNY", 0),
+        (100, "CNY", 1),
+        (199, "CNY", 1),
+        (123456, "CNY", 1234),
+        (500, "JPY", 500),
+    ],
+)
 def test_points_for_is_one_point_per_whole_currency_unit(amount, currency, points):
     assert points_for(amount, currency) == points
 
@@ -257,13 +310,21 @@ def test_points_for_follows_the_setting(settings):
 
 def credit_ops(*moves) -> list[BranchOp]:
     """``(owner_type, owner_id, amount)`` each, as branches of distinct transactions."""
-    return [BranchOp(new_xid(), fund_payload(owner_type, owner_id, amount)) for owner_type, owner_id, amount in moves]
+    return [
+        BranchOp(new_xid(), fund_payload(owner_type, owner_id, amount))
+        for owner_type, owner_id, amount in moves
+    ]
 
 
 def test_a_credit_batch_over_several_accounts_runs_each_balance_in_op_order():
     credit("merchant", MERCHANT, 100)
-    ops = credit_ops(("merchant", MERCHANT, 10), ("merchant", 8, 20), ("merchant", MERCHANT, 30),
-                     ("payer", 3, 5), ("merchant", MERCHANT, 1))
+    ops = credit_ops(
+        ("merchant", MERCHANT, 10),
+        ("merchant", 8, 20),
+        ("merchant", MERCHANT, 30),
+        ("payer", 3, 5),
+        ("merchant", MERCHANT, 1),
+    )
 
     batch("funds.credit", "try", ops)
     acc = account("merchant", MERCHANT)
@@ -287,10 +348,21 @@ def test_a_credit_batch_over_several_accounts_runs_each_balance_in_op_order():
 def test_a_credit_batch_creates_each_missing_account_once():
     credit("merchant", MERCHANT, 100)
 
-    batch("funds.credit", "try", credit_ops(("merchant", 9, 1), ("merchant", MERCHANT, 2), ("merchant", 9, 3),
-                                            ("payer", 9, 4), ("merchant", 9, 5)))
+    batch(
+        "funds.credit",
+        "try",
+        credit_ops(
+            ("merchant", 9, 1),
+            ("merchant", MERCHANT, 2),
+            ("merchant", 9, 3),
+            ("payer", 9, 4),
+            ("merchant", 9, 5),
+        ),
+    )
 
-    assert FundAccount.objects.using("funds").filter(owner_id=9).count() == 2  # merchant #9, payer #9
+    assert (
+        FundAccount.objects.using("funds").filter(owner_id=9).count() == 2
+    )  # merchant #9, payer #9
     assert account("merchant", 9).pending_in == 9 and account("payer", 9).pending_in == 4
     assert account("merchant", MERCHANT).pending_in == 2
     assert fund_account_mismatches() == []
@@ -322,13 +394,18 @@ def test_a_credit_cancel_batch_releases_every_reservation():
 
     batch("funds.credit", "cancel", ops)
 
-    assert (account("merchant", MERCHANT).balance, account("merchant", MERCHANT).pending_in) == (0, 0)
+    assert (account("merchant", MERCHANT).balance, account("merchant", MERCHANT).pending_in) == (
+        0,
+        0,
+    )
     assert FundEntry.objects.using("funds").filter(kind="released").count() == 2
     assert fund_account_mismatches() == []
 
 
 def test_one_malformed_payload_fails_the_whole_batch():
-    ops = credit_ops(("merchant", MERCHANT, 10)) + [BranchOp(new_xid(), fund_payload("merchant", MERCHANT, 0))]
+    ops = credit_ops(("merchant", MERCHANT, 10)) + [
+        BranchOp(new_xid(), fund_payload("merchant", MERCHANT, 0))
+    ]
 
     with pytest.raises(InvalidInput):
         batch("funds.credit", "try", ops)
@@ -337,8 +414,10 @@ def test_one_malformed_payload_fails_the_whole_batch():
 
 
 def test_an_award_batch_skips_zero_points_and_runs_each_balance_in_op_order():
-    ops = [BranchOp(new_xid(), {"payer_id": payer_id, "points": points}) for payer_id, points in
-           [(5, 10), (6, 3), (5, 0), (5, 7)]]
+    ops = [
+        BranchOp(new_xid(), {"payer_id": payer_id, "points": points})
+        for payer_id, points in [(5, 10), (6, 3), (5, 0), (5, 7)]
+    ]
 
     batch("points.award", "try", ops)
     batch("points.award", "confirm", ops)
@@ -347,7 +426,9 @@ def test_an_award_batch_skips_zero_points_and_runs_each_balance_in_op_order():
     assert [(a.payer_id, a.balance, a.pending) for a in accounts] == [(5, 17, 0), (6, 3, 0)]
     posted = PointsEntry.objects.using("points").filter(kind="posted").order_by("id")
     assert [(e.xid, e.points, e.balance_after) for e in posted] == [
-        (ops[0].xid, 10, 10), (ops[1].xid, 3, 3), (ops[3].xid, 7, 17)
+        (ops[0].xid, 10, 10),
+        (ops[1].xid, 3, 3),
+        (ops[3].xid, 7, 17),
     ]
     assert points_account_mismatches() == []
 
@@ -364,7 +445,9 @@ def test_an_award_confirm_batch_beyond_the_reservation_applies_nothing():
 
 
 def test_a_batch_of_zero_point_awards_creates_no_account():
-    batch("points.award", "try", [BranchOp(new_xid(), {"payer_id": 5, "points": 0}) for _ in range(3)])
+    batch(
+        "points.award", "try", [BranchOp(new_xid(), {"payer_id": 5, "points": 0}) for _ in range(3)]
+    )
 
     assert not PointsAccount.objects.using("points").exists()
 
@@ -377,7 +460,9 @@ def test_entries_sum_to_every_column_after_a_mix_of_actions(payer):
 
     credit("merchant", MERCHANT, 1000)
     credit("payer", payer.pk, 4000)
-    wallet_credit(payer_id=payer.pk, amount=1000, reason="welcome bonus", credited_by="test")  # posted, no hold
+    wallet_credit(
+        payer_id=payer.pk, amount=1000, reason="welcome bonus", credited_by="test"
+    )  # posted, no hold
     phase("funds.credit", "try", fund_payload("merchant", MERCHANT, 70), new_xid())  # left pending
     phase("funds.debit", "try", fund_payload("payer", payer.pk, 800), new_xid())  # left frozen
     cancelled = new_xid()

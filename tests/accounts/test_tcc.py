@@ -27,15 +27,27 @@ def fund_wallet(amount: int) -> None:
 
 def balance_payment(key: str, amount: int = PRICE, fee: int = 6) -> tcc.Outcome:
     """What a balance payment asks of funds and points (orders' own branch is tcc-flows')."""
-    return tcc.run("test_balance_payment", business_key=f"test:{key}", branches=[
-        tcc.Branch("funds.debit", fund_payload("payer", PAYER, amount, out_trade_no=key)),
-        tcc.Branch("funds.credit", fund_payload("merchant", MERCHANT, amount - fee, out_trade_no=key)),
-        tcc.Branch("points.award", {"payer_id": PAYER, "points": amount // 100, "out_trade_no": key}),
-    ])
+    return tcc.run(
+        "test_balance_payment",
+        business_key=f"test:{key}",
+        branches=[
+            tcc.Branch("funds.debit", fund_payload("payer", PAYER, amount, out_trade_no=key)),
+            tcc.Branch(
+                "funds.credit", fund_payload("merchant", MERCHANT, amount - fee, out_trade_no=key)
+            ),
+            tcc.Branch(
+                "points.award", {"payer_id": PAYER, "points": amount // 100, "out_trade_no": key}
+            ),
+        ],
+    )
 
 
 def test_the_three_actions_are_registered_by_name_on_their_own_alias_and_queue():
-    for action, alias in [("funds.credit", "funds"), ("funds.debit", "funds"), ("points.award", "points")]:
+    for action, alias in [
+        ("funds.credit", "funds"),
+        ("funds.debit", "funds"),
+        ("points.award", "points"),
+    ]:
         spec = get_participant(action)
         assert (spec.alias, spec.queue) == (alias, alias)
 
@@ -66,7 +78,9 @@ def test_insufficient_balance_cancels_and_changes_nothing():
 
     wallet = account("payer", PAYER)
     assert (wallet.balance, wallet.frozen) == (500, 0)
-    assert not FundEntry.objects.using("funds").filter(xid=failed.value.xid).exists()  # its try never reserved
+    assert (
+        not FundEntry.objects.using("funds").filter(xid=failed.value.xid).exists()
+    )  # its try never reserved
     assert points_account_get(payer_id=PAYER) is None
     assert fund_account_mismatches() == []
 
@@ -76,36 +90,60 @@ def test_a_cancel_after_the_tries_releases_every_reservation():
     fund_wallet(5000)
 
     with pytest.raises(tcc.TryFailed) as failed:
-        tcc.run("test_balance_payment", business_key="test:P2", branches=[
-            tcc.Branch("funds.debit", fund_payload("payer", PAYER, PRICE)),
-            tcc.Branch("funds.credit", fund_payload("merchant", MERCHANT, PRICE)),
-            tcc.Branch("points.award", {"payer_id": PAYER, "points": -1}),
-        ])
+        tcc.run(
+            "test_balance_payment",
+            business_key="test:P2",
+            branches=[
+                tcc.Branch("funds.debit", fund_payload("payer", PAYER, PRICE)),
+                tcc.Branch("funds.credit", fund_payload("merchant", MERCHANT, PRICE)),
+                tcc.Branch("points.award", {"payer_id": PAYER, "points": -1}),
+            ],
+        )
     tcc.finish([failed.value.xid])
 
     wallet, merchant = account("payer", PAYER), account("merchant", MERCHANT)
     assert (wallet.balance, wallet.frozen, merchant.balance, merchant.pending_in) == (5000, 0, 0, 0)
-    kinds = FundEntry.objects.using("funds").filter(xid=failed.value.xid).values_list("direction", "kind")
-    assert sorted(kinds) == [("credit", "hold"), ("credit", "released"), ("debit", "hold"), ("debit", "released")]
+    kinds = (
+        FundEntry.objects.using("funds")
+        .filter(xid=failed.value.xid)
+        .values_list("direction", "kind")
+    )
+    assert sorted(kinds) == [
+        ("credit", "hold"),
+        ("credit", "released"),
+        ("debit", "hold"),
+        ("debit", "released"),
+    ]
 
 
 def run_op(action: str, op: str, payload: dict, xid: str, branch: int = 1) -> str:
     return barrier.run_op(get_participant(action), xid=xid, branch=branch, op=op, payload=payload)
 
 
-@pytest.mark.parametrize("action,payload", [
-    ("funds.debit", fund_payload("payer", PAYER, 300)),
-    ("funds.credit", fund_payload("merchant", MERCHANT, 300)),
-    ("points.award", {"payer_id": PAYER, "points": 3}),
-])
+@pytest.mark.parametrize(
+    "action,payload",
+    [
+        ("funds.debit", fund_payload("payer", PAYER, 300)),
+        ("funds.credit", fund_payload("merchant", MERCHANT, 300)),
+        ("points.award", {"payer_id": PAYER, "points": 3}),
+    ],
+)
 def test_duplicate_confirms_and_cancels_apply_once(action, payload):
     fund_wallet(1000)
     confirmed, cancelled = new_xid(), new_xid()
     run_op(action, "try", payload, confirmed)
     run_op(action, "try", payload, cancelled)
 
-    assert [run_op(action, "confirm", payload, confirmed) for _ in range(3)] == ["applied", "duplicate", "duplicate"]
-    assert [run_op(action, "cancel", payload, cancelled) for _ in range(3)] == ["applied", "duplicate", "duplicate"]
+    assert [run_op(action, "confirm", payload, confirmed) for _ in range(3)] == [
+        "applied",
+        "duplicate",
+        "duplicate",
+    ]
+    assert [run_op(action, "cancel", payload, cancelled) for _ in range(3)] == [
+        "applied",
+        "duplicate",
+        "duplicate",
+    ]
 
     if action == "points.award":
         points = points_account_get(payer_id=PAYER)
@@ -180,8 +218,10 @@ def test_twenty_credits_over_three_accounts_take_a_constant_handful_of_queries(
     spec = get_participant("funds.credit")
 
     for op in ("try", "confirm"):
-        with transaction.atomic(using="funds"), django_assert_max_num_queries(max_queries if op == "try" else 6,
-                                                                              using="funds"):
+        with (
+            transaction.atomic(using="funds"),
+            django_assert_max_num_queries(max_queries if op == "try" else 6, using="funds"),
+        ):
             spec.apply(op, ops)
 
     assert sum(account(*owner).balance for owner in owners) == sum(10 + i for i in range(20))
@@ -189,7 +229,9 @@ def test_twenty_credits_over_three_accounts_take_a_constant_handful_of_queries(
     assert fund_account_mismatches() == []
 
 
-def test_twenty_awards_over_three_payers_take_a_constant_handful_of_queries(django_assert_max_num_queries):
+def test_twenty_awards_over_three_payers_take_a_constant_handful_of_queries(
+    django_assert_max_num_queries,
+):
     ops = [BranchOp(new_xid(), {"payer_id": PAYER + i % 3, "points": 1 + i}) for i in range(20)]
     spec = get_participant("points.award")
 
@@ -198,4 +240,6 @@ def test_twenty_awards_over_three_payers_take_a_constant_handful_of_queries(djan
     with transaction.atomic(using="points"), django_assert_max_num_queries(6, using="points"):
         spec.apply("confirm", ops)
 
-    assert sum(PointsAccount.objects.using("points").values_list("balance", flat=True)) == sum(range(1, 21))
+    assert sum(PointsAccount.objects.using("points").values_list("balance", flat=True)) == sum(
+        range(1, 21)
+    )

@@ -27,11 +27,19 @@ def documented_operations(messaging_on: bool) -> Operations:
     served with the message API on or off (it is in the schema only when on)."""
     from drf_spectacular.generators import SchemaGenerator
 
-    with override_settings(MESSAGING_SERVICE_TOKEN="documented-statuses-token-0123456789" if messaging_on else ""):
+    with override_settings(
+        MESSAGING_SERVICE_TOKEN="documented-statuses-token-0123456789" if messaging_on else ""
+    ):
         schema = SchemaGenerator().get_schema(request=None, public=True)
     return [
-        (template, re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template))),
-         {method: {int(code) for code in operation["responses"]} for method, operation in methods.items()})
+        (
+            template,
+            re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template))),
+            {
+                method: {int(code) for code in operation["responses"]}
+                for method, operation in methods.items()
+            },
+        )
         for template, methods in schema["paths"].items()
     ]
 
@@ -50,7 +58,9 @@ def undocumented_status(response) -> str | None:
             statuses = methods.get(method) or set.intersection(*methods.values())
             if response.status_code in statuses:
                 return None
-            return (f"{request.method} {request.get_full_path()} answered {response.status_code}, which the schema "
-                    f"does not document for {method.upper()} {template} ({', '.join(map(str, sorted(statuses)))}): "
-                    f"{response.content[:300]!r}")
+            return (
+                f"{request.method} {request.get_full_path()} answered {response.status_code}, which the schema "
+                f"does not document for {method.upper()} {template} ({', '.join(map(str, sorted(statuses)))}): "
+                f"{response.content[:300]!r}"
+            )
     return None

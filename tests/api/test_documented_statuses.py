@@ -25,7 +25,10 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_headers_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from accounts.services import wallet_credit
@@ -42,12 +45,21 @@ from tests.statuses import force_status
 
 SERVICE_TOKEN = "statuses-service-token-0123456789abcdef01"
 TOPIC = BenchPing.TOPIC
-CHECKS = [status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
-with override_settings(MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN):  # the message API is in the schema only when on
+with override_settings(
+    MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN
+):  # the message API is in the schema only when on
     schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 PATHS = schema.raw_schema["paths"]
-OPERATIONS = sorted(operation["operationId"] for methods in PATHS.values() for operation in methods.values())
+OPERATIONS = sorted(
+    operation["operationId"] for methods in PATHS.values() for operation in methods.values()
+)
 
 
 def definition(operation_id: str) -> dict:
@@ -68,21 +80,50 @@ class World:
     def __init__(self, make_merchant, payer):
         (self.merchant, self.key), (other, _) = make_merchant(), make_merchant()
         self.payer = payer
-        self.order = order_create(merchant=self.merchant, merchant_order_no="ST-1", amount=1999, currency="CNY",
-                                  subject="Tea", payer_id=payer.pk)[0]
-        self.other_order = order_create(merchant=other, merchant_order_no="ST-OTHER", amount=5, currency="CNY",
-                                        subject="x", payer_id=payer.pk)[0]
+        self.order = order_create(
+            merchant=self.merchant,
+            merchant_order_no="ST-1",
+            amount=1999,
+            currency="CNY",
+            subject="Tea",
+            payer_id=payer.pk,
+        )[0]
+        self.other_order = order_create(
+            merchant=other,
+            merchant_order_no="ST-OTHER",
+            amount=5,
+            currency="CNY",
+            subject="x",
+            payer_id=payer.pk,
+        )[0]
         self.notification = make_notification(self.merchant)
         make_attempt(self.notification)
-        self.message_id = outbox.prepare(TOPIC, {"n": 1}, using="default", business_key="st-1",
-                                         check_back="https://producer.example/check")
-        self.refund = Refund.objects.create(refund_no="RFST1", merchant_id=self.merchant.pk, merchant_refund_no="ST-R1",
-                                            order=self.order, out_trade_no=self.order.out_trade_no, amount=1,
-                                            currency="CNY", method="bank")
+        self.message_id = outbox.prepare(
+            TOPIC,
+            {"n": 1},
+            using="default",
+            business_key="st-1",
+            check_back="https://producer.example/check",
+        )
+        self.refund = Refund.objects.create(
+            refund_no="RFST1",
+            merchant_id=self.merchant.pk,
+            merchant_refund_no="ST-R1",
+            order=self.order,
+            out_trade_no=self.order.out_trade_no,
+            amount=1,
+            currency="CNY",
+            method="bank",
+        )
 
     def path(self, operation_id: str, **overrides) -> str:
-        values = {"merchant_order_no": self.order.merchant_order_no, "notification_id": self.notification.webhook_id,
-                  "message_id": str(self.message_id), "refund_no": self.refund.refund_no, **overrides}
+        values = {
+            "merchant_order_no": self.order.merchant_order_no,
+            "notification_id": self.notification.webhook_id,
+            "message_id": str(self.message_id),
+            "refund_no": self.refund.refund_no,
+            **overrides,
+        }
         return schema.find_operation_by_id(operation_id).path.format(**values)
 
     def client(self, operation_id: str, *, auth: bool = True) -> APIClient:
@@ -92,9 +133,20 @@ class World:
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         return client
 
-    def call(self, operation_id: str, *, client: APIClient | None = None, method: str | None = None,
-             path: dict | None = None, query: dict | None = None, body=None, raw: bytes | None = None,
-             content_type: str = "application/json", auth: bool = True, **headers):
+    def call(
+        self,
+        operation_id: str,
+        *,
+        client: APIClient | None = None,
+        method: str | None = None,
+        path: dict | None = None,
+        query: dict | None = None,
+        body=None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        auth: bool = True,
+        **headers,
+    ):
         operation = schema.find_operation_by_id(operation_id)
         url = self.path(operation_id, **(path or {})) + (f"?{urlencode(query)}" if query else "")
         client = client or self.client(operation_id, auth=auth)
@@ -102,8 +154,13 @@ class World:
             import json
 
             raw = json.dumps(body).encode()
-        return client.generic(method or operation.method.upper(), url, raw or b"", content_type=content_type,
-                              headers=headers)
+        return client.generic(
+            method or operation.method.upper(),
+            url,
+            raw or b"",
+            content_type=content_type,
+            headers=headers,
+        )
 
 
 @pytest.fixture
@@ -116,12 +173,24 @@ def world(make_merchant, payer, settings):
 
 def assert_documented(operation_id: str, response) -> None:
     """schemathesis' response checks on a Django test response, against ``operation_id``."""
-    request = requests.Request(response.wsgi_request.method, response.wsgi_request.build_absolute_uri()).prepare()
-    answer = Response(status_code=response.status_code, headers={k.lower(): [v] for k, v in response.items()},
-                      content=response.content, request=request, elapsed=0.0, verify=False)
+    request = requests.Request(
+        response.wsgi_request.method, response.wsgi_request.build_absolute_uri()
+    ).prepare()
+    answer = Response(
+        status_code=response.status_code,
+        headers={k.lower(): [v] for k, v in response.items()},
+        content=response.content,
+        request=request,
+        elapsed=0.0,
+        verify=False,
+    )
     operation = schema.find_operation_by_id(operation_id)
-    match = re.fullmatch(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", operation.path), response.wsgi_request.path)
-    operation.Case(path_parameters=match.groupdict() if match else {}).validate_response(answer, checks=CHECKS)
+    match = re.fullmatch(
+        re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", operation.path), response.wsgi_request.path
+    )
+    operation.Case(path_parameters=match.groupdict() if match else {}).validate_response(
+        answer, checks=CHECKS
+    )
 
 
 # --- what every operation can get from the code around its view -----------------------------
@@ -137,7 +206,9 @@ def no_credentials(world, operation_id):
 
 def a_method_the_path_does_not_take(world, operation_id):
     taken = {method.upper() for method in PATHS[schema.find_operation_by_id(operation_id).path]}
-    return world.call(operation_id, method=next(m for m in ("PUT", "PATCH", "DELETE") if m not in taken))
+    return world.call(
+        operation_id, method=next(m for m in ("PUT", "PATCH", "DELETE") if m not in taken)
+    )
 
 
 def an_accept_without_json(world, operation_id):
@@ -150,7 +221,9 @@ def a_body_too_large(world, operation_id):
 
 
 def not_json(world, operation_id):
-    return world.call(operation_id, raw=b"merchant_order_no=A-1", content_type="application/x-www-form-urlencoded")
+    return world.call(
+        operation_id, raw=b"merchant_order_no=A-1", content_type="application/x-www-form-urlencoded"
+    )
 
 
 def throttled(world, operation_id):
@@ -185,7 +258,10 @@ def busy(world, operation_id):
         return [b"{}"]
 
     app = BufferedWSGI(held, threads=1, queue_seconds=0.05, read_timeout=5, max_body=65536)
-    method, path = schema.find_operation_by_id(operation_id).method.upper(), world.path(operation_id)
+    method, path = (
+        schema.find_operation_by_id(operation_id).method.upper(),
+        world.path(operation_id),
+    )
 
     async def request(method: str, path: str) -> tuple[int, list, bytes]:
         sent, messages = [], [{"type": "http.request", "body": b"", "more_body": False}]
@@ -196,9 +272,20 @@ def busy(world, operation_id):
         async def send(message):
             sent.append(message)
 
-        await app({"type": "http", "method": method, "path": path, "query_string": b"", "http_version": "1.1",
-                   "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1), "server": ("testserver", 80)},
-                  receive, send)
+        await app(
+            {
+                "type": "http",
+                "method": method,
+                "path": path,
+                "query_string": b"",
+                "http_version": "1.1",
+                "headers": [(b"host", b"testserver")],
+                "client": ("127.0.0.1", 1),
+                "server": ("testserver", 80),
+            },
+            receive,
+            send,
+        )
         return sent[0]["status"], sent[0]["headers"], sent[1]["body"]
 
     async def while_held():
@@ -212,7 +299,9 @@ def busy(world, operation_id):
             await holder
 
     status, headers, body = asyncio.run(while_held())
-    response = HttpResponse(body, status=status, headers={k.decode(): v.decode() for k, v in headers})
+    response = HttpResponse(
+        body, status=status, headers={k.decode(): v.decode() for k, v in headers}
+    )
     response.wsgi_request = RequestFactory().generic(method, path)
     response.json = lambda: json.loads(body)
     return response
@@ -220,12 +309,21 @@ def busy(world, operation_id):
 
 def valid_body(world, operation_id) -> dict | None:
     return {
-        "orders_create": {"merchant_order_no": "ST-NEW", "amount": 100, "currency": "CNY", "subject": "s",
-                          "payer_id": world.payer.pk},
+        "orders_create": {
+            "merchant_order_no": "ST-NEW",
+            "amount": 100,
+            "currency": "CNY",
+            "subject": "s",
+            "payer_id": world.payer.pk,
+        },
         "orders_pay": {"method": "balance", "payer_token": "ppt_wrong"},
         "refunds_create": {"merchant_refund_no": "ST-R2", "amount": 100, "reason": "r"},
-        "messages_prepare": {"topic": TOPIC, "payload": {"n": 2}, "business_key": "st-new",
-                             "check_back_url": "https://producer.example/check"},
+        "messages_prepare": {
+            "topic": TOPIC,
+            "payload": {"n": 2},
+            "business_key": "st-new",
+            "check_back_url": "https://producer.example/check",
+        },
     }.get(operation_id)
 
 
@@ -238,8 +336,14 @@ def throttled_operation(operation_id) -> bool:
 
 
 def surrounding(operation_id) -> dict[int, Callable]:
-    cases = {400: unknown_query_parameter, 401: no_credentials, 405: a_method_the_path_does_not_take,
-             406: an_accept_without_json, 413: a_body_too_large, 503: busy}
+    cases = {
+        400: unknown_query_parameter,
+        401: no_credentials,
+        405: a_method_the_path_does_not_take,
+        406: an_accept_without_json,
+        413: a_body_too_large,
+        503: busy,
+    }
     if takes_a_body(operation_id):
         cases[415] = not_json
     if throttled_operation(operation_id):
@@ -252,7 +356,9 @@ def surrounding(operation_id) -> dict[int, Callable]:
 
 def agreement_token(world) -> str:
     """The payer's agreement with the world's merchant (a new one each call, replacing the last)."""
-    return agreement_issue(payer_id=world.payer.pk, merchant_id=world.merchant.pk, issued_by="test", replace=True)[1]
+    return agreement_issue(
+        payer_id=world.payer.pk, merchant_id=world.merchant.pk, issued_by="test", replace=True
+    )[1]
 
 
 def pay_body(token: str) -> dict:
@@ -260,7 +366,9 @@ def pay_body(token: str) -> dict:
 
 
 def paid_from_the_wallet(world, operation_id):
-    wallet_credit(payer_id=world.payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    wallet_credit(
+        payer_id=world.payer.pk, amount=10_000, reason="top-up", credited_by="command:test"
+    )
     return world.call(operation_id, body=pay_body(agreement_token(world)))
 
 
@@ -275,13 +383,16 @@ def closed_order(world, operation_id):
 
 def refunded(times: int = 1, amount: int = 100):
     """The world's order paid from the wallet, then refunded ``times`` with the same request."""
+
     def provoke(world, operation_id):
         from paysys import tcc
 
         paid_from_the_wallet(world, "orders_pay")
         tcc.finish()
         for _ in range(times):
-            response = world.call(operation_id, body={**valid_body(world, operation_id), "amount": amount})
+            response = world.call(
+                operation_id, body={**valid_body(world, operation_id), "amount": amount}
+            )
             tcc.finish()
         return response
 
@@ -300,15 +411,23 @@ def confirmed_message(world, operation_id):
 
 def replay(body_change: dict):
     def provoke(world, operation_id):
-        body = {"merchant_order_no": "ST-1", "amount": 1999, "currency": "CNY", "subject": "Tea",
-                "payer_id": world.payer.pk, **body_change}
+        body = {
+            "merchant_order_no": "ST-1",
+            "amount": 1999,
+            "currency": "CNY",
+            "subject": "Tea",
+            "payer_id": world.payer.pk,
+            **body_change,
+        }
         return world.call(operation_id, body=body)
 
     return provoke
 
 
 def prepare_again_with_another_payload(world, operation_id):
-    return world.call(operation_id, body={**valid_body(world, operation_id), "business_key": "st-1"})
+    return world.call(
+        operation_id, body={**valid_body(world, operation_id), "business_key": "st-1"}
+    )
 
 
 def plain(world, operation_id):
@@ -317,8 +436,11 @@ def plain(world, operation_id):
 
 def someone_elses(**path):
     def provoke(world, operation_id):
-        return world.call(operation_id, path={key: value(world) for key, value in path.items()},
-                          body=valid_body(world, operation_id))
+        return world.call(
+            operation_id,
+            path={key: value(world) for key, value in path.items()},
+            body=valid_body(world, operation_id),
+        )
 
     return provoke
 
@@ -328,34 +450,74 @@ OWN: dict[str, dict[int, Callable]] = {
     "orders_create": {201: plain, 200: replay({}), 409: replay({"amount": 2000})},
     "orders_list": {200: plain},
     "orders_retrieve": {200: plain, 404: OTHER_ORDER},
-    "orders_pay": {200: paid_from_the_wallet, 402: the_wallet_cannot_afford_it, 403: plain, 404: OTHER_ORDER,
-                   409: closed_order},
-    "refunds_create": {201: refunded(), 200: refunded(times=2), 402: refunded(amount=1999), 404: OTHER_ORDER,
-                       409: plain},
+    "orders_pay": {
+        200: paid_from_the_wallet,
+        402: the_wallet_cannot_afford_it,
+        403: plain,
+        404: OTHER_ORDER,
+        409: closed_order,
+    },
+    "refunds_create": {
+        201: refunded(),
+        200: refunded(times=2),
+        402: refunded(amount=1999),
+        404: OTHER_ORDER,
+        409: plain,
+    },
     "refunds_list": {200: plain, 404: OTHER_ORDER},
     "refunds_retrieve": {200: plain, 404: someone_elses(refund_no=lambda world: "RFunknown")},
     "balance_retrieve": {200: plain},
     "balance_entries_list": {200: plain},
     "notifications_list": {200: plain},
-    "notifications_retrieve": {200: plain, 404: someone_elses(notification_id=lambda world: "msg_unknown")},
-    "notifications_resend": {202: plain, 404: someone_elses(notification_id=lambda world: "msg_unknown"),
-                             409: disabled_endpoint},
+    "notifications_retrieve": {
+        200: plain,
+        404: someone_elses(notification_id=lambda world: "msg_unknown"),
+    },
+    "notifications_resend": {
+        202: plain,
+        404: someone_elses(notification_id=lambda world: "msg_unknown"),
+        409: disabled_endpoint,
+    },
     "messages_prepare": {201: plain, 409: prepare_again_with_another_payload},
-    "messages_retrieve": {200: plain, 404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000")},
-    "messages_confirm": {200: plain, 404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000")},
-    "messages_discard": {200: plain, 404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000"),
-                         409: confirmed_message},
+    "messages_retrieve": {
+        200: plain,
+        404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000"),
+    },
+    "messages_confirm": {
+        200: plain,
+        404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000"),
+    },
+    "messages_discard": {
+        200: plain,
+        404: someone_elses(message_id=lambda world: "00000000-0000-4000-8000-000000000000"),
+        409: confirmed_message,
+    },
 }
 # a balance payment's tries run on threads with connections of their own: they must see committed rows
-COMMITTED = {("orders_pay", 200), ("orders_pay", 402), ("refunds_create", 201), ("refunds_create", 200),
-             ("refunds_create", 402)}
+COMMITTED = {
+    ("orders_pay", 200),
+    ("orders_pay", 402),
+    ("refunds_create", 201),
+    ("refunds_create", 200),
+    ("refunds_create", 402),
+}
 
 
 def table() -> dict[tuple[str, int], Callable]:
     cases = {}
     for operation_id in OPERATIONS:
-        cases.update({(operation_id, status): provoke for status, provoke in surrounding(operation_id).items()})
-        cases.update({(operation_id, status): provoke for status, provoke in OWN.get(operation_id, {}).items()})
+        cases.update(
+            {
+                (operation_id, status): provoke
+                for status, provoke in surrounding(operation_id).items()
+            }
+        )
+        cases.update(
+            {
+                (operation_id, status): provoke
+                for status, provoke in OWN.get(operation_id, {}).items()
+            }
+        )
     return cases
 
 
@@ -371,13 +533,19 @@ def test_the_table_provokes_exactly_what_the_schema_documents():
 def run_case(world, operation_id, status):
     response = TABLE[(operation_id, status)](world, operation_id)
 
-    assert response.status_code == status, (operation_id, response.status_code, response.content[:300])
+    assert response.status_code == status, (
+        operation_id,
+        response.status_code,
+        response.content[:300],
+    )
     assert_documented(operation_id, response)
     return response
 
 
 @pytest.mark.django_db(databases="__all__")
-@pytest.mark.parametrize("operation_id, status", sorted(set(TABLE) - COMMITTED), ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "operation_id, status", sorted(set(TABLE) - COMMITTED), ids=lambda v: str(v)
+)
 def test_each_status_is_documented_and_answered_as_documented(world, operation_id, status):
     run_case(world, operation_id, status)
 

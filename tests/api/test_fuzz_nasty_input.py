@@ -15,7 +15,9 @@ import uuid
 
 import pytest
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from tests.sandbox.conftest import pay_path
@@ -43,7 +45,16 @@ NASTY_BODIES = [
     b"null",
     b"",
 ]
-NASTY_CURSORS = ["cD1hYmM=", "cD0tMQ==", "cD0xZTk5OQ==", "%%%", "\u00e9", "AAAA", "cj0y", "bz05OTk5OTk5OTk5OTk5OQ=="]
+NASTY_CURSORS = [
+    "cD1hYmM=",
+    "cD0tMQ==",
+    "cD0xZTk5OQ==",
+    "%%%",
+    "\u00e9",
+    "AAAA",
+    "cj0y",
+    "bz05OTk5OTk5OTk5OTk5OQ==",
+]
 
 
 @pytest.fixture
@@ -63,7 +74,9 @@ def operations() -> list[tuple[str, str]]:
         schema = Client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
     found = []
     for path, methods in schema["paths"].items():
-        concrete = re.sub(r"\{message_id\}", str(uuid.uuid4()), re.sub(r"\{merchant_order_no\}", "M-1", path))
+        concrete = re.sub(
+            r"\{message_id\}", str(uuid.uuid4()), re.sub(r"\{merchant_order_no\}", "M-1", path)
+        )
         for method in methods:
             if method in {"get", "post", "put", "patch", "delete"}:
                 found.append((method.upper(), concrete))
@@ -108,13 +121,29 @@ def test_the_gateway_and_the_sandbox_answer_nasty_json_with_a_4xx(raw, make_merc
     from paysys import bank
 
     merchant, _ = make_merchant()
-    order, _ = order_create(merchant=merchant, merchant_order_no=f"F-{uuid.uuid4().hex[:8]}", amount=5,
-                            currency="CNY", subject="s", payer_id=payer.pk)
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no=f"F-{uuid.uuid4().hex[:8]}",
+        amount=5,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     client = APIClient()
-    gateway = client.generic("POST", "/gateway/bank/notify", raw, content_type="application/json",
-                             HTTP_X_BANK_SIGNATURE=bank.sign(raw))
-    sandbox = client.generic("POST", pay_path(order), raw or b"{}", content_type="application/json",
-                             HTTP_AUTHORIZATION=f"Bearer {_sandbox_token()}")
+    gateway = client.generic(
+        "POST",
+        "/gateway/bank/notify",
+        raw,
+        content_type="application/json",
+        HTTP_X_BANK_SIGNATURE=bank.sign(raw),
+    )
+    sandbox = client.generic(
+        "POST",
+        pay_path(order),
+        raw or b"{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {_sandbox_token()}",
+    )
 
     assert_json_4xx(gateway)
     if raw not in (b"", b"{}", b"null"):
@@ -128,7 +157,11 @@ def _sandbox_token() -> str:
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(cursor=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())))
+@given(
+    cursor=st.one_of(
+        st.text(max_size=60), st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())
+    )
+)
 def test_any_cursor_is_a_page_or_a_4xx_never_a_5xx(api, cursor):
     response = api.get("/api/v1/orders", {"cursor": cursor})
 
@@ -153,18 +186,24 @@ def test_a_notifications_cursor_whose_time_has_no_utc_equivalent_is_a_400(api, p
 @override_settings(MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN, MESSAGING_HTTP_TOPICS=["messaging.bench"])
 @pytest.mark.parametrize("method, path", [op for op in OPERATIONS if op[0] != "GET"])
 @pytest.mark.parametrize("charset", ["rot13", "zlib", "hex", "no-such-charset"])
-def test_a_json_body_in_a_charset_that_is_not_a_text_encoding_is_a_400(clients, method, path, charset):
-    response = client_for(clients, path).generic(method, path, b'{"a": 1}',
-                                                 content_type=f"application/json; charset={charset}")
+def test_a_json_body_in_a_charset_that_is_not_a_text_encoding_is_a_400(
+    clients, method, path, charset
+):
+    response = client_for(clients, path).generic(
+        method, path, b'{"a": 1}', content_type=f"application/json; charset={charset}"
+    )
 
-    assert_json_4xx(response)  # a 400 wherever the body is read; a confirm or discard ignores its body
+    assert_json_4xx(
+        response
+    )  # a 400 wherever the body is read; a confirm or discard ignores its body
 
 
 @override_settings(MESSAGING_SERVICE_TOKEN=SERVICE_TOKEN, MESSAGING_HTTP_TOPICS=["messaging.bench"])
 @pytest.mark.parametrize("method, path", [op for op in OPERATIONS if op[0] != "GET"])
 def test_a_body_with_a_duplicate_key_is_a_4xx_never_read_one_way(clients, method, path):
-    response = client_for(clients, path).generic(method, path, b'{"amount": 100, "amount": 200}',
-                                                 content_type="application/json")
+    response = client_for(clients, path).generic(
+        method, path, b'{"amount": 100, "amount": 200}', content_type="application/json"
+    )
 
     assert_json_4xx(response)
 
@@ -172,8 +211,10 @@ def test_a_body_with_a_duplicate_key_is_a_4xx_never_read_one_way(clients, method
 def test_an_order_body_with_a_duplicate_amount_is_a_400_and_creates_nothing(api, payer):
     from orders.models import Order
 
-    body = ('{"merchant_order_no": "DUP-1", "amount": 100, "amount": 200, "currency": "CNY", "subject": "s", '
-            f'"payer_id": {payer.pk}}}').encode()
+    body = (
+        '{"merchant_order_no": "DUP-1", "amount": 100, "amount": 200, "currency": "CNY", "subject": "s", '
+        f'"payer_id": {payer.pk}}}'
+    ).encode()
 
     response = api.generic("POST", "/api/v1/orders", body, content_type="application/json")
 
@@ -187,15 +228,28 @@ def test_a_signed_bank_notify_with_a_duplicate_key_is_refused_and_kept_as_reject
 
     body = b'{"bank_trade_no": "B-DUP", "out_trade_no": "X", "amount": 1, "amount": 2, "currency": "CNY"}'
 
-    response = APIClient().generic("POST", "/gateway/bank/notify", body, content_type="application/json",
-                                   HTTP_X_BANK_SIGNATURE=bank.sign(body))
+    response = APIClient().generic(
+        "POST",
+        "/gateway/bank/notify",
+        body,
+        content_type="application/json",
+        HTTP_X_BANK_SIGNATURE=bank.sign(body),
+    )
 
     assert_json_4xx(response)
     assert not BankNotify.objects.filter(bank_trade_no="B-DUP").exists()
 
 
 def test_an_absurdly_long_integer_is_refused_without_python_internals(api):
-    response = api.generic("POST", "/api/v1/orders", b'{"amount": 1' + b"0" * 5000 + b"}", content_type="application/json")
+    response = api.generic(
+        "POST",
+        "/api/v1/orders",
+        b'{"amount": 1' + b"0" * 5000 + b"}",
+        content_type="application/json",
+    )
 
     assert response.status_code == 400
-    assert "set_int_max_str_digits" not in response.content.decode() and "out of range" in response.content.decode()
+    assert (
+        "set_int_max_str_digits" not in response.content.decode()
+        and "out of range" in response.content.decode()
+    )

@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, assume, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from orders.models import Order
 
@@ -25,8 +27,22 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 CPU_BUDGET = 0.05  # seconds per request
 
-ATTACKS = ["1e500000", "1e999990", "1e999999999", "1e5000", "-Infinity", "Infinity", "NaN", "1" * 5000,
-           "0x10", " 1_000 ", "1e-999999999", "19.999", "-0", "١٢٣"]
+ATTACKS = [
+    "1e500000",
+    "1e999990",
+    "1e999999999",
+    "1e5000",
+    "-Infinity",
+    "Infinity",
+    "NaN",
+    "1" * 5000,
+    "0x10",
+    " 1_000 ",
+    "1e-999999999",
+    "19.999",
+    "-0",
+    "١٢٣",
+]
 
 
 def timed(call):
@@ -42,13 +58,21 @@ def timed(call):
 
 
 def order_body(payer, **overrides):
-    return {"merchant_order_no": f"I-{uuid.uuid4().hex[:10]}", "amount": 100, "currency": "CNY", "subject": "s",
-            "payer_id": payer.pk, **overrides}
+    return {
+        "merchant_order_no": f"I-{uuid.uuid4().hex[:10]}",
+        "amount": 100,
+        "currency": "CNY",
+        "subject": "s",
+        "payer_id": payer.pk,
+        **overrides,
+    }
 
 
 @pytest.mark.parametrize("amount", ATTACKS)
 def test_an_amount_in_any_text_form_is_a_cheap_400_that_does_not_echo_it(api, payer, amount):
-    response, cpu = timed(lambda: api.post("/api/v1/orders", order_body(payer, amount=amount), format="json"))
+    response, cpu = timed(
+        lambda: api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
+    )
 
     assert response.status_code == 400, response.content[:300]
     assert "amount" in response.json()["error"]["fields"]
@@ -57,9 +81,18 @@ def test_an_amount_in_any_text_form_is_a_cheap_400_that_does_not_echo_it(api, pa
     assert not Order.objects.exists()
 
 
-@pytest.mark.parametrize("amount, hint", [("19.99", "send 1999 for 19.99"), ("1999", "send 1999, not"),
-                                          (19.99, "send 1999 for 19.99"), (1999.0, "send 1999, not 1999.0")])
-def test_a_plausible_amount_in_the_wrong_json_type_is_still_told_what_to_send(api, payer, amount, hint):
+@pytest.mark.parametrize(
+    "amount, hint",
+    [
+        ("19.99", "send 1999 for 19.99"),
+        ("1999", "send 1999, not"),
+        (19.99, "send 1999 for 19.99"),
+        (1999.0, "send 1999, not 1999.0"),
+    ],
+)
+def test_a_plausible_amount_in_the_wrong_json_type_is_still_told_what_to_send(
+    api, payer, amount, hint
+):
     response = api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
 
     assert response.status_code == 400
@@ -80,7 +113,12 @@ def integer_inputs() -> list[tuple[str, str, str, str]]:
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["schema"].get("type") == "integer":
                     found.append((method.upper(), concrete, "query", parameter["name"]))
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            body = (
+                operation.get("requestBody", {})
+                .get("content", {})
+                .get("application/json", {})
+                .get("schema", {})
+            )
             body = components[body["$ref"].rsplit("/", 1)[1]] if "$ref" in body else body
             for name, prop in body.get("properties", {}).items():
                 if prop.get("type") == "integer":
@@ -112,17 +150,33 @@ def test_the_schema_lists_the_integer_inputs_it_takes():
 @pytest.mark.parametrize("method, path, where, name", INTEGER_INPUTS)
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(value=not_an_integer)
-def test_any_non_integer_in_any_integer_input_is_a_4xx_within_the_cpu_budget(api, payer, method, path, where, name,
-                                                                            value):
+def test_any_non_integer_in_any_integer_input_is_a_4xx_within_the_cpu_budget(
+    api, payer, method, path, where, name, value
+):
     if where == "query":
         text = value if isinstance(value, str) else str(value)
-        assume(not (text.isascii() and text.isdigit() and len(text) <= 3 and 0 < int(text) <= 200))  # a query's integers come as text
-        response, cpu = timed(lambda: api.generic(method, path, data="", QUERY_STRING=urlencode({name: text[:2000]})))
+        assume(
+            not (text.isascii() and text.isdigit() and len(text) <= 3 and 0 < int(text) <= 200)
+        )  # a query's integers come as text
+        response, cpu = timed(
+            lambda: api.generic(method, path, data="", QUERY_STRING=urlencode({name: text[:2000]}))
+        )
     else:
-        response, cpu = timed(lambda: api.generic(method, path, data=_json(order_body(payer, **{name: value})),
-                                                  content_type="application/json"))
+        response, cpu = timed(
+            lambda: api.generic(
+                method,
+                path,
+                data=_json(order_body(payer, **{name: value})),
+                content_type="application/json",
+            )
+        )
 
-    assert 400 <= response.status_code < 500, (name, value, response.status_code, response.content[:300])
+    assert 400 <= response.status_code < 500, (
+        name,
+        value,
+        response.status_code,
+        response.content[:300],
+    )
     assert response.json()["error"]
     assert cpu < CPU_BUDGET, f"{name}={str(value)[:20]!r} cost {cpu:.3f} s of CPU"
 
@@ -134,7 +188,9 @@ def _json(body: dict) -> str:
 
 
 @pytest.mark.parametrize("amount", ["0", 0.0, "0.00"])
-def test_a_zero_amount_in_the_wrong_type_gets_no_hint_toward_another_invalid_amount(api, payer, amount):
+def test_a_zero_amount_in_the_wrong_type_gets_no_hint_toward_another_invalid_amount(
+    api, payer, amount
+):
     response = api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
 
     assert response.status_code == 400

@@ -22,7 +22,10 @@ def test_an_unknown_api_path_is_a_json_404(path, debug):
 def test_a_trailing_slash_is_pointed_out():
     response = Client().get("/api/v1/orders/")
 
-    assert "did you mean /api/v1/orders (without the trailing slash)?" in response.json()["error"]["message"]
+    assert (
+        "did you mean /api/v1/orders (without the trailing slash)?"
+        in response.json()["error"]["message"]
+    )
 
 
 def test_a_refused_method_on_a_plain_view_is_json():

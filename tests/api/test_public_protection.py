@@ -30,7 +30,11 @@ def test_docs_are_served_from_this_origin_under_a_strict_csp(client):
 
     assert page.status_code == 200 and script.status_code == 200
     csp = page["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert (
+        "script-src 'self'" in csp
+        and "default-src 'self'" in csp
+        and "frame-ancestors 'none'" in csp
+    )
     html = page.content.decode()
     assert "cdn.jsdelivr" not in html and "@latest" not in html
     assert "<script>" not in html  # no inline script: the start-up script is a file (?script=)
@@ -38,7 +42,9 @@ def test_docs_are_served_from_this_origin_under_a_strict_csp(client):
     assert assets and all(url.startswith("/") for url in assets), assets
     for url in assets:
         if url.startswith("/static/"):
-            assert finders.find(url.removeprefix("/static/")), url  # shipped by drf-spectacular-sidecar
+            assert finders.find(url.removeprefix("/static/")), (
+                url
+            )  # shipped by drf-spectacular-sidecar
 
 
 @pytest.mark.parametrize("path", ["/admin/login/", "/healthz", "/api/v1/orders"])
@@ -55,7 +61,10 @@ def bank_notify(client):
     [
         ("gateway", bank_notify),
         ("sandbox", lambda client: client.get("/sandbox/bank/payments/PSNONE")),
-        ("admin_login", lambda client: client.post("/admin/login/", {"username": "admin", "password": "guess"})),
+        (
+            "admin_login",
+            lambda client: client.post("/admin/login/", {"username": "admin", "password": "guess"}),
+        ),
     ],
 )
 def test_public_endpoints_are_limited_per_client_address(settings, scope, call):
@@ -66,7 +75,9 @@ def test_public_endpoints_are_limited_per_client_address(settings, scope, call):
 
     first, second, third = (call(attacker).status_code for _ in range(3))
     # a forged X-Forwarded-For is not another client: no proxy is trusted unless NUM_PROXIES says so
-    spoofed = Client(REMOTE_ADDR=attacker.defaults["REMOTE_ADDR"], HTTP_X_FORWARDED_FOR=new_address())
+    spoofed = Client(
+        REMOTE_ADDR=attacker.defaults["REMOTE_ADDR"], HTTP_X_FORWARDED_FOR=new_address()
+    )
 
     assert 429 not in (first, second)
     assert third == 429

@@ -78,9 +78,16 @@ def test_over_the_limit_says_when_the_window_ends():
     assert 1 <= verdicts[2] <= 60
 
 
-@pytest.mark.parametrize("rate, expected", [
-    ("1200/min", (1200, 60)), ("5/s", (5, 1)), ("10/second", (10, 1)), ("3/hour", (3, 3600)), ("7/day", (7, 86400)),
-])
+@pytest.mark.parametrize(
+    "rate, expected",
+    [
+        ("1200/min", (1200, 60)),
+        ("5/s", (5, 1)),
+        ("10/second", (10, 1)),
+        ("3/hour", (3, 3600)),
+        ("7/day", (7, 86400)),
+    ],
+)
 def test_rates_read_as_drf_documents_them(rate, expected):
     assert ratelimit.parse_rate(rate) == expected
 
@@ -91,8 +98,12 @@ def test_a_cache_that_does_not_answer_lets_requests_through(settings, api):
     with socket.socket() as sock:  # a port nobody listens on: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+        }
+    }
     settings.API_RATE_LIMIT = "1/hour"
 
     assert [api.get("/api/v1/balance").status_code for _ in range(2)] == [200, 200]

@@ -33,7 +33,9 @@ class BearerTokens:
     makes about authentication: a request it sends without a token must be refused, and is."""
 
     def get(self, case, context):
-        return TOKENS["service" if context.operation.path.startswith("/api/v1/messages") else "merchant"]
+        return TOKENS[
+            "service" if context.operation.path.startswith("/api/v1/messages") else "merchant"
+        ]
 
     def set(self, case, data, context):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -48,8 +50,10 @@ def test_every_field_an_answer_always_carries_is_required_so_a_generated_client_
 
     optional = {
         (name, field)
-        for name, component in components.items() if not name.endswith("Request")
-        for field in component.get("properties", {}) if field not in component.get("required", [])
+        for name, component in components.items()
+        if not name.endswith("Request")
+        for field in component.get("properties", {})
+        if field not in component.get("required", [])
     }
 
     # the one field an answer may leave out: an error's "fields", there only when fields are at fault
@@ -60,7 +64,9 @@ def test_the_rules_of_merchant_order_no_and_currency_are_in_the_schema_in_body_a
     paths, components = schema.raw_schema["paths"], schema.raw_schema["components"]["schemas"]
     rule = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 64}
 
-    assert rule.items() <= components["OrderCreateRequest"]["properties"]["merchant_order_no"].items()
+    assert (
+        rule.items() <= components["OrderCreateRequest"]["properties"]["merchant_order_no"].items()
+    )
     for path in ("/api/v1/orders/{merchant_order_no}", "/api/v1/orders/{merchant_order_no}/pay"):
         for operation in paths[path].values():
             [parameter] = [p for p in operation["parameters"] if p["name"] == "merchant_order_no"]
@@ -75,7 +81,9 @@ def credentials(merchant, payer, settings):
     settings.API_RATE_LIMIT = "100000/min"
     settings.MESSAGING_SERVICE_TOKEN = SERVICE_TOKEN
     settings.MESSAGING_HTTP_TOPICS = [BenchPing.TOPIC]
-    Merchant.objects.filter(pk=merchant.pk).update(api_key_prefix=MERCHANT_KEY_PREFIX, api_key_hash=_hash_api_key(MERCHANT_KEY))
+    Merchant.objects.filter(pk=merchant.pk).update(
+        api_key_prefix=MERCHANT_KEY_PREFIX, api_key_hash=_hash_api_key(MERCHANT_KEY)
+    )
 
 
 @schema.parametrize()

@@ -34,7 +34,9 @@ def publish(first: int, count: int) -> None:
     with app.producer_or_acquire() as producer:
         for n in range(first, first + count):
             queue = queues[n % len(queues)]
-            app.send_task("soak.record", args=[n], queue=queue, routing_key=queue, producer=producer)
+            app.send_task(
+                "soak.record", args=[n], queue=queue, routing_key=queue, producer=producer
+            )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ SAMPLE_KWARGS = {"object_id": "1", "id": "1", "verdict": "confirm"}
 
 
 def model_admins():
-    return [pytest.param(model_admin, id=model._meta.label) for model, model_admin in site._registry.items()]
+    return [
+        pytest.param(model_admin, id=model._meta.label)
+        for model, model_admin in site._registry.items()
+    ]
 
 
 def declared_actions(model_admin) -> list[tuple[str, object]]:
@@ -44,7 +47,9 @@ def declared_actions(model_admin) -> list[tuple[str, object]]:
 
 
 def staff(django_user_model, username: str, permissions) -> Client:
-    user = django_user_model.objects.create_user(username, is_staff=True)  # no password: no slow hashing
+    user = django_user_model.objects.create_user(
+        username, is_staff=True
+    )  # no password: no slow hashing
     user.user_permissions.add(*permissions)
     client = Client()
     client.force_login(user)
@@ -55,7 +60,9 @@ def staff(django_user_model, username: str, permissions) -> Client:
 @pytest.fixture
 def viewer(django_user_model) -> Client:
     """Staff holding every view permission and nothing else."""
-    return staff(django_user_model, "viewer", Permission.objects.filter(codename__startswith="view_"))
+    return staff(
+        django_user_model, "viewer", Permission.objects.filter(codename__startswith="view_")
+    )
 
 
 @pytest.fixture
@@ -127,7 +134,11 @@ def test_every_action_declares_the_permission_it_needs(model_admin):
             "(@admin.action(permissions=[...]))"
         )
         for permission in permissions:
-            assert callable(getattr(model_admin, f"has_{permission}_permission", None)), (model_admin, name, permission)
+            assert callable(getattr(model_admin, f"has_{permission}_permission", None)), (
+                model_admin,
+                name,
+                permission,
+            )
 
 
 @pytest.mark.parametrize("model_admin", model_admins())
@@ -166,20 +177,27 @@ def test_a_forged_action_post_by_a_view_only_user_runs_nothing(model_admin, view
 def all_custom_pages():
     return [
         pytest.param(model_admin, name, url, id=name)
-        for model_admin in site._registry.values() for name, url in custom_pages(model_admin)
+        for model_admin in site._registry.values()
+        for name, url in custom_pages(model_admin)
     ]
 
 
 def test_the_tool_pages_are_all_found():
     names = {name for _, name, _ in (p.values for p in all_custom_pages())}
     assert {
-        "messaging_message_resend_dead", "messaging_message_resend", "messaging_message_settle",
-        "accounts_fundaccount_credit_wallet", "notifications_notification_recover", *READ_ONLY_PAGES,
+        "messaging_message_resend_dead",
+        "messaging_message_resend",
+        "messaging_message_settle",
+        "accounts_fundaccount_credit_wallet",
+        "notifications_notification_recover",
+        *READ_ONLY_PAGES,
     } <= names
 
 
 @pytest.mark.parametrize("model_admin, name, url", all_custom_pages())
-def test_every_page_of_our_own_needs_its_permission(model_admin, name, url, viewer, operator, nobody):
+def test_every_page_of_our_own_needs_its_permission(
+    model_admin, name, url, viewer, operator, nobody
+):
     if name in READ_ONLY_PAGES:
         assert viewer.get(url).status_code == 200
         assert nobody.get(url).status_code == 403
@@ -223,7 +241,13 @@ def crawl(client: Client) -> dict[str, str]:
                 response = client.get(url)
                 assert response.status_code == 200, url
                 pages[url] = response.content.decode()
-        pages.update({url: client.get(url).content.decode() for name, url in custom_pages(model_admin) if name in READ_ONLY_PAGES})
+        pages.update(
+            {
+                url: client.get(url).content.decode()
+                for name, url in custom_pages(model_admin)
+                if name in READ_ONLY_PAGES
+            }
+        )
     return pages
 
 
@@ -232,29 +256,46 @@ def test_no_admin_page_shows_a_webhook_secret(request, who, secrets_everywhere):
     pages = crawl(request.getfixturevalue(who))
 
     merchant_id = Merchant.objects.latest("pk").pk
-    assert reverse("admin:core_merchant_change", args=[merchant_id]) in pages  # the crawl reached it
-    assert reverse("admin:sandbox_merchantendpoint_change", args=[MerchantEndpoint.objects.get().pk]) in pages
-    leaks = [url for url, html in pages.items() if any(secret in html for secret in secrets_everywhere)]
+    assert (
+        reverse("admin:core_merchant_change", args=[merchant_id]) in pages
+    )  # the crawl reached it
+    assert (
+        reverse("admin:sandbox_merchantendpoint_change", args=[MerchantEndpoint.objects.get().pk])
+        in pages
+    )
+    leaks = [
+        url for url, html in pages.items() if any(secret in html for secret in secrets_everywhere)
+    ]
     assert leaks == []
 
 
 def test_a_view_only_user_cannot_rotate_a_webhook_secret(viewer, merchant):
     before = merchant.webhook_secret
 
-    response = viewer.post(changelist_url(site._registry[Merchant]),
-                           {"action": "rotate_webhook_secret", "_selected_action": [merchant.pk], "index": "0"})
+    response = viewer.post(
+        changelist_url(site._registry[Merchant]),
+        {"action": "rotate_webhook_secret", "_selected_action": [merchant.pk], "index": "0"},
+    )
 
     merchant.refresh_from_db()
     assert merchant.webhook_secret == before and merchant.webhook_secret_rotated_at is None
     assert before not in response.content.decode()
 
 
-def test_a_rotated_secret_is_shown_once_to_the_user_who_rotated_it(django_user_model, merchant, viewer):
-    changer = staff(django_user_model, "changer", Permission.objects.filter(codename__in=["view_merchant", "change_merchant"]))
+def test_a_rotated_secret_is_shown_once_to_the_user_who_rotated_it(
+    django_user_model, merchant, viewer
+):
+    changer = staff(
+        django_user_model,
+        "changer",
+        Permission.objects.filter(codename__in=["view_merchant", "change_merchant"]),
+    )
     before = merchant.webhook_secret
 
-    response = changer.post(changelist_url(site._registry[Merchant]),
-                            {"action": "rotate_webhook_secret", "_selected_action": [merchant.pk], "index": "0"})
+    response = changer.post(
+        changelist_url(site._registry[Merchant]),
+        {"action": "rotate_webhook_secret", "_selected_action": [merchant.pk], "index": "0"},
+    )
 
     merchant.refresh_from_db()
     assert merchant.webhook_secret != before and merchant.previous_webhook_secret == before
@@ -263,6 +304,12 @@ def test_a_rotated_secret_is_shown_once_to_the_user_who_rotated_it(django_user_m
     # in this response only: not in a cookie (the messages), and on no page afterwards
     assert all(merchant.webhook_secret not in morsel.value for morsel in response.cookies.values())
     for client in (changer, viewer):
-        for url in (changelist_url(site._registry[Merchant]), reverse("admin:core_merchant_change", args=[merchant.pk])):
+        for url in (
+            changelist_url(site._registry[Merchant]),
+            reverse("admin:core_merchant_change", args=[merchant.pk]),
+        ):
             assert merchant.webhook_secret not in client.get(url).content.decode(), url
-    assert "Rotated the webhook secret" in changer.get(reverse("admin:core_merchant_history", args=[merchant.pk])).content.decode()
+    assert (
+        "Rotated the webhook secret"
+        in changer.get(reverse("admin:core_merchant_history", args=[merchant.pk])).content.decode()
+    )

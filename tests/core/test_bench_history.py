@@ -16,22 +16,33 @@ ALIASES = ("default", "orders", "funds", "points", "accounting", "notifications"
 
 
 def _history() -> tuple[int, int, int]:
-    consumed = sum(Message.objects.using(a).filter(status="CONSUMED", business_key__startswith="history:").count()
-                   for a in ALIASES)
-    return Order.objects.filter(out_trade_no__startswith="BR", status="SUCCESS").count(), consumed, sum(
-        InboxEntry.objects.using(a).count() for a in ALIASES)
+    consumed = sum(
+        Message.objects.using(a)
+        .filter(status="CONSUMED", business_key__startswith="history:")
+        .count()
+        for a in ALIASES
+    )
+    return (
+        Order.objects.filter(out_trade_no__startswith="BR", status="SUCCESS").count(),
+        consumed,
+        sum(InboxEntry.objects.using(a).count() for a in ALIASES),
+    )
 
 
 def test_it_fills_a_benchmarks_databases_and_tops_them_up(settings):
     merchant_create(name="bench-1", notify_url="http://127.0.0.1:9/n")  # bench_payments ran here
     settings.DEBUG = True
 
-    call_command("bench_history", "--orders", "30", "--messages", "40", "--merchants", "3", "--payers", "7")
+    call_command(
+        "bench_history", "--orders", "30", "--messages", "40", "--merchants", "3", "--payers", "7"
+    )
 
     assert _history() == (30, 40, 40)
     report = reconcile(grace=0)
     assert report.consistent and report.checked["paid orders"] == 30
-    call_command("bench_history", "--orders", "50", "--messages", "40", "--merchants", "3", "--payers", "7")
+    call_command(
+        "bench_history", "--orders", "50", "--messages", "40", "--merchants", "3", "--payers", "7"
+    )
     assert _history() == (50, 40, 40)  # topped up to the totals, nothing inserted twice
     report = reconcile(grace=0)
     assert report.consistent and report.checked["paid orders"] == 50
@@ -47,7 +58,16 @@ def test_it_refuses_a_database_without_the_bench_marker_or_with_debug_off(settin
         call_command("bench_history", "--orders", "5")
     assert _history() == (0, 0, 0)
 
-    call_command("bench_history", "--orders", "5", "--merchants", "2", "--payers", "2", "--yes-fill-this-database")
+    call_command(
+        "bench_history",
+        "--orders",
+        "5",
+        "--merchants",
+        "2",
+        "--payers",
+        "2",
+        "--yes-fill-this-database",
+    )
     assert _history()[0] == 5
 
 

@@ -32,12 +32,23 @@ def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(s
 def test_bench_payments_mixes_refunds_in_each_succeeded_once(stack, tmp_path):
     """``--refunds 10``: 6 of the 60 paid orders refunded (whole and half), each SUCCEEDED once,
     its notification acknowledged, and reconcile --strict still clean."""
-    _, result = _bench(stack, tmp_path, "--quick", "--no-baseline", "--json", "--timeout", "240", "--refunds", "10")
+    _, result = _bench(
+        stack, tmp_path, "--quick", "--no-baseline", "--json", "--timeout", "240", "--refunds", "10"
+    )
 
     assert (result["done"], result["lost"], result["doubled"]) == (60, 0, 0)
     refunds = result["refunds"]
-    assert (refunds["refunds"], refunds["succeeded"], refunds["lost"], refunds["doubled"]) == (6, 6, 0, 0), refunds
-    assert refunds["refunds_per_s"] > 0 and set(refunds["answers"]) <= {"200", "201", "503"}  # JSON keys
+    assert (refunds["refunds"], refunds["succeeded"], refunds["lost"], refunds["doubled"]) == (
+        6,
+        6,
+        0,
+        0,
+    ), refunds
+    assert refunds["refunds_per_s"] > 0 and set(refunds["answers"]) <= {
+        "200",
+        "201",
+        "503",
+    }  # JSON keys
     assert result["reconcile_strict"] is True
 
 
@@ -56,16 +67,30 @@ def _bench(stack, tmp_path, *args: str) -> tuple[int, dict]:
     """``manage.py bench_payments *args`` against a fresh embedded stack: (its port, the JSON result)."""
     port = free_port()
     env = embedded_env(tmp_path / "var", PORT=str(port), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=settings.BASE_DIR, env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate_all"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     runstack = stack(**{k: v for k, v in env.items() if k in ("PORT", "PUBLIC_BASE_URL")})
     deadline = time.monotonic() + 90
     while not _healthy(port):
-        assert runstack.poll() is None and time.monotonic() < deadline, stack.log.read_text()[-3000:]
+        assert runstack.poll() is None and time.monotonic() < deadline, stack.log.read_text()[
+            -3000:
+        ]
         time.sleep(0.5)
 
-    bench = subprocess.run([sys.executable, "manage.py", "bench_payments", *args],
-                           cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=420)
+    bench = subprocess.run(
+        [sys.executable, "manage.py", "bench_payments", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
 
     assert runstack.poll() is None
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
@@ -101,10 +126,17 @@ def test_a_paced_bench_client_sends_each_notify_on_its_schedule(tmp_path):
     try:
         documents = [{"out_trade_no": f"T{k}"} for k in range(4)]
         before = time.time()
-        sent = post_notifies((f"http://127.0.0.1:{server.server_port}", "s" * 32, documents, 0.25, 0.1))
+        sent = post_notifies(
+            (f"http://127.0.0.1:{server.server_port}", "s" * 32, documents, 0.25, 0.1)
+        )
     finally:
         server.shutdown()
-    assert [(no, status) for no, _, status in sent] == [("T0", 200), ("T1", 200), ("T2", 200), ("T3", 200)]
+    assert [(no, status) for no, _, status in sent] == [
+        ("T0", 200),
+        ("T1", 200),
+        ("T2", 200),
+        ("T3", 200),
+    ]
     for k, (_, at, _) in enumerate(sent):
         assert at >= before + 0.1 + k * 0.25 - 0.01  # never ahead of its schedule
     assert sent[-1][1] - sent[0][1] >= 0.74

@@ -43,7 +43,9 @@ def test_messages_published_while_consumers_poll_are_each_received_once(broker_o
     def publish(first: int):
         ch = channel(broker_options)
         for n in range(first, first + per_publisher):
-            ch._put("q", {"n": n, "body": "x" * 2000})  # a body large enough to be written in pieces
+            ch._put(
+                "q", {"n": n, "body": "x" * 2000}
+            )  # a body large enough to be written in pieces
 
     def consume():
         ch = channel(broker_options)
@@ -78,7 +80,9 @@ def test_messages_published_while_consumers_poll_are_each_received_once(broker_o
     assert sorted(received) == list(range(per_publisher * publishers))
 
 
-def test_an_undecodable_file_is_set_aside_with_an_error_and_the_next_message_is_delivered(broker_options, tmp_path, caplog):
+def test_an_undecodable_file_is_set_aside_with_an_error_and_the_next_message_is_delivered(
+    broker_options, tmp_path, caplog
+):
     # given: a broken file ahead of a good message in the queue
     queue_dir = tmp_path / "broker" / "queue"
     (queue_dir / "0000_broken.q.msg").write_bytes(b"")
@@ -92,7 +96,10 @@ def test_an_undecodable_file_is_set_aside_with_an_error_and_the_next_message_is_
 
     # then: it gets the good message; the broken files are kept aside and reported, not fatal
     assert payload == {"n": 1}
-    assert sorted(p.name for p in (tmp_path / "broker" / "failed").iterdir()) == ["0000_broken.q.msg", "0001_garbage.q.msg"]
+    assert sorted(p.name for p in (tmp_path / "broker" / "failed").iterdir()) == [
+        "0000_broken.q.msg",
+        "0001_garbage.q.msg",
+    ]
     assert "0000_broken.q.msg" in caplog.text and "cannot be decoded" in caplog.text
     with pytest.raises(Empty):
         ch._get("q")
@@ -125,7 +132,9 @@ def test_exchange_bindings_made_at_once_are_all_kept_and_readable_meanwhile(brok
     for t in readers:
         t.start()
     try:
-        run_at_once(*[lambda q=q: channel(broker_options)._queue_bind("celery", q, None, q) for q in queues])
+        run_at_once(
+            *[lambda q=q: channel(broker_options)._queue_bind("celery", q, None, q) for q in queues]
+        )
     finally:
         stop.set()
         for t in readers:

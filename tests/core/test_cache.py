@@ -31,7 +31,10 @@ def test_a_pickled_value_is_read_as_nothing_and_never_run():
     assert PLANTED == []
 
 
-@pytest.mark.skipif(not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"), reason="the full stack's Redis cache")
+@pytest.mark.skipif(
+    not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"),
+    reason="the full stack's Redis cache",
+)
 def test_a_pickle_planted_in_redis_is_never_run_by_a_cache_read():
     key = cache.make_and_validate_key("test:planted")
     client = cache._cache.get_client(key, write=True)

@@ -12,11 +12,14 @@ def test_the_default_settings_pass():
     assert check_settings() == []
 
 
-@pytest.mark.parametrize("name, value, error", [
-    ("NOTIFY_CLAIM_LEASE", 1, "paysys.E001"),
-    ("RETENTION_DAYS", 0, "paysys.E002"),
-    ("ORDER_POLL_MAX_PER_SECOND", 0, "paysys.E003"),
-])
+@pytest.mark.parametrize(
+    "name, value, error",
+    [
+        ("NOTIFY_CLAIM_LEASE", 1, "paysys.E001"),
+        ("RETENTION_DAYS", 0, "paysys.E002"),
+        ("ORDER_POLL_MAX_PER_SECOND", 0, "paysys.E003"),
+    ],
+)
 def test_a_setting_out_of_bounds_stops_commands_and_workers(settings, name, value, error):
     setattr(settings, name, value)
 

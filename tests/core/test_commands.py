@@ -13,7 +13,15 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 def test_create_merchant_json_output_and_hashed_key():
     out = StringIO()
 
-    call_command("create_merchant", "--name", "Shop", "--notify-url", "https://shop.example/notify", "--json", stdout=out)
+    call_command(
+        "create_merchant",
+        "--name",
+        "Shop",
+        "--notify-url",
+        "https://shop.example/notify",
+        "--json",
+        stdout=out,
+    )
 
     data = json.loads(out.getvalue())
     assert set(data) == {"merchant_id", "api_key", "webhook_secret"}
@@ -29,7 +37,15 @@ def test_webhook_secret_is_standard_webhooks_format():
     from standardwebhooks.webhooks import Webhook
 
     out = StringIO()
-    call_command("create_merchant", "--name", "Shop", "--notify-url", "https://shop.example/n", "--json", stdout=out)
+    call_command(
+        "create_merchant",
+        "--name",
+        "Shop",
+        "--notify-url",
+        "https://shop.example/n",
+        "--json",
+        stdout=out,
+    )
 
     Webhook(json.loads(out.getvalue())["webhook_secret"])  # raises on a malformed secret
 
@@ -38,7 +54,15 @@ def test_create_merchant_rejects_bad_input_and_writes_nothing():
     with pytest.raises(CommandError, match="merchant not created"):
         call_command("create_merchant", "--name", "Shop", "--notify-url", "not-a-url", "--json")
     with pytest.raises(CommandError):
-        call_command("create_merchant", "--name", "Shop", "--notify-url", "https://x.example", "--fee-rate-bp", "20000")
+        call_command(
+            "create_merchant",
+            "--name",
+            "Shop",
+            "--notify-url",
+            "https://x.example",
+            "--fee-rate-bp",
+            "20000",
+        )
 
     assert Merchant.objects.count() == 0
 
@@ -62,7 +86,9 @@ def test_beat_schedules_are_synced_from_code(settings):
     removed = sync_beat_schedules()
 
     assert removed == ["orders.extra"]
-    assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(settings.CELERY_BEAT_SCHEDULE)
+    assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(
+        settings.CELERY_BEAT_SCHEDULE
+    )
     assert not PeriodicTask.objects.filter(name="orders.extra").exists()
 
 
@@ -82,8 +108,16 @@ def test_create_merchant_warns_when_its_notify_url_would_be_refused_at_delivery(
     settings.NOTIFY_ALLOWED_NETWORKS = ()
     out, err = StringIO(), StringIO()
 
-    call_command("create_merchant", "--name", "Shop", "--notify-url", "http://169.254.169.254/notify", "--json",
-                 stdout=out, stderr=err)
+    call_command(
+        "create_merchant",
+        "--name",
+        "Shop",
+        "--notify-url",
+        "http://169.254.169.254/notify",
+        "--json",
+        stdout=out,
+        stderr=err,
+    )
 
     assert "will be refused at delivery" in err.getvalue() and "link-local" in err.getvalue()
     assert Merchant.objects.filter(pk=json.loads(out.getvalue())["merchant_id"]).exists()

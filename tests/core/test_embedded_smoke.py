@@ -53,19 +53,33 @@ class Processes:
         self.logs = logs
         self.started: list[tuple[str, subprocess.Popen]] = []
 
-    def run(self, name: str, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        self, name: str, *args: str, env: dict | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [sys.executable, *args], cwd=settings.BASE_DIR, env=env or self.env, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
+            [sys.executable, *args],
+            cwd=settings.BASE_DIR,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
-        assert result.returncode == 0, f"{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
         return result
 
     def start(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, *args], cwd=settings.BASE_DIR, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, *args],
+            cwd=settings.BASE_DIR,
+            env=env or self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         self.started.append((name, process))
@@ -77,7 +91,9 @@ class Processes:
 
     def check_alive(self) -> None:
         for name, process in self.started:
-            assert process.poll() is None, f"{name} exited with {process.returncode}\n{self.log(name)}"
+            assert process.poll() is None, (
+                f"{name} exited with {process.returncode}\n{self.log(name)}"
+            )
 
     def stop_all(self) -> None:
         for _, process in self.started:
@@ -100,10 +116,15 @@ def _killpg(process: subprocess.Popen, sig: int) -> None:
 @pytest.fixture
 def processes(tmp_path):
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if k not in FULL_STACK_VARIABLES and not k.startswith("DATABASE_URL_")
     }
-    env.update(PAYSYS_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="paysys.settings")
+    env.update(
+        PAYSYS_VAR_DIR=str(tmp_path / "var"),
+        PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="paysys.settings",
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(env, logs)
@@ -126,11 +147,18 @@ def wait_for(condition, timeout: float, what: str, processes: Processes):
         time.sleep(0.2)
 
 
-def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broker(processes, tmp_path):
+def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broker(
+    processes, tmp_path
+):
     var_dir = tmp_path / "var"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    web_env = {**processes.env, "PORT": str(port), "PUBLIC_BASE_URL": base, "ORDER_EXPIRY_SECONDS": "0"}
+    web_env = {
+        **processes.env,
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": base,
+        "ORDER_EXPIRY_SECONDS": "0",
+    }
     http = requests.Session()
     http.trust_env = False  # loopback only: no proxy from the environment
 
@@ -142,15 +170,47 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
 
     # and: the web server and one real worker, as `make run` starts them (orders expire at once)
     web = processes.start("web", "manage.py", "serve", env=web_env)
-    processes.start("worker", "-m", "celery", "-A", "paysys", "worker", "-Q", "orders,polling,sandbox,core", "--pool=solo",
-                    "-n", f"smoke-{port}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
-                    env=web_env)  # the same PUBLIC_BASE_URL: expiry asks this server's bank simulator
-    merchant = json.loads(processes.run(
-        "create_merchant", "manage.py", "create_merchant", "--name", "Smoke Shop",
-        "--notify-url", f"{base}/sandbox/merchant/notify", "--json",
-    ).stdout)
-    payer = json.loads(processes.run("create_payer", "manage.py", "create_payer", "--name", "Smoke Payer",
-                                     "--merchant", str(merchant["merchant_id"]), "--json").stdout)
+    processes.start(
+        "worker",
+        "-m",
+        "celery",
+        "-A",
+        "paysys",
+        "worker",
+        "-Q",
+        "orders,polling,sandbox,core",
+        "--pool=solo",
+        "-n",
+        f"smoke-{port}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+        env=web_env,
+    )  # the same PUBLIC_BASE_URL: expiry asks this server's bank simulator
+    merchant = json.loads(
+        processes.run(
+            "create_merchant",
+            "manage.py",
+            "create_merchant",
+            "--name",
+            "Smoke Shop",
+            "--notify-url",
+            f"{base}/sandbox/merchant/notify",
+            "--json",
+        ).stdout
+    )
+    payer = json.loads(
+        processes.run(
+            "create_payer",
+            "manage.py",
+            "create_payer",
+            "--name",
+            "Smoke Payer",
+            "--merchant",
+            str(merchant["merchant_id"]),
+            "--json",
+        ).stdout
+    )
     http.headers["Authorization"] = f"Bearer {merchant['api_key']}"
 
     def healthz() -> tuple[int, dict] | None:
@@ -165,7 +225,13 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
     assert set(health["databases"]) == set(settings.DATABASES)
 
     # when: a merchant creates an order over HTTP and reads it back
-    body = {"merchant_order_no": "smoke-1", "amount": 1999, "currency": "CNY", "subject": "Smoke", "payer_id": payer["payer_id"]}
+    body = {
+        "merchant_order_no": "smoke-1",
+        "amount": 1999,
+        "currency": "CNY",
+        "subject": "Smoke",
+        "payer_id": payer["payer_id"],
+    }
     created = http.post(f"{base}/api/v1/orders", json=body, timeout=10)
     assert created.status_code == 201, created.text
     fetched = http.get(f"{base}/api/v1/orders/smoke-1", timeout=10)
@@ -174,8 +240,12 @@ def test_embedded_default_serves_orders_and_runs_tasks_from_the_filesystem_broke
     assert fetched.json()["status"] == "CREATED"
 
     # and: a task is sent through the filesystem broker, as beat would send it
-    processes.run("celery_call", "-m", "celery", "-A", "paysys", "call", "orders.close_expired_orders")
-    assert (var_dir / "broker").is_dir(), "the embedded broker keeps its messages under PAYSYS_VAR_DIR/broker"
+    processes.run(
+        "celery_call", "-m", "celery", "-A", "paysys", "call", "orders.close_expired_orders"
+    )
+    assert (var_dir / "broker").is_dir(), (
+        "the embedded broker keeps its messages under PAYSYS_VAR_DIR/broker"
+    )
 
     # then: the worker runs it and the expired order reads back CLOSED
     def order_closed():

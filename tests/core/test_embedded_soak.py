@@ -30,11 +30,23 @@ DRAIN_TIMEOUT = 600
 STALL_TIMEOUT = 30
 
 
-def test_5000_messages_from_four_publisher_processes_reach_every_worker_once_and_no_worker_exits(tmp_path):
-    var_dir, record_file, log = tmp_path / "var", tmp_path / "received.txt", tmp_path / "runstack.log"
+def test_5000_messages_from_four_publisher_processes_reach_every_worker_once_and_no_worker_exits(
+    tmp_path,
+):
+    var_dir, record_file, log = (
+        tmp_path / "var",
+        tmp_path / "received.txt",
+        tmp_path / "runstack.log",
+    )
     env = embedded_env(var_dir, **{RECORD_FILE: str(record_file)})
-    subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=settings.BASE_DIR, env=env, check=True,
-                   capture_output=True, timeout=300)  # beat's tasks need the databases
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate_all"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # beat's tasks need the databases
 
     # given: the stack's workers (each also knowing the soak task) and beat, under runstack
     procfile = tmp_path / "Procfile"
@@ -42,14 +54,21 @@ def test_5000_messages_from_four_publisher_processes_reach_every_worker_once_and
     for spec in read_procfile(settings.BASE_DIR / "Procfile"):
         if spec.name == "web":
             continue
-        command = spec.command + (" --include tests.core.soak_tasks" if " worker " in spec.command else "")
+        command = spec.command + (
+            " --include tests.core.soak_tasks" if " worker " in spec.command else ""
+        )
         lines.append(f"{spec.name}: {command}")
     procfile.write_text("\n".join(lines) + "\n")
     workers = [line.split(":")[0] for line in lines if " worker " in line]
     with open(log, "wb") as out:
         runstack = subprocess.Popen(
-            [sys.executable, "manage.py", "runstack", "--no-banner", "-f", str(procfile)], cwd=settings.BASE_DIR,
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "manage.py", "runstack", "--no-banner", "-f", str(procfile)],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         wait_for_log(log, r"@\S+ ready\.", process=runstack, count=len(workers), timeout=120)
@@ -57,8 +76,18 @@ def test_5000_messages_from_four_publisher_processes_reach_every_worker_once_and
         # when: four publisher processes send 5,000 messages round-robin over every queue at once
         per_publisher = MESSAGES // PUBLISHERS
         publishers = [
-            subprocess.Popen([sys.executable, "-m", "tests.core.soak_tasks", str(i * per_publisher), str(per_publisher)],
-                             cwd=settings.BASE_DIR, env=env, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.core.soak_tasks",
+                    str(i * per_publisher),
+                    str(per_publisher),
+                ],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stderr=subprocess.PIPE,
+            )
             for i in range(PUBLISHERS)
         ]
         for p in publishers:
@@ -72,13 +101,19 @@ def test_5000_messages_from_four_publisher_processes_reach_every_worker_once_and
             if len(received) != last_count:
                 last_count, last_progress = len(received), time.monotonic()
             stalled = time.monotonic() - last_progress > STALL_TIMEOUT  # what is missing is lost
-            if len(received) >= MESSAGES or stalled or time.monotonic() > deadline or runstack.poll() is not None:
+            if (
+                len(received) >= MESSAGES
+                or stalled
+                or time.monotonic() > deadline
+                or runstack.poll() is not None
+            ):
                 break
             time.sleep(1)
         counts = Counter(map(int, received))
         text = log.read_text(errors="replace")
         assert sorted(counts) == list(range(MESSAGES)), (
-            f"{MESSAGES - len(counts)} messages never arrived; last lines:\n{text[-3000:]}")
+            f"{MESSAGES - len(counts)} messages never arrived; last lines:\n{text[-3000:]}"
+        )
         assert [n for n, c in counts.items() if c > 1] == []
 
         # and: no worker ever exited (runstack would have restarted it), no file was set aside

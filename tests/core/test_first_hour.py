@@ -32,22 +32,72 @@ def root_at_info():
 
 
 ROUTINE = [
-    record("celery.beat", logging.INFO, "Scheduler: Sending due task %s (%s)", "orders.poll_bank", "orders.poll_bank"),
-    record("celery.worker.strategy", logging.INFO, "Task %s[%s] received", "orders.poll_bank", "1b2c"),
-    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.recover_messages", "1b2c", 0.01, 0),
-    record("django.request", logging.WARNING, "Not Found: %s", "/sandbox/bank/payments/PS1", status_code=404),
+    record(
+        "celery.beat",
+        logging.INFO,
+        "Scheduler: Sending due task %s (%s)",
+        "orders.poll_bank",
+        "orders.poll_bank",
+    ),
+    record(
+        "celery.worker.strategy", logging.INFO, "Task %s[%s] received", "orders.poll_bank", "1b2c"
+    ),
+    record(
+        "celery.app.trace",
+        logging.INFO,
+        "Task %s[%s] succeeded in %ss: %s",
+        "messaging.recover_messages",
+        "1b2c",
+        0.01,
+        0,
+    ),
+    record(
+        "django.request",
+        logging.WARNING,
+        "Not Found: %s",
+        "/sandbox/bank/payments/PS1",
+        status_code=404,
+    ),
     # every task's receipt and success: the business step logs itself ({'acked': [5], 'failed': []} said nothing)
-    record("celery.worker.strategy", logging.INFO, "Task %s[%s] received", "messaging.consume", "1b2c"),
-    record("celery.app.trace", logging.INFO, "Task %s[%s] succeeded in %ss: %s", "messaging.consume", "1b2c", 0.01,
-           {"acked": [5], "failed": []}),
+    record(
+        "celery.worker.strategy", logging.INFO, "Task %s[%s] received", "messaging.consume", "1b2c"
+    ),
+    record(
+        "celery.app.trace",
+        logging.INFO,
+        "Task %s[%s] succeeded in %ss: %s",
+        "messaging.consume",
+        "1b2c",
+        0.01,
+        {"acked": [5], "failed": []},
+    ),
     # the merchant simulator answering 503 because a test told it to
-    record("django.request", logging.ERROR, "Service Unavailable: %s", "/sandbox/merchant/notify", status_code=503,
-           request=SimpleNamespace(path="/sandbox/merchant/notify")),
+    record(
+        "django.request",
+        logging.ERROR,
+        "Service Unavailable: %s",
+        "/sandbox/merchant/notify",
+        status_code=503,
+        request=SimpleNamespace(path="/sandbox/merchant/notify"),
+    ),
 ]
 KEPT = [
-    record("celery.app.trace", logging.ERROR, "Task %s[%s] raised unexpected: %r", "orders.poll_bank", "1b2c", "boom"),
-    record("django.request", logging.ERROR, "Service Unavailable: %s", "/api/v1/orders", status_code=503,
-           request=SimpleNamespace(path="/api/v1/orders")),
+    record(
+        "celery.app.trace",
+        logging.ERROR,
+        "Task %s[%s] raised unexpected: %r",
+        "orders.poll_bank",
+        "1b2c",
+        "boom",
+    ),
+    record(
+        "django.request",
+        logging.ERROR,
+        "Service Unavailable: %s",
+        "/api/v1/orders",
+        status_code=503,
+        request=SimpleNamespace(path="/api/v1/orders"),
+    ),
     record("django.request", logging.WARNING, "Bad Request: %s", "/api/v1/orders", status_code=400),
     record("orders.services", logging.WARNING, "polling %s: %s", "PS1", "bank down"),
 ]
@@ -71,7 +121,12 @@ def test_routine_lines_show_with_log_level_debug():
     level = root.level
     root.setLevel(logging.DEBUG)
     try:
-        assert RoutineToDebug().filter(record("celery.beat", logging.INFO, "Sending due task orders.poll_bank")) is True
+        assert (
+            RoutineToDebug().filter(
+                record("celery.beat", logging.INFO, "Sending due task orders.poll_bank")
+            )
+            is True
+        )
     finally:
         root.setLevel(level)
 
@@ -83,9 +138,14 @@ def test_the_console_handler_uses_the_filter():
 def test_migrate_on_a_fresh_clone_creates_the_var_folder(tmp_path):
     var_dir = tmp_path / "fresh" / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL")}
-    result = subprocess.run([sys.executable, "manage.py", "migrate", "--database", "default", "-v", "0"],
-                            cwd=settings.BASE_DIR, env={**env, "PAYSYS_VAR_DIR": str(var_dir)},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--database", "default", "-v", "0"],
+        cwd=settings.BASE_DIR,
+        env={**env, "PAYSYS_VAR_DIR": str(var_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert result.returncode == 0, result.stderr
     assert (var_dir / "core.sqlite3").is_file()
@@ -97,4 +157,6 @@ def test_api_docs_are_served_from_the_package_not_a_cdn():
 
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn" not in page.lower()
-    assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")  # shipped in the package
+    assert finders.find(
+        "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    )  # shipped in the package

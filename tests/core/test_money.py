@@ -24,7 +24,9 @@ def test_fee_is_amount_times_rate_rounded_half_up(amount, rate_bp, fee):
 
 @pytest.mark.parametrize("amount,rate_bp", [(-1, 60), (100, -1), (100, 10_001)])
 def test_fee_refuses_a_negative_amount_or_a_rate_outside_0_to_10000(amount, rate_bp):
-    with pytest.raises(ValueError, match=r"^amount must be >= 0 and the rate within 0\.\.10000 basis points$"):
+    with pytest.raises(
+        ValueError, match=r"^amount must be >= 0 and the rate within 0\.\.10000 basis points$"
+    ):
         fee_for(amount, rate_bp)
 
 

@@ -77,7 +77,10 @@ def test_the_count_lives_in_redis_in_the_full_stack_and_in_a_locked_file_otherwi
     assert bound.try_acquire()
 
     if isinstance(caches["default"], RedisCache):  # every process of every machine shares it
-        counted = [caches["default"].get(f"ratelimit:{bound.name}:{ratelimit._slot() - back}") for back in (0, 1)]
+        counted = [
+            caches["default"].get(f"ratelimit:{bound.name}:{ratelimit._slot() - back}")
+            for back in (0, 1)
+        ]
         assert 1 in counted
     else:  # the embedded default: one machine, one file
         assert (settings.VAR_DIR / f"ratelimit-{bound.name}.json").read_text().endswith("1}")

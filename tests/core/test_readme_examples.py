@@ -33,7 +33,10 @@ from tests.core.test_runstack import alive, embedded_env, free_port
 
 README = settings.BASE_DIR / "README.md"
 # the README first (its quickstart sets KEY), then the pages that continue it, in reading order
-PAGES = [README, *(settings.BASE_DIR / "docs" / name for name in ("api.md", "operations.md", "benchmarks.md"))]
+PAGES = [
+    README,
+    *(settings.BASE_DIR / "docs" / name for name in ("api.md", "operations.md", "benchmarks.md")),
+]
 STARTUP_TIMEOUT = 180  # the whole stack, a dozen processes, on a loaded 2-core machine
 BLOCK_TIMEOUT = 300
 
@@ -45,16 +48,18 @@ SKIPPED = {
     "Messages (`manage.py bench_messaging`)": "a benchmark of the full stack, minutes long",
     "Whole payments (`manage.py bench_payments`)": "minutes long; tests/core/test_bench_payments.py runs its --quick",
     "Flat with size (`manage.py bench_history`)": "a bench stack of its own filled with millions of rows, "
-                                                   "tens of minutes; tests/core/test_bench_history.py runs it small",
+    "tens of minutes; tests/core/test_bench_history.py runs it small",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
     "Run the course's scenarios": "minutes long, each fault on a stack of its own: tests/faults/test_scenarios.py runs "
-                                  "them and tests/core/test_stack_control.py the stack commands",
+    "them and tests/core/test_stack_control.py the stack commands",
 }
 # a README line -> what runs instead (None: nothing), and why
 INSTEAD = {
     "make run": (None, "the stack under test is make run's"),
-    "make demo": (".venv/bin/python manage.py demo", "what make demo runs once .venv is installed "
-                                                    "(make would first check the shared venv)"),
+    "make demo": (
+        ".venv/bin/python manage.py demo",
+        "what make demo runs once .venv is installed (make would first check the shared venv)",
+    ),
     "make test": (None, "the suite this test is part of"),
 }
 # blocks (by heading) that read the stack's state: the test waits, as a reader would, until what
@@ -137,14 +142,28 @@ def make_run(tmp_path):
     var.mkdir(parents=True)
     for name in (".venv", "manage.py"):
         (folder / name).symlink_to(settings.BASE_DIR / name)
-    env = embedded_env(var, PORT=str(port), PUBLIC_BASE_URL=base, DJANGO_SETTINGS_MODULE="paysys.settings")
-    subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=settings.BASE_DIR, env=env, check=True,
-                   capture_output=True, timeout=300)
+    env = embedded_env(
+        var, PORT=str(port), PUBLIC_BASE_URL=base, DJANGO_SETTINGS_MODULE="paysys.settings"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate_all"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     log = tmp_path / "runstack.log"
     with open(log, "wb") as out:
-        runstack = subprocess.Popen([sys.executable, "manage.py", "runstack"], cwd=settings.BASE_DIR, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+        runstack = subprocess.Popen(
+            [sys.executable, "manage.py", "runstack"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     stack = Stack(base, port, env, folder, log)
     try:
         _wait_until_up(stack, runstack)
@@ -166,14 +185,20 @@ def _wait_until_up(stack: Stack, runstack: subprocess.Popen) -> None:
     while True:
         text = stack.log.read_text(errors="replace")
         assert runstack.poll() is None, f"runstack exited {runstack.returncode}:\n{text[-4000:]}"
-        waiting = [q for q in settings.SERVICE_QUEUES if not re.search(rf"\b{re.escape(q)}@\S+ ready\.", text)]
+        waiting = [
+            q
+            for q in settings.SERVICE_QUEUES
+            if not re.search(rf"\b{re.escape(q)}@\S+ ready\.", text)
+        ]
         try:
             healthy = requests.get(f"{stack.base}/healthz", timeout=2).status_code == 200
         except requests.ConnectionError:
             healthy = False
         if healthy and not waiting:
             return
-        assert time.monotonic() < deadline, f"stack not up in {STARTUP_TIMEOUT} s (workers {waiting}):\n{text[-4000:]}"
+        assert time.monotonic() < deadline, (
+            f"stack not up in {STARTUP_TIMEOUT} s (workers {waiting}):\n{text[-4000:]}"
+        )
         time.sleep(0.5)
 
 
@@ -207,8 +232,15 @@ def test_every_readme_command_block_runs_as_written_against_a_fresh_make_run(mak
     blocks = page_blocks()
     script = session_script(blocks, make_run.port)
 
-    result = subprocess.run(["bash", "-c", script], cwd=make_run.folder, env=make_run.env, capture_output=True,
-                            text=True, timeout=BLOCK_TIMEOUT, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=make_run.folder,
+        env=make_run.env,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
     output = result.stdout + result.stderr
     last = re.findall(r">>> (.*)", result.stdout)
@@ -221,6 +253,13 @@ def test_every_readme_command_block_runs_as_written_against_a_fresh_make_run(mak
     assert "every order is paid (SUCCESS)" in result.stdout
     demo_rows = re.findall(r"^demo-\d+-\d+\s", result.stdout, flags=re.M)
     assert len(demo_rows) == 4, result.stdout  # "make demo   # pay four orders"
-    orders = requests.get(f"{make_run.base}/api/v1/orders/A-1001", timeout=10, headers={
-        "Authorization": f"Bearer {json.loads((make_run.folder / 'var' / 'demo-merchant.json').read_text())['api_key']}"})
-    assert orders.status_code == 200 and orders.json()["status"] in ("PAYING", "SUCCESS"), orders.text
+    orders = requests.get(
+        f"{make_run.base}/api/v1/orders/A-1001",
+        timeout=10,
+        headers={
+            "Authorization": f"Bearer {json.loads((make_run.folder / 'var' / 'demo-merchant.json').read_text())['api_key']}"
+        },
+    )
+    assert orders.status_code == 200 and orders.json()["status"] in ("PAYING", "SUCCESS"), (
+        orders.text
+    )

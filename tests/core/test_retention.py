@@ -31,10 +31,18 @@ def ago(days: float):
     return timezone.now() - timedelta(days=days)
 
 
-def receipt(state: str, *, days_ago: float, processed_days_ago: float | None = None) -> BankNotifyReceipt:
+def receipt(
+    state: str, *, days_ago: float, processed_days_ago: float | None = None
+) -> BankNotifyReceipt:
     row = BankNotifyReceipt.objects.create(raw_body=b"{}", signature="s", state=state)
-    processed = ago(days_ago if processed_days_ago is None else processed_days_ago) if state != Receipt.RECEIVED else None
-    BankNotifyReceipt.objects.filter(pk=row.pk).update(received_at=ago(days_ago), processed_at=processed)
+    processed = (
+        ago(days_ago if processed_days_ago is None else processed_days_ago)
+        if state != Receipt.RECEIVED
+        else None
+    )
+    BankNotifyReceipt.objects.filter(pk=row.pk).update(
+        received_at=ago(days_ago), processed_at=processed
+    )
     return row
 
 
@@ -56,7 +64,9 @@ def test_only_processed_receipts_older_than_the_age_go():
     kept = [
         receipt(Receipt.RECEIVED, days_ago=40),  # never read: its notify may not be stored
         receipt(Receipt.REJECTED, days_ago=40),  # waits for a human
-        receipt(Receipt.PROCESSED, days_ago=40, processed_days_ago=2),  # reprocessed by a human lately
+        receipt(
+            Receipt.PROCESSED, days_ago=40, processed_days_ago=2
+        ),  # reprocessed by a human lately
         receipt(Receipt.PROCESSED, days_ago=2),
     ]
 
@@ -74,7 +84,9 @@ def test_the_key_boundary_is_found_by_a_binary_search_across_gaps():
     assert retention._last_key_before(every, "received_at", ago(30)) == rows[5].pk
     assert retention._last_key_before(every, "received_at", ago(60)) is None
     assert retention._last_key_before(every, "received_at", ago(0)) == rows[-1].pk
-    assert retention._last_key_before(BankNotifyReceipt.objects.none(), "received_at", ago(0)) is None
+    assert (
+        retention._last_key_before(BankNotifyReceipt.objects.none(), "received_at", ago(0)) is None
+    )
 
 
 def test_a_pass_out_of_time_stops_and_the_next_goes_on():
@@ -87,7 +99,10 @@ def test_a_pass_out_of_time_stops_and_the_next_goes_on():
     assert (second.complete, second.counts["bank-notify receipts"]) == (True, 1)
 
 
-@pytest.mark.parametrize("text,age", [("30d", timedelta(days=30)), ("36h", timedelta(hours=36)), (" 2d ", timedelta(days=2))])
+@pytest.mark.parametrize(
+    "text,age",
+    [("30d", timedelta(days=30)), ("36h", timedelta(hours=36)), (" 2d ", timedelta(days=2))],
+)
 def test_an_age_is_days_or_hours(text, age):
     assert retention.parse_age(text) == age
 
@@ -111,7 +126,9 @@ def old_history(merchant):
     """40 days old: a consumed message (2 outbox rows, 2 inbox rows), 2 attempts, 1 receipt."""
     message_id = publish_ping()
     deliver_all("orders", message_id=message_id)
-    Message.objects.using("orders").filter(message_id=message_id).update(created_at=ago(40), consumed_at=ago(40))
+    Message.objects.using("orders").filter(message_id=message_id).update(
+        created_at=ago(40), consumed_at=ago(40)
+    )
     record = make_notification(merchant, status="FAILED")
     for _ in range(2):
         make_attempt(record, started_at=ago(40))
@@ -123,8 +140,13 @@ def test_dry_run_counts_per_table_and_deletes_nothing(merchant):
 
     output = purge_history("--older-than", "30d", "--dry-run")
 
-    assert "messages (orders): 2 would go, inbox (notifications): 1, inbox (accounting): 1" in output
-    assert "notification attempts: 2 would go" in output and "bank-notify receipts: 1 would go" in output
+    assert (
+        "messages (orders): 2 would go, inbox (notifications): 1, inbox (accounting): 1" in output
+    )
+    assert (
+        "notification attempts: 2 would go" in output
+        and "bank-notify receipts: 1 would go" in output
+    )
     assert "7 row(s) would go in all" in output
     assert Message.objects.using("orders").count() == 2 and Attempt.objects.count() == 2
     assert BankNotifyReceipt.objects.count() == 1
@@ -146,8 +168,14 @@ def test_it_keeps_what_is_younger_than_asked(merchant):
     assert "0 row(s) deleted in all" in purge_history("--older-than", "41d")
 
 
-@pytest.mark.parametrize("age,problem", [("12h", "younger than the minimum of 1d"), ("0d", "younger than the minimum"),
-                                         ("thirty", "not an age")])
+@pytest.mark.parametrize(
+    "age,problem",
+    [
+        ("12h", "younger than the minimum of 1d"),
+        ("0d", "younger than the minimum"),
+        ("thirty", "not an age"),
+    ],
+)
 def test_an_age_under_a_day_or_unreadable_is_refused(age, problem, merchant):
     old_history(merchant)
 
@@ -161,7 +189,9 @@ def test_the_default_age_is_the_setting(merchant, settings):
     settings.RETENTION_DAYS = 45
     old_history(merchant)
 
-    assert "0 row(s) deleted in all" in purge_history()  # the command reads the setting when it starts
+    assert (
+        "0 row(s) deleted in all" in purge_history()
+    )  # the command reads the setting when it starts
     settings.RETENTION_DAYS = 30
     assert "7 row(s) deleted in all" in purge_history()
 
@@ -173,14 +203,24 @@ def test_beat_purges_every_minute_on_a_queue_of_its_own_that_the_stack_runs(merc
     from paysys.celery import app
     from paysys.core.tasks import purge_history as task
 
-    assert django_settings.CELERY_BEAT_SCHEDULE["paysys.purge_history"] == {"task": "paysys.purge_history", "schedule": 60.0}
+    assert django_settings.CELERY_BEAT_SCHEDULE["paysys.purge_history"] == {
+        "task": "paysys.purge_history",
+        "schedule": 60.0,
+    }
     queue = app.amqp.router.route({}, "paysys.purge_history")["queue"].name
-    assert queue == "maintenance" and queue not in django_settings.SERVICE_QUEUES  # no payment waits behind it
+    assert (
+        queue == "maintenance" and queue not in django_settings.SERVICE_QUEUES
+    )  # no payment waits behind it
     procfile = (django_settings.BASE_DIR / "Procfile").read_text().splitlines()
     assert any(line.startswith("maintenance:") and "-Q maintenance" in line for line in procfile)
     assert " maintenance " in (django_settings.BASE_DIR / "Makefile").read_text()
 
     old_history(merchant)
-    assert task() == {**{f"messages ({alias})": 0 for alias in django_settings.DATABASES}, "messages (orders)": 2,
-                      "inbox (notifications)": 1, "inbox (accounting)": 1, "notification attempts": 2,
-                      "bank-notify receipts": 1}
+    assert task() == {
+        **{f"messages ({alias})": 0 for alias in django_settings.DATABASES},
+        "messages (orders)": 2,
+        "inbox (notifications)": 1,
+        "inbox (accounting)": 1,
+        "notification attempts": 2,
+        "bank-notify receipts": 1,
+    }

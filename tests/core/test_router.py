@@ -22,11 +22,23 @@ EXPECTED_HOME = {
 
 def own_models():
     # shared models (outbox, inbox, TCC barrier: alias None) have a table in every alias
-    return [m for m in apps.get_models() if m._meta.managed and alias_for(m._meta.app_label, m._meta.model_name) is not None]
+    return [
+        m
+        for m in apps.get_models()
+        if m._meta.managed and alias_for(m._meta.app_label, m._meta.model_name) is not None
+    ]
 
 
 def test_every_alias_is_a_service():
-    assert set(settings.DATABASES) == {"default", "orders", "funds", "points", "accounting", "notifications", "sandbox"}
+    assert set(settings.DATABASES) == {
+        "default",
+        "orders",
+        "funds",
+        "points",
+        "accounting",
+        "notifications",
+        "sandbox",
+    }
 
 
 @pytest.mark.parametrize("app_label,alias", sorted(EXPECTED_HOME.items()))
@@ -36,7 +48,9 @@ def test_app_reads_and_writes_in_its_alias(app_label, alias):
 
 
 def test_each_table_exists_only_in_its_own_alias():
-    tables = {alias: set(connections[alias].introspection.table_names()) for alias in settings.DATABASES}
+    tables = {
+        alias: set(connections[alias].introspection.table_names()) for alias in settings.DATABASES
+    }
 
     for model in own_models():
         home = alias_for(model._meta.app_label, model._meta.model_name)

@@ -24,12 +24,18 @@ FULL_STACK_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
 
 
 def embedded_env(var_dir: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in FULL_STACK_VARIABLES and not k.startswith("DATABASE_URL_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in FULL_STACK_VARIABLES and not k.startswith("DATABASE_URL_")
+    }
     env.update({"PAYSYS_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
-def wait_for_log(log: Path, pattern: str, *, process: subprocess.Popen, timeout: float = 60, count: int = 1) -> list[str]:
+def wait_for_log(
+    log: Path, pattern: str, *, process: subprocess.Popen, timeout: float = 60, count: int = 1
+) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -37,7 +43,9 @@ def wait_for_log(log: Path, pattern: str, *, process: subprocess.Popen, timeout:
         if len(found) >= count:
             return found
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no {count}x {pattern!r} (runstack {'exited ' + str(process.returncode) if process.poll() is not None else 'running'}):\n{text[-4000:]}")
+            raise AssertionError(
+                f"no {count}x {pattern!r} (runstack {'exited ' + str(process.returncode) if process.poll() is not None else 'running'}):\n{text[-4000:]}"
+            )
         time.sleep(0.2)
 
 
@@ -67,9 +75,13 @@ def stack(tmp_path):
     def start(*names: str, **env: str) -> subprocess.Popen:
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "manage.py", "runstack", "--no-banner", *names], cwd=settings.BASE_DIR,
-                env=embedded_env(tmp_path / "var", **env), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "manage.py", "runstack", "--no-banner", *names],
+                cwd=settings.BASE_DIR,
+                env=embedded_env(tmp_path / "var", **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         procs.append(process)
         return process
@@ -80,38 +92,56 @@ def stack(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-    for pid in map(int, re.findall(r"started \(pid=(\d+)\)", log.read_text() if log.exists() else "")):
+    for pid in map(
+        int, re.findall(r"started \(pid=(\d+)\)", log.read_text() if log.exists() else "")
+    ):
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
-def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops_everything(stack, tmp_path):
+def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops_everything(
+    stack, tmp_path
+):
     # given: a stack running the orders worker from the Procfile
     runstack = stack("orders", PORT="9001")
-    first_pid = int(wait_for_log(stack.log, r"orders\.1\s+\| started \(pid=(\d+)\)", process=runstack)[0])
+    first_pid = int(
+        wait_for_log(stack.log, r"orders\.1\s+\| started \(pid=(\d+)\)", process=runstack)[0]
+    )
     wait_for_log(stack.log, r"orders@\S+ ready\.", process=runstack)
 
     # when: the worker dies (SIGKILL: no chance to clean up)
     os.kill(first_pid, signal.SIGKILL)
 
     # then: the stack is still up and the worker comes back, ready again
-    wait_for_log(stack.log, r"orders\.1\s+\| exited with code -9; restarting in 1 s", process=runstack)
-    second_pid = int(wait_for_log(stack.log, r"orders\.1\s+\| restarted \(pid=(\d+)\)", process=runstack)[0])
+    wait_for_log(
+        stack.log, r"orders\.1\s+\| exited with code -9; restarting in 1 s", process=runstack
+    )
+    second_pid = int(
+        wait_for_log(stack.log, r"orders\.1\s+\| restarted \(pid=(\d+)\)", process=runstack)[0]
+    )
     wait_for_log(stack.log, r"orders@\S+ ready\.", process=runstack, count=2)
     assert second_pid != first_pid and alive(second_pid) and runstack.poll() is None
 
     # and: a second stack on the same var/ refuses to start, naming the running one
     second = subprocess.run(
-        [sys.executable, "manage.py", "runstack", "--no-banner", "orders"], cwd=settings.BASE_DIR,
-        env=embedded_env(tmp_path / "var"), capture_output=True, text=True, timeout=60,
+        [sys.executable, "manage.py", "runstack", "--no-banner", "orders"],
+        cwd=settings.BASE_DIR,
+        env=embedded_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 1
     assert "already runs" in second.stderr and f"pid {runstack.pid}" in second.stderr, second.stderr
 
     # and: a demo aimed where nothing answers does not start a second stack: it names the command
     demo = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--base-url", f"http://127.0.0.1:{free_port()}"], cwd=settings.BASE_DIR,
-        env=embedded_env(tmp_path / "var"), capture_output=True, text=True, timeout=60,
+        [sys.executable, "manage.py", "demo", "--base-url", f"http://127.0.0.1:{free_port()}"],
+        cwd=settings.BASE_DIR,
+        env=embedded_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert demo.returncode == 1
     assert "already runs" in demo.stderr and "PORT=9001 make demo" in demo.stderr, demo.stderr
@@ -123,7 +153,6 @@ def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops
     assert runstack.wait(timeout=30) == 0
     assert not alive(second_pid)
     assert "stopping every process" in stack.log.read_text()
-
 
     assert StackLock(tmp_path / "var").holder() is None
 

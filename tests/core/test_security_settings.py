@@ -22,13 +22,30 @@ from django.core.exceptions import ImproperlyConfigured
 SETTINGS_FILE = str(settings.BASE_DIR / "paysys" / "settings.py")
 # every variable the settings read that decides what is tested here
 CONTROLLED = {
-    "DEBUG", "DATABASE_URL", "SECRET_KEY", "BANK_SHARED_SECRET", "SANDBOX_ENABLED", "SANDBOX_ALLOW_IN_PRODUCTION",
-    "SANDBOX_BANK_SECRET", "SANDBOX_TOKEN", "BANK_PAY_URL", "BANK_QUERY_URL", "METRICS_TOKEN",
-    "MESSAGING_SERVICE_TOKEN", "SECURE_PROXY_SSL_HEADER", "SECURE_SSL_REDIRECT", "SECURE_HSTS_PRELOAD",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_SECONDS", "ALLOWED_HOSTS",
+    "DEBUG",
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "BANK_SHARED_SECRET",
+    "SANDBOX_ENABLED",
+    "SANDBOX_ALLOW_IN_PRODUCTION",
+    "SANDBOX_BANK_SECRET",
+    "SANDBOX_TOKEN",
+    "BANK_PAY_URL",
+    "BANK_QUERY_URL",
+    "METRICS_TOKEN",
+    "MESSAGING_SERVICE_TOKEN",
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_PRELOAD",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_SECONDS",
+    "ALLOWED_HOSTS",
 }
 # the dev constants the embedded default has always published
-PUBLISHED_DEV_BANK_SECRETS = ["dev-bank-shared-secret", "dev-bank-shared-secret-embedded-default-only"]
+PUBLISHED_DEV_BANK_SECRETS = [
+    "dev-bank-shared-secret",
+    "dev-bank-shared-secret-embedded-default-only",
+]
 
 
 def secret() -> str:
@@ -38,9 +55,13 @@ def secret() -> str:
 def production_env(**extra: str) -> dict[str, str]:
     """What an operator sets for production (docs/operations.md, SECURITY.md)."""
     env = {
-        "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(60), "BANK_SHARED_SECRET": secret(),
-        "ALLOWED_HOSTS": "pay.example.com,testserver", "PUBLIC_BASE_URL": "https://pay.example.com",
-        "BANK_PAY_URL": "https://bank.example.com/pay/", "BANK_QUERY_URL": "https://bank.example.com/payments/",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "BANK_SHARED_SECRET": secret(),
+        "ALLOWED_HOSTS": "pay.example.com,testserver",
+        "PUBLIC_BASE_URL": "https://pay.example.com",
+        "BANK_PAY_URL": "https://bank.example.com/pay/",
+        "BANK_QUERY_URL": "https://bank.example.com/payments/",
         "SECURE_HSTS_PRELOAD": "true",
     }
     env.update(extra)
@@ -64,7 +85,9 @@ FULL_STACK = "mysql://root@127.0.0.1:3306/paysys"
 def test_embedded_default_runs_on_dev_secrets(monkeypatch):
     loaded = load_settings(monkeypatch)
 
-    assert loaded["SECRET_KEY"].startswith("dev-only") and loaded["BANK_SHARED_SECRET"].startswith("dev-")
+    assert loaded["SECRET_KEY"].startswith("dev-only") and loaded["BANK_SHARED_SECRET"].startswith(
+        "dev-"
+    )
     assert loaded["SANDBOX_ENABLED"] is True
 
 
@@ -87,10 +110,22 @@ def test_debug_off_without_a_secret_refuses_to_start_even_embedded(monkeypatch, 
 
 
 @pytest.mark.parametrize(
-    "name", ["SECRET_KEY", "BANK_SHARED_SECRET", "METRICS_TOKEN", "MESSAGING_SERVICE_TOKEN", "SANDBOX_TOKEN"]
+    "name",
+    [
+        "SECRET_KEY",
+        "BANK_SHARED_SECRET",
+        "METRICS_TOKEN",
+        "MESSAGING_SERVICE_TOKEN",
+        "SANDBOX_TOKEN",
+    ],
 )
 def test_secrets_shorter_than_32_characters_are_refused(monkeypatch, name):
-    env = {"DATABASE_URL": FULL_STACK, "SECRET_KEY": secret(), "BANK_SHARED_SECRET": secret(), name: "x" * 31}
+    env = {
+        "DATABASE_URL": FULL_STACK,
+        "SECRET_KEY": secret(),
+        "BANK_SHARED_SECRET": secret(),
+        name: "x" * 31,
+    }
 
     with pytest.raises(ImproperlyConfigured, match=f"{name} is 31 characters long"):
         load_settings(monkeypatch, **env)
@@ -98,16 +133,24 @@ def test_secrets_shorter_than_32_characters_are_refused(monkeypatch, name):
 
 def test_a_secret_key_shorter_than_django_deploy_check_asks_is_refused(monkeypatch):
     # security round 3, item 9: a 48-character SECRET_KEY passed, and `check --deploy` then warned W009
-    env = {"DATABASE_URL": FULL_STACK, "SECRET_KEY": secrets.token_urlsafe(36), "BANK_SHARED_SECRET": secret()}
+    env = {
+        "DATABASE_URL": FULL_STACK,
+        "SECRET_KEY": secrets.token_urlsafe(36),
+        "BANK_SHARED_SECRET": secret(),
+    }
 
-    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is 48 characters long; use at least 50"):
+    with pytest.raises(
+        ImproperlyConfigured, match="SECRET_KEY is 48 characters long; use at least 50"
+    ):
         load_settings(monkeypatch, **env)
 
 
 def test_full_stack_with_secrets_set_uses_them(monkeypatch):
     key, bank = secret(), secret()
 
-    loaded = load_settings(monkeypatch, DATABASE_URL=FULL_STACK, SECRET_KEY=key, BANK_SHARED_SECRET=bank)
+    loaded = load_settings(
+        monkeypatch, DATABASE_URL=FULL_STACK, SECRET_KEY=key, BANK_SHARED_SECRET=bank
+    )
 
     assert (loaded["SECRET_KEY"], loaded["BANK_SHARED_SECRET"]) == (key, bank)
 
@@ -121,7 +164,9 @@ def test_production_settings_leave_the_sandbox_out(monkeypatch):
     assert loaded["SANDBOX_ENABLED"] is False
     assert "paysys.sandbox" not in loaded["INSTALLED_APPS"]  # no models, admin, tasks
     assert "sandbox" not in loaded["SERVICE_QUEUES"]
-    assert not any(entry["task"].startswith("sandbox.") for entry in loaded["CELERY_BEAT_SCHEDULE"].values())
+    assert not any(
+        entry["task"].startswith("sandbox.") for entry in loaded["CELERY_BEAT_SCHEDULE"].values()
+    )
     assert "SANDBOX_BANK_SECRET" not in loaded and "SANDBOX_TOKEN" not in loaded
 
 
@@ -156,21 +201,35 @@ def test_without_the_sandbox_the_real_banks_addresses_must_be_set(monkeypatch):
 def test_https_defaults_with_debug_off(monkeypatch):
     loaded = load_settings(monkeypatch, **production_env())
 
-    assert loaded["SECURE_PROXY_SSL_HEADER"] is None  # trusting it without a proxy lets clients claim HTTPS
-    assert loaded["SECURE_SSL_REDIRECT"] and loaded["SESSION_COOKIE_SECURE"] and loaded["CSRF_COOKIE_SECURE"]
+    assert (
+        loaded["SECURE_PROXY_SSL_HEADER"] is None
+    )  # trusting it without a proxy lets clients claim HTTPS
+    assert (
+        loaded["SECURE_SSL_REDIRECT"]
+        and loaded["SESSION_COOKIE_SECURE"]
+        and loaded["CSRF_COOKIE_SECURE"]
+    )
     assert loaded["SECURE_HSTS_SECONDS"] >= 31_536_000 and loaded["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
 
 
 def test_https_settings_come_from_the_environment(monkeypatch):
     loaded = load_settings(
-        monkeypatch, **production_env(
-            SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https", SECURE_HSTS_PRELOAD="false",
-            SECURE_HSTS_INCLUDE_SUBDOMAINS="false", SECURE_SSL_REDIRECT="false", SECURE_HSTS_SECONDS="60",
-        )
+        monkeypatch,
+        **production_env(
+            SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
+            SECURE_HSTS_PRELOAD="false",
+            SECURE_HSTS_INCLUDE_SUBDOMAINS="false",
+            SECURE_SSL_REDIRECT="false",
+            SECURE_HSTS_SECONDS="60",
+        ),
     )
 
     assert loaded["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
-    assert not (loaded["SECURE_HSTS_PRELOAD"] or loaded["SECURE_HSTS_INCLUDE_SUBDOMAINS"] or loaded["SECURE_SSL_REDIRECT"])
+    assert not (
+        loaded["SECURE_HSTS_PRELOAD"]
+        or loaded["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+        or loaded["SECURE_SSL_REDIRECT"]
+    )
     assert loaded["SECURE_HSTS_SECONDS"] == 60
 
 
@@ -178,10 +237,19 @@ def test_https_settings_come_from_the_environment(monkeypatch):
 
 
 def run_with(env: dict[str, str], *args: str, tmp_path) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in CONTROLLED and not k.startswith("DATABASE_URL")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in CONTROLLED and not k.startswith("DATABASE_URL")
+    }
     full.update(env, DJANGO_SETTINGS_MODULE="paysys.settings", PAYSYS_VAR_DIR=str(tmp_path / "var"))
     return subprocess.run(
-        [sys.executable, *args], cwd=settings.BASE_DIR, env=full, capture_output=True, text=True, timeout=120
+        [sys.executable, *args],
+        cwd=settings.BASE_DIR,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -210,18 +278,34 @@ FORGERY = textwrap.dedent(
 
 
 def test_with_production_settings_the_sandbox_is_404_and_a_forged_notify_fails(tmp_path):
-    result = run_with(production_env(), "-c", FORGERY, json.dumps(PUBLISHED_DEV_BANK_SECRETS), tmp_path=tmp_path)
+    result = run_with(
+        production_env(), "-c", FORGERY, json.dumps(PUBLISHED_DEV_BANK_SECRETS), tmp_path=tmp_path
+    )
 
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     # no pay link to pay, no signed query answer to replay, no release, no admin page
     assert (seen["query"], seen["pay"], seen["release"]) == (404, 404, 404)
-    assert seen["admin"] in (302, 404)  # the admin asks for a login; the sandbox's page is not there either
-    assert seen["forged"] == [401, 401]  # the published dev secrets sign nothing the platform trusts
+    assert seen["admin"] in (
+        302,
+        404,
+    )  # the admin asks for a login; the sandbox's page is not there either
+    assert seen["forged"] == [
+        401,
+        401,
+    ]  # the published dev secrets sign nothing the platform trusts
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
-    result = run_with(production_env(), "manage.py", "check", "--deploy", "--fail-level", "WARNING", tmp_path=tmp_path)
+    result = run_with(
+        production_env(),
+        "manage.py",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        tmp_path=tmp_path,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -16,10 +16,10 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
-from pathlib import Path
 
 from paysys.core.serving import BufferedWSGI
 from tests.core.test_embedded_smoke import free_port, processes, wait_for  # noqa: F401 - fixture
@@ -32,9 +32,15 @@ PER_ADDRESS = 40
 @pytest.fixture
 def server(processes):
     port = free_port()
-    env = {**processes.env, "PORT": str(port), "WEB_WORKERS": "1", "WEB_THREADS": "2",
-           "WEB_READ_TIMEOUT": str(READ_TIMEOUT), "WEB_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
-           "WEB_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS)}
+    env = {
+        **processes.env,
+        "PORT": str(port),
+        "WEB_WORKERS": "1",
+        "WEB_THREADS": "2",
+        "WEB_READ_TIMEOUT": str(READ_TIMEOUT),
+        "WEB_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
+        "WEB_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
+    }
     processes.start("web", "manage.py", "serve", env=env)
     base = f"http://127.0.0.1:{port}"
 
@@ -50,8 +56,10 @@ def server(processes):
 
 def slow_client(port: int, body_sent: bytes = b"") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n" + body_sent)
+    sock.sendall(
+        b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + body_sent
+    )
     return sock
 
 
@@ -75,13 +83,19 @@ def test_slow_body_clients_hold_no_thread_and_get_a_408_at_their_deadline(server
         # when: anyone else calls, several times, while they hang
         started = time.monotonic()
         answers = [requests.get(f"{base}/api/v1/orders", timeout=5) for _ in range(5)]
-        notify = requests.post(f"{base}/gateway/bank/notify", data=b"{}", headers={"Content-Type": "application/json"},
-                               timeout=5)
+        notify = requests.post(
+            f"{base}/gateway/bank/notify",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        )
         elapsed = time.monotonic() - started
 
         # then: they are answered at once (no 503, no wait), the bank's notify path included
         assert [r.status_code for r in answers] == [401] * 5
-        assert notify.status_code == 401 and notify.json()["error"]  # unsigned: refused, but answered
+        assert (
+            notify.status_code == 401 and notify.json()["error"]
+        )  # unsigned: refused, but answered
         assert elapsed < 2.5, f"other requests waited {elapsed:.1f} s behind slow clients"
 
         # and: each slow client is answered 408 JSON when its body deadline passes, not before
@@ -97,7 +111,9 @@ def test_a_trickled_body_gets_one_deadline_not_one_per_byte(server):
     sock = slow_client(port, b"{")
     started = time.monotonic()
     try:
-        for _ in range(int(READ_TIMEOUT * 4)):  # one byte every 0.5 s: each arrives well within any per-read timeout
+        for _ in range(
+            int(READ_TIMEOUT * 4)
+        ):  # one byte every 0.5 s: each arrives well within any per-read timeout
             time.sleep(0.5)
             try:
                 sock.sendall(b" ")
@@ -115,7 +131,9 @@ def test_a_declared_body_over_the_limit_is_a_413_before_any_byte_is_read(server)
     port, _ = server
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n")
+        sock.sendall(
+            b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n"
+        )
         status, elapsed = read_status(sock)
     finally:
         sock.close()
@@ -139,10 +157,21 @@ def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int,
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/x", "query_string": b"a=1", "http_version": "1.1",
-                 "headers": [(b"content-type", b"application/json"), (b"x_forwarded_for", b"6.6.6.6"),
-                             (b"x-forwarded-for", b"1.2.3.4")],
-                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "scheme": "http"}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/x",
+            "query_string": b"a=1",
+            "http_version": "1.1",
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"x_forwarded_for", b"6.6.6.6"),
+                (b"x-forwarded-for", b"1.2.3.4"),
+            ],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+            "scheme": "http",
+        }
         await app(scope, receive, send)
         return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
@@ -157,13 +186,22 @@ def test_a_request_finding_no_thread_free_is_a_503_busy_with_retry_after():
     seen = []
 
     def slow_wsgi(environ, start_response):
-        seen.append((environ["wsgi.input"].read(), environ.get("HTTP_X_FORWARDED_FOR"), environ["QUERY_STRING"]))
+        seen.append(
+            (
+                environ["wsgi.input"].read(),
+                environ.get("HTTP_X_FORWARDED_FOR"),
+                environ["QUERY_STRING"],
+            )
+        )
         release.wait(5)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"done"]
 
     app = BufferedWSGI(slow_wsgi, threads=1, queue_seconds=0.3, read_timeout=5, max_body=100)
-    body = [{"type": "http.request", "body": b'{"a":', "more_body": True}, {"type": "http.request", "body": b"1}"}]
+    body = [
+        {"type": "http.request", "body": b'{"a":', "more_body": True},
+        {"type": "http.request", "body": b"1}"},
+    ]
     threading.Timer(1.0, release.set).start()
 
     first, second = run_requests(app, [body, body])
@@ -177,8 +215,13 @@ def test_a_request_finding_no_thread_free_is_a_503_busy_with_retry_after():
 
 
 def test_a_body_growing_past_the_limit_without_a_declared_length_is_a_413():
-    app = BufferedWSGI(lambda e, s: pytest.fail("must not reach Django"), threads=1, queue_seconds=1, read_timeout=5,
-                       max_body=10)
+    app = BufferedWSGI(
+        lambda e, s: pytest.fail("must not reach Django"),
+        threads=1,
+        queue_seconds=1,
+        read_timeout=5,
+        max_body=10,
+    )
     chunks = [{"type": "http.request", "body": b"x" * 6, "more_body": True}] * 3
 
     [(status, _, body)] = run_requests(app, [chunks])
@@ -268,8 +311,14 @@ def test_a_request_head_over_the_limit_is_refused_and_costs_the_server_nothing(s
 def test_repeated_headers_are_joined_once_on_the_thread_not_on_the_loop():
     from paysys.core.serving import wsgi_environ
 
-    scope = {"method": "GET", "path": "/", "query_string": b"", "http_version": "1.1",
-             "headers": [(b"x-a", b"a" * 100)] * 100 + [(b"accept", b"text/html"), (b"accept", b"application/json")]}
+    scope = {
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "http_version": "1.1",
+        "headers": [(b"x-a", b"a" * 100)] * 100
+        + [(b"accept", b"text/html"), (b"accept", b"application/json")],
+    }
     started = time.process_time()
 
     environ = wsgi_environ(scope, b"")
@@ -322,7 +371,11 @@ def test_a_connection_that_never_completes_its_head_is_closed_at_the_head_deadli
             trickling.sendall(b"X")  # one byte every 0.5 s: each well within any per-read timeout
             time.sleep(0.5)
 
-        assert _closed_within(silent, 2) and _closed_within(trickling, 2) and _closed_within(after_a_response, 2)
+        assert (
+            _closed_within(silent, 2)
+            and _closed_within(trickling, 2)
+            and _closed_within(after_a_response, 2)
+        )
         assert time.monotonic() - started < HEAD_TIMEOUT + 4
     finally:
         for sock in (silent, trickling, after_a_response):
@@ -338,7 +391,9 @@ def test_one_address_cannot_hold_more_than_its_share_of_connections(server):
         assert _closed_within(extra, 2)  # closed at once: over this address' share
         extra.close()
         # another client address is served meanwhile
-        other = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+        other = socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+        )
         other.sendall(b"GET /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_status(other)[0] == 404
         other.close()
@@ -351,8 +406,11 @@ def test_a_chunked_request_body_is_refused_before_its_chunks_are_parsed(server):
     port, _ = server
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        sock.sendall(b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     + b"1\r\na\r\n" * 20_000 + b"0\r\n\r\n")
+        sock.sendall(
+            b"POST /gateway/bank/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\na\r\n" * 20_000
+            + b"0\r\n\r\n"
+        )
         status, elapsed = read_status(sock)
     except OSError:
         status, elapsed = 400, 0.0  # refused and closed while the chunks were still being sent

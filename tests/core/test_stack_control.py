@@ -66,8 +66,13 @@ def test_a_stopped_process_stays_stopped_until_started(running):
     assert not alive(first)
     # the supervisor restarts an exited process after 1 s; a stopped one it leaves alone
     with pytest.raises(AssertionError):
-        wait_for(lambda: running.child("funds").process.poll() is None, timeout=2.5, what="a restart")
-    assert "funds" in stack("status") and "stopped" in stack("status").split("funds", 1)[1].splitlines()[0]
+        wait_for(
+            lambda: running.child("funds").process.poll() is None, timeout=2.5, what="a restart"
+        )
+    assert (
+        "funds" in stack("status")
+        and "stopped" in stack("status").split("funds", 1)[1].splitlines()[0]
+    )
     assert alive(running.child("points").process.pid)  # the rest runs on
 
     assert "funds started" in stack("start", "funds")
@@ -82,14 +87,24 @@ def test_a_killed_process_is_restarted(running):
 
     assert "points killed" in stack("kill", "points")
 
-    wait_for(lambda: running.child("points").process.pid != first and alive(running.child("points").process.pid),
-             timeout=10, what="points to be restarted")
+    wait_for(
+        lambda: (
+            running.child("points").process.pid != first
+            and alive(running.child("points").process.pid)
+        ),
+        timeout=10,
+        what="points to be restarted",
+    )
     assert not alive(first)
 
 
 def test_a_cut_database_answers_no_other_process_until_restored(running, wal_db):
-    reader = [sys.executable, "-c", f"import sqlite3; print(sqlite3.connect({str(wal_db)!r}, timeout=30)"
-                                    ".execute('SELECT count(*) FROM t').fetchone()[0])"]
+    reader = [
+        sys.executable,
+        "-c",
+        f"import sqlite3; print(sqlite3.connect({str(wal_db)!r}, timeout=30)"
+        ".execute('SELECT count(*) FROM t').fetchone()[0])",
+    ]
     assert "locked" in stack("cut", "funds")
     assert "CUT" in stack("status")
 
@@ -121,7 +136,9 @@ def test_a_closed_proxy_refuses_connections_and_restore_reopens_it():
 def test_unknown_names_and_missing_stacks_are_refused_with_what_to_do(running, tmp_path, settings):
     with pytest.raises(CommandError, match="no process 'nope'.*there: funds, points"):
         stack("stop", "nope")
-    with pytest.raises(CommandError, match="cannot cut 'points'; services this stack can cut: funds"):
+    with pytest.raises(
+        CommandError, match="cannot cut 'points'; services this stack can cut: funds"
+    ):
         stack("cut", "points")
     with pytest.raises(CommandError, match="needs a name"):
         stack("kill")

@@ -21,7 +21,9 @@ Status = GlobalTransaction.Status
 
 
 def _gtx(key: str) -> GlobalTransaction:
-    return GlobalTransaction.objects.create(xid=key, name="t", business_key=key, deadline=timezone.now())
+    return GlobalTransaction.objects.create(
+        xid=key, name="t", business_key=key, deadline=timezone.now()
+    )
 
 
 def _platform_sources():
@@ -38,36 +40,58 @@ def _status_changes_outside_the_mechanism(source: str) -> list[int]:
     that sets one."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("update", "bulk_update"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("update", "bulk_update")
+        ):
             named = {k.arg for k in node.keywords} | {
-                a.value for arg in node.args if isinstance(arg, (ast.List, ast.Tuple)) for a in arg.elts if isinstance(a, ast.Constant)
+                a.value
+                for arg in node.args
+                if isinstance(arg, (ast.List, ast.Tuple))
+                for a in arg.elts
+                if isinstance(a, ast.Constant)
             }
             if named & STATUS_NAMES:
                 lines.append(node.lineno)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             saves = any(isinstance(n, ast.Attribute) and n.attr == "save" for n in ast.walk(node))
             for n in ast.walk(node):
-                if saves and isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and n.attr in STATUS_NAMES:
+                if (
+                    saves
+                    and isinstance(n, ast.Attribute)
+                    and isinstance(n.ctx, ast.Store)
+                    and n.attr in STATUS_NAMES
+                ):
                     lines.append(n.lineno)
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if re.search(r"\bUPDATE\b[^;]*\bSET\b[^;]*\b(status|state)\s*=", node.value, re.IGNORECASE):
+            if re.search(
+                r"\bUPDATE\b[^;]*\bSET\b[^;]*\b(status|state)\s*=", node.value, re.IGNORECASE
+            ):
                 lines.append(node.lineno)
     return sorted(set(lines))
 
 
 def test_every_status_change_goes_through_transition():
-    outside = {path: lines for path, source in _platform_sources() if (lines := _status_changes_outside_the_mechanism(source))}
+    outside = {
+        path: lines
+        for path, source in _platform_sources()
+        if (lines := _status_changes_outside_the_mechanism(source))
+    }
 
     assert outside == {}
 
 
-@pytest.mark.parametrize("code", [
-    "Order.objects.filter(pk=1).update(status='PAYING')",
-    "changes.update(status=Status.FAILED)",
-    "Refund.objects.bulk_update(rows, ['status', 'updated_at'])",
-    "def f(order):\n    order.status = 'PAYING'\n    order.save()",
-    "cursor.execute('UPDATE orders_order SET paid_at = %s, status = %s WHERE id = %s')",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "Order.objects.filter(pk=1).update(status='PAYING')",
+        "changes.update(status=Status.FAILED)",
+        "Refund.objects.bulk_update(rows, ['status', 'updated_at'])",
+        "def f(order):\n    order.status = 'PAYING'\n    order.save()",
+        "cursor.execute('UPDATE orders_order SET paid_at = %s, status = %s WHERE id = %s')",
+    ],
+)
 def test_the_scan_sees_a_status_changed_around_the_mechanism(code):
     assert _status_changes_outside_the_mechanism(code)
 
@@ -84,7 +108,9 @@ def test_sources_are_read_from_the_table():
 
 
 def test_an_illegal_move_is_refused():
-    with pytest.raises(IllegalTransition, match="^global transaction cannot move from CONFIRMED to CANCELLING$"):
+    with pytest.raises(
+        IllegalTransition, match="^global transaction cannot move from CONFIRMED to CANCELLING$"
+    ):
         check_transition(GlobalTransaction, Status.CONFIRMED, Status.CANCELLING)
 
 
@@ -93,7 +119,9 @@ def test_an_illegal_move_changes_no_row():
     gtx = _gtx("illegal")
     GlobalTransaction.objects.filter(pk=gtx.pk).transition(Status.CANCELLING)
 
-    moved = GlobalTransaction.objects.filter(pk=gtx.pk).transition(Status.CONFIRMING, last_error="late")
+    moved = GlobalTransaction.objects.filter(pk=gtx.pk).transition(
+        Status.CONFIRMING, last_error="late"
+    )
 
     assert moved == 0
     gtx.refresh_from_db()
@@ -104,7 +132,9 @@ def test_an_illegal_move_changes_no_row():
 def test_a_status_never_changes_by_update():
     gtx = _gtx("update")
 
-    with pytest.raises(TypeError, match=r"^a global transaction's status changes only through transition\(\)$"):
+    with pytest.raises(
+        TypeError, match=r"^a global transaction's status changes only through transition\(\)$"
+    ):
         GlobalTransaction.objects.filter(pk=gtx.pk).update(status=Status.CONFIRMING)
 
 

@@ -13,7 +13,11 @@ def test_healthz(client, every_worker_alive):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "databases": {alias: "ok" for alias in settings.DATABASES}, "workers": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "databases": {alias: "ok" for alias in settings.DATABASES},
+        "workers": "ok",
+    }
 
 
 def test_healthz_is_degraded_but_answers_200_while_a_worker_is_dead(client, every_worker_alive):
@@ -26,7 +30,11 @@ def test_healthz_is_degraded_but_answers_200_while_a_worker_is_dead(client, ever
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"
     assert response.json()["workers"] == "degraded"
-    assert set(response.json()) == {"status", "databases", "workers"}  # which one: /healthz/detail, for staff
+    assert set(response.json()) == {
+        "status",
+        "databases",
+        "workers",
+    }  # which one: /healthz/detail, for staff
 
 
 def test_healthz_names_the_database_that_does_not_answer(client, monkeypatch):
@@ -43,8 +51,9 @@ def test_healthz_names_the_database_that_does_not_answer(client, monkeypatch):
     assert response.json()["databases"]["orders"] == "ok"
 
 
-def test_healthz_asks_the_databases_at_most_once_per_cache_period(client, settings, monkeypatch,
-                                                                  django_assert_max_num_queries):
+def test_healthz_asks_the_databases_at_most_once_per_cache_period(
+    client, settings, monkeypatch, django_assert_max_num_queries
+):
     from paysys.core import views
 
     monkeypatch.setattr(views, "_last_check", (float("-inf"), {}))  # no verdict of an earlier test

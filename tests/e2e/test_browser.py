@@ -33,7 +33,9 @@ from django.core.management import call_command
 from tests.core.test_runstack import alive, embedded_env
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SCREENSHOTS = Path(settings.VAR_DIR) / "e2e-screenshots"  # then a folder per mode: full-stack/, embedded/
+SCREENSHOTS = (
+    Path(settings.VAR_DIR) / "e2e-screenshots"
+)  # then a folder per mode: full-stack/, embedded/
 ADMIN_USER, ADMIN_PASSWORD = "operator", "e2e-operator-pw-7431"
 E2E_REDIS_DB = int(os.environ.get("PAYSYS_FAULT_REDIS_DB", "9"))  # the fault tests' own database
 WAIT = 90  # seconds for anything asynchronous (a loaded 2-core CI machine)
@@ -44,7 +46,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(databases="__all__")]
 
 
 def full_stack() -> bool:
-    return settings.DATABASES["default"]["ENGINE"].endswith("mysql") and settings.CELERY_BROKER_URL.startswith("redis")
+    return settings.DATABASES["default"]["ENGINE"].endswith(
+        "mysql"
+    ) and settings.CELERY_BROKER_URL.startswith("redis")
 
 
 def free_port() -> int:
@@ -89,19 +93,38 @@ class LiveStack:
         return http
 
     def create_order(self, merchant_order_no: str, amount: int = 1999) -> dict:
-        response = self.api().post(f"{self.base}/api/v1/orders", json={
-            "merchant_order_no": merchant_order_no, "amount": amount, "currency": "CNY", "subject": "Green tea",
-            "payer_id": self.payer_id}, timeout=10)
+        response = self.api().post(
+            f"{self.base}/api/v1/orders",
+            json={
+                "merchant_order_no": merchant_order_no,
+                "amount": amount,
+                "currency": "CNY",
+                "subject": "Green tea",
+                "payer_id": self.payer_id,
+            },
+            timeout=10,
+        )
         assert response.status_code == 201, response.text
         return response.json()
 
     def order_status(self, merchant_order_no: str) -> str:
-        return self.api().get(f"{self.base}/api/v1/orders/{merchant_order_no}", timeout=10).json()["status"]
+        return (
+            self.api()
+            .get(f"{self.base}/api/v1/orders/{merchant_order_no}", timeout=10)
+            .json()["status"]
+        )
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         with open(self.log.with_name(f"{name}.log"), "ab") as out:
-            process = subprocess.Popen([sys.executable, *args], cwd=settings.BASE_DIR, env=self.env, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=settings.BASE_DIR,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
@@ -110,8 +133,14 @@ class LiveStack:
 
 
 def manage(env: dict, *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -120,18 +149,26 @@ def manage(env: dict, *args: str) -> str:
 def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
     """Every process of the stack but the accounting worker (started later by the test that needs it)."""
     if not (CHROMIUM and CHROMEDRIVER):
-        reason = "browser tests need Chromium: apt-get install chromium chromium-driver (.ci/run does)"
+        reason = (
+            "browser tests need Chromium: apt-get install chromium chromium-driver (.ci/run does)"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("e2e")
-    logs = Path(settings.VAR_DIR) / "e2e-logs" / ("full-stack" if full_stack() else "embedded")  # CI artifacts too
+    logs = (
+        Path(settings.VAR_DIR) / "e2e-logs" / ("full-stack" if full_stack() else "embedded")
+    )  # CI artifacts too
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    common = {"PORT": str(port), "PUBLIC_BASE_URL": base, "PYTHONUNBUFFERED": "1",
-              "MESSAGE_RESEND_SCHEDULE": "0,1,1"}  # a message no worker takes is DEAD within seconds
+    common = {
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": base,
+        "PYTHONUNBUFFERED": "1",
+        "MESSAGE_RESEND_SCHEDULE": "0,1,1",
+    }  # a message no worker takes is DEAD within seconds
     redis_client = None
     if full_stack():
         import redis
@@ -142,17 +179,46 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
         redis_client = redis.Redis.from_url(broker)
         redis_client.flushdb()
         env = service_env(broker, PAYSYS_VAR_DIR=str(tmp / "var"), **common)  # the test schemas
-        with django_db_blocker.unblock():  # committed: an earlier test's flush may have emptied the chart
+        with (
+            django_db_blocker.unblock()
+        ):  # committed: an earlier test's flush may have emptied the chart
             from accounting.services import chart_of_accounts_seed
 
             chart_of_accounts_seed()
     else:
         env = embedded_env(tmp / "var", **common)
         manage(env, "migrate_all")
-    manage({**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}, "createsuperuser", "--noinput",
-           "--username", ADMIN_USER, "--email", "operator@example.com")
-    merchant = json.loads(manage(env, "create_merchant", "--name", "E2E Shop", "--notify-url", "https://shop.example/n", "--json"))
-    payer = json.loads(manage(env, "create_payer", "--name", "E2E Payer", "--merchant", str(merchant["merchant_id"]), "--json"))
+    manage(
+        {**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        ADMIN_USER,
+        "--email",
+        "operator@example.com",
+    )
+    merchant = json.loads(
+        manage(
+            env,
+            "create_merchant",
+            "--name",
+            "E2E Shop",
+            "--notify-url",
+            "https://shop.example/n",
+            "--json",
+        )
+    )
+    payer = json.loads(
+        manage(
+            env,
+            "create_payer",
+            "--name",
+            "E2E Payer",
+            "--merchant",
+            str(merchant["merchant_id"]),
+            "--json",
+        )
+    )
 
     names = [n for n in ("web", *settings.SERVICE_QUEUES, "beat") if n != "accounting"]
     live = LiveStack(base, env, logs / "runstack.log", merchant["api_key"], payer["payer_id"], [])
@@ -164,7 +230,11 @@ def stack(request, tmp_path_factory, django_db_setup, django_db_blocker):
             healthy = requests.get(f"{base}/healthz", timeout=2).status_code == 200
         except requests.ConnectionError:
             return False
-        return healthy and len(re.findall(r"@\S+ ready\.", live.log.read_text(errors="replace"))) >= len(names) - 2
+        return (
+            healthy
+            and len(re.findall(r"@\S+ ready\.", live.log.read_text(errors="replace")))
+            >= len(names) - 2
+        )
 
     wait_until(up, "the stack to answer /healthz with its workers ready")
     yield live
@@ -193,11 +263,20 @@ def browser(stack, request):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                 "--disable-sync", "--disable-default-apps", "--window-size=1280,1000",
-                 # offline: every host but this machine is unresolvable
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--window-size=1280,1000",
+        # offline: every host but this machine is unresolvable
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
@@ -248,11 +327,15 @@ def test_a_payer_clicks_pay_and_the_order_becomes_success(stack, browser):
     browser.shot("paid")
 
     # then: the bank notifies, the order is completed
-    wait_until(lambda: stack.order_status("e2e-pay-1") == "SUCCESS", f"order SUCCESS\n{stack.log_tail()}")
+    wait_until(
+        lambda: stack.order_status("e2e-pay-1") == "SUCCESS", f"order SUCCESS\n{stack.log_tail()}"
+    )
 
     # and: the pay page now says so, with no button
     browser.get(order["pay_url"])
-    assert browser.find_elements(By.ID, "already-paid") and not browser.find_elements(By.TAG_NAME, "form")
+    assert browser.find_elements(By.ID, "already-paid") and not browser.find_elements(
+        By.TAG_NAME, "form"
+    )
     browser.shot("already-paid")
 
 
@@ -270,7 +353,10 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
 
     def this_orders_dead_message() -> str | None:
         browser.get(dead_list)
-        links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")]
+        links = [
+            a.get_attribute("href")
+            for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")
+        ]
         for href in links:  # another test's order may have a DEAD message too: the payload tells
             browser.get(href)
             if order["out_trade_no"] in text_of(browser):
@@ -278,21 +364,48 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
                 return href
         return None
 
-    detail = wait_until(this_orders_dead_message, "the order's order.paid message to go DEAD", interval=2)
+    detail = wait_until(
+        this_orders_dead_message, "the order's order.paid message to go DEAD", interval=2
+    )
     browser.shot("dead-messages")
 
     # and: the accounting worker is back (its queue emptied of the sends that went unanswered)
-    subprocess.run([sys.executable, "-m", "celery", "-A", "paysys", "purge", "-f", "-Q", "accounting"],
-                   cwd=settings.BASE_DIR, env=stack.env, capture_output=True, timeout=60, check=True)
-    worker = stack.start("accounting", "-m", "celery", "-A", "paysys", "worker", "-Q", "accounting", "-n",
-                         f"e2e-accounting-{os.getpid()}@%h", "--concurrency=1", "--without-gossip", "--without-mingle",
-                         "--loglevel=INFO")
-    wait_until(lambda: b" ready." in stack.log.with_name("accounting.log").read_bytes(), "the accounting worker")
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "paysys", "purge", "-f", "-Q", "accounting"],
+        cwd=settings.BASE_DIR,
+        env=stack.env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    worker = stack.start(
+        "accounting",
+        "-m",
+        "celery",
+        "-A",
+        "paysys",
+        "worker",
+        "-Q",
+        "accounting",
+        "-n",
+        f"e2e-accounting-{os.getpid()}@%h",
+        "--concurrency=1",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    )
+    wait_until(
+        lambda: b" ready." in stack.log.with_name("accounting.log").read_bytes(),
+        "the accounting worker",
+    )
     assert worker.poll() is None
 
     # when: the operator opens the message and clicks Resend
     browser.get(detail)
-    wait_until(lambda: browser.find_elements(By.ID, "resend-form"), "the message page with its Resend button")
+    wait_until(
+        lambda: browser.find_elements(By.ID, "resend-form"),
+        "the message page with its Resend button",
+    )
     assert "Dead" in browser.find_element(By.CSS_SELECTOR, ".field-status").text
     browser.shot("message-detail")
     browser.find_element(By.CSS_SELECTOR, "#resend-form button").click()
@@ -308,7 +421,10 @@ def test_an_operator_resends_a_dead_message_from_admin_and_it_is_consumed(stack,
 
     # and: the order is booked; its voucher is found by the merchant's order number
     browser.get(f"{stack.base}/admin/accounting/voucher/?q=e2e-dead-1")
-    rows = [(a.text, a.get_attribute("href")) for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")]
+    rows = [
+        (a.text, a.get_attribute("href"))
+        for a in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr th a")
+    ]
     assert [text for text, _ in rows] == [f"order.paid:{order['out_trade_no']}"]
     browser.get(rows[0][1])
     assert "Merchant payable" in text_of(browser)
@@ -321,7 +437,9 @@ def test_api_docs_render_the_operations_offline(stack, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{stack.base}/api/docs/")
-    operations = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock"), "Swagger UI's operations")
+    operations = wait_until(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock"), "Swagger UI's operations"
+    )
     browser.shot("api-docs")
 
     text = text_of(browser)
@@ -350,23 +468,39 @@ def test_an_operator_sees_the_overview_and_traces_a_payment(stack, browser):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#charts figure.chart svg")) == 3
     # and: a number links to the list that explains it
     browser.find_element(By.CSS_SELECTOR, "#needs-human a").click()
-    wait_until(lambda: "TCC" in browser.title or "transaction" in browser.title.lower(), "the TCC transaction list")
+    wait_until(
+        lambda: "TCC" in browser.title or "transaction" in browser.title.lower(),
+        "the TCC transaction list",
+    )
     browser.shot("needs-human-list")
 
     # when: the operator traces the order by the merchant's order number
     browser.get(f"{stack.base}/admin/")
     browser.find_element(By.ID, "trace-q").send_keys("e2e-trace-1")
     browser.find_element(By.CSS_SELECTOR, "#trace-form input[type=submit]").click()
-    trace = wait_until(lambda: browser.find_elements(By.ID, f"trace-{order['out_trade_no']}"), "the trace")[0]
+    trace = wait_until(
+        lambda: browser.find_elements(By.ID, f"trace-{order['out_trade_no']}"), "the trace"
+    )[0]
     browser.shot("trace")
 
     # then: every step from the bank's notify to the merchant's notification, in time order, each a link
     text = trace.text
-    for step in ("order created", "bank notify received", "bank notify stored", "TCC complete_order attempt 1 begun",
-                 "branch funds.credit CONFIRMED", "TCC CONFIRMED", "payer paid (bank, paid_at)", "message order.paid"):
+    for step in (
+        "order created",
+        "bank notify received",
+        "bank notify stored",
+        "TCC complete_order attempt 1 begun",
+        "branch funds.credit CONFIRMED",
+        "TCC CONFIRMED",
+        "payer paid (bank, paid_at)",
+        "message order.paid",
+    ):
         assert step in text, (step, text)
     browser.find_element(By.LINK_TEXT, "TCC CONFIRMED").click()
-    wait_until(lambda: "CONFIRMED" in text_of(browser) and "branches" in text_of(browser).lower(), "the TCC transaction page")
+    wait_until(
+        lambda: "CONFIRMED" in text_of(browser) and "branches" in text_of(browser).lower(),
+        "the TCC transaction page",
+    )
     browser.shot("trace-tcc")
 
 
@@ -387,10 +521,16 @@ def test_an_operator_sees_a_service_taken_down_by_hand_and_back(stack, browser):
     log_in(stack, browser)
     manage(stack.env, "stack", "stop", "funds")
     try:
-        wait_until(lambda: "funds: dead" in funds_row(), "the overview to show the funds worker dead")
+        wait_until(
+            lambda: "funds: dead" in funds_row(), "the overview to show the funds worker dead"
+        )
         assert "Degraded" in browser.find_element(By.ID, "verdict").text
         browser.shot("funds-down")
     finally:
         manage(stack.env, "stack", "start", "funds")
-    wait_until(lambda: "funds: alive" in funds_row(), "the overview to show the funds worker alive again", timeout=90)
+    wait_until(
+        lambda: "funds: alive" in funds_row(),
+        "the overview to show the funds worker alive again",
+        timeout=90,
+    )
     browser.shot("funds-back")

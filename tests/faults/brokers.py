@@ -44,7 +44,9 @@ def lose_everything(url: str) -> None:
     from kombu import Connection
 
     vhost = urlsplit(url).path.lstrip("/")
-    names = _rabbitmqctl("list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name").split()
+    names = _rabbitmqctl(
+        "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name"
+    ).split()
     with Connection(url) as connection:
         channel = connection.channel()
         for name in names:
@@ -60,11 +62,17 @@ def through_port(url: str, port: int) -> str:
     """``url`` pointed at another port on the same host (a proxy in front of the broker)."""
     parts = urlsplit(url)
     credentials = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{credentials + '@' if credentials else ''}{parts.hostname}:{port}"))
+    return urlunsplit(
+        parts._replace(netloc=f"{credentials + '@' if credentials else ''}{parts.hostname}:{port}")
+    )
 
 
 def _rabbitmqctl(*args: str) -> str:
     if not shutil.which("rabbitmqctl"):
-        raise RuntimeError("the fault tests on RabbitMQ need rabbitmqctl (Debian package rabbitmq-server) to make "
-                           "their own virtual host; or run them on Redis: CELERY_BROKER_URL=redis://127.0.0.1:6379/0")
-    return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=60).stdout
+        raise RuntimeError(
+            "the fault tests on RabbitMQ need rabbitmqctl (Debian package rabbitmq-server) to make "
+            "their own virtual host; or run them on Redis: CELERY_BROKER_URL=redis://127.0.0.1:6379/0"
+        )
+    return subprocess.run(
+        ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=60
+    ).stdout

@@ -17,7 +17,9 @@ FAULT_REDIS_DB = int(os.environ.get("PAYSYS_FAULT_REDIS_DB", "9"))
 
 
 def _full_stack() -> bool:
-    return settings.DATABASES["default"]["ENGINE"].endswith("mysql") and brokers.is_supported(settings.CELERY_BROKER_URL)
+    return settings.DATABASES["default"]["ENGINE"].endswith("mysql") and brokers.is_supported(
+        settings.CELERY_BROKER_URL
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +67,13 @@ def workers(broker_url, tmp_path):
     variables (``workers("core", TCC_TRY_TIMEOUT="5")``); all are killed at teardown."""
     started: list[Worker] = []
 
-    def start(queues: str, *, ports: dict[str, int] | None = None, name: str | None = None, **settings: str) -> Worker:
+    def start(
+        queues: str,
+        *,
+        ports: dict[str, int] | None = None,
+        name: str | None = None,
+        **settings: str,
+    ) -> Worker:
         env = service_env(broker_url, ports=ports, MESSAGE_RESEND_SCHEDULE="0,1,1,1,1", **settings)
         worker = Worker(name or queues.replace(",", "-"), queues, env, tmp_path)
         started.append(worker)

@@ -33,7 +33,9 @@ def with_redis_db(url: str, db: int) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
 
 
-def service_env(broker_url: str, *, ports: dict[str, int] | None = None, **extra: str) -> dict[str, str]:
+def service_env(
+    broker_url: str, *, ports: dict[str, int] | None = None, **extra: str
+) -> dict[str, str]:
     """Environment for a worker subprocess: every alias on this test run's databases (optionally
     through a proxy port), the test broker, and ``extra`` settings."""
     env = dict(os.environ)
@@ -58,30 +60,57 @@ class Worker:
         self.log_path = log_dir / f"worker-{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", self.queues,
-                "-n", f"{self.name}-{os.getpid()}@%h", "--concurrency=1", "--pool=prefork",
-                "--without-gossip", "--without-mingle", "--loglevel=INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "paysys",
+                "worker",
+                "-Q",
+                self.queues,
+                "-n",
+                f"{self.name}-{os.getpid()}@%h",
+                "--concurrency=1",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
             ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        wait_for(lambda: self._ready(offset), timeout=60, what=f"worker {self.name} to be ready (log: {self.log_path})")
+        wait_for(
+            lambda: self._ready(offset),
+            timeout=60,
+            what=f"worker {self.name} to be ready (log: {self.log_path})",
+        )
         return self
 
     def _ready(self, offset: int) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-        return b" ready." in self.log_path.read_bytes()[offset:] or b"ready." in self.log_path.read_bytes()
+            raise AssertionError(
+                f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()}"
+            )
+        return (
+            b" ready." in self.log_path.read_bytes()[offset:]
+            or b"ready." in self.log_path.read_bytes()
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def child_pids(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
         return [int(p) for p in out.stdout.split()]
 
     def kill_child(self) -> int:

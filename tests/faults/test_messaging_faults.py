@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import order_create
-from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.messaging import outbox, recovery, tasks
 from paysys.messaging.models import InboxEntry, Message
 from tests.faults import brokers
@@ -34,7 +34,12 @@ pytestmark = [pytest.mark.fault, pytest.mark.django_db(databases="__all__", tran
 @pytest.fixture
 def order(merchant, payer):
     order, _ = order_create(
-        merchant=merchant, merchant_order_no="F-1", amount=1234, currency="CNY", subject="fault", payer_id=payer.pk
+        merchant=merchant,
+        merchant_order_no="F-1",
+        amount=1234,
+        currency="CNY",
+        subject="fault",
+        payer_id=payer.pk,
     )
     return order
 
@@ -51,7 +56,10 @@ def bank_notify(order: Order, bank_trade_no: str = "BF1") -> None:
         }
     ).encode()
     response = Client().post(
-        "/gateway/bank/notify", body, content_type="application/json", headers={bank.SIGNATURE_HEADER: bank.sign(body)}
+        "/gateway/bank/notify",
+        body,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: bank.sign(body)},
     )
     assert response.status_code == 200, response.content
 
@@ -61,7 +69,12 @@ def order_status(order: Order) -> str:
 
 
 def notify_message_consumed() -> bool:
-    return Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
+    return (
+        Message.objects.using("default")
+        .get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        .status
+        == "CONSUMED"
+    )
 
 
 def recovered_and_consumed() -> bool:
@@ -74,15 +87,24 @@ def assert_paid_exactly_once(order: Order) -> None:
     wait_for(notify_message_consumed, what="the acknowledgement")
     assert order_status(order) == "SUCCESS"
     assert PaymentRecord.objects.filter(out_trade_no=order.out_trade_no).count() == 1
-    assert InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
+    assert (
+        InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").count() == 1
+    )
     paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
     assert paid.values("message_id").distinct().count() == 1
-    notified = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+    notified = Message.objects.using("default").get(
+        topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment"
+    )
     assert notified.status == "CONSUMED"
     # completed by one TCC (business key: the bank trade number), whatever was redelivered
     from paysys.tcc.models import GlobalTransaction
 
-    assert GlobalTransaction.objects.filter(name="complete_order", status__in=["CONFIRMING", "CONFIRMED"]).count() == 1
+    assert (
+        GlobalTransaction.objects.filter(
+            name="complete_order", status__in=["CONFIRMING", "CONFIRMED"]
+        ).count()
+        == 1
+    )
 
 
 @pytest.mark.broker
@@ -97,13 +119,21 @@ def test_killed_consumer_process_is_redelivered_and_applied_once(order, workers)
         with connections["orders"].cursor() as cursor:
 
             def consumer_waits_for_lock():
-                cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+                cursor.execute(
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'"
+                )
                 return cursor.fetchone()[0] > 0
 
-            wait_for(consumer_waits_for_lock, timeout=30, what="the orders try to block on the order row")
+            wait_for(
+                consumer_waits_for_lock, timeout=30, what="the orders try to block on the order row"
+            )
         killed = orders_worker.kill_child()
 
-    wait_for(lambda: order_status(order) == "SUCCESS", timeout=60, what=f"redelivery after killing pid {killed}")
+    wait_for(
+        lambda: order_status(order) == "SUCCESS",
+        timeout=60,
+        what=f"redelivery after killing pid {killed}",
+    )
     assert_paid_exactly_once(order)
 
 
@@ -113,7 +143,13 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
     bank_notify(order)
     # the gateway's relay has shipped the message to the orders queue; nobody consumes it yet
     wait_for(
-        lambda: Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment", send_count=1).exists(),
+        lambda: (
+            Message.objects.using("default")
+            .filter(
+                topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment", send_count=1
+            )
+            .exists()
+        ),
         what="the relay to ship the message",
     )
 
@@ -121,29 +157,47 @@ def test_broker_losing_everything_loses_nothing(order, workers, broker_url, fast
     workers("orders")
 
     assert order_status(order) == "CREATED"
-    wait_for(recovered_and_consumed, timeout=30, interval=0.5, what="recovery to resend from the database")
+    wait_for(
+        recovered_and_consumed,
+        timeout=30,
+        interval=0.5,
+        what="recovery to resend from the database",
+    )
     assert_paid_exactly_once(order)
 
 
-def test_unreachable_consumer_database_keeps_the_message_until_it_returns(order, workers, db_proxy, fast_schedule):
+def test_unreachable_consumer_database_keeps_the_message_until_it_returns(
+    order, workers, db_proxy, fast_schedule
+):
     workers("core")
     workers("orders", ports={"orders": db_proxy.port})
     db_proxy.close()  # orders' database: connection refused
 
     bank_notify(order)
-    message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
-    wait_for(lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database")
+    message = Message.objects.using("default").filter(
+        topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment"
+    )
+    wait_for(
+        lambda: message.get().last_error, timeout=30, what="the consumer to fail on its database"
+    )
     assert message.get().status == "SENDING"
     assert "OperationalError" in message.get().last_error
     recovery.recover_messages()  # resent while still down: fails again, still SENDING
     assert order_status(order) == "CREATED"
 
     db_proxy.open()
-    wait_for(recovered_and_consumed, timeout=30, interval=1.0, what="processing once the database is back")
+    wait_for(
+        recovered_and_consumed,
+        timeout=30,
+        interval=1.0,
+        what="processing once the database is back",
+    )
     assert_paid_exactly_once(order)
 
 
-@pytest.mark.parametrize("committed", [True, False], ids=["business-committed", "business-rolled-back"])
+@pytest.mark.parametrize(
+    "committed", [True, False], ids=["business-committed", "business-rolled-back"]
+)
 def test_producer_killed_between_prepare_and_confirm_is_resolved_by_check_back(committed, settings):
     script = textwrap.dedent(
         f"""
@@ -197,14 +251,22 @@ def accounting_messages():
     return Message.objects.using("orders").filter(topic=OrderPaid.TOPIC, queue="accounting")
 
 
-def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(merchant, payer, workers, fast_schedule):
+def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(
+    merchant, payer, workers, fast_schedule
+):
     from accounting.models import Voucher
 
     workers("core")
     workers("orders")
     orders = [
-        order_create(merchant=merchant, merchant_order_no=f"ACC-{n}", amount=1000 + n, currency="CNY", subject="s",
-                     payer_id=payer.pk)[0]
+        order_create(
+            merchant=merchant,
+            merchant_order_no=f"ACC-{n}",
+            amount=1000 + n,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )[0]
         for n in range(5)
     ]
     for n, order in enumerate(orders):
@@ -220,10 +282,15 @@ def test_accounting_worker_down_backlog_drains_with_one_voucher_per_order(mercha
     assert min(accounting_messages().values_list("send_count", flat=True)) >= 2
 
     workers("accounting")  # the service comes back
-    wait_for(lambda: not accounting_messages().exclude(status="CONSUMED").exists(), what="the backlog to drain")
+    wait_for(
+        lambda: not accounting_messages().exclude(status="CONSUMED").exists(),
+        what="the backlog to drain",
+    )
 
     assert Voucher.objects.count() == 5
-    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(f"{OrderPaid.TOPIC}:{o.out_trade_no}" for o in orders)
+    assert sorted(Voucher.objects.values_list("source", flat=True)) == sorted(
+        f"{OrderPaid.TOPIC}:{o.out_trade_no}" for o in orders
+    )
     assert InboxEntry.objects.using("accounting").count() == 5
 
 
@@ -239,14 +306,25 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
     workers("accounting")
 
     pay(order, "BPOISON")
-    wait_for(lambda: accounting_messages().filter(last_error__contains="6001").exists(), what="the first failure")
-    wait_for(lambda: recovery.recover_messages() is not None and accounting_messages().get().status == "DEAD",
-             timeout=60, interval=1.1, what="the schedule to run out")
+    wait_for(
+        lambda: accounting_messages().filter(last_error__contains="6001").exists(),
+        what="the first failure",
+    )
+    wait_for(
+        lambda: (
+            recovery.recover_messages() is not None and accounting_messages().get().status == "DEAD"
+        ),
+        timeout=60,
+        interval=1.1,
+        what="the schedule to run out",
+    )
     dead = accounting_messages().get()
     assert dead.send_count == len(fast_schedule)
     assert Voucher.objects.count() == 0
 
-    page = admin_client.get("/admin/messaging/message/", {"service": "orders", "status__exact": "DEAD"})
+    page = admin_client.get(
+        "/admin/messaging/message/", {"service": "orders", "status__exact": "DEAD"}
+    )
     assert page.status_code == 200
     assert str(dead.message_id) in page.content.decode()
 
@@ -257,7 +335,10 @@ def test_poison_message_ends_dead_shows_in_admin_and_resend_after_fix_books_once
         QUERY_STRING="service=orders",
     )
     assert response.status_code in (200, 302)
-    wait_for(lambda: accounting_messages().get().status == "CONSUMED", what="the resent message to be consumed")
+    wait_for(
+        lambda: accounting_messages().get().status == "CONSUMED",
+        what="the resent message to be consumed",
+    )
 
     assert Voucher.objects.filter(source=f"{OrderPaid.TOPIC}:{order.out_trade_no}").count() == 1
     assert InboxEntry.objects.using("accounting").count() == 1
@@ -276,7 +357,9 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
     try:
         bank_notify(order)  # must still answer 200: the notify and its message are in the database
 
-        message = Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        message = Message.objects.using("default").filter(
+            topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment"
+        )
         assert message.get().status == "SENDING"
         # an outage longer than the whole resend schedule: refused publishes are not sends
         settings.MESSAGE_BROKER_RETRY_SECONDS = 0
@@ -288,7 +371,9 @@ def test_broker_down_at_publish_the_gateway_still_accepts_and_recovery_delivers(
         broker_proxy.close()
 
     workers("orders")
-    wait_for(recovered_and_consumed, timeout=30, interval=1.1, what="recovery after the broker returned")
+    wait_for(
+        recovered_and_consumed, timeout=30, interval=1.1, what="recovery after the broker returned"
+    )
     assert_paid_exactly_once(order)
 
 
@@ -302,24 +387,41 @@ def test_a_trickling_check_back_never_delays_a_bank_payment(order, workers, sett
         stack = {"MESSAGE_CHECK_BACK_TIMEOUT": "10", "NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8"}
         for queue in ("core", "orders", settings.MESSAGE_CHECK_BACK_QUEUE):
             workers(queue, **stack)
-        message_id = outbox.prepare("test.ping", {}, business_key="TRICKLE", check_back=trickler.url())
-        Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+        message_id = outbox.prepare(
+            "test.ping", {}, business_key="TRICKLE", check_back=trickler.url()
+        )
+        Message.objects.filter(message_id=message_id).update(
+            next_send_at=timezone.now() - timedelta(seconds=1)
+        )
 
         # what beat sends every 5 s: the check-back pass and core's recovery pass
         tasks.check_back.delay()
         tasks.recover_messages.delay()
-        wait_for(lambda: trickler.connections, timeout=30, what="the check-back to reach the trickling producer")
+        wait_for(
+            lambda: trickler.connections,
+            timeout=30,
+            what="the check-back to reach the trickling producer",
+        )
         started = time.monotonic()
         bank_notify(order)
         wait_for(lambda: order_status(order) == "SUCCESS", timeout=30, what="the bank payment")
         paid_in = time.monotonic() - started
 
-        assert paid_in < 5, f"the bank payment took {paid_in:.1f} s"  # behind the check-back: 10 s and more
+        assert paid_in < 5, (
+            f"the bank payment took {paid_in:.1f} s"
+        )  # behind the check-back: 10 s and more
         assert trickler.closed == []  # paid while the check-back was still being trickled at
         assert_paid_exactly_once(order)
-        wait_for(lambda: Message.objects.filter(message_id=message_id, last_error__contains="within 10 s").exists(),
-                 timeout=20, what="the check-back to give up at its deadline")
-        assert set(Message.objects.filter(message_id=message_id).values_list("status", flat=True)) == {"PREPARED"}
+        wait_for(
+            lambda: Message.objects.filter(
+                message_id=message_id, last_error__contains="within 10 s"
+            ).exists(),
+            timeout=20,
+            what="the check-back to give up at its deadline",
+        )
+        assert set(
+            Message.objects.filter(message_id=message_id).values_list("status", flat=True)
+        ) == {"PREPARED"}
         wait_for(lambda: trickler.closed, timeout=3, what="the trickling producer to be hung up on")
         assert trickler.connections[0] + 9 < trickler.closed[0] < trickler.connections[0] + 13
     finally:

@@ -31,7 +31,9 @@ def test_delivery_worker_killed_mid_request_delivers_later_with_the_same_webhook
     receiver.answer("/notify", Behaviour(hang=True), Behaviour(status=200))
     record = notify(merchant)  # the kick after commit starts a pass in the worker
     deliver_due.apply_async()  # (and in case the kick was coalesced away)
-    wait_for(lambda: len(receiver.requests()) == 1, timeout=20, what="the first request to be in flight")
+    wait_for(
+        lambda: len(receiver.requests()) == 1, timeout=20, what="the first request to be in flight"
+    )
 
     delivery_worker.kill_child()
 
@@ -43,9 +45,13 @@ def test_delivery_worker_killed_mid_request_delivers_later_with_the_same_webhook
         deliver_due.apply_async()  # what beat does every second
         return Notification.objects.get(pk=record.pk).status == Notification.Status.SUCCEEDED
 
-    wait_for(delivered, timeout=40, interval=1, what=f"redelivery (log: {delivery_worker.log_path})")
+    wait_for(
+        delivered, timeout=40, interval=1, what=f"redelivery (log: {delivery_worker.log_path})"
+    )
     first, second = receiver.requests()[:2]
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == record.webhook_id
-    assert Webhook(merchant.webhook_secret).verify(second.body, second.headers)["type"] == "order.paid"
+    assert (
+        Webhook(merchant.webhook_secret).verify(second.body, second.headers)["type"] == "order.paid"
+    )
     record.refresh_from_db()
     assert record.attempts.filter(outcome="succeeded").count() == 1

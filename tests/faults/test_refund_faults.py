@@ -42,77 +42,153 @@ def recover() -> None:
     tcc.recover_tcc()
 
 
-def test_funds_cut_off_during_a_refunds_phase_two_posts_it_once_when_back(merchant, payer, workers, db_proxy):
-    order = paid_balance_order(merchant, payer)  # paid in this process: wallet 0, merchant 9940, 100 points
+def test_funds_cut_off_during_a_refunds_phase_two_posts_it_once_when_back(
+    merchant, payer, workers, db_proxy
+):
+    order = paid_balance_order(
+        merchant, payer
+    )  # paid in this process: wallet 0, merchant 9940, 100 points
     merchant_before, wallet_before = fund("merchant", merchant.pk)[0], fund("payer", payer.pk)[0]
     workers("orders,points,accounting,notifications", **FAST)
     workers("funds", ports={"funds": db_proxy.port}, **FAST)
     db_proxy.close()
 
-    refund, created = refund_create(merchant=merchant, merchant_order_no="RB-1", merchant_refund_no="RF-F1",
-                                    amount=4_000, reason="fault")  # the tries run here: funds answers this process
+    refund, created = refund_create(
+        merchant=merchant,
+        merchant_order_no="RB-1",
+        merchant_refund_no="RF-F1",
+        amount=4_000,
+        reason="fault",
+    )  # the tries run here: funds answers this process
 
     assert created
     gtx = GlobalTransaction.objects.get(xid=refund.tcc_xid)
-    wait_for(lambda: Refund.objects.get(pk=refund.pk).status == "SUCCEEDED", timeout=60, what="the orders confirm")
+    wait_for(
+        lambda: Refund.objects.get(pk=refund.pk).status == "SUCCEEDED",
+        timeout=60,
+        what="the orders confirm",
+    )
     for _ in range(3):  # funds' confirms are resent while its database is cut off
-        wait_for(lambda: tcc.recover_tcc()["resent"] > 0, timeout=20, interval=0.5, what="a phase-two resend")
+        wait_for(
+            lambda: tcc.recover_tcc()["resent"] > 0,
+            timeout=20,
+            interval=0.5,
+            what="a phase-two resend",
+        )
     assert GlobalTransaction.objects.get(pk=gtx.pk).status == "CONFIRMING"
     assert fund("merchant", merchant.pk) == (merchant_before, 4_000, 0)  # held, not posted
     assert fund("payer", payer.pk) == (wallet_before, 0, 4_000)
 
     db_proxy.open()  # funds is back
-    wait_for(lambda: recover() or GlobalTransaction.objects.get(pk=gtx.pk).status == "CONFIRMED", timeout=90,
-             interval=1.1, what="funds' confirms to land")
+    wait_for(
+        lambda: recover() or GlobalTransaction.objects.get(pk=gtx.pk).status == "CONFIRMED",
+        timeout=90,
+        interval=1.1,
+        what="funds' confirms to land",
+    )
 
     assert fund("merchant", merchant.pk) == (merchant_before - 4_000, 0, 0)
     assert fund("payer", payer.pk) == (wallet_before + 4_000, 0, 0)
     assert points(payer) == (60, 0)
-    assert FundEntry.objects.filter(xid=refund.tcc_xid, kind="posted").count() == 2  # one debit, one credit
+    assert (
+        FundEntry.objects.filter(xid=refund.tcc_xid, kind="posted").count() == 2
+    )  # one debit, one credit
     order.refresh_from_db()
-    assert (order.status, order.refunded_amount, order.refunding_amount) == ("PARTIALLY_REFUNDED", 4_000, 0)
-    wait_for(lambda: recover() or reconcile(grace=0).consistent, timeout=60, interval=1.1,
-             what="the voucher and notification of the refund")
+    assert (order.status, order.refunded_amount, order.refunding_amount) == (
+        "PARTIALLY_REFUNDED",
+        4_000,
+        0,
+    )
+    wait_for(
+        lambda: recover() or reconcile(grace=0).consistent,
+        timeout=60,
+        interval=1.1,
+        what="the voucher and notification of the refund",
+    )
     report = reconcile(grace=0)
     assert report.checked["refunds"] == 1 and not report.problems, report.as_dict()
     assert Order.objects.get(pk=order.pk).refunded_amount == 4_000
 
 
 @pytest.mark.broker
-def test_refunds_in_flight_when_the_broker_loses_everything_converge_once(merchant, payer, workers, broker_url, receiver):
+def test_refunds_in_flight_when_the_broker_loses_everything_converge_once(
+    merchant, payer, workers, broker_url, receiver
+):
     Merchant.objects.filter(pk=merchant.pk).update(notify_url=receiver.url("/notify"))
     merchant.refresh_from_db()
     order = paid_balance_order(merchant, payer)  # paid in this process: merchant 9940, 100 points
-    paid_balance_order(merchant, payer_create(name="another payer"), no="RB-2")  # the fee is kept: a whole refund needs more
-    merchant_before, wallet_before, points_before = fund("merchant", merchant.pk)[0], fund("payer", payer.pk)[0], points(payer)[0]
-    workers("orders,funds,points", **FAST)  # the TCC's participants; accounting and notifications not yet
+    paid_balance_order(
+        merchant, payer_create(name="another payer"), no="RB-2"
+    )  # the fee is kept: a whole refund needs more
+    merchant_before, wallet_before, points_before = (
+        fund("merchant", merchant.pk)[0],
+        fund("payer", payer.pk)[0],
+        points(payer)[0],
+    )
+    workers(
+        "orders,funds,points", **FAST
+    )  # the TCC's participants; accounting and notifications not yet
     # two refunds that make the order whole refunded: their refund.finished waits in the broker
     for number, amount in (("RF-B1", 3_333), ("RF-B2", 6_667)):
-        refund_create(merchant=merchant, merchant_order_no="RB-1", merchant_refund_no=number, amount=amount, reason="fault")
+        refund_create(
+            merchant=merchant,
+            merchant_order_no="RB-1",
+            merchant_refund_no=number,
+            amount=amount,
+            reason="fault",
+        )
     finished = Message.objects.using("orders").filter(topic=RefundFinished.TOPIC)
     # funds and points consumed theirs (a balance refund's holds were posted by its confirms); the
     # copies for accounting and notifications were kicked to their queues in the same pass
-    wait_for(lambda: finished.filter(status="CONSUMED").count() == 4, what="funds and points to consume refund.finished")
+    wait_for(
+        lambda: finished.filter(status="CONSUMED").count() == 4,
+        what="funds and points to consume refund.finished",
+    )
     waiting = finished.exclude(status="CONSUMED")
-    assert sorted(waiting.values_list("consumer", flat=True)) == ["accounting.book_refund"] * 2 + ["notifications.notify_refund"] * 2
+    assert (
+        sorted(waiting.values_list("consumer", flat=True))
+        == ["accounting.book_refund"] * 2 + ["notifications.notify_refund"] * 2
+    )
 
     brokers.lose_everything(broker_url)  # the broker loses everything in flight
     workers("accounting,notifications,notify_delivery", **FAST)
 
     assert not Voucher.objects.filter(source__startswith=f"{RefundFinished.TOPIC}:").exists()
-    wait_for(lambda: recover() or reconcile(grace=0).settled, timeout=90, interval=1.1,
-             what="recovery to resend refund.finished and every consumer to catch up")
+    wait_for(
+        lambda: recover() or reconcile(grace=0).settled,
+        timeout=90,
+        interval=1.1,
+        what="recovery to resend refund.finished and every consumer to catch up",
+    )
 
     refunds = list(Refund.objects.filter(order=order))
-    assert sorted((r.merchant_refund_no, r.status) for r in refunds) == [("RF-B1", "SUCCEEDED"), ("RF-B2", "SUCCEEDED")]
+    assert sorted((r.merchant_refund_no, r.status) for r in refunds) == [
+        ("RF-B1", "SUCCEEDED"),
+        ("RF-B2", "SUCCEEDED"),
+    ]
     order.refresh_from_db()
     assert (order.status, order.refunded_amount, order.refunding_amount) == ("REFUNDED", 10_000, 0)
     assert fund("merchant", merchant.pk) == (merchant_before - 10_000, 0, 0)
-    assert fund("payer", payer.pk) == (wallet_before + 10_000, 0, 0) and points(payer) == (points_before - 100, 0)
+    assert fund("payer", payer.pk) == (wallet_before + 10_000, 0, 0) and points(payer) == (
+        points_before - 100,
+        0,
+    )
     for refund in refunds:  # nothing doubled: one voucher, one notification, one debit per refund
-        assert Voucher.objects.filter(source=f"{RefundFinished.TOPIC}:{refund.refund_no}").count() == 1
-        assert Notification.objects.filter(event_type=f"refund.succeeded:{refund.refund_no}", status="SUCCEEDED").count() == 1
-        assert FundEntry.objects.filter(xid=refund.tcc_xid, kind="posted", direction="debit").count() == 1
-    assert not finished.exclude(status="CONSUMED").exists()  # what the broker lost was resent from the outbox
+        assert (
+            Voucher.objects.filter(source=f"{RefundFinished.TOPIC}:{refund.refund_no}").count() == 1
+        )
+        assert (
+            Notification.objects.filter(
+                event_type=f"refund.succeeded:{refund.refund_no}", status="SUCCEEDED"
+            ).count()
+            == 1
+        )
+        assert (
+            FundEntry.objects.filter(xid=refund.tcc_xid, kind="posted", direction="debit").count()
+            == 1
+        )
+    assert not finished.exclude(
+        status="CONSUMED"
+    ).exists()  # what the broker lost was resent from the outbox
     report = reconcile(grace=0)
     assert report.settled and report.checked["refunds"] == 2, report.as_dict()

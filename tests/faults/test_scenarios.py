@@ -21,7 +21,9 @@ from tests.core.test_runstack import embedded_env, free_port
 from tests.faults.conftest import FAULT_REDIS_DB
 from tests.faults.harness import with_redis_db
 
-slow = pytest.mark.skipif(os.environ.get("PAYSYS_SLOW_TESTS") != "1", reason="slow: set PAYSYS_SLOW_TESTS=1")
+slow = pytest.mark.skipif(
+    os.environ.get("PAYSYS_SLOW_TESTS") != "1", reason="slow: set PAYSYS_SLOW_TESTS=1"
+)
 SERVICES = sorted(set(settings.SERVICE_ALIASES.values()))
 
 
@@ -47,16 +49,26 @@ def scenario_env(tmp_path):
 
     db = settings.DATABASES["default"]
     prefix = db["NAME"].removeprefix("test_").removesuffix("_core") + "_scn"
-    server = MySQLdb.connect(host=db.get("HOST") or "127.0.0.1", port=int(db.get("PORT") or 3306),
-                             user=db.get("USER") or "root", password=db.get("PASSWORD") or "")
+    server = MySQLdb.connect(
+        host=db.get("HOST") or "127.0.0.1",
+        port=int(db.get("PORT") or 3306),
+        user=db.get("USER") or "root",
+        password=db.get("PASSWORD") or "",
+    )
     for service in SERVICES:  # fresh schemas: reconcile --strict judges this run alone
         server.cursor().execute(f"DROP DATABASE IF EXISTS `{prefix}_{service}`")
     server.close()
     broker = with_redis_db(settings.CELERY_BROKER_URL, FAULT_REDIS_DB)
     redis.Redis.from_url(broker).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL_")}
-    env.update(base, PAYSYS_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1", CELERY_BROKER_URL=broker, CACHE_URL=broker,
-               DATABASE_URL=f"mysql://{db.get('USER') or 'root'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 3306}/{prefix}")
+    env.update(
+        base,
+        PAYSYS_VAR_DIR=str(tmp_path / "var"),
+        PYTHONUNBUFFERED="1",
+        CELERY_BROKER_URL=broker,
+        CACHE_URL=broker,
+        DATABASE_URL=f"mysql://{db.get('USER') or 'root'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 3306}/{prefix}",
+    )
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
     env.setdefault("BANK_SHARED_SECRET", secrets.token_urlsafe(48))
     yield env
@@ -64,11 +76,20 @@ def scenario_env(tmp_path):
 
 
 def run_scenarios(env: dict, *args: str, timeout: float) -> str:
-    result = subprocess.run([sys.executable, "manage.py", "scenario", *args], cwd=settings.BASE_DIR, env=env,
-                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "scenario", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     out = result.stdout + result.stderr
     stack_log = Path(env["PAYSYS_VAR_DIR"]) / "demo-stack.log"
-    assert result.returncode == 0, f"{out[-6000:]}\n--- stack log ---\n{stack_log.read_text()[-4000:] if stack_log.exists() else ''}"
+    assert result.returncode == 0, (
+        f"{out[-6000:]}\n--- stack log ---\n{stack_log.read_text()[-4000:] if stack_log.exists() else ''}"
+    )
     assert "compressed schedules, for the scenarios only" in out
     assert "stopped the stack the demo started" in out  # nothing left running
     return out
@@ -103,12 +124,22 @@ def test_happy_path_and_the_fund_account_service_down(scenario_env):
 def test_all_nine_scenarios(scenario_env):
     out = run_scenarios(scenario_env, "all", timeout=900)
 
-    for title in ("1 happy path", "2 orders service down", "3 fund-account service down", "4 points-account service down",
-                  "5 accounting service down", "6 merchant server down, then back", "7 broker loses its messages",
-                  "8 bank notifies duplicated, delayed, reordered, lost", "9 refunds while the fund-account service is down"):
+    for title in (
+        "1 happy path",
+        "2 orders service down",
+        "3 fund-account service down",
+        "4 points-account service down",
+        "5 accounting service down",
+        "6 merchant server down, then back",
+        "7 broker loses its messages",
+        "8 bank notifies duplicated, delayed, reordered, lost",
+        "9 refunds while the fund-account service is down",
+    ):
         assert_clean(out, title)
     assert "notifications retried" in row(out, "6 merchant server down, then back")[-1]
-    assert "found by polling" in row(out, "8 bank notifies duplicated, delayed, reordered, lost")[-1]
+    assert (
+        "found by polling" in row(out, "8 bank notifies duplicated, delayed, reordered, lost")[-1]
+    )
 
 
 @slow
@@ -124,10 +155,17 @@ def test_refunds_while_the_fund_account_service_is_down(scenario_env):
 
 
 def test_the_scenario_list_names_the_refund_scenario():
-    result = subprocess.run([sys.executable, "manage.py", "scenario", "--list"], cwd=settings.BASE_DIR,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "scenario", "--list"],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^refund\s+9 refunds while the fund-account service is down$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(
+        r"^refund\s+9 refunds while the fund-account service is down$", result.stdout, re.MULTILINE
+    ), result.stdout
 
 
 @slow

@@ -7,7 +7,13 @@ from paysys.messaging.models import Message
 
 def published() -> int:
     """bank.payment_succeeded messages in the gateway's outbox (one per payment, whatever the consumers)."""
-    return Message.objects.using("default").filter(topic=BankPaymentSucceeded.TOPIC).values("message_id").distinct().count()
+    return (
+        Message.objects.using("default")
+        .filter(topic=BankPaymentSucceeded.TOPIC)
+        .values("message_id")
+        .distinct()
+        .count()
+    )
 
 
 @pytest.fixture

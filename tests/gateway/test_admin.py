@@ -17,10 +17,15 @@ def flagged_and_clean() -> tuple[BankNotify, BankNotify]:
     post(encode(notify_body(bank_trade_no="B-FLAGGED")))
     post(encode(notify_body(bank_trade_no="B-FLAGGED", amount=100)))
     post(encode(notify_body(bank_trade_no="B-CLEAN", out_trade_no="PS2")))
-    return BankNotify.objects.get(bank_trade_no="B-FLAGGED"), BankNotify.objects.get(bank_trade_no="B-CLEAN")
+    return BankNotify.objects.get(bank_trade_no="B-FLAGGED"), BankNotify.objects.get(
+        bank_trade_no="B-CLEAN"
+    )
 
 
-@pytest.mark.parametrize("value,expected", [("yes", {"B-FLAGGED"}), ("no", {"B-CLEAN"}), (None, {"B-FLAGGED", "B-CLEAN"})])
+@pytest.mark.parametrize(
+    "value,expected",
+    [("yes", {"B-FLAGGED"}), ("no", {"B-CLEAN"}), (None, {"B-FLAGGED", "B-CLEAN"})],
+)
 def test_changelist_filters_by_flagged(admin_client, flagged_and_clean, value, expected):
     response = admin_client.get(CHANGELIST, {"flagged": value} if value else {})
 
@@ -46,7 +51,9 @@ def test_notify_page_is_read_only_with_the_conflicting_body(admin_client, flagge
     assert b"&quot;amount&quot;: 100" in response.content  # the conflicting raw body is shown
     assert response.context["adminform"].form.fields == {}  # nothing editable
     assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
-    assert admin_client.post(f"{CHANGELIST}{flagged.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert (
+        admin_client.post(f"{CHANGELIST}{flagged.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
     assert BankNotify.objects.filter(pk=flagged.pk).exists()
 
 
@@ -62,7 +69,9 @@ def test_admin_lists_a_rejected_receipt_and_reprocesses_it(admin_client, reader_
 
     reader_bug()
     response = admin_client.post(
-        "/admin/gateway/banknotifyreceipt/", {"action": "reprocess_selected", "_selected_action": [receipt.pk]}, follow=True
+        "/admin/gateway/banknotifyreceipt/",
+        {"action": "reprocess_selected", "_selected_action": [receipt.pk]},
+        follow=True,
     )
 
     assert "1 processed, 0 still rejected." in response.content.decode()
@@ -75,5 +84,8 @@ def test_admin_cannot_add_edit_or_delete_receipts(admin_client):
     receipt = BankNotifyReceipt.objects.get()
 
     assert admin_client.get("/admin/gateway/banknotifyreceipt/add/").status_code == 403
-    admin_client.post(f"/admin/gateway/banknotifyreceipt/{receipt.pk}/change/", {"state": "PROCESSED", "error": ""})
+    admin_client.post(
+        f"/admin/gateway/banknotifyreceipt/{receipt.pk}/change/",
+        {"state": "PROCESSED", "error": ""},
+    )
     assert BankNotifyReceipt.objects.get().state == BankNotifyReceipt.State.REJECTED

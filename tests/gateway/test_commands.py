@@ -36,4 +36,7 @@ def test_reprocess_command_takes_ids_and_names_unknown_ones(reader_bug):
 
     call_command("reprocess_bank_notifies", str(receipt.pk), "999999", stdout=out)
 
-    assert out.getvalue().splitlines() == ["receipt 999999: no such receipt", "2 receipt(s): 1 processed, 0 rejected"]
+    assert out.getvalue().splitlines() == [
+        "receipt 999999: no such receipt",
+        "2 receipt(s): 1 processed, 0 rejected",
+    ]

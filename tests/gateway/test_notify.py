@@ -57,13 +57,27 @@ def test_valid_signed_notify_is_stored_published_and_acknowledged():
     response = post(raw)
 
     assert response.status_code == 200
-    assert response.json() == {"result": "success", "bank_trade_no": "B20261127100000AB12", "duplicate": False}
+    assert response.json() == {
+        "result": "success",
+        "bank_trade_no": "B20261127100000AB12",
+        "duplicate": False,
+    }
     notify = BankNotify.objects.get()
-    assert (notify.out_trade_no, notify.amount, notify.currency, notify.status) == ("PS20261127ABCDEF0123456789", 1234, "CNY", "SUCCESS")
+    assert (notify.out_trade_no, notify.amount, notify.currency, notify.status) == (
+        "PS20261127ABCDEF0123456789",
+        1234,
+        "CNY",
+        "SUCCESS",
+    )
     assert notify.raw_body == raw.decode() and notify.signature == bank.sign(raw)
     assert stored() == (1, 1)
     receipt = BankNotifyReceipt.objects.get()
-    assert (receipt.state, bytes(receipt.raw_body), receipt.bank_notify, receipt.attempts) == ("PROCESSED", raw, notify, 1)
+    assert (receipt.state, bytes(receipt.raw_body), receipt.bank_notify, receipt.attempts) == (
+        "PROCESSED",
+        raw,
+        notify,
+        1,
+    )
 
 
 def test_invalid_signature_is_401_and_nothing_is_stored():
@@ -108,7 +122,9 @@ def test_replayed_notify_is_acknowledged_both_times_and_stored_once():
     notify = BankNotify.objects.get()
     assert (notify.duplicates, notify.flag, notify.conflicting_body) == (1, "", "")
     assert stored() == (1, 1)  # the replay publishes nothing
-    assert [(r.state, r.bank_notify_id) for r in BankNotifyReceipt.objects.all()] == [("PROCESSED", notify.pk)] * 2
+    assert [(r.state, r.bank_notify_id) for r in BankNotifyReceipt.objects.all()] == [
+        ("PROCESSED", notify.pk)
+    ] * 2
 
 
 def test_replay_stating_the_same_instant_in_another_offset_is_an_identical_duplicate():
@@ -125,7 +141,11 @@ def test_replay_stating_the_same_instant_in_another_offset_is_an_identical_dupli
 @pytest.mark.parametrize(
     "change,difference",
     [
-        pytest.param({"out_trade_no": "PSOTHER"}, "out_trade_no PSOTHER != PS20261127ABCDEF0123456789", id="out_trade_no"),
+        pytest.param(
+            {"out_trade_no": "PSOTHER"},
+            "out_trade_no PSOTHER != PS20261127ABCDEF0123456789",
+            id="out_trade_no",
+        ),
         pytest.param({"amount": 100}, "amount 100 != 1234", id="amount"),
         pytest.param({"currency": "USD"}, "currency USD != CNY", id="currency"),
         pytest.param(
@@ -135,7 +155,9 @@ def test_replay_stating_the_same_instant_in_another_offset_is_an_identical_dupli
         ),
     ],
 )
-def test_conflicting_duplicate_is_acknowledged_but_flagged_and_keeps_the_first(caplog, change, difference):
+def test_conflicting_duplicate_is_acknowledged_but_flagged_and_keeps_the_first(
+    caplog, change, difference
+):
     first = encode(notify_body())
     conflicting = encode(notify_body(**change))
     post(first)
@@ -144,10 +166,19 @@ def test_conflicting_duplicate_is_acknowledged_but_flagged_and_keeps_the_first(c
         response = post(conflicting)
 
     assert response.status_code == 200  # acknowledged: the bank must stop resending
-    assert response.json() == {"result": "success", "bank_trade_no": "B20261127100000AB12", "duplicate": True, "flagged": True}
+    assert response.json() == {
+        "result": "success",
+        "bank_trade_no": "B20261127100000AB12",
+        "duplicate": True,
+        "flagged": True,
+    }
     notify = BankNotify.objects.get()
     assert notify.flag == f"a later notify with the same bank_trade_no differed: {difference}"
-    assert (notify.out_trade_no, notify.amount, notify.currency) == ("PS20261127ABCDEF0123456789", 1234, "CNY")
+    assert (notify.out_trade_no, notify.amount, notify.currency) == (
+        "PS20261127ABCDEF0123456789",
+        1234,
+        "CNY",
+    )
     assert notify.raw_body == first.decode() and notify.conflicting_body == conflicting.decode()
     assert notify.duplicates == 0  # counts identical replays only
     assert stored() == (1, 1)  # the conflicting notify publishes nothing
@@ -164,7 +195,11 @@ def test_flag_names_every_differing_field():
 
 def test_flag_too_long_for_its_column_is_truncated_and_the_full_body_kept():
     post(encode(notify_body(out_trade_no="P" * 64)))
-    conflicting = encode(notify_body(out_trade_no="Q" * 64, amount=10**15, currency="USD", paid_at="2027-01-01T00:00:00Z"))
+    conflicting = encode(
+        notify_body(
+            out_trade_no="Q" * 64, amount=10**15, currency="USD", paid_at="2027-01-01T00:00:00Z"
+        )
+    )
 
     response = post(conflicting)
 
@@ -272,9 +307,14 @@ def test_a_rejected_field_is_named_in_the_answer_and_on_the_receipt():
     response = post(encode(notify_body(amount="100")))
 
     assert response.json()["error"] == {
-        "code": "invalid", "message": "the request has invalid fields", "fields": {"amount": "must be a JSON integer"},
+        "code": "invalid",
+        "message": "the request has invalid fields",
+        "fields": {"amount": "must be a JSON integer"},
     }
-    assert BankNotifyReceipt.objects.get().error == "invalid: the request has invalid fields\namount: must be a JSON integer"
+    assert (
+        BankNotifyReceipt.objects.get().error
+        == "invalid: the request has invalid fields\namount: must be a JSON integer"
+    )
 
 
 def test_oversized_body_is_refused_with_4xx_not_500():

@@ -17,9 +17,13 @@ State = BankNotifyReceipt.State
 def test_to_reprocess_are_the_rejected_and_the_stranded_not_the_fresh():
     post(b"{")
     post(encode(notify_body()))
-    stranded = BankNotifyReceipt.objects.create(raw_body=encode(notify_body(bank_trade_no="B2")), signature="s")
+    stranded = BankNotifyReceipt.objects.create(
+        raw_body=encode(notify_body(bank_trade_no="B2")), signature="s"
+    )
     fresh = BankNotifyReceipt.objects.create(raw_body=b"{}", signature="s")  # being read right now
-    BankNotifyReceipt.objects.filter(pk=stranded.pk).update(received_at=timezone.now() - timedelta(minutes=5))
+    BankNotifyReceipt.objects.filter(pk=stranded.pk).update(
+        received_at=timezone.now() - timedelta(minutes=5)
+    )
 
     pending = list(bank_notify_receipts_to_reprocess())
 

@@ -17,6 +17,7 @@ State = BankNotifyReceipt.State
 
 def test_the_body_is_stored_before_it_is_read(monkeypatch):
     """The process dies while reading: the signed body is there, RECEIVED, for reprocessing."""
+
     def crash(raw_body):
         raise RuntimeError("worker killed")
 
@@ -27,7 +28,11 @@ def test_the_body_is_stored_before_it_is_read(monkeypatch):
         services.bank_notify_receive(raw_body=raw, signature="sig")
 
     receipt = BankNotifyReceipt.objects.get()
-    assert (receipt.state, bytes(receipt.raw_body), receipt.signature) == (State.RECEIVED, raw, "sig")
+    assert (receipt.state, bytes(receipt.raw_body), receipt.signature) == (
+        State.RECEIVED,
+        raw,
+        "sig",
+    )
     assert not BankNotify.objects.exists() and published() == 0
 
 
@@ -35,13 +40,22 @@ def test_a_rejected_notify_is_reprocessed_after_the_fix(reader_bug):
     raw = encode(notify_body())
     assert post(raw).status_code == 400
     receipt = BankNotifyReceipt.objects.get()
-    assert (receipt.state, receipt.error, receipt.attempts) == (State.REJECTED, "invalid: paid_at: unsupported format", 1)
+    assert (receipt.state, receipt.error, receipt.attempts) == (
+        State.REJECTED,
+        "invalid: paid_at: unsupported format",
+        1,
+    )
 
     reader_bug()  # the fix is deployed
     receipt = services.bank_notify_reprocess(receipt.pk)
 
     notify = BankNotify.objects.get()
-    assert (receipt.state, receipt.bank_notify, receipt.error, receipt.attempts) == (State.PROCESSED, notify, "", 2)
+    assert (receipt.state, receipt.bank_notify, receipt.error, receipt.attempts) == (
+        State.PROCESSED,
+        notify,
+        "",
+        2,
+    )
     assert notify.raw_body == raw.decode()
     assert published() == 1
 
@@ -89,9 +103,16 @@ def test_a_new_notify_writes_each_row_once():
     with CaptureQueriesContext(connections["default"]) as queries:
         services.bank_notify_receive(raw_body=encode(notify_body()), signature="sig")
 
-    writes = [q["sql"].split()[0].upper() for q in queries.captured_queries
-              if q["sql"].split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    writes = [
+        q["sql"].split()[0].upper()
+        for q in queries.captured_queries
+        if q["sql"].split()[0].upper() in ("INSERT", "UPDATE", "DELETE")
+    ]
     assert writes == ["INSERT", "INSERT", "INSERT"]  # notify, message(s) in one statement, receipt
     receipt = BankNotifyReceipt.objects.get()
-    assert (receipt.state, receipt.bank_notify, receipt.attempts) == (State.PROCESSED, BankNotify.objects.get(), 1)
+    assert (receipt.state, receipt.bank_notify, receipt.attempts) == (
+        State.PROCESSED,
+        BankNotify.objects.get(),
+        1,
+    )
     assert receipt.processed_at is not None and published() == 1

@@ -24,7 +24,9 @@ def on_ping(message):
     if message.payload.get("explode"):
         raise RuntimeError("handler exploded")
     # a real write in the consumer's alias, so rollback is observable
-    InboxEntry.objects.using("notifications").create(consumer="side-effect", message_id=message.message_id, topic="x")
+    InboxEntry.objects.using("notifications").create(
+        consumer="side-effect", message_id=message.message_id, topic="x"
+    )
     handled.append(message.payload)
 
 
@@ -75,7 +77,9 @@ def deliveries_for(alias: str, **filters) -> list[dict]:
 
 def deliver_all(alias: str, **filters) -> dict:
     """Consume every SENDING message of ``alias`` in this process, as a worker would."""
-    return consumption.consume_batch(alias, deliveries_for(alias, status=Message.Status.SENDING, **filters))
+    return consumption.consume_batch(
+        alias, deliveries_for(alias, status=Message.Status.SENDING, **filters)
+    )
 
 
 class ShipRecorder:

@@ -9,8 +9,8 @@ from django.db import OperationalError, connections
 from django.utils import timezone
 
 from paysys.messaging import kicks, outbox, registry
-from tests.messaging.helpers import force_status
 from paysys.messaging.models import Message
+from tests.messaging.helpers import force_status
 
 pytestmark = [pytest.mark.django_db(databases="__all__"), pytest.mark.usefixtures("kicked")]
 
@@ -23,7 +23,6 @@ def on_test_topic(message):
     pass
 
 
-
 @pytest.fixture
 def staff(django_user_model):
     """Staff who may look but not resend (view permission only)."""
@@ -32,11 +31,26 @@ def staff(django_user_model):
     return user
 
 
-def add(alias: str, status: str = Status.SENDING, *, topic: str = "test.topic", queue: str = "accounting",
-        send_count: int = 0, age: timedelta | None = None, last_error: str = "", **extra) -> Message:
+def add(
+    alias: str,
+    status: str = Status.SENDING,
+    *,
+    topic: str = "test.topic",
+    queue: str = "accounting",
+    send_count: int = 0,
+    age: timedelta | None = None,
+    last_error: str = "",
+    **extra,
+) -> Message:
     row = Message.objects.using(alias).create(
-        topic=topic, consumer=f"{queue}.test_admin", queue=queue, payload={"n": 1, "text": "héllo"}, status=status,
-        send_count=send_count, last_error=last_error, **{"confirmed_at": timezone.now(), **extra},
+        topic=topic,
+        consumer=f"{queue}.test_admin",
+        queue=queue,
+        payload={"n": 1, "text": "héllo"},
+        status=status,
+        send_count=send_count,
+        last_error=last_error,
+        **{"confirmed_at": timezone.now(), **extra},
     )
     if age is not None:
         Message.objects.using(alias).filter(pk=row.pk).update(created_at=timezone.now() - age)
@@ -46,7 +60,12 @@ def add(alias: str, status: str = Status.SENDING, *, topic: str = "test.topic", 
 def shown(response) -> set[str]:
     """message_ids listed in a changelist page."""
     assert response.status_code == 200, response.content[:500]
-    return set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", response.content.decode()))
+    return set(
+        re.findall(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            response.content.decode(),
+        )
+    )
 
 
 def ids(*rows: Message) -> set[str]:
@@ -74,7 +93,9 @@ def test_the_same_row_id_in_two_services_are_two_messages(admin_client):
     # row ids are per database and may coincide: the service carried in the URL decides
     in_orders, in_notifications = add("orders", id=9001), add("notifications", id=9001)
 
-    orders_page = admin_client.get(f"{CHANGELIST}9001/change/", {"_changelist_filters": "service=orders"})
+    orders_page = admin_client.get(
+        f"{CHANGELIST}9001/change/", {"_changelist_filters": "service=orders"}
+    )
     notifications_page = admin_client.get(f"{CHANGELIST}9001/change/", {"service": "notifications"})
 
     assert shown(orders_page) == ids(in_orders)
@@ -84,7 +105,9 @@ def test_the_same_row_id_in_two_services_are_two_messages(admin_client):
 def test_detail_of_a_row_missing_in_the_chosen_service_redirects(admin_client):
     row = add("orders")
 
-    response = admin_client.get(f"{CHANGELIST}{row.pk + 1000}/change/", {"_changelist_filters": "service=orders"})
+    response = admin_client.get(
+        f"{CHANGELIST}{row.pk + 1000}/change/", {"_changelist_filters": "service=orders"}
+    )
 
     assert response.status_code == 302
 
@@ -139,7 +162,9 @@ def test_show_counts_counts_rows_of_the_chosen_service(admin_client):
 def test_search_by_message_id(admin_client):
     wanted, other = add("orders"), add("orders")
 
-    assert shown(admin_client.get(CHANGELIST, {"service": "orders", "q": str(wanted.message_id)})) == ids(wanted)
+    assert shown(
+        admin_client.get(CHANGELIST, {"service": "orders", "q": str(wanted.message_id)})
+    ) == ids(wanted)
     assert other
 
 
@@ -170,11 +195,16 @@ def test_changelist_of_a_database_that_is_down_sends_to_the_dashboard(admin_clie
 def test_detail_is_read_only_with_pretty_payload(admin_client):
     row = add("orders", Status.DEAD, last_error="RuntimeError: boom")
 
-    response = admin_client.get(f"{CHANGELIST}{row.pk}/change/", {"_changelist_filters": "service=orders"})
+    response = admin_client.get(
+        f"{CHANGELIST}{row.pk}/change/", {"_changelist_filters": "service=orders"}
+    )
 
     page = response.content.decode()
     assert response.status_code == 200
-    assert re.search(r"<pre[^>]*>\{\s*\n\s+&quot;n&quot;: 1,\s*\n\s+&quot;text&quot;: &quot;héllo&quot;\s*\n\}</pre>", page)
+    assert re.search(
+        r"<pre[^>]*>\{\s*\n\s+&quot;n&quot;: 1,\s*\n\s+&quot;text&quot;: &quot;héllo&quot;\s*\n\}</pre>",
+        page,
+    )
     assert "RuntimeError: boom" in page
     assert 'name="_save"' not in page  # no edit form
     assert "resend-form" in page
@@ -185,10 +215,13 @@ def test_writes_through_admin_are_impossible(admin_client):
     query = "?_changelist_filters=service%3Dorders"
 
     add_page = admin_client.get(f"{CHANGELIST}add/")
-    edit = admin_client.post(f"{CHANGELIST}{row.pk}/change/{query}", {"status": "CONSUMED", "topic": "x"})
+    edit = admin_client.post(
+        f"{CHANGELIST}{row.pk}/change/{query}", {"status": "CONSUMED", "topic": "x"}
+    )
     delete = admin_client.post(f"{CHANGELIST}{row.pk}/delete/{query}", {"post": "yes"})
     bulk_delete = admin_client.post(
-        f"{CHANGELIST}?service=orders", {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+        f"{CHANGELIST}?service=orders",
+        {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"},
     )
 
     assert add_page.status_code == 403
@@ -196,7 +229,9 @@ def test_writes_through_admin_are_impossible(admin_client):
     assert delete.status_code == 403
     assert bulk_delete.status_code in {200, 302}
     assert fresh(row).status == Status.SENDING and fresh(row).topic == "test.topic"
-    assert 'href="/admin/messaging/message/add/"' not in admin_client.get(CHANGELIST).content.decode()
+    assert (
+        'href="/admin/messaging/message/add/"' not in admin_client.get(CHANGELIST).content.decode()
+    )
 
 
 def test_resend_button_resends_one_message(admin_client, kicked):
@@ -253,7 +288,10 @@ def test_resend_selected_only_touches_the_chosen_service(admin_client):
     in_orders = add("orders", Status.DEAD, send_count=5)
     in_funds = add("funds", Status.DEAD, send_count=5)
 
-    admin_client.post(f"{CHANGELIST}?service=funds", {"action": "resend_selected", "select_across": "1", "_selected_action": [in_funds.pk]})
+    admin_client.post(
+        f"{CHANGELIST}?service=funds",
+        {"action": "resend_selected", "select_across": "1", "_selected_action": [in_funds.pk]},
+    )
 
     assert fresh(in_funds).status == Status.SENDING
     assert fresh(in_orders).status == Status.DEAD
@@ -264,7 +302,9 @@ def test_staff_without_change_permission_can_look_but_not_resend(client, staff):
     client.force_login(staff)
 
     listing = client.get(CHANGELIST, {"service": "orders"})
-    action = client.post(f"{CHANGELIST}?service=orders", {"action": "resend_selected", "_selected_action": [row.pk]})
+    action = client.post(
+        f"{CHANGELIST}?service=orders", {"action": "resend_selected", "_selected_action": [row.pk]}
+    )
     button = client.post(f"{CHANGELIST}{row.pk}/resend/?service=orders")
     bulk = client.post(f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"})
 
@@ -283,14 +323,20 @@ def test_resend_all_dead_of_a_queue_clears_dead_on_that_queue_only(admin_client,
     dead_notifications = add("orders", Status.DEAD, queue="notifications", send_count=5)
     dead_elsewhere = add("funds", Status.DEAD, send_count=5)
 
-    preview = admin_client.get(f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"})
-    response = admin_client.post(f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"})
+    preview = admin_client.get(
+        f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"}
+    )
+    response = admin_client.post(
+        f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"}
+    )
 
     assert preview.status_code == 200
     assert "3 dead message(s)" in preview.content.decode()
     assert response.status_code == 302
     assert response["Location"] == f"{CHANGELIST}?service=orders&queue=accounting"
-    assert all(fresh(r).status == Status.SENDING and fresh(r).send_count == 0 for r in dead_accounting)
+    assert all(
+        fresh(r).status == Status.SENDING and fresh(r).send_count == 0 for r in dead_accounting
+    )
     assert fresh(dead_notifications).status == Status.DEAD
     assert fresh(dead_elsewhere).status == Status.DEAD
     assert kicked == ["orders"]
@@ -298,9 +344,13 @@ def test_resend_all_dead_of_a_queue_clears_dead_on_that_queue_only(admin_client,
 
 def test_resend_all_dead_warns_about_never_confirmed_messages(admin_client):
     add("orders", Status.DEAD)
-    add("orders", Status.DEAD, confirmed_at=None)  # check-back gave up: the producer never confirmed
+    add(
+        "orders", Status.DEAD, confirmed_at=None
+    )  # check-back gave up: the producer never confirmed
 
-    preview = admin_client.get(f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"})
+    preview = admin_client.get(
+        f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "accounting"}
+    )
 
     page = preview.content.decode()
     assert "2 dead message(s)" in page
@@ -310,7 +360,9 @@ def test_resend_all_dead_warns_about_never_confirmed_messages(admin_client):
 def test_resend_all_dead_refuses_an_unknown_queue(admin_client):
     row = add("orders", Status.DEAD)
 
-    response = admin_client.post(f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "no-such-queue"})
+    response = admin_client.post(
+        f"{CHANGELIST}resend-dead/", {"service": "orders", "queue": "no-such-queue"}
+    )
 
     assert response.status_code == 200  # the form again, with its error
     assert "errorlist" in response.content.decode()
@@ -333,7 +385,14 @@ def test_dashboard_counts_states_per_queue_of_every_service(admin_client):
     assert response.status_code == 200
     orders = section(page, "orders")
     cells = row_cells(orders, "accounting")
-    assert cells == ["accounting", "0", "0", "3", "1", "Resend 1 dead"]  # PREPARED SENDING CONSUMED DEAD
+    assert cells == [
+        "accounting",
+        "0",
+        "0",
+        "3",
+        "1",
+        "Resend 1 dead",
+    ]  # PREPARED SENDING CONSUMED DEAD
     assert row_cells(orders, "notifications")[:5] == ["notifications", "0", "1", "0", "0"]
     assert re.search(r'class="oldest-pending">5 min \d+ s<', orders)
     assert re.search(r'class="oldest-pending">3 h 0 min<', section(page, "accounting"))
@@ -344,7 +403,9 @@ def test_dashboard_counts_states_per_queue_of_every_service(admin_client):
 def test_dashboard_headings_use_the_bars_link_colour(admin_client):
     page = admin_client.get(f"{CHANGELIST}dashboard/").content.decode()
 
-    assert "messaging/dashboard.css" in page  # white links on the blue heading bar, not blue on blue
+    assert (
+        "messaging/dashboard.css" in page
+    )  # white links on the blue heading bar, not blue on blue
 
 
 def test_dashboard_survives_a_database_that_is_down(admin_client):
@@ -376,7 +437,10 @@ def section(page: str, alias: str) -> str:
 def row_cells(section_html: str, queue: str) -> list[str]:
     match = re.search(rf'<tr class="queue-{re.escape(queue)}">(.*?)</tr>', section_html, re.S)
     assert match, f"no row for {queue}"
-    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", match.group(1), re.S)]
+    return [
+        re.sub(r"<[^>]+>", "", cell).strip()
+        for cell in re.findall(r"<td>(.*?)</td>", match.group(1), re.S)
+    ]
 
 
 def test_no_add_permission(admin_client, rf, admin_user):
@@ -394,18 +458,30 @@ def test_no_add_permission(admin_client, rf, admin_user):
 
 @pytest.mark.parametrize("verdict,expected", [("confirm", {"SENDING"}), ("discard", set())])
 def test_admin_settles_a_never_confirmed_dead_message(admin_client, verdict, expected, monkeypatch):
-    from paysys.messaging import kicks, outbox
 
     monkeypatch.setattr(kicks, "kick_relay", lambda alias: None)
     message_id = outbox.prepare(
-        "test.topic", {"n": 1}, using="orders", business_key="undecided", check_back="nobody.answers"
+        "test.topic",
+        {"n": 1},
+        using="orders",
+        business_key="undecided",
+        check_back="nobody.answers",
     )
     force_status(Message.objects.using("orders"), "DEAD", next_send_at=None)
     row = Message.objects.using("orders").filter(message_id=message_id).first()
 
     page = admin_client.get(f"/admin/messaging/message/{row.pk}/change/?service=orders")
     assert "Confirm (producer committed)" in page.content.decode()
-    response = admin_client.post(f"/admin/messaging/message/{row.pk}/settle/{verdict}/?service=orders")
+    response = admin_client.post(
+        f"/admin/messaging/message/{row.pk}/settle/{verdict}/?service=orders"
+    )
 
     assert response.status_code == 302
-    assert set(Message.objects.using("orders").filter(message_id=message_id).values_list("status", flat=True)) == expected
+    assert (
+        set(
+            Message.objects.using("orders")
+            .filter(message_id=message_id)
+            .values_list("status", flat=True)
+        )
+        == expected
+    )

@@ -16,7 +16,12 @@ Status = Message.Status
 def row(alias: str, queue: str, status: str = Status.DEAD, *, confirmed: bool = True) -> Message:
     now = timezone.now()
     return Message.objects.using(alias).create(
-        topic="test.topic", consumer=f"{queue}.c", queue=queue, payload={}, status=status, send_count=5,
+        topic="test.topic",
+        consumer=f"{queue}.c",
+        queue=queue,
+        payload={},
+        status=status,
+        send_count=5,
         confirmed_at=now if confirmed else None,
     )
 
@@ -30,7 +35,10 @@ def resend_dead(*args: str) -> str:
 def test_resend_dead_messages_resends_the_dead_of_one_queue_in_one_outbox(kicked):
     dead = [row("orders", "accounting"), row("orders", "accounting")]
     other_queue, other_outbox = row("orders", "notifications"), row("default", "accounting")
-    sending, consumed = row("orders", "accounting", Status.SENDING), row("orders", "accounting", Status.CONSUMED)
+    sending, consumed = (
+        row("orders", "accounting", Status.SENDING),
+        row("orders", "accounting", Status.CONSUMED),
+    )
 
     out = resend_dead("--service", "orders", "--queue", "accounting")
 

@@ -8,7 +8,14 @@ from django.db import connections, transaction
 from paysys.messaging import consumption, outbox, registry
 from paysys.messaging.models import InboxEntry, Message
 from tests.concurrency import run_at_once
-from tests.messaging.helpers import Raw, deliver_all, deliveries_for, force_status, handled, publish_ping
+from tests.messaging.helpers import (
+    Raw,
+    deliver_all,
+    deliveries_for,
+    force_status,
+    handled,
+    publish_ping,
+)
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -24,7 +31,12 @@ def test_consume_runs_each_consumer_once_and_acknowledges():
     assert len(result["acked"]) == 2 and result["failed"] == []
     assert sorted(map(str, handled)) == sorted(map(str, [{"n": 7}, {"accounting": {"n": 7}}]))
     assert set(Message.objects.using("orders").values_list("status", flat=True)) == {"CONSUMED"}
-    assert InboxEntry.objects.using("notifications").filter(consumer="notifications.test_ping", message_id=message_id).count() == 1
+    assert (
+        InboxEntry.objects.using("notifications")
+        .filter(consumer="notifications.test_ping", message_id=message_id)
+        .count()
+        == 1
+    )
 
 
 echoed: list = []
@@ -33,7 +45,9 @@ echoed: list = []
 @registry.consumer("test.echo", queue="notifications", name="notifications.test_echo")
 def on_echo(message):
     """Records what it was handed; writes, then fails when asked to (its write must not stay)."""
-    InboxEntry.objects.using("notifications").create(consumer="echo-effect", message_id=message.payload["key"], topic="x")
+    InboxEntry.objects.using("notifications").create(
+        consumer="echo-effect", message_id=message.payload["key"], topic="x"
+    )
     echoed.append(message)
     if message.payload.get("explode"):
         raise RuntimeError("echo exploded")
@@ -49,12 +63,16 @@ def test_a_handler_gets_the_delivery_and_the_acknowledgement_closes_the_row(capl
     echoed.clear()
     message_id = publish_echo(n=1)
     row = Message.objects.using("orders").get()
-    force_status(Message.objects.using("orders"), "SENDING", send_count=3, last_error="earlier failure")
+    force_status(
+        Message.objects.using("orders"), "SENDING", send_count=3, last_error="earlier failure"
+    )
 
     consumption.consume_batch("orders", deliveries_for("orders"))
 
     (delivery,) = echoed
-    assert delivery == consumption.Delivery(row.id, message_id, "test.echo", {"n": 1, "key": row.payload["key"]}, 3)
+    assert delivery == consumption.Delivery(
+        row.id, message_id, "test.echo", {"n": 1, "key": row.payload["key"]}, 3
+    )
     row.refresh_from_db()
     assert (row.status, row.next_send_at, row.last_error) == ("CONSUMED", None, "")
     assert row.consumed_at is not None
@@ -90,7 +108,9 @@ def test_a_failure_is_recorded_on_its_own_row_while_it_is_sending():
 
     consumption.consume_batch("orders", deliveries)
 
-    errors = dict(Message.objects.using("orders").values_list("topic", "last_error").exclude(last_error=""))
+    errors = dict(
+        Message.objects.using("orders").values_list("topic", "last_error").exclude(last_error="")
+    )
     assert list(errors) == ["test.echo"] and "echo exploded" in errors["test.echo"]
     assert Message.objects.using("orders").get(message_id=other).last_error == ""
 
@@ -133,7 +153,11 @@ def test_failing_handler_rolls_back_its_writes_and_keeps_the_message_sending():
     assert result["failed"] == [failed.id]
     assert failed.status == "SENDING"
     assert "handler exploded" in failed.last_error
-    assert not InboxEntry.objects.using("notifications").filter(consumer="notifications.test_ping").exists()
+    assert (
+        not InboxEntry.objects.using("notifications")
+        .filter(consumer="notifications.test_ping")
+        .exists()
+    )
     assert not InboxEntry.objects.using("notifications").filter(consumer="side-effect").exists()
     # the other consumer of the same message is unaffected
     assert Message.objects.using("orders").get(consumer="accounting.test_ping").status == "CONSUMED"
@@ -142,7 +166,9 @@ def test_failing_handler_rolls_back_its_writes_and_keeps_the_message_sending():
 @registry.consumer("test.unique", queue="notifications", name="notifications.test_unique")
 def on_unique(message):
     """Writes a row unique on its payload's key: a second message with the same key breaks it."""
-    InboxEntry.objects.using("notifications").create(consumer="unique-effect", message_id=message.payload["key"], topic="x")
+    InboxEntry.objects.using("notifications").create(
+        consumer="unique-effect", message_id=message.payload["key"], topic="x"
+    )
 
 
 def test_a_handlers_own_integrity_error_is_a_failure_not_a_duplicate():
@@ -152,7 +178,9 @@ def test_a_handlers_own_integrity_error_is_a_failure_not_a_duplicate():
     with transaction.atomic(using="orders"):
         first = outbox.publish(Raw("test.unique", {"key": key}), using="orders")
         second = outbox.publish(Raw("test.unique", {"key": key}), using="orders")
-    InboxEntry.objects.using("notifications").create(consumer="someone.else", message_id=second, topic="test.unique")
+    InboxEntry.objects.using("notifications").create(
+        consumer="someone.else", message_id=second, topic="test.unique"
+    )
 
     result = deliver_all("orders")
 
@@ -208,7 +236,9 @@ def on_batch(message):
         # what a deadlock does on MariaDB: the server rolls back the whole transaction
         with connections["notifications"].cursor() as cursor:
             cursor.execute("ROLLBACK")
-    InboxEntry.objects.using("notifications").create(consumer="batch-effect", message_id=message.message_id, topic="x")
+    InboxEntry.objects.using("notifications").create(
+        consumer="batch-effect", message_id=message.message_id, topic="x"
+    )
 
 
 def publish_batch(*payloads):
@@ -220,13 +250,19 @@ def publish_batch(*payloads):
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_one_failing_message_in_a_batch_fails_alone(poison):
     if poison == "lose_transaction" and connections["notifications"].vendor != "mysql":
-        pytest.skip("a transaction lost mid-batch (a deadlock victim) is a MariaDB behaviour; CI runs it there")
+        pytest.skip(
+            "a transaction lost mid-batch (a deadlock victim) is a MariaDB behaviour; CI runs it there"
+        )
     good, bad, also_good = publish_batch({"n": 1}, {poison: True}, {"n": 3})
 
     result = deliver_all("orders")
 
     assert len(result["acked"]) == 2 and len(result["failed"]) == 1
-    effects = set(InboxEntry.objects.using("notifications").filter(consumer="batch-effect").values_list("message_id", flat=True))
+    effects = set(
+        InboxEntry.objects.using("notifications")
+        .filter(consumer="batch-effect")
+        .values_list("message_id", flat=True)
+    )
     assert effects == {good, also_good}
     assert not InboxEntry.objects.using("notifications").filter(message_id=bad).exists()
     statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))
@@ -239,7 +275,9 @@ def test_one_failing_message_in_a_batch_fails_alone(poison):
 batches: list[list] = []
 
 
-@registry.consumer("test.bulk", queue="notifications", name="notifications.test_bulk", atomic=False, batch=True)
+@registry.consumer(
+    "test.bulk", queue="notifications", name="notifications.test_bulk", atomic=False, batch=True
+)
 def on_bulk(deliveries):
     """Records each call's deliveries; fails the ones asked to, or the whole call."""
     batches.append(list(deliveries))
@@ -262,14 +300,21 @@ def test_a_batch_consumer_gets_the_whole_batch_in_one_call_and_its_errors_stay_a
     assert [[d.payload["n"] for d in call] for call in batches] == [[1, 2, 3]]
     rows = {m.message_id: m for m in Message.objects.using("orders")}
     assert [rows[i].status for i in ids] == ["CONSUMED", "SENDING", "CONSUMED"]
-    assert rows[ids[1]].last_error == "refused by the test" and result["failed"] == [rows[ids[1]].id]
-    inbox = set(InboxEntry.objects.using("notifications").filter(consumer="notifications.test_bulk")
-                .values_list("message_id", flat=True))
+    assert rows[ids[1]].last_error == "refused by the test" and result["failed"] == [
+        rows[ids[1]].id
+    ]
+    inbox = set(
+        InboxEntry.objects.using("notifications")
+        .filter(consumer="notifications.test_bulk")
+        .values_list("message_id", flat=True)
+    )
     assert inbox == {ids[0], ids[2]}
 
     batches.clear()
     consumption.consume_batch("orders", deliveries_for("orders"))  # everything again: a redelivery
-    assert [[d.payload["n"] for d in call] for call in batches] == [[2]]  # the consumed ones are skipped
+    assert [[d.payload["n"] for d in call] for call in batches] == [
+        [2]
+    ]  # the consumed ones are skipped
 
 
 def test_a_batch_consumer_that_raises_fails_every_delivery_of_the_call():
@@ -279,8 +324,14 @@ def test_a_batch_consumer_that_raises_fails_every_delivery_of_the_call():
     result = consumption.consume_batch("orders", deliveries_for("orders"))
 
     assert result["acked"] == [] and len(result["failed"]) == 2
-    assert {m.last_error for m in Message.objects.using("orders")} == {"RuntimeError: bulk handler exploded"}
-    assert not InboxEntry.objects.using("notifications").filter(consumer="notifications.test_bulk").exists()
+    assert {m.last_error for m in Message.objects.using("orders")} == {
+        "RuntimeError: bulk handler exploded"
+    }
+    assert (
+        not InboxEntry.objects.using("notifications")
+        .filter(consumer="notifications.test_bulk")
+        .exists()
+    )
 
 
 # --- atomic batch consumers (batch=True): one savepoint and one inbox INSERT per relay batch ----
@@ -288,12 +339,16 @@ def test_a_batch_consumer_that_raises_fails_every_delivery_of_the_call():
 atomic_calls: list[list] = []
 
 
-@registry.consumer("test.atomic_bulk", queue="notifications", name="notifications.test_atomic_bulk", batch=True)
+@registry.consumer(
+    "test.atomic_bulk", queue="notifications", name="notifications.test_atomic_bulk", batch=True
+)
 def on_atomic_bulk(deliveries):
     """Writes an effect row per delivery; a poison payload breaks the whole call."""
     atomic_calls.append([d.payload["n"] for d in deliveries])
     for delivery in deliveries:
-        InboxEntry.objects.using("notifications").create(consumer="bulk-effect", message_id=delivery.message_id, topic="x")
+        InboxEntry.objects.using("notifications").create(
+            consumer="bulk-effect", message_id=delivery.message_id, topic="x"
+        )
     for delivery in deliveries:
         if delivery.payload.get("explode"):
             raise RuntimeError("atomic bulk exploded")
@@ -304,11 +359,17 @@ def on_atomic_bulk(deliveries):
 
 def publish_atomic_bulk(*payloads) -> list[uuid.UUID]:
     with transaction.atomic(using="orders"):
-        return [outbox.publish(Raw("test.atomic_bulk", payload), using="orders") for payload in payloads]
+        return [
+            outbox.publish(Raw("test.atomic_bulk", payload), using="orders") for payload in payloads
+        ]
 
 
 def bulk_effects() -> set:
-    return set(InboxEntry.objects.using("notifications").filter(consumer="bulk-effect").values_list("message_id", flat=True))
+    return set(
+        InboxEntry.objects.using("notifications")
+        .filter(consumer="bulk-effect")
+        .values_list("message_id", flat=True)
+    )
 
 
 def test_an_atomic_batch_consumer_gets_the_batch_in_one_call_and_skips_the_consumed():
@@ -319,11 +380,15 @@ def test_an_atomic_batch_consumer_gets_the_batch_in_one_call_and_skips_the_consu
 
     assert atomic_calls == [[1, 2, 3]] and len(result["acked"]) == 3 and result["failed"] == []
     assert bulk_effects() == set(ids)
-    inbox = InboxEntry.objects.using("notifications").filter(consumer="notifications.test_atomic_bulk")
+    inbox = InboxEntry.objects.using("notifications").filter(
+        consumer="notifications.test_atomic_bulk"
+    )
     assert set(inbox.values_list("message_id", flat=True)) == set(ids)
 
     atomic_calls.clear()
-    force_status(Message.objects.using("orders"), "SENDING")  # a lost acknowledgement: all delivered again
+    force_status(
+        Message.objects.using("orders"), "SENDING"
+    )  # a lost acknowledgement: all delivered again
     assert len(consumption.consume_batch("orders", deliveries_for("orders"))["acked"]) == 3
     assert atomic_calls == [] and bulk_effects() == set(ids)  # nothing ran twice
 
@@ -332,13 +397,19 @@ def test_an_atomic_batch_consumer_gets_the_batch_in_one_call_and_skips_the_consu
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_a_poison_message_in_an_atomic_batch_fails_alone(poison):
     if poison == "lose_transaction" and connections["notifications"].vendor != "mysql":
-        pytest.skip("a transaction lost mid-batch (a deadlock victim) is a MariaDB behaviour; CI runs it there")
+        pytest.skip(
+            "a transaction lost mid-batch (a deadlock victim) is a MariaDB behaviour; CI runs it there"
+        )
     atomic_calls.clear()
     good, bad, also_good = publish_atomic_bulk({"n": 1}, {"n": 2, poison: True}, {"n": 3})
 
     result = deliver_all("orders")
 
-    assert atomic_calls[0] == [1, 2, 3] and sorted(atomic_calls[1:]) == [[1], [2], [3]]  # then one by one
+    assert atomic_calls[0] == [1, 2, 3] and sorted(atomic_calls[1:]) == [
+        [1],
+        [2],
+        [3],
+    ]  # then one by one
     assert len(result["acked"]) == 2 and len(result["failed"]) == 1
     assert bulk_effects() == {good, also_good}  # the failed call's writes rolled back with it
     statuses = dict(Message.objects.using("orders").values_list("message_id", "status"))

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 from paysys.contracts import BankPaymentSucceeded
 from paysys.messaging import kicks, registry
 from paysys.messaging.api import MAX_PAYLOAD_DEPTH
-from tests.messaging.helpers import force_status
 from paysys.messaging.models import Message
+from tests.messaging.helpers import force_status
 
 pytestmark = [pytest.mark.django_db(databases="__all__")]
 
@@ -51,7 +51,11 @@ def client() -> APIClient:
 def body(**overrides):
     data = {
         "topic": "test.http_api",
-        "payload": {"voucher": "V-1", "amount": 1234, "lines": [{"account": "1002", "debit": 1234}]},
+        "payload": {
+            "voucher": "V-1",
+            "amount": 1234,
+            "lines": [{"account": "1002", "debit": 1234}],
+        },
         "business_key": "txn-42",
         "check_back_url": "https://producer.example/check-back",
     }
@@ -80,7 +84,8 @@ def test_prepare_stores_a_prepared_row_per_consumer(client):
     assert data["status"] == "PREPARED"
     stored = rows(data["message_id"])
     assert [(m.consumer, m.queue) for m in stored] == [
-        ("accounting.test_http_api", "accounting"), ("notifications.test_http_api", "notifications"),
+        ("accounting.test_http_api", "accounting"),
+        ("notifications.test_http_api", "notifications"),
     ]
     assert {m.status for m in stored} == {Message.Status.PREPARED}
     assert stored[0].payload == body()["payload"]
@@ -117,7 +122,9 @@ def test_unknown_topic_is_400_and_writes_nothing(client):
 )
 def test_bad_body_is_400_and_writes_nothing(client, overrides, field):
     # json.dumps escapes a lone surrogate as \\ud800, as a real client would send it
-    response = client.post("/api/v1/messages", json.dumps(body(**overrides)), content_type="application/json")
+    response = client.post(
+        "/api/v1/messages", json.dumps(body(**overrides)), content_type="application/json"
+    )
 
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid"
@@ -139,8 +146,12 @@ def test_missing_field_is_400(client, missing):
 
 def test_malformed_and_absurdly_nested_json_are_400(client):
     broken = client.post("/api/v1/messages", "{not json", content_type="application/json")
-    nested = client.post("/api/v1/messages", "[" * 20000 + "]" * 20000, content_type="application/json")
-    too_deep = client.post("/api/v1/messages", body(payload=_nest(MAX_PAYLOAD_DEPTH + 1)), format="json")
+    nested = client.post(
+        "/api/v1/messages", "[" * 20000 + "]" * 20000, content_type="application/json"
+    )
+    too_deep = client.post(
+        "/api/v1/messages", body(payload=_nest(MAX_PAYLOAD_DEPTH + 1)), format="json"
+    )
 
     assert (broken.status_code, nested.status_code, too_deep.status_code) == (400, 400, 400)
     assert "error" in nested.json()
@@ -187,7 +198,9 @@ def test_confirm_twice_is_idempotent(client):
     assert len(rows(message_id)) == 2
 
 
-def test_confirm_kicks_the_relay_after_commit(client, monkeypatch, django_capture_on_commit_callbacks):
+def test_confirm_kicks_the_relay_after_commit(
+    client, monkeypatch, django_capture_on_commit_callbacks
+):
     kicked = []
     monkeypatch.setattr(kicks, "kick_relay", kicked.append)
     message_id = prepare(client)
@@ -207,7 +220,9 @@ def test_discard_drops_the_prepared_message(client):
     assert response.status_code == 200, response.content
     assert response.json() == {"message_id": message_id, "status": "DISCARDED"}
     assert rows(message_id) == []
-    assert client.post(f"/api/v1/messages/{message_id}/discard").status_code == 404  # a retry: already gone
+    assert (
+        client.post(f"/api/v1/messages/{message_id}/discard").status_code == 404
+    )  # a retry: already gone
 
 
 def test_discard_after_confirm_is_409_and_keeps_the_message(client):
@@ -225,7 +240,9 @@ def test_get_shows_each_consumers_row(client):
     message_id = prepare(client)
     client.post(f"/api/v1/messages/{message_id}/confirm")
     force_status(
-        Message.objects.using("default").filter(message_id=message_id, queue="accounting"), Message.Status.CONSUMED, send_count=1
+        Message.objects.using("default").filter(message_id=message_id, queue="accounting"),
+        Message.Status.CONSUMED,
+        send_count=1,
     )
 
     response = client.get(f"/api/v1/messages/{message_id}")
@@ -238,7 +255,8 @@ def test_get_shows_each_consumers_row(client):
     assert data["status"] == "SENDING"  # the least advanced delivery
     assert data["confirmed_at"] is not None
     assert sorted((d["queue"], d["status"], d["send_count"]) for d in data["deliveries"]) == [
-        ("accounting", "CONSUMED", 1), ("notifications", "SENDING", 0),
+        ("accounting", "CONSUMED", 1),
+        ("notifications", "SENDING", 0),
     ]
 
 
@@ -254,12 +272,16 @@ def test_get_rejects_unknown_query_parameters(client):
 def test_get_of_a_fully_consumed_message_is_consumed(client):
     message_id = prepare(client)
     client.post(f"/api/v1/messages/{message_id}/confirm")
-    force_status(Message.objects.using("default").filter(message_id=message_id), Message.Status.CONSUMED)
+    force_status(
+        Message.objects.using("default").filter(message_id=message_id), Message.Status.CONSUMED
+    )
 
     assert client.get(f"/api/v1/messages/{message_id}").json()["status"] == "CONSUMED"
 
 
-@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "/confirm"), ("post", "/discard")])
+@pytest.mark.parametrize(
+    "method, suffix", [("get", ""), ("post", "/confirm"), ("post", "/discard")]
+)
 def test_unknown_message_is_404(client, method, suffix):
     response = getattr(client, method)(f"/api/v1/messages/{uuid.uuid4()}{suffix}")
 
@@ -279,7 +301,16 @@ def test_a_non_uuid_id_is_404(client):
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer wrong-token", f"Bearer {TOKEN}x", f"Token {TOKEN}", "Bearer ", f"bearer {TOKEN}", "Bearer ünïcode"],
+    [
+        None,
+        "",
+        "Bearer wrong-token",
+        f"Bearer {TOKEN}x",
+        f"Token {TOKEN}",
+        "Bearer ",
+        f"bearer {TOKEN}",
+        "Bearer ünïcode",
+    ],
 )
 def test_missing_or_wrong_token_is_401_and_writes_nothing(header):
     client = APIClient()
@@ -298,7 +329,9 @@ def test_a_merchant_api_key_is_not_a_service_token(api):
     assert api.post("/api/v1/messages", body(), format="json").status_code == 401
 
 
-@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "/confirm"), ("post", "/discard")])
+@pytest.mark.parametrize(
+    "method, suffix", [("get", ""), ("post", "/confirm"), ("post", "/discard")]
+)
 def test_every_operation_needs_the_token(client, method, suffix):
     message_id = prepare(client)
     anonymous = APIClient()
@@ -353,12 +386,20 @@ def test_an_unknown_body_field_is_a_400_naming_it(client):
     response = client.post("/api/v1/messages", body(status="SENDING", send_count=0), format="json")
 
     assert response.status_code == 400
-    assert response.json()["error"]["fields"] == {"send_count": "unknown field", "status": "unknown field"}
+    assert response.json()["error"]["fields"] == {
+        "send_count": "unknown field",
+        "status": "unknown field",
+    }
     assert not Message.objects.using("default").exists()
 
 
 @pytest.mark.parametrize(
-    "url", ["http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/cb", "http://[::ffff:169.254.169.254]/cb"]
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/cb",
+        "http://[::ffff:169.254.169.254]/cb",
+    ],
 )
 def test_a_check_back_url_into_the_platforms_network_is_refused_at_prepare(client, url, settings):
     settings.NOTIFY_ALLOWED_NETWORKS = []
@@ -372,7 +413,11 @@ def test_a_check_back_url_into_the_platforms_network_is_refused_at_prepare(clien
 
 def test_a_check_back_name_that_does_not_resolve_is_refused_at_prepare(client):
     """A name that resolves only later, once accepted, is a DNS rebinding set-up: refused now."""
-    response = client.post("/api/v1/messages", body(check_back_url="https://no-such-producer.invalid/cb"), format="json")
+    response = client.post(
+        "/api/v1/messages",
+        body(check_back_url="https://no-such-producer.invalid/cb"),
+        format="json",
+    )
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -384,11 +429,17 @@ def test_a_check_back_name_resolving_into_the_platforms_network_is_refused_witho
     client, settings, monkeypatch
 ):
     settings.NOTIFY_ALLOWED_NETWORKS = []
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port)),
-    ])
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port)),
+        ],
+    )
 
-    response = client.post("/api/v1/messages", body(check_back_url="https://db.internal/cb"), format="json")
+    response = client.post(
+        "/api/v1/messages", body(check_back_url="https://db.internal/cb"), format="json"
+    )
 
     assert response.status_code == 400
     assert "db.internal is not a public address" in response.json()["error"]["message"]
@@ -409,12 +460,15 @@ def test_a_topic_not_open_to_http_producers_is_refused_and_nothing_is_stored(cli
     # bank.payment_succeeded has consumers, but only the gateway may announce a bank payment
     response = client.post(
         "/api/v1/messages",
-        {"topic": BankPaymentSucceeded.TOPIC, "payload": {"out_trade_no": "PSX"}, "business_key": "k",
-         "check_back_url": "http://127.0.0.1:9/cb"},
+        {
+            "topic": BankPaymentSucceeded.TOPIC,
+            "payload": {"out_trade_no": "PSX"},
+            "business_key": "k",
+            "check_back_url": "http://127.0.0.1:9/cb",
+        },
         format="json",
     )
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "topic_not_allowed"
     assert not Message.objects.using("default").exists()
-

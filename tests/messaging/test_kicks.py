@@ -60,7 +60,6 @@ def test_flush_waits_at_most_its_timeout(monkeypatch):
     assert kicks.flush_relay_requests() is True
 
 
-
 def test_a_kick_asks_the_aliass_queue_for_one_relay_pass_at_a_time(monkeypatch):
     from django.core.cache import cache
 

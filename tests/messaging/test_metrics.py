@@ -21,12 +21,24 @@ METRICS_TOKEN = "metrics-token-for-the-tests-0123456789"
 def metrics_token(settings):
     settings.METRICS_TOKEN = METRICS_TOKEN
 
+
 Status = Message.Status
 
 
-def add(alias: str, status: str, *, queue: str = "accounting", send_count: int = 0, age: timedelta | None = None) -> Message:
+def add(
+    alias: str,
+    status: str,
+    *,
+    queue: str = "accounting",
+    send_count: int = 0,
+    age: timedelta | None = None,
+) -> Message:
     row = Message.objects.using(alias).create(
-        topic="test.metrics", consumer="accounting.test_metrics", queue=queue, payload={}, status=status,
+        topic="test.metrics",
+        consumer="accounting.test_metrics",
+        queue=queue,
+        payload={},
+        status=status,
         send_count=send_count,
     )
     if age is not None:  # created_at is auto_now_add: move it back afterwards
@@ -59,18 +71,42 @@ def test_counts_match_the_rows_of_two_services(client):
 
     samples = scrape(client)
 
-    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="SENDING"))] == 2
+    assert (
+        samples[("paysys_messages", labels(service="orders", queue="accounting", status="SENDING"))]
+        == 2
+    )
     # consumed rows are history: not counted (their number is business volume, and a full scan)
-    assert ("paysys_messages", labels(service="orders", queue="accounting", status="CONSUMED")) not in samples
-    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="DEAD"))] == 1
-    assert samples[("paysys_messages", labels(service="orders", queue="accounting", status="PREPARED"))] == 0
-    assert samples[("paysys_messages", labels(service="orders", queue="notifications", status="PREPARED"))] == 1
-    assert samples[("paysys_messages", labels(service="accounting", queue="funds", status="DEAD"))] == 4
+    assert (
+        "paysys_messages",
+        labels(service="orders", queue="accounting", status="CONSUMED"),
+    ) not in samples
+    assert (
+        samples[("paysys_messages", labels(service="orders", queue="accounting", status="DEAD"))]
+        == 1
+    )
+    assert (
+        samples[
+            ("paysys_messages", labels(service="orders", queue="accounting", status="PREPARED"))
+        ]
+        == 0
+    )
+    assert (
+        samples[
+            ("paysys_messages", labels(service="orders", queue="notifications", status="PREPARED"))
+        ]
+        == 1
+    )
+    assert (
+        samples[("paysys_messages", labels(service="accounting", queue="funds", status="DEAD"))]
+        == 4
+    )
     assert samples[("paysys_messages_dead", labels(service="orders", queue="accounting"))] == 1
     assert samples[("paysys_messages_dead", labels(service="orders", queue="notifications"))] == 0
     assert samples[("paysys_messages_dead", labels(service="accounting", queue="funds"))] == 4
     # nothing from a service that publishes no topic and has an empty outbox but its health and zero age
-    assert not any(name == "paysys_messages" and ("service", "points") in lbls for name, lbls in samples)
+    assert not any(
+        name == "paysys_messages" and ("service", "points") in lbls for name, lbls in samples
+    )
     assert samples[("paysys_message_oldest_pending_seconds", labels(service="points"))] == 0
     for alias in connections:
         assert samples[("paysys_database_up", labels(alias=alias))] == 1
@@ -82,17 +118,32 @@ def test_an_idle_system_reads_zero_for_every_producer_and_consumer_queue_not_no_
     samples = scrape(client)
 
     # then: each topic's producer reports each of its consumer queues, at 0: sum() is 0, absent() is false
-    known = {("default", "orders"), ("default", "polling"), ("orders", "accounting"), ("orders", "notifications"),
-             ("funds", "accounting"), ("default", "core"), ("orders", "funds"), ("orders", "points"),
-             ("orders", "polling")}
+    known = {
+        ("default", "orders"),
+        ("default", "polling"),
+        ("orders", "accounting"),
+        ("orders", "notifications"),
+        ("funds", "accounting"),
+        ("default", "core"),
+        ("orders", "funds"),
+        ("orders", "points"),
+        ("orders", "polling"),
+    }
     # bank.payment_succeeded (twice: applied by orders, postponing polling), order.paid (twice),
     # wallet.credited, messaging.bench, refund.finished (funds, points, accounting, notifications),
     # refund.requested (polling)
     for service, queue in known:
         for status in ("PREPARED", "SENDING", "DEAD"):
-            assert samples[("paysys_messages", labels(service=service, queue=queue, status=status))] == 0
+            assert (
+                samples[("paysys_messages", labels(service=service, queue=queue, status=status))]
+                == 0
+            )
         assert samples[("paysys_messages_dead", labels(service=service, queue=queue))] == 0
-    assert {(dict(lbls)["service"], dict(lbls)["queue"]) for name, lbls in samples if name == "paysys_messages_dead"} == known
+    assert {
+        (dict(lbls)["service"], dict(lbls)["queue"])
+        for name, lbls in samples
+        if name == "paysys_messages_dead"
+    } == known
 
 
 def test_oldest_pending_ignores_consumed_and_dead(client):
@@ -107,13 +158,21 @@ def test_oldest_pending_ignores_consumed_and_dead(client):
 
 
 def test_resends_counts_sends_beyond_the_first(client):
-    for send_count, status in [(0, Status.SENDING), (1, Status.CONSUMED), (3, Status.CONSUMED), (5, Status.DEAD), (2, Status.SENDING)]:
+    for send_count, status in [
+        (0, Status.SENDING),
+        (1, Status.CONSUMED),
+        (3, Status.CONSUMED),
+        (5, Status.DEAD),
+        (2, Status.SENDING),
+    ]:
         add("notifications", status, send_count=send_count)
     add("points", Status.SENDING, send_count=4)
 
     samples = scrape(client)
 
-    assert samples[("paysys_message_resends", labels(service="notifications"))] == 0 + 4 + 1  # rows not consumed
+    assert (
+        samples[("paysys_message_resends", labels(service="notifications"))] == 0 + 4 + 1
+    )  # rows not consumed
     assert samples[("paysys_message_resends", labels(service="points"))] == 3
     assert samples[("paysys_message_resends", labels(service="default"))] == 0
     assert outbox_stats("notifications").resends == 7
@@ -146,13 +205,18 @@ def test_each_scrape_reads_the_database_afresh(client):
 
 
 def test_metrics_is_read_only(client):
-    assert client.post("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).status_code == 405
+    assert (
+        client.post("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).status_code
+        == 405
+    )
 
 
 # --- issue 6: not public, and cheap ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x"]
+)
 def test_metrics_needs_the_token(client, header):
     add("orders", Status.DEAD)
 

@@ -11,16 +11,25 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 Status = Message.Status
 LEGAL = {
-    (Status.PREPARED, Status.SENDING), (Status.PREPARED, Status.DEAD),
-    (Status.SENDING, Status.SENDING), (Status.SENDING, Status.CONSUMED), (Status.SENDING, Status.DEAD),
-    (Status.DEAD, Status.SENDING), (Status.DEAD, Status.CONSUMED),
+    (Status.PREPARED, Status.SENDING),
+    (Status.PREPARED, Status.DEAD),
+    (Status.SENDING, Status.SENDING),
+    (Status.SENDING, Status.CONSUMED),
+    (Status.SENDING, Status.DEAD),
+    (Status.DEAD, Status.SENDING),
+    (Status.DEAD, Status.CONSUMED),
 }
 
 
 def row_in(status: str) -> Message:
     now = timezone.now()
     return Message.objects.using("orders").create(
-        topic="test.state", consumer="c", queue="accounting", payload={}, status=status, next_send_at=now,
+        topic="test.state",
+        consumer="c",
+        queue="accounting",
+        payload={},
+        status=status,
+        next_send_at=now,
         confirmed_at=None if status == Status.PREPARED else now,
     )
 
@@ -43,7 +52,9 @@ def test_consumed_is_final():
 def test_a_status_never_changes_outside_the_table():
     row = row_in(Status.CONSUMED)
 
-    with pytest.raises(TypeError, match=r"^a message's status changes only through transition\(\)$"):
+    with pytest.raises(
+        TypeError, match=r"^a message's status changes only through transition\(\)$"
+    ):
         Message.objects.using("orders").filter(pk=row.pk).update(status=Status.SENDING)
 
     assert Message.objects.using("orders").get(pk=row.pk).status == Status.CONSUMED

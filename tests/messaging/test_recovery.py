@@ -68,7 +68,9 @@ def no_kick(monkeypatch):
 
 def prepare(producer, business_key):
     url = f"http://127.0.0.1:{producer.server_port}/check-back"
-    return outbox.prepare("test.check_back", {"k": business_key}, business_key=business_key, check_back=url)
+    return outbox.prepare(
+        "test.check_back", {"k": business_key}, business_key=business_key, check_back=url
+    )
 
 
 def statuses(message_id):
@@ -81,7 +83,13 @@ def later(settings):
 
 @pytest.mark.parametrize(
     "verdict,expected",
-    [("COMMITTED", {"SENDING"}), ("ROLLED_BACK", set()), ("UNKNOWN", {"PREPARED"}), (500, {"PREPARED"}), ("maybe", {"PREPARED"})],
+    [
+        ("COMMITTED", {"SENDING"}),
+        ("ROLLED_BACK", set()),
+        ("UNKNOWN", {"PREPARED"}),
+        (500, {"PREPARED"}),
+        ("maybe", {"PREPARED"}),
+    ],
 )
 def test_check_back_url_verdicts(producer, settings, verdict, expected):
     producer.verdicts["order-9"] = verdict
@@ -117,7 +125,9 @@ def test_a_fresh_prepared_message_is_not_checked_yet(producer):
 def test_recover_messages_command_runs_one_pass(producer, settings):
     producer.verdicts["cmd"] = "COMMITTED"
     message_id = prepare(producer, "cmd")
-    Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+    Message.objects.filter(message_id=message_id).update(
+        next_send_at=timezone.now() - timedelta(seconds=1)
+    )
     out = StringIO()
 
     call_command("recover_messages", stdout=out)
@@ -137,7 +147,9 @@ def test_check_back_resolves_stale_prepared(business_key, committed, expected, s
     """In the producer's own outbox (here orders'), not in core's."""
     if committed:
         Payer.objects.create(name=business_key)
-    message_id = outbox.prepare("test.ping", {}, using="orders", business_key=business_key, check_back="test.payer_exists")
+    message_id = outbox.prepare(
+        "test.ping", {}, using="orders", business_key=business_key, check_back="test.payer_exists"
+    )
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
     assert recovery.check_back_due("orders", now=later) == 1
@@ -149,11 +161,15 @@ def test_check_back_resolves_stale_prepared(business_key, committed, expected, s
 
 def test_check_back_gives_up_to_dead_after_the_limit(settings):
     settings.MESSAGE_CHECK_BACK_MAX = 3
-    message_id = outbox.prepare("test.ping", {}, using="orders", business_key="undecided", check_back="test.payer_exists")
+    message_id = outbox.prepare(
+        "test.ping", {}, using="orders", business_key="undecided", check_back="test.payer_exists"
+    )
     now = timezone.now()
 
     for _ in range(3):
-        now += timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + settings.MESSAGE_CHECK_BACK_INTERVAL)
+        now += timedelta(
+            seconds=settings.MESSAGE_CHECK_BACK_DELAY + settings.MESSAGE_CHECK_BACK_INTERVAL
+        )
         recovery.check_back_due("orders", now=now)
 
     rows = Message.objects.using("orders").filter(message_id=message_id)
@@ -165,19 +181,29 @@ def test_a_check_back_decides_for_its_own_message_only(settings):
     """Two stale messages, one producer answer each: neither answer touches the other message."""
     settings.MESSAGE_CHECK_BACK_MAX = 1  # the undecided one gives up at once
     Payer.objects.create(name="alice")
-    committed = outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
-    undecided = outbox.prepare("test.ping", {}, using="orders", business_key="undecided", check_back="nobody.answers")
+    committed = outbox.prepare(
+        "test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists"
+    )
+    undecided = outbox.prepare(
+        "test.ping", {}, using="orders", business_key="undecided", check_back="nobody.answers"
+    )
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
-    fresh = outbox.prepare("test.ping", {}, using="orders", business_key="fresh", check_back="nobody.answers")
-    Message.objects.using("orders").filter(message_id=fresh).update(next_send_at=later + timedelta(hours=1))
+    fresh = outbox.prepare(
+        "test.ping", {}, using="orders", business_key="fresh", check_back="nobody.answers"
+    )
+    Message.objects.using("orders").filter(message_id=fresh).update(
+        next_send_at=later + timedelta(hours=1)
+    )
 
     assert recovery.check_back_due("orders", now=later) == 2
-    assert set(Message.objects.using("orders").filter(message_id=fresh).values_list("status", "last_error")) == {
-        ("PREPARED", "")
-    }
+    assert set(
+        Message.objects.using("orders").filter(message_id=fresh).values_list("status", "last_error")
+    ) == {("PREPARED", "")}
 
     rows = Message.objects.using("orders")
-    assert set(rows.filter(message_id=committed).values_list("status", "last_error")) == {("SENDING", "")}
+    assert set(rows.filter(message_id=committed).values_list("status", "last_error")) == {
+        ("SENDING", "")
+    }
     assert set(rows.filter(message_id=undecided).values_list("status", "last_error")) == {
         ("DEAD", "check-back undecided after 1 asks: no check-back 'nobody.answers' is registered")
     }
@@ -189,7 +215,9 @@ def test_check_backs_stop_when_the_pass_is_out_of_time(settings, monkeypatch):
     clock = iter(range(100))
     monkeypatch.setattr(recovery.time, "monotonic", lambda: next(clock))  # each look: one second on
     ids = [
-        outbox.prepare("test.ping", {}, using="orders", business_key=key, check_back="test.payer_exists")
+        outbox.prepare(
+            "test.ping", {}, using="orders", business_key=key, check_back="test.payer_exists"
+        )
         for key in ("a", "b", "c")  # no such payers: each answer is "rolled back", a discard
     ]
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
@@ -200,17 +228,23 @@ def test_check_backs_stop_when_the_pass_is_out_of_time(settings, monkeypatch):
     assert asked == 2
     left = Message.objects.using("orders")
     assert set(left.values_list("message_id", flat=True)) == {ids[2]}
-    assert set(left.values_list("next_send_at", flat=True)) == {later + timedelta(seconds=settings.MESSAGE_CHECK_BACK_INTERVAL)}
+    assert set(left.values_list("next_send_at", flat=True)) == {
+        later + timedelta(seconds=settings.MESSAGE_CHECK_BACK_INTERVAL)
+    }
 
 
 def test_a_recovery_pass_resends_due_messages_in_every_outbox_and_counts_them(ship, settings):
     settings.MESSAGE_CHECK_BACK_BUDGET = 60
     for alias in ("orders", "accounting"):
         with transaction.atomic(using=alias):
-            outbox.publish(Raw("test.ping", {"alias": alias}), using=alias)  # two consumers: two rows
+            outbox.publish(
+                Raw("test.ping", {"alias": alias}), using=alias
+            )  # two consumers: two rows
     ship.shipped.clear()
     Payer.objects.create(name="alice")
-    outbox.prepare("test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists")
+    outbox.prepare(
+        "test.ping", {}, using="orders", business_key="alice", check_back="test.payer_exists"
+    )
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
     totals = recovery.recover_messages(now=later)
@@ -229,7 +263,6 @@ def test_a_recovery_pass_sends_nothing_before_it_is_due(ship):
     assert recovery.recover_messages(now=timezone.now() + timedelta(hours=1))["resent"] == 2
 
 
-
 def test_a_due_message_that_is_sending_is_never_checked_back(ship, settings):
     with transaction.atomic(using="orders"):
         outbox.publish(Raw("test.ping", {}), using="orders")  # SENDING and due now
@@ -243,7 +276,9 @@ def test_a_recovery_pass_keeps_to_its_check_back_budget(settings, monkeypatch):
     settings.MESSAGE_CHECK_BACK_BUDGET = 0
     clock = iter(range(100))
     monkeypatch.setattr(recovery.time, "monotonic", lambda: next(clock))
-    outbox.prepare("test.ping", {}, using="orders", business_key="a", check_back="test.payer_exists")
+    outbox.prepare(
+        "test.ping", {}, using="orders", business_key="a", check_back="test.payer_exists"
+    )
     later = timezone.now() + timedelta(seconds=settings.MESSAGE_CHECK_BACK_DELAY + 1)
 
     assert recovery.recover_messages(now=later) == {"resent": 0, "checked": 0}
@@ -251,12 +286,19 @@ def test_a_recovery_pass_keeps_to_its_check_back_budget(settings, monkeypatch):
 
 def test_an_https_check_back_is_asked_over_http(settings):
     message_id = outbox.prepare(
-        "test.check_back", {}, business_key="k", check_back="https://127.0.0.1:9/check-back"  # nothing listens
+        "test.check_back",
+        {},
+        business_key="k",
+        check_back="https://127.0.0.1:9/check-back",  # nothing listens
     )
 
     recovery.check_back_due("default", now=later(settings))
 
-    assert Message.objects.filter(message_id=message_id).first().last_error.startswith("check-back https://127.0.0.1:9/check-back failed")
+    assert (
+        Message.objects.filter(message_id=message_id)
+        .first()
+        .last_error.startswith("check-back https://127.0.0.1:9/check-back failed")
+    )
 
 
 # --- check-backs go through the guarded client: no redirects, no rebinding, one deadline ------
@@ -296,15 +338,21 @@ def internal():
 
 @pytest.fixture
 def only_127_0_0_1(settings):
-    settings.NOTIFY_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # the producers' address; 127.0.0.2 is "internal"
+    settings.NOTIFY_ALLOWED_NETWORKS = [
+        "127.0.0.1/32"
+    ]  # the producers' address; 127.0.0.2 is "internal"
 
 
-def test_a_check_back_redirect_into_the_platforms_network_is_not_followed(internal, only_127_0_0_1, settings):
+def test_a_check_back_redirect_into_the_platforms_network_is_not_followed(
+    internal, only_127_0_0_1, settings
+):
     redirector = serve(Redirector)
     redirector.location = f"http://127.0.0.2:{internal.server_port}/check-back"
     try:
         message_id = outbox.prepare(
-            "test.check_back", {}, business_key="redirected",
+            "test.check_back",
+            {},
+            business_key="redirected",
             check_back=f"http://127.0.0.1:{redirector.server_port}/check-back",
         )
 
@@ -314,7 +362,9 @@ def test_a_check_back_redirect_into_the_platforms_network_is_not_followed(intern
         assert internal.asked == []  # never reached: its COMMITTED never confirms the message
         row = Message.objects.filter(message_id=message_id).first()
         assert statuses(message_id) == {"PREPARED"}
-        assert "answered HTTP 307: redirect to " in row.last_error and "not followed" in row.last_error
+        assert (
+            "answered HTTP 307: redirect to " in row.last_error and "not followed" in row.last_error
+        )
     finally:
         redirector.shutdown()
         redirector.server_close()
@@ -326,12 +376,20 @@ def test_a_check_back_name_rebound_into_the_platforms_network_is_refused_when_as
     """Accepted while it resolved to a public address; by the time it is asked it resolves to an
     internal one: the address actually connected to is checked, so it is never asked."""
     real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: (
-        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))] if host == "producer.example"
-        else real(host, port, *a, **k)
-    ))
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: (
+            [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))]
+            if host == "producer.example"
+            else real(host, port, *a, **k)
+        ),
+    )
     message_id = outbox.prepare(
-        "test.check_back", {}, business_key="rebound", check_back=f"http://producer.example:{internal.server_port}/cb",
+        "test.check_back",
+        {},
+        business_key="rebound",
+        check_back=f"http://producer.example:{internal.server_port}/cb",
     )
 
     recovery.check_back_due("default", now=later(settings))
@@ -349,7 +407,9 @@ def trickler():
     server.stop()
 
 
-def test_a_trickling_check_back_gives_up_at_its_deadline_and_delays_no_other_answer(producer, trickler, settings):
+def test_a_trickling_check_back_gives_up_at_its_deadline_and_delays_no_other_answer(
+    producer, trickler, settings
+):
     settings.MESSAGE_CHECK_BACK_TIMEOUT = 2
     slow = [
         outbox.prepare("test.check_back", {}, business_key=f"slow-{n}", check_back=trickler.url())
@@ -363,16 +423,27 @@ def test_a_trickling_check_back_gives_up_at_its_deadline_and_delays_no_other_ans
 
     took = time.monotonic() - started
     assert asked == 4 and len(trickler.connections) == 3
-    assert 2 <= took < 3.5  # one deadline for all four, not a read timeout per byte, nor one after another
-    wait_for(lambda: len(trickler.closed) == 3, timeout=3, what="the trickling producer to be hung up on")
-    assert statuses(fast) == {"SENDING"}  # its answer counted though three others were still trickling
+    assert (
+        2 <= took < 3.5
+    )  # one deadline for all four, not a read timeout per byte, nor one after another
+    wait_for(
+        lambda: len(trickler.closed) == 3, timeout=3, what="the trickling producer to be hung up on"
+    )
+    assert statuses(fast) == {
+        "SENDING"
+    }  # its answer counted though three others were still trickling
     for message_id in slow:
         row = Message.objects.filter(message_id=message_id).first()
-        assert (row.status, row.last_error) == ("PREPARED", f"check-back {trickler.url()} failed: no complete answer within 2 s")
+        assert (row.status, row.last_error) == (
+            "PREPARED",
+            f"check-back {trickler.url()} failed: no complete answer within 2 s",
+        )
 
 
 def endless_body(conn):
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"%x\r\n%s\r\n" % (8192, b" " * 8192)
     while True:
         conn.sendall(chunk)
@@ -381,14 +452,19 @@ def endless_body(conn):
 def test_a_check_back_answer_is_read_only_up_to_its_cap(settings):
     server = RawServer(endless_body)
     try:
-        message_id = outbox.prepare("test.check_back", {}, business_key="big", check_back=server.url())
+        message_id = outbox.prepare(
+            "test.check_back", {}, business_key="big", check_back=server.url()
+        )
         started = time.monotonic()
 
         recovery.check_back_due("default", now=later(settings))
 
         assert time.monotonic() - started < 1  # cut off at the cap, long before the deadline
         assert statuses(message_id) == {"PREPARED"}
-        assert "answered no JSON object" in Message.objects.filter(message_id=message_id).first().last_error
+        assert (
+            "answered no JSON object"
+            in Message.objects.filter(message_id=message_id).first().last_error
+        )
     finally:
         server.stop()
 
@@ -400,13 +476,21 @@ def test_check_backs_run_on_their_own_queue_and_worker_not_the_payments_ones():
     from paysys.celery import app
 
     route = app.amqp.router.route
-    assert route({}, "messaging.check_back")["queue"].name == settings.MESSAGE_CHECK_BACK_QUEUE == "check_back"
+    assert (
+        route({}, "messaging.check_back")["queue"].name
+        == settings.MESSAGE_CHECK_BACK_QUEUE
+        == "check_back"
+    )
     # bank payments: the gateway's relay and the recovery resends on core, consumption on orders
     assert route({}, "messaging.recover_messages")["queue"].name == "core"
     assert settings.MESSAGE_CHECK_BACK_QUEUE not in settings.SERVICE_QUEUES
     assert settings.CELERY_BEAT_SCHEDULE["messaging.check_back"]["task"] == "messaging.check_back"
     procfile = (settings.BASE_DIR / "Procfile").read_text().splitlines()
-    queues = {line.split(":")[0]: line.split(" -Q ")[1].split()[0].split(",") for line in procfile if " -Q " in line}
+    queues = {
+        line.split(":")[0]: line.split(" -Q ")[1].split()[0].split(",")
+        for line in procfile
+        if " -Q " in line
+    }
     assert [name for name, consumed in queues.items() if "check_back" in consumed] == ["check-back"]
     assert queues["check-back"] == ["check_back"]  # alone: no payment waits behind a check-back
 
@@ -415,8 +499,12 @@ def test_the_core_recovery_task_never_asks_a_producer(trickler, settings):
     """What the core worker runs every 5 s resends only: a trickling producer cannot hold it."""
     from paysys.messaging import tasks
 
-    message_id = outbox.prepare("test.check_back", {}, business_key="slow", check_back=trickler.url())
-    Message.objects.filter(message_id=message_id).update(next_send_at=timezone.now() - timedelta(seconds=1))
+    message_id = outbox.prepare(
+        "test.check_back", {}, business_key="slow", check_back=trickler.url()
+    )
+    Message.objects.filter(message_id=message_id).update(
+        next_send_at=timezone.now() - timedelta(seconds=1)
+    )
     started = time.monotonic()
 
     assert tasks.recover_messages() == {"resent": 0}

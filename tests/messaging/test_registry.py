@@ -20,9 +20,16 @@ def test_a_consumer_is_registered_under_its_topic_queue_and_name(fresh_registry)
 
     spec = registry.get_consumer("accounting.book")
     assert (spec.name, spec.topic, spec.queue, spec.handler, spec.alias) == (
-        "accounting.book", "test.topic", "accounting", book, "accounting",
+        "accounting.book",
+        "test.topic",
+        "accounting",
+        book,
+        "accounting",
     )
-    assert [c.name for c in registry.consumers_of("test.topic")] == ["accounting.book", "notifications.notify"]
+    assert [c.name for c in registry.consumers_of("test.topic")] == [
+        "accounting.book",
+        "notifications.notify",
+    ]
     assert registry.consumers_of("other.topic") == []
 
 
@@ -34,7 +41,9 @@ def test_a_consumer_name_belongs_to_one_handler(fresh_registry):
         pass
 
     registry.consumer("test.topic", queue="accounting", name="accounting.x")(book)
-    registry.consumer("test.topic", queue="accounting", name="accounting.x")(book)  # re-import: fine
+    registry.consumer("test.topic", queue="accounting", name="accounting.x")(
+        book
+    )  # re-import: fine
     with pytest.raises(ValueError, match="consumer name 'accounting.x' is already taken"):
         registry.consumer("test.topic", queue="accounting", name="accounting.x")(other)
 

@@ -46,10 +46,13 @@ def test_unconsumed_message_is_resent_on_schedule_then_dead(ship, settings):
 
     assert waits == [60, 120, 300, 900, 900]
     assert relay.relay_due("orders", now=now) == 0
-    assert set(Message.objects.using("orders").values_list("status", "next_send_at")) == {("DEAD", None)}
+    assert set(Message.objects.using("orders").values_list("status", "next_send_at")) == {
+        ("DEAD", None)
+    }
     # and: the last error says why (admin showed "Last error: -")
     assert {row.last_error for row in Message.objects.using("orders")} == {
-        "not consumed after 5 sends: no consumer answered (is its queue's worker running?)"}
+        "not consumed after 5 sends: no consumer answered (is its queue's worker running?)"
+    }
 
 
 def test_a_consumer_error_stays_the_last_error_of_a_dead_message(ship, settings):
@@ -62,7 +65,8 @@ def test_a_consumer_error_stays_the_last_error_of_a_dead_message(ship, settings)
     relay.relay_due("orders", now=now + timedelta(seconds=1))
 
     assert {(row.status, row.last_error) for row in Message.objects.using("orders")} == {
-        ("DEAD", "ContractError: no field n")}
+        ("DEAD", "ContractError: no field n")
+    }
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
@@ -74,7 +78,6 @@ def test_concurrent_relay_passes_send_each_row_once(ship):
     assert len(ship.ids) == 80
     assert len(set(ship.ids)) == 80
     assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {1}
-
 
 
 # --- the hand-off to the broker ----------------------------------------------------------------
@@ -114,13 +117,22 @@ def test_the_relay_sends_each_queue_its_deliveries_100_per_task(monkeypatch):
     assert relay.relay_due("orders") == 202
 
     sizes = sorted((queue, len(batch)) for _, queue, batch in broker.tasks)
-    assert sizes == [("accounting", 1), ("accounting", 100), ("notifications", 1), ("notifications", 100)]
+    assert sizes == [
+        ("accounting", 1),
+        ("accounting", 100),
+        ("notifications", 1),
+        ("notifications", 100),
+    ]
     assert {origin for origin, _, _ in broker.tasks} == {"orders"}
     row = Message.objects.using("orders").get(consumer="accounting.test_ping", payload__n=0)
     delivery = next(d for _, _, batch in broker.tasks for d in batch if d["id"] == row.id)
     assert delivery == {
-        "id": row.id, "message_id": str(row.message_id), "topic": "test.ping", "consumer": "accounting.test_ping",
-        "payload": {"n": 0}, "send_count": 1,
+        "id": row.id,
+        "message_id": str(row.message_id),
+        "topic": "test.ping",
+        "consumer": "accounting.test_ping",
+        "payload": {"n": 0},
+        "send_count": 1,
     }
 
 
@@ -164,12 +176,17 @@ def test_a_paced_pass_ships_one_batch_per_free_queue_and_holds_it(monkeypatch, c
 
     assert relay.relay_due("orders", paced=True) == 200  # 100 per queue, the rest waits
 
-    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [("accounting", 100), ("notifications", 100)]
+    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [
+        ("accounting", 100),
+        ("notifications", 100),
+    ]
     assert sorted(broker.slots) == sorted(clean_slots)
     # when: more commits kick more passes while both batches are being consumed
     publish_pings(5)
     assert relay.relay_due("orders", paced=True) == 0  # nothing ships: it waits in the outbox, due
-    assert Message.objects.using("orders").filter(status="SENDING", send_count=0).count() == 2 * (50 + 5)
+    assert Message.objects.using("orders").filter(status="SENDING", send_count=0).count() == 2 * (
+        50 + 5
+    )
 
 
 def test_the_end_of_a_paced_batch_frees_its_queue_and_kicks_the_next_pass(monkeypatch, clean_slots):
@@ -196,7 +213,9 @@ def test_recovery_resends_overdue_rows_whatever_is_in_flight(monkeypatch, clean_
 
     broker = Broker()
     monkeypatch.setattr(tasks.consume, "apply_async", broker)
-    cache.set_many({key: 1 for key in clean_slots}, timeout=60)  # batches in flight (or their worker died)
+    cache.set_many(
+        {key: 1 for key in clean_slots}, timeout=60
+    )  # batches in flight (or their worker died)
     publish_pings(3)
 
     assert relay.relay_due("orders", paced=True) == 0
@@ -206,7 +225,9 @@ def test_recovery_resends_overdue_rows_whatever_is_in_flight(monkeypatch, clean_
 # --- the relay in the producer's process (MESSAGE_RELAY_INLINE) ---------------------------------
 
 
-def test_with_the_relay_inline_the_producer_ships_its_commit_itself(monkeypatch, settings, clean_slots):
+def test_with_the_relay_inline_the_producer_ships_its_commit_itself(
+    monkeypatch, settings, clean_slots
+):
     settings.MESSAGE_RELAY_INLINE = True
     broker, relay_tasks = Broker(), []
     monkeypatch.setattr(tasks.consume, "apply_async", broker)
@@ -216,12 +237,17 @@ def test_with_the_relay_inline_the_producer_ships_its_commit_itself(monkeypatch,
     tasks.kicks.relay_or_kick("orders")  # what the kicker thread runs after the commit
 
     assert relay_tasks == []  # no hop through the service's worker
-    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [("accounting", 3), ("notifications", 3)]
+    assert sorted((queue, len(batch)) for _, queue, batch in broker.tasks) == [
+        ("accounting", 3),
+        ("notifications", 3),
+    ]
     assert sorted(broker.slots) == sorted(clean_slots)  # paced, as the relay task's pass is
     assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {1}
 
 
-def test_an_inline_relay_pass_that_fails_kicks_the_relay_task_instead(monkeypatch, settings, clean_slots):
+def test_an_inline_relay_pass_that_fails_kicks_the_relay_task_instead(
+    monkeypatch, settings, clean_slots
+):
     from django.db import OperationalError
 
     settings.MESSAGE_RELAY_INLINE = True
@@ -237,14 +263,18 @@ def test_an_inline_relay_pass_that_fails_kicks_the_relay_task_instead(monkeypatc
     tasks.kicks.relay_or_kick("orders")
 
     assert kicked == ["orders"]
-    assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {0}  # still due
+    assert set(Message.objects.using("orders").values_list("send_count", flat=True)) == {
+        0
+    }  # still due
 
 
 def test_without_the_relay_inline_a_commit_kicks_the_relay_task(monkeypatch, settings):
     settings.MESSAGE_RELAY_INLINE = False
     kicked = []
     monkeypatch.setattr(tasks.kicks, "kick_relay", kicked.append)
-    monkeypatch.setattr(relay, "relay_due", lambda *a, **k: pytest.fail("no pass runs in the producer"))
+    monkeypatch.setattr(
+        relay, "relay_due", lambda *a, **k: pytest.fail("no pass runs in the producer")
+    )
 
     tasks.kicks.relay_or_kick("orders")
 

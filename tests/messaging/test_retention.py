@@ -35,9 +35,13 @@ def outbox(message_id):
 
 def inbox(message_id) -> set[tuple[str, str]]:
     """(alias, consumer) of the message's inbox rows in every database."""
-    return {(alias, consumer) for alias in ("notifications", "accounting")
-            for consumer in InboxEntry.objects.using(alias).filter(message_id=message_id, consumer__in=CONSUMERS)
-            .values_list("consumer", flat=True)}
+    return {
+        (alias, consumer)
+        for alias in ("notifications", "accounting")
+        for consumer in InboxEntry.objects.using(alias)
+        .filter(message_id=message_id, consumer__in=CONSUMERS)
+        .values_list("consumer", flat=True)
+    }
 
 
 def applied(message_id, *, days_ago: float) -> None:
@@ -46,7 +50,9 @@ def applied(message_id, *, days_ago: float) -> None:
     assert len(inbox(message_id)) == 2
     outbox(message_id).update(created_at=ago(days_ago), consumed_at=ago(days_ago))
     for alias in ("notifications", "accounting"):
-        InboxEntry.objects.using(alias).filter(message_id=message_id).update(received_at=ago(days_ago))
+        InboxEntry.objects.using(alias).filter(message_id=message_id).update(
+            received_at=ago(days_ago)
+        )
 
 
 def purge() -> retention.PurgeResult:
@@ -106,7 +112,9 @@ def test_a_human_resend_of_an_old_message_never_applies_it_twice(admin_client):
     # when retention runs, then a human resends it from admin, and a worker delivers it
     purge()
     for row in outbox(message_id):
-        response = admin_client.post(f"/admin/messaging/message/{row.pk}/resend/?_changelist_filters=service%3Dorders")
+        response = admin_client.post(
+            f"/admin/messaging/message/{row.pk}/resend/?_changelist_filters=service%3Dorders"
+        )
         assert response.status_code == 302
     deliver_all("orders", message_id=message_id)
 
@@ -132,7 +140,9 @@ def test_the_inbox_rows_of_a_consumer_no_longer_registered_go_in_every_database(
     applied(message_id, days_ago=40)
     outbox(message_id).filter(consumer="accounting.test_ping").update(consumer="renamed.consumer")
     for alias in ("notifications", "points"):
-        InboxEntry.objects.using(alias).create(consumer="renamed.consumer", message_id=message_id, topic="test.ping")
+        InboxEntry.objects.using(alias).create(
+            consumer="renamed.consumer", message_id=message_id, topic="test.ping"
+        )
 
     purge()
 
@@ -150,8 +160,12 @@ def test_a_batch_at_a_time_by_key_until_everything_old_is_gone(settings):
     applied(young, days_ago=0)
     seen = []
 
-    retention.purge_history(older_than=AGE, progress=lambda label, counts, done: seen.append(
-        (label, counts[label], done)) if label == "messages (orders)" else None)
+    retention.purge_history(
+        older_than=AGE,
+        progress=lambda label, counts, done: (
+            seen.append((label, counts[label], done)) if label == "messages (orders)" else None
+        ),
+    )
 
     assert [n for _, n, _ in seen] == [3, 6, 9, 10, 10] and seen[-1][2] is True
     assert not Message.objects.using("orders").filter(message_id__in=old).exists()

@@ -21,7 +21,9 @@ def notify(receiver):
     """``notify(merchant, path="/notify")``: a record for a new paid order, due now."""
 
     def make(merchant, path: str = "/notify", **overrides):
-        return notification_create_for_order_paid(order_paid(merchant, notify_url=receiver.url(path), **overrides))
+        return notification_create_for_order_paid(
+            order_paid(merchant, notify_url=receiver.url(path), **overrides)
+        )
 
     return make
 

@@ -26,7 +26,9 @@ class Behaviour:
     hang: bool = False  # hold the connection without answering until released
     keep_alive: bool = False  # answer without "Connection: close" and keep the connection open
     drop: bool = False  # read the request, close the connection without a word
-    drop_after: bool = False  # with keep_alive: promise keep-alive, then close anyway (a server's idle timeout)
+    drop_after: bool = (
+        False  # with keep_alive: promise keep-alive, then close anyway (a server's idle timeout)
+    )
 
 
 class Receiver:
@@ -49,8 +51,13 @@ class Receiver:
                 behaviour = receiver._next(self.path)
                 with receiver._lock:
                     receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time(),
-                                 self.client_address)
+                        Received(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            time.time(),
+                            self.client_address,
+                        )
                     )
                 if behaviour.hang:
                     receiver.released.wait(60)
@@ -94,7 +101,7 @@ class Receiver:
         with self._lock:
             return [r for r in self.received if path is None or r.path == path]
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self.thread.start()
         return self
 

@@ -7,11 +7,10 @@ import pytest
 from django.utils import timezone
 
 from notifications.models import Notification
-from notifications.services import notification_create_for_order_paid
+from notifications.services import endpoint_disable, notification_create_for_order_paid
 from orders.models import Order
 from orders.participants import order_paid_event
 from orders.services import order_create
-from notifications.services import endpoint_disable
 from tests.notifications.factories import make_attempt, make_notification
 from tests.statuses import force_status
 
@@ -42,7 +41,10 @@ def test_list_shows_only_the_merchants_own_newest_first(api, merchant, other_mer
     assert ids(response) == [new.webhook_id, old.webhook_id]
     item = response.json()["results"][0]
     assert item["type"] == "order.paid" and item["status"] == "PENDING"
-    assert item["merchant_order_no"] == new.merchant_order_no and item["out_trade_no"] == new.out_trade_no
+    assert (
+        item["merchant_order_no"] == new.merchant_order_no
+        and item["out_trade_no"] == new.out_trade_no
+    )
     assert item["payload"] == json.loads(new.body) and item["payload"]["data"]["amount"] == 1234
 
 
@@ -52,9 +54,16 @@ def test_list_filters_by_order_status_and_time(api, merchant):
     succeeded = make_notification(merchant, status="SUCCEEDED", created_at=now - timedelta(hours=1))
 
     assert ids(api.get("/api/v1/notifications", {"status": "FAILED"})) == [failed.webhook_id]
-    assert ids(api.get("/api/v1/notifications", {"merchant_order_no": succeeded.merchant_order_no})) == [succeeded.webhook_id]
-    assert ids(api.get("/api/v1/notifications", {"out_trade_no": failed.out_trade_no})) == [failed.webhook_id]
-    window = {"created_after": (now - timedelta(hours=2)).isoformat(), "created_before": now.isoformat()}
+    assert ids(
+        api.get("/api/v1/notifications", {"merchant_order_no": succeeded.merchant_order_no})
+    ) == [succeeded.webhook_id]
+    assert ids(api.get("/api/v1/notifications", {"out_trade_no": failed.out_trade_no})) == [
+        failed.webhook_id
+    ]
+    window = {
+        "created_after": (now - timedelta(hours=2)).isoformat(),
+        "created_before": now.isoformat(),
+    }
     assert ids(api.get("/api/v1/notifications", window)) == [succeeded.webhook_id]
     assert ids(api.get("/api/v1/notifications", {"out_trade_no": "P-none"})) == []
 
@@ -75,8 +84,14 @@ def test_list_pages_with_a_cursor_without_gaps_or_repeats(api, merchant):
 
 @pytest.mark.parametrize(
     "params",
-    [{"colour": "red"}, {"status": "DONE"}, {"created_after": "yesterday"}, {"limit": "0"}, {"limit": "201"},
-     {"merchant_order_no": "x" * 65}],
+    [
+        {"colour": "red"},
+        {"status": "DONE"},
+        {"created_after": "yesterday"},
+        {"limit": "0"},
+        {"limit": "201"},
+        {"merchant_order_no": "x" * 65},
+    ],
     ids=["unknown param", "bad status", "bad time", "limit 0", "limit too big", "long order no"],
 )
 def test_list_refuses_bad_query_parameters_with_400(api, params):
@@ -108,8 +123,13 @@ def test_detail_shows_the_attempts_in_order(api, merchant):
     data = response.json()
     assert data["id"] == record.webhook_id and data["attempt_count"] == 2
     assert [(a["number"], a["outcome"], a["status_code"]) for a in data["attempts"]] == [
-        (1, "failed", 503), (2, "succeeded", 200)]
-    assert data["attempts"][0]["response_excerpt"] == "busy" and data["attempts"][0]["error_class"] == "http_status"
+        (1, "failed", 503),
+        (2, "succeeded", 200),
+    ]
+    assert (
+        data["attempts"][0]["response_excerpt"] == "busy"
+        and data["attempts"][0]["error_class"] == "http_status"
+    )
     assert "request_headers" not in data["attempts"][0]  # signatures stay in admin
 
 
@@ -150,7 +170,9 @@ def test_resend_makes_a_failed_notification_due_now_with_the_same_webhook_id(api
     assert Notification.objects.filter(webhook_id=record.webhook_id).count() == 1  # no new record
 
 
-def test_resend_of_a_succeeded_notification_sends_it_again_and_is_no_longer_succeeded(api, merchant):
+def test_resend_of_a_succeeded_notification_sends_it_again_and_is_no_longer_succeeded(
+    api, merchant
+):
     record = make_notification(merchant, status="SUCCEEDED")
     Notification.objects.filter(pk=record.pk).update(succeeded_at=timezone.now())
     make_attempt(record, outcome="succeeded", status_code=200)
@@ -162,17 +184,33 @@ def test_resend_of_a_succeeded_notification_sends_it_again_and_is_no_longer_succ
     record.refresh_from_db()
     assert record.status == "PENDING" and record.succeeded_at is None
     # the earlier success is still told by its attempt
-    assert [a["outcome"] for a in api.get(f"/api/v1/notifications/{record.webhook_id}").json()["attempts"]] == ["succeeded"]
+    assert [
+        a["outcome"]
+        for a in api.get(f"/api/v1/notifications/{record.webhook_id}").json()["attempts"]
+    ] == ["succeeded"]
 
 
 def test_the_webhook_says_paid_at_exactly_as_the_order_api_does(api, merchant, payer):
     # given: a paid order and the notification of its order.paid, as orders publishes it
-    order = order_create(merchant=merchant, merchant_order_no="PAID-1", amount=1234, currency="CNY", subject="s",
-                         payer_id=payer.pk)[0]
+    order = order_create(
+        merchant=merchant,
+        merchant_order_no="PAID-1",
+        amount=1234,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )[0]
     paid_at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    force_status(Order.objects.filter(pk=order.pk), status=Order.Status.SUCCESS, pay_method="bank", paid_at=paid_at)
+    force_status(
+        Order.objects.filter(pk=order.pk),
+        status=Order.Status.SUCCESS,
+        pay_method="bank",
+        paid_at=paid_at,
+    )
     order.refresh_from_db()
-    record = notification_create_for_order_paid(order_paid_event(order, fee=7, points=12, notify_url=""))
+    record = notification_create_for_order_paid(
+        order_paid_event(order, fee=7, points=12, notify_url="")
+    )
 
     in_the_api = api.get("/api/v1/orders/PAID-1").json()["paid_at"]
 

@@ -35,7 +35,9 @@ def verify(secret: str, request) -> dict:
     return Webhook(secret).verify(request.body, request.headers)
 
 
-def test_a_paid_order_reaches_the_merchant_signed_and_a_standard_verifier_accepts_it(merchant, notify, receiver):
+def test_a_paid_order_reaches_the_merchant_signed_and_a_standard_verifier_accepts_it(
+    merchant, notify, receiver
+):
     record = notify(merchant)
 
     result = deliver_due()
@@ -47,33 +49,59 @@ def test_a_paid_order_reaches_the_merchant_signed_and_a_standard_verifier_accept
         "type": "order.paid",
         "timestamp": payload["timestamp"],
         "data": {
-            "merchant_order_no": record.merchant_order_no, "out_trade_no": record.out_trade_no, "amount": 1234,
-            "currency": "CNY", "fee": 7, "status": "SUCCESS", "paid_at": "2026-01-02T03:04:05Z",
-            "method": "bank", "points_awarded": 12,
+            "merchant_order_no": record.merchant_order_no,
+            "out_trade_no": record.out_trade_no,
+            "amount": 1234,
+            "currency": "CNY",
+            "fee": 7,
+            "status": "SUCCESS",
+            "paid_at": "2026-01-02T03:04:05Z",
+            "method": "bank",
+            "points_awarded": 12,
         },
     }
-    assert request.headers["webhook-id"] == record.webhook_id and record.webhook_id.startswith("msg_")
+    assert request.headers["webhook-id"] == record.webhook_id and record.webhook_id.startswith(
+        "msg_"
+    )
     assert request.headers["content-type"] == "application/json"
     record.refresh_from_db()
-    assert (record.status, record.attempt_count, record.next_attempt_at) == (Notification.Status.SUCCEEDED, 1, None)
+    assert (record.status, record.attempt_count, record.next_attempt_at) == (
+        Notification.Status.SUCCEEDED,
+        1,
+        None,
+    )
     attempt = record.attempts.get()
-    assert (attempt.number, attempt.outcome, attempt.status_code, attempt.response_excerpt) == (1, "succeeded", 200, "ok")
+    assert (attempt.number, attempt.outcome, attempt.status_code, attempt.response_excerpt) == (
+        1,
+        "succeeded",
+        200,
+        "ok",
+    )
     assert attempt.address == "127.0.0.1" and attempt.request_body == request.body == record.body
     assert attempt.request_headers["webhook-signature"] == request.headers["webhook-signature"]
 
 
-def test_a_delivered_notification_is_one_info_line_with_its_out_trade_no(merchant, notify, receiver, caplog,
-                                                                        django_capture_on_commit_callbacks):
+def test_a_delivered_notification_is_one_info_line_with_its_out_trade_no(
+    merchant, notify, receiver, caplog, django_capture_on_commit_callbacks
+):
     import logging
 
     record = notify(merchant)
 
-    with caplog.at_level(logging.INFO, logger="notifications.delivery"), \
-            django_capture_on_commit_callbacks(using="notifications", execute=True):
+    with (
+        caplog.at_level(logging.INFO, logger="notifications.delivery"),
+        django_capture_on_commit_callbacks(using="notifications", execute=True),
+    ):
         deliver_due()
 
-    lines = [r.getMessage() for r in caplog.records if r.name == "notifications.delivery" and r.levelno == logging.INFO]
-    assert lines == [f"order {record.out_trade_no}: merchant {merchant.pk} notified ({record.webhook_id}, HTTP 200, attempt 1)"]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "notifications.delivery" and r.levelno == logging.INFO
+    ]
+    assert lines == [
+        f"order {record.out_trade_no}: merchant {merchant.pk} notified ({record.webhook_id}, HTTP 200, attempt 1)"
+    ]
 
 
 def test_the_verifier_rejects_a_tampered_body_and_an_old_timestamp(merchant, notify, receiver):
@@ -82,13 +110,20 @@ def test_the_verifier_rejects_a_tampered_body_and_an_old_timestamp(merchant, not
     [request] = receiver.requests()
 
     with pytest.raises(WebhookVerificationError):
-        Webhook(merchant.webhook_secret).verify(request.body.replace("1234", "9999"), request.headers)
-    old = dict(request.headers, **{"webhook-timestamp": str(int(request.headers["webhook-timestamp"]) - 600)})
+        Webhook(merchant.webhook_secret).verify(
+            request.body.replace("1234", "9999"), request.headers
+        )
+    old = dict(
+        request.headers,
+        **{"webhook-timestamp": str(int(request.headers["webhook-timestamp"]) - 600)},
+    )
     with pytest.raises(WebhookVerificationError):
         Webhook(merchant.webhook_secret).verify(request.body, old)
 
 
-def test_during_a_secret_rotation_both_secrets_verify_every_notification(merchant, notify, receiver):
+def test_during_a_secret_rotation_both_secrets_verify_every_notification(
+    merchant, notify, receiver
+):
     old_secret = merchant.webhook_secret
     new_secret = merchant_rotate_webhook_secret(merchant_id=merchant.pk).webhook_secret
     notify(merchant)
@@ -140,7 +175,9 @@ def run_due(record, now):
     return record
 
 
-def test_retries_follow_the_schedule_with_jitter_and_end_failed_for_a_human(merchant, notify, receiver):
+def test_retries_follow_the_schedule_with_jitter_and_end_failed_for_a_human(
+    merchant, notify, receiver
+):
     receiver.answer("/notify", Behaviour(status=500, body="boom"))
     record = notify(merchant)
     now = timezone.now()
@@ -153,20 +190,31 @@ def test_retries_follow_the_schedule_with_jitter_and_end_failed_for_a_human(merc
         # the pass ran at the previous due time; the next is the step's wait +-20 %
         due_in = (record.next_attempt_at - record.updated_at).total_seconds()
         assert wait * 0.8 - 0.01 <= due_in <= wait * 1.2 + 0.01, (step, due_in)
-        assert (last.outcome, last.status_code, last.error_class, last.response_excerpt) == ("failed", 500, "http_status", "boom")
+        assert (last.outcome, last.status_code, last.error_class, last.response_excerpt) == (
+            "failed",
+            500,
+            "http_status",
+            "boom",
+        )
         # not due a moment before its time
         assert deliver_due(now=record.next_attempt_at - timedelta(seconds=1)).claimed == 0
 
     record = run_due(record, now)
 
-    assert (record.status, record.attempt_count, record.next_attempt_at) == (Notification.Status.FAILED, 9, None)
+    assert (record.status, record.attempt_count, record.next_attempt_at) == (
+        Notification.Status.FAILED,
+        9,
+        None,
+    )
     assert len(receiver.requests()) == 9
     assert {r.headers["webhook-id"] for r in receiver.requests()} == {record.webhook_id}
     assert deliver_due(now=now + timedelta(days=30)).claimed == 0  # waits for a human
 
 
 def test_retries_stop_at_the_first_2xx(merchant, notify, receiver):
-    receiver.answer("/notify", Behaviour(status=503), Behaviour(status=502), Behaviour(status=204, body=""))
+    receiver.answer(
+        "/notify", Behaviour(status=503), Behaviour(status=502), Behaviour(status=204, body="")
+    )
     record = notify(merchant)
     now = timezone.now()
 
@@ -197,9 +245,15 @@ def test_a_merchants_own_schedule_overrides_the_default(merchant, notify, receiv
 
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
-    [("25", 25), ("3600", 30), ("2", 15)],  # honoured; capped at 2 x the 15 s step; never shortens it
+    [
+        ("25", 25),
+        ("3600", 30),
+        ("2", 15),
+    ],  # honoured; capped at 2 x the 15 s step; never shortens it
 )
-def test_retry_after_is_honoured_up_to_twice_the_next_wait(merchant, notify, receiver, settings, retry_after, expected):
+def test_retry_after_is_honoured_up_to_twice_the_next_wait(
+    merchant, notify, receiver, settings, retry_after, expected
+):
     settings.NOTIFY_RETRY_JITTER = 0
     receiver.answer("/notify", Behaviour(status=429, headers={"Retry-After": retry_after}))
     record = notify(merchant)
@@ -215,7 +269,10 @@ def test_retry_after_as_an_http_date(merchant, notify, receiver, settings):
 
     settings.NOTIFY_RETRY_JITTER = 0
     when = timezone.now() + timedelta(seconds=22)
-    receiver.answer("/notify", Behaviour(status=503, headers={"Retry-After": format_datetime(when, usegmt=True)}))
+    receiver.answer(
+        "/notify",
+        Behaviour(status=503, headers={"Retry-After": format_datetime(when, usegmt=True)}),
+    )
     record = notify(merchant)
     now = timezone.now()
 
@@ -246,18 +303,28 @@ def test_410_gone_disables_the_endpoint_until_it_is_enabled(merchant, notify, re
     first.refresh_from_db()
     second.refresh_from_db()
     assert first.status == second.status == Notification.Status.SUCCEEDED
-    assert {r.headers["webhook-id"] for r in receiver.requests()} == {first.webhook_id, second.webhook_id}
+    assert {r.headers["webhook-id"] for r in receiver.requests()} == {
+        first.webhook_id,
+        second.webhook_id,
+    }
 
 
 def test_a_redirect_is_a_failure_and_is_not_followed(merchant, notify, receiver):
-    receiver.answer("/notify", Behaviour(status=302, headers={"Location": receiver.url("/elsewhere")}))
+    receiver.answer(
+        "/notify", Behaviour(status=302, headers={"Location": receiver.url("/elsewhere")})
+    )
     record = notify(merchant)
 
     deliver_due()
 
     record.refresh_from_db()
     attempt = record.attempts.get()
-    assert (record.status, attempt.outcome, attempt.error_class, attempt.status_code) == ("PENDING", "failed", "redirect", 302)
+    assert (record.status, attempt.outcome, attempt.error_class, attempt.status_code) == (
+        "PENDING",
+        "failed",
+        "redirect",
+        302,
+    )
     assert "/elsewhere" in attempt.error
     assert receiver.requests("/elsewhere") == []
 
@@ -275,10 +342,15 @@ def test_resend_sends_again_now_with_the_same_webhook_id(merchant, notify, recei
     assert first.body == second.body
     record.refresh_from_db()
     assert record.status == Notification.Status.SUCCEEDED
-    assert list(record.attempts.values_list("number", "trigger")) == [(1, "schedule"), (2, "resend")]
+    assert list(record.attempts.values_list("number", "trigger")) == [
+        (1, "schedule"),
+        (2, "resend"),
+    ]
 
 
-def test_recover_resends_the_failed_notifications_of_one_merchant_since_a_time(make_merchant, notify, receiver, settings):
+def test_recover_resends_the_failed_notifications_of_one_merchant_since_a_time(
+    make_merchant, notify, receiver, settings
+):
     settings.NOTIFY_RETRY_SCHEDULE = [1]
     merchant, _ = make_merchant()
     other, _ = make_merchant()
@@ -292,12 +364,17 @@ def test_recover_resends_the_failed_notifications_of_one_merchant_since_a_time(m
         assert record.status == Notification.Status.FAILED
     receiver.answer("/notify", Behaviour(status=200))
 
-    assert notifications_recover_failed(merchant_id=merchant.pk, since=now - timedelta(hours=1)) == 1
+    assert (
+        notifications_recover_failed(merchant_id=merchant.pk, since=now - timedelta(hours=1)) == 1
+    )
     deliver_due()
 
     mine.refresh_from_db()
     theirs.refresh_from_db()
-    assert (mine.status, theirs.status) == (Notification.Status.SUCCEEDED, Notification.Status.FAILED)
+    assert (mine.status, theirs.status) == (
+        Notification.Status.SUCCEEDED,
+        Notification.Status.FAILED,
+    )
 
 
 def test_a_timeout_is_a_failed_attempt_with_its_class(merchant, notify, receiver, settings):
@@ -308,7 +385,11 @@ def test_a_timeout_is_a_failed_attempt_with_its_class(merchant, notify, receiver
     deliver_due()
 
     attempt = record.attempts.get()
-    assert (attempt.outcome, attempt.error_class, attempt.status_code) == ("failed", "timeout", None)
+    assert (attempt.outcome, attempt.error_class, attempt.status_code) == (
+        "failed",
+        "timeout",
+        None,
+    )
     assert 400 <= attempt.duration_ms < 2000
 
 
@@ -373,7 +454,9 @@ def test_a_keep_alive_connection_is_reused_for_the_next_notification(merchant, n
     assert first.client == second.client  # one TCP connection, two requests
 
 
-def test_a_connection_the_server_dropped_while_idle_is_replaced_and_the_attempt_succeeds(merchant, notify, receiver):
+def test_a_connection_the_server_dropped_while_idle_is_replaced_and_the_attempt_succeeds(
+    merchant, notify, receiver
+):
     receiver.answer("/notify", Behaviour(keep_alive=True, drop_after=True))
     notify(merchant)
     deliver_due()
@@ -387,10 +470,14 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_and_the_attempt_
     assert first.client != second.client
 
 
-def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(merchant, notify, receiver):
+def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_one(
+    merchant, notify, receiver
+):
     # the race every keep-alive client meets: the server closes its idle connection just as the
     # next request goes out on it; nothing was answered, so the request goes again, same id
-    receiver.answer("/notify", Behaviour(keep_alive=True), Behaviour(drop=True), Behaviour(keep_alive=True))
+    receiver.answer(
+        "/notify", Behaviour(keep_alive=True), Behaviour(drop=True), Behaviour(keep_alive=True)
+    )
     notify(merchant)
     deliver_due()
     record = notify(merchant)
@@ -404,18 +491,26 @@ def test_a_reused_connection_closed_without_an_answer_is_retried_once_on_a_new_o
     assert dropped.headers["webhook-id"] == retried.headers["webhook-id"] == record.webhook_id
 
 
-def test_a_fresh_connection_closed_without_an_answer_is_a_failed_attempt(merchant, notify, receiver):
+def test_a_fresh_connection_closed_without_an_answer_is_a_failed_attempt(
+    merchant, notify, receiver
+):
     receiver.answer("/notify", Behaviour(drop=True))
     record = notify(merchant)
 
     deliver_due()
 
     attempt = record.attempts.get()
-    assert (attempt.outcome, attempt.error_class, attempt.status_code) == ("failed", "protocol", None)
+    assert (attempt.outcome, attempt.error_class, attempt.status_code) == (
+        "failed",
+        "protocol",
+        None,
+    )
     assert len(receiver.requests()) == 1
 
 
-def test_a_record_deleted_while_in_flight_does_not_sink_the_others_of_its_batch(merchant, notify, receiver, settings):
+def test_a_record_deleted_while_in_flight_does_not_sink_the_others_of_its_batch(
+    merchant, notify, receiver, settings
+):
     settings.NOTIFY_TOTAL_TIMEOUT = 1
     receiver.answer("/hang", Behaviour(hang=True))
     doomed = notify(merchant, "/hang")
@@ -439,6 +534,11 @@ def test_failures_of_one_batch_each_get_their_own_jittered_retry_time(merchant, 
     dues = []
     for record in records:
         record.refresh_from_db()
-        assert (record.status, record.step, record.attempt_count, record.last_status_code) == ("PENDING", 1, 1, 503)
+        assert (record.status, record.step, record.attempt_count, record.last_status_code) == (
+            "PENDING",
+            1,
+            1,
+            503,
+        )
         dues.append((record.next_attempt_at - now).total_seconds())
     assert all(12 - 0.01 <= d <= 18 + 0.01 for d in dues) and len(set(dues)) == 6

@@ -56,7 +56,11 @@ def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(
     receiver.answer("/hang", Behaviour(hang=True))
     stuck = [notify(hanging, "/hang") for _ in range(20)]
     pass_ = in_background(budget_seconds=6)
-    wait_for(lambda: len(receiver.requests("/hang")) == 4, timeout=5, what="the hanging endpoint's requests in flight")
+    wait_for(
+        lambda: len(receiver.requests("/hang")) == 4,
+        timeout=5,
+        what="the hanging endpoint's requests in flight",
+    )
 
     # due now, and due in a moment (a retry coming due while the hang goes on)
     now_due = [notify_at(elsewhere, healthy, "/ok") for _ in range(5)]
@@ -64,21 +68,31 @@ def test_a_hanging_merchant_does_not_delay_another_merchants_notifications(
     later_due = timezone.now() + timedelta(seconds=1.5)
     Notification.objects.filter(pk=later.pk).update(next_attempt_at=later_due)
 
-    wait_for(lambda: len(elsewhere.requests("/ok")) == 6, timeout=5, what="the healthy merchant's notifications")
+    wait_for(
+        lambda: len(elsewhere.requests("/ok")) == 6,
+        timeout=5,
+        what="the healthy merchant's notifications",
+    )
     delivered = {r.headers["webhook-id"]: r.at for r in elsewhere.requests("/ok")}
     for record in now_due:
         assert delivered[record.webhook_id] - record.created_at.timestamp() < 1.0
     assert 0 <= delivered[later.webhook_id] - later_due.timestamp() < 1.0
-    assert len(receiver.requests("/hang")) == 4  # bounded per endpoint: the rest of its backlog waits
+    assert (
+        len(receiver.requests("/hang")) == 4
+    )  # bounded per endpoint: the rest of its backlog waits
 
     receiver.released.set()
     pass_.join(timeout=30)
     assert not pass_.is_alive()
-    assert Notification.objects.filter(pk__in=[r.pk for r in now_due], status="SUCCEEDED").count() == 5
+    assert (
+        Notification.objects.filter(pk__in=[r.pk for r in now_due], status="SUCCEEDED").count() == 5
+    )
     assert Notification.objects.filter(pk__in=[r.pk for r in stuck], status="PENDING").count() == 20
 
 
-def test_one_hanging_host_reached_through_many_urls_is_held_to_one_limit(make_merchant, receiver, elsewhere, settings):
+def test_one_hanging_host_reached_through_many_urls_is_held_to_one_limit(
+    make_merchant, receiver, elsewhere, settings
+):
     """``?i=1`` ... ``?i=20`` are twenty endpoints of one server: together they get the limit of one."""
     settings.NOTIFY_MAX_IN_FLIGHT_PER_ENDPOINT = 4
     hanging, _ = make_merchant("hanging")
@@ -87,10 +101,16 @@ def test_one_hanging_host_reached_through_many_urls_is_held_to_one_limit(make_me
     stuck = [notify_at(receiver, hanging, f"/hang?i={i}") for i in range(20)]
     assert Endpoint.objects.filter(merchant_id=hanging.pk).count() == 20
     pass_ = in_background(budget_seconds=4)
-    wait_for(lambda: len(receiver.requests()) >= 4, timeout=5, what="the hanging host's requests in flight")
+    wait_for(
+        lambda: len(receiver.requests()) >= 4,
+        timeout=5,
+        what="the hanging host's requests in flight",
+    )
 
     healthy_record = notify_at(elsewhere, healthy, "/ok")  # another host still has room
-    wait_for(lambda: elsewhere.requests("/ok"), timeout=3, what="the healthy merchant's notification")
+    wait_for(
+        lambda: elsewhere.requests("/ok"), timeout=3, what="the healthy merchant's notification"
+    )
     time.sleep(0.5)  # room for more claims: none may reach the hanging host
 
     assert len(receiver.requests()) == 4
@@ -112,7 +132,9 @@ def test_two_passes_at_once_send_each_record_once(merchant, notify, receiver):
 
 
 @pytest.mark.django_db(databases="__all__")
-def test_a_pass_at_its_deadline_leaves_slow_requests_to_the_next_pass(merchant, notify, receiver, settings):
+def test_a_pass_at_its_deadline_leaves_slow_requests_to_the_next_pass(
+    merchant, notify, receiver, settings
+):
     settings.NOTIFY_TOTAL_TIMEOUT = 2
     receiver.answer("/hang", Behaviour(hang=True))
     slow = notify(merchant, "/hang")

@@ -3,8 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.db import DatabaseError
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -34,11 +33,15 @@ def test_backlog_age_attempts_and_endpoints(client, make_merchant):
     Notification.objects.filter(pk=late.pk).update(next_attempt_at=now - timedelta(seconds=90))
     make_notification(shop)  # due now
     later = make_notification(shop)
-    Notification.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(minutes=5))  # retry scheduled
+    Notification.objects.filter(pk=later.pk).update(
+        next_attempt_at=now + timedelta(minutes=5)
+    )  # retry scheduled
     make_notification(shop, status="SUCCEEDED")
     for outcome in ["succeeded", "succeeded", "failed", "refused"]:
         make_attempt(late, outcome=outcome)
-    make_attempt(late, outcome="failed", started_at=now - timedelta(minutes=5))  # outside the minute
+    make_attempt(
+        late, outcome="failed", started_at=now - timedelta(minutes=5)
+    )  # outside the minute
     gone = make_notification(other, notify_url="https://gone.example/n")
     endpoint_disable(gone.endpoint, reason="410 Gone")
     failing = make_notification(other, notify_url="https://down.example/n", status="FAILED")
@@ -46,11 +49,15 @@ def test_backlog_age_attempts_and_endpoints(client, make_merchant):
 
     samples = scrape(client)
 
-    assert samples[("paysys_notify_due", ())] == 3  # late, the one due now, and gone's (due, sent nowhere)
+    assert (
+        samples[("paysys_notify_due", ())] == 3
+    )  # late, the one due now, and gone's (due, sent nowhere)
     assert samples[("paysys_notify_pending", ())] == 4
     assert 89 <= samples[("paysys_notify_oldest_due_seconds", ())] < 150
-    attempts = {outcome: samples[("paysys_notify_attempts_last_minute", labels(outcome=outcome))]
-                for outcome in ("succeeded", "failed", "refused")}
+    attempts = {
+        outcome: samples[("paysys_notify_attempts_last_minute", labels(outcome=outcome))]
+        for outcome in ("succeeded", "failed", "refused")
+    }
     assert attempts == {"succeeded": 2, "failed": 1, "refused": 1}
     assert samples[("paysys_notify_endpoints_disabled", ())] == 1
     assert samples[("paysys_notify_endpoints_failing", ())] == 1
@@ -59,14 +66,20 @@ def test_backlog_age_attempts_and_endpoints(client, make_merchant):
 def test_the_figures_take_four_queries_whatever_the_history(make_merchant):
     shop, _ = make_merchant()
     for _ in range(5):
-        make_attempt(make_notification(shop, status="SUCCEEDED"), outcome="succeeded",
-                     started_at=timezone.now() - timedelta(days=2))
+        make_attempt(
+            make_notification(shop, status="SUCCEEDED"),
+            outcome="succeeded",
+            started_at=timezone.now() - timedelta(days=2),
+        )
 
     with CaptureQueriesContext(connections["notifications"]) as queries:
         metrics.notify_stats()
 
     assert len(queries) == 4
-    assert all("started_at" in q["sql"] or "next_attempt_at" in q["sql"] or "endpoint" in q["sql"] for q in queries)
+    assert all(
+        "started_at" in q["sql"] or "next_attempt_at" in q["sql"] or "endpoint" in q["sql"]
+        for q in queries
+    )
 
 
 def test_an_unreachable_notifications_database_leaves_the_family_out(client, monkeypatch):
@@ -78,4 +91,6 @@ def test_an_unreachable_notifications_database_leaves_the_family_out(client, mon
     samples = scrape(client)
 
     assert not any(name.startswith("paysys_notify_") for name, _ in samples)
-    assert any(name == "paysys_database_up" for name, _ in samples)  # the rest of the scrape is there
+    assert any(
+        name == "paysys_database_up" for name, _ in samples
+    )  # the rest of the scrape is there

@@ -2,7 +2,7 @@
 wrote) accepts notifications signed during the grace period with either the old or the new secret."""
 
 import json
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -22,9 +22,13 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 def signed_headers(secrets: list[str], body: str, msg_id: str = "msg_1") -> dict:
     """Headers as a sender signing with every secret of ``merchant_webhook_secrets`` sends them."""
-    now = datetime.now(tz=dt_timezone.utc)
+    now = datetime.now(tz=UTC)
     signatures = " ".join(Webhook(secret).sign(msg_id, now, body) for secret in secrets)
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signatures}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signatures,
+    }
 
 
 def test_a_new_merchant_signs_with_its_one_secret(merchant):
@@ -42,7 +46,9 @@ def test_during_the_grace_period_both_secrets_sign_and_either_verifies(merchant)
     headers = signed_headers(merchant_webhook_secrets(rotated), body)
     assert " " in headers["webhook-signature"]  # two signatures, space-separated
     assert Webhook(old).verify(body, headers) == {"type": "order.paid"}  # merchant not yet switched
-    assert Webhook(rotated.webhook_secret).verify(body, headers) == {"type": "order.paid"}  # switched
+    assert Webhook(rotated.webhook_secret).verify(body, headers) == {
+        "type": "order.paid"
+    }  # switched
     with pytest.raises(WebhookVerificationError):
         Webhook(old).verify(body + " ", headers)  # a tampered body still fails
 
@@ -50,7 +56,9 @@ def test_during_the_grace_period_both_secrets_sign_and_either_verifies(merchant)
 def test_after_the_grace_period_only_the_new_secret_signs(merchant):
     old = merchant.webhook_secret
     rotated = merchant_rotate_webhook_secret(merchant_id=merchant.pk)
-    Merchant.objects.filter(pk=merchant.pk).update(previous_webhook_secret_until=timezone.now() - timedelta(seconds=1))
+    Merchant.objects.filter(pk=merchant.pk).update(
+        previous_webhook_secret_until=timezone.now() - timedelta(seconds=1)
+    )
     rotated.refresh_from_db()
 
     assert merchant_webhook_secrets(rotated) == [rotated.webhook_secret]
@@ -64,7 +72,9 @@ def test_after_the_grace_period_only_the_new_secret_signs(merchant):
 def test_the_default_grace_comes_from_settings(merchant):
     rotated = merchant_rotate_webhook_secret(merchant_id=merchant.pk)
 
-    assert rotated.previous_webhook_secret_until - rotated.webhook_secret_rotated_at == timedelta(hours=1)
+    assert rotated.previous_webhook_secret_until - rotated.webhook_secret_rotated_at == timedelta(
+        hours=1
+    )
 
 
 def test_a_zero_grace_stops_the_old_secret_at_once(merchant):
@@ -110,14 +120,27 @@ def test_concurrent_rotations_chain_and_never_drop_the_secret_just_issued(mercha
 def test_command_prints_the_new_secret_as_json(merchant):
     out = StringIO()
 
-    call_command("rotate_webhook_secret", "--merchant", str(merchant.pk), "--grace-hours", "2", "--json", stdout=out)
+    call_command(
+        "rotate_webhook_secret",
+        "--merchant",
+        str(merchant.pk),
+        "--grace-hours",
+        "2",
+        "--json",
+        stdout=out,
+    )
 
     data = json.loads(out.getvalue())
     merchant.refresh_from_db()
     assert data["merchant_id"] == merchant.pk
     assert data["webhook_secret"] == merchant.webhook_secret
-    assert datetime.fromisoformat(data["previous_valid_until"]) == merchant.previous_webhook_secret_until
-    assert merchant.previous_webhook_secret_until - merchant.webhook_secret_rotated_at == timedelta(hours=2)
+    assert (
+        datetime.fromisoformat(data["previous_valid_until"])
+        == merchant.previous_webhook_secret_until
+    )
+    assert merchant.previous_webhook_secret_until - merchant.webhook_secret_rotated_at == timedelta(
+        hours=2
+    )
 
 
 def test_command_human_output_and_errors(merchant):
@@ -139,7 +162,9 @@ def test_admin_action_rotates_selected_merchants(admin_client, make_merchant):
     old = {m.pk: m.webhook_secret for m in (a, b, untouched)}
 
     response = admin_client.post(
-        "/admin/core/merchant/", {"action": "rotate_webhook_secret", "_selected_action": [a.pk, b.pk]}, follow=True
+        "/admin/core/merchant/",
+        {"action": "rotate_webhook_secret", "_selected_action": [a.pk, b.pk]},
+        follow=True,
     )
 
     assert response.status_code == 200

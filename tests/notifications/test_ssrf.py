@@ -41,15 +41,24 @@ def send_to(merchant, url: str) -> Attempt:
         ("http://[::ffff:127.0.0.1]:{port}/notify", "loopback"),
     ],
 )
-def test_private_targets_are_refused_with_the_reason(merchant, receiver, nothing_private_allowed, url, kind):
+def test_private_targets_are_refused_with_the_reason(
+    merchant, receiver, nothing_private_allowed, url, kind
+):
     attempt = send_to(merchant, url.format(port=receiver.port))
 
-    assert (attempt.outcome, attempt.error_class, attempt.status_code, attempt.address) == ("refused", "refused_target", None, "")
+    assert (attempt.outcome, attempt.error_class, attempt.status_code, attempt.address) == (
+        "refused",
+        "refused_target",
+        None,
+        "",
+    )
     assert kind in attempt.error and "NOTIFY_ALLOWED_NETWORKS" in attempt.error
     assert receiver.requests() == []
 
 
-def test_a_name_resolving_to_a_private_address_is_refused(merchant, receiver, nothing_private_allowed, monkeypatch):
+def test_a_name_resolving_to_a_private_address_is_refused(
+    merchant, receiver, nothing_private_allowed, monkeypatch
+):
     asked = []
 
     def rebinding_dns(host, port, *args, **kwargs):
@@ -61,16 +70,27 @@ def test_a_name_resolving_to_a_private_address_is_refused(merchant, receiver, no
     attempt = send_to(merchant, f"http://merchant.example.com:{receiver.port}/notify")
 
     assert asked == ["merchant.example.com"]
-    assert attempt.outcome == "refused" and "merchant.example.com is not a public address" in attempt.error
-    assert "127.0.0.1" not in attempt.error  # the merchant reads its attempts: nothing of the platform's DNS
+    assert (
+        attempt.outcome == "refused"
+        and "merchant.example.com is not a public address" in attempt.error
+    )
+    assert (
+        "127.0.0.1" not in attempt.error
+    )  # the merchant reads its attempts: nothing of the platform's DNS
     assert receiver.requests() == []
 
 
-def test_a_name_with_one_private_address_among_public_ones_is_refused(merchant, receiver, nothing_private_allowed, monkeypatch):
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port)),
-    ])
+def test_a_name_with_one_private_address_among_public_ones_is_refused(
+    merchant, receiver, nothing_private_allowed, monkeypatch
+):
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port)),
+        ],
+    )
 
     attempt = send_to(merchant, "http://merchant.example.com/notify")
 
@@ -78,19 +98,31 @@ def test_a_name_with_one_private_address_among_public_ones_is_refused(merchant, 
     assert "10.1.2.3" not in attempt.error and "93.184.216.34" not in attempt.error
 
 
-def test_an_allowed_network_is_delivered_to_and_connected_by_its_checked_address(merchant, receiver, settings, monkeypatch):
+def test_an_allowed_network_is_delivered_to_and_connected_by_its_checked_address(
+    merchant, receiver, settings, monkeypatch
+):
     settings.NOTIFY_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     real = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: real("127.0.0.1", port, *a, **k))
-    record = notification_create_for_order_paid(order_paid(merchant, notify_url=f"http://merchant.example.com:{receiver.port}/notify"))
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, port, *a, **k: real("127.0.0.1", port, *a, **k)
+    )
+    record = notification_create_for_order_paid(
+        order_paid(merchant, notify_url=f"http://merchant.example.com:{receiver.port}/notify")
+    )
 
     deliver_due()
 
     record.refresh_from_db()
     attempt = record.attempts.get()
-    assert (record.status, attempt.outcome, attempt.address) == ("SUCCEEDED", "succeeded", "127.0.0.1")
+    assert (record.status, attempt.outcome, attempt.address) == (
+        "SUCCEEDED",
+        "succeeded",
+        "127.0.0.1",
+    )
     [request] = receiver.requests()
-    assert request.headers["host"] == f"merchant.example.com:{receiver.port}"  # the name, though we connected to the IP
+    assert (
+        request.headers["host"] == f"merchant.example.com:{receiver.port}"
+    )  # the name, though we connected to the IP
 
 
 def test_ipv6_loopback_is_delivered_when_allowed(merchant, settings):
@@ -114,7 +146,9 @@ def test_ipv6_loopback_is_delivered_when_allowed(merchant, settings):
     threading.Thread(target=v6.serve_forever, daemon=True).start()
     try:
         attempt = None
-        record = notification_create_for_order_paid(order_paid(merchant, notify_url=f"http://[::1]:{receiver.port}/notify"))
+        record = notification_create_for_order_paid(
+            order_paid(merchant, notify_url=f"http://[::1]:{receiver.port}/notify")
+        )
         deliver_due()
         attempt = record.attempts.get()
         assert (attempt.outcome, attempt.address) == ("succeeded", "::1")

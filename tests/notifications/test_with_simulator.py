@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 import requests
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -36,14 +36,18 @@ class Simulator:
         assert response.status_code == 200, response.text
 
     def received(self) -> list[dict]:
-        return list(reversed(self.http.get(f"{self.url}/received", timeout=5).json()["results"]))  # oldest first
+        return list(
+            reversed(self.http.get(f"{self.url}/received", timeout=5).json()["results"])
+        )  # oldest first
 
 
 @pytest.fixture
 def shop(merchant_and_key, live_server):
     merchant, api_key = merchant_and_key
     simulator = Simulator(live_server.url, merchant.pk)
-    simulator.set(webhook_secret=merchant.webhook_secret)  # the merchant keeps the secret it was given
+    simulator.set(
+        webhook_secret=merchant.webhook_secret
+    )  # the merchant keeps the secret it was given
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
     return merchant, simulator, client
@@ -63,16 +67,27 @@ def test_a_notification_is_verified_by_the_merchant_and_a_resend_is_the_same_web
 
     assert resend.status_code == 202
     first, again = simulator.received()
-    assert first["verified"] and again["verified"] and first["status_code"] == again["status_code"] == 200
+    assert (
+        first["verified"]
+        and again["verified"]
+        and first["status_code"] == again["status_code"] == 200
+    )
     assert first["webhook_id"] == again["webhook_id"] == record.webhook_id
-    assert (first["duplicate"], again["duplicate"]) == (False, True)  # the merchant processed it once
+    assert (first["duplicate"], again["duplicate"]) == (
+        False,
+        True,
+    )  # the merchant processed it once
     detail = api.get(f"/api/v1/notifications/{record.webhook_id}").json()
     assert detail["status"] == "SUCCEEDED"
     assert [(a["number"], a["trigger"], a["outcome"]) for a in detail["attempts"]] == [
-        (1, "schedule", "succeeded"), (2, "resend", "succeeded")]
+        (1, "schedule", "succeeded"),
+        (2, "resend", "succeeded"),
+    ]
 
 
-def test_rotation_the_merchant_verifies_with_the_old_secret_then_the_new_and_the_old_stops_after_grace(shop):
+def test_rotation_the_merchant_verifies_with_the_old_secret_then_the_new_and_the_old_stops_after_grace(
+    shop,
+):
     merchant, simulator, _ = shop
 
     merchant_rotate_webhook_secret(merchant_id=merchant.pk)  # the merchant has not switched yet
@@ -83,7 +98,9 @@ def test_rotation_the_merchant_verifies_with_the_old_secret_then_the_new_and_the
     notify(merchant, simulator)
     deliver_due()
     simulator.set(webhook_secret=merchant.webhook_secret)  # a merchant who never switched ...
-    Merchant.objects.filter(pk=merchant.pk).update(previous_webhook_secret_until=timezone.now())  # ... after the grace
+    Merchant.objects.filter(pk=merchant.pk).update(
+        previous_webhook_secret_until=timezone.now()
+    )  # ... after the grace
     late = notify(merchant, simulator)
     deliver_due()
 

@@ -15,7 +15,9 @@ from tests.messaging.helpers import deliver_all
 
 @pytest.fixture
 def staff_client(db):
-    user = get_user_model().objects.create_user("ops-staff", password="pw-ops-1", is_staff=True, is_superuser=True)
+    user = get_user_model().objects.create_user(
+        "ops-staff", password="pw-ops-1", is_staff=True, is_superuser=True
+    )
     client = Client()
     client.force_login(user)
     return client
@@ -23,13 +25,30 @@ def staff_client(db):
 
 def pay_at_bank(merchant, payer) -> Order:
     """An order paid at the bank: notify posted to the gateway, every service caught up."""
-    order = order_create(merchant=merchant, merchant_order_no=f"OPS-{time.monotonic_ns()}", amount=1999, currency="CNY",
-                         subject="Green tea", payer_id=payer.pk)[0]
-    raw = json.dumps({"bank_trade_no": f"BOPS{order.pk}X{time.monotonic_ns()}", "out_trade_no": order.out_trade_no,
-                      "amount": 1999, "currency": "CNY", "status": "SUCCESS",
-                      "paid_at": timezone.now().isoformat()}).encode()
-    response = Client().post("/gateway/bank/notify", raw, content_type="application/json",
-                             headers={bank.SIGNATURE_HEADER: bank.sign(raw)})
+    order = order_create(
+        merchant=merchant,
+        merchant_order_no=f"OPS-{time.monotonic_ns()}",
+        amount=1999,
+        currency="CNY",
+        subject="Green tea",
+        payer_id=payer.pk,
+    )[0]
+    raw = json.dumps(
+        {
+            "bank_trade_no": f"BOPS{order.pk}X{time.monotonic_ns()}",
+            "out_trade_no": order.out_trade_no,
+            "amount": 1999,
+            "currency": "CNY",
+            "status": "SUCCESS",
+            "paid_at": timezone.now().isoformat(),
+        }
+    ).encode()
+    response = Client().post(
+        "/gateway/bank/notify",
+        raw,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: bank.sign(raw)},
+    )
     assert response.status_code == 200, response.content
     deliver_all("default")  # bank.payment_succeeded -> orders: the TCC
     tcc.finish()
@@ -45,7 +64,15 @@ def paid_at_bank(merchant, payer):
     order = pay_at_bank(merchant, payer)
     notification = Notification.objects.using("notifications").get(order_id=order.pk)
     Attempt.objects.using("notifications").create(
-        notification=notification, merchant_id=order.merchant_id, number=1, started_at=timezone.now(),
-        url=notification.url, request_headers={}, request_body=notification.body, outcome=Attempt.Outcome.FAILED,
-        error_class="connect", error="refused")
+        notification=notification,
+        merchant_id=order.merchant_id,
+        number=1,
+        started_at=timezone.now(),
+        url=notification.url,
+        request_headers={},
+        request_body=notification.body,
+        outcome=Attempt.Outcome.FAILED,
+        error_class="connect",
+        error="refused",
+    )
     return order

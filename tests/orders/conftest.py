@@ -22,8 +22,11 @@ def _own_bank_question_bound(monkeypatch, settings, tmp_path):
     from paysys.core.ratelimit import SharedRateLimit
 
     settings.VAR_DIR = tmp_path
-    monkeypatch.setattr(services, "BANK_QUESTIONS", SharedRateLimit(
-        f"test-{secrets.token_hex(4)}", lambda: settings.ORDER_POLL_MAX_PER_SECOND))
+    monkeypatch.setattr(
+        services,
+        "BANK_QUESTIONS",
+        SharedRateLimit(f"test-{secrets.token_hex(4)}", lambda: settings.ORDER_POLL_MAX_PER_SECOND),
+    )
 
 
 @pytest.fixture
@@ -38,7 +41,9 @@ def pay_with_notify_held(pay_url: str) -> str:
     """The payer pays, but the bank's notify is held back: as if it were lost on the way.
     Returns the bank trade number."""
     response = Client().post(
-        urlsplit(pay_url).path, {"hold": True}, content_type="application/json",
+        urlsplit(pay_url).path,
+        {"hold": True},
+        content_type="application/json",
         headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"},
     )
     assert response.status_code == 200, response.content
@@ -53,8 +58,9 @@ def make_payer_with_token(db, merchant):
     count = iter(range(1, 10_000))
 
     def make():
-        payer, _, token = payer_create_with_agreement(name=f"token-payer-{next(count)}", merchant_id=merchant.pk,
-                                                      issued_by="command:test")
+        payer, _, token = payer_create_with_agreement(
+            name=f"token-payer-{next(count)}", merchant_id=merchant.pk, issued_by="command:test"
+        )
         return payer, token
 
     return make
@@ -100,7 +106,9 @@ class CountingBank:
     def most_in_any(self, seconds: float) -> int:
         """The most questions that arrived within any ``seconds`` (a sliding window)."""
         times = sorted(t for t, _ in self.questions)
-        return max((sum(1 for u in times[i:] if u - t < seconds) for i, t in enumerate(times)), default=0)
+        return max(
+            (sum(1 for u in times[i:] if u - t < seconds) for i, t in enumerate(times)), default=0
+        )
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ REVIEW_QUEUE = {"outcome__exact": "FLAGGED", "reviewed_at__isempty": "1"}
 
 def staff(django_user_model, username: str, *codenames: str) -> Client:
     user = django_user_model.objects.create_user(username, is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="orders", codename__in=codenames))
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="orders", codename__in=codenames)
+    )
     client = Client()
     client.force_login(user)
     return client
@@ -25,20 +27,30 @@ def staff(django_user_model, username: str, *codenames: str) -> Client:
 @pytest.fixture
 def flagged(db):
     return PaymentRecord.objects.create(
-        bank_trade_no="B-ODD", out_trade_no="P-UNKNOWN", amount=100, currency="CNY", paid_at=timezone.now(),
-        source="notify", outcome=PaymentRecord.Outcome.FLAGGED, reason="no such order",
+        bank_trade_no="B-ODD",
+        out_trade_no="P-UNKNOWN",
+        amount=100,
+        currency="CNY",
+        paid_at=timezone.now(),
+        source="notify",
+        outcome=PaymentRecord.Outcome.FLAGGED,
+        reason="no such order",
     )
 
 
 def mark_reviewed(client: Client, record: PaymentRecord):
-    return client.post(CHANGELIST, {"action": "mark_reviewed", "_selected_action": [record.pk], "index": "0"})
+    return client.post(
+        CHANGELIST, {"action": "mark_reviewed", "_selected_action": [record.pk], "index": "0"}
+    )
 
 
 def in_review_queue(client: Client) -> set[str]:
     return {r.bank_trade_no for r in client.get(CHANGELIST, REVIEW_QUEUE).context["cl"].result_list}
 
 
-def test_a_view_only_user_cannot_take_a_flagged_payment_off_the_review_queue(django_user_model, flagged):
+def test_a_view_only_user_cannot_take_a_flagged_payment_off_the_review_queue(
+    django_user_model, flagged
+):
     viewer = staff(django_user_model, "viewer", "view_paymentrecord")
 
     response = mark_reviewed(viewer, flagged)

@@ -7,9 +7,9 @@ from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import orders_close_expired
-from paysys.contracts import OrderPaid
 from paysys import bank as bank_protocol
 from paysys import tcc
+from paysys.contracts import OrderPaid
 from paysys.messaging.models import Message
 from tests.api.helpers import fresh_window
 from tests.concurrency import run_at_once
@@ -20,7 +20,13 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 def order_body(payer, **overrides):
-    body = {"merchant_order_no": "M-1001", "amount": 1234, "currency": "CNY", "subject": "a book", "payer_id": payer.pk}
+    body = {
+        "merchant_order_no": "M-1001",
+        "amount": 1234,
+        "currency": "CNY",
+        "subject": "a book",
+        "payer_id": payer.pk,
+    }
     body.update(overrides)
     return body
 
@@ -111,7 +117,10 @@ INVALID = [
     ("merchant_order_no", "has space"),
     ("merchant_order_no", "semi;colon"),
     ("merchant_order_no", "ünïcode"),
-    ("merchant_order_no", " M-1"),  # never trimmed: what the schema's pattern says is what is accepted
+    (
+        "merchant_order_no",
+        " M-1",
+    ),  # never trimmed: what the schema's pattern says is what is accepted
     ("merchant_order_no", "M-1\n"),
     ("merchant_order_no", 12345),
     ("amount", 0),
@@ -168,7 +177,13 @@ def test_missing_required_field_is_400(api, payer, field):
 def test_boundaries_are_accepted(api, payer):
     response = api.post(
         "/api/v1/orders",
-        order_body(payer, merchant_order_no="A" * 64, amount=100_000_000_000, subject="s" * 128, notify_url="https://m.example/n"),
+        order_body(
+            payer,
+            merchant_order_no="A" * 64,
+            amount=100_000_000_000,
+            subject="s" * 128,
+            notify_url="https://m.example/n",
+        ),
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -206,7 +221,15 @@ def test_oversized_body_is_refused(api, payer):
 
 @pytest.mark.parametrize(
     "header",
-    [None, "Bearer", "Bearer ", "Bearer psk_nope", "Basic abc", "bearer psk_000000000000_x", "Bearer psk_000000000000_wrong"],
+    [
+        None,
+        "Bearer",
+        "Bearer ",
+        "Bearer psk_nope",
+        "Basic abc",
+        "bearer psk_000000000000_x",
+        "Bearer psk_000000000000_wrong",
+    ],
 )
 def test_missing_or_wrong_key_is_401(anon_api, payer, header):
     if header is not None:
@@ -219,7 +242,10 @@ def test_missing_or_wrong_key_is_401(anon_api, payer, header):
     ]
 
     assert [r.status_code for r in responses] == [401, 401, 401]
-    assert all(r.json()["error"]["code"] in {"not_authenticated", "authentication_failed"} for r in responses)
+    assert all(
+        r.json()["error"]["code"] in {"not_authenticated", "authentication_failed"}
+        for r in responses
+    )
     assert Order.objects.count() == 0
 
 
@@ -268,7 +294,9 @@ def test_list_is_paginated_newest_first_and_filters(api, payer):
 
     page = api.get("/api/v1/orders?limit=2").json()
     closed = api.get("/api/v1/orders?status=CLOSED").json()
-    future = api.get("/api/v1/orders", {"created_after": (timezone.now() + timedelta(hours=1)).isoformat()}).json()
+    future = api.get(
+        "/api/v1/orders", {"created_after": (timezone.now() + timedelta(hours=1)).isoformat()}
+    ).json()
 
     assert [o["merchant_order_no"] for o in page["results"]] == ["M-4", "M-3"]
     second = api.get(page["next"]).json()
@@ -283,7 +311,10 @@ def test_list_is_paginated_newest_first_and_filters(api, payer):
     assert future["results"] == []
 
 
-@pytest.mark.parametrize("query", ["status=NOPE", "created_after=yesterday", "created_before=2020-13-45", "cursor=garbage"])
+@pytest.mark.parametrize(
+    "query",
+    ["status=NOPE", "created_after=yesterday", "created_before=2020-13-45", "cursor=garbage"],
+)
 def test_bad_list_filters_are_4xx(api, query):
     response = api.get(f"/api/v1/orders?{query}")
 
@@ -311,7 +342,9 @@ def test_throttled_per_api_key(api, settings, make_merchant):
 
 
 def expire(*merchant_order_nos, ago=timedelta(minutes=1)):
-    Order.objects.filter(merchant_order_no__in=merchant_order_nos).update(expires_at=timezone.now() - ago)
+    Order.objects.filter(merchant_order_no__in=merchant_order_nos).update(
+        expires_at=timezone.now() - ago
+    )
 
 
 def statuses():
@@ -321,10 +354,14 @@ def statuses():
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, payer, bank):
     created = {
-        no: api.post("/api/v1/orders", order_body(payer, merchant_order_no=no), format="json").json()
+        no: api.post(
+            "/api/v1/orders", order_body(payer, merchant_order_no=no), format="json"
+        ).json()
         for no in ("OLD", "NEW", "PAID", "LATE")
     }
-    bank_trade_no = pay_with_notify_held(created["LATE"]["pay_url"])  # paid in the last minute, notify delayed
+    bank_trade_no = pay_with_notify_held(
+        created["LATE"]["pay_url"]
+    )  # paid in the last minute, notify delayed
     expire("OLD", "PAID", "LATE")
     force_status(Order.objects.filter(merchant_order_no="PAID"), status=Order.Status.SUCCESS)
 
@@ -334,13 +371,19 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     assert closed == 1
     assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}
     record = PaymentRecord.objects.get()
-    assert (record.bank_trade_no, record.outcome, record.source) == (bank_trade_no, "APPLIED", "poll")
+    assert (record.bank_trade_no, record.outcome, record.source) == (
+        bank_trade_no,
+        "APPLIED",
+        "poll",
+    )
     assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert orders_close_expired() == 0
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
-def test_expired_orders_wait_for_an_unreachable_bank_until_the_grace_period_ends(api, payer, settings):
+def test_expired_orders_wait_for_an_unreachable_bank_until_the_grace_period_ends(
+    api, payer, settings
+):
     settings.BANK_QUERY_URL = "http://127.0.0.1:9/sandbox/bank/payments/"  # connection refused
     settings.ORDER_CLOSE_GRACE_SECONDS = 600
     for no in ("JUST", "LONG-AGO"):
@@ -351,21 +394,34 @@ def test_expired_orders_wait_for_an_unreachable_bank_until_the_grace_period_ends
     closed = orders_close_expired()
 
     assert closed == 1
-    assert statuses() == {"JUST": "CREATED", "LONG-AGO": "CLOSED"}  # JUST: its notify may still come
+    assert statuses() == {
+        "JUST": "CREATED",
+        "LONG-AGO": "CLOSED",
+    }  # JUST: its notify may still come
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_an_expired_order_whose_payment_is_flagged_is_closed(api, payer, monkeypatch):
-    order_no = api.post("/api/v1/orders", order_body(payer, merchant_order_no="ODD"), format="json").json()["out_trade_no"]
+    order_no = api.post(
+        "/api/v1/orders", order_body(payer, merchant_order_no="ODD"), format="json"
+    ).json()["out_trade_no"]
     expire("ODD")
-    wrong_amount = {"bank_trade_no": "B-ODD", "out_trade_no": order_no, "amount": 1, "currency": "CNY",
-                    "status": "SUCCESS", "paid_at": "2026-11-27T10:00:00+00:00"}
+    wrong_amount = {
+        "bank_trade_no": "B-ODD",
+        "out_trade_no": order_no,
+        "amount": 1,
+        "currency": "CNY",
+        "status": "SUCCESS",
+        "paid_at": "2026-11-27T10:00:00+00:00",
+    }
     monkeypatch.setattr(bank_protocol, "query_payment", lambda out_trade_no: wrong_amount)
 
     assert orders_close_expired() == 1
 
     assert statuses() == {"ODD": "CLOSED"}
-    assert PaymentRecord.objects.get().outcome == "FLAGGED"  # for a human, as any payment it cannot apply
+    assert (
+        PaymentRecord.objects.get().outcome == "FLAGGED"
+    )  # for a human, as any payment it cannot apply
 
 
 # --- issue 6: hardening -------------------------------------------------------------------
@@ -381,8 +437,13 @@ def test_unknown_body_fields_are_a_400_naming_them_and_nothing_is_created(api, p
 
 @pytest.mark.parametrize(
     "url",
-    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/notify", "http://127.0.0.1:8000/admin/",
-     "http://[::1]/x", "http://0.0.0.0/x"],
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/notify",
+        "http://127.0.0.1:8000/admin/",
+        "http://[::1]/x",
+        "http://0.0.0.0/x",
+    ],
 )
 def test_a_notify_url_into_the_platforms_network_is_refused_at_creation(api, payer, settings, url):
     settings.NOTIFY_ALLOWED_NETWORKS = []  # production: no private network allowed
@@ -398,17 +459,28 @@ def test_a_notify_url_into_the_platforms_network_is_refused_at_creation(api, pay
 def test_a_public_notify_url_is_accepted(api, payer, settings):
     settings.NOTIFY_ALLOWED_NETWORKS = []
 
-    response = api.post("/api/v1/orders", order_body(payer, notify_url="https://93.184.215.14/notify"), format="json")
+    response = api.post(
+        "/api/v1/orders",
+        order_body(payer, notify_url="https://93.184.215.14/notify"),
+        format="json",
+    )
 
     assert response.status_code == 201, response.content
 
 
 @pytest.mark.parametrize(
     "cursor",
-    ["cD1hYmM%3D",  # "p=abc": a position that is not an id (was a 500)
-     "cD0xZTk5OQ%3D%3D",  # "p=1e999"
-     "cD05OTk5OTk5OTk5OTk5OTk5OTk5OTk5OQ%3D%3D",  # an id beyond any column
-     "garbage", "%FF%FE", "%C3%A9t%C3%A9", "cj1ub3Q%3D", "bz0tMQ%3D%3D", ""],
+    [
+        "cD1hYmM%3D",  # "p=abc": a position that is not an id (was a 500)
+        "cD0xZTk5OQ%3D%3D",  # "p=1e999"
+        "cD05OTk5OTk5OTk5OTk5OTk5OTk5OTk5OQ%3D%3D",  # an id beyond any column
+        "garbage",
+        "%FF%FE",
+        "%C3%A9t%C3%A9",
+        "cj1ub3Q%3D",
+        "bz0tMQ%3D%3D",
+        "",
+    ],
 )
 def test_a_bad_cursor_is_a_400_naming_it(api, payer, cursor):
     response = api.get(f"/api/v1/orders?cursor={cursor}")
@@ -418,7 +490,13 @@ def test_a_bad_cursor_is_a_400_naming_it(api, payer, cursor):
 
 
 @pytest.mark.parametrize(
-    "raw", [b"[" * 30000 + b"]" * 30000, b'{"amount": 1e999}', b'{"amount": NaN}', b'{"amount": Infinity}']
+    "raw",
+    [
+        b"[" * 30000 + b"]" * 30000,
+        b'{"amount": 1e999}',
+        b'{"amount": NaN}',
+        b'{"amount": Infinity}',
+    ],
 )
 def test_deep_nesting_and_infinities_are_400_not_500(api, raw):
     response = api.generic("POST", "/api/v1/orders", raw, content_type="application/json")
@@ -430,12 +508,21 @@ def test_deep_nesting_and_infinities_are_400_not_500(api, raw):
 def test_open_unpaid_orders_per_merchant_are_capped_429(api, payer, settings, make_merchant):
     settings.ORDER_MAX_OPEN_PER_MERCHANT = 3
     for i in range(3):
-        assert api.post("/api/v1/orders", order_body(payer, merchant_order_no=f"CAP-{i}"), format="json").status_code == 201
+        assert (
+            api.post(
+                "/api/v1/orders", order_body(payer, merchant_order_no=f"CAP-{i}"), format="json"
+            ).status_code
+            == 201
+        )
 
-    refused = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-3"), format="json")
+    refused = api.post(
+        "/api/v1/orders", order_body(payer, merchant_order_no="CAP-3"), format="json"
+    )
     replay = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json")
     force_status(Order.objects.filter(merchant_order_no="CAP-0"), status=Order.Status.CLOSED)
-    after_one_closed = api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-4"), format="json")
+    after_one_closed = api.post(
+        "/api/v1/orders", order_body(payer, merchant_order_no="CAP-4"), format="json"
+    )
 
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "too_many_open_orders"
@@ -443,7 +530,12 @@ def test_open_unpaid_orders_per_merchant_are_capped_429(api, payer, settings, ma
     assert after_one_closed.status_code == 201
     _, other_key = make_merchant()  # the cap is per merchant
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {other_key}")
-    assert api.post("/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json").status_code == 201
+    assert (
+        api.post(
+            "/api/v1/orders", order_body(payer, merchant_order_no="CAP-0"), format="json"
+        ).status_code
+        == 201
+    )
 
 
 # --- identifiers compare exactly on every backend (MariaDB's default collations ignore case) ----
@@ -453,7 +545,9 @@ def test_merchant_order_numbers_differing_in_case_are_different_orders(api, paye
     body = {"amount": 100, "currency": "CNY", "subject": "s", "payer_id": payer.pk}
 
     lower = api.post("/api/v1/orders", {**body, "merchant_order_no": "abc"}, format="json")
-    upper = api.post("/api/v1/orders", {**body, "merchant_order_no": "ABC", "amount": 200}, format="json")
+    upper = api.post(
+        "/api/v1/orders", {**body, "merchant_order_no": "ABC", "amount": 200}, format="json"
+    )
 
     assert (lower.status_code, upper.status_code) == (201, 201)
     assert Order.objects.count() == 2

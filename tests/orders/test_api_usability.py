@@ -34,18 +34,27 @@ def test_an_out_trade_no_in_the_detail_path_is_a_404_that_points_to_the_query(ap
     response = api.get(f"/api/v1/orders/{created['out_trade_no']}")
 
     assert response.status_code == 404
-    assert f"GET /api/v1/orders?out_trade_no={created['out_trade_no']}" in response.json()["error"]["message"]
+    assert (
+        f"GET /api/v1/orders?out_trade_no={created['out_trade_no']}"
+        in response.json()["error"]["message"]
+    )
 
 
 def test_notify_url_shows_the_merchants_default_when_the_order_has_none(api, payer, merchant):
     created = api.post("/api/v1/orders", order_body(payer), format="json").json()
-    own = api.post("/api/v1/orders", order_body(payer, merchant_order_no="M-own", notify_url="https://m.example/n"),
-                   format="json").json()
+    own = api.post(
+        "/api/v1/orders",
+        order_body(payer, merchant_order_no="M-own", notify_url="https://m.example/n"),
+        format="json",
+    ).json()
 
     assert created["notify_url"] == merchant.notify_url != ""
     assert own["notify_url"] == "https://m.example/n"
     assert api.get("/api/v1/orders/M-1001").json()["notify_url"] == merchant.notify_url
-    assert {o["notify_url"] for o in api.get("/api/v1/orders").json()["results"]} == {merchant.notify_url, "https://m.example/n"}
+    assert {o["notify_url"] for o in api.get("/api/v1/orders").json()["results"]} == {
+        merchant.notify_url,
+        "https://m.example/n",
+    }
     # and the replay of the first create (no notify_url) is still identical, not a conflict
     assert api.post("/api/v1/orders", order_body(payer), format="json").status_code == 200
 
@@ -61,9 +70,13 @@ def test_no_authorization_header_says_to_send_a_bearer_key(anon_api):
 
 @pytest.mark.parametrize(
     "amount,hint",
-    [("19.99", "send 1999 for 19.99"), (19.99, "send 1999 for 19.99"),
-     # a whole number in the wrong JSON type: the amount itself is most likely right
-     ("20", 'send 20, not "20" (or 2000 if you meant 20.00)'), (1999.0, "send 1999, not 1999.0")],
+    [
+        ("19.99", "send 1999 for 19.99"),
+        (19.99, "send 1999 for 19.99"),
+        # a whole number in the wrong JSON type: the amount itself is most likely right
+        ("20", 'send 20, not "20" (or 2000 if you meant 20.00)'),
+        (1999.0, "send 1999, not 1999.0"),
+    ],
 )
 def test_a_decimal_amount_is_told_to_use_minor_units(api, payer, amount, hint):
     response = api.post("/api/v1/orders", order_body(payer, amount=amount), format="json")
@@ -71,7 +84,9 @@ def test_a_decimal_amount_is_told_to_use_minor_units(api, payer, amount, hint):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid"
-    assert "integers in minor units" in error["fields"]["amount"] and hint in error["fields"]["amount"]
+    assert (
+        "integers in minor units" in error["fields"]["amount"] and hint in error["fields"]["amount"]
+    )
 
 
 def test_a_non_number_amount_still_says_minor_units(api, payer):
@@ -81,8 +96,17 @@ def test_a_non_number_amount_still_says_minor_units(api, payer):
 
 
 def test_an_unknown_payer_uses_the_invalid_code_like_other_field_errors(api):
-    response = api.post("/api/v1/orders", {"merchant_order_no": "M-1", "amount": 100, "currency": "CNY",
-                                           "subject": "s", "payer_id": 987654321}, format="json")
+    response = api.post(
+        "/api/v1/orders",
+        {
+            "merchant_order_no": "M-1",
+            "amount": 100,
+            "currency": "CNY",
+            "subject": "s",
+            "payer_id": 987654321,
+        },
+        format="json",
+    )
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"

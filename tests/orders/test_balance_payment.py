@@ -55,12 +55,22 @@ def wallet(payer):
 
 
 def make_order(merchant, payer, no="BAL-1", amount=AMOUNT):
-    return order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY", subject="s",
-                        payer_id=payer.pk)[0]
+    return order_create(
+        merchant=merchant,
+        merchant_order_no=no,
+        amount=amount,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )[0]
 
 
 def pay(api, no, token, **extra):
-    return api.post(f"/api/v1/orders/{no}/pay", {"method": "balance", "payer_token": token, **extra}, format="json")
+    return api.post(
+        f"/api/v1/orders/{no}/pay",
+        {"method": "balance", "payer_token": token, **extra},
+        format="json",
+    )
 
 
 def available(owner_type, owner_id):
@@ -73,7 +83,9 @@ def points(payer):
     return (account.balance, account.pending) if account else (0, 0)
 
 
-def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(api, merchant, payer, wallet, payer_token):
+def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(
+    api, merchant, payer, wallet, payer_token
+):
     order = make_order(merchant, payer)
     fee = fee_for(AMOUNT, merchant.fee_rate_bp)
 
@@ -94,12 +106,22 @@ def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(
     assert available("merchant", merchant.pk) == (AMOUNT - fee, 0, 0)
     assert points(payer) == (points_for(AMOUNT, "CNY"), 0) == (12, 0)
     [paid] = order_paid_payloads(order)
-    assert (paid["method"], paid["points_awarded"], paid["fee"], paid["bank_trade_no"]) == ("balance", 12, fee, None)
+    assert (paid["method"], paid["points_awarded"], paid["fee"], paid["bank_trade_no"]) == (
+        "balance",
+        12,
+        fee,
+        None,
+    )
     assert api.get("/api/v1/orders/BAL-1").json()["status"] == "SUCCESS"
-    assert GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status == "CONFIRMED"
+    assert (
+        GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status
+        == "CONFIRMED"
+    )
 
 
-def test_the_answer_waits_for_the_order_confirm(api, merchant, payer, wallet, payer_token, monkeypatch):
+def test_the_answer_waits_for_the_order_confirm(
+    api, merchant, payer, wallet, payer_token, monkeypatch
+):
     """With the orders worker running (here: a thread running phase two), the 200 carries SUCCESS."""
     monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 10)
     make_order(merchant, payer)
@@ -138,7 +160,10 @@ def test_insufficient_balance_is_402_and_nothing_changes(api, merchant, payer, w
     assert available("merchant", merchant.pk) == (0, 0, 0)
     assert points(payer) == (0, 0)
     assert order_paid_payloads(order) == []
-    assert GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status == "CANCELLED"
+    assert (
+        GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status
+        == "CANCELLED"
+    )
 
 
 def test_a_payer_without_a_wallet_is_402(api, merchant, payer, payer_token):
@@ -147,7 +172,9 @@ def test_a_payer_without_a_wallet_is_402(api, merchant, payer, payer_token):
     assert pay(api, "BAL-1", payer_token).status_code == 402
 
 
-def test_after_a_402_the_topped_up_wallet_pays_the_same_order(api, merchant, payer, wallet, payer_token):
+def test_after_a_402_the_topped_up_wallet_pays_the_same_order(
+    api, merchant, payer, wallet, payer_token
+):
     order = make_order(merchant, payer, amount=15_000)
     assert pay(api, "BAL-1", payer_token).status_code == 402
     tcc.finish()
@@ -158,7 +185,9 @@ def test_after_a_402_the_topped_up_wallet_pays_the_same_order(api, merchant, pay
 
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert available("payer", payer.pk) == (0, 0, 0)
-    attempts = GlobalTransaction.objects.filter(business_key=f"balance:{order.out_trade_no}").order_by("attempt")
+    attempts = GlobalTransaction.objects.filter(
+        business_key=f"balance:{order.out_trade_no}"
+    ).order_by("attempt")
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
 
 
@@ -180,7 +209,9 @@ def test_a_retry_while_the_cancelled_attempt_still_holds_the_order_is_503_not_40
 
 
 @pytest.mark.parametrize("token", ["ppt_not-the-token", ""])
-def test_a_token_that_is_not_the_payers_is_403_or_400_and_nothing_runs(api, merchant, payer, wallet, payer_token, token):
+def test_a_token_that_is_not_the_payers_is_403_or_400_and_nothing_runs(
+    api, merchant, payer, wallet, payer_token, token
+):
     order = make_order(merchant, payer)
 
     response = pay(api, "BAL-1", token)
@@ -209,7 +240,9 @@ def test_another_merchants_order_is_404(api, payer, wallet, payer_token, make_me
 
 
 @pytest.mark.parametrize("status,method", [("CLOSED", ""), ("FAILED", ""), ("PAYING", "bank")])
-def test_an_order_that_is_not_payable_is_409(api, merchant, payer, wallet, payer_token, status, method):
+def test_an_order_that_is_not_payable_is_409(
+    api, merchant, payer, wallet, payer_token, status, method
+):
     order = make_order(merchant, payer)
     force_status(Order.objects.filter(pk=order.pk), status=status, pay_method=method)
 
@@ -223,7 +256,12 @@ def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is
     api, merchant, payer, wallet, payer_token
 ):
     bank_paid = make_order(merchant, payer, no="BANK-PAID")
-    force_status(Order.objects.filter(pk=bank_paid.pk), status="SUCCESS", pay_method="bank", bank_trade_no="B1")
+    force_status(
+        Order.objects.filter(pk=bank_paid.pk),
+        status="SUCCESS",
+        pay_method="bank",
+        bank_trade_no="B1",
+    )
     assert pay(api, "BANK-PAID", payer_token).status_code == 409
 
     make_order(merchant, payer)
@@ -235,7 +273,9 @@ def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is
     assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
 
 
-def test_a_retry_while_the_payment_is_in_phase_two_gets_the_same_200(api, merchant, payer, wallet, payer_token):
+def test_a_retry_while_the_payment_is_in_phase_two_gets_the_same_200(
+    api, merchant, payer, wallet, payer_token
+):
     """The first call's answer was lost after the decision; the retry finds the decided
     transaction of the same key instead of a 409 for the PAYING order, and charges nothing more."""
     order = make_order(merchant, payer)
@@ -318,12 +358,19 @@ def test_concurrent_calls_for_one_order_pay_it_once(api, merchant, payer, wallet
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
     assert available("merchant", merchant.pk)[0] == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
-    assert FundEntry.objects.filter(account__owner_type="payer", kind="posted", direction="debit").count() == 1
+    assert (
+        FundEntry.objects.filter(
+            account__owner_type="payer", kind="posted", direction="debit"
+        ).count()
+        == 1
+    )
     assert GlobalTransaction.objects.filter(status="CONFIRMED").count() == 1
     assert len(order_paid_payloads(order)) == 1
 
 
-def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, merchant, payer, wallet, payer_token):
+def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(
+    api, merchant, payer, wallet, payer_token
+):
     """The orders try serialises them: whichever holds the order first pays; the other is
     refused (the wallet's call: 503 or 409; the bank payment is retried, and flagged once the
     order is paid)."""
@@ -333,8 +380,14 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, mer
 
     def bank():
         try:
-            return bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=AMOUNT,
-                                      currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify")
+            return bank_payment_apply(
+                out_trade_no=order.out_trade_no,
+                bank_trade_no="B-RACE",
+                amount=AMOUNT,
+                currency="CNY",
+                paid_at="2026-11-27T10:00:00+00:00",
+                source="notify",
+            )
         except PaymentNotCompleted:
             return "retry later"
 
@@ -351,17 +404,30 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(api, mer
         # refused by the order's try while the bank payment held it (503: retry), or after (409)
         assert balance.status_code in (409, 503) and bank_outcome == "APPLIED"
         assert available("payer", payer.pk)[0] == 10_000
-    assert FundAccount.objects.get(owner_type="merchant").balance == AMOUNT - fee_for(AMOUNT, merchant.fee_rate_bp)
+    assert FundAccount.objects.get(owner_type="merchant").balance == AMOUNT - fee_for(
+        AMOUNT, merchant.fee_rate_bp
+    )
     assert PointsAccount.objects.get(payer_id=payer.pk).balance == 12
-    assert Message.objects.using("orders").filter(topic="order.paid").values("message_id").distinct().count() == 1
+    assert (
+        Message.objects.using("orders")
+        .filter(topic="order.paid")
+        .values("message_id")
+        .distinct()
+        .count()
+        == 1
+    )
 
 
 # --- the payer's agreement: one merchant, limits, revocable, re-issuable --------------------
 
 
 def used_today(agreement) -> int:
-    return PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today()).values_list(
-        "amount", flat=True).first() or 0
+    return (
+        PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today())
+        .values_list("amount", flat=True)
+        .first()
+        or 0
+    )
 
 
 def assert_nothing_charged(order, payer):
@@ -396,7 +462,9 @@ def test_a_token_used_by_another_merchant_is_403_and_nothing_is_written(
     assert_nothing_charged(order, payer)
 
 
-def test_a_revoked_agreement_is_403_and_nothing_is_written(api, merchant, payer, wallet, issue_agreement):
+def test_a_revoked_agreement_is_403_and_nothing_is_written(
+    api, merchant, payer, wallet, issue_agreement
+):
     agreement, token = issue_agreement(payer, merchant)
     order = make_order(merchant, payer)
     agreement_revoke(agreement_id=agreement.pk, revoked_by="admin:boss")
@@ -424,7 +492,9 @@ def test_a_payment_over_the_per_payment_limit_is_403_and_nothing_is_written(
     assert pay(api, "BAL-2", token).status_code == 200  # at the limit: paid
 
 
-def test_payments_over_the_daily_limit_are_403_and_nothing_is_written(api, merchant, payer, wallet, issue_agreement):
+def test_payments_over_the_daily_limit_are_403_and_nothing_is_written(
+    api, merchant, payer, wallet, issue_agreement
+):
     agreement, token = issue_agreement(payer, merchant, daily_limit=2 * AMOUNT)
     make_order(merchant, payer, no="BAL-1")
     make_order(merchant, payer, no="BAL-2")
@@ -466,7 +536,9 @@ def test_the_agreements_try_refuses_what_the_check_before_it_let_through(
     assert gtx.status == "CANCELLED"
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
-    assert used_today(agreement) == AMOUNT  # the refused try counted nothing, its (empty) cancel uncounted nothing
+    assert (
+        used_today(agreement) == AMOUNT
+    )  # the refused try counted nothing, its (empty) cancel uncounted nothing
 
 
 def test_concurrent_payments_with_one_agreement_never_pass_its_daily_limit(
@@ -484,14 +556,18 @@ def test_concurrent_payments_with_one_agreement_never_pass_its_daily_limit(
 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 3 + [403] * 3, [r.content for r in responses]
-    assert {r.json()["error"]["code"] for r in responses if r.status_code == 403} == {"agreement_daily_limit"}
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 403} == {
+        "agreement_daily_limit"
+    }
     assert Order.objects.filter(merchant_order_no__in=numbers, status="SUCCESS").count() == 3
     assert Order.objects.filter(merchant_order_no__in=numbers, status="CREATED").count() == 3
     assert available("payer", payer.pk) == (10_000 - 3 * AMOUNT, 0, 0)
     assert used_today(agreement) == 3 * AMOUNT
 
 
-def test_a_cancelled_payment_gives_its_amount_back_to_the_daily_limit(api, merchant, payer, wallet, issue_agreement):
+def test_a_cancelled_payment_gives_its_amount_back_to_the_daily_limit(
+    api, merchant, payer, wallet, issue_agreement
+):
     """The agreement's try counts the payment; when a later try refuses (the wallet cannot
     afford it: 402), the cancel uncounts it, and the day's limit is whole again."""
     agreement, token = issue_agreement(payer, merchant, daily_limit=12_000)
@@ -519,7 +595,9 @@ def test_a_reissued_token_replaces_the_old_one(api, merchant, payer, wallet, iss
     assert pay(api, "BAL-1", new).status_code == 200
 
 
-def test_a_token_reissued_after_the_check_is_refused_by_the_try(api, merchant, payer, wallet, issue_agreement, monkeypatch):
+def test_a_token_reissued_after_the_check_is_refused_by_the_try(
+    api, merchant, payer, wallet, issue_agreement, monkeypatch
+):
     """Reissued (or revoked) between the check and the try: the try, under the agreement's lock, refuses."""
     agreement, token = issue_agreement(payer, merchant)
     order = make_order(merchant, payer)
@@ -538,9 +616,13 @@ def test_a_token_reissued_after_the_check_is_refused_by_the_try(api, merchant, p
 # --- expiry ----------------------------------------------------------------------------------
 
 
-def test_an_expired_order_not_yet_closed_is_409_and_nothing_is_charged(api, merchant, payer, wallet, payer_token):
+def test_an_expired_order_not_yet_closed_is_409_and_nothing_is_charged(
+    api, merchant, payer, wallet, payer_token
+):
     order = make_order(merchant, payer)
-    Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))  # the expiry pass has not run
+    Order.objects.filter(pk=order.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )  # the expiry pass has not run
 
     response = pay(api, "BAL-1", payer_token)
 
@@ -557,9 +639,25 @@ def test_the_openapi_schema_says_exactly_what_the_endpoint_does(client):
     operation = schema["paths"]["/api/v1/orders/{merchant_order_no}/pay"]["post"]
 
     assert sorted(operation["responses"]) == [
-        "200", "400", "401", "402", "403", "404", "405", "406", "409", "413", "415", "429", "503",
+        "200",
+        "400",
+        "401",
+        "402",
+        "403",
+        "404",
+        "405",
+        "406",
+        "409",
+        "413",
+        "415",
+        "429",
+        "503",
     ]
     assert "Retry-After" in operation["responses"]["503"]["headers"]
-    body = schema["components"]["schemas"][operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    body = schema["components"]["schemas"][
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    ]
     assert body["required"] == ["method", "payer_token"] and body["additionalProperties"] is False
-    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/OrderOutput")
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/OrderOutput"
+    )

@@ -9,7 +9,14 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 @pytest.fixture
 def order(merchant, payer):
-    order, _ = order_create(merchant=merchant, merchant_order_no="T-1", amount=100, currency="CNY", subject="s", payer_id=payer.pk)
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no="T-1",
+        amount=100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     return order
 
 
@@ -26,7 +33,13 @@ def test_legal_paths(order, path):
 
 @pytest.mark.parametrize(
     "path,illegal",
-    [([], "SUCCESS"), (["CLOSED"], "PAYING"), (["PAYING", "SUCCESS"], "CREATED"), (["FAILED"], "SUCCESS"), (["PAYING"], "CLOSED")],
+    [
+        ([], "SUCCESS"),
+        (["CLOSED"], "PAYING"),
+        (["PAYING", "SUCCESS"], "CREATED"),
+        (["FAILED"], "SUCCESS"),
+        (["PAYING"], "CLOSED"),
+    ],
 )
 def test_illegal_transition_raises_and_changes_nothing(order, path, illegal):
     for status in path:
@@ -55,18 +68,29 @@ def test_stale_object_cannot_move_a_row_that_moved(order):
 @pytest.fixture
 def orders(merchant, payer):
     return [
-        order_create(merchant=merchant, merchant_order_no=f"M-{n}", amount=100, currency="CNY", subject="s",
-                     payer_id=payer.pk)[0]
+        order_create(
+            merchant=merchant,
+            merchant_order_no=f"M-{n}",
+            amount=100,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )[0]
         for n in range(3)
     ]
 
 
 def test_transition_many_moves_each_order_with_its_own_values(orders, django_assert_num_queries):
     with django_assert_num_queries(1, connection=connections["orders"]):
-        Order.transition_many("PAYING", [(o, {"tcc_xid": f"X{n}", "pay_method": "bank"}) for n, o in enumerate(orders)])
+        Order.transition_many(
+            "PAYING",
+            [(o, {"tcc_xid": f"X{n}", "pay_method": "bank"}) for n, o in enumerate(orders)],
+        )
 
     rows = Order.objects.filter(pk__in=[o.pk for o in orders]).order_by("pk")
-    assert [(r.status, r.tcc_xid, r.pay_method) for r in rows] == [("PAYING", f"X{n}", "bank") for n in range(3)]
+    assert [(r.status, r.tcc_xid, r.pay_method) for r in rows] == [
+        ("PAYING", f"X{n}", "bank") for n in range(3)
+    ]
     assert [(o.status, o.tcc_xid) for o in orders] == [("PAYING", f"X{n}") for n in range(3)]
 
 
@@ -76,7 +100,11 @@ def test_transition_many_checks_every_move_before_writing(orders):
     with pytest.raises(IllegalTransition, match="cannot move from CLOSED to PAYING"):
         Order.transition_many("PAYING", [(o, {}) for o in orders])
 
-    assert list(Order.objects.order_by("pk").values_list("status", flat=True)) == ["CREATED", "CLOSED", "CREATED"]
+    assert list(Order.objects.order_by("pk").values_list("status", flat=True)) == [
+        "CREATED",
+        "CLOSED",
+        "CREATED",
+    ]
 
 
 def test_transition_many_raises_when_a_row_moved_concurrently(orders):
@@ -88,7 +116,11 @@ def test_transition_many_raises_when_a_row_moved_concurrently(orders):
         with transaction.atomic(using="orders"):
             Order.transition_many("PAYING", moves)
 
-    assert list(Order.objects.order_by("pk").values_list("status", flat=True)) == ["CREATED", "CREATED", "CLOSED"]
+    assert list(Order.objects.order_by("pk").values_list("status", flat=True)) == [
+        "CREATED",
+        "CREATED",
+        "CLOSED",
+    ]
 
 
 def test_transition_many_refuses_two_moves_of_one_order(order):

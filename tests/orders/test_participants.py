@@ -23,22 +23,38 @@ op_name = {pay_try: "try", pay_confirm: "confirm", pay_cancel: "cancel"}
 
 @pytest.fixture
 def order(merchant, payer):
-    return order_create(merchant=merchant, merchant_order_no="P-1", amount=1234, currency="CNY", subject="s",
-                        payer_id=payer.pk)[0]
+    return order_create(
+        merchant=merchant,
+        merchant_order_no="P-1",
+        amount=1234,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )[0]
 
 
 def payload(order, **overrides):
     return {
-        "out_trade_no": order.out_trade_no, "currency": "CNY", "amount": 1234, "method": "bank",
-        "bank_trade_no": "B1", "paid_at": "2026-11-27T10:00:00+00:00", "source": "notify", "fee": 7, "points": 12,
-        "notify_url": "https://shop.example/n", **overrides,
+        "out_trade_no": order.out_trade_no,
+        "currency": "CNY",
+        "amount": 1234,
+        "method": "bank",
+        "bank_trade_no": "B1",
+        "paid_at": "2026-11-27T10:00:00+00:00",
+        "source": "notify",
+        "fee": 7,
+        "points": 12,
+        "notify_url": "https://shop.example/n",
+        **overrides,
     }
 
 
 def run(op, order, xid="X1", **overrides):
     """One branch's op, as the framework calls it (a batched op with one op)."""
     with transaction.atomic(using="orders"):
-        get_participant("orders.pay").apply(op_name[op], [BranchOp(xid, payload(order, **overrides))])
+        get_participant("orders.pay").apply(
+            op_name[op], [BranchOp(xid, payload(order, **overrides))]
+        )
     order.refresh_from_db()
     return order
 
@@ -46,7 +62,12 @@ def run(op, order, xid="X1", **overrides):
 def test_registered_by_name_on_the_orders_alias_and_queue():
     spec = get_participant("orders.pay")
     assert (spec.alias, spec.queue, spec.try_, spec.confirm, spec.cancel) == (
-        "orders", "orders", pay_try, pay_confirm, pay_cancel)
+        "orders",
+        "orders",
+        pay_try,
+        pay_confirm,
+        pay_cancel,
+    )
     assert isinstance(tcc.Branch("orders.pay", {}), tcc.Branch)
 
 
@@ -77,14 +98,21 @@ def test_confirm_completes_records_and_publishes_in_one_transaction(order):
     record = PaymentRecord.objects.get()
     assert (record.bank_trade_no, record.outcome, record.order_id) == ("B1", "APPLIED", order.pk)
     [paid] = order_paid_payloads(order)
-    assert (paid["fee"], paid["points_awarded"], paid["method"], paid["notify_url"]) == (7, 12, "bank", "https://shop.example/n")
+    assert (paid["fee"], paid["points_awarded"], paid["method"], paid["notify_url"]) == (
+        7,
+        12,
+        "bank",
+        "https://shop.example/n",
+    )
 
 
 def test_a_confirm_that_fails_after_publishing_publishes_nothing(order, monkeypatch):
     from orders import participants
 
     run(pay_try, order)
-    monkeypatch.setattr(participants, "publish_many", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broker")))
+    monkeypatch.setattr(
+        participants, "publish_many", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broker"))
+    )
     with pytest.raises(RuntimeError):
         run(pay_confirm, order)
 
@@ -132,8 +160,14 @@ def test_cancel_leaves_an_order_another_transaction_holds(order):
 def make_orders(merchant, payer):
     def make(n, prefix="B"):
         return [
-            order_create(merchant=merchant, merchant_order_no=f"{prefix}-{i}", amount=1234, currency="CNY",
-                         subject="s", payer_id=payer.pk)[0]
+            order_create(
+                merchant=merchant,
+                merchant_order_no=f"{prefix}-{i}",
+                amount=1234,
+                currency="CNY",
+                subject="s",
+                payer_id=payer.pk,
+            )[0]
             for i in range(n)
         ]
 
@@ -144,10 +178,20 @@ def branch_ops(orders, **overrides):
     """One op per order: xid X<i>, bank trade number B<i>, fee i, points 10 + i; every other
     order pays from the balance (no bank trade number)."""
     return [
-        BranchOp(f"X{i}", payload(order, **(
-            {"method": "bank", "bank_trade_no": f"B{i}"} if i % 2 == 0
-            else {"method": "balance", "bank_trade_no": "", "paid_at": ""}
-        ), fee=i, points=10 + i, **overrides))
+        BranchOp(
+            f"X{i}",
+            payload(
+                order,
+                **(
+                    {"method": "bank", "bank_trade_no": f"B{i}"}
+                    if i % 2 == 0
+                    else {"method": "balance", "bank_trade_no": "", "paid_at": ""}
+                ),
+                fee=i,
+                points=10 + i,
+                **overrides,
+            ),
+        )
         for i, order in enumerate(orders)
     ]
 
@@ -163,7 +207,11 @@ def reloaded(orders):
 
 def test_try_and_confirm_are_batched():
     spec = get_participant("orders.pay")
-    assert (tcc_is_many(spec.try_), tcc_is_many(spec.confirm), tcc_is_many(spec.cancel)) == (True, True, False)
+    assert (tcc_is_many(spec.try_), tcc_is_many(spec.confirm), tcc_is_many(spec.cancel)) == (
+        True,
+        True,
+        False,
+    )
 
 
 def test_a_batch_try_holds_each_order_for_its_own_transaction(make_orders):
@@ -176,7 +224,9 @@ def test_a_batch_try_holds_each_order_for_its_own_transaction(make_orders):
     ]
 
 
-def test_a_batch_with_one_order_not_payable_applies_nothing_and_alone_that_op_gets_the_single_error(make_orders):
+def test_a_batch_with_one_order_not_payable_applies_nothing_and_alone_that_op_gets_the_single_error(
+    make_orders,
+):
     orders = make_orders(4)
     force_status(Order.objects.filter(pk=orders[2].pk), status="SUCCESS")
     ops = branch_ops(orders)
@@ -188,7 +238,10 @@ def test_a_batch_with_one_order_not_payable_applies_nothing_and_alone_that_op_ge
     # the framework's redo: each op alone
     with pytest.raises(OrderNotPayable) as refused:
         apply("try", [ops[2]])
-    assert (refused.value.message, refused.value.code) == ("order is SUCCESS, not payable", "order_success")
+    assert (refused.value.message, refused.value.code) == (
+        "order is SUCCESS, not payable",
+        "order_success",
+    )
     for op in ops[:2] + ops[3:]:
         apply("try", [op])
     assert [o.status for o in reloaded(orders)] == ["PAYING", "PAYING", "SUCCESS", "PAYING"]
@@ -230,21 +283,37 @@ def test_a_batch_confirm_completes_records_and_publishes_each_order(make_orders)
 
     rows = reloaded(orders)
     assert [(o.status, o.bank_trade_no, o.next_poll_at) for o in rows] == [
-        ("SUCCESS", "B0", None), ("SUCCESS", "", None), ("SUCCESS", "B2", None), ("SUCCESS", "", None)
+        ("SUCCESS", "B0", None),
+        ("SUCCESS", "", None),
+        ("SUCCESS", "B2", None),
+        ("SUCCESS", "", None),
     ]
     assert all(o.paid_at is not None for o in rows)
     records = PaymentRecord.objects.order_by("bank_trade_no")
-    assert [(r.bank_trade_no, r.outcome, r.order_id, r.out_trade_no, r.amount, r.source) for r in records] == [
-        (f"B{i}", "APPLIED", rows[i].pk, rows[i].out_trade_no, 1234, "notify") for i in (0, 2)
-    ]
+    assert [
+        (r.bank_trade_no, r.outcome, r.order_id, r.out_trade_no, r.amount, r.source)
+        for r in records
+    ] == [(f"B{i}", "APPLIED", rows[i].pk, rows[i].out_trade_no, 1234, "notify") for i in (0, 2)]
     for i, order in enumerate(rows):
         [paid] = order_paid_payloads(order)
-        assert paid == OrderPaid(
-            order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=order.merchant_id,
-            merchant_order_no=order.merchant_order_no, payer_id=order.payer_id, amount=1234, currency="CNY", fee=i,
-            bank_trade_no=order.bank_trade_no or None, paid_at=order.paid_at.isoformat(),
-            notify_url="https://shop.example/n", method=order.pay_method, points_awarded=10 + i,
-        ).to_payload()
+        assert (
+            paid
+            == OrderPaid(
+                order_id=order.pk,
+                out_trade_no=order.out_trade_no,
+                merchant_id=order.merchant_id,
+                merchant_order_no=order.merchant_order_no,
+                payer_id=order.payer_id,
+                amount=1234,
+                currency="CNY",
+                fee=i,
+                bank_trade_no=order.bank_trade_no or None,
+                paid_at=order.paid_at.isoformat(),
+                notify_url="https://shop.example/n",
+                method=order.pay_method,
+                points_awarded=10 + i,
+            ).to_payload()
+        )
 
 
 def test_a_batch_confirm_of_an_order_another_transaction_holds_applies_nothing(make_orders):
@@ -257,25 +326,43 @@ def test_a_batch_confirm_of_an_order_another_transaction_holds_applies_nothing(m
         apply("confirm", ops)
 
     assert {o.status for o in reloaded(orders)} == {"PAYING"}
-    assert not PaymentRecord.objects.exists() and not Message.objects.using("orders").filter(topic="order.paid").exists()
+    assert (
+        not PaymentRecord.objects.exists()
+        and not Message.objects.using("orders").filter(topic="order.paid").exists()
+    )
 
 
 def test_confirm_applies_a_bank_payment_recorded_flagged_before(order):
     PaymentRecord.objects.create(
-        bank_trade_no="B1", out_trade_no="OTHER", amount=1, currency="USD", paid_at=timezone.now(),
-        source="poll", outcome="FLAGGED", reason="unknown order",
+        bank_trade_no="B1",
+        out_trade_no="OTHER",
+        amount=1,
+        currency="USD",
+        paid_at=timezone.now(),
+        source="poll",
+        outcome="FLAGGED",
+        reason="unknown order",
     )
     run(pay_try, order)
 
     run(pay_confirm, order)
 
     record = PaymentRecord.objects.get()
-    assert (record.outcome, record.reason, record.order_id, record.out_trade_no, record.amount, record.currency,
-            record.source, record.paid_at) == (
-        "APPLIED", "", order.pk, order.out_trade_no, 1234, "CNY", "notify", order.paid_at)
+    assert (
+        record.outcome,
+        record.reason,
+        record.order_id,
+        record.out_trade_no,
+        record.amount,
+        record.currency,
+        record.source,
+        record.paid_at,
+    ) == ("APPLIED", "", order.pk, order.out_trade_no, 1234, "CNY", "notify", order.paid_at)
 
 
-def test_a_batch_of_twenty_runs_in_a_constant_number_of_queries(make_orders, django_assert_max_num_queries):
+def test_a_batch_of_twenty_runs_in_a_constant_number_of_queries(
+    make_orders, django_assert_max_num_queries
+):
     """Set-based: pk lookup, lock, UPDATE, upsert, outbox INSERT, whatever the batch's size."""
     ops = branch_ops(make_orders(20))
     orders_db = connections["orders"]
@@ -284,7 +371,9 @@ def test_a_batch_of_twenty_runs_in_a_constant_number_of_queries(make_orders, dja
         with django_assert_max_num_queries(3, connection=orders_db):  # pk lookup, lock, UPDATE
             get_participant("orders.pay").apply("try", ops)
     with transaction.atomic(using="orders"):
-        with django_assert_max_num_queries(5, connection=orders_db):  # pk lookup, lock, UPDATE, upsert, outbox
+        with django_assert_max_num_queries(
+            5, connection=orders_db
+        ):  # pk lookup, lock, UPDATE, upsert, outbox
             get_participant("orders.pay").apply("confirm", ops)
 
     assert Order.objects.filter(status="SUCCESS").count() == 20

@@ -30,7 +30,12 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 @pytest.fixture
 def order(merchant, payer):
     order, _ = order_create(
-        merchant=merchant, merchant_order_no="PAY-1", amount=1234, currency="CNY", subject="s", payer_id=payer.pk
+        merchant=merchant,
+        merchant_order_no="PAY-1",
+        amount=1234,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
     )
     return order
 
@@ -47,7 +52,10 @@ def notify(order, *, bank_trade_no="B1", amount=None, currency=None, out_trade_n
         }
     ).encode()
     response = Client().post(
-        "/gateway/bank/notify", body, content_type="application/json", headers={bank.SIGNATURE_HEADER: bank.sign(body)}
+        "/gateway/bank/notify",
+        body,
+        content_type="application/json",
+        headers={bank.SIGNATURE_HEADER: bank.sign(body)},
     )
     assert response.status_code == 200, response.content
     return response
@@ -75,13 +83,17 @@ def test_notify_is_stored_and_published_in_one_transaction(order):
     notify(order)
 
     stored = BankNotify.objects.get()
-    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+    message = Message.objects.using("default").get(
+        topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment"
+    )
     assert message.payload["bank_trade_no"] == stored.bank_trade_no == "B1"
     assert message.queue == "orders" and message.status == "SENDING"
     assert Order.objects.get(pk=order.pk).status == "CREATED"  # the gateway moves nothing else
 
 
-def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishes_order_paid(order, merchant, payer):
+def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishes_order_paid(
+    order, merchant, payer
+):
     notify(order)
     process()
 
@@ -91,20 +103,41 @@ def test_consumed_notify_completes_order_merchant_credit_and_points_and_publishe
     record = PaymentRecord.objects.get()
     assert (record.outcome, record.order_id, record.source) == ("APPLIED", order.pk, "notify")
     paid = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC)
-    assert paid.count() == paid.values("message_id").distinct().count() * len({m.consumer for m in paid}) >= 1
+    assert (
+        paid.count()
+        == paid.values("message_id").distinct().count() * len({m.consumer for m in paid})
+        >= 1
+    )
     payload = paid.first().payload
-    assert payload == OrderPaid(  # exactly the contract, field by field
-        order_id=order.pk, out_trade_no=order.out_trade_no, merchant_id=merchant.pk, merchant_order_no="PAY-1",
-        payer_id=order.payer_id, amount=1234, currency="CNY", fee=fee_for(1234, merchant.fee_rate_bp),
-        bank_trade_no="B1", paid_at=Order.objects.get(pk=order.pk).paid_at.isoformat(), notify_url=merchant.notify_url,
-        method="bank", points_awarded=12,
-    ).to_payload()
+    assert (
+        payload
+        == OrderPaid(  # exactly the contract, field by field
+            order_id=order.pk,
+            out_trade_no=order.out_trade_no,
+            merchant_id=merchant.pk,
+            merchant_order_no="PAY-1",
+            payer_id=order.payer_id,
+            amount=1234,
+            currency="CNY",
+            fee=fee_for(1234, merchant.fee_rate_bp),
+            bank_trade_no="B1",
+            paid_at=Order.objects.get(pk=order.pk).paid_at.isoformat(),
+            notify_url=merchant.notify_url,
+            method="bank",
+            points_awarded=12,
+        ).to_payload()
+    )
     assert payload["fee"] == 7
     assert merchant_balance(merchant) == (1234 - 7, 0)
     assert payer_points(payer) == (12, 0)
     gtx = GlobalTransaction.objects.get()
     assert (gtx.name, gtx.business_key, gtx.status) == ("complete_order", "bank:B1", "CONFIRMED")
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
+    assert (
+        Message.objects.using("default")
+        .get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        .status
+        == "CONSUMED"
+    )
 
 
 def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, merchant):
@@ -112,7 +145,12 @@ def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, mer
     deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
     # the confirm decision is committed: acknowledged; the order and balances follow in phase two
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
+    assert (
+        Message.objects.using("default")
+        .get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        .status
+        == "CONSUMED"
+    )
     assert GlobalTransaction.objects.get().status == "CONFIRMING"
     assert Order.objects.get(pk=order.pk).status == "PAYING"
     assert merchant_balance(merchant) == (0, 1227)
@@ -141,13 +179,17 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     notify(order)
     result = process()
 
-    message = Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+    message = Message.objects.using("default").get(
+        topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment"
+    )
     assert result["failed"] == [message.id]
     assert message.status == "SENDING" and "not completed" in message.last_error
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert merchant_balance(merchant) == (0, 0) and payer_points(payer) == (0, 0)
     assert not PaymentRecord.objects.exists() and order_paid_payloads(order) == []
-    assert not InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").exists()
+    assert (
+        not InboxEntry.objects.using("orders").filter(consumer="orders.apply_bank_payment").exists()
+    )
 
     monkeypatch.setattr(accounts_services, "fund_credit_hold", real_hold)  # funds is back
     process()  # the resend
@@ -156,7 +198,12 @@ def test_a_failed_try_cancels_and_leaves_the_message_for_recovery_which_complete
     assert merchant_balance(merchant) == (1227, 0) and payer_points(payer) == (12, 0)
     attempts = GlobalTransaction.objects.filter(business_key="bank:B1").order_by("attempt")
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
+    assert (
+        Message.objects.using("default")
+        .get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        .status
+        == "CONSUMED"
+    )
 
 
 def test_duplicate_notifies_and_redeliveries_complete_once(order):
@@ -168,7 +215,14 @@ def test_duplicate_notifies_and_redeliveries_complete_once(order):
 
     assert BankNotify.objects.get().duplicates == 1
     assert PaymentRecord.objects.count() == 1
-    assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).values("message_id").distinct().count() == 1
+    assert (
+        Message.objects.using("orders")
+        .filter(topic=OrderPaid.TOPIC)
+        .values("message_id")
+        .distinct()
+        .count()
+        == 1
+    )
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert GlobalTransaction.objects.count() == 1
 
@@ -192,7 +246,10 @@ def test_mismatched_payment_is_flagged_never_completed(order, change, reason):
     assert not Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     assert not GlobalTransaction.objects.exists()  # no TCC for a payment that cannot complete
     # consumed: a human acts on the flag; redelivering would not change the verdict
-    assert Message.objects.using("default").get(consumer="orders.apply_bank_payment").status == "CONSUMED"
+    assert (
+        Message.objects.using("default").get(consumer="orders.apply_bank_payment").status
+        == "CONSUMED"
+    )
 
 
 def test_payment_for_a_closed_order_is_flagged(order):
@@ -225,7 +282,9 @@ def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(orde
     notify(order, bank_trade_no="B2")
     deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
 
-    second = Message.objects.using("default").get(payload__bank_trade_no="B2", consumer="orders.apply_bank_payment")
+    second = Message.objects.using("default").get(
+        payload__bank_trade_no="B2", consumer="orders.apply_bank_payment"
+    )
     assert second.status == "CONSUMED"
     tcc.finish()
 
@@ -235,16 +294,28 @@ def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(orde
     assert GlobalTransaction.objects.get(status="CONFIRMED").business_key == "bank:B1"
 
 
-def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a_resend(order, merchant):
+def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a_resend(
+    order, merchant
+):
     """The order is PAYING by a transaction that may still cancel: not flagged, resent later."""
     from paysys.tcc import coordinator
 
-    gtx, _ = coordinator.begin("complete_order", business_key="bank:OTHER", branches=[tcc.Branch("orders.pay", {})])
-    force_status(Order.objects.filter(pk=order.pk), status="PAYING", tcc_xid=gtx.xid, pay_method="bank")
+    gtx, _ = coordinator.begin(
+        "complete_order", business_key="bank:OTHER", branches=[tcc.Branch("orders.pay", {})]
+    )
+    force_status(
+        Order.objects.filter(pk=order.pk), status="PAYING", tcc_xid=gtx.xid, pay_method="bank"
+    )
 
     with pytest.raises(PaymentNotCompleted):
-        bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B3", amount=1234, currency="CNY",
-                           paid_at="2026-11-27T10:00:00+00:00", source="notify")
+        bank_payment_apply(
+            out_trade_no=order.out_trade_no,
+            bank_trade_no="B3",
+            amount=1234,
+            currency="CNY",
+            paid_at="2026-11-27T10:00:00+00:00",
+            source="notify",
+        )
     assert not PaymentRecord.objects.filter(bank_trade_no="B3").exists()
 
 
@@ -260,8 +331,14 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
 
     services.tcc.run_many = close_first
     try:
-        outcome = bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B9", amount=1234,
-                                     currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify")
+        outcome = bank_payment_apply(
+            out_trade_no=order.out_trade_no,
+            bank_trade_no="B9",
+            amount=1234,
+            currency="CNY",
+            paid_at="2026-11-27T10:00:00+00:00",
+            source="notify",
+        )
     finally:
         services.tcc.run_many = real_run
 
@@ -273,16 +350,23 @@ def test_a_notify_and_a_poll_racing_apply_one_payment_once(order, merchant):
     """The consumer (notify) and the poller find the same payment at the same moment: one TCC per
     business key (the bank trade number) is ever confirmed, so it completes once. The loser either
     resumed the same transaction, found it confirmed, or had its orders try refused (retried later)."""
+
     def apply(source):
         try:
             return bank_payment_apply(
-                out_trade_no=order.out_trade_no, bank_trade_no="B-RACE", amount=order.amount,
-                currency=order.currency, paid_at="2026-11-27T10:00:00+00:00", source=source,
+                out_trade_no=order.out_trade_no,
+                bank_trade_no="B-RACE",
+                amount=order.amount,
+                currency=order.currency,
+                paid_at="2026-11-27T10:00:00+00:00",
+                source=source,
             )
         except PaymentNotCompleted:
             return "retry later"
 
-    outcomes = run_at_once(lambda: apply("notify"), lambda: apply("poll"))  # raises if either raised
+    outcomes = run_at_once(
+        lambda: apply("notify"), lambda: apply("poll")
+    )  # raises if either raised
     tcc.finish()
 
     assert "APPLIED" in outcomes and set(outcomes) <= {"APPLIED", "retry later"}

@@ -18,9 +18,9 @@ from django.utils import timezone
 from orders import services
 from orders.models import Order, PaymentRecord
 from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
-from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys import bank as bank_protocol
 from paysys import tcc
+from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
@@ -32,7 +32,12 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 @pytest.fixture
 def order(merchant, payer):
     order, _ = order_create(
-        merchant=merchant, merchant_order_no="POLL-1", amount=2500, currency="CNY", subject="s", payer_id=payer.pk
+        merchant=merchant,
+        merchant_order_no="POLL-1",
+        amount=2500,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
     )
     return order
 
@@ -40,7 +45,12 @@ def order(merchant, payer):
 @pytest.fixture
 def second_order(merchant, payer):
     order, _ = order_create(
-        merchant=merchant, merchant_order_no="POLL-2", amount=3100, currency="CNY", subject="s", payer_id=payer.pk
+        merchant=merchant,
+        merchant_order_no="POLL-2",
+        amount=3100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
     )
     return order
 
@@ -74,7 +84,11 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
     assert poll_now(order) == 1
 
     order.refresh_from_db()
-    assert (order.status, order.bank_trade_no, order.next_poll_at) == ("SUCCESS", bank_trade_no, None)
+    assert (order.status, order.bank_trade_no, order.next_poll_at) == (
+        "SUCCESS",
+        bank_trade_no,
+        None,
+    )
     assert PaymentRecord.objects.get().source == "poll"
     assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).exists()
     # the same TCC as a notify: the merchant is credited and the payer awarded, once
@@ -82,7 +96,9 @@ def test_polling_finds_a_payment_whose_notify_never_came(order, bank):
     from paysys.core.money import fee_for
     from paysys.tcc.models import GlobalTransaction
 
-    merchant_account = fund_account_get(owner_type="merchant", owner_id=order.merchant_id, currency="CNY")
+    merchant_account = fund_account_get(
+        owner_type="merchant", owner_id=order.merchant_id, currency="CNY"
+    )
     assert merchant_account.balance == 2500 - fee_for(2500, 60)
     assert points_account_get(payer_id=order.payer_id).balance == 25
     assert GlobalTransaction.objects.get().business_key == f"bank:{bank_trade_no}"
@@ -93,7 +109,9 @@ def test_the_late_notify_after_polling_changes_nothing(order, bank):
     poll_now(order)
     paid_messages = Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).count()
 
-    Client().post("/sandbox/bank/release", headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"})  # the "lost" notify arrives
+    Client().post(
+        "/sandbox/bank/release", headers={"Authorization": f"Bearer {settings.SANDBOX_TOKEN}"}
+    )  # the "lost" notify arrives
     from paysys.sandbox.tasks import resend_bank_notifies
 
     resend_bank_notifies()
@@ -102,7 +120,12 @@ def test_the_late_notify_after_polling_changes_nothing(order, bank):
 
     assert PaymentRecord.objects.count() == 1
     assert Message.objects.using("orders").filter(topic=OrderPaid.TOPIC).count() == paid_messages
-    assert Message.objects.using("default").get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment").status == "CONSUMED"
+    assert (
+        Message.objects.using("default")
+        .get(topic=BankPaymentSucceeded.TOPIC, consumer="orders.apply_bank_payment")
+        .status
+        == "CONSUMED"
+    )
 
 
 def test_unpaid_order_keeps_being_polled_and_nothing_changes(order, bank):
@@ -127,10 +150,14 @@ def test_bank_unreachable_polling_asks_again_later(order, settings, live_server)
 def make_due(*orders):
     """Due now, asked in the given order."""
     for n, order in enumerate(orders):
-        Order.objects.filter(pk=order.pk).update(next_poll_at=timezone.now() - timedelta(seconds=len(orders) - n))
+        Order.objects.filter(pk=order.pk).update(
+            next_poll_at=timezone.now() - timedelta(seconds=len(orders) - n)
+        )
 
 
-def test_one_order_the_bank_cannot_answer_does_not_stop_the_pass(order, second_order, bank, monkeypatch):
+def test_one_order_the_bank_cannot_answer_does_not_stop_the_pass(
+    order, second_order, bank, monkeypatch
+):
     for o in (order, second_order):
         pay_with_notify_held(o)
     real_query = bank_protocol.query_payment
@@ -150,7 +177,9 @@ def test_one_order_the_bank_cannot_answer_does_not_stop_the_pass(order, second_o
     assert Order.objects.get(pk=order.pk).next_poll_at > timezone.now()  # asked again later
 
 
-def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(order, second_order, bank, monkeypatch):
+def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(
+    order, second_order, bank, monkeypatch
+):
     failing = pay_with_notify_held(order)
     pay_with_notify_held(second_order)
     real_apply = services.bank_payment_apply
@@ -167,7 +196,9 @@ def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(order, second_or
 
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert Order.objects.get(pk=second_order.pk).status == "SUCCESS"
-    assert list(PaymentRecord.objects.values_list("out_trade_no", flat=True)) == [second_order.out_trade_no]
+    assert list(PaymentRecord.objects.values_list("out_trade_no", flat=True)) == [
+        second_order.out_trade_no
+    ]
 
 
 def test_a_pass_over_its_budget_gives_back_what_it_did_not_ask(order, second_order, bank):
@@ -207,13 +238,22 @@ def test_poll_schedule_then_every_few_minutes_until_expiry(settings):
 # --- issue 6: polling never delays payments and never falls behind alone ----------------------
 
 
-def test_polling_asks_the_bank_concurrently_within_the_bound(merchant, payer, settings, monkeypatch):
+def test_polling_asks_the_bank_concurrently_within_the_bound(
+    merchant, payer, settings, monkeypatch
+):
     import threading
     import time as _time
 
     settings.ORDER_POLL_CONCURRENCY = 3
     for i in range(9):
-        order_create(merchant=merchant, merchant_order_no=f"CC-{i}", amount=100, currency="CNY", subject="s", payer_id=payer.pk)
+        order_create(
+            merchant=merchant,
+            merchant_order_no=f"CC-{i}",
+            amount=100,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )
     Order.objects.update(next_poll_at=timezone.now() - timedelta(seconds=1))
     lock, in_flight, most = threading.Lock(), [0], [0]
 
@@ -240,7 +280,9 @@ def test_bank_asking_passes_run_on_their_own_queue_not_the_payments_one():
         assert router.route({}, task)["queue"].name == "polling"
     assert "polling" in settings.SERVICE_QUEUES
     procfile = (settings.BASE_DIR / "Procfile").read_text()
-    assert any(line.startswith("polling:") and "-Q polling" in line for line in procfile.splitlines())
+    assert any(
+        line.startswith("polling:") and "-Q polling" in line for line in procfile.splitlines()
+    )
 
 
 # --- issue 16: polling never floods the bank --------------------------------------------------
@@ -248,8 +290,17 @@ def test_bank_asking_passes_run_on_their_own_queue_not_the_payments_one():
 
 def due_orders(merchant, payer, n: int, prefix: str) -> list[Order]:
     """``n`` unpaid orders whose poll is due, the first one due longest."""
-    orders = [order_create(merchant=merchant, merchant_order_no=f"{prefix}-{i}", amount=100, currency="CNY",
-                           subject="s", payer_id=payer.pk)[0] for i in range(n)]
+    orders = [
+        order_create(
+            merchant=merchant,
+            merchant_order_no=f"{prefix}-{i}",
+            amount=100,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )[0]
+        for i in range(n)
+    ]
     make_due(*orders)
     return orders
 
@@ -258,7 +309,9 @@ def _poll_in_a_child_process(budget_seconds: float) -> None:
     os._exit(0 if orders_poll_bank(budget_seconds=budget_seconds) >= 0 else 1)
 
 
-def test_two_polling_processes_together_ask_at_most_the_bound_in_any_second(merchant, payer, counting_bank, settings):
+def test_two_polling_processes_together_ask_at_most_the_bound_in_any_second(
+    merchant, payer, counting_bank, settings
+):
     # given 40 due orders, a bound of 10 questions a second, and two polling worker processes
     settings.ORDER_POLL_MAX_PER_SECOND = 10
     orders = due_orders(merchant, payer, 40, "FLOOD")
@@ -298,7 +351,9 @@ def test_orders_the_bound_left_unasked_stay_due_and_are_asked_later_longest_due_
     assert 0 < first < 9
     assert counting_bank.asked == [o.out_trade_no for o in orders[:first]]
     rest = Order.objects.filter(out_trade_no__in=[o.out_trade_no for o in orders[first:]])
-    assert {(o.poll_count, o.next_poll_at) for o in rest} == {(0, before[o.out_trade_no]) for o in rest}
+    assert {(o.poll_count, o.next_poll_at) for o in rest} == {
+        (0, before[o.out_trade_no]) for o in rest
+    }
 
     # and later passes ask the rest, in the order they were due: nothing dropped
     while len(counting_bank.asked) < 9:
@@ -314,21 +369,37 @@ def test_the_expiry_pass_asks_within_the_same_bound(merchant, payer, counting_ba
 
     closed = services.orders_close_expired(budget_seconds=1.0)
 
-    assert 0 < closed < 6 and len(counting_bank.asked) == closed  # the others wait for the next pass
+    assert (
+        0 < closed < 6 and len(counting_bank.asked) == closed
+    )  # the others wait for the next pass
     assert counting_bank.most_in_any(1.0) <= 2
     assert Order.objects.filter(status="CREATED").count() == len(orders) - closed
 
 
 def store_notify(order, bank_trade_no: str) -> None:
     """The bank's notify reaches the gateway, which stores it and publishes bank.payment_succeeded."""
-    body = json.dumps({"bank_trade_no": bank_trade_no, "out_trade_no": order.out_trade_no, "amount": order.amount,
-                       "currency": order.currency, "status": "SUCCESS", "paid_at": "2026-11-27T10:00:00+00:00"}).encode()
-    response = Client().post("/gateway/bank/notify", body, content_type="application/json",
-                             headers={bank_protocol.SIGNATURE_HEADER: bank_protocol.sign(body)})
+    body = json.dumps(
+        {
+            "bank_trade_no": bank_trade_no,
+            "out_trade_no": order.out_trade_no,
+            "amount": order.amount,
+            "currency": order.currency,
+            "status": "SUCCESS",
+            "paid_at": "2026-11-27T10:00:00+00:00",
+        }
+    ).encode()
+    response = Client().post(
+        "/gateway/bank/notify",
+        body,
+        content_type="application/json",
+        headers={bank_protocol.SIGNATURE_HEADER: bank_protocol.sign(body)},
+    )
     assert response.status_code == 200, response.content
 
 
-def test_an_order_whose_notify_is_stored_and_waiting_is_not_asked(merchant, payer, counting_bank, settings):
+def test_an_order_whose_notify_is_stored_and_waiting_is_not_asked(
+    merchant, payer, counting_bank, settings
+):
     # given two due orders; the first one's notify is stored, its message not yet processed by
     # the payments' consumer (queued behind others), but seen by the polling worker's consumer
     settings.MESSAGE_RESEND_SCHEDULE = [0, 60]

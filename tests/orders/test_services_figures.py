@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from orders import services
-from orders.models import Order, PayMethod, PaymentRecord
+from orders.models import Order, PaymentRecord, PayMethod
 from orders.participants import ACTION
 from orders.services import (
     BankPayment,
@@ -29,8 +29,15 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 
 def create(merchant, payer, no="FIG-1", amount=1999, **kwargs):
-    order, _ = order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY",
-                            subject="s", payer_id=payer.pk, **kwargs)
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no=no,
+        amount=amount,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+        **kwargs,
+    )
     return order
 
 
@@ -46,17 +53,35 @@ def test_a_bank_payment_gives_every_participant_the_same_fee_and_points(merchant
     order = create(merchant, payer, notify_url="https://shop.example/paid")
 
     # when its bank payment's branches are built
-    branches = pay_branches(order, method=PayMethod.BANK, bank_trade_no="B-7", paid_at="2026-11-27T10:00:00+00:00",
-                            source="poll")
+    branches = pay_branches(
+        order,
+        method=PayMethod.BANK,
+        bank_trade_no="B-7",
+        paid_at="2026-11-27T10:00:00+00:00",
+        source="poll",
+    )
 
     # then orders, the merchant's credit (amount - fee) and the payer's points carry the same figures
     common = {"out_trade_no": order.out_trade_no, "currency": "CNY"}
     assert [b.action for b in branches] == [ACTION, "funds.credit", "points.award"]
     assert by_action(branches) == {
-        ACTION: {**common, "amount": 1999, "method": "bank", "bank_trade_no": "B-7",
-                 "paid_at": "2026-11-27T10:00:00+00:00", "source": "poll", "fee": 12, "points": 19,
-                 "notify_url": "https://shop.example/paid"},
-        "funds.credit": {**common, "owner_type": "merchant", "owner_id": merchant.pk, "amount": 1987},
+        ACTION: {
+            **common,
+            "amount": 1999,
+            "method": "bank",
+            "bank_trade_no": "B-7",
+            "paid_at": "2026-11-27T10:00:00+00:00",
+            "source": "poll",
+            "fee": 12,
+            "points": 19,
+            "notify_url": "https://shop.example/paid",
+        },
+        "funds.credit": {
+            **common,
+            "owner_type": "merchant",
+            "owner_id": merchant.pk,
+            "amount": 1987,
+        },
         "points.award": {**common, "payer_id": payer.pk, "points": 19},
     }
 
@@ -72,15 +97,35 @@ def test_a_balance_payment_debits_the_payer_the_whole_amount(merchant, payer, is
     # then the agreement counts the whole amount first, the payer is debited the whole amount,
     # the merchant credited amount - fee, and the merchant's own notify_url is given to orders
     common = {"out_trade_no": order.out_trade_no, "currency": "CNY"}
-    assert list(branches) == ["core.agreement", ACTION, "funds.debit", "funds.credit", "points.award"]
+    assert list(branches) == [
+        "core.agreement",
+        ACTION,
+        "funds.debit",
+        "funds.credit",
+        "points.award",
+    ]
     assert branches["core.agreement"] == {
-        **common, "agreement_id": agreement.pk, "token_prefix": agreement.token_prefix, "payer_id": payer.pk,
-        "merchant_id": merchant.pk, "amount": 1999, "day": timezone.localdate().isoformat(),
+        **common,
+        "agreement_id": agreement.pk,
+        "token_prefix": agreement.token_prefix,
+        "payer_id": payer.pk,
+        "merchant_id": merchant.pk,
+        "amount": 1999,
+        "day": timezone.localdate().isoformat(),
     }
-    assert branches["funds.debit"] == {**common, "owner_type": "payer", "owner_id": payer.pk, "amount": 1999}
+    assert branches["funds.debit"] == {
+        **common,
+        "owner_type": "payer",
+        "owner_id": payer.pk,
+        "amount": 1999,
+    }
     assert branches["funds.credit"]["amount"] == 1987
     assert branches[ACTION]["notify_url"] == merchant.notify_url
-    assert (branches[ACTION]["method"], branches[ACTION]["bank_trade_no"], branches[ACTION]["source"]) == ("balance", "", "")
+    assert (
+        branches[ACTION]["method"],
+        branches[ACTION]["bank_trade_no"],
+        branches[ACTION]["source"],
+    ) == ("balance", "", "")
 
 
 def test_a_balance_payment_needs_the_payers_agreement(merchant, payer):
@@ -113,9 +158,18 @@ def test_no_credit_when_the_fee_takes_everything_and_no_points_under_one_unit(me
         ({"status": "CLOSED"}, 500, "CNY", "order is CLOSED, not payable"),
         ({"status": "CREATED"}, 499, "CNY", "paid 499 CNY, order is 500 CNY"),
         ({"status": "CREATED"}, 500, "USD", "paid 500 USD, order is 500 CNY"),
-        ({"status": "SUCCESS", "bank_trade_no": "B-1"}, 500, "CNY", "order already paid by bank trade B-1"),
-        ({"status": "SUCCESS", "pay_method": "balance", "tcc_xid": "X-9"}, 500, "CNY",
-         "order already paid by balance payment X-9"),
+        (
+            {"status": "SUCCESS", "bank_trade_no": "B-1"},
+            500,
+            "CNY",
+            "order already paid by bank trade B-1",
+        ),
+        (
+            {"status": "SUCCESS", "pay_method": "balance", "tcc_xid": "X-9"},
+            500,
+            "CNY",
+            "order already paid by balance payment X-9",
+        ),
     ],
 )
 def test_why_a_payment_cannot_complete_an_order(fields, amount, currency, reason):
@@ -123,32 +177,62 @@ def test_why_a_payment_cannot_complete_an_order(fields, amount, currency, reason
     order = Order(amount=500, currency="CNY", **fields)
 
     # then the verdict names exactly why (or is empty when it may complete it)
-    assert _why_not_payable(order, BankPayment("", "B-NEW", amount, currency, "", "notify")) == reason
+    assert (
+        _why_not_payable(order, BankPayment("", "B-NEW", amount, currency, "", "notify")) == reason
+    )
 
 
 def test_a_flagged_payment_records_everything_a_human_needs(merchant, payer):
     # given an order of 19.99 CNY; when a bank payment of 1.00 CNY for it arrives by polling
     order = create(merchant, payer)
-    outcome = bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B-ODD", amount=100,
-                                 currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="poll")
+    outcome = bank_payment_apply(
+        out_trade_no=order.out_trade_no,
+        bank_trade_no="B-ODD",
+        amount=100,
+        currency="CNY",
+        paid_at="2026-11-27T10:00:00+00:00",
+        source="poll",
+    )
 
     # then it is flagged with the order, the figures paid, when, how it was found and why
     assert outcome == "FLAGGED"
     record = PaymentRecord.objects.get()
-    assert (record.bank_trade_no, record.out_trade_no, record.order_id, record.amount, record.currency,
-            record.source, record.outcome) == ("B-ODD", order.out_trade_no, order.pk, 100, "CNY", "poll", "FLAGGED")
+    assert (
+        record.bank_trade_no,
+        record.out_trade_no,
+        record.order_id,
+        record.amount,
+        record.currency,
+        record.source,
+        record.outcome,
+    ) == ("B-ODD", order.out_trade_no, order.pk, 100, "CNY", "poll", "FLAGGED")
     assert record.paid_at.isoformat() == "2026-11-27T10:00:00+00:00"
     assert record.reason == "paid 100 CNY, order is 1999 CNY"
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     # and a redelivery of it changes nothing and gets the same verdict
-    assert bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no="B-ODD", amount=100,
-                              currency="CNY", paid_at="2026-11-27T10:00:00+00:00", source="notify") == "FLAGGED"
+    assert (
+        bank_payment_apply(
+            out_trade_no=order.out_trade_no,
+            bank_trade_no="B-ODD",
+            amount=100,
+            currency="CNY",
+            paid_at="2026-11-27T10:00:00+00:00",
+            source="notify",
+        )
+        == "FLAGGED"
+    )
     assert PaymentRecord.objects.get().source == "poll"
 
 
 def test_a_payment_for_no_order_is_flagged_without_an_order(db):
-    outcome = bank_payment_apply(out_trade_no="PSNOSUCH", bank_trade_no="B-X", amount=100, currency="CNY",
-                                 paid_at="2026-11-27T10:00:00+00:00", source="notify")
+    outcome = bank_payment_apply(
+        out_trade_no="PSNOSUCH",
+        bank_trade_no="B-X",
+        amount=100,
+        currency="CNY",
+        paid_at="2026-11-27T10:00:00+00:00",
+        source="notify",
+    )
 
     assert outcome == "FLAGGED"
     assert PaymentRecord.objects.values_list("order_id", "out_trade_no").get() == (None, "PSNOSUCH")
@@ -164,8 +248,14 @@ def test_a_new_order_expires_and_is_first_polled_on_time(merchant, payer, settin
     before = timezone.now()
 
     # when an order is created
-    order, created = order_create(merchant=merchant, merchant_order_no="T-1", amount=100, currency="CNY",
-                                  subject="s", payer_id=payer.pk)
+    order, created = order_create(
+        merchant=merchant,
+        merchant_order_no="T-1",
+        amount=100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     after = timezone.now()
 
     # then it is new, CREATED, with those times, and its out_trade_no is dated and unique-looking
@@ -174,8 +264,16 @@ def test_a_new_order_expires_and_is_first_polled_on_time(merchant, payer, settin
     assert order.status == "CREATED" and order.poll_count == 0
     assert before + timedelta(seconds=900) <= order.expires_at <= after + timedelta(seconds=900)
     assert before + timedelta(seconds=4) <= order.next_poll_at <= after + timedelta(seconds=4)
-    assert order.out_trade_no.startswith("PS" + before.strftime("%Y%m%d")) and len(order.out_trade_no) == 26
-    assert (order.merchant_id, order.merchant_order_no, order.amount, order.payer_id) == (merchant.pk, "T-1", 100, payer.pk)
+    assert (
+        order.out_trade_no.startswith("PS" + before.strftime("%Y%m%d"))
+        and len(order.out_trade_no) == 26
+    )
+    assert (order.merchant_id, order.merchant_order_no, order.amount, order.payer_id) == (
+        merchant.pk,
+        "T-1",
+        100,
+        payer.pk,
+    )
 
 
 def test_a_replay_names_exactly_the_fields_that_differ(merchant, payer):
@@ -183,16 +281,33 @@ def test_a_replay_names_exactly_the_fields_that_differ(merchant, payer):
     create(merchant, payer, no="R-1", amount=100, notify_url="https://shop.example/a")
 
     # when it is replayed identically, then with a different amount and notify_url
-    same, created = order_create(merchant=merchant, merchant_order_no="R-1", amount=100, currency="CNY",
-                                 subject="s", payer_id=payer.pk, notify_url="https://shop.example/a")
+    same, created = order_create(
+        merchant=merchant,
+        merchant_order_no="R-1",
+        amount=100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+        notify_url="https://shop.example/a",
+    )
     with pytest.raises(Conflict) as refused:
-        order_create(merchant=merchant, merchant_order_no="R-1", amount=101, currency="CNY", subject="s",
-                     payer_id=payer.pk, notify_url="")
+        order_create(
+            merchant=merchant,
+            merchant_order_no="R-1",
+            amount=101,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+            notify_url="",
+        )
 
     # then the first is the same order, the second names amount and notify_url and changes nothing
     assert created is False and Order.objects.get().pk == same.pk
     assert refused.value.code == "idempotency_conflict"
-    assert refused.value.fields == {"amount": "differs from the existing order", "notify_url": "differs from the existing order"}
+    assert refused.value.fields == {
+        "amount": "differs from the existing order",
+        "notify_url": "differs from the existing order",
+    }
     assert Order.objects.get().amount == 100
 
 
@@ -212,19 +327,33 @@ def test_a_create_that_loses_the_insert_race_returns_the_winner(merchant, payer,
     monkeypatch.setattr(Order.objects, "filter", filter_missing_first)
 
     # when the identical create goes on to insert, it gets the winner's order
-    order, created = order_create(merchant=merchant, merchant_order_no="RACE", amount=1999, currency="CNY",
-                                  subject="s", payer_id=payer.pk)
+    order, created = order_create(
+        merchant=merchant,
+        merchant_order_no="RACE",
+        amount=1999,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
 
     # and a different one is refused as a conflict
     assert (order.pk, created) == (winner.pk, False)
     calls.clear()
     with pytest.raises(Conflict):
-        order_create(merchant=merchant, merchant_order_no="RACE", amount=5, currency="CNY", subject="s",
-                     payer_id=payer.pk)
+        order_create(
+            merchant=merchant,
+            merchant_order_no="RACE",
+            amount=5,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )
     assert Order.objects.count() == 1
 
 
-def test_the_open_orders_cap_counts_only_this_merchants_open_unpaid_orders(merchant, payer, make_merchant, settings):
+def test_the_open_orders_cap_counts_only_this_merchants_open_unpaid_orders(
+    merchant, payer, make_merchant, settings
+):
     # given a cap of 2, and this merchant with one paid, one expired and one open order
     settings.ORDER_MAX_OPEN_PER_MERCHANT = 2
     other = make_merchant()[0]
@@ -256,7 +385,9 @@ def test_a_poll_pass_takes_the_longest_due_first_up_to_its_limit(merchant, payer
     for i, order in enumerate(orders):  # P-2 is due longest, then P-1, then P-0
         Order.objects.filter(pk=order.pk).update(next_poll_at=now - timedelta(seconds=10 + i))
     asked = []
-    monkeypatch.setattr(bank_protocol, "query_payment", lambda out_trade_no: asked.append(out_trade_no))
+    monkeypatch.setattr(
+        bank_protocol, "query_payment", lambda out_trade_no: asked.append(out_trade_no)
+    )
 
     # when a pass limited to 2 runs
     assert orders_poll_bank(limit=2) == 2
@@ -296,8 +427,14 @@ def test_an_expiry_pass_leaves_an_order_it_found_paid_to_its_payment(merchant, p
     # given an expired order the bank says was paid, and whose payment cannot be completed now
     order = create(merchant, payer)
     Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    paid = {"bank_trade_no": "B-LATE", "out_trade_no": order.out_trade_no, "amount": 1999, "currency": "CNY",
-            "status": "SUCCESS", "paid_at": "2026-11-27T10:00:00+00:00"}
+    paid = {
+        "bank_trade_no": "B-LATE",
+        "out_trade_no": order.out_trade_no,
+        "amount": 1999,
+        "currency": "CNY",
+        "status": "SUCCESS",
+        "paid_at": "2026-11-27T10:00:00+00:00",
+    }
     monkeypatch.setattr(bank_protocol, "query_payment", lambda out_trade_no: paid)
 
     def not_completed(**kwargs):
@@ -345,7 +482,9 @@ def test_the_next_poll_is_the_scheduled_wait_ahead_and_none_past_expiry(settings
     assert services._next_poll_at(order, now + timedelta(seconds=41)) is None
 
 
-def test_an_order_waiting_for_the_bank_does_not_hold_back_the_next_ones(merchant, payer, monkeypatch):
+def test_an_order_waiting_for_the_bank_does_not_hold_back_the_next_ones(
+    merchant, payer, monkeypatch
+):
     # given two orders expired a minute ago (within the grace period): the bank cannot be asked
     # about the older one, and says the younger was not paid
     now = timezone.now()
@@ -365,4 +504,7 @@ def test_an_order_waiting_for_the_bank_does_not_hold_back_the_next_ones(merchant
 
     # then the older waits for the bank, and the pass goes on to close the younger
     assert closed == 1
-    assert dict(Order.objects.values_list("merchant_order_no", "status")) == {"X-OLD": "CREATED", "X-NEW": "CLOSED"}
+    assert dict(Order.objects.values_list("merchant_order_no", "status")) == {
+        "X-OLD": "CREATED",
+        "X-NEW": "CLOSED",
+    }

@@ -24,30 +24,45 @@ def test_each_run_of_the_command_is_kept_with_its_verdict_counts_and_problem_lin
     assert reconcile()[0] == 1
 
     first, second = ReconcileReport.objects.order_by("pk")
-    assert first.ok and first.settled and first.inconsistencies == 0 and first.triggered_by == "command"
+    assert (
+        first.ok
+        and first.settled
+        and first.inconsistencies == 0
+        and first.triggered_by == "command"
+    )
     assert first.summary["checked"]["paid orders"] == 2 and first.finished_at >= first.started_at
     assert not second.ok and second.inconsistencies == 1 and latest_report() == second
-    assert second.summary["problems"]["unbalanced voucher"]["examples"] == ["wallet.credited:planted: no lines"]
+    assert second.summary["problems"]["unbalanced voucher"]["examples"] == [
+        "wallet.credited:planted: no lines"
+    ]
 
 
 def test_beat_runs_it_daily_on_the_maintenance_queue_and_keeps_the_report(paid):
     from paysys.celery import app
     from paysys.reconcile.tasks import reconcile as task
 
-    assert settings.CELERY_BEAT_SCHEDULE["paysys.reconcile"] == {"task": "paysys.reconcile", "schedule": 86400.0}
+    assert settings.CELERY_BEAT_SCHEDULE["paysys.reconcile"] == {
+        "task": "paysys.reconcile",
+        "schedule": 86400.0,
+    }
     assert app.amqp.router.route({}, "paysys.reconcile")["queue"].name == "maintenance"
 
     result = task()
 
     report = latest_report()
-    assert result == {"report": report.pk, "consistent": True, "inconsistencies": 0} and report.triggered_by == "beat"
+    assert (
+        result == {"report": report.pk, "consistent": True, "inconsistencies": 0}
+        and report.triggered_by == "beat"
+    )
 
 
 def test_admin_lists_the_reports_newest_first_read_only_with_the_problem_lines(paid):
     Voucher.objects.create(source="wallet.credited:planted", currency="CNY")
     reconcile()
     report = latest_report()
-    user = get_user_model().objects.create_user("rec-staff", password="pw-rec-1", is_staff=True, is_superuser=True)
+    user = get_user_model().objects.create_user(
+        "rec-staff", password="pw-rec-1", is_staff=True, is_superuser=True
+    )
     client = Client()
     client.force_login(user)
 
@@ -65,5 +80,9 @@ def test_progress_shows_a_bar_per_table_on_stderr(paid):
     with pytest.raises(SystemExit):
         call_command("reconcile", "--progress", stdout=out, stderr=err)
 
-    assert "paid orders" in err.getvalue() and "1/1 ranges" in err.getvalue() and "vouchers" in err.getvalue()
+    assert (
+        "paid orders" in err.getvalue()
+        and "1/1 ranges" in err.getvalue()
+        and "vouchers" in err.getvalue()
+    )
     assert "ranges" not in out.getvalue()

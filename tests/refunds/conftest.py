@@ -20,11 +20,23 @@ def pay_at_bank(bank, merchant, payer):
     from tests.orders.conftest import pay_with_notify_held
 
     def pay(no="BK-1", amount=10_000):
-        order, _ = order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY", subject="s",
-                                payer_id=payer.pk)
+        order, _ = order_create(
+            merchant=merchant,
+            merchant_order_no=no,
+            amount=amount,
+            currency="CNY",
+            subject="s",
+            payer_id=payer.pk,
+        )
         bank_trade_no = pay_with_notify_held(order_pay_url(order))
-        bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no, amount=amount, currency="CNY",
-                           paid_at=timezone.now().isoformat(), source="poll")
+        bank_payment_apply(
+            out_trade_no=order.out_trade_no,
+            bank_trade_no=bank_trade_no,
+            amount=amount,
+            currency="CNY",
+            paid_at=timezone.now().isoformat(),
+            source="poll",
+        )
         tcc.finish()
         order.refresh_from_db()
         return order

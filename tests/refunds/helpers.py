@@ -6,16 +6,28 @@ from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
 from orders.services import bank_payment_apply, order_create, order_pay_with_balance
 from paysys import tcc
-from paysys.core.services import agreement_issue
 from paysys.contracts import RefundFinished
+from paysys.core.services import agreement_issue
 from tests.messaging.helpers import deliver_all
 
 
 def paid_bank_order(merchant, payer, no="R-1", amount=10_000):
-    order, _ = order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY", subject="s",
-                            payer_id=payer.pk)
-    bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no=f"B-{no}", amount=amount, currency="CNY",
-                       paid_at="2026-12-01T10:00:00+00:00", source="notify")
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no=no,
+        amount=amount,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
+    bank_payment_apply(
+        out_trade_no=order.out_trade_no,
+        bank_trade_no=f"B-{no}",
+        amount=amount,
+        currency="CNY",
+        paid_at="2026-12-01T10:00:00+00:00",
+        source="notify",
+    )
     tcc.finish()
     order.refresh_from_db()
     return order
@@ -24,7 +36,14 @@ def paid_bank_order(merchant, payer, no="R-1", amount=10_000):
 def paid_balance_order(merchant, payer, no="RB-1", amount=10_000):
     wallet_credit(payer_id=payer.pk, amount=amount, reason="top-up", credited_by="command:test")
     _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
-    order_create(merchant=merchant, merchant_order_no=no, amount=amount, currency="CNY", subject="s", payer_id=payer.pk)
+    order_create(
+        merchant=merchant,
+        merchant_order_no=no,
+        amount=amount,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     order = order_pay_with_balance(merchant=merchant, merchant_order_no=no, payer_token=token)
     tcc.finish()
     order.refresh_from_db()

@@ -27,11 +27,23 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 @pytest.fixture
 def order(bank, merchant, payer):
     """An order paid at the bank simulator (its notify held; the payment applied as polling would)."""
-    order, _ = order_create(merchant=merchant, merchant_order_no="BK-1", amount=10_000, currency="CNY", subject="s",
-                            payer_id=payer.pk)
+    order, _ = order_create(
+        merchant=merchant,
+        merchant_order_no="BK-1",
+        amount=10_000,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     bank_trade_no = pay_with_notify_held(order_pay_url(order))
-    bank_payment_apply(out_trade_no=order.out_trade_no, bank_trade_no=bank_trade_no, amount=10_000, currency="CNY",
-                       paid_at=timezone.now().isoformat(), source="poll")
+    bank_payment_apply(
+        out_trade_no=order.out_trade_no,
+        bank_trade_no=bank_trade_no,
+        amount=10_000,
+        currency="CNY",
+        paid_at=timezone.now().isoformat(),
+        source="poll",
+    )
     tcc.finish()
     order.refresh_from_db()
     assert order.status == Order.Status.SUCCESS
@@ -50,12 +62,18 @@ def test_the_bank_says_yes_by_its_notify(api, merchant, payer, order):
     tcc.finish()
     send_to_bank()
     at_bank = BankRefund.objects.get(refund_no=response.json()["refund_no"])
-    assert (at_bank.status, at_bank.amount, at_bank.out_trade_no) == ("SUCCESS", 3_000, order.out_trade_no)
+    assert (at_bank.status, at_bank.amount, at_bank.out_trade_no) == (
+        "SUCCESS",
+        3_000,
+        order.out_trade_no,
+    )
     assert Refund.objects.get().status == "PENDING"  # not before the bank says so
     assert bank_side.refund_notifies_send_due() == 1  # the bank's signed notify, acknowledged
     assert bank_side.refund_notifies_send_due() == 0
     settle()
-    assert api.get(f"/api/v1/refunds/{response.json()['refund_no']}").json()["status"] == "SUCCEEDED"
+    assert (
+        api.get(f"/api/v1/refunds/{response.json()['refund_no']}").json()["status"] == "SUCCEEDED"
+    )
     assert fund("merchant", merchant.pk) == (balance - 3_000, 0, 0) and points(payer) == (70, 0)
 
 
@@ -71,13 +89,18 @@ def test_the_bank_refuses_the_refund_is_failed_and_the_holds_released(api, merch
     assert fund("merchant", merchant.pk) == (balance, 0, 0) and points(payer) == (100, 0)
     order.refresh_from_db()
     assert (order.status, order.refunded_amount, order.refunding_amount) == ("SUCCESS", 0, 0)
-    assert api.get(f"/api/v1/refunds/{response.json()['refund_no']}").json()["failure_reason"] == failed.failure_reason
+    assert (
+        api.get(f"/api/v1/refunds/{response.json()['refund_no']}").json()["failure_reason"]
+        == failed.failure_reason
+    )
 
 
 def test_a_lost_notify_is_found_by_asking_the_bank(api, merchant, order):
     refund(api, "BK-1", "RF-1", 10_000 - 60, reason="[bank:lose-notify]")
     tcc.finish()
-    assert refunds_poll_bank(now=timezone.now() + timedelta(minutes=1)) == 1  # not at the bank yet: nothing
+    assert (
+        refunds_poll_bank(now=timezone.now() + timedelta(minutes=1)) == 1
+    )  # not at the bank yet: nothing
     assert Refund.objects.get().status == "PENDING"
     send_to_bank()
     assert bank_side.refund_notifies_send_due() == 0  # the bank never notifies this one
@@ -88,7 +111,9 @@ def test_a_lost_notify_is_found_by_asking_the_bank(api, merchant, order):
     assert (order.status, order.refunded_amount) == ("PARTIALLY_REFUNDED", 9_940)
 
 
-def test_a_bank_that_does_not_answer_keeps_the_message_until_it_does(api, merchant, order, settings):
+def test_a_bank_that_does_not_answer_keeps_the_message_until_it_does(
+    api, merchant, order, settings
+):
     refund(api, "BK-1", "RF-1", 1_000)
     tcc.finish()
     real = settings.BANK_QUERY_URL
@@ -98,19 +123,39 @@ def test_a_bank_that_does_not_answer_keeps_the_message_until_it_does(api, mercha
     assert message.status == Message.Status.SENDING and "refund" in message.last_error
     settings.BANK_QUERY_URL = real
     send_to_bank()
-    assert BankRefund.objects.count() == 1 and Message.objects.using("orders").get(pk=message.pk).status == "CONSUMED"
+    assert (
+        BankRefund.objects.count() == 1
+        and Message.objects.using("orders").get(pk=message.pk).status == "CONSUMED"
+    )
 
 
 def test_refund_notify_intake_refuses_unsigned_and_unknown(bank, client):
     from paysys import bank as protocol
 
     body = b'{"refund_no": "RFnope", "status": "SUCCESS"}'
-    assert client.post("/gateway/bank/refund-notify", body, content_type="application/json").status_code == 401
+    assert (
+        client.post(
+            "/gateway/bank/refund-notify", body, content_type="application/json"
+        ).status_code
+        == 401
+    )
     signed = {protocol.SIGNATURE_HEADER: protocol.sign(body)}
-    assert client.post("/gateway/bank/refund-notify", body, content_type="application/json", headers=signed).status_code == 404
+    assert (
+        client.post(
+            "/gateway/bank/refund-notify", body, content_type="application/json", headers=signed
+        ).status_code
+        == 404
+    )
     bad = b"[1]"
-    assert client.post("/gateway/bank/refund-notify", bad, content_type="application/json",
-                       headers={protocol.SIGNATURE_HEADER: protocol.sign(bad)}).status_code == 400
+    assert (
+        client.post(
+            "/gateway/bank/refund-notify",
+            bad,
+            content_type="application/json",
+            headers={protocol.SIGNATURE_HEADER: protocol.sign(bad)},
+        ).status_code
+        == 400
+    )
 
 
 def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, client, merchant, order):
@@ -125,8 +170,12 @@ def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, clien
     refund_no = response.json()["refund_no"]
 
     def post(body: bytes):
-        return client.post("/gateway/bank/refund-notify", body, content_type="application/json",
-                           headers={protocol.SIGNATURE_HEADER: protocol.sign(body)})
+        return client.post(
+            "/gateway/bank/refund-notify",
+            body,
+            content_type="application/json",
+            headers={protocol.SIGNATURE_HEADER: protocol.sign(body)},
+        )
 
     for wrong in ({"amount": 999_999}, {"out_trade_no": "PSsomeoneelse"}):
         body = json.dumps({"refund_no": refund_no, "status": "SUCCESS", **wrong}).encode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from rest_framework.test import APIClient
 
 from orders import services as order_services
 from orders.models import Order, Refund
@@ -14,10 +15,16 @@ from orders.services import order_create
 from paysys import tcc
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
-from rest_framework.test import APIClient
-
 from tests.concurrency import run_at_once
-from tests.refunds.helpers import fund, paid_balance_order, paid_bank_order, points, refund, settle, top_up_merchant
+from tests.refunds.helpers import (
+    fund,
+    paid_balance_order,
+    paid_bank_order,
+    points,
+    refund,
+    settle,
+    top_up_merchant,
+)
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -29,7 +36,11 @@ def answer_at_decision(monkeypatch):
 
 def test_a_balance_refund_gives_money_and_points_back_at_once(api, merchant, payer):
     order = paid_balance_order(merchant, payer)
-    merchant_before, wallet_before, points_before = fund("merchant", merchant.pk), fund("payer", payer.pk), points(payer)
+    merchant_before, wallet_before, points_before = (
+        fund("merchant", merchant.pk),
+        fund("payer", payer.pk),
+        points(payer),
+    )
     assert points_before == (100, 0)
 
     response = refund(api, "RB-1", "RF-1", 2_500)
@@ -44,7 +55,11 @@ def test_a_balance_refund_gives_money_and_points_back_at_once(api, merchant, pay
     assert fund("payer", payer.pk) == (wallet_before[0] + 2_500, 0, 0)
     assert points(payer) == (75, 0)
     order.refresh_from_db()
-    assert (order.status, order.refunded_amount, order.refunding_amount) == ("PARTIALLY_REFUNDED", 2_500, 0)
+    assert (order.status, order.refunded_amount, order.refunding_amount) == (
+        "PARTIALLY_REFUNDED",
+        2_500,
+        0,
+    )
     detail = api.get(f"/api/v1/refunds/{body['refund_no']}").json()
     assert detail["status"] == "SUCCEEDED" and detail["refunded_amount"] == 2_500
     assert api.get("/api/v1/orders/RB-1").json()["refunded_amount"] == 2_500
@@ -57,12 +72,20 @@ def test_the_same_request_again_is_a_replay_a_different_one_a_conflict(api, merc
     again = refund(api, "RB-1", "RF-1", 1_000)
     other = refund(api, "RB-1", "RF-1", 1_001)
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
-    assert again.json()["refund_no"] == first.json()["refund_no"] and again.json()["status"] == "SUCCEEDED"
-    assert other.json()["error"]["code"] == "idempotency_conflict" and "amount" in other.json()["error"]["fields"]
+    assert (
+        again.json()["refund_no"] == first.json()["refund_no"]
+        and again.json()["status"] == "SUCCEEDED"
+    )
+    assert (
+        other.json()["error"]["code"] == "idempotency_conflict"
+        and "amount" in other.json()["error"]["fields"]
+    )
     assert Refund.objects.count() == 1 and fund("payer", payer.pk)[0] == 1_000
 
 
-def test_two_identical_requests_at_once_are_one_refund_one_201_and_one_replay(merchant, payer, merchant_and_key):
+def test_two_identical_requests_at_once_are_one_refund_one_201_and_one_replay(
+    merchant, payer, merchant_and_key
+):
     paid_balance_order(merchant, payer)
 
     def call(amount):
@@ -72,7 +95,9 @@ def test_two_identical_requests_at_once_are_one_refund_one_201_and_one_replay(me
 
     for round_no in range(3):  # the race is won differently each time: each round must hold
         same = run_at_once(lambda: call(1_000), lambda: call(1_000))
-        assert sorted(r.status_code for r in same) == ([200, 201] if round_no == 0 else [200, 200]), [r.json() for r in same]
+        assert sorted(r.status_code for r in same) == (
+            [200, 201] if round_no == 0 else [200, 200]
+        ), [r.json() for r in same]
         assert same[0].json()["refund_no"] == same[1].json()["refund_no"]
     different = run_at_once(lambda: call(1_000), lambda: call(2_000))
     assert sorted(r.status_code for r in different) == [200, 409]
@@ -80,7 +105,9 @@ def test_two_identical_requests_at_once_are_one_refund_one_201_and_one_replay(me
     assert Refund.objects.count() == 1 and fund("payer", payer.pk)[0] == 1_000
 
 
-def test_a_fresh_pair_of_identical_requests_racing_is_201_then_200(merchant, payer, merchant_and_key):
+def test_a_fresh_pair_of_identical_requests_racing_is_201_then_200(
+    merchant, payer, merchant_and_key
+):
     paid_balance_order(merchant, payer, amount=100_000)
     top_up_merchant(merchant, 100_000)
 
@@ -90,12 +117,16 @@ def test_a_fresh_pair_of_identical_requests_racing_is_201_then_200(merchant, pay
         return refund(client, "RB-1", refund_no, 100).status_code
 
     for i in range(5):
-        assert sorted(run_at_once(lambda no=f"RF-{i}": call(no), lambda no=f"RF-{i}": call(no))) == [200, 201]
+        assert sorted(
+            run_at_once(lambda no=f"RF-{i}": call(no), lambda no=f"RF-{i}": call(no))
+        ) == [200, 201]
     settle()
     assert Refund.objects.count() == 5 and fund("payer", payer.pk)[0] == 500
 
 
-def test_concurrent_refunds_that_finish_an_order_take_back_all_its_points(merchant, payer, merchant_and_key):
+def test_concurrent_refunds_that_finish_an_order_take_back_all_its_points(
+    merchant, payer, merchant_and_key
+):
     # 3333 + 3333 + 3334 of 10000 (100 points): each share rounded down is 33, 99 in all; the
     # refund that is last under the order's lock takes the 34 left, whichever it is
     order = paid_balance_order(merchant, payer)
@@ -106,7 +137,9 @@ def test_concurrent_refunds_that_finish_an_order_take_back_all_its_points(mercha
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
         return refund(client, "RB-1", refund_no, amount).status_code
 
-    codes = run_at_once(*[lambda i=i, a=a: call(f"RF-{i}", a) for i, a in enumerate([3_333, 3_333, 3_334])])
+    codes = run_at_once(
+        *[lambda i=i, a=a: call(f"RF-{i}", a) for i, a in enumerate([3_333, 3_333, 3_334])]
+    )
     assert codes == [201, 201, 201]
     settle()
     order.refresh_from_db()
@@ -121,7 +154,10 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
     top_up_merchant(merchant, fee)  # the fee is kept: a full refund needs its worth more
     assert refund(api, "RB-1", "RF-1", 6_000).status_code == 201
     too_much = refund(api, "RB-1", "RF-2", 4_001)
-    assert too_much.status_code == 409 and too_much.json()["error"]["code"] == "refund_exceeds_refundable"
+    assert (
+        too_much.status_code == 409
+        and too_much.json()["error"]["code"] == "refund_exceeds_refundable"
+    )
     assert "4000 left to refund" in too_much.json()["error"]["message"]
     assert refund(api, "RB-1", "RF-3", 4_000).status_code == 201
     settle()
@@ -133,7 +169,10 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
     assert [r["merchant_refund_no"] for r in listed["results"]] == ["RF-3", "RF-1"]
     first = api.get("/api/v1/orders/RB-1/refunds?limit=1").json()
     second = api.get(f"/api/v1/orders/RB-1/refunds?limit=1&cursor={first['next_cursor']}").json()
-    assert [r["merchant_refund_no"] for r in first["results"] + second["results"]] == ["RF-3", "RF-1"]
+    assert [r["merchant_refund_no"] for r in first["results"] + second["results"]] == [
+        "RF-3",
+        "RF-1",
+    ]
     assert second["next_cursor"] is None
     assert api.get("/api/v1/orders/RB-1/refunds?cursor=nope").status_code == 400
     assert api.get("/api/v1/orders/RB-1/refunds?status=x").status_code == 400
@@ -153,16 +192,39 @@ def test_a_merchant_who_cannot_cover_it_gets_402_and_nothing_is_frozen(api, merc
 
 
 def test_unpaid_other_merchants_and_bad_input(api, merchant, payer, make_merchant):
-    order_create(merchant=merchant, merchant_order_no="U-1", amount=100, currency="CNY", subject="s", payer_id=payer.pk)
+    order_create(
+        merchant=merchant,
+        merchant_order_no="U-1",
+        amount=100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     unpaid = refund(api, "U-1", "RF-1", 50)
     assert unpaid.status_code == 409 and unpaid.json()["error"]["code"] == "order_not_refundable"
     other, _ = make_merchant()
-    order_create(merchant=other, merchant_order_no="O-1", amount=100, currency="CNY", subject="s", payer_id=payer.pk)
+    order_create(
+        merchant=other,
+        merchant_order_no="O-1",
+        amount=100,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
     assert refund(api, "O-1", "RF-1", 50).status_code == 404
     paid_balance_order(merchant, payer)
-    for bad in ({"amount": 0}, {"amount": -5}, {"amount": "10"}, {"amount": 1.5}, {"merchant_refund_no": ""},
-                {"merchant_refund_no": "a b"}, {"merchant_refund_no": "dup-BT1"}, {"merchant_refund_no": "DUP-x"},
-                {"reason": "x" * 256}, {"extra": 1}):
+    for bad in (
+        {"amount": 0},
+        {"amount": -5},
+        {"amount": "10"},
+        {"amount": 1.5},
+        {"merchant_refund_no": ""},
+        {"merchant_refund_no": "a b"},
+        {"merchant_refund_no": "dup-BT1"},
+        {"merchant_refund_no": "DUP-x"},
+        {"reason": "x" * 256},
+        {"extra": 1},
+    ):
         body = {"merchant_refund_no": "RF-9", "amount": 10, "reason": "r", **bad}
         response = api.post("/api/v1/orders/RB-1/refunds", body, format="json")
         assert response.status_code == 400, (bad, response.content)
@@ -201,19 +263,25 @@ def test_a_bank_refund_holds_the_money_until_the_bank_answers(api, merchant, pay
     assert (order.refunded_amount, order.refunding_amount) == (3_000, 0)
 
 
-def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(merchant, payer, merchant_and_key):
+def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
+    merchant, payer, merchant_and_key
+):
     from rest_framework.test import APIClient
 
     from orders.refunds import refund_finish
 
     order = paid_bank_order(merchant, payer, amount=10_000)
-    top_up_merchant(merchant, fee_for(10_000, merchant.fee_rate_bp))  # the merchant can cover all of it
+    top_up_merchant(
+        merchant, fee_for(10_000, merchant.fee_rate_bp)
+    )  # the merchant can cover all of it
     # 20 x 625 = 12500 asked of a 10000 order: exactly 16 fit, the other 4 are refused (409)
 
     def call(i):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {merchant_and_key[1]}")
-        for _ in range(20):  # a 503 (a try timed out on a loaded machine) changed nothing: retry, as a client would
+        for _ in range(
+            20
+        ):  # a 503 (a try timed out on a loaded machine) changed nothing: retry, as a client would
             response = refund(client, "R-1", f"C-{i}", 625)
             if response.status_code != 503:
                 return response.status_code
@@ -232,9 +300,19 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(merch
     assert (order.status, order.refunded_amount, order.refunding_amount) == ("REFUNDED", 10_000, 0)
     # 15 took 6 of the 100 points (625 of 10000, rounded down); the last, known under the
     # order's lock, took the 10 left: a fully refunded order leaves the payer none of its points
-    assert sorted(Refund.objects.filter(order=order).values_list("points", flat=True)) == [6] * 15 + [10]
+    assert sorted(Refund.objects.filter(order=order).values_list("points", flat=True)) == [
+        6
+    ] * 15 + [10]
     assert fund("merchant", merchant.pk) == (0, 0, 0) and points(payer) == (0, 0)
     # (a refusal before the lock starts no transaction; one after it is cancelled)
-    assert list(GlobalTransaction.objects.filter(name="refund_order", status="CONFIRMED").values_list("status", flat=True)) == ["CONFIRMED"] * 16
-    assert not GlobalTransaction.objects.filter(name="refund_order", status__in=["TRYING", "CONFIRMING", "CANCELLING"]).exists()
-
+    assert (
+        list(
+            GlobalTransaction.objects.filter(name="refund_order", status="CONFIRMED").values_list(
+                "status", flat=True
+            )
+        )
+        == ["CONFIRMED"] * 16
+    )
+    assert not GlobalTransaction.objects.filter(
+        name="refund_order", status__in=["TRYING", "CONFIRMING", "CANCELLING"]
+    ).exists()

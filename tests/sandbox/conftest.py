@@ -29,15 +29,21 @@ def pay(order, options: dict | None = None, **headers):
     """Pay the order as a program does: POST the pay link, optional JSON test options (sent with
     the sandbox token unless ``headers`` say otherwise)."""
     headers = headers or (sandbox_auth() if options else {})
-    return Client().post(pay_path(order), options or {}, content_type="application/json", headers=headers)
+    return Client().post(
+        pay_path(order), options or {}, content_type="application/json", headers=headers
+    )
 
 
 @pytest.fixture
 def make_order(merchant, payer):
     def make(amount: int = 1234, subject: str = "a book"):
         order, _ = order_create(
-            merchant=merchant, merchant_order_no=f"BANK-{next(_numbers)}", amount=amount, currency="CNY",
-            subject=subject, payer_id=payer.pk,
+            merchant=merchant,
+            merchant_order_no=f"BANK-{next(_numbers)}",
+            amount=amount,
+            currency="CNY",
+            subject=subject,
+            payer_id=payer.pk,
         )
         return order
 

@@ -40,11 +40,19 @@ def test_retry_action_reschedules_only_notifies_that_gave_up(admin_client, make_
     gave_up, acked = make_order(), make_order()
     pay(gave_up)
     pay(acked)
-    BankPayment.objects.filter(out_trade_no=gave_up.out_trade_no).update(notify_state="GAVE_UP", notify_attempts=10, next_attempt_at=None)
-    BankPayment.objects.filter(out_trade_no=acked.out_trade_no).update(notify_state="ACKED", next_attempt_at=None)
+    BankPayment.objects.filter(out_trade_no=gave_up.out_trade_no).update(
+        notify_state="GAVE_UP", notify_attempts=10, next_attempt_at=None
+    )
+    BankPayment.objects.filter(out_trade_no=acked.out_trade_no).update(
+        notify_state="ACKED", next_attempt_at=None
+    )
 
     response = admin_client.post(
-        CHANGELIST, {"action": "retry_notify", "_selected_action": list(BankPayment.objects.values_list("pk", flat=True))}
+        CHANGELIST,
+        {
+            "action": "retry_notify",
+            "_selected_action": list(BankPayment.objects.values_list("pk", flat=True)),
+        },
     )
 
     assert response.status_code == 302

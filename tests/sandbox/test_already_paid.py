@@ -24,10 +24,14 @@ def platform(live_server, settings):
 
 
 def paid_another_way(order) -> None:
-    force_status(Order.objects.filter(pk=order.pk), status=Order.Status.SUCCESS, pay_method="balance")
+    force_status(
+        Order.objects.filter(pk=order.pk), status=Order.Status.SUCCESS, pay_method="balance"
+    )
 
 
-def test_the_pay_page_of_an_order_paid_from_the_wallet_says_already_paid_with_no_button(order, platform):
+def test_the_pay_page_of_an_order_paid_from_the_wallet_says_already_paid_with_no_button(
+    order, platform
+):
     paid_another_way(order)
 
     response = Client().get(pay_path(order))
@@ -37,7 +41,9 @@ def test_the_pay_page_of_an_order_paid_from_the_wallet_says_already_paid_with_no
     assert 'id="already-paid"' in page and "paid another way" in page and "<form" not in page
 
 
-def test_the_pay_call_for_an_order_paid_from_the_wallet_is_refused_and_pays_nothing(order, platform):
+def test_the_pay_call_for_an_order_paid_from_the_wallet_is_refused_and_pays_nothing(
+    order, platform
+):
     paid_another_way(order)
 
     response = pay(order)
@@ -86,9 +92,17 @@ def test_the_platform_answers_only_a_signed_question_and_signs_its_answer(order)
     url = f"/gateway/bank/orders/{order.out_trade_no}"
 
     assert Client().get(url).status_code == 401
-    assert Client().get(url, headers={bank.SIGNATURE_HEADER: bank.sign(b"another")}).status_code == 401
+    assert (
+        Client().get(url, headers={bank.SIGNATURE_HEADER: bank.sign(b"another")}).status_code == 401
+    )
 
-    response = Client().get(url, headers={bank.SIGNATURE_HEADER: bank.sign(order.out_trade_no.encode())})
+    response = Client().get(
+        url, headers={bank.SIGNATURE_HEADER: bank.sign(order.out_trade_no.encode())}
+    )
     assert response.status_code == 200
     assert bank.signature_valid(response.content, response[bank.SIGNATURE_HEADER])
-    assert json.loads(response.content) == {"out_trade_no": order.out_trade_no, "status": "CREATED", "payable": True}
+    assert json.loads(response.content) == {
+        "out_trade_no": order.out_trade_no,
+        "status": "CREATED",
+        "payable": True,
+    }

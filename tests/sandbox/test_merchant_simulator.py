@@ -4,7 +4,7 @@ the standardwebhooks library, processes each webhook-id once, and misbehaves on 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -18,17 +18,26 @@ from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
-PAYLOAD = {"type": "order.paid", "timestamp": "2026-11-27T10:00:00+00:00",
-           "data": {"merchant_order_no": "A-1", "out_trade_no": "P123", "amount": 1999, "currency": "CNY"}}
+PAYLOAD = {
+    "type": "order.paid",
+    "timestamp": "2026-11-27T10:00:00+00:00",
+    "data": {"merchant_order_no": "A-1", "out_trade_no": "P123", "amount": 1999, "currency": "CNY"},
+}
 
 
-def signed(secrets: str | list[str], payload=PAYLOAD, msg_id: str = "msg_1", at: datetime | None = None) -> tuple[str, dict]:
+def signed(
+    secrets: str | list[str], payload=PAYLOAD, msg_id: str = "msg_1", at: datetime | None = None
+) -> tuple[str, dict]:
     """(body, headers) as a Standard Webhooks sender signs them, one signature per secret."""
     secrets = [secrets] if isinstance(secrets, str) else secrets
-    at = at or datetime.now(tz=dt_timezone.utc)
+    at = at or datetime.now(tz=UTC)
     body = json.dumps(payload)
     signature = " ".join(services.Webhook(secret).sign(msg_id, at, body) for secret in secrets)
-    return body, {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signature}
+    return body, {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+    }
 
 
 def post(path: str, body: str | bytes, headers: dict):
@@ -41,7 +50,9 @@ def controller() -> Client:
 
 
 def control(merchant_id: int, **options):
-    return controller().post(f"/sandbox/merchant/{merchant_id}", json.dumps(options), content_type="application/json")
+    return controller().post(
+        f"/sandbox/merchant/{merchant_id}", json.dumps(options), content_type="application/json"
+    )
 
 
 @pytest.fixture
@@ -71,10 +82,23 @@ def test_set_up_needs_the_secret_and_valid_options():
     missing = control(7)
     bad = control(7, webhook_secret="nope", fail_next=-1, fail_status=200, gone="yes", colour="red")
 
-    assert missing.status_code == 400 and set(missing.json()["error"]["fields"]) == {"webhook_secret"}
+    assert missing.status_code == 400 and set(missing.json()["error"]["fields"]) == {
+        "webhook_secret"
+    }
     assert bad.status_code == 400
-    assert set(bad.json()["error"]["fields"]) == {"webhook_secret", "fail_next", "fail_status", "gone", "colour"}
-    assert controller().post("/sandbox/merchant/7", b"{nope", content_type="application/json").status_code == 400
+    assert set(bad.json()["error"]["fields"]) == {
+        "webhook_secret",
+        "fail_next",
+        "fail_status",
+        "gone",
+        "colour",
+    }
+    assert (
+        controller()
+        .post("/sandbox/merchant/7", b"{nope", content_type="application/json")
+        .status_code
+        == 400
+    )
     assert MerchantEndpoint.objects.count() == 0
 
 
@@ -83,7 +107,12 @@ def test_options_change_only_what_is_given_and_the_secret_is_never_shown(shop, s
     control(shop, delay_ms=100)
 
     state = controller().get(f"/sandbox/merchant/{shop}").json()
-    assert state["fail_next"] == 3 and state["retry_after"] == 7 and state["delay_ms"] == 100 and not state["gone"]
+    assert (
+        state["fail_next"] == 3
+        and state["retry_after"] == 7
+        and state["delay_ms"] == 100
+        and not state["gone"]
+    )
     assert secret not in response.content.decode() and "webhook_secret" not in state
     assert controller().get("/sandbox/merchant/999").status_code == 404
 
@@ -98,11 +127,17 @@ def test_a_good_notification_is_verified_processed_and_recorded(shop, secret):
 
     assert response.status_code == 200 and response.json() == {"received": True, "duplicate": False}
     notification = MerchantNotification.objects.get()
-    assert (notification.webhook_id, notification.type, notification.out_trade_no) == ("msg_1", "order.paid", "P123")
+    assert (notification.webhook_id, notification.type, notification.out_trade_no) == (
+        "msg_1",
+        "order.paid",
+        "P123",
+    )
     assert notification.payload == PAYLOAD
     received = controller().get(f"/sandbox/merchant/{shop}/received").json()["results"]
     assert len(received) == 1
-    assert received[0]["verified"] and received[0]["status_code"] == 200 and received[0]["error"] == ""
+    assert (
+        received[0]["verified"] and received[0]["status_code"] == 200 and received[0]["error"] == ""
+    )
     assert received[0]["headers"]["webhook-id"] == "msg_1" and received[0]["body"] == body
     assert received[0]["payload"] == PAYLOAD
 
@@ -111,14 +146,31 @@ def test_a_good_notification_is_verified_processed_and_recorded(shop, secret):
     "tamper, reason",
     [
         (lambda body, headers: (body.replace("1999", "1"), headers), "No matching signature found"),
-        (lambda body, headers: (body, {**headers, "webhook-id": "msg_2"}), "No matching signature found"),
-        (lambda body, headers: (body, {k: v for k, v in headers.items() if k != "webhook-signature"}), "Missing required headers"),
-        (lambda body, headers: (body, {**headers, "webhook-signature": "v1abc"}), "malformed signature header"),
-        (lambda body, headers: (body, {**headers, "webhook-timestamp": "soon"}), "Invalid Signature Headers"),
+        (
+            lambda body, headers: (body, {**headers, "webhook-id": "msg_2"}),
+            "No matching signature found",
+        ),
+        (
+            lambda body, headers: (
+                body,
+                {k: v for k, v in headers.items() if k != "webhook-signature"},
+            ),
+            "Missing required headers",
+        ),
+        (
+            lambda body, headers: (body, {**headers, "webhook-signature": "v1abc"}),
+            "malformed signature header",
+        ),
+        (
+            lambda body, headers: (body, {**headers, "webhook-timestamp": "soon"}),
+            "Invalid Signature Headers",
+        ),
     ],
     ids=["amount changed", "other webhook-id", "unsigned", "malformed signature", "bad timestamp"],
 )
-def test_what_the_verifier_rejects_is_answered_400_recorded_with_why_and_not_processed(shop, secret, tamper, reason):
+def test_what_the_verifier_rejects_is_answered_400_recorded_with_why_and_not_processed(
+    shop, secret, tamper, reason
+):
     body, headers = tamper(*signed(secret))
 
     response = post(f"/sandbox/merchant/{shop}/notify", body, headers)
@@ -130,7 +182,7 @@ def test_what_the_verifier_rejects_is_answered_400_recorded_with_why_and_not_pro
 
 
 def test_an_old_timestamp_is_rejected(shop, secret):
-    body, headers = signed(secret, at=datetime.now(tz=dt_timezone.utc) - timedelta(minutes=6))
+    body, headers = signed(secret, at=datetime.now(tz=UTC) - timedelta(minutes=6))
 
     response = post(f"/sandbox/merchant/{shop}/notify", body, headers)
 
@@ -148,7 +200,10 @@ def test_a_body_that_is_not_utf8_is_rejected_not_a_500(shop, secret):
 
     response = post(f"/sandbox/merchant/{shop}/notify", b"\xff\xfe{}", headers)
 
-    assert response.status_code == 400 and MerchantDelivery.objects.get().error == "the body is not UTF-8"
+    assert (
+        response.status_code == 400
+        and MerchantDelivery.objects.get().error == "the body is not UTF-8"
+    )
 
 
 def test_a_merchant_not_set_up_is_404_and_still_recorded(secret):
@@ -160,13 +215,17 @@ def test_a_merchant_not_set_up_is_404_and_still_recorded(secret):
 
 def test_during_a_rotation_either_secret_held_by_the_merchant_verifies(shop, secret):
     new = generate_webhook_secret()
-    body, headers = signed([new, secret], msg_id="msg_a")  # paysys signs with both during the grace period
+    body, headers = signed(
+        [new, secret], msg_id="msg_a"
+    )  # paysys signs with both during the grace period
     assert post(f"/sandbox/merchant/{shop}/notify", body, headers).status_code == 200
 
     control(shop, webhook_secret=new)  # the merchant deploys the new secret
     body, headers = signed([new, secret], msg_id="msg_b")
     assert post(f"/sandbox/merchant/{shop}/notify", body, headers).status_code == 200
-    body, headers = signed(secret, msg_id="msg_c")  # the grace period is over: only the old one would fail
+    body, headers = signed(
+        secret, msg_id="msg_c"
+    )  # the grace period is over: only the old one would fail
     assert post(f"/sandbox/merchant/{shop}/notify", body, headers).status_code == 400
 
 
@@ -183,14 +242,18 @@ def test_the_plain_path_finds_the_merchant_whose_secret_verifies(shop):
 
     body, headers = signed(generate_webhook_secret(), msg_id="msg_x")
     response = post("/sandbox/merchant/notify", body, headers)
-    assert response.status_code == 400 and "no set-up merchant's secret verifies it" in response.json()["error"]["message"]
+    assert (
+        response.status_code == 400
+        and "no set-up merchant's secret verifies it" in response.json()["error"]["message"]
+    )
 
 
 def test_the_plain_path_sets_the_demo_merchant_up_from_its_configuration_file(settings, tmp_path):
     secret = generate_webhook_secret()
     settings.VAR_DIR = tmp_path
-    (tmp_path / services.DEMO_MERCHANT_FILE).write_text(json.dumps(
-        {"merchant_id": 77, "api_key": "psk_x", "webhook_secret": secret}))
+    (tmp_path / services.DEMO_MERCHANT_FILE).write_text(
+        json.dumps({"merchant_id": 77, "api_key": "psk_x", "webhook_secret": secret})
+    )
     body, headers = signed(secret)
 
     assert post("/sandbox/merchant/notify", body, headers).status_code == 200
@@ -202,9 +265,15 @@ def test_the_plain_path_sets_the_demo_merchant_up_from_its_configuration_file(se
 
 def test_a_webhook_id_is_processed_once_and_copies_are_counted(shop, secret):
     first = post(f"/sandbox/merchant/{shop}/notify", *signed(secret))
-    again = post(f"/sandbox/merchant/{shop}/notify", *signed(secret))  # a retry: same id, new timestamp
+    again = post(
+        f"/sandbox/merchant/{shop}/notify", *signed(secret)
+    )  # a retry: same id, new timestamp
 
-    assert first.json()["duplicate"] is False and again.status_code == 200 and again.json()["duplicate"] is True
+    assert (
+        first.json()["duplicate"] is False
+        and again.status_code == 200
+        and again.json()["duplicate"] is True
+    )
     notification = MerchantNotification.objects.get()
     assert notification.deliveries == 2
     assert [d.duplicate for d in MerchantDelivery.objects.order_by("id")] == [False, True]
@@ -214,7 +283,8 @@ def test_a_webhook_id_is_processed_once_and_copies_are_counted(shop, secret):
 def test_two_copies_at_once_are_processed_once(shop, secret):
     body, headers = signed(secret)
     receive = lambda: services.notification_receive(  # noqa: E731
-        merchant_id=shop, path="/x", headers=headers, body=body.encode()).body["duplicate"]
+        merchant_id=shop, path="/x", headers=headers, body=body.encode()
+    ).body["duplicate"]
 
     duplicates = run_at_once(receive, receive, receive)
 
@@ -276,7 +346,12 @@ def test_a_hanging_merchant_over_real_http_times_the_sender_out(live_server, sho
     body, headers = signed(secret)
 
     with pytest.raises(requests.ReadTimeout):
-        requests.post(f"{live_server.url}/sandbox/merchant/{shop}/notify", data=body, headers=headers, timeout=0.5)
+        requests.post(
+            f"{live_server.url}/sandbox/merchant/{shop}/notify",
+            data=body,
+            headers=headers,
+            timeout=0.5,
+        )
 
     assert MerchantDelivery.objects.get().behaviour == "hang"
 
@@ -285,12 +360,14 @@ def test_a_hanging_merchant_over_real_http_times_the_sender_out(live_server, sho
 
 
 def test_nothing_in_the_platform_imports_the_simulator():
-    from pathlib import Path
 
     from django.conf import settings
 
     offenders = []
-    platform = [settings.BASE_DIR / name for name in ("paysys", "orders", "accounts", "accounting", "notifications")]
+    platform = [
+        settings.BASE_DIR / name
+        for name in ("paysys", "orders", "accounts", "accounting", "notifications")
+    ]
     for path in (p for top in platform for p in top.glob("**/*.py")):
         relative = path.relative_to(settings.BASE_DIR).as_posix()
         if relative.startswith("paysys/sandbox/") or relative == "paysys/urls.py":
@@ -320,21 +397,32 @@ def test_admin_shows_what_the_merchant_received_and_never_the_secret(admin_clien
     delivery = MerchantDelivery.objects.get(webhook_id="msg_bad")
 
     deliveries = admin_client.get("/admin/sandbox/merchantdelivery/").content.decode()
-    unverified = admin_client.get("/admin/sandbox/merchantdelivery/", {"verified__exact": "0"}).content.decode()
-    detail = admin_client.get(f"/admin/sandbox/merchantdelivery/{delivery.pk}/change/").content.decode()
+    unverified = admin_client.get(
+        "/admin/sandbox/merchantdelivery/", {"verified__exact": "0"}
+    ).content.decode()
+    detail = admin_client.get(
+        f"/admin/sandbox/merchantdelivery/{delivery.pk}/change/"
+    ).content.decode()
     received = admin_client.get("/admin/sandbox/merchantnotification/").content.decode()
-    endpoint = admin_client.get(f"/admin/sandbox/merchantendpoint/{MerchantEndpoint.objects.get().pk}/change/").content.decode()
+    endpoint = admin_client.get(
+        f"/admin/sandbox/merchantendpoint/{MerchantEndpoint.objects.get().pk}/change/"
+    ).content.decode()
 
     assert "msg_1" in deliveries and "msg_bad" in deliveries and "msg_1" not in unverified
     assert "No matching signature found" in detail and "webhook-signature" in detail
     assert "P123" in received
-    assert secret not in endpoint and 'name="fail_next"' in endpoint  # switches editable, secret hidden
+    assert (
+        secret not in endpoint and 'name="fail_next"' in endpoint
+    )  # switches editable, secret hidden
     assert admin_client.get("/admin/sandbox/merchantdelivery/add/").status_code == 403
 
 
 @pytest.mark.django_db(databases="__all__", transaction=True)
 def test_two_first_set_ups_at_once_make_one_endpoint(secret):
-    set_up = lambda: services.endpoint_configure(merchant_id=9, data={"webhook_secret": secret}).merchant_id  # noqa: E731
+    def set_up():
+        return services.endpoint_configure(
+            merchant_id=9, data={"webhook_secret": secret}
+        ).merchant_id
 
     assert run_at_once(set_up, set_up, set_up) == [9, 9, 9]
     assert MerchantEndpoint.objects.count() == 1

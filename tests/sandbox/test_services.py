@@ -33,17 +33,36 @@ def test_notify_is_delivered_signed_and_acknowledged(order, gateway_url):
     assert send_bank_notify(payment.pk) is True
 
     stored = BankNotify.objects.get()
-    assert (stored.bank_trade_no, stored.out_trade_no, stored.amount, stored.currency, stored.status) == (
-        payment.bank_trade_no, order.out_trade_no, 1234, "CNY", "SUCCESS",
+    assert (
+        stored.bank_trade_no,
+        stored.out_trade_no,
+        stored.amount,
+        stored.currency,
+        stored.status,
+    ) == (
+        payment.bank_trade_no,
+        order.out_trade_no,
+        1234,
+        "CNY",
+        "SUCCESS",
     )
     assert stored.paid_at == payment.paid_at
     assert bank.signature_valid(stored.raw_body.encode(), stored.signature)
     assert json.loads(stored.raw_body) == services.payment_document(payment)
     payment.refresh_from_db()
-    assert (payment.notify_state, payment.notify_attempts, payment.last_status_code) == ("ACKED", 1, 200)
+    assert (payment.notify_state, payment.notify_attempts, payment.last_status_code) == (
+        "ACKED",
+        1,
+        200,
+    )
     assert payment.acked_at is not None and payment.next_attempt_at is None
     attempt = BankNotifyAttempt.objects.get()
-    assert (attempt.number, attempt.status_code, attempt.error, attempt.url) == (1, 200, "", gateway_url)
+    assert (attempt.number, attempt.status_code, attempt.error, attempt.url) == (
+        1,
+        200,
+        "",
+        gateway_url,
+    )
 
 
 def test_an_acknowledged_notify_is_not_sent_again(order, gateway_url):
@@ -56,19 +75,27 @@ def test_an_acknowledged_notify_is_not_sent_again(order, gateway_url):
     assert BankNotify.objects.get().duplicates == 0
 
 
-def test_refused_connection_is_recorded_and_the_resend_pass_delivers_later(order, dead_url, live_server, settings):
+def test_refused_connection_is_recorded_and_the_resend_pass_delivers_later(
+    order, dead_url, live_server, settings
+):
     settings.BANK_NOTIFY_URL = dead_url
     payment = paid(order)
 
     assert send_bank_notify(payment.pk) is True
 
     payment.refresh_from_db()
-    assert (payment.notify_state, payment.notify_attempts, payment.last_status_code) == ("PENDING", 1, None)
+    assert (payment.notify_state, payment.notify_attempts, payment.last_status_code) == (
+        "PENDING",
+        1,
+        None,
+    )
     assert "ConnectionError" in payment.last_error
     second_due = payment.notify_from + timedelta(seconds=settings.BANK_NOTIFY_SCHEDULE[1])
     assert payment.next_attempt_at == second_due
     assert BankNotify.objects.count() == 0
-    assert services.notifies_resend_due(now=second_due - timedelta(milliseconds=1)) == 0  # not due yet
+    assert (
+        services.notifies_resend_due(now=second_due - timedelta(milliseconds=1)) == 0
+    )  # not due yet
 
     settings.BANK_NOTIFY_URL = live_server.url + "/gateway/bank/notify"
     assert services.notifies_resend_due(now=second_due) == 1
@@ -86,12 +113,20 @@ def test_a_non_2xx_answer_is_not_an_acknowledgement(order, live_server, settings
     send_bank_notify(payment.pk)
 
     payment.refresh_from_db()
-    assert (payment.notify_state, payment.last_status_code, payment.last_error) == ("PENDING", 404, "HTTP 404")
+    assert (payment.notify_state, payment.last_status_code, payment.last_error) == (
+        "PENDING",
+        404,
+        "HTTP 404",
+    )
     assert payment.acked_at is None
-    assert payment.next_attempt_at == payment.notify_from + timedelta(seconds=settings.BANK_NOTIFY_SCHEDULE[1])
+    assert payment.next_attempt_at == payment.notify_from + timedelta(
+        seconds=settings.BANK_NOTIFY_SCHEDULE[1]
+    )
 
 
-def test_the_bank_gives_up_after_its_schedule_and_admin_retry_starts_over(order, dead_url, gateway_url, settings):
+def test_the_bank_gives_up_after_its_schedule_and_admin_retry_starts_over(
+    order, dead_url, gateway_url, settings
+):
     settings.BANK_NOTIFY_SCHEDULE = [0, 1]
     real_url, settings.BANK_NOTIFY_URL = gateway_url, dead_url
     payment = paid(order)
@@ -100,7 +135,11 @@ def test_the_bank_gives_up_after_its_schedule_and_admin_retry_starts_over(order,
     assert services.notifies_resend_due(now=payment.paid_at + timedelta(seconds=1)) == 1
 
     payment.refresh_from_db()
-    assert (payment.notify_state, payment.notify_attempts, payment.next_attempt_at) == ("GAVE_UP", 2, None)
+    assert (payment.notify_state, payment.notify_attempts, payment.next_attempt_at) == (
+        "GAVE_UP",
+        2,
+        None,
+    )
     assert services.notifies_resend_due(now=payment.paid_at + timedelta(days=1)) == 0
     assert BankNotifyAttempt.objects.count() == 2
 
@@ -118,7 +157,10 @@ def test_a_notify_whose_last_sender_died_is_given_up_not_resent(order, settings)
     # the last attempt was claimed, then its worker died before recording a result
     assert services.notify_claim(payment, now=timezone.now())
 
-    assert services.notifies_resend_due(now=timezone.now() + timedelta(seconds=services.CLAIM_LEASE)) == 0
+    assert (
+        services.notifies_resend_due(now=timezone.now() + timedelta(seconds=services.CLAIM_LEASE))
+        == 0
+    )
 
     payment.refresh_from_db()
     assert payment.notify_state == "GAVE_UP"
@@ -127,7 +169,10 @@ def test_a_notify_whose_last_sender_died_is_given_up_not_resent(order, settings)
 
 def test_only_one_of_two_concurrent_senders_claims_an_attempt(order):
     paid(order)
-    first, second = BankPayment.objects.get(), BankPayment.objects.get()  # both read attempt 0 as due
+    first, second = (
+        BankPayment.objects.get(),
+        BankPayment.objects.get(),
+    )  # both read attempt 0 as due
     now = timezone.now()
 
     assert services.notify_claim(first, now=now) is True
@@ -135,7 +180,9 @@ def test_only_one_of_two_concurrent_senders_claims_an_attempt(order):
 
     payment = BankPayment.objects.get()
     assert payment.notify_attempts == 1
-    assert payment.next_attempt_at == now + timedelta(seconds=services.CLAIM_LEASE)  # not due while in flight
+    assert payment.next_attempt_at == now + timedelta(
+        seconds=services.CLAIM_LEASE
+    )  # not due while in flight
 
 
 def test_duplicates_option_sends_extra_copies_the_gateway_stores_once(order, gateway_url):
@@ -168,7 +215,9 @@ def eager_tasks():
     celery_app.conf.task_always_eager = False
 
 
-def test_held_notifies_reach_the_gateway_in_reverse_payment_order_on_release(make_order, gateway_url, eager_tasks):
+def test_held_notifies_reach_the_gateway_in_reverse_payment_order_on_release(
+    make_order, gateway_url, eager_tasks
+):
     orders = [make_order() for _ in range(3)]
     for order in orders:
         paid(order, {"hold": True})
@@ -182,7 +231,9 @@ def test_held_notifies_reach_the_gateway_in_reverse_payment_order_on_release(mak
     assert set(BankPayment.objects.values_list("notify_state", flat=True)) == {"ACKED"}
 
 
-def test_released_notifies_whose_task_was_lost_keep_their_order_in_the_resend_pass(make_order, gateway_url):
+def test_released_notifies_whose_task_was_lost_keep_their_order_in_the_resend_pass(
+    make_order, gateway_url
+):
     orders = [make_order() for _ in range(3)]
     for order in orders:
         paid(order, {"hold": True})

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 def enqueued(monkeypatch):
     """Records what the bank hands to Celery after commit, instead of a broker."""
     calls = []
-    monkeypatch.setattr(services, "_enqueue", lambda task, *args, countdown=0: calls.append((task, args, countdown)))
+    monkeypatch.setattr(
+        services, "_enqueue", lambda task, *args, countdown=0: calls.append((task, args, countdown))
+    )
     return calls
 
 
@@ -68,7 +70,11 @@ def test_pay_page_of_a_paid_order_shows_the_payment_not_the_button(order):
 def test_pay_page_of_a_paid_order_says_already_paid_with_a_link_back_to_the_merchant(order):
     pay(order)
 
-    page = Client().get(pay_path(order), headers={"Referer": "https://shop.example/checkout/42"}).content.decode()
+    page = (
+        Client()
+        .get(pay_path(order), headers={"Referer": "https://shop.example/checkout/42"})
+        .content.decode()
+    )
 
     assert 'id="already-paid"' in page and "already paid" in page
     assert "notifies the merchant's platform now" not in page
@@ -110,7 +116,9 @@ def test_expired_pay_link_says_so_and_refuses_to_pay(expired_order, enqueued):
 # --- pay ------------------------------------------------------------------------------------
 
 
-def test_pay_takes_the_payment_from_the_link_and_enqueues_the_notify_after_commit(order, enqueued, django_capture_on_commit_callbacks):
+def test_pay_takes_the_payment_from_the_link_and_enqueues_the_notify_after_commit(
+    order, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(using="sandbox", execute=True):
         response = pay(order)
 
@@ -119,14 +127,23 @@ def test_pay_takes_the_payment_from_the_link_and_enqueues_the_notify_after_commi
     payment = BankPayment.objects.get()
     assert data["bank_trade_no"] == payment.bank_trade_no and data["bank_trade_no"].startswith("B")
     assert {k: data[k] for k in ("out_trade_no", "amount", "currency", "status")} == {
-        "out_trade_no": order.out_trade_no, "amount": 1234, "currency": "CNY", "status": "SUCCESS",
+        "out_trade_no": order.out_trade_no,
+        "amount": 1234,
+        "currency": "CNY",
+        "status": "SUCCESS",
     }
-    assert (payment.subject, payment.notify_state, payment.notify_attempts) == ("a book", "PENDING", 0)
+    assert (payment.subject, payment.notify_state, payment.notify_attempts) == (
+        "a book",
+        "PENDING",
+        0,
+    )
     assert payment.next_attempt_at == payment.notify_from == payment.paid_at  # due at once
     assert enqueued == [("send_bank_notify", (payment.pk,), 0)]
 
 
-def test_paying_twice_is_one_payment_with_one_bank_trade_no(order, enqueued, django_capture_on_commit_callbacks):
+def test_paying_twice_is_one_payment_with_one_bank_trade_no(
+    order, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(using="sandbox", execute=True):
         first = pay(order)
         second = pay(order, {"duplicates": 3})
@@ -142,7 +159,9 @@ def test_a_paid_order_replays_its_payment_even_after_the_link_expired(order):
     first = pay(order).json()
     link_order = services.pay_token_read(pay_path(order).rsplit("/", 1)[1])
 
-    payment, created = services.bank_pay(order=link_order, now=parse_datetime(first["paid_at"]) + timedelta(days=1))
+    payment, created = services.bank_pay(
+        order=link_order, now=parse_datetime(first["paid_at"]) + timedelta(days=1)
+    )
 
     assert (payment.bank_trade_no, created) == (first["bank_trade_no"], False)
 
@@ -196,7 +215,9 @@ def test_malformed_option_bodies_are_400_and_nothing_is_paid(order, raw):
     assert BankPayment.objects.count() == 0
 
 
-def test_delay_option_moves_the_first_notify_and_caps_the_countdown(make_order, enqueued, settings, django_capture_on_commit_callbacks):
+def test_delay_option_moves_the_first_notify_and_caps_the_countdown(
+    make_order, enqueued, settings, django_capture_on_commit_callbacks
+):
     short, long = make_order(), make_order()
 
     with django_capture_on_commit_callbacks(using="sandbox", execute=True):
@@ -205,11 +226,17 @@ def test_delay_option_moves_the_first_notify_and_caps_the_countdown(make_order, 
 
     for order, delay in ((short, 30), (long, 3600)):
         payment = BankPayment.objects.get(out_trade_no=order.out_trade_no)
-        assert payment.next_attempt_at == payment.notify_from == payment.paid_at + timedelta(seconds=delay)
+        assert (
+            payment.next_attempt_at
+            == payment.notify_from
+            == payment.paid_at + timedelta(seconds=delay)
+        )
     assert [countdown for _, _, countdown in enqueued] == [30, settings.CELERY_MAX_COUNTDOWN]
 
 
-def test_hold_option_keeps_the_notify_until_released(order, enqueued, django_capture_on_commit_callbacks):
+def test_hold_option_keeps_the_notify_until_released(
+    order, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(using="sandbox", execute=True):
         pay(order, {"hold": True, "duplicates": 2})
 
@@ -219,7 +246,9 @@ def test_hold_option_keeps_the_notify_until_released(order, enqueued, django_cap
     assert services.notifies_resend_due(now=payment.paid_at + timedelta(days=1)) == 0
 
 
-def test_release_frees_held_notifies_latest_payment_first(make_order, enqueued, django_capture_on_commit_callbacks):
+def test_release_frees_held_notifies_latest_payment_first(
+    make_order, enqueued, django_capture_on_commit_callbacks
+):
     orders = [make_order() for _ in range(3)]
     for order in orders:
         pay(order, {"hold": True})
@@ -234,7 +263,9 @@ def test_release_frees_held_notifies_latest_payment_first(make_order, enqueued, 
     assert response.json() == {"released": 3, "out_trade_nos": expected}
     ids = [BankPayment.objects.get(out_trade_no=n).pk for n in expected]
     assert enqueued == [("send_bank_notifies", (ids,), 0)]
-    assert set(BankPayment.objects.filter(pk__in=ids).values_list("notify_state", flat=True)) == {"PENDING"}
+    assert set(BankPayment.objects.filter(pk__in=ids).values_list("notify_state", flat=True)) == {
+        "PENDING"
+    }
     again = Client().post("/sandbox/bank/release", headers=sandbox_auth())
     assert again.json()["released"] == 0
 
@@ -252,8 +283,12 @@ def test_status_query_answers_the_payment_signed(order):
     data = json.loads(response.content)
     payment = BankPayment.objects.get()
     assert data == {
-        "out_trade_no": order.out_trade_no, "bank_trade_no": paid["bank_trade_no"], "amount": 1234,
-        "currency": "CNY", "status": "SUCCESS", "paid_at": payment.paid_at.isoformat(),
+        "out_trade_no": order.out_trade_no,
+        "bank_trade_no": paid["bank_trade_no"],
+        "amount": 1234,
+        "currency": "CNY",
+        "status": "SUCCESS",
+        "paid_at": payment.paid_at.isoformat(),
     }
 
 
@@ -269,7 +304,9 @@ def test_status_query_of_an_unpaid_order_is_a_signed_404(order):
 # --- the sandbox's own token guards its controls (issue 6) ------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}]
+)
 def test_release_needs_the_sandbox_token(make_order, headers):
     pay(make_order(), {"hold": True})
 
@@ -293,10 +330,13 @@ def test_the_sandbox_token_is_not_a_platform_secret():
 
 
 @pytest.mark.parametrize(
-    "raw", [b"[" * 30000 + b"]" * 30000, b'{"delay": 1e999}', b'{"delay": NaN}', b'{"hold": -Infinity}']
+    "raw",
+    [b"[" * 30000 + b"]" * 30000, b'{"delay": 1e999}', b'{"delay": NaN}', b'{"hold": -Infinity}'],
 )
 def test_deep_nesting_and_infinities_are_400_not_500(order, raw):
-    response = Client().post(pay_path(order), raw, content_type="application/json", headers=sandbox_auth())
+    response = Client().post(
+        pay_path(order), raw, content_type="application/json", headers=sandbox_auth()
+    )
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed"

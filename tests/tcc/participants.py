@@ -18,7 +18,11 @@ from paysys.core.errors import InsufficientFunds
 log = logging.getLogger(__name__)
 LEDGER = "tcc_test_ledger"
 # action -> (alias, queue)
-ACTIONS = {"test.orders": ("orders", "orders"), "test.funds": ("funds", "funds"), "test.points": ("points", "points")}
+ACTIONS = {
+    "test.orders": ("orders", "orders"),
+    "test.funds": ("funds", "funds"),
+    "test.points": ("points", "points"),
+}
 
 _DDL = {
     "mysql": f"CREATE TABLE IF NOT EXISTS {LEDGER} (id BIGINT AUTO_INCREMENT PRIMARY KEY, xid VARCHAR(32) NOT NULL, "
@@ -48,13 +52,19 @@ def _op(action: str, op: str):
     def run(payload: dict, *, xid: str) -> None:
         if payload.get(f"{op}_sleep"):  # {"try_sleep": 3}: a slow op, to be killed or timed out
             # a WARNING, so a worker's log shows it at any level: a fault test waits for this line
-            log.warning("%s.%s of %s started, sleeping %ss", action, op, xid, payload[f"{op}_sleep"])
+            log.warning(
+                "%s.%s of %s started, sleeping %ss", action, op, xid, payload[f"{op}_sleep"]
+            )
             time.sleep(payload[f"{op}_sleep"])
         with connections[alias].cursor() as cursor:
-            cursor.execute(f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
-                           [xid, action, op, payload.get("amount", 0)])
+            cursor.execute(
+                f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
+                [xid, action, op, payload.get("amount", 0)],
+            )
         if op == "try" and payload.get("refuse"):
-            raise InsufficientFunds("test participant refuses")  # after its write: the barrier rolls it back
+            raise InsufficientFunds(
+                "test participant refuses"
+            )  # after its write: the barrier rolls it back
 
     run.__qualname__ = f"{action}.{op}"
     return run
@@ -67,8 +77,10 @@ def _batched(op: str):
     @tcc.many
     def run(ops: list[tcc.BranchOp]) -> None:
         with connections["funds"].cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
-                               [(entry.xid, "test.batched", op, len(ops)) for entry in ops])
+            cursor.executemany(
+                f"INSERT INTO {LEDGER} (xid, action, op, amount) VALUES (%s, %s, %s, %s)",
+                [(entry.xid, "test.batched", op, len(ops)) for entry in ops],
+            )
         if op == "try" and any(entry.payload.get("refuse") for entry in ops):
             raise InsufficientFunds("test participant refuses")
 
@@ -78,10 +90,22 @@ def _batched(op: str):
 
 def register() -> None:
     for action, (alias, queue) in ACTIONS.items():
-        tcc.participant(action, alias=alias, queue=queue,
-                        try_=_op(action, "try"), confirm=_op(action, "confirm"), cancel=_op(action, "cancel"))
-    tcc.participant("test.batched", alias="funds", queue="funds",
-                    try_=_batched("try"), confirm=_batched("confirm"), cancel=_op("test.funds", "cancel"))
+        tcc.participant(
+            action,
+            alias=alias,
+            queue=queue,
+            try_=_op(action, "try"),
+            confirm=_op(action, "confirm"),
+            cancel=_op(action, "cancel"),
+        )
+    tcc.participant(
+        "test.batched",
+        alias="funds",
+        queue="funds",
+        try_=_batched("try"),
+        confirm=_batched("confirm"),
+        cancel=_op("test.funds", "cancel"),
+    )
 
 
 register()

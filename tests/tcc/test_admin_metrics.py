@@ -21,19 +21,29 @@ BRANCHES = [tcc.Branch("test.orders", {"amount": 1}), tcc.Branch("test.funds", {
 
 
 def run(**kw) -> str:
-    return tcc.run("complete_order", business_key=f"adm:{next(_keys)}:{id(run)}", branches=BRANCHES).xid
+    return tcc.run(
+        "complete_order", business_key=f"adm:{next(_keys)}:{id(run)}", branches=BRANCHES
+    ).xid
 
 
 @pytest.fixture
 def flagged(ledgers, monkeypatch):
     monkeypatch.setattr(phase_two._dispatcher, "submit", lambda batch: None)  # phase two lost
     xid = run()
-    GlobalTransaction.objects.filter(xid=xid).update(needs_human=True, next_retry_at=None, attempts=9)
+    GlobalTransaction.objects.filter(xid=xid).update(
+        needs_human=True, next_retry_at=None, attempts=9
+    )
     return GlobalTransaction.objects.get(xid=xid)
 
 
 def test_changelist_filters_and_detail_with_branches(admin_client, flagged):
-    for query in ("", "?status__exact=CONFIRMING", "?needs_human__exact=1", "?name=complete_order", "?older_than=1h"):
+    for query in (
+        "",
+        "?status__exact=CONFIRMING",
+        "?needs_human__exact=1",
+        "?name=complete_order",
+        "?older_than=1h",
+    ):
         response = admin_client.get(CHANGELIST + query)
         assert response.status_code == 200, query
     assert flagged.xid in admin_client.get(CHANGELIST + "?needs_human__exact=1").content.decode()
@@ -45,7 +55,9 @@ def test_changelist_filters_and_detail_with_branches(admin_client, flagged):
 def test_retry_phase_two_now_clears_the_flag_and_sends(admin_client, flagged, monkeypatch):
     sent: list[dict] = []
     monkeypatch.setattr(phase_two, "send", sent.extend)
-    response = admin_client.post(CHANGELIST, {"action": "retry_phase_two_now", "_selected_action": [flagged.pk]}, follow=True)
+    response = admin_client.post(
+        CHANGELIST, {"action": "retry_phase_two_now", "_selected_action": [flagged.pk]}, follow=True
+    )
     assert "sent again for 1 transaction" in response.content.decode()
     flagged.refresh_from_db()
     assert not flagged.needs_human and flagged.attempts == 0
@@ -71,10 +83,16 @@ def test_metrics_count_by_status_lag_and_needs_human(client, flagged):
     }
     label = (("name", "complete_order"),)
     assert samples[("paysys_tcc_transactions", label + (("status", "CONFIRMING"),))] >= 1
-    assert ("paysys_tcc_transactions", label + (("status", "CONFIRMED"),)) not in samples  # history: not per scrape
+    assert (
+        "paysys_tcc_transactions",
+        label + (("status", "CONFIRMED"),),
+    ) not in samples  # history: not per scrape
     assert samples[("paysys_tcc_needs_human", label)] >= 1
     assert samples[("paysys_tcc_phase_two_lag_seconds", ())] >= 0
-    assert ("paysys_messages_dead", ()) not in samples  # the outbox families are still there, untouched
+    assert (
+        "paysys_messages_dead",
+        (),
+    ) not in samples  # the outbox families are still there, untouched
     assert any(name == "paysys_database_up" for name, _ in samples)
 
 
@@ -90,7 +108,10 @@ def test_an_idle_coordinator_reads_zero_for_every_transaction_name_not_no_data(c
         for family in text_string_to_metric_families(response.content.decode())
         for s in family.samples
     }
-    for name in ("complete_order", "pay_order_balance"):  # what orders declares (OrdersConfig.ready)
+    for name in (
+        "complete_order",
+        "pay_order_balance",
+    ):  # what orders declares (OrdersConfig.ready)
         for status in ("TRYING", "CONFIRMING", "CANCELLING"):
             assert samples[("paysys_tcc_transactions", (("name", name), ("status", status)))] == 0
         assert samples[("paysys_tcc_needs_human", (("name", name),))] == 0

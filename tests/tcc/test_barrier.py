@@ -53,7 +53,8 @@ def test_cancel_without_try_is_empty_and_the_late_try_is_refused(ledgers, xid):
         op(xid, "try", amount=5)
     assert ledgers("funds", xid) == []  # nothing reserved, nothing released
     assert set(Barrier.objects.using("funds").filter(xid=xid).values_list("op", "reason")) == {
-        ("try", "cancel"), ("cancel", "cancel"),
+        ("try", "cancel"),
+        ("cancel", "cancel"),
     }
 
 
@@ -61,5 +62,7 @@ def test_failed_try_leaves_nothing_and_its_cancel_is_empty(ledgers, xid):
     with pytest.raises(Exception, match="refuses"):
         op(xid, "try", amount=5, refuse=True)
     assert ledgers("funds", xid) == []
-    assert not Barrier.objects.using("funds").filter(xid=xid).exists()  # rolled back with the business write
+    assert (
+        not Barrier.objects.using("funds").filter(xid=xid).exists()
+    )  # rolled back with the business write
     assert op(xid, "cancel", amount=5) == barrier.EMPTY

@@ -27,10 +27,14 @@ _keys = itertools.count(1)
 @registry.consumer(TOPIC, queue="orders", name=CONSUMER, atomic=False)
 def pay(message) -> None:
     seen.append(connections["orders"].in_atomic_block)
-    tcc.run("complete_order", business_key=message.payload["key"], branches=[
-        tcc.Branch("test.orders", {"amount": 1}),
-        tcc.Branch("test.points", {"amount": 10, "refuse": refusing["points"]}),
-    ])
+    tcc.run(
+        "complete_order",
+        business_key=message.payload["key"],
+        branches=[
+            tcc.Branch("test.orders", {"amount": 1}),
+            tcc.Branch("test.points", {"amount": 10, "refuse": refusing["points"]}),
+        ],
+    )
 
 
 @pytest.fixture
@@ -47,21 +51,38 @@ def message(key: str) -> Message:
     return Message.objects.get(topic=TOPIC, payload__key=key)
 
 
-def test_the_handler_runs_outside_any_transaction_and_is_acknowledged_after_the_decision(message_key):
+def test_the_handler_runs_outside_any_transaction_and_is_acknowledged_after_the_decision(
+    message_key,
+):
     result = deliver_all("default", topic=TOPIC, payload__key=message_key)
 
     assert result["acked"] == [message(message_key).id] and seen == [False]
     assert message(message_key).status == Message.Status.CONSUMED
-    assert InboxEntry.objects.using("orders").filter(consumer=CONSUMER, message_id=message(message_key).message_id).exists()
-    assert GlobalTransaction.objects.get(business_key=message_key).status == GlobalTransaction.Status.CONFIRMING
+    assert (
+        InboxEntry.objects.using("orders")
+        .filter(consumer=CONSUMER, message_id=message(message_key).message_id)
+        .exists()
+    )
+    assert (
+        GlobalTransaction.objects.get(business_key=message_key).status
+        == GlobalTransaction.Status.CONFIRMING
+    )
 
 
 def test_a_failed_try_leaves_the_message_unacknowledged_and_a_redelivery_completes_it(message_key):
     refusing["points"] = True
     result = deliver_all("default", topic=TOPIC, payload__key=message_key)
     assert result["failed"] == [message(message_key).id]
-    assert message(message_key).status == Message.Status.SENDING and "TryFailed" in message(message_key).last_error
-    assert not InboxEntry.objects.using("orders").filter(consumer=CONSUMER).filter(message_id=message(message_key).message_id).exists()
+    assert (
+        message(message_key).status == Message.Status.SENDING
+        and "TryFailed" in message(message_key).last_error
+    )
+    assert (
+        not InboxEntry.objects.using("orders")
+        .filter(consumer=CONSUMER)
+        .filter(message_id=message(message_key).message_id)
+        .exists()
+    )
     tcc.finish()
 
     refusing["points"] = False
@@ -73,7 +94,9 @@ def test_a_failed_try_leaves_the_message_unacknowledged_and_a_redelivery_complet
 
 def test_a_duplicate_delivery_runs_nothing_again(message_key):
     deliver_all("default", topic=TOPIC, payload__key=message_key)
-    force_status(Message.objects.filter(pk=message(message_key).pk), Message.Status.SENDING)  # as if the ack was lost
+    force_status(
+        Message.objects.filter(pk=message(message_key).pk), Message.Status.SENDING
+    )  # as if the ack was lost
     deliver_all("default", topic=TOPIC, payload__key=message_key)
     assert seen == [False]  # the inbox row answered the second one
     assert GlobalTransaction.objects.filter(business_key=message_key).count() == 1

@@ -45,9 +45,17 @@ def test_all_tries_succeed_confirm_is_decided_then_phase_two_confirms_once(ledge
     assert phase_two.finish([outcome.xid]) == 0
     gtx.refresh_from_db()
     assert gtx.status == Status.CONFIRMED and gtx.next_retry_at is None
-    assert set(gtx.branches.values_list("status", flat=True)) == {TransactionBranch.Status.CONFIRMED}
-    assert ledgers("orders", outcome.xid) == [("test.orders", "try", 1), ("test.orders", "confirm", 1)]
-    assert ledgers("points", outcome.xid) == [("test.points", "try", 10), ("test.points", "confirm", 10)]
+    assert set(gtx.branches.values_list("status", flat=True)) == {
+        TransactionBranch.Status.CONFIRMED
+    }
+    assert ledgers("orders", outcome.xid) == [
+        ("test.orders", "try", 1),
+        ("test.orders", "confirm", 1),
+    ]
+    assert ledgers("points", outcome.xid) == [
+        ("test.points", "try", 10),
+        ("test.points", "confirm", 10),
+    ]
 
 
 def test_a_refused_try_cancels_every_branch(ledgers, key):
@@ -68,7 +76,9 @@ def test_a_refused_try_cancels_every_branch(ledgers, key):
     assert ledgers("funds", xid) == []  # its try rolled back: empty cancel
     assert ledgers("points", xid) == []  # never tried: empty cancel, and a late try is refused
     with pytest.raises(barrier.BarrierRefused):
-        barrier.run_op(get_participant("test.points"), xid=xid, branch=3, op="try", payload={"amount": 10})
+        barrier.run_op(
+            get_participant("test.points"), xid=xid, branch=3, op="try", payload={"amount": 10}
+        )
 
 
 def test_after_a_cancel_the_next_run_is_a_new_attempt_and_the_old_xid_is_barred(ledgers, key):
@@ -96,11 +106,15 @@ def test_a_confirmed_key_is_never_run_again(ledgers, key):
 def test_an_open_transaction_is_resumed_not_duplicated(ledgers, key):
     gtx, rows = tcc_begin(key)
     # the first run died after trying branch 1
-    barrier.run_op(get_participant("test.orders"), xid=gtx.xid, branch=1, op="try", payload=rows[0].payload)
+    barrier.run_op(
+        get_participant("test.orders"), xid=gtx.xid, branch=1, op="try", payload=rows[0].payload
+    )
 
     outcome = tcc.run("complete_order", business_key=key, branches=branches())
     assert outcome.xid == gtx.xid and not outcome.already
-    assert ledgers("orders", gtx.xid) == [("test.orders", "try", 1)]  # the resumed try was a duplicate
+    assert ledgers("orders", gtx.xid) == [
+        ("test.orders", "try", 1)
+    ]  # the resumed try was a duplicate
     assert ledgers("funds", gtx.xid) == [("test.funds", "try", 994)]
 
 
@@ -112,13 +126,21 @@ def tcc_begin(key: str):
 
 def test_the_database_refuses_a_second_confirmed_transaction_per_key(ledgers, key):
     tcc.run("complete_order", business_key=key, branches=branches())
-    other = GlobalTransaction.objects.create(xid="f" * 32, name="x", business_key=key, attempt=9, deadline=GlobalTransaction.objects.get(business_key=key).deadline)
+    other = GlobalTransaction.objects.create(
+        xid="f" * 32,
+        name="x",
+        business_key=key,
+        attempt=9,
+        deadline=GlobalTransaction.objects.get(business_key=key).deadline,
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
         GlobalTransaction.objects.filter(pk=other.pk).update(confirmed_key=key)
 
 
 def test_concurrent_runs_of_one_key_confirm_one_transaction(ledgers, key):
-    outcomes = run_at_once(*[lambda: tcc.run("complete_order", business_key=key, branches=branches())] * 6)
+    outcomes = run_at_once(
+        *[lambda: tcc.run("complete_order", business_key=key, branches=branches())] * 6
+    )
     assert len({o.xid for o in outcomes}) == 1
     assert GlobalTransaction.objects.filter(business_key=key).count() == 1
     phase_two.finish()
@@ -127,12 +149,17 @@ def test_concurrent_runs_of_one_key_confirm_one_transaction(ledgers, key):
 
 
 def test_run_refuses_an_open_transaction_on_a_participant_alias(ledgers, key):
-    with transaction.atomic(using="orders"), pytest.raises(RuntimeError, match="open transaction on orders"):
+    with (
+        transaction.atomic(using="orders"),
+        pytest.raises(RuntimeError, match="open transaction on orders"),
+    ):
         tcc.run("complete_order", business_key=key, branches=branches())
     assert not GlobalTransaction.objects.filter(business_key=key).exists()
 
 
-def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(ledgers, key, fast_tcc):
+def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(
+    ledgers, key, fast_tcc
+):
     with pytest.raises(tcc.TryFailed) as failed:
         tcc.run("complete_order", business_key=key, branches=branches(points={"try_sleep": 2}))
     assert isinstance(failed.value.cause, TimeoutError) and failed.value.is_transient
@@ -145,7 +172,9 @@ def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(le
     assert GlobalTransaction.objects.get(xid=xid).status == Status.CANCELLED
 
 
-def test_the_coordinator_database_not_answering_is_unavailable_and_nothing_runs(ledgers, key, monkeypatch):
+def test_the_coordinator_database_not_answering_is_unavailable_and_nothing_runs(
+    ledgers, key, monkeypatch
+):
     from django.db import OperationalError
 
     from paysys.core.errors import Unavailable
@@ -162,13 +191,17 @@ def test_the_coordinator_database_not_answering_is_unavailable_and_nothing_runs(
 
 def test_a_resumed_transaction_gets_a_new_deadline(ledgers, key):
     gtx, _ = tcc_begin(key)
-    GlobalTransaction.objects.filter(pk=gtx.pk).update(deadline=gtx.created_at, next_retry_at=gtx.created_at)
+    GlobalTransaction.objects.filter(pk=gtx.pk).update(
+        deadline=gtx.created_at, next_retry_at=gtx.created_at
+    )
     resumed, _ = tcc_begin(key)
     assert resumed.pk == gtx.pk and resumed.deadline > gtx.deadline
     assert GlobalTransaction.objects.get(pk=gtx.pk).next_retry_at == resumed.deadline
 
 
-def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_unaffected(ledgers, fast_tcc, monkeypatch):
+def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_unaffected(
+    ledgers, fast_tcc, monkeypatch
+):
     import time
 
     from paysys.tcc import coordinator
@@ -176,7 +209,11 @@ def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_
     fast_tcc.TCC_TRY_THREADS = 1
     monkeypatch.setattr(coordinator, "_try_threads", coordinator._TryThreads())
     with pytest.raises(tcc.TryFailed):  # holds the only points thread for 2.5 s
-        tcc.run("complete_order", business_key=f"stuck:{id(ledgers)}", branches=branches(points={"try_sleep": 2.5}))
+        tcc.run(
+            "complete_order",
+            business_key=f"stuck:{id(ledgers)}",
+            branches=branches(points={"try_sleep": 2.5}),
+        )
     started = time.monotonic()
     with pytest.raises(tcc.TryFailed) as failed:
         tcc.run("complete_order", business_key=f"queued:{id(ledgers)}", branches=branches())

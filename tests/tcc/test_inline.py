@@ -29,8 +29,10 @@ def inline(settings, fast_tcc, monkeypatch):
 
 
 def branches(**extra) -> list[tcc.Branch]:
-    return [tcc.Branch(action, {"amount": amount, **extra.get(action.split(".")[1], {})})
-            for action, amount in (("test.orders", 1), ("test.funds", 994), ("test.points", 10))]
+    return [
+        tcc.Branch(action, {"amount": amount, **extra.get(action.split(".")[1], {})})
+        for action, amount in (("test.orders", 1), ("test.funds", 994), ("test.points", 10))
+    ]
 
 
 def statuses(xid: str) -> dict[str, str]:
@@ -42,7 +44,10 @@ def test_the_confirms_run_before_run_returns_and_nothing_is_left_to_the_workers(
 
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
     assert set(statuses(outcome.xid).values()) == {BranchStatus.CONFIRMED}
-    assert ledgers("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
+    assert ledgers("funds", outcome.xid) == [
+        ("test.funds", "try", 994),
+        ("test.funds", "confirm", 994),
+    ]
     assert inline == []  # no phase-two pass needed
     assert phase_two.finish([outcome.xid]) == 0
 
@@ -60,12 +65,18 @@ def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once
     """The funds database answers after the try timeout: orders and points are confirmed here,
     funds is handed to its worker; the late confirm and the worker's run make one confirm."""
     started = time.monotonic()
-    outcome = tcc.run("complete_order", business_key=f"inline:{next(_keys)}",
-                      branches=branches(funds={"confirm_sleep": 1.5}))
+    outcome = tcc.run(
+        "complete_order",
+        business_key=f"inline:{next(_keys)}",
+        branches=branches(funds={"confirm_sleep": 1.5}),
+    )
 
     assert time.monotonic() - started < 1.5 + 1  # waited for the deadline (1 s), not for funds
-    assert statuses(outcome.xid) == {"test.orders": BranchStatus.CONFIRMED, "test.funds": BranchStatus.PENDING,
-                                     "test.points": BranchStatus.CONFIRMED}
+    assert statuses(outcome.xid) == {
+        "test.orders": BranchStatus.CONFIRMED,
+        "test.funds": BranchStatus.PENDING,
+        "test.points": BranchStatus.CONFIRMED,
+    }
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMING
     assert inline == ["funds"]  # its worker is kicked, and no attempt was counted against it
     assert TransactionBranch.objects.get(gtx__xid=outcome.xid, action="test.funds").attempts == 0
@@ -74,12 +85,19 @@ def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once
     assert phase_two.run_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
 
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
-    assert ledgers("funds", outcome.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
+    assert ledgers("funds", outcome.xid) == [
+        ("test.funds", "try", 994),
+        ("test.funds", "confirm", 994),
+    ]
 
 
 def test_cancels_are_left_to_the_workers(ledgers, inline):
     with pytest.raises(tcc.TryFailed) as failed:
-        tcc.run("complete_order", business_key=f"inline:{next(_keys)}", branches=branches(points={"refuse": True}))
+        tcc.run(
+            "complete_order",
+            business_key=f"inline:{next(_keys)}",
+            branches=branches(points={"refuse": True}),
+        )
 
     assert GlobalTransaction.objects.get(xid=failed.value.xid).status == Status.CANCELLING
     assert sorted(inline) == ["funds", "orders", "points"]

@@ -48,13 +48,17 @@ BRANCHES = [tcc.Branch("test.orders", {"amount": 1}), tcc.Branch("test.funds", {
 
 
 def due(gtx: GlobalTransaction) -> None:
-    GlobalTransaction.objects.filter(pk=gtx.pk).update(next_retry_at=timezone.now() - timedelta(seconds=1))
+    GlobalTransaction.objects.filter(pk=gtx.pk).update(
+        next_retry_at=timezone.now() - timedelta(seconds=1)
+    )
 
 
 def test_a_transaction_trying_past_its_deadline_is_cancelled(ledgers, sent):
     # the coordinator died after trying branch 1 of 2
     gtx, rows = coordinator.begin("complete_order", business_key=new_key(), branches=BRANCHES)
-    barrier.run_op(get_participant("test.orders"), xid=gtx.xid, branch=1, op="try", payload=rows[0].payload)
+    barrier.run_op(
+        get_participant("test.orders"), xid=gtx.xid, branch=1, op="try", payload=rows[0].payload
+    )
     assert recovery.recover_tcc()["cancelled"] == 0  # not yet past its deadline
     due(gtx)
 
@@ -71,7 +75,9 @@ def test_a_transaction_trying_past_its_deadline_is_cancelled(ledgers, sent):
 
 def test_unfinished_phase_two_is_resent_with_backoff_until_done(ledgers, sent, fast_tcc):
     fast_tcc.TCC_RETRY_SCHEDULE = [5, 7, 11]
-    outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)  # its tasks are lost
+    outcome = tcc.run(
+        "complete_order", business_key=new_key(), branches=BRANCHES
+    )  # its tasks are lost
     gtx = GlobalTransaction.objects.get(xid=outcome.xid)
     assert recovery.recover_tcc()["resent"] == 0  # not due yet
     due(gtx)
@@ -91,7 +97,9 @@ def test_unfinished_phase_two_is_resent_with_backoff_until_done(ledgers, sent, f
 def test_a_transaction_whose_branches_are_done_but_not_reported_is_finished(ledgers, sent):
     outcome = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES)
     gtx = GlobalTransaction.objects.get(xid=outcome.xid)
-    force_status(TransactionBranch.objects.filter(gtx=gtx), status=TransactionBranch.Status.CONFIRMED)
+    force_status(
+        TransactionBranch.objects.filter(gtx=gtx), status=TransactionBranch.Status.CONFIRMED
+    )
     due(gtx)
     assert recovery.recover_tcc() == {"cancelled": 0, "resent": 0, "flagged": 0, "finished": 1}
     gtx.refresh_from_db()
@@ -107,7 +115,9 @@ def test_past_the_retry_limit_a_human_is_flagged_and_can_retry_now(ledgers, sent
         totals = recovery.recover_tcc()
         assert {k: totals[k] for k in expected} == expected
     gtx.refresh_from_db()
-    assert gtx.needs_human and gtx.next_retry_at is None and gtx.status == Status.CONFIRMING  # never dropped
+    assert (
+        gtx.needs_human and gtx.next_retry_at is None and gtx.status == Status.CONFIRMING
+    )  # never dropped
     assert recovery.recover_tcc()["resent"] == 0  # no unseen retries while flagged
     assert len(sent) == 4
 
@@ -126,25 +136,40 @@ def test_failed_phase_two_ops_are_recorded_on_their_branch(ledgers, monkeypatch)
     def broken(payload, *, xid):
         raise RuntimeError("funds confirm broke")
 
-    monkeypatch.setitem(registry._participants, "test.funds", dataclasses.replace(spec, confirm=broken))
+    monkeypatch.setitem(
+        registry._participants, "test.funds", dataclasses.replace(spec, confirm=broken)
+    )
     result = phase_two.finish([outcome.xid])
     branch = TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=2)
     assert result == 2 and branch.status == TransactionBranch.Status.PENDING
     assert branch.attempts == 1 and "funds confirm broke" in branch.last_error
     # the orders confirm in the same task still committed
-    assert TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=1).status == TransactionBranch.Status.CONFIRMED
+    assert (
+        TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=1).status
+        == TransactionBranch.Status.CONFIRMED
+    )
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMING
 
 
 def test_several_recovery_passes_at_once_resend_each_transaction_once(ledgers, sent):
-    rows = [GlobalTransaction.objects.get(xid=tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid)
-            for _ in range(6)]
+    rows = [
+        GlobalTransaction.objects.get(
+            xid=tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
+        )
+        for _ in range(6)
+    ]
     for gtx in rows:
         due(gtx)
     results = run_at_once(*[recovery.recover_tcc] * 4)
     assert sum(r["resent"] for r in results) == 6
-    assert sorted(i["id"] for i in sent) == sorted(TransactionBranch.objects.filter(gtx__in=rows).values_list("id", flat=True))
-    assert set(GlobalTransaction.objects.filter(pk__in=[g.pk for g in rows]).values_list("attempts", flat=True)) == {1}
+    assert sorted(i["id"] for i in sent) == sorted(
+        TransactionBranch.objects.filter(gtx__in=rows).values_list("id", flat=True)
+    )
+    assert set(
+        GlobalTransaction.objects.filter(pk__in=[g.pk for g in rows]).values_list(
+            "attempts", flat=True
+        )
+    ) == {1}
 
 
 def test_recover_tcc_command_runs_one_pass(ledgers, capsys):
@@ -158,7 +183,9 @@ def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledger
     settings.TCC_BARRIER_RETENTION_DAYS = 7
     done = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
     phase_two.finish([done])
-    stuck = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid  # CONFIRMING: kept
+    stuck = tcc.run(
+        "complete_order", business_key=new_key(), branches=BRANCHES
+    ).xid  # CONFIRMING: kept
     week_ago = timezone.now() - timedelta(days=8)
     for alias in ("orders", "funds"):
         Barrier.objects.using(alias).filter(xid__in=[done, stuck]).update(created_at=week_ago)
@@ -169,29 +196,48 @@ def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledger
     assert recovery.purge_barriers() == 0
 
 
-def test_a_phase_two_pass_claims_its_queues_decided_branches_in_one_batch(ledgers, sent, monkeypatch):
-    xids = [tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid for _ in range(3)]
+def test_a_phase_two_pass_claims_its_queues_decided_branches_in_one_batch(
+    ledgers, sent, monkeypatch
+):
+    xids = [
+        tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid for _ in range(3)
+    ]
     with pytest.raises(tcc.TryFailed) as failed:
-        tcc.run("complete_order", business_key=new_key(), branches=[BRANCHES[0], tcc.Branch("test.funds", {"refuse": True})])
+        tcc.run(
+            "complete_order",
+            business_key=new_key(),
+            branches=[BRANCHES[0], tcc.Branch("test.funds", {"refuse": True})],
+        )
     flagged = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
-    GlobalTransaction.objects.filter(xid=flagged).update(needs_human=True)  # only a human retries it
+    GlobalTransaction.objects.filter(xid=flagged).update(
+        needs_human=True
+    )  # only a human retries it
     batches: list[list[dict]] = []
     real_apply = phase_two._apply
-    monkeypatch.setattr(phase_two, "_apply", lambda items: batches.append(items) or real_apply(items))
+    monkeypatch.setattr(
+        phase_two, "_apply", lambda items: batches.append(items) or real_apply(items)
+    )
 
     assert phase_two.run_pass("orders") == 4  # 3 confirms and 1 cancel, one batch
-    assert [sorted(i["op"] for i in batch) for batch in batches] == [["cancel", "confirm", "confirm", "confirm"]]
+    assert [sorted(i["op"] for i in batch) for batch in batches] == [
+        ["cancel", "confirm", "confirm", "confirm"]
+    ]
     assert phase_two.run_pass("orders") == 0
     assert phase_two.run_pass("funds") == 4
-    assert {g.xid: g.status for g in GlobalTransaction.objects.filter(xid__in=xids + [failed.value.xid])} == {
-        **{xid: Status.CONFIRMED for xid in xids}, failed.value.xid: Status.CANCELLED,
+    assert {
+        g.xid: g.status for g in GlobalTransaction.objects.filter(xid__in=xids + [failed.value.xid])
+    } == {
+        **{xid: Status.CONFIRMED for xid in xids},
+        failed.value.xid: Status.CANCELLED,
     }
     assert GlobalTransaction.objects.get(xid=flagged).status == Status.CONFIRMING
 
 
 def test_a_branch_that_failed_once_is_left_to_recovery_s_backoff(ledgers, sent):
     xid = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
-    TransactionBranch.objects.filter(gtx__xid=xid, branch_no=2).update(attempts=1, last_error="funds down")
+    TransactionBranch.objects.filter(gtx__xid=xid, branch_no=2).update(
+        attempts=1, last_error="funds down"
+    )
     assert phase_two.run_pass("funds") == 0
     assert phase_two.run_pass("orders") == 1
 
@@ -202,7 +248,9 @@ def test_kicks_of_one_queue_coalesce_until_its_pass_starts(monkeypatch):
     from paysys.tcc import tasks
 
     kicked: list[str] = []
-    monkeypatch.setattr(tasks.phase_two_pass, "apply_async", lambda args, **kw: kicked.append(args[0]))
+    monkeypatch.setattr(
+        tasks.phase_two_pass, "apply_async", lambda args, **kw: kicked.append(args[0])
+    )
     cache.delete(phase_two.kick_key("funds"))
     for _ in range(3):
         phase_two.kick("funds")

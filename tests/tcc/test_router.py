@@ -10,7 +10,11 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 
 def aliases_with(model) -> set[str]:
-    return {alias for alias in settings.DATABASES if model._meta.db_table in connections[alias].introspection.table_names()}
+    return {
+        alias
+        for alias in settings.DATABASES
+        if model._meta.db_table in connections[alias].introspection.table_names()
+    }
 
 
 def test_coordinator_tables_only_in_default():

@@ -26,7 +26,13 @@ def new_keys(n: int) -> list[str]:
 def jobs(keys: list[str], refuse: set[str] = frozenset()) -> list[tuple[str, list[tcc.Branch]]]:
     """test.orders (a single op) then test.batched (a batched op), per key."""
     return [
-        (key, [tcc.Branch("test.orders", {"amount": 1}), tcc.Branch("test.batched", {"refuse": key in refuse})])
+        (
+            key,
+            [
+                tcc.Branch("test.orders", {"amount": 1}),
+                tcc.Branch("test.batched", {"refuse": key in refuse}),
+            ],
+        )
         for key in keys
     ]
 
@@ -37,7 +43,9 @@ def test_every_key_is_confirmed_with_one_call_of_the_batched_op_per_phase(ledger
     results = tcc.run_many("complete_order", jobs(keys))
 
     assert [type(r) for r in results] == [tcc.Outcome] * 5
-    assert {r.status for r in results} == {Status.CONFIRMING} and not any(r.already for r in results)
+    assert {r.status for r in results} == {Status.CONFIRMING} and not any(
+        r.already for r in results
+    )
     assert [GlobalTransaction.objects.get(xid=r.xid).business_key for r in results] == keys
     for r in results:  # the batched try ran once, in one call over all five
         assert ledgers("funds", r.xid) == [("test.batched", "try", 5)]
@@ -45,8 +53,13 @@ def test_every_key_is_confirmed_with_one_call_of_the_batched_op_per_phase(ledger
 
     assert phase_two.finish([r.xid for r in results]) == 10
     for r in results:  # the confirms too: one call over the five
-        assert ledgers("funds", r.xid) == [("test.batched", "try", 5), ("test.batched", "confirm", 5)]
-    assert set(GlobalTransaction.objects.filter(business_key__in=keys).values_list("status", flat=True)) == {Status.CONFIRMED}
+        assert ledgers("funds", r.xid) == [
+            ("test.batched", "try", 5),
+            ("test.batched", "confirm", 5),
+        ]
+    assert set(
+        GlobalTransaction.objects.filter(business_key__in=keys).values_list("status", flat=True)
+    ) == {Status.CONFIRMED}
 
 
 def test_one_refused_try_cancels_only_its_own_transaction(ledgers):
@@ -62,10 +75,21 @@ def test_one_refused_try_cancels_only_its_own_transaction(ledgers):
     for i, r in enumerate(results):
         assert ledgers("funds", r.xid) == ([] if i == 2 else [("test.batched", "try", 1)])
     phase_two.finish([r.xid for r in results])
-    statuses = dict(GlobalTransaction.objects.filter(business_key__in=keys).values_list("business_key", "status"))
-    assert statuses == {keys[0]: Status.CONFIRMED, keys[1]: Status.CONFIRMED, keys[2]: Status.CANCELLED,
-                        keys[3]: Status.CONFIRMED}
-    assert ledgers("orders", refused.xid) == [("test.orders", "try", 1), ("test.orders", "cancel", 1)]
+    statuses = dict(
+        GlobalTransaction.objects.filter(business_key__in=keys).values_list(
+            "business_key", "status"
+        )
+    )
+    assert statuses == {
+        keys[0]: Status.CONFIRMED,
+        keys[1]: Status.CONFIRMED,
+        keys[2]: Status.CANCELLED,
+        keys[3]: Status.CONFIRMED,
+    }
+    assert ledgers("orders", refused.xid) == [
+        ("test.orders", "try", 1),
+        ("test.orders", "cancel", 1),
+    ]
 
 
 def test_a_key_given_twice_is_one_transaction_with_the_same_answer_twice(ledgers):
@@ -89,9 +113,13 @@ def test_a_confirmed_key_answers_already_while_the_new_keys_of_the_call_run(ledg
     assert ledgers("funds", before.xid) == [("test.batched", "try", 1)]  # not tried again
 
 
-def test_the_coordinator_writes_a_constant_number_of_statements_for_any_batch(ledgers, django_assert_max_num_queries):
+def test_the_coordinator_writes_a_constant_number_of_statements_for_any_batch(
+    ledgers, django_assert_max_num_queries
+):
     keys = new_keys(20)
-    with django_assert_max_num_queries(6, connection=connection):  # begin: 2 inserts + commit; decision: 1 update
+    with django_assert_max_num_queries(
+        6, connection=connection
+    ):  # begin: 2 inserts + commit; decision: 1 update
         results = tcc.run_many("complete_order", jobs(keys))
     assert len({r.xid for r in results}) == 20
 
@@ -113,4 +141,6 @@ def test_a_batch_meeting_a_branch_that_already_ran_is_redone_op_by_op():
 
 def test_cancels_are_never_batched():
     with pytest.raises(ValueError):
-        barrier.run_batch(get_participant("test.orders"), op=barrier.CANCEL, items=[("y" * 32, 1, {})])
+        barrier.run_batch(
+            get_participant("test.orders"), op=barrier.CANCEL, items=[("y" * 32, 1, {})]
+        )

@@ -41,7 +41,9 @@ from notifications.tasks import deliver_due
 from paysys.core.models import Merchant
 from paysys.core.services import merchant_create
 
-BODY = json.dumps({"type": "order.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"out_trade_no": "bench"}})
+BODY = json.dumps(
+    {"type": "order.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"out_trade_no": "bench"}}
+)
 ORDER_BASE = 9 * 10**15  # bench order ids: far from real ones
 
 
@@ -49,12 +51,26 @@ class Command(BaseCommand):
     help = "Measure notification deliveries/s and isolation from hanging merchants (prints figures; --json)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--count", type=int, default=10000, help="records for the throughput run")
+        parser.add_argument(
+            "--count", type=int, default=10000, help="records for the throughput run"
+        )
         parser.add_argument("--endpoints", type=int, default=50)
-        parser.add_argument("--rate", type=int, default=300, help="records coming due per second (isolation runs)")
+        parser.add_argument(
+            "--rate", type=int, default=300, help="records coming due per second (isolation runs)"
+        )
         parser.add_argument("--seconds", type=int, default=10, help="length of each isolation run")
-        parser.add_argument("--rounds", type=int, default=3, help="alternating healthy / hanging runs; medians reported")
-        parser.add_argument("--worker-processes", type=int, default=2, help="as the Procfile's notify-delivery worker")
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=3,
+            help="alternating healthy / hanging runs; medians reported",
+        )
+        parser.add_argument(
+            "--worker-processes",
+            type=int,
+            default=2,
+            help="as the Procfile's notify-delivery worker",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **opts):
@@ -67,8 +83,12 @@ class Command(BaseCommand):
             }
         }
         port = _free_port()
-        receiver = subprocess.Popen([sys.executable, "-m", "notifications.bench_receiver", str(port)],
-                                    cwd=settings.BASE_DIR, stdout=subprocess.PIPE, start_new_session=True)
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "notifications.bench_receiver", str(port)],
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         receiver.stdout.readline()
         self.base_url = f"http://127.0.0.1:{port}"
         self.merchant, _ = merchant_create(name="bench-notify", notify_url=f"{self.base_url}/ok")
@@ -82,18 +102,27 @@ class Command(BaseCommand):
             # the machine's noise; the medians over rounds compare the two conditions
             rounds = {"healthy": [], "hanging_20pct": []}
             for _ in range(opts["rounds"]):
-                rounds["healthy"].append(self._paced(opts["endpoints"], opts["rate"], opts["seconds"], hanging_share=0))
-                rounds["hanging_20pct"].append(self._paced(opts["endpoints"], opts["rate"], opts["seconds"], hanging_share=0.2))
+                rounds["healthy"].append(
+                    self._paced(opts["endpoints"], opts["rate"], opts["seconds"], hanging_share=0)
+                )
+                rounds["hanging_20pct"].append(
+                    self._paced(opts["endpoints"], opts["rate"], opts["seconds"], hanging_share=0.2)
+                )
             for name, runs in rounds.items():
                 figures[name] = {
-                    **{k: runs[0][k] for k in ("rate", "seconds", "endpoints", "hanging_endpoints", "delivered")},
+                    **{
+                        k: runs[0][k]
+                        for k in ("rate", "seconds", "endpoints", "hanging_endpoints", "delivered")
+                    },
                     "p50_ms": round(statistics.median(r["p50_ms"] for r in runs)),
                     "p99_ms": round(statistics.median(r["p99_ms"] for r in runs)),
                     "max_ms": max(r["max_ms"] for r in runs),
                     "p99_ms_per_round": [r["p99_ms"] for r in runs],
                 }
             healthy_p99 = figures["healthy"]["p99_ms"]
-            figures["p99_ratio"] = round(figures["hanging_20pct"]["p99_ms"] / max(healthy_p99, 1), 2)
+            figures["p99_ratio"] = round(
+                figures["hanging_20pct"]["p99_ms"] / max(healthy_p99, 1), 2
+            )
         finally:
             beat_stop.set()
             os.killpg(worker.pid, signal.SIGKILL)
@@ -106,26 +135,50 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(figures))
             return
         t, h, s = figures["throughput"], figures["healthy"], figures["hanging_20pct"]
-        self.stdout.write(f"throughput: {t['count']} notifications to {t['endpoints']} endpoints in {t['seconds']} s = {t['per_second']} deliveries/s")
+        self.stdout.write(
+            f"throughput: {t['count']} notifications to {t['endpoints']} endpoints in {t['seconds']} s = {t['per_second']} deliveries/s"
+        )
         for name, run in (("all healthy", h), ("20 % hanging", s)):
             self.stdout.write(
                 f"{name}: {run['delivered']} healthy deliveries per run at {run['rate']}/s, due -> delivered "
                 f"p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms (median of rounds {run['p99_ms_per_round']}), "
                 f"max {run['max_ms']} ms"
             )
-        self.stdout.write(f"p99 with 20 % hanging / p99 all healthy = {figures['p99_ratio']} (target <= 2)")
+        self.stdout.write(
+            f"p99 with 20 % hanging / p99 all healthy = {figures['p99_ratio']} (target <= 2)"
+        )
 
     def _say(self, text: str) -> None:
         if not self.quiet:
             self.stdout.write(text)
 
     def _start_worker(self, processes: int) -> subprocess.Popen:
-        log = open(settings.VAR_DIR / "bench-notify-worker.log", "ab") if settings.VAR_DIR.exists() else subprocess.DEVNULL
+        log = (
+            open(settings.VAR_DIR / "bench-notify-worker.log", "ab")
+            if settings.VAR_DIR.exists()
+            else subprocess.DEVNULL
+        )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", settings.NOTIFY_DELIVERY_QUEUE,
-             f"--concurrency={processes}", "-n", f"bench-notify-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-             "--loglevel=WARNING"],
-            cwd=settings.BASE_DIR, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "paysys",
+                "worker",
+                "-Q",
+                settings.NOTIFY_DELIVERY_QUEUE,
+                f"--concurrency={processes}",
+                "-n",
+                f"bench-notify-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=WARNING",
+            ],
+            cwd=settings.BASE_DIR,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         time.sleep(4)  # let the pool start before the clock does
         return worker
@@ -133,7 +186,10 @@ class Command(BaseCommand):
     def _endpoints(self, count: int, hanging: int) -> list[Endpoint]:
         Endpoint.objects.filter(merchant_id=self.merchant.pk).delete()
         return Endpoint.objects.bulk_create(
-            Endpoint(merchant_id=self.merchant.pk, url=f"{self.base_url}/{'hang' if i < hanging else 'ok'}/{i}")
+            Endpoint(
+                merchant_id=self.merchant.pk,
+                url=f"{self.base_url}/{'hang' if i < hanging else 'ok'}/{i}",
+            )
             for i in range(count)
         )
 
@@ -141,32 +197,51 @@ class Command(BaseCommand):
         batch = []
         for i, due in enumerate(dues):
             endpoint = endpoints[i % len(endpoints)]
-            batch.append(Notification(
-                webhook_id=new_webhook_id(), merchant_id=self.merchant.pk, order_id=ORDER_BASE + i,
-                out_trade_no=f"BENCH{i}", merchant_order_no=f"BENCH-{i}", event_type="order.paid",
-                endpoint=endpoint, url=endpoint.url, body=BODY, next_attempt_at=due,
-            ))
+            batch.append(
+                Notification(
+                    webhook_id=new_webhook_id(),
+                    merchant_id=self.merchant.pk,
+                    order_id=ORDER_BASE + i,
+                    out_trade_no=f"BENCH{i}",
+                    merchant_order_no=f"BENCH-{i}",
+                    event_type="order.paid",
+                    endpoint=endpoint,
+                    url=endpoint.url,
+                    body=BODY,
+                    next_attempt_at=due,
+                )
+            )
         for start in range(0, len(batch), 2000):
-            Notification.objects.bulk_create(batch[start:start + 2000])
+            Notification.objects.bulk_create(batch[start : start + 2000])
 
     def _throughput(self, count: int, endpoints: int) -> dict:
         self._cleanup()
         self._say(f"throughput: {count} records due at once across {endpoints} endpoints ...")
         now = timezone.now()
         # due in the order they were created, a microsecond apart, as consumed order.paid makes them
-        self._records(self._endpoints(endpoints, 0), [now - timedelta(microseconds=count - i) for i in range(count)])
+        self._records(
+            self._endpoints(endpoints, 0),
+            [now - timedelta(microseconds=count - i) for i in range(count)],
+        )
         started = timezone.now()
         deliver_due.apply_async()
         mine = Notification.objects.filter(merchant_id=self.merchant.pk)
         _wait(lambda: mine.filter(status="SUCCEEDED").count() >= count, timeout=count / 50 + 60)
         last = mine.aggregate(last=Max("succeeded_at"))["last"]
         seconds = (last - started).total_seconds()
-        return {"count": count, "endpoints": endpoints, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
+        return {
+            "count": count,
+            "endpoints": endpoints,
+            "seconds": round(seconds, 2),
+            "per_second": round(count / seconds),
+        }
 
     def _paced(self, endpoints: int, rate: int, seconds: int, *, hanging_share: float) -> dict:
         self._cleanup()
         hanging = int(endpoints * hanging_share)
-        self._say(f"{rate}/s coming due for {seconds} s, {hanging} of {endpoints} endpoints hanging ...")
+        self._say(
+            f"{rate}/s coming due for {seconds} s, {hanging} of {endpoints} endpoints hanging ..."
+        )
         eps = self._endpoints(endpoints, hanging)
         start = timezone.now() + timedelta(seconds=2)
         total = rate * seconds
@@ -180,9 +255,14 @@ class Command(BaseCommand):
             for order_id, succeeded in healthy.values_list("order_id", "succeeded_at")
         )
         return {
-            "rate": rate, "seconds": seconds, "endpoints": endpoints, "hanging_endpoints": hanging,
-            "delivered": len(delays), "p50_ms": round(statistics.median(delays)),
-            "p99_ms": round(statistics.quantiles(delays, n=100)[98]), "max_ms": round(delays[-1]),
+            "rate": rate,
+            "seconds": seconds,
+            "endpoints": endpoints,
+            "hanging_endpoints": hanging,
+            "delivered": len(delays),
+            "p50_ms": round(statistics.median(delays)),
+            "p99_ms": round(statistics.quantiles(delays, n=100)[98]),
+            "max_ms": round(delays[-1]),
         }
 
     def _cleanup(self) -> None:

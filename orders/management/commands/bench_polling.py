@@ -60,22 +60,32 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--orders", type=int, default=1000)
         parser.add_argument("--concurrency", type=int, default=settings.ORDER_POLL_CONCURRENCY)
-        parser.add_argument("--payments", type=int, default=0, help="also measure payments end to end (full stack)")
-        parser.add_argument("--max-per-second", type=int, default=settings.ORDER_POLL_MAX_PER_SECOND,
-                            help="the bank-question rate bound (ORDER_POLL_MAX_PER_SECOND); raise it to time the passes themselves")
+        parser.add_argument(
+            "--payments", type=int, default=0, help="also measure payments end to end (full stack)"
+        )
+        parser.add_argument(
+            "--max-per-second",
+            type=int,
+            default=settings.ORDER_POLL_MAX_PER_SECOND,
+            help="the bank-question rate bound (ORDER_POLL_MAX_PER_SECOND); raise it to time the passes themselves",
+        )
 
     def handle(self, *args, **opts):
         if not settings.SANDBOX_ENABLED:
             raise CommandError("the bank simulator is off (SANDBOX_ENABLED): nothing to ask")
         settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, "sandbox": "1000000/min"}
         settings.ORDER_POLL_MAX_PER_SECOND = opts["max_per_second"]
-        os.environ["ORDER_POLL_MAX_PER_SECOND"] = str(opts["max_per_second"])  # and in the workers it starts
+        os.environ["ORDER_POLL_MAX_PER_SECOND"] = str(
+            opts["max_per_second"]
+        )  # and in the workers it starts
         for database in settings.DATABASES.values():
             # the bank's server answers each question in a new thread: a kept connection would leak
             database["CONN_MAX_AGE"] = 0
         server = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler, allow_reuse_address=False)
         server.set_app(get_wsgi_application())
-        logging.getLogger("django.request").setLevel(logging.ERROR)  # every unpaid order is a signed 404
+        logging.getLogger("django.request").setLevel(
+            logging.ERROR
+        )  # every unpaid order is a signed 404
         connections.close_all()  # the child must not share this process's database connections
         bank = multiprocessing.get_context("fork").Process(target=server.serve_forever, daemon=True)
         bank.start()
@@ -87,7 +97,9 @@ class Command(BaseCommand):
             results = []
             for concurrency in (1, opts["concurrency"]):
                 settings.ORDER_POLL_CONCURRENCY = concurrency
-                Order.objects.filter(merchant_id=BENCH_MERCHANT_ID).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+                Order.objects.filter(merchant_id=BENCH_MERCHANT_ID).update(
+                    next_poll_at=timezone.now() - timedelta(seconds=1)
+                )
                 started = time.monotonic()
                 asked = 0
                 while asked < count:  # passes of up to 200 orders, as beat runs them
@@ -102,14 +114,18 @@ class Command(BaseCommand):
                     f"({asked / seconds:.0f} questions/s)"
                 )
             queue = app.amqp.router.route({}, "orders.poll_bank")["queue"].name
-            self.stdout.write(f"orders.poll_bank runs on queue '{queue}'; payments (bank.payment_succeeded) on 'orders'")
+            self.stdout.write(
+                f"orders.poll_bank runs on queue '{queue}'; payments (bank.payment_succeeded) on 'orders'"
+            )
             before = results[0][2]
             self.stdout.write(
                 f"orders worker held by polling {count} orders: {before:.2f} s before (same queue, one at a time), "
                 f"0 s now ({results[-1][2]:.2f} s in the polling worker)"
             )
             if opts["payments"]:
-                os.environ["BANK_QUERY_URL"] = settings.BANK_QUERY_URL  # the workers ask the same bank
+                os.environ["BANK_QUERY_URL"] = (
+                    settings.BANK_QUERY_URL
+                )  # the workers ask the same bank
                 for mode, concurrency in (("before", 1), ("after", opts["concurrency"])):
                     self._end_to_end(mode, count, opts["payments"], concurrency)
         finally:
@@ -125,31 +141,53 @@ class Command(BaseCommand):
         queues = ["core", "orders,polling"] if mode == "before" else ["core", "orders", "polling"]
         workers = [self._worker(q, concurrency) for q in queues]
         try:
-            merchant, _ = merchant_create(name="bench-polling", notify_url="https://shop.example/notify")
+            merchant, _ = merchant_create(
+                name="bench-polling", notify_url="https://shop.example/notify"
+            )
             payer = payer_create(name="bench-polling")
             payable = [
-                order_create(merchant=merchant, merchant_order_no=f"BENCH-PAY-{mode}-{i}", amount=100, currency="CNY",
-                             subject="bench", payer_id=payer.pk)[0]
+                order_create(
+                    merchant=merchant,
+                    merchant_order_no=f"BENCH-PAY-{mode}-{i}",
+                    amount=100,
+                    currency="CNY",
+                    subject="bench",
+                    payer_id=payer.pk,
+                )[0]
                 for i in range(payments)
             ]
-            Order.objects.filter(pk__in=[o.pk for o in payable]).update(next_poll_at=None)  # paid by notify only
-            Order.objects.filter(merchant_id=BENCH_MERCHANT_ID).update(next_poll_at=timezone.now() - timedelta(seconds=1))
-            for _ in range(-(-due // 200)):  # the passes beat would have started by now, 200 orders each
+            Order.objects.filter(pk__in=[o.pk for o in payable]).update(
+                next_poll_at=None
+            )  # paid by notify only
+            Order.objects.filter(merchant_id=BENCH_MERCHANT_ID).update(
+                next_poll_at=timezone.now() - timedelta(seconds=1)
+            )
+            for _ in range(
+                -(-due // 200)
+            ):  # the passes beat would have started by now, 200 orders each
                 app.send_task("orders.poll_bank")
             time.sleep(0.5)  # the first pass has started
             started = time.monotonic()
             for order in payable:
                 bank_notify_store(
-                    data={"bank_trade_no": "BB" + order.out_trade_no, "out_trade_no": order.out_trade_no,
-                          "amount": order.amount, "currency": order.currency, "status": "SUCCESS",
-                          "paid_at": timezone.now()},
-                    raw_body="{}", signature="bench",
+                    data={
+                        "bank_trade_no": "BB" + order.out_trade_no,
+                        "out_trade_no": order.out_trade_no,
+                        "amount": order.amount,
+                        "currency": order.currency,
+                        "status": "SUCCESS",
+                        "paid_at": timezone.now(),
+                    },
+                    raw_body="{}",
+                    signature="bench",
                 )
             sent = time.monotonic() - started
             ids = [o.pk for o in payable]
             while Order.objects.filter(pk__in=ids, status=Order.Status.SUCCESS).count() < payments:
                 if time.monotonic() - started > 300:
-                    raise CommandError(f"{mode}: payments not all applied after 300 s (worker logs: {self.log_dir})")
+                    raise CommandError(
+                        f"{mode}: payments not all applied after 300 s (worker logs: {self.log_dir})"
+                    )
                 time.sleep(0.05)
             seconds = time.monotonic() - started
             self.stdout.write(
@@ -168,13 +206,33 @@ class Command(BaseCommand):
             self._cleanup(keep_due=True)
 
     def _worker(self, queues: str, concurrency: int) -> subprocess.Popen:
-        self.log_dir = getattr(self, "log_dir", None) or Path(tempfile.mkdtemp(prefix="bench-polling-"))
+        self.log_dir = getattr(self, "log_dir", None) or Path(
+            tempfile.mkdtemp(prefix="bench-polling-")
+        )
         log_path = self.log_dir / f"worker-{queues.replace(',', '+')}.log"
         env = {**os.environ, "ORDER_POLL_CONCURRENCY": str(concurrency)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", queues, "-n", f"bench-{queues}-{os.getpid()}@%h",
-             "--concurrency=1", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
-            cwd=settings.BASE_DIR, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "paysys",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"bench-{queues}-{os.getpid()}@%h",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while b"ready." not in log_path.read_bytes():
@@ -191,8 +249,12 @@ class Command(BaseCommand):
         since = getattr(self, "started_at", None)
         if since is not None:  # the messages the bench's payments made, and their inbox rows
             for alias in ("default", "orders"):
-                Message.objects.using(alias).filter(topic__in=["bank.payment_succeeded", "order.paid"], created_at__gte=since).delete()
-            InboxEntry.objects.using("orders").filter(topic="bank.payment_succeeded", received_at__gte=since).delete()
+                Message.objects.using(alias).filter(
+                    topic__in=["bank.payment_succeeded", "order.paid"], created_at__gte=since
+                ).delete()
+            InboxEntry.objects.using("orders").filter(
+                topic="bank.payment_succeeded", received_at__gte=since
+            ).delete()
         bench.delete()
         merchants = list(Merchant.objects.filter(name="bench-polling").values_list("pk", flat=True))
         Order.objects.filter(merchant_id__in=merchants).delete()
@@ -207,8 +269,14 @@ class Command(BaseCommand):
         Order.objects.bulk_create(
             [
                 Order(
-                    out_trade_no=new_out_trade_no(), merchant_id=BENCH_MERCHANT_ID, merchant_order_no=f"BENCH-POLL-{i}",
-                    amount=100, currency="CNY", subject="bench", payer_id=1, expires_at=now + timedelta(minutes=30),
+                    out_trade_no=new_out_trade_no(),
+                    merchant_id=BENCH_MERCHANT_ID,
+                    merchant_order_no=f"BENCH-POLL-{i}",
+                    amount=100,
+                    currency="CNY",
+                    subject="bench",
+                    payer_id=1,
+                    expires_at=now + timedelta(minutes=30),
                     next_poll_at=now,
                 )
                 for i in range(count)

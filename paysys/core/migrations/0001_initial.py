@@ -4,36 +4,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Payer',
+            name="Payer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Merchant',
+            name="Merchant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('frozen', 'Frozen')], default='active', max_length=16)),
-                ('notify_url', models.URLField(max_length=512)),
-                ('fee_rate_bp', models.PositiveIntegerField(default=60, help_text='fee in basis points of the amount')),
-                ('api_key_prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('api_key_hash', models.CharField(editable=False, max_length=64)),
-                ('webhook_secret', models.CharField(editable=False, max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("frozen", "Frozen")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("notify_url", models.URLField(max_length=512)),
+                (
+                    "fee_rate_bp",
+                    models.PositiveIntegerField(
+                        default=60, help_text="fee in basis points of the amount"
+                    ),
+                ),
+                ("api_key_prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("api_key_hash", models.CharField(editable=False, max_length=64)),
+                ("webhook_secret", models.CharField(editable=False, max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('fee_rate_bp__lte', 10000)), name='merchant_fee_rate_bp_lte_10000')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("fee_rate_bp__lte", 10000)),
+                        name="merchant_fee_rate_bp_lte_10000",
+                    )
+                ],
             },
         ),
     ]

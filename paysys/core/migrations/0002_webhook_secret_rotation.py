@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0001_initial'),
+        ("core", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='merchant',
-            name='previous_webhook_secret',
-            field=models.CharField(blank=True, default='', editable=False, max_length=128),
+            model_name="merchant",
+            name="previous_webhook_secret",
+            field=models.CharField(blank=True, default="", editable=False, max_length=128),
         ),
         migrations.AddField(
-            model_name='merchant',
-            name='previous_webhook_secret_until',
+            model_name="merchant",
+            name="previous_webhook_secret_until",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='merchant',
-            name='webhook_secret_rotated_at',
+            model_name="merchant",
+            name="webhook_secret_rotated_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0002_webhook_secret_rotation'),
+        ("core", "0002_webhook_secret_rotation"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='payer',
-            name='payer_token_hash',
-            field=models.CharField(blank=True, default='', editable=False, max_length=64),
+            model_name="payer",
+            name="payer_token_hash",
+            field=models.CharField(blank=True, default="", editable=False, max_length=64),
         ),
     ]

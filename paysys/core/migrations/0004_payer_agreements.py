@@ -9,67 +9,157 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0003_payer_payer_token_hash'),
+        ("core", "0003_payer_payer_token_hash"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='payer',
-            name='payer_token_hash',
+            model_name="payer",
+            name="payer_token_hash",
         ),
         migrations.CreateModel(
-            name='PayerAgreement',
+            name="PayerAgreement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token_prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64)),
-                ('currency', models.CharField(help_text="the limits' currency; payments in another are refused", max_length=3)),
-                ('per_payment_limit', models.BigIntegerField(blank=True, help_text='the most one payment may take (minor units); empty: no limit', null=True)),
-                ('daily_limit', models.BigIntegerField(blank=True, help_text='the most the payments of one day (in TIME_ZONE) may take together (minor units); empty: no limit', null=True)),
-                ('in_force', models.BooleanField(default=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.CharField(help_text='who issued it: command:<user> or admin:<user>', max_length=150)),
-                ('token_issued_at', models.DateTimeField(help_text='when the current token was issued (at creation or reissue)')),
-                ('token_issued_by', models.CharField(max_length=150)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_by', models.CharField(blank=True, default='', max_length=150)),
-                ('merchant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payer_agreements', to='core.merchant')),
-                ('payer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='agreements', to='core.payer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("token_prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "currency",
+                    models.CharField(
+                        help_text="the limits' currency; payments in another are refused",
+                        max_length=3,
+                    ),
+                ),
+                (
+                    "per_payment_limit",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="the most one payment may take (minor units); empty: no limit",
+                        null=True,
+                    ),
+                ),
+                (
+                    "daily_limit",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="the most the payments of one day (in TIME_ZONE) may take together (minor units); empty: no limit",
+                        null=True,
+                    ),
+                ),
+                ("in_force", models.BooleanField(default=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.CharField(
+                        help_text="who issued it: command:<user> or admin:<user>", max_length=150
+                    ),
+                ),
+                (
+                    "token_issued_at",
+                    models.DateTimeField(
+                        help_text="when the current token was issued (at creation or reissue)"
+                    ),
+                ),
+                ("token_issued_by", models.CharField(max_length=150)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_by", models.CharField(blank=True, default="", max_length=150)),
+                (
+                    "merchant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payer_agreements",
+                        to="core.merchant",
+                    ),
+                ),
+                (
+                    "payer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="agreements",
+                        to="core.payer",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='PayerAgreementDay',
+            name="PayerAgreementDay",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('amount', models.BigIntegerField(default=0, help_text="minor units of the agreement's currency")),
-                ('agreement', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='days', to='core.payeragreement')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                (
+                    "amount",
+                    models.BigIntegerField(
+                        default=0, help_text="minor units of the agreement's currency"
+                    ),
+                ),
+                (
+                    "agreement",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="days",
+                        to="core.payeragreement",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='payeragreement',
-            constraint=models.UniqueConstraint(fields=('payer', 'merchant', 'in_force'), name='payeragreement_one_in_force'),
+            model_name="payeragreement",
+            constraint=models.UniqueConstraint(
+                fields=("payer", "merchant", "in_force"), name="payeragreement_one_in_force"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payeragreement',
-            constraint=models.CheckConstraint(condition=models.Q(('per_payment_limit__isnull', True), ('per_payment_limit__gt', 0), _connector='OR'), name='payeragreement_per_payment_limit_positive'),
+            model_name="payeragreement",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("per_payment_limit__isnull", True),
+                    ("per_payment_limit__gt", 0),
+                    _connector="OR",
+                ),
+                name="payeragreement_per_payment_limit_positive",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payeragreement',
-            constraint=models.CheckConstraint(condition=models.Q(('daily_limit__isnull', True), ('daily_limit__gt', 0), _connector='OR'), name='payeragreement_daily_limit_positive'),
+            model_name="payeragreement",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("daily_limit__isnull", True), ("daily_limit__gt", 0), _connector="OR"
+                ),
+                name="payeragreement_daily_limit_positive",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payeragreement',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('in_force', True), ('revoked_at__isnull', True)), models.Q(('in_force__isnull', True), ('revoked_at__isnull', False)), _connector='OR'), name='payeragreement_in_force_until_revoked'),
+            model_name="payeragreement",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("in_force", True), ("revoked_at__isnull", True)),
+                    models.Q(("in_force__isnull", True), ("revoked_at__isnull", False)),
+                    _connector="OR",
+                ),
+                name="payeragreement_in_force_until_revoked",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payeragreementday',
-            constraint=models.UniqueConstraint(fields=('agreement', 'day'), name='payeragreementday_unique_day'),
+            model_name="payeragreementday",
+            constraint=models.UniqueConstraint(
+                fields=("agreement", "day"), name="payeragreementday_unique_day"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payeragreementday',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gte', 0)), name='payeragreementday_amount_not_negative'),
+            model_name="payeragreementday",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gte", 0)), name="payeragreementday_amount_not_negative"
+            ),
         ),
     ]

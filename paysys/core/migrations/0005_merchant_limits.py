@@ -5,20 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0004_payer_agreements'),
+        ("core", "0004_payer_agreements"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='merchant',
-            name='api_rate_limit',
-            field=models.CharField(blank=True, default='', help_text='requests per API key, e.g. 6000/min; empty: API_RATE_LIMIT', max_length=32, validators=[django.core.validators.RegexValidator('^[1-9][0-9]{0,8}/(s|sec|m|min|h|hour|d|day)$', 'like 6000/min')]),
+            model_name="merchant",
+            name="api_rate_limit",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="requests per API key, e.g. 6000/min; empty: API_RATE_LIMIT",
+                max_length=32,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[1-9][0-9]{0,8}/(s|sec|m|min|h|hour|d|day)$", "like 6000/min"
+                    )
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='merchant',
-            name='max_open_orders',
-            field=models.PositiveIntegerField(blank=True, help_text='open unpaid orders at once; empty: ORDER_MAX_OPEN_PER_MERCHANT', null=True),
+            model_name="merchant",
+            name="max_open_orders",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="open unpaid orders at once; empty: ORDER_MAX_OPEN_PER_MERCHANT",
+                null=True,
+            ),
         ),
     ]

@@ -4,31 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='BankNotify',
+            name="BankNotify",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bank_trade_no', models.CharField(max_length=64, unique=True)),
-                ('out_trade_no', models.CharField(db_index=True, max_length=64)),
-                ('amount', models.BigIntegerField(help_text='minor units, as the bank reported it')),
-                ('currency', models.CharField(max_length=3)),
-                ('status', models.CharField(max_length=16)),
-                ('paid_at', models.DateTimeField()),
-                ('raw_body', models.TextField()),
-                ('signature', models.CharField(max_length=128)),
-                ('received_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('duplicates', models.PositiveIntegerField(default=0, help_text='identical notifies received after this one')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("bank_trade_no", models.CharField(max_length=64, unique=True)),
+                ("out_trade_no", models.CharField(db_index=True, max_length=64)),
+                (
+                    "amount",
+                    models.BigIntegerField(help_text="minor units, as the bank reported it"),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                ("status", models.CharField(max_length=16)),
+                ("paid_at", models.DateTimeField()),
+                ("raw_body", models.TextField()),
+                ("signature", models.CharField(max_length=128)),
+                ("received_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "duplicates",
+                    models.PositiveIntegerField(
+                        default=0, help_text="identical notifies received after this one"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'bank notify',
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='bank_notify_amount_positive')],
+                "verbose_name": "bank notify",
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="bank_notify_amount_positive"
+                    )
+                ],
             },
         ),
     ]

@@ -4,20 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0001_initial'),
+        ("gateway", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='banknotify',
-            name='conflicting_body',
-            field=models.TextField(blank=True, default='', help_text='raw body of the latest differing notify'),
+            model_name="banknotify",
+            name="conflicting_body",
+            field=models.TextField(
+                blank=True, default="", help_text="raw body of the latest differing notify"
+            ),
         ),
         migrations.AddField(
-            model_name='banknotify',
-            name='flag',
-            field=models.CharField(blank=True, default='', help_text='why a human must look: how a later notify differed', max_length=255),
+            model_name="banknotify",
+            name="flag",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="why a human must look: how a later notify differed",
+                max_length=255,
+            ),
         ),
     ]

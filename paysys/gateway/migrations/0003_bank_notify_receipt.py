@@ -5,28 +5,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0002_bank_notify_flag'),
+        ("gateway", "0002_bank_notify_flag"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BankNotifyReceipt',
+            name="BankNotifyReceipt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('raw_body', models.BinaryField()),
-                ('signature', models.CharField(max_length=128)),
-                ('state', models.CharField(choices=[('RECEIVED', 'Received'), ('PROCESSED', 'Processed'), ('REJECTED', 'Rejected')], default='RECEIVED', max_length=10)),
-                ('error', models.TextField(blank=True, default='')),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='times it was read')),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('bank_notify', models.ForeignKey(blank=True, help_text='the notify it was read as (several receipts: the bank repeated it)', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='receipts', to='gateway.banknotify')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("raw_body", models.BinaryField()),
+                ("signature", models.CharField(max_length=128)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("RECEIVED", "Received"),
+                            ("PROCESSED", "Processed"),
+                            ("REJECTED", "Rejected"),
+                        ],
+                        default="RECEIVED",
+                        max_length=10,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, default="")),
+                ("attempts", models.PositiveIntegerField(default=0, help_text="times it was read")),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "bank_notify",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="the notify it was read as (several receipts: the bank repeated it)",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="receipts",
+                        to="gateway.banknotify",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'bank notify receipt',
-                'indexes': [models.Index(fields=['state', 'received_at'], name='bank_receipt_state')],
+                "verbose_name": "bank notify receipt",
+                "indexes": [
+                    models.Index(fields=["state", "received_at"], name="bank_receipt_state")
+                ],
             },
         ),
     ]

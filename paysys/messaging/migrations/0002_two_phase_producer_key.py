@@ -4,19 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('messaging', '0001_initial'),
+        ("messaging", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='producer_key',
+            model_name="message",
+            name="producer_key",
             field=models.CharField(blank=True, editable=False, max_length=240, null=True),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(fields=('producer_key', 'consumer'), name='message_unique_producer_key'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                fields=("producer_key", "consumer"), name="message_unique_producer_key"
+            ),
         ),
     ]

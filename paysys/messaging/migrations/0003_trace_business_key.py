@@ -4,19 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('messaging', '0002_two_phase_producer_key'),
+        ("messaging", "0002_two_phase_producer_key"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='message',
-            name='business_key',
-            field=models.CharField(blank=True, default='', help_text='two-phase: what a check-back asks about; published: the order it is about (out_trade_no), for tracing', max_length=128),
+            model_name="message",
+            name="business_key",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="two-phase: what a check-back asks about; published: the order it is about (out_trade_no), for tracing",
+                max_length=128,
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['business_key'], name='message_business_key'),
+            model_name="message",
+            index=models.Index(fields=["business_key"], name="message_business_key"),
         ),
     ]

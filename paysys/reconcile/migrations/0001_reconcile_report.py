@@ -4,28 +4,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ReconcileReport',
+            name="ReconcileReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField()),
-                ('ok', models.BooleanField(help_text='consistent: no invariant broken (in-flight and stuck items do not count)')),
-                ('settled', models.BooleanField(default=False, help_text='consistent, and nothing in flight or stuck')),
-                ('inconsistencies', models.PositiveIntegerField(default=0, help_text='problems found, all checks together')),
-                ('summary', models.JSONField(default=dict, help_text='the report as `reconcile --json` prints it')),
-                ('triggered_by', models.CharField(default='command', max_length=64)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField()),
+                (
+                    "ok",
+                    models.BooleanField(
+                        help_text="consistent: no invariant broken (in-flight and stuck items do not count)"
+                    ),
+                ),
+                (
+                    "settled",
+                    models.BooleanField(
+                        default=False, help_text="consistent, and nothing in flight or stuck"
+                    ),
+                ),
+                (
+                    "inconsistencies",
+                    models.PositiveIntegerField(
+                        default=0, help_text="problems found, all checks together"
+                    ),
+                ),
+                (
+                    "summary",
+                    models.JSONField(
+                        default=dict, help_text="the report as `reconcile --json` prints it"
+                    ),
+                ),
+                ("triggered_by", models.CharField(default="command", max_length=64)),
             ],
             options={
-                'ordering': ['-started_at', '-pk'],
-                'indexes': [models.Index(fields=['started_at'], name='reconcile_report_started')],
+                "ordering": ["-started_at", "-pk"],
+                "indexes": [models.Index(fields=["started_at"], name="reconcile_report_started")],
             },
         ),
     ]

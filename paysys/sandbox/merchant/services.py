@@ -63,7 +63,7 @@ def _check_secret(secret) -> str | None:
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
         return "a Standard Webhooks secret: whsec_ + base64"
     try:
-        if not base64.b64decode(secret[len("whsec_"):], validate=True):
+        if not base64.b64decode(secret[len("whsec_") :], validate=True):
             return "the secret is empty"
     except (binascii.Error, ValueError):
         return "whsec_ must be followed by base64"
@@ -106,7 +106,9 @@ def endpoint_configure(*, merchant_id: int, data) -> MerchantEndpoint:
 
 def _endpoint_configure(merchant_id: int, data) -> MerchantEndpoint:
     with transaction.atomic(using=ALIAS):
-        endpoint = MerchantEndpoint.objects.select_for_update().filter(merchant_id=merchant_id).first()
+        endpoint = (
+            MerchantEndpoint.objects.select_for_update().filter(merchant_id=merchant_id).first()
+        )
         changes = endpoint_options_parse(data, creating=endpoint is None)
         if endpoint is None:
             return MerchantEndpoint.objects.create(merchant_id=merchant_id, **changes)
@@ -192,7 +194,9 @@ def verify(secret: str, body: str, headers: dict) -> tuple[dict | None, str]:
     return payload, ""
 
 
-def notification_receive(*, merchant_id: int | None, path: str, headers: dict, body: bytes) -> Reply:
+def notification_receive(
+    *, merchant_id: int | None, path: str, headers: dict, body: bytes
+) -> Reply:
     now = timezone.now()
     headers = {name.lower(): value for name, value in headers.items()}
     try:
@@ -218,27 +222,53 @@ def notification_receive(*, merchant_id: int | None, path: str, headers: dict, b
                 break
             error = f"no set-up merchant's secret verifies it ({reason})"
 
-    def record(status: int, behaviour: str = "", notification=None, duplicate: bool = False) -> None:
+    def record(
+        status: int, behaviour: str = "", notification=None, duplicate: bool = False
+    ) -> None:
         MerchantDelivery.objects.using(ALIAS).create(
-            endpoint=endpoint, notification=notification, path=path[:256], webhook_id=webhook_id, headers=headers,
-            body=text, verified=payload is not None, error=error[:256], duplicate=duplicate, behaviour=behaviour,
-            status_code=status, received_at=now,
+            endpoint=endpoint,
+            notification=notification,
+            path=path[:256],
+            webhook_id=webhook_id,
+            headers=headers,
+            body=text,
+            verified=payload is not None,
+            error=error[:256],
+            duplicate=duplicate,
+            behaviour=behaviour,
+            status_code=status,
+            received_at=now,
         )
 
     if endpoint is None:
         status = 404 if merchant_id is not None else 400
         record(status)
-        return Reply(status, {"error": {"code": "not_verified" if status == 400 else "not_found", "message": error}})
+        return Reply(
+            status,
+            {"error": {"code": "not_verified" if status == 400 else "not_found", "message": error}},
+        )
     if endpoint.gone:
         record(410, "gone")
-        return Reply(410, {"error": {"code": "gone", "message": "this endpoint is gone (simulator: gone)"}})
+        return Reply(
+            410, {"error": {"code": "gone", "message": "this endpoint is gone (simulator: gone)"}}
+        )
     if endpoint.hang_seconds:
         record(504, "hang")
-        return Reply(504, {"error": {"code": "hang", "message": "held (simulator: hang)"}}, wait=endpoint.hang_seconds)
-    if MerchantEndpoint.objects.filter(pk=endpoint.pk, fail_next__gt=0).update(fail_next=F("fail_next") - 1):
+        return Reply(
+            504,
+            {"error": {"code": "hang", "message": "held (simulator: hang)"}},
+            wait=endpoint.hang_seconds,
+        )
+    if MerchantEndpoint.objects.filter(pk=endpoint.pk, fail_next__gt=0).update(
+        fail_next=F("fail_next") - 1
+    ):
         record(endpoint.fail_status, "fail")
         extra = {} if endpoint.retry_after is None else {"Retry-After": str(endpoint.retry_after)}
-        return Reply(endpoint.fail_status, {"error": {"code": "fail", "message": "told to fail"}}, headers=extra)
+        return Reply(
+            endpoint.fail_status,
+            {"error": {"code": "fail", "message": "told to fail"}},
+            headers=extra,
+        )
     if payload is None:
         record(400)
         return Reply(400, {"error": {"code": "not_verified", "message": error}})
@@ -258,18 +288,26 @@ def _then_the_demo_merchant(candidates: list[MerchantEndpoint]):
         yield demo
 
 
-def _process_once(endpoint: MerchantEndpoint, webhook_id: str, payload: dict, now) -> tuple[MerchantNotification, bool]:
+def _process_once(
+    endpoint: MerchantEndpoint, webhook_id: str, payload: dict, now
+) -> tuple[MerchantNotification, bool]:
     """The merchant's business handling, once per webhook-id: insert, and on the unique
     constraint count the copy instead (two copies at once: exactly one inserts)."""
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     try:
         with transaction.atomic(using=ALIAS):
             notification = MerchantNotification.objects.create(
-                endpoint=endpoint, webhook_id=webhook_id, type=str(payload.get("type", ""))[:64],
+                endpoint=endpoint,
+                webhook_id=webhook_id,
+                type=str(payload.get("type", ""))[:64],
                 out_trade_no=str(data.get("out_trade_no", ""))[:64],
-                merchant_order_no=str(data.get("merchant_order_no", ""))[:64], payload=payload, received_at=now,
+                merchant_order_no=str(data.get("merchant_order_no", ""))[:64],
+                payload=payload,
+                received_at=now,
             )
         return notification, False
     except IntegrityError:
-        MerchantNotification.objects.filter(endpoint=endpoint, webhook_id=webhook_id).update(deliveries=F("deliveries") + 1)
+        MerchantNotification.objects.filter(endpoint=endpoint, webhook_id=webhook_id).update(
+            deliveries=F("deliveries") + 1
+        )
         return MerchantNotification.objects.get(endpoint=endpoint, webhook_id=webhook_id), True

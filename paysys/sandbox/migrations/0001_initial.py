@@ -5,55 +5,130 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='BankPayment',
+            name="BankPayment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('bank_trade_no', models.CharField(max_length=64, unique=True)),
-                ('out_trade_no', models.CharField(help_text="the platform's order number", max_length=64, unique=True)),
-                ('amount', models.BigIntegerField(help_text='minor units')),
-                ('currency', models.CharField(max_length=3)),
-                ('subject', models.CharField(blank=True, default='', max_length=256)),
-                ('status', models.CharField(choices=[('SUCCESS', 'Success')], default='SUCCESS', max_length=16)),
-                ('paid_at', models.DateTimeField()),
-                ('notify_state', models.CharField(choices=[('HELD', 'Held'), ('PENDING', 'Pending'), ('ACKED', 'Acked'), ('GAVE_UP', 'Gave Up')], default='PENDING', max_length=16)),
-                ('notify_from', models.DateTimeField(blank=True, help_text='the resend schedule counts from here', null=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, help_text='when the notify is next due (null: not due)', null=True)),
-                ('notify_attempts', models.PositiveIntegerField(default=0, help_text='scheduled attempts claimed so far')),
-                ('duplicates', models.PositiveIntegerField(default=0, help_text='test option: extra copies sent after the ack')),
-                ('last_status_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('acked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("bank_trade_no", models.CharField(max_length=64, unique=True)),
+                (
+                    "out_trade_no",
+                    models.CharField(
+                        help_text="the platform's order number", max_length=64, unique=True
+                    ),
+                ),
+                ("amount", models.BigIntegerField(help_text="minor units")),
+                ("currency", models.CharField(max_length=3)),
+                ("subject", models.CharField(blank=True, default="", max_length=256)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("SUCCESS", "Success")], default="SUCCESS", max_length=16
+                    ),
+                ),
+                ("paid_at", models.DateTimeField()),
+                (
+                    "notify_state",
+                    models.CharField(
+                        choices=[
+                            ("HELD", "Held"),
+                            ("PENDING", "Pending"),
+                            ("ACKED", "Acked"),
+                            ("GAVE_UP", "Gave Up"),
+                        ],
+                        default="PENDING",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "notify_from",
+                    models.DateTimeField(
+                        blank=True, help_text="the resend schedule counts from here", null=True
+                    ),
+                ),
+                (
+                    "next_attempt_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="when the notify is next due (null: not due)",
+                        null=True,
+                    ),
+                ),
+                (
+                    "notify_attempts",
+                    models.PositiveIntegerField(
+                        default=0, help_text="scheduled attempts claimed so far"
+                    ),
+                ),
+                (
+                    "duplicates",
+                    models.PositiveIntegerField(
+                        default=0, help_text="test option: extra copies sent after the ack"
+                    ),
+                ),
+                ("last_status_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("acked_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['notify_state', 'next_attempt_at'], name='bank_payment_notify_due')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='bank_payment_amount_positive')],
+                "indexes": [
+                    models.Index(
+                        fields=["notify_state", "next_attempt_at"], name="bank_payment_notify_due"
+                    )
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("amount__gt", 0)), name="bank_payment_amount_positive"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='BankNotifyAttempt',
+            name="BankNotifyAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField(help_text='the scheduled attempt it belongs to')),
-                ('duplicate', models.BooleanField(default=False, help_text='an extra copy sent by the duplicates option')),
-                ('url', models.CharField(max_length=512)),
-                ('status_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('error', models.TextField(blank=True, default='')),
-                ('response_excerpt', models.CharField(blank=True, default='', max_length=512)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('sent_at', models.DateTimeField()),
-                ('payment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='sandbox.bankpayment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "number",
+                    models.PositiveIntegerField(help_text="the scheduled attempt it belongs to"),
+                ),
+                (
+                    "duplicate",
+                    models.BooleanField(
+                        default=False, help_text="an extra copy sent by the duplicates option"
+                    ),
+                ),
+                ("url", models.CharField(max_length=512)),
+                ("status_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("error", models.TextField(blank=True, default="")),
+                ("response_excerpt", models.CharField(blank=True, default="", max_length=512)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("sent_at", models.DateTimeField()),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempts",
+                        to="sandbox.bankpayment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
     ]

@@ -5,68 +5,165 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sandbox', '0001_initial'),
+        ("sandbox", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MerchantEndpoint',
+            name="MerchantEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('merchant_id', models.BigIntegerField(help_text="the platform's merchant id", unique=True)),
-                ('webhook_secret', models.CharField(max_length=128)),
-                ('fail_next', models.PositiveIntegerField(default=0, help_text='answer the next N deliveries with fail_status')),
-                ('fail_status', models.PositiveSmallIntegerField(default=500)),
-                ('retry_after', models.PositiveIntegerField(blank=True, help_text='seconds, sent with failures', null=True)),
-                ('hang_seconds', models.PositiveIntegerField(default=0, help_text='hold every delivery this long, then 504')),
-                ('delay_ms', models.PositiveIntegerField(default=0, help_text='answer every delivery this late (but well)')),
-                ('gone', models.BooleanField(default=False, help_text='answer 410 Gone')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "merchant_id",
+                    models.BigIntegerField(help_text="the platform's merchant id", unique=True),
+                ),
+                ("webhook_secret", models.CharField(max_length=128)),
+                (
+                    "fail_next",
+                    models.PositiveIntegerField(
+                        default=0, help_text="answer the next N deliveries with fail_status"
+                    ),
+                ),
+                ("fail_status", models.PositiveSmallIntegerField(default=500)),
+                (
+                    "retry_after",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="seconds, sent with failures", null=True
+                    ),
+                ),
+                (
+                    "hang_seconds",
+                    models.PositiveIntegerField(
+                        default=0, help_text="hold every delivery this long, then 504"
+                    ),
+                ),
+                (
+                    "delay_ms",
+                    models.PositiveIntegerField(
+                        default=0, help_text="answer every delivery this late (but well)"
+                    ),
+                ),
+                ("gone", models.BooleanField(default=False, help_text="answer 410 Gone")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('fail_status__gte', 300), ('fail_status__lte', 599)), name='merchant_endpoint_fail_status_error')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("fail_status__gte", 300), ("fail_status__lte", 599)),
+                        name="merchant_endpoint_fail_status_error",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MerchantNotification',
+            name="MerchantNotification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('webhook_id', models.CharField(max_length=128)),
-                ('type', models.CharField(blank=True, default='', max_length=64)),
-                ('out_trade_no', models.CharField(blank=True, db_index=True, default='', max_length=64)),
-                ('merchant_order_no', models.CharField(blank=True, default='', max_length=64)),
-                ('payload', models.JSONField()),
-                ('deliveries', models.PositiveIntegerField(default=1, help_text='verified copies received (duplicates included)')),
-                ('received_at', models.DateTimeField()),
-                ('endpoint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='sandbox.merchantendpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("webhook_id", models.CharField(max_length=128)),
+                ("type", models.CharField(blank=True, default="", max_length=64)),
+                (
+                    "out_trade_no",
+                    models.CharField(blank=True, db_index=True, default="", max_length=64),
+                ),
+                ("merchant_order_no", models.CharField(blank=True, default="", max_length=64)),
+                ("payload", models.JSONField()),
+                (
+                    "deliveries",
+                    models.PositiveIntegerField(
+                        default=1, help_text="verified copies received (duplicates included)"
+                    ),
+                ),
+                ("received_at", models.DateTimeField()),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="notifications",
+                        to="sandbox.merchantendpoint",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='MerchantDelivery',
+            name="MerchantDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=256)),
-                ('webhook_id', models.CharField(blank=True, default='', max_length=128)),
-                ('headers', models.JSONField()),
-                ('body', models.TextField()),
-                ('verified', models.BooleanField(default=False)),
-                ('error', models.CharField(blank=True, default='', help_text='why it was not verified', max_length=256)),
-                ('duplicate', models.BooleanField(default=False, help_text='a webhook-id already processed')),
-                ('behaviour', models.CharField(blank=True, default='', help_text='gone / hang / fail / slow, if any', max_length=32)),
-                ('status_code', models.PositiveSmallIntegerField(help_text='what the simulator answered')),
-                ('received_at', models.DateTimeField()),
-                ('endpoint', models.ForeignKey(blank=True, help_text='empty: no merchant set up in the simulator could verify it', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='sandbox.merchantendpoint')),
-                ('notification', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='copies', to='sandbox.merchantnotification')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("path", models.CharField(max_length=256)),
+                ("webhook_id", models.CharField(blank=True, default="", max_length=128)),
+                ("headers", models.JSONField()),
+                ("body", models.TextField()),
+                ("verified", models.BooleanField(default=False)),
+                (
+                    "error",
+                    models.CharField(
+                        blank=True, default="", help_text="why it was not verified", max_length=256
+                    ),
+                ),
+                (
+                    "duplicate",
+                    models.BooleanField(default=False, help_text="a webhook-id already processed"),
+                ),
+                (
+                    "behaviour",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="gone / hang / fail / slow, if any",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "status_code",
+                    models.PositiveSmallIntegerField(help_text="what the simulator answered"),
+                ),
+                ("received_at", models.DateTimeField()),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="empty: no merchant set up in the simulator could verify it",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="sandbox.merchantendpoint",
+                    ),
+                ),
+                (
+                    "notification",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="copies",
+                        to="sandbox.merchantnotification",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='merchantnotification',
-            constraint=models.UniqueConstraint(fields=('endpoint', 'webhook_id'), name='merchant_notification_once_per_webhook_id'),
+            model_name="merchantnotification",
+            constraint=models.UniqueConstraint(
+                fields=("endpoint", "webhook_id"), name="merchant_notification_once_per_webhook_id"
+            ),
         ),
     ]

@@ -4,32 +4,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sandbox', '0002_merchant_simulator'),
+        ("sandbox", "0002_merchant_simulator"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BankRefund',
+            name="BankRefund",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('refund_no', models.CharField(max_length=64, unique=True)),
-                ('out_trade_no', models.CharField(db_index=True, max_length=64)),
-                ('bank_trade_no', models.CharField(blank=True, default='', max_length=64)),
-                ('amount', models.BigIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('reason', models.CharField(blank=True, default='', max_length=255)),
-                ('status', models.CharField(choices=[('SUCCESS', 'Success'), ('REFUSED', 'Refused')], max_length=8)),
-                ('refusal', models.CharField(blank=True, default='', max_length=255)),
-                ('notify_state', models.CharField(choices=[('HELD', 'Held'), ('PENDING', 'Pending'), ('ACKED', 'Acked'), ('GAVE_UP', 'Gave Up')], max_length=16)),
-                ('notify_attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("refund_no", models.CharField(max_length=64, unique=True)),
+                ("out_trade_no", models.CharField(db_index=True, max_length=64)),
+                ("bank_trade_no", models.CharField(blank=True, default="", max_length=64)),
+                ("amount", models.BigIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                ("reason", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("SUCCESS", "Success"), ("REFUSED", "Refused")], max_length=8
+                    ),
+                ),
+                ("refusal", models.CharField(blank=True, default="", max_length=255)),
+                (
+                    "notify_state",
+                    models.CharField(
+                        choices=[
+                            ("HELD", "Held"),
+                            ("PENDING", "Pending"),
+                            ("ACKED", "Acked"),
+                            ("GAVE_UP", "Gave Up"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("notify_attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['notify_state', 'next_attempt_at'], name='bank_refund_notify_due')],
+                "indexes": [
+                    models.Index(
+                        fields=["notify_state", "next_attempt_at"], name="bank_refund_notify_due"
+                    )
+                ],
             },
         ),
     ]

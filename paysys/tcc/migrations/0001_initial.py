@@ -5,67 +5,158 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Barrier',
+            name="Barrier",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('xid', models.CharField(max_length=32)),
-                ('branch', models.PositiveSmallIntegerField()),
-                ('op', models.CharField(max_length=8)),
-                ('reason', models.CharField(max_length=8)),
-                ('created_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("xid", models.CharField(max_length=32)),
+                ("branch", models.PositiveSmallIntegerField()),
+                ("op", models.CharField(max_length=8)),
+                ("reason", models.CharField(max_length=8)),
+                ("created_at", models.DateTimeField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('xid', 'branch', 'op'), name='tcc_barrier_unique_op')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("xid", "branch", "op"), name="tcc_barrier_unique_op"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='GlobalTransaction',
+            name="GlobalTransaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('xid', models.CharField(editable=False, max_length=32, unique=True)),
-                ('name', models.CharField(max_length=64)),
-                ('business_key', models.CharField(max_length=128)),
-                ('attempt', models.PositiveIntegerField(default=1, help_text="1 for the key's first transaction, +1 after each cancel")),
-                ('confirmed_key', models.CharField(blank=True, editable=False, max_length=128, null=True)),
-                ('status', models.CharField(choices=[('TRYING', 'Trying'), ('CONFIRMING', 'Confirming'), ('CONFIRMED', 'Confirmed'), ('CANCELLING', 'Cancelling'), ('CANCELLED', 'Cancelled')], default='TRYING', max_length=10)),
-                ('deadline', models.DateTimeField(help_text='tries unfinished by then are cancelled by recovery')),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='phase-two resends by recovery')),
-                ('next_retry_at', models.DateTimeField(blank=True, null=True)),
-                ('needs_human', models.BooleanField(default=False)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("xid", models.CharField(editable=False, max_length=32, unique=True)),
+                ("name", models.CharField(max_length=64)),
+                ("business_key", models.CharField(max_length=128)),
+                (
+                    "attempt",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="1 for the key's first transaction, +1 after each cancel",
+                    ),
+                ),
+                (
+                    "confirmed_key",
+                    models.CharField(blank=True, editable=False, max_length=128, null=True),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("TRYING", "Trying"),
+                            ("CONFIRMING", "Confirming"),
+                            ("CONFIRMED", "Confirmed"),
+                            ("CANCELLING", "Cancelling"),
+                            ("CANCELLED", "Cancelled"),
+                        ],
+                        default="TRYING",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "deadline",
+                    models.DateTimeField(
+                        help_text="tries unfinished by then are cancelled by recovery"
+                    ),
+                ),
+                (
+                    "attempts",
+                    models.PositiveIntegerField(
+                        default=0, help_text="phase-two resends by recovery"
+                    ),
+                ),
+                ("next_retry_at", models.DateTimeField(blank=True, null=True)),
+                ("needs_human", models.BooleanField(default=False)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['status', 'next_retry_at'], name='tcc_due'), models.Index(fields=['needs_human', 'status'], name='tcc_needs_human'), models.Index(fields=['created_at'], name='tcc_created')],
-                'constraints': [models.UniqueConstraint(fields=('business_key', 'attempt'), name='tcc_one_attempt_number_per_key'), models.UniqueConstraint(fields=('confirmed_key',), name='tcc_one_confirmed_per_key')],
+                "indexes": [
+                    models.Index(fields=["status", "next_retry_at"], name="tcc_due"),
+                    models.Index(fields=["needs_human", "status"], name="tcc_needs_human"),
+                    models.Index(fields=["created_at"], name="tcc_created"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("business_key", "attempt"), name="tcc_one_attempt_number_per_key"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("confirmed_key",), name="tcc_one_confirmed_per_key"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='TransactionBranch',
+            name="TransactionBranch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('branch_no', models.PositiveSmallIntegerField()),
-                ('action', models.CharField(help_text='registered participant action, e.g. funds.credit', max_length=100)),
-                ('payload', models.JSONField()),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('TRY_FAILED', 'Try Failed'), ('CONFIRMED', 'Confirmed'), ('CANCELLED', 'Cancelled')], default='PENDING', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='failed phase-two runs')),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('gtx', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='branches', to='tcc.globaltransaction')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("branch_no", models.PositiveSmallIntegerField()),
+                (
+                    "action",
+                    models.CharField(
+                        help_text="registered participant action, e.g. funds.credit", max_length=100
+                    ),
+                ),
+                ("payload", models.JSONField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("TRY_FAILED", "Try Failed"),
+                            ("CONFIRMED", "Confirmed"),
+                            ("CANCELLED", "Cancelled"),
+                        ],
+                        default="PENDING",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "attempts",
+                    models.PositiveIntegerField(default=0, help_text="failed phase-two runs"),
+                ),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "gtx",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="branches",
+                        to="tcc.globaltransaction",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'branch',
-                'constraints': [models.UniqueConstraint(fields=('gtx', 'branch_no'), name='tcc_branch_unique_no')],
+                "verbose_name": "branch",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("gtx", "branch_no"), name="tcc_branch_unique_no"
+                    )
+                ],
             },
         ),
     ]

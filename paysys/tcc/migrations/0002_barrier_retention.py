@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tcc', '0001_initial'),
+        ("tcc", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='barrier',
-            index=models.Index(fields=['created_at'], name='tcc_barrier_created'),
+            model_name="barrier",
+            index=models.Index(fields=["created_at"], name="tcc_barrier_created"),
         ),
     ]

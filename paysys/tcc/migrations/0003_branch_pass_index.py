@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tcc', '0002_barrier_retention'),
+        ("tcc", "0002_barrier_retention"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='transactionbranch',
-            index=models.Index(fields=['status', 'action'], name='tcc_branch_unfinished'),
+            model_name="transactionbranch",
+            index=models.Index(fields=["status", "action"], name="tcc_branch_unfinished"),
         ),
     ]

@@ -23,17 +23,32 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
-        parser.add_argument("--merchant", type=int, help="the merchant the token is for (default: the demo merchant, see above)")
-        parser.add_argument("--per-payment-limit", type=int, help="the most one payment may take (minor units); default none")
-        parser.add_argument("--daily-limit", type=int, help="the most a day's payments may take together (minor units); default none")
+        parser.add_argument(
+            "--merchant",
+            type=int,
+            help="the merchant the token is for (default: the demo merchant, see above)",
+        )
+        parser.add_argument(
+            "--per-payment-limit",
+            type=int,
+            help="the most one payment may take (minor units); default none",
+        )
+        parser.add_argument(
+            "--daily-limit",
+            type=int,
+            help="the most a day's payments may take together (minor units); default none",
+        )
         parser.add_argument("--json", action="store_true", help="print {payer_id, payer_token}")
 
     def handle(self, *args, **options):
         merchant_id = options["merchant"] or self.demo_merchant_id()
         try:
             payer, agreement, payer_token = payer_create_with_agreement(
-                name=options["name"], merchant_id=merchant_id, issued_by=command_actor(),
-                per_payment_limit=options["per_payment_limit"], daily_limit=options["daily_limit"],
+                name=options["name"],
+                merchant_id=merchant_id,
+                issued_by=command_actor(),
+                per_payment_limit=options["per_payment_limit"],
+                daily_limit=options["daily_limit"],
             )
         except ValidationError as exc:
             raise CommandError(f"payer not created: {'; '.join(exc.messages)}") from exc
@@ -42,8 +57,12 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"payer_id": payer.pk, "payer_token": payer_token}))
         else:
-            self.stdout.write(f"payer #{payer.pk} {payer.name}, {agreement} (payer_agreement issue/reissue/revoke)")
-            self.stdout.write(f"  payer token for merchant #{merchant_id} (shown once): {payer_token}")
+            self.stdout.write(
+                f"payer #{payer.pk} {payer.name}, {agreement} (payer_agreement issue/reissue/revoke)"
+            )
+            self.stdout.write(
+                f"  payer token for merchant #{merchant_id} (shown once): {payer_token}"
+            )
 
     def demo_merchant_id(self) -> int:
         """The dev stack's demo merchant: its file is written by `make run` only where the sandbox is on."""

@@ -16,7 +16,11 @@ def ensure_database(alias: str) -> bool:
         return False
     import MySQLdb
 
-    kwargs = {"host": db.get("HOST") or "127.0.0.1", "user": db.get("USER") or "root", "connect_timeout": 5}
+    kwargs = {
+        "host": db.get("HOST") or "127.0.0.1",
+        "user": db.get("USER") or "root",
+        "connect_timeout": 5,
+    }
     if db.get("PORT"):
         kwargs["port"] = int(db["PORT"])
     if db.get("PASSWORD"):
@@ -32,7 +36,9 @@ def ensure_database(alias: str) -> bool:
         cursor = server.cursor()
         created = cursor.execute("SHOW DATABASES LIKE %s", [db["NAME"]]) == 0
         if created:
-            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            cursor.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
         return created
     finally:
         server.close()
@@ -44,11 +50,15 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         for alias in settings.DATABASES:
             if ensure_database(alias):
-                self.stdout.write(f"created database {settings.DATABASES[alias]['NAME']} for alias {alias}")
+                self.stdout.write(
+                    f"created database {settings.DATABASES[alias]['NAME']} for alias {alias}"
+                )
             self.stdout.write(f"migrating {alias} ...")
             try:
                 call_command("migrate", database=alias, interactive=False, verbosity=0)
             except OperationalError as exc:
-                raise CommandError(f"migrating alias {alias!r} failed: {exc}. Is its database reachable?") from exc
+                raise CommandError(
+                    f"migrating alias {alias!r} failed: {exc}. Is its database reachable?"
+                ) from exc
         connections.close_all()
         self.stdout.write(self.style.SUCCESS("all service databases are migrated"))

@@ -16,11 +16,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--merchant", type=int, required=True, help="merchant id")
         parser.add_argument(
-            "--grace-hours", type=float, default=None,
+            "--grace-hours",
+            type=float,
+            default=None,
             help=f"hours the old secret keeps signing (default NOTIFY_SECRET_GRACE = "
-                 f"{webhook_secret_grace().total_seconds() / 3600:g}; 0 = stop at once, e.g. after a leak)",
+            f"{webhook_secret_grace().total_seconds() / 3600:g}; 0 = stop at once, e.g. after a leak)",
         )
-        parser.add_argument("--json", action="store_true", help="print {merchant_id, webhook_secret, previous_valid_until}")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print {merchant_id, webhook_secret, previous_valid_until}",
+        )
 
     def handle(self, *args, **options):
         hours = options["grace_hours"]
@@ -31,9 +37,15 @@ class Command(BaseCommand):
             raise CommandError(f"secret not rotated: {exc.message}") from exc
         until = merchant.previous_webhook_secret_until.isoformat()
         if options["json"]:
-            self.stdout.write(json.dumps(
-                {"merchant_id": merchant.pk, "webhook_secret": merchant.webhook_secret, "previous_valid_until": until}
-            ))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "merchant_id": merchant.pk,
+                        "webhook_secret": merchant.webhook_secret,
+                        "previous_valid_until": until,
+                    }
+                )
+            )
             return
         self.stdout.write(f"merchant #{merchant.pk} {merchant.name}: new webhook secret (keep it):")
         self.stdout.write(f"  {merchant.webhook_secret}")

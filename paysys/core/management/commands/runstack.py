@@ -22,8 +22,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from paysys.core.faults import SqliteLock, TcpProxy, mysql_url
-from paysys.core.stack import (StackControl, StackLock, StackRunning, Supervisor, describe, port_taken, read_procfile,
-                               started_at_now, venv_path)
+from paysys.core.stack import (
+    StackControl,
+    StackLock,
+    StackRunning,
+    Supervisor,
+    describe,
+    port_taken,
+    read_procfile,
+    started_at_now,
+    venv_path,
+)
 
 
 class Command(BaseCommand):
@@ -32,10 +41,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("names", nargs="*", help="only these Procfile entries (default: all)")
         parser.add_argument("-f", "--procfile", default=str(settings.BASE_DIR / "Procfile"))
-        parser.add_argument("--no-banner", action="store_true", help="skip the banner (where to click)")
-        parser.add_argument("--db-proxy", action="store_true", default=os.environ.get("PAYSYS_DB_PROXY") == "1",
-                            help="MariaDB: every service's database through a proxy `stack cut` can close "
-                                 "(default from PAYSYS_DB_PROXY=1)")
+        parser.add_argument(
+            "--no-banner", action="store_true", help="skip the banner (where to click)"
+        )
+        parser.add_argument(
+            "--db-proxy",
+            action="store_true",
+            default=os.environ.get("PAYSYS_DB_PROXY") == "1",
+            help="MariaDB: every service's database through a proxy `stack cut` can close "
+            "(default from PAYSYS_DB_PROXY=1)",
+        )
 
     def handle(self, *args, **options):
         procfile = Path(options["procfile"])
@@ -43,18 +58,31 @@ class Command(BaseCommand):
         if options["names"]:
             unknown = sorted(set(options["names"]) - {s.name for s in specs})
             if unknown:
-                raise CommandError(f"not in {procfile}: {', '.join(unknown)} (there: {', '.join(s.name for s in specs)})")
+                raise CommandError(
+                    f"not in {procfile}: {', '.join(unknown)} (there: {', '.join(s.name for s in specs)})"
+                )
             specs = [s for s in specs if s.name in options["names"]]
         port, bind = settings.PORT, os.environ.get("BIND") or "127.0.0.1"
         base = settings.PUBLIC_BASE_URL
 
         lock = StackLock(settings.VAR_DIR)
         try:
-            lock.acquire({"pid": os.getpid(), "port": port, "base_url": base, "started_at": started_at_now(),
-                          "var_dir": str(settings.VAR_DIR)})
+            lock.acquire(
+                {
+                    "pid": os.getpid(),
+                    "port": port,
+                    "base_url": base,
+                    "started_at": started_at_now(),
+                    "var_dir": str(settings.VAR_DIR),
+                }
+            )
         except StackRunning as running:
             holder = running.holder
-            demo = "make demo" if holder.get("port") in (None, 8000) else f"PORT={holder['port']} make demo"
+            demo = (
+                "make demo"
+                if holder.get("port") in (None, 8000)
+                else f"PORT={holder['port']} make demo"
+            )
             raise CommandError(
                 f"a paysys stack already runs on {settings.VAR_DIR} ({describe(holder)}).\n"
                 f"Use it (e.g. `{demo}`), stop it first (Ctrl-C in its terminal, or `kill {holder.get('pid', '<pid>')}`), "
@@ -68,8 +96,14 @@ class Command(BaseCommand):
                 )
             if not options["no_banner"]:
                 call_command("run_banner", stdout=self.stdout)
-            env = {**os.environ, "PORT": str(port), "BIND": bind, "PUBLIC_BASE_URL": base,
-                   "PATH": venv_path(os.environ.get("PATH", "")), "PYTHONUNBUFFERED": "1"}
+            env = {
+                **os.environ,
+                "PORT": str(port),
+                "BIND": bind,
+                "PUBLIC_BASE_URL": base,
+                "PATH": venv_path(os.environ.get("PATH", "")),
+                "PYTHONUNBUFFERED": "1",
+            }
             cuts = self.database_faults(env, proxy=options["db_proxy"])
             connections.close_all()  # this process holds no database: a SqliteLock must be its only handle
             supervisor = Supervisor(specs, env=env, cwd=settings.BASE_DIR, write=self._write)
@@ -91,8 +125,12 @@ class Command(BaseCommand):
             if db["ENGINE"].endswith("sqlite3"):
                 faults[service] = SqliteLock(db["NAME"])
             elif db["ENGINE"].endswith("mysql") and proxy:
-                faults[service] = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 3306)).open()
-                env[f"DATABASE_URL_{service.upper()}"] = mysql_url({**db, "HOST": "127.0.0.1"}, port=faults[service].port)
+                faults[service] = TcpProxy(
+                    db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 3306)
+                ).open()
+                env[f"DATABASE_URL_{service.upper()}"] = mysql_url(
+                    {**db, "HOST": "127.0.0.1"}, port=faults[service].port
+                )
         return faults
 
     def _write(self, line: str) -> None:

@@ -24,7 +24,9 @@ def stack_request(op: str, name: str | None = None) -> dict:
     try:
         answer = control_request(path, op, name)
     except OSError as exc:
-        raise CommandError(f"no running stack answers on {path} ({exc.strerror or exc}); start one with `make run`") from None
+        raise CommandError(
+            f"no running stack answers on {path} ({exc.strerror or exc}); start one with `make run`"
+        ) from None
     if not answer.get("ok"):
         raise CommandError(answer.get("error") or "the stack refused")
     return answer
@@ -35,11 +37,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("op", choices=OPS)
-        parser.add_argument("name", nargs="?", help="a Procfile process (stop, start, kill) or a service (cut, restore)")
+        parser.add_argument(
+            "name",
+            nargs="?",
+            help="a Procfile process (stop, start, kill) or a service (cut, restore)",
+        )
 
     def handle(self, *args, op, name, **options):
         if op != "status" and not name:
-            raise CommandError(f"`stack {op}` needs a name: a Procfile process for stop/start/kill, a service for cut/restore")
+            raise CommandError(
+                f"`stack {op}` needs a name: a Procfile process for stop/start/kill, a service for cut/restore"
+            )
         answer = stack_request(op, name)
         if op != "status":
             self.stdout.write(answer["message"])
@@ -49,6 +57,10 @@ class Command(BaseCommand):
             detail = f"pid {p['pid']}, up {p['up_seconds']} s" if p["pid"] else ""
             self.stdout.write(f"{p['name']:<{width}}  {p['state']:<10}  {detail}".rstrip())
         for s in answer["services"]:
-            self.stdout.write(f"database {s['service']:<13}  {'CUT' if s['cut'] else 'reachable':<10}  {s['database']}")
+            self.stdout.write(
+                f"database {s['service']:<13}  {'CUT' if s['cut'] else 'reachable':<10}  {s['database']}"
+            )
         if not answer["services"]:
-            self.stdout.write("databases: not cuttable (MariaDB without proxies: run the stack with PAYSYS_DB_PROXY=1)")
+            self.stdout.write(
+                "databases: not cuttable (MariaDB without proxies: run the stack with PAYSYS_DB_PROXY=1)"
+            )

@@ -43,21 +43,42 @@ from paysys.reconcile.generate import BATCH, insert_rows, paid_orders_generate
 from paysys.reconcile.management.commands.reconcile import progress_bar
 
 HISTORY_IDS = 1_000_000_000  # history merchants and payers are 1e9 + 1 ...: nobody else's accounts
-MESSAGE_COLUMNS = ["message_id", "topic", "consumer", "queue", "payload", "status", "send_count", "business_key",
-                   "check_back", "check_count", "last_error", "created_at", "confirmed_at", "consumed_at"]
+MESSAGE_COLUMNS = [
+    "message_id",
+    "topic",
+    "consumer",
+    "queue",
+    "payload",
+    "status",
+    "send_count",
+    "business_key",
+    "check_back",
+    "check_count",
+    "last_error",
+    "created_at",
+    "confirmed_at",
+    "consumed_at",
+]
 
 
 class Command(BaseCommand):
     help = "Fill a benchmark stack's databases with paid orders and consumed messages; time GET /metrics."
 
     def add_arguments(self, parser):
-        parser.add_argument("--orders", type=int, default=0, help="paid orders the history should hold (a total)")
-        parser.add_argument("--messages", type=int, default=0, help="consumed messages it should hold (a total)")
+        parser.add_argument(
+            "--orders", type=int, default=0, help="paid orders the history should hold (a total)"
+        )
+        parser.add_argument(
+            "--messages", type=int, default=0, help="consumed messages it should hold (a total)"
+        )
         parser.add_argument("--merchants", type=int, default=1000)
         parser.add_argument("--payers", type=int, default=100_000)
         parser.add_argument("--metrics", type=int, default=0, help="time this many GET /metrics")
-        parser.add_argument("--yes-fill-this-database", action="store_true",
-                            help="fill even without the bench marker or with DEBUG off")
+        parser.add_argument(
+            "--yes-fill-this-database",
+            action="store_true",
+            help="fill even without the bench marker or with DEBUG off",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args, **opts):
@@ -79,10 +100,14 @@ class Command(BaseCommand):
         if forced:
             return
         if not Merchant.objects.filter(name__startswith="bench-").exists():
-            raise CommandError(f"{connections['default'].settings_dict['NAME']} has no bench marker (a merchant "
-                               "bench_payments made): not filling it. --yes-fill-this-database if it is a benchmark's")
+            raise CommandError(
+                f"{connections['default'].settings_dict['NAME']} has no bench marker (a merchant "
+                "bench_payments made): not filling it. --yes-fill-this-database if it is a benchmark's"
+            )
         if not settings.DEBUG:
-            raise CommandError("DEBUG is off: this may be a deployment. --yes-fill-this-database if it is a benchmark's")
+            raise CommandError(
+                "DEBUG is off: this may be a deployment. --yes-fill-this-database if it is a benchmark's"
+            )
 
     def _fill_orders(self, opts) -> int:
         from accounting.models import Voucher
@@ -93,36 +118,75 @@ class Command(BaseCommand):
         if missing <= 0:
             return 0
         # order, TCC transaction and voucher ids are the generator's: start after every table's last
-        first = 1 + max(model.objects.aggregate(last=Max("id"))["last"] or 0 for model in (Order, GlobalTransaction, Voucher))
-        paid_orders_generate(range(first, first + missing),
-                             merchants=range(HISTORY_IDS + 1, HISTORY_IDS + 1 + opts["merchants"]),
-                             payers=range(HISTORY_IDS + 1, HISTORY_IDS + 1 + opts["payers"]),
-                             progress=lambda done, total: progress_bar(self.stderr, "paid orders", done, total))
+        first = 1 + max(
+            model.objects.aggregate(last=Max("id"))["last"] or 0
+            for model in (Order, GlobalTransaction, Voucher)
+        )
+        paid_orders_generate(
+            range(first, first + missing),
+            merchants=range(HISTORY_IDS + 1, HISTORY_IDS + 1 + opts["merchants"]),
+            payers=range(HISTORY_IDS + 1, HISTORY_IDS + 1 + opts["payers"]),
+            progress=lambda done, total: progress_bar(self.stderr, "paid orders", done, total),
+        )
         return missing
 
     def _fill_messages(self, total: int) -> int:
-        routes = [(contract, consumer) for contract in (BankPaymentSucceeded, OrderPaid) for consumer in consumers_of(contract.TOPIC)]
+        routes = [
+            (contract, consumer)
+            for contract in (BankPaymentSucceeded, OrderPaid)
+            for consumer in consumers_of(contract.TOPIC)
+        ]
         history = {contract.PRODUCER for contract, _ in routes}
-        missing = total - sum(Message.objects.using(alias).filter(business_key__startswith="history:").count() for alias in history)
+        missing = total - sum(
+            Message.objects.using(alias).filter(business_key__startswith="history:").count()
+            for alias in history
+        )
         if missing <= 0:
             return 0
         tag = uuid.uuid4().hex[:8]  # a second top-up's business keys differ from the first's
         when = timezone.now() - timedelta(hours=1)
-        at = {alias: connections[alias].ops.adapt_datetimefield_value(when) for alias in connections}
+        at = {
+            alias: connections[alias].ops.adapt_datetimefield_value(when) for alias in connections
+        }
         for first in range(0, missing, BATCH):
             rows = {}  # (model, alias) -> tuples
             for j in range(first, min(first + BATCH, missing)):
                 contract, consumer = routes[j % len(routes)]
                 message_id, sent = uuid.uuid4(), at[contract.PRODUCER]
-                rows.setdefault((Message, contract.PRODUCER), []).append((
-                    _uuid(message_id, contract.PRODUCER), contract.TOPIC, consumer.name, consumer.queue,
-                    json.dumps({"v": 1, "out_trade_no": f"HS{tag}{j:012d}", "amount": 100 + j % 99_900}),
-                    Message.Status.CONSUMED, 1, f"history:{tag}:{j}", "", 0, "", sent, sent, sent))
-                rows.setdefault((InboxEntry, consumer.alias), []).append((
-                    consumer.name, _uuid(message_id, consumer.alias), contract.TOPIC,
-                    at[consumer.alias]))
+                rows.setdefault((Message, contract.PRODUCER), []).append(
+                    (
+                        _uuid(message_id, contract.PRODUCER),
+                        contract.TOPIC,
+                        consumer.name,
+                        consumer.queue,
+                        json.dumps(
+                            {"v": 1, "out_trade_no": f"HS{tag}{j:012d}", "amount": 100 + j % 99_900}
+                        ),
+                        Message.Status.CONSUMED,
+                        1,
+                        f"history:{tag}:{j}",
+                        "",
+                        0,
+                        "",
+                        sent,
+                        sent,
+                        sent,
+                    )
+                )
+                rows.setdefault((InboxEntry, consumer.alias), []).append(
+                    (
+                        consumer.name,
+                        _uuid(message_id, consumer.alias),
+                        contract.TOPIC,
+                        at[consumer.alias],
+                    )
+                )
             for (model, alias), values in rows.items():
-                columns = MESSAGE_COLUMNS if model is Message else ["consumer", "message_id", "topic", "received_at"]
+                columns = (
+                    MESSAGE_COLUMNS
+                    if model is Message
+                    else ["consumer", "message_id", "topic", "received_at"]
+                )
                 insert_rows(model, columns, values, using=alias)
             progress_bar(self.stderr, "messages", min(first + BATCH, missing), missing)
         return missing

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -74,22 +74,46 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--payments", type=int, default=5000)
-        parser.add_argument("--clients", type=int, default=8, help="client processes posting bank notifies")
-        parser.add_argument("--balance-share", type=float, default=0.1, help="share paid from wallets (TCC over HTTP)")
+        parser.add_argument(
+            "--clients", type=int, default=8, help="client processes posting bank notifies"
+        )
+        parser.add_argument(
+            "--balance-share",
+            type=float,
+            default=0.1,
+            help="share paid from wallets (TCC over HTTP)",
+        )
         parser.add_argument("--base-url", default="", help="default: PUBLIC_BASE_URL")
-        parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every payment")
-        parser.add_argument("--rate", type=float, default=0,
-                            help="payments sent per second, paced (default: as fast as the gateway answers); "
-                                 "latency at half the sustained rate is the figure to compare")
+        parser.add_argument(
+            "--timeout", type=float, default=600, help="seconds to wait for every payment"
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=0,
+            help="payments sent per second, paced (default: as fast as the gateway answers); "
+            "latency at half the sustained rate is the figure to compare",
+        )
         parser.add_argument("--no-baseline", action="store_true", help="skip the monolith baseline")
-        parser.add_argument("--quick", action="store_true", help="a small smoke run (CI): 60 payments, short baseline")
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help="a small smoke run (CI): 60 payments, short baseline",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
-        parser.add_argument("--refunds", type=float, default=0, metavar="PERCENT",
-                            help="refund this share (0-100) of the paid orders once they are done, and report "
-                                 "refunds/s; needs --balance-share at least as large (refunds go to wallet-paid orders)")
+        parser.add_argument(
+            "--refunds",
+            type=float,
+            default=0,
+            metavar="PERCENT",
+            help="refund this share (0-100) of the paid orders once they are done, and report "
+            "refunds/s; needs --balance-share at least as large (refunds go to wallet-paid orders)",
+        )
 
     def handle(self, *args, **options):
-        logging.disable(logging.INFO)  # the services' own INFO lines (wallet credited, ...) are not the bench's output
+        logging.disable(
+            logging.INFO
+        )  # the services' own INFO lines (wallet credited, ...) are not the bench's output
         self.quiet = options["json"]
         payments = 60 if options["quick"] else options["payments"]
         refund_count = _refund_count(payments, options)
@@ -99,18 +123,33 @@ class Command(BaseCommand):
         self._check_stack(base)
         work = Path(tempfile.mkdtemp(prefix="bench-payments-"))
         port = _free_port()
-        merchant, api_key = merchant_create(name=f"bench-{uuid.uuid4().hex[:8]}",
-                                            notify_url=f"http://127.0.0.1:{port}/hook", fee_rate_bp=60)
+        merchant, api_key = merchant_create(
+            name=f"bench-{uuid.uuid4().hex[:8]}",
+            notify_url=f"http://127.0.0.1:{port}/hook",
+            fee_rate_bp=60,
+        )
         self._raise_limits(merchant)
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "notifications.bench_receiver", str(port), merchant.webhook_secret,
-             str(work / "acks.log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "notifications.bench_receiver",
+                str(port),
+                merchant.webhook_secret,
+                str(work / "acks.log"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             if receiver.stdout.readline().strip() != b"ready":
                 raise CommandError("the bench merchant server did not start")
             result = self._run(base, merchant, api_key, payments, options, work)
             if refund_count:
-                result["refunds"] = self._run_refunds(base, merchant, api_key, refund_count, options, work)
+                result["refunds"] = self._run_refunds(
+                    base, merchant, api_key, refund_count, options, work
+                )
         finally:
             receiver.terminate()
             receiver.wait(10)
@@ -127,12 +166,16 @@ class Command(BaseCommand):
         self._report(result)
         _refunds_verdict(result.get("refunds"))
         if result["lost"] or result["doubled"]:
-            raise CommandError(f"{result['lost']} payment(s) lost, {result['doubled']} doubled (examples: "
-                               f"{result['lost_examples'] + result['doubled_examples']})")
+            raise CommandError(
+                f"{result['lost']} payment(s) lost, {result['doubled']} doubled (examples: "
+                f"{result['lost_examples'] + result['doubled_examples']})"
+            )
         if not result["reconcile_strict"]:
-            raise CommandError("every bench payment completed once, but reconcile --strict is not clean: it checks the "
-                               "whole platform, so items from before this run count too (its report is above, or in "
-                               "reconcile_report with --json); settle them, or run the bench on a fresh stack")
+            raise CommandError(
+                "every bench payment completed once, but reconcile --strict is not clean: it checks the "
+                "whole platform, so items from before this run count too (its report is above, or in "
+                "reconcile_report with --json); settle them, or run the bench on a fresh stack"
+            )
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -146,60 +189,113 @@ class Command(BaseCommand):
 
             holder = StackLock(settings.VAR_DIR).holder()
             if holder and holder.get("base_url", base) != base:
-                raise CommandError(f"nothing answers at {base}, but a stack runs on this var/ at {holder['base_url']}: "
-                                   f"run this with --base-url {holder['base_url']} (or the PORT it was started with)")
-            raise CommandError(f"nothing healthy answers at {base}/healthz: start the stack first (make run, "
-                               "or the full stack: DATABASE_URL=... CELERY_BROKER_URL=... make run), then run this again")
+                raise CommandError(
+                    f"nothing answers at {base}, but a stack runs on this var/ at {holder['base_url']}: "
+                    f"run this with --base-url {holder['base_url']} (or the PORT it was started with)"
+                )
+            raise CommandError(
+                f"nothing healthy answers at {base}/healthz: start the stack first (make run, "
+                "or the full stack: DATABASE_URL=... CELERY_BROKER_URL=... make run), then run this again"
+            )
 
     def _raise_limits(self, merchant) -> None:
         from paysys.core.models import Merchant
 
-        Merchant.objects.filter(pk=merchant.pk).update(api_rate_limit="1000000/min", max_open_orders=10**7)
+        Merchant.objects.filter(pk=merchant.pk).update(
+            api_rate_limit="1000000/min", max_open_orders=10**7
+        )
 
     def _run(self, base, merchant, api_key, payments, options, work) -> dict:
         api = requests.Session()
         api.trust_env = False
         api.headers["Authorization"] = f"Bearer {api_key}"
         balance_count = int(payments * options["balance_share"])
-        payers = [payer_create_with_agreement(name=f"bench-payer-{i}", merchant_id=merchant.pk, issued_by="bench_payments")
-                  for i in range(max(1, options["clients"]))]
+        payers = [
+            payer_create_with_agreement(
+                name=f"bench-payer-{i}", merchant_id=merchant.pk, issued_by="bench_payments"
+            )
+            for i in range(max(1, options["clients"]))
+        ]
         payers = [(payer, token) for payer, _, token in payers]
         for payer, _ in payers:
-            wallet_credit(payer_id=payer.pk, amount=10**9, reason="bench_payments", credited_by="bench_payments")
+            wallet_credit(
+                payer_id=payer.pk,
+                amount=10**9,
+                reason="bench_payments",
+                credited_by="bench_payments",
+            )
         stamp = uuid.uuid4().hex[:6]
 
         self.say(f"creating {payments} orders over the API ...")
+
         def create(i):
             payer = payers[i % len(payers)][0]
-            body = {"merchant_order_no": f"B{stamp}-{i}", "amount": 1000 + i % 9000, "currency": "CNY",
-                    "subject": "bench", "payer_id": payer.pk}
+            body = {
+                "merchant_order_no": f"B{stamp}-{i}",
+                "amount": 1000 + i % 9000,
+                "currency": "CNY",
+                "subject": "bench",
+                "payer_id": payer.pk,
+            }
             response = api.post(f"{base}/api/v1/orders", json=body, timeout=30)
             if response.status_code != 201:
-                raise CommandError(f"POST /api/v1/orders answered {response.status_code}: {response.text[:300]}")
+                raise CommandError(
+                    f"POST /api/v1/orders answered {response.status_code}: {response.text[:300]}"
+                )
             return response.json()
+
         with ThreadPoolExecutor(8) as pool:
             orders = list(self._progress("orders", pool.map(create, range(payments)), payments))
 
         bank_orders, wallet_orders = orders[balance_count:], orders[:balance_count]
-        now = datetime.now(dt_timezone.utc).isoformat()
-        documents = [{"bank_trade_no": f"BT{stamp}{o['out_trade_no']}", "out_trade_no": o["out_trade_no"],
-                      "amount": o["amount"], "currency": o["currency"], "status": "SUCCESS", "paid_at": now}
-                     for o in bank_orders]
+        now = datetime.now(UTC).isoformat()
+        documents = [
+            {
+                "bank_trade_no": f"BT{stamp}{o['out_trade_no']}",
+                "out_trade_no": o["out_trade_no"],
+                "amount": o["amount"],
+                "currency": o["currency"],
+                "status": "SUCCESS",
+                "paid_at": now,
+            }
+            for o in bank_orders
+        ]
         clients, rate = options["clients"], options["rate"]
         interval = clients / rate if rate else 0.0  # each client's pace; the clients are staggered
-        shares = [(base, settings.BANK_SHARED_SECRET, documents[i::clients], interval, i * interval / clients)
-                  for i in range(clients)]
+        shares = [
+            (
+                base,
+                settings.BANK_SHARED_SECRET,
+                documents[i::clients],
+                interval,
+                i * interval / clients,
+            )
+            for i in range(clients)
+        ]
         before = _resources()
-        self.say(f"paying: {len(documents)} bank notifies from {options['clients']} processes, "
-                 f"{len(wallet_orders)} wallet payments ...")
+        self.say(
+            f"paying: {len(documents)} bank notifies from {options['clients']} processes, "
+            f"{len(wallet_orders)} wallet payments ..."
+        )
         sent: dict[str, float] = {}
         statuses: Counter = Counter()
-        wallet_thread = threading.Thread(target=self._pay_from_wallets,
-                                         args=(base, api.headers, payers, wallet_orders, sent, statuses,
-                                               1 / (rate * options["balance_share"]) if rate and wallet_orders else 0,
-                                               clients))
+        wallet_thread = threading.Thread(
+            target=self._pay_from_wallets,
+            args=(
+                base,
+                api.headers,
+                payers,
+                wallet_orders,
+                sent,
+                statuses,
+                1 / (rate * options["balance_share"]) if rate and wallet_orders else 0,
+                clients,
+            ),
+        )
         with multiprocessing.get_context("spawn").Pool(options["clients"]) as pool:
-            pool.map(post_notifies, [(base, "", [], 0, 0)] * clients)  # started and imported before the clock
+            pool.map(
+                post_notifies, [(base, "", [], 0, 0)] * clients
+            )  # started and imported before the clock
             started = time.time()
             wallet_thread.start()
             for share in pool.imap_unordered(post_notifies, shares):
@@ -209,7 +305,9 @@ class Command(BaseCommand):
         wallet_thread.join()
         gateway_done = time.time()
 
-        acks = self._wait_for_acks(work / "acks.log", {o["out_trade_no"] for o in orders}, options["timeout"])
+        acks = self._wait_for_acks(
+            work / "acks.log", {o["out_trade_no"] for o in orders}, options["timeout"]
+        )
         finished = max((at for at, _ in acks.values()), default=time.time())
         after = _resources()
         latencies = [(acks[no][0] - sent[no]) * 1000 for no in sent if no in acks]
@@ -217,21 +315,34 @@ class Command(BaseCommand):
         elapsed = max(finished - started, 1e-6)
         outcome = self._check(merchant, orders, acks)
         return {
-            "payments": len(orders), "done": done, "elapsed_s": round(elapsed, 1),
-            "payments_per_s": round(done / elapsed, 1), "paced_per_s": rate or None,
+            "payments": len(orders),
+            "done": done,
+            "elapsed_s": round(elapsed, 1),
+            "payments_per_s": round(done / elapsed, 1),
+            "paced_per_s": rate or None,
             "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
-            "cache": settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1].removesuffix("Cache").lower(),
+            "cache": settings.CACHES["default"]["BACKEND"]
+            .rsplit(".", 1)[-1]
+            .removesuffix("Cache")
+            .lower(),
             "gateway_accepted_per_s": round(len(documents) / max(gateway_done - started, 1e-6), 1),
             "answers": dict(statuses),
-            "latency_ms": {"p50": round(_percentile(latencies, 0.5)), "p95": round(_percentile(latencies, 0.95)),
-                           "p99": round(_percentile(latencies, 0.99))},
+            "latency_ms": {
+                "p50": round(_percentile(latencies, 0.5)),
+                "p95": round(_percentile(latencies, 0.95)),
+                "p99": round(_percentile(latencies, 0.99)),
+            },
             "stages_ms_p50": self._stages(orders, sent, acks),
-            "cpu_s_per_payment": {k: round(v / max(done, 1), 4) for k, v in _delta(before, after, "cpu").items()},
+            "cpu_s_per_payment": {
+                k: round(v / max(done, 1), 4) for k, v in _delta(before, after, "cpu").items()
+            },
             "queries_per_payment": _per(_delta(before, after, "queries")["all"], done),
             **outcome,
         }
 
-    def _pay_from_wallets(self, base, headers, payers, orders, sent, statuses, spacing, threads) -> None:
+    def _pay_from_wallets(
+        self, base, headers, payers, orders, sent, statuses, spacing, threads
+    ) -> None:
         """From ``threads`` threads, as payers at their checkouts do (a balance payment answers
         when its TCC is decided); with a spacing (a paced run), spread over the run like the notifies."""
         tokens = {payer.pk: token for payer, token in payers}
@@ -247,8 +358,11 @@ class Command(BaseCommand):
             if spacing and (delay := start + k * spacing - time.time()) > 0:
                 time.sleep(delay)
             at = time.time()
-            response = local.session.post(f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
-                                          json={"method": "balance", "payer_token": tokens[order["payer_id"]]}, timeout=30)
+            response = local.session.post(
+                f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
+                json={"method": "balance", "payer_token": tokens[order["payer_id"]]},
+                timeout=30,
+            )
             with lock:
                 sent[order["out_trade_no"]] = at
                 statuses[response.status_code] += 1
@@ -256,7 +370,9 @@ class Command(BaseCommand):
         with ThreadPoolExecutor(max(1, threads)) as pool:
             list(pool.map(pay, enumerate(orders)))
 
-    def _wait_for_acks(self, log: Path, expected: set[str], timeout: float) -> dict[str, tuple[float, int]]:
+    def _wait_for_acks(
+        self, log: Path, expected: set[str], timeout: float
+    ) -> dict[str, tuple[float, int]]:
         """out_trade_no -> (first acknowledgement time, how many notifications arrived for it)."""
         deadline = time.monotonic() + timeout
         acks: dict[str, tuple[float, int]] = {}
@@ -281,38 +397,88 @@ class Command(BaseCommand):
         from paysys.gateway.models import BankNotify
 
         numbers = [o["out_trade_no"] for o in orders]
-        stored = dict(BankNotify.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", "received_at"))
-        paid = dict(Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS)
-                    .values_list("out_trade_no", "updated_at"))
-        credited = {no: at for no, at in FundEntry.objects.filter(out_trade_no__in=numbers, kind="posted")
-                    .values_list("out_trade_no", "created_at")}
-        awarded = {no: at for no, at in PointsEntry.objects.filter(out_trade_no__in=numbers, kind="posted")
-                   .values_list("out_trade_no", "created_at")}
-        booked = {source.split(":", 1)[1]: at for source, at in Voucher.objects.filter(
-            source__in=[f"order.paid:{no}" for no in numbers]).values_list("source", "created_at")}
-        notified = dict(Notification.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", "created_at"))
+        stored = dict(
+            BankNotify.objects.filter(out_trade_no__in=numbers).values_list(
+                "out_trade_no", "received_at"
+            )
+        )
+        paid = dict(
+            Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS).values_list(
+                "out_trade_no", "updated_at"
+            )
+        )
+        credited = {
+            no: at
+            for no, at in FundEntry.objects.filter(
+                out_trade_no__in=numbers, kind="posted"
+            ).values_list("out_trade_no", "created_at")
+        }
+        awarded = {
+            no: at
+            for no, at in PointsEntry.objects.filter(
+                out_trade_no__in=numbers, kind="posted"
+            ).values_list("out_trade_no", "created_at")
+        }
+        booked = {
+            source.split(":", 1)[1]: at
+            for source, at in Voucher.objects.filter(
+                source__in=[f"order.paid:{no}" for no in numbers]
+            ).values_list("source", "created_at")
+        }
+        notified = dict(
+            Notification.objects.filter(out_trade_no__in=numbers).values_list(
+                "out_trade_no", "created_at"
+            )
+        )
         result = {}
         # each TCC participant from the notify's arrival (their confirms run side by side, so one
         # may land before the order's own); what the order's payment drives, from the order paid
-        for stage, start, end in [("gateway", None, stored), ("orders / TCC", stored, paid), ("funds", stored, credited),
-                                  ("points", stored, awarded), ("accounting", paid, booked),
-                                  ("notifications", paid, notified)]:
-            spans = [(end[no].timestamp() - (start[no].timestamp() if start else sent[no])) * 1000 for no in numbers
-                     if end.get(no) and (start.get(no) if start else sent.get(no))]
+        for stage, start, end in [
+            ("gateway", None, stored),
+            ("orders / TCC", stored, paid),
+            ("funds", stored, credited),
+            ("points", stored, awarded),
+            ("accounting", paid, booked),
+            ("notifications", paid, notified),
+        ]:
+            spans = [
+                (end[no].timestamp() - (start[no].timestamp() if start else sent[no])) * 1000
+                for no in numbers
+                if end.get(no) and (start.get(no) if start else sent.get(no))
+            ]
             if spans:
                 result[stage] = max(0, round(statistics.median(spans)))
-        spans = [(acks[no][0] - notified[no].timestamp()) * 1000 for no in numbers if no in acks and no in notified]
+        spans = [
+            (acks[no][0] - notified[no].timestamp()) * 1000
+            for no in numbers
+            if no in acks and no in notified
+        ]
         if spans:
             result["delivery"] = round(statistics.median(spans))
         return result
+
     def _check(self, merchant, orders, acks) -> dict:
         numbers = [o["out_trade_no"] for o in orders]
-        success = set(Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS)
-                      .values_list("out_trade_no", flat=True))
-        notifications = Counter(Notification.objects.filter(out_trade_no__in=numbers).values_list("out_trade_no", flat=True))
-        lost = sorted(no for no in numbers if no not in success or no not in acks or not notifications.get(no))
+        success = set(
+            Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS).values_list(
+                "out_trade_no", flat=True
+            )
+        )
+        notifications = Counter(
+            Notification.objects.filter(out_trade_no__in=numbers).values_list(
+                "out_trade_no", flat=True
+            )
+        )
+        lost = sorted(
+            no for no in numbers if no not in success or no not in acks or not notifications.get(no)
+        )
         doubled = sorted(no for no, count in notifications.items() if count > 1)
-        return {"lost": len(lost), "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
+        return {
+            "lost": len(lost),
+            "doubled": len(doubled),
+            "lost_examples": lost[:5],
+            "doubled_examples": doubled[:5],
+        }
 
     def _reconcile(self, settle_seconds: float = 30.0) -> tuple[bool, str]:
         """``reconcile --strict`` once the platform has settled: the last payments' bookkeeping
@@ -342,10 +508,18 @@ class Command(BaseCommand):
     def _run_refunds(self, base, merchant, api_key, count: int, options, work: Path) -> dict:
         """Refund ``count`` wallet-paid orders (alternately whole and half), then wait for each
         refund's notification to be acknowledged; check each refund SUCCEEDED once."""
-        paid = list(Order.objects.filter(merchant_id=merchant.pk, status=Order.Status.SUCCESS, pay_method="balance")
-                    .order_by("id")[:count])
-        plan = [(order, order.amount if i % 2 == 0 else order.amount // 2) for i, order in enumerate(paid)]
-        self.say(f"refunding {len(plan)} paid orders ({sum(a == o.amount for o, a in plan)} whole, the others half) ...")
+        paid = list(
+            Order.objects.filter(
+                merchant_id=merchant.pk, status=Order.Status.SUCCESS, pay_method="balance"
+            ).order_by("id")[:count]
+        )
+        plan = [
+            (order, order.amount if i % 2 == 0 else order.amount // 2)
+            for i, order in enumerate(paid)
+        ]
+        self.say(
+            f"refunding {len(plan)} paid orders ({sum(a == o.amount for o, a in plan)} whole, the others half) ..."
+        )
         local = threading.local()
         answers: Counter = Counter()
 
@@ -355,16 +529,24 @@ class Command(BaseCommand):
                 local.session = requests.Session()
                 local.session.trust_env = False
                 local.session.headers["Authorization"] = f"Bearer {api_key}"
-            body = {"merchant_refund_no": f"{order.merchant_order_no}-r", "amount": amount, "reason": "bench"}
+            body = {
+                "merchant_refund_no": f"{order.merchant_order_no}-r",
+                "amount": amount,
+                "reason": "bench",
+            }
             for _ in range(20):  # a 503 changed nothing: try again, as a merchant would
-                response = local.session.post(f"{base}/api/v1/orders/{order.merchant_order_no}/refunds", json=body, timeout=60)
+                response = local.session.post(
+                    f"{base}/api/v1/orders/{order.merchant_order_no}/refunds", json=body, timeout=60
+                )
                 answers[response.status_code] += 1
                 if response.status_code != 503:
                     break
                 time.sleep(0.5)
             if response.status_code not in (200, 201):
-                raise CommandError(f"POST .../refunds of {order.merchant_order_no} answered {response.status_code}: "
-                                   f"{response.text[:300]}")
+                raise CommandError(
+                    f"POST .../refunds of {order.merchant_order_no} answered {response.status_code}: "
+                    f"{response.text[:300]}"
+                )
             return response.json()["refund_no"]
 
         started = time.time()
@@ -372,9 +554,13 @@ class Command(BaseCommand):
             refund_nos = list(pool.map(refund, plan))
         acks = self._wait_for_acks(work / "acks.log", set(refund_nos), options["timeout"])
         finished = max((at for at, _ in acks.values()), default=time.time())
-        return {"refunds": len(plan), "answers": dict(answers), "elapsed_s": round(finished - started, 1),
-                "refunds_per_s": round(len(acks) / max(finished - started, 1e-6), 1),
-                **_refunds_check(merchant, plan, refund_nos, acks)}
+        return {
+            "refunds": len(plan),
+            "answers": dict(answers),
+            "elapsed_s": round(finished - started, 1),
+            "refunds_per_s": round(len(acks) / max(finished - started, 1e-6), 1),
+            **_refunds_check(merchant, plan, refund_nos, acks),
+        }
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -388,17 +574,24 @@ class Command(BaseCommand):
             f"end to end               {r['payments_per_s']} payments/s (gateway accepted {r['gateway_accepted_per_s']} notifies/s"
             + (f"; sent at a paced {r['paced_per_s']:g}/s)" if r["paced_per_s"] else ")"),
             f"notify -> merchant ack   p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, p99 {r['latency_ms']['p99']} ms",
-            "stage medians (ms)       " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()),
-            "CPU s per payment        " + ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_payment"].items()),
+            "stage medians (ms)       "
+            + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()),
+            "CPU s per payment        "
+            + ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_payment"].items()),
             f"queries per payment      {r['queries_per_payment'] if r['queries_per_payment'] is not None else 'n/a (MariaDB only)'}",
         ]
         if r.get("baseline_per_s"):
-            lines.append("monolith                 " + ", ".join(f"{k} {v}/s" for k, v in r["baseline"].items())
-                         + f"  ->  ratio {r['ratio']}")
+            lines.append(
+                "monolith                 "
+                + ", ".join(f"{k} {v}/s" for k, v in r["baseline"].items())
+                + f"  ->  ratio {r['ratio']}"
+            )
         if r.get("refunds"):
             lines.append(_refunds_line(r["refunds"]))
-        lines.append(f"lost {r['lost']}, doubled {r['doubled']}, reconcile --strict "
-                     f"{'clean' if r['reconcile_strict'] else 'NOT CLEAN'}")
+        lines.append(
+            f"lost {r['lost']}, doubled {r['doubled']}, reconcile --strict "
+            f"{'clean' if r['reconcile_strict'] else 'NOT CLEAN'}"
+        )
         self.stdout.write("\n".join(lines))
 
     def say(self, text: str) -> None:
@@ -409,7 +602,9 @@ class Command(BaseCommand):
         if self.quiet:
             return
         filled = int(30 * done / max(total, 1))
-        self.stderr.write(f"\r  {what:<13} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", ending="")
+        self.stderr.write(
+            f"\r  {what:<13} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", ending=""
+        )
         self.stderr.flush()
 
     def _progress(self, what, items, total):
@@ -428,9 +623,11 @@ def _refund_count(payments: int, options) -> int:
         raise CommandError("--refunds is a share of the paid orders: 0 to 100")
     count = round(payments * share / 100)
     if count > int(payments * options["balance_share"]):
-        raise CommandError(f"--refunds {share:g} refunds {count} orders, but only {int(payments * options['balance_share'])} "
-                           "are paid from wallets (--balance-share): the bench's bank payments are notifies it posts "
-                           "itself, which the bank simulator never saw, so it would refuse their refunds")
+        raise CommandError(
+            f"--refunds {share:g} refunds {count} orders, but only {int(payments * options['balance_share'])} "
+            "are paid from wallets (--balance-share): the bench's bank payments are notifies it posts "
+            "itself, which the bank simulator never saw, so it would refuse their refunds"
+        )
     return count
 
 
@@ -440,34 +637,66 @@ def _refunds_check(merchant, plan, refund_nos: list[str], acks: dict) -> dict:
     from orders.models import Refund
 
     refunds = {r.refund_no: r for r in Refund.objects.filter(refund_no__in=refund_nos)}
-    refunded = dict(Order.objects.filter(pk__in=[o.pk for o, _ in plan]).values_list("pk", "refunded_amount"))
-    debits = Counter(FundEntry.objects.filter(kind="posted", direction="debit", out_trade_no__in=[o.out_trade_no for o, _ in plan],
-                                              account__owner_type="merchant", account__owner_id=merchant.pk)
-                     .values_list("out_trade_no", flat=True))
-    vouchers = Counter(Voucher.objects.filter(source__in=[f"refund.finished:{no}" for no in refund_nos])
-                       .values_list("source", flat=True))
-    notices = Counter(Notification.objects.filter(event_type__in=[f"refund.succeeded:{no}" for no in refund_nos])
-                      .values_list("event_type", flat=True))
+    refunded = dict(
+        Order.objects.filter(pk__in=[o.pk for o, _ in plan]).values_list("pk", "refunded_amount")
+    )
+    debits = Counter(
+        FundEntry.objects.filter(
+            kind="posted",
+            direction="debit",
+            out_trade_no__in=[o.out_trade_no for o, _ in plan],
+            account__owner_type="merchant",
+            account__owner_id=merchant.pk,
+        ).values_list("out_trade_no", flat=True)
+    )
+    vouchers = Counter(
+        Voucher.objects.filter(
+            source__in=[f"refund.finished:{no}" for no in refund_nos]
+        ).values_list("source", flat=True)
+    )
+    notices = Counter(
+        Notification.objects.filter(
+            event_type__in=[f"refund.succeeded:{no}" for no in refund_nos]
+        ).values_list("event_type", flat=True)
+    )
     lost, doubled = [], []
-    for (order, amount), no in zip(plan, refund_nos):
+    for (order, amount), no in zip(plan, refund_nos, strict=False):
         refund = refunds.get(no)
-        if refund is None or refund.status != "SUCCEEDED" or refunded[order.pk] != amount or no not in acks:
+        if (
+            refund is None
+            or refund.status != "SUCCEEDED"
+            or refunded[order.pk] != amount
+            or no not in acks
+        ):
             lost.append(no)
-        elif (debits[order.out_trade_no], vouchers[f"refund.finished:{no}"], notices[f"refund.succeeded:{no}"]) != (1, 1, 1):
+        elif (
+            debits[order.out_trade_no],
+            vouchers[f"refund.finished:{no}"],
+            notices[f"refund.succeeded:{no}"],
+        ) != (1, 1, 1):
             doubled.append(no)
-    return {"succeeded": sum(r.status == "SUCCEEDED" for r in refunds.values()), "lost": len(lost),
-            "doubled": len(doubled), "lost_examples": lost[:5], "doubled_examples": doubled[:5]}
+    return {
+        "succeeded": sum(r.status == "SUCCEEDED" for r in refunds.values()),
+        "lost": len(lost),
+        "doubled": len(doubled),
+        "lost_examples": lost[:5],
+        "doubled_examples": doubled[:5],
+    }
 
 
 def _refunds_line(r: dict) -> str:
-    return (f"refunds                  {r['succeeded']} of {r['refunds']} SUCCEEDED in {r['elapsed_s']} s: "
-            f"{r['refunds_per_s']} refunds/s; lost {r['lost']}, doubled {r['doubled']}")
+    return (
+        f"refunds                  {r['succeeded']} of {r['refunds']} SUCCEEDED in {r['elapsed_s']} s: "
+        f"{r['refunds_per_s']} refunds/s; lost {r['lost']}, doubled {r['doubled']}"
+    )
 
 
 def _refunds_verdict(r: dict | None) -> None:
     if r and (r["lost"] or r["doubled"] or r["succeeded"] != r["refunds"]):
-        raise CommandError(f"refunds: {r['lost']} lost, {r['doubled']} doubled, {r['succeeded']} of {r['refunds']} "
-                           f"SUCCEEDED (examples: {r['lost_examples'] + r['doubled_examples']})")
+        raise CommandError(
+            f"refunds: {r['lost']} lost, {r['doubled']} doubled, {r['succeeded']} of {r['refunds']} "
+            f"SUCCEEDED (examples: {r['lost_examples'] + r['doubled_examples']})"
+        )
 
 
 def _per(total, count: int):
@@ -482,8 +711,12 @@ def _free_port() -> int:
 
 # --- resources: CPU seconds of the stack's processes, queries of the database server --------------
 
-PROCESS_GROUPS = {"web": ("manage.py serve", "multiprocessing.spawn"), "workers": ("celery",),
-                  "mariadb": ("mariadbd", "mysqld"), "redis": ("redis-server",)}
+PROCESS_GROUPS = {
+    "web": ("manage.py serve", "multiprocessing.spawn"),
+    "workers": ("celery",),
+    "mariadb": ("mariadbd", "mysqld"),
+    "redis": ("redis-server",),
+}
 
 
 def _resources() -> dict:
@@ -491,20 +724,33 @@ def _resources() -> dict:
     checkout) and of the servers it uses (MariaDB, Redis: only when it uses them; on a shared
     machine they serve others too), and the database server's query count (MariaDB only)."""
     mysql = connections["default"].vendor == "mysql"
-    groups = {"web", "workers"} | ({"mariadb"} if mysql else set()) | (
-        {"redis"} if settings.CELERY_BROKER_URL.startswith("redis") else set())
+    groups = (
+        {"web", "workers"}
+        | ({"mariadb"} if mysql else set())
+        | ({"redis"} if settings.CELERY_BROKER_URL.startswith("redis") else set())
+    )
     cpu = Counter({group: 0.0 for group in groups})
     tick = os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = (
+                Path(f"/proc/{pid}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
         for group, needles in PROCESS_GROUPS.items():
             ours = group in ("mariadb", "redis") or cwd == str(settings.BASE_DIR)
-            if group in groups and ours and any(n in cmdline for n in needles) and int(pid) != os.getpid():
+            if (
+                group in groups
+                and ours
+                and any(n in cmdline for n in needles)
+                and int(pid) != os.getpid()
+            ):
                 cpu[group] += (int(fields[11]) + int(fields[12])) / tick
                 break
     queries = None
@@ -517,4 +763,7 @@ def _resources() -> dict:
 
 def _delta(before: dict, after: dict, what: str) -> dict:
     keys = set(before[what]) | set(after[what])
-    return {k: None if before[what].get(k) is None else after[what].get(k, 0) - before[what][k] for k in sorted(keys)}
+    return {
+        k: None if before[what].get(k) is None else after[what].get(k, 0) - before[what][k]
+        for k in sorted(keys)
+    }

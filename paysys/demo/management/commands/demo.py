@@ -101,7 +101,11 @@ class Stack:
     def workers_not_ready(self) -> list[str]:
         """Queues whose worker has not logged "<queue>@<host> ready." yet."""
         text = self.log()
-        return [q for q in settings.SERVICE_QUEUES if not re.search(rf"\b{re.escape(q)}@\S+ ready\.", text)]
+        return [
+            q
+            for q in settings.SERVICE_QUEUES
+            if not re.search(rf"\b{re.escape(q)}@\S+ ready\.", text)
+        ]
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM runstack (it stops every child's group); SIGKILL what is left."""
@@ -137,18 +141,38 @@ def _money(amount: int, currency: str) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Pay four orders over HTTP against PUBLIC_BASE_URL (three at the bank, one from the payer's wallet; "
-            "starting the stack if nothing answers) and show the outcome.")
+    help = (
+        "Pay four orders over HTTP against PUBLIC_BASE_URL (three at the bank, one from the payer's wallet; "
+        "starting the stack if nothing answers) and show the outcome."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--base-url", default=settings.PUBLIC_BASE_URL, help="default: PUBLIC_BASE_URL (%(default)s)")
-        parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the orders (default 30)")
-        parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds to wait for a stack the demo starts")
+        parser.add_argument(
+            "--base-url",
+            default=settings.PUBLIC_BASE_URL,
+            help="default: PUBLIC_BASE_URL (%(default)s)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            help="seconds to wait for the orders (default 30)",
+        )
+        parser.add_argument(
+            "--startup-timeout",
+            type=float,
+            default=90.0,
+            help="seconds to wait for a stack the demo starts",
+        )
 
     def handle(self, *args, **options):
-        if not settings.SANDBOX_ENABLED:  # before anything is written: no demo merchant in production
-            raise CommandError("the demo pays at the bank simulator, which is off here (DEBUG=false or "
-                               "SANDBOX_ENABLED=false): run it on the embedded default or a development stack")
+        if (
+            not settings.SANDBOX_ENABLED
+        ):  # before anything is written: no demo merchant in production
+            raise CommandError(
+                "the demo pays at the bank simulator, which is off here (DEBUG=false or "
+                "SANDBOX_ENABLED=false): run it on the embedded default or a development stack"
+            )
         # SIGTERM / SIGHUP unwind like Ctrl-C, so a stack the demo started is always stopped
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _raise_interrupt)
@@ -197,12 +221,18 @@ class Command(BaseCommand):
         port = parts.port or (443 if parts.scheme == "https" else 80)
         holder = StackLock(settings.VAR_DIR).holder()
         if holder:
-            other = "make demo" if holder.get("port") in (None, 8000) else f"PORT={holder['port']} make demo"
+            other = (
+                "make demo"
+                if holder.get("port") in (None, 8000)
+                else f"PORT={holder['port']} make demo"
+            )
             raise CommandError(
                 f"nothing answers at {base}, but a paysys stack already runs on {settings.VAR_DIR} ({describe(holder)}).\n"
                 f"Run the demo against it: {other}"
             )
-        self.say(f"nothing answers at {base}; starting the stack (web, workers, beat) on port {port}")
+        self.say(
+            f"nothing answers at {base}; starting the stack (web, workers, beat) on port {port}"
+        )
         call_command("migrate_all", stdout=StringIO())
         connections.close_all()
         log_path = settings.VAR_DIR / "demo-stack.log"
@@ -227,7 +257,9 @@ class Command(BaseCommand):
             )
         stack = Stack(process, log_path)
         try:
-            self.stdout.write(f"  waiting for {base}/healthz and the workers (log: {log_path}) ", ending="")
+            self.stdout.write(
+                f"  waiting for {base}/healthz and the workers (log: {log_path}) ", ending=""
+            )
             self.stdout.flush()
             deadline = time.monotonic() + timeout
             while True:
@@ -243,8 +275,12 @@ class Command(BaseCommand):
                     self.stdout.write(" up")
                     return stack
                 if time.monotonic() > deadline:
-                    if web_up:  # the web is up; a worker's "ready" line may just be hidden by LOG_LEVEL
-                        self.stdout.write(f" web up; no \"ready\" seen from {', '.join(waiting_for)}, going on")
+                    if (
+                        web_up
+                    ):  # the web is up; a worker's "ready" line may just be hidden by LOG_LEVEL
+                        self.stdout.write(
+                            f' web up; no "ready" seen from {", ".join(waiting_for)}, going on'
+                        )
                         return stack
                     raise CommandError(
                         f"{base}/healthz did not answer 200 within {timeout:.0f} s. Last lines of {log_path}:\n"
@@ -264,13 +300,17 @@ class Command(BaseCommand):
         saved, created = ensure_demo_merchant()
         merchant = Merchant.objects.get(pk=saved["merchant_id"])
         payer = Payer.objects.get(pk=saved["payer_id"])
-        self.say(f"{'created' if created else 'using'} the demo merchant #{merchant.pk} and payer #{payer.pk} "
-                 "(saved in var/demo-merchant.json)")
+        self.say(
+            f"{'created' if created else 'using'} the demo merchant #{merchant.pk} and payer #{payer.pk} "
+            "(saved in var/demo-merchant.json)"
+        )
         self.set_up_merchant_server(base, merchant)
         self.http.headers["Authorization"] = f"Bearer {saved['api_key']}"
 
-        orders = [self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
-                  for i, (amount, subject) in enumerate(DEMO_ORDERS, start=1)]
+        orders = [
+            self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
+            for i, (amount, subject) in enumerate(DEMO_ORDERS, start=1)
+        ]
         before = self.accounts_snapshot(base, merchant, payer)
         for order in orders:
             self.pay(order)
@@ -287,15 +327,25 @@ class Command(BaseCommand):
         makes the refund SUCCEEDED (docs/refunds.md)."""
         order = next(o for o in orders if o.method == "bank" and o.status == "SUCCESS")
         amount = order.amount // 2
-        response = self.request("POST", f"{base}/api/v1/orders/{order.merchant_order_no}/refunds",
-                                json={"merchant_refund_no": f"{order.merchant_order_no}-r1", "amount": amount,
-                                      "reason": "demo: the customer returned half"})
+        response = self.request(
+            "POST",
+            f"{base}/api/v1/orders/{order.merchant_order_no}/refunds",
+            json={
+                "merchant_refund_no": f"{order.merchant_order_no}-r1",
+                "amount": amount,
+                "reason": "demo: the customer returned half",
+            },
+        )
         if response.status_code not in (200, 201):
-            raise CommandError(f"POST /api/v1/orders/{order.merchant_order_no}/refunds answered "
-                               f"{response.status_code}: {response.text[:500]}")
+            raise CommandError(
+                f"POST /api/v1/orders/{order.merchant_order_no}/refunds answered "
+                f"{response.status_code}: {response.text[:500]}"
+            )
         refund = response.json()
-        self.say(f"refund {refund['refund_no']} of {_money(amount, order.currency)} on {order.merchant_order_no}: "
-                 f"{refund['status']} (the merchant's money held, the bank asked)")
+        self.say(
+            f"refund {refund['refund_no']} of {_money(amount, order.currency)} on {order.merchant_order_no}: "
+            f"{refund['status']} (the merchant's money held, the bank asked)"
+        )
         deadline = time.monotonic() + timeout
         while refund["status"] == "PENDING" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -306,34 +356,62 @@ class Command(BaseCommand):
                 f"{refund.get('failure_reason') or ''}: the orders, polling, funds, points and sandbox workers run "
                 "it (`make run` starts them all); see /admin/orders/refund/."
             )
-        self.stdout.write(self.style.SUCCESS(
-            f"refund {refund['refund_no']} SUCCEEDED: the bank said so; order {order.merchant_order_no} is "
-            f"{refund['order_status']} with refunded_amount {refund['refunded_amount']}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"refund {refund['refund_no']} SUCCEEDED: the bank said so; order {order.merchant_order_no} is "
+                f"{refund['order_status']} with refunded_amount {refund['refunded_amount']}"
+            )
+        )
 
     def set_up_merchant_server(self, base: str, merchant) -> None:
         """What a merchant does once: keep the webhook secret paysys gave it on its server (here the
         sandbox's merchant simulator, over HTTP like any outside party)."""
         url = f"{base}/sandbox/merchant/{merchant.pk}"
-        response = self.request("POST", url, json={"webhook_secret": merchant.webhook_secret}, headers=self.sandbox_control)
+        response = self.request(
+            "POST",
+            url,
+            json={"webhook_secret": merchant.webhook_secret},
+            headers=self.sandbox_control,
+        )
         if response.status_code == 404:
             raise CommandError(
                 f"the merchant simulator is not there: POST {url} answered 404. It is part of the sandbox app "
                 "(mounted where SANDBOX is enabled); update your checkout and run `make demo` again."
             )
         if not response.ok:
-            raise CommandError(f"setting the merchant up in the merchant simulator failed ({response.status_code}): "
-                               f"{response.text[:500]}")
+            raise CommandError(
+                f"setting the merchant up in the merchant simulator failed ({response.status_code}): "
+                f"{response.text[:500]}"
+            )
         self.say(f"merchant server: the sandbox merchant simulator at {merchant.notify_url}")
 
-    def create_order(self, base: str, merchant_order_no: str, amount: int, subject: str, payer_id: int) -> DemoOrder:
-        body = {"merchant_order_no": merchant_order_no, "amount": amount, "currency": "CNY", "subject": subject,
-                "payer_id": payer_id}
+    def create_order(
+        self, base: str, merchant_order_no: str, amount: int, subject: str, payer_id: int
+    ) -> DemoOrder:
+        body = {
+            "merchant_order_no": merchant_order_no,
+            "amount": amount,
+            "currency": "CNY",
+            "subject": subject,
+            "payer_id": payer_id,
+        }
         response = self.request("POST", f"{base}/api/v1/orders", json=body)
         if response.status_code != 201:
-            raise CommandError(f"POST /api/v1/orders answered {response.status_code}: {response.text[:500]}")
+            raise CommandError(
+                f"POST /api/v1/orders answered {response.status_code}: {response.text[:500]}"
+            )
         data = response.json()
-        self.say(f"order {merchant_order_no}: {_money(amount, 'CNY')} created, status {data['status']}")
-        return DemoOrder(merchant_order_no, amount, data["currency"], data["out_trade_no"], data["pay_url"], data["status"])
+        self.say(
+            f"order {merchant_order_no}: {_money(amount, 'CNY')} created, status {data['status']}"
+        )
+        return DemoOrder(
+            merchant_order_no,
+            amount,
+            data["currency"],
+            data["out_trade_no"],
+            data["pay_url"],
+            data["status"],
+        )
 
     def pay(self, order: DemoOrder) -> None:
         response = self.request("POST", order.pay_url, json={})
@@ -347,28 +425,40 @@ class Command(BaseCommand):
         except ValueError:
             data = {}
         if not response.ok or not data.get("bank_trade_no"):
-            raise CommandError(f"paying {order.merchant_order_no} at the bank simulator failed ({response.status_code}): "
-                               f"{response.text[:500]}")
+            raise CommandError(
+                f"paying {order.merchant_order_no} at the bank simulator failed ({response.status_code}): "
+                f"{response.text[:500]}"
+            )
         order.bank_trade_no = data["bank_trade_no"]
-        self.say(f"order {order.merchant_order_no}: paid at the bank, bank_trade_no {order.bank_trade_no}")
+        self.say(
+            f"order {order.merchant_order_no}: paid at the bank, bank_trade_no {order.bank_trade_no}"
+        )
 
     def wait(self, base: str, orders: list[DemoOrder], merchant_id: int, timeout: float) -> None:
         self.stdout.write(
             f"  waiting up to {timeout:.0f} s for the bank notifies, the orders, their vouchers and the merchant's "
-            "notifications ", ending="",
+            "notifications ",
+            ending="",
         )
         deadline = time.monotonic() + timeout
         while True:
             for order in orders:
                 if order.status not in FINAL_STATUSES:
-                    response = self.request("GET", f"{base}/api/v1/orders/{order.merchant_order_no}")
+                    response = self.request(
+                        "GET", f"{base}/api/v1/orders/{order.merchant_order_no}"
+                    )
                     if response.status_code == 200:
                         order.status = response.json()["status"]
-                order.notify_stored = BankNotify.objects.filter(out_trade_no=order.out_trade_no).exists()
+                order.notify_stored = BankNotify.objects.filter(
+                    out_trade_no=order.out_trade_no
+                ).exists()
                 voucher = Voucher.objects.filter(source=f"order.paid:{order.out_trade_no}").first()
                 order.voucher = f"#{voucher.pk}" if voucher else ""
             self.read_merchant_server(base, merchant_id, orders)
-            if all(o.settled or o.status in FINAL_STATUSES - {"SUCCESS"} for o in orders) or time.monotonic() > deadline:
+            if (
+                all(o.settled or o.status in FINAL_STATUSES - {"SUCCESS"} for o in orders)
+                or time.monotonic() > deadline
+            ):
                 break
             self.stdout.write(".", ending="")
             self.stdout.flush()
@@ -378,7 +468,9 @@ class Command(BaseCommand):
     def read_merchant_server(self, base: str, merchant_id: int, orders: list[DemoOrder]) -> None:
         """What the merchant simulator received, by order: "verified" once a notification for it
         passed the standardwebhooks verifier, else the last reason it did not."""
-        response = self.request("GET", f"{base}/sandbox/merchant/{merchant_id}/received", headers=self.sandbox_control)
+        response = self.request(
+            "GET", f"{base}/sandbox/merchant/{merchant_id}/received", headers=self.sandbox_control
+        )
         if response.status_code != 200:
             return
         received = response.json()["results"]  # newest first
@@ -389,13 +481,32 @@ class Command(BaseCommand):
             if any(d["verified"] and d["status_code"] < 300 for d in mine):
                 order.merchant_notified = "verified"
             elif mine:
-                order.merchant_notified = f"NOT verified: {mine[0]['error'] or mine[0]['status_code']}"
+                order.merchant_notified = (
+                    f"NOT verified: {mine[0]['error'] or mine[0]['status_code']}"
+                )
 
     def print_table(self, orders: list[DemoOrder]) -> None:
-        header = ("merchant_order_no", "amount", "paid by", "status", "bank notify stored?", "voucher", "merchant notified")
-        rows = [(o.merchant_order_no, _money(o.amount, o.currency), o.method, o.status,
-                 ("yes" if o.notify_stored else "NO") if o.method == "bank" else "-", o.voucher or "none yet",
-                 o.merchant_notified or "not yet") for o in orders]
+        header = (
+            "merchant_order_no",
+            "amount",
+            "paid by",
+            "status",
+            "bank notify stored?",
+            "voucher",
+            "merchant notified",
+        )
+        rows = [
+            (
+                o.merchant_order_no,
+                _money(o.amount, o.currency),
+                o.method,
+                o.status,
+                ("yes" if o.notify_stored else "NO") if o.method == "bank" else "-",
+                o.voucher or "none yet",
+                o.merchant_notified or "not yet",
+            )
+            for o in orders
+        ]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         line = "  ".join("{:<%d}" % w for w in widths)
         self.stdout.write("")
@@ -406,15 +517,23 @@ class Command(BaseCommand):
 
     def conclude(self, orders: list[DemoOrder], timeout: float) -> None:
         if all(o.settled for o in orders):
-            self.stdout.write(self.style.SUCCESS(
-                "every order is paid (SUCCESS), booked (one voucher each), and its notification was received and "
-                "verified (standardwebhooks) by the merchant's server"
-            ))
-            self.say("what the merchant's server received: /admin/sandbox/merchantdelivery/; "
-                     "what paysys sent: /admin/notifications/notification/")
+            self.stdout.write(
+                self.style.SUCCESS(
+                    "every order is paid (SUCCESS), booked (one voucher each), and its notification was received and "
+                    "verified (standardwebhooks) by the merchant's server"
+                )
+            )
+            self.say(
+                "what the merchant's server received: /admin/sandbox/merchantdelivery/; "
+                "what paysys sent: /admin/notifications/notification/"
+            )
             return
         if all(o.booked for o in orders):
-            unverified = [f"{o.merchant_order_no} ({o.merchant_notified})" for o in orders if o.merchant_notified]
+            unverified = [
+                f"{o.merchant_order_no} ({o.merchant_notified})"
+                for o in orders
+                if o.merchant_notified
+            ]
             if unverified:
                 raise CommandError(
                     f"the merchant simulator received but did not verify: {', '.join(unverified)}. See what it received "
@@ -433,8 +552,11 @@ class Command(BaseCommand):
                 "(`make worker QUEUE=accounting`)? Its order.paid messages wait in the outbox and are delivered "
                 "once it runs (see /admin/messaging/message/?service=orders)."
             )
-        missing = [o.merchant_order_no for o in orders
-                   if o.method == "bank" and not o.notify_stored and o.status != "SUCCESS"]
+        missing = [
+            o.merchant_order_no
+            for o in orders
+            if o.method == "bank" and not o.notify_stored and o.status != "SUCCESS"
+        ]
         if missing:
             raise CommandError(
                 f"no bank notify was stored for {', '.join(missing)}. The bank simulator sends it from the "
@@ -442,9 +564,15 @@ class Command(BaseCommand):
                 "(`make worker QUEUE=sandbox`, or the whole stack with `make run`) and does PUBLIC_BASE_URL "
                 "point at this server? Then run `make demo` again."
             )
-        bad = [f"{o.merchant_order_no} ({o.status})" for o in orders if o.status in {"CLOSED", "FAILED"}]
+        bad = [
+            f"{o.merchant_order_no} ({o.status})"
+            for o in orders
+            if o.status in {"CLOSED", "FAILED"}
+        ]
         if bad:
-            raise CommandError(f"orders ended without being paid: {', '.join(bad)}. See them in admin (/admin/orders/order/).")
+            raise CommandError(
+                f"orders ended without being paid: {', '.join(bad)}. See them in admin (/admin/orders/order/)."
+            )
         stuck = [o.merchant_order_no for o in orders if o.status == "PAYING"]
         if stuck:
             raise CommandError(
@@ -463,26 +591,42 @@ class Command(BaseCommand):
         """Credit the payer's wallet by hand (booked by accounting), then the wallet pays an order
         under the payer's agreement with the demo merchant (a fresh one each run: the token is
         shown once, so the one an earlier run issued is replaced)."""
-        self.wallet_entry = wallet_credit(payer_id=payer.pk, amount=DEMO_WALLET_CREDIT, reason="demo top-up",
-                                          credited_by="command:demo")
-        agreement, payer_token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:demo",
-                                                 replace=True)
-        self.say(f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; {agreement} issued "
-                 "(its payer token lets this merchant, and no other, charge the wallet)")
+        self.wallet_entry = wallet_credit(
+            payer_id=payer.pk,
+            amount=DEMO_WALLET_CREDIT,
+            reason="demo top-up",
+            credited_by="command:demo",
+        )
+        agreement, payer_token = agreement_issue(
+            payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:demo", replace=True
+        )
+        self.say(
+            f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; {agreement} issued "
+            "(its payer token lets this merchant, and no other, charge the wallet)"
+        )
         paid = []
         for i, (amount, subject) in enumerate(DEMO_WALLET_ORDERS, start=len(DEMO_ORDERS) + 1):
             order = self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
             order.method = "balance"
-            response = self.request("POST", f"{base}/api/v1/orders/{order.merchant_order_no}/pay",
-                                    json={"method": "balance", "payer_token": payer_token})
+            response = self.request(
+                "POST",
+                f"{base}/api/v1/orders/{order.merchant_order_no}/pay",
+                json={"method": "balance", "payer_token": payer_token},
+            )
             if response.status_code != 200:
                 raise CommandError(
                     f"POST /api/v1/orders/{order.merchant_order_no}/pay answered {response.status_code}: "
-                    f"{response.text[:500]}" + (" (a service is down: are the funds and points workers and "
-                                                "databases up?)" if response.status_code == 503 else "")
+                    f"{response.text[:500]}"
+                    + (
+                        " (a service is down: are the funds and points workers and databases up?)"
+                        if response.status_code == 503
+                        else ""
+                    )
                 )
             order.status = response.json()["status"]
-            self.say(f"order {order.merchant_order_no}: paid from the wallet, status {order.status}")
+            self.say(
+                f"order {order.merchant_order_no}: paid from the wallet, status {order.status}"
+            )
             paid.append(order)
         return paid
 
@@ -491,7 +635,9 @@ class Command(BaseCommand):
         earlier runs with the same merchant or payer do not matter."""
         response = self.request("GET", f"{base}/api/v1/balance")
         if response.status_code != 200:
-            raise CommandError(f"GET /api/v1/balance answered {response.status_code}: {response.text[:300]}")
+            raise CommandError(
+                f"GET /api/v1/balance answered {response.status_code}: {response.text[:300]}"
+            )
         wallet = fund_account_get(owner_type="payer", owner_id=payer.pk, currency="CNY")
         points = points_account_get(payer_id=payer.pk)
         return {
@@ -503,10 +649,13 @@ class Command(BaseCommand):
     def expected_changes(self, merchant, orders: list[DemoOrder]) -> dict:
         paid = [o for o in orders if o.status == "SUCCESS"]
         return {
-            "merchant available": sum(o.amount - fee_for(o.amount, merchant.fee_rate_bp) for o in paid),
+            "merchant available": sum(
+                o.amount - fee_for(o.amount, merchant.fee_rate_bp) for o in paid
+            ),
             "merchant frozen": 0,
             "merchant pending_in": 0,
-            "payer wallet balance": DEMO_WALLET_CREDIT - sum(o.amount for o in paid if o.method == "balance"),
+            "payer wallet balance": DEMO_WALLET_CREDIT
+            - sum(o.amount for o in paid if o.method == "balance"),
             "payer wallet frozen": 0,
             "payer points": sum(points_for(o.amount, o.currency) for o in paid),
             "payer points pending": 0,
@@ -531,30 +680,53 @@ class Command(BaseCommand):
             if o.status != "SUCCESS":
                 continue
             fee = fee_for(o.amount, merchant.fee_rate_bp)
-            want = sorted(line for line in [(PAID_FROM[o.method], o.amount, 0), ("2202", 0, o.amount - fee),
-                                            ("6001", 0, fee)] if line[1] or line[2])
-            got = sorted(VoucherLine.objects.filter(voucher__source=f"order.paid:{o.out_trade_no}")
-                         .values_list("account__code", "debit", "credit"))
+            want = sorted(
+                line
+                for line in [
+                    (PAID_FROM[o.method], o.amount, 0),
+                    ("2202", 0, o.amount - fee),
+                    ("6001", 0, fee),
+                ]
+                if line[1] or line[2]
+            )
+            got = sorted(
+                VoucherLine.objects.filter(
+                    voucher__source=f"order.paid:{o.out_trade_no}"
+                ).values_list("account__code", "debit", "credit")
+            )
             if got != want:
-                problems.append(f"voucher of {o.merchant_order_no}: {got or 'none'}, expected {want}")
-        got = sorted(VoucherLine.objects.filter(voucher__source=f"wallet.credited:{self.wallet_entry.pk}")
-                     .values_list("account__code", "debit", "credit"))
+                problems.append(
+                    f"voucher of {o.merchant_order_no}: {got or 'none'}, expected {want}"
+                )
+        got = sorted(
+            VoucherLine.objects.filter(
+                voucher__source=f"wallet.credited:{self.wallet_entry.pk}"
+            ).values_list("account__code", "debit", "credit")
+        )
         want = [("1002", DEMO_WALLET_CREDIT, 0), ("2241", 0, DEMO_WALLET_CREDIT)]
         if got != want:
             problems.append(f"voucher of the wallet credit: {got or 'none'}, expected {want}")
         return problems
 
     def print_vouchers(self, orders: list[DemoOrder]) -> None:
-        sources = [f"order.paid:{o.out_trade_no}" for o in orders] + [f"wallet.credited:{self.wallet_entry.pk}"]
+        sources = [f"order.paid:{o.out_trade_no}" for o in orders] + [
+            f"wallet.credited:{self.wallet_entry.pk}"
+        ]
         self.stdout.write(self.style.MIGRATE_HEADING("vouchers (Dr / Cr account amount)"))
         for source in sources:
-            lines = VoucherLine.objects.filter(voucher__source=source).order_by("-debit", "account__code")
-            text = ", ".join(f"{'Dr' if line.debit else 'Cr'} {line.account.code} {line.debit or line.credit}"
-                             for line in lines.select_related("account"))
+            lines = VoucherLine.objects.filter(voucher__source=source).order_by(
+                "-debit", "account__code"
+            )
+            text = ", ".join(
+                f"{'Dr' if line.debit else 'Cr'} {line.account.code} {line.debit or line.credit}"
+                for line in lines.select_related("account")
+            )
             self.stdout.write(f"{source:<48} {text or 'not booked yet'}")
         self.stdout.write("")
 
-    def check_accounts(self, base: str, merchant, payer, orders: list[DemoOrder], before: dict, timeout: float) -> None:
+    def check_accounts(
+        self, base: str, merchant, payer, orders: list[DemoOrder], before: dict, timeout: float
+    ) -> None:
         """Merchant balance, payer wallet and points, and vouchers must agree with the paid orders
         once phase two has run (confirms are asynchronous); exit non-zero if they do not."""
         expected = self.expected_changes(merchant, orders)
@@ -567,7 +739,9 @@ class Command(BaseCommand):
             time.sleep(0.5)
         self.print_vouchers(orders)
         width = max(len(k) for k in expected)
-        self.stdout.write(self.style.MIGRATE_HEADING(f"{'change during the demo':<{width}}  expected  observed"))
+        self.stdout.write(
+            self.style.MIGRATE_HEADING(f"{'change during the demo':<{width}}  expected  observed")
+        )
         for key, want in expected.items():
             mark = "" if observed[key] == want else "   <- differs"
             self.stdout.write(f"{key:<{width}}  {want:>8}  {observed[key]:>8}{mark}")
@@ -575,12 +749,16 @@ class Command(BaseCommand):
         if observed != expected or problems:
             raise CommandError(
                 "balances, points and vouchers do not agree with the paid orders after "
-                f"{timeout:.0f} s:\n  " + "\n  ".join(problems + [k for k in expected if observed[k] != expected[k]])
+                f"{timeout:.0f} s:\n  "
+                + "\n  ".join(problems + [k for k in expected if observed[k] != expected[k]])
                 + "\nPhase two runs in the orders, funds and points workers and accounting books from messages: "
                 "are they all running? `manage.py recover_tcc` and `reconcile` tell more."
             )
-        self.stdout.write(self.style.SUCCESS(
-            "merchant balance, payer wallet, payer points and vouchers agree with every paid order"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                "merchant balance, payer wallet, payer points and vouchers agree with every paid order"
+            )
+        )
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -593,7 +771,9 @@ class Command(BaseCommand):
         try:
             return self.http.request(method, url, timeout=10, **kwargs)
         except requests.RequestException as exc:
-            raise CommandError(f"{method} {url} failed: {exc}. Is the server still running?") from exc
+            raise CommandError(
+                f"{method} {url} failed: {exc}. Is the server still running?"
+            ) from exc
 
     def say(self, text: str) -> None:
         self.stdout.write(f"  {text}")

@@ -80,7 +80,15 @@ def ensure_demo_merchant() -> tuple[dict, bool]:
         _write_private(path, saved)
         return saved, False
     out = StringIO()
-    call_command("create_merchant", "--name", DEMO_MERCHANT_NAME, "--notify-url", merchant_notify_url(), "--json", stdout=out)
+    call_command(
+        "create_merchant",
+        "--name",
+        DEMO_MERCHANT_NAME,
+        "--notify-url",
+        merchant_notify_url(),
+        "--json",
+        stdout=out,
+    )
     data = json.loads(out.getvalue())
     data["payer_id"] = payer_create(name=DEMO_PAYER_NAME).pk  # so the curl example works as printed
     _write_private(path, data)
@@ -120,24 +128,38 @@ class Command(BaseCommand):
         bold = self.style.MIGRATE_HEADING
         lines = ["", bold("paysys is starting"), ""]
         if is_embedded():
-            mode = f"embedded default: SQLite files and a filesystem broker under {settings.VAR_DIR}"
+            mode = (
+                f"embedded default: SQLite files and a filesystem broker under {settings.VAR_DIR}"
+            )
         else:
             mode = "full stack: DATABASE_URL / CELERY_BROKER_URL from the environment"
         lines.append(f"  mode       {mode}")
-        lines.append(f"  web        {base}/   (web, one Celery worker per queue, and beat; Ctrl-C stops all)")
+        lines.append(
+            f"  web        {base}/   (web, one Celery worker per queue, and beat; Ctrl-C stops all)"
+        )
         if is_embedded() and settings.DEBUG:
             state, password = ensure_dev_superuser()
             if password is not None:  # shown this once; kept in the file for later
-                lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME} / password {password} ({state} now)")
+                lines.append(
+                    f"  admin      {base}/admin/   user {ADMIN_USERNAME} / password {password} ({state} now)"
+                )
             else:
-                lines.append(f"  admin      {base}/admin/   user {ADMIN_USERNAME}, password in {dev_admin_file()}")
-            lines.append(f"             (a random password, kept in {dev_admin_file()}; this dev superuser exists in the embedded mode only)")
+                lines.append(
+                    f"  admin      {base}/admin/   user {ADMIN_USERNAME}, password in {dev_admin_file()}"
+                )
+            lines.append(
+                f"             (a random password, kept in {dev_admin_file()}; this dev superuser exists in the embedded mode only)"
+            )
         else:
-            lines.append(f"  admin      {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)")
+            lines.append(
+                f"  admin      {base}/admin/   (create a user: .venv/bin/python manage.py createsuperuser)"
+            )
         lines.append(f"  API docs   {base}/api/docs/")
         if not settings.SANDBOX_ENABLED:
             # production settings: no demo merchant (its key would sit in the log and in var/)
-            lines.append("  merchants  .venv/bin/python manage.py create_merchant --name N --notify-url U --json")
+            lines.append(
+                "  merchants  .venv/bin/python manage.py create_merchant --name N --notify-url U --json"
+            )
             lines.append("")
             self.stdout.write("\n".join(lines))
             return
@@ -146,9 +168,13 @@ class Command(BaseCommand):
             f"  merchant   #{merchant['merchant_id']} {DEMO_MERCHANT_NAME}: API key {merchant['api_key']}"
         )
         saved = "saved" if merchant_created else "kept"
-        lines.append(f"             ({saved} in {demo_merchant_file()}; the key is shown once by design)")
+        lines.append(
+            f"             ({saved} in {demo_merchant_file()}; the key is shown once by design)"
+        )
         lines.append(f"  payer      #{merchant['payer_id']} {DEMO_PAYER_NAME}")
-        lines.append(f"  sandbox    control token {settings.SANDBOX_TOKEN} (the simulators' control endpoints)")
+        lines.append(
+            f"  sandbox    control token {settings.SANDBOX_TOKEN} (the simulators' control endpoints)"
+        )
         lines.append("")
         lines.append("  try it:")
         lines.append(
@@ -156,10 +182,12 @@ class Command(BaseCommand):
             "-H 'Content-Type: application/json' \\"
         )
         lines.append(
-            f"      -d '{{\"merchant_order_no\": \"try-1\", \"amount\": 1999, \"currency\": \"CNY\", "
-            f"\"subject\": \"Tea\", \"payer_id\": {merchant['payer_id']}}}'"
+            f'      -d \'{{"merchant_order_no": "try-1", "amount": 1999, "currency": "CNY", '
+            f'"subject": "Tea", "payer_id": {merchant["payer_id"]}}}\''
         )
-        lines.append(f"    curl -s {base}/api/v1/orders/try-1 -H 'Authorization: Bearer {merchant['api_key']}'")
+        lines.append(
+            f"    curl -s {base}/api/v1/orders/try-1 -H 'Authorization: Bearer {merchant['api_key']}'"
+        )
         lines.append(f"  or, in another terminal: {demo_command()}")
         lines.append("")
         self.stdout.write("\n".join(lines))

@@ -21,7 +21,16 @@ from paysys.demo.management.commands import demo
 if settings.SANDBOX_ENABLED:  # the scenarios drive the bank simulator; without it handle() refuses
     from paysys.demo.scenarios import COMPRESSED_SCHEDULES, SCENARIOS, Chaos, Client, Row
 
-HEADER = ("scenario", "payments", "completed", "lost", "doubled", "converged in", "reconcile", "what the patterns did")
+HEADER = (
+    "scenario",
+    "payments",
+    "completed",
+    "lost",
+    "doubled",
+    "converged in",
+    "reconcile",
+    "what the patterns did",
+)
 
 
 class Command(demo.Command):
@@ -31,19 +40,29 @@ class Command(demo.Command):
         super().add_arguments(parser)
         parser.add_argument("names", nargs="*", help="scenario names, or `all` (see --list)")
         parser.add_argument("--list", action="store_true", help="list the scenarios")
-        parser.add_argument("--chaos", action="store_true", help="a seeded run of random SIGKILLs under many payments")
+        parser.add_argument(
+            "--chaos",
+            action="store_true",
+            help="a seeded run of random SIGKILLs under many payments",
+        )
         parser.add_argument("--seed", type=int, default=1, help="the chaos run's seed (default 1)")
-        parser.add_argument("--payments", type=int, default=300, help="the chaos run's payments (default 300)")
+        parser.add_argument(
+            "--payments", type=int, default=300, help="the chaos run's payments (default 300)"
+        )
         parser.set_defaults(timeout=None)
         for action in parser._actions:  # demo's --timeout, which means something else here
             if action.dest == "timeout":
-                action.help = ("seconds each scenario may take to converge once its fault is removed "
-                               "(default 90 on a stack it starts, 600 on a running one; 3x for --chaos)")
+                action.help = (
+                    "seconds each scenario may take to converge once its fault is removed "
+                    "(default 90 on a stack it starts, 600 on a running one; 3x for --chaos)"
+                )
 
     def handle(self, *args, **options):
         if not settings.SANDBOX_ENABLED:
-            raise CommandError("the scenarios pay at the bank simulator, which is off here (DEBUG=false or "
-                               "SANDBOX_ENABLED=false): run them on the embedded default or a development stack")
+            raise CommandError(
+                "the scenarios pay at the bank simulator, which is off here (DEBUG=false or "
+                "SANDBOX_ENABLED=false): run them on the embedded default or a development stack"
+            )
         if options["list"]:
             for scenario in SCENARIOS:
                 self.stdout.write(f"{scenario.name:<16} {scenario.title}")
@@ -55,11 +74,19 @@ class Command(demo.Command):
         chosen = SCENARIOS if names == ["all"] else [known[n] for n in names if n in known]
         unknown = [n for n in names if n not in known and names != ["all"]]
         if unknown:
-            raise CommandError(f"unknown scenario {', '.join(unknown)}; one of: {', '.join(known)} or all")
+            raise CommandError(
+                f"unknown scenario {', '.join(unknown)}; one of: {', '.join(known)} or all"
+            )
         self.chosen = chosen
-        self.options_chaos, self.seed, self.payment_count = options["chaos"], options["seed"], options["payments"]
+        self.options_chaos, self.seed, self.payment_count = (
+            options["chaos"],
+            options["seed"],
+            options["payments"],
+        )
         self.compressed = False  # until this command starts the stack itself
-        logging.getLogger().setLevel(logging.WARNING)  # the table is the output, not each service call's log line
+        logging.getLogger().setLevel(
+            logging.WARNING
+        )  # the table is the output, not each service call's log line
         # a stack the scenarios start themselves runs on compressed schedules, its databases cuttable
         os.environ.update(COMPRESSED_SCHEDULES)
         os.environ["PAYSYS_DB_PROXY"] = "1"
@@ -72,9 +99,13 @@ class Command(demo.Command):
     def run_demo(self, base: str, timeout: float | None) -> None:
         compressed = self.compressed
         if compressed:
-            self.say("compressed schedules, for the scenarios only: "
-                     + ", ".join(f"{k}={','.join(v.split(',')[:4])}{',...' if v.count(',') > 3 else ''}"
-                                 for k, v in COMPRESSED_SCHEDULES.items()))
+            self.say(
+                "compressed schedules, for the scenarios only: "
+                + ", ".join(
+                    f"{k}={','.join(v.split(',')[:4])}{',...' if v.count(',') > 3 else ''}"
+                    for k, v in COMPRESSED_SCHEDULES.items()
+                )
+            )
         else:
             self.say("the running stack's own schedules (not compressed): convergence takes longer")
         timeout = timeout or (90 if compressed else 600) * (3 if self.options_chaos else 1)
@@ -94,18 +125,34 @@ class Command(demo.Command):
         wrong = [r.scenario for r in rows if not r.ok]
         if wrong:
             raise CommandError(f"wrong: {', '.join(wrong)}")
-        self.stdout.write(self.style.SUCCESS(f"{len(rows)} scenario{'s' * (len(rows) > 1)}: every payment completed once, "
-                                             "merchant balances exact, reconcile --strict clean"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{len(rows)} scenario{'s' * (len(rows) > 1)}: every payment completed once, "
+                "merchant balances exact, reconcile --strict clean"
+            )
+        )
 
     def print_rows(self, rows: list[Row]) -> None:
-        table = [HEADER] + [(r.scenario, str(r.payments), str(r.completed), str(r.lost), str(r.doubled),
-                             f"{r.converge_seconds:.1f} s" if r.converge_seconds is not None else "-",
-                             r.reconcile + ("" if r.balance_exact else ", balance WRONG"),
-                             r.error or r.pattern) for r in rows]
+        table = [HEADER] + [
+            (
+                r.scenario,
+                str(r.payments),
+                str(r.completed),
+                str(r.lost),
+                str(r.doubled),
+                f"{r.converge_seconds:.1f} s" if r.converge_seconds is not None else "-",
+                r.reconcile + ("" if r.balance_exact else ", balance WRONG"),
+                r.error or r.pattern,
+            )
+            for r in rows
+        ]
         widths = [max(len(row[i]) for row in table) for i in range(len(HEADER) - 1)]
         self.stdout.write("")
         for i, row in enumerate(table):
-            line = "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[-1]
+            line = (
+                "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False))
+                + "  "
+                + row[-1]
+            )
             self.stdout.write(self.style.MIGRATE_HEADING(line) if i == 0 else line)
         self.stdout.write("")
-

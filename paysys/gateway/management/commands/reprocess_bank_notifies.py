@@ -12,7 +12,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("ids", nargs="*", type=int, help="receipt ids (default: all rejected or stranded)")
+        parser.add_argument(
+            "ids", nargs="*", type=int, help="receipt ids (default: all rejected or stranded)"
+        )
 
     def handle(self, *args, ids: list[int], **options):
         ids = ids or list(bank_notify_receipts_to_reprocess().values_list("pk", flat=True))

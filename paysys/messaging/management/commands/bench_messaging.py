@@ -19,12 +19,12 @@ Everything it writes is deleted at the end.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import multiprocessing
 import time
 from datetime import timedelta
 
@@ -47,12 +47,18 @@ class Command(BaseCommand):
         parser.add_argument("--messages", type=int, default=20000)
         parser.add_argument("--producers", type=int, default=8, help="producer processes")
         parser.add_argument("--worker-processes", type=int, default=2)
-        parser.add_argument("--scan-rows", type=int, default=1_000_000, help="0 skips the scan benchmark")
+        parser.add_argument(
+            "--scan-rows", type=int, default=1_000_000, help="0 skips the scan benchmark"
+        )
         parser.add_argument("--scan-passes", type=int, default=200)
 
     def handle(self, *args, **opts):
         if settings.CELERY_BROKER_URL.startswith("filesystem"):
-            self.stdout.write(self.style.WARNING("embedded broker: figures are not representative; use MariaDB + Redis"))
+            self.stdout.write(
+                self.style.WARNING(
+                    "embedded broker: figures are not representative; use MariaDB + Redis"
+                )
+            )
         self._cleanup()
         try:
             if opts["messages"]:
@@ -67,20 +73,40 @@ class Command(BaseCommand):
 
     def _throughput(self, total: int, producers: int, processes: int) -> None:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", "core", f"--concurrency={processes}",
-             "--pool=prefork", "-n", f"bench-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-             "--loglevel=WARNING"],
-            cwd=settings.BASE_DIR, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "paysys",
+                "worker",
+                "-Q",
+                "core",
+                f"--concurrency={processes}",
+                "--pool=prefork",
+                "-n",
+                f"bench-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=WARNING",
+            ],
+            cwd=settings.BASE_DIR,
+            start_new_session=True,
         )
         try:
             time.sleep(3)  # let the pool start before the clock does
             self._drain(total)
             self._cleanup()
-            self.stdout.write(f"publishing {total} messages from {producers} producer processes ...")
+            self.stdout.write(
+                f"publishing {total} messages from {producers} producer processes ..."
+            )
             connections.close_all()  # children must open their own connections
             fork = multiprocessing.get_context("fork")
             started = time.monotonic()
-            procs = [fork.Process(target=self._publish, args=(total // producers,)) for _ in range(producers)]
+            procs = [
+                fork.Process(target=self._publish, args=(total // producers,))
+                for _ in range(producers)
+            ]
             for p in procs:
                 p.start()
             for p in procs:
@@ -91,10 +117,12 @@ class Command(BaseCommand):
             self._wait_consumed(sent, started)
             elapsed = time.monotonic() - started
             latencies = self._latencies()
-            self.stdout.write(self.style.SUCCESS(
-                f"throughput: {sent / elapsed:.0f} messages/s end to end ({sent} messages, {elapsed:.2f}s, "
-                f"{processes} worker processes)"
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"throughput: {sent / elapsed:.0f} messages/s end to end ({sent} messages, {elapsed:.2f}s, "
+                    f"{processes} worker processes)"
+                )
+            )
             self.stdout.write(
                 f"latency publish->ack: p50 {latencies[0]:.0f} ms, p99 {latencies[1]:.0f} ms"
             )
@@ -111,25 +139,37 @@ class Command(BaseCommand):
             with transaction.atomic(using=ALIAS):
                 for n in range(start, min(start + 500, total)):
                     outbox.publish(BenchPing(n=n), using=ALIAS)
-                Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC, send_count=0).update(next_send_at=later)
+                Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC, send_count=0).update(
+                    next_send_at=later
+                )
         started = time.monotonic()
-        Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).update(next_send_at=timezone.now())
+        Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).update(
+            next_send_at=timezone.now()
+        )
         kicks.kick_relay(ALIAS)
         self._wait_consumed(total, started)
         elapsed = time.monotonic() - started
-        self.stdout.write(self.style.SUCCESS(
-            f"backlog drain (relay -> consume -> ack): {total / elapsed:.0f} messages/s ({total} in {elapsed:.2f}s)"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"backlog drain (relay -> consume -> ack): {total / elapsed:.0f} messages/s ({total} in {elapsed:.2f}s)"
+            )
+        )
 
     def _wait_consumed(self, total: int, started: float) -> None:
         consumed = 0
         while consumed < total:
             time.sleep(0.25)
-            consumed = Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC, status=Message.Status.CONSUMED).count()
+            consumed = (
+                Message.objects.using(ALIAS)
+                .filter(topic=BenchPing.TOPIC, status=Message.Status.CONSUMED)
+                .count()
+            )
             elapsed = time.monotonic() - started
             self.stdout.write(f"  consumed {consumed}/{total} after {elapsed:.1f}s", ending="\r")
             if elapsed > 600:
-                raise CommandError("not all messages were consumed within 10 minutes: are the broker and database up?")
+                raise CommandError(
+                    "not all messages were consumed within 10 minutes: are the broker and database up?"
+                )
         self.stdout.write("")
 
     def _publish(self, count: int) -> None:
@@ -142,7 +182,11 @@ class Command(BaseCommand):
             connections.close_all()
 
     def _latencies(self) -> tuple[float, float]:
-        rows = Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).values_list("created_at", "consumed_at")
+        rows = (
+            Message.objects.using(ALIAS)
+            .filter(topic=BenchPing.TOPIC)
+            .values_list("created_at", "consumed_at")
+        )
         ms = sorted((c - p).total_seconds() * 1000 for p, c in rows if c)
         return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
 
@@ -160,10 +204,12 @@ class Command(BaseCommand):
             recovery.check_back_due(ALIAS)
             timings.append((time.perf_counter() - t0) * 1000)
         timings.sort()
-        self.stdout.write(self.style.SUCCESS(
-            f"recovery scan over {rows} consumed messages: median {statistics.median(timings):.2f} ms, "
-            f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms per pass ({passes} passes)"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"recovery scan over {rows} consumed messages: median {statistics.median(timings):.2f} ms, "
+                f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms per pass ({passes} passes)"
+            )
+        )
 
     def _fill_consumed(self, rows: int) -> None:
         connection = connections[ALIAS]
@@ -184,9 +230,18 @@ class Command(BaseCommand):
             self.stdout.write("")
             return
         batch = []
-        for i in range(rows):
-            batch.append(Message(topic=BenchPing.TOPIC, consumer="core.bench_noop", queue="core", payload={},
-                                 status=Message.Status.CONSUMED, send_count=1, consumed_at=now))
+        for _i in range(rows):
+            batch.append(
+                Message(
+                    topic=BenchPing.TOPIC,
+                    consumer="core.bench_noop",
+                    queue="core",
+                    payload={},
+                    status=Message.Status.CONSUMED,
+                    send_count=1,
+                    consumed_at=now,
+                )
+            )
             if len(batch) == 10_000:
                 Message.objects.using(ALIAS).bulk_create(batch)
                 batch.clear()
@@ -194,7 +249,11 @@ class Command(BaseCommand):
 
     def _cleanup(self) -> None:
         while True:
-            ids = list(Message.objects.using(ALIAS).filter(topic=BenchPing.TOPIC).values_list("id", flat=True)[:50_000])
+            ids = list(
+                Message.objects.using(ALIAS)
+                .filter(topic=BenchPing.TOPIC)
+                .values_list("id", flat=True)[:50_000]
+            )
             if not ids:
                 break
             Message.objects.using(ALIAS).filter(id__in=ids).delete()

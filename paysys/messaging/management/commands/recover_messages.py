@@ -8,4 +8,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         totals = recover_messages()
-        self.stdout.write(f"resent {totals['resent']} message(s); checked back {totals['checked']} prepared message(s)")
+        self.stdout.write(
+            f"resent {totals['resent']} message(s); checked back {totals['checked']} prepared message(s)"
+        )

@@ -14,10 +14,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--service", required=True,
+            "--service",
+            required=True,
             help=f"whose outbox: a database alias ({', '.join(settings.DATABASES)}) or its service name",
         )
-        parser.add_argument("--queue", required=True, choices=settings.SERVICE_QUEUES, help="the consumers' queue")
+        parser.add_argument(
+            "--queue", required=True, choices=settings.SERVICE_QUEUES, help="the consumers' queue"
+        )
 
     def handle(self, *args, service: str, queue: str, **options):
         alias = self._alias(service)
@@ -28,7 +31,9 @@ class Command(BaseCommand):
             raise CommandError(f"the {alias} database is unavailable: {exc}") from exc
         self.stdout.write(f"resent {resent} dead message(s) of queue {queue} in {alias}")
         if left:
-            self.stdout.write(f"{left} never-confirmed message(s) stay DEAD: confirm or discard them in admin")
+            self.stdout.write(
+                f"{left} never-confirmed message(s) stay DEAD: confirm or discard them in admin"
+            )
 
     def _alias(self, service: str) -> str:
         if service in settings.DATABASES:
@@ -36,4 +41,6 @@ class Command(BaseCommand):
         try:
             return registry.alias_for_queue(service)
         except LookupError:
-            raise CommandError(f"unknown service {service!r}: one of {', '.join(settings.DATABASES)}") from None
+            raise CommandError(
+                f"unknown service {service!r}: one of {', '.join(settings.DATABASES)}"
+            ) from None

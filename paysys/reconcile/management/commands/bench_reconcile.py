@@ -32,7 +32,9 @@ SUFFIX = "_benchrec"
 
 
 class Command(BaseCommand):
-    help = "Time reconcile over N generated paid orders, in databases of its own (dropped at the end)."
+    help = (
+        "Time reconcile over N generated paid orders, in databases of its own (dropped at the end)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--orders", type=int, required=True)
@@ -52,9 +54,13 @@ class Command(BaseCommand):
                 test["NAME"] = str(folder / f"{alias}.sqlite3")
             else:
                 test["NAME"] = f"{settings_dict['NAME']}{SUFFIX}"
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: its databases are dropped all the same
+        signal.signal(
+            signal.SIGTERM, lambda *_: sys.exit(143)
+        )  # stopped: its databases are dropped all the same
         started = time.monotonic()
-        old = setup_databases(verbosity=0, interactive=False, aliases=set(connections), serialized_aliases=set())
+        old = setup_databases(
+            verbosity=0, interactive=False, aliases=set(connections), serialized_aliases=set()
+        )
         try:
             migrated = time.monotonic() - started
             generated = self._generate(opts)
@@ -75,10 +81,16 @@ class Command(BaseCommand):
             teardown_databases(old, verbosity=0)
             shutil.rmtree(folder, ignore_errors=True)
         result = {
-            "orders": opts["orders"], "vendor": connections["orders"].vendor, "consistent": report.consistent,
-            "problems": report.inconsistencies, "reconcile_seconds": round(seconds, 1),
-            "orders_per_second": round(opts["orders"] / max(seconds, 1e-9)), "generate_seconds": round(generated, 1),
-            "migrate_seconds": round(migrated, 1), "step_seconds": steps, "checked": dict(report.checked),
+            "orders": opts["orders"],
+            "vendor": connections["orders"].vendor,
+            "consistent": report.consistent,
+            "problems": report.inconsistencies,
+            "reconcile_seconds": round(seconds, 1),
+            "orders_per_second": round(opts["orders"] / max(seconds, 1e-9)),
+            "generate_seconds": round(generated, 1),
+            "migrate_seconds": round(migrated, 1),
+            "step_seconds": steps,
+            "checked": dict(report.checked),
         }
         if opts["json"]:
             self.stdout.write(json.dumps(result))
@@ -86,17 +98,26 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"reconcile of {result['orders']:,} paid orders on {result['vendor']}: {result['reconcile_seconds']} s "
                 f"({result['orders_per_second']:,} orders/s), {'consistent' if report.consistent else 'INCONSISTENT'}"
-                f"\n  seconds per step: " + ", ".join(f"{step} {n}" for step, n in steps.items()) +
-                f"\n  generated in {result['generate_seconds']} s, databases migrated in {result['migrate_seconds']} s"
-                f"\n  checked " + ", ".join(f"{n:,} {what}" for what, n in report.checked.items()))
+                f"\n  seconds per step: "
+                + ", ".join(f"{step} {n}" for step, n in steps.items())
+                + f"\n  generated in {result['generate_seconds']} s, databases migrated in {result['migrate_seconds']} s"
+                f"\n  checked " + ", ".join(f"{n:,} {what}" for what, n in report.checked.items())
+            )
         if not report.consistent:
-            raise CommandError(f"the generated rows are not consistent: {dict(report.problems)}"[:2000])
+            raise CommandError(
+                f"the generated rows are not consistent: {dict(report.problems)}"[:2000]
+            )
 
     def _generate(self, opts) -> float:
         started = time.monotonic()
-        paid_orders_generate(range(1, opts["orders"] + 1), merchants=range(1, opts["merchants"] + 1),
-                             payers=range(1, opts["payers"] + 1),
-                             progress=(lambda done, total: self._bar("generating", done, total)) if opts["progress"] else None)
+        paid_orders_generate(
+            range(1, opts["orders"] + 1),
+            merchants=range(1, opts["merchants"] + 1),
+            payers=range(1, opts["payers"] + 1),
+            progress=(lambda done, total: self._bar("generating", done, total))
+            if opts["progress"]
+            else None,
+        )
         return time.monotonic() - started
 
     def _bar(self, step: str, done: int, total: int) -> None:

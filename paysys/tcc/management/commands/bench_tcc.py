@@ -53,10 +53,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--payments", type=int, default=3000, help="payments per mode")
-        parser.add_argument("--batch", type=int, default=50, help="payments per tcc.run_many call (1: tcc.run)")
+        parser.add_argument(
+            "--batch", type=int, default=50, help="payments per tcc.run_many call (1: tcc.run)"
+        )
         parser.add_argument("--initiators", type=int, default=2, help="initiator processes")
         parser.add_argument("--threads", type=int, default=4, help="initiator threads per process")
-        parser.add_argument("--worker-processes", type=int, default=1, help="pool processes of each participant's worker")
+        parser.add_argument(
+            "--worker-processes",
+            type=int,
+            default=1,
+            help="pool processes of each participant's worker",
+        )
         parser.add_argument("--merchants", type=int, default=8)
         parser.add_argument("--payers", type=int, default=64)
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -65,7 +72,12 @@ class Command(BaseCommand):
         from orders.models import PayMethod
 
         if settings.CELERY_BROKER_URL.startswith("filesystem"):
-            self._say(opts, self.style.WARNING("embedded broker: figures are not representative; use MariaDB + Redis"))
+            self._say(
+                opts,
+                self.style.WARNING(
+                    "embedded broker: figures are not representative; use MariaDB + Redis"
+                ),
+            )
         self.run_id = uuid.uuid4().hex[:8]
         self.threads = opts["threads"]
         self.batch = max(1, opts["batch"])
@@ -79,20 +91,42 @@ class Command(BaseCommand):
 
         now = timezone.now().isoformat()
         payments = [
-            (f"bench:{self.run_id}:{o.pk}",
-             [(b.action, b.payload) for b in pay_branches(o, method=PayMethod.BANK, bank_trade_no=f"BB{self.run_id}{o.pk}",
-                                                          paid_at=now, source="bench")])
+            (
+                f"bench:{self.run_id}:{o.pk}",
+                [
+                    (b.action, b.payload)
+                    for b in pay_branches(
+                        o,
+                        method=PayMethod.BANK,
+                        bank_trade_no=f"BB{self.run_id}{o.pk}",
+                        paid_at=now,
+                        source="bench",
+                    )
+                ],
+            )
             for o in orders
         ]
         workers = self._start_workers(opts["worker_processes"])
         try:
             time.sleep(4)  # let the pools start before the clock does
-            self._run(self._direct_worker, payments[:warmup], opts["initiators"])  # accounts exist in both modes
-            tcc_seconds, decided_seconds = self._measure_tcc(payments[warmup:warmup + total], opts["initiators"])
-            direct_seconds = self._run(self._direct_worker, payments[warmup + total:warmup + 2 * total], opts["initiators"])
-            rest = payments[warmup + 2 * total:]
-            batched_seconds = self._run(self._direct_worker, [rest[i:i + self.batch] for i in range(0, total, self.batch)],
-                                        opts["initiators"], batched=True)
+            self._run(
+                self._direct_worker, payments[:warmup], opts["initiators"]
+            )  # accounts exist in both modes
+            tcc_seconds, decided_seconds = self._measure_tcc(
+                payments[warmup : warmup + total], opts["initiators"]
+            )
+            direct_seconds = self._run(
+                self._direct_worker,
+                payments[warmup + total : warmup + 2 * total],
+                opts["initiators"],
+            )
+            rest = payments[warmup + 2 * total :]
+            batched_seconds = self._run(
+                self._direct_worker,
+                [rest[i : i + self.batch] for i in range(0, total, self.batch)],
+                opts["initiators"],
+                batched=True,
+            )
         finally:
             for proc in workers:
                 proc.terminate()
@@ -135,8 +169,12 @@ class Command(BaseCommand):
     def _owners(self, merchants: int, payers: int):
         from paysys.core.services import merchant_create, payer_create
 
-        made = [merchant_create(name=f"bench-tcc-{self.run_id}-{i}", notify_url="http://127.0.0.1:9/notify")[0]
-                for i in range(merchants)]
+        made = [
+            merchant_create(
+                name=f"bench-tcc-{self.run_id}-{i}", notify_url="http://127.0.0.1:9/notify"
+            )[0]
+            for i in range(merchants)
+        ]
         return made, [payer_create(name=f"bench-tcc-{self.run_id}-{i}") for i in range(payers)]
 
     def _orders(self, count: int):
@@ -147,21 +185,47 @@ class Command(BaseCommand):
 
         expires = timezone.now() + timedelta(hours=1)
         rows = [
-            Order(out_trade_no=new_out_trade_no(), merchant_id=self.merchants[i % len(self.merchants)].pk,
-                  merchant_order_no=f"bench-{self.run_id}-{i}", amount=1000 + i % 900, currency="CNY",
-                  subject="bench", payer_id=self.payers[i % len(self.payers)].pk, expires_at=expires)
+            Order(
+                out_trade_no=new_out_trade_no(),
+                merchant_id=self.merchants[i % len(self.merchants)].pk,
+                merchant_order_no=f"bench-{self.run_id}-{i}",
+                amount=1000 + i % 900,
+                currency="CNY",
+                subject="bench",
+                payer_id=self.payers[i % len(self.payers)].pk,
+                expires_at=expires,
+            )
             for i in range(count)
         ]
         Order.objects.bulk_create(rows, batch_size=1000)
-        return list(Order.objects.filter(merchant_order_no__startswith=f"bench-{self.run_id}-").order_by("pk"))
+        return list(
+            Order.objects.filter(merchant_order_no__startswith=f"bench-{self.run_id}-").order_by(
+                "pk"
+            )
+        )
 
     def _start_workers(self, processes: int) -> list[subprocess.Popen]:
         return [
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "paysys", "worker", "-Q", queue, f"--concurrency={processes}",
-                 "--pool=prefork", "-n", f"bench-tcc-{queue}-{os.getpid()}@%h", "--without-gossip",
-                 "--without-mingle", "--loglevel=WARNING"],
-                cwd=settings.BASE_DIR, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "paysys",
+                    "worker",
+                    "-Q",
+                    queue,
+                    f"--concurrency={processes}",
+                    "--pool=prefork",
+                    "-n",
+                    f"bench-tcc-{queue}-{os.getpid()}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--loglevel=WARNING",
+                ],
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
             )
             for queue in ("orders", "funds", "points")
         ]
@@ -175,8 +239,13 @@ class Command(BaseCommand):
         connections.close_all()  # children open their own connections
         fork = multiprocessing.get_context("fork")
         started = time.monotonic()
-        procs = [fork.Process(target=_threaded, args=(functools.partial(target, **kwargs), payments[i::initiators], self.threads))
-                 for i in range(initiators)]
+        procs = [
+            fork.Process(
+                target=_threaded,
+                args=(functools.partial(target, **kwargs), payments[i::initiators], self.threads),
+            )
+            for i in range(initiators)
+        ]
         for proc in procs:
             proc.start()
         for proc in procs:
@@ -190,13 +259,21 @@ class Command(BaseCommand):
     def _measure_tcc(self, payments: list, initiators: int) -> tuple[float, float]:
         started = time.monotonic()
         batch = self.batch
-        decided = self._run(self._tcc_worker, [payments[i:i + batch] for i in range(0, len(payments), batch)], initiators)
+        decided = self._run(
+            self._tcc_worker,
+            [payments[i : i + batch] for i in range(0, len(payments), batch)],
+            initiators,
+        )
         keys = [key for key, _ in payments]
-        pending = GlobalTransaction.objects.filter(business_key__startswith=f"bench:{self.run_id}:").exclude(status=Status.CONFIRMED)
+        pending = GlobalTransaction.objects.filter(
+            business_key__startswith=f"bench:{self.run_id}:"
+        ).exclude(status=Status.CONFIRMED)
         deadline = time.monotonic() + 600
         while pending.exists():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"phase two did not finish: {pending.count()} of {len(keys)} not confirmed")
+                raise RuntimeError(
+                    f"phase two did not finish: {pending.count()} of {len(keys)} not confirmed"
+                )
             time.sleep(0.05)
         return time.monotonic() - started, decided
 
@@ -205,8 +282,13 @@ class Command(BaseCommand):
         from paysys import tcc
 
         for batch in batches:
-            jobs = [(key, [tcc.Branch(action, payload) for action, payload in branches]) for key, branches in batch]
-            failed = [r for r in tcc.run_many("complete_order", jobs) if isinstance(r, tcc.TryFailed)]
+            jobs = [
+                (key, [tcc.Branch(action, payload) for action, payload in branches])
+                for key, branches in batch
+            ]
+            failed = [
+                r for r in tcc.run_many("complete_order", jobs) if isinstance(r, tcc.TryFailed)
+            ]
             if failed:
                 raise failed[0]
         connections.close_all()
@@ -217,7 +299,7 @@ class Command(BaseCommand):
         transaction per database, each participant's try and confirm back to back."""
         for batch in payments if batched else [[payment] for payment in payments]:
             by_action: dict[str, list] = {}
-            for key, branches in batch:
+            for _key, branches in batch:
                 xid = uuid.uuid4().hex
                 for action, payload in branches:
                     by_action.setdefault(action, []).append(BranchOp(xid, payload))
@@ -228,7 +310,6 @@ class Command(BaseCommand):
                     spec.apply("confirm", ops)
         connections.close_all()
 
-
     # --- clean-up --------------------------------------------------------------------------------
 
     def _cleanup(self) -> None:
@@ -238,18 +319,24 @@ class Command(BaseCommand):
         from paysys.messaging.models import Message
 
         prefix = f"bench-tcc-{self.run_id}-"
-        merchant_ids = list(Merchant.objects.filter(name__startswith=prefix).values_list("pk", flat=True))
+        merchant_ids = list(
+            Merchant.objects.filter(name__startswith=prefix).values_list("pk", flat=True)
+        )
         payer_ids = list(Payer.objects.filter(name__startswith=prefix).values_list("pk", flat=True))
-        xids = list(GlobalTransaction.objects.filter(business_key__startswith=f"bench:{self.run_id}:").values_list("xid", flat=True))
+        xids = list(
+            GlobalTransaction.objects.filter(
+                business_key__startswith=f"bench:{self.run_id}:"
+            ).values_list("xid", flat=True)
+        )
         for start in range(0, len(self.outs), 1000):
-            outs = self.outs[start:start + 1000]
+            outs = self.outs[start : start + 1000]
             Message.objects.using("orders").filter(payload__out_trade_no__in=outs).delete()
             PaymentRecord.objects.filter(out_trade_no__in=outs).delete()
             Order.objects.filter(out_trade_no__in=outs).delete()
             FundEntry.objects.filter(out_trade_no__in=outs).delete()
             PointsEntry.objects.filter(out_trade_no__in=outs).delete()
         for start in range(0, len(xids), 1000):
-            chunk = xids[start:start + 1000]
+            chunk = xids[start : start + 1000]
             for alias in ("orders", "funds", "points"):
                 Barrier.objects.using(alias).filter(xid__in=chunk).delete()
             GlobalTransaction.objects.filter(xid__in=chunk).delete()
