@@ -64,7 +64,13 @@ class NewestFirstPagination(CursorPagination):
         ordering = self.ordering if isinstance(self.ordering, str) else self.ordering[0]
         field = self._model._meta.get_field(ordering.lstrip("-"))
         if isinstance(field, (models.AutoField, models.BigAutoField, models.IntegerField)):
-            return position.isascii() and position.isdigit() and int(position) <= MAX_ID
+            # the length first: int() refuses a string of over 4,300 digits (ValueError)
+            return (
+                position.isascii()
+                and position.isdigit()
+                and len(position) <= len(str(MAX_ID))
+                and int(position) <= MAX_ID
+            )
         try:
             value = field.to_python(position)
             if isinstance(value, datetime.datetime) and value.tzinfo is not None:

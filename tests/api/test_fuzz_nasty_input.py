@@ -54,6 +54,8 @@ NASTY_CURSORS = [
     "AAAA",
     "cj0y",
     "bz05OTk5OTk5OTk5OTk5OQ==",
+    # a position of 4,301 digits: more than int() converts (a 500 once)
+    base64.b64encode(b"p=" + b"9" * 4301).decode(),
 ]
 
 
