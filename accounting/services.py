@@ -20,7 +20,7 @@ from django.db.models import Sum
 
 from accounting.models import CHART_OF_ACCOUNTS, Account, AccountCode, Voucher, VoucherLine
 from paysys.contracts import ContractError, OrderPaid, RefundFinished, WalletCredited
-from paysys.core.sql import insert_rows
+from paysys.core.sql import insert_objects
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +144,10 @@ def vouchers_book_new(entries: list[VoucherEntry]) -> list[Voucher]:
         )
         for voucher in vouchers:
             voucher.pk = by_source[voucher.source]
-    insert_rows(
+    insert_objects(
         ALIAS,
-        VoucherLine,
-        ["voucher_id", "account_id", "debit", "credit"],
         [
-            (voucher.pk, accounts[code].pk, debit, credit)
+            VoucherLine(voucher=voucher, account=accounts[code], debit=debit, credit=credit)
             for voucher, entry in zip(vouchers, entries, strict=False)
             for code, debit, credit in entry.lines
         ],

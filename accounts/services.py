@@ -31,7 +31,7 @@ from paysys.contracts import WalletCredited
 from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
 from paysys.core.money import MAX_AMOUNT
-from paysys.core.sql import insert_new_rows, insert_rows
+from paysys.core.sql import insert_new_rows, insert_objects
 from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
@@ -124,18 +124,13 @@ def _ids_by_key(model, alias: str, key_fields: tuple[str, ...], keys: set) -> di
     }
 
 
-def _now_in_db(alias: str):
-    """Now, as ``alias``'s database takes a datetime in a plain INSERT (auto_now_add's value)."""
-    return connections[alias].ops.adapt_datetimefield_value(timezone.now())
-
-
 def _create_if_missing(model, alias: str, rows: list[dict]) -> None:
     """Insert the rows (one statement) except those whose unique key exists, without failing.
 
     Not ``create()`` + IntegrityError: on InnoDB every loser of that race keeps a shared lock on
     the winner's row, and their following SELECT ... FOR UPDATE deadlock on it. Locking the
     existing row at once (``lock_existing``) makes first users of an account queue instead."""
-    now = _now_in_db(alias)
+    now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
     columns = [*rows[0], "created_at", "updated_at"]
     insert_new_rows(
         alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True
@@ -366,34 +361,18 @@ def _fund_credits(
         target=target,
         phase=phase,
     )
-    now = _now_in_db(FUNDS)
-    return insert_rows(
+    return insert_objects(
         FUNDS,
-        FundEntry,
         [
-            "account_id",
-            "kind",
-            "direction",
-            "amount",
-            "balance_after",
-            "xid",
-            "out_trade_no",
-            "reason",
-            "created_by",
-            "created_at",
-        ],
-        [
-            (
-                accounts[key].pk,
-                kind,
-                Direction.CREDIT,
-                move.amount,
-                balance,
-                xid,
-                move.out_trade_no,
-                move.reason,
-                "",
-                now,
+            FundEntry(
+                account=accounts[key],
+                kind=kind,
+                direction=Direction.CREDIT,
+                amount=move.amount,
+                balance_after=balance,
+                xid=xid,
+                out_trade_no=move.out_trade_no,
+                reason=move.reason,
             )
             for (xid, move), key, balance in zip(moves, keys, balances, strict=False)
         ],
@@ -621,32 +600,17 @@ def _points_awards(
         target=target,
         phase=phase,
     )
-    now = _now_in_db(POINTS)
-    return insert_rows(
+    return insert_objects(
         POINTS,
-        PointsEntry,
         [
-            "account_id",
-            "kind",
-            "direction",
-            "points",
-            "balance_after",
-            "xid",
-            "out_trade_no",
-            "reason",
-            "created_at",
-        ],
-        [
-            (
-                accounts[key].pk,
-                kind,
-                Direction.CREDIT,
-                award.points,
-                balance,
-                xid,
-                award.out_trade_no,
-                award.reason,
-                now,
+            PointsEntry(
+                account=accounts[key],
+                kind=kind,
+                points=award.points,
+                balance_after=balance,
+                xid=xid,
+                out_trade_no=award.out_trade_no,
+                reason=award.reason,
             )
             for (xid, award), key, balance in zip(awards, keys, balances, strict=False)
         ],

@@ -1,7 +1,7 @@
 """Statements the ORM does not offer, or offers at a price: a multi-row insert that skips rows
-whose unique key exists, in each database's own words, and a plain multi-row insert of values
-already in database form (``bulk_create`` prepares every field of every row in Python: on a hot
-path with thousands of rows a second that preparation costs more than the statement)."""
+whose unique key exists, in each database's own words, and a plain insert of many rows
+(``bulk_create`` runs its insert compiler over every value of every row: on a hot path with
+thousands of rows a second that bookkeeping costs more than the statement)."""
 
 from __future__ import annotations
 
@@ -32,19 +32,38 @@ def insert_new_rows(
     ``lock_existing``: an existing row is locked as if written (MySQL's ON DUPLICATE KEY UPDATE),
     where INSERT IGNORE would leave racing inserters holding shared locks that then deadlock their
     own SELECT ... FOR UPDATE."""
-    return _insert(
-        alias,
-        model,
-        columns,
-        rows,
-        (_INSERT_NEW_LOCKING if lock_existing else _INSERT_NEW)[connections[alias].vendor],
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    sql = (_INSERT_NEW_LOCKING if lock_existing else _INSERT_NEW)[connection.vendor].format(
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(c) for c in columns),
+        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)),
+        pk=quote(model._meta.pk.column),
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
+        return cursor.rowcount
 
 
-def insert_rows(alias: str, model, columns: list[str], rows: list[tuple]) -> int:
+def insert_rows(
+    alias: str, model, columns: list[str], rows: list[tuple], *, template: str = _INSERT
+) -> int:
     """Insert ``rows`` (tuples in ``columns`` order, values as the database takes them: ints,
-    strings, naive UTC datetimes) into ``model``'s table in one statement; returns the count."""
-    return _insert(alias, model, columns, rows, _INSERT)
+    strings, naive UTC datetimes) into ``model``'s table; returns the count. One ``executemany``:
+    MySQL's driver sends it as one multi-row INSERT, SQLite runs it in C, and neither meets a
+    limit on placeholders however many rows (bulk loads of 10,000 rows use it too)."""
+    if not rows:
+        return 0
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    sql = template.format(
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(c) for c in columns),
+        rows=f"({', '.join(['%s'] * len(columns))})",
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+        return cursor.rowcount
 
 
 def insert_objects(alias: str, objs: list, *, ignore_existing: bool = False) -> int:
@@ -60,23 +79,7 @@ def insert_objects(alias: str, objs: list, *, ignore_existing: bool = False) -> 
         tuple(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields) for obj in objs
     ]
     template = _INSERT_NEW[connection.vendor] if ignore_existing else _INSERT
-    return _insert(alias, model, [f.column for f in fields], rows, template)
-
-
-def _insert(alias: str, model, columns: list[str], rows: list[tuple], template: str) -> int:
-    if not rows:
-        return 0
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    sql = template.format(
-        table=quote(model._meta.db_table),
-        columns=", ".join(quote(c) for c in columns),
-        rows=", ".join([f"({', '.join(['%s'] * len(columns))})"] * len(rows)),
-        pk=quote(model._meta.pk.column),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in row])
-        return cursor.rowcount
+    return insert_rows(alias, model, [f.column for f in fields], rows, template=template)
 
 
 def pk_batches(rows, size: int):

@@ -15,21 +15,19 @@ from datetime import timedelta
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from paysys.core.sql import insert_rows
+
 BATCH = 10_000  # orders generated per round (one multi-row insert per table)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def insert_rows(
-    model, columns: list[str], values: list[tuple], *, using: str | None = None
-) -> None:
-    """One multi-row INSERT of plain tuples (model instances cost more than the database)."""
+def load_rows(model, columns: list[str], values: list[tuple], *, using: str | None = None) -> None:
+    """Plain tuples into ``model``'s table in one transaction of its database (model instances
+    cost more than the database here)."""
     alias = using or router.db_for_write(model)
-    connection = connections[alias]
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+    with transaction.atomic(using=alias):
+        insert_rows(alias, model, columns, values)
 
 
 def paid_orders_generate(
@@ -223,7 +221,7 @@ def _round(ids, merchants, payers, funds, points, endpoints, codes, balances) ->
             )
         )
     for model, values in rows.items():
-        insert_rows(model, COLUMNS[model.__name__], values)
+        load_rows(model, COLUMNS[model.__name__], values)
 
 
 COLUMNS = {

@@ -144,7 +144,7 @@ class _Group:
             answers = [exc] * len(batch)
         with self.cond:
             for c, answer in zip(batch, answers, strict=False):
-                c.answer, c.done = answer, True
+                c.answer = answer
             self.busy.discard(name)
             self.cond.notify_all()
         return call.answer
@@ -153,8 +153,11 @@ class _Group:
 @dataclass
 class _Call:
     job: Job
-    answer: object = None
-    done: bool = False
+    answer: object = None  # its Outcome, TryFailed or the batch's error, once its batch ran
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None
 
 
 _GROUPS = _Group()

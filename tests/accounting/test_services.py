@@ -275,14 +275,14 @@ def test_voucher_check_runs_inside_the_transaction_before_commit(monkeypatch):
     and the voucher rolls back: an after-commit check would be too late."""
     from accounting import services
 
-    real_insert_rows = services.insert_rows
+    real_insert_objects = services.insert_objects
 
-    def insert_rows_losing_the_last_line(alias, model, columns, rows):
-        if model is VoucherLine:
-            rows = rows[:-1]
-        return real_insert_rows(alias, model, columns, rows)
+    def insert_objects_losing_the_last_line(alias, objs, **kwargs):
+        if objs and isinstance(objs[0], VoucherLine):
+            objs = objs[:-1]
+        return real_insert_objects(alias, objs, **kwargs)
 
-    monkeypatch.setattr(services, "insert_rows", insert_rows_losing_the_last_line)
+    monkeypatch.setattr(services, "insert_objects", insert_objects_losing_the_last_line)
     with pytest.raises(UnbalancedVoucher, match="as written"):
         voucher_book(
             source="test:lost-line", currency="CNY", lines=[("1002", 5, 0), ("2202", 0, 5)]

@@ -39,7 +39,7 @@ from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.core.models import Merchant
 from paysys.messaging.models import InboxEntry, Message
 from paysys.messaging.registry import consumers_of
-from paysys.reconcile.generate import BATCH, insert_rows, paid_orders_generate
+from paysys.reconcile.generate import BATCH, load_rows, paid_orders_generate
 from paysys.reconcile.management.commands.reconcile import progress_bar
 
 HISTORY_IDS = 1_000_000_000  # history merchants and payers are 1e9 + 1 ...: nobody else's accounts
@@ -187,7 +187,7 @@ class Command(BaseCommand):
                     if model is Message
                     else ["consumer", "message_id", "topic", "received_at"]
                 )
-                insert_rows(model, columns, values, using=alias)
+                load_rows(model, columns, values, using=alias)
             progress_bar(self.stderr, "messages", min(first + BATCH, missing), missing)
         return missing
 

@@ -481,16 +481,29 @@ class Command(BaseCommand):
         }
 
     def _reconcile(self, settle_seconds: float = 30.0) -> tuple[bool, str]:
-        """``reconcile --strict`` once the platform has settled: the last payments' bookkeeping
+        """``reconcile --strict``, once the platform has settled: the last payments' bookkeeping
         (a TCC transaction's final status, a message marked consumed) may still be in flight a
-        moment after the merchant acknowledged. Inconsistent is final at once; in flight is asked
-        again for up to ``settle_seconds``."""
+        moment after the merchant acknowledged. Not clean but consistent (only in flight) is
+        checked again, each second for up to ``settle_seconds``, and once settled the verdict is
+        asked again; inconsistent is final at once. Settled at once, reconcile runs once (it reads
+        the whole history: minutes with millions of rows)."""
+        clean, text = self._reconcile_strict()
+        if clean:
+            return clean, text
         deadline = time.monotonic() + settle_seconds
-        while True:
+        while time.monotonic() < deadline:
             report = reconcile(grace=60.0)
-            if report.settled or not report.consistent or time.monotonic() > deadline:
+            if not report.consistent:
+                break
+            if report.settled:
+                clean, text = self._reconcile_strict()
                 break
             time.sleep(1)
+        if not clean:
+            self.say(text)
+        return clean, text
+
+    def _reconcile_strict(self) -> tuple[bool, str]:
         out = StringIO()
         try:
             call_command("reconcile", "--strict", stdout=out, stderr=out)
@@ -499,8 +512,6 @@ class Command(BaseCommand):
             clean = not exit.code
         except CommandError:
             clean = False
-        if not clean:
-            self.say(out.getvalue()[-3000:])
         return clean, out.getvalue()[-3000:]
 
     # --- refunds (--refunds) -------------------------------------------------------------------
