@@ -56,7 +56,8 @@ def apply_bank_answer(answer: dict) -> bool:
 
 def _check_matches(answer: dict) -> None:
     """A bank answer finishes only the bank refund it names, for its amount and order: one that
-    names a wallet refund, or another amount or order, is refused (RefundMismatch), never applied."""
+    names a wallet refund, or another amount or order, or leaves either out, is refused
+    (RefundMismatch), never applied."""
     refund = (
         Refund.objects.filter(refund_no=answer["refund_no"])
         .only("method", "amount", "out_trade_no")
@@ -67,7 +68,7 @@ def _check_matches(answer: dict) -> None:
     wrong = [
         name
         for name, expected in (("amount", refund.amount), ("out_trade_no", refund.out_trade_no))
-        if name in answer and answer[name] != expected
+        if answer.get(name) != expected
     ]
     if refund.method != PayMethod.BANK or wrong:
         logger.error(

@@ -159,8 +159,8 @@ def test_refund_notify_intake_refuses_unsigned_and_unknown(bank, client):
 
 
 def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, client, merchant, order):
-    """Signed by the bank, but for another amount or order, or absurdly nested: refused, the refund
-    stays PENDING and its holds stay."""
+    """Signed by the bank, but for another amount or order, without them, or absurdly nested:
+    refused, the refund stays PENDING and its holds stay."""
     import json
 
     from paysys import bank as protocol
@@ -177,7 +177,15 @@ def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, clien
             headers={protocol.SIGNATURE_HEADER: protocol.sign(body)},
         )
 
-    for wrong in ({"amount": 999_999}, {"out_trade_no": "PSsomeoneelse"}):
+    right = {"amount": 2_500, "out_trade_no": response.json()["out_trade_no"]}
+    # another amount, another order, or either left out (a final answer must name both)
+    for wrong in (
+        {**right, "amount": 999_999},
+        {**right, "out_trade_no": "PSsomeoneelse"},
+        {"amount": 2_500},
+        {"out_trade_no": right["out_trade_no"]},
+        {},
+    ):
         body = json.dumps({"refund_no": refund_no, "status": "SUCCESS", **wrong}).encode()
         answer = post(body)
         assert answer.status_code == 409 and answer.json()["error"]["code"] == "mismatch"
