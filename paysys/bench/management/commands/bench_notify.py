@@ -2,7 +2,7 @@
 
     manage.py bench_notify [--count 10000] [--endpoints 50] [--rate 300] [--seconds 10] [--json]
 
-Starts a local merchant server (``notifications.bench_receiver``, its own process) and one
+Starts a local merchant server (``paysys.bench.receiver``, its own process) and one
 delivery worker (``celery worker -Q notify_delivery --concurrency=2``, as in the Procfile), and
 plays beat (a ``notifications.deliver_due`` every second). Measures:
 
@@ -84,7 +84,7 @@ class Command(BaseCommand):
         }
         port = _free_port()
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "notifications.bench_receiver", str(port)],
+            [sys.executable, "-m", "paysys.bench.receiver", str(port)],
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
             start_new_session=True,

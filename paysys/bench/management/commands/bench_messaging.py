@@ -33,7 +33,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections, transaction
 from django.utils import timezone
 
-from paysys.contracts import BenchPing
+from paysys.bench.contracts import BenchPing
 from paysys.messaging import kicks, outbox, recovery, relay
 from paysys.messaging.models import InboxEntry, Message
 
