@@ -38,6 +38,7 @@ from django.utils import timezone
 from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import new_webhook_id
 from notifications.tasks import deliver_due
+from paysys.bench.workers import start_worker
 from paysys.core.models import Merchant
 from paysys.core.services import merchant_create
 
@@ -158,25 +159,10 @@ class Command(BaseCommand):
             if settings.VAR_DIR.exists()
             else subprocess.DEVNULL
         )
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "paysys",
-                "worker",
-                "-Q",
-                settings.NOTIFY_DELIVERY_QUEUE,
-                f"--concurrency={processes}",
-                "-n",
-                f"bench-notify-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=WARNING",
-            ],
-            cwd=settings.BASE_DIR,
-            start_new_session=True,
+        worker = start_worker(
+            settings.NOTIFY_DELIVERY_QUEUE,
+            name=f"bench-notify-{os.getpid()}",
+            concurrency=processes,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
