@@ -234,6 +234,8 @@ class GuardedH11Protocol(H11Protocol):
     * at most ``WEB_MAX_CONNECTIONS`` connections per process and ``WEB_MAX_CONNECTIONS_PER_ADDRESS``
       from one client address: beyond them a new connection is closed at once (one client cannot
       take every file descriptor);
+    * a request head of at most ``WEB_MAX_HEAD_BYTES``, however it arrives (h11's own bound
+      holds only while the head is incomplete: one of 120 KB sent in one write passed it);
     * no chunked request bodies (``_RefuseChunkedBodies``)."""
 
     per_address: Counter = Counter()  # open connections per client address, in this process
@@ -243,6 +245,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn = _RefuseChunkedBodies(self.conn)
         self._address = (self.client or ("",))[0]
         self._head_timer = None
+        self._head_seen = b""  # the next head's bytes so far (up to the limit, for its end)
         GuardedH11Protocol.per_address[self._address] += 1
         if (
             len(self.connections) > settings.WEB_MAX_CONNECTIONS
@@ -263,9 +266,24 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._in_request():
             self._arm_head_timer()  # the first byte after a response starts the next head's deadline
+            if self._head_too_large(data):
+                self.send_400_response("Invalid HTTP request received.")  # what h11's bound says
+                return
         super().data_received(data)
         if self._in_request():
             self._disarm_head_timer()
+            self._head_seen = b""
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Whether the head being read runs past ``WEB_MAX_HEAD_BYTES`` without its blank line
+        (the bytes after it are the body, or the next request: not counted here)."""
+        limit = settings.WEB_MAX_HEAD_BYTES
+        seen = self._head_seen + data[: limit + 4 - len(self._head_seen)]
+        if b"\r\n\r\n" in seen:
+            self._head_seen = b""
+            return False
+        self._head_seen = seen
+        return len(seen) > limit
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -10,6 +10,7 @@ sockets: other requests are still answered at once, and each slow request is a 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -306,6 +307,39 @@ def test_a_request_head_over_the_limit_is_refused_and_costs_the_server_nothing(s
 
     answer = requests.get(f"{base}/api/v1/nowhere", timeout=2, headers={"X-A": "a" * 100})
     assert answer.status_code == 404
+
+
+def test_a_head_over_the_limit_sent_at_once_is_refused_too(server):
+    # h11's bound holds only while a head is incomplete: 120 KB in one write was read whole, and so
+    # were 15 KB trickled and then 110 KB at once
+    port, base = server
+    pad = b"X-Pad: " + b"p" * 120_000 + b"\r\n"
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    for writes in ([start + pad + b"\r\n"], [start + pad[:15_000], pad[15_000:] + b"\r\n"]):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            for data in writes:
+                with contextlib.suppress(OSError):  # refused and closed while still sending
+                    sock.sendall(data)
+                time.sleep(0.3)
+            status, _ = read_status(sock)
+        finally:
+            sock.close()
+        assert status == 400
+
+    # a head within the limit, with its body in the same write, is served
+    body = b'{"x": "' + b"y" * 30_000 + b'"}'
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        status, _ = read_status(sock)
+    finally:
+        sock.close()
+    assert status == 404
 
 
 def test_repeated_headers_are_joined_once_on_the_thread_not_on_the_loop():
