@@ -8,7 +8,7 @@ uvicorn's event loop, where a slow client costs a coroutine, not a thread, and t
 deadline (``WEB_READ_TIMEOUT``, then 408). Only a request that has fully arrived takes one of the
 ``WEB_THREADS`` threads, the only place Django code runs (each thread keeps its own persistent
 database connections); a request that finds no thread free within ``WEB_QUEUE_SECONDS`` is a 503
-with ``Retry-After``. Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are
+with ``Retry-After``. One API key's requests hold all threads but one at the most (``_Shares``). Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are
 read, by their declared length or as soon as they grow past it.
 
 Responses are small (JSON, admin pages, static files of a few hundred KB), so each is built whole
@@ -27,6 +27,7 @@ import json
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import h11
@@ -59,6 +60,7 @@ class BufferedWSGI:
         self.read_timeout, self.max_body = read_timeout, max_body
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="web")
         self._slots: asyncio.Semaphore | None = None  # made on the serving loop
+        self._shares: _Shares | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":  # no lifespan or websocket handling
@@ -103,20 +105,17 @@ class BufferedWSGI:
             ) from None
 
     async def _run(self, scope, body: bytes) -> _Response:
+        loop = asyncio.get_running_loop()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.threads)
-        try:
-            async with asyncio.timeout(self.queue_seconds):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise _Refused(
-                503, "busy", "too many requests in progress, retry shortly", retry_after=1
-            ) from None
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
-        finally:
-            self._slots.release()
+            self._shares = _Shares(max(1, self.threads - 1))
+        deadline = loop.time() + self.queue_seconds
+        async with self._shares.hold(_header(scope, b"authorization"), deadline):
+            await _acquire(self._slots, deadline)
+            try:
+                return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
+            finally:
+                self._slots.release()
 
     def _call_wsgi(self, scope, body: bytes) -> _Response:
         environ = wsgi_environ(scope, body)  # on this thread: the loop only reads bytes
@@ -139,6 +138,47 @@ class BufferedWSGI:
             if hasattr(result, "close"):
                 result.close()
         return response
+
+
+class _Shares:
+    """One set of credentials (an API key, a service token: the ``Authorization`` header) holds
+    at most ``limit`` of the threads, all but one: the others' requests (the bank's notifies
+    among them) always find a thread, however many requests one merchant sends at once, within
+    its rate limit. A key's requests beyond its share wait here, on the loop, until the same
+    deadline as any request; requests without credentials are not counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._requests: Counter = Counter()  # each key's requests holding or waiting
+
+    @asynccontextmanager
+    async def hold(self, key: str | None, deadline: float):
+        if key is None:
+            yield
+            return
+        semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(self.limit))
+        self._requests[key] += 1
+        try:
+            await _acquire(semaphore, deadline)
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            self._requests[key] -= 1
+            if not self._requests[key]:
+                del self._requests[key], self._semaphores[key]
+
+
+async def _acquire(semaphore: asyncio.Semaphore, deadline: float) -> None:
+    try:
+        async with asyncio.timeout_at(deadline):
+            await semaphore.acquire()
+    except TimeoutError:
+        raise _Refused(
+            503, "busy", "too many requests in progress, retry shortly", retry_after=1
+        ) from None
 
 
 def _header(scope, name: bytes) -> str | None:

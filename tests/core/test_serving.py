@@ -145,10 +145,13 @@ def test_a_declared_body_over_the_limit_is_a_413_before_any_byte_is_read(server)
 # --- the adapter alone: the thread limit and what reaches Django -------------------------------
 
 
-def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int, dict, bytes]]:
-    """Each request (its list of ASGI receive messages) sent to ``app`` concurrently."""
+def run_requests(
+    app: BufferedWSGI, bodies: list[list[dict]], keys: list[bytes | None] | None = None
+) -> list[tuple[int, dict, bytes]]:
+    """Each request (its list of ASGI receive messages; with ``keys``, its Authorization
+    header) sent to ``app`` concurrently."""
 
-    async def one(messages):
+    async def one(messages, key):
         queue = list(messages)
         sent = []
 
@@ -168,6 +171,7 @@ def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int,
                 (b"content-type", b"application/json"),
                 (b"x_forwarded_for", b"6.6.6.6"),
                 (b"x-forwarded-for", b"1.2.3.4"),
+                *([(b"authorization", key)] if key else []),
             ],
             "client": ("127.0.0.1", 5000),
             "server": ("127.0.0.1", 8000),
@@ -177,7 +181,12 @@ def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int,
         return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
     async def all_of_them():
-        return await asyncio.gather(*(one(messages) for messages in bodies))
+        return await asyncio.gather(
+            *(
+                one(messages, key)
+                for messages, key in zip(bodies, keys or [None] * len(bodies), strict=True)
+            )
+        )
 
     return asyncio.run(all_of_them())
 
@@ -213,6 +222,26 @@ def test_a_request_finding_no_thread_free_is_a_503_busy_with_retry_after():
     assert busy[1][b"retry-after"] == b"1" and json.loads(busy[2])["error"]["code"] == "busy"
     # and: Django got the whole body, and a header spelled with "_" cannot pose as X-Forwarded-For
     assert seen == [(b'{"a":1}', "1.2.3.4", "a=1")]
+
+
+def test_one_api_key_holds_all_threads_but_one_so_other_clients_are_served():
+    # given: two threads; merchant A sends six slow requests at once, then merchant B one
+    def slow_wsgi(environ, start_response):
+        time.sleep(0.4)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ.get("HTTP_AUTHORIZATION", "").encode()]
+
+    app = BufferedWSGI(slow_wsgi, threads=2, queue_seconds=1.0, read_timeout=5, max_body=100)
+    body = [{"type": "http.request", "body": b"{}"}]
+
+    answers = run_requests(app, [body] * 7, keys=[b"Bearer A"] * 6 + [b"Bearer B"])
+
+    # then: B is served at once on the thread A may not take; A's requests run one at a time,
+    # those that would start after the queue deadline are a 503 busy
+    assert answers[-1][0] == 200 and answers[-1][2] == b"Bearer B"
+    a_statuses = sorted(status for status, _, _ in answers[:-1])
+    assert a_statuses.count(200) in (2, 3) and set(a_statuses) == {200, 503}
+    assert app._shares._semaphores == {}  # nothing kept for a key with no request
 
 
 def test_a_body_growing_past_the_limit_without_a_declared_length_is_a_413():
