@@ -14,7 +14,7 @@ from django.conf import settings
 
 from notifications.models import Notification
 from paysys.core import http
-from paysys.core.kicks import PerProcess
+from paysys.core.processes import PerProcess
 
 
 @dataclass

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from paysys.tcc import try_threads
 from tests.tcc import participants
 
 
@@ -19,3 +20,10 @@ def fast_tcc(settings):
     settings.TCC_DECISION_GRACE = 1
     settings.TCC_RETRY_SCHEDULE = [1, 1, 1]
     return settings
+
+
+@pytest.fixture
+def fresh_try_threads(monkeypatch):
+    """This process's try threads started anew, with no thread yet, so a TCC_TRY_THREADS a test
+    sets applies (the threads earlier tests started stay as they are)."""
+    monkeypatch.setattr(try_threads, "_threads", try_threads.TryThreads())

@@ -200,14 +200,11 @@ def test_a_resumed_transaction_gets_a_new_deadline(ledgers, key):
 
 
 def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_unaffected(
-    ledgers, fast_tcc, monkeypatch
+    ledgers, fast_tcc, fresh_try_threads
 ):
     import time
 
-    from paysys.tcc import coordinator
-
     fast_tcc.TCC_TRY_THREADS = 1
-    monkeypatch.setattr(coordinator, "_try_threads", coordinator._TryThreads())
     with pytest.raises(tcc.TryFailed):  # holds the only points thread for 2.5 s
         tcc.run(
             "complete_order",
