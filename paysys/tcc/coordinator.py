@@ -15,8 +15,8 @@ runs in the participants' workers (``paysys.tcc.phase_two``).
       3. decisions committed in ``default``: CONFIRMING for all that tried (one UPDATE),
          CANCELLING for each that failed
       4. phase two: the confirms run here at once, one batch per participant on its try threads
-         (TCC_PHASE_TWO_INLINE); what is not done here, and every cancel, is handed to the
-         dispatcher (one task per participant queue per batch)
+         (TCC_PHASE_TWO_INLINE); what is not done here, and every cancel, is dispatched to the
+         participants' workers (``phase_two.dispatch``: one pass per participant queue)
 
 Why tries never share the caller's connection: a try must commit on its own (its barrier row and
 reservation are what phase two finds), not with whatever transaction the caller has open. For
@@ -423,7 +423,7 @@ def decide_confirm_many(
     started: list[tuple[GlobalTransaction, list[TransactionBranch]]],
 ) -> list[Outcome | TryFailed]:
     """Commit CONFIRMING for transactions whose every try succeeded, in one UPDATE, then hand
-    their phase two to the dispatcher. A transaction decided meanwhile (recovery cancelled it
+    their phase two to ``_confirm``. A transaction decided meanwhile (recovery cancelled it
     past its deadline, or a concurrent run of its xid decided) gets the decision that stands."""
 
     if not started:
@@ -461,7 +461,7 @@ def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBran
     done: set[int] = set()
     if settings.TCC_PHASE_TWO_INLINE and branches:
         try:
-            done = phase_two.run_claimed(
+            done = phase_two.claim_and_apply(
                 {row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
                 _apply_on_try_threads,
             )
@@ -471,11 +471,11 @@ def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBran
                 label,
                 exc_info=True,
             )
-    phase_two.dispatch(label, "confirm", [row for _, row in branches if row.pk not in done])
+    phase_two.dispatch(label, [row for _, row in branches if row.pk not in done])
 
 
 def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
-    """``phase_two.apply`` per alias on its try threads; an alias that does not answer within
+    """``phase_two.apply_on_try_thread`` per alias; an alias that does not answer within
     TCC_TRY_TIMEOUT has its items left undone (not failed: no attempt is counted)."""
     from paysys.tcc import phase_two
 
@@ -484,7 +484,7 @@ def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]
         by_alias[registry.get_participant(entry["action"]).alias].append(entry)
     # a job that did not answer in time and is still running: the barrier makes a redo a no-op
     answers = try_threads.run_per_alias(
-        phase_two.apply_here, by_alias, timeout=settings.TCC_TRY_TIMEOUT
+        phase_two.apply_on_try_thread, by_alias, timeout=settings.TCC_TRY_TIMEOUT
     )
     return [entry for done in answers.values() for entry in done], {}
 
@@ -561,5 +561,5 @@ def decide_cancel(
                 BranchStatus.TRY_FAILED, last_error=reason
             )
     if decided:
-        phase_two.dispatch(gtx.xid, "cancel", list(gtx.branches.order_by("branch_no")))
+        phase_two.dispatch(gtx.xid, list(gtx.branches.order_by("branch_no")))
     return bool(decided)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from paysys.tcc import try_threads
+from paysys.tcc import phase_two, try_threads
 from tests.tcc import participants
 
 
@@ -27,3 +27,12 @@ def fresh_try_threads(monkeypatch):
     """This process's try threads started anew, with no thread yet, so a TCC_TRY_THREADS a test
     sets applies (the threads earlier tests started stay as they are)."""
     monkeypatch.setattr(try_threads, "_threads", try_threads.TryThreads())
+
+
+@pytest.fixture
+def dispatched(monkeypatch) -> list[str]:
+    """The participant queues a decision dispatches phase two to, recorded instead of kicked: as
+    if the deciding process died right after its decision."""
+    queues: list[str] = []
+    monkeypatch.setattr(phase_two.PHASE_TWO_PASS.background, "submit", queues.extend)
+    return queues

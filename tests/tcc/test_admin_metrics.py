@@ -27,8 +27,7 @@ def run(**kw) -> str:
 
 
 @pytest.fixture
-def flagged(ledgers, monkeypatch):
-    monkeypatch.setattr(phase_two._dispatcher, "submit", lambda batch: None)  # phase two lost
+def flagged(ledgers, dispatched):  # phase two lost
     xid = run()
     GlobalTransaction.objects.filter(xid=xid).update(
         needs_human=True, next_retry_at=None, attempts=9
@@ -54,7 +53,7 @@ def test_changelist_filters_and_detail_with_branches(admin_client, flagged):
 
 def test_retry_phase_two_now_clears_the_flag_and_sends(admin_client, flagged, monkeypatch):
     sent: list[dict] = []
-    monkeypatch.setattr(phase_two, "send", sent.extend)
+    monkeypatch.setattr(phase_two, "resend", sent.extend)
     response = admin_client.post(
         CHANGELIST, {"action": "retry_phase_two_now", "_selected_action": [flagged.pk]}, follow=True
     )

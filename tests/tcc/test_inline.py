@@ -20,12 +20,10 @@ _keys = itertools.count(1)
 
 
 @pytest.fixture
-def inline(settings, fast_tcc, monkeypatch):
+def inline(settings, fast_tcc, dispatched):
     """Confirms at once; the queues handed to the participants' workers are recorded."""
     settings.TCC_PHASE_TWO_INLINE = True
-    kicked: list[str] = []
-    monkeypatch.setattr(phase_two._dispatcher, "submit", kicked.extend)
-    return kicked
+    return dispatched
 
 
 def branches(**extra) -> list[tcc.Branch]:
@@ -82,7 +80,7 @@ def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once
     assert TransactionBranch.objects.get(gtx__xid=outcome.xid, action="test.funds").attempts == 0
 
     time.sleep(1.5)  # the slow confirm commits meanwhile
-    assert phase_two.run_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
+    assert phase_two.run_queue_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
 
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
     assert ledgers("funds", outcome.xid) == [
