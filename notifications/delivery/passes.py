@@ -38,22 +38,20 @@ class PassResult:
         return asdict(self)
 
 
-def deliver_due(
-    *, now: datetime | None = None, budget_seconds: float | None = None, drain: bool = True
-) -> PassResult:
-    """One delivery pass. ``now`` (tests) fixes the clock used to find due records and to
-    schedule retries; the request's ``webhook-timestamp`` is always the real time.
+def deliver_due(*, budget_seconds: float | None = None, drain: bool = True) -> PassResult:
+    """One delivery pass.
 
     With ``drain`` the pass returns only when every request it started is recorded (commands,
     tests); without (the worker's task), a pass that reaches its deadline returns at once and
     leaves slow requests to the next pass of this process."""
     budget = settings.NOTIFY_PASS_SECONDS if budget_seconds is None else budget_seconds
-    return _Pass(now=now).run(budget, drain=drain)
+    return DeliveryPass().run(budget, drain=drain)
 
 
-class _Pass:
-    def __init__(self, *, now: datetime | None) -> None:
-        self.fixed_now = now
+class DeliveryPass:
+    """One pass of :func:`deliver_due`; its clock is :meth:`now`."""
+
+    def __init__(self) -> None:
         self.flight = flight.this_process()
         self._disabled_cache: dict[int, str] = {}
         self._disabled_at: float | None = None
@@ -62,7 +60,9 @@ class _Pass:
         self.result = PassResult()
 
     def now(self) -> datetime:
-        return self.fixed_now or timezone.now()
+        """The time due records are found and retries scheduled by (a request's
+        ``webhook-timestamp`` is always the real time)."""
+        return timezone.now()
 
     @property
     def in_flight(self) -> int:
@@ -101,9 +101,7 @@ class _Pass:
 
     def _until_next_due(self) -> float | None:
         """Seconds until the next record this pass could claim is due (0 if one is due now),
-        None if none is; a pass with a fixed clock (tests) never waits for the future."""
-        if self.fixed_now is not None:
-            return None
+        None if none is."""
         full = self.flight.full_endpoints()
         first = (
             Notification.objects.using(ALIAS)
