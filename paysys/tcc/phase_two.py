@@ -20,8 +20,7 @@ In the participant's worker:
 Both apply the ops with ``apply_ops`` (per participant and op one transaction, each op behind its
 barrier; a lost batch is redone op by op), record each branch's outcome on the coordinator
 (``claim_and_apply`` in the claim's transaction, ``report_outcomes`` after), then ``mark_final``
-the transactions whose every branch is done. ``finish()`` runs all of it here and now, in this
-process (tests, a shell).
+the transactions whose every branch is done.
 
 Nothing here is the source of truth: a kick or batch lost anywhere (the dispatching process
 killed, the broker flushed, the worker killed) is resent by recovery from the coordinator's
@@ -310,17 +309,3 @@ def pending_items(gtx: GlobalTransaction) -> list[dict]:
     op = barrier.CONFIRM if gtx.status == Status.CONFIRMING else barrier.CANCEL
     rows = gtx.branches.filter(status__in=TransactionBranch.UNFINISHED).order_by("branch_no")
     return [item(gtx.pk, gtx.xid, op, row) for row in rows]
-
-
-def finish(xids: Iterable[str] | None = None) -> int:
-    """Run the unfinished phase two of these transactions (default: every one deciding) here and
-    now, in this process: for tests and a shell. Returns branch ops run."""
-    transactions = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO)
-    if xids is not None:
-        transactions = transactions.filter(xid__in=list(xids))
-    transactions = list(transactions)
-    items = [entry for gtx in transactions for entry in pending_items(gtx)]
-    if items:
-        apply_and_report(items)
-    mark_final(gtx.pk for gtx in transactions)  # also those whose last report was lost
-    return len(items)

@@ -12,6 +12,7 @@ from paysys import tcc
 from paysys.tcc import phase_two
 from paysys.tcc.models import GlobalTransaction
 from tests.messaging.test_metrics import METRICS_TOKEN, metrics_token  # noqa: F401 - metrics_token is autouse
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -72,7 +73,7 @@ def test_viewers_cannot_retry(client, django_user_model, flagged):
 
 
 def test_metrics_count_by_status_lag_and_needs_human(client, flagged):
-    phase_two.finish([run()])
+    run_phase_two([run()])
     response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200
     samples = {

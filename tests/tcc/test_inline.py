@@ -12,6 +12,7 @@ import pytest
 from paysys import tcc
 from paysys.tcc import phase_two
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -47,7 +48,7 @@ def test_the_confirms_run_before_run_returns_and_nothing_is_left_to_the_workers(
         ("test.funds", "confirm", 994),
     ]
     assert inline == []  # no phase-two pass needed
-    assert phase_two.finish([outcome.xid]) == 0
+    assert run_phase_two([outcome.xid]) == 0
 
 
 def test_many_transactions_are_confirmed_at_once_in_one_call(ledgers, inline):

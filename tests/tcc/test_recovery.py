@@ -16,6 +16,7 @@ from paysys.tcc import barrier, coordinator, phase_two, recovery, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from paysys.tcc.registry import get_participant
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -138,7 +139,7 @@ def test_failed_phase_two_ops_are_recorded_on_their_branch(ledgers, monkeypatch)
     monkeypatch.setitem(
         registry._participants, "test.funds", dataclasses.replace(spec, confirm=broken)
     )
-    result = phase_two.finish([outcome.xid])
+    result = run_phase_two([outcome.xid])
     branch = TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=2)
     assert result == 2 and branch.status == TransactionBranch.Status.PENDING
     assert branch.attempts == 1 and "funds confirm broke" in branch.last_error
@@ -181,7 +182,7 @@ def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledger
 
     settings.TCC_BARRIER_RETENTION_DAYS = 7
     done = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
-    phase_two.finish([done])
+    run_phase_two([done])
     stuck = tcc.run(
         "complete_order", business_key=new_key(), branches=BRANCHES
     ).xid  # CONFIRMING: kept
