@@ -41,6 +41,7 @@ from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
 from paysys.wsgi import application
 from tests.notifications.factories import make_attempt, make_notification
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 SERVICE_TOKEN = "statuses-service-token-0123456789abcdef01"
@@ -385,15 +386,14 @@ def refunded(times: int = 1, amount: int = 100):
     """The world's order paid from the wallet, then refunded ``times`` with the same request."""
 
     def provoke(world, operation_id):
-        from paysys import tcc
 
         paid_from_the_wallet(world, "orders_pay")
-        tcc.finish()
+        run_phase_two()
         for _ in range(times):
             response = world.call(
                 operation_id, body={**valid_body(world, operation_id), "amount": amount}
             )
-            tcc.finish()
+            run_phase_two()
         return response
 
     return provoke

@@ -1,7 +1,7 @@
 """Bank payment -> order: via the gateway's stored notify, the reliable message to orders and
 the TCC ``complete_order`` over orders, funds (merchant credit) and points (payer award).
 
-Phase two, which the participants' workers run in production, runs here with ``tcc.finish()``.
+Phase two, which the participants' workers run in production, runs here with ``run_phase_two()``.
 """
 
 import json
@@ -21,6 +21,7 @@ from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.messaging.helpers import deliver_all, force_status
 from tests.orders.helpers import order_paid_payloads
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 # transactional: tcc.run refuses to start inside an open transaction (a test's wrapping one too)
@@ -65,7 +66,7 @@ def process():
     """What the workers do: orders consumes the gateway's messages (running the TCC's tries and
     decision), then the orders, funds and points workers run phase two."""
     result = deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
-    tcc.finish()
+    run_phase_two()
     return result
 
 
@@ -155,7 +156,7 @@ def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, mer
     assert Order.objects.get(pk=order.pk).status == "PAYING"
     assert merchant_balance(merchant) == (0, 1227)
 
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert merchant_balance(merchant) == (1227, 0)
 
@@ -286,7 +287,7 @@ def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(orde
         payload__bank_trade_no="B2", consumer="orders.apply_bank_payment"
     )
     assert second.status == "CONSUMED"
-    tcc.finish()
+    run_phase_two()
 
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
@@ -367,7 +368,7 @@ def test_a_notify_and_a_poll_racing_apply_one_payment_once(order, merchant):
     outcomes = run_at_once(
         lambda: apply("notify"), lambda: apply("poll")
     )  # raises if either raised
-    tcc.finish()
+    run_phase_two()
 
     assert "APPLIED" in outcomes and set(outcomes) <= {"APPLIED", "retry later"}
     record = PaymentRecord.objects.get()

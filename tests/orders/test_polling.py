@@ -19,12 +19,12 @@ from orders import services
 from orders.models import Order, PaymentRecord
 from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
 from paysys import bank as bank_protocol
-from paysys import tcc
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
 from tests.orders.conftest import pay_with_notify_held as pay_at_bank
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -68,7 +68,7 @@ def poll_now(order):
 def poll_and_finish(**kwargs):
     """A polling pass, then phase two of the TCCs it decided (the participants' workers' part)."""
     asked = orders_poll_bank(**kwargs)
-    tcc.finish()
+    run_phase_two()
     return asked
 
 

@@ -4,8 +4,8 @@ from django.utils import timezone
 from notifications.models import Notification
 from orders.models import Order
 from orders.services import BankPayment, bank_payments_apply, order_create
-from paysys import tcc
 from tests.messaging.helpers import deliver_all
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 
@@ -30,7 +30,7 @@ def paid(merchant, payer):
         for i, o in enumerate(orders)
     ]
     assert bank_payments_apply(payments) == ["APPLIED", "APPLIED"]
-    tcc.finish()
+    run_phase_two()
     deliver_all("orders")  # order.paid -> accounting (vouchers) and notifications (records)
     force_status(
         Notification.objects,

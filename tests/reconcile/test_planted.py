@@ -181,7 +181,7 @@ def test_a_balance_payment_confirming_while_the_orders_worker_is_down_is_in_flig
     the orders confirm did not (its worker is down): the order is still PAYING."""
     from orders import services
     from paysys.core.services import agreement_issue
-    from paysys.tcc.phase_two import execute, pending_items
+    from paysys.tcc.phase_two import apply_and_report, pending_items
 
     monkeypatch.setattr(services, "PAY_CONFIRM_WAIT_SECONDS", 0)
     wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
@@ -202,7 +202,7 @@ def test_a_balance_payment_confirming_while_the_orders_worker_is_down_is_in_flig
     )
     gtx = GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}")
     assert gtx.status == "CONFIRMING"
-    execute(
+    apply_and_report(
         [item for item in pending_items(gtx) if not item["action"].startswith("orders.")]
     )  # every worker but orders
     assert FundEntry.objects.filter(

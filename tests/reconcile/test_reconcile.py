@@ -13,9 +13,9 @@ from accounts.models import Direction, EntryKind, FundAccount, FundEntry
 from notifications.models import Notification
 from orders.models import Order
 from orders.services import order_create
-from paysys import tcc
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all, force_status
+from tests.phase_two import run_phase_two
 from tests.reconcile.helpers import age, reconcile
 from tests.statuses import force_status
 
@@ -48,7 +48,7 @@ def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, p
     services.order_pay_with_balance(
         merchant=merchant, merchant_order_no="REC-BAL", payer_token=token
     )
-    tcc.finish()
+    run_phase_two()
     deliver_all("orders")
     deliver_all("funds")  # wallet.credited -> accounting
     force_status(

@@ -1,6 +1,6 @@
 """Refunds over the API: ``POST /api/v1/orders/{no}/refunds`` runs the TCC ``refund_order``
 (orders, the merchant's funds, the payer's points; a balance payment's refund also credits the
-wallet). Phase two and the consumers run in-process (tcc.finish, deliver_all)."""
+wallet). Phase two and the consumers run in-process (run_phase_two, deliver_all)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from rest_framework.test import APIClient
 from orders import services as order_services
 from orders.models import Order, Refund
 from orders.services import order_create
-from paysys import tcc
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 from tests.refunds.helpers import (
     fund,
     paid_balance_order,
@@ -241,7 +241,7 @@ def test_a_bank_refund_holds_the_money_until_the_bank_answers(api, merchant, pay
     balance = fund("merchant", merchant.pk)[0]
     response = refund(api, "R-1", "RF-1", 3_000)
     assert response.status_code == 201 and response.json()["status"] == "PENDING"
-    tcc.finish()
+    run_phase_two()
     assert fund("merchant", merchant.pk) == (balance, 3_000, 0)  # held, not posted
     assert points(payer) == (100, 30)
     refund_finish(response.json()["refund_no"], succeeded=True)
@@ -252,7 +252,7 @@ def test_a_bank_refund_holds_the_money_until_the_bank_answers(api, merchant, pay
     assert (order.status, order.refunded_amount) == ("PARTIALLY_REFUNDED", 3_000)
 
     second = refund(api, "R-1", "RF-2", 1_000).json()
-    tcc.finish()
+    run_phase_two()
     refund_finish(second["refund_no"], succeeded=False, failure_reason="account closed")
     settle()
     assert fund("merchant", merchant.pk) == (balance - 3_000, 0, 0)  # released
@@ -290,7 +290,7 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
 
     codes = run_at_once(*[lambda i=i: call(i) for i in range(20)])
     assert sorted(codes) == [201] * 16 + [409] * 4, codes
-    tcc.finish()
+    run_phase_two()
     order.refresh_from_db()
     assert order.refunding_amount == 10_000 and fund("merchant", merchant.pk) == (10_000, 10_000, 0)
     for refund_no in Refund.objects.filter(order=order).values_list("refund_no", flat=True):
