@@ -8,8 +8,9 @@ uvicorn's event loop, where a slow client costs a coroutine, not a thread, and t
 deadline (``WEB_READ_TIMEOUT``, then 408). Only a request that has fully arrived takes one of the
 ``WEB_THREADS`` threads, the only place Django code runs (each thread keeps its own persistent
 database connections); a request that finds no thread free within ``WEB_QUEUE_SECONDS`` is a 503
-with ``Retry-After``. One API key's requests hold all threads but one at the most (``_Shares``). Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are
-read, by their declared length or as soon as they grow past it.
+with ``Retry-After``; one API key's requests hold all the threads but one at the most (``_Shares``).
+Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are read, by their
+declared length or as soon as they grow past it.
 
 Responses are small (JSON, admin pages, static files of a few hundred KB), so each is built whole
 on its thread and then written by the loop: a client slow to read its answer holds no thread either.
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
+import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -345,3 +348,26 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = None
         if not self._in_request() and not self.transport.is_closing():
             self.transport.close()
+
+
+def public_bind_refusal(bind: str) -> str | None:
+    """Why the web process may not listen on ``bind``: the embedded default's secrets are in
+    the repository, so anyone who reaches it could sign bank notifies (orders paid) and steer the
+    simulators. None when ``bind`` is a loopback address or the secrets are the operator's."""
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = False
+    public = [
+        name
+        for name in ("SECRET_KEY", "BANK_SHARED_SECRET")
+        if settings.EMBEDDED and settings.DEBUG and not os.environ.get(name)
+    ]
+    if loopback or not public:
+        return None
+    return (
+        f"BIND={bind} would let anyone who reaches this machine use the embedded default's "
+        f"secrets ({', '.join(public)} are the public ones in the repository): they sign bank "
+        "notifies, so a stranger could mark orders paid. Bind 127.0.0.1 (the default), or set "
+        "your own secrets first: export SECRET_KEY=... BANK_SHARED_SECRET=... (SECURITY.md)"
+    )

@@ -481,3 +481,24 @@ def test_a_chunked_request_body_is_refused_before_its_chunks_are_parsed(server):
         sock.close()
 
     assert status == 400 and elapsed < 1
+
+
+def test_the_embedded_defaults_public_secrets_never_listen_beyond_loopback(settings, monkeypatch):
+    from paysys.core.serving import public_bind_refusal
+
+    settings.EMBEDDED, settings.DEBUG = True, True
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("BANK_SHARED_SECRET", raising=False)
+    for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert public_bind_refusal(loopback) is None
+    for public in ("0.0.0.0", "::", "192.168.1.5", "my-host"):
+        assert "SECRET_KEY, BANK_SHARED_SECRET are the public ones" in public_bind_refusal(public)
+
+    # the operator's own secrets (or the full stack, or production settings) may listen anywhere
+    monkeypatch.setenv("SECRET_KEY", "s" * 50)
+    monkeypatch.setenv("BANK_SHARED_SECRET", "b" * 50)
+    assert public_bind_refusal("0.0.0.0") is None
+    monkeypatch.delenv("BANK_SHARED_SECRET")
+    assert "BANK_SHARED_SECRET are the public" in public_bind_refusal("0.0.0.0")
+    settings.DEBUG = False
+    assert public_bind_refusal("0.0.0.0") is None
