@@ -399,9 +399,14 @@ def fund_debit_freeze(*, move: FundMove, xid: str) -> FundEntry:
             changes={"frozen": F("frozen") + move.amount},
         )
     if entry is None:
-        raise InsufficientFunds(
-            f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
-        )
+        message = f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
+        if move.owner_type == "merchant":  # its own balance, which it may read (never a payer's)
+            available = account.balance - account.frozen if account is not None else 0
+            message += (
+                f": {available} available, {move.amount - available} short (a refund gives back "
+                "the whole amount while the payment's fee stays with the platform)"
+            )
+        raise InsufficientFunds(message)
     return entry
 
 

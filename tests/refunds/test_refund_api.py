@@ -181,8 +181,12 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
 
 def test_a_merchant_who_cannot_cover_it_gets_402_and_nothing_is_frozen(api, merchant, payer):
     paid_balance_order(merchant, payer)  # the merchant has 10000 - fee
+    available = fund("merchant", merchant.pk)[0]
     response = refund(api, "RB-1", "RF-1", 10_000)
     assert response.status_code == 402, response.content
+    # it says how much is there and how much is missing (the merchant's own figures)
+    message = response.json()["error"]["message"]
+    assert f"{available} available, {10_000 - available} short" in message
     settle()
     assert fund("merchant", merchant.pk)[1:] == (0, 0)
     assert not Refund.objects.exists()
