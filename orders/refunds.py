@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -46,6 +47,12 @@ REFUND_ORDER = "refund_order"  # the TCC global transaction of one refund
 IDEMPOTENT_FIELDS = ("merchant_order_no", "amount", "reason")
 POINTS_ATTEMPTS = 5  # tries of one request whose points figure another refund moved (PointsMoved)
 
+# waits between questions to the bank's refund query while no notify has come (seconds), then
+# every REFUND_POLL_LATE_INTERVAL: a refund is never left PENDING without asking
+# (orders.refund_bank.refunds_poll_bank)
+REFUND_POLL_SCHEDULE = [5, 10, 30, 60, 120, 300]
+REFUND_POLL_LATE_INTERVAL = 900
+
 
 class NotRefundable(Conflict):
     code = "order_not_refundable"
@@ -63,6 +70,10 @@ class PointsMoved(Unavailable):
 
 def new_refund_no() -> str:
     return "RF" + timezone.now().strftime("%Y%m%d") + secrets.token_hex(8).upper()
+
+
+def first_poll_at():
+    return timezone.now() + timedelta(seconds=REFUND_POLL_SCHEDULE[0])
 
 
 def refundable(order: Order) -> int:
@@ -340,7 +351,7 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
         return
     # a bank payment's refund: the bank is asked (reliable message), and asked again on a schedule
     Refund.objects.filter(pk=refund.pk).update(
-        next_poll_at=_first_poll_at(), updated_at=timezone.now()
+        next_poll_at=first_poll_at(), updated_at=timezone.now()
     )
     event = RefundRequested(
         refund_no=refund.refund_no,
@@ -511,7 +522,7 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
             method=PayMethod.BANK,
             kind=Refund.Kind.DUPLICATE,
             requested_by=requested_by,
-            next_poll_at=_first_poll_at(),
+            next_poll_at=first_poll_at(),
         )
         PaymentRecord.objects.filter(pk=record.pk).update(
             reviewed_at=timezone.now(),
@@ -534,12 +545,6 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
         requested_by,
     )
     return refund
-
-
-def _first_poll_at():
-    from orders.refund_bank import first_poll_at
-
-    return first_poll_at()
 
 
 # --- reads ---------------------------------------------------------------------------------------
