@@ -12,7 +12,7 @@ them set-based (one lock query, one UPDATE, one upsert, one outbox INSERT), or r
 framework reruns each op alone, so a one-op call is the single op. The framework runs every
 call in ``atomic(using="orders")`` with its barrier rows, so duplicates, empty cancels and late
 tries never reach this code. The payload is built once by
-the initiator (:func:`orders.services.pay_branches`): fee and points are computed there, so
+the initiator (:func:`orders.payments.pay_branches`): fee and points are computed there, so
 ``order.paid`` says exactly what funds credited and points awarded.
 """
 

@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orders import payments  # a refund waits as a balance payment's answer does
 from orders.models import Order, PayMethod, Refund
 from orders.selectors import order_get, order_notify_url
 from paysys import tcc
@@ -205,9 +206,7 @@ def _too_large(left: int) -> RefundTooLarge:
 
 def _after_decision(refund: Refund) -> Refund:
     """A balance payment's refund is SUCCEEDED once the orders confirm lands: give it a moment."""
-    from orders import services  # the same wait as a balance payment's answer
-
-    deadline, pause = time.monotonic() + services.PAY_CONFIRM_WAIT_SECONDS, 0.01
+    deadline, pause = time.monotonic() + payments.PAY_CONFIRM_WAIT_SECONDS, 0.01
     while (
         refund.status == Refund.Status.PENDING
         and refund.method == PayMethod.BALANCE

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from orders.services import bank_payment_apply, order_create, order_pay_with_balance
+from orders.creation import order_create
+from orders.payments import bank_payment_apply, order_pay_with_balance
 from paysys import tcc
 from paysys.contracts import RefundFinished
 from paysys.core.services import agreement_issue
