@@ -1,5 +1,5 @@
 """Paying an order: one TCC over orders, funds and points (docs/tcc.md), whose branches
-:func:`pay_branches` builds. A bank payment comes from
+:func:`pay_branches` builds from the contracts in ``paysys.contracts``. A bank payment comes from
 the gateway's notify message (``orders.consumers``) or is found by polling the bank
 (``orders.polling``): :func:`bank_payments_apply`. A balance payment is the payer's wallet
 paying, with the payer's consent: :func:`order_pay_with_balance`."""
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from django.utils.dateparse import parse_datetime
 
 from orders.models import Order, OrderNotPayable, PaymentRecord, PayMethod
-from orders.participants import ACTION
 from orders.selectors import order_get, order_notify_url
 from paysys import tcc
+from paysys.contracts import FundCredit, FundDebit, OrderPayment, PointsAward
 from paysys.core.errors import DomainError, Unavailable
 from paysys.core.models import Merchant, PayerAgreement
 from paysys.core.money import fee_for, points_for
@@ -66,51 +66,35 @@ def pay_branches(
                 out_trade_no=order.out_trade_no,
             )
         )
-    branches.append(
-        tcc.Branch(
-            ACTION,
-            {
-                **common,
-                "amount": order.amount,
-                "method": method,
-                "bank_trade_no": bank_trade_no,
-                "paid_at": paid_at,
-                "source": source,
-                "fee": fee,
-                "points": points,
-                "notify_url": order_notify_url(order, merchant),
-            },
+    contracts = [
+        OrderPayment(
+            **common,
+            amount=order.amount,
+            method=method,
+            bank_trade_no=bank_trade_no,
+            paid_at=paid_at,
+            source=source,
+            fee=fee,
+            points=points,
+            notify_url=order_notify_url(order, merchant),
         )
-    )
+    ]
     if method == PayMethod.BALANCE:
-        branches.append(
-            tcc.Branch(
-                "funds.debit",
-                {
-                    **common,
-                    "owner_type": "payer",
-                    "owner_id": order.payer_id,
-                    "amount": order.amount,
-                },
-            )
+        contracts.append(
+            FundDebit(**common, owner_type="payer", owner_id=order.payer_id, amount=order.amount)
         )
     if order.amount - fee:
-        branches.append(
-            tcc.Branch(
-                "funds.credit",
-                {
-                    **common,
-                    "owner_type": "merchant",
-                    "owner_id": order.merchant_id,
-                    "amount": order.amount - fee,
-                },
+        contracts.append(
+            FundCredit(
+                **common,
+                owner_type="merchant",
+                owner_id=order.merchant_id,
+                amount=order.amount - fee,
             )
         )
     if points:
-        branches.append(
-            tcc.Branch("points.award", {**common, "payer_id": order.payer_id, "points": points})
-        )
-    return branches
+        contracts.append(PointsAward(**common, payer_id=order.payer_id, points=points))
+    return branches + [tcc.Branch(c.ACTION, c.to_payload()) for c in contracts]
 
 
 # --- bank payments: from the gateway's notify message, or found by polling the bank ---------
@@ -208,7 +192,7 @@ def _failed(payment: BankPayment, cause: Exception) -> PaymentNotCompleted:
 def _not_completed(
     payment: BankPayment, order: Order, failed: tcc.TryFailed
 ) -> str | PaymentNotCompleted:
-    if failed.action == ACTION and not failed.is_transient:
+    if failed.action == OrderPayment.ACTION and not failed.is_transient:
         # the order moved meanwhile: closed or paid by another payment -> flag; held by a
         # payment still in flight -> try again later, when it has ended one way or the other
         order.refresh_from_db()
@@ -314,7 +298,7 @@ def order_pay_with_balance(
                 f"a service did not answer ({exc.action}); nothing was charged, retry later"
             ) from exc
         if (
-            exc.action == ACTION
+            exc.action == OrderPayment.ACTION
             and Order.objects.filter(pk=order.pk, status=Order.Status.PAYING).exists()
         ):
             # held by another payment still in flight, or by an earlier attempt whose cancel is on

@@ -78,7 +78,8 @@ def top_up_merchant(merchant, amount):
     needs the fee's worth more than the payment brought, the fee being kept."""
     from django.db import transaction
 
-    from accounts.services import FundMove, fund_credit_hold, fund_credit_post
+    from accounts.services import fund_credit_hold, fund_credit_post
+    from paysys.contracts import FundMove
 
     move = FundMove(owner_type="merchant", owner_id=merchant.pk, amount=amount, currency="CNY")
     with transaction.atomic(using="funds"):
