@@ -33,9 +33,9 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.services import wallet_credit
 from notifications.services import endpoint_disable
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order, Refund
-from orders.services import order_create
 from paysys.bench.contracts import BenchPing
 from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
@@ -553,7 +553,7 @@ def test_each_status_is_documented_and_answered_as_documented(world, operation_i
 @pytest.mark.django_db(databases="__all__", transaction=True)
 @pytest.mark.parametrize("operation_id, status", sorted(COMMITTED), ids=lambda v: str(v))
 def test_each_balance_payment_status_is_documented(world, operation_id, status, monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)  # nobody runs phase two here
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)  # nobody runs phase two here
 
     run_case(world, operation_id, status)
 

@@ -124,7 +124,7 @@ def test_every_read_answers_bad_cursors_with_a_json_4xx(clients, method, path, c
 
 @pytest.mark.parametrize("raw", NASTY_BODIES, ids=lambda raw: raw[:24].decode("latin-1"))
 def test_the_gateway_and_the_sandbox_answer_nasty_json_with_a_4xx(raw, make_merchant, payer):
-    from orders.services import order_create
+    from orders.creation import order_create
     from paysys import bank
 
     merchant, _ = make_merchant()

@@ -7,8 +7,8 @@ from django.test import Client
 from django.utils import timezone
 
 from notifications.models import Attempt, Notification
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
 from paysys import bank
 from tests.messaging.helpers import deliver_all
 from tests.phase_two import run_phase_two

@@ -5,8 +5,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
+from orders.expiry import orders_close_expired
 from orders.models import Order, PaymentRecord
-from orders.services import orders_close_expired
 from paysys import bank as bank_protocol
 from paysys.contracts import OrderPaid
 from paysys.messaging.models import Message

@@ -17,9 +17,9 @@ from rest_framework.test import APIClient
 from accounts.models import FundAccount, FundEntry, PointsAccount
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
 from paysys.core.models import PayerAgreementDay
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_reissue, agreement_revoke
@@ -38,7 +38,7 @@ AMOUNT = 1234
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
     """Nobody runs phase two while the API would wait for it here: answer at the decision."""
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_the_answer_waits_for_the_order_confirm(
     api, merchant, payer, wallet, payer_token, monkeypatch
 ):
     """With the orders worker running (here: a thread running phase two), the 200 carries SUCCESS."""
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 10)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 10)
     make_order(merchant, payer)
     stop = threading.Event()
 
@@ -374,7 +374,7 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(
     """The orders try serialises them: whichever holds the order first pays; the other is
     refused (the wallet's call: 503 or 409; the bank payment is retried, and flagged once the
     order is paid)."""
-    from orders.services import PaymentNotCompleted, bank_payment_apply
+    from orders.payments import PaymentNotCompleted, bank_payment_apply
 
     order = make_order(merchant, payer)
 
@@ -524,7 +524,7 @@ def test_the_agreements_try_refuses_what_the_check_before_it_let_through(
     order = make_order(merchant, payer, no="BAL-2")
     assert pay(api, "BAL-1", token).status_code == 200
     run_phase_two()
-    monkeypatch.setattr(order_services, "agreement_limits_check", lambda *args, **kwargs: None)
+    monkeypatch.setattr(order_payments, "agreement_limits_check", lambda *args, **kwargs: None)
 
     response = pay(api, "BAL-2", token)
 
@@ -601,13 +601,13 @@ def test_a_token_reissued_after_the_check_is_refused_by_the_try(
     """Reissued (or revoked) between the check and the try: the try, under the agreement's lock, refuses."""
     agreement, token = issue_agreement(payer, merchant)
     order = make_order(merchant, payer)
-    check = order_services.agreement_limits_check
+    check = order_payments.agreement_limits_check
 
     def reissue_meanwhile(*args, **kwargs):
         check(*args, **kwargs)
         agreement_reissue(agreement_id=agreement.pk, issued_by="admin:boss")
 
-    monkeypatch.setattr(order_services, "agreement_limits_check", reissue_meanwhile)
+    monkeypatch.setattr(order_payments, "agreement_limits_check", reissue_meanwhile)
 
     assert refusal(pay(api, "BAL-1", token)) == "payer_token_mismatch"
     assert_nothing_charged(order, payer)

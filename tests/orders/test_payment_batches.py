@@ -7,8 +7,9 @@ import pytest
 from django.db import connections, transaction
 
 from accounts.selectors import fund_account_get
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import BankPayment, PaymentNotCompleted, bank_payments_apply, order_create
+from orders.payments import BankPayment, PaymentNotCompleted, bank_payments_apply
 from paysys.core.models import Merchant
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction

@@ -10,8 +10,9 @@ import pytest
 from django.test import Client
 
 from accounts.selectors import fund_account_get, points_account_get
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import PaymentNotCompleted, bank_payment_apply, order_create
+from orders.payments import PaymentNotCompleted, bank_payment_apply
 from paysys import bank, tcc
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.core.money import fee_for
@@ -322,7 +323,7 @@ def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a
 
 def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
     """The check passed (CREATED), then the order closed before the orders try: flagged at once."""
-    from orders import services
+    from orders import payments
 
     real_run = tcc.run_many
 
@@ -330,7 +331,7 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
         force_status(Order.objects.filter(pk=order.pk), status="CLOSED")
         return real_run(*args, **kwargs)
 
-    services.tcc.run_many = close_first
+    payments.tcc.run_many = close_first
     try:
         outcome = bank_payment_apply(
             out_trade_no=order.out_trade_no,
@@ -341,7 +342,7 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
             source="notify",
         )
     finally:
-        services.tcc.run_many = real_run
+        payments.tcc.run_many = real_run
 
     assert outcome == "FLAGGED"
     assert PaymentRecord.objects.get().reason == "order is CLOSED, not payable"

@@ -2,8 +2,9 @@ import pytest
 from django.utils import timezone
 
 from notifications.models import Notification
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import BankPayment, bank_payments_apply, order_create
+from orders.payments import BankPayment, bank_payments_apply
 from tests.messaging.helpers import deliver_all
 from tests.phase_two import run_phase_two
 from tests.statuses import force_status

@@ -17,7 +17,8 @@ def pay_at_bank(bank, merchant, payer):
     payment applied as order polling would), phase two done."""
     from django.utils import timezone
 
-    from orders.services import bank_payment_apply, order_create, order_pay_url
+    from orders.creation import order_create, order_pay_url
+    from orders.payments import bank_payment_apply
     from tests.orders.conftest import pay_with_notify_held
 
     def pay(no="BK-1", amount=10_000):

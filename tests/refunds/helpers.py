@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from orders.services import bank_payment_apply, order_create, order_pay_with_balance
+from orders.creation import order_create
+from orders.payments import bank_payment_apply, order_pay_with_balance
 from paysys.contracts import RefundFinished
 from paysys.core.services import agreement_issue
 from tests.messaging.helpers import deliver_all
@@ -77,7 +78,8 @@ def top_up_merchant(merchant, amount):
     needs the fee's worth more than the payment brought, the fee being kept."""
     from django.db import transaction
 
-    from accounts.services import FundMove, fund_credit_hold, fund_credit_post
+    from accounts.services import fund_credit_hold, fund_credit_post
+    from paysys.contracts import FundMove
 
     move = FundMove(owner_type="merchant", owner_id=merchant.pk, amount=amount, currency="CNY")
     with transaction.atomic(using="funds"):

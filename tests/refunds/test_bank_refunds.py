@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from orders.creation import order_create, order_pay_url
 from orders.models import Order, Refund
+from orders.payments import bank_payment_apply
 from orders.refund_bank import refunds_poll_bank
-from orders.services import bank_payment_apply, order_create, order_pay_url
 from paysys.contracts import RefundRequested
 from paysys.messaging.models import Message
 from paysys.sandbox import services as bank_side

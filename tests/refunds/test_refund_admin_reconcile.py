@@ -17,9 +17,9 @@ from django.utils import timezone
 from accounting.models import Voucher
 from accounts.models import FundEntry
 from notifications.models import Notification
-from orders import services as order_services
+from orders import payments as order_payments
 from orders.models import Order, PaymentRecord, Refund
-from orders.services import bank_payment_apply
+from orders.payments import bank_payment_apply
 from paysys.contracts import RefundRequested
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def staff(django_user_model, username: str, *codenames: str) -> Client:

@@ -9,9 +9,9 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order, Refund
-from orders.services import order_create
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def test_a_balance_refund_gives_money_and_points_back_at_once(api, merchant, payer):

@@ -9,7 +9,7 @@ import pytest
 
 from accounting.models import Voucher
 from notifications.models import Notification
-from orders import services as order_services
+from orders import payments as order_payments
 from orders.models import Refund
 from orders.refunds import refund_finish
 from tests.phase_two import run_phase_two
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def lines(voucher):
