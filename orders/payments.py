@@ -272,8 +272,8 @@ def order_pay_with_balance(
     agreement = agreement_for_payment(
         payer_token=payer_token, payer_id=order.payer_id, merchant_id=merchant.pk
     )
-    if order.status == Order.Status.SUCCESS and order.pay_method == PayMethod.BALANCE:
-        return order  # a replay of the call that paid it
+    if order.status in Order.PAID_STATUSES and order.pay_method == PayMethod.BALANCE:
+        return order  # a replay of the call that paid it (refunded since, maybe: still paid once)
     # PAYING by a balance payment: a concurrent call, or one whose answer was lost; tcc.run with
     # the same business key resumes it or finds it decided, so this call gets the same answer
     in_flight = order.status == Order.Status.PAYING and order.pay_method == PayMethod.BALANCE

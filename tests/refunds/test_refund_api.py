@@ -320,3 +320,36 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
     assert not GlobalTransaction.objects.filter(
         name="refund_order", status__in=["TRYING", "CONFIRMING", "CANCELLING"]
     ).exists()
+
+
+def test_a_pay_call_retried_after_a_refund_is_the_same_200_and_charges_nothing(
+    api, merchant, payer, issue_agreement
+):
+    # given: an order paid from the wallet (the pay call's answer was lost), then half refunded
+    from accounts.services import wallet_credit
+
+    wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    _, token = issue_agreement(payer, merchant)
+    order_create(
+        merchant=merchant,
+        merchant_order_no="RP-1",
+        amount=10_000,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
+    pay = {"method": "balance", "payer_token": token}
+    assert api.post("/api/v1/orders/RP-1/pay", pay, format="json").status_code == 200
+    run_phase_two()
+    assert refund(api, "RP-1", "RF-1", 5_000).status_code == 201
+    settle()
+    wallet = fund("payer", payer.pk)
+
+    # when: the payer's client retries the pay call
+    again = api.post("/api/v1/orders/RP-1/pay", pay, format="json")
+
+    # then: the paid order, as it is now, and nothing charged again
+    assert again.status_code == 200, again.content
+    assert again.json()["status"] == "PARTIALLY_REFUNDED"
+    assert again.json()["refunded_amount"] == 5_000
+    assert fund("payer", payer.pk) == wallet
