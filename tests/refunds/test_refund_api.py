@@ -148,6 +148,26 @@ def test_concurrent_refunds_that_finish_an_order_take_back_all_its_points(
     assert points(payer) == (0, 0)
 
 
+def test_small_refunds_take_back_the_points_their_sum_would(api, merchant, payer):
+    # ten refunds of 99 on an order of 1000 (10 points): each alone is under one point's worth,
+    # together they are 990 of 1000, so 9 points go back (each refund rounded down alone took 0)
+    paid_balance_order(merchant, payer, no="RS-1", amount=1_000)
+    assert points(payer) == (10, 0)
+
+    for k in range(10):
+        assert refund(api, "RS-1", f"RF-{k}", 99).status_code == 201
+        settle()
+
+    # after k refunds, floor(10 * 99k / 1000) = floor(0.99k) points are back
+    taken = list(Refund.objects.order_by("id").values_list("points", flat=True))
+    assert taken == [0, 1, 1, 1, 1, 1, 1, 1, 1, 1] and points(payer) == (1, 0)
+    # and the last 10 take the last point (the fee is kept: the merchant tops its balance up)
+    top_up_merchant(merchant, fee_for(1_000, merchant.fee_rate_bp))
+    assert refund(api, "RS-1", "RF-last", 10).status_code == 201
+    settle()
+    assert points(payer) == (0, 0)
+
+
 def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, merchant, payer):
     order = paid_balance_order(merchant, payer)
     fee = fee_for(10_000, merchant.fee_rate_bp)
@@ -302,11 +322,11 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
     settle()
     order.refresh_from_db()
     assert (order.status, order.refunded_amount, order.refunding_amount) == ("REFUNDED", 10_000, 0)
-    # 15 took 6 of the 100 points (625 of 10000, rounded down); the last, known under the
-    # order's lock, took the 10 left: a fully refunded order leaves the payer none of its points
-    assert sorted(Refund.objects.filter(order=order).values_list("points", flat=True)) == [
-        6
-    ] * 15 + [10]
+    # the k-th refund under the order's lock took floor(100 * 625k / 10000) less what the ones
+    # before took (6, 6, 6, 7, ...): all 100 back, and the payer keeps none of the order's points
+    taken = list(Refund.objects.filter(order=order).order_by("id").values_list("points", flat=True))
+    assert taken == [625 * k // 100 - 625 * (k - 1) // 100 for k in range(1, 17)]
+    assert sum(taken) == 100
     assert fund("merchant", merchant.pk) == (0, 0, 0) and points(payer) == (0, 0)
     # (a refusal before the lock starts no transaction; one after it is cancelled)
     assert (
