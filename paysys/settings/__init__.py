@@ -8,12 +8,13 @@ Two modes share one code path:
   schema ``paysys_<service>`` and ``CELERY_BROKER_URL=redis://...`` a real broker.
 
 One module per concern, composed here; each imports by name what it reads from another, so none
-depends on the order below. Every environment variable is read through the helpers of
-``environment``, in the module of its concern: ``deployment`` (DEBUG, the embedded default, the
-public address, the bank simulator), ``security``, ``databases`` (and the cache), ``web``,
-``payments`` (orders, the bank), ``messaging``, ``notifications``, ``tcc``, ``queues`` (Celery)
-and ``operations`` (health, retention, logging). ``constants`` holds paysys's own fixed values,
-``framework`` the fixed wiring of Django, DRF and the OpenAPI schema.
+depends on the order below. Every environment variable is read in the module of its concern
+(numbers, flags, lists and secrets through the helpers of ``environment``): ``deployment``
+(DEBUG, the embedded default, the public address, the bank simulator), ``security``,
+``databases`` (and the cache), ``web``, ``payments`` (orders, the bank), ``messaging``,
+``notifications``, ``tcc``, ``queues`` (Celery) and ``operations`` (health, retention, logging).
+``constants`` holds paysys's own fixed values, ``framework`` the fixed wiring of Django, DRF and
+the OpenAPI schema.
 
 Two kinds of refusal:
 

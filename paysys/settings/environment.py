@@ -15,10 +15,6 @@ MIN_SECRET_LENGTH = 32
 _GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
-def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
 
