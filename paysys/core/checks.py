@@ -7,8 +7,8 @@ Django runs no checks under a WSGI or ASGI server or in Celery, so the WSGI and 
 start-up and refuse to start on an Error: ``refuse_on_errors``. No process serves on them.
 
 The refusals that keep secrets and the bank simulator out of production stay in the settings
-(paysys/settings/security.py, payments.py, deployment.py): they must hold for every process that loads settings,
-``manage.py shell`` and scripts included, which run no checks.
+(paysys/settings/security.py, payments.py, deployment.py): they must hold for every process that
+loads settings, ``manage.py shell`` and scripts included, which run no checks.
 """
 
 from __future__ import annotations
