@@ -6,7 +6,6 @@ consumers ``Contract.from_payload``). Importers use ``paysys.contracts``.
 
 from paysys.contracts.messages import (
     BankPaymentSucceeded,
-    BenchPing,
     Contract,
     ContractError,
     OrderPaid,
@@ -18,7 +17,6 @@ from paysys.contracts.messages import (
 
 __all__ = [
     "BankPaymentSucceeded",
-    "BenchPing",
     "Contract",
     "ContractError",
     "OrderPaid",

@@ -236,17 +236,6 @@ class RefundRequested(Contract):
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class BenchPing(Contract):
-    """The message ``manage.py bench_messaging`` measures (and the schema tests prepare over
-    HTTP). Producer and consumer: core; the consumer only writes its inbox row."""
-
-    TOPIC: ClassVar[str] = "messaging.bench"
-    PRODUCER: ClassVar[str] = "default"
-
-    n: int = 0
-
-
 def contracts() -> list[type[Contract]]:
     """Every topic's contract."""
     return Contract.__subclasses__()

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "paysys.demo",
     "paysys.reconcile",
     "paysys.ops",
+    "paysys.bench",
     "orders",
     "accounts",
     "accounting",

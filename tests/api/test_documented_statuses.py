@@ -36,7 +36,7 @@ from notifications.services import endpoint_disable
 from orders import services as order_services
 from orders.models import Order, Refund
 from orders.services import order_create
-from paysys.contracts import BenchPing
+from paysys.bench.contracts import BenchPing
 from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
 from paysys.wsgi import application

@@ -7,7 +7,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from paysys.contracts import BenchPing
+from paysys.bench.contracts import BenchPing
 from paysys.core.models import Merchant
 from paysys.core.services import API_KEY_PREFIX, _hash_api_key
 from paysys.wsgi import application

@@ -46,9 +46,9 @@ SKIPPED = {
     "Full stack: MariaDB/MySQL and Redis": "a second stack on MariaDB and Redis, then the whole suite: CI's full-stack run",
     "One service's worker alone": "long-running processes; tests/core/test_runstack.py runs one worker alone",
     "Messages (`manage.py bench_messaging`)": "a benchmark of the full stack, minutes long",
-    "Whole payments (`manage.py bench_payments`)": "minutes long; tests/core/test_bench_payments.py runs its --quick",
+    "Whole payments (`manage.py bench_payments`)": "minutes long; tests/bench/test_bench_payments.py runs its --quick",
     "Flat with size (`manage.py bench_history`)": "a bench stack of its own filled with millions of rows, "
-    "tens of minutes; tests/core/test_bench_history.py runs it small",
+    "tens of minutes; tests/bench/test_bench_history.py runs it small",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
     "Run the course's scenarios": "minutes long, each fault on a stack of its own: tests/faults/test_scenarios.py runs "
     "them and tests/core/test_stack_control.py the stack commands",

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
+from paysys.core.management.commands.runstack import procfile_entries
 from paysys.core.stack import StackLock
 
 FULL_STACK_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
@@ -181,3 +182,17 @@ def test_the_banner_prints_the_exact_demo_command(settings, tmp_path):
     out = StringIO()
     call_command("run_banner", stdout=out)
     assert "or, in another terminal: PORT=9001 make demo" in out.getvalue()
+
+
+def test_the_bank_simulators_worker_runs_only_where_the_sandbox_is_on(settings):
+    procfile = settings.BASE_DIR / "Procfile"
+
+    settings.SANDBOX_ENABLED = True
+    assert "sandbox" in {spec.name for spec in procfile_entries(procfile, [])}
+
+    settings.SANDBOX_ENABLED = False
+    names = {spec.name for spec in procfile_entries(procfile, [])}
+    assert "sandbox" not in names and {"web", "orders", "beat"} <= names
+    with pytest.raises(CommandError, match="only where the sandbox is on"):
+        procfile_entries(procfile, ["web", "sandbox"])
+    assert [spec.name for spec in procfile_entries(procfile, ["orders"])] == ["orders"]

@@ -15,7 +15,7 @@ from tests.concurrency import run_at_once
 ROOT = Path(__file__).resolve().parents[2]
 # the outside parties (bank and merchant simulators) keep their own state, as a real bank does;
 # the benchmark's stand-in monolith is the plain-SQL baseline the platform is measured against
-NOT_THE_PLATFORM = ("paysys/sandbox/", "paysys/demo/monolith.py")
+NOT_THE_PLATFORM = ("paysys/sandbox/", "paysys/bench/monolith.py")
 STATUS_NAMES = {"status", "state"}
 Status = GlobalTransaction.Status
 

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from paysys import topology
 from paysys.core.faults import SqliteLock, TcpProxy, mysql_url
 from paysys.core.stack import (
     StackControl,
@@ -53,15 +54,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        procfile = Path(options["procfile"])
-        specs = read_procfile(procfile)
-        if options["names"]:
-            unknown = sorted(set(options["names"]) - {s.name for s in specs})
-            if unknown:
-                raise CommandError(
-                    f"not in {procfile}: {', '.join(unknown)} (there: {', '.join(s.name for s in specs)})"
-                )
-            specs = [s for s in specs if s.name in options["names"]]
+        specs = procfile_entries(Path(options["procfile"]), options["names"])
         port, bind = settings.PORT, os.environ.get("BIND") or "127.0.0.1"
         base = settings.PUBLIC_BASE_URL
 
@@ -139,3 +132,23 @@ class Command(BaseCommand):
             self.stdout.flush()
         except (BrokenPipeError, ValueError):
             sys.stderr.write(line + "\n")
+
+
+def procfile_entries(procfile: Path, names: list[str]) -> list:
+    """The Procfile's entries to run: ``names`` (every one by default), without the bank
+    simulator's worker where the sandbox is off (nothing routes to its queue there)."""
+    specs = read_procfile(procfile)
+    unknown = sorted(set(names) - {s.name for s in specs})
+    if unknown:
+        raise CommandError(
+            f"not in {procfile}: {', '.join(unknown)} (there: {', '.join(s.name for s in specs)})"
+        )
+    if not settings.SANDBOX_ENABLED:
+        simulator = {worker.process for worker in topology.WORKERS if worker.sandbox}
+        if asked := sorted(simulator & set(names)):
+            raise CommandError(
+                f"{', '.join(asked)}: the bank simulator's worker runs only where the sandbox is on "
+                "(SANDBOX_ENABLED, on by default with DEBUG)"
+            )
+        specs = [s for s in specs if s.name not in simulator]
+    return [s for s in specs if s.name in names] if names else specs

@@ -55,7 +55,7 @@ def test_bench_payments_mixes_refunds_in_each_succeeded_once(stack, tmp_path):
 def test_bench_payments_refuses_more_refunds_than_wallet_paid_orders():
     from django.core.management.base import CommandError
 
-    from paysys.demo.management.commands.bench_payments import _refund_count
+    from paysys.bench.management.commands.bench_payments import _refund_count
 
     assert _refund_count(60, {"refunds": 10, "balance_share": 0.1}) == 6
     for options in ({"refunds": 20, "balance_share": 0.1}, {"refunds": 101, "balance_share": 1}):
@@ -109,7 +109,7 @@ def test_a_paced_bench_client_sends_each_notify_on_its_schedule(tmp_path):
     import http.server
     import threading
 
-    from paysys.demo.bench_client import post_notifies
+    from paysys.bench.client import post_notifies
 
     class Gateway(http.server.BaseHTTPRequestHandler):
         def do_POST(self):

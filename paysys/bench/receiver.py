@@ -2,7 +2,7 @@
 process): answers every POST with 204 at once, except paths starting with ``/hang``, which it holds
 open without a word until the sender gives up (a hanging merchant).
 
-    python -m notifications.bench_receiver PORT [WEBHOOK_SECRET LOG_PATH]
+    python -m paysys.bench.receiver PORT [WEBHOOK_SECRET LOG_PATH]
 
 With a webhook secret, every notification is verified as a merchant would (``standardwebhooks``,
 the third-party verifier) before the 204, and one line per notification is appended to LOG_PATH:

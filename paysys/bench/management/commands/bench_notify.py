@@ -2,7 +2,7 @@
 
     manage.py bench_notify [--count 10000] [--endpoints 50] [--rate 300] [--seconds 10] [--json]
 
-Starts a local merchant server (``notifications.bench_receiver``, its own process) and one
+Starts a local merchant server (``paysys.bench.receiver``, its own process) and one
 delivery worker (``celery worker -Q notify_delivery --concurrency=2``, as in the Procfile), and
 plays beat (a ``notifications.deliver_due`` every second). Measures:
 
@@ -38,6 +38,7 @@ from django.utils import timezone
 from notifications.models import Attempt, Endpoint, Notification
 from notifications.services import new_webhook_id
 from notifications.tasks import deliver_due
+from paysys.bench.workers import start_worker
 from paysys.core.models import Merchant
 from paysys.core.services import merchant_create
 
@@ -84,7 +85,7 @@ class Command(BaseCommand):
         }
         port = _free_port()
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "notifications.bench_receiver", str(port)],
+            [sys.executable, "-m", "paysys.bench.receiver", str(port)],
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -158,25 +159,10 @@ class Command(BaseCommand):
             if settings.VAR_DIR.exists()
             else subprocess.DEVNULL
         )
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "paysys",
-                "worker",
-                "-Q",
-                settings.NOTIFY_DELIVERY_QUEUE,
-                f"--concurrency={processes}",
-                "-n",
-                f"bench-notify-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=WARNING",
-            ],
-            cwd=settings.BASE_DIR,
-            start_new_session=True,
+        worker = start_worker(
+            settings.NOTIFY_DELIVERY_QUEUE,
+            name=f"bench-notify-{os.getpid()}",
+            concurrency=processes,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,4 +1,4 @@
-from paysys.contracts import BenchPing
+from paysys.bench.contracts import BenchPing
 from paysys.messaging import consumer
 
 

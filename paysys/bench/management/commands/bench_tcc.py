@@ -32,7 +32,6 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -41,6 +40,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections, transaction
 from django.utils import timezone
 
+from paysys.bench.workers import start_worker
 from paysys.tcc import phase_two
 from paysys.tcc.models import Barrier, GlobalTransaction
 from paysys.tcc.registry import BranchOp, get_participant
@@ -206,26 +206,11 @@ class Command(BaseCommand):
 
     def _start_workers(self, processes: int) -> list[subprocess.Popen]:
         return [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "paysys",
-                    "worker",
-                    "-Q",
-                    queue,
-                    f"--concurrency={processes}",
-                    "--pool=prefork",
-                    "-n",
-                    f"bench-tcc-{queue}-{os.getpid()}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel=WARNING",
-                ],
-                cwd=settings.BASE_DIR,
-                start_new_session=True,
+            start_worker(
+                queue,
+                name=f"bench-tcc-{queue}-{os.getpid()}",
+                concurrency=processes,
+                pool="prefork",
             )
             for queue in ("orders", "funds", "points")
         ]

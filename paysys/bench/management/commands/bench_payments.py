@@ -4,7 +4,7 @@ Against ``PUBLIC_BASE_URL`` (``--base-url``), as ``make demo`` does, so the same
 the embedded default, the full stack or a deployment whose databases this process can read:
 
 1. a bench merchant (its own per-key limits raised, nobody else's) whose server is a local
-   process verifying every notification with ``standardwebhooks`` (notifications.bench_receiver);
+   process verifying every notification with ``standardwebhooks`` (paysys.bench.receiver);
 2. ``--payments`` orders created over the API, then paid: signed bank notifies posted to the
    gateway from ``--clients`` processes, and a share (``--balance-share``) paid from payers'
    wallets (``POST /api/v1/orders/{no}/pay``);
@@ -54,9 +54,9 @@ from accounts.models import FundEntry, PointsEntry
 from accounts.services import wallet_credit
 from notifications.models import Notification
 from orders.models import Order
+from paysys.bench.client import post_notifies
+from paysys.bench.monolith import monolith_baseline
 from paysys.core.services import merchant_create, payer_create_with_agreement
-from paysys.demo.bench_client import post_notifies
-from paysys.demo.monolith import monolith_baseline
 from paysys.reconcile.checks import reconcile
 
 STAGES = ["gateway", "orders / TCC", "funds", "points", "accounting", "notifications", "delivery"]
@@ -133,7 +133,7 @@ class Command(BaseCommand):
             [
                 sys.executable,
                 "-m",
-                "notifications.bench_receiver",
+                "paysys.bench.receiver",
                 str(port),
                 merchant.webhook_secret,
                 str(work / "acks.log"),

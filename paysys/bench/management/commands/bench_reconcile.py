@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.test.utils import setup_databases, teardown_databases
 
-from paysys.reconcile.generate import paid_orders_generate
+from paysys.bench.generate import paid_orders_generate
 from paysys.reconcile.management.commands.reconcile import progress_bar
 
 SUFFIX = "_benchrec"

@@ -6,7 +6,7 @@ Fills the databases the environment names (``DATABASE_URL``: a running stack's, 
 so ``bench_payments`` can be run again with history (docs/benchmarks.md, "Flat with size"):
 
 - ``--orders N``: bank-paid orders with every row reconcile reads in each service
-  (paysys/reconcile/generate.py, as bench_reconcile makes them), of merchants and payers of their
+  (paysys/bench/generate.py, as bench_reconcile makes them), of merchants and payers of their
   own (ids from ``HISTORY_IDS``), so reconcile stays consistent;
 - ``--messages M``: CONSUMED outbox rows (``bank.payment_succeeded`` and ``order.paid`` to each of
   their consumers, in the producer's database) with the consumer's inbox row.
@@ -35,11 +35,11 @@ from django.db import connections
 from django.db.models import Max
 from django.utils import timezone
 
+from paysys.bench.generate import BATCH, load_rows, paid_orders_generate
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.core.models import Merchant
 from paysys.messaging.models import InboxEntry, Message
 from paysys.messaging.registry import consumers_of
-from paysys.reconcile.generate import BATCH, load_rows, paid_orders_generate
 from paysys.reconcile.management.commands.reconcile import progress_bar
 
 HISTORY_IDS = 1_000_000_000  # history merchants and payers are 1e9 + 1 ...: nobody else's accounts

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -39,6 +38,7 @@ from django.utils import timezone
 
 from orders.models import Order, PaymentRecord
 from orders.services import new_out_trade_no, order_create, orders_poll_bank
+from paysys.bench.workers import start_worker
 from paysys.celery import app
 from paysys.core.models import Merchant, Payer
 from paysys.core.services import merchant_create, payer_create
@@ -211,28 +211,14 @@ class Command(BaseCommand):
         )
         log_path = self.log_dir / f"worker-{queues.replace(',', '+')}.log"
         env = {**os.environ, "ORDER_POLL_CONCURRENCY": str(concurrency)}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "paysys",
-                "worker",
-                "-Q",
-                queues,
-                "-n",
-                f"bench-{queues}-{os.getpid()}@%h",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-            ],
-            cwd=settings.BASE_DIR,
+        proc = start_worker(
+            queues,
+            name=f"bench-{queues}-{os.getpid()}",
+            concurrency=1,
+            loglevel="INFO",
             env=env,
             stdout=open(log_path, "ab"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while b"ready." not in log_path.read_bytes():

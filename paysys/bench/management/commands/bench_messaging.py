@@ -23,8 +23,6 @@ import multiprocessing
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -33,7 +31,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections, transaction
 from django.utils import timezone
 
-from paysys.contracts import BenchPing
+from paysys.bench.contracts import BenchPing
+from paysys.bench.workers import start_worker
 from paysys.messaging import kicks, outbox, recovery, relay
 from paysys.messaging.models import InboxEntry, Message
 
@@ -72,26 +71,8 @@ class Command(BaseCommand):
     # --- throughput ----------------------------------------------------------------------
 
     def _throughput(self, total: int, producers: int, processes: int) -> None:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "paysys",
-                "worker",
-                "-Q",
-                "core",
-                f"--concurrency={processes}",
-                "--pool=prefork",
-                "-n",
-                f"bench-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=WARNING",
-            ],
-            cwd=settings.BASE_DIR,
-            start_new_session=True,
+        worker = start_worker(
+            "core", name=f"bench-{os.getpid()}", concurrency=processes, pool="prefork"
         )
         try:
             time.sleep(3)  # let the pool start before the clock does
