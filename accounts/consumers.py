@@ -2,8 +2,7 @@
 ``held``), to post or release the holds its TCC left (accounts.participants, "refunds")."""
 
 from accounts import services
-from accounts.services import FundMove, PointsAward
-from paysys.contracts import RefundFinished
+from paysys.contracts import FundMove, PointsAward, RefundFinished
 from paysys.messaging import consumer
 
 

@@ -3,13 +3,10 @@ initiator). The framework runs each function inside ``atomic(using=<alias>)`` to
 barrier rows, so duplicate, empty and late phases never reach this code. A batched function
 (``tcc.many``) gets many branches' ops and applies all or raises (see ``paysys.tcc.registry``).
 
-Payloads (built by the initiator; the framework hands the same payload to all three phases):
-
-* ``funds.credit`` / ``funds.debit``: ``{"owner_type": "merchant"|"payer", "owner_id": int,
-  "amount": int (minor units, > 0), "currency": "CNY", "out_trade_no"?: str, "reason"?: str}``.
-  A debit try raises ``paysys.core.errors.InsufficientFunds`` when available < amount.
-* ``points.award``: ``{"payer_id": int, "points": int (>= 0; 0 changes nothing),
-  "out_trade_no"?: str, "reason"?: str}``; compute points with ``paysys.core.money.points_for``.
+Every phase parses its payload with the action's contract (``paysys.contracts.branches``:
+``FundCredit``, ``FundDebit``, ``PointsAward``, ``FundRefund``, ``PointsReversal``); a payload
+that does not match fails the phase with ``InvalidInput`` naming the wrong fields. A debit try
+raises ``paysys.core.errors.InsufficientFunds`` when available < amount.
 """
 
 from __future__ import annotations
@@ -17,8 +14,16 @@ from __future__ import annotations
 import logging
 
 from accounts import services
-from accounts.services import FundMove, PointsAward, XidAward, XidMove
+from accounts.services import XidAward, XidMove
 from paysys import tcc
+from paysys.contracts import (
+    FundCredit,
+    FundDebit,
+    FundMove,
+    FundRefund,
+    PointsAward,
+    PointsReversal,
+)
 from paysys.core.steps import log_steps
 
 logger = logging.getLogger(__name__)
@@ -29,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def _moves(ops: list[tcc.BranchOp]) -> list[XidMove]:
-    return [(op.xid, FundMove.from_payload(op.payload)) for op in ops]
+    return [(op.xid, FundCredit.from_payload(op.payload)) for op in ops]
 
 
 def _awards(ops: list[tcc.BranchOp]) -> list[XidAward]:
@@ -62,11 +67,14 @@ def credit_cancel(ops: list[tcc.BranchOp]) -> None:
 
 
 def debit_try(payload: dict, *, xid: str) -> None:
-    services.fund_debit_freeze(move=FundMove.from_payload(payload), xid=xid)
+    services.fund_debit_freeze(move=FundDebit.from_payload(payload), xid=xid)
 
 
 def debit_confirm(payload: dict, *, xid: str) -> None:
-    move = FundMove.from_payload(payload)
+    _debit_post(FundDebit.from_payload(payload), xid=xid)
+
+
+def _debit_post(move: FundMove, *, xid: str) -> None:
     services.fund_debit_post(move=move, xid=xid)
     log_steps(
         logger,
@@ -77,7 +85,7 @@ def debit_confirm(payload: dict, *, xid: str) -> None:
 
 
 def debit_cancel(payload: dict, *, xid: str) -> None:
-    services.fund_debit_unfreeze(move=FundMove.from_payload(payload), xid=xid)
+    services.fund_debit_unfreeze(move=FundDebit.from_payload(payload), xid=xid)
 
 
 @tcc.many
@@ -104,9 +112,9 @@ def award_cancel(ops: list[tcc.BranchOp]) -> None:
 
 # action name -> (alias = queue, try, confirm, cancel)
 ACTIONS = {
-    "funds.credit": ("funds", credit_try, credit_confirm, credit_cancel),
-    "funds.debit": ("funds", debit_try, debit_confirm, debit_cancel),
-    "points.award": ("points", award_try, award_confirm, award_cancel),
+    FundCredit.ACTION: ("funds", credit_try, credit_confirm, credit_cancel),
+    FundDebit.ACTION: ("funds", debit_try, debit_confirm, debit_cancel),
+    PointsAward.ACTION: ("points", award_try, award_confirm, award_cancel),
 }
 
 
@@ -117,38 +125,38 @@ def register() -> None:
 
 # --- refunds: the merchant gives the amount back, the payer's points are reversed ----------------
 #
-# ``funds.refund``: ``{"owner_type": "merchant", "owner_id", "amount", "currency", "out_trade_no",
-# "reason", "settle": "now"|"later"}``; ``points.reverse``: ``{"payer_id", "points", "out_trade_no",
-# "reason", "settle"}``. The try freezes (a debit hold; points never below zero); the confirm posts
-# when ``settle`` is "now" (a balance payment's refund), else leaves the hold for the bank's answer:
-# the ``refund.finished`` consumers (accounts.consumers) then post it or release it.
+# The try freezes (a debit hold; points never below zero); the confirm posts when ``settle`` is
+# "now" (a balance payment's refund), else leaves the hold for the bank's answer: the
+# ``refund.finished`` consumers (accounts.consumers) then post it or release it.
 
 
 def refund_try(payload: dict, *, xid: str) -> None:
-    services.fund_debit_freeze(move=FundMove.from_payload(payload), xid=xid)
+    services.fund_debit_freeze(move=FundRefund.from_payload(payload), xid=xid)
 
 
 def refund_confirm(payload: dict, *, xid: str) -> None:
-    if payload.get("settle") == "now":
-        debit_confirm(payload, xid=xid)
+    move = FundRefund.from_payload(payload)
+    if move.settle == "now":
+        _debit_post(move, xid=xid)
 
 
 def refund_cancel(payload: dict, *, xid: str) -> None:
-    services.fund_debit_unfreeze(move=FundMove.from_payload(payload), xid=xid)
+    services.fund_debit_unfreeze(move=FundRefund.from_payload(payload), xid=xid)
 
 
 def reverse_try(payload: dict, *, xid: str) -> None:
-    services.points_reverse_hold(award=PointsAward.from_payload(payload), xid=xid)
+    services.points_reverse_hold(award=PointsReversal.from_payload(payload), xid=xid)
 
 
 def reverse_confirm(payload: dict, *, xid: str) -> None:
-    if payload.get("settle") == "now":
-        services.points_reverse_post(award=PointsAward.from_payload(payload), xid=xid)
+    reversal = PointsReversal.from_payload(payload)
+    if reversal.settle == "now":
+        services.points_reverse_post(award=reversal, xid=xid)
 
 
 def reverse_cancel(payload: dict, *, xid: str) -> None:
-    services.points_reverse_release(award=PointsAward.from_payload(payload), xid=xid)
+    services.points_reverse_release(award=PointsReversal.from_payload(payload), xid=xid)
 
 
-ACTIONS["funds.refund"] = ("funds", refund_try, refund_confirm, refund_cancel)
-ACTIONS["points.reverse"] = ("points", reverse_try, reverse_confirm, reverse_cancel)
+ACTIONS[FundRefund.ACTION] = ("funds", refund_try, refund_confirm, refund_cancel)
+ACTIONS[PointsReversal.ACTION] = ("points", reverse_try, reverse_confirm, reverse_cancel)

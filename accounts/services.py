@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import reduce
 
 from django.conf import settings
@@ -27,7 +26,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry, PointsAccount, PointsEntry
-from paysys.contracts import WalletCredited
+from paysys.contracts import FundMove, PointsAward, WalletCredited
 from paysys.core.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from paysys.core.models import Payer  # core identity: every app may read it
 from paysys.core.money import MAX_AMOUNT
@@ -135,60 +134,6 @@ def _create_if_missing(model, alias: str, rows: list[dict]) -> None:
     insert_new_rows(
         alias, model, columns, [(*row.values(), now, now) for row in rows], lock_existing=True
     )
-
-
-# --- what a fund action is about: parsed from a TCC payload or given by a caller --------------
-
-
-@dataclass(frozen=True)
-class FundMove:
-    owner_type: str
-    owner_id: int
-    amount: int
-    currency: str
-    out_trade_no: str = ""
-    reason: str = ""
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> FundMove:
-        """``{"owner_type": "merchant"|"payer", "owner_id", "amount", "currency", "out_trade_no"?, "reason"?}``"""
-        if not isinstance(payload, dict):
-            raise InvalidInput("fund payload must be an object")
-        move = cls(
-            owner_type=payload.get("owner_type"),
-            owner_id=payload.get("owner_id"),
-            amount=payload.get("amount"),
-            currency=payload.get("currency"),
-            out_trade_no=payload.get("out_trade_no", ""),
-            reason=payload.get("reason", ""),
-        )
-        move.validate()
-        return move
-
-    def validate(self) -> None:
-        problems = {}
-        if self.owner_type not in Owner.values:
-            problems["owner_type"] = f"one of {', '.join(Owner.values)}"
-        if not _is_int(self.owner_id) or self.owner_id < 1:
-            problems["owner_id"] = "a positive integer"
-        if not _is_int(self.amount) or not 1 <= self.amount <= MAX_AMOUNT:
-            problems["amount"] = f"an integer between 1 and {MAX_AMOUNT} (minor units)"
-        if (
-            not isinstance(self.currency, str)
-            or len(self.currency) != 3
-            or not self.currency.isupper()
-        ):
-            problems["currency"] = "an ISO 4217 code"
-        if not isinstance(self.out_trade_no, str) or len(self.out_trade_no) > 32:
-            problems["out_trade_no"] = "at most 32 characters"
-        if not isinstance(self.reason, str) or len(self.reason) > 255:
-            problems["reason"] = "at most 255 characters"
-        if problems:
-            raise InvalidInput("invalid fund action", fields=problems)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _fund_change(
@@ -399,9 +344,14 @@ def fund_debit_freeze(*, move: FundMove, xid: str) -> FundEntry:
             changes={"frozen": F("frozen") + move.amount},
         )
     if entry is None:
-        raise InsufficientFunds(
-            f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
-        )
+        message = f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
+        if move.owner_type == "merchant":  # its own balance, which it may read (never a payer's)
+            available = account.balance - account.frozen if account is not None else 0
+            message += (
+                f": {available} available, {move.amount - available} short (a refund gives back "
+                "the whole amount while the payment's fee stays with the platform)"
+            )
+        raise InsufficientFunds(message)
     return entry
 
 
@@ -437,6 +387,10 @@ def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
 
 
 # --- funds: a payer's wallet credited by hand ---------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def wallet_credit(
@@ -523,38 +477,6 @@ def wallet_credit(
 
 
 # --- points: award ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PointsAward:
-    payer_id: int
-    points: int
-    out_trade_no: str = ""
-    reason: str = ""
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> PointsAward:
-        """``{"payer_id", "points", "out_trade_no"?, "reason"?}``; 0 points is a no-op award."""
-        if not isinstance(payload, dict):
-            raise InvalidInput("points payload must be an object")
-        award = cls(
-            payer_id=payload.get("payer_id"),
-            points=payload.get("points"),
-            out_trade_no=payload.get("out_trade_no", ""),
-            reason=payload.get("reason", ""),
-        )
-        problems = {}
-        if not _is_int(award.payer_id) or award.payer_id < 1:
-            problems["payer_id"] = "a positive integer"
-        if not _is_int(award.points) or not 0 <= award.points <= MAX_AMOUNT:
-            problems["points"] = f"an integer between 0 and {MAX_AMOUNT}"
-        if not isinstance(award.out_trade_no, str) or len(award.out_trade_no) > 32:
-            problems["out_trade_no"] = "at most 32 characters"
-        if not isinstance(award.reason, str) or len(award.reason) > 255:
-            problems["reason"] = "at most 255 characters"
-        if problems:
-            raise InvalidInput("invalid points award", fields=problems)
-        return award
 
 
 XidAward = tuple[str, PointsAward]

@@ -22,7 +22,7 @@ from notifications.models import Endpoint, MerchantSchedule, Notification
 from paysys.contracts import OrderPaid, RefundFinished
 from paysys.core.errors import Conflict, InvalidInput
 from paysys.core.kicks import Kick
-from paysys.core.sql import insert_objects
+from paysys.core.sql import insert_objects, retry_deadlock_victim
 
 logger = logging.getLogger(__name__)
 
@@ -337,13 +337,15 @@ def notifications_recover_failed(*, merchant_id: int, since: datetime) -> int:
 
 
 def _resend(records) -> int:
-    # PENDING again: no longer "succeeded" (the earlier success stays in its attempt rows)
-    updated = records.transition(
-        Status.PENDING,
-        step=0,
-        next_attempt_at=timezone.now(),
-        updated_at=timezone.now(),
-        succeeded_at=None,
+    # PENDING again: no longer "succeeded" (the earlier success stays in its attempt rows). The
+    # delivery pass's claim locks the same rows from the other end (index, then row): a resend
+    # that loses the deadlock is run again rather than answered 503
+    now = timezone.now()
+    updated = retry_deadlock_victim(
+        ALIAS,
+        lambda: records.transition(
+            Status.PENDING, step=0, next_attempt_at=now, updated_at=now, succeeded_at=None
+        ),
     )
     if updated:
         request_delivery()

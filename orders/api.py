@@ -11,9 +11,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orders.creation import order_create, order_pay_url
 from orders.models import MAX_AMOUNT, Order, PayMethod
+from orders.payments import order_pay_with_balance
 from orders.selectors import order_get, order_list, order_notify_url
-from orders.services import order_create, order_pay_url, order_pay_with_balance
 from paysys.api.fields import (
     MinorUnitsField,
     StrictInputSerializer,

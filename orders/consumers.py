@@ -1,5 +1,6 @@
 from orders import refund_bank  # noqa: F401  registers orders.send_refund (refund.requested)
-from orders.services import BankPayment, bank_payments_apply, orders_postpone_polling
+from orders.payments import BankPayment, bank_payments_apply
+from orders.polling import orders_postpone_polling
 from paysys.contracts import BankPaymentSucceeded
 from paysys.messaging import consumer
 

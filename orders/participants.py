@@ -11,9 +11,9 @@ Try and confirm are batched (``tcc.many``): one call takes the ops of many branc
 them set-based (one lock query, one UPDATE, one upsert, one outbox INSERT), or raises, and the
 framework reruns each op alone, so a one-op call is the single op. The framework runs every
 call in ``atomic(using="orders")`` with its barrier rows, so duplicates, empty cancels and late
-tries never reach this code. The payload is built once by
-the initiator (:func:`orders.services.pay_branches`): fee and points are computed there, so
-``order.paid`` says exactly what funds credited and points awarded.
+tries never reach this code. The payload, an ``OrderPayment`` (``paysys.contracts``), is built
+once by the initiator (:func:`orders.payments.pay_branches`): fee and points are computed there,
+so ``order.paid`` says exactly what funds credited and points awarded.
 """
 
 from __future__ import annotations
@@ -26,19 +26,23 @@ from django.utils.dateparse import parse_datetime
 
 from orders.models import Order, OrderNotPayable, PaymentRecord, PayMethod
 from paysys import tcc
-from paysys.contracts import OrderPaid
+from paysys.contracts import OrderPaid, OrderPayment
 from paysys.core.errors import NotFound
 from paysys.core.steps import log_steps
 from paysys.messaging import publish_many
 
 logger = logging.getLogger(__name__)
 
-ACTION = "orders.pay"
+ACTION = OrderPayment.ACTION
 
 
-def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
-    """The order of each op, all locked by ONE ``select_for_update`` in primary-key order (the
-    registry's deadlock rule); NotFound names the first op whose order does not exist.
+def _payments(ops: list[tcc.BranchOp]) -> list[tuple[str, OrderPayment]]:
+    return [(op.xid, OrderPayment.from_payload(op.payload)) for op in ops]
+
+
+def _locked_orders(payments: list[tuple[str, OrderPayment]]) -> list[Order]:
+    """The order of each payment, all locked by ONE ``select_for_update`` in primary-key order (the
+    registry's deadlock rule); NotFound names the first payment whose order does not exist.
 
     Several orders are locked by primary key, looked up first: locking through the
     ``out_trade_no`` index would take the rows in whatever order the plan the optimizer picks
@@ -46,7 +50,7 @@ def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
     batches on different plans could deadlock. A single order needs neither the lookup nor an
     order.
     """
-    numbers = [op.payload["out_trade_no"] for op in ops]
+    numbers = [payment.out_trade_no for _, payment in payments]
     rows = Order.objects.filter(out_trade_no__in=numbers)
     if len(set(numbers)) > 1:
         rows = Order.objects.filter(pk__in=list(rows.values_list("pk", flat=True)))
@@ -60,13 +64,13 @@ def _locked_orders(ops: list[tcc.BranchOp]) -> list[Order]:
 @tcc.many
 def pay_try(ops: list[tcc.BranchOp]) -> None:
     """Hold every op's order for its transaction: one lock and one UPDATE for the whole batch."""
-    orders = _locked_orders(ops)
+    payments = _payments(ops)
+    orders = _locked_orders(payments)
     now = timezone.now()
-    for op, order in zip(ops, orders, strict=False):
-        payload = op.payload
-        if (order.amount, order.currency) != (payload["amount"], payload["currency"]):
+    for (_, payment), order in zip(payments, orders, strict=False):
+        if (order.amount, order.currency) != (payment.amount, payment.currency):
             raise OrderNotPayable(
-                f"paying {payload['amount']} {payload['currency']}, order is {order.amount} {order.currency}"
+                f"paying {payment.amount} {payment.currency}, order is {order.amount} {order.currency}"
             )
         if order.status != Order.Status.CREATED:
             raise OrderNotPayable(
@@ -74,7 +78,7 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
             )
         # the wallet pays only until the order expires, whether or not the expiry pass has closed
         # it yet; a bank payment made in time may still arrive after (the expiry pass asks the bank)
-        if payload["method"] == PayMethod.BALANCE and order.expires_at <= now:
+        if payment.method == PayMethod.BALANCE and order.expires_at <= now:
             raise OrderNotPayable(
                 f"order expired at {order.expires_at:%Y-%m-%d %H:%M:%S} UTC; create a new order to pay it",
                 code="order_expired",
@@ -82,8 +86,8 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
     Order.transition_many(
         Order.Status.PAYING,
         [
-            (order, {"tcc_xid": op.xid, "pay_method": op.payload["method"]})
-            for op, order in zip(ops, orders, strict=False)
+            (order, {"tcc_xid": xid, "pay_method": payment.method})
+            for (xid, payment), order in zip(payments, orders, strict=False)
         ],
     )
 
@@ -92,23 +96,22 @@ def pay_try(ops: list[tcc.BranchOp]) -> None:
 def pay_confirm(ops: list[tcc.BranchOp]) -> None:
     """Complete every op's order, record its bank payment APPLIED and publish ``order.paid``:
     one lock and one statement each for the orders, the payment records and the outbox."""
-    orders = _locked_orders(ops)
+    payments = _payments(ops)
+    orders = _locked_orders(payments)
     moves = []
-    for op, order in zip(ops, orders, strict=False):
-        if order.status != Order.Status.PAYING or order.tcc_xid != op.xid:
+    for (xid, payment), order in zip(payments, orders, strict=False):
+        if order.status != Order.Status.PAYING or order.tcc_xid != xid:
             # the barrier lets a confirm through only after this xid's try committed: whatever
             # moved the order since is a bug; raising keeps the branch retried, then flagged for a human
             raise OrderNotPayable(
-                f"confirm of {op.xid}: order {order.out_trade_no} is {order.status} held by {order.tcc_xid!r}"
+                f"confirm of {xid}: order {order.out_trade_no} is {order.status} held by {order.tcc_xid!r}"
             )
-        paid_at = (
-            parse_datetime(op.payload["paid_at"]) if op.payload.get("paid_at") else timezone.now()
-        )
+        paid_at = parse_datetime(payment.paid_at) if payment.paid_at else timezone.now()
         moves.append(
             (
                 order,
                 {
-                    "bank_trade_no": op.payload.get("bank_trade_no") or "",
+                    "bank_trade_no": payment.bank_trade_no,
                     "paid_at": paid_at,
                     "next_poll_at": None,
                 },
@@ -124,22 +127,19 @@ def pay_confirm(ops: list[tcc.BranchOp]) -> None:
                 amount=order.amount,
                 currency=order.currency,
                 paid_at=order.paid_at,
-                source=op.payload.get("source", "notify"),
+                source=payment.source,
                 outcome=PaymentRecord.Outcome.APPLIED,
                 reason="",
             )
-            for op, order in zip(ops, orders, strict=False)
-            if op.payload["method"] == PayMethod.BANK
+            for (_, payment), order in zip(payments, orders, strict=False)
+            if payment.method == PayMethod.BANK
         ]
     )
     events = [
         order_paid_event(
-            order,
-            fee=op.payload["fee"],
-            points=op.payload["points"],
-            notify_url=op.payload["notify_url"],
+            order, fee=payment.fee, points=payment.points, notify_url=payment.notify_url
         )
-        for op, order in zip(ops, orders, strict=False)
+        for (_, payment), order in zip(payments, orders, strict=False)
     ]
     publish_many(events, using="orders", business_keys=[order.out_trade_no for order in orders])
     log_steps(
@@ -148,13 +148,13 @@ def pay_confirm(ops: list[tcc.BranchOp]) -> None:
         [
             (
                 order.out_trade_no,
-                op.payload["method"],
+                payment.method,
                 order.amount,
                 order.currency,
                 order.merchant_id,
                 order.merchant_order_no,
             )
-            for op, order in zip(ops, orders, strict=False)
+            for (_, payment), order in zip(payments, orders, strict=False)
         ],
         using="orders",
     )
@@ -186,7 +186,7 @@ def _record_applied(records: list[PaymentRecord]) -> None:
 
 def pay_cancel(payload: dict, *, xid: str) -> None:
     """Single: a cancel is the rare path (one failed try), not worth a set-based version."""
-    [order] = _locked_orders([tcc.BranchOp(xid, payload)])
+    [order] = _locked_orders([(xid, OrderPayment.from_payload(payload))])
     if order.status == Order.Status.PAYING and order.tcc_xid == xid:
         order.transition(Order.Status.CREATED, tcc_xid="", pay_method="")
     else:  # final already, or never held by this xid: nothing of this try is left to undo

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from orders.models import PayMethod, Refund
+from orders.refunds import REFUND_POLL_LATE_INTERVAL, REFUND_POLL_SCHEDULE, refund_finish
 from paysys import bank
 from paysys.api.exceptions import error_body
 from paysys.api.parsers import loads_strict
@@ -26,21 +27,10 @@ from paysys.messaging import consumer
 
 logger = logging.getLogger(__name__)
 
-# waits between questions to the bank's refund query while no notify has come (seconds), then
-# every REFUND_POLL_LATE_INTERVAL: a refund is never left PENDING without asking
-REFUND_POLL_SCHEDULE = [5, 10, 30, 60, 120, 300]
-REFUND_POLL_LATE_INTERVAL = 900
-
-
-def first_poll_at():
-    return timezone.now() + timedelta(seconds=REFUND_POLL_SCHEDULE[0])
-
 
 def apply_bank_answer(answer: dict) -> bool:
     """The bank's final word on a refund (its notify or its query): SUCCESS -> SUCCEEDED,
     REFUSED -> FAILED with its reason; anything else (PROCESSING) changes nothing."""
-    from orders.refunds import refund_finish
-
     status = answer.get("status")
     if status not in ("SUCCESS", "REFUSED"):
         return False

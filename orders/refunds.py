@@ -24,15 +24,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orders import payments  # a refund waits as a balance payment's answer does
 from orders.models import Order, PayMethod, Refund
 from orders.selectors import order_get, order_notify_url
 from paysys import tcc
-from paysys.contracts import RefundFinished, RefundRequested
+from paysys.contracts import (
+    FundCredit,
+    FundRefund,
+    OrderRefund,
+    PointsReversal,
+    RefundFinished,
+    RefundRequested,
+)
 from paysys.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from paysys.core.models import Merchant
 from paysys.core.money import points_for
@@ -40,11 +49,17 @@ from paysys.messaging import publish
 
 logger = logging.getLogger(__name__)
 
-ACTION = "orders.refund"
+ACTION = OrderRefund.ACTION
 REFUND_ORDER = "refund_order"  # the TCC global transaction of one refund
 # fields that must match for a replayed refund request to be "the same refund"
 IDEMPOTENT_FIELDS = ("merchant_order_no", "amount", "reason")
 POINTS_ATTEMPTS = 5  # tries of one request whose points figure another refund moved (PointsMoved)
+
+# waits between questions to the bank's refund query while no notify has come (seconds), then
+# every REFUND_POLL_LATE_INTERVAL: a refund is never left PENDING without asking
+# (orders.refund_bank.refunds_poll_bank)
+REFUND_POLL_SCHEDULE = [5, 10, 30, 60, 120, 300]
+REFUND_POLL_LATE_INTERVAL = 900
 
 
 class NotRefundable(Conflict):
@@ -63,6 +78,10 @@ class PointsMoved(Unavailable):
 
 def new_refund_no() -> str:
     return "RF" + timezone.now().strftime("%Y%m%d") + secrets.token_hex(8).upper()
+
+
+def first_poll_at():
+    return timezone.now() + timedelta(seconds=REFUND_POLL_SCHEDULE[0])
 
 
 def refundable(order: Order) -> int:
@@ -194,9 +213,7 @@ def _too_large(left: int) -> RefundTooLarge:
 
 def _after_decision(refund: Refund) -> Refund:
     """A balance payment's refund is SUCCEEDED once the orders confirm lands: give it a moment."""
-    from orders import services  # the same wait as a balance payment's answer
-
-    deadline, pause = time.monotonic() + services.PAY_CONFIRM_WAIT_SECONDS, 0.01
+    deadline, pause = time.monotonic() + payments.PAY_CONFIRM_WAIT_SECONDS, 0.01
     while (
         refund.status == Refund.Status.PENDING
         and refund.method == PayMethod.BALANCE
@@ -223,63 +240,41 @@ def refund_branches(
     points = refund_points(order, amount)
     common = {"out_trade_no": order.out_trade_no, "currency": order.currency}
     why = f"refund {refund_no}"
-    branches = [
-        tcc.Branch(
-            ACTION,
-            {
-                **common,
-                "refund_no": refund_no,
-                "merchant_id": merchant.pk,
-                "merchant_refund_no": merchant_refund_no,
-                "amount": amount,
-                "reason": reason,
-                "method": method,
-                "points": points,
-                "requested_by": requested_by,
-                "notify_url": order_notify_url(order, merchant),
-            },
-        )
+    contracts = [
+        OrderRefund(
+            **common,
+            refund_no=refund_no,
+            merchant_id=merchant.pk,
+            merchant_refund_no=merchant_refund_no,
+            amount=amount,
+            reason=reason,
+            method=method,
+            points=points,
+            requested_by=requested_by,
+            notify_url=order_notify_url(order, merchant),
+        ),
+        FundRefund(
+            **common,
+            owner_type="merchant",
+            owner_id=order.merchant_id,
+            amount=amount,
+            reason=why,
+            settle=settle,
+        ),
     ]
-    branches.append(
-        tcc.Branch(
-            "funds.refund",
-            {
-                **common,
-                "owner_type": "merchant",
-                "owner_id": order.merchant_id,
-                "amount": amount,
-                "reason": why,
-                "settle": settle,
-            },
-        )
-    )
     if method == PayMethod.BALANCE:
-        branches.append(
-            tcc.Branch(
-                "funds.credit",
-                {
-                    **common,
-                    "owner_type": "payer",
-                    "owner_id": order.payer_id,
-                    "amount": amount,
-                    "reason": why,
-                },
+        contracts.append(
+            FundCredit(
+                **common, owner_type="payer", owner_id=order.payer_id, amount=amount, reason=why
             )
         )
     if points:
-        branches.append(
-            tcc.Branch(
-                "points.reverse",
-                {
-                    **common,
-                    "payer_id": order.payer_id,
-                    "points": points,
-                    "reason": why,
-                    "settle": settle,
-                },
+        contracts.append(
+            PointsReversal(
+                **common, payer_id=order.payer_id, points=points, reason=why, settle=settle
             )
         )
-    return branches
+    return [tcc.Branch(c.ACTION, c.to_payload()) for c in contracts]
 
 
 # --- orders.refund: the TCC participant --------------------------------------------------------
@@ -293,54 +288,54 @@ def _locked_order(out_trade_no: str) -> Order:
 
 
 def refund_try(payload: dict, *, xid: str) -> None:
-    order = _locked_order(payload["out_trade_no"])  # refunds of one order queue here
+    request = OrderRefund.from_payload(payload)
+    order = _locked_order(request.out_trade_no)  # refunds of one order queue here
     if order.status not in Order.PAID_STATUSES:
         raise NotRefundable(f"order is {order.status}: only a paid order can be refunded")
     left = refundable(order)
-    if payload["amount"] > left:
+    if request.amount > left:
         raise _too_large(left)
     # whether this refund is the order's last, and so takes every point not yet taken, is only
     # known here, under the order's lock: a figure reckoned before it may be stale
-    if payload["points"] != refund_points(order, payload["amount"]):
+    if request.points != refund_points(order, request.amount):
         raise PointsMoved("another refund of this order changed this refund's points; retry")
     try:
         with transaction.atomic(using="orders"):
             Refund.objects.create(
-                refund_no=payload["refund_no"],
-                merchant_id=payload["merchant_id"],
+                refund_no=request.refund_no,
+                merchant_id=request.merchant_id,
                 order=order,
-                merchant_refund_no=payload["merchant_refund_no"],
+                merchant_refund_no=request.merchant_refund_no,
                 out_trade_no=order.out_trade_no,
-                amount=payload["amount"],
+                amount=request.amount,
                 currency=order.currency,
-                reason=payload["reason"],
-                method=payload["method"],
-                points=payload["points"],
+                reason=request.reason,
+                method=request.method,
+                points=request.points,
                 tcc_xid=xid,
-                requested_by=payload["requested_by"],
+                requested_by=request.requested_by,
             )
     except IntegrityError as exc:  # an earlier attempt of this number, its cancel on the way
         raise Unavailable(
             "an earlier attempt of this refund is being released; retry later"
         ) from exc
     Order.objects.filter(pk=order.pk).update(
-        refunding_amount=F("refunding_amount") + payload["amount"], updated_at=timezone.now()
+        refunding_amount=F("refunding_amount") + request.amount, updated_at=timezone.now()
     )
 
 
 def refund_confirm(payload: dict, *, xid: str) -> None:
-    _locked_order(payload["out_trade_no"])
+    request = OrderRefund.from_payload(payload)
+    _locked_order(request.out_trade_no)
     refund = Refund.objects.select_related("order").get(tcc_xid=xid)
     if refund.status != Refund.Status.PENDING:
         return
     if refund.method == PayMethod.BALANCE:
-        _finish(
-            refund, Refund.Status.SUCCEEDED, held=False, notify_url=payload.get("notify_url", "")
-        )
+        _finish(refund, Refund.Status.SUCCEEDED, held=False, notify_url=request.notify_url)
         return
     # a bank payment's refund: the bank is asked (reliable message), and asked again on a schedule
     Refund.objects.filter(pk=refund.pk).update(
-        next_poll_at=_first_poll_at(), updated_at=timezone.now()
+        next_poll_at=first_poll_at(), updated_at=timezone.now()
     )
     event = RefundRequested(
         refund_no=refund.refund_no,
@@ -354,11 +349,12 @@ def refund_confirm(payload: dict, *, xid: str) -> None:
 
 
 def refund_cancel(payload: dict, *, xid: str) -> None:
-    order = _locked_order(payload["out_trade_no"])
+    request = OrderRefund.from_payload(payload)
+    order = _locked_order(request.out_trade_no)
     deleted, _ = Refund.objects.filter(tcc_xid=xid, status=Refund.Status.PENDING).delete()
     if deleted:
         Order.objects.filter(pk=order.pk).update(
-            refunding_amount=F("refunding_amount") - payload["amount"], updated_at=timezone.now()
+            refunding_amount=F("refunding_amount") - request.amount, updated_at=timezone.now()
         )
 
 
@@ -511,7 +507,7 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
             method=PayMethod.BANK,
             kind=Refund.Kind.DUPLICATE,
             requested_by=requested_by,
-            next_poll_at=_first_poll_at(),
+            next_poll_at=first_poll_at(),
         )
         PaymentRecord.objects.filter(pk=record.pk).update(
             reviewed_at=timezone.now(),
@@ -534,12 +530,6 @@ def refund_duplicate_payment(*, bank_trade_no: str, requested_by: str, why: str)
         requested_by,
     )
     return refund
-
-
-def _first_poll_at():
-    from orders.refund_bank import first_poll_at
-
-    return first_poll_at()
 
 
 # --- reads ---------------------------------------------------------------------------------------

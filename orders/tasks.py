@@ -1,6 +1,7 @@
 from celery import shared_task
 
-from orders.services import orders_close_expired, orders_poll_bank
+from orders.expiry import orders_close_expired
+from orders.polling import orders_poll_bank
 
 
 @shared_task(name="orders.close_expired_orders")

@@ -10,8 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounting.models import Voucher
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import order_create
 from paysys import contracts
 from paysys.contracts import BankPaymentSucceeded, Contract, ContractError, OrderPaid
 from paysys.messaging import publish, registry, relay

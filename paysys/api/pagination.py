@@ -43,8 +43,8 @@ class NewestFirstPagination(CursorPagination):
 
     def decode_cursor(self, request):
         """A cursor is opaque but client-held: anything that is not one this API made (bad base64,
-        a position that is not a value of the ordering field) is a 400 naming ``cursor``, never a
-        404 or a 500."""
+        unknown keys, a position that is not a value of the ordering field) is a 400 naming
+        ``cursor``, never a 404 or a 500, and never silently the first page."""
         invalid = ValidationError(
             {"cursor": "invalid cursor: use a next or previous link as given"}
         )
@@ -52,11 +52,14 @@ class NewestFirstPagination(CursorPagination):
             cursor = super().decode_cursor(request)
         except NotFound:
             raise invalid from None
-        if (
-            cursor is not None
-            and cursor.position is not None
-            and not self._position_valid(cursor.position)
-        ):
+        if cursor is None:
+            return None
+        # DRF's decoding skips what is not base64 and ignores unknown keys, so garbage read as
+        # page 1: a cursor counts only if this API would have written it exactly so
+        made = self._cursor_in(self.encode_cursor(cursor))
+        if made != request.query_params[self.cursor_query_param]:
+            raise invalid
+        if cursor.position is not None and not self._position_valid(cursor.position):
             raise invalid
         return cursor
 

@@ -1,9 +1,22 @@
 """Contracts: the shape of everything that crosses a database boundary, written once.
 
 ``messages``: every message topic and its versioned payload (producers ``publish(event)``,
-consumers ``Contract.from_payload``). Importers use ``paysys.contracts``.
+consumers ``Contract.from_payload``). ``branches``: every TCC participant action's payload
+(initiators ``tcc.Branch(c.ACTION, c.to_payload())``, participants ``BranchContract.from_payload``).
+Importers use ``paysys.contracts``.
 """
 
+from paysys.contracts.branches import (
+    BranchContract,
+    FundCredit,
+    FundDebit,
+    FundMove,
+    FundRefund,
+    OrderPayment,
+    OrderRefund,
+    PointsAward,
+    PointsReversal,
+)
 from paysys.contracts.messages import (
     BankPaymentSucceeded,
     Contract,
@@ -17,9 +30,18 @@ from paysys.contracts.messages import (
 
 __all__ = [
     "BankPaymentSucceeded",
+    "BranchContract",
     "Contract",
     "ContractError",
+    "FundCredit",
+    "FundDebit",
+    "FundMove",
+    "FundRefund",
     "OrderPaid",
+    "OrderPayment",
+    "OrderRefund",
+    "PointsAward",
+    "PointsReversal",
     "RefundFinished",
     "RefundRequested",
     "WalletCredited",

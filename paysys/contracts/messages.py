@@ -16,25 +16,14 @@ one service never breaks another).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import typing
 from dataclasses import dataclass
 from typing import ClassVar, Self
+
+from paysys.contracts.shape import read_fields
 
 
 class ContractError(ValueError):
     """A payload that does not match its topic's contract."""
-
-
-def _is_instance(value, annotation) -> bool:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_is_instance(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
 
 
 @dataclass(frozen=True)
@@ -60,45 +49,18 @@ class Contract:
             raise ContractError(
                 f"{cls.TOPIC}: version {version!r} is not one of {sorted(cls.ACCEPTS)}"
             )
-        values, problems = {}, []
-        for name, annotation, required in _fields(cls):
-            if name not in payload:
-                if required:
-                    problems.append(f"{name} is missing")
-                continue
-            value = payload[name]
-            if not _is_instance(value, annotation):
-                problems.append(f"{name} must be {_type_name(annotation)}, got {value!r}")
-            values[name] = value
+        values, problems = read_fields(cls, payload)
         if problems:
-            raise ContractError(f"{cls.TOPIC} v{version}: " + "; ".join(problems))
+            raise ContractError(
+                f"{cls.TOPIC} v{version}: "
+                + "; ".join(f"{name} {problem}" for name, problem in problems.items())
+            )
         instance = cls(**values)
         instance.check()
         return instance
 
     def check(self) -> None:
         """Rules across fields; raise ContractError. Types are already checked."""
-
-
-@functools.cache
-def _fields(cls: type[Contract]) -> tuple[tuple[str, object, bool], ...]:
-    """(name, resolved annotation, required) per field: resolving the string annotations costs
-    more than checking a payload, so it is done once per class, not per message."""
-    hints = typing.get_type_hints(cls)
-    return tuple(
-        (
-            f.name,
-            hints[f.name],
-            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-        )
-        for f in dataclasses.fields(cls)
-    )
-
-
-def _type_name(annotation) -> str:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
-    return "null" if annotation is type(None) else annotation.__name__
 
 
 # --- the topics ----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from collections.abc import Callable
 
@@ -23,24 +22,9 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 
+from paysys.core.processes import PerProcess
+
 logger = logging.getLogger(__name__)
-
-
-class PerProcess:
-    """One value per process, built on first use: a forked child (a prefork worker) builds its
-    own, since the parent's threads do not survive the fork."""
-
-    def __init__(self, factory: Callable[[], object]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._value = None
-
-    def get(self):
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._value = os.getpid(), self._factory()
-            return self._value
 
 
 def send_task(name: str, *, args=(), **options) -> None:

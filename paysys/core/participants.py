@@ -7,7 +7,7 @@
     confirm  nothing: the payment stays counted
     cancel   uncount it
 
-It is the first branch of a balance payment (:func:`orders.services.pay_branches`): a refused
+It is the first branch of a balance payment (:func:`orders.payments.pay_branches`): a refused
 agreement stops the transaction before the order is held or the wallet frozen. The framework
 runs every op in ``atomic(using="default")`` with its barrier row, so duplicates, empty cancels
 and late tries never reach this code.

@@ -8,8 +8,9 @@ uvicorn's event loop, where a slow client costs a coroutine, not a thread, and t
 deadline (``WEB_READ_TIMEOUT``, then 408). Only a request that has fully arrived takes one of the
 ``WEB_THREADS`` threads, the only place Django code runs (each thread keeps its own persistent
 database connections); a request that finds no thread free within ``WEB_QUEUE_SECONDS`` is a 503
-with ``Retry-After``. Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are
-read, by their declared length or as soon as they grow past it.
+with ``Retry-After``; one API key's requests hold all the threads but one at the most (``_Shares``).
+Bodies over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` are refused (413) before they are read, by their
+declared length or as soon as they grow past it.
 
 Responses are small (JSON, admin pages, static files of a few hundred KB), so each is built whole
 on its thread and then written by the loop: a client slow to read its answer holds no thread either.
@@ -23,10 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
+import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import h11
@@ -59,6 +63,7 @@ class BufferedWSGI:
         self.read_timeout, self.max_body = read_timeout, max_body
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="web")
         self._slots: asyncio.Semaphore | None = None  # made on the serving loop
+        self._shares: _Shares | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":  # no lifespan or websocket handling
@@ -103,20 +108,17 @@ class BufferedWSGI:
             ) from None
 
     async def _run(self, scope, body: bytes) -> _Response:
+        loop = asyncio.get_running_loop()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.threads)
-        try:
-            async with asyncio.timeout(self.queue_seconds):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise _Refused(
-                503, "busy", "too many requests in progress, retry shortly", retry_after=1
-            ) from None
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
-        finally:
-            self._slots.release()
+            self._shares = _Shares(max(1, self.threads - 1))
+        deadline = loop.time() + self.queue_seconds
+        async with self._shares.hold(_header(scope, b"authorization"), deadline):
+            await _acquire(self._slots, deadline)
+            try:
+                return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
+            finally:
+                self._slots.release()
 
     def _call_wsgi(self, scope, body: bytes) -> _Response:
         environ = wsgi_environ(scope, body)  # on this thread: the loop only reads bytes
@@ -139,6 +141,47 @@ class BufferedWSGI:
             if hasattr(result, "close"):
                 result.close()
         return response
+
+
+class _Shares:
+    """One set of credentials (an API key, a service token: the ``Authorization`` header) holds
+    at most ``limit`` of the threads, all but one: the others' requests (the bank's notifies
+    among them) always find a thread, however many requests one merchant sends at once, within
+    its rate limit. A key's requests beyond its share wait here, on the loop, until the same
+    deadline as any request; requests without credentials are not counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._requests: Counter = Counter()  # each key's requests holding or waiting
+
+    @asynccontextmanager
+    async def hold(self, key: str | None, deadline: float):
+        if key is None:
+            yield
+            return
+        semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(self.limit))
+        self._requests[key] += 1
+        try:
+            await _acquire(semaphore, deadline)
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            self._requests[key] -= 1
+            if not self._requests[key]:
+                del self._requests[key], self._semaphores[key]
+
+
+async def _acquire(semaphore: asyncio.Semaphore, deadline: float) -> None:
+    try:
+        async with asyncio.timeout_at(deadline):
+            await semaphore.acquire()
+    except TimeoutError:
+        raise _Refused(
+            503, "busy", "too many requests in progress, retry shortly", retry_after=1
+        ) from None
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -234,6 +277,8 @@ class GuardedH11Protocol(H11Protocol):
     * at most ``WEB_MAX_CONNECTIONS`` connections per process and ``WEB_MAX_CONNECTIONS_PER_ADDRESS``
       from one client address: beyond them a new connection is closed at once (one client cannot
       take every file descriptor);
+    * a request head of at most ``WEB_MAX_HEAD_BYTES``, however it arrives (h11's own bound
+      holds only while the head is incomplete: one of 120 KB sent in one write passed it);
     * no chunked request bodies (``_RefuseChunkedBodies``)."""
 
     per_address: Counter = Counter()  # open connections per client address, in this process
@@ -243,6 +288,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn = _RefuseChunkedBodies(self.conn)
         self._address = (self.client or ("",))[0]
         self._head_timer = None
+        self._head_seen = b""  # the next head's bytes so far (up to the limit, for its end)
         GuardedH11Protocol.per_address[self._address] += 1
         if (
             len(self.connections) > settings.WEB_MAX_CONNECTIONS
@@ -263,9 +309,24 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._in_request():
             self._arm_head_timer()  # the first byte after a response starts the next head's deadline
+            if self._head_too_large(data):
+                self.send_400_response("Invalid HTTP request received.")  # what h11's bound says
+                return
         super().data_received(data)
         if self._in_request():
             self._disarm_head_timer()
+            self._head_seen = b""
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Whether the head being read runs past ``WEB_MAX_HEAD_BYTES`` without its blank line
+        (the bytes after it are the body, or the next request: not counted here)."""
+        limit = settings.WEB_MAX_HEAD_BYTES
+        seen = self._head_seen + data[: limit + 4 - len(self._head_seen)]
+        if b"\r\n\r\n" in seen:
+            self._head_seen = b""
+            return False
+        self._head_seen = seen
+        return len(seen) > limit
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -287,3 +348,26 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = None
         if not self._in_request() and not self.transport.is_closing():
             self.transport.close()
+
+
+def public_bind_refusal(bind: str) -> str | None:
+    """Why the web process may not listen on ``bind``: the embedded default's secrets are in
+    the repository, so anyone who reaches it could sign bank notifies (orders paid) and steer the
+    simulators. None when ``bind`` is a loopback address or the secrets are the operator's."""
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = False
+    public = [
+        name
+        for name in ("SECRET_KEY", "BANK_SHARED_SECRET")
+        if settings.EMBEDDED and settings.DEBUG and not os.environ.get(name)
+    ]
+    if loopback or not public:
+        return None
+    return (
+        f"BIND={bind} would let anyone who reaches this machine use the embedded default's "
+        f"secrets ({', '.join(public)} are the public ones in the repository): they sign bank "
+        "notifies, so a stranger could mark orders paid. Bind 127.0.0.1 (the default), or set "
+        "your own secrets first: export SECRET_KEY=... BANK_SHARED_SECRET=... (SECURITY.md)"
+    )

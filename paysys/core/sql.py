@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from django.db import connections
+from django.db import OperationalError, connections
 
 _INSERT = "INSERT INTO {table} ({columns}) VALUES {rows}"
 _INSERT_NEW = {
@@ -122,3 +122,22 @@ def own_connection(alias: str):
     finally:
         if own and failed:
             connection.close()
+
+
+DEADLOCK = 1213  # MySQL/MariaDB: this statement was the deadlock's victim, rolled back
+
+
+def retry_deadlock_victim(alias: str, statement, *, attempts: int = 3):
+    """``statement()`` again when InnoDB rolled it back as a deadlock's victim: for one
+    statement that may run twice (it sets values, it does not add to them) in autocommit. Inside
+    a transaction the victim is the whole transaction, so the error is the caller's."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return statement()
+        except OperationalError as exc:
+            if (
+                exc.args[:1] != (DEADLOCK,)
+                or attempt == attempts
+                or connections[alias].in_atomic_block
+            ):
+                raise

@@ -75,6 +75,10 @@ def _n(count: int, thing: str) -> str:
     return f"{count} {thing}" + ("" if count == 1 else "s")
 
 
+NOTE_EVERY = 30  # seconds between the lines a long convergence wait prints
+FRESH_HINT = "run the scenarios on a fresh var/ or database: what is stuck from before counts"
+
+
 @dataclass
 class Payment:
     merchant_order_no: str
@@ -283,7 +287,7 @@ class Scenario:
     # --- convergence and what happened ---------------------------------------------------------
 
     def converge(self, since: float, timeout: float) -> float:
-        deadline = since + timeout
+        deadline, next_note = since + timeout, time.monotonic() + NOTE_EVERY
         while True:
             unpaid = [p for p in self.payments if not p.paid]
             if unpaid and time.monotonic() < deadline:
@@ -319,7 +323,13 @@ class Scenario:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"not converged {timeout:.0f} s after the fault was removed: {waiting} "
-                    "(run the scenarios on a fresh var/ or database: what is stuck from before counts)"
+                    f"({FRESH_HINT})"
+                )
+            if time.monotonic() >= next_note:  # a long wait says what it waits for, as it goes
+                next_note += NOTE_EVERY
+                self.say(
+                    f"  still waiting, {time.monotonic() - since:.0f} s of {timeout:.0f}: {waiting}"
+                    + (f" ({FRESH_HINT})" if waiting.startswith("reconcile") else "")
                 )
             time.sleep(0.5)
 

@@ -34,6 +34,7 @@ class BankNotify(models.Model):
 
     class Meta:
         verbose_name = "bank notify"
+        verbose_name_plural = "bank notifies"
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(amount__gt=0), name="bank_notify_amount_positive"

@@ -21,7 +21,6 @@ _EXPORTS = {
     "run": "paysys.tcc.coordinator",
     "run_many": "paysys.tcc.coordinator",
     "confirmed_key": "paysys.tcc.coordinator",
-    "finish": "paysys.tcc.phase_two",
     "recover_tcc": "paysys.tcc.recovery",
 }
 

@@ -9,13 +9,14 @@ runs in the participants' workers (``paysys.tcc.phase_two``).
       2. tries, branch position by branch position (a failed try stops its transaction's later
          ones): per position, one batch per participant (one transaction, one barrier insert,
          set-based SQL for batched ops; op by op if the batch fails), on a try thread of its
-         alias with its own connection, aliases in parallel, bounded by TCC_TRY_TIMEOUT: a
-         participant database that does not answer is a failed try
+         alias with its own connection (``paysys.tcc.try_threads``), aliases in parallel,
+         bounded by TCC_TRY_TIMEOUT: a participant database that does not answer is a failed
+         try
       3. decisions committed in ``default``: CONFIRMING for all that tried (one UPDATE),
          CANCELLING for each that failed
       4. phase two: the confirms run here at once, one batch per participant on its try threads
-         (TCC_PHASE_TWO_INLINE); what is not done here, and every cancel, is handed to the
-         dispatcher (one task per participant queue per batch)
+         (TCC_PHASE_TWO_INLINE); what is not done here, and every cancel, is dispatched to the
+         participants' workers (``phase_two.dispatch``: one pass per participant queue)
 
 Why tries never share the caller's connection: a try must commit on its own (its barrier row and
 reservation are what phase two finds), not with whatever transaction the caller has open. For
@@ -26,13 +27,9 @@ forever on a lock that the caller's transaction holds.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
-import math
-import queue as queue_module
 import threading
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,9 +41,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from paysys.core.errors import DomainError, Unavailable
-from paysys.core.kicks import PerProcess
 from paysys.core.sql import own_connection
-from paysys.tcc import barrier, registry
+from paysys.tcc import barrier, registry, try_threads
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
 logger = logging.getLogger(__name__)
@@ -360,18 +356,15 @@ def _on_try_threads(
     by_alias: dict[str, dict[str, list]], job, failures: dict
 ) -> dict[str, dict[str, list]]:
     """Run ``job(alias, groups)`` on a try thread of each alias and wait at most TCC_TRY_TIMEOUT
-    for all of them (time queued for a free thread included); records failures, returns the
-    groups the jobs want redone op by op."""
-    deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
-    futures = {
-        alias: _try_threads.submit(alias, job, alias, groups) for alias, groups in by_alias.items()
-    }
+    for all of them (time queued for a free thread included); records failures (each try of an
+    alias that did not answer in time: a TimeoutError), returns the groups the jobs want redone
+    op by op."""
+    answers = try_threads.run_per_alias(job, by_alias, timeout=settings.TCC_TRY_TIMEOUT)
     redo = {}
-    for alias, future in futures.items():
-        try:
-            results, again = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            future.cancel()  # still queued: it never runs
+    for alias, groups in by_alias.items():
+        if alias in answers:
+            results, again = answers[alias]
+        else:
             results, again = (
                 [
                     (
@@ -381,7 +374,7 @@ def _on_try_threads(
                             f"{row.action} did not answer within {settings.TCC_TRY_TIMEOUT}s"
                         ),
                     )
-                    for group in by_alias[alias].values()
+                    for group in groups.values()
                     for gtx, row in group
                 ],
                 {},
@@ -423,89 +416,6 @@ def _tries(alias: str, groups: dict[str, list], *, batched: bool):
     return results, redo
 
 
-class _TryThreads:
-    """Per database alias, up to TCC_TRY_THREADS threads that run tries, each keeping its one
-    connection to that alias between tries (a process opens at most that many per alias).
-
-    A try that times out keeps its thread until the database answers or the connection's read
-    timeout fires; tries queued behind it time out too, which is right: that database does not
-    answer. Other aliases' tries never wait for it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pools = PerProcess(dict)  # alias -> _AliasThreads, this process's own
-
-    def submit(self, alias: str, fn, *args) -> concurrent.futures.Future:
-        pools = self._pools.get()
-        with self._lock:
-            pool = pools.get(alias)
-            if pool is None:
-                pool = pools[alias] = _AliasThreads(alias)
-        return pool.submit(fn, *args)
-
-
-class _AliasThreads:
-    def __init__(self, alias: str) -> None:
-        self.alias = alias
-        self._jobs: queue_module.SimpleQueue = queue_module.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0  # threads waiting for a job
-        self._queued = 0  # jobs no thread has taken yet
-
-    def submit(self, fn, *args) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            self._queued += 1
-            grow = self._queued > self._idle and self._threads < settings.TCC_TRY_THREADS
-            if grow:
-                self._threads += 1
-        self._jobs.put((future, fn, args))
-        if grow:
-            threading.Thread(
-                target=self._serve, name=f"paysys-tcc-try-{self.alias}", daemon=True
-            ).start()
-        return future
-
-    def _serve(self) -> None:
-        _bound_reads(self.alias)
-        while True:
-            with self._lock:
-                self._idle += 1
-            future, fn, args = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-                self._queued -= 1
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                    future.set_exception(exc)
-
-
-def _bound_reads(alias: str) -> None:
-    """This thread's MySQL connection gives up on a silent server after about TCC_TRY_TIMEOUT
-    (the client library retries a read up to 3 times), so a hung try frees its thread; and a
-    try waits at most half of it for a row lock, so a batch held up by one locked row fails in
-    time to be redone op by op (where only that op waits again)."""
-    seconds = max(1, math.ceil(settings.TCC_TRY_TIMEOUT))
-    connection = connections[alias]
-    if connection.vendor == "mysql":
-        options = {
-            **connection.settings_dict.get("OPTIONS", {}),
-            "read_timeout": seconds,
-            "write_timeout": seconds,
-        }
-        options.setdefault(
-            "init_command", f"SET SESSION innodb_lock_wait_timeout = {max(1, seconds // 2)}"
-        )
-        connection.settings_dict = {**connection.settings_dict, "OPTIONS": options}
-
-
-_try_threads = _TryThreads()
-
-
 # --- 3. the decision, committed before phase two -------------------------------------------
 
 
@@ -513,7 +423,7 @@ def decide_confirm_many(
     started: list[tuple[GlobalTransaction, list[TransactionBranch]]],
 ) -> list[Outcome | TryFailed]:
     """Commit CONFIRMING for transactions whose every try succeeded, in one UPDATE, then hand
-    their phase two to the dispatcher. A transaction decided meanwhile (recovery cancelled it
+    their phase two to ``_confirm``. A transaction decided meanwhile (recovery cancelled it
     past its deadline, or a concurrent run of its xid decided) gets the decision that stands."""
 
     if not started:
@@ -551,7 +461,7 @@ def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBran
     done: set[int] = set()
     if settings.TCC_PHASE_TWO_INLINE and branches:
         try:
-            done = phase_two.run_claimed(
+            done = phase_two.claim_and_apply(
                 {row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
                 _apply_on_try_threads,
             )
@@ -561,29 +471,22 @@ def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBran
                 label,
                 exc_info=True,
             )
-    phase_two.dispatch(label, "confirm", [row for _, row in branches if row.pk not in done])
+    phase_two.dispatch(label, [row for _, row in branches if row.pk not in done])
 
 
 def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]]:
-    """``phase_two.apply`` per alias on its try threads; an alias that does not answer within
+    """``phase_two.apply_on_try_thread`` per alias; an alias that does not answer within
     TCC_TRY_TIMEOUT has its items left undone (not failed: no attempt is counted)."""
     from paysys.tcc import phase_two
 
     by_alias: dict[str, list[dict]] = defaultdict(list)
     for entry in items:
         by_alias[registry.get_participant(entry["action"]).alias].append(entry)
-    deadline = time.monotonic() + settings.TCC_TRY_TIMEOUT
-    futures = [
-        _try_threads.submit(alias, phase_two.apply_here, alias, entries)
-        for alias, entries in by_alias.items()
-    ]
-    done: list[dict] = []
-    for future in futures:
-        try:
-            done.extend(future.result(timeout=max(0.0, deadline - time.monotonic())))
-        except concurrent.futures.TimeoutError:
-            future.cancel()  # still queued: it never runs; running: the barrier makes a redo a no-op
-    return done, {}
+    # a job that did not answer in time and is still running: the barrier makes a redo a no-op
+    answers = try_threads.run_per_alias(
+        phase_two.apply_on_try_thread, by_alias, timeout=settings.TCC_TRY_TIMEOUT
+    )
+    return [entry for done in answers.values() for entry in done], {}
 
 
 def _mark_confirming(ids: list[int]) -> int:
@@ -658,5 +561,5 @@ def decide_cancel(
                 BranchStatus.TRY_FAILED, last_error=reason
             )
     if decided:
-        phase_two.dispatch(gtx.xid, "cancel", list(gtx.branches.order_by("branch_no")))
+        phase_two.dispatch(gtx.xid, list(gtx.branches.order_by("branch_no")))
     return bool(decided)

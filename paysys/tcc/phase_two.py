@@ -1,18 +1,26 @@
 """Phase two: confirms and cancels, run by the participant's own worker on its own queue.
 
-    dispatch()   after the decision is committed: a background thread of this process kicks a
-                 phase-two pass on each participant queue concerned; kicks arriving while one is
-                 pending coalesce (a cache key, as the message relay does)
-    run_pass()   in the participant's worker (task ``tcc.phase_two_pass``): claims the queue's
-                 unfinished branches of decided transactions from the coordinator (SKIP LOCKED),
-                 runs them as one batch per alias, records them, then finishes the transactions
-                 whose every branch is done. So the decisions of any number of initiator processes
-                 become one task and one batch per participant queue.
-    send()       recovery's resends and a human's "retry now": explicit branch items in tasks
-                 ``tcc.phase_two`` (a branch that failed once is only retried this way, on the
-                 backoff, never by passes)
-    execute()    runs a list of items: per alias one transaction, each op behind its barrier (a
-                 lost batch is redone op by op), then one report to the coordinator
+In the deciding process, once the decision is committed:
+
+    dispatch()             a background thread of this process kicks a phase-two pass on each
+                           participant queue concerned; kicks arriving while one is pending
+                           coalesce (a cache key, as the message relay does)
+    apply_on_try_thread()  the coordinator's confirms run at once, on its try threads
+
+In the participant's worker:
+
+    run_queue_pass()       task ``tcc.phase_two_pass``: claims the queue's unfinished branches of
+                           decided transactions from the coordinator (SKIP LOCKED) and applies
+                           them as one batch per alias. So the decisions of any number of
+                           initiator processes become one task and one batch per participant queue.
+    apply_and_report()     task ``tcc.phase_two``: explicit branch items, which recovery's and a
+                           human's ``resend()`` send (a branch that failed once is only retried
+                           this way, on the backoff, never by passes)
+
+Both apply the ops with ``apply_ops`` (per participant and op one transaction, each op behind its
+barrier; a lost batch is redone op by op), record each branch's outcome on the coordinator
+(``claim_and_apply`` in the claim's transaction, ``report_outcomes`` after), then ``mark_final``
+the transactions whose every branch is done.
 
 Nothing here is the source of truth: a kick or batch lost anywhere (the dispatching process
 killed, the broker flushed, the worker killed) is resent by recovery from the coordinator's
@@ -75,7 +83,7 @@ def items_by_queue(items: Iterable[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def dispatch(label: str, op: str, rows: list[TransactionBranch]) -> None:
+def dispatch(label: str, rows: list[TransactionBranch]) -> None:
     """After the decision's commit: have phase two of these branches run soon, without waiting.
     ``label`` names the transaction(s) in the log."""
     queues = set()
@@ -101,15 +109,13 @@ PHASE_TWO_PASS = Kick(
     route=lambda queue: {"queue": queue, "routing_key": queue},
     thread_name="paysys-tcc-dispatch",
 )
-_dispatcher = PHASE_TWO_PASS.background
-kick_key = PHASE_TWO_PASS.key
-kick = PHASE_TWO_PASS.send
-flush_dispatch = PHASE_TWO_PASS.flush
+flush_dispatch = PHASE_TWO_PASS.flush  # short-lived processes, before they exit
 
 
-def send(items: list[dict]) -> int:
-    """Send phase-two tasks now, one per participant queue and chunk. Returns items sent; a
-    broker error propagates (recovery calls this and counts on the next pass)."""
+def resend(items: list[dict]) -> int:
+    """Recovery's resends and a human's "retry now": these branch ops as ``tcc.phase_two`` tasks,
+    sent now, one per participant queue and chunk. Returns items sent; a broker error propagates
+    (recovery calls this and counts on the next pass)."""
     sent = 0
     size = settings.TCC_PHASE_TWO_BATCH
     for queue, entries in items_by_queue(items).items():
@@ -123,8 +129,8 @@ def send(items: list[dict]) -> int:
 # --- in the participant's worker -------------------------------------------------------------
 
 
-def run_pass(queue: str, *, limit: int | None = None) -> int:
-    """One phase-two pass of ``queue``'s participants: claim, run, record, finish. Returns the
+def run_queue_pass(queue: str, *, limit: int | None = None) -> int:
+    """One phase-two pass of ``queue``'s participants: claim, apply, record, mark final. Returns the
     branches claimed (the caller kicks another pass when it got a full batch)."""
     limit = limit or settings.TCC_PHASE_TWO_BATCH
     actions = registry.actions_of_queue(queue)
@@ -144,17 +150,17 @@ def run_pass(queue: str, *, limit: int | None = None) -> int:
         .values_list("id", "gtx_id", "gtx__xid", "gtx__status")[:limit]
     )
     if candidates:
-        run_claimed(
+        claim_and_apply(
             {branch_id: (gtx_id, xid, status) for branch_id, gtx_id, xid, status in candidates},
-            _apply,
+            apply_ops,
         )
     return len(candidates)
 
 
-def run_claimed(decided: dict[int, tuple[int, str, str]], apply) -> set[int]:
+def claim_and_apply(decided: dict[int, tuple[int, str, str]], apply) -> set[int]:
     """Claim these branches (id -> (gtx id, xid, decided status)), run them with
-    ``apply(items) -> (done, failed)``, record the outcome, finish the transactions whose every
-    branch is done. A branch another pass holds is skipped (SKIP LOCKED): that pass runs it.
+    ``apply(items) -> (done, failed)``, record the outcomes, mark final the transactions whose
+    every branch is done. A branch another pass holds is skipped (SKIP LOCKED): that pass runs it.
     Returns the ids done."""
     claim = connections["default"].features.has_select_for_update_skip_locked
     with transaction.atomic(using="default") if claim else _nothing():
@@ -174,8 +180,8 @@ def run_claimed(decided: dict[int, tuple[int, str, str]], apply) -> set[int]:
                 )
             )
         done, failed = apply(items)
-        _record(done, failed)
-    _finish_reported(done)
+        _record_outcomes(done, failed)
+    _mark_final_quietly(done)
     return {entry["id"] for entry in done}
 
 
@@ -187,24 +193,25 @@ class _nothing:
         return False
 
 
-def execute(items: list[dict]) -> dict[str, list[int]]:
-    """Run a batch of confirms / cancels and report them to the coordinator."""
-    done, failed = _apply(items)
-    report(done, failed)
+def apply_and_report(items: list[dict]) -> dict[str, list[int]]:
+    """Apply a batch of confirms / cancels and report them to the coordinator (task
+    ``tcc.phase_two``)."""
+    done, failed = apply_ops(items)
+    report_outcomes(done, failed)
     return {"done": sorted(e["id"] for e in done), "failed": sorted(failed)}
 
 
-def apply_here(alias: str, items: list[dict]) -> list[dict]:
+def apply_on_try_thread(alias: str, items: list[dict]) -> list[dict]:
     """On a try thread of ``alias`` (the coordinator's phase two at once): the items done. A
     failed op is only left undone: its participant's worker runs it next."""
     with own_connection(alias) as failed_use:
-        done, failed = _apply(items, quiet=True)
+        done, failed = apply_ops(items, quiet=True)
         if failed:
             failed_use()
     return done
 
 
-def _apply(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], dict[int, str]]:
+def apply_ops(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], dict[int, str]]:
     """Per participant and op, one batch (``barrier.run_all``: one transaction, op by op if it
     fails). Returns the items done and the failed ones' errors."""
     done: list[dict] = []
@@ -233,11 +240,11 @@ def _apply(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], dict[
     return done, failed
 
 
-def report(done: list[dict], failed: dict[int, str]) -> None:
+def report_outcomes(done: list[dict], failed: dict[int, str]) -> None:
     """Tell the coordinator. If ``default`` does not answer, recovery resends later and the
     barrier turns the resend into no-ops that report again."""
     try:
-        _record(done, failed)
+        _record_outcomes(done, failed)
     except DatabaseError:
         logger.warning(
             "TCC phase-two report of %d branch(es) lost; recovery will resend",
@@ -245,10 +252,10 @@ def report(done: list[dict], failed: dict[int, str]) -> None:
             exc_info=True,
         )
         return
-    _finish_reported(done)
+    _mark_final_quietly(done)
 
 
-def _record(done: list[dict], failed: dict[int, str]) -> None:
+def _record_outcomes(done: list[dict], failed: dict[int, str]) -> None:
     for op, status in OP_DONE.items():
         ids = [e["id"] for e in done if e["op"] == op]
         if ids:
@@ -259,16 +266,17 @@ def _record(done: list[dict], failed: dict[int, str]) -> None:
         )
 
 
-def _finish_reported(done: list[dict]) -> None:
+def _mark_final_quietly(done: list[dict]) -> None:
+    """:func:`mark_final` the transactions of these branches; recovery does it if this fails."""
     try:
-        finish_transactions({e["gtx"] for e in done})
+        mark_final({e["gtx"] for e in done})
     except DatabaseError:
         logger.warning(
             "TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True
         )
 
 
-def finish_transactions(gtx_ids: Iterable[int]) -> int:
+def mark_final(gtx_ids: Iterable[int]) -> int:
     """CONFIRMING / CANCELLING transactions with no unfinished branch become final.
 
     Each worker reports its own branches (committed) before looking at the others, so whichever
@@ -301,17 +309,3 @@ def pending_items(gtx: GlobalTransaction) -> list[dict]:
     op = barrier.CONFIRM if gtx.status == Status.CONFIRMING else barrier.CANCEL
     rows = gtx.branches.filter(status__in=TransactionBranch.UNFINISHED).order_by("branch_no")
     return [item(gtx.pk, gtx.xid, op, row) for row in rows]
-
-
-def finish(xids: Iterable[str] | None = None) -> int:
-    """Run the unfinished phase two of these transactions (default: every one deciding) here and
-    now, in this process: for tests, the demo and a shell. Returns branch ops run."""
-    transactions = GlobalTransaction.objects.filter(status__in=GlobalTransaction.PHASE_TWO)
-    if xids is not None:
-        transactions = transactions.filter(xid__in=list(xids))
-    transactions = list(transactions)
-    items = [entry for gtx in transactions for entry in pending_items(gtx)]
-    if items:
-        execute(items)
-    finish_transactions(gtx.pk for gtx in transactions)  # also those whose last report was lost
-    return len(items)

@@ -67,7 +67,7 @@ def cancel_expired(*, now=None, limit: int = CLAIM_LIMIT) -> int:
         )
     for gtx in rows:
         gtx.status = Status.CANCELLING
-    _send([entry for gtx in rows for entry in phase_two.pending_items(gtx)])
+    _resend([entry for gtx in rows for entry in phase_two.pending_items(gtx)])
     return len(rows)
 
 
@@ -104,16 +104,16 @@ def resend_due(*, now=None, limit: int = CLAIM_LIMIT) -> dict[str, int]:
             gtx.xid,
             gtx.attempts,
         )
-    phase_two.finish_transactions(complete)
-    _send([entry for gtx in resent for entry in phase_two.pending_items(gtx)])
+    phase_two.mark_final(complete)
+    _resend([entry for gtx in resent for entry in phase_two.pending_items(gtx)])
     return {"resent": len(resent), "flagged": len(flagged), "finished": len(complete)}
 
 
-def _send(items: list[dict]) -> None:
+def _resend(items: list[dict]) -> None:
     if not items:
         return
     try:
-        phase_two.send(items)
+        phase_two.resend(items)
     except Exception:  # broker down: the rows are due again at their next retry time
         logger.warning(
             "TCC recovery could not send %d branch op(s); next pass will", len(items), exc_info=True
@@ -135,9 +135,9 @@ def retry_now(gtx_ids: list[int]) -> int:
             attempts=0,
             next_retry_at=now + timedelta(seconds=phase_two.retry_delay(0)),
         )
-    phase_two.finish_transactions(r.pk for r in rows)
+    phase_two.mark_final(r.pk for r in rows)
     items = [entry for gtx in rows for entry in phase_two.pending_items(gtx)]
-    phase_two.send(items)  # a human sees a broker error
+    phase_two.resend(items)  # a human sees a broker error
     return len(rows)
 
 

@@ -114,8 +114,3 @@ def get_participant(action: str) -> Participant:
 
 def actions_of_queue(queue: str) -> list[str]:
     return sorted(action for action, spec in _participants.items() if spec.queue == queue)
-
-
-def unregister(action: str) -> None:
-    """For tests that register throwaway participants."""
-    _participants.pop(action, None)

@@ -8,7 +8,7 @@ from paysys.tcc import phase_two, recovery
 @shared_task(name="tcc.phase_two_pass")
 def phase_two_pass(queue: str) -> int:
     return phase_two.PHASE_TWO_PASS.run_pass(
-        lambda: phase_two.run_pass(queue),
+        lambda: phase_two.run_queue_pass(queue),
         target=queue,
         full=lambda claimed: claimed >= settings.TCC_PHASE_TWO_BATCH,
     )
@@ -16,7 +16,7 @@ def phase_two_pass(queue: str) -> int:
 
 @shared_task(name="tcc.phase_two")
 def phase_two_batch(items: list[dict]) -> dict:
-    return phase_two.execute(items)
+    return phase_two.apply_and_report(items)
 
 
 @shared_task(name="tcc.recover_tcc")

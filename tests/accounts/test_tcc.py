@@ -13,6 +13,7 @@ from paysys.tcc import barrier
 from paysys.tcc.registry import BranchOp, get_participant, is_many
 from tests.accounts.helpers import account, fund_payload, new_xid, phase
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -56,8 +57,8 @@ def test_a_confirmed_transaction_moves_wallet_merchant_and_points_once():
     fund_wallet(5000)
 
     outcome = balance_payment("P1")
-    assert tcc.finish([outcome.xid]) == 3
-    assert tcc.finish([outcome.xid]) == 0  # nothing left: a second finish changes nothing
+    assert run_phase_two([outcome.xid]) == 3
+    assert run_phase_two([outcome.xid]) == 0  # nothing left: a second finish changes nothing
 
     wallet, merchant = account("payer", PAYER), account("merchant", MERCHANT)
     assert (wallet.balance, wallet.frozen) == (4000, 0)
@@ -74,7 +75,7 @@ def test_insufficient_balance_cancels_and_changes_nothing():
     with pytest.raises(tcc.TryFailed) as failed:
         balance_payment("P1")
     assert isinstance(failed.value.cause, InsufficientFunds) and not failed.value.is_transient
-    tcc.finish([failed.value.xid])
+    run_phase_two([failed.value.xid])
 
     wallet = account("payer", PAYER)
     assert (wallet.balance, wallet.frozen) == (500, 0)
@@ -99,7 +100,7 @@ def test_a_cancel_after_the_tries_releases_every_reservation():
                 tcc.Branch("points.award", {"payer_id": PAYER, "points": -1}),
             ],
         )
-    tcc.finish([failed.value.xid])
+    run_phase_two([failed.value.xid])
 
     wallet, merchant = account("payer", PAYER), account("merchant", MERCHANT)
     assert (wallet.balance, wallet.frozen, merchant.balance, merchant.pending_in) == (5000, 0, 0, 0)
@@ -184,7 +185,7 @@ def test_forty_balance_payments_from_a_wallet_that_affords_ten_confirm_exactly_t
             return None
 
     xids = run_at_once(*[pay for _ in range(40)], timeout=120)
-    tcc.finish()
+    run_phase_two()
 
     assert len([x for x in xids if x]) == 10
     wallet, merchant = account("payer", PAYER), account("merchant", MERCHANT)

@@ -33,14 +33,15 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.services import wallet_credit
 from notifications.services import endpoint_disable
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order, Refund
-from orders.services import order_create
 from paysys.bench.contracts import BenchPing
 from paysys.core.services import agreement_issue
 from paysys.messaging import outbox
 from paysys.wsgi import application
 from tests.notifications.factories import make_attempt, make_notification
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 SERVICE_TOKEN = "statuses-service-token-0123456789abcdef01"
@@ -385,15 +386,14 @@ def refunded(times: int = 1, amount: int = 100):
     """The world's order paid from the wallet, then refunded ``times`` with the same request."""
 
     def provoke(world, operation_id):
-        from paysys import tcc
 
         paid_from_the_wallet(world, "orders_pay")
-        tcc.finish()
+        run_phase_two()
         for _ in range(times):
             response = world.call(
                 operation_id, body={**valid_body(world, operation_id), "amount": amount}
             )
-            tcc.finish()
+            run_phase_two()
         return response
 
     return provoke
@@ -553,7 +553,7 @@ def test_each_status_is_documented_and_answered_as_documented(world, operation_i
 @pytest.mark.django_db(databases="__all__", transaction=True)
 @pytest.mark.parametrize("operation_id, status", sorted(COMMITTED), ids=lambda v: str(v))
 def test_each_balance_payment_status_is_documented(world, operation_id, status, monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)  # nobody runs phase two here
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)  # nobody runs phase two here
 
     run_case(world, operation_id, status)
 

@@ -99,7 +99,7 @@ KEPT = [
         request=SimpleNamespace(path="/api/v1/orders"),
     ),
     record("django.request", logging.WARNING, "Bad Request: %s", "/api/v1/orders", status_code=400),
-    record("orders.services", logging.WARNING, "polling %s: %s", "PS1", "bank down"),
+    record("orders.polling", logging.WARNING, "polling %s: %s", "PS1", "bank down"),
 ]
 
 

@@ -10,6 +10,7 @@ sockets: other requests are still answered at once, and each slow request is a 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -144,10 +145,13 @@ def test_a_declared_body_over_the_limit_is_a_413_before_any_byte_is_read(server)
 # --- the adapter alone: the thread limit and what reaches Django -------------------------------
 
 
-def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int, dict, bytes]]:
-    """Each request (its list of ASGI receive messages) sent to ``app`` concurrently."""
+def run_requests(
+    app: BufferedWSGI, bodies: list[list[dict]], keys: list[bytes | None] | None = None
+) -> list[tuple[int, dict, bytes]]:
+    """Each request (its list of ASGI receive messages; with ``keys``, its Authorization
+    header) sent to ``app`` concurrently."""
 
-    async def one(messages):
+    async def one(messages, key):
         queue = list(messages)
         sent = []
 
@@ -167,6 +171,7 @@ def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int,
                 (b"content-type", b"application/json"),
                 (b"x_forwarded_for", b"6.6.6.6"),
                 (b"x-forwarded-for", b"1.2.3.4"),
+                *([(b"authorization", key)] if key else []),
             ],
             "client": ("127.0.0.1", 5000),
             "server": ("127.0.0.1", 8000),
@@ -176,7 +181,12 @@ def run_requests(app: BufferedWSGI, bodies: list[list[dict]]) -> list[tuple[int,
         return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
     async def all_of_them():
-        return await asyncio.gather(*(one(messages) for messages in bodies))
+        return await asyncio.gather(
+            *(
+                one(messages, key)
+                for messages, key in zip(bodies, keys or [None] * len(bodies), strict=True)
+            )
+        )
 
     return asyncio.run(all_of_them())
 
@@ -212,6 +222,26 @@ def test_a_request_finding_no_thread_free_is_a_503_busy_with_retry_after():
     assert busy[1][b"retry-after"] == b"1" and json.loads(busy[2])["error"]["code"] == "busy"
     # and: Django got the whole body, and a header spelled with "_" cannot pose as X-Forwarded-For
     assert seen == [(b'{"a":1}', "1.2.3.4", "a=1")]
+
+
+def test_one_api_key_holds_all_threads_but_one_so_other_clients_are_served():
+    # given: two threads; merchant A sends six slow requests at once, then merchant B one
+    def slow_wsgi(environ, start_response):
+        time.sleep(0.4)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ.get("HTTP_AUTHORIZATION", "").encode()]
+
+    app = BufferedWSGI(slow_wsgi, threads=2, queue_seconds=1.0, read_timeout=5, max_body=100)
+    body = [{"type": "http.request", "body": b"{}"}]
+
+    answers = run_requests(app, [body] * 7, keys=[b"Bearer A"] * 6 + [b"Bearer B"])
+
+    # then: B is served at once on the thread A may not take; A's requests run one at a time,
+    # those that would start after the queue deadline are a 503 busy
+    assert answers[-1][0] == 200 and answers[-1][2] == b"Bearer B"
+    a_statuses = sorted(status for status, _, _ in answers[:-1])
+    assert a_statuses.count(200) in (2, 3) and set(a_statuses) == {200, 503}
+    assert app._shares._semaphores == {}  # nothing kept for a key with no request
 
 
 def test_a_body_growing_past_the_limit_without_a_declared_length_is_a_413():
@@ -306,6 +336,39 @@ def test_a_request_head_over_the_limit_is_refused_and_costs_the_server_nothing(s
 
     answer = requests.get(f"{base}/api/v1/nowhere", timeout=2, headers={"X-A": "a" * 100})
     assert answer.status_code == 404
+
+
+def test_a_head_over_the_limit_sent_at_once_is_refused_too(server):
+    # h11's bound holds only while a head is incomplete: 120 KB in one write was read whole, and so
+    # were 15 KB trickled and then 110 KB at once
+    port, base = server
+    pad = b"X-Pad: " + b"p" * 120_000 + b"\r\n"
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    for writes in ([start + pad + b"\r\n"], [start + pad[:15_000], pad[15_000:] + b"\r\n"]):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            for data in writes:
+                with contextlib.suppress(OSError):  # refused and closed while still sending
+                    sock.sendall(data)
+                time.sleep(0.3)
+            status, _ = read_status(sock)
+        finally:
+            sock.close()
+        assert status == 400
+
+    # a head within the limit, with its body in the same write, is served
+    body = b'{"x": "' + b"y" * 30_000 + b'"}'
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        status, _ = read_status(sock)
+    finally:
+        sock.close()
+    assert status == 404
 
 
 def test_repeated_headers_are_joined_once_on_the_thread_not_on_the_loop():
@@ -418,3 +481,24 @@ def test_a_chunked_request_body_is_refused_before_its_chunks_are_parsed(server):
         sock.close()
 
     assert status == 400 and elapsed < 1
+
+
+def test_the_embedded_defaults_public_secrets_never_listen_beyond_loopback(settings, monkeypatch):
+    from paysys.core.serving import public_bind_refusal
+
+    settings.EMBEDDED, settings.DEBUG = True, True
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("BANK_SHARED_SECRET", raising=False)
+    for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert public_bind_refusal(loopback) is None
+    for public in ("0.0.0.0", "::", "192.168.1.5", "my-host"):
+        assert "SECRET_KEY, BANK_SHARED_SECRET are the public ones" in public_bind_refusal(public)
+
+    # the operator's own secrets (or the full stack, or production settings) may listen anywhere
+    monkeypatch.setenv("SECRET_KEY", "s" * 50)
+    monkeypatch.setenv("BANK_SHARED_SECRET", "b" * 50)
+    assert public_bind_refusal("0.0.0.0") is None
+    monkeypatch.delenv("BANK_SHARED_SECRET")
+    assert "BANK_SHARED_SECRET are the public" in public_bind_refusal("0.0.0.0")
+    settings.DEBUG = False
+    assert public_bind_refusal("0.0.0.0") is None

@@ -19,8 +19,8 @@ from django.db import connections, transaction
 from django.test import Client
 from django.utils import timezone
 
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import order_create
 from paysys import bank
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.messaging import outbox, recovery, tasks

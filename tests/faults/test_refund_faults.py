@@ -9,7 +9,7 @@ import pytest
 from accounting.models import Voucher
 from accounts.models import FundEntry
 from notifications.models import Notification
-from orders import services as order_services
+from orders import payments as order_payments
 from orders.models import Order, Refund
 from orders.refunds import refund_create
 from paysys import tcc
@@ -34,7 +34,7 @@ FAST = {"TCC_RETRY_SCHEDULE": "1,1,1,1,1,1,1,1,1,1"}
 def fast_recovery(settings, monkeypatch):
     settings.MESSAGE_RESEND_SCHEDULE = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
     settings.TCC_RETRY_SCHEDULE = [1] * 10
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def recover() -> None:

@@ -24,8 +24,8 @@ from rest_framework.test import APIClient
 from accounts.models import FundAccount, FundEntry, PointsAccount
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import order_create
 from paysys import bank, tcc
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_issue
@@ -463,7 +463,7 @@ def test_funds_worker_killed_inside_the_confirm_applies_it_once_after_restart(
 def test_40_threads_paying_40_orders_from_a_wallet_that_affords_10(
     merchant_and_key, payer, start, monkeypatch, settings
 ):
-    from orders import services as order_services
+    from orders import payments as order_payments
 
     # 40 callers hold two connections each (default, orders); fewer try threads per alias than the
     # default 8 keep this test's peak well under MariaDB's 151 (a try waits for a free thread
@@ -472,7 +472,7 @@ def test_40_threads_paying_40_orders_from_a_wallet_that_affords_10(
     merchant, api_key = merchant_and_key
     start("core,orders")
     start("funds,points")
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)  # phase two is checked below
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)  # phase two is checked below
     wallet_credit(
         payer_id=payer.pk, amount=10 * AMOUNT, reason="top-up", credited_by="command:test"
     )

@@ -8,9 +8,9 @@ from django.utils import timezone
 
 from notifications.models import Notification
 from notifications.services import endpoint_disable, notification_create_for_order_paid
+from orders.creation import order_create
 from orders.models import Order
 from orders.participants import order_paid_event
-from orders.services import order_create
 from tests.notifications.factories import make_attempt, make_notification
 from tests.statuses import force_status
 

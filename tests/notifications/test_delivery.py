@@ -24,6 +24,7 @@ from paysys.messaging import publish
 from paysys.messaging.consumption import consume_batch
 from tests.messaging.helpers import deliveries_for
 from tests.notifications.factories import order_paid
+from tests.notifications.helpers import deliver_due_at
 from tests.notifications.receiver import Behaviour
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -170,7 +171,7 @@ def test_without_a_notify_url_on_the_order_the_merchants_url_is_used(make_mercha
 def run_due(record, now):
     """A pass at the record's due time (the injected clock); returns the reloaded record."""
     record.refresh_from_db()
-    deliver_due(now=max(now, record.next_attempt_at))
+    deliver_due_at(max(now, record.next_attempt_at))
     record.refresh_from_db()
     return record
 
@@ -197,7 +198,7 @@ def test_retries_follow_the_schedule_with_jitter_and_end_failed_for_a_human(
             "boom",
         )
         # not due a moment before its time
-        assert deliver_due(now=record.next_attempt_at - timedelta(seconds=1)).claimed == 0
+        assert deliver_due_at(record.next_attempt_at - timedelta(seconds=1)).claimed == 0
 
     record = run_due(record, now)
 
@@ -208,7 +209,7 @@ def test_retries_follow_the_schedule_with_jitter_and_end_failed_for_a_human(
     )
     assert len(receiver.requests()) == 9
     assert {r.headers["webhook-id"] for r in receiver.requests()} == {record.webhook_id}
-    assert deliver_due(now=now + timedelta(days=30)).claimed == 0  # waits for a human
+    assert deliver_due_at(now + timedelta(days=30)).claimed == 0  # waits for a human
 
 
 def test_retries_stop_at_the_first_2xx(merchant, notify, receiver):
@@ -223,7 +224,7 @@ def test_retries_stop_at_the_first_2xx(merchant, notify, receiver):
         now = record.next_attempt_at or now
 
     assert (record.status, record.attempt_count) == (Notification.Status.SUCCEEDED, 3)
-    assert deliver_due(now=now + timedelta(days=3)).claimed == 0
+    assert deliver_due_at(now + timedelta(days=3)).claimed == 0
     assert len(receiver.requests()) == 3
 
 
@@ -357,8 +358,8 @@ def test_recover_resends_the_failed_notifications_of_one_merchant_since_a_time(
     receiver.answer("/notify", Behaviour(status=500))
     mine, theirs = notify(merchant), notify(other)
     now = timezone.now()
-    deliver_due(now=now)
-    deliver_due(now=now + timedelta(seconds=5))
+    deliver_due_at(now)
+    deliver_due_at(now + timedelta(seconds=5))
     for record in (mine, theirs):
         record.refresh_from_db()
         assert record.status == Notification.Status.FAILED
@@ -529,7 +530,7 @@ def test_failures_of_one_batch_each_get_their_own_jittered_retry_time(merchant, 
     records = [notify(merchant) for _ in range(6)]
     now = timezone.now()
 
-    deliver_due(now=now)
+    deliver_due_at(now)
 
     dues = []
     for record in records:

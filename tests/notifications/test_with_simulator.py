@@ -18,6 +18,7 @@ from notifications.models import Notification
 from paysys.core.models import Merchant
 from paysys.core.services import merchant_rotate_webhook_secret
 from tests.notifications.factories import make_notification
+from tests.notifications.helpers import deliver_due_at
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -119,7 +120,7 @@ def test_the_merchants_failures_are_retried_and_410_disables_the_endpoint(shop):
     deliver_due()
     record.refresh_from_db()
     assert record.status == "PENDING" and record.last_status_code == 503
-    deliver_due(now=record.next_attempt_at + timedelta(seconds=1))
+    deliver_due_at(record.next_attempt_at + timedelta(seconds=1))
     record.refresh_from_db()
     assert record.status == "SUCCEEDED"
 

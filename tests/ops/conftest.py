@@ -7,10 +7,11 @@ from django.test import Client
 from django.utils import timezone
 
 from notifications.models import Attempt, Notification
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
-from paysys import bank, tcc
+from paysys import bank
 from tests.messaging.helpers import deliver_all
+from tests.phase_two import run_phase_two
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def pay_at_bank(merchant, payer) -> Order:
     )
     assert response.status_code == 200, response.content
     deliver_all("default")  # bank.payment_succeeded -> orders: the TCC
-    tcc.finish()
+    run_phase_two()
     deliver_all("orders")  # order.paid -> accounting, notifications
     order = Order.objects.get(pk=order.pk)
     assert order.status == Order.Status.SUCCESS

@@ -18,12 +18,12 @@ from paysys import bank as bank_protocol
 def _own_bank_question_bound(monkeypatch, settings, tmp_path):
     """Every test counts its own questions to the bank: those of the test before it (in the
     last second) must not eat into its bound."""
-    from orders import services
+    from orders import polling
     from paysys.core.ratelimit import SharedRateLimit
 
     settings.VAR_DIR = tmp_path
     monkeypatch.setattr(
-        services,
+        polling,
         "BANK_QUESTIONS",
         SharedRateLimit(f"test-{secrets.token_hex(4)}", lambda: settings.ORDER_POLL_MAX_PER_SECOND),
     )

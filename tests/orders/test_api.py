@@ -5,15 +5,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
+from orders.expiry import orders_close_expired
 from orders.models import Order, PaymentRecord
-from orders.services import orders_close_expired
 from paysys import bank as bank_protocol
-from paysys import tcc
 from paysys.contracts import OrderPaid
 from paysys.messaging.models import Message
 from tests.api.helpers import fresh_window
 from tests.concurrency import run_at_once
 from tests.orders.conftest import pay_with_notify_held
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -366,7 +366,7 @@ def test_expired_orders_are_closed_unless_the_bank_says_they_were_paid(api, paye
     force_status(Order.objects.filter(merchant_order_no="PAID"), status=Order.Status.SUCCESS)
 
     closed = orders_close_expired()
-    tcc.finish()  # phase two of the found payment's TCC (the participants' workers' part)
+    run_phase_two()  # phase two of the found payment's TCC (the participants' workers' part)
 
     assert closed == 1
     assert statuses() == {"OLD": "CLOSED", "NEW": "CREATED", "PAID": "SUCCESS", "LATE": "SUCCESS"}

@@ -2,7 +2,7 @@
 order), funds (payer debit, merchant credit of amount - fee) and points (payer award).
 
 In-process: the tries run here; phase two, which the participants' workers run in production,
-is run with ``tcc.finish()`` (tests/faults runs it in real workers)."""
+is run with ``run_phase_two()`` (tests/faults runs it in real workers)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from rest_framework.test import APIClient
 from accounts.models import FundAccount, FundEntry, PointsAccount
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
-from paysys import tcc
 from paysys.core.models import PayerAgreementDay
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_reissue, agreement_revoke
@@ -28,6 +27,7 @@ from paysys.messaging.models import Message
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.orders.helpers import order_paid_payloads
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -38,7 +38,7 @@ AMOUNT = 1234
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
     """Nobody runs phase two while the API would wait for it here: answer at the decision."""
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(
     assert available("payer", payer.pk) == (10_000, AMOUNT, 0)
     assert available("merchant", merchant.pk) == (0, 0, AMOUNT - fee)
 
-    tcc.finish()  # phase two, as the orders, funds and points workers run it
+    run_phase_two()  # phase two, as the orders, funds and points workers run it
 
     order.refresh_from_db()
     assert (order.status, order.pay_method, order.bank_trade_no) == ("SUCCESS", "balance", "")
@@ -123,14 +123,14 @@ def test_the_answer_waits_for_the_order_confirm(
     api, merchant, payer, wallet, payer_token, monkeypatch
 ):
     """With the orders worker running (here: a thread running phase two), the 200 carries SUCCESS."""
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 10)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 10)
     make_order(merchant, payer)
     stop = threading.Event()
 
     def worker():
         try:
             while not stop.is_set():
-                tcc.finish()
+                run_phase_two()
                 stop.wait(0.05)
         finally:
             connections.close_all()
@@ -154,7 +154,7 @@ def test_insufficient_balance_is_402_and_nothing_changes(api, merchant, payer, w
 
     assert response.status_code == 402, response.content
     assert response.json()["error"]["code"] == "insufficient_funds"
-    tcc.finish()  # the cancels
+    run_phase_two()  # the cancels
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert available("payer", payer.pk) == (10_000, 0, 0)
     assert available("merchant", merchant.pk) == (0, 0, 0)
@@ -177,11 +177,11 @@ def test_after_a_402_the_topped_up_wallet_pays_the_same_order(
 ):
     order = make_order(merchant, payer, amount=15_000)
     assert pay(api, "BAL-1", payer_token).status_code == 402
-    tcc.finish()
+    run_phase_two()
     wallet_credit(payer_id=payer.pk, amount=5_000, reason="more", credited_by="command:test")
 
     assert pay(api, "BAL-1", payer_token).status_code == 200
-    tcc.finish()
+    run_phase_two()
 
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert available("payer", payer.pk) == (0, 0, 0)
@@ -203,7 +203,7 @@ def test_a_retry_while_the_cancelled_attempt_still_holds_the_order_is_503_not_40
     retry = pay(api, "BAL-1", payer_token)
 
     assert retry.status_code == 503 and retry["Retry-After"]
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert available("payer", payer.pk) == (10_000, 0, 0)
 
@@ -266,7 +266,7 @@ def test_an_order_paid_at_the_bank_is_409_and_paying_it_again_from_the_wallet_is
 
     make_order(merchant, payer)
     assert pay(api, "BAL-1", payer_token).status_code == 200
-    tcc.finish()
+    run_phase_two()
     replay = pay(api, "BAL-1", payer_token)  # a retry after a lost answer: paid once, same answer
 
     assert replay.status_code == 200 and replay.json()["status"] == "SUCCESS"
@@ -283,7 +283,7 @@ def test_a_retry_while_the_payment_is_in_phase_two_gets_the_same_200(
     assert Order.objects.get(pk=order.pk).status == "PAYING"
 
     retry = pay(api, "BAL-1", payer_token)
-    tcc.finish()
+    run_phase_two()
 
     assert retry.status_code == 200
     assert GlobalTransaction.objects.count() == 1
@@ -340,7 +340,7 @@ def test_a_service_down_during_the_tries_is_503_with_retry_after_and_nothing_cha
     assert response.status_code == 503
     assert response["Retry-After"]
     assert response.json()["error"]["code"] == "service_unavailable"
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert available("payer", payer.pk) == (10_000, 0, 0)
     assert available("merchant", merchant.pk) == (0, 0, 0)
@@ -351,7 +351,7 @@ def test_concurrent_calls_for_one_order_pay_it_once(api, merchant, payer, wallet
     order = make_order(merchant, payer)
 
     responses = run_at_once(*[lambda: pay(api, "BAL-1", payer_token) for _ in range(6)])
-    tcc.finish()
+    run_phase_two()
 
     # every call gets the same answer: it began, resumed or found decided the one transaction
     assert [r.status_code for r in responses] == [200] * 6
@@ -374,7 +374,7 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(
     """The orders try serialises them: whichever holds the order first pays; the other is
     refused (the wallet's call: 503 or 409; the bank payment is retried, and flagged once the
     order is paid)."""
-    from orders.services import PaymentNotCompleted, bank_payment_apply
+    from orders.payments import PaymentNotCompleted, bank_payment_apply
 
     order = make_order(merchant, payer)
 
@@ -392,7 +392,7 @@ def test_a_bank_payment_and_a_balance_payment_racing_pay_the_order_once(
             return "retry later"
 
     balance, bank_outcome = run_at_once(lambda: pay(api, "BAL-1", payer_token), bank)
-    tcc.finish()
+    run_phase_two()
 
     order.refresh_from_db()
     assert order.status == "SUCCESS"
@@ -432,7 +432,7 @@ def used_today(agreement) -> int:
 
 def assert_nothing_charged(order, payer):
     """The refused payment held no order, froze nothing and moved nothing (phase two run)."""
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).status == "CREATED"
     assert available("payer", payer.pk) == (10_000, 0, 0)
     assert not FundEntry.objects.filter(account__owner_type="payer", kind="hold").exists()
@@ -501,7 +501,7 @@ def test_payments_over_the_daily_limit_are_403_and_nothing_is_written(
     third = make_order(merchant, payer, no="BAL-3")
     assert pay(api, "BAL-1", token).status_code == 200
     assert pay(api, "BAL-2", token).status_code == 200  # the limit reached exactly
-    tcc.finish()
+    run_phase_two()
     transactions = GlobalTransaction.objects.count()
 
     response = pay(api, "BAL-3", token)
@@ -523,15 +523,15 @@ def test_the_agreements_try_refuses_what_the_check_before_it_let_through(
     make_order(merchant, payer, no="BAL-1")
     order = make_order(merchant, payer, no="BAL-2")
     assert pay(api, "BAL-1", token).status_code == 200
-    tcc.finish()
-    monkeypatch.setattr(order_services, "agreement_limits_check", lambda *args, **kwargs: None)
+    run_phase_two()
+    monkeypatch.setattr(order_payments, "agreement_limits_check", lambda *args, **kwargs: None)
 
     response = pay(api, "BAL-2", token)
 
     assert refusal(response) == "agreement_daily_limit"
     gtx = GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}")
     assert gtx.branches.get(action="core.agreement").status == "TRY_FAILED"
-    tcc.finish()
+    run_phase_two()
     gtx.refresh_from_db()
     assert gtx.status == "CANCELLED"
     assert Order.objects.get(pk=order.pk).status == "CREATED"
@@ -552,7 +552,7 @@ def test_concurrent_payments_with_one_agreement_never_pass_its_daily_limit(
         make_order(merchant, payer, no=no)
 
     responses = run_at_once(*[lambda no=no: pay(api, no, token) for no in numbers])
-    tcc.finish()
+    run_phase_two()
 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 3 + [403] * 3, [r.content for r in responses]
@@ -576,11 +576,11 @@ def test_a_cancelled_payment_gives_its_amount_back_to_the_daily_limit(
 
     assert pay(api, "BIG", token).status_code == 402
     assert used_today(agreement) == 11_000  # counted by the try; the cancel is on its way
-    tcc.finish()
+    run_phase_two()
     assert used_today(agreement) == 0
 
     assert pay(api, "SMALL", token).status_code == 200
-    tcc.finish()
+    run_phase_two()
     assert used_today(agreement) == AMOUNT
     assert available("payer", payer.pk) == (10_000 - AMOUNT, 0, 0)
 
@@ -601,13 +601,13 @@ def test_a_token_reissued_after_the_check_is_refused_by_the_try(
     """Reissued (or revoked) between the check and the try: the try, under the agreement's lock, refuses."""
     agreement, token = issue_agreement(payer, merchant)
     order = make_order(merchant, payer)
-    check = order_services.agreement_limits_check
+    check = order_payments.agreement_limits_check
 
     def reissue_meanwhile(*args, **kwargs):
         check(*args, **kwargs)
         agreement_reissue(agreement_id=agreement.pk, issued_by="admin:boss")
 
-    monkeypatch.setattr(order_services, "agreement_limits_check", reissue_meanwhile)
+    monkeypatch.setattr(order_payments, "agreement_limits_check", reissue_meanwhile)
 
     assert refusal(pay(api, "BAL-1", token)) == "payer_token_mismatch"
     assert_nothing_charged(order, payer)

@@ -1,8 +1,8 @@
 import pytest
 from django.db import connections, transaction
 
+from orders.creation import order_create
 from orders.models import IllegalTransition, Order
-from orders.services import order_create
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

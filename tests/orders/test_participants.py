@@ -5,9 +5,9 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 
+from orders.creation import order_create
 from orders.models import Order, OrderNotPayable, PaymentRecord
 from orders.participants import pay_cancel, pay_confirm, pay_try
-from orders.services import order_create
 from paysys import tcc
 from paysys.contracts import OrderPaid
 from paysys.core.errors import NotFound

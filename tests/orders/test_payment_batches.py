@@ -7,12 +7,13 @@ import pytest
 from django.db import connections, transaction
 
 from accounts.selectors import fund_account_get
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import BankPayment, PaymentNotCompleted, bank_payments_apply, order_create
-from paysys import tcc
+from orders.payments import BankPayment, PaymentNotCompleted, bank_payments_apply
 from paysys.core.models import Merchant
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -46,7 +47,7 @@ def test_a_batch_gives_each_payment_its_own_outcome(merchant, payer):
     orders = orders_of(merchant, payer, 4)
     paid_before = orders[3]
     assert bank_payments_apply([payment(paid_before, "B-0")]) == ["APPLIED"]
-    tcc.finish()  # its phase two: SUCCESS
+    run_phase_two()  # its phase two: SUCCESS
 
     results = bank_payments_apply(
         [
@@ -60,7 +61,7 @@ def test_a_batch_gives_each_payment_its_own_outcome(merchant, payer):
 
     assert results == ["APPLIED", "FLAGGED", "APPLIED", "FLAGGED", "APPLIED"]
     assert GlobalTransaction.objects.filter(business_key="bank:B-1").count() == 1
-    tcc.finish()
+    run_phase_two()
     assert set(
         Order.objects.filter(pk__in=[orders[0].pk, orders[2].pk]).values_list("status", flat=True)
     ) == {"SUCCESS"}
@@ -101,7 +102,7 @@ def test_without_ids_from_bulk_inserts_transactions_still_begin(merchant, payer,
     results = bank_payments_apply([payment(o, f"M-{i}") for i, o in enumerate(orders)])
 
     assert results == ["APPLIED"] * 3
-    tcc.finish()
+    run_phase_two()
     assert set(
         Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("status", flat=True)
     ) == {"SUCCESS"}
@@ -138,7 +139,7 @@ def test_one_locked_order_fails_alone_the_others_of_its_batch_complete(merchant,
         "APPLIED",
     ]
     assert "Lock wait timeout" in str(results[1])
-    tcc.finish()
+    run_phase_two()
     assert bank_payments_apply([payment(orders[1], "L-1")]) == [
         "APPLIED"
     ]  # the resend completes it
@@ -158,7 +159,7 @@ def test_a_second_bank_payment_of_an_order_whose_first_is_confirmed_is_flagged_a
         and "completing" in record.reason
         and "bank:D-1" in record.reason
     )
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).bank_trade_no == "D-1"
 
 
@@ -172,5 +173,5 @@ def test_a_redelivery_while_its_own_confirm_is_on_its_way_is_applied_not_flagged
     assert not PaymentRecord.objects.filter(
         bank_trade_no="R-1"
     ).exists()  # written by the confirm only
-    tcc.finish()
+    run_phase_two()
     assert PaymentRecord.objects.get(bank_trade_no="R-1").outcome == "APPLIED"

@@ -1,7 +1,7 @@
 """Bank payment -> order: via the gateway's stored notify, the reliable message to orders and
 the TCC ``complete_order`` over orders, funds (merchant credit) and points (payer award).
 
-Phase two, which the participants' workers run in production, runs here with ``tcc.finish()``.
+Phase two, which the participants' workers run in production, runs here with ``run_phase_two()``.
 """
 
 import json
@@ -10,8 +10,9 @@ import pytest
 from django.test import Client
 
 from accounts.selectors import fund_account_get, points_account_get
+from orders.creation import order_create
 from orders.models import Order, PaymentRecord
-from orders.services import PaymentNotCompleted, bank_payment_apply, order_create
+from orders.payments import PaymentNotCompleted, bank_payment_apply
 from paysys import bank, tcc
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.core.money import fee_for
@@ -21,6 +22,7 @@ from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.messaging.helpers import deliver_all, force_status
 from tests.orders.helpers import order_paid_payloads
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 # transactional: tcc.run refuses to start inside an open transaction (a test's wrapping one too)
@@ -65,7 +67,7 @@ def process():
     """What the workers do: orders consumes the gateway's messages (running the TCC's tries and
     decision), then the orders, funds and points workers run phase two."""
     result = deliver_all("default", topic=BankPaymentSucceeded.TOPIC)
-    tcc.finish()
+    run_phase_two()
     return result
 
 
@@ -155,7 +157,7 @@ def test_the_message_is_acknowledged_at_the_decision_before_phase_two(order, mer
     assert Order.objects.get(pk=order.pk).status == "PAYING"
     assert merchant_balance(merchant) == (0, 1227)
 
-    tcc.finish()
+    run_phase_two()
     assert Order.objects.get(pk=order.pk).status == "SUCCESS"
     assert merchant_balance(merchant) == (1227, 0)
 
@@ -286,7 +288,7 @@ def test_a_second_payment_of_one_order_in_the_same_batch_is_flagged_at_once(orde
         payload__bank_trade_no="B2", consumer="orders.apply_bank_payment"
     )
     assert second.status == "CONSUMED"
-    tcc.finish()
+    run_phase_two()
 
     records = dict(PaymentRecord.objects.values_list("bank_trade_no", "outcome"))
     assert records == {"B1": "APPLIED", "B2": "FLAGGED"}
@@ -321,7 +323,7 @@ def test_a_payment_meeting_an_order_held_by_an_undecided_transaction_waits_for_a
 
 def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
     """The check passed (CREATED), then the order closed before the orders try: flagged at once."""
-    from orders import services
+    from orders import payments
 
     real_run = tcc.run_many
 
@@ -329,7 +331,7 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
         force_status(Order.objects.filter(pk=order.pk), status="CLOSED")
         return real_run(*args, **kwargs)
 
-    services.tcc.run_many = close_first
+    payments.tcc.run_many = close_first
     try:
         outcome = bank_payment_apply(
             out_trade_no=order.out_trade_no,
@@ -340,7 +342,7 @@ def test_an_order_closed_while_its_payment_was_on_the_way_is_flagged(order):
             source="notify",
         )
     finally:
-        services.tcc.run_many = real_run
+        payments.tcc.run_many = real_run
 
     assert outcome == "FLAGGED"
     assert PaymentRecord.objects.get().reason == "order is CLOSED, not payable"
@@ -367,7 +369,7 @@ def test_a_notify_and_a_poll_racing_apply_one_payment_once(order, merchant):
     outcomes = run_at_once(
         lambda: apply("notify"), lambda: apply("poll")
     )  # raises if either raised
-    tcc.finish()
+    run_phase_two()
 
     assert "APPLIED" in outcomes and set(outcomes) <= {"APPLIED", "retry later"}
     record = PaymentRecord.objects.get()

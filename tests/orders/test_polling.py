@@ -15,16 +15,18 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from orders import services
+from orders import polling
+from orders.creation import order_create, order_pay_url
+from orders.expiry import orders_close_expired
 from orders.models import Order, PaymentRecord
-from orders.services import _next_poll_at, order_create, order_pay_url, orders_poll_bank
+from orders.polling import _next_poll_at, orders_poll_bank
 from paysys import bank as bank_protocol
-from paysys import tcc
 from paysys.contracts import BankPaymentSucceeded, OrderPaid
 from paysys.gateway.models import BankNotify
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
 from tests.orders.conftest import pay_with_notify_held as pay_at_bank
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -68,7 +70,7 @@ def poll_now(order):
 def poll_and_finish(**kwargs):
     """A polling pass, then phase two of the TCCs it decided (the participants' workers' part)."""
     asked = orders_poll_bank(**kwargs)
-    tcc.finish()
+    run_phase_two()
     return asked
 
 
@@ -182,14 +184,14 @@ def test_one_payment_that_fails_to_apply_does_not_stop_the_pass(
 ):
     failing = pay_with_notify_held(order)
     pay_with_notify_held(second_order)
-    real_apply = services.bank_payment_apply
+    real_apply = polling.bank_payment_apply
 
     def apply(**payment):
         if payment["bank_trade_no"] == failing:
             raise RuntimeError("a bug in one payment")
         return real_apply(**payment)
 
-    monkeypatch.setattr(services, "bank_payment_apply", apply)
+    monkeypatch.setattr(polling, "bank_payment_apply", apply)
     make_due(order, second_order)
 
     assert poll_and_finish() == 2
@@ -367,7 +369,7 @@ def test_the_expiry_pass_asks_within_the_same_bound(merchant, payer, counting_ba
     orders = due_orders(merchant, payer, 6, "EXP")
     Order.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    closed = services.orders_close_expired(budget_seconds=1.0)
+    closed = orders_close_expired(budget_seconds=1.0)
 
     assert (
         0 < closed < 6 and len(counting_bank.asked) == closed

@@ -1,4 +1,5 @@
-"""The figures and verdicts of ``orders/services.py`` that a wrong amount or a wrong status would
+"""The figures and verdicts of orders' services (``orders/creation.py``, ``payments.py``,
+``polling.py``, ``expiry.py``) that a wrong amount or a wrong status would
 change: the branches of a payment (fee, points, credit, debit), why a payment cannot complete an
 order, what a flagged payment records, order creation's times and idempotency, the open-orders cap,
 and which orders the polling and expiry passes take. Written to kill the mutants that survived the
@@ -9,18 +10,19 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from orders import services
+from orders import polling
+from orders.creation import order_create
+from orders.expiry import orders_close_expired
 from orders.models import Order, PaymentRecord, PayMethod
 from orders.participants import ACTION
-from orders.services import (
+from orders.payments import (
     BankPayment,
+    PaymentNotCompleted,
     _why_not_payable,
     bank_payment_apply,
-    order_create,
-    orders_close_expired,
-    orders_poll_bank,
     pay_branches,
 )
+from orders.polling import orders_poll_bank
 from paysys import bank as bank_protocol
 from paysys.core.errors import Conflict, LimitReached
 from tests.statuses import force_status
@@ -438,9 +440,9 @@ def test_an_expiry_pass_leaves_an_order_it_found_paid_to_its_payment(merchant, p
     monkeypatch.setattr(bank_protocol, "query_payment", lambda out_trade_no: paid)
 
     def not_completed(**kwargs):
-        raise services.PaymentNotCompleted("a service did not answer")
+        raise PaymentNotCompleted("a service did not answer")
 
-    monkeypatch.setattr(services, "bank_payment_apply", not_completed)
+    monkeypatch.setattr(polling, "bank_payment_apply", not_completed)
 
     # when the expiry pass runs
     closed = orders_close_expired()
@@ -474,12 +476,12 @@ def test_the_next_poll_is_the_scheduled_wait_ahead_and_none_past_expiry(settings
     order = Order(expires_at=now + timedelta(seconds=100), poll_count=0)
 
     # then after the first poll the next is 3 s ahead, after the second 60 s ahead
-    assert services._next_poll_at(order, now) == now + timedelta(seconds=3)
+    assert polling._next_poll_at(order, now) == now + timedelta(seconds=3)
     order.poll_count = 1
-    assert services._next_poll_at(order, now) == now + timedelta(seconds=60)
+    assert polling._next_poll_at(order, now) == now + timedelta(seconds=60)
     # a poll exactly at expiry still happens, one past it does not
-    assert services._next_poll_at(order, now + timedelta(seconds=40)) == order.expires_at
-    assert services._next_poll_at(order, now + timedelta(seconds=41)) is None
+    assert polling._next_poll_at(order, now + timedelta(seconds=40)) == order.expires_at
+    assert polling._next_poll_at(order, now + timedelta(seconds=41)) is None
 
 
 def test_an_order_waiting_for_the_bank_does_not_hold_back_the_next_ones(

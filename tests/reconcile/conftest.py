@@ -2,10 +2,11 @@ import pytest
 from django.utils import timezone
 
 from notifications.models import Notification
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import BankPayment, bank_payments_apply, order_create
-from paysys import tcc
+from orders.payments import BankPayment, bank_payments_apply
 from tests.messaging.helpers import deliver_all
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 
@@ -30,7 +31,7 @@ def paid(merchant, payer):
         for i, o in enumerate(orders)
     ]
     assert bank_payments_apply(payments) == ["APPLIED", "APPLIED"]
-    tcc.finish()
+    run_phase_two()
     deliver_all("orders")  # order.paid -> accounting (vouchers) and notifications (records)
     force_status(
         Notification.objects,

@@ -8,8 +8,8 @@ from accounting.models import Voucher
 from accounts.models import Direction, EntryKind, FundEntry
 from accounts.selectors import fund_account_mismatches, points_account_mismatches
 from accounts.services import wallet_credit
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
 from paysys.tcc.models import GlobalTransaction
 from tests.reconcile.helpers import (
     age,
@@ -179,11 +179,11 @@ def test_a_balance_payment_confirming_while_the_orders_worker_is_down_is_in_flig
 ):
     """The TCC decided to confirm; funds and points ran their confirms (the merchant is credited),
     the orders confirm did not (its worker is down): the order is still PAYING."""
-    from orders import services
+    from orders import payments
     from paysys.core.services import agreement_issue
-    from paysys.tcc.phase_two import execute, pending_items
+    from paysys.tcc.phase_two import apply_and_report, pending_items
 
-    monkeypatch.setattr(services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
     wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
     order = order_create(
         merchant=merchant,
@@ -195,14 +195,14 @@ def test_a_balance_payment_confirming_while_the_orders_worker_is_down_is_in_flig
     )[0]
     _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
     assert (
-        services.order_pay_with_balance(
+        payments.order_pay_with_balance(
             merchant=merchant, merchant_order_no="REC-FLIGHT", payer_token=token
         ).status
         == "PAYING"
     )
     gtx = GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}")
     assert gtx.status == "CONFIRMING"
-    execute(
+    apply_and_report(
         [item for item in pending_items(gtx) if not item["action"].startswith("orders.")]
     )  # every worker but orders
     assert FundEntry.objects.filter(

@@ -11,11 +11,11 @@ from django.utils import timezone
 from accounting.models import Voucher, VoucherLine
 from accounts.models import Direction, EntryKind, FundAccount, FundEntry
 from notifications.models import Notification
+from orders.creation import order_create
 from orders.models import Order
-from orders.services import order_create
-from paysys import tcc
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all, force_status
+from tests.phase_two import run_phase_two
 from tests.reconcile.helpers import age, reconcile
 from tests.statuses import force_status
 
@@ -31,10 +31,10 @@ def test_paid_orders_with_every_service_caught_up_are_consistent_and_settled(pai
 
 def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, payer, monkeypatch):
     from accounts.services import wallet_credit
-    from orders import services
+    from orders import payments
     from paysys.core.services import agreement_issue
 
-    monkeypatch.setattr(services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
     wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
     order = order_create(
         merchant=merchant,
@@ -45,10 +45,10 @@ def test_a_balance_payment_is_consistent_with_its_wallet_debit(paid, merchant, p
         payer_id=payer.pk,
     )[0]
     _, token = agreement_issue(payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:test")
-    services.order_pay_with_balance(
+    payments.order_pay_with_balance(
         merchant=merchant, merchant_order_no="REC-BAL", payer_token=token
     )
-    tcc.finish()
+    run_phase_two()
     deliver_all("orders")
     deliver_all("funds")  # wallet.credited -> accounting
     force_status(

@@ -1,5 +1,7 @@
 import pytest
 
+from tests.phase_two import run_phase_two
+
 
 @pytest.fixture
 def bank(live_server, settings):
@@ -15,8 +17,8 @@ def pay_at_bank(bank, merchant, payer):
     payment applied as order polling would), phase two done."""
     from django.utils import timezone
 
-    from orders.services import bank_payment_apply, order_create, order_pay_url
-    from paysys import tcc
+    from orders.creation import order_create, order_pay_url
+    from orders.payments import bank_payment_apply
     from tests.orders.conftest import pay_with_notify_held
 
     def pay(no="BK-1", amount=10_000):
@@ -37,7 +39,7 @@ def pay_at_bank(bank, merchant, payer):
             paid_at=timezone.now().isoformat(),
             source="poll",
         )
-        tcc.finish()
+        run_phase_two()
         order.refresh_from_db()
         return order
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from orders.services import bank_payment_apply, order_create, order_pay_with_balance
-from paysys import tcc
+from orders.creation import order_create
+from orders.payments import bank_payment_apply, order_pay_with_balance
 from paysys.contracts import RefundFinished
 from paysys.core.services import agreement_issue
 from tests.messaging.helpers import deliver_all
+from tests.phase_two import run_phase_two
 
 
 def paid_bank_order(merchant, payer, no="R-1", amount=10_000):
@@ -28,7 +29,7 @@ def paid_bank_order(merchant, payer, no="R-1", amount=10_000):
         paid_at="2026-12-01T10:00:00+00:00",
         source="notify",
     )
-    tcc.finish()
+    run_phase_two()
     order.refresh_from_db()
     return order
 
@@ -45,7 +46,7 @@ def paid_balance_order(merchant, payer, no="RB-1", amount=10_000):
         payer_id=payer.pk,
     )
     order = order_pay_with_balance(merchant=merchant, merchant_order_no=no, payer_token=token)
-    tcc.finish()
+    run_phase_two()
     order.refresh_from_db()
     return order
 
@@ -62,7 +63,7 @@ def points(payer):
 
 def settle():
     """Phase two, then every service's consumers of refund.finished."""
-    tcc.finish()
+    run_phase_two()
     for alias in ("orders",):
         deliver_all(alias, topic=RefundFinished.TOPIC)
 
@@ -77,7 +78,8 @@ def top_up_merchant(merchant, amount):
     needs the fee's worth more than the payment brought, the fee being kept."""
     from django.db import transaction
 
-    from accounts.services import FundMove, fund_credit_hold, fund_credit_post
+    from accounts.services import fund_credit_hold, fund_credit_post
+    from paysys.contracts import FundMove
 
     move = FundMove(owner_type="merchant", owner_id=merchant.pk, amount=amount, currency="CNY")
     with transaction.atomic(using="funds"):

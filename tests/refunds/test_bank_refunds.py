@@ -9,16 +9,17 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from orders.creation import order_create, order_pay_url
 from orders.models import Order, Refund
+from orders.payments import bank_payment_apply
 from orders.refund_bank import refunds_poll_bank
-from orders.services import bank_payment_apply, order_create, order_pay_url
-from paysys import tcc
 from paysys.contracts import RefundRequested
 from paysys.messaging.models import Message
 from paysys.sandbox import services as bank_side
 from paysys.sandbox.models import BankRefund
 from tests.messaging.helpers import deliver_all
 from tests.orders.conftest import pay_with_notify_held
+from tests.phase_two import run_phase_two
 from tests.refunds.helpers import fund, points, refund, settle
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -44,7 +45,7 @@ def order(bank, merchant, payer):
         paid_at=timezone.now().isoformat(),
         source="poll",
     )
-    tcc.finish()
+    run_phase_two()
     order.refresh_from_db()
     assert order.status == Order.Status.SUCCESS
     return order
@@ -59,7 +60,7 @@ def test_the_bank_says_yes_by_its_notify(api, merchant, payer, order):
     balance = fund("merchant", merchant.pk)[0]
     response = refund(api, "BK-1", "RF-1", 3_000)
     assert response.status_code == 201 and response.json()["status"] == "PENDING"
-    tcc.finish()
+    run_phase_two()
     send_to_bank()
     at_bank = BankRefund.objects.get(refund_no=response.json()["refund_no"])
     assert (at_bank.status, at_bank.amount, at_bank.out_trade_no) == (
@@ -80,7 +81,7 @@ def test_the_bank_says_yes_by_its_notify(api, merchant, payer, order):
 def test_the_bank_refuses_the_refund_is_failed_and_the_holds_released(api, merchant, payer, order):
     balance = fund("merchant", merchant.pk)[0]
     response = refund(api, "BK-1", "RF-1", 3_000, reason="customer cancelled [bank:refuse]")
-    tcc.finish()
+    run_phase_two()
     send_to_bank()
     bank_side.refund_notifies_send_due()
     settle()
@@ -97,7 +98,7 @@ def test_the_bank_refuses_the_refund_is_failed_and_the_holds_released(api, merch
 
 def test_a_lost_notify_is_found_by_asking_the_bank(api, merchant, order):
     refund(api, "BK-1", "RF-1", 10_000 - 60, reason="[bank:lose-notify]")
-    tcc.finish()
+    run_phase_two()
     assert (
         refunds_poll_bank(now=timezone.now() + timedelta(minutes=1)) == 1
     )  # not at the bank yet: nothing
@@ -115,7 +116,7 @@ def test_a_bank_that_does_not_answer_keeps_the_message_until_it_does(
     api, merchant, order, settings
 ):
     refund(api, "BK-1", "RF-1", 1_000)
-    tcc.finish()
+    run_phase_two()
     real = settings.BANK_QUERY_URL
     settings.BANK_QUERY_URL = "http://127.0.0.1:9/payments/"  # nothing listens there
     send_to_bank()
@@ -166,7 +167,7 @@ def test_a_signed_notify_that_does_not_match_its_refund_moves_nothing(api, clien
     from paysys import bank as protocol
 
     response = refund(api, "BK-1", "RF-9", 2_500)
-    tcc.finish()
+    run_phase_two()
     refund_no = response.json()["refund_no"]
 
     def post(body: bytes):

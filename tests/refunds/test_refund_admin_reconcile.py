@@ -17,13 +17,13 @@ from django.utils import timezone
 from accounting.models import Voucher
 from accounts.models import FundEntry
 from notifications.models import Notification
-from orders import services as order_services
+from orders import payments as order_payments
 from orders.models import Order, PaymentRecord, Refund
-from orders.services import bank_payment_apply
-from paysys import tcc
+from orders.payments import bank_payment_apply
 from paysys.contracts import RefundRequested
 from paysys.messaging.models import Message
 from tests.messaging.helpers import deliver_all
+from tests.phase_two import run_phase_two
 from tests.refunds.conftest import bank_answers
 from tests.refunds.helpers import paid_balance_order, refund, settle
 from tests.statuses import force_status
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def staff(django_user_model, username: str, *codenames: str) -> Client:
@@ -123,7 +123,7 @@ def test_a_flagged_duplicate_payment_is_refunded_to_the_payer_with_who_and_why(
     )
     [sent] = Message.objects.using("orders").filter(topic=RefundRequested.TOPIC)
     assert sent.payload["bank_trade_no"] == "B-DUP" and sent.payload["amount"] == 10_000
-    tcc.finish()
+    run_phase_two()
     bank_answers()
     caught_up()
     assert Refund.objects.get().status == "SUCCEEDED"
@@ -146,7 +146,7 @@ def test_refunds_reconcile_clean_and_a_missing_piece_is_named(api, merchant, pay
     refund(api, "RB-1", "RF-1", 2_000)
     bank_refund = refund(api, "R-2", "RF-2", 1_000).json()["refund_no"]
     failed = refund(api, "R-2", "RF-3", 500, reason="[bank:refuse]").json()["refund_no"]
-    tcc.finish()
+    run_phase_two()
     bank_answers()
     caught_up()
     assert Refund.objects.get(refund_no=failed).status == "FAILED"
@@ -168,7 +168,7 @@ def test_refunds_reconcile_clean_and_a_missing_piece_is_named(api, merchant, pay
 def test_money_moved_for_a_failed_refund_is_named(api, merchant, payer, pay_at_bank):
     pay_at_bank(no="R-1")
     failed = refund(api, "R-1", "RF-1", 500, reason="[bank:refuse]").json()["refund_no"]
-    tcc.finish()
+    run_phase_two()
     bank_answers()
     caught_up()
     Voucher.objects.create(source=f"refund.finished:{failed}", currency="CNY", description="wrong")

@@ -1,6 +1,6 @@
 """Refunds over the API: ``POST /api/v1/orders/{no}/refunds`` runs the TCC ``refund_order``
 (orders, the merchant's funds, the payer's points; a balance payment's refund also credits the
-wallet). Phase two and the consumers run in-process (tcc.finish, deliver_all)."""
+wallet). Phase two and the consumers run in-process (run_phase_two, deliver_all)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from orders import services as order_services
+from orders import payments as order_payments
+from orders.creation import order_create
 from orders.models import Order, Refund
-from orders.services import order_create
-from paysys import tcc
 from paysys.core.money import fee_for
 from paysys.tcc.models import GlobalTransaction
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 from tests.refunds.helpers import (
     fund,
     paid_balance_order,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def test_a_balance_refund_gives_money_and_points_back_at_once(api, merchant, payer):
@@ -181,8 +181,12 @@ def test_full_refund_makes_the_order_refunded_and_nothing_more_can_go_back(api, 
 
 def test_a_merchant_who_cannot_cover_it_gets_402_and_nothing_is_frozen(api, merchant, payer):
     paid_balance_order(merchant, payer)  # the merchant has 10000 - fee
+    available = fund("merchant", merchant.pk)[0]
     response = refund(api, "RB-1", "RF-1", 10_000)
     assert response.status_code == 402, response.content
+    # it says how much is there and how much is missing (the merchant's own figures)
+    message = response.json()["error"]["message"]
+    assert f"{available} available, {10_000 - available} short" in message
     settle()
     assert fund("merchant", merchant.pk)[1:] == (0, 0)
     assert not Refund.objects.exists()
@@ -241,7 +245,7 @@ def test_a_bank_refund_holds_the_money_until_the_bank_answers(api, merchant, pay
     balance = fund("merchant", merchant.pk)[0]
     response = refund(api, "R-1", "RF-1", 3_000)
     assert response.status_code == 201 and response.json()["status"] == "PENDING"
-    tcc.finish()
+    run_phase_two()
     assert fund("merchant", merchant.pk) == (balance, 3_000, 0)  # held, not posted
     assert points(payer) == (100, 30)
     refund_finish(response.json()["refund_no"], succeeded=True)
@@ -252,7 +256,7 @@ def test_a_bank_refund_holds_the_money_until_the_bank_answers(api, merchant, pay
     assert (order.status, order.refunded_amount) == ("PARTIALLY_REFUNDED", 3_000)
 
     second = refund(api, "R-1", "RF-2", 1_000).json()
-    tcc.finish()
+    run_phase_two()
     refund_finish(second["refund_no"], succeeded=False, failure_reason="account closed")
     settle()
     assert fund("merchant", merchant.pk) == (balance - 3_000, 0, 0)  # released
@@ -290,7 +294,7 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
 
     codes = run_at_once(*[lambda i=i: call(i) for i in range(20)])
     assert sorted(codes) == [201] * 16 + [409] * 4, codes
-    tcc.finish()
+    run_phase_two()
     order.refresh_from_db()
     assert order.refunding_amount == 10_000 and fund("merchant", merchant.pk) == (10_000, 10_000, 0)
     for refund_no in Refund.objects.filter(order=order).values_list("refund_no", flat=True):
@@ -316,3 +320,36 @@ def test_twenty_concurrent_refunds_give_back_exactly_the_refundable_amount(
     assert not GlobalTransaction.objects.filter(
         name="refund_order", status__in=["TRYING", "CONFIRMING", "CANCELLING"]
     ).exists()
+
+
+def test_a_pay_call_retried_after_a_refund_is_the_same_200_and_charges_nothing(
+    api, merchant, payer, issue_agreement
+):
+    # given: an order paid from the wallet (the pay call's answer was lost), then half refunded
+    from accounts.services import wallet_credit
+
+    wallet_credit(payer_id=payer.pk, amount=10_000, reason="top-up", credited_by="command:test")
+    _, token = issue_agreement(payer, merchant)
+    order_create(
+        merchant=merchant,
+        merchant_order_no="RP-1",
+        amount=10_000,
+        currency="CNY",
+        subject="s",
+        payer_id=payer.pk,
+    )
+    pay = {"method": "balance", "payer_token": token}
+    assert api.post("/api/v1/orders/RP-1/pay", pay, format="json").status_code == 200
+    run_phase_two()
+    assert refund(api, "RP-1", "RF-1", 5_000).status_code == 201
+    settle()
+    wallet = fund("payer", payer.pk)
+
+    # when: the payer's client retries the pay call
+    again = api.post("/api/v1/orders/RP-1/pay", pay, format="json")
+
+    # then: the paid order, as it is now, and nothing charged again
+    assert again.status_code == 200, again.content
+    assert again.json()["status"] == "PARTIALLY_REFUNDED"
+    assert again.json()["refunded_amount"] == 5_000
+    assert fund("payer", payer.pk) == wallet

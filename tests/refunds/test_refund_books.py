@@ -9,10 +9,10 @@ import pytest
 
 from accounting.models import Voucher
 from notifications.models import Notification
-from orders import services as order_services
+from orders import payments as order_payments
 from orders.models import Refund
 from orders.refunds import refund_finish
-from paysys import tcc
+from tests.phase_two import run_phase_two
 from tests.refunds.helpers import paid_balance_order, paid_bank_order, refund, settle
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 @pytest.fixture(autouse=True)
 def answer_at_decision(monkeypatch):
-    monkeypatch.setattr(order_services, "PAY_CONFIRM_WAIT_SECONDS", 0)
+    monkeypatch.setattr(order_payments, "PAY_CONFIRM_WAIT_SECONDS", 0)
 
 
 def lines(voucher):
@@ -72,7 +72,7 @@ def test_a_bank_refund_books_bank_clearing_and_a_failed_one_books_nothing(api, m
     paid_bank_order(merchant, payer)
     ok = refund(api, "R-1", "RF-1", 1_000).json()["refund_no"]
     refused = refund(api, "R-1", "RF-2", 500).json()["refund_no"]
-    tcc.finish()
+    run_phase_two()
     refund_finish(ok, succeeded=True)
     refund_finish(refused, succeeded=False, failure_reason="bank refused: account closed")
     assert (

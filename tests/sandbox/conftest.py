@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from orders.services import order_create, order_pay_url
+from orders.creation import order_create, order_pay_url
 
 _numbers = itertools.count(1)
 

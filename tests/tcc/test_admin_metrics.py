@@ -12,6 +12,7 @@ from paysys import tcc
 from paysys.tcc import phase_two
 from paysys.tcc.models import GlobalTransaction
 from tests.messaging.test_metrics import METRICS_TOKEN, metrics_token  # noqa: F401 - metrics_token is autouse
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -27,8 +28,7 @@ def run(**kw) -> str:
 
 
 @pytest.fixture
-def flagged(ledgers, monkeypatch):
-    monkeypatch.setattr(phase_two._dispatcher, "submit", lambda batch: None)  # phase two lost
+def flagged(ledgers, dispatched):  # phase two lost
     xid = run()
     GlobalTransaction.objects.filter(xid=xid).update(
         needs_human=True, next_retry_at=None, attempts=9
@@ -54,7 +54,7 @@ def test_changelist_filters_and_detail_with_branches(admin_client, flagged):
 
 def test_retry_phase_two_now_clears_the_flag_and_sends(admin_client, flagged, monkeypatch):
     sent: list[dict] = []
-    monkeypatch.setattr(phase_two, "send", sent.extend)
+    monkeypatch.setattr(phase_two, "resend", sent.extend)
     response = admin_client.post(
         CHANGELIST, {"action": "retry_phase_two_now", "_selected_action": [flagged.pk]}, follow=True
     )
@@ -73,7 +73,7 @@ def test_viewers_cannot_retry(client, django_user_model, flagged):
 
 
 def test_metrics_count_by_status_lag_and_needs_human(client, flagged):
-    phase_two.finish([run()])
+    run_phase_two([run()])
     response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200
     samples = {

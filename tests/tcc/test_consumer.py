@@ -14,6 +14,7 @@ from paysys.messaging import publish, registry
 from paysys.messaging.models import InboxEntry, Message
 from paysys.tcc.models import GlobalTransaction
 from tests.messaging.helpers import Raw, deliver_all, force_status
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -83,7 +84,7 @@ def test_a_failed_try_leaves_the_message_unacknowledged_and_a_redelivery_complet
         .filter(message_id=message(message_key).message_id)
         .exists()
     )
-    tcc.finish()
+    run_phase_two()
 
     refusing["points"] = False
     deliver_all("default", topic=TOPIC, payload__key=message_key)  # the resend

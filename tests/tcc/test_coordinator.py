@@ -9,10 +9,11 @@ from django.db import IntegrityError, transaction
 
 from paysys import tcc
 from paysys.core.errors import InsufficientFunds
-from paysys.tcc import barrier, phase_two
+from paysys.tcc import barrier
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from paysys.tcc.registry import get_participant
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -41,8 +42,8 @@ def test_all_tries_succeed_confirm_is_decided_then_phase_two_confirms_once(ledge
     assert gtx.confirmed_key == key and gtx.decided_at is not None
     assert ledgers("funds", outcome.xid) == [("test.funds", "try", 994)]
 
-    assert phase_two.finish([outcome.xid]) == 3
-    assert phase_two.finish([outcome.xid]) == 0
+    assert run_phase_two([outcome.xid]) == 3
+    assert run_phase_two([outcome.xid]) == 0
     gtx.refresh_from_db()
     assert gtx.status == Status.CONFIRMED and gtx.next_retry_at is None
     assert set(gtx.branches.values_list("status", flat=True)) == {
@@ -69,7 +70,7 @@ def test_a_refused_try_cancels_every_branch(ledgers, key):
     assert gtx.status == Status.CANCELLING and "test.funds" in gtx.last_error
     assert gtx.branches.get(branch_no=2).status == TransactionBranch.Status.TRY_FAILED
 
-    phase_two.finish([xid])
+    run_phase_two([xid])
     gtx.refresh_from_db()
     assert gtx.status == Status.CANCELLED and gtx.confirmed_key is None
     assert ledgers("orders", xid) == [("test.orders", "try", 1), ("test.orders", "cancel", 1)]
@@ -85,7 +86,7 @@ def test_after_a_cancel_the_next_run_is_a_new_attempt_and_the_old_xid_is_barred(
     with pytest.raises(tcc.TryFailed) as failed:
         tcc.run("complete_order", business_key=key, branches=branches(points={"refuse": True}))
     old_xid = failed.value.xid
-    phase_two.finish([old_xid])
+    run_phase_two([old_xid])
 
     outcome = tcc.run("complete_order", business_key=key, branches=branches())
     assert outcome.attempt == 2 and outcome.xid != old_xid
@@ -143,7 +144,7 @@ def test_concurrent_runs_of_one_key_confirm_one_transaction(ledgers, key):
     )
     assert len({o.xid for o in outcomes}) == 1
     assert GlobalTransaction.objects.filter(business_key=key).count() == 1
-    phase_two.finish()
+    run_phase_two()
     xid = outcomes[0].xid
     assert ledgers("funds", xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
 
@@ -167,7 +168,7 @@ def test_a_try_slower_than_the_timeout_fails_and_is_cancelled_once_it_commits(
     # the cancel reaches points while the slow try holds its barrier row: it waits for the try's
     # commit, then releases what the try reserved (a try that never reached the database is
     # refused instead: test_barrier and the fault tests)
-    phase_two.finish([xid])
+    run_phase_two([xid])
     assert ledgers("points", xid) == [("test.points", "try", 10), ("test.points", "cancel", 10)]
     assert GlobalTransaction.objects.get(xid=xid).status == Status.CANCELLED
 
@@ -200,14 +201,11 @@ def test_a_resumed_transaction_gets_a_new_deadline(ledgers, key):
 
 
 def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_unaffected(
-    ledgers, fast_tcc, monkeypatch
+    ledgers, fast_tcc, fresh_try_threads
 ):
     import time
 
-    from paysys.tcc import coordinator
-
     fast_tcc.TCC_TRY_THREADS = 1
-    monkeypatch.setattr(coordinator, "_try_threads", coordinator._TryThreads())
     with pytest.raises(tcc.TryFailed):  # holds the only points thread for 2.5 s
         tcc.run(
             "complete_order",
@@ -223,4 +221,4 @@ def test_a_try_queued_behind_a_stuck_one_times_out_and_never_runs_other_aliases_
     assert ledgers("funds", xid) == [("test.funds", "try", 994)]
     time.sleep(2)  # the stuck try ends; the queued one was dropped, not run late
     assert ledgers("points", xid) == []
-    phase_two.finish()
+    run_phase_two()

@@ -12,6 +12,7 @@ import pytest
 from paysys import tcc
 from paysys.tcc import phase_two
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -20,12 +21,10 @@ _keys = itertools.count(1)
 
 
 @pytest.fixture
-def inline(settings, fast_tcc, monkeypatch):
+def inline(settings, fast_tcc, dispatched):
     """Confirms at once; the queues handed to the participants' workers are recorded."""
     settings.TCC_PHASE_TWO_INLINE = True
-    kicked: list[str] = []
-    monkeypatch.setattr(phase_two._dispatcher, "submit", kicked.extend)
-    return kicked
+    return dispatched
 
 
 def branches(**extra) -> list[tcc.Branch]:
@@ -49,7 +48,7 @@ def test_the_confirms_run_before_run_returns_and_nothing_is_left_to_the_workers(
         ("test.funds", "confirm", 994),
     ]
     assert inline == []  # no phase-two pass needed
-    assert phase_two.finish([outcome.xid]) == 0
+    assert run_phase_two([outcome.xid]) == 0
 
 
 def test_many_transactions_are_confirmed_at_once_in_one_call(ledgers, inline):
@@ -82,7 +81,7 @@ def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once
     assert TransactionBranch.objects.get(gtx__xid=outcome.xid, action="test.funds").attempts == 0
 
     time.sleep(1.5)  # the slow confirm commits meanwhile
-    assert phase_two.run_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
+    assert phase_two.run_queue_pass("funds") == 1  # the worker's pass: a duplicate for the barrier
 
     assert GlobalTransaction.objects.get(xid=outcome.xid).status == Status.CONFIRMED
     assert ledgers("funds", outcome.xid) == [

@@ -16,6 +16,7 @@ from paysys.tcc import barrier, coordinator, phase_two, recovery, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 from paysys.tcc.registry import get_participant
 from tests.concurrency import run_at_once
+from tests.phase_two import run_phase_two
 from tests.statuses import force_status
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -25,18 +26,17 @@ _keys = itertools.count(1)
 
 
 @pytest.fixture
-def sent(monkeypatch):
+def sent(monkeypatch, dispatched):
     """What recovery hands to the broker (the unit tests' broker is memory://). The initiator's
     own dispatch is dropped, as if its process died right after the decision."""
     items: list[dict] = []
-    monkeypatch.setattr(phase_two._dispatcher, "submit", lambda batch: None)
-    real_send = phase_two.send
+    real_send = phase_two.resend
 
     def record(batch):
         items.extend(batch)
         return real_send(batch)
 
-    monkeypatch.setattr(phase_two, "send", record)
+    monkeypatch.setattr(phase_two, "resend", record)
     return items
 
 
@@ -66,7 +66,7 @@ def test_a_transaction_trying_past_its_deadline_is_cancelled(ledgers, sent):
     gtx.refresh_from_db()
     assert gtx.status == Status.CANCELLING and "deadline" in gtx.last_error
     assert sorted((i["branch"], i["op"]) for i in sent) == [(1, "cancel"), (2, "cancel")]
-    phase_two.execute(sent)
+    phase_two.apply_and_report(sent)
     gtx.refresh_from_db()
     assert gtx.status == Status.CANCELLED
     assert ledgers("orders", gtx.xid) == [("test.orders", "try", 1), ("test.orders", "cancel", 1)]
@@ -87,8 +87,8 @@ def test_unfinished_phase_two_is_resent_with_backoff_until_done(ledgers, sent, f
     gtx.refresh_from_db()
     assert gtx.attempts == 1 and gtx.next_retry_at >= before + timedelta(seconds=7)
     assert sorted((i["branch"], i["op"]) for i in sent) == [(1, "confirm"), (2, "confirm")]
-    phase_two.execute(sent)
-    phase_two.execute(sent)  # and a duplicate delivery of the resend
+    phase_two.apply_and_report(sent)
+    phase_two.apply_and_report(sent)  # and a duplicate delivery of the resend
     gtx.refresh_from_db()
     assert gtx.status == Status.CONFIRMED
     assert ledgers("funds", gtx.xid) == [("test.funds", "try", 994), ("test.funds", "confirm", 994)]
@@ -124,7 +124,7 @@ def test_past_the_retry_limit_a_human_is_flagged_and_can_retry_now(ledgers, sent
     assert recovery.retry_now([gtx.pk]) == 1
     gtx.refresh_from_db()
     assert not gtx.needs_human and gtx.attempts == 0 and gtx.next_retry_at is not None
-    phase_two.execute(sent[-2:])
+    phase_two.apply_and_report(sent[-2:])
     gtx.refresh_from_db()
     assert gtx.status == Status.CONFIRMED
 
@@ -139,7 +139,7 @@ def test_failed_phase_two_ops_are_recorded_on_their_branch(ledgers, monkeypatch)
     monkeypatch.setitem(
         registry._participants, "test.funds", dataclasses.replace(spec, confirm=broken)
     )
-    result = phase_two.finish([outcome.xid])
+    result = run_phase_two([outcome.xid])
     branch = TransactionBranch.objects.get(gtx__xid=outcome.xid, branch_no=2)
     assert result == 2 and branch.status == TransactionBranch.Status.PENDING
     assert branch.attempts == 1 and "funds confirm broke" in branch.last_error
@@ -182,7 +182,7 @@ def test_barrier_rows_of_final_transactions_past_the_retention_are_purged(ledger
 
     settings.TCC_BARRIER_RETENTION_DAYS = 7
     done = tcc.run("complete_order", business_key=new_key(), branches=BRANCHES).xid
-    phase_two.finish([done])
+    run_phase_two([done])
     stuck = tcc.run(
         "complete_order", business_key=new_key(), branches=BRANCHES
     ).xid  # CONFIRMING: kept
@@ -213,17 +213,17 @@ def test_a_phase_two_pass_claims_its_queues_decided_branches_in_one_batch(
         needs_human=True
     )  # only a human retries it
     batches: list[list[dict]] = []
-    real_apply = phase_two._apply
+    real_apply = phase_two.apply_ops
     monkeypatch.setattr(
-        phase_two, "_apply", lambda items: batches.append(items) or real_apply(items)
+        phase_two, "apply_ops", lambda items: batches.append(items) or real_apply(items)
     )
 
-    assert phase_two.run_pass("orders") == 4  # 3 confirms and 1 cancel, one batch
+    assert phase_two.run_queue_pass("orders") == 4  # 3 confirms and 1 cancel, one batch
     assert [sorted(i["op"] for i in batch) for batch in batches] == [
         ["cancel", "confirm", "confirm", "confirm"]
     ]
-    assert phase_two.run_pass("orders") == 0
-    assert phase_two.run_pass("funds") == 4
+    assert phase_two.run_queue_pass("orders") == 0
+    assert phase_two.run_queue_pass("funds") == 4
     assert {
         g.xid: g.status for g in GlobalTransaction.objects.filter(xid__in=xids + [failed.value.xid])
     } == {
@@ -238,8 +238,8 @@ def test_a_branch_that_failed_once_is_left_to_recovery_s_backoff(ledgers, sent):
     TransactionBranch.objects.filter(gtx__xid=xid, branch_no=2).update(
         attempts=1, last_error="funds down"
     )
-    assert phase_two.run_pass("funds") == 0
-    assert phase_two.run_pass("orders") == 1
+    assert phase_two.run_queue_pass("funds") == 0
+    assert phase_two.run_queue_pass("orders") == 1
 
 
 def test_kicks_of_one_queue_coalesce_until_its_pass_starts(monkeypatch):
@@ -251,9 +251,10 @@ def test_kicks_of_one_queue_coalesce_until_its_pass_starts(monkeypatch):
     monkeypatch.setattr(
         tasks.phase_two_pass, "apply_async", lambda args, **kw: kicked.append(args[0])
     )
-    cache.delete(phase_two.kick_key("funds"))
+    kick = phase_two.PHASE_TWO_PASS
+    cache.delete(kick.key("funds"))
     for _ in range(3):
-        phase_two.kick("funds")
-    phase_two.kick("points")
+        kick.send("funds")
+    kick.send("points")
     assert kicked == ["funds", "points"]
-    cache.delete_many([phase_two.kick_key("funds"), phase_two.kick_key("points")])
+    cache.delete_many([kick.key("funds"), kick.key("points")])

@@ -9,9 +9,10 @@ from django.db import connection
 
 from paysys import tcc
 from paysys.core.errors import InsufficientFunds
-from paysys.tcc import barrier, phase_two
+from paysys.tcc import barrier
 from paysys.tcc.models import Barrier, GlobalTransaction
 from paysys.tcc.registry import get_participant
+from tests.phase_two import run_phase_two
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
@@ -51,7 +52,7 @@ def test_every_key_is_confirmed_with_one_call_of_the_batched_op_per_phase(ledger
         assert ledgers("funds", r.xid) == [("test.batched", "try", 5)]
         assert ledgers("orders", r.xid) == [("test.orders", "try", 1)]
 
-    assert phase_two.finish([r.xid for r in results]) == 10
+    assert run_phase_two([r.xid for r in results]) == 10
     for r in results:  # the confirms too: one call over the five
         assert ledgers("funds", r.xid) == [
             ("test.batched", "try", 5),
@@ -74,7 +75,7 @@ def test_one_refused_try_cancels_only_its_own_transaction(ledgers):
     # the batch of four raised and rolled back; each try then ran alone (a call of one)
     for i, r in enumerate(results):
         assert ledgers("funds", r.xid) == ([] if i == 2 else [("test.batched", "try", 1)])
-    phase_two.finish([r.xid for r in results])
+    run_phase_two([r.xid for r in results])
     statuses = dict(
         GlobalTransaction.objects.filter(business_key__in=keys).values_list(
             "business_key", "status"

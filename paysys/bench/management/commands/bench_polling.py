@@ -36,8 +36,9 @@ from django.core.wsgi import get_wsgi_application
 from django.db import connections
 from django.utils import timezone
 
+from orders.creation import new_out_trade_no, order_create
 from orders.models import Order, PaymentRecord
-from orders.services import new_out_trade_no, order_create, orders_poll_bank
+from orders.polling import orders_poll_bank
 from paysys.bench.workers import start_worker
 from paysys.celery import app
 from paysys.core.models import Merchant, Payer

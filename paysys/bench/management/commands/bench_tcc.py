@@ -87,7 +87,7 @@ class Command(BaseCommand):
         orders = self._orders(3 * total + warmup)
         self.order_ids = [o.pk for o in orders]
         self.outs = [o.out_trade_no for o in orders]
-        from orders.services import pay_branches
+        from orders.payments import pay_branches
 
         now = timezone.now().isoformat()
         payments = [
@@ -180,8 +180,8 @@ class Command(BaseCommand):
     def _orders(self, count: int):
         from datetime import timedelta
 
+        from orders.creation import new_out_trade_no
         from orders.models import Order
-        from orders.services import new_out_trade_no
 
         expires = timezone.now() + timedelta(hours=1)
         rows = [

@@ -23,6 +23,7 @@ from django.db import connections
 
 from paysys import topology
 from paysys.core.faults import SqliteLock, TcpProxy, mysql_url
+from paysys.core.serving import public_bind_refusal
 from paysys.core.stack import (
     StackControl,
     StackLock,
@@ -56,6 +57,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         specs = procfile_entries(Path(options["procfile"]), options["names"])
         port, bind = settings.PORT, os.environ.get("BIND") or "127.0.0.1"
+        if refusal := public_bind_refusal(bind):
+            raise CommandError(refusal)
         base = settings.PUBLIC_BASE_URL
 
         lock = StackLock(settings.VAR_DIR)

@@ -11,7 +11,9 @@ import os
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+from paysys.core.serving import public_bind_refusal
 
 
 class Command(BaseCommand):
@@ -19,6 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         bind = os.environ.get("BIND") or "127.0.0.1"
+        if refusal := public_bind_refusal(bind):
+            raise CommandError(refusal)
         self.stdout.write(
             f"serving on http://{bind}:{settings.PORT}: {settings.WEB_WORKERS} process(es) x "
             f"{settings.WEB_THREADS} threads, bodies within {settings.WEB_READ_TIMEOUT:g} s",
