@@ -6,12 +6,6 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Merchant notifications"
 
     def ready(self) -> None:
-        from notifications.metrics import NotificationCollector
-        from paysys.messaging.metrics import APP_COLLECTORS
-
-        if NotificationCollector not in APP_COLLECTORS:
-            APP_COLLECTORS.append(NotificationCollector)  # served at /metrics
-
         from notifications import selectors
         from notifications.models import Attempt
         from paysys.core import retention

@@ -1,4 +1,5 @@
-"""Notification delivery health for Prometheus (``GET /metrics``), read at scrape time.
+"""Notification delivery health for Prometheus (``GET /metrics``, paysys/ops/metrics.py), read at
+scrape time.
 
 Every figure is an index range whose size follows the current load, never the history kept:
 

@@ -12,6 +12,7 @@ import sys
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
+from paysys.core.checks import refuse_on_errors
 from paysys.core.serving import BufferedWSGI
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paysys.settings")
@@ -33,8 +34,12 @@ def _die_with_the_supervisor() -> None:
 
 _die_with_the_supervisor()
 
+django_application = get_wsgi_application()
+# an ASGI server runs no system checks (``manage.py serve`` has run them in its supervisor; uvicorn
+# started alone has not): refuse to serve on a settings Error (paysys/core/checks.py)
+refuse_on_errors()
 application = BufferedWSGI(
-    get_wsgi_application(),
+    django_application,
     threads=settings.WEB_THREADS,
     queue_seconds=settings.WEB_QUEUE_SECONDS,
     read_timeout=settings.WEB_READ_TIMEOUT,

@@ -9,7 +9,7 @@ from paysys.api.exceptions import json_error_view
 from paysys.api.schema_view import SchemaView
 from paysys.core.views import healthz
 from paysys.gateway.api import BankNotifyApi
-from paysys.messaging.metrics import metrics_view
+from paysys.ops.metrics import metrics_view
 from paysys.ops.views import healthz_detail, overview_view, trace_view
 
 admin.site.site_header = "paysys admin"

@@ -1,15 +1,14 @@
-"""Outbox health, for Prometheus (``GET /metrics``) and the admin dashboard.
+"""Outbox health, for Prometheus (``OutboxCollector``, served at ``GET /metrics`` by
+paysys/ops/metrics.py) and the admin dashboard.
 
-Everything is read from the outbox tables at scrape time (the database is the source of truth),
-through a collector registered in a fresh registry per request: no process-global state, so
-every web process answers the same numbers. The ``service`` label is the database alias that
-owns the outbox (``default`` is core). An unreachable database is skipped and reported as
-``paysys_database_up{alias="..."} 0``; it never turns the scrape into a 500.
+Everything is read from the outbox tables at scrape time (the database is the source of truth).
+The ``service`` label is the database alias that owns the outbox (``default`` is core). An
+unreachable database is skipped and reported as ``paysys_database_up{alias="..."} 0``; it never
+turns the scrape into a 500.
 
 A scrape is one grouped query per alias over the rows not yet CONSUMED (index ``status, queue``):
 its cost follows the backlog, never the consumed history, whose size would also tell anyone
-reading it the business volume. It answers only ``Authorization: Bearer <METRICS_TOKEN>``
-(Prometheus' ``bearer_token``), and is off (404) while no token is set.
+reading it the business volume.
 
     paysys_messages{service,queue,status}          PREPARED, SENDING and DEAD rows
     paysys_messages_dead{service,queue}            DEAD rows: a human must look (admin, "Resend")
@@ -32,16 +31,11 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q, Sum
-from django.http import HttpResponse
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from paysys.contracts import contracts
-from paysys.core.access import metrics_token_refusal
 from paysys.messaging.models import Message
 from paysys.messaging.registry import consumers_of
 
@@ -203,22 +197,3 @@ class OutboxCollector(Collector):
             oldest.add_metric([alias], stats.oldest_pending_seconds(now))
             resends.add_metric([alias], stats.resends)
         yield from (messages, dead, oldest, resends, up)
-
-
-# collector classes other apps add in their AppConfig.ready() (infrastructure imports no domain)
-APP_COLLECTORS: list[type[Collector]] = []
-
-
-@require_safe
-@never_cache
-def metrics_view(request):
-    """Prometheus text exposition of the outbox of every database alias, for the bearer of
-    METRICS_TOKEN only (404 while none is set: the endpoint is off)."""
-    refusal = metrics_token_refusal(request)
-    if refusal is not None:
-        return refusal
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(OutboxCollector())
-    for collector in APP_COLLECTORS:
-        registry.register(collector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,3 @@ class TccConfig(AppConfig):
     name = "paysys.tcc"
     label = "tcc"
     verbose_name = "TCC transactions"
-
-    def ready(self):
-        from paysys.messaging.metrics import APP_COLLECTORS
-        from paysys.tcc.metrics import TccCollector
-
-        if TccCollector not in APP_COLLECTORS:
-            APP_COLLECTORS.append(TccCollector)  # served at /metrics

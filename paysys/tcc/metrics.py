@@ -1,4 +1,4 @@
-"""TCC health for Prometheus, served at ``GET /metrics`` (registered in ``TccConfig.ready``).
+"""TCC health for Prometheus, served at ``GET /metrics`` (paysys/ops/metrics.py).
 
 Read from the coordinator's tables at scrape time, in a fresh registry per request (like the
 outbox metrics). ``default`` unreachable: these families are simply absent from the scrape

@@ -2,7 +2,7 @@
 
 Binds ``BIND`` (default 127.0.0.1) on ``PORT``. ``WEB_WORKERS`` processes, each with an event loop
 that reads requests and ``WEB_THREADS`` threads that run Django; the timeouts come from the
-environment too (paysys/settings.py, "web process"). Ctrl-C or SIGTERM stops it gracefully.
+environment too (paysys/settings/web.py). Ctrl-C or SIGTERM stops it gracefully.
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""Operations: health reports, workers' heartbeats, retention of old history, logging."""
+
+from __future__ import annotations
+
+import os
+
+from paysys.settings.environment import env_float, env_int
+
+# /healthz asks every database at most once per this many seconds per web process (anyone may call it)
+HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 2)
+# every worker (and beat) records a heartbeat this often (paysys/core/heartbeats.py); one whose last
+# is WORKER_DEAD_AFTER_BEATS beats old is reported dead by /healthz and the admin overview
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10)
+
+# --- retention (paysys/core/retention.py, manage.py purge_history) -------------------------
+
+# consumed messages (outbox rows CONSUMED this long ago, with their inbox rows), notification
+# attempts and processed bank-notify receipts older than this are deleted; at least 1 day
+# (paysys.E002)
+RETENTION_DAYS = env_int("RETENTION_DAYS", 30)
+# keys per range: rows per DELETE at most
+RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 1000)
+# pause after each DELETE: as long as the batch took, and at least this (retention takes at most
+# half of one connection's time, so payments keep the database)
+RETENTION_PAUSE_SECONDS = env_float("RETENTION_PAUSE_SECONDS", 0.05)
+
+# --- logging ----------------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # routine lines (beat's one-second polls, the bank's "no payment yet" 404s) are DEBUG
+    "filters": {"routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["routine_to_debug"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # a request with a foreign Host header is answered 400; a traceback per request would let
+        # anyone flood the log (and its alerts)
+        "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
