@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from orders.bank_api import bank_order_status
@@ -22,6 +23,8 @@ admin.site.enable_nav_sidebar = (
 )
 
 urlpatterns = [
+    # the banner's address and admin's "View site": the API docs (not Django's list of every URL)
+    path("", RedirectView.as_view(url="/api/docs/"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("healthz/detail", healthz_detail, name="healthz-detail"),
     path("admin/overview/", admin.site.admin_view(overview_view), name="admin-overview"),

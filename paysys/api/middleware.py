@@ -49,6 +49,21 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
+class PrivateAnswersMiddleware:
+    """An answer to a request that carries credentials (a merchant's orders, balance, refunds,
+    notifications) is never kept by a browser or a shared cache: ``Cache-Control: no-store``,
+    unless the view said otherwise."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Authorization" in request.headers:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
 # public endpoints (no API key) -> scope in settings.PUBLIC_RATE_LIMITS; methods None = all
 PUBLIC_SCOPES = [
     ("/gateway/", None, "gateway"),

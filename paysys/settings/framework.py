@@ -37,6 +37,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "paysys.api.middleware.ContentSecurityPolicyMiddleware",
+    "paysys.api.middleware.PrivateAnswersMiddleware",
     "paysys.api.middleware.PublicRateLimitMiddleware",
     "paysys.api.middleware.BodySizeLimitMiddleware",
     "paysys.api.middleware.ApiJsonErrorsMiddleware",

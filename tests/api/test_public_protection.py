@@ -117,3 +117,18 @@ def test_a_foreign_host_header_is_a_400_without_an_error_traceback_in_the_log(cl
 
     assert response.status_code == 400
     assert not [r for r in caplog.records if r.name.startswith("django.security")]
+
+
+def test_answers_to_requests_with_credentials_are_never_cached(api, client):
+    # a merchant's balance and orders: no-store (a browser or proxy would keep them otherwise)
+    for path in ("/api/v1/balance", "/api/v1/orders", "/api/v1/orders/nowhere"):
+        assert api.get(path)["Cache-Control"] == "no-store", path
+    # a wrong key's 401 carries credentials too; public pages keep their own caching
+    wrong = Client(HTTP_AUTHORIZATION="Bearer psk_nope")
+    assert wrong.get("/api/v1/balance")["Cache-Control"] == "no-store"
+    assert "Cache-Control" not in client.get("/healthz")
+
+
+def test_the_site_root_leads_to_the_api_docs(client):
+    answer = client.get("/")
+    assert answer.status_code == 302 and answer["Location"] == "/api/docs/"
