@@ -4,7 +4,7 @@ tests/orders, tests/refunds)."""
 
 import pytest
 
-from paysys.contracts import FundCredit, FundRefund, OrderPayment, PointsAward
+from paysys.contracts import AgreementCharge, FundCredit, FundRefund, OrderPayment, PointsAward
 from paysys.core.errors import InvalidInput
 
 
@@ -100,3 +100,26 @@ def test_settle_is_now_or_later():
 
 def test_zero_points_is_an_award_of_nothing_not_an_error():
     assert PointsAward.from_payload({"payer_id": 5, "points": 0}).points == 0
+
+
+def test_the_agreement_charge_reads_the_payload_stored_before_contracts_and_writes_it_again():
+    # as the agreement's payload was written before it had a contract (dataclasses.asdict, the
+    # day as an ISO date): the same keys in the same order, parsed and written back unchanged
+    stored = {
+        "agreement_id": 4,
+        "token_prefix": "a1b2c3d4e5f6",
+        "payer_id": 7,
+        "merchant_id": 3,
+        "amount": 600,
+        "currency": "CNY",
+        "day": "2026-12-06",
+        "out_trade_no": "PS1",
+    }
+
+    charge = AgreementCharge.from_payload(stored)
+
+    assert charge.day == "2026-12-06" and charge.amount == 600
+    assert list(charge.to_payload().items()) == list(stored.items())
+    with pytest.raises(InvalidInput) as exc:
+        AgreementCharge.from_payload({**stored, "day": "6/12/2026", "amount": 0})
+    assert set(exc.value.fields) == {"day", "amount"}

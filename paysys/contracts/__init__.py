@@ -7,6 +7,7 @@ Importers use ``paysys.contracts``.
 """
 
 from paysys.contracts.branches import (
+    AgreementCharge,
     BranchContract,
     FundCredit,
     FundDebit,
@@ -29,6 +30,7 @@ from paysys.contracts.messages import (
 )
 
 __all__ = [
+    "AgreementCharge",
     "BankPaymentSucceeded",
     "BranchContract",
     "Contract",

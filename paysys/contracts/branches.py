@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import ClassVar, Self
 
 from paysys.contracts.shape import read_fields
@@ -216,3 +217,40 @@ class OrderRefund(BranchContract):
     points: int  # the points the refund reverses, reckoned by the initiator
     requested_by: str
     notify_url: str
+
+
+# --- core ------------------------------------------------------------------------------------
+
+
+def _iso_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10  # YYYY-MM-DD, as date.isoformat() writes it
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementCharge(BranchContract):
+    """``core.agreement``: one balance payment counted against the payer's agreement with the
+    merchant, on the day it was authorised (a calendar day in ``TIME_ZONE``)."""
+
+    ACTION: ClassVar[str] = "core.agreement"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "agreement_id": POSITIVE_ID,
+        "payer_id": POSITIVE_ID,
+        "merchant_id": POSITIVE_ID,
+        "amount": AMOUNT,
+        "currency": CURRENCY,
+        "day": ("an ISO 8601 date (YYYY-MM-DD)", _iso_date),
+        "out_trade_no": OUT_TRADE_NO,
+    }
+
+    agreement_id: int
+    token_prefix: str  # the token the payment was authorised with: a reissue since refuses the try
+    payer_id: int
+    merchant_id: int
+    amount: int  # minor units
+    currency: str
+    day: str  # YYYY-MM-DD
+    out_trade_no: str

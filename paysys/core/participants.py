@@ -16,19 +16,26 @@ and late tries never reach this code.
 from __future__ import annotations
 
 from paysys import tcc
+from paysys.contracts import AgreementCharge
 from paysys.core import services
-from paysys.core.models import PayerAgreement
-from paysys.core.services import AgreementCharge
+from paysys.core.models import PayerAgreement, PayerAgreementDay
 
-ACTION = "core.agreement"
+ACTION = AgreementCharge.ACTION
 
 
 def agreement_branch(
     agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str
 ) -> tcc.Branch:
     """The branch that counts a payment of ``amount`` against ``agreement`` today."""
-    charge = AgreementCharge.for_payment(
-        agreement, amount=amount, currency=currency, out_trade_no=out_trade_no
+    charge = AgreementCharge(
+        agreement_id=agreement.pk,
+        token_prefix=agreement.token_prefix,
+        payer_id=agreement.payer_id,
+        merchant_id=agreement.merchant_id,
+        amount=amount,
+        currency=currency,
+        day=PayerAgreementDay.today().isoformat(),
+        out_trade_no=out_trade_no,
     )
     return tcc.Branch(ACTION, charge.to_payload())
 

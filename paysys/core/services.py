@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import logging
 import secrets
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from paysys.contracts.branches import AgreementCharge
 from paysys.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from paysys.core.models import Merchant, Payer, PayerAgreement, PayerAgreementDay
 from paysys.core.money import MAX_AMOUNT
@@ -365,45 +364,6 @@ def _daily_refusal(agreement: PayerAgreement, *, amount: int, used: int) -> Forb
 
 
 # --- the agreement as a TCC participant of a balance payment (paysys.core.participants) ------
-
-
-@dataclass(frozen=True)
-class AgreementCharge:
-    """One balance payment counted against an agreement, as its TCC payload says it."""
-
-    agreement_id: int
-    token_prefix: (
-        str  # the token the payment was authorised with: a reissue in between refuses the try
-    )
-    payer_id: int
-    merchant_id: int
-    amount: int
-    currency: str
-    day: date
-    out_trade_no: str = ""
-
-    @classmethod
-    def for_payment(
-        cls, agreement: PayerAgreement, *, amount: int, currency: str, out_trade_no: str
-    ) -> AgreementCharge:
-        """The payment counted today."""
-        return cls(
-            agreement.pk,
-            agreement.token_prefix,
-            agreement.payer_id,
-            agreement.merchant_id,
-            amount,
-            currency,
-            PayerAgreementDay.today(),
-            out_trade_no,
-        )
-
-    def to_payload(self) -> dict:
-        return {**dataclasses.asdict(self), "day": self.day.isoformat()}
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> AgreementCharge:
-        return cls(**{**payload, "day": date.fromisoformat(payload["day"])})
 
 
 def agreement_charge_hold(*, charge: AgreementCharge) -> None:

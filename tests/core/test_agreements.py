@@ -2,6 +2,7 @@
 until revoked; issued, reissued and revoked by commands and admin actions that record who and
 when. (Paying with them, races and refusals over the API: tests/orders/test_balance_payment.py.)"""
 
+import dataclasses
 import json
 import re
 from io import StringIO
@@ -12,10 +13,11 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
+from paysys.contracts import AgreementCharge
 from paysys.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from paysys.core.models import Payer, PayerAgreement, PayerAgreementDay
+from paysys.core.participants import agreement_branch
 from paysys.core.services import (
-    AgreementCharge,
     agreement_charge_hold,
     agreement_charge_release,
     agreement_for_payment,
@@ -288,8 +290,9 @@ def test_limits_must_be_positive_integers_and_the_database_agrees(payer, merchan
 
 
 def charge(agreement, amount, **changes) -> AgreementCharge:
-    base = AgreementCharge.for_payment(agreement, amount=amount, currency="CNY", out_trade_no="PS1")
-    return AgreementCharge(**{**base.__dict__, **changes})
+    """The charge a payment of ``amount`` sends its agreement today (as the initiator builds it)."""
+    branch = agreement_branch(agreement, amount=amount, currency="CNY", out_trade_no="PS1")
+    return dataclasses.replace(AgreementCharge.from_payload(branch.payload), **changes)
 
 
 def test_the_try_counts_within_the_limits_and_the_cancel_uncounts(payer, merchant, issue_agreement):
