@@ -27,7 +27,6 @@ RELAY = Kick(
     run_here=lambda alias: relay_or_kick(alias),  # late-bound, so tests may replace it
     thread_name="paysys-relay-kicker",
 )
-kick_key = RELAY.key
 
 
 def _Kicker() -> BackgroundKicks:

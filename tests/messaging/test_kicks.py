@@ -70,7 +70,7 @@ def test_a_kick_asks_the_aliass_queue_for_one_relay_pass_at_a_time(monkeypatch):
     kicks.kick_relay("orders")  # one is pending: coalesced
     assert sent == [{"args": ["orders"], "queue": "orders", "retry": False}]
 
-    cache.delete(kicks.kick_key("orders"))  # what the relay task does as it starts
+    cache.delete(kicks.RELAY.key("orders"))  # what the relay task does as it starts
     kicks.kick_relay("orders")
     assert len(sent) == 2
 
@@ -84,4 +84,4 @@ def test_a_kick_the_broker_refuses_does_not_block_the_next(monkeypatch):
     monkeypatch.setattr(tasks.relay, "apply_async", broker_down)
     kicks.kick_relay("accounting")  # logged, not raised
 
-    assert cache.get(kicks.kick_key("accounting")) is None  # the next commit may kick again
+    assert cache.get(kicks.RELAY.key("accounting")) is None  # the next commit may kick again
