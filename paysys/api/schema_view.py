@@ -8,6 +8,7 @@ from django.dispatch import receiver
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
+from rest_framework.exceptions import ValidationError
 
 
 class SchemaView(SpectacularAPIView):
@@ -25,6 +26,10 @@ class SchemaView(SpectacularAPIView):
 
     @extend_schema(**SCHEMA_KWARGS)  # as the view it extends: not in the schema it serves
     def get(self, request, *args, **kwargs):
+        # one schema for everyone: drf-spectacular would build it for the first request's
+        # ?version= or ?lang= (any text), and the stored answer would carry it to every client
+        if unknown := sorted(set(request.query_params) - {"format"}):
+            raise ValidationError({name: "the schema takes no such parameter" for name in unknown})
         renderer = type(request.accepted_renderer)  # one of the view's few renderer classes
         with self._lock:
             if renderer not in self._built:

@@ -113,7 +113,7 @@ class BufferedWSGI:
             self._slots = asyncio.Semaphore(self.threads)
             self._shares = _Shares(max(1, self.threads - 1))
         deadline = loop.time() + self.queue_seconds
-        async with self._shares.hold(_header(scope, b"authorization"), deadline):
+        async with self._shares.hold(_credentials(scope), deadline):
             await _acquire(self._slots, deadline)
             try:
                 return await loop.run_in_executor(self.executor, self._call_wsgi, scope, body)
@@ -182,6 +182,15 @@ async def _acquire(semaphore: asyncio.Semaphore, deadline: float) -> None:
         raise _Refused(
             503, "busy", "too many requests in progress, retry shortly", retry_after=1
         ) from None
+
+
+def _credentials(scope) -> str | None:
+    """The token of the ``Authorization`` header, as the authentication reads it (after the
+    scheme, spaces around it ignored): ``Bearer  <key>`` is the same key as ``Bearer <key>``."""
+    header = _header(scope, b"authorization")
+    if header is None:
+        return None
+    return header.partition(" ")[2].strip() or header
 
 
 def _header(scope, name: bytes) -> str | None:

@@ -60,3 +60,13 @@ def test_a_changed_setting_builds_it_again(builds, settings):
 
     assert b"/api/v1/messages" in get().content
     assert len(builds) == 2
+
+
+def test_the_schema_is_the_same_for_everyone_whatever_the_query(builds):
+    # a first request's ?version= or ?lang= would be built into the answer stored for all
+    for query in ("?version=9.9%20DEPRECATED", "?lang=fr", "?version=%0a", "?format=json&x=1"):
+        answer = Client().get(f"/api/schema/{query}")
+        assert answer.status_code == 400 and "error" in answer.json(), query
+    assert builds == []
+    assert b"version: 1.0.0\n" in get().content
+    assert Client().get("/api/schema/?format=json").status_code == 200

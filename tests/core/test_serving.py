@@ -234,7 +234,9 @@ def test_one_api_key_holds_all_threads_but_one_so_other_clients_are_served():
     app = BufferedWSGI(slow_wsgi, threads=2, queue_seconds=1.0, read_timeout=5, max_body=100)
     body = [{"type": "http.request", "body": b"{}"}]
 
-    answers = run_requests(app, [body] * 7, keys=[b"Bearer A"] * 6 + [b"Bearer B"])
+    # (spaces after the scheme name the same key, as the authentication reads it)
+    keys = [b"Bearer " + b" " * k + b"A" for k in range(6)] + [b"Bearer B"]
+    answers = run_requests(app, [body] * 7, keys=keys)
 
     # then: B is served at once on the thread A may not take; A's requests run one at a time,
     # those that would start after the queue deadline are a 503 busy
