@@ -87,7 +87,7 @@ if CACHE_URL and not CACHE_URL.startswith("file://"):
     # values as JSON, never pickle: a write to this Redis must not become code run here (paysys/core/cache.py)
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "paysys.core.cache.RedisCache",  # Django's, one client per pool
             "LOCATION": CACHE_URL,
             "OPTIONS": {"serializer": "paysys.core.cache.JsonSerializer"},
         }

@@ -269,15 +269,28 @@ def _record_outcomes(done: list[dict], failed: dict[int, str]) -> None:
 def _mark_final_quietly(done: list[dict]) -> None:
     """:func:`mark_final` the transactions of these branches; recovery does it if this fails."""
     try:
-        mark_final({e["gtx"] for e in done})
+        # a confirm's transaction is CONFIRMING, a cancel's CANCELLING: one UPDATE per op done
+        for op, entries in _by_op(done).items():
+            mark_final({e["gtx"] for e in entries}, deciding=_DECIDING[op])
     except DatabaseError:
         logger.warning(
             "TCC: finishing %d transaction(s) failed; recovery will", len(done), exc_info=True
         )
 
 
-def mark_final(gtx_ids: Iterable[int]) -> int:
-    """CONFIRMING / CANCELLING transactions with no unfinished branch become final.
+def _by_op(entries: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for entry in entries:
+        grouped[entry["op"]].append(entry)
+    return grouped
+
+
+_DECIDING = {barrier.CONFIRM: Status.CONFIRMING, barrier.CANCEL: Status.CANCELLING}
+
+
+def mark_final(gtx_ids: Iterable[int], *, deciding: str | None = None) -> int:
+    """CONFIRMING / CANCELLING transactions with no unfinished branch become final; with
+    ``deciding``, only those in that state (the caller knows: one UPDATE instead of two).
 
     Each worker reports its own branches (committed) before looking at the others, so whichever
     of two concurrent reporters looks last sees both done.
@@ -299,6 +312,8 @@ def mark_final(gtx_ids: Iterable[int]) -> int:
         (Status.CONFIRMING, Status.CONFIRMED),
         (Status.CANCELLING, Status.CANCELLED),
     ):
+        if deciding not in (None, current):
+            continue
         finished += GlobalTransaction.objects.filter(id__in=complete, status=current).transition(
             final, finished_at=now, next_retry_at=None
         )
