@@ -56,6 +56,15 @@ def record_attempts(items: list[InFlight], *, now: datetime) -> Recorded:
     if batch.gone:
         logger.warning("endpoint(s) disabled after 410 Gone: %s", ", ".join(batch.gone.values()))
     _log_delivered(items, batch.succeeded)
+    for record, response, error in batch.failures:  # each failed attempt, as each success is
+        logger.warning(
+            "order %s: notifying merchant %s failed (%s, HTTP %s: %s); tried again on its schedule",
+            record.out_trade_no,
+            record.merchant_id,
+            record.webhook_id,
+            response.status_code or "-",
+            error[:200],
+        )
     return Recorded(
         succeeded=sum(len(ids) for ids in batch.succeeded.values()),
         failed=len(batch.failures),

@@ -31,7 +31,9 @@ def post_notifies(args) -> list[tuple[str, float, int]]:
             bank.SIGNATURE_HEADER: bank.sign(body, secret=secret),
         }
         for _ in range(50):  # a 429 or 503 is back-pressure: wait and send again, as a bank does
-            connection = connection or http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+            connection = connection or http.client.HTTPConnection(
+                url.hostname, url.port, timeout=30
+            )
             try:
                 connection.request("POST", f"{url.path}/gateway/bank/notify", body, headers)
                 response = connection.getresponse()
@@ -40,7 +42,10 @@ def post_notifies(args) -> list[tuple[str, float, int]]:
                 if response.will_close:
                     connection.close()
                     connection = None
-            except (http.client.HTTPException, OSError):  # a kept-alive connection the server closed
+            except (
+                http.client.HTTPException,
+                OSError,
+            ):  # a kept-alive connection the server closed
                 connection.close()
                 connection, status = None, 0
                 continue  # a notify is idempotent: send it again on a new connection

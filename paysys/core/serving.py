@@ -200,9 +200,26 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
+def _security_headers() -> list[tuple[bytes, bytes]]:
+    """What Django's security middlewares put on every answer it makes, for the answers made here
+    without Django (408, 413, 503 busy): a browser handles them under the same rules."""
+    headers = {
+        b"x-content-type-options": "nosniff" if settings.SECURE_CONTENT_TYPE_NOSNIFF else "",
+        b"x-frame-options": settings.X_FRAME_OPTIONS,
+        b"referrer-policy": settings.SECURE_REFERRER_POLICY or "",
+        b"cross-origin-opener-policy": settings.SECURE_CROSS_ORIGIN_OPENER_POLICY or "",
+        b"content-security-policy": settings.CONTENT_SECURITY_POLICY,
+    }
+    return [(name, value.encode("latin-1")) for name, value in headers.items() if value]
+
+
 def _error_response(refused: _Refused) -> _Response:
     body = json.dumps({"error": {"code": refused.code, "message": str(refused)}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *_security_headers(),
+    ]
     if refused.retry_after is not None:
         headers.append((b"retry-after", str(refused.retry_after).encode()))
     if refused.status in (400, 408, 413):  # what is left of the request on the socket is not read
@@ -288,6 +305,9 @@ class GuardedH11Protocol(H11Protocol):
       take every file descriptor);
     * a request head of at most ``WEB_MAX_HEAD_BYTES``, however it arrives (h11's own bound
       holds only while the head is incomplete: one of 120 KB sent in one write passed it);
+    * a send deadline: a client that stops reading its answer (the transport's buffer full) and
+      has not read on within ``WEB_SEND_TIMEOUT`` seconds is cut off (closing would wait for the
+      buffer to drain, for ever: 200 such sockets held 30 MB and their connection slots);
     * no chunked request bodies (``_RefuseChunkedBodies``)."""
 
     per_address: Counter = Counter()  # open connections per client address, in this process
@@ -297,6 +317,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn = _RefuseChunkedBodies(self.conn)
         self._address = (self.client or ("",))[0]
         self._head_timer = None
+        self._send_timer = None  # armed while the client does not read what it is sent
         self._head_seen = b""  # the next head's bytes so far (up to the limit, for its end)
         GuardedH11Protocol.per_address[self._address] += 1
         if (
@@ -313,7 +334,21 @@ class GuardedH11Protocol(H11Protocol):
         if GuardedH11Protocol.per_address[self._address] <= 0:
             del GuardedH11Protocol.per_address[self._address]
         self._disarm_head_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(settings.WEB_SEND_TIMEOUT, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def data_received(self, data: bytes) -> None:
         if not self._in_request():

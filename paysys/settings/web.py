@@ -25,6 +25,8 @@ WEB_ACCESS_LOG = env_bool("WEB_ACCESS_LOG", False)
 WEB_HEAD_TIMEOUT = env_float("WEB_HEAD_TIMEOUT", 10)
 WEB_MAX_CONNECTIONS = env_int("WEB_MAX_CONNECTIONS", 4000)
 WEB_MAX_CONNECTIONS_PER_ADDRESS = env_int("WEB_MAX_CONNECTIONS_PER_ADDRESS", 256)
+# a client that stops reading its answer is cut off after this many seconds without reading on
+WEB_SEND_TIMEOUT = env_float("WEB_SEND_TIMEOUT", 30)
 # the request line and headers together, at most (larger: refused before they are read whole)
 WEB_MAX_HEAD_BYTES = env_int("WEB_MAX_HEAD_BYTES", 16 * 1024)
 

@@ -132,3 +132,15 @@ def test_answers_to_requests_with_credentials_are_never_cached(api, client):
 def test_the_site_root_leads_to_the_api_docs(client):
     answer = client.get("/")
     assert answer.status_code == 302 and answer["Location"] == "/api/docs/"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/docs/", "/api/docs/?script=", "/api/schema/", "/healthz", "/metrics"]
+)
+def test_no_method_on_a_public_page_is_a_5xx(client, method, path):
+    """OPTIONS /api/docs/ was a 500 with a traceback in the log: DRF's OPTIONS answer had no
+    template to render on the HTML page."""
+    answer = client.generic(method, path)
+
+    assert answer.status_code < 500, (method, path, answer.status_code)

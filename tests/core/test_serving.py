@@ -27,6 +27,7 @@ from tests.core.test_embedded_smoke import free_port, processes, wait_for  # noq
 
 READ_TIMEOUT = 3.0
 HEAD_TIMEOUT = 2.0
+SEND_TIMEOUT = 2.0
 PER_ADDRESS = 40
 
 
@@ -40,6 +41,7 @@ def server(processes):
         "WEB_THREADS": "2",
         "WEB_READ_TIMEOUT": str(READ_TIMEOUT),
         "WEB_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
+        "WEB_SEND_TIMEOUT": str(SEND_TIMEOUT),
         "WEB_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
     }
     processes.start("web", "manage.py", "serve", env=env)
@@ -256,9 +258,13 @@ def test_a_body_growing_past_the_limit_without_a_declared_length_is_a_413():
     )
     chunks = [{"type": "http.request", "body": b"x" * 6, "more_body": True}] * 3
 
-    [(status, _, body)] = run_requests(app, [chunks])
+    [(status, headers, body)] = run_requests(app, [chunks])
 
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
+    # answered without Django, under the same security headers as Django's answers
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert headers[b"x-frame-options"] == b"DENY"
+    assert b"default-src 'self'" in headers[b"content-security-policy"]
 
 
 def test_static_files_are_served_with_debug_off(client, settings):
@@ -445,6 +451,38 @@ def test_a_connection_that_never_completes_its_head_is_closed_at_the_head_deadli
     finally:
         for sock in (silent, trickling, after_a_response):
             sock.close()
+
+
+def test_a_client_that_stops_reading_its_answer_is_cut_off_at_the_send_deadline(server):
+    # the attack: request large static files and never read them; an answer the kernel's socket
+    # buffer (4 MB at most here) cannot take waits in the process, and a connection closed with
+    # an unsent answer waits for it: each held its answer and its slot for ever
+    port, _ = server
+    big = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    size = 4 * int(
+        requests.head(f"http://127.0.0.1:{port}{big}", timeout=10).headers["Content-Length"]
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a client that reads nothing
+    sock.connect(("127.0.0.1", port))
+    try:
+        # four answers of 1.5 MB, asked at once: more than the kernel buffers
+        sock.sendall(f"GET {big} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() * 4)
+        time.sleep(SEND_TIMEOUT + 2)
+
+        received, ended = 0, False
+        sock.settimeout(3)
+        try:
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+            ended = True  # the server closed it
+        except ConnectionResetError:
+            ended = True  # the server cut it off
+        except TimeoutError:
+            pass
+        assert ended and received < size, (received, size)
+    finally:
+        sock.close()
 
 
 def test_one_address_cannot_hold_more_than_its_share_of_connections(server):

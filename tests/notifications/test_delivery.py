@@ -394,14 +394,22 @@ def test_a_timeout_is_a_failed_attempt_with_its_class(merchant, notify, receiver
     assert 400 <= attempt.duration_ms < 2000
 
 
-def test_a_refused_connection_is_a_failed_attempt(merchant, notify, receiver):
+def test_a_refused_connection_is_a_failed_attempt(merchant, notify, receiver, caplog):
+    import logging
+
     record = notify(merchant)
     receiver.stop()  # nobody listens any more
 
-    deliver_due()
+    with caplog.at_level(logging.WARNING, logger="notifications.delivery"):
+        deliver_due()
 
     attempt = record.attempts.get()
     assert (attempt.outcome, attempt.error_class) == ("failed", "connect")
+    # and the operator's log says so, as it says each success
+    [line] = [r.getMessage() for r in caplog.records if r.name == "notifications.delivery"]
+    assert line.startswith(
+        f"order {record.out_trade_no}: notifying merchant {merchant.pk} failed ({record.webhook_id}, HTTP -:"
+    )
 
 
 def test_the_response_excerpt_is_at_most_2_kb(merchant, notify, receiver):

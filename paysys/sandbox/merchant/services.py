@@ -209,18 +209,27 @@ def notification_receive(
     if merchant_id is not None:
         endpoint = MerchantEndpoint.objects.filter(merchant_id=merchant_id).first()
         if endpoint is None:
-            error = f"no merchant {merchant_id} is set up in the simulator"
+            error = (
+                f"no merchant {merchant_id} is set up in the simulator: set it up first with "
+                f"POST /sandbox/merchant/{merchant_id} (docs/api.md)"
+            )
         elif not decode_error:
             payload, error = verify(endpoint.webhook_secret, text, headers)
     elif not decode_error:
         candidates = list(MerchantEndpoint.objects.order_by("-id")[:PLAIN_PATH_CANDIDATES])
-        error = "no merchant is set up in the simulator"
+        error = (
+            "no merchant is set up in the simulator: set one up first with "
+            "POST /sandbox/merchant/<merchant id> (docs/api.md)"
+        )
         for candidate in _then_the_demo_merchant(candidates):
             payload, reason = verify(candidate.webhook_secret, text, headers)
             if payload is not None:
                 endpoint, error = candidate, ""
                 break
-            error = f"no set-up merchant's secret verifies it ({reason})"
+            error = (
+                f"no set-up merchant's secret verifies it ({reason}): set the merchant up first "
+                "with POST /sandbox/merchant/<merchant id> (docs/api.md)"
+            )
 
     def record(
         status: int, behaviour: str = "", notification=None, duplicate: bool = False

@@ -174,7 +174,10 @@ class Command(BaseCommand):
             raise CommandError(
                 "every bench payment completed once, but reconcile --strict is not clean: it checks the "
                 "whole platform, so items from before this run count too (its report is above, or in "
-                "reconcile_report with --json); settle them, or run the bench on a fresh stack"
+                "reconcile_report with --json). Earlier notifications to merchants that do not "
+                "answer stay in flight for hours (their retry schedule): settle them in the admin "
+                "(Notifications: resend, or disable the endpoint), or run the bench on a fresh "
+                "stack (the embedded default: PAYSYS_VAR_DIR=/tmp/bench-stack make run)"
             )
 
     # --- set-up ----------------------------------------------------------------------------------
@@ -491,6 +494,11 @@ class Command(BaseCommand):
         if clean:
             return clean, text
         deadline = time.monotonic() + settle_seconds
+        # (on stderr with --json too: nothing else would say why the command is quiet meanwhile)
+        self.stderr.write(
+            f"reconcile --strict: not clean yet; waiting up to {settle_seconds:g} s for what is "
+            "still in flight to settle ..."
+        )
         while time.monotonic() < deadline:
             report = reconcile(grace=60.0)
             if not report.consistent:
