@@ -202,7 +202,12 @@ def run_many(name: str, jobs: list[Job]) -> list[Outcome | TryFailed]:
 def _cancelled(
     gtx: GlobalTransaction, row: TransactionBranch, error: Exception
 ) -> Outcome | TryFailed:
-    if not decide_cancel(gtx, failed=row, error=error):
+    # a participant that refused (insufficient funds, too large a refund) answered, and so did
+    # every database: its cancels run here before the caller is told, so what the tries held
+    # (the order, the frozen amount) is free when the refusal arrives and the caller may try
+    # again at once. A try that did not answer leaves them to the workers: no wait on it here
+    refused = isinstance(error, DomainError) and not isinstance(error, Unavailable)
+    if not decide_cancel(gtx, failed=row, error=error, at_once=refused):
         gtx.refresh_from_db()
         if gtx.status in (
             Status.CONFIRMING,
@@ -423,7 +428,7 @@ def decide_confirm_many(
     started: list[tuple[GlobalTransaction, list[TransactionBranch]]],
 ) -> list[Outcome | TryFailed]:
     """Commit CONFIRMING for transactions whose every try succeeded, in one UPDATE, then hand
-    their phase two to ``_confirm``. A transaction decided meanwhile (recovery cancelled it
+    their phase two to ``_run_phase_two``. A transaction decided meanwhile (recovery cancelled it
     past its deadline, or a concurrent run of its xid decided) gets the decision that stands."""
 
     if not started:
@@ -438,7 +443,7 @@ def decide_confirm_many(
     statuses = {gtx.pk: Status.CONFIRMING for gtx, _ in started}
     if decided != len(ids):
         statuses = dict(GlobalTransaction.objects.filter(pk__in=ids).values_list("pk", "status"))
-    _confirm(
+    _run_phase_two(
         f"{started[0][0].xid} and {len(started) - 1} more",
         [
             (gtx, row)
@@ -446,23 +451,26 @@ def decide_confirm_many(
             if statuses[gtx.pk] == Status.CONFIRMING
             for row in rows
         ],
+        Status.CONFIRMING,
     )
     return [_outcome_of(gtx, statuses[gtx.pk]) for gtx, _ in started]
 
 
-def _confirm(label: str, branches: list[tuple[GlobalTransaction, TransactionBranch]]) -> None:
-    """Phase two of confirmed transactions. With TCC_PHASE_TWO_INLINE, here and now: each
-    participant's confirms as one batch on a try thread of its alias (aliases in parallel,
-    bounded by TCC_TRY_TIMEOUT), recorded, the transactions finished; a branch not done here
-    (its database slow or down, an op failing, a pass holding it) goes to its participant's
-    worker as before. Either way the barrier applies each confirm once."""
+def _run_phase_two(
+    label: str, branches: list[tuple[GlobalTransaction, TransactionBranch]], decided: str
+) -> None:
+    """Phase two of transactions decided ``decided`` (CONFIRMING or CANCELLING). With
+    TCC_PHASE_TWO_INLINE, here and now: each participant's ops as one batch on a try thread of
+    its alias (aliases in parallel, bounded by TCC_TRY_TIMEOUT), recorded, the transactions
+    finished; a branch not done here (its database slow or down, an op failing, a pass holding
+    it) goes to its participant's worker as before. Either way the barrier applies each op once."""
     from paysys.tcc import phase_two
 
     done: set[int] = set()
     if settings.TCC_PHASE_TWO_INLINE and branches:
         try:
             done = phase_two.claim_and_apply(
-                {row.pk: (gtx.pk, gtx.xid, Status.CONFIRMING) for gtx, row in branches},
+                {row.pk: (gtx.pk, gtx.xid, decided) for gtx, row in branches},
                 _apply_on_try_threads,
             )
         except DatabaseError:  # the coordinator's database: the workers and recovery finish it
@@ -534,15 +542,20 @@ def _decide_confirm_alone(
         return (
             dataclasses.replace(outcome, already=True) if isinstance(outcome, Outcome) else outcome
         )
-    _confirm(gtx.xid, [(gtx, row) for row in rows])
+    _run_phase_two(gtx.xid, [(gtx, row) for row in rows], Status.CONFIRMING)
     return Outcome(gtx.xid, Status.CONFIRMING, gtx.attempt)
 
 
 def decide_cancel(
-    gtx: GlobalTransaction, *, failed: TransactionBranch | None, error: BaseException | None
+    gtx: GlobalTransaction,
+    *,
+    failed: TransactionBranch | None,
+    error: BaseException | None,
+    at_once: bool = False,
 ) -> bool:
     """Commit CANCELLING (if still TRYING) and send every branch's cancel: an untried branch's
-    cancel is an empty cancel, and it bars that try if it is still on its way."""
+    cancel is an empty cancel, and it bars that try if it is still on its way. ``at_once``: the
+    cancels run here first (TCC_PHASE_TWO_INLINE), as confirms do."""
     from paysys.tcc import phase_two
 
     now = timezone.now()
@@ -561,5 +574,9 @@ def decide_cancel(
                 BranchStatus.TRY_FAILED, last_error=reason
             )
     if decided:
-        phase_two.dispatch(gtx.xid, list(gtx.branches.order_by("branch_no")))
+        rows = list(gtx.branches.order_by("branch_no"))
+        if at_once:
+            _run_phase_two(gtx.xid, [(gtx, row) for row in rows], Status.CANCELLING)
+        else:
+            phase_two.dispatch(gtx.xid, rows)
     return bool(decided)

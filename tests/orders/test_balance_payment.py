@@ -191,11 +191,28 @@ def test_after_a_402_the_topped_up_wallet_pays_the_same_order(
     assert [(t.attempt, t.status) for t in attempts] == [(1, "CANCELLED"), (2, "CONFIRMED")]
 
 
+def test_with_phase_two_at_once_the_topped_up_wallet_pays_right_after_a_402(
+    api, merchant, payer, wallet, payer_token, settings
+):
+    """As deployed (TCC_PHASE_TWO_INLINE): the refused attempt's cancels ran before the 402, so
+    the order is payable again at once: no 503 while a worker releases it."""
+    settings.TCC_PHASE_TWO_INLINE = True
+    order = make_order(merchant, payer, amount=15_000)
+    assert pay(api, "BAL-1", payer_token).status_code == 402
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+    assert available("payer", payer.pk) == (10_000, 0, 0)  # nothing frozen
+    wallet_credit(payer_id=payer.pk, amount=5_000, reason="more", credited_by="command:test")
+
+    assert pay(api, "BAL-1", payer_token).status_code == 200
+    assert Order.objects.get(pk=order.pk).status == "SUCCESS"
+
+
 def test_a_retry_while_the_cancelled_attempt_still_holds_the_order_is_503_not_409(
     api, merchant, payer, wallet, payer_token
 ):
-    """Right after a 402 the order is PAYING until the orders worker runs the cancel: a retry
-    then is told to retry (503), not that the order cannot be paid."""
+    """Right after a 402 the order is PAYING until the orders worker runs the cancel (here: phase
+    two left to the workers, as when a database does not answer): a retry then is told to retry
+    (503), not that the order cannot be paid."""
     order = make_order(merchant, payer, amount=15_000)
     assert pay(api, "BAL-1", payer_token).status_code == 402
     assert Order.objects.get(pk=order.pk).status == "PAYING"  # the cancel is on its way

@@ -215,6 +215,20 @@ def test_a_merchant_who_cannot_cover_it_gets_402_and_nothing_is_frozen(api, merc
     assert refund(api, "RB-1", "RF-1", 5_000).status_code == 201
 
 
+def test_after_a_402_a_smaller_refund_can_be_asked_at_once(api, merchant, payer, settings):
+    """Phase two at once, as deployed: the refused refund's cancels run before the 402 is
+    answered, so its hold on the order is gone and a smaller refund goes through at once (no
+    phase-two pass in between)."""
+    settings.TCC_PHASE_TWO_INLINE = True
+    paid_balance_order(merchant, payer)
+
+    assert refund(api, "RB-1", "RF-1", 10_000).status_code == 402
+
+    assert Order.objects.get(merchant_order_no="RB-1").refunding_amount == 0
+    assert fund("merchant", merchant.pk)[1:] == (0, 0)  # nothing frozen
+    assert refund(api, "RB-1", "RF-2", 5_000).status_code == 201
+
+
 def test_unpaid_other_merchants_and_bad_input(api, merchant, payer, make_merchant):
     order_create(
         merchant=merchant,

@@ -115,7 +115,7 @@ INITIATOR = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     if crash == "after_decision":  # the decision is committed; nothing of phase two ran or was sent
-        coordinator._confirm = die
+        coordinator._run_phase_two = die
     elif crash == "between_tries":  # branch 1 tried, then the process dies
         real_tries, positions = coordinator._try_batches, []
 

@@ -90,7 +90,9 @@ def test_a_confirm_too_slow_for_the_deadline_goes_to_its_worker_and_applies_once
     ]
 
 
-def test_cancels_are_left_to_the_workers(ledgers, inline):
+def test_a_refused_try_is_cancelled_before_the_refusal_is_raised(ledgers, inline):
+    """A participant refused (a business answer: every database answered): the cancels run here,
+    so what the earlier tries held is free when the caller hears the refusal and may try again."""
     with pytest.raises(tcc.TryFailed) as failed:
         tcc.run(
             "complete_order",
@@ -98,5 +100,25 @@ def test_cancels_are_left_to_the_workers(ledgers, inline):
             branches=branches(points={"refuse": True}),
         )
 
+    xid = failed.value.xid
+    assert GlobalTransaction.objects.get(xid=xid).status == Status.CANCELLED
+    assert set(statuses(xid).values()) == {BranchStatus.CANCELLED}
+    assert ledgers("funds", xid) == [("test.funds", "try", 994), ("test.funds", "cancel", 994)]
+    assert ledgers("points", xid) == []  # its try rolled back with its barrier row: an empty cancel
+    assert inline == []  # nothing left to the workers
+    assert run_phase_two([xid]) == 0
+
+
+def test_a_try_that_did_not_answer_leaves_its_cancels_to_the_workers(ledgers, inline):
+    """No wait here on a database that did not answer in time: the workers cancel."""
+    started = time.monotonic()
+    with pytest.raises(tcc.TryFailed) as failed:
+        tcc.run(
+            "complete_order",
+            business_key=f"inline:{next(_keys)}",
+            branches=branches(points={"try_sleep": 1.5}),
+        )
+
+    assert time.monotonic() - started < 1.5 + 1
     assert GlobalTransaction.objects.get(xid=failed.value.xid).status == Status.CANCELLING
     assert sorted(inline) == ["funds", "orders", "points"]
