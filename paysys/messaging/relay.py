@@ -54,8 +54,6 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = F
     """
     if not paced:
         return _relay(alias, Message.objects.using(alias), limit=limit, now=now)
-    if _all_in_flight(alias):
-        return 0
     sent = 0
     # the queues this outbox has work for (one read of the (status, queue) index), not every queue
     # some consumer listens on: a claim per idle queue would be a transaction for nothing
@@ -63,7 +61,6 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = F
     with connections[alias].cursor() as cursor:
         cursor.execute(_WAITING_QUEUES, [Status.SENDING])
         waiting = sorted(queue for (queue,) in cursor.fetchall())
-    _last_waiting[alias] = waiting
     for queue in waiting:
         key = slot_key(alias, queue)
         try:
@@ -82,25 +79,6 @@ def relay_due(alias: str, *, limit: int = CLAIM_LIMIT, now=None, paced: bool = F
             cache.delete(key)
         sent += shipped
     return sent
-
-
-# alias -> the queues this process's last paced pass of it found waiting (a hint, nothing more)
-_last_waiting: dict[str, list[str]] = {}
-
-
-def _all_in_flight(alias: str) -> bool:
-    """Whether every queue the last paced pass here found waiting has a batch in flight (one cache
-    read). Then this pass has nothing to ship: the end of each of those batches runs the next pass
-    (the consume task kicks it), which also finds what is waiting for any other queue. Under load
-    that is most passes, each after a producer's commit, and this spares them the outbox read."""
-    queues = _last_waiting.get(alias)
-    if not queues:
-        return False
-    keys = [slot_key(alias, queue) for queue in queues]
-    try:
-        return len(cache.get_many(keys)) == len(keys)
-    except Exception:  # noqa: BLE001 - no cache: the pass finds out itself
-        return False
 
 
 def _relay(alias: str, messages, *, limit: int, now=None, slot: str | None = None) -> int:

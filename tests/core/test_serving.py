@@ -542,3 +542,77 @@ def test_the_embedded_defaults_public_secrets_never_listen_beyond_loopback(setti
     assert "BANK_SHARED_SECRET are the public" in public_bind_refusal("0.0.0.0")
     settings.DEBUG = False
     assert public_bind_refusal("0.0.0.0") is None
+
+
+@pytest.mark.parametrize(
+    "content_type, reaches_django",
+    [
+        ("application/json; charset=punycode", False),
+        ("text/plain; charset=idna", False),
+        ('multipart/form-data; boundary=XX; charset="utf-7"', False),
+        ("application/json; charset=utf-8; charset=rot13", False),  # Django reads the last one
+        ("application/json; charset=UTF8", True),
+        ("application/json; charset=us-ascii", True),
+        ("application/json; charset=no-such-charset", True),  # Django ignores it: UTF-8
+        ("application/json", True),
+    ],
+)
+def test_a_charset_other_than_utf8_is_refused_before_django_builds_the_request(
+    content_type, reaches_django
+):
+    """Django decodes the query string and form fields with the request's charset while it builds
+    the request, before any middleware: ``charset=punycode`` with a ``%`` in the query was a 500
+    on every path, and punycode form fields cost quadratic time."""
+    reached = []
+
+    def wsgi(environ, start_response):
+        reached.append(environ["CONTENT_TYPE"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = BufferedWSGI(wsgi, threads=1, queue_seconds=1, read_timeout=5, max_body=100)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"a=%61",
+        "http_version": "1.1",
+        "headers": [(b"content-type", content_type.encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+
+    if reaches_django:
+        assert sent[0]["status"] == 200 and reached == [content_type]
+    else:
+        headers = dict(sent[0]["headers"])
+        assert sent[0]["status"] == 415 and reached == []
+        assert json.loads(sent[1]["body"])["error"]["code"] == "unsupported_charset"
+        assert headers[b"x-content-type-options"] == b"nosniff"
+
+
+def test_an_unreadable_request_is_a_400_with_the_security_headers(server):
+    port, _ = server
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 400")
+    assert b"x-content-type-options: nosniff" in head and b"x-frame-options: deny" in head
