@@ -224,7 +224,7 @@ def _header(scope, name: bytes) -> str | None:
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
     """What Django's security middlewares put on every answer it makes, for the answers made here
-    without Django (408, 413, 503 busy): a browser handles them under the same rules."""
+    without Django (400, 408, 413, 415, 503 busy): a browser handles them under the same rules."""
     headers = {
         b"x-content-type-options": "nosniff" if settings.SECURE_CONTENT_TYPE_NOSNIFF else "",
         b"x-frame-options": settings.X_FRAME_OPTIONS,
@@ -244,12 +244,8 @@ def _error_response(refused: _Refused) -> _Response:
     ]
     if refused.retry_after is not None:
         headers.append((b"retry-after", str(refused.retry_after).encode()))
-    if refused.status in (
-        400,
-        408,
-        413,
-        415,
-    ):  # what is left of the request on the socket is not read
+    # what is left of the request on the socket is not read
+    if refused.status in (400, 408, 413, 415):
         headers.append((b"connection", b"close"))
     return _Response(refused.status, headers, [body])
 
