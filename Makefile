@@ -64,8 +64,9 @@ $(STAMP): $(LOCK)
 migrate: venv
 	$(PY) manage.py migrate_all
 
-run: migrate
-	$(PY) manage.py runstack
+# migrates inside runstack, once it knows no other stack holds this folder or the port
+run: venv
+	$(PY) manage.py runstack --migrate
 
 demo: venv
 	$(PY) manage.py demo

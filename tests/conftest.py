@@ -74,6 +74,17 @@ def _forget_relay_kicks():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_account_ids():
+    """The funds and points services remember account ids per process (a key's id never changes
+    in a database); a transactional test's flush empties the tables, so start each test afresh
+    (the services also recover from a stale id by themselves: tests/accounts/test_tcc.py)."""
+    from accounts import services
+
+    services._known_ids.clear()
+    yield
+
+
 @pytest.fixture
 def every_worker_alive():
     """Every worker and beat has just recorded its heartbeat (paysys.core.heartbeats)."""

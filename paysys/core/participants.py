@@ -4,7 +4,8 @@
              when the agreement was revoked or its token reissued since the payment was
              authorised, or the payment would pass a limit (the day's total is one conditional
              UPDATE, so payments racing with one agreement never pass its daily limit together)
-    confirm  nothing: the payment stays counted
+    confirm  nothing: the payment stays counted (declared ``None``: phase two marks the branch
+             confirmed without a transaction here)
     cancel   uncount it
 
 It is the first branch of a balance payment (:func:`orders.payments.pay_branches`): a refused
@@ -44,10 +45,6 @@ def charge_try(payload: dict, *, xid: str) -> None:
     services.agreement_charge_hold(charge=AgreementCharge.from_payload(payload))
 
 
-def charge_confirm(payload: dict, *, xid: str) -> None:
-    """Counted by the try already; the barrier row this op writes is all there is to confirm."""
-
-
 def charge_cancel(payload: dict, *, xid: str) -> None:
     services.agreement_charge_release(charge=AgreementCharge.from_payload(payload))
 
@@ -58,6 +55,6 @@ def register() -> None:
         alias="default",
         queue="core",
         try_=charge_try,
-        confirm=charge_confirm,
+        confirm=None,  # counted by the try already
         cancel=charge_cancel,
     )

@@ -488,13 +488,18 @@ def _apply_on_try_threads(items: list[dict]) -> tuple[list[dict], dict[int, str]
     from paysys.tcc import phase_two
 
     by_alias: dict[str, list[dict]] = defaultdict(list)
+    done = []
     for entry in items:
-        by_alias[registry.get_participant(entry["action"]).alias].append(entry)
+        spec = registry.get_participant(entry["action"])
+        if spec.has_nothing_to(entry["op"]):  # declared empty: done, no try thread needed
+            done.append(entry)
+        else:
+            by_alias[spec.alias].append(entry)
     # a job that did not answer in time and is still running: the barrier makes a redo a no-op
     answers = try_threads.run_per_alias(
         phase_two.apply_on_try_thread, by_alias, timeout=settings.TCC_TRY_TIMEOUT
     )
-    return [entry for done in answers.values() for entry in done], {}
+    return done + [entry for alias_done in answers.values() for entry in alias_done], {}
 
 
 def _mark_confirming(ids: list[int]) -> int:

@@ -225,6 +225,9 @@ def apply_ops(items: list[dict], *, quiet: bool = False) -> tuple[list[dict], di
         except registry.UnknownParticipant as exc:
             failed.update((entry["id"], str(exc)) for entry in batch)
             continue
+        if spec.has_nothing_to(op):  # declared empty: no transaction, no barrier row
+            done.extend(batch)
+            continue
         results = barrier.run_all(
             spec, op=op, items=[(e["xid"], e["branch"], e["payload"]) for e in batch]
         )

@@ -6,6 +6,10 @@ marked with :func:`many`. The framework runs a batched op over many branches at 
 transaction, one barrier insert, set-based SQL in the participant); a single op is run once per
 branch. Either way the op runs inside ``atomic(using=alias)`` with the barrier rows, and:
 
+* a confirm may be ``None``: the try's effect is final as it stands (the agreement's count of a
+  payment); phase two then marks the branch confirmed without a transaction of the participant
+  (no barrier row: once the decision is CONFIRM no cancel can follow, and nothing runs twice);
+
 * a batched op applies **all** of its ops or raises; the framework then rolls the batch back and
   runs each op again alone, as ``fn([op])``, so per-op outcomes (one refused try among many)
   come from that one-op call, which must behave exactly as a single op would;
@@ -50,16 +54,22 @@ class Participant:
     alias: str  # every op runs in atomic(using=alias) with its barrier row
     queue: str  # phase two runs as Celery tasks on this queue
     try_: Op
-    confirm: Op
+    confirm: Op | None  # None: nothing to confirm (see the module docstring)
     cancel: Op
 
-    def op(self, name: str) -> Op:
+    def op(self, name: str) -> Op | None:
         return {"try": self.try_, "confirm": self.confirm, "cancel": self.cancel}[name]
+
+    def has_nothing_to(self, name: str) -> bool:
+        """True when op ``name`` is declared empty: done without a transaction or barrier row."""
+        return self.op(name) is None
 
     def apply(self, name: str, ops: list[BranchOp]) -> None:
         """Run op ``name`` over ``ops`` (in the caller's transaction): one call of a batched op,
         else one call per op."""
         fn = self.op(name)
+        if fn is None:
+            return
         if is_many(fn):
             fn(ops)
         else:
@@ -71,7 +81,7 @@ _participants: dict[str, Participant] = {}
 
 
 def participant(
-    action: str, *, alias: str, queue: str, try_: Op, confirm: Op, cancel: Op
+    action: str, *, alias: str, queue: str, try_: Op, confirm: Op | None, cancel: Op
 ) -> Participant:
     """Register try / confirm / cancel of ``action``, called at import (AppConfig.ready)."""
     if alias not in settings.DATABASES:

@@ -3,9 +3,10 @@
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
-from accounts.models import FundEntry, PointsAccount, PointsEntry
+from accounts.models import FundAccount, FundEntry, PointsAccount, PointsEntry
 from accounts.selectors import fund_account_mismatches, points_account_get
 from paysys import tcc
 from paysys.core.errors import InsufficientFunds
@@ -244,3 +245,32 @@ def test_twenty_awards_over_three_payers_take_a_constant_handful_of_queries(
     assert sum(PointsAccount.objects.using("points").values_list("balance", flat=True)) == sum(
         range(1, 21)
     )
+
+
+def _lookups_by_key(queries) -> list[str]:
+    """The queries that find accounts by owner (not by id)."""
+    return [q["sql"] for q in queries if "owner_type" in q["sql"].partition("WHERE")[2]]
+
+
+def test_an_account_id_is_read_once_per_process_and_again_when_it_went_stale():
+    """A key's id never changes, so it is looked up once and remembered; a remembered id that no
+    longer holds its key (here the account deleted and opened again, as a flushed test database
+    or bench_tcc's cleanup does) is noticed under the lock and looked up again."""
+    spec = get_participant("funds.credit")
+    fund_wallet(PRICE)
+    with transaction.atomic(using="funds"), CaptureQueriesContext(connections["funds"]) as known:
+        spec.apply("try", [BranchOp(new_xid(), fund_payload("payer", PAYER, 5))])
+    assert _lookups_by_key(known.captured_queries) == []
+
+    remembered = account("payer", PAYER).pk
+    FundEntry.objects.using("funds").all().delete()
+    FundAccount.objects.using("funds").all().delete()
+    # the payer's remembered id now holds another account
+    FundAccount.objects.using("funds").create(
+        pk=remembered, owner_type="merchant", owner_id=MERCHANT, currency="CNY"
+    )
+    fund_wallet(PRICE)  # the payer's account again, under a new id
+
+    assert account("payer", PAYER).balance == PRICE
+    assert account("merchant", MERCHANT).balance == 0
+    assert fund_account_mismatches() == []

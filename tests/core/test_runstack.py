@@ -165,14 +165,21 @@ def test_a_taken_port_stops_runstack_with_a_message(stack, tmp_path):
         other.listen()
         port = other.getsockname()[1]
 
-        # when: the stack starts its web server there
-        runstack = stack("web", PORT=str(port))
+        # when: the stack starts its web server there, as `make run` does (migrating first)
+        runstack = stack("--migrate", "web", PORT=str(port))
 
-        # then: it stops at once, saying why and what to do
+        # then: it stops at once, saying why and what to do, before touching a database
         assert runstack.wait(timeout=60) == 1
     text = stack.log.read_text()
     assert f"port {port} on 127.0.0.1 is taken by another process" in text
     assert f"PORT={port + 1} make run" in text
+    assert "migrating" not in text
+
+
+def test_make_run_migrates_once_the_port_is_known_to_be_free(stack, tmp_path):
+    runstack = stack("--migrate", "orders", PORT=str(free_port()))
+    wait_for_log(stack.log, r"orders@\S+ ready\.", process=runstack)
+    assert "all service databases are migrated" in stack.log.read_text()
 
 
 @pytest.mark.django_db(databases="__all__")

@@ -24,7 +24,7 @@ from paysys.core.models import PayerAgreementDay
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_reissue, agreement_revoke
 from paysys.messaging.models import Message
-from paysys.tcc.models import GlobalTransaction
+from paysys.tcc.models import Barrier, GlobalTransaction
 from tests.concurrency import run_at_once
 from tests.orders.helpers import order_paid_payloads
 from tests.phase_two import run_phase_two
@@ -113,10 +113,12 @@ def test_paying_from_the_wallet_moves_order_wallet_merchant_and_points_together(
         None,
     )
     assert api.get("/api/v1/orders/BAL-1").json()["status"] == "SUCCESS"
-    assert (
-        GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}").status
-        == "CONFIRMED"
-    )
+    gtx = GlobalTransaction.objects.get(business_key=f"balance:{order.out_trade_no}")
+    assert gtx.status == "CONFIRMED"
+    assert set(gtx.branches.values_list("status", flat=True)) == {"CONFIRMED"}
+    # the agreement has nothing to confirm (its try counted the payment): confirmed without a
+    # transaction of its own, so without a barrier row
+    assert not Barrier.objects.filter(xid=gtx.xid, op="confirm").exists()
 
 
 def test_the_answer_waits_for_the_order_confirm(

@@ -47,6 +47,12 @@ class Command(BaseCommand):
             "--no-banner", action="store_true", help="skip the banner (where to click)"
         )
         parser.add_argument(
+            "--migrate",
+            action="store_true",
+            help="migrate every service's database first (make run), once the stack lock and the "
+            "port are known to be free: a second `make run` refuses before touching a database",
+        )
+        parser.add_argument(
             "--db-proxy",
             action="store_true",
             default=os.environ.get("PAYSYS_DB_PROXY") == "1",
@@ -90,6 +96,8 @@ class Command(BaseCommand):
                     f"port {port} on {bind} is taken by another process, so the web server cannot start.\n"
                     f"Stop that process, or run paysys on another port: PORT={port + 1} make run"
                 )
+            if options["migrate"]:
+                call_command("migrate_all", stdout=self.stdout)
             if not options["no_banner"]:
                 call_command("run_banner", stdout=self.stdout)
             env = {
