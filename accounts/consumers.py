@@ -21,9 +21,9 @@ def settle_refund_funds(message) -> None:
         reason=f"refund {event.refund_no}",
     )
     if event.status == "SUCCEEDED":
-        services.fund_debit_post(move=move, xid=event.xid)
+        services.fund_debit_post(moves=[(event.xid, move)])
     else:
-        services.fund_debit_unfreeze(move=move, xid=event.xid)
+        services.fund_debit_unfreeze(moves=[(event.xid, move)])
 
 
 @consumer(RefundFinished.TOPIC, queue="points", name="points.refund_settle")

@@ -19,7 +19,6 @@ from paysys import tcc
 from paysys.contracts import (
     FundCredit,
     FundDebit,
-    FundMove,
     FundRefund,
     PointsAward,
     PointsReversal,
@@ -28,13 +27,13 @@ from paysys.core.steps import log_steps
 
 logger = logging.getLogger(__name__)
 
-# Credits and awards are batched (``tcc.many``): the framework hands them many branches at once,
-# a payment's merchant credit and points award being the hot path. Debits stay one at a time:
-# each try is refused or not on its own (InsufficientFunds), and balance payments are rarer.
+# Every op of a payment is batched (``tcc.many``): the framework hands it many branches at once
+# (a bank batch's merchant credits and points awards; a group of balance payments' debits). A
+# batch that fails (one wallet short) is redone op by op, where each try is refused on its own.
 
 
-def _moves(ops: list[tcc.BranchOp]) -> list[XidMove]:
-    return [(op.xid, FundCredit.from_payload(op.payload)) for op in ops]
+def _moves(ops: list[tcc.BranchOp], contract=FundCredit) -> list[XidMove]:
+    return [(op.xid, contract.from_payload(op.payload)) for op in ops]
 
 
 def _awards(ops: list[tcc.BranchOp]) -> list[XidAward]:
@@ -50,9 +49,33 @@ def credit_try(ops: list[tcc.BranchOp]) -> None:
 def credit_confirm(ops: list[tcc.BranchOp]) -> None:
     moves = _moves(ops)
     services.fund_credit_post(moves=moves)
+    _log_moves(moves, "credited")
+
+
+@tcc.many
+def credit_cancel(ops: list[tcc.BranchOp]) -> None:
+    services.fund_credit_release(moves=_moves(ops))
+
+
+@tcc.many
+def debit_try(ops: list[tcc.BranchOp]) -> None:
+    services.fund_debit_freeze(moves=_moves(ops, FundDebit))
+
+
+@tcc.many
+def debit_confirm(ops: list[tcc.BranchOp]) -> None:
+    _debit_post(_moves(ops, FundDebit))
+
+
+def _debit_post(moves: list[XidMove]) -> None:
+    services.fund_debit_post(moves=moves)
+    _log_moves(moves, "debited")
+
+
+def _log_moves(moves: list[XidMove], verb: str) -> None:
     log_steps(
         logger,
-        "order %s: %s %s credited %s %s",
+        f"order %s: %s %s {verb} %s %s",
         [
             (move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)
             for _, move in moves
@@ -62,30 +85,8 @@ def credit_confirm(ops: list[tcc.BranchOp]) -> None:
 
 
 @tcc.many
-def credit_cancel(ops: list[tcc.BranchOp]) -> None:
-    services.fund_credit_release(moves=_moves(ops))
-
-
-def debit_try(payload: dict, *, xid: str) -> None:
-    services.fund_debit_freeze(move=FundDebit.from_payload(payload), xid=xid)
-
-
-def debit_confirm(payload: dict, *, xid: str) -> None:
-    _debit_post(FundDebit.from_payload(payload), xid=xid)
-
-
-def _debit_post(move: FundMove, *, xid: str) -> None:
-    services.fund_debit_post(move=move, xid=xid)
-    log_steps(
-        logger,
-        "order %s: %s %s debited %s %s",
-        [(move.out_trade_no, move.owner_type, move.owner_id, move.amount, move.currency)],
-        using="funds",
-    )
-
-
-def debit_cancel(payload: dict, *, xid: str) -> None:
-    services.fund_debit_unfreeze(move=FundDebit.from_payload(payload), xid=xid)
+def debit_cancel(ops: list[tcc.BranchOp]) -> None:
+    services.fund_debit_unfreeze(moves=_moves(ops, FundDebit))
 
 
 @tcc.many
@@ -131,17 +132,17 @@ def register() -> None:
 
 
 def refund_try(payload: dict, *, xid: str) -> None:
-    services.fund_debit_freeze(move=FundRefund.from_payload(payload), xid=xid)
+    services.fund_debit_freeze(moves=[(xid, FundRefund.from_payload(payload))])
 
 
 def refund_confirm(payload: dict, *, xid: str) -> None:
     move = FundRefund.from_payload(payload)
     if move.settle == "now":
-        _debit_post(move, xid=xid)
+        _debit_post([(xid, move)])
 
 
 def refund_cancel(payload: dict, *, xid: str) -> None:
-    services.fund_debit_unfreeze(move=FundRefund.from_payload(payload), xid=xid)
+    services.fund_debit_unfreeze(moves=[(xid, FundRefund.from_payload(payload))])
 
 
 def reverse_try(payload: dict, *, xid: str) -> None:

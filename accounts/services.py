@@ -8,9 +8,9 @@ reservation or an available amount negative.
 
 The TCC phases (``fund_credit_*``, ``fund_debit_*``, ``points_award_*``) run inside the
 framework's ``atomic(using=<alias>)`` with its barrier rows, which makes them idempotent and
-orders them; see ``accounts.participants``. The incoming ones (credit, award) take many moves at
-once, for throughput: one lock query, one UPDATE per account with the summed amount and one
-insert of all entries, whatever the number of moves; one move is just a batch of one.
+orders them; see ``accounts.participants``. They take many moves at once, for throughput: one
+lock query, one UPDATE for every account with its summed amount and one insert of all entries,
+whatever the number of moves; one move is just a batch of one.
 """
 
 from __future__ import annotations
@@ -206,26 +206,7 @@ def _fund_change(
     )
 
 
-def _reserved_account(move: FundMove, phase: str) -> FundAccount:
-    account = fund_account_for_update(
-        owner_type=move.owner_type, owner_id=move.owner_id, currency=move.currency, create=False
-    )
-    if account is None:
-        raise LedgerError(
-            f"{phase}: no fund account for {move.owner_type} #{move.owner_id} {move.currency}"
-        )
-    return account
-
-
-def _done(entry: FundEntry | None, phase: str, move: FundMove, xid: str) -> FundEntry:
-    if entry is None:
-        raise LedgerError(
-            f"{phase} {xid}: nothing reserved for {move.amount} on {move.owner_type} #{move.owner_id}"
-        )
-    return entry
-
-
-# --- incoming moves, many at once: the TCC framework hands a participant many branches in one
+# --- moves, many at once: the TCC framework hands a participant many branches in one
 # transaction; if anything fails the framework rolls it back and redoes the branches one by one
 
 
@@ -238,14 +219,18 @@ def _shift(
     accounts: dict,
     moves: list[Move],
     *,
-    source: str | None,
-    target: str | None,
+    add: tuple[str, ...] = (),
+    subtract: tuple[str, ...] = (),
+    covered: tuple[str, str] | None = None,
     phase: str,
+    refuse=None,
 ) -> list[int]:
-    """Move each amount from column ``source`` into column ``target`` of its locked account (None:
-    from or to outside the account), in ONE conditional UPDATE for every account (each by the
-    sum of its amounts: ``CASE id WHEN ... END``); LedgerError if an account is missing or its
-    ``source`` holds less than its sum.
+    """Add each amount to the columns ``add`` and take it from the columns ``subtract`` of its
+    locked account, in ONE conditional UPDATE for every account (each by the sum of its amounts:
+    ``CASE id WHEN ... END``): only where every ``subtract`` column holds at least the sum and,
+    with ``covered=(a, b)``, where ``a >= b + sum`` (a debit's try: the balance covers what is
+    frozen and this). An account missing or short raises ``refuse()`` (default: a LedgerError,
+    a reservation that should be there and is not).
 
     Returns each move's balance_after: the account's balance running through the moves in order
     (exact: this transaction holds the accounts' locks since it read them)."""
@@ -254,27 +239,42 @@ def _shift(
         totals[key] = totals.get(key, 0) + amount
     missing = [key for key in totals if key not in accounts]
     if missing or _update_by_case(
-        model, alias, {accounts[k].pk: t for k, t in totals.items()}, source, target
+        model,
+        alias,
+        {accounts[k].pk: t for k, t in totals.items()},
+        add=add,
+        subtract=subtract,
+        covered=covered,
     ) != len(totals):
         short = missing or list(totals)
+        if refuse is not None:
+            raise refuse()
         xids = ", ".join(xid for xid, key, _ in moves if key in short)
         raise LedgerError(
             f"{phase} {xids}: nothing reserved for these amounts on {model.__name__} {', '.join(map(str, short))}"
         )
+    step = ("balance" in add) - ("balance" in subtract)  # a hold or a release leaves it as it is
     balances, running = [], {key: accounts[key].balance for key in totals}
     for _, key, amount in moves:
-        if target == "balance":  # a hold or a release leaves the balance as it is
-            running[key] += amount
+        running[key] += step * amount
         balances.append(running[key])
     return balances
 
 
 def _update_by_case(
-    model, alias: str, amounts: dict[int, int], source: str | None, target: str | None
+    model,
+    alias: str,
+    amounts: dict[int, int],
+    *,
+    add: tuple[str, ...],
+    subtract: tuple[str, ...],
+    covered: tuple[str, str] | None,
 ) -> int:
-    """``source -= amount, target += amount`` per account id, where ``source >= amount``: one
-    statement for any number of accounts. Returns the rows it matched (all of them, or the batch
-    is short somewhere). Plain SQL: the ORM's Case/When compiles each WHEN, per column."""
+    """Per account id ``add += amount``, ``subtract -= amount``, where each ``subtract`` column
+    holds at least the amount and ``covered[0] >= covered[1] + amount``: one statement for any
+    number of accounts (the WHERE reads the row as it was). Returns the rows it matched (all of
+    them, or the batch is short somewhere). Plain SQL: the ORM's Case/When compiles each WHEN,
+    per column."""
     connection = connections[alias]
     quote = connection.ops.quote_name
     pk = quote(model._meta.pk.column)
@@ -285,60 +285,131 @@ def _update_by_case(
         [connection.ops.adapt_datetimefield_value(timezone.now())],
         list(amounts),
     )
-    if source:
-        sets.append(f"{quote(source)} = {quote(source)} - {case}")
+    for column in subtract:
+        sets.append(f"{quote(column)} = {quote(column)} - {case}")
         params_set += by_id
-        where.append(f"{quote(source)} >= {case}")
+        where.append(f"{quote(column)} >= {case}")
         params_where += by_id
-    if target:
-        sets.append(f"{quote(target)} = {quote(target)} + {case}")
+    for column in add:
+        sets.append(f"{quote(column)} = {quote(column)} + {case}")
         params_set += by_id
+    if covered:
+        where.append(f"{quote(covered[0])} >= {quote(covered[1])} + {case}")
+        params_where += by_id
     sql = f"UPDATE {quote(model._meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params_set + params_where)
         return cursor.rowcount
 
 
-# --- funds: credit (incoming), many moves at once -----------------------------------------------
+# --- funds: credits (incoming) and debits (outgoing), many moves at once -----------------------
 
 XidMove = tuple[str, FundMove]  # (the TCC transaction, its move)
 
 
 def fund_credit_hold(*, moves: list[XidMove]) -> int:
     """Try: reserve incoming amounts (pending_in); accounts are created on first use."""
-    return _fund_credits(
-        moves, phase="credit try", kind=EntryKind.HOLD, source=None, target="pending_in"
+    return _fund_moves(
+        moves, Direction.CREDIT, phase="credit try", kind=EntryKind.HOLD, add=("pending_in",)
     )
 
 
 def fund_credit_post(*, moves: list[XidMove]) -> int:
     """Confirm: move the reserved amounts into the balance."""
-    return _fund_credits(
-        moves, phase="credit confirm", kind=EntryKind.POSTED, source="pending_in", target="balance"
+    return _fund_moves(
+        moves,
+        Direction.CREDIT,
+        phase="credit confirm",
+        kind=EntryKind.POSTED,
+        subtract=("pending_in",),
+        add=("balance",),
     )
 
 
 def fund_credit_release(*, moves: list[XidMove]) -> int:
     """Cancel: give up the reservations."""
-    return _fund_credits(
-        moves, phase="credit cancel", kind=EntryKind.RELEASED, source="pending_in", target=None
+    return _fund_moves(
+        moves,
+        Direction.CREDIT,
+        phase="credit cancel",
+        kind=EntryKind.RELEASED,
+        subtract=("pending_in",),
     )
 
 
-def _fund_credits(
-    moves: list[XidMove], *, phase: str, kind: str, source: str | None, target: str | None
+def fund_debit_freeze(*, moves: list[XidMove]) -> int:
+    """Try: freeze each amount where the available balance (balance - frozen) covers it, else
+    InsufficientFunds (for a batch: the framework then redoes each move alone, which names the
+    one short)."""
+    return _fund_moves(
+        moves,
+        Direction.DEBIT,
+        phase="debit try",
+        kind=EntryKind.HOLD,
+        add=("frozen",),
+        covered=("balance", "frozen"),
+        refuse=lambda accounts: _insufficient(moves, accounts),
+    )
+
+
+def fund_debit_post(*, moves: list[XidMove]) -> int:
+    """Confirm: take the frozen amounts out of the balance."""
+    return _fund_moves(
+        moves,
+        Direction.DEBIT,
+        phase="debit confirm",
+        kind=EntryKind.POSTED,
+        subtract=("frozen", "balance"),
+    )
+
+
+def fund_debit_unfreeze(*, moves: list[XidMove]) -> int:
+    """Cancel: unfreeze."""
+    return _fund_moves(
+        moves, Direction.DEBIT, phase="debit cancel", kind=EntryKind.RELEASED, subtract=("frozen",)
+    )
+
+
+def _insufficient(moves: list[XidMove], accounts: dict) -> InsufficientFunds:
+    if len(moves) > 1:
+        return InsufficientFunds("an available balance is below the amounts of this batch")
+    [(_, move)] = moves
+    message = f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
+    if move.owner_type == "merchant":  # its own balance, which it may read (never a payer's)
+        account = accounts.get((move.owner_type, move.owner_id, move.currency))
+        available = account.balance - account.frozen if account is not None else 0
+        message += (
+            f": {available} available, {move.amount - available} short (a refund gives back "
+            "the whole amount while the payment's fee stays with the platform)"
+        )
+    return InsufficientFunds(message)
+
+
+def _fund_moves(
+    moves: list[XidMove],
+    direction: str,
+    *,
+    phase: str,
+    kind: str,
+    add: tuple[str, ...] = (),
+    subtract: tuple[str, ...] = (),
+    covered: tuple[str, str] | None = None,
+    refuse=None,
 ) -> int:
+    """One lock query, one UPDATE and one insert of entries for any number of moves."""
     keys = [(move.owner_type, move.owner_id, move.currency) for _, move in moves]
-    # only a try may meet a new account: a confirm or cancel needs the one its try reserved on
-    accounts = fund_accounts_for_update(keys, create=source is None)
+    # only a credit's try may meet a new account: every other phase needs one that exists
+    accounts = fund_accounts_for_update(keys, create=direction == Direction.CREDIT and not subtract)
     balances = _shift(
         FundAccount,
         FUNDS,
         accounts,
         [(xid, key, move.amount) for (xid, move), key in zip(moves, keys, strict=False)],
-        source=source,
-        target=target,
+        add=add,
+        subtract=subtract,
+        covered=covered,
         phase=phase,
+        refuse=refuse and (lambda: refuse(accounts)),
     )
     return insert_objects(
         FUNDS,
@@ -346,7 +417,7 @@ def _fund_credits(
             FundEntry(
                 account=accounts[key],
                 kind=kind,
-                direction=Direction.CREDIT,
+                direction=direction,
                 amount=move.amount,
                 balance_after=balance,
                 xid=xid,
@@ -356,71 +427,6 @@ def _fund_credits(
             for (xid, move), key, balance in zip(moves, keys, balances, strict=False)
         ],
     )
-
-
-# --- funds: debit (outgoing) --------------------------------------------------------------------
-
-
-def fund_debit_freeze(*, move: FundMove, xid: str) -> FundEntry:
-    """Try: freeze the amount if available (balance - frozen) covers it, else InsufficientFunds."""
-    account = fund_account_for_update(
-        owner_type=move.owner_type, owner_id=move.owner_id, currency=move.currency, create=False
-    )
-    entry = None
-    if account is not None:
-        entry = _fund_change(
-            account,
-            move,
-            kind=EntryKind.HOLD,
-            direction=Direction.DEBIT,
-            xid=xid,
-            condition=Q(balance__gte=F("frozen") + move.amount),
-            changes={"frozen": F("frozen") + move.amount},
-        )
-    if entry is None:
-        message = f"the {move.owner_type}'s available balance is below {move.amount} (minor units of {move.currency})"
-        if move.owner_type == "merchant":  # its own balance, which it may read (never a payer's)
-            available = account.balance - account.frozen if account is not None else 0
-            message += (
-                f": {available} available, {move.amount - available} short (a refund gives back "
-                "the whole amount while the payment's fee stays with the platform)"
-            )
-        raise InsufficientFunds(message)
-    return entry
-
-
-def fund_debit_post(*, move: FundMove, xid: str) -> FundEntry:
-    """Confirm: take the frozen amount out of the balance."""
-    account = _reserved_account(move, "debit confirm")
-    entry = _fund_change(
-        account,
-        move,
-        kind=EntryKind.POSTED,
-        direction=Direction.DEBIT,
-        xid=xid,
-        condition=Q(frozen__gte=move.amount),
-        changes={"frozen": F("frozen") - move.amount, "balance": F("balance") - move.amount},
-        balance_delta=-move.amount,
-    )
-    return _done(entry, "debit confirm", move, xid)
-
-
-def fund_debit_unfreeze(*, move: FundMove, xid: str) -> FundEntry:
-    """Cancel: unfreeze."""
-    account = _reserved_account(move, "debit cancel")
-    entry = _fund_change(
-        account,
-        move,
-        kind=EntryKind.RELEASED,
-        direction=Direction.DEBIT,
-        xid=xid,
-        condition=Q(frozen__gte=move.amount),
-        changes={"frozen": F("frozen") - move.amount},
-    )
-    return _done(entry, "debit cancel", move, xid)
-
-
-# --- funds: a payer's wallet credited by hand ---------------------------------------------------
 
 
 def _is_int(value) -> bool:
@@ -518,27 +524,34 @@ XidAward = tuple[str, PointsAward]
 
 def points_award_hold(*, awards: list[XidAward]) -> int:
     """Try: reserve the points (pending); accounts are created on first use."""
-    return _points_awards(
-        awards, phase="points try", kind=EntryKind.HOLD, source=None, target="pending"
-    )
+    return _points_awards(awards, phase="points try", kind=EntryKind.HOLD, add=("pending",))
 
 
 def points_award_post(*, awards: list[XidAward]) -> int:
     """Confirm: move the reserved points into the balance."""
     return _points_awards(
-        awards, phase="points confirm", kind=EntryKind.POSTED, source="pending", target="balance"
+        awards,
+        phase="points confirm",
+        kind=EntryKind.POSTED,
+        subtract=("pending",),
+        add=("balance",),
     )
 
 
 def points_award_release(*, awards: list[XidAward]) -> int:
     """Cancel: give up the reserved points."""
     return _points_awards(
-        awards, phase="points cancel", kind=EntryKind.RELEASED, source="pending", target=None
+        awards, phase="points cancel", kind=EntryKind.RELEASED, subtract=("pending",)
     )
 
 
 def _points_awards(
-    awards: list[XidAward], *, phase: str, kind: str, source: str | None, target: str | None
+    awards: list[XidAward],
+    *,
+    phase: str,
+    kind: str,
+    add: tuple[str, ...] = (),
+    subtract: tuple[str, ...] = (),
 ) -> int:
     awards = [
         (xid, award) for xid, award in awards if award.points
@@ -546,14 +559,14 @@ def _points_awards(
     if not awards:
         return 0
     keys = [(award.payer_id,) for _, award in awards]
-    accounts = points_accounts_for_update(keys, create=source is None)
+    accounts = points_accounts_for_update(keys, create=not subtract)
     balances = _shift(
         PointsAccount,
         POINTS,
         accounts,
         [(xid, key, award.points) for (xid, award), key in zip(awards, keys, strict=False)],
-        source=source,
-        target=target,
+        add=add,
+        subtract=subtract,
         phase=phase,
     )
     return insert_objects(

@@ -315,8 +315,10 @@ def agreement_limits_check(agreement: PayerAgreement, *, amount: int, currency: 
     """Forbidden if a payment of ``amount`` would break the agreement's limits as they stand
     now (``agreement_currency``, ``agreement_payment_limit``, ``agreement_daily_limit``). Reads
     only: the payment's try counts it atomically (:func:`agreement_charge_hold`)."""
-    today = PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today())
-    used = today.values_list("amount", flat=True).first() or 0
+    used = 0
+    if agreement.daily_limit is not None:  # (no daily limit: today's total is not needed)
+        today = PayerAgreementDay.objects.filter(agreement=agreement, day=PayerAgreementDay.today())
+        used = today.values_list("amount", flat=True).first() or 0
     if refusal := (
         _limit_refusal(agreement, amount=amount, currency=currency)
         or _daily_refusal(agreement, amount=amount, used=used)
@@ -385,16 +387,17 @@ def agreement_charge_hold(*, charge: AgreementCharge) -> None:
         or _limit_refusal(agreement, amount=charge.amount, currency=charge.currency)
     ):
         raise refusal
-    PayerAgreementDay.objects.get_or_create(
-        agreement=agreement, day=charge.day
-    )  # no race: the lock is held
     within = (
         Q()
         if agreement.daily_limit is None
         else Q(amount__lte=agreement.daily_limit - charge.amount)
     )
     day = PayerAgreementDay.objects.filter(agreement=agreement, day=charge.day)
-    if not day.filter(within).update(amount=F("amount") + charge.amount):
+    counted = day.filter(within).update(amount=F("amount") + charge.amount)
+    if not counted and not day.exists():  # the day's first payment: its row first
+        PayerAgreementDay.objects.create(agreement=agreement, day=charge.day)  # no race: locked
+        counted = day.filter(within).update(amount=F("amount") + charge.amount)
+    if not counted:
         raise _daily_refusal(agreement, amount=charge.amount, used=day.get().amount)
 
 

@@ -12,7 +12,7 @@ from paysys import tcc
 from paysys.core.errors import InsufficientFunds
 from paysys.tcc import barrier
 from paysys.tcc.registry import BranchOp, get_participant, is_many
-from tests.accounts.helpers import account, fund_payload, new_xid, phase
+from tests.accounts.helpers import account, batch, fund_payload, new_xid, phase
 from tests.concurrency import run_at_once
 from tests.phase_two import run_phase_two
 
@@ -199,11 +199,36 @@ def test_forty_balance_payments_from_a_wallet_that_affords_ten_confirm_exactly_t
 # --- batched ops: the framework's one call applies many branches with set-based SQL ------------
 
 
-def test_credits_and_awards_are_batched_debits_are_not():
-    for action in ("funds.credit", "points.award"):
+def test_every_op_of_a_payment_is_batched():
+    for action in ("funds.credit", "funds.debit", "points.award"):
         spec = get_participant(action)
         assert all(is_many(spec.op(name)) for name in ("try", "confirm", "cancel"))
-    assert not is_many(get_participant("funds.debit").try_)
+
+
+def test_a_batch_of_debits_freezes_all_or_nothing_and_one_short_wallet_is_named_alone():
+    """Two wallets in one batch: one short sinks the batch (nothing frozen), and alone it is the
+    one refused, with the amount it lacks; the framework redoes a failed batch op by op."""
+    fund_wallet(PRICE)
+    other = PAYER + 1
+    xid = new_xid()
+    phase("funds.credit", "try", fund_payload("payer", other, 100), xid)
+    phase("funds.credit", "confirm", fund_payload("payer", other, 100), xid)
+    ops = [
+        BranchOp(new_xid(), fund_payload("payer", PAYER, PRICE)),
+        BranchOp(new_xid(), fund_payload("payer", other, 101)),
+    ]
+
+    with pytest.raises(InsufficientFunds):
+        batch("funds.debit", "try", ops)
+    assert (account("payer", PAYER).frozen, account("payer", other).frozen) == (0, 0)
+
+    batch("funds.debit", "try", ops[:1])
+    with pytest.raises(InsufficientFunds, match="available balance is below 101"):
+        batch("funds.debit", "try", ops[1:])
+    batch("funds.debit", "confirm", ops[:1])
+    assert (account("payer", PAYER).balance, account("payer", PAYER).frozen) == (0, 0)
+    assert account("payer", other).balance == 100
+    assert fund_account_mismatches() == []
 
 
 @pytest.mark.parametrize("accounts_exist,max_queries", [(True, 6), (False, 8)])
