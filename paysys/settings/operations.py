@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from paysys.settings.environment import env_float, env_int
 
@@ -26,6 +28,17 @@ RETENTION_PAUSE_SECONDS = env_float("RETENTION_PAUSE_SECONDS", 0.05)
 
 # --- logging ----------------------------------------------------------------------------------
 
+# the servers log what they do (INFO); a command run for its report (manage.py demo, scenario,
+# reconcile, create_merchant, ...) prints what matters itself, and the services' INFO lines would
+# only interleave with it: WARNING there. LOG_LEVEL, when set, decides for every process.
+_SERVER_COMMANDS = {"serve", "runstack", "runserver"}
+
+
+def _default_log_level(argv: list[str]) -> str:
+    command = argv[1] if len(argv) > 1 and Path(argv[0]).name == "manage.py" else None
+    return "WARNING" if command and command not in _SERVER_COMMANDS else "INFO"
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -39,7 +52,10 @@ LOGGING = {
             "filters": ["routine_to_debug"],
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": os.environ.get("LOG_LEVEL") or _default_log_level(sys.argv),
+    },
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # a request with a foreign Host header is answered 400; a traceback per request would let

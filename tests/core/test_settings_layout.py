@@ -5,6 +5,8 @@ operator), and every other module that does reads it by name (docs/operations.md
 import ast
 from pathlib import Path
 
+import pytest
+
 import paysys.settings
 
 PACKAGE = Path(paysys.settings.__file__).parent
@@ -34,3 +36,22 @@ def test_every_constant_is_a_setting_of_the_package():
     assert fixed and all(
         getattr(paysys.settings, name) == getattr(constants, name) for name in fixed
     )
+
+
+@pytest.mark.parametrize(
+    "argv,level",
+    [
+        (["manage.py", "demo"], "WARNING"),
+        (["/srv/paysys/manage.py", "create_merchant", "Shop"], "WARNING"),
+        (["manage.py", "reconcile", "--strict"], "WARNING"),
+        (["manage.py", "serve"], "INFO"),
+        (["manage.py", "runstack", "--migrate"], "INFO"),
+        (["/venv/bin/celery", "-A", "paysys", "worker", "-Q", "orders"], "INFO"),
+        (["manage.py"], "INFO"),
+    ],
+)
+def test_a_command_run_for_its_report_logs_warnings_and_the_servers_log_what_they_do(argv, level):
+    """Without LOG_LEVEL: the services' INFO lines would interleave with a command's own report."""
+    from paysys.settings.operations import _default_log_level
+
+    assert _default_log_level(argv) == level
