@@ -38,7 +38,7 @@ from accounting.models import Voucher, VoucherLine
 from accounting.services import PAID_FROM
 from accounts.selectors import fund_account_get, points_account_get
 from accounts.services import wallet_credit
-from paysys.core.models import Merchant, Payer
+from paysys.core.models import Merchant, Payer, PayerAgreement
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_issue
 from paysys.core.stack import StackLock, describe
@@ -597,6 +597,9 @@ class Command(BaseCommand):
             reason="demo top-up",
             credited_by="command:demo",
         )
+        earlier = PayerAgreement.objects.filter(
+            payer_id=payer.pk, merchant_id=merchant.pk, in_force=True
+        ).first()
         agreement, payer_token = agreement_issue(
             payer_id=payer.pk, merchant_id=merchant.pk, issued_by="command:demo", replace=True
         )
@@ -604,6 +607,11 @@ class Command(BaseCommand):
             f"payer #{payer.pk}'s wallet credited {_money(DEMO_WALLET_CREDIT, 'CNY')}; {agreement} issued "
             "(its payer token lets this merchant, and no other, charge the wallet)"
         )
+        if earlier is not None:
+            self.say(
+                f"  it replaces {earlier} (issued by {earlier.token_issued_by}): that one is revoked, "
+                "and its payer token no longer pays"
+            )
         paid = []
         for i, (amount, subject) in enumerate(DEMO_WALLET_ORDERS, start=len(DEMO_ORDERS) + 1):
             order = self.create_order(base, f"demo-{stamp}-{i}", amount, subject, payer.pk)
