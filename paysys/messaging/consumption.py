@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from paysys.core.sql import insert_objects
+from paysys.core.sql import insert_objects, retry_deadlock_victim
 from paysys.messaging import registry
 from paysys.messaging.models import InboxEntry, Message
 
@@ -260,12 +260,16 @@ def acknowledge(origin: str, ids: list[int]) -> int:
     if not ids:
         return 0
     try:
-        return (
-            Message.objects.using(origin)
-            .filter(id__in=ids)
-            .transition(
-                Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error=""
-            )
+        # one statement that may run twice (it sets values): a deadlock's victim runs again
+        return retry_deadlock_victim(
+            origin,
+            lambda: (
+                Message.objects.using(origin)
+                .filter(id__in=ids)
+                .transition(
+                    Status.CONSUMED, consumed_at=timezone.now(), next_send_at=None, last_error=""
+                )
+            ),
         )
     except DatabaseError:
         logger.warning(

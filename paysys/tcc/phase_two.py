@@ -39,7 +39,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from paysys.core.kicks import Kick, send_task
-from paysys.core.sql import own_connection
+from paysys.core.sql import own_connection, retry_deadlock_victim
 from paysys.tcc import barrier, registry
 from paysys.tcc.models import GlobalTransaction, TransactionBranch
 
@@ -180,7 +180,10 @@ def claim_and_apply(decided: dict[int, tuple[int, str, str]], apply) -> set[int]
                 )
             )
         done, failed = apply(items)
-        _record_outcomes(done, failed)
+        # claimed FOR UPDATE above: recorded by primary key alone (StatusQuerySet.transition_locked)
+        _record_outcomes(
+            done, failed, locked={row.pk: row.status for row in rows} if claim else None
+        )
     _mark_final_quietly(done)
     return {entry["id"] for entry in done}
 
@@ -258,10 +261,15 @@ def report_outcomes(done: list[dict], failed: dict[int, str]) -> None:
     _mark_final_quietly(done)
 
 
-def _record_outcomes(done: list[dict], failed: dict[int, str]) -> None:
+def _record_outcomes(
+    done: list[dict], failed: dict[int, str], *, locked: dict[int, str] | None = None
+) -> None:
+    """``locked``: the branches' statuses as this transaction read them under its locks."""
     for op, status in OP_DONE.items():
         ids = [e["id"] for e in done if e["op"] == op]
-        if ids:
+        if ids and locked is not None:
+            TransactionBranch.objects.transition_locked({i: locked[i] for i in ids}, status)
+        elif ids:
             TransactionBranch.objects.filter(id__in=ids).transition(status)
     for branch_id, error in failed.items():
         TransactionBranch.objects.filter(id=branch_id).update(
@@ -317,8 +325,12 @@ def mark_final(gtx_ids: Iterable[int], *, deciding: str | None = None) -> int:
     ):
         if deciding not in (None, current):
             continue
-        finished += GlobalTransaction.objects.filter(id__in=complete, status=current).transition(
-            final, finished_at=now, next_retry_at=None
+        # one statement that may run twice (it sets values): a deadlock's victim runs again
+        finished += retry_deadlock_victim(
+            "default",
+            lambda current=current, final=final: GlobalTransaction.objects.filter(
+                id__in=complete, status=current
+            ).transition(final, finished_at=now, next_retry_at=None),
         )
     return finished
 

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from paysys.core.statuses import IllegalTransition, check_transition, sources_of
@@ -150,3 +152,28 @@ def test_of_concurrent_movers_exactly_one_wins():
     assert sorted(moved) == [0, 0, 0, 0, 0, 1]
     gtx.refresh_from_db()
     assert gtx.last_error == gtx.status
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_rows_locked_and_read_move_by_primary_key_alone_and_an_illegal_move_moves_none():
+    first, second, done = _gtx("locked-1"), _gtx("locked-2"), _gtx("locked-3")
+    GlobalTransaction.objects.filter(pk=done.pk).transition(Status.CANCELLING)
+    rows = GlobalTransaction.objects.filter(pk__in=[first.pk, second.pk])
+
+    with CaptureQueriesContext(connections["default"]) as queries:
+        moved = rows.transition_locked(
+            {first.pk: Status.TRYING, second.pk: Status.TRYING}, Status.CONFIRMING
+        )
+    with pytest.raises(IllegalTransition):
+        GlobalTransaction.objects.transition_locked(
+            {first.pk: Status.CONFIRMING, done.pk: Status.CANCELLING}, Status.CONFIRMED
+        )
+
+    assert moved == 2
+    [update] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert "status" not in update.partition("WHERE")[2]  # no index on the status to walk
+    assert list(
+        GlobalTransaction.objects.filter(pk__in=[first.pk, second.pk, done.pk])
+        .order_by("pk")
+        .values_list("status", flat=True)
+    ) == [Status.CONFIRMING, Status.CONFIRMING, Status.CANCELLING]

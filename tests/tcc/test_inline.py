@@ -8,6 +8,8 @@ import itertools
 import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from paysys import tcc
 from paysys.tcc import phase_two
@@ -122,3 +124,22 @@ def test_a_try_that_did_not_answer_leaves_its_cancels_to_the_workers(ledgers, in
     assert time.monotonic() - started < 1.5 + 1
     assert GlobalTransaction.objects.get(xid=failed.value.xid).status == Status.CANCELLING
     assert sorted(inline) == ["funds", "orders", "points"]
+
+
+def test_claimed_branches_are_recorded_by_primary_key_alone(ledgers, inline):
+    """The claim locked them: a status predicate would let MariaDB walk the status index through
+    the branches other claims hold (it does when few are unfinished), and two claims deadlocked."""
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("the claim locks its branches only where the database skips locked rows")
+    with CaptureQueriesContext(connection) as queries:
+        outcome = tcc.run(
+            "complete_order", business_key=f"inline:{next(_keys)}", branches=branches()
+        )
+
+    [record] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("UPDATE") and "tcc_transactionbranch" in q["sql"]
+    ]
+    assert "status" not in record.partition("WHERE")[2]
+    assert set(statuses(outcome.xid).values()) == {BranchStatus.CONFIRMED}
