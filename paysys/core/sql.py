@@ -127,6 +127,11 @@ def own_connection(alias: str):
 DEADLOCK = 1213  # MySQL/MariaDB: this statement was the deadlock's victim, rolled back
 
 
+def is_deadlock(error: BaseException | None) -> bool:
+    """True for MySQL/MariaDB's "deadlock found": InnoDB rolled the whole transaction back."""
+    return isinstance(error, OperationalError) and error.args[:1] == (DEADLOCK,)
+
+
 def retry_deadlock_victim(alias: str, statement, *, attempts: int = 3):
     """``statement()`` again when InnoDB rolled it back as a deadlock's victim: for one
     statement that may run twice (it sets values, it does not add to them) in autocommit. Inside
@@ -135,9 +140,5 @@ def retry_deadlock_victim(alias: str, statement, *, attempts: int = 3):
         try:
             return statement()
         except OperationalError as exc:
-            if (
-                exc.args[:1] != (DEADLOCK,)
-                or attempt == attempts
-                or connections[alias].in_atomic_block
-            ):
+            if not is_deadlock(exc) or attempt == attempts or connections[alias].in_atomic_block:
                 raise

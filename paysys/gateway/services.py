@@ -10,10 +10,12 @@ once and publish ``bank.payment_succeeded`` in the same local transaction.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import Truncator
@@ -23,6 +25,7 @@ from paysys.api.fields import StrictIntegerField, TextField
 from paysys.api.parsers import loads_strict
 from paysys.contracts import BankPaymentSucceeded
 from paysys.core.errors import InvalidInput
+from paysys.core.sql import is_deadlock
 from paysys.gateway.models import BankNotify, BankNotifyReceipt
 from paysys.messaging import publish
 
@@ -63,7 +66,33 @@ def bank_notify_receive(*, raw_body: bytes, signature: str) -> BankNotifyStored:
     together, and the receipt is written once, in the state its reading reached. The notify is
     written in a savepoint (bank_notify_store's atomic block), so a body that cannot be read still
     commits its receipt REJECTED with the reason, and any other failure commits it RECEIVED, for a
-    human to reprocess, before the error reaches the caller."""
+    human to reprocess, before the error reaches the caller.
+
+    Copies of one notify arriving at once (a bank resending) can deadlock on the stored row: the
+    transaction InnoDB rolls back wrote nothing, and runs again (up to ``DEADLOCK_ATTEMPTS``); the
+    copy is then a duplicate like any other. A failure that cost the whole transaction keeps the
+    receipt RECEIVED in a transaction of its own."""
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return _receive(raw_body, signature)
+        except _TransactionLost as lost:
+            error = lost.__cause__
+            if is_deadlock(error) and attempt < DEADLOCK_ATTEMPTS:
+                time.sleep(random.uniform(0, 0.01 * attempt))  # the copies apart
+                continue
+            _keep_received(raw_body, signature)
+            raise error from None
+    raise AssertionError("unreachable")
+
+
+DEADLOCK_ATTEMPTS = 5
+
+
+class _TransactionLost(Exception):
+    """The receive's transaction is rolled back (its cause: a deadlock, a lost connection)."""
+
+
+def _receive(raw_body: bytes, signature: str) -> BankNotifyStored:
     with transaction.atomic(using="default"):
         receipt = BankNotifyReceipt(raw_body=raw_body, signature=signature[:128])
         try:
@@ -71,11 +100,20 @@ def bank_notify_receive(*, raw_body: bytes, signature: str) -> BankNotifyStored:
         except BankNotifyRejected as exc:
             failure = exc  # recorded on the receipt
         except Exception as exc:  # noqa: BLE001 - re-raised once the receipt is committed
+            if transaction.get_rollback(using="default"):
+                raise _TransactionLost from exc  # nothing more can be written in it
             if receipt.pk is None or not BankNotifyReceipt.objects.filter(pk=receipt.pk).exists():
                 # not written, or written in the savepoint that failed: kept RECEIVED, as it came
                 BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
             failure = exc
     raise failure
+
+
+def _keep_received(raw_body: bytes, signature: str) -> None:
+    try:
+        BankNotifyReceipt.objects.create(raw_body=raw_body, signature=signature[:128])
+    except DatabaseError:
+        logger.warning("bank notify receipt not kept: the database does not answer", exc_info=True)
 
 
 def bank_notify_process(receipt: BankNotifyReceipt) -> BankNotifyStored:
