@@ -15,6 +15,7 @@ import requests
 from django.conf import settings
 
 from tests.core.test_runstack import embedded_env, free_port, stack  # noqa: F401 - fixture
+from tests.reconcile.conftest import paid  # noqa: F401 - fixture
 
 
 def test_bench_payments_quick_pays_every_order_once_through_the_embedded_stack(stack, tmp_path):
@@ -140,3 +141,28 @@ def test_a_paced_bench_client_sends_each_notify_on_its_schedule(tmp_path):
     for k, (_, at, _) in enumerate(sent):
         assert at >= before + 0.1 + k * 0.25 - 0.01  # never ahead of its schedule
     assert sent[-1][1] - sent[0][1] >= 0.74
+
+
+@pytest.mark.django_db(databases="__all__", transaction=True)
+def test_the_check_names_a_payment_whose_voucher_is_missing_or_whose_points_are_doubled(
+    paid, merchant
+):
+    """A payment is done only when every service booked it once: the check counts the order's
+    rows in each service, not only the merchant's acknowledgement."""
+    from accounting.models import Voucher
+    from accounts.models import PointsEntry
+    from paysys.bench.management.commands.bench_payments import Command
+
+    orders = [{"out_trade_no": o.out_trade_no} for o in paid]
+    acks = {o.out_trade_no: (time.time(), 1) for o in paid}
+    check = Command()._check
+    assert check(merchant, orders, acks, settle_seconds=0)["lost"] == 0
+
+    first, second = (o.out_trade_no for o in paid)
+    posting = PointsEntry.objects.get(out_trade_no=first, kind="posted")
+    posting.pk, posting.xid = None, "another-transaction"
+    posting.save()
+    Voucher.objects.filter(source=f"order.paid:{second}").delete()
+    outcome = check(merchant, orders, acks, settle_seconds=0)
+    assert (outcome["lost_examples"], outcome["doubled_examples"]) == ([second], [first])
+    assert outcome["settled_at"] > 0

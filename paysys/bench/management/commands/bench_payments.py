@@ -14,7 +14,8 @@ the embedded default, the full stack or a deployment whose databases this proces
    stage's share of it, CPU seconds and database queries per payment;
 4. the monolith: the same rows per payment in one local transaction, on 1 and 4 connections of
    the same database server, and the ratio;
-5. every payment checked (nothing lost, nothing doubled) and ``reconcile --strict``;
+5. every payment checked in every service (its order SUCCESS, one merchant credit, one points
+   posting, one voucher, one notification: nothing lost, nothing doubled) and ``reconcile --strict``;
 6. with ``--refunds PERCENT``, that share of the paid orders refunded once every payment is done
    (alternately the whole amount and half of it), from ``--clients`` threads: refunds/s from the
    first request to the last refund's notification acknowledged, each refund checked SUCCEEDED
@@ -48,6 +49,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
+from django.db.models import Max
 
 from accounting.models import Voucher
 from accounts.models import FundEntry, PointsEntry
@@ -311,12 +313,15 @@ class Command(BaseCommand):
         acks = self._wait_for_acks(
             work / "acks.log", {o["out_trade_no"] for o in orders}, options["timeout"]
         )
-        finished = max((at for at, _ in acks.values()), default=time.time())
         after = _resources()
+        outcome = self._check(merchant, orders, acks)
+        # done when acknowledged and booked: the voucher may trail the acknowledgement
+        finished = max(
+            max((at for at, _ in acks.values()), default=time.time()), outcome.pop("settled_at")
+        )
         latencies = [(acks[no][0] - sent[no]) * 1000 for no in sent if no in acks]
         done = len([no for no in sent if no in acks])
         elapsed = max(finished - started, 1e-6)
-        outcome = self._check(merchant, orders, acks)
         return {
             "payments": len(orders),
             "done": done,
@@ -460,28 +465,62 @@ class Command(BaseCommand):
             result["delivery"] = round(statistics.median(spans))
         return result
 
-    def _check(self, merchant, orders, acks) -> dict:
+    def _check(self, merchant, orders, acks, settle_seconds: float = 30.0) -> dict:
+        """Every payment exactly once everywhere: its order SUCCESS, one merchant credit, one points
+        posting, one voucher, one notification, and the merchant's acknowledgement. Accounting
+        consumes ``order.paid`` beside notifications, so a voucher may trail the acknowledgement:
+        what is missing is looked for again each second for up to ``settle_seconds``. Also returns
+        when the last of those rows was written (``settled_at``): the run ends at the later of it
+        and the last acknowledgement."""
         numbers = [o["out_trade_no"] for o in orders]
-        success = set(
-            Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS).values_list(
-                "out_trade_no", flat=True
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            counts, settled_at = self._rows_per_payment(merchant, numbers)
+            lost = sorted(
+                no for no in numbers if no not in acks or not all(c[no] for c in counts.values())
             )
-        )
-        notifications = Counter(
-            Notification.objects.filter(out_trade_no__in=numbers).values_list(
-                "out_trade_no", flat=True
-            )
-        )
-        lost = sorted(
-            no for no in numbers if no not in success or no not in acks or not notifications.get(no)
-        )
-        doubled = sorted(no for no, count in notifications.items() if count > 1)
+            if not lost or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        doubled = sorted({no for c in counts.values() for no, n in c.items() if n > 1})
         return {
             "lost": len(lost),
             "doubled": len(doubled),
             "lost_examples": lost[:5],
             "doubled_examples": doubled[:5],
+            "settled_at": settled_at,
         }
+
+    @staticmethod
+    def _rows_per_payment(merchant, numbers: list[str]) -> tuple[dict[str, Counter], float]:
+        """How many of each row a payment left (by out_trade_no), and when the last was written."""
+        paid = Order.objects.filter(out_trade_no__in=numbers, status=Order.Status.SUCCESS)
+        credits = FundEntry.objects.filter(
+            out_trade_no__in=numbers,
+            kind="posted",
+            direction="credit",
+            account__owner_type="merchant",
+            account__owner_id=merchant.pk,
+        )
+        points = PointsEntry.objects.filter(out_trade_no__in=numbers, kind="posted")
+        vouchers = Voucher.objects.filter(source__in=[f"order.paid:{no}" for no in numbers])
+        notifications = Notification.objects.filter(out_trade_no__in=numbers)
+        counts = {
+            "paid": Counter(paid.values_list("out_trade_no", flat=True)),
+            "credited": Counter(credits.values_list("out_trade_no", flat=True)),
+            "awarded": Counter(points.values_list("out_trade_no", flat=True)),
+            "booked": Counter(
+                s.split(":", 1)[1] for s in vouchers.values_list("source", flat=True)
+            ),
+            "notified": Counter(notifications.values_list("out_trade_no", flat=True)),
+        }
+        last = [
+            paid.aggregate(at=Max("updated_at"))["at"],
+            credits.aggregate(at=Max("created_at"))["at"],
+            points.aggregate(at=Max("created_at"))["at"],
+            vouchers.aggregate(at=Max("created_at"))["at"],
+        ]
+        return counts, max((at.timestamp() for at in last if at), default=0.0)
 
     def _reconcile(self, settle_seconds: float = 30.0) -> tuple[bool, str]:
         """``reconcile --strict``, once the platform has settled: the last payments' bookkeeping
