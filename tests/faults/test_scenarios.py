@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 
 from tests.core.test_runstack import embedded_env, free_port
+from tests.faults import brokers
 from tests.faults.conftest import FAULT_REDIS_DB
-from tests.faults.harness import with_redis_db
 
 slow = pytest.mark.skipif(
     os.environ.get("PAYSYS_SLOW_TESTS") != "1", reason="slow: set PAYSYS_SLOW_TESTS=1"
@@ -58,21 +57,23 @@ def scenario_env(tmp_path):
     for service in SERVICES:  # fresh schemas: reconcile --strict judges this run alone
         server.cursor().execute(f"DROP DATABASE IF EXISTS `{prefix}_{service}`")
     server.close()
-    broker = with_redis_db(settings.CELERY_BROKER_URL, FAULT_REDIS_DB)
-    redis.Redis.from_url(broker).flushdb()
+    # the broker's own place (a Redis database or a RabbitMQ virtual host), emptied
+    broker = brokers.isolated(settings.CELERY_BROKER_URL, FAULT_REDIS_DB)
+    brokers.lose_everything(broker)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL_")}
     env.update(
         base,
         PAYSYS_VAR_DIR=str(tmp_path / "var"),
         PYTHONUNBUFFERED="1",
         CELERY_BROKER_URL=broker,
-        CACHE_URL=broker,
+        # Redis is the cache too; RabbitMQ holds none, so the stack's processes share var/cache
+        **({} if brokers.is_amqp(broker) else {"CACHE_URL": broker}),
         DATABASE_URL=f"mysql://{db.get('USER') or 'root'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 3306}/{prefix}",
     )
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
     env.setdefault("BANK_SHARED_SECRET", secrets.token_urlsafe(48))
     yield env
-    redis.Redis.from_url(broker).flushdb()
+    brokers.lose_everything(broker)
 
 
 def run_scenarios(env: dict, *args: str, timeout: float) -> str:
