@@ -42,10 +42,12 @@ class Worker:
 
     @property
     def command(self) -> str:
-        """Its Procfile command."""
+        """Its Procfile command. ``-q``: no start-up banner (a screen of ASCII art and
+        configuration per worker, a dozen workers in ``make run``); the worker's log still says
+        ``<node>@<host> ready.``, which the demo and the tests wait for."""
         return (
-            f"celery -A paysys worker -Q {self.queue} -n {self.process}@%h --concurrency={self.concurrency} "
-            "--loglevel=INFO --without-gossip --without-mingle"
+            f"celery -A paysys -q worker -Q {self.queue} -n {self.process}@%h "
+            f"--concurrency={self.concurrency} --loglevel=INFO --without-gossip --without-mingle"
         )
 
 

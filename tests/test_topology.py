@@ -28,3 +28,10 @@ def test_each_service_database_holds_its_own_models():
     assert routers.alias_for("accounts", "fundaccount") == "funds"
     assert routers.alias_for("accounts", "pointsaccount") == "points"
     assert routers.alias_for("gateway", "banknotify") == "default"
+
+
+def test_every_worker_starts_without_celerys_banner():
+    """``celery -q`` (a global option: before the subcommand): ``make run`` starts a dozen workers,
+    and each would print a screen of ASCII art and configuration; their "ready." log line stays."""
+    for worker in topology.WORKERS:
+        assert worker.command.startswith("celery -A paysys -q worker "), worker.command

@@ -109,6 +109,7 @@ def test_a_killed_worker_is_restarted_a_second_stack_is_refused_and_ctrl_c_stops
         wait_for_log(stack.log, r"orders\.1\s+\| started \(pid=(\d+)\)", process=runstack)[0]
     )
     wait_for_log(stack.log, r"orders@\S+ ready\.", process=runstack)
+    assert "[queues]" not in stack.log.read_text()  # Celery's start-up banner (the Procfile's -q)
 
     # when: the worker dies (SIGKILL: no chance to clean up)
     os.kill(first_pid, signal.SIGKILL)
