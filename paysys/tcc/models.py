@@ -106,6 +106,7 @@ class TransactionBranch(models.Model):
 
     class Meta:
         verbose_name = "branch"
+        verbose_name_plural = "branches"
         constraints = [
             models.UniqueConstraint(fields=["gtx", "branch_no"], name="tcc_branch_unique_no")
         ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
+from django.apps import apps
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.test import Client
@@ -160,3 +162,15 @@ def test_api_docs_are_served_from_the_package_not_a_cdn():
     assert finders.find(
         "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
     )  # shipped in the package
+
+
+def test_admin_names_every_model_in_english_plural():
+    """Django's default plural adds an "s": admin listed "Merchant deliverys" and "Branchs"."""
+    naive = [
+        f"{model._meta.label}: {model._meta.verbose_name_plural}"
+        for model in apps.get_models()
+        if str(model._meta.verbose_name_plural) == f"{model._meta.verbose_name}s"
+        and re.search(r"([^aeiou]y|s|x|z|ch|sh)$", str(model._meta.verbose_name))
+    ]
+
+    assert naive == []

@@ -103,6 +103,7 @@ class MerchantDelivery(models.Model):
 
     class Meta:
         ordering = ["-id"]  # the endpoint_id index (InnoDB appends the primary key) serves it
+        verbose_name_plural = "merchant deliveries"
 
     def __str__(self) -> str:
         return f"{self.webhook_id or '?'} -> {self.status_code}"
