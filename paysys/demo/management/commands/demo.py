@@ -342,6 +342,7 @@ class Command(BaseCommand):
                 f"{response.status_code}: {response.text[:500]}"
             )
         refund = response.json()
+        self.stdout.write("")  # a step of its own after the accounts' verdict, its lines aligned
         self.say(
             f"refund {refund['refund_no']} of {_money(amount, order.currency)} on {order.merchant_order_no}: "
             f"{refund['status']} (the merchant's money held, the bank asked)"
@@ -356,7 +357,7 @@ class Command(BaseCommand):
                 f"{refund.get('failure_reason') or ''}: the orders, polling, funds, points and sandbox workers run "
                 "it (`make run` starts them all); see /admin/orders/refund/."
             )
-        self.stdout.write(
+        self.say(
             self.style.SUCCESS(
                 f"refund {refund['refund_no']} SUCCEEDED: the bank said so; order {order.merchant_order_no} is "
                 f"{refund['order_status']} with refunded_amount {refund['refunded_amount']}"
