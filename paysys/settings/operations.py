@@ -57,6 +57,11 @@ LOGGING = {
         "level": os.environ.get("LOG_LEVEL") or _default_log_level(sys.argv),
     },
     "loggers": {
+        # Django's own handlers (its DEFAULT_LOGGING: a console printing bare messages, without
+        # the filter above, and mail to ADMINS, none here) go: django.* records reach the console
+        # above alone, once, formatted, routine 404s ("Not Found: /sandbox/bank/payments/...")
+        # at DEBUG; the level follows the root's (LOG_LEVEL)
+        "django": {"handlers": [], "level": "NOTSET"},
         "django.db.backends": {"level": "WARNING"},
         # a request with a foreign Host header is answered 400; a traceback per request would let
         # anyone flood the log (and its alerts)

@@ -16,6 +16,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from paysys.core.logfilters import RoutineToDebug
+from tests.core.test_runstack import embedded_env
 
 
 def record(name: str, level: int, msg: str, *args, **extra) -> logging.LogRecord:
@@ -135,6 +136,32 @@ def test_routine_lines_show_with_log_level_debug():
 
 def test_the_console_handler_uses_the_filter():
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["routine_to_debug"]
+
+
+def test_a_routine_404_prints_nothing_and_a_real_error_prints_once_formatted(tmp_path):
+    """Django's own console handler printed every django.request warning bare ("Not Found:
+    /sandbox/bank/payments/PS...", an unpaid order's poll), past the filter, and every error
+    twice. Here at the servers' level (INFO); the 500 is a database never migrated."""
+    script = (
+        "from django.test import Client\n"
+        "client = Client(raise_request_exception=False)\n"
+        "assert client.get('/sandbox/bank/pay/no-such-token').status_code == 404\n"
+        "assert client.get('/no/such/page').status_code == 404\n"
+        "assert client.get('/sandbox/bank/payments/PS1').status_code == 500\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", script],
+        cwd=settings.BASE_DIR,
+        env=embedded_env(tmp_path / "var", LOG_LEVEL="INFO"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Not Found" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "Internal Server Error" in line]
+    assert len(errors) == 1 and " ERROR django.request " in errors[0], result.stderr
 
 
 def test_migrate_on_a_fresh_clone_creates_the_var_folder(tmp_path):
