@@ -1,4 +1,5 @@
-"""The Redis cache: its serializer (JSON, never pickle) and a client made once per pool.
+"""The Redis cache: its serializer (JSON, never pickle) and a client made once per pool; the
+embedded default's file cache, whose folder is made by the first write.
 
 Django's Redis cache pickles every value but plain integers, so whoever can write to that Redis
 (the broker's, by default) could make any process that reads a key run code of their choosing.
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.filebased import FileBasedCache as DjangoFileBasedCache
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient
 
@@ -60,3 +64,14 @@ class JsonSerializer:
         except ValueError:  # UnicodeDecodeError included
             logger.warning("a cache value that is not JSON was ignored (%d bytes)", len(data))
             return None
+
+
+class FileBasedCache(DjangoFileBasedCache):
+    """Django's file cache (settings: CACHES BACKEND in the embedded default), but its folder is
+    made by the first write (Django's ``set`` makes it each time), not when the cache is built:
+    Django's system checks build every cache, and a process that then refuses to start (a check,
+    ``runstack``'s refusals) left ``var/cache`` behind. A read of a missing folder finds nothing."""
+
+    def __init__(self, dir, params):
+        BaseCache.__init__(self, params)
+        self._dir = os.path.abspath(dir)

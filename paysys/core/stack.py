@@ -69,32 +69,48 @@ def describe(holder: dict) -> str:
 
 class StackLock:
     """``var/stack.lock``, held (flock) for the stack's lifetime; the kernel drops it when the
-    holder dies, so a crashed stack never leaves a stale lock behind."""
+    holder dies, so a crashed stack never leaves a stale lock behind. A start that is refused
+    after taking it (a taken port, say) removes the file again if it made it (``discard``)."""
 
     def __init__(self, var_dir: Path):
         self.path = Path(var_dir) / "stack.lock"
         self._file: TextIO | None = None
+        self._made = False
 
     def acquire(self, info: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(
-            self.path, "a+"
-        )  # not truncated: a refused second stack must not erase the first's details
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = _parse(f.read())
-            f.close()
-            raise StackRunning(holder) from None
-        f.seek(0)
+        while True:
+            try:
+                fd, made = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                try:
+                    # not truncated: a refused second stack must not erase the first's details
+                    fd, made = os.open(self.path, os.O_RDWR), False
+                except FileNotFoundError:  # discarded in between: make it
+                    continue
+            f = os.fdopen(fd, "r+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _parse(f.read())
+                f.close()
+                raise StackRunning(holder) from None
+            if _is_at(f, self.path):
+                break
+            f.close()  # a file a refused start discarded after this one opened it: take the new one
         f.truncate()
         f.write(json.dumps(info))
         f.flush()
-        self._file = f  # kept open (not inherited by children: Python's files are non-inheritable)
+        # kept open (not inherited by children: Python's files are non-inheritable)
+        self._file, self._made = f, made
 
-    def release(self) -> None:
+    def release(self, *, discard: bool = False) -> None:
+        """Let go of the lock; ``discard``: and remove the file if this acquire made it (a start
+        that was refused leaves nothing behind). Removed while still held: whoever opened it
+        meanwhile sees it gone once it holds it, and takes a new one."""
         if self._file is not None:
+            if discard and self._made:
+                self.path.unlink(missing_ok=True)
             self._file.close()
             self._file = None
 
@@ -110,6 +126,25 @@ class StackLock:
             except BlockingIOError:
                 return _parse(f.read())
             return None
+
+
+def _is_at(f, path: Path) -> bool:
+    """Whether the open file ``f`` is still the one at ``path`` (not removed or replaced)."""
+    try:
+        at = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (at.st_dev, at.st_ino)
+
+
+def remove_if_empty(folders: tuple[Path, ...] | list[Path]) -> None:
+    """Remove ``folders`` (outermost first, as made), innermost first, while each is empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): it and its parents stay
+            return
 
 
 def _parse(text: str) -> dict:

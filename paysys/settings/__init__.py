@@ -28,6 +28,7 @@ Two kinds of refusal:
 
 from paysys.settings.constants import *  # noqa: F403
 from paysys.settings.databases import *  # noqa: F403
+from paysys.settings.databases import make_sqlite_folders
 from paysys.settings.deployment import *  # noqa: F403
 from paysys.settings.environment import *  # noqa: F403
 from paysys.settings.framework import *  # noqa: F403
@@ -39,3 +40,8 @@ from paysys.settings.queues import *  # noqa: F403
 from paysys.settings.security import *  # noqa: F403
 from paysys.settings.tcc import *  # noqa: F403
 from paysys.settings.web import *  # noqa: F403
+
+# The embedded databases' folder is made here, once every module above has had its say: a process
+# whose settings refuse (ImproperlyConfigured) leaves no folder behind. The folders this process
+# made, outermost first: `manage.py runstack` removes them again, while empty, when it refuses.
+VAR_DIRS_MADE = make_sqlite_folders()

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from paysys import topology
 from paysys.settings.deployment import VAR_DIR
@@ -18,9 +19,14 @@ from paysys.settings.environment import env_int
 SERVICE_ALIASES = {database.alias: database.service for database in topology.DATABASES}
 
 
+# SQLite creates a file but not its folder: a fresh clone's `manage.py migrate` needs var/.
+# paysys.settings makes the folders (make_sqlite_folders) once every settings module has had its
+# say, so a process whose settings refuse to start leaves none behind.
+_sqlite_folders: set[Path] = set()
+
+
 def _sqlite_database(path: Path) -> dict:
-    # SQLite creates the file but not its folder: a fresh clone's `manage.py migrate` needs var/
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _sqlite_folders.add(path.parent)
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
@@ -76,6 +82,25 @@ def _configure(db: dict) -> dict:
 DATABASES = {alias: _service_database(service) for alias, service in SERVICE_ALIASES.items()}
 DATABASE_ROUTERS = ["paysys.routers.ServiceRouter"]
 
+
+def make_sqlite_folders() -> tuple[Path, ...]:
+    """Make the embedded databases' folder (VAR_DIR) and any missing parent; return the folders
+    made, outermost first (``manage.py runstack`` removes them again, empty, when it refuses)."""
+    made = []
+    for folder in sorted(_sqlite_folders):
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = "a file is there" if folder.is_file() else exc.strerror
+            raise ImproperlyConfigured(
+                f"PAYSYS_VAR_DIR: cannot make {folder} for the embedded databases ({why}). "
+                "Point PAYSYS_VAR_DIR at a folder this user may write (default: var/ in the checkout)."
+            ) from None
+        made += [p for p in missing if p not in made]
+    return tuple(made)
+
+
 # --- cache: API throttling, and pending relay kicks (one pass for many commits) -------------
 # Redis in full stack (CACHE_URL, else a Redis broker's URL), a file cache shared by processes
 # otherwise
@@ -95,7 +120,8 @@ if CACHE_URL and not CACHE_URL.startswith("file://"):
 else:  # CACHE_URL=file:///path/to/folder, or var/cache (a RabbitMQ broker has no cache of its own)
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            # Django's, its folder made by the first write (not by the system checks)
+            "BACKEND": "paysys.core.cache.FileBasedCache",
             "LOCATION": CACHE_URL.removeprefix("file://") or str(VAR_DIR / "cache"),
         }
     }

@@ -1,4 +1,5 @@
-"""The Redis cache stores JSON, never pickle: a value planted in Redis is never run as code."""
+"""The Redis cache stores JSON, never pickle: a value planted in Redis is never run as code. The
+embedded default's file cache makes its folder when it first writes, not when it is built."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from paysys.core.cache import JsonSerializer
+from paysys.core.cache import FileBasedCache, JsonSerializer
 
 PLANTED: list[str] = []
 
@@ -47,3 +48,17 @@ def test_a_pickle_planted_in_redis_is_never_run_by_a_cache_read():
         assert cache.add("test:count", 0, 10) and cache.incr("test:count") == 1
     finally:
         cache.delete_many(["test:planted", "test:count"])
+
+
+def test_the_file_cache_makes_its_folder_on_the_first_write_not_when_built(tmp_path):
+    folder = tmp_path / "var" / "cache"
+    file_cache = FileBasedCache(str(folder), {})  # what Django's system checks do to every cache
+
+    assert not folder.exists()
+    assert file_cache.get("k") is None and not file_cache.has_key("k")
+    assert file_cache.touch("k") is False and file_cache.delete("k") is False
+    file_cache.clear()
+    assert not folder.exists()
+
+    assert file_cache.add("k", 1) is True
+    assert file_cache.incr("k") == 2 and folder.is_dir()

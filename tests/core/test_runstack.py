@@ -4,6 +4,7 @@ refused with a message. Real processes, in the embedded mode on a fresh ``PAYSYS
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from paysys.core.management.commands.runstack import procfile_entries
-from paysys.core.stack import StackLock
+from paysys.core.stack import StackLock, StackRunning
 
 FULL_STACK_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
 
@@ -175,6 +176,96 @@ def test_a_taken_port_stops_runstack_with_a_message(stack, tmp_path):
     assert f"port {port} on 127.0.0.1 is taken by another process" in text
     assert f"PORT={port + 1} make run" in text
     assert "migrating" not in text
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    ["a public bind", "a taken port", "a settings check", "settings without secrets"],
+)
+def test_a_refused_start_leaves_nothing_it_made(tmp_path, refusal):
+    """``PAYSYS_VAR_DIR=/x make run`` refused used to leave /x, /x/cache (Django's checks build
+    the file cache) and /x/stack.lock (taken before the port was found taken) behind."""
+    var_dir = tmp_path / "new" / "var"
+    env = embedded_env(var_dir, PORT=str(free_port()), DJANGO_SETTINGS_MODULE="paysys.settings")
+    with socket.socket() as other:
+        if refusal == "a public bind":  # with the embedded default's public secrets
+            env["BIND"] = "0.0.0.0"
+            env.pop("SECRET_KEY", None)
+            env.pop("BANK_SHARED_SECRET", None)
+        elif refusal == "a taken port":
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            env["PORT"] = str(other.getsockname()[1])
+        elif refusal == "a settings check":
+            env["RETENTION_DAYS"] = "0"
+        else:
+            env["DEBUG"] = "false"
+            env.pop("SECRET_KEY", None)
+        result = subprocess.run(
+            [sys.executable, "manage.py", "runstack", "--no-banner", "--migrate", "web"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 1, result.stderr
+    assert not (tmp_path / "new").exists(), sorted(map(str, (tmp_path / "new").rglob("*")))
+
+
+def test_a_refused_start_in_a_folder_in_use_adds_nothing_to_it(tmp_path):
+    var_dir = tmp_path / "var"
+    var_dir.mkdir()
+    (var_dir / "core.sqlite3").write_bytes(b"")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        result = subprocess.run(
+            [sys.executable, "manage.py", "runstack", "--no-banner", "--migrate", "web"],
+            cwd=settings.BASE_DIR,
+            env=embedded_env(var_dir, PORT=str(other.getsockname()[1])),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 1 and "is taken by another process" in result.stderr
+    assert [p.name for p in var_dir.iterdir()] == ["core.sqlite3"]
+
+
+def test_the_stack_lock_discards_only_a_file_it_made(tmp_path):
+    made = StackLock(tmp_path)
+    made.acquire({"pid": 1})
+    made.release(discard=True)
+    assert not (tmp_path / "stack.lock").exists()
+
+    (tmp_path / "stack.lock").write_text("{}")  # a stack that ran here before
+    found = StackLock(tmp_path)
+    found.acquire({"pid": 2})
+    found.release(discard=True)
+    assert (tmp_path / "stack.lock").exists()
+
+
+def test_a_lock_file_discarded_while_another_start_takes_it_is_taken_anew(tmp_path, monkeypatch):
+    refused = StackLock(tmp_path)
+    refused.acquire({"pid": 1})
+    flock = fcntl.flock
+
+    def discard_first(fd, operation):  # the refused start lets go between the other's open and lock
+        refused.release(discard=True)
+        return flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", discard_first)
+    started = StackLock(tmp_path)
+    started.acquire({"pid": 2})
+    monkeypatch.undo()
+
+    # then: the one lock file there is the one held: a third start sees the second running
+    with pytest.raises(StackRunning) as third:
+        StackLock(tmp_path).acquire({"pid": 3})
+    assert third.value.holder == {"pid": 2}
+    started.release()
 
 
 def test_make_run_migrates_once_the_port_is_known_to_be_free(stack, tmp_path):

@@ -4,6 +4,9 @@ Web, one Celery worker per queue and beat, each restarted if it exits (paysys/co
 Ctrl-C stops them all. Refuses to start when another stack runs on the same ``var/`` folder or
 when the web port is taken, saying so.
 
+A start that is refused (a settings check, a public bind, another stack, a taken port) leaves
+nothing behind that it made: no ``stack.lock``, no ``cache/``, no ``var/`` folder while empty.
+
 ``manage.py stack ...`` steers it while it runs (``var/stack.sock``). To let ``stack cut SERVICE``
 take a service's database away, each service's database is reachable only through a handle the
 stack holds: on SQLite its file (locked on a cut); on MariaDB, with ``--db-proxy`` (or
@@ -32,6 +35,7 @@ from paysys.core.stack import (
     describe,
     port_taken,
     read_procfile,
+    remove_if_empty,
     started_at_now,
     venv_path,
 )
@@ -39,6 +43,7 @@ from paysys.core.stack import (
 
 class Command(BaseCommand):
     help = "Run web, every worker and beat from the Procfile; restart any that exits; Ctrl-C stops all."
+    started = False  # the supervisor has started the processes (a start not refused)
 
     def add_arguments(self, parser):
         parser.add_argument("names", nargs="*", help="only these Procfile entries (default: all)")
@@ -59,6 +64,15 @@ class Command(BaseCommand):
             help="MariaDB: every service's database through a proxy `stack cut` can close "
             "(default from PAYSYS_DB_PROXY=1)",
         )
+
+    def execute(self, *args, **options):
+        """Django's system checks run in here, before ``handle``: a start they (or ``handle``)
+        refuse removes the folders these settings made for var/ again, while empty."""
+        try:
+            return super().execute(*args, **options)
+        finally:
+            if not self.started:
+                remove_if_empty(getattr(settings, "VAR_DIRS_MADE", ()))
 
     def handle(self, *args, **options):
         specs = procfile_entries(Path(options["procfile"]), options["names"])
@@ -113,12 +127,13 @@ class Command(BaseCommand):
             supervisor = Supervisor(specs, env=env, cwd=settings.BASE_DIR, write=self._write)
             control = StackControl(supervisor, settings.VAR_DIR / "stack.sock", cuts)
             control.start()
+            self.started = True
             try:
                 supervisor.run()
             finally:
                 control.close()
         finally:
-            lock.release()
+            lock.release(discard=not self.started)  # a refused start leaves no lock file
 
     def database_faults(self, env: dict, *, proxy: bool) -> dict:
         """service -> what ``stack cut`` closes: its SQLite file's lock, or (``--db-proxy``) the proxy
