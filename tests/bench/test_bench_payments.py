@@ -161,3 +161,50 @@ def test_the_check_names_a_payment_whose_voucher_is_missing_or_whose_points_are_
     outcome = check(merchant, orders, acks, settle_seconds=0)
     assert (outcome["lost_examples"], outcome["doubled_examples"]) == ([second], [first])
     assert outcome["settled_at"] > 0
+
+
+def test_a_wallet_payer_pays_again_after_a_503_as_its_retry_after_says():
+    """A 503 (a busy web process, a service that did not answer) changed nothing: the bench's
+    payer waits Retry-After and pays again, as docs/api.md tells payers to; a 402 is final."""
+    import http.server
+    import threading
+    from collections import Counter
+
+    from paysys.bench.management.commands.bench_payments import Command
+
+    calls: Counter = Counter()
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls[self.path] += 1
+            busy = self.path.endswith("/A/pay") and calls[self.path] < 3
+            self.send_response(503 if busy else 200 if "/A/" in self.path else 402)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    orders = [
+        {"merchant_order_no": no, "out_trade_no": f"PS-{no}", "payer_id": 1} for no in ("A", "B")
+    ]
+    sent, statuses = {}, Counter()
+    try:
+        Command()._pay_from_wallets(
+            f"http://127.0.0.1:{server.server_port}",
+            {},
+            [(type("Payer", (), {"pk": 1}), "token")],
+            orders,
+            sent,
+            statuses,
+            0,
+            2,
+        )
+    finally:
+        server.shutdown()
+    assert (calls["/api/v1/orders/A/pay"], calls["/api/v1/orders/B/pay"]) == (3, 1)
+    assert statuses == Counter({200: 1, 402: 1}) and set(sent) == {"PS-A", "PS-B"}

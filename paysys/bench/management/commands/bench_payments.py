@@ -366,11 +366,16 @@ class Command(BaseCommand):
             if spacing and (delay := start + k * spacing - time.time()) > 0:
                 time.sleep(delay)
             at = time.time()
-            response = local.session.post(
-                f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
-                json={"method": "balance", "payer_token": tokens[order["payer_id"]]},
-                timeout=30,
-            )
+            # a 429 or 503 changed nothing: wait as it says and pay again (docs/api.md), as a payer would
+            for _ in range(30):
+                response = local.session.post(
+                    f"{base}/api/v1/orders/{order['merchant_order_no']}/pay",
+                    json={"method": "balance", "payer_token": tokens[order["payer_id"]]},
+                    timeout=30,
+                )
+                if response.status_code not in (429, 503):
+                    break
+                time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
             with lock:
                 sent[order["out_trade_no"]] = at
                 statuses[response.status_code] += 1
