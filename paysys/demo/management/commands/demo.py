@@ -42,7 +42,7 @@ from paysys.core.models import Merchant, Payer, PayerAgreement
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_issue
 from paysys.core.stack import StackLock, describe
-from paysys.demo.management.commands.run_banner import ensure_demo_merchant
+from paysys.demo.management.commands.run_banner import demo_merchant_file, ensure_demo_merchant
 from paysys.gateway.models import BankNotify
 
 DEMO_ORDERS = [(1999, "Green tea, 250 g"), (4500, "Notebook"), (12800, "Headphones")]
@@ -302,7 +302,7 @@ class Command(BaseCommand):
         payer = Payer.objects.get(pk=saved["payer_id"])
         self.say(
             f"{'created' if created else 'using'} the demo merchant #{merchant.pk} and payer #{payer.pk} "
-            "(saved in var/demo-merchant.json)"
+            f"(saved in {demo_merchant_file()})"
         )
         self.set_up_merchant_server(base, merchant)
         self.http.headers["Authorization"] = f"Bearer {saved['api_key']}"
