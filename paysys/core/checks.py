@@ -42,6 +42,15 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
                 id="paysys.E002",
             )
         )
+    if not 0 < settings.RETENTION_TIME_SHARE <= 1:
+        errors.append(
+            Error(
+                "RETENTION_TIME_SHARE is the share of one connection's time retention may take: "
+                "above 0, at most 1",
+                hint="set RETENTION_TIME_SHARE=0.2 (the default) or another value in (0, 1]",
+                id="paysys.E006",
+            )
+        )
     if settings.ORDER_POLL_MAX_PER_SECOND < 1:
         errors.append(
             Error(

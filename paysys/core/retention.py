@@ -13,8 +13,8 @@ cutoff is found by a binary search on the key (rows are numbered in the order th
 written, so their write time grows with the key: ~25 point reads for 10,000,000 rows); then the
 keys up to it are read in ranges of ``RETENTION_BATCH_SIZE`` keys (a primary-key range, never a
 scan of an index on the rule's columns), filtered by the table's rule, and deleted by key in one
-statement, then a pause as long as the batch took (at least ``RETENTION_PAUSE_SECONDS``), so
-retention takes at most half of one connection's time. Each statement locks at
+statement, then a pause so long that the batches fill at most ``RETENTION_TIME_SHARE`` (a
+fifth) of one connection's time (and at least ``RETENTION_PAUSE_SECONDS``). Each statement locks at
 most one batch of old rows, which nothing on the payment path touches; the rows being written
 now are never read.
 """
@@ -145,10 +145,8 @@ def _purge_table(
             counts[table.label] += len(keys) if dry_run else rows.filter(pk__in=keys).delete()[0]
             if progress:
                 progress(table.label, counts, False)
-            if (
-                not dry_run
-            ):  # at least as long as the batch took: retention never takes more than half
-                time.sleep(max(settings.RETENTION_PAUSE_SECONDS, time.monotonic() - began))
+            if not dry_run:
+                time.sleep(_pause_after(time.monotonic() - began))
         # on to the next row that exists: keys freed by earlier passes are skipped in one seek
         start = (
             every_row.filter(pk__gt=end, pk__lte=upto)
@@ -159,6 +157,13 @@ def _purge_table(
     if progress:
         progress(table.label, counts, True)
     return counts, complete
+
+
+def _pause_after(took: float) -> float:
+    """How long to rest after a batch that took ``took`` seconds, so that batches fill at most
+    ``RETENTION_TIME_SHARE`` of the connection's time."""
+    share = settings.RETENTION_TIME_SHARE  # (0, 1]: paysys.E006
+    return max(settings.RETENTION_PAUSE_SECONDS, took * (1 - share) / share)
 
 
 def _last_key_before(every_row: QuerySet, written: str, cutoff) -> int | None:

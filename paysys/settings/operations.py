@@ -22,8 +22,10 @@ WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 10)
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30)
 # keys per range: rows per DELETE at most
 RETENTION_BATCH_SIZE = env_int("RETENTION_BATCH_SIZE", 1000)
-# pause after each DELETE: as long as the batch took, and at least this (retention takes at most
-# half of one connection's time, so payments keep the database)
+# the share of one database connection's time retention may take: after each DELETE it pauses
+# so long that its batches fill at most this share (0.2: four times as long as the batch took),
+# and at least RETENTION_PAUSE_SECONDS. A backlog goes slower, payments keep the database
+RETENTION_TIME_SHARE = env_float("RETENTION_TIME_SHARE", 0.2)
 RETENTION_PAUSE_SECONDS = env_float("RETENTION_PAUSE_SECONDS", 0.05)
 
 # --- logging ----------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ BAD = [
     ("NOTIFY_CLAIM_LEASE", 1, "paysys.E001", "set NOTIFY_CLAIM_LEASE above NOTIFY_TOTAL_TIMEOUT"),
     ("RETENTION_DAYS", 0, "paysys.E002", "set RETENTION_DAYS=1 or more"),
     ("ORDER_POLL_MAX_PER_SECOND", 0, "paysys.E003", "set ORDER_POLL_MAX_PER_SECOND=1 or more"),
+    ("RETENTION_TIME_SHARE", 0, "paysys.E006", "set RETENTION_TIME_SHARE=0.2"),
+    ("RETENTION_TIME_SHARE", 1.5, "paysys.E006", "set RETENTION_TIME_SHARE=0.2"),
     ("BANK_PAY_URL", "", "paysys.E004", "set BANK_PAY_URL"),
     ("BANK_QUERY_URL", "", "paysys.E004", "BANK_QUERY_URL"),
     (
@@ -30,6 +32,7 @@ GOOD = [
     ("NOTIFY_CLAIM_LEASE", 16),
     ("RETENTION_DAYS", 1),
     ("ORDER_POLL_MAX_PER_SECOND", 1),
+    ("RETENTION_TIME_SHARE", 1),
     ("BANK_PAY_URL", "https://bank.example.com/pay/"),
     ("BANK_QUERY_URL", "https://bank.example.com/payments/"),
     ("SECURE_PROXY_SSL_HEADER", ("HTTP_X_FORWARDED_PROTO", "https")),

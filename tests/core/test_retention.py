@@ -24,7 +24,7 @@ Receipt = BankNotifyReceipt.State
 
 @pytest.fixture(autouse=True)
 def _no_pause(settings):
-    settings.RETENTION_PAUSE_SECONDS = 0
+    settings.RETENTION_PAUSE_SECONDS, settings.RETENTION_TIME_SHARE = 0, 1
 
 
 def ago(days: float):
@@ -87,6 +87,26 @@ def test_the_key_boundary_is_found_by_a_binary_search_across_gaps():
     assert (
         retention._last_key_before(BankNotifyReceipt.objects.none(), "received_at", ago(0)) is None
     )
+
+
+def test_each_batch_is_followed_by_a_rest_that_keeps_retention_to_its_share(settings, monkeypatch):
+    settings.RETENTION_BATCH_SIZE, settings.RETENTION_TIME_SHARE = 2, 0.2
+    settings.RETENTION_PAUSE_SECONDS = 0.05
+    for _ in range(5):
+        receipt(Receipt.PROCESSED, days_ago=40)
+    rests = []
+    clock = iter(range(0, 1000, 1))  # every reading of the clock one second later
+    monkeypatch.setattr(retention.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(retention.time, "sleep", rests.append)
+
+    result = retention.purge_history(older_than=timedelta(days=30), budget_seconds=None)
+
+    assert result.counts["bank-notify receipts"] == 5
+    # three batches (2 + 2 + 1 keys), each read one clock tick after it began: a rest of
+    # four times that, so the batches fill a fifth of the connection's time
+    assert rests == [4.0, 4.0, 4.0]
+    settings.RETENTION_TIME_SHARE = 1  # all of it: only the least rest is kept
+    assert retention._pause_after(0.01) == 0.05 and retention._pause_after(2) == 0.05
 
 
 def test_a_pass_out_of_time_stops_and_the_next_goes_on():

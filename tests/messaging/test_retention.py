@@ -22,7 +22,7 @@ AGE = timedelta(days=30)
 
 @pytest.fixture(autouse=True)
 def _no_pause(settings):
-    settings.RETENTION_PAUSE_SECONDS = 0
+    settings.RETENTION_PAUSE_SECONDS, settings.RETENTION_TIME_SHARE = 0, 1
 
 
 def ago(days: float):

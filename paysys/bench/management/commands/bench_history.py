@@ -1,6 +1,6 @@
 """``manage.py bench_history``: store history in a benchmark stack's databases, and time /metrics.
 
-    manage.py bench_history [--orders N] [--messages M] [--metrics K] [--yes-fill-this-database]
+    manage.py bench_history [--orders N] [--messages M [--age-days D]] [--metrics K] [--yes-fill-this-database]
 
 Fills the databases the environment names (``DATABASE_URL``: a running stack's, not the tests')
 so ``bench_payments`` can be run again with history (docs/benchmarks.md, "Flat with size"):
@@ -9,7 +9,9 @@ so ``bench_payments`` can be run again with history (docs/benchmarks.md, "Flat w
   (paysys/bench/generate.py, as bench_reconcile makes them), of merchants and payers of their
   own (ids from ``HISTORY_IDS``), so reconcile stays consistent;
 - ``--messages M``: CONSUMED outbox rows (``bank.payment_succeeded`` and ``order.paid`` to each of
-  their consumers, in the producer's database) with the consumer's inbox row.
+  their consumers, in the producer's database) with the consumer's inbox row, consumed an hour
+  ago or, with ``--age-days D``, D days ago: older than ``RETENTION_DAYS`` they are the backlog
+  that ``purge_history`` deletes while ``bench_payments`` runs (docs/benchmarks.md, "Retention").
 
 It tops up: N and M are totals, and only what is missing is inserted (history rows are known by
 their ``BR`` order numbers and ``history:`` business keys). Inserts are multi-row, 10,000 a batch.
@@ -71,6 +73,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--messages", type=int, default=0, help="consumed messages it should hold (a total)"
         )
+        parser.add_argument(
+            "--age-days",
+            type=float,
+            default=0,
+            help="the messages were consumed this many days ago (default: an hour ago); "
+            "older than RETENTION_DAYS, they are a backlog for purge_history",
+        )
         parser.add_argument("--merchants", type=int, default=1000)
         parser.add_argument("--payers", type=int, default=100_000)
         parser.add_argument("--metrics", type=int, default=0, help="time this many GET /metrics")
@@ -87,7 +96,7 @@ class Command(BaseCommand):
             self._refuse_unless_bench(opts["yes_fill_this_database"])
             started = time.monotonic()
             result["orders_added"] = self._fill_orders(opts)
-            result["messages_added"] = self._fill_messages(opts["messages"])
+            result["messages_added"] = self._fill_messages(opts["messages"], opts["age_days"])
             result["fill_seconds"] = round(time.monotonic() - started, 1)
         if opts["metrics"]:
             result["metrics_ms"] = self._time_metrics(opts["metrics"])
@@ -130,7 +139,7 @@ class Command(BaseCommand):
         )
         return missing
 
-    def _fill_messages(self, total: int) -> int:
+    def _fill_messages(self, total: int, age_days: float) -> int:
         routes = [
             (contract, consumer)
             for contract in (BankPaymentSucceeded, OrderPaid)
@@ -144,7 +153,7 @@ class Command(BaseCommand):
         if missing <= 0:
             return 0
         tag = uuid.uuid4().hex[:8]  # a second top-up's business keys differ from the first's
-        when = timezone.now() - timedelta(hours=1)
+        when = timezone.now() - (timedelta(days=age_days) if age_days else timedelta(hours=1))
         at = {
             alias: connections[alias].ops.adapt_datetimefield_value(when) for alias in connections
         }
