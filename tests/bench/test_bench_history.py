@@ -3,10 +3,13 @@ stays consistent over it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import CommandError, call_command
 
 from orders.models import Order
+from paysys.core import retention
 from paysys.core.services import merchant_create
 from paysys.messaging.models import InboxEntry, Message
 from paysys.reconcile.checks import reconcile
@@ -46,6 +49,25 @@ def test_it_fills_a_benchmarks_databases_and_tops_them_up(settings):
     assert _history() == (50, 40, 40)  # topped up to the totals, nothing inserted twice
     report = reconcile(grace=0)
     assert report.consistent and report.checked["paid orders"] == 50
+
+
+def test_messages_aged_past_the_retention_are_a_backlog_that_purge_history_deletes(settings):
+    merchant_create(name="bench-1", notify_url="http://127.0.0.1:9/n")
+    settings.DEBUG, settings.RETENTION_PAUSE_SECONDS, settings.RETENTION_TIME_SHARE = True, 0, 1
+    call_command("bench_history", "--messages", "18", "--age-days", "40")
+    call_command("bench_history", "--messages", "30")  # 12 more, an hour old: kept
+
+    assert _history() == (0, 30, 30)
+    assert _purged_messages() == 18 and _history() == (0, 12, 12)
+    # old messages stored after newer ones would be numbered after them: out of retention's reach
+    with pytest.raises(CommandError, match="before any bench_payments run"):
+        call_command("bench_history", "--messages", "40", "--age-days", "40")
+    assert _history() == (0, 12, 12)
+
+
+def _purged_messages() -> int:
+    counts = retention.purge_history(older_than=timedelta(days=30)).counts
+    return sum(n for label, n in counts.items() if label.startswith("messages ("))
 
 
 def test_it_refuses_a_database_without_the_bench_marker_or_with_debug_off(settings):

@@ -11,7 +11,9 @@ so ``bench_payments`` can be run again with history (docs/benchmarks.md, "Flat w
 - ``--messages M``: CONSUMED outbox rows (``bank.payment_succeeded`` and ``order.paid`` to each of
   their consumers, in the producer's database) with the consumer's inbox row, consumed an hour
   ago or, with ``--age-days D``, D days ago: older than ``RETENTION_DAYS`` they are the backlog
-  that ``purge_history`` deletes while ``bench_payments`` runs (docs/benchmarks.md, "Retention").
+  that ``purge_history`` deletes while ``bench_payments`` runs (docs/benchmarks.md, "Retention");
+  stored into new databases before anything newer, as history is written (retention finds old
+  rows by their keys).
 
 It tops up: N and M are totals, and only what is missing is inserted (history rows are known by
 their ``BR`` order numbers and ``history:`` business keys). Inserts are multi-row, 10,000 a batch.
@@ -154,6 +156,20 @@ class Command(BaseCommand):
             return 0
         tag = uuid.uuid4().hex[:8]  # a second top-up's business keys differ from the first's
         when = timezone.now() - (timedelta(days=age_days) if age_days else timedelta(hours=1))
+        newer = [
+            alias
+            for alias in history
+            if Message.objects.using(alias).filter(created_at__gt=when).exists()
+        ]
+        if newer:  # retention finds old rows by their keys: rows are numbered in write order
+            raise CommandError(
+                f"the {', '.join(sorted(newer))} database(s) already hold messages newer than "
+                f"{age_days:g} days: old messages stored after them would be numbered after them, "
+                "and retention (which finds old rows by their keys, numbered in the order they "
+                "are written) would never reach them. Fill --age-days history into new databases "
+                "first, before any bench_payments run (bench_history --yes-fill-this-database "
+                "right after migrate)"
+            )
         at = {
             alias: connections[alias].ops.adapt_datetimefield_value(when) for alias in connections
         }
