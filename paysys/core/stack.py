@@ -128,6 +128,22 @@ class StackLock:
             return None
 
 
+def not_ours(base: str, var_dir: Path) -> str:
+    """What to say when the stack answering at ``base`` refuses this checkout's credentials (a
+    401): it runs on other databases, most often another checkout's stack on the same port."""
+    holder = StackLock(var_dir).holder()
+    ours = (
+        f"this checkout's stack ({var_dir}) runs at {holder['base_url']}: use that address"
+        if holder and holder.get("base_url", base) != base
+        else f"no stack runs on this checkout's {var_dir}: start one on a free port "
+        "(PORT=8001 make run) and use that address (PORT=8001 ... here too)"
+    )
+    return (
+        f"the stack at {base} does not know this checkout's merchants: it runs on other databases "
+        f"(another checkout's stack on that port, or another DATABASE_URL); {ours}"
+    )
+
+
 def _is_at(f, path: Path) -> bool:
     """Whether the open file ``f`` is still the one at ``path`` (not removed or replaced)."""
     try:

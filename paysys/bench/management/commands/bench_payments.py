@@ -243,6 +243,10 @@ class Command(BaseCommand):
                 "payer_id": payer.pk,
             }
             response = api.post(f"{base}/api/v1/orders", json=body, timeout=30)
+            if response.status_code == 401:
+                from paysys.core.stack import not_ours
+
+                raise CommandError(not_ours(base, settings.VAR_DIR))
             if response.status_code != 201:
                 raise CommandError(
                     f"POST /api/v1/orders answered {response.status_code}: {response.text[:300]}"

@@ -41,7 +41,7 @@ from accounts.services import wallet_credit
 from paysys.core.models import Merchant, Payer, PayerAgreement
 from paysys.core.money import fee_for, points_for
 from paysys.core.services import agreement_issue
-from paysys.core.stack import StackLock, describe
+from paysys.core.stack import StackLock, describe, not_ours
 from paysys.demo.management.commands.run_banner import demo_merchant_file, ensure_demo_merchant
 from paysys.gateway.models import BankNotify
 
@@ -180,10 +180,11 @@ class Command(BaseCommand):
         self.http = requests.Session()
         # the demo talks to its own server: a proxy from the environment must not get in the way
         self.http.trust_env = (urlsplit(base).hostname or "") not in LOCAL_HOSTS
-        stack = None
+        stack, self.base, self.started_stack = None, base, False
         health = self.healthz(base)
         if health is None:
             stack = self.start_stack(base, options["startup_timeout"])
+            self.started_stack = True
         elif health.status_code == 503:
             raise CommandError(
                 f"{base}/healthz answers 503: {health.text[:300]}\n"
@@ -525,8 +526,14 @@ class Command(BaseCommand):
                 )
             )
             self.say(
-                "what the merchant's server received: /admin/sandbox/merchantdelivery/; "
-                "what paysys sent: /admin/notifications/notification/"
+                f"what the merchant's server received: {self.base}/admin/sandbox/merchantdelivery/; "
+                f"what paysys sent: {self.base}/admin/notifications/notification/"
+                + (
+                    " (the demo stops the stack it started: open them next to `make run`, "
+                    "which prints the admin login)"
+                    if self.started_stack
+                    else ""
+                )
             )
             return
         if all(o.booked for o in orders):
@@ -778,11 +785,16 @@ class Command(BaseCommand):
 
     def request(self, method: str, url: str, **kwargs) -> requests.Response:
         try:
-            return self.http.request(method, url, timeout=10, **kwargs)
+            response = self.http.request(method, url, timeout=10, **kwargs)
         except requests.RequestException as exc:
             raise CommandError(
                 f"{method} {url} failed: {exc}. Is the server still running?"
             ) from exc
+        if response.status_code == 401:  # this checkout's merchant or sandbox token unknown there
+            raise CommandError(
+                f"{method} {url} answered 401: {not_ours(self.base, settings.VAR_DIR)}"
+            )
+        return response
 
     def say(self, text: str) -> None:
         self.stdout.write(f"  {text}")
