@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 
+UNKNOWN_SHOWN, NAME_SHOWN = 20, 100  # unknown fields named in a 400, characters of each name
+
 
 class StrictInputSerializer(serializers.Serializer):
     """The base of every request body's serializer: a field the API does not know is a 400
@@ -17,9 +19,14 @@ class StrictInputSerializer(serializers.Serializer):
         if isinstance(data, Mapping):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError(
-                    {name or "(empty name)": "unknown field" for name in unknown}
-                )
+                # named, up to a few: a body of thousands of made-up keys gets a short answer
+                named = {
+                    (name[:NAME_SHOWN] or "(empty name)"): "unknown field"
+                    for name in unknown[:UNKNOWN_SHOWN]
+                }
+                if len(unknown) > UNKNOWN_SHOWN:
+                    named["..."] = f"and {len(unknown) - UNKNOWN_SHOWN} more unknown fields"
+                raise serializers.ValidationError(named)
         return super().to_internal_value(data)
 
 

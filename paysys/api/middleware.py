@@ -5,6 +5,7 @@ from rest_framework.settings import api_settings
 
 from paysys.api import ratelimit
 from paysys.api.exceptions import error_body
+from paysys.core.netguard import client_network
 
 
 class BodySizeLimitMiddleware:
@@ -74,13 +75,13 @@ PUBLIC_SCOPES = [
 
 def client_address(request) -> str:
     """REMOTE_ADDR, or the address NUM_PROXIES trusted proxies put in X-Forwarded-For (a client
-    can write anything there: without proxies it is never read)."""
+    can write anything there: without proxies it is never read); an IPv6 client as its /64."""
     proxies = api_settings.NUM_PROXIES or 0
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies and forwarded:
         hops = [hop.strip() for hop in forwarded.split(",")]
-        return hops[-min(proxies, len(hops))]
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
+        return client_network(hops[-min(proxies, len(hops))])
+    return client_network(request.META.get("REMOTE_ADDR", "") or "unknown")
 
 
 class PublicRateLimitMiddleware:

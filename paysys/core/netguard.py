@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -67,6 +69,21 @@ def host_refusal(host: str, addresses: list[str]) -> str | None:
     return None
 
 
+def client_network(address: str) -> str:
+    """What a per-client limit counts: an IPv4 address, or an IPv6 address's /64. One IPv6
+    client is commonly given a whole /64 (2**64 addresses), so counting its addresses one by one
+    would give it a fresh limit per address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
@@ -75,10 +92,30 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+# A name is looked up while a request waits (a merchant's notify URL, an order's): whoever
+# controls the name's DNS server controls how long that takes, so the lookup runs on a few
+# threads of its own and the request waits at most LOOKUP_SECONDS for it. A lookup still
+# running then is a name that does not resolve (yet); a flood of slow names fills these threads,
+# never the web server's.
+LOOKUP_SECONDS = 2.0
+_lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="netguard-lookup")
+
+
+def _lookup(host: str, port: int) -> list[str]:
+    future = _lookups.submit(socket.getaddrinfo, host, port, proto=socket.IPPROTO_TCP)
+    try:
+        infos = future.result(timeout=LOOKUP_SECONDS)
+    except LookupTimeout:
+        future.cancel()  # still queued behind slow ones: never run
+        raise socket.gaierror(f"no answer within {LOOKUP_SECONDS:g} s") from None
+    return [sockaddr[0] for *_, sockaddr in infos]
+
+
 def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -> str | None:
-    """Why ``url`` is not an acceptable outbound target, or None. Resolves the host name and
-    refuses it if any of its addresses is refused. A name that does not resolve (yet) is accepted
-    unless ``must_resolve``: the check on the address connected to, at send time, still holds."""
+    """Why ``url`` is not an acceptable outbound target, or None. Resolves the host name (waiting
+    at most ``LOOKUP_SECONDS``) and refuses it if any of its addresses is refused. A name that does
+    not resolve (yet) is accepted unless ``must_resolve``: the check on the address connected to,
+    at send time, still holds."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return "must be an http(s) URL with a host"
@@ -96,12 +133,10 @@ def url_refusal(url: str, *, resolve: bool = True, must_resolve: bool = False) -
     if not resolve:
         return None
     try:
-        infos = socket.getaddrinfo(
-            host, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP
-        )
+        addresses = _lookup(host, port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError) as exc:
         return f"host {host!r} does not resolve ({exc})" if must_resolve else None
-    return host_refusal(host, [sockaddr[0] for *_, sockaddr in infos])
+    return host_refusal(host, addresses)
 
 
 def check_url(url: str, *, field: str, must_resolve: bool = False) -> None:

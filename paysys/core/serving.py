@@ -39,6 +39,8 @@ from django.conf import settings
 from django.utils.http import parse_header_parameters
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from paysys.core.netguard import client_network
+
 
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
@@ -338,7 +340,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.conn = _RefuseChunkedBodies(self.conn)
-        self._address = (self.client or ("",))[0]
+        self._address = client_network((self.client or ("",))[0])  # an IPv6 client: its /64
         self._head_timer = None
         self._send_timer = None  # armed while the client does not read what it is sent
         self._head_seen = b""  # the next head's bytes so far (up to the limit, for its end)
@@ -397,15 +399,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot read (a malformed head, a bad Content-Length,
-        a chunked body), with the security headers every other answer carries."""
+        a chunked body): a JSON error, as every other answer, with the security headers."""
+        body = json.dumps({"error": {"code": "bad_request", "message": msg}}).encode()
         headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-type", b"application/json"),
             (b"connection", b"close"),
             *_security_headers(),
         ]
         for event in (
             h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=msg.encode("ascii")),
+            h11.Data(data=body),
             h11.EndOfMessage(),
         ):
             self.transport.write(self.conn.send(event))

@@ -9,6 +9,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from paysys.core.netguard import client_network
 from tests.api.helpers import fresh_window
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -21,7 +22,7 @@ def new_address() -> str:
     """A client address no test used in this rate window (the counters live in a shared cache
     that outlives a test run)."""
     n = next(_hosts)
-    return f"2001:db8:{_run:x}::{n:x}"
+    return f"2001:db8:{_run:x}:{n:x}::1"  # a /64 of its own: an IPv6 client counts as its /64
 
 
 def test_docs_are_served_from_this_origin_under_a_strict_csp(client):
@@ -85,6 +86,27 @@ def test_public_endpoints_are_limited_per_client_address(settings, scope, call):
     assert call(other).status_code != 429
     response = call(attacker)
     assert response.json()["error"]["code"] == "throttled" and int(response["Retry-After"]) >= 1
+
+
+def test_an_ipv6_client_counts_as_its_64_not_as_each_of_its_addresses(settings):
+    settings.PUBLIC_RATE_LIMITS = {**settings.PUBLIC_RATE_LIMITS, "admin_login": "2/min"}
+    fresh_window(60, needed=5)
+    network = new_address().removesuffix("::1")
+    # guesses from one /64, each from another of its 2**64 addresses
+    guesses = [
+        Client(REMOTE_ADDR=f"{network}:{n:x}:0:0:{n:x}").post(
+            "/admin/login/", {"username": "admin", "password": f"guess{n}"}
+        )
+        for n in range(1, 4)
+    ]
+    neighbour = Client(REMOTE_ADDR=new_address())  # the next /64
+
+    assert [g.status_code == 429 for g in guesses] == [False, False, True]
+    assert (
+        neighbour.post("/admin/login/", {"username": "admin", "password": "x"}).status_code != 429
+    )
+    assert client_network("198.51.100.7") == "198.51.100.7"
+    assert client_network("::ffff:198.51.100.7") == "198.51.100.7"
 
 
 def test_behind_trusted_proxies_the_forwarded_address_is_the_client(settings):

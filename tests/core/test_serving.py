@@ -613,6 +613,8 @@ def test_an_unreadable_request_is_a_400_with_the_security_headers(server):
     finally:
         sock.close()
 
-    head = answer.split(b"\r\n\r\n", 1)[0].lower()
-    assert head.startswith(b"http/1.1 400")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    head = head.lower()
+    assert head.startswith(b"http/1.1 400") and b"content-type: application/json" in head
     assert b"x-content-type-options: nosniff" in head and b"x-frame-options: deny" in head
+    assert json.loads(body)["error"]["code"] == "bad_request"  # JSON, as every other answer

@@ -1,4 +1,7 @@
 import json
+import socket
+import threading
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,6 +12,7 @@ from orders.expiry import orders_close_expired
 from orders.models import Order, PaymentRecord
 from paysys import bank as bank_protocol
 from paysys.contracts import OrderPaid
+from paysys.core import netguard
 from paysys.messaging.models import Message
 from tests.api.helpers import fresh_window
 from tests.concurrency import run_at_once
@@ -435,6 +439,18 @@ def test_unknown_body_fields_are_a_400_naming_them_and_nothing_is_created(api, p
     assert not Order.objects.exists()
 
 
+def test_a_body_of_thousands_of_unknown_fields_gets_a_short_400_naming_the_first(api, payer):
+    body = order_body(payer, **{f"k{i:05d}": i for i in range(3000)}, **{"a" * 2000: 1})
+
+    response = api.post("/api/v1/orders", body, format="json")
+
+    assert response.status_code == 400 and len(response.content) < 2000
+    fields = response.json()["error"]["fields"]
+    assert list(fields)[:2] == ["a" * 100, "k00000"] and len(fields) == 21  # names cut short
+    assert fields["..."] == "and 2981 more unknown fields"
+    assert not Order.objects.exists()
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -454,6 +470,36 @@ def test_a_notify_url_into_the_platforms_network_is_refused_at_creation(api, pay
     error = response.json()["error"]
     assert "notify_url" in error["fields"] and "not an allowed target" in error["message"]
     assert not Order.objects.exists()
+
+
+def test_a_notify_url_whose_name_server_stalls_holds_the_request_at_most_the_lookup_limit(
+    api, payer, settings, monkeypatch
+):
+    """Whoever runs a name's DNS server decides how long its lookup takes: the request waits at
+    most netguard.LOOKUP_SECONDS, the stalled lookups hold only the guard's own threads, and the
+    name is taken as not resolving yet (the guard checks the address again at send time)."""
+    settings.NOTIFY_ALLOWED_NETWORKS = []
+    monkeypatch.setattr(netguard, "LOOKUP_SECONDS", 0.3)
+    released = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: released.wait(10) and [])
+    took = []
+    try:
+        for i in range(6):  # more than the guard has threads: the later ones wait in its queue
+            began = time.monotonic()
+            response = api.post(
+                "/api/v1/orders",
+                order_body(
+                    payer, merchant_order_no=f"SLOW-{i}", notify_url="https://slow.example/n"
+                ),
+                format="json",
+            )
+            took.append(time.monotonic() - began)
+            assert response.status_code == 201, response.content
+    finally:
+        released.set()
+
+    assert max(took) < 2, took
+    assert Order.objects.filter(notify_url="https://slow.example/n").count() == 6
 
 
 def test_a_public_notify_url_is_accepted(api, payer, settings):
