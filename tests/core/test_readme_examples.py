@@ -49,6 +49,8 @@ SKIPPED = {
     "Whole payments (`manage.py bench_payments`)": "minutes long; tests/bench/test_bench_payments.py runs its --quick",
     "Flat with size (`manage.py bench_history`)": "a bench stack of its own filled with millions of rows, "
     "tens of minutes; tests/bench/test_bench_history.py runs it small",
+    "Retention while paying": "a bench stack of its own, new databases filled with a backlog, then "
+    "bench_payments: minutes long; tests/bench/test_bench_history.py runs --age-days small",
     "Dependencies": "regenerates the locks from PyPI (network, pip-tools)",
     "Run the course's scenarios": "minutes long, each fault on a stack of its own: tests/faults/test_scenarios.py runs "
     "them and tests/core/test_stack_control.py the stack commands",
