@@ -13,6 +13,7 @@ platform's own 4xx / 5xx other than 404, and any error with a traceback are unto
 from __future__ import annotations
 
 import logging
+import time
 
 # loggers whose INFO lines are about one task: beat's "Sending due task", the worker's
 # "Task ... received", the tracer's "Task ... succeeded"
@@ -55,3 +56,32 @@ class RoutineToDebug(logging.Filter):
             self._routine = routine_tasks()
         message = record.getMessage()
         return any(name in message for name in self._routine)
+
+
+class ClientErrorFlood(logging.Filter):
+    """Django logs every 4xx answer as a WARNING line: a stranger sending 500 bad API keys a
+    second writes 500 lines a second (about 2 MB a minute). Per process, at most
+    ``PER_SECOND`` of them are written each second; the next one written says how many were
+    dropped meanwhile. 5xx answers and records with a traceback always pass."""
+
+    PER_SECOND = 20
+
+    def __init__(self, name: str = ""):
+        super().__init__(name)
+        self._second, self._written, self._dropped = 0, 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if record.name != "django.request" or record.exc_info or not status or status >= 500:
+            return True
+        second = int(time.monotonic())
+        if second != self._second:
+            self._second, self._written = second, 0
+        if self._written >= self.PER_SECOND:
+            self._dropped += 1
+            return False
+        self._written += 1
+        if self._dropped:
+            record.msg = f"{record.msg} (and {self._dropped} more 4xx lines dropped before it)"
+            self._dropped = 0
+        return True

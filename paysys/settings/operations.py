@@ -46,12 +46,16 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # routine lines (beat's one-second polls, the bank's "no payment yet" 404s) are DEBUG
-    "filters": {"routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"}},
+    # and a flood of 4xx lines (a stranger's bad API keys) is cut to 20 a second per process
+    "filters": {
+        "routine_to_debug": {"()": "paysys.core.logfilters.RoutineToDebug"},
+        "client_error_flood": {"()": "paysys.core.logfilters.ClientErrorFlood"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["routine_to_debug"],
+            "filters": ["routine_to_debug", "client_error_flood"],
         }
     },
     "root": {

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from paysys.core import logfilters
 from paysys.core.logfilters import RoutineToDebug
 from tests.core.test_runstack import embedded_env
 
@@ -134,8 +135,39 @@ def test_routine_lines_show_with_log_level_debug():
         root.setLevel(level)
 
 
-def test_the_console_handler_uses_the_filter():
-    assert settings.LOGGING["handlers"]["console"]["filters"] == ["routine_to_debug"]
+def test_the_console_handler_uses_the_filters():
+    assert settings.LOGGING["handlers"]["console"]["filters"] == [
+        "routine_to_debug",
+        "client_error_flood",
+    ]
+
+
+def test_a_flood_of_4xx_lines_is_cut_to_a_few_a_second_and_says_how_many_it_dropped(monkeypatch):
+    """A stranger's 500 bad API keys a second were 500 WARNING lines a second (about 2 MB of log
+    a minute); 5xx lines and tracebacks always pass."""
+    now = [1000.2]
+    monkeypatch.setattr(logfilters.time, "monotonic", lambda: now[0])
+    flood = logfilters.ClientErrorFlood()
+
+    def unauthorized():
+        return record(
+            "django.request", logging.WARNING, "Unauthorized: %s", "/api/v1/orders", status_code=401
+        )
+
+    passed = [flood.filter(unauthorized()) for _ in range(50)]
+    error = record(
+        "django.request", logging.ERROR, "Internal Server Error: %s", "/x", status_code=500
+    )
+    assert flood.filter(error) is True
+    now[0] = 1001.1
+    first_next_second = unauthorized()
+
+    assert passed == [True] * 20 + [False] * 30
+    assert flood.filter(first_next_second) is True
+    assert first_next_second.getMessage() == (
+        "Unauthorized: /api/v1/orders (and 30 more 4xx lines dropped before it)"
+    )
+    assert flood.filter(record("orders.polling", logging.WARNING, "bank down")) is True
 
 
 def test_a_routine_404_prints_nothing_and_a_real_error_prints_once_formatted(tmp_path):
