@@ -9,6 +9,7 @@ the embedded default allows loopback, production settings allow none.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as LookupTimeout
@@ -98,11 +99,14 @@ def is_ip_literal(host: str) -> bool:
 # running then is a name that does not resolve (yet); a flood of slow names fills these threads,
 # never the web server's.
 LOOKUP_SECONDS = 2.0
-_lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="netguard-lookup")
+_lookups: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
 
 
 def _lookup(host: str, port: int) -> list[str]:
-    future = _lookups.submit(socket.getaddrinfo, host, port, proto=socket.IPPROTO_TCP)
+    global _lookups
+    if _lookups is None or _lookups[0] != os.getpid():  # a forked child has none of its threads
+        _lookups = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="netguard-lookup"))
+    future = _lookups[1].submit(socket.getaddrinfo, host, port, proto=socket.IPPROTO_TCP)
     try:
         infos = future.result(timeout=LOOKUP_SECONDS)
     except LookupTimeout:
