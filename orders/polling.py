@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 
@@ -62,9 +63,12 @@ def orders_poll_bank(
             .order_by("next_poll_at")[:limit]
         )
         claimed = {order.pk: _next_poll_at(order, now) for order in due}
-        for order in due:  # claim: move the next poll forward before asking
-            Order.objects.filter(pk=order.pk).update(
-                poll_count=F("poll_count") + 1, next_poll_at=claimed[order.pk]
+        by_next_poll = defaultdict(list)  # claimed together, most orders share their next poll
+        for pk, next_poll_at in claimed.items():
+            by_next_poll[next_poll_at].append(pk)
+        for next_poll_at, pks in by_next_poll.items():  # claim: the next poll moves forward first
+            Order.objects.filter(pk__in=pks).update(
+                poll_count=F("poll_count") + 1, next_poll_at=next_poll_at
             )
     if not due:
         return 0

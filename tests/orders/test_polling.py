@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orders import polling
@@ -335,6 +336,30 @@ def test_two_polling_processes_together_ask_at_most_the_bound_in_any_second(
     assert sorted(counting_bank.asked) == sorted(o.out_trade_no for o in orders)
     assert counting_bank.most_in_any(1.0) <= 10
     assert took >= 3.0
+
+
+def test_a_pass_claims_its_orders_in_a_statement_per_next_poll_time_not_one_per_order(
+    merchant, payer, counting_bank
+):
+    # 30 orders due, one of them polled before (its next wait is another step of the schedule)
+    orders = due_orders(merchant, payer, 30, "CLAIM")
+    Order.objects.filter(pk=orders[0].pk).update(poll_count=1)
+
+    with CaptureQueriesContext(connections["orders"]) as queries:
+        assert orders_poll_bank() == 30
+
+    claims = [
+        q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "poll_count" in q["sql"]
+    ]
+    assert len(claims) == 2, claims  # the 29 first polls together, the second poll alone
+    polled = {
+        o.pk: (o.poll_count, o.next_poll_at)
+        for o in Order.objects.filter(pk__in=[o.pk for o in orders])
+    }
+    assert polled.pop(orders[0].pk)[0] == 2
+    assert {count for count, _ in polled.values()} == {1} and len(
+        {at for _, at in polled.values()}
+    ) == 1
 
 
 def test_orders_the_bound_left_unasked_stay_due_and_are_asked_later_longest_due_first(
