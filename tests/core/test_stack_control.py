@@ -4,7 +4,6 @@ until restored. Real processes and a real SQLite file; the supervisor runs on a 
 
 from __future__ import annotations
 
-import http.server
 import os
 import socket
 import sqlite3
@@ -29,6 +28,7 @@ from paysys.core.stack import (
 )
 from tests.core.test_runstack import alive
 from tests.faults.harness import wait_for
+from tests.notifications.receiver import Behaviour, Receiver
 
 
 @pytest.fixture
@@ -182,33 +182,14 @@ def test_the_scenarios_refuse_where_the_bank_simulator_is_off(settings):
         call_command("scenario", "happy")
 
 
-class _ForeignStack(http.server.BaseHTTPRequestHandler):
-    """Another checkout's stack: healthy, but it knows none of this checkout's merchants."""
-
-    def do_GET(self):
-        self._answer(200 if self.path == "/healthz" else 401)
-
-    def do_POST(self):
-        self._answer(401)
-
-    def _answer(self, status):
-        body = b'{"ok": true}' if status == 200 else b'{"error": {"code": "authentication_failed"}}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.django_db(databases="__all__")
 def test_the_demo_on_another_checkouts_stack_says_so_and_how_to_start_its_own(settings, tmp_path):
     settings.VAR_DIR = tmp_path
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForeignStack)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    # another checkout's stack: healthy, but it knows none of this checkout's merchants
+    unknown_key = Behaviour(401, {"Content-Type": "application/json"}, '{"error": {"code": "x"}}')
+    server = Receiver(default=unknown_key).start()
+    server.answer("/healthz", Behaviour(200, {"Content-Type": "application/json"}, "{}"))
+    base = server.url("")
     try:
         with pytest.raises(CommandError) as refused:
             call_command("demo", base_url=base, stdout=StringIO())
@@ -219,7 +200,7 @@ def test_the_demo_on_another_checkouts_stack_says_so_and_how_to_start_its_own(se
         finally:
             lock.release()
     finally:
-        server.shutdown()
+        server.stop()
 
     assert f"the stack at {base} does not know this checkout's merchants" in str(refused.value)
     assert "no stack runs on this checkout's" in str(refused.value)

@@ -1,5 +1,6 @@
 """A real merchant server for tests: a threaded HTTP server on 127.0.0.1 that records every
-request and answers as the test tells it, per path (status, headers, body, hang)."""
+request and answers as the test tells it, per path (status, headers, body, hang), or else as its
+default."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ class Behaviour:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, default: Behaviour | None = None) -> None:
         self.received: list[Received] = []
         self.behaviours: dict[str, list[Behaviour] | Behaviour] = {}
+        self.default = default or Behaviour()  # the answer of a path not told
         self.released = threading.Event()
         self._lock = threading.Lock()
         receiver = self
@@ -76,6 +78,8 @@ class Receiver:
                 self.wfile.write(payload)
                 self.close_connection = not behaviour.keep_alive or behaviour.drop_after
 
+            do_GET = do_POST  # a GET is recorded and answered the same way
+
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default 5 would refuse a burst of parallel deliveries
 
@@ -94,7 +98,7 @@ class Receiver:
 
     def _next(self, path: str) -> Behaviour:
         with self._lock:
-            queue = self.behaviours.get(path.split("?")[0]) or [Behaviour()]
+            queue = self.behaviours.get(path.split("?")[0]) or [self.default]
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
     def requests(self, path: str | None = None) -> list[Received]:
