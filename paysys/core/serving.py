@@ -399,16 +399,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot read (a malformed head, a bad Content-Length,
-        a chunked body): a JSON error, as every other answer, with the security headers."""
-        body = json.dumps({"error": {"code": "bad_request", "message": msg}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"connection", b"close"),
-            *_security_headers(),
-        ]
+        a chunked body): the JSON error, with the security headers, of every other refusal."""
+        response = _error_response(_Refused(400, "bad_request", msg))
         for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=body),
+            h11.Response(status_code=400, headers=response.headers, reason=b"Bad Request"),
+            h11.Data(data=b"".join(response.chunks)),
             h11.EndOfMessage(),
         ):
             self.transport.write(self.conn.send(event))
